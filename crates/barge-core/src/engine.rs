@@ -1,0 +1,132 @@
+//! The traits an engine crate implements. They are deliberately small: a source describes, samples
+//! and streams; a target creates tables and hands out writers. Everything else (partitioning,
+//! hashing, scheduling, verification) is built on top of them once, engine-agnostically.
+//!
+//! All methods are blocking and are called from plain threads owned by the runtime (never from a
+//! rayon worker or a tokio runtime thread). An engine with an async driver keeps its own runtime and
+//! blocks on it inside these methods, doing any CPU-heavy decode on the calling thread.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, Field};
+
+use crate::error::Result;
+use crate::model::{Key, KeyRange, KeyStats, TableInfo};
+
+/// Opens databases for one engine. Registered once in the CLI.
+pub trait EngineFactory: Send + Sync {
+    /// The engine's name, for messages (`sqlite`, `postgres`).
+    fn name(&self) -> &'static str;
+    /// URL schemes this engine accepts, without `://`.
+    fn schemes(&self) -> &'static [&'static str];
+    /// Opens an existing database for reading. A missing database is [`crate::Error::SourceNotFound`].
+    fn open_source(&self, url: &str) -> Result<Arc<dyn Source>>;
+    /// Opens (for file engines: creates if needed) a database for writing. Called only after the
+    /// whole plan has been validated, so that bad input never leaves a file or a table behind.
+    fn open_target(&self, url: &str) -> Result<Arc<dyn Target>>;
+    /// Checks a URL's syntax without touching anything.
+    fn check_url(&self, url: &str) -> Result<()>;
+}
+
+/// A database that rows are read from.
+pub trait Source: Send + Sync {
+    /// The database for messages, with any password redacted.
+    fn display_name(&self) -> String;
+
+    /// User tables, in a stable order.
+    fn list_tables(&self) -> Result<Vec<String>>;
+
+    /// Describes one table; an unknown table is [`crate::Error::UnknownTable`], an unmappable column
+    /// type is [`crate::Error::UnsupportedType`].
+    fn table(&self, name: &str) -> Result<TableInfo>;
+
+    /// Row count and min/max of the range columns within `range`.
+    fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats>;
+
+    /// About `target` keys drawn uniformly from `range`, in the database's ascending key order
+    /// (never sorted by barge, whose ordering may differ from the database's collation).
+    fn sample_keys(&self, table: &TableInfo, range: &KeyRange, target: usize) -> Result<Vec<Key>>;
+
+    /// Streams the rows of `range` as record batches of at most `batch_rows` rows with the table's
+    /// schema, in any order. `emit` returning an error stops the read and returns that error.
+    fn read_range(
+        &self,
+        table: &TableInfo,
+        range: &KeyRange,
+        batch_rows: usize,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// How a target stores one Arrow field, and what it reads it back as.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetColumn {
+    /// The column type in the target's DDL.
+    pub native_type: String,
+    /// The Arrow type the target's own mapping reads that column back as; comparing it with the
+    /// source field's type (see [`crate::types::fidelity`]) says whether the move is exact.
+    pub read_back: DataType,
+}
+
+/// A batch ready for a writer: encoding runs on the CPU pool, the writer only does I/O.
+#[derive(Debug)]
+pub enum Encoded {
+    /// The writer consumes Arrow directly (e.g. binding prepared-statement parameters).
+    Arrow(RecordBatch),
+    /// The writer streams pre-encoded bytes (e.g. a COPY or LOAD DATA payload).
+    Bytes { rows: usize, bytes: Vec<u8> },
+}
+
+impl Encoded {
+    /// Rows in this batch.
+    pub fn rows(&self) -> usize {
+        match self {
+            Encoded::Arrow(b) => b.num_rows(),
+            Encoded::Bytes { rows, .. } => *rows,
+        }
+    }
+}
+
+/// A database that rows are written to.
+pub trait Target: Send + Sync {
+    /// The database for messages, with any password redacted.
+    fn display_name(&self) -> String;
+
+    /// Rows in `table`, or `None` when the table does not exist.
+    fn table_rows(&self, table: &str) -> Result<Option<u64>>;
+
+    /// The target column for a source field (same-engine sources may keep their native type via
+    /// field metadata). An impossible mapping is [`crate::Error::UnsupportedType`].
+    fn column_for(&self, table: &str, field: &Field) -> Result<TargetColumn>;
+
+    /// Creates `name` with the given columns; `key` names the primary-key columns.
+    fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()>;
+
+    /// Removes every row of `name`.
+    fn truncate_table(&self, name: &str) -> Result<()>;
+
+    /// Column names of an existing table, in order.
+    fn table_columns(&self, name: &str) -> Result<Vec<String>>;
+
+    /// At most how many writers may load one table at once (1 for an engine with a single writer).
+    fn max_writers(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Turns a batch into what this target's writers consume. Runs on the CPU pool.
+    fn encode(&self, batch: RecordBatch) -> Result<Encoded> {
+        Ok(Encoded::Arrow(batch))
+    }
+
+    /// A writer with its own connection and transaction, loading `columns` of `table`.
+    fn writer(&self, table: &str, columns: &[Field]) -> Result<Box<dyn TableWriter>>;
+}
+
+/// Loads batches into one table over one connection. Rows become visible only at [`Self::commit`].
+pub trait TableWriter: Send {
+    /// Writes one batch, returning the rows written.
+    fn write(&mut self, batch: Encoded) -> Result<u64>;
+    /// Makes everything written so far durable and visible, and starts a new transaction.
+    fn commit(&mut self) -> Result<()>;
+}

@@ -1,0 +1,101 @@
+//! One error type for the library crates. Each variant is a failure a user can act on; the CLI maps
+//! [`Error::is_usage`] to exit code 2 and everything else to 1.
+
+use std::fmt;
+
+/// Result alias used across barge's library crates.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in barge's library crates.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A connection URL could not be understood. `url` is already redacted.
+    #[error("invalid URL `{url}`: {reason}")]
+    InvalidUrl { url: String, reason: String },
+
+    /// No registered engine handles this URL scheme.
+    #[error("unsupported URL scheme `{scheme}` (supported: {supported})")]
+    UnknownScheme { scheme: String, supported: String },
+
+    /// The source database does not exist (for file engines: the file is missing).
+    #[error("source database not found: {0}")]
+    SourceNotFound(String),
+
+    /// A table named on the command line or in a pipeline does not exist.
+    #[error("table `{table}` not found in {database}")]
+    UnknownTable { table: String, database: String },
+
+    /// A column named in a pipeline, or needed by a copy, does not exist.
+    #[error("column `{column}` not found in table `{table}`")]
+    UnknownColumn { table: String, column: String },
+
+    /// A column's type has no mapping (or cannot be represented in the target).
+    #[error("unsupported type: table `{table}`, column `{column}`, type `{type_name}`{}", reason_suffix(.reason))]
+    UnsupportedType { table: String, column: String, type_name: String, reason: Option<String> },
+
+    /// `--if-exists fail` and the target table already holds rows.
+    #[error(
+        "target table `{table}` already holds {rows} rows; nothing was written (use --if-exists truncate or append)"
+    )]
+    TargetNotEmpty { table: String, rows: u64 },
+
+    /// A configuration or usage problem not covered by a more specific variant.
+    #[error("{0}")]
+    Config(String),
+
+    /// The server could not be reached or refused the connection. `target` is redacted.
+    #[error("cannot connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+
+    /// A value read from the source cannot be represented as its column's declared type.
+    #[error("bad value in table `{table}`, column `{column}`{}: {reason}", key_suffix(.key))]
+    BadValue { table: String, column: String, key: Option<String>, reason: String },
+
+    /// A driver error, with what barge was doing when it happened.
+    #[error("{context}: {message}")]
+    Engine { context: String, message: String },
+
+    /// An Arrow error (builder or schema mismatch); indicates a bug in an engine's mapping table.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+
+    /// Row accounting does not add up: rows read ≠ rows written + rows rejected.
+    #[error("row accounting failed for table `{table}`: read {read}, written {written}, rejected {rejected}")]
+    RowsLost { table: String, read: u64, written: u64, rejected: u64 },
+
+    /// The run was cancelled because another stage failed first.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn reason_suffix(reason: &Option<String>) -> String {
+    reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+}
+
+fn key_suffix(key: &Option<String>) -> String {
+    key.as_ref().map(|k| format!(" at key {k}")).unwrap_or_default()
+}
+
+impl Error {
+    /// Wraps a driver error with context. Callers must make sure neither carries a password.
+    pub fn engine(context: impl Into<String>, err: impl fmt::Display) -> Self {
+        Error::Engine { context: context.into(), message: err.to_string() }
+    }
+
+    /// True for usage and configuration errors (exit code 2): the run can succeed once the input is fixed,
+    /// and nothing has been written.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidUrl { .. }
+                | Error::UnknownScheme { .. }
+                | Error::SourceNotFound(_)
+                | Error::UnknownTable { .. }
+                | Error::UnknownColumn { .. }
+                | Error::UnsupportedType { .. }
+                | Error::TargetNotEmpty { .. }
+                | Error::Config(_)
+        )
+    }
+}

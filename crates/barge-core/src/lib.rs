@@ -1,0 +1,34 @@
+//! # barge-core
+//!
+//! The vocabulary every other barge crate speaks, and nothing else: no I/O, no engine names.
+//!
+//! ```text
+//!   Source ──read_range──▶ RecordBatch ──▶ (transform, hash) ──▶ Target::encode ──▶ TableWriter::write ──▶ commit
+//!     ▲                                                                                     │
+//!     └── table() / key_stats() / sample_keys() feed the partitioner (barge-plan) ─────────┘
+//! ```
+//!
+//! * [`model`]: tables, keys, key ranges, scalars.
+//! * [`engine`]: the [`Source`], [`Target`] and [`EngineFactory`] traits an engine crate implements.
+//! * [`types`]: whether moving a value of one Arrow type into another is exact, lossy or impossible.
+//! * [`error`]: one error enum whose variants are failures a user can act on.
+//! * [`url`]: connection-URL helpers that never let a password escape.
+//!
+//! Engines convert their native types to Arrow and back through a mapping table declared once per engine;
+//! Arrow record batches are the only thing that crosses an engine boundary.
+
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod types;
+pub mod url;
+
+pub use engine::{Encoded, EngineFactory, Source, TableWriter, Target, TargetColumn};
+pub use error::{Error, Result};
+pub use model::{Key, KeyRange, KeySpec, KeyStats, Scalar, TableInfo};
+
+/// Field metadata key holding the column's declared type in its source engine (e.g. `VARCHAR(100)`).
+pub const META_NATIVE_TYPE: &str = "barge.native_type";
+/// Field metadata key naming the engine that declared [`META_NATIVE_TYPE`], so that a target of the
+/// same engine can keep the native type instead of going through the Arrow mapping.
+pub const META_ENGINE: &str = "barge.engine";

@@ -1,0 +1,136 @@
+//! Tables, keys and key ranges: the units the partitioner plans and the runtime executes.
+
+use std::fmt;
+
+use arrow_schema::SchemaRef;
+use serde::{Deserialize, Serialize};
+
+/// One value of a key column, as the engine stores it. Scalars travel from an engine's sampling
+/// query into range predicates of the same engine, so they keep the engine's own representation
+/// (a SQLite timestamp stored as text stays text).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Null => f.write_str("NULL"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::UInt(u) => write!(f, "{u}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Text(s) => write!(f, "{s:?}"),
+            Scalar::Bytes(b) => {
+                f.write_str("x'")?;
+                for byte in b {
+                    write!(f, "{byte:02x}")?;
+                }
+                f.write_str("'")
+            }
+        }
+    }
+}
+
+/// The values of a table's key columns for one row, in key-column order.
+pub type Key = Vec<Scalar>;
+
+/// Formats a key for messages: `42` for one column, `(1, "a")` for several.
+pub fn display_key(key: &[Scalar]) -> String {
+    match key {
+        [one] => one.to_string(),
+        many => format!("({})", many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// A half-open key range `lo <= key < hi`; `None` is unbounded on that side. Composite keys
+/// compare as row values, in the database's own ordering.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyRange {
+    /// Position of this range in its table's plan; stable for the life of a run.
+    pub id: usize,
+    pub lo: Option<Key>,
+    pub hi: Option<Key>,
+}
+
+impl KeyRange {
+    /// The range covering the whole key space.
+    pub fn all() -> Self {
+        KeyRange { id: 0, lo: None, hi: None }
+    }
+}
+
+impl fmt::Display for KeyRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bound = |b: &Option<Key>| b.as_ref().map_or_else(|| "∞".to_string(), |k| display_key(k));
+        write!(f, "[{}, {})", self.lo.as_ref().map_or_else(|| "-∞".to_string(), |k| display_key(k)), bound(&self.hi))
+    }
+}
+
+/// How rows of a table are identified and ranged over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum KeySpec {
+    /// A primary key: indices into the table's schema, in key order.
+    Primary(Vec<usize>),
+    /// No primary key, but the engine has a physical row locator that can be ranged over for
+    /// parallel reads (SQLite `rowid`, PostgreSQL `ctid`). Rows have no identity across engines, so
+    /// verification treats the table as one multiset of rows.
+    Locator(String),
+    /// No key and no locator: one range, read by one reader.
+    None,
+}
+
+impl KeySpec {
+    /// True when rows carry an identity that exists in the target too.
+    pub fn is_primary(&self) -> bool {
+        matches!(self, KeySpec::Primary(_))
+    }
+}
+
+/// A table as an engine describes it.
+#[derive(Clone, Debug)]
+pub struct TableInfo {
+    pub name: String,
+    /// Arrow schema of the columns barge reads and writes; each field carries
+    /// [`crate::META_NATIVE_TYPE`] and [`crate::META_ENGINE`] metadata.
+    pub schema: SchemaRef,
+    pub key: KeySpec,
+    /// The engine's cheap row estimate (statistics, or a count for small embedded tables).
+    pub estimated_rows: u64,
+}
+
+impl TableInfo {
+    /// Names of the primary key columns (empty without a primary key).
+    pub fn key_columns(&self) -> Vec<&str> {
+        match &self.key {
+            KeySpec::Primary(cols) => cols.iter().map(|&i| self.schema.field(i).name().as_str()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Names of the columns that ranges are expressed over: the primary key, or the locator.
+    pub fn range_columns(&self) -> Vec<String> {
+        match &self.key {
+            KeySpec::Primary(_) => self.key_columns().into_iter().map(str::to_string).collect(),
+            KeySpec::Locator(name) => vec![name.clone()],
+            KeySpec::None => Vec::new(),
+        }
+    }
+}
+
+/// Statistics of a table's range column(s) within a range: what the partitioner needs to decide
+/// between integer arithmetic and sampled quantiles.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyStats {
+    pub rows: u64,
+    pub min: Option<Key>,
+    pub max: Option<Key>,
+}

@@ -1,0 +1,169 @@
+//! The one place that decides whether moving a value from one Arrow type into another is exact,
+//! lossy (and why) or impossible. Plan, run and tests all consult [`fidelity`]; engines only declare
+//! their native ↔ Arrow tables.
+
+use arrow_schema::{DataType, TimeUnit};
+
+/// What happens to values when a column of one Arrow type lands in a column of another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fidelity {
+    /// Every value arrives unchanged, and hashes the same on both sides.
+    Exact,
+    /// Some values may change or be rejected; the reason says which.
+    Lossy(String),
+    /// No mapping exists.
+    Impossible,
+}
+
+impl Fidelity {
+    pub fn is_exact(&self) -> bool {
+        matches!(self, Fidelity::Exact)
+    }
+}
+
+/// Bits of magnitude and whether the type is signed, for integer types.
+fn int_shape(t: &DataType) -> Option<(u32, bool)> {
+    use DataType::*;
+    Some(match t {
+        Int8 => (8, true),
+        Int16 => (16, true),
+        Int32 => (32, true),
+        Int64 => (64, true),
+        UInt8 => (8, false),
+        UInt16 => (16, false),
+        UInt32 => (32, false),
+        UInt64 => (64, false),
+        _ => return None,
+    })
+}
+
+fn decimal_shape(t: &DataType) -> Option<(u8, i8)> {
+    match t {
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => Some((*p, *s)),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => Some((*p, *s)),
+        _ => None,
+    }
+}
+
+fn unit_rank(u: &TimeUnit) -> u8 {
+    match u {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    }
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn is_binary(t: &DataType) -> bool {
+    matches!(t, DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_))
+}
+
+/// Decides how values of `from` fare in a column that reads back as `to`.
+pub fn fidelity(from: &DataType, to: &DataType) -> Fidelity {
+    use DataType::*;
+    if from == to {
+        return Fidelity::Exact;
+    }
+    let lossy = |why: &str| Fidelity::Lossy(why.to_string());
+    if let (Some((fb, fs)), Some((tb, ts))) = (int_shape(from), int_shape(to)) {
+        let fits = match (fs, ts) {
+            (true, true) | (false, false) => tb >= fb,
+            (false, true) => tb > fb,
+            (true, false) => false,
+        };
+        return if fits { Fidelity::Exact } else { lossy("integers outside the target range are rejected") };
+    }
+    if let Some((bits, _)) = int_shape(from) {
+        if let Some((p, s)) = decimal_shape(to) {
+            let digits = if bits <= 8 { 3 } else if bits <= 16 { 5 } else if bits <= 32 { 10 } else { 20 };
+            return if i32::from(p) - i32::from(s) >= digits {
+                Fidelity::Exact
+            } else {
+                lossy("integers wider than the decimal's precision are rejected")
+            };
+        }
+        if matches!(to, Float64) {
+            return if bits <= 32 { Fidelity::Exact } else { lossy("integers beyond 2^53 lose precision as doubles") };
+        }
+        if is_text(to) {
+            return lossy("integers stored as text");
+        }
+    }
+    if let (Some((fp, fs)), Some((tp, ts))) = (decimal_shape(from), decimal_shape(to)) {
+        let int_digits_fit = i32::from(tp) - i32::from(ts) >= i32::from(fp) - i32::from(fs);
+        return if int_digits_fit && ts >= fs {
+            Fidelity::Exact
+        } else {
+            lossy("decimals beyond the target precision or scale are rejected")
+        };
+    }
+    match (from, to) {
+        (Float16 | Float32, Float32 | Float64) | (Float64, Float64) => Fidelity::Exact,
+        (Float64, Float32) => lossy("doubles rounded to single precision"),
+        (Date32 | Date64, Date32 | Date64) => Fidelity::Exact,
+        (Timestamp(fu, ftz), Timestamp(tu, ttz)) => {
+            if unit_rank(fu) > unit_rank(tu) {
+                lossy("sub-precision fractions of a second are rejected")
+            } else if ftz.is_none() && ttz.is_some() {
+                lossy("naive timestamps interpreted as UTC")
+            } else if ftz.is_some() && ttz.is_none() {
+                lossy("time zone dropped (values stored as UTC)")
+            } else {
+                Fidelity::Exact
+            }
+        }
+        (Time32(fu) | Time64(fu), Time32(tu) | Time64(tu)) => {
+            if unit_rank(fu) > unit_rank(tu) { lossy("sub-precision fractions are rejected") } else { Fidelity::Exact }
+        }
+        (a, b) if is_text(a) && is_text(b) => Fidelity::Exact,
+        (a, b) if is_binary(a) && is_binary(b) => Fidelity::Exact,
+        (a, b) if is_text(b) && !matches!(a, List(_) | LargeList(_)) => lossy("values stored as text"),
+        (List(f), List(t)) | (LargeList(f), LargeList(t)) | (List(f), LargeList(t)) | (LargeList(f), List(t)) => {
+            fidelity(f.data_type(), t.data_type())
+        }
+        _ => Fidelity::Impossible,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DataType::*;
+
+    #[test]
+    fn widening_integers_is_exact_and_narrowing_is_lossy() {
+        assert_eq!(fidelity(&Int32, &Int64), Fidelity::Exact);
+        assert_eq!(fidelity(&UInt32, &Int64), Fidelity::Exact);
+        assert!(matches!(fidelity(&UInt64, &Int64), Fidelity::Lossy(_)));
+        assert!(matches!(fidelity(&Int64, &Int32), Fidelity::Lossy(_)));
+        assert!(matches!(fidelity(&Int8, &UInt64), Fidelity::Lossy(_)));
+    }
+
+    #[test]
+    fn decimals_need_room_for_integer_digits_and_scale() {
+        assert_eq!(fidelity(&Decimal128(12, 2), &Decimal128(14, 2)), Fidelity::Exact);
+        assert_eq!(fidelity(&Decimal128(12, 2), &Decimal128(13, 3)), Fidelity::Exact);
+        assert!(matches!(fidelity(&Decimal128(12, 2), &Decimal128(12, 3)), Fidelity::Lossy(_)));
+        assert!(matches!(fidelity(&Decimal128(12, 2), &Decimal128(12, 1)), Fidelity::Lossy(_)));
+        assert_eq!(fidelity(&UInt64, &Decimal128(20, 0)), Fidelity::Exact);
+    }
+
+    #[test]
+    fn naive_to_zoned_timestamps_are_flagged() {
+        let naive = Timestamp(TimeUnit::Microsecond, None);
+        let utc = Timestamp(TimeUnit::Microsecond, Some("+00:00".into()));
+        assert!(matches!(fidelity(&naive, &utc), Fidelity::Lossy(_)));
+        assert_eq!(fidelity(&Timestamp(TimeUnit::Second, None), &naive), Fidelity::Exact);
+        assert!(matches!(fidelity(&Timestamp(TimeUnit::Nanosecond, None), &naive), Fidelity::Lossy(_)));
+    }
+
+    #[test]
+    fn unrelated_types_are_impossible() {
+        assert_eq!(fidelity(&Binary, &Int64), Fidelity::Impossible);
+        assert_eq!(fidelity(&Utf8, &Boolean), Fidelity::Impossible);
+    }
+}

@@ -1,0 +1,72 @@
+//! Connection-URL helpers shared by every engine. The rule they exist for: a password never reaches
+//! a log line, an error message, a plan or a JSON summary.
+
+use crate::error::{Error, Result};
+
+/// Splits `scheme://rest`; a URL without `://` is an error naming the expected shape.
+pub fn split_scheme(url: &str) -> Result<(&str, &str)> {
+    match url.split_once("://") {
+        Some((scheme, rest)) if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+') => {
+            Ok((scheme, rest))
+        }
+        _ => Err(Error::InvalidUrl {
+            url: redact(url),
+            reason: "expected `scheme://…`, e.g. sqlite://path/to.db or postgres://user@host/db".into(),
+        }),
+    }
+}
+
+/// The URL with the password part of `user:password@` replaced by `***`.
+pub fn redact(url: &str) -> String {
+    // Without `scheme://` the input is malformed, but it may still carry `user:password@`.
+    let (prefix, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    // The authority ends at the first '/', '?' or '#'; only there can a password hide.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let redacted_tail = redact_query_password(tail);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{prefix}{user}:***@{host}{redacted_tail}"),
+            None => format!("{prefix}{userinfo}@{host}{redacted_tail}"),
+        },
+        None => format!("{prefix}{authority}{redacted_tail}"),
+    }
+}
+
+fn redact_query_password(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", params.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_everywhere_they_can_hide() {
+        assert_eq!(redact("postgres://bob:s3cret@db:5432/app"), "postgres://bob:***@db:5432/app");
+        assert_eq!(redact("mysql://bob:p@ss@db/app"), "mysql://bob:***@db/app");
+        assert_eq!(redact("postgres://db/app?user=x&password=hunter2"), "postgres://db/app?user=x&password=***");
+        assert_eq!(redact("sqlite://data/a.db"), "sqlite://data/a.db");
+        assert_eq!(redact("postgres://bob@db/app"), "postgres://bob@db/app");
+    }
+
+    #[test]
+    fn scheme_is_required() {
+        assert_eq!(split_scheme("sqlite://a.db").unwrap(), ("sqlite", "a.db"));
+        let err = split_scheme("user:secret@host/db").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+}

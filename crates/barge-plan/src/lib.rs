@@ -1,0 +1,19 @@
+//! # barge-plan
+//!
+//! Turns what the user asked for into a validated [`Plan`] before anything is written:
+//!
+//! ```text
+//!   CopyRequest ──plan_sources──▶ SourcePlan (tables, key ranges)      no target touched yet
+//!               ──plan_targets──▶ Plan (target action, column mapping)  target opened, nothing written
+//! ```
+//!
+//! [`partition`] splits a table's key space into ranges; the runtime (barge-exec) executes the plan,
+//! and verification (barge-verify) reuses the same ranges.
+
+pub mod partition;
+mod plan;
+
+pub use plan::{
+    ColumnPlan, CopyRequest, IfExists, Plan, SourcePlan, SourceTablePlan, TableAction, TablePlan, plan_sources,
+    plan_targets,
+};
