@@ -1,0 +1,194 @@
+//! Finding the exact rows behind a digest mismatch: split the range, compare sub-range digests,
+//! recurse into the ones that differ, and diff rows by key once a range is small.
+
+use std::collections::HashMap;
+
+use barge_core::{KeyRange, Result, Source, TableInfo};
+use barge_plan::partition::plan_ranges;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::digest::Digest;
+use crate::encoding::RowEncoder;
+
+/// Ranges with at most this many rows on either side are diffed row by row (both sides held in
+/// memory as key → hash); larger ones are split first.
+pub const ROW_DIFF_MAX_ROWS: u64 = 20_000;
+/// How many sub-ranges a mismatched range is split into per narrowing step.
+pub const NARROW_FANOUT: usize = 16;
+/// Keys listed per kind in a report; the totals count them all.
+pub const MAX_KEYS_LISTED: usize = 1000;
+
+/// The rows of one side of a range, ready to be diffed.
+pub enum RowSet {
+    /// Key bytes → (row hash, key as JSON).
+    Keyed(HashMap<Vec<u8>, (u128, Value)>),
+    /// For tables without a primary key: row hash → (occurrences, row as JSON).
+    Multiset(HashMap<u128, (u64, Value)>),
+}
+
+/// Which keys differ between source and target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KeyDiff {
+    /// In the source, not in the target.
+    pub missing: Vec<Value>,
+    /// In the target, not in the source.
+    pub extra: Vec<Value>,
+    /// In both, with different values.
+    pub changed: Vec<Value>,
+    pub missing_total: u64,
+    pub extra_total: u64,
+    pub changed_total: u64,
+}
+
+impl KeyDiff {
+    pub fn is_empty(&self) -> bool {
+        self.missing_total == 0 && self.extra_total == 0 && self.changed_total == 0
+    }
+
+    fn merge(&mut self, other: KeyDiff) {
+        fn take(into: &mut Vec<Value>, from: Vec<Value>) {
+            into.extend(from.into_iter().take(MAX_KEYS_LISTED.saturating_sub(into.len())));
+        }
+        take(&mut self.missing, other.missing);
+        take(&mut self.extra, other.extra);
+        take(&mut self.changed, other.changed);
+        self.missing_total += other.missing_total;
+        self.extra_total += other.extra_total;
+        self.changed_total += other.changed_total;
+    }
+}
+
+/// Reads `range` of `table` and digests it on the calling thread.
+pub fn range_digest(source: &dyn Source, table: &TableInfo, range: &KeyRange, batch_rows: usize) -> Result<Digest> {
+    let mut digest = Digest::default();
+    source.read_range(table, range, batch_rows, &mut |batch| {
+        digest += crate::digest::batch_digest(&table.name, &batch)?;
+        Ok(())
+    })?;
+    Ok(digest)
+}
+
+/// Reads `range` of `table` into a [`RowSet`]: keyed by primary key where there is one.
+pub fn collect_rows(source: &dyn Source, table: &TableInfo, range: &KeyRange, batch_rows: usize) -> Result<RowSet> {
+    let key_indices: Vec<usize> = match &table.key {
+        barge_core::KeySpec::Primary(cols) => cols.clone(),
+        _ => Vec::new(),
+    };
+    let mut keyed = HashMap::new();
+    let mut multiset: HashMap<u128, (u64, Value)> = HashMap::new();
+    let mut scratch = Vec::with_capacity(256);
+    source.read_range(table, range, batch_rows, &mut |batch| {
+        let rows = RowEncoder::new(&table.name, &batch)?;
+        if key_indices.is_empty() {
+            for row in 0..batch.num_rows() {
+                let entry = multiset.entry(rows.row_hash(row, &mut scratch)).or_insert_with(|| (0, rows.json_row(row)));
+                entry.0 += 1;
+            }
+        } else {
+            let keys = RowEncoder::for_columns(&table.name, &batch, &key_indices)?;
+            for row in 0..batch.num_rows() {
+                let hash = rows.row_hash(row, &mut scratch);
+                let mut key = Vec::new();
+                keys.encode_row(row, &mut key);
+                keyed.insert(key, (hash, keys.json_row(row)));
+            }
+        }
+        Ok(())
+    })?;
+    Ok(if key_indices.is_empty() { RowSet::Multiset(multiset) } else { RowSet::Keyed(keyed) })
+}
+
+/// Diffs two sides of the same range. Listed keys are sorted for stable reports.
+pub fn row_diff(source: RowSet, target: RowSet) -> KeyDiff {
+    let mut diff = KeyDiff::default();
+    let (mut missing, mut extra, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+    match (source, target) {
+        (RowSet::Keyed(src), RowSet::Keyed(mut tgt)) => {
+            for (key, (hash, json)) in src {
+                match tgt.remove(&key) {
+                    None => missing.push(json),
+                    Some((other, _)) if other != hash => changed.push(json),
+                    Some(_) => {}
+                }
+            }
+            extra.extend(tgt.into_values().map(|(_, json)| json));
+        }
+        (RowSet::Multiset(src), RowSet::Multiset(mut tgt)) => {
+            for (hash, (count, json)) in src {
+                let there = tgt.remove(&hash).map_or(0, |(c, _)| c);
+                missing.extend(std::iter::repeat_n(json.clone(), count.saturating_sub(there) as usize));
+                if there > count {
+                    extra.extend(std::iter::repeat_n(json, (there - count) as usize));
+                }
+            }
+            for (_, (count, json)) in tgt {
+                extra.extend(std::iter::repeat_n(json, count as usize));
+            }
+        }
+        // One side keyed and the other not cannot happen: both sides are described with the same key.
+        (source, target) => {
+            let rows = |s: &RowSet| match s {
+                RowSet::Keyed(m) => m.len(),
+                RowSet::Multiset(m) => m.values().map(|(c, _)| *c as usize).sum(),
+            };
+            diff.missing_total = rows(&source) as u64;
+            diff.extra_total = rows(&target) as u64;
+            return diff;
+        }
+    }
+    for (list, total, out) in [
+        (missing, &mut diff.missing_total, &mut diff.missing),
+        (extra, &mut diff.extra_total, &mut diff.extra),
+        (changed, &mut diff.changed_total, &mut diff.changed),
+    ] {
+        *total = list.len() as u64;
+        let mut list = list;
+        list.sort_by_cached_key(|v| v.to_string());
+        list.truncate(MAX_KEYS_LISTED);
+        *out = list;
+    }
+    diff
+}
+
+/// Finds the keys behind a mismatch in `range`, whose digests were `source_digest` and
+/// `target_digest`. Tables without a primary key are diffed as whole multisets.
+#[allow(clippy::too_many_arguments)]
+pub fn narrow_range(
+    source: &dyn Source,
+    source_table: &TableInfo,
+    target: &dyn Source,
+    target_table: &TableInfo,
+    range: &KeyRange,
+    source_digest: Digest,
+    target_digest: Digest,
+    batch_rows: usize,
+) -> Result<KeyDiff> {
+    let diff_rows = || -> Result<KeyDiff> {
+        Ok(row_diff(
+            collect_rows(source, source_table, range, batch_rows)?,
+            collect_rows(target, target_table, range, batch_rows)?,
+        ))
+    };
+    if !source_table.key.is_primary() || source_digest.rows.max(target_digest.rows) <= ROW_DIFF_MAX_ROWS {
+        return diff_rows();
+    }
+    // Split on the side with more rows, so that rows only the target has are split too.
+    let subranges = if source_digest.rows >= target_digest.rows {
+        plan_ranges(source, source_table, range, NARROW_FANOUT)?
+    } else {
+        plan_ranges(target, target_table, range, NARROW_FANOUT)?
+    };
+    if subranges.len() <= 1 {
+        return diff_rows();
+    }
+    let mut diff = KeyDiff::default();
+    for sub in &subranges {
+        let s = range_digest(source, source_table, sub, batch_rows)?;
+        let t = range_digest(target, target_table, sub, batch_rows)?;
+        if s != t {
+            diff.merge(narrow_range(source, source_table, target, target_table, sub, s, t, batch_rows)?);
+        }
+    }
+    Ok(diff)
+}

@@ -1,0 +1,427 @@
+//! The canonical value encoding described in the crate docs. Each column's accessor is chosen once
+//! per batch (downcast and unit conversion), then applied per value.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_buffer::{NullBuffer, i256};
+use arrow_schema::{DataType, TimeUnit};
+use barge_core::{Error, Result};
+use serde_json::Value;
+
+const TAG_NULL: u8 = 0x00;
+const TAG_BOOL: u8 = 0x01;
+const TAG_INT: u8 = 0x02;
+const TAG_FLOAT: u8 = 0x03;
+const TAG_DECIMAL: u8 = 0x04;
+const TAG_TEXT: u8 = 0x05;
+const TAG_BYTES: u8 = 0x06;
+const TAG_DATE: u8 = 0x07;
+const TAG_TIMESTAMP: u8 = 0x08;
+const TAG_TIME: u8 = 0x09;
+const TAG_LIST: u8 = 0x0A;
+
+const CANONICAL_NAN: u64 = 0x7ff8_0000_0000_0000;
+
+type Get<'a, T> = Box<dyn Fn(usize) -> T + Send + Sync + 'a>;
+
+/// How one column's values are read, decided once per batch.
+enum Accessor<'a> {
+    Bool(&'a BooleanArray),
+    Int(Get<'a, i128>),
+    Float(Get<'a, f64>),
+    Decimal(Get<'a, i256>, i8),
+    Text(Get<'a, &'a str>),
+    Bytes(Get<'a, &'a [u8]>),
+    Date(Get<'a, i32>),
+    /// Nanoseconds since the epoch (or since midnight for times), widened so no unit overflows.
+    Timestamp(Get<'a, i128>),
+    Time(Get<'a, i128>),
+    List { offsets: Get<'a, (usize, usize)>, values: Box<Column<'a>> },
+}
+
+struct Column<'a> {
+    nulls: Option<&'a NullBuffer>,
+    accessor: Accessor<'a>,
+}
+
+macro_rules! prim {
+    ($array:expr, $t:ty, $conv:expr) => {{
+        let a = $array.as_primitive::<$t>();
+        Box::new(move |i| $conv(a.value(i)))
+    }};
+}
+
+fn nanos_per(unit: &TimeUnit) -> i128 {
+    match unit {
+        TimeUnit::Second => 1_000_000_000,
+        TimeUnit::Millisecond => 1_000_000,
+        TimeUnit::Microsecond => 1_000,
+        TimeUnit::Nanosecond => 1,
+    }
+}
+
+impl<'a> Column<'a> {
+    fn new(array: &'a dyn Array) -> Option<Self> {
+        use DataType::*;
+        let accessor = match array.data_type() {
+            Boolean => Accessor::Bool(array.as_boolean()),
+            Int8 => Accessor::Int(prim!(array, Int8Type, i128::from)),
+            Int16 => Accessor::Int(prim!(array, Int16Type, i128::from)),
+            Int32 => Accessor::Int(prim!(array, Int32Type, i128::from)),
+            Int64 => Accessor::Int(prim!(array, Int64Type, i128::from)),
+            UInt8 => Accessor::Int(prim!(array, UInt8Type, i128::from)),
+            UInt16 => Accessor::Int(prim!(array, UInt16Type, i128::from)),
+            UInt32 => Accessor::Int(prim!(array, UInt32Type, i128::from)),
+            UInt64 => Accessor::Int(prim!(array, UInt64Type, i128::from)),
+            Float16 => Accessor::Float(prim!(array, Float16Type, f64::from)),
+            Float32 => Accessor::Float(prim!(array, Float32Type, f64::from)),
+            Float64 => Accessor::Float(prim!(array, Float64Type, |v| v)),
+            Decimal32(_, s) => Accessor::Decimal(prim!(array, Decimal32Type, |v| i256::from_i128(i128::from(v))), *s),
+            Decimal64(_, s) => Accessor::Decimal(prim!(array, Decimal64Type, |v| i256::from_i128(i128::from(v))), *s),
+            Decimal128(_, s) => Accessor::Decimal(prim!(array, Decimal128Type, i256::from_i128), *s),
+            Decimal256(_, s) => Accessor::Decimal(prim!(array, Decimal256Type, |v| v), *s),
+            Utf8 => Accessor::Text(prim_str(array.as_string::<i32>())),
+            LargeUtf8 => Accessor::Text(prim_str(array.as_string::<i64>())),
+            Utf8View => {
+                let a = array.as_string_view();
+                Accessor::Text(Box::new(move |i| a.value(i)))
+            }
+            Binary => {
+                let a = array.as_binary::<i32>();
+                Accessor::Bytes(Box::new(move |i| a.value(i)))
+            }
+            LargeBinary => {
+                let a = array.as_binary::<i64>();
+                Accessor::Bytes(Box::new(move |i| a.value(i)))
+            }
+            BinaryView => {
+                let a = array.as_binary_view();
+                Accessor::Bytes(Box::new(move |i| a.value(i)))
+            }
+            FixedSizeBinary(_) => {
+                let a = array.as_fixed_size_binary();
+                Accessor::Bytes(Box::new(move |i| a.value(i)))
+            }
+            Date32 => Accessor::Date(prim!(array, Date32Type, |v| v)),
+            Date64 => Accessor::Date(prim!(array, Date64Type, |v: i64| {
+                i32::try_from(v.div_euclid(86_400_000)).unwrap_or(i32::MAX)
+            })),
+            Timestamp(unit, _) => {
+                let scale = nanos_per(unit);
+                Accessor::Timestamp(match unit {
+                    TimeUnit::Second => prim!(array, TimestampSecondType, |v| i128::from(v) * scale),
+                    TimeUnit::Millisecond => prim!(array, TimestampMillisecondType, |v| i128::from(v) * scale),
+                    TimeUnit::Microsecond => prim!(array, TimestampMicrosecondType, |v| i128::from(v) * scale),
+                    TimeUnit::Nanosecond => prim!(array, TimestampNanosecondType, i128::from),
+                })
+            }
+            Time32(unit) => {
+                let scale = nanos_per(unit);
+                Accessor::Time(match unit {
+                    TimeUnit::Second => prim!(array, Time32SecondType, |v| i128::from(v) * scale),
+                    _ => prim!(array, Time32MillisecondType, |v| i128::from(v) * scale),
+                })
+            }
+            Time64(unit) => {
+                let scale = nanos_per(unit);
+                Accessor::Time(match unit {
+                    TimeUnit::Nanosecond => prim!(array, Time64NanosecondType, i128::from),
+                    _ => prim!(array, Time64MicrosecondType, |v| i128::from(v) * scale),
+                })
+            }
+            List(_) => {
+                let a = array.as_list::<i32>();
+                let offsets = a.value_offsets();
+                Accessor::List {
+                    offsets: Box::new(move |i| (offsets[i] as usize, offsets[i + 1] as usize)),
+                    values: Box::new(Column::new(a.values().as_ref())?),
+                }
+            }
+            LargeList(_) => {
+                let a = array.as_list::<i64>();
+                let offsets = a.value_offsets();
+                Accessor::List {
+                    offsets: Box::new(move |i| (offsets[i] as usize, offsets[i + 1] as usize)),
+                    values: Box::new(Column::new(a.values().as_ref())?),
+                }
+            }
+            _ => return None,
+        };
+        Some(Column { nulls: array.nulls(), accessor })
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        self.nulls.is_some_and(|n| n.is_null(i))
+    }
+
+    fn encode(&self, i: usize, out: &mut Vec<u8>) {
+        if self.is_null(i) {
+            out.push(TAG_NULL);
+            return;
+        }
+        match &self.accessor {
+            Accessor::Bool(a) => out.extend_from_slice(&[TAG_BOOL, u8::from(a.value(i))]),
+            Accessor::Int(get) => {
+                out.push(TAG_INT);
+                out.extend_from_slice(&get(i).to_le_bytes());
+            }
+            Accessor::Float(get) => {
+                out.push(TAG_FLOAT);
+                out.extend_from_slice(&canonical_float_bits(get(i)).to_le_bytes());
+            }
+            Accessor::Decimal(get, scale) => {
+                out.push(TAG_DECIMAL);
+                let (mantissa, exponent) = normalise_decimal(get(i), *scale);
+                out.extend_from_slice(&exponent.to_le_bytes());
+                let bytes = mantissa.to_be_bytes();
+                let minimal = minimal_twos_complement(&bytes);
+                out.push(u8::try_from(minimal.len()).expect("at most 32 bytes"));
+                out.extend_from_slice(minimal);
+            }
+            Accessor::Text(get) => put_bytes(out, TAG_TEXT, get(i).as_bytes()),
+            Accessor::Bytes(get) => put_bytes(out, TAG_BYTES, get(i)),
+            Accessor::Date(get) => {
+                out.push(TAG_DATE);
+                out.extend_from_slice(&get(i).to_le_bytes());
+            }
+            Accessor::Timestamp(get) => put_micros(out, TAG_TIMESTAMP, get(i)),
+            Accessor::Time(get) => put_micros(out, TAG_TIME, get(i)),
+            Accessor::List { offsets, values } => {
+                let (start, end) = offsets(i);
+                out.push(TAG_LIST);
+                out.extend_from_slice(&((end - start) as u64).to_le_bytes());
+                for j in start..end {
+                    values.encode(j, out);
+                }
+            }
+        }
+    }
+
+    fn json(&self, i: usize) -> Value {
+        if self.is_null(i) {
+            return Value::Null;
+        }
+        match &self.accessor {
+            Accessor::Bool(a) => Value::Bool(a.value(i)),
+            Accessor::Int(get) => {
+                let v = get(i);
+                i64::try_from(v).map(Value::from).or_else(|_| u64::try_from(v).map(Value::from)).unwrap_or_else(
+                    |_| Value::String(v.to_string()),
+                )
+            }
+            Accessor::Float(get) => {
+                serde_json::Number::from_f64(get(i)).map_or_else(|| Value::String(get(i).to_string()), Value::Number)
+            }
+            Accessor::Decimal(get, scale) => Value::String(decimal_to_string(get(i), *scale)),
+            Accessor::Text(get) => Value::String(get(i).to_string()),
+            Accessor::Bytes(get) => Value::String(get(i).iter().map(|b| format!("{b:02x}")).collect()),
+            Accessor::Date(get) => Value::String(
+                chrono::NaiveDate::from_num_days_from_ce_opt(get(i) + 719_163)
+                    .map_or_else(|| get(i).to_string(), |d| d.to_string()),
+            ),
+            Accessor::Timestamp(get) => {
+                let nanos = get(i);
+                let secs = i64::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
+                let sub = u32::try_from(nanos.rem_euclid(1_000_000_000)).expect("below 1e9");
+                Value::String(
+                    chrono::DateTime::from_timestamp(secs, sub)
+                        .map_or_else(|| nanos.to_string(), |t| t.naive_utc().to_string()),
+                )
+            }
+            Accessor::Time(get) => {
+                let nanos = get(i);
+                let secs = u32::try_from(nanos.div_euclid(1_000_000_000)).unwrap_or(u32::MAX);
+                let sub = u32::try_from(nanos.rem_euclid(1_000_000_000)).expect("below 1e9");
+                Value::String(
+                    chrono::NaiveTime::from_num_seconds_from_midnight_opt(secs, sub)
+                        .map_or_else(|| nanos.to_string(), |t| t.to_string()),
+                )
+            }
+            Accessor::List { offsets, values } => {
+                let (start, end) = offsets(i);
+                Value::Array((start..end).map(|j| values.json(j)).collect())
+            }
+        }
+    }
+}
+
+fn prim_str<'a, O: arrow_array::OffsetSizeTrait>(a: &'a arrow_array::GenericStringArray<O>) -> Get<'a, &'a str> {
+    Box::new(move |i| a.value(i))
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_micros(out: &mut Vec<u8>, tag: u8, nanos: i128) {
+    out.push(tag);
+    let micros = i64::try_from(nanos.div_euclid(1_000)).unwrap_or(i64::MAX);
+    let rest = u16::try_from(nanos.rem_euclid(1_000)).expect("below 1000");
+    out.extend_from_slice(&micros.to_le_bytes());
+    out.extend_from_slice(&rest.to_le_bytes());
+}
+
+fn canonical_float_bits(x: f64) -> u64 {
+    if x.is_nan() {
+        CANONICAL_NAN
+    } else if x == 0.0 {
+        0 // both +0.0 and -0.0
+    } else {
+        x.to_bits()
+    }
+}
+
+/// `m × 10^-scale` as `(m', e)` with no trailing zeros in `m'`, so equal numbers of any scale agree.
+fn normalise_decimal(mut mantissa: i256, scale: i8) -> (i256, i32) {
+    let mut exponent = -i32::from(scale);
+    if mantissa == i256::ZERO {
+        return (i256::ZERO, 0);
+    }
+    let ten = i256::from_i128(10);
+    while mantissa.checked_rem(ten) == Some(i256::ZERO) {
+        mantissa = mantissa.checked_div(ten).expect("non-zero divisor");
+        exponent += 1;
+    }
+    (mantissa, exponent)
+}
+
+fn minimal_twos_complement(bytes: &[u8]) -> &[u8] {
+    let mut start = 0;
+    while start + 1 < bytes.len() {
+        let (b, next) = (bytes[start], bytes[start + 1]);
+        if (b == 0x00 && next & 0x80 == 0) || (b == 0xFF && next & 0x80 != 0) {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    &bytes[start..]
+}
+
+fn decimal_to_string(mantissa: i256, scale: i8) -> String {
+    let digits = mantissa.wrapping_abs().to_string();
+    let sign = if mantissa < i256::ZERO { "-" } else { "" };
+    if scale <= 0 {
+        return format!("{sign}{digits}{}", "0".repeat(usize::from(scale.unsigned_abs())));
+    }
+    let scale = usize::from(scale.unsigned_abs());
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    format!("{sign}{int}.{frac}")
+}
+
+/// Encodes rows of a batch canonically. Build one per batch (cheap), then call per row.
+pub struct RowEncoder<'a> {
+    columns: Vec<Column<'a>>,
+}
+
+impl<'a> RowEncoder<'a> {
+    /// An encoder over all columns of `batch`. A column type outside the contract is an
+    /// [`Error::UnsupportedType`] naming `table` and the column.
+    pub fn new(table: &str, batch: &'a RecordBatch) -> Result<Self> {
+        Self::for_columns(table, batch, &(0..batch.num_columns()).collect::<Vec<_>>())
+    }
+
+    /// An encoder over the columns at `indices` (e.g. the key columns).
+    pub fn for_columns(table: &str, batch: &'a RecordBatch, indices: &[usize]) -> Result<Self> {
+        let columns = indices
+            .iter()
+            .map(|&i| {
+                let array: &'a ArrayRef = batch.column(i);
+                Column::new(array.as_ref()).ok_or_else(|| Error::UnsupportedType {
+                    table: table.to_string(),
+                    column: batch.schema_ref().field(i).name().clone(),
+                    type_name: array.data_type().to_string(),
+                    reason: Some("it has no canonical encoding for verification".into()),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(RowEncoder { columns })
+    }
+
+    /// Appends the canonical bytes of `row` to `out`.
+    pub fn encode_row(&self, row: usize, out: &mut Vec<u8>) {
+        for column in &self.columns {
+            column.encode(row, out);
+        }
+    }
+
+    /// The row's hash: the first 16 bytes of blake3 over its canonical bytes. `scratch` is reused.
+    pub fn row_hash(&self, row: usize, scratch: &mut Vec<u8>) -> u128 {
+        scratch.clear();
+        self.encode_row(row, scratch);
+        let hash = blake3::hash(scratch);
+        u128::from_le_bytes(hash.as_bytes()[..16].try_into().expect("16 bytes"))
+    }
+
+    /// The row's values as a JSON array, for reports (bytes as hex, decimals and times as strings).
+    pub fn json_row(&self, row: usize) -> Value {
+        Value::Array(self.columns.iter().map(|c| c.json(row)).collect())
+    }
+}
+
+/// One value as JSON, for reports.
+pub fn json_value(array: &dyn Array, row: usize) -> Option<Value> {
+    Column::new(array).map(|c| c.json(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Decimal128Array, Float64Array, Int32Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    fn bytes_of(array: ArrayRef) -> Vec<u8> {
+        let batch = RecordBatch::try_from_iter([("c", array)]).unwrap();
+        let mut out = Vec::new();
+        RowEncoder::new("t", &batch).unwrap().encode_row(0, &mut out);
+        out
+    }
+
+    #[test]
+    fn integer_width_does_not_change_the_encoding() {
+        assert_eq!(bytes_of(Arc::new(Int32Array::from(vec![42]))), bytes_of(Arc::new(Int64Array::from(vec![42]))));
+    }
+
+    #[test]
+    fn decimal_scale_does_not_change_the_encoding() {
+        let a = Decimal128Array::from(vec![1230]).with_precision_and_scale(12, 2).unwrap();
+        let b = Decimal128Array::from(vec![123]).with_precision_and_scale(10, 1).unwrap();
+        assert_eq!(bytes_of(Arc::new(a)), bytes_of(Arc::new(b)));
+        let c = Decimal128Array::from(vec![124]).with_precision_and_scale(10, 1).unwrap();
+        assert_ne!(bytes_of(Arc::new(c)), bytes_of(Arc::new(Decimal128Array::from(vec![123]))));
+    }
+
+    #[test]
+    fn negative_zero_and_nans_are_normalised() {
+        let a = bytes_of(Arc::new(Float64Array::from(vec![-0.0])));
+        assert_eq!(a, bytes_of(Arc::new(Float64Array::from(vec![0.0]))));
+        let nan = bytes_of(Arc::new(Float64Array::from(vec![f64::NAN])));
+        assert_eq!(nan, bytes_of(Arc::new(Float64Array::from(vec![-f64::NAN]))));
+    }
+
+    #[test]
+    fn null_differs_from_empty_text() {
+        let null = bytes_of(Arc::new(StringArray::from(vec![None::<&str>])));
+        let empty = bytes_of(Arc::new(StringArray::from(vec![Some("")])));
+        assert_ne!(null, empty);
+    }
+
+    #[test]
+    fn decimal_strings_keep_their_scale() {
+        assert_eq!(decimal_to_string(i256::from_i128(-5), 2), "-0.05");
+        assert_eq!(decimal_to_string(i256::from_i128(12345), 2), "123.45");
+        assert_eq!(decimal_to_string(i256::from_i128(7), 0), "7");
+    }
+
+    #[test]
+    fn minimal_bytes_agree_across_widths() {
+        let narrow = (-300i128).to_be_bytes();
+        let wide = i256::from_i128(-300).to_be_bytes();
+        assert_eq!(minimal_twos_complement(&narrow), minimal_twos_complement(&wide));
+        assert_eq!(minimal_twos_complement(&128i128.to_be_bytes()), &[0x00, 0x80]);
+    }
+}

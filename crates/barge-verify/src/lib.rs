@@ -1,0 +1,52 @@
+//! # barge-verify
+//!
+//! How barge proves that a target equals its source, independently of engine, batch boundaries
+//! and worker scheduling.
+//!
+//! ```text
+//!  RecordBatch ─▶ canonical bytes per row ─▶ blake3 ─▶ u128 row hash ─┐
+//!                                                                     ├─▶ Digest { rows, sum mod 2^128 }
+//!  range digests (source) ══ compare ══ range digests (target)        │     per key range
+//!        mismatch ─▶ split the range, compare again ─▶ … ─▶ row diff: missing / extra / changed keys
+//! ```
+//!
+//! ## The canonical encoding (a contract)
+//!
+//! Every engine must produce the same bytes for the same logical row, so this encoding is versioned
+//! by this document: changing it changes every digest. A row is the concatenation of its values'
+//! encodings in column order; each value is one tag byte followed by a payload:
+//!
+//! | tag | value class | Arrow types | payload |
+//! |---|---|---|---|
+//! | `0x00` | NULL | any, when null | none (so NULL differs from `''`, `0` and an empty list) |
+//! | `0x01` | boolean | Boolean | one byte, 0 or 1 |
+//! | `0x02` | integer | Int8…Int64, UInt8…UInt64 | i128, little-endian (every width encodes alike) |
+//! | `0x03` | float | Float16/32/64 | f64 bits, little-endian; `-0.0` → `0.0`, every NaN → `0x7ff8000000000000`; f32 widened exactly |
+//! | `0x04` | decimal | Decimal32/64/128/256 | value = m × 10^e with trailing zeros of m removed (0 is m=0, e=0): e as i32 LE, then m's minimal big-endian two's-complement bytes preceded by their count (u8); so `12.30` (scale 2) = `12.3` (scale 1) |
+//! | `0x05` | text | Utf8, LargeUtf8, Utf8View | length (u64 LE) + UTF-8 bytes, as stored (no trimming, no case folding) |
+//! | `0x06` | bytes | Binary, LargeBinary, BinaryView, FixedSizeBinary | length (u64 LE) + bytes |
+//! | `0x07` | date | Date32, Date64 | days since 1970-01-01, i32 LE |
+//! | `0x08` | timestamp | Timestamp(any unit, any zone) | UTC microseconds since the epoch (i64 LE) + the sub-microsecond remainder in ns (u16 LE); a timestamp without a zone is taken as UTC |
+//! | `0x09` | time of day | Time32, Time64 | microseconds since midnight (i64 LE) + sub-microsecond ns (u16 LE) |
+//! | `0x0A` | list | List, LargeList | element count (u64 LE) + each element's encoding |
+//!
+//! Types with no row here (intervals, maps, structs…) are refused by [`RowEncoder::new`] with
+//! an error naming the column, never hashed approximately. Engines normalise to these classes when
+//! they map native types to Arrow; any normalisation an engine needs (CHAR padding, JSON key order)
+//! is documented next to its mapping table.
+//!
+//! ## Digests
+//!
+//! A row's hash is the first 16 bytes of `blake3(row bytes)` read as a little-endian u128. A
+//! range's [`Digest`] is its row count and the sum of its row hashes modulo 2^128. A sum (not XOR)
+//! means duplicate rows never cancel out; being commutative and associative, it does not depend on
+//! row order, batch boundaries or how ranges were scheduled, and digests of adjacent ranges add up
+//! to the digest of their union.
+
+mod diff;
+mod digest;
+mod encoding;
+
+pub use diff::{KeyDiff, MAX_KEYS_LISTED, RowSet, collect_rows, narrow_range, range_digest, row_diff};
+pub use digest::{Digest, batch_digest};
+pub use encoding::{RowEncoder, json_value};
