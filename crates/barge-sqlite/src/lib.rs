@@ -1,0 +1,102 @@
+//! # barge-sqlite
+//!
+//! SQLite as a barge source and target: the embedded default that needs nothing installed.
+//!
+//! ```text
+//!  source file ──(read-only connection per reader)── SELECT cols WHERE key range ──▶ Arrow builders
+//!  Arrow batch ──(one writer connection)── INSERT … VALUES (…),(…) ×100 in one transaction ──▶ target file
+//! ```
+//!
+//! URLs: `sqlite://relative/path.db` or `sqlite:///absolute/path.db`. Type mapping: [`types`].
+//! Tables without a primary key are ranged over by `rowid`.
+
+pub mod codec;
+pub mod demo;
+mod source;
+mod sql;
+mod target;
+pub mod types;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use barge_core::url::split_scheme;
+use barge_core::{EngineFactory, Error, Result};
+
+pub use source::SqliteSource;
+pub use target::SqliteTarget;
+
+/// The engine's name, also written into Arrow field metadata so a SQLite target can keep a SQLite
+/// source's declared types.
+pub const ENGINE: &str = "sqlite";
+/// How long a connection waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Registers SQLite with the CLI.
+pub struct SqliteEngine;
+
+/// The file path in a `sqlite://` URL.
+pub fn parse_url(url: &str) -> Result<PathBuf> {
+    let (scheme, rest) = split_scheme(url)?;
+    if scheme != "sqlite" {
+        return Err(Error::InvalidUrl { url: url.into(), reason: "expected sqlite://".into() });
+    }
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    if path.is_empty() || path == "/" {
+        return Err(Error::InvalidUrl {
+            url: url.into(),
+            reason: "no database file: use sqlite://relative/path.db or sqlite:///absolute/path.db".into(),
+        });
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn display(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// Maps a rusqlite error to a barge error with what barge was doing.
+pub(crate) fn sqlite_err(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
+    let context = context.into();
+    move |e| Error::engine(context, e)
+}
+
+impl EngineFactory for SqliteEngine {
+    fn name(&self) -> &'static str {
+        ENGINE
+    }
+
+    fn schemes(&self) -> &'static [&'static str] {
+        &["sqlite"]
+    }
+
+    fn check_url(&self, url: &str) -> Result<()> {
+        parse_url(url).map(|_| ())
+    }
+
+    fn open_source(&self, url: &str) -> Result<Arc<dyn barge_core::Source>> {
+        let path = parse_url(url)?;
+        let display = display(&path);
+        Ok(SqliteSource::open(path, display)?)
+    }
+
+    fn open_target(&self, url: &str) -> Result<Arc<dyn barge_core::Target>> {
+        let path = parse_url(url)?;
+        let display = display(&path);
+        Ok(SqliteTarget::open(path, display)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_relative_and_absolute_files() {
+        assert_eq!(parse_url("sqlite://data/a.db").unwrap(), PathBuf::from("data/a.db"));
+        assert_eq!(parse_url("sqlite:///tmp/a.db").unwrap(), PathBuf::from("/tmp/a.db"));
+        assert!(parse_url("sqlite://").unwrap_err().is_usage());
+        assert!(parse_url("sqlite:a.db").unwrap_err().is_usage());
+    }
+}

@@ -1,0 +1,398 @@
+//! Reading SQLite tables as Arrow record batches, one key range at a time.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::builder::*;
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema};
+use barge_core::model::display_key;
+use barge_core::{Error, Key, KeyRange, KeySpec, KeyStats, META_ENGINE, META_NATIVE_TYPE, Result, Scalar, TableInfo};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::codec;
+use crate::sql::{self, quote};
+use crate::types::{Kind, UTC, kind_of};
+use crate::{ENGINE, sqlite_err};
+
+/// The physical row locator ranged over for tables without a primary key.
+const ROWID: &str = "rowid";
+
+/// A SQLite database opened read-only. Each reader thread borrows its own connection from a
+/// small pool; SQLite serves concurrent readers of one file well.
+pub struct SqliteSource {
+    path: PathBuf,
+    display: String,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl SqliteSource {
+    pub(crate) fn open(path: PathBuf, display: String) -> Result<Arc<Self>> {
+        if !path.is_file() {
+            return Err(Error::SourceNotFound(display));
+        }
+        let source = SqliteSource { path, display, pool: Mutex::new(Vec::new()) };
+        let conn = source.connect()?;
+        // Reading the schema is what tells a SQLite file from any other file.
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+            .map_err(|e| Error::Config(format!("{} is not a readable SQLite database: {e}", source.display)))?;
+        source.pool.lock().expect("pool lock").push(conn);
+        Ok(Arc::new(source))
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.path, flags)
+            .map_err(|e| Error::Connect { target: self.display.clone(), reason: e.to_string() })?;
+        conn.busy_timeout(crate::BUSY_TIMEOUT).map_err(sqlite_err("setting busy timeout"))?;
+        Ok(conn)
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.pool.lock().expect("pool lock").pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = f(&conn);
+        self.pool.lock().expect("pool lock").push(conn);
+        result
+    }
+}
+
+fn scalar_of(value: ValueRef<'_>) -> Scalar {
+    match value {
+        ValueRef::Null => Scalar::Null,
+        ValueRef::Integer(i) => Scalar::Int(i),
+        ValueRef::Real(x) => Scalar::Float(x),
+        ValueRef::Text(t) => Scalar::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Scalar::Bytes(b.to_vec()),
+    }
+}
+
+fn key_of(row: &rusqlite::Row<'_>, columns: std::ops::Range<usize>) -> Result<Key> {
+    columns.map(|i| row.get_ref(i).map(scalar_of).map_err(sqlite_err("reading a key"))).collect()
+}
+
+fn range_columns_sql(table: &TableInfo) -> Vec<String> {
+    match &table.key {
+        KeySpec::Locator(_) => vec![ROWID.to_string()],
+        _ => table.range_columns().iter().map(|c| quote(c)).collect(),
+    }
+}
+
+impl barge_core::Source for SqliteSource {
+    fn display_name(&self) -> String {
+        self.display.clone()
+    }
+
+    fn list_tables(&self) -> Result<Vec<String>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
+                .map_err(sqlite_err("listing tables"))?;
+            let names = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sqlite_err("listing tables"))?;
+            names.collect::<rusqlite::Result<Vec<_>>>().map_err(sqlite_err("listing tables"))
+        })
+    }
+
+    fn table(&self, name: &str) -> Result<TableInfo> {
+        self.with_conn(|conn| {
+            let exists: bool = conn
+                .query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .map_err(sqlite_err("looking up a table"))?;
+            if !exists {
+                return Err(Error::UnknownTable { table: name.into(), database: self.display.clone() });
+            }
+            let mut stmt = conn
+                .prepare(&format!("PRAGMA table_info({})", quote(name)))
+                .map_err(sqlite_err("describing a table"))?;
+            let columns = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?, r.get::<_, i64>(5)?))
+                })
+                .map_err(sqlite_err("describing a table"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sqlite_err("describing a table"))?;
+            let mut fields = Vec::with_capacity(columns.len());
+            let mut key: Vec<(usize, usize)> = Vec::new();
+            for (i, (column, declared, not_null, pk_position)) in columns.into_iter().enumerate() {
+                let kind = kind_of(&declared, name, &column)?;
+                let metadata =
+                    HashMap::from([(META_NATIVE_TYPE.to_string(), declared), (META_ENGINE.to_string(), ENGINE.into())]);
+                // SQLite lets primary-key columns hold NULL unless declared NOT NULL; Arrow nullability
+                // follows the declaration, not the key.
+                fields.push(Field::new(column, kind.arrow(), !not_null).with_metadata(metadata));
+                if pk_position > 0 {
+                    let pk_position = usize::try_from(pk_position).unwrap_or(usize::MAX);
+                    key.push((pk_position, i));
+                }
+            }
+            key.sort_unstable();
+            let key = if key.is_empty() {
+                KeySpec::Locator(ROWID.into())
+            } else {
+                KeySpec::Primary(key.into_iter().map(|(_, i)| i).collect())
+            };
+            let estimated_rows: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {}", quote(name)), [], |r| r.get(0))
+                .map_err(sqlite_err("counting rows"))?;
+            Ok(TableInfo {
+                name: name.into(),
+                schema: Arc::new(Schema::new(fields)),
+                key,
+                estimated_rows: u64::try_from(estimated_rows).unwrap_or(0),
+            })
+        })
+    }
+
+    fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats> {
+        let columns = range_columns_sql(table);
+        let (predicate, params) = sql::range_predicate(&columns, range);
+        let single = columns.len() == 1;
+        let select = if single { format!("count(*), min({0}), max({0})", columns[0]) } else { "count(*)".into() };
+        let query = format!("SELECT {select} FROM {} WHERE {predicate}", quote(&table.name));
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&query).map_err(sqlite_err("reading key statistics"))?;
+            sql::bind(&mut stmt, &params)?;
+            let mut rows = stmt.raw_query();
+            let row = rows.next().map_err(sqlite_err("reading key statistics"))?.expect("an aggregate returns a row");
+            let count: i64 = row.get(0).map_err(sqlite_err("reading key statistics"))?;
+            let (min, max) = if single && count > 0 {
+                (Some(key_of(row, 1..2)?), Some(key_of(row, 2..3)?))
+            } else {
+                (None, None)
+            };
+            Ok(KeyStats { rows: u64::try_from(count).unwrap_or(0), min, max })
+        })
+    }
+
+    fn sample_keys(&self, table: &TableInfo, range: &KeyRange, target: usize) -> Result<Vec<Key>> {
+        let rows = self.key_stats(table, range)?.rows;
+        let step = usize::try_from(rows / target.max(1) as u64).unwrap_or(usize::MAX).max(1);
+        let columns = range_columns_sql(table);
+        let (predicate, params) = sql::range_predicate(&columns, range);
+        let list = columns.join(", ");
+        // An ordered scan of the key index, keeping every step-th key: exact quantiles, in the
+        // database's own collation, at the cost of reading the key column once.
+        let query = format!("SELECT {list} FROM {} WHERE {predicate} ORDER BY {list}", quote(&table.name));
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&query).map_err(sqlite_err("sampling keys"))?;
+            sql::bind(&mut stmt, &params)?;
+            let mut rows = stmt.raw_query();
+            let mut sample = Vec::with_capacity(target + 1);
+            let mut i = 0usize;
+            while let Some(row) = rows.next().map_err(sqlite_err("sampling keys"))? {
+                if i % step == step / 2 {
+                    sample.push(key_of(row, 0..columns.len())?);
+                }
+                i += 1;
+            }
+            Ok(sample)
+        })
+    }
+
+    fn read_range(
+        &self,
+        table: &TableInfo,
+        range: &KeyRange,
+        batch_rows: usize,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let kinds: Vec<Kind> = table
+            .schema
+            .fields()
+            .iter()
+            .map(|f| kind_of(f.metadata().get(META_NATIVE_TYPE).map_or("", String::as_str), &table.name, f.name()))
+            .collect::<Result<_>>()?;
+        let list = table.schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
+        let (predicate, params) = sql::range_predicate(&range_columns_sql(table), range);
+        let query = format!("SELECT {list} FROM {} WHERE {predicate}", quote(&table.name));
+        let key_columns: Vec<usize> = match &table.key {
+            KeySpec::Primary(cols) => cols.clone(),
+            _ => Vec::new(),
+        };
+        let batch_rows = batch_rows.max(1);
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&query).map_err(sqlite_err("reading rows"))?;
+            sql::bind(&mut stmt, &params)?;
+            let mut rows = stmt.raw_query();
+            let mut decoders: Vec<Decoder> = kinds.iter().map(|k| Decoder::new(*k, batch_rows)).collect();
+            let mut pending = 0;
+            while let Some(row) = rows.next().map_err(sqlite_err("reading rows"))? {
+                for (i, decoder) in decoders.iter_mut().enumerate() {
+                    let value = row.get_ref(i).map_err(sqlite_err("reading rows"))?;
+                    if let Err(reason) = decoder.append(value) {
+                        let key = key_columns
+                            .iter()
+                            .map(|&k| row.get_ref(k).map(scalar_of))
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                            .ok()
+                            .filter(|k| !k.is_empty())
+                            .map(|k| display_key(&k));
+                        return Err(Error::BadValue {
+                            table: table.name.clone(),
+                            column: table.schema.field(i).name().clone(),
+                            key,
+                            reason,
+                        });
+                    }
+                }
+                pending += 1;
+                if pending == batch_rows {
+                    emit(finish(&table.schema, &mut decoders)?)?;
+                    pending = 0;
+                }
+            }
+            if pending > 0 {
+                emit(finish(&table.schema, &mut decoders)?)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn finish(schema: &arrow_schema::SchemaRef, decoders: &mut [Decoder]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = decoders.iter_mut().map(Decoder::finish).collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Appends SQLite values of one column to an Arrow builder, checking each value's storage class
+/// against the column's declared type.
+enum Decoder {
+    Integer(Int64Builder),
+    Real(Float64Builder),
+    Text(StringBuilder),
+    Blob(BinaryBuilder),
+    Boolean(BooleanBuilder),
+    Decimal(Decimal128Builder, u8, i8),
+    NumericText(StringBuilder),
+    Date(Date32Builder),
+    DateTime(TimestampMicrosecondBuilder, bool),
+    Time(Time64MicrosecondBuilder),
+}
+
+fn class_name(value: &ValueRef<'_>) -> &'static str {
+    match value {
+        ValueRef::Null => "NULL",
+        ValueRef::Integer(_) => "an integer",
+        ValueRef::Real(_) => "a real",
+        ValueRef::Text(_) => "text",
+        ValueRef::Blob(_) => "a blob",
+    }
+}
+
+fn utf8<'a>(bytes: &'a [u8]) -> Result<&'a str, String> {
+    std::str::from_utf8(bytes).map_err(|e| format!("text is not valid UTF-8 ({e})"))
+}
+
+impl Decoder {
+    fn new(kind: Kind, capacity: usize) -> Self {
+        match kind {
+            Kind::Integer => Decoder::Integer(Int64Builder::with_capacity(capacity)),
+            Kind::Real => Decoder::Real(Float64Builder::with_capacity(capacity)),
+            Kind::Text => Decoder::Text(StringBuilder::with_capacity(capacity, capacity * 16)),
+            Kind::Blob => Decoder::Blob(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            Kind::Boolean => Decoder::Boolean(BooleanBuilder::with_capacity(capacity)),
+            Kind::Decimal { precision, scale } => {
+                Decoder::Decimal(Decimal128Builder::with_capacity(capacity), precision, scale)
+            }
+            Kind::NumericText => Decoder::NumericText(StringBuilder::with_capacity(capacity, capacity * 8)),
+            Kind::Date => Decoder::Date(Date32Builder::with_capacity(capacity)),
+            Kind::DateTime => Decoder::DateTime(TimestampMicrosecondBuilder::with_capacity(capacity), false),
+            Kind::DateTimeTz => Decoder::DateTime(TimestampMicrosecondBuilder::with_capacity(capacity), true),
+            Kind::Time => Decoder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
+        }
+    }
+
+    fn append(&mut self, value: ValueRef<'_>) -> Result<(), String> {
+        let mismatch = |expected: &str| format!("expected {expected}, found {}", class_name(&value));
+        if matches!(value, ValueRef::Null) {
+            self.append_null();
+            return Ok(());
+        }
+        match (self, value) {
+            (Decoder::Integer(b), ValueRef::Integer(i)) => b.append_value(i),
+            (Decoder::Integer(_), _) => return Err(mismatch("an integer")),
+            (Decoder::Real(b), ValueRef::Real(x)) => b.append_value(x),
+            (Decoder::Real(b), ValueRef::Integer(i)) => b.append_value(i as f64),
+            (Decoder::Real(_), _) => return Err(mismatch("a real")),
+            (Decoder::Text(b), ValueRef::Text(t)) => b.append_value(utf8(t)?),
+            (Decoder::Text(_), _) => return Err(mismatch("text")),
+            (Decoder::Blob(b), ValueRef::Blob(bytes) | ValueRef::Text(bytes)) => b.append_value(bytes),
+            (Decoder::Blob(_), _) => return Err(mismatch("a blob (the column has no declared type)")),
+            (Decoder::Boolean(b), ValueRef::Integer(i @ (0 | 1))) => b.append_value(i == 1),
+            (Decoder::Boolean(_), ValueRef::Integer(i)) => return Err(format!("expected 0 or 1, found {i}")),
+            (Decoder::Boolean(_), _) => return Err(mismatch("0 or 1")),
+            (Decoder::Decimal(b, p, s), value) => {
+                let text = match value {
+                    ValueRef::Integer(i) => i.to_string(),
+                    // A REAL in a DECIMAL(p,s) column stands for the decimal it was rounded from:
+                    // rounding to the declared scale recovers it.
+                    ValueRef::Real(x) => format!("{x:.*}", usize::try_from(*s).unwrap_or(0)),
+                    ValueRef::Text(t) => utf8(t)?.to_string(),
+                    _ => return Err(mismatch("a decimal number")),
+                };
+                b.append_value(codec::parse_decimal(&text, *p, *s)?);
+            }
+            (Decoder::NumericText(b), ValueRef::Integer(i)) => b.append_value(i.to_string()),
+            (Decoder::NumericText(b), ValueRef::Real(x)) => b.append_value(x.to_string()),
+            (Decoder::NumericText(b), ValueRef::Text(t)) => b.append_value(utf8(t)?),
+            (Decoder::NumericText(_), _) => return Err(mismatch("a number or text")),
+            (Decoder::Date(b), ValueRef::Text(t)) => {
+                let t = utf8(t)?;
+                b.append_value(codec::parse_date(t).ok_or_else(|| format!("`{t}` is not a YYYY-MM-DD date"))?);
+            }
+            (Decoder::Date(_), _) => return Err(mismatch("a YYYY-MM-DD text date")),
+            (Decoder::DateTime(b, _), ValueRef::Text(t)) => {
+                let t = utf8(t)?;
+                b.append_value(codec::parse_datetime(t).ok_or_else(|| format!("`{t}` is not a timestamp"))?);
+            }
+            (Decoder::DateTime(b, _), ValueRef::Integer(unix_seconds)) => b.append_value(
+                unix_seconds.checked_mul(1_000_000).ok_or_else(|| format!("{unix_seconds} is out of range"))?,
+            ),
+            (Decoder::DateTime(..), _) => return Err(mismatch("a text timestamp or Unix seconds")),
+            (Decoder::Time(b), ValueRef::Text(t)) => {
+                let t = utf8(t)?;
+                b.append_value(codec::parse_time(t).ok_or_else(|| format!("`{t}` is not a HH:MM:SS time"))?);
+            }
+            (Decoder::Time(_), _) => return Err(mismatch("a HH:MM:SS text time")),
+        }
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Decoder::Integer(b) => b.append_null(),
+            Decoder::Real(b) => b.append_null(),
+            Decoder::Text(b) | Decoder::NumericText(b) => b.append_null(),
+            Decoder::Blob(b) => b.append_null(),
+            Decoder::Boolean(b) => b.append_null(),
+            Decoder::Decimal(b, ..) => b.append_null(),
+            Decoder::Date(b) => b.append_null(),
+            Decoder::DateTime(b, _) => b.append_null(),
+            Decoder::Time(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Decoder::Integer(b) => Arc::new(b.finish()),
+            Decoder::Real(b) => Arc::new(b.finish()),
+            Decoder::Text(b) | Decoder::NumericText(b) => Arc::new(b.finish()),
+            Decoder::Blob(b) => Arc::new(b.finish()),
+            Decoder::Boolean(b) => Arc::new(b.finish()),
+            Decoder::Decimal(b, p, s) => {
+                Arc::new(b.finish().with_precision_and_scale(*p, *s).expect("validated by kind_of"))
+            }
+            Decoder::Date(b) => Arc::new(b.finish()),
+            Decoder::DateTime(b, false) => Arc::new(b.finish()),
+            Decoder::DateTime(b, true) => Arc::new(b.finish().with_timezone(UTC)),
+            Decoder::Time(b) => Arc::new(b.finish()),
+        }
+    }
+}

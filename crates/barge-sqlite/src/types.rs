@@ -1,0 +1,252 @@
+//! SQLite ↔ Arrow, declared once.
+//!
+//! SQLite is dynamically typed: a column's declared type is a hint (its *affinity*), and values
+//! carry their own storage class. barge reads a column by its declared type through
+//! [`DECLARED_TYPES`], falling back to SQLite's own affinity rules for names it does not list, so
+//! every declared type has a mapping. A value whose storage class does not fit its column (text in
+//! an INTEGER column) is a per-row error naming table, column and key.
+//!
+//! | declared type (examples) | [`Family`] | Arrow | stored by barge as |
+//! |---|---|---|---|
+//! | INTEGER, INT, BIGINT, SMALLINT, TINYINT | Integer | Int64 | INTEGER |
+//! | REAL, DOUBLE, FLOAT | Real | Float64 | REAL |
+//! | TEXT, VARCHAR(n), CHAR(n), CLOB, JSON, UUID | Text | Utf8 | TEXT |
+//! | BLOB, no declared type | Blob | Binary (text values as their UTF-8 bytes) | BLOB |
+//! | BOOLEAN, BOOL | Boolean | Boolean (from 0/1) | INTEGER 0/1 |
+//! | DECIMAL(p,s), NUMERIC(p,s) | Decimal | Decimal128(p,s) (reals rounded to s places) | text, converted by NUMERIC affinity |
+//! | DECIMAL_TEXT(p,s) (created by barge for p > 15) | Decimal | Decimal128(p,s) | TEXT (exact beyond 15 digits) |
+//! | NUMERIC, DECIMAL (no precision) | NumericText | Utf8 (the stored number as text) | text, converted by NUMERIC affinity |
+//! | DATE | Date | Date32 | TEXT `YYYY-MM-DD` |
+//! | DATETIME, TIMESTAMP | DateTime | Timestamp(µs) | TEXT `YYYY-MM-DD HH:MM:SS[.ffffff]`; integers read as Unix seconds |
+//! | TIMESTAMPTZ, TIMESTAMP WITH TIME ZONE | DateTimeTz | Timestamp(µs, +00:00) | TEXT `…+00:00` |
+//! | TIME | Time | Time64(µs) | TEXT `HH:MM:SS[.ffffff]` |
+
+use arrow_schema::{DataType, TimeUnit};
+use barge_core::{Error, Result, TargetColumn};
+
+/// How barge reads and writes a column, before type parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Integer,
+    Real,
+    Text,
+    Blob,
+    Boolean,
+    Decimal,
+    NumericText,
+    Date,
+    DateTime,
+    DateTimeTz,
+    Time,
+}
+
+/// Declared type names (upper case, parameters removed, spaces collapsed) and their family.
+pub const DECLARED_TYPES: &[(&str, Family)] = &[
+    ("INTEGER", Family::Integer),
+    ("INT", Family::Integer),
+    ("BIGINT", Family::Integer),
+    ("SMALLINT", Family::Integer),
+    ("TINYINT", Family::Integer),
+    ("MEDIUMINT", Family::Integer),
+    ("INT2", Family::Integer),
+    ("INT8", Family::Integer),
+    ("UNSIGNED BIG INT", Family::Integer),
+    ("REAL", Family::Real),
+    ("DOUBLE", Family::Real),
+    ("DOUBLE PRECISION", Family::Real),
+    ("FLOAT", Family::Real),
+    ("TEXT", Family::Text),
+    ("VARCHAR", Family::Text),
+    ("CHAR", Family::Text),
+    ("CHARACTER", Family::Text),
+    ("VARYING CHARACTER", Family::Text),
+    ("NCHAR", Family::Text),
+    ("NATIVE CHARACTER", Family::Text),
+    ("NVARCHAR", Family::Text),
+    ("CLOB", Family::Text),
+    ("JSON", Family::Text),
+    ("UUID", Family::Text),
+    ("BLOB", Family::Blob),
+    ("", Family::Blob),
+    ("BOOLEAN", Family::Boolean),
+    ("BOOL", Family::Boolean),
+    ("DECIMAL", Family::Decimal),
+    ("NUMERIC", Family::Decimal),
+    ("DECIMAL_TEXT", Family::Decimal),
+    ("DATE", Family::Date),
+    ("DATETIME", Family::DateTime),
+    ("TIMESTAMP", Family::DateTime),
+    ("TIMESTAMPTZ", Family::DateTimeTz),
+    ("TIMESTAMP WITH TIME ZONE", Family::DateTimeTz),
+    ("TIME", Family::Time),
+];
+
+/// A declared type resolved to what barge reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Integer,
+    Real,
+    Text,
+    Blob,
+    Boolean,
+    Decimal { precision: u8, scale: i8 },
+    NumericText,
+    Date,
+    DateTime,
+    DateTimeTz,
+    Time,
+}
+
+/// Timestamps with a zone are normalised to UTC and labelled with this offset.
+pub const UTC: &str = "+00:00";
+/// Beyond this precision SQLite's NUMERIC affinity would round a decimal through a double.
+const MAX_NUMERIC_AFFINITY_DIGITS: u8 = 15;
+
+impl Kind {
+    pub fn arrow(self) -> DataType {
+        match self {
+            Kind::Integer => DataType::Int64,
+            Kind::Real => DataType::Float64,
+            Kind::Text | Kind::NumericText => DataType::Utf8,
+            Kind::Blob => DataType::Binary,
+            Kind::Boolean => DataType::Boolean,
+            Kind::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+            Kind::Date => DataType::Date32,
+            Kind::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Kind::DateTimeTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+            Kind::Time => DataType::Time64(TimeUnit::Microsecond),
+        }
+    }
+}
+
+/// Resolves a declared type. `table` and `column` only name the culprit in errors.
+pub fn kind_of(declared: &str, table: &str, column: &str) -> Result<Kind> {
+    let upper = declared.trim().to_ascii_uppercase();
+    let (base, params) = match upper.split_once('(') {
+        Some((base, rest)) => (base, Some(rest.trim_end_matches(')'))),
+        None => (upper.as_str(), None),
+    };
+    let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
+    let family = DECLARED_TYPES.iter().find(|(name, _)| *name == base).map_or_else(|| affinity(&base), |(_, f)| *f);
+    let unsupported = |reason: &str| Error::UnsupportedType {
+        table: table.into(),
+        column: column.into(),
+        type_name: declared.into(),
+        reason: Some(reason.into()),
+    };
+    Ok(match family {
+        Family::Integer => Kind::Integer,
+        Family::Real => Kind::Real,
+        Family::Text => Kind::Text,
+        Family::Blob => Kind::Blob,
+        Family::Boolean => Kind::Boolean,
+        Family::NumericText => Kind::NumericText,
+        Family::Date => Kind::Date,
+        Family::DateTime => Kind::DateTime,
+        Family::DateTimeTz => Kind::DateTimeTz,
+        Family::Time => Kind::Time,
+        Family::Decimal => match params {
+            None => Kind::NumericText,
+            Some(params) => {
+                let mut parts = params.split(',').map(|p| p.trim().parse::<u8>());
+                let precision = parts.next().and_then(|p| p.ok()).ok_or_else(|| unsupported("bad precision"))?;
+                let scale = match parts.next() {
+                    None => 0,
+                    Some(s) => s.map_err(|_| unsupported("bad scale"))?,
+                };
+                if precision == 0 || precision > 38 || scale > precision {
+                    return Err(unsupported("precision must be 1..=38 and scale at most the precision"));
+                }
+                Kind::Decimal { precision, scale: scale as i8 }
+            }
+        },
+    })
+}
+
+/// SQLite's affinity rules (section 3.1 of its datatype documentation) for names not in the table.
+fn affinity(name: &str) -> Family {
+    if name.contains("INT") {
+        Family::Integer
+    } else if name.contains("CHAR") || name.contains("CLOB") || name.contains("TEXT") {
+        Family::Text
+    } else if name.contains("BLOB") {
+        Family::Blob
+    } else if name.contains("REAL") || name.contains("FLOA") || name.contains("DOUB") {
+        Family::Real
+    } else {
+        Family::NumericText
+    }
+}
+
+/// The declared type barge creates for an Arrow type, and what it reads back as.
+pub fn column_for_arrow(data_type: &DataType) -> Option<TargetColumn> {
+    use DataType::*;
+    let declared = match data_type {
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => "INTEGER".to_string(),
+        Float16 | Float32 | Float64 => "REAL".into(),
+        Boolean => "BOOLEAN".into(),
+        Utf8 | LargeUtf8 | Utf8View => "TEXT".into(),
+        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => "BLOB".into(),
+        Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s) if *s >= 0 => {
+            if *p <= MAX_NUMERIC_AFFINITY_DIGITS {
+                format!("DECIMAL({p},{s})")
+            } else {
+                format!("DECIMAL_TEXT({p},{s})")
+            }
+        }
+        Date32 | Date64 => "DATE".into(),
+        Timestamp(_, None) => "DATETIME".into(),
+        Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        Time32(_) | Time64(_) => "TIME".into(),
+        _ => return None,
+    };
+    let read_back = kind_of(&declared, "", "").ok()?.arrow();
+    Some(TargetColumn { native_type: declared, read_back })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_declared_type_resolves() {
+        for (name, _) in DECLARED_TYPES {
+            kind_of(name, "t", "c").unwrap();
+        }
+    }
+
+    #[test]
+    fn unlisted_names_follow_sqlite_affinity() {
+        assert_eq!(kind_of("INTEGER UNSIGNED", "t", "c").unwrap(), Kind::Integer);
+        assert_eq!(kind_of("BIGSERIAL", "t", "c").unwrap(), Kind::NumericText);
+        assert_eq!(kind_of("varchar(255)", "t", "c").unwrap(), Kind::Text);
+        assert_eq!(kind_of("MONEY", "t", "c").unwrap(), Kind::NumericText);
+        assert_eq!(kind_of("decimal(12, 2)", "t", "c").unwrap(), Kind::Decimal { precision: 12, scale: 2 });
+    }
+
+    #[test]
+    fn bad_decimal_parameters_name_the_column() {
+        let err = kind_of("DECIMAL(50,2)", "orders", "amount").unwrap_err().to_string();
+        assert!(err.contains("orders") && err.contains("amount") && err.contains("DECIMAL(50,2)"), "{err}");
+    }
+
+    #[test]
+    fn every_arrow_type_barge_creates_reads_back_as_itself() {
+        use DataType::*;
+        for t in [
+            Int64,
+            Float64,
+            Boolean,
+            Utf8,
+            Binary,
+            Decimal128(12, 2),
+            Decimal128(30, 4),
+            Date32,
+            Timestamp(TimeUnit::Microsecond, None),
+            Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+            Time64(TimeUnit::Microsecond),
+        ] {
+            assert_eq!(column_for_arrow(&t).unwrap().read_back, t);
+        }
+    }
+}
