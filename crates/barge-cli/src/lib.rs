@@ -1,1 +1,301 @@
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! # barge-cli
+//!
+//! The `barge` command: parses arguments, opens engines through the registry in [`engines`],
+//! builds the plan (barge-plan), runs it (barge-exec) and reports. The only crate that uses
+//! `anyhow` and knows about exit codes:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | ok |
+//! | 1 | runtime failure |
+//! | 2 | usage or configuration error (nothing written) |
+//! | 3 | verification mismatch |
+
+mod engines;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use barge_core::{Error, Source};
+use barge_exec::ExecOptions;
+use barge_plan::{CopyRequest, IfExists, plan_sources, plan_targets};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default rows per record batch: large enough to amortise per-batch work, small enough that the
+/// bounded queues hold a few MB.
+const DEFAULT_BATCH_ROWS: usize = 8192;
+/// Rows in the demo's largest table.
+const DEMO_ROWS: u64 = 1_000_000;
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_MISMATCH: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "barge", version, about = "Parallel bulk data mover that proves the copy is exact")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log output (-v info, -vv debug). BARGE_LOG=level works too.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Copy tables from one database to another, then verify the copy.
+    Copy(CopyArgs),
+    /// Compare tables of two databases and name the keys that differ.
+    Verify(VerifyArgs),
+    /// Generate a demo SQLite database, copy it with several partitions and verify.
+    Demo(DemoArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IfExistsArg {
+    Fail,
+    Truncate,
+    Append,
+}
+
+#[derive(Args)]
+struct Tuning {
+    /// Key ranges per table (default: from table size, up to 4 per worker).
+    #[arg(long)]
+    partitions: Option<usize>,
+    /// Parallel readers and writers per table, and CPU threads.
+    #[arg(long, default_value_t = default_workers())]
+    workers: usize,
+    /// Rows per record batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH_ROWS)]
+    batch_rows: usize,
+}
+
+#[derive(Args)]
+struct CopyArgs {
+    /// Source database URL (sqlite://path.db).
+    #[arg(long)]
+    from: String,
+    /// Target database URL.
+    #[arg(long)]
+    to: String,
+    /// Table to copy (repeatable; default: every table).
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    #[command(flatten)]
+    tuning: Tuning,
+    /// What to do when a target table already holds rows.
+    #[arg(long, value_enum, default_value_t = IfExistsArg::Fail)]
+    if_exists: IfExistsArg,
+    /// Skip verification.
+    #[arg(long)]
+    no_verify: bool,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[arg(long)]
+    from: String,
+    #[arg(long)]
+    to: String,
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    #[command(flatten)]
+    tuning: Tuning,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Rows in the largest table.
+    #[arg(long, default_value_t = DEMO_ROWS)]
+    rows: u64,
+    /// Where source.db and target.db are written.
+    #[arg(long, default_value = "target/barge-demo")]
+    dir: PathBuf,
+    #[command(flatten)]
+    tuning: Tuning,
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Runs the CLI and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    init_logging(cli.verbose);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            let code = match error.downcast_ref::<Error>() {
+                Some(e) if e.is_usage() => EXIT_USAGE,
+                _ => EXIT_RUNTIME,
+            };
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match (verbose, std::env::var("BARGE_LOG").ok().as_deref()) {
+        (0, Some("error")) => LevelFilter::ERROR,
+        (0, Some("info")) => LevelFilter::INFO,
+        (0, Some("debug")) => LevelFilter::DEBUG,
+        (0, Some("trace")) => LevelFilter::TRACE,
+        (0, _) => LevelFilter::WARN,
+        (1, _) => LevelFilter::INFO,
+        _ => LevelFilter::DEBUG,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(|| render::LogWriter)
+        .try_init();
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Copy(args) => copy(args),
+        Command::Verify(args) => verify(args),
+        Command::Demo(args) => demo(args),
+    }
+}
+
+fn check_tuning(tuning: &Tuning) -> Result<(), Error> {
+    if tuning.workers == 0 || tuning.batch_rows == 0 || tuning.partitions == Some(0) {
+        return Err(Error::Config("--workers, --batch-rows and --partitions must be at least 1".into()));
+    }
+    Ok(())
+}
+
+fn options(tuning: &Tuning, verify: bool) -> ExecOptions {
+    ExecOptions { workers: tuning.workers, batch_rows: tuning.batch_rows, verify }
+}
+
+fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
+    check_tuning(&args.tuning)?;
+    let report = copy_between(&args.from, &args.to, &args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", render::copy_summary(&report));
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+}
+
+/// Plans (writing nothing), then copies. Shared by `copy` and `demo`.
+fn copy_between(from: &str, to: &str, args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
+    let source_engine = engines::for_url(from)?;
+    let target_engine = engines::for_url(to)?;
+    target_engine.check_url(to)?;
+    if source_engine.name() == target_engine.name() && source_engine.same_database(from, to) {
+        return Err(Error::Config("source and target are the same database".into()));
+    }
+    let source = source_engine.open_source(from)?;
+    let request = CopyRequest {
+        tables: args.tables.clone(),
+        partitions: args.tuning.partitions,
+        workers: args.tuning.workers,
+    };
+    let source_plan = plan_sources(source.as_ref(), &request)?;
+    let target = target_engine.open_target(to)?;
+    let if_exists = match args.if_exists {
+        IfExistsArg::Fail => IfExists::Fail,
+        IfExistsArg::Truncate => IfExists::Truncate,
+        IfExistsArg::Append => IfExists::Append,
+    };
+    let plan = plan_targets(target.as_ref(), source_plan, if_exists)?;
+    let progress = render::progress();
+    let open_reader = || target_engine.open_source(to);
+    barge_exec::copy(
+        source.as_ref(),
+        target.as_ref(),
+        &open_reader,
+        &plan,
+        &options(&args.tuning, !args.no_verify),
+        progress.as_ref(),
+    )
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    check_tuning(&args.tuning)?;
+    let source_engine = engines::for_url(&args.from)?;
+    let target_engine = engines::for_url(&args.to)?;
+    let source = source_engine.open_source(&args.from)?;
+    let target: Arc<dyn Source> = target_engine.open_source(&args.to).map_err(|e| match e {
+        Error::SourceNotFound(db) => Error::Config(format!("target database not found: {db}")),
+        other => other,
+    })?;
+    let request = CopyRequest {
+        tables: args.tables.clone(),
+        partitions: args.tuning.partitions,
+        workers: args.tuning.workers,
+    };
+    let plan = plan_sources(source.as_ref(), &request)?;
+    let progress = render::progress();
+    let report =
+        barge_exec::verify(source.as_ref(), target.as_ref(), &plan, &options(&args.tuning, true), progress.as_ref())?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", render::verify_summary(&report));
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    check_tuning(&args.tuning)?;
+    std::fs::create_dir_all(&args.dir)?;
+    let source_path = args.dir.join("source.db");
+    let target_path = args.dir.join("target.db");
+    let generated = Instant::now();
+    let tables = barge_sqlite::demo::create_demo_source(&source_path, args.rows)?;
+    let generate_seconds = generated.elapsed().as_secs_f64();
+    if !args.json {
+        let rows: u64 = tables.tables.iter().map(|(_, n)| n).sum();
+        eprintln!("generated {} ({rows} rows in {} tables) in {generate_seconds:.2}s", source_path.display(), tables.tables.len());
+    }
+    if target_path.exists() {
+        std::fs::remove_file(&target_path)?;
+    }
+    let copy_args = CopyArgs {
+        from: format!("sqlite://{}", source_path.display()),
+        to: format!("sqlite://{}", target_path.display()),
+        tables: Vec::new(),
+        tuning: Tuning { partitions: args.tuning.partitions, workers: args.tuning.workers, batch_rows: args.tuning.batch_rows },
+        if_exists: IfExistsArg::Fail,
+        no_verify: false,
+        json: args.json,
+    };
+    let report = copy_between(&copy_args.from, &copy_args.to, &copy_args)?;
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["generate_seconds"] = serde_json::json!(generate_seconds);
+        value["source"] = serde_json::json!(copy_args.from);
+        value["target"] = serde_json::json!(copy_args.to);
+        println!("{value}");
+    } else {
+        println!("{}", render::copy_summary(&report));
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+}

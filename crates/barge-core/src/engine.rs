@@ -27,6 +27,11 @@ pub trait EngineFactory: Send + Sync {
     fn open_target(&self, url: &str) -> Result<Arc<dyn Target>>;
     /// Checks a URL's syntax without touching anything.
     fn check_url(&self, url: &str) -> Result<()>;
+    /// True when two URLs of this engine name the same database (copying a database onto itself
+    /// with `--if-exists truncate` would destroy the source).
+    fn same_database(&self, a: &str, b: &str) -> bool {
+        a == b
+    }
 }
 
 /// A database that rows are read from.

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use barge_core::url::split_scheme;
+use barge_core::url::{redact, split_scheme};
 use barge_core::{EngineFactory, Error, Result};
 
 pub use source::SqliteSource;
@@ -40,12 +40,12 @@ pub struct SqliteEngine;
 pub fn parse_url(url: &str) -> Result<PathBuf> {
     let (scheme, rest) = split_scheme(url)?;
     if scheme != "sqlite" {
-        return Err(Error::InvalidUrl { url: url.into(), reason: "expected sqlite://".into() });
+        return Err(Error::InvalidUrl { url: redact(url), reason: "expected sqlite://".into() });
     }
     let path = rest.split(['?', '#']).next().unwrap_or_default();
     if path.is_empty() || path == "/" {
         return Err(Error::InvalidUrl {
-            url: url.into(),
+            url: redact(url),
             reason: "no database file: use sqlite://relative/path.db or sqlite:///absolute/path.db".into(),
         });
     }
@@ -73,6 +73,13 @@ impl EngineFactory for SqliteEngine {
 
     fn check_url(&self, url: &str) -> Result<()> {
         parse_url(url).map(|_| ())
+    }
+
+    fn same_database(&self, a: &str, b: &str) -> bool {
+        match (parse_url(a), parse_url(b)) {
+            (Ok(a), Ok(b)) => a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y),
+            _ => false,
+        }
     }
 
     fn open_source(&self, url: &str) -> Result<Arc<dyn barge_core::Source>> {

@@ -46,7 +46,8 @@ impl KeyDiff {
         self.missing_total == 0 && self.extra_total == 0 && self.changed_total == 0
     }
 
-    fn merge(&mut self, other: KeyDiff) {
+    /// Adds the keys of another diff, keeping at most [`MAX_KEYS_LISTED`] listed per kind.
+    pub fn merge(&mut self, other: KeyDiff) {
         fn take(into: &mut Vec<Value>, from: Vec<Value>) {
             into.extend(from.into_iter().take(MAX_KEYS_LISTED.saturating_sub(into.len())));
         }

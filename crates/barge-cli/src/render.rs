@@ -1,0 +1,207 @@
+//! What a person sees: indicatif bars on a terminal, one line per finished phase otherwise, and
+//! the final summaries. Machine-readable output (`--json`) goes to stdout; everything else to stderr.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use barge_exec::{CopyReport, Phase, Progress, VerifyReport};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// The bars, when stderr is a terminal; log lines are printed through it so they do not tear bars.
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Writes log lines to stderr, above the progress bars when there are any.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match BARS.get() {
+            Some(bars) => bars.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Copy => "copy",
+        Phase::Verify => "verify",
+    }
+}
+
+/// Bars per table and phase: rows, rows/s and ETA.
+pub struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<(String, &'static str), ProgressBar>>,
+}
+
+impl Bars {
+    fn bar(&self, table: &str, phase: Phase) -> Option<ProgressBar> {
+        self.bars.lock().expect("bars lock").get(&(table.to_string(), phase_name(phase))).cloned()
+    }
+}
+
+impl Progress for Bars {
+    fn started(&self, table: &str, phase: Phase, total_rows: u64) {
+        let style = ProgressStyle::with_template(
+            "{prefix:<24} {bar:30.cyan/blue} {human_pos:>11}/{human_len:<11} rows {per_sec:>14} ETA {eta:<4} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
+        let bar = self.multi.add(ProgressBar::new(total_rows.max(1)).with_style(style));
+        bar.set_prefix(format!("{table} ({})", phase_name(phase)));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        self.bars.lock().expect("bars lock").insert((table.to_string(), phase_name(phase)), bar);
+    }
+
+    fn advance(&self, table: &str, phase: Phase, rows: u64) {
+        if let Some(bar) = self.bar(table, phase) {
+            bar.inc(rows);
+            if bar.position() > bar.length().unwrap_or(0) {
+                bar.set_length(bar.position()); // the row estimate was low
+            }
+        }
+    }
+
+    fn finished(&self, table: &str, phase: Phase, summary: &str) {
+        if let Some(bar) = self.bar(table, phase) {
+            bar.set_length(bar.position().max(1));
+            bar.finish_with_message(summary.to_string());
+        }
+    }
+}
+
+/// One line per finished phase, for logs and pipes.
+pub struct Lines;
+
+impl Progress for Lines {
+    fn started(&self, _: &str, _: Phase, _: u64) {}
+    fn advance(&self, _: &str, _: Phase, _: u64) {}
+    fn finished(&self, table: &str, phase: Phase, summary: &str) {
+        let _ = writeln!(LogWriter, "{table}: {}: {summary}", phase_name(phase));
+    }
+}
+
+/// Bars on a terminal, lines otherwise.
+pub fn progress() -> Box<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let _ = BARS.set(multi.clone());
+        Box::new(Bars { multi, bars: Mutex::new(HashMap::new()) })
+    } else {
+        Box::new(Lines)
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn keys_line(kind: &str, keys: &[serde_json::Value], total: u64) -> Option<String> {
+    if total == 0 {
+        return None;
+    }
+    const SHOWN: usize = 10;
+    let shown: Vec<String> = keys.iter().take(SHOWN).map(|k| k.to_string()).collect();
+    let more = if total as usize > shown.len() { format!(" … ({total} in all)") } else { String::new() };
+    Some(format!("    {kind:<8} {}{more}", shown.join(" ")))
+}
+
+fn diff_lines(diff: &barge_verify::KeyDiff) -> Vec<String> {
+    [
+        keys_line("missing", &diff.missing, diff.missing_total),
+        keys_line("extra", &diff.extra, diff.extra_total),
+        keys_line("changed", &diff.changed, diff.changed_total),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The human summary of a copy.
+pub fn copy_summary(report: &CopyReport) -> String {
+    let mut out = format!("{:<24} {:>12} {:>10} {:>9} {:>13}  verified\n", "table", "rows", "ranges", "seconds", "rows/s");
+    for t in &report.tables {
+        let rate = if t.seconds > 0.0 { (t.rows_written as f64 / t.seconds) as u64 } else { 0 };
+        let verified = match t.verified {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "skipped",
+        };
+        out.push_str(&format!(
+            "{:<24} {:>12} {:>10} {:>9.2} {:>13}  {verified}\n",
+            t.table,
+            thousands(t.rows_written),
+            t.partitions,
+            t.seconds,
+            thousands(rate)
+        ));
+        if let Some(diff) = &t.diff {
+            for line in diff_lines(diff) {
+                out.push_str(&line);
+                out.push('\n');
+            }
+        }
+    }
+    let verdict = if report.tables.iter().all(|t| t.verified == Some(true)) {
+        "verified: target equals source"
+    } else if report.ok {
+        "not verified"
+    } else {
+        "VERIFICATION FAILED"
+    };
+    out.push_str(&format!(
+        "copied {} rows in {:.2}s ({} rows/s); {verdict}",
+        thousands(report.rows),
+        report.seconds,
+        thousands(report.rows_per_s as u64)
+    ));
+    out
+}
+
+/// The human summary of a verification.
+pub fn verify_summary(report: &VerifyReport) -> String {
+    let mut out = String::new();
+    for t in &report.tables {
+        let verdict = if t.matched { "match" } else { "MISMATCH" };
+        out.push_str(&format!(
+            "{:<24} source {:>12} rows, target {:>12} rows: {verdict}\n",
+            t.table,
+            thousands(t.source_rows),
+            thousands(t.target_rows)
+        ));
+        for line in diff_lines(&t.diff) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out.push_str(if report.ok { "target equals source" } else { "target differs from source" });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

@@ -1,0 +1,51 @@
+//! Run summaries; their JSON form is the CLI's `--json` contract.
+
+use barge_verify::KeyDiff;
+use serde::Serialize;
+
+/// One copied table.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableReport {
+    pub table: String,
+    pub target_table: String,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub rows_rejected: u64,
+    pub partitions: usize,
+    pub seconds: f64,
+    /// `None` when verification was skipped.
+    pub verified: Option<bool>,
+    /// The keys behind a failed verification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<KeyDiff>,
+}
+
+/// A whole copy.
+#[derive(Clone, Debug, Serialize)]
+pub struct CopyReport {
+    pub ok: bool,
+    pub rows: u64,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+    pub tables: Vec<TableReport>,
+}
+
+/// One verified table.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableVerdict {
+    pub table: String,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    #[serde(rename = "match")]
+    pub matched: bool,
+    #[serde(flatten)]
+    pub diff: KeyDiff,
+}
+
+/// A whole verification.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub seconds: f64,
+    pub tables: Vec<TableVerdict>,
+}

@@ -1,0 +1,267 @@
+//! Copy and verify runs over whole plans.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use arrow_schema::{Field, Schema};
+use barge_core::{Error, KeyRange, KeySpec, Result, Source, TableInfo, Target};
+use barge_plan::partition::plan_ranges;
+use barge_plan::{Plan, SourcePlan, TableAction};
+use barge_verify::{Digest, KeyDiff, narrow_range};
+
+use crate::pipeline::{CopyCounters, CopyJob, copy_table, digest_ranges};
+use crate::progress::{Phase, Progress};
+use crate::report::{CopyReport, TableReport, TableVerdict, VerifyReport};
+
+/// How a run executes.
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    /// Readers and writers per table, and threads in the CPU pool.
+    pub workers: usize,
+    /// Rows per record batch.
+    pub batch_rows: usize,
+    /// Verify each table after copying it.
+    pub verify: bool,
+}
+
+fn cpu_pool(workers: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers.max(1))
+        .thread_name(|i| format!("barge-cpu-{i}"))
+        .build()
+        .map_err(|e| Error::engine("starting the CPU pool", e))
+}
+
+fn sum(digests: &[Digest]) -> Digest {
+    digests.iter().fold(Digest::default(), |mut acc, d| {
+        acc += *d;
+        acc
+    })
+}
+
+/// Executes `plan`: prepares every target table, copies each table, and (with `verify`) proves
+/// each copy against the source digests taken while copying. `target_reader` opens the target for
+/// reading, once, when the first verification needs it.
+pub fn copy(
+    source: &dyn Source,
+    target: &dyn Target,
+    target_reader: &dyn Fn() -> Result<Arc<dyn Source>>,
+    plan: &Plan,
+    options: &ExecOptions,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
+    let pool = cpu_pool(options.workers)?;
+    let started = Instant::now();
+    for table in &plan.tables {
+        match table.action {
+            TableAction::Create => {
+                let columns: Vec<_> = table.columns.iter().map(|c| (c.field.clone(), c.target.clone())).collect();
+                let key: Vec<String> = table.source.key_columns().into_iter().map(str::to_string).collect();
+                target.create_table(&table.target_table, &columns, &key)?;
+            }
+            TableAction::Truncate => target.truncate_table(&table.target_table)?,
+            TableAction::Append => {}
+        }
+    }
+    let mut reader: Option<Arc<dyn Source>> = None;
+    let mut reports = Vec::with_capacity(plan.tables.len());
+    for table in &plan.tables {
+        let name = table.source.name.as_str();
+        let table_started = Instant::now();
+        progress.started(name, Phase::Copy, table.source.estimated_rows);
+        let fields: Vec<Field> = table.columns.iter().map(|c| c.field.clone()).collect();
+        let counters = CopyCounters::default();
+        let job = CopyJob {
+            source,
+            target,
+            table: &table.source,
+            target_table: &table.target_table,
+            fields: &fields,
+            ranges: &table.ranges,
+            workers: options.workers,
+            batch_rows: options.batch_rows,
+            hash: options.verify,
+            progress,
+        };
+        let digests = copy_table(&job, &pool, &counters)?;
+        let rows_read = counters.rows_read.load(Ordering::Relaxed);
+        let rows_written = counters.rows_written.load(Ordering::Relaxed);
+        let rows_rejected = 0;
+        if rows_read != rows_written + rows_rejected {
+            return Err(Error::RowsLost { table: name.into(), read: rows_read, written: rows_written, rejected: rows_rejected });
+        }
+        let copy_seconds = table_started.elapsed().as_secs_f64();
+        progress.finished(name, Phase::Copy, &format!("{rows_written} rows in {copy_seconds:.2}s"));
+        let verdict = if options.verify {
+            if sum(&digests).rows != rows_read {
+                return Err(Error::engine(format!("verifying `{name}`"), "source digest does not cover every row read"));
+            }
+            let reader = match &reader {
+                Some(reader) => reader.clone(),
+                None => reader.insert(target_reader()?).clone(),
+            };
+            let target_info = reader.table(&table.target_table)?;
+            Some(verify_table(
+                source,
+                &table.source,
+                reader.as_ref(),
+                target_info,
+                &table.ranges,
+                Some(digests),
+                options,
+                &pool,
+                progress,
+            )?)
+        } else {
+            None
+        };
+        reports.push(TableReport {
+            table: name.into(),
+            target_table: table.target_table.clone(),
+            rows_read,
+            rows_written,
+            rows_rejected,
+            partitions: table.ranges.len(),
+            seconds: table_started.elapsed().as_secs_f64(),
+            verified: verdict.as_ref().map(|v| v.matched),
+            diff: verdict.filter(|v| !v.matched).map(|v| v.diff),
+        });
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let rows = reports.iter().map(|r| r.rows_written).sum();
+    Ok(CopyReport {
+        ok: reports.iter().all(|r| r.verified != Some(false)),
+        rows,
+        seconds,
+        rows_per_s: if seconds > 0.0 { rows as f64 / seconds } else { 0.0 },
+        tables: reports,
+    })
+}
+
+/// Verifies every table of a source plan against the same-named tables of `target`.
+pub fn verify(
+    source: &dyn Source,
+    target: &dyn Source,
+    plan: &SourcePlan,
+    options: &ExecOptions,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let pool = cpu_pool(options.workers)?;
+    let started = Instant::now();
+    let targets =
+        plan.tables.iter().map(|t| target.table(&t.source.name)).collect::<Result<Vec<_>>>()?;
+    let mut tables = Vec::with_capacity(plan.tables.len());
+    for (table, target_info) in plan.tables.iter().zip(targets) {
+        tables.push(verify_table(
+            source,
+            &table.source,
+            target,
+            target_info,
+            &table.ranges,
+            None,
+            options,
+            &pool,
+            progress,
+        )?);
+    }
+    Ok(VerifyReport {
+        ok: tables.iter().all(|t| t.matched),
+        seconds: started.elapsed().as_secs_f64(),
+        tables,
+    })
+}
+
+/// Describes the target table the way the source is described: the source's columns in the
+/// source's order (so rows encode identically) and the source's key columns.
+fn align(target: TableInfo, source: &TableInfo) -> Result<TableInfo> {
+    let fields = source
+        .schema
+        .fields()
+        .iter()
+        .map(|f| {
+            target.schema.field_with_name(f.name()).cloned().map_err(|_| Error::UnknownColumn {
+                table: target.name.clone(),
+                column: f.name().clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let key = match (&source.key, target.key) {
+        (KeySpec::Primary(columns), _) => KeySpec::Primary(columns.clone()),
+        // Without a source key, rows are compared as a multiset; the target is ranged over by its
+        // own locator where it has one.
+        (_, KeySpec::Locator(locator)) => KeySpec::Locator(locator),
+        _ => KeySpec::None,
+    };
+    Ok(TableInfo { name: target.name, schema: Arc::new(Schema::new(fields)), key, estimated_rows: target.estimated_rows })
+}
+
+/// Compares one table: per key range where the source has a primary key, as one multiset of rows
+/// otherwise. Mismatched ranges are narrowed down to the keys that differ.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_table(
+    source: &dyn Source,
+    source_info: &TableInfo,
+    target: &dyn Source,
+    target_info: TableInfo,
+    ranges: &[KeyRange],
+    source_digests: Option<Vec<Digest>>,
+    options: &ExecOptions,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+) -> Result<TableVerdict> {
+    let name = source_info.name.as_str();
+    let target_info = align(target_info, source_info)?;
+    let (workers, batch_rows) = (options.workers, options.batch_rows);
+    let expected = if source_digests.is_some() { target_info.estimated_rows } else { source_info.estimated_rows * 2 };
+    progress.started(name, Phase::Verify, expected);
+    let source_digests = match source_digests {
+        Some(digests) => digests,
+        None => digest_ranges(source, source_info, ranges, workers, batch_rows, pool, progress)?,
+    };
+    let mut diff = KeyDiff::default();
+    let (source_total, target_total, matched);
+    if source_info.key.is_primary() {
+        let target_digests = digest_ranges(target, &target_info, ranges, workers, batch_rows, pool, progress)?;
+        for ((range, s), t) in ranges.iter().zip(&source_digests).zip(&target_digests) {
+            if s != t {
+                diff.merge(narrow_range(source, source_info, target, &target_info, range, *s, *t, batch_rows)?);
+            }
+        }
+        matched = source_digests == target_digests;
+        (source_total, target_total) = (sum(&source_digests), sum(&target_digests));
+    } else {
+        let target_ranges = plan_ranges(target, &target_info, &KeyRange::all(), ranges.len())?;
+        let target_digests = digest_ranges(target, &target_info, &target_ranges, workers, batch_rows, pool, progress)?;
+        (source_total, target_total) = (sum(&source_digests), sum(&target_digests));
+        matched = source_total == target_total;
+        if !matched {
+            diff = narrow_range(
+                source,
+                source_info,
+                target,
+                &target_info,
+                &KeyRange::all(),
+                source_total,
+                target_total,
+                batch_rows,
+            )?;
+        }
+    }
+    let summary = if matched {
+        format!("verified: {} rows match", source_total.rows)
+    } else {
+        format!(
+            "MISMATCH: {} missing, {} extra, {} changed",
+            diff.missing_total, diff.extra_total, diff.changed_total
+        )
+    };
+    progress.finished(name, Phase::Verify, &summary);
+    Ok(TableVerdict {
+        table: name.into(),
+        source_rows: source_total.rows,
+        target_rows: target_total.rows,
+        matched,
+        diff,
+    })
+}
