@@ -212,11 +212,8 @@ fn copy_between(from: &str, to: &str, args: &CopyArgs) -> Result<barge_exec::Cop
         return Err(Error::Config("source and target are the same database".into()));
     }
     let source = source_engine.open_source(from)?;
-    let request = CopyRequest {
-        tables: args.tables.clone(),
-        partitions: args.tuning.partitions,
-        workers: args.tuning.workers,
-    };
+    let request =
+        CopyRequest { tables: args.tables.clone(), partitions: args.tuning.partitions, workers: args.tuning.workers };
     let source_plan = plan_sources(source.as_ref(), &request)?;
     let target = target_engine.open_target(to)?;
     let if_exists = match args.if_exists {
@@ -246,11 +243,8 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Error::SourceNotFound(db) => Error::Config(format!("target database not found: {db}")),
         other => other,
     })?;
-    let request = CopyRequest {
-        tables: args.tables.clone(),
-        partitions: args.tuning.partitions,
-        workers: args.tuning.workers,
-    };
+    let request =
+        CopyRequest { tables: args.tables.clone(), partitions: args.tuning.partitions, workers: args.tuning.workers };
     let plan = plan_sources(source.as_ref(), &request)?;
     let progress = render::progress();
     let report =
@@ -273,7 +267,11 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let generate_seconds = generated.elapsed().as_secs_f64();
     if !args.json {
         let rows: u64 = tables.tables.iter().map(|(_, n)| n).sum();
-        eprintln!("generated {} ({rows} rows in {} tables) in {generate_seconds:.2}s", source_path.display(), tables.tables.len());
+        eprintln!(
+            "generated {} ({rows} rows in {} tables) in {generate_seconds:.2}s",
+            source_path.display(),
+            tables.tables.len()
+        );
     }
     if target_path.exists() {
         std::fs::remove_file(&target_path)?;
@@ -282,7 +280,11 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         from: format!("sqlite://{}", source_path.display()),
         to: format!("sqlite://{}", target_path.display()),
         tables: Vec::new(),
-        tuning: Tuning { partitions: args.tuning.partitions, workers: args.tuning.workers, batch_rows: args.tuning.batch_rows },
+        tuning: Tuning {
+            partitions: args.tuning.partitions,
+            workers: args.tuning.workers,
+            batch_rows: args.tuning.batch_rows,
+        },
         if_exists: IfExistsArg::Fail,
         no_verify: false,
         json: args.json,

@@ -134,7 +134,8 @@ fn diff_lines(diff: &barge_verify::KeyDiff) -> Vec<String> {
 
 /// The human summary of a copy.
 pub fn copy_summary(report: &CopyReport) -> String {
-    let mut out = format!("{:<24} {:>12} {:>10} {:>9} {:>13}  verified\n", "table", "rows", "ranges", "seconds", "rows/s");
+    let mut out =
+        format!("{:<24} {:>12} {:>10} {:>9} {:>13}  verified\n", "table", "rows", "ranges", "seconds", "rows/s");
     for t in &report.tables {
         let rate = if t.seconds > 0.0 { (t.rows_written as f64 / t.seconds) as u64 } else { 0 };
         let verified = match t.verified {

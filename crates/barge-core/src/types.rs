@@ -79,7 +79,15 @@ pub fn fidelity(from: &DataType, to: &DataType) -> Fidelity {
     }
     if let Some((bits, _)) = int_shape(from) {
         if let Some((p, s)) = decimal_shape(to) {
-            let digits = if bits <= 8 { 3 } else if bits <= 16 { 5 } else if bits <= 32 { 10 } else { 20 };
+            let digits = if bits <= 8 {
+                3
+            } else if bits <= 16 {
+                5
+            } else if bits <= 32 {
+                10
+            } else {
+                20
+            };
             return if i32::from(p) - i32::from(s) >= digits {
                 Fidelity::Exact
             } else {
@@ -117,7 +125,11 @@ pub fn fidelity(from: &DataType, to: &DataType) -> Fidelity {
             }
         }
         (Time32(fu) | Time64(fu), Time32(tu) | Time64(tu)) => {
-            if unit_rank(fu) > unit_rank(tu) { lossy("sub-precision fractions are rejected") } else { Fidelity::Exact }
+            if unit_rank(fu) > unit_rank(tu) {
+                lossy("sub-precision fractions are rejected")
+            } else {
+                Fidelity::Exact
+            }
         }
         (a, b) if is_text(a) && is_text(b) => Fidelity::Exact,
         (a, b) if is_binary(a) && is_binary(b) => Fidelity::Exact,

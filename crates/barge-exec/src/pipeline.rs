@@ -46,9 +46,15 @@ impl Failure {
 
 /// What readers send to the CPU stage.
 pub(crate) enum ReadMsg {
-    Batch { range: usize, batch: RecordBatch },
+    Batch {
+        range: usize,
+        batch: RecordBatch,
+    },
     /// All `batches` batches of `range` have been sent.
-    End { range: usize, batches: u64 },
+    End {
+        range: usize,
+        batches: u64,
+    },
 }
 
 /// What the CPU stage sends to a writer.

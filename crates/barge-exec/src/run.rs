@@ -89,13 +89,21 @@ pub fn copy(
         let rows_written = counters.rows_written.load(Ordering::Relaxed);
         let rows_rejected = 0;
         if rows_read != rows_written + rows_rejected {
-            return Err(Error::RowsLost { table: name.into(), read: rows_read, written: rows_written, rejected: rows_rejected });
+            return Err(Error::RowsLost {
+                table: name.into(),
+                read: rows_read,
+                written: rows_written,
+                rejected: rows_rejected,
+            });
         }
         let copy_seconds = table_started.elapsed().as_secs_f64();
         progress.finished(name, Phase::Copy, &format!("{rows_written} rows in {copy_seconds:.2}s"));
         let verdict = if options.verify {
             if sum(&digests).rows != rows_read {
-                return Err(Error::engine(format!("verifying `{name}`"), "source digest does not cover every row read"));
+                return Err(Error::engine(
+                    format!("verifying `{name}`"),
+                    "source digest does not cover every row read",
+                ));
             }
             let reader = match &reader {
                 Some(reader) => reader.clone(),
@@ -149,8 +157,7 @@ pub fn verify(
 ) -> Result<VerifyReport> {
     let pool = cpu_pool(options.workers)?;
     let started = Instant::now();
-    let targets =
-        plan.tables.iter().map(|t| target.table(&t.source.name)).collect::<Result<Vec<_>>>()?;
+    let targets = plan.tables.iter().map(|t| target.table(&t.source.name)).collect::<Result<Vec<_>>>()?;
     let mut tables = Vec::with_capacity(plan.tables.len());
     for (table, target_info) in plan.tables.iter().zip(targets) {
         tables.push(verify_table(
@@ -165,11 +172,7 @@ pub fn verify(
             progress,
         )?);
     }
-    Ok(VerifyReport {
-        ok: tables.iter().all(|t| t.matched),
-        seconds: started.elapsed().as_secs_f64(),
-        tables,
-    })
+    Ok(VerifyReport { ok: tables.iter().all(|t| t.matched), seconds: started.elapsed().as_secs_f64(), tables })
 }
 
 /// Describes the target table the way the source is described: the source's columns in the
@@ -180,10 +183,11 @@ fn align(target: TableInfo, source: &TableInfo) -> Result<TableInfo> {
         .fields()
         .iter()
         .map(|f| {
-            target.schema.field_with_name(f.name()).cloned().map_err(|_| Error::UnknownColumn {
-                table: target.name.clone(),
-                column: f.name().clone(),
-            })
+            target
+                .schema
+                .field_with_name(f.name())
+                .cloned()
+                .map_err(|_| Error::UnknownColumn { table: target.name.clone(), column: f.name().clone() })
         })
         .collect::<Result<Vec<_>>>()?;
     let key = match (&source.key, target.key) {
@@ -193,7 +197,12 @@ fn align(target: TableInfo, source: &TableInfo) -> Result<TableInfo> {
         (_, KeySpec::Locator(locator)) => KeySpec::Locator(locator),
         _ => KeySpec::None,
     };
-    Ok(TableInfo { name: target.name, schema: Arc::new(Schema::new(fields)), key, estimated_rows: target.estimated_rows })
+    Ok(TableInfo {
+        name: target.name,
+        schema: Arc::new(Schema::new(fields)),
+        key,
+        estimated_rows: target.estimated_rows,
+    })
 }
 
 /// Compares one table: per key range where the source has a primary key, as one multiset of rows
@@ -251,10 +260,7 @@ pub fn verify_table(
     let summary = if matched {
         format!("verified: {} rows match", source_total.rows)
     } else {
-        format!(
-            "MISMATCH: {} missing, {} extra, {} changed",
-            diff.missing_total, diff.extra_total, diff.changed_total
-        )
+        format!("MISMATCH: {} missing, {} extra, {} changed", diff.missing_total, diff.extra_total, diff.changed_total)
     };
     progress.finished(name, Phase::Verify, &summary);
     Ok(TableVerdict {

@@ -45,9 +45,8 @@ fn is_dense(min: i64, max: i64, rows: u64) -> bool {
 pub fn integer_bounds(min: i64, max: i64, parts: usize) -> Vec<i64> {
     let span = i128::from(max) - i128::from(min) + 1;
     let parts = i128::try_from(parts).unwrap_or(i128::MAX).clamp(1, span.max(1));
-    let mut bounds: Vec<i64> = (1..parts)
-        .map(|i| i64::try_from(i128::from(min) + span * i / parts).expect("within [min, max]"))
-        .collect();
+    let mut bounds: Vec<i64> =
+        (1..parts).map(|i| i64::try_from(i128::from(min) + span * i / parts).expect("within [min, max]")).collect();
     bounds.dedup();
     bounds
 }

@@ -108,12 +108,15 @@ pub fn format_date(days: i32, out: &mut String) {
     .expect("writing to a String");
 }
 
-/// Appends `HH:MM:SS`, plus `.ffffff` when there is a fraction.
+/// Appends `HH:MM:SS`, plus the fraction without trailing zeros when there is one (as PostgreSQL
+/// prints it). Trimmed fractions still sort chronologically as text.
 pub fn format_time(micros: i64, out: &mut String) {
     let (secs, frac) = (micros / MICROS_PER_SECOND, micros % MICROS_PER_SECOND);
     write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60).expect("writing to a String");
     if frac != 0 {
-        write!(out, ".{frac:06}").expect("writing to a String");
+        let digits = format!("{frac:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
     }
 }
 

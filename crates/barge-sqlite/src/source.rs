@@ -162,11 +162,8 @@ impl barge_core::Source for SqliteSource {
             let mut rows = stmt.raw_query();
             let row = rows.next().map_err(sqlite_err("reading key statistics"))?.expect("an aggregate returns a row");
             let count: i64 = row.get(0).map_err(sqlite_err("reading key statistics"))?;
-            let (min, max) = if single && count > 0 {
-                (Some(key_of(row, 1..2)?), Some(key_of(row, 2..3)?))
-            } else {
-                (None, None)
-            };
+            let (min, max) =
+                if single && count > 0 { (Some(key_of(row, 1..2)?), Some(key_of(row, 2..3)?)) } else { (None, None) };
             Ok(KeyStats { rows: u64::try_from(count).unwrap_or(0), min, max })
         })
     }
@@ -286,7 +283,7 @@ fn class_name(value: &ValueRef<'_>) -> &'static str {
     }
 }
 
-fn utf8<'a>(bytes: &'a [u8]) -> Result<&'a str, String> {
+fn utf8(bytes: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(bytes).map_err(|e| format!("text is not valid UTF-8 ({e})"))
 }
 
@@ -323,8 +320,11 @@ impl Decoder {
             (Decoder::Real(_), _) => return Err(mismatch("a real")),
             (Decoder::Text(b), ValueRef::Text(t)) => b.append_value(utf8(t)?),
             (Decoder::Text(_), _) => return Err(mismatch("text")),
-            (Decoder::Blob(b), ValueRef::Blob(bytes) | ValueRef::Text(bytes)) => b.append_value(bytes),
-            (Decoder::Blob(_), _) => return Err(mismatch("a blob (the column has no declared type)")),
+            (Decoder::Blob(b), ValueRef::Blob(bytes)) => b.append_value(bytes),
+            // Reading text as bytes would store it back as a BLOB: a silent change of storage class.
+            (Decoder::Blob(_), _) => {
+                return Err(mismatch("a blob (BLOB columns and columns without a declared type hold blobs only)"));
+            }
             (Decoder::Boolean(b), ValueRef::Integer(i @ (0 | 1))) => b.append_value(i == 1),
             (Decoder::Boolean(_), ValueRef::Integer(i)) => return Err(format!("expected 0 or 1, found {i}")),
             (Decoder::Boolean(_), _) => return Err(mismatch("0 or 1")),

@@ -11,7 +11,7 @@
 //! | INTEGER, INT, BIGINT, SMALLINT, TINYINT | Integer | Int64 | INTEGER |
 //! | REAL, DOUBLE, FLOAT | Real | Float64 | REAL |
 //! | TEXT, VARCHAR(n), CHAR(n), CLOB, JSON, UUID | Text | Utf8 | TEXT |
-//! | BLOB, no declared type | Blob | Binary (text values as their UTF-8 bytes) | BLOB |
+//! | BLOB, no declared type | Blob | Binary (other storage classes are refused, not converted) | BLOB |
 //! | BOOLEAN, BOOL | Boolean | Boolean (from 0/1) | INTEGER 0/1 |
 //! | DECIMAL(p,s), NUMERIC(p,s) | Decimal | Decimal128(p,s) (reals rounded to s places) | text, converted by NUMERIC affinity |
 //! | DECIMAL_TEXT(p,s) (created by barge for p > 15) | Decimal | Decimal128(p,s) | TEXT (exact beyond 15 digits) |

@@ -1,6 +1,7 @@
 //! Finding the exact rows behind a digest mismatch: split the range, compare sub-range digests,
 //! recurse into the ones that differ, and diff rows by key once a range is small.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use barge_core::{KeyRange, Result, Source, TableInfo};
@@ -46,10 +47,12 @@ impl KeyDiff {
         self.missing_total == 0 && self.extra_total == 0 && self.changed_total == 0
     }
 
-    /// Adds the keys of another diff, keeping at most [`MAX_KEYS_LISTED`] listed per kind.
+    /// Adds the keys of another diff, keeping the first [`MAX_KEYS_LISTED`] in key order per kind.
     pub fn merge(&mut self, other: KeyDiff) {
         fn take(into: &mut Vec<Value>, from: Vec<Value>) {
-            into.extend(from.into_iter().take(MAX_KEYS_LISTED.saturating_sub(into.len())));
+            into.extend(from);
+            into.sort_by(compare_keys);
+            into.truncate(MAX_KEYS_LISTED);
         }
         take(&mut self.missing, other.missing);
         take(&mut self.extra, other.extra);
@@ -57,6 +60,33 @@ impl KeyDiff {
         self.missing_total += other.missing_total;
         self.extra_total += other.extra_total;
         self.changed_total += other.changed_total;
+    }
+}
+
+/// Orders reported keys naturally: numbers by value, text by code point, arrays column by column.
+/// (Only for reading reports; range bounds always use the database's own ordering.)
+pub fn compare_keys(a: &Value, b: &Value) -> Ordering {
+    fn rank(v: &Value) -> u8 {
+        match v {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Number(_) => 2,
+            Value::String(_) => 3,
+            Value::Array(_) => 4,
+            Value::Object(_) => 5,
+        }
+    }
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => x.as_f64().unwrap_or(f64::NAN).total_cmp(&y.as_f64().unwrap_or(f64::NAN)),
+        },
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Array(x), Value::Array(y)) => {
+            x.iter().zip(y).map(|(x, y)| compare_keys(x, y)).find(|o| o.is_ne()).unwrap_or(x.len().cmp(&y.len()))
+        }
+        _ => rank(a).cmp(&rank(b)),
     }
 }
 
@@ -145,7 +175,7 @@ pub fn row_diff(source: RowSet, target: RowSet) -> KeyDiff {
     ] {
         *total = list.len() as u64;
         let mut list = list;
-        list.sort_by_cached_key(|v| v.to_string());
+        list.sort_by(compare_keys);
         list.truncate(MAX_KEYS_LISTED);
         *out = list;
     }

@@ -37,7 +37,10 @@ enum Accessor<'a> {
     /// Nanoseconds since the epoch (or since midnight for times), widened so no unit overflows.
     Timestamp(Get<'a, i128>),
     Time(Get<'a, i128>),
-    List { offsets: Get<'a, (usize, usize)>, values: Box<Column<'a>> },
+    List {
+        offsets: Get<'a, (usize, usize)>,
+        values: Box<Column<'a>>,
+    },
 }
 
 struct Column<'a> {
@@ -206,9 +209,10 @@ impl<'a> Column<'a> {
             Accessor::Bool(a) => Value::Bool(a.value(i)),
             Accessor::Int(get) => {
                 let v = get(i);
-                i64::try_from(v).map(Value::from).or_else(|_| u64::try_from(v).map(Value::from)).unwrap_or_else(
-                    |_| Value::String(v.to_string()),
-                )
+                i64::try_from(v)
+                    .map(Value::from)
+                    .or_else(|_| u64::try_from(v).map(Value::from))
+                    .unwrap_or_else(|_| Value::String(v.to_string()))
             }
             Accessor::Float(get) => {
                 serde_json::Number::from_f64(get(i)).map_or_else(|| Value::String(get(i).to_string()), Value::Number)

@@ -1,0 +1,110 @@
+//! Bad input: a one-line error, exit code 2, nothing written, no password printed.
+
+use crate::support::*;
+
+fn source(dir: &Dir) {
+    dir.sql("s.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');");
+}
+
+#[track_caller]
+fn assert_usage_error(run: &Run, needle: &str) {
+    run.assert_code(2);
+    assert!(run.stderr.contains(needle), "stderr lacks {needle:?}: {}", run.stderr);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "one line: {}", run.stderr);
+}
+
+#[test]
+fn unknown_table_writes_nothing() {
+    let dir = Dir::new();
+    source(&dir);
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    let run = barge(&["copy", "--from", &from, "--to", &to, "--table", "nope"]);
+    assert_usage_error(&run, "table `nope` not found");
+    assert!(!exists(&dir.path("t.db")), "no target file for a bad source");
+}
+
+#[test]
+fn missing_source_file_writes_nothing() {
+    let dir = Dir::new();
+    let (from, to) = (dir.url("missing.db"), dir.url("t.db"));
+    let run = barge(&["copy", "--from", &from, "--to", &to]);
+    assert_usage_error(&run, "source database not found");
+    assert!(!exists(&dir.path("t.db")));
+    assert!(!exists(&dir.path("missing.db")), "opening a source never creates it");
+}
+
+#[test]
+fn malformed_and_unknown_urls_are_usage_errors_without_passwords() {
+    let dir = Dir::new();
+    source(&dir);
+    let from = dir.url("s.db");
+    assert_usage_error(&barge(&["copy", "--from", "not a url", "--to", &from]), "invalid URL");
+    assert_usage_error(&barge(&["copy", "--from", &from, "--to", "sqlite://"]), "no database file");
+    let run = barge(&["copy", "--from", &from, "--to", "oracle://scott:tiger@db/prod"]);
+    assert_usage_error(&run, "unsupported URL scheme `oracle`");
+    let run = barge(&["copy", "--from", "scott:tiger@db/prod", "--to", &from]);
+    assert_usage_error(&run, "scott:***@db/prod");
+    assert!(!run.stderr.contains("tiger") && !run.stdout.contains("tiger"), "{}", run.stderr);
+}
+
+#[test]
+fn a_target_table_holding_rows_stops_before_writing() {
+    let dir = Dir::new();
+    dir.sql("s.db", "CREATE TABLE a (id INTEGER PRIMARY KEY); CREATE TABLE b (id INTEGER PRIMARY KEY); INSERT INTO a VALUES (1); INSERT INTO b VALUES (2);");
+    dir.sql("t.db", "CREATE TABLE b (id INTEGER PRIMARY KEY); INSERT INTO b VALUES (99);");
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    let run = barge(&["copy", "--from", &from, "--to", &to]);
+    assert_usage_error(&run, "target table `b` already holds 1 rows");
+    // Table `a` comes first alphabetically; it must not have been created either.
+    let tables: i64 = dir
+        .conn("t.db")
+        .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(tables, 1);
+}
+
+#[test]
+fn copying_a_database_onto_itself_is_refused() {
+    let dir = Dir::new();
+    source(&dir);
+    let from = dir.url("s.db");
+    let same = format!("sqlite://{}/./s.db", dir.path("").display());
+    assert_usage_error(&barge(&["copy", "--from", &from, "--to", &same, "--if-exists", "truncate"]), "same database");
+    assert_eq!(dir.count("s.db", "t"), 1);
+}
+
+#[test]
+fn a_missing_target_column_is_named() {
+    let dir = Dir::new();
+    source(&dir);
+    dir.sql("t.db", "CREATE TABLE t (id INTEGER PRIMARY KEY);");
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    assert_usage_error(&barge(&["copy", "--from", &from, "--to", &to]), "column `v` not found in table `t`");
+}
+
+#[test]
+fn zero_workers_is_a_usage_error() {
+    let dir = Dir::new();
+    source(&dir);
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    assert_usage_error(&barge(&["copy", "--from", &from, "--to", &to, "--workers", "0"]), "at least 1");
+    barge(&["copy", "--from", &from, "--to", &to, "--if-exists", "maybe"]).assert_code(2);
+}
+
+#[test]
+fn verify_against_a_missing_target_says_target() {
+    let dir = Dir::new();
+    source(&dir);
+    let (from, to) = (dir.url("s.db"), dir.url("nothing.db"));
+    assert_usage_error(&barge(&["verify", "--from", &from, "--to", &to]), "target database not found");
+}
+
+#[test]
+fn a_value_that_breaks_its_declared_type_names_table_column_and_key() {
+    let dir = Dir::new();
+    dir.sql("s.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO t VALUES (1, 5), (2, 'five');");
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    let run = barge(&["copy", "--from", &from, "--to", &to]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("table `t`, column `n` at key 2: expected an integer, found text"), "{}", run.stderr);
+}

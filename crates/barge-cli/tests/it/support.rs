@@ -1,0 +1,104 @@
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rusqlite::Connection;
+use serde_json::Value;
+
+/// A temporary directory holding a test's databases; removed when dropped.
+pub struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Self {
+        Dir { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `sqlite:///abs/path/name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("sqlite://{}", self.path(name).display())
+    }
+
+    /// Runs SQL against a database file, creating it if needed.
+    pub fn sql(&self, name: &str, sql: &str) {
+        Connection::open(self.path(name)).unwrap().execute_batch(sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    pub fn conn(&self, name: &str) -> Connection {
+        Connection::open(self.path(name)).unwrap()
+    }
+
+    pub fn count(&self, name: &str, table: &str) -> i64 {
+        self.conn(name).query_row(&format!("SELECT count(*) FROM \"{table}\""), [], |r| r.get(0)).unwrap()
+    }
+}
+
+/// What a run of the binary did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+pub fn barge(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_barge")).args(args).output().expect("run barge");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Copies every table of `from` to `to` with `--json`, asserting success and verification.
+pub fn copy_ok(dir: &Dir, from: &str, to: &str, extra: &[&str]) -> Value {
+    let (from, to) = (dir.url(from), dir.url(to));
+    let mut args = vec!["copy", "--from", &from, "--to", &to, "--json"];
+    args.extend_from_slice(extra);
+    let run = barge(&args);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(json["ok"], true, "{json}");
+    json
+}
+
+pub fn table<'a>(json: &'a Value, name: &str) -> &'a Value {
+    json["tables"].as_array().unwrap().iter().find(|t| t["table"] == name).unwrap_or_else(|| panic!("{name} in {json}"))
+}
+
+/// Every row of a table with each value's storage class, in key order, for exact comparisons.
+pub fn dump(conn: &Connection, table: &str) -> Vec<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\" ORDER BY 1, 2")).unwrap();
+    let columns = stmt.column_count();
+    stmt.query_map([], |row| {
+        Ok((0..columns)
+            .map(|i| {
+                let v = row.get_ref(i).unwrap();
+                format!("{:?}", v)
+            })
+            .collect())
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, and every test of the workspace (unit, property and
+# end-to-end against real databases). Fails loudly rather than skipping anything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# --- Database servers: tests talk to real ones. Start them if they are down; never skip. ---
+ensure_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432; then return; fi
+  say "PostgreSQL is not accepting connections on 127.0.0.1:5432: starting it"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && return; sleep 1; done
+  say "FATAL: PostgreSQL cannot be reached on 127.0.0.1:5432"; exit 1
+}
+ensure_mariadb() {
+  if mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -uroot ping >/dev/null 2>&1; then return; fi
+  say "MariaDB is not answering on 127.0.0.1:3306: starting it"
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+  for _ in $(seq 1 30); do
+    mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -uroot ping >/dev/null 2>&1 && return; sleep 1
+  done
+  say "FATAL: MariaDB cannot be reached on 127.0.0.1:3306"; exit 1
+}
+ensure_postgres
+ensure_mariadb
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+say "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
