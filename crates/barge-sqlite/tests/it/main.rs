@@ -14,9 +14,15 @@ pub struct Db {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Db {
+    fn default() -> Self {
+        Db { dir: tempfile::tempdir().unwrap() }
+    }
+}
+
 impl Db {
     pub fn new() -> Self {
-        Db { dir: tempfile::tempdir().unwrap() }
+        Self::default()
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -34,6 +40,11 @@ impl Db {
 
 pub fn read_all(source: &dyn Source, table: &TableInfo, range: &KeyRange) -> Vec<RecordBatch> {
     let mut batches = Vec::new();
-    source.read_range(table, range, 1000, &mut |b| Ok(batches.push(b))).unwrap();
+    source
+        .read_range(table, range, 1000, &mut |b| {
+            batches.push(b);
+            Ok(())
+        })
+        .unwrap();
     batches
 }
