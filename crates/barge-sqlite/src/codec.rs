@@ -2,14 +2,48 @@
 //! forms SQLite's own date functions accept (`T` or space, optional seconds and fraction, `Z` or a
 //! `±HH:MM` offset); formatting writes one canonical form, so that text keys sort chronologically.
 
-use std::fmt::Write;
-
-use chrono::{Datelike, NaiveDate};
-
 const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
-/// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
-const UNIX_EPOCH_FROM_CE: i32 = 719_163;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date, or `None` for an invalid date
+/// (integer arithmetic after H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> Option<i64> {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month) || day == 0 || day > month_days[month as usize - 1] {
+        return None;
+    }
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// The (year, month, day) of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Appends `value` as exactly `width` zero-padded digits (no `fmt` machinery: this runs per value).
+fn push_digits(out: &mut String, mut value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    for slot in digits[..width].iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    out.push_str(std::str::from_utf8(&digits[..width]).expect("ASCII digits"));
+}
 
 fn number(bytes: &[u8]) -> Option<i64> {
     if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
@@ -24,12 +58,12 @@ pub fn parse_date(s: &str) -> Option<i32> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let date = NaiveDate::from_ymd_opt(
-        i32::try_from(number(&b[0..4])?).ok()?,
+    let days = days_from_civil(
+        number(&b[0..4])?,
         u32::try_from(number(&b[5..7])?).ok()?,
         u32::try_from(number(&b[8..10])?).ok()?,
     )?;
-    Some(date.num_days_from_ce() - UNIX_EPOCH_FROM_CE)
+    i32::try_from(days).ok()
 }
 
 /// `HH:MM[:SS[.fraction]]` → microseconds since midnight. More than six fraction digits must be
@@ -101,22 +135,34 @@ fn parse_offset(s: &str) -> Option<i64> {
 
 /// Appends `YYYY-MM-DD`.
 pub fn format_date(days: i32, out: &mut String) {
-    match NaiveDate::from_num_days_from_ce_opt(days + UNIX_EPOCH_FROM_CE) {
-        Some(d) => write!(out, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
-        None => write!(out, "{days}"),
+    let (year, month, day) = civil_from_days(i64::from(days));
+    if year < 0 {
+        out.push('-');
     }
-    .expect("writing to a String");
+    push_digits(out, year.unsigned_abs(), 4);
+    out.push('-');
+    push_digits(out, u64::from(month), 2);
+    out.push('-');
+    push_digits(out, u64::from(day), 2);
 }
 
 /// Appends `HH:MM:SS`, plus the fraction without trailing zeros when there is one (as PostgreSQL
 /// prints it). Trimmed fractions still sort chronologically as text.
 pub fn format_time(micros: i64, out: &mut String) {
-    let (secs, frac) = (micros / MICROS_PER_SECOND, micros % MICROS_PER_SECOND);
-    write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60).expect("writing to a String");
+    let (secs, mut frac) = ((micros / MICROS_PER_SECOND) as u64, (micros % MICROS_PER_SECOND) as u64);
+    push_digits(out, secs / 3600, 2);
+    out.push(':');
+    push_digits(out, secs / 60 % 60, 2);
+    out.push(':');
+    push_digits(out, secs % 60, 2);
     if frac != 0 {
-        let digits = format!("{frac:06}");
+        let mut width = 6;
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
+        }
         out.push('.');
-        out.push_str(digits.trim_end_matches('0'));
+        push_digits(out, frac, width);
     }
 }
 
@@ -165,20 +211,50 @@ pub fn parse_decimal(s: &str, precision: u8, scale: i8) -> Result<i128, String> 
 
 /// Appends a mantissa at `scale` as a decimal literal.
 pub fn format_decimal(mantissa: i128, scale: i8, out: &mut String) {
-    let digits = mantissa.unsigned_abs().to_string();
+    let scale = usize::try_from(scale).unwrap_or(0);
+    // Digits of |mantissa|, least significant first, padded so there is one before the point.
+    let mut digits = [b'0'; 40];
+    let (mut rest, mut len) = (mantissa.unsigned_abs(), 0);
+    while rest > 0 || len <= scale {
+        digits[len] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        len += 1;
+    }
     if mantissa < 0 {
         out.push('-');
     }
-    let scale = usize::try_from(scale).unwrap_or(0);
-    if scale == 0 {
-        out.push_str(&digits);
-        return;
+    for i in (0..len).rev() {
+        if i + 1 == scale {
+            out.push('.');
+        }
+        out.push(char::from(digits[i]));
     }
-    let padded = format!("{digits:0>width$}", width = scale + 1);
-    let (int, frac) = padded.split_at(padded.len() - scale);
-    out.push_str(int);
-    out.push('.');
-    out.push_str(frac);
+}
+
+/// The mantissa at `scale` of a REAL read from a DECIMAL(p,s) column. The REAL stands for the
+/// decimal it was rounded from; scaling and rounding recovers it exactly while the result is far
+/// below 2^53, the formatted route (exact decimal expansion) covers the rest.
+pub fn decimal_from_real(x: f64, precision: u8, scale: i8) -> Result<i128, String> {
+    let scaled = x * 10f64.powi(i32::from(scale));
+    if scaled.is_finite() && scaled.abs() < 1e15 {
+        let mantissa = scaled.round() as i128;
+        return if mantissa.unsigned_abs() < 10u128.pow(u32::from(precision)) {
+            Ok(mantissa)
+        } else {
+            Err(format!("{x} does not fit DECIMAL({precision},{scale})"))
+        };
+    }
+    parse_decimal(&format!("{x:.*}", usize::try_from(scale).unwrap_or(0)), precision, scale)
+}
+
+/// The mantissa at `scale` of an INTEGER read from a DECIMAL(p,s) column.
+pub fn decimal_from_integer(i: i64, precision: u8, scale: i8) -> Result<i128, String> {
+    let mantissa = i128::from(i) * 10i128.pow(u32::try_from(scale).unwrap_or(0));
+    if mantissa.unsigned_abs() < 10u128.pow(u32::from(precision)) {
+        Ok(mantissa)
+    } else {
+        Err(format!("{i} does not fit DECIMAL({precision},{scale})"))
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +308,14 @@ mod tests {
             format_datetime(a, false, &mut x);
             format_datetime(b, false, &mut y);
             prop_assert_eq!(a.cmp(&b), x.cmp(&y));
+        }
+
+        #[test]
+        fn reals_in_decimal_columns_recover_the_decimal(mantissa in -99_999_999_999_999i64..99_999_999_999_999, scale in 0i8..5) {
+            let mut text = String::new();
+            format_decimal(i128::from(mantissa), scale, &mut text);
+            let stored: f64 = text.parse().unwrap(); // what NUMERIC affinity keeps
+            prop_assert_eq!(decimal_from_real(stored, 18, scale), Ok(i128::from(mantissa)), "{}", text);
         }
 
         #[test]

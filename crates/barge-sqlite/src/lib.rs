@@ -56,9 +56,9 @@ fn display(path: &std::path::Path) -> String {
     format!("sqlite://{}", path.display())
 }
 
-/// Maps a rusqlite error to a barge error with what barge was doing.
-pub(crate) fn sqlite_err(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
-    let context = context.into();
+/// Maps a rusqlite error to a barge error with what barge was doing. The context is a static
+/// string so that the happy path, which calls this per value, allocates nothing.
+pub(crate) fn sqlite_err(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
     move |e| Error::engine(context, e)
 }
 

@@ -328,17 +328,12 @@ impl Decoder {
             (Decoder::Boolean(b), ValueRef::Integer(i @ (0 | 1))) => b.append_value(i == 1),
             (Decoder::Boolean(_), ValueRef::Integer(i)) => return Err(format!("expected 0 or 1, found {i}")),
             (Decoder::Boolean(_), _) => return Err(mismatch("0 or 1")),
-            (Decoder::Decimal(b, p, s), value) => {
-                let text = match value {
-                    ValueRef::Integer(i) => i.to_string(),
-                    // A REAL in a DECIMAL(p,s) column stands for the decimal it was rounded from:
-                    // rounding to the declared scale recovers it.
-                    ValueRef::Real(x) => format!("{x:.*}", usize::try_from(*s).unwrap_or(0)),
-                    ValueRef::Text(t) => utf8(t)?.to_string(),
-                    _ => return Err(mismatch("a decimal number")),
-                };
-                b.append_value(codec::parse_decimal(&text, *p, *s)?);
-            }
+            (Decoder::Decimal(b, p, s), value) => b.append_value(match value {
+                ValueRef::Integer(i) => codec::decimal_from_integer(i, *p, *s)?,
+                ValueRef::Real(x) => codec::decimal_from_real(x, *p, *s)?,
+                ValueRef::Text(t) => codec::parse_decimal(utf8(t)?, *p, *s)?,
+                _ => return Err(mismatch("a decimal number")),
+            }),
             (Decoder::NumericText(b), ValueRef::Integer(i)) => b.append_value(i.to_string()),
             (Decoder::NumericText(b), ValueRef::Real(x)) => b.append_value(x.to_string()),
             (Decoder::NumericText(b), ValueRef::Text(t)) => b.append_value(utf8(t)?),

@@ -102,13 +102,13 @@ impl barge_core::Target for SqliteTarget {
             defs.push(format!("PRIMARY KEY ({})", key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")));
         }
         let ddl = format!("CREATE TABLE {} (\n  {}\n)", quote(name), defs.join(",\n  "));
-        self.admin(|conn| conn.execute_batch(&ddl).map_err(sqlite_err(format!("creating table `{name}`"))))
+        self.admin(|conn| conn.execute_batch(&ddl).map_err(|e| Error::engine(format!("creating table `{name}`"), e)))
     }
 
     fn truncate_table(&self, name: &str) -> Result<()> {
         self.admin(|conn| {
             conn.execute_batch(&format!("DELETE FROM {}", quote(name)))
-                .map_err(sqlite_err(format!("truncating table `{name}`")))
+                .map_err(|e| Error::engine(format!("truncating table `{name}`"), e))
         })
     }
 
@@ -132,11 +132,12 @@ impl barge_core::Target for SqliteTarget {
         // SQLite's default (FULL) pays for power-loss durability, which NORMAL keeps in WAL mode.
         conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(sqlite_err("configuring the writer"))?;
         let rows_per_insert = ROWS_PER_INSERT.min(MAX_PARAMETERS / columns.len().max(1)).max(1);
+        let names: Vec<String> = columns.iter().map(|f| f.name().clone()).collect();
         Ok(Box::new(SqliteWriter {
             conn,
             table: table.to_string(),
-            column_list: columns.iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", "),
-            columns: columns.len(),
+            full_insert: insert_sql(table, &names, rows_per_insert),
+            columns: names,
             rows_per_insert,
             in_transaction: false,
         }))
@@ -146,17 +147,17 @@ impl barge_core::Target for SqliteTarget {
 struct SqliteWriter {
     conn: Connection,
     table: String,
-    column_list: String,
-    columns: usize,
+    columns: Vec<String>,
     rows_per_insert: usize,
+    /// The statement for a full chunk of `rows_per_insert` rows, built once.
+    full_insert: String,
     in_transaction: bool,
 }
 
-impl SqliteWriter {
-    fn insert_sql(&self, rows: usize) -> String {
-        let row = format!("({})", vec!["?"; self.columns].join(", "));
-        format!("INSERT INTO {} ({}) VALUES {}", quote(&self.table), self.column_list, vec![row; rows].join(", "))
-    }
+fn insert_sql(table: &str, columns: &[String], rows: usize) -> String {
+    let list = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    let row = format!("({})", vec!["?"; columns.len()].join(", "));
+    format!("INSERT INTO {} ({list}) VALUES {}", quote(table), vec![row; rows].join(", "))
 }
 
 impl TableWriter for SqliteWriter {
@@ -164,12 +165,12 @@ impl TableWriter for SqliteWriter {
         let Encoded::Arrow(batch) = batch else {
             return Err(Error::Config("the SQLite writer takes Arrow batches".into()));
         };
-        if batch.num_columns() != self.columns {
+        if batch.num_columns() != self.columns.len() {
             return Err(Error::Config(format!(
                 "batch for `{}` has {} columns, the writer expects {}",
                 self.table,
                 batch.num_columns(),
-                self.columns
+                self.columns.len()
             )));
         }
         if !self.in_transaction {
@@ -177,12 +178,17 @@ impl TableWriter for SqliteWriter {
             self.in_transaction = true;
         }
         let binders = binders(&self.table, &batch)?;
-        let context = || format!("inserting into `{}`", self.table);
-        let mut scratch = vec![String::new(); self.columns];
+        let table = &self.table;
+        let failed = |e: rusqlite::Error| Error::engine(format!("inserting into `{table}`"), e);
+        let mut scratch = vec![String::new(); self.columns.len()];
+        let tail_rows = batch.num_rows() % self.rows_per_insert;
+        let tail_insert = (tail_rows > 0).then(|| insert_sql(&self.table, &self.columns, tail_rows));
         let mut start = 0;
         while start < batch.num_rows() {
             let rows = self.rows_per_insert.min(batch.num_rows() - start);
-            let mut stmt = self.conn.prepare_cached(&self.insert_sql(rows)).map_err(sqlite_err(context()))?;
+            let sql =
+                if rows == self.rows_per_insert { &self.full_insert } else { tail_insert.as_ref().expect("tail") };
+            let mut stmt = self.conn.prepare_cached(sql).map_err(failed)?;
             let mut param = 1;
             for row in start..start + rows {
                 for (column, (binder, buf)) in binders.iter().zip(scratch.iter_mut()).enumerate() {
@@ -193,11 +199,11 @@ impl TableWriter for SqliteWriter {
                         key: None,
                         reason,
                     })?;
-                    stmt.raw_bind_parameter(param, ToSqlOutput::Borrowed(value)).map_err(sqlite_err(context()))?;
+                    stmt.raw_bind_parameter(param, ToSqlOutput::Borrowed(value)).map_err(failed)?;
                     param += 1;
                 }
             }
-            stmt.raw_execute().map_err(sqlite_err(context()))?;
+            stmt.raw_execute().map_err(failed)?;
             start += rows;
         }
         Ok(batch.num_rows() as u64)
@@ -205,7 +211,8 @@ impl TableWriter for SqliteWriter {
 
     fn commit(&mut self) -> Result<()> {
         if self.in_transaction {
-            self.conn.execute_batch("COMMIT").map_err(sqlite_err(format!("committing `{}`", self.table)))?;
+            let table = &self.table;
+            self.conn.execute_batch("COMMIT").map_err(|e| Error::engine(format!("committing `{table}`"), e))?;
             self.in_transaction = false;
         }
         Ok(())
