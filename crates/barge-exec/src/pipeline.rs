@@ -44,6 +44,15 @@ impl Failure {
     }
 }
 
+/// Spawns a named scoped thread (names make profiles and stack dumps readable per stage).
+fn spawn_named<'scope, 'env: 'scope>(
+    scope: &'scope Scope<'scope, 'env>,
+    name: &str,
+    work: impl FnOnce() + Send + 'scope,
+) {
+    std::thread::Builder::new().name(name.into()).spawn_scoped(scope, work).expect("spawning a thread");
+}
+
 /// What readers send to the CPU stage.
 pub(crate) enum ReadMsg {
     Batch {
@@ -89,7 +98,7 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
     let (tx, rx) = bounded(READ_QUEUE_PER_READER * readers);
     for _ in 0..readers {
         let (range_rx, tx) = (range_rx.clone(), tx.clone());
-        scope.spawn(move || {
+        spawn_named(scope, "barge-reader", move || {
             for range in range_rx.iter() {
                 if side.failure.is_set() {
                     return;
@@ -160,7 +169,7 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
             let (tx, rx) = bounded(WRITE_QUEUE_PER_WRITER);
             senders.push(tx);
             let (failure, counters) = (&failure, counters);
-            scope.spawn(move || {
+            spawn_named(scope, "barge-writer", move || {
                 if let Err(error) = write_loop(writer, rx, job, counters, failure) {
                     failure.record(error);
                 }

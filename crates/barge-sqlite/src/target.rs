@@ -16,8 +16,9 @@ use crate::sql::quote;
 use crate::types::{column_for_arrow, kind_of};
 use crate::{ENGINE, codec, sqlite_err};
 
-/// Rows per INSERT statement: multi-row VALUES amortise statement overhead (measured ~20% faster
-/// than one row per statement); SQLite caps a statement at 32,766 parameters.
+/// Rows per INSERT statement. Multi-row VALUES amortise per-statement overhead; 25, 100 and 400
+/// measured within noise of each other (1.27–1.39 s per 1M demo orders), so 100 keeps statements
+/// small. SQLite caps a statement at 32,766 parameters.
 const ROWS_PER_INSERT: usize = 100;
 const MAX_PARAMETERS: usize = 32_766;
 
