@@ -50,9 +50,12 @@ impl Bars {
 impl Progress for Bars {
     fn started(&self, table: &str, phase: Phase, total_rows: u64) {
         let style = ProgressStyle::with_template(
-            "{prefix:<24} {bar:30.cyan/blue} {human_pos:>11}/{human_len:<11} rows {per_sec:>14} ETA {eta:<4} {msg}",
+            "{prefix:<24} {bar:30.cyan/blue} {human_pos:>11}/{human_len:<11} rows {rate:>14} ETA {eta:<4} {msg}",
         )
         .expect("valid template")
+        .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
+        })
         .progress_chars("=> ");
         let bar = self.multi.add(ProgressBar::new(total_rows.max(1)).with_style(style));
         bar.set_prefix(format!("{table} ({})", phase_name(phase)));
