@@ -119,13 +119,32 @@ pub trait Target: Send + Sync {
         usize::MAX
     }
 
-    /// Turns a batch into what this target's writers consume. Runs on the CPU pool.
-    fn encode(&self, batch: RecordBatch) -> Result<Encoded> {
-        Ok(Encoded::Arrow(batch))
+    /// The encoder for batches bound for `table` (whose columns are `fields`, in order), built once
+    /// per table copy: it can resolve each column's target type up front. The default hands Arrow
+    /// batches to the writer unchanged.
+    fn encoder(&self, table: &str, fields: &[Field]) -> Result<Arc<dyn BatchEncoder>> {
+        let _ = (table, fields);
+        Ok(Arc::new(ArrowPassthrough))
     }
 
     /// A writer with its own connection and transaction, loading `columns` of `table`.
     fn writer(&self, table: &str, columns: &[Field]) -> Result<Box<dyn TableWriter>>;
+}
+
+/// Turns record batches into what a target's writers consume. Runs on the CPU pool, so it is where
+/// per-value encoding work belongs (never on a writer's I/O thread or an async runtime).
+pub trait BatchEncoder: Send + Sync {
+    fn encode(&self, batch: RecordBatch) -> Result<Encoded>;
+}
+
+/// Hands batches over as Arrow (targets whose writers bind Arrow values directly).
+#[derive(Debug)]
+pub struct ArrowPassthrough;
+
+impl BatchEncoder for ArrowPassthrough {
+    fn encode(&self, batch: RecordBatch) -> Result<Encoded> {
+        Ok(Encoded::Arrow(batch))
+    }
 }
 
 /// Loads batches into one table over one connection. Rows become visible only at [`Self::commit`].

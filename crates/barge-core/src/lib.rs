@@ -3,7 +3,7 @@
 //! The vocabulary every other barge crate speaks, and nothing else: no I/O, no engine names.
 //!
 //! ```text
-//!   Source ──read_range──▶ RecordBatch ──▶ (transform, hash) ──▶ Target::encode ──▶ TableWriter::write ──▶ commit
+//!   Source ──read_range──▶ RecordBatch ──▶ (transform, hash) ──▶ BatchEncoder ──▶ TableWriter::write ──▶ commit
 //!     ▲                                                                                     │
 //!     └── table() / key_stats() / sample_keys() feed the partitioner (barge-plan) ─────────┘
 //! ```
@@ -23,7 +23,7 @@ pub mod model;
 pub mod types;
 pub mod url;
 
-pub use engine::{Encoded, EngineFactory, Source, TableWriter, Target, TargetColumn};
+pub use engine::{ArrowPassthrough, BatchEncoder, Encoded, EngineFactory, Source, TableWriter, Target, TargetColumn};
 pub use error::{Error, Result};
 pub use model::{Key, KeyRange, KeySpec, KeyStats, Scalar, TableInfo};
 

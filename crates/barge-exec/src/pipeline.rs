@@ -7,7 +7,7 @@ use std::thread::Scope;
 
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
-use barge_core::{Encoded, Error, KeyRange, Result, Source, TableInfo, TableWriter, Target};
+use barge_core::{BatchEncoder, Encoded, Error, KeyRange, Result, Source, TableInfo, TableWriter, Target};
 use barge_verify::{Digest, batch_digest};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
@@ -153,6 +153,7 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
     // Open every writer before reading a row: a refused connection fails the table cleanly.
     let table_writers =
         (0..writers).map(|_| job.target.writer(job.target_table, job.fields)).collect::<Result<Vec<_>>>()?;
+    let encoder = job.target.encoder(job.target_table, job.fields)?;
     let digests: Vec<Mutex<Digest>> = job.ranges.iter().map(|_| Mutex::new(Digest::default())).collect();
     let failure = Failure::default();
     let side = ReadSide {
@@ -176,7 +177,10 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
             });
         }
         let cpu = pool.install(|| {
-            read_rx.into_iter().par_bridge().try_for_each(|msg| cpu_stage(msg, job, &digests, &senders, writers))
+            read_rx
+                .into_iter()
+                .par_bridge()
+                .try_for_each(|msg| cpu_stage(msg, job, encoder.as_ref(), &digests, &senders, writers))
         });
         if let Err(error) = cpu {
             failure.record(error);
@@ -191,6 +195,7 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
 fn cpu_stage(
     msg: ReadMsg,
     job: &CopyJob<'_>,
+    encoder: &dyn BatchEncoder,
     digests: &[Mutex<Digest>],
     senders: &[Sender<WriteMsg>],
     writers: usize,
@@ -201,7 +206,7 @@ fn cpu_stage(
                 let digest = batch_digest(&job.table.name, &batch)?;
                 *digests[range].lock().expect("digest lock") += digest;
             }
-            (range, WriteMsg::Batch { range, encoded: job.target.encode(batch)? })
+            (range, WriteMsg::Batch { range, encoded: encoder.encode(batch)? })
         }
         ReadMsg::End { range, batches } => (range, WriteMsg::End { range, batches }),
     };

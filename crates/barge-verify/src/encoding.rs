@@ -5,7 +5,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_buffer::{NullBuffer, i256};
-use arrow_schema::{DataType, TimeUnit};
+use arrow_schema::{DataType, IntervalUnit, TimeUnit};
 use barge_core::{Error, Result};
 use serde_json::Value;
 
@@ -20,6 +20,7 @@ const TAG_DATE: u8 = 0x07;
 const TAG_TIMESTAMP: u8 = 0x08;
 const TAG_TIME: u8 = 0x09;
 const TAG_LIST: u8 = 0x0A;
+const TAG_INTERVAL: u8 = 0x0B;
 
 const CANONICAL_NAN: u64 = 0x7ff8_0000_0000_0000;
 
@@ -41,6 +42,8 @@ enum Accessor<'a> {
         offsets: Get<'a, (usize, usize)>,
         values: Box<Column<'a>>,
     },
+    /// (months, days, nanoseconds): the three independent parts of a calendar interval.
+    Interval(Get<'a, (i32, i32, i64)>),
 }
 
 struct Column<'a> {
@@ -149,6 +152,24 @@ impl<'a> Column<'a> {
                     values: Box::new(Column::new(a.values().as_ref())?),
                 }
             }
+            Interval(IntervalUnit::MonthDayNano) => {
+                let a = array.as_primitive::<IntervalMonthDayNanoType>();
+                Accessor::Interval(Box::new(move |i| {
+                    let v = a.value(i);
+                    (v.months, v.days, v.nanoseconds)
+                }))
+            }
+            Interval(IntervalUnit::DayTime) => {
+                let a = array.as_primitive::<IntervalDayTimeType>();
+                Accessor::Interval(Box::new(move |i| {
+                    let v = a.value(i);
+                    (0, v.days, i64::from(v.milliseconds) * 1_000_000)
+                }))
+            }
+            Interval(IntervalUnit::YearMonth) => {
+                let a = array.as_primitive::<IntervalYearMonthType>();
+                Accessor::Interval(Box::new(move |i| (a.value(i), 0, 0)))
+            }
             _ => return None,
         };
         Some(Column { nulls: array.nulls(), accessor })
@@ -190,6 +211,13 @@ impl<'a> Column<'a> {
             }
             Accessor::Timestamp(get) => put_micros(out, TAG_TIMESTAMP, get(i)),
             Accessor::Time(get) => put_micros(out, TAG_TIME, get(i)),
+            Accessor::Interval(get) => {
+                let (months, days, nanos) = get(i);
+                out.push(TAG_INTERVAL);
+                out.extend_from_slice(&months.to_le_bytes());
+                out.extend_from_slice(&days.to_le_bytes());
+                out.extend_from_slice(&nanos.to_le_bytes());
+            }
             Accessor::List { offsets, values } => {
                 let (start, end) = offsets(i);
                 out.push(TAG_LIST);
@@ -245,6 +273,14 @@ impl<'a> Column<'a> {
             Accessor::List { offsets, values } => {
                 let (start, end) = offsets(i);
                 Value::Array((start..end).map(|j| values.json(j)).collect())
+            }
+            Accessor::Interval(get) => {
+                let (months, days, nanos) = get(i);
+                Value::String(format!(
+                    "{months} months {days} days {}.{:09} s",
+                    nanos / 1_000_000_000,
+                    (nanos % 1_000_000_000).abs()
+                ))
             }
         }
     }

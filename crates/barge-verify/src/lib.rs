@@ -29,8 +29,9 @@
 //! | `0x08` | timestamp | Timestamp(any unit, any zone) | UTC microseconds since the epoch (i64 LE) + the sub-microsecond remainder in ns (u16 LE); a timestamp without a zone is taken as UTC |
 //! | `0x09` | time of day | Time32, Time64 | microseconds since midnight (i64 LE) + sub-microsecond ns (u16 LE) |
 //! | `0x0A` | list | List, LargeList | element count (u64 LE) + each element's encoding |
+//! | `0x0B` | interval | Interval (all units) | months (i32 LE), days (i32 LE), nanoseconds (i64 LE), kept apart as PostgreSQL keeps them (`1 month` ≠ `30 days`) |
 //!
-//! Types with no row here (intervals, maps, structs…) are refused by [`RowEncoder::new`] with
+//! Types with no row here (maps, structs, unions…) are refused by [`RowEncoder::new`] with
 //! an error naming the column, never hashed approximately. Engines normalise to these classes when
 //! they map native types to Arrow; any normalisation an engine needs (CHAR padding, JSON key order)
 //! is documented next to its mapping table.

@@ -74,7 +74,7 @@ fn every_mapping_row_round_trips_through_arrow() {
         target.create_table("t", &columns, &["id".into()]).unwrap();
         let fields: Vec<Field> = foreign.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut writer = target.writer("t", &fields).unwrap();
-        writer.write(target.encode(foreign.clone()).unwrap()).unwrap();
+        writer.write(target.encoder("t", &fields).unwrap().encode(foreign.clone()).unwrap()).unwrap();
         writer.commit().unwrap();
         drop(writer);
 
