@@ -1,0 +1,175 @@
+//! URLs, connections and the small tokio runtime that drives them.
+//!
+//! Engine methods are called from plain threads. They `block_on` this runtime, whose two worker
+//! threads only drive sockets (connection tasks, COPY message coalescing); decoding and encoding
+//! happen on the calling threads and the rayon pool.
+
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use barge_core::url::{redact, split_scheme};
+use barge_core::{Error, Result};
+use tokio::runtime::Runtime;
+use tokio_postgres::{Client, Config, NoTls};
+
+/// How long connecting may take before the server counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Worker threads of the I/O runtime: sockets only, so two are plenty.
+const IO_THREADS: usize = 2;
+
+/// Settings every barge session uses, so values mean the same in every session: UTF-8, ISO dates,
+/// UTC, and floats printed with full precision when anything is cast to text.
+const SESSION_SETUP: &str =
+    "SET client_encoding = 'UTF8'; SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'; SET extra_float_digits = 3";
+
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(IO_THREADS)
+            .thread_name("barge-pg-io")
+            .enable_io()
+            .enable_time()
+            .build()
+            .expect("starting the PostgreSQL I/O runtime")
+    })
+}
+
+/// A parsed `postgres://` URL.
+#[derive(Clone)]
+pub struct PgUrl {
+    pub config: Config,
+    /// `?schema=` (default `public`).
+    pub schema: String,
+    /// The URL with its password redacted.
+    pub display: String,
+}
+
+/// Only the redacted form: the config inside holds the password.
+impl std::fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// Parses `postgres://user:pass@host:port/db?schema=s&sslmode=disable`. The password may also
+/// come from `PGPASSWORD`, the user from `PGUSER`.
+pub fn parse_url(url: &str) -> Result<PgUrl> {
+    let display = redact(url);
+    let invalid = |reason: String| Error::InvalidUrl { url: display.clone(), reason };
+    let (scheme, rest) = split_scheme(url)?;
+    if scheme != "postgres" && scheme != "postgresql" {
+        return Err(invalid("expected postgres:// or postgresql://".into()));
+    }
+    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut schema = "public".to_string();
+    let mut passed = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "schema" => schema = value.to_string(),
+            "sslmode" => match value {
+                "disable" | "prefer" => passed.push(pair.to_string()),
+                "require" | "verify-ca" | "verify-full" => {
+                    return Err(invalid(format!(
+                        "sslmode={value} needs TLS, which this build of barge does not include; use sslmode=disable or prefer"
+                    )));
+                }
+                other => return Err(invalid(format!("unknown sslmode `{other}` (disable, prefer or require)"))),
+            },
+            _ => passed.push(pair.to_string()),
+        }
+    }
+    let normalised = if passed.is_empty() {
+        format!("postgresql://{base}")
+    } else {
+        format!("postgresql://{base}?{}", passed.join("&"))
+    };
+    let mut config = Config::from_str(&normalised).map_err(|e| invalid(e.to_string()))?;
+    if config.get_user().is_none() {
+        config.user(std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into()));
+    }
+    if config.get_password().is_none() {
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            config.password(password);
+        }
+    }
+    if config.get_hosts().is_empty() {
+        config.host("localhost");
+    }
+    if config.get_dbname().is_none() {
+        return Err(invalid("no database name: use postgres://user@host:port/DATABASE".into()));
+    }
+    config.connect_timeout(CONNECT_TIMEOUT);
+    Ok(PgUrl { config, schema, display })
+}
+
+/// A driver error as text: the server's message for database errors, the cause chain otherwise.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut message = db.message().to_string();
+        if let Some(detail) = db.detail() {
+            message.push_str(&format!(" ({detail})"));
+        }
+        return message;
+    }
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
+}
+
+/// Maps a driver error with what barge was doing.
+pub fn pg_err(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |e| Error::engine(context, describe(&e))
+}
+
+/// Opens a session. Connection problems name the server (password redacted), never the password.
+pub fn connect(url: &PgUrl) -> Result<Client> {
+    let rt = runtime();
+    let (client, connection) = rt
+        .block_on(url.config.connect(NoTls))
+        .map_err(|e| Error::Connect { target: url.display.clone(), reason: describe(&e) })?;
+    rt.spawn(async move {
+        // Ends when the client is dropped or the server goes away; errors surface on the client.
+        let _ = connection.await;
+    });
+    rt.block_on(client.batch_execute(SESSION_SETUP)).map_err(pg_err("configuring the session"))?;
+    Ok(client)
+}
+
+/// `"name"` with quotes doubled.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'` with quotes doubled (standard_conforming_strings is on since PostgreSQL 9.1).
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_carry_schema_and_hide_passwords() {
+        let url = parse_url("postgres://bob:s3cret@127.0.0.1:5433/app?schema=sales&sslmode=disable").unwrap();
+        assert_eq!(url.schema, "sales");
+        assert_eq!(url.config.get_dbname(), Some("app"));
+        assert_eq!(url.display, "postgres://bob:***@127.0.0.1:5433/app?schema=sales&sslmode=disable");
+        let err = parse_url("postgres://bob:s3cret@host/db?sslmode=require").unwrap_err();
+        assert!(err.is_usage() && !err.to_string().contains("s3cret"), "{err}");
+        assert!(parse_url("postgres://bob@host").unwrap_err().to_string().contains("no database name"));
+    }
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(quote(r#"we"ird"#), r#""we""ird""#);
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,385 @@
+//! Binary COPY → Arrow: a streaming tuple parser and one decoder per column, chosen once per read.
+
+use std::sync::Arc;
+
+use arrow_array::builder::*;
+use arrow_array::types::IntervalMonthDayNano;
+use arrow_array::{ArrayRef, ListArray, RecordBatch};
+use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
+use arrow_schema::{DataType, FieldRef, SchemaRef};
+
+use crate::types::{Codec, PgColumnType, UTC};
+use crate::wire::{self, COPY_HEADER, Numeric, be_i16, be_i32, be_i64};
+
+/// Appends PostgreSQL binary values of one column to an Arrow builder.
+pub enum Decoder {
+    Bool(BooleanBuilder),
+    Int2(Int16Builder),
+    Int4(Int32Builder),
+    Int8(Int64Builder),
+    Oid(UInt32Builder),
+    Float4(Float32Builder),
+    Float8(Float64Builder),
+    Decimal(Decimal128Builder, u8, i8),
+    NumericText(StringBuilder),
+    Money(Decimal128Builder),
+    Text(StringBuilder),
+    Jsonb(StringBuilder),
+    Bytea(BinaryBuilder),
+    Uuid(StringBuilder),
+    Date(Date32Builder),
+    Time(Time64MicrosecondBuilder),
+    Timestamp(TimestampMicrosecondBuilder, bool),
+    Interval(IntervalMonthDayNanoBuilder),
+    List { field: FieldRef, offsets: Vec<i32>, nulls: NullBufferBuilder, items: Box<Decoder> },
+}
+
+fn expect_len(b: &[u8], n: usize, what: &str) -> Result<(), String> {
+    if b.len() == n { Ok(()) } else { Err(format!("{what} value has {} bytes, expected {n}", b.len())) }
+}
+
+fn utf8(b: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(b).map_err(|e| format!("text is not valid UTF-8 ({e})"))
+}
+
+impl Decoder {
+    pub fn new(column: &PgColumnType, capacity: usize) -> Self {
+        let element = PgColumnType { array: false, ..column.clone() };
+        if column.array {
+            let DataType::List(field) = column.arrow() else { unreachable!("arrays are lists") };
+            return Decoder::List {
+                field,
+                offsets: vec![0],
+                nulls: NullBufferBuilder::new(capacity),
+                items: Box::new(Decoder::new(&element, capacity)),
+            };
+        }
+        match (column.codec, element.element_arrow()) {
+            (Codec::Bool, _) => Decoder::Bool(BooleanBuilder::with_capacity(capacity)),
+            (Codec::Int2, _) => Decoder::Int2(Int16Builder::with_capacity(capacity)),
+            (Codec::Int4, _) => Decoder::Int4(Int32Builder::with_capacity(capacity)),
+            (Codec::Int8, _) => Decoder::Int8(Int64Builder::with_capacity(capacity)),
+            (Codec::Oid, _) => Decoder::Oid(UInt32Builder::with_capacity(capacity)),
+            (Codec::Float4, _) => Decoder::Float4(Float32Builder::with_capacity(capacity)),
+            (Codec::Float8, _) => Decoder::Float8(Float64Builder::with_capacity(capacity)),
+            (Codec::Numeric, DataType::Decimal128(p, s)) => {
+                Decoder::Decimal(Decimal128Builder::with_capacity(capacity), p, s)
+            }
+            (Codec::Numeric, _) => Decoder::NumericText(StringBuilder::with_capacity(capacity, capacity * 8)),
+            (Codec::Money, _) => Decoder::Money(Decimal128Builder::with_capacity(capacity)),
+            (Codec::Jsonb, _) => Decoder::Jsonb(StringBuilder::with_capacity(capacity, capacity * 32)),
+            (Codec::Text | Codec::Char | Codec::Json | Codec::AsText, _) => {
+                Decoder::Text(StringBuilder::with_capacity(capacity, capacity * 16))
+            }
+            (Codec::Bytea, _) => Decoder::Bytea(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            (Codec::Uuid, _) => Decoder::Uuid(StringBuilder::with_capacity(capacity, capacity * 36)),
+            (Codec::Date, _) => Decoder::Date(Date32Builder::with_capacity(capacity)),
+            (Codec::Time, _) => Decoder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
+            (Codec::Timestamp, _) => Decoder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), false),
+            (Codec::TimestampTz, _) => Decoder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity), true),
+            (Codec::Interval, _) => Decoder::Interval(IntervalMonthDayNanoBuilder::with_capacity(capacity)),
+        }
+    }
+
+    /// Appends one field: `None` is SQL NULL.
+    pub fn append(&mut self, value: Option<&[u8]>) -> Result<(), String> {
+        let Some(b) = value else {
+            self.append_null();
+            return Ok(());
+        };
+        match self {
+            Decoder::Bool(x) => {
+                expect_len(b, 1, "boolean")?;
+                x.append_value(b[0] != 0);
+            }
+            Decoder::Int2(x) => {
+                expect_len(b, 2, "smallint")?;
+                x.append_value(be_i16(b));
+            }
+            Decoder::Int4(x) => {
+                expect_len(b, 4, "integer")?;
+                x.append_value(be_i32(b));
+            }
+            Decoder::Int8(x) => {
+                expect_len(b, 8, "bigint")?;
+                x.append_value(be_i64(b));
+            }
+            Decoder::Oid(x) => {
+                expect_len(b, 4, "oid")?;
+                x.append_value(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            }
+            Decoder::Float4(x) => {
+                expect_len(b, 4, "real")?;
+                x.append_value(f32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            }
+            Decoder::Float8(x) => {
+                expect_len(b, 8, "double precision")?;
+                x.append_value(f64::from_bits(be_i64(b) as u64));
+            }
+            Decoder::Decimal(x, _, s) => x.append_value(Numeric::parse(b)?.to_i128(*s)?),
+            Decoder::NumericText(x) => {
+                let mut text = String::new();
+                Numeric::parse(b)?.to_text(&mut text);
+                x.append_value(text);
+            }
+            Decoder::Money(x) => {
+                expect_len(b, 8, "money")?;
+                x.append_value(i128::from(be_i64(b)));
+            }
+            Decoder::Text(x) => x.append_value(utf8(b)?),
+            Decoder::Jsonb(x) => match b.split_first() {
+                Some((1, json)) => x.append_value(utf8(json)?),
+                _ => return Err("unknown jsonb binary version".into()),
+            },
+            Decoder::Bytea(x) => x.append_value(b),
+            Decoder::Uuid(x) => {
+                expect_len(b, 16, "uuid")?;
+                let mut text = String::with_capacity(36);
+                wire::uuid_text(b, &mut text);
+                x.append_value(text);
+            }
+            Decoder::Date(x) => {
+                expect_len(b, 4, "date")?;
+                let days = be_i32(b);
+                if days == i32::MAX || days == i32::MIN {
+                    return Err("date ±infinity has no Arrow representation".into());
+                }
+                x.append_value(days + wire::PG_EPOCH_DAYS);
+            }
+            Decoder::Time(x) => {
+                expect_len(b, 8, "time")?;
+                x.append_value(be_i64(b));
+            }
+            Decoder::Timestamp(x, _) => {
+                expect_len(b, 8, "timestamp")?;
+                let micros = be_i64(b);
+                if micros == i64::MAX || micros == i64::MIN {
+                    return Err("timestamp ±infinity has no Arrow representation".into());
+                }
+                x.append_value(micros.checked_add(wire::PG_EPOCH_MICROS).ok_or("timestamp out of range")?);
+            }
+            Decoder::Interval(x) => {
+                expect_len(b, 16, "interval")?;
+                let micros = be_i64(b);
+                x.append_value(IntervalMonthDayNano::new(be_i32(&b[12..]), be_i32(&b[8..]), micros * 1_000));
+            }
+            Decoder::List { offsets, nulls, items, .. } => {
+                let count = decode_array(b, items)?;
+                let last = *offsets.last().expect("starts with 0");
+                offsets.push(last + i32::try_from(count).map_err(|_| "array too long")?);
+                nulls.append_non_null();
+            }
+        }
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Decoder::Bool(x) => x.append_null(),
+            Decoder::Int2(x) => x.append_null(),
+            Decoder::Int4(x) => x.append_null(),
+            Decoder::Int8(x) => x.append_null(),
+            Decoder::Oid(x) => x.append_null(),
+            Decoder::Float4(x) => x.append_null(),
+            Decoder::Float8(x) => x.append_null(),
+            Decoder::Decimal(x, ..) | Decoder::Money(x) => x.append_null(),
+            Decoder::NumericText(x) | Decoder::Text(x) | Decoder::Jsonb(x) | Decoder::Uuid(x) => x.append_null(),
+            Decoder::Bytea(x) => x.append_null(),
+            Decoder::Date(x) => x.append_null(),
+            Decoder::Time(x) => x.append_null(),
+            Decoder::Timestamp(x, _) => x.append_null(),
+            Decoder::Interval(x) => x.append_null(),
+            Decoder::List { offsets, nulls, .. } => {
+                offsets.push(*offsets.last().expect("starts with 0"));
+                nulls.append_null();
+            }
+        }
+    }
+
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            Decoder::Bool(x) => Arc::new(x.finish()),
+            Decoder::Int2(x) => Arc::new(x.finish()),
+            Decoder::Int4(x) => Arc::new(x.finish()),
+            Decoder::Int8(x) => Arc::new(x.finish()),
+            Decoder::Oid(x) => Arc::new(x.finish()),
+            Decoder::Float4(x) => Arc::new(x.finish()),
+            Decoder::Float8(x) => Arc::new(x.finish()),
+            Decoder::Decimal(x, p, s) => Arc::new(x.finish().with_precision_and_scale(*p, *s).expect("valid")),
+            Decoder::Money(x) => Arc::new(x.finish().with_precision_and_scale(19, 2).expect("valid")),
+            Decoder::NumericText(x) | Decoder::Text(x) | Decoder::Jsonb(x) | Decoder::Uuid(x) => Arc::new(x.finish()),
+            Decoder::Bytea(x) => Arc::new(x.finish()),
+            Decoder::Date(x) => Arc::new(x.finish()),
+            Decoder::Time(x) => Arc::new(x.finish()),
+            Decoder::Timestamp(x, false) => Arc::new(x.finish()),
+            Decoder::Timestamp(x, true) => Arc::new(x.finish().with_timezone(UTC)),
+            Decoder::Interval(x) => Arc::new(x.finish()),
+            Decoder::List { field, offsets, nulls, items } => {
+                let values = items.finish();
+                let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                Arc::new(ListArray::new(field.clone(), offsets, values, nulls.finish()))
+            }
+        }
+    }
+}
+
+/// Decodes a one-dimensional binary array into `items`; returns the element count.
+fn decode_array(b: &[u8], items: &mut Decoder) -> Result<usize, String> {
+    if b.len() < 12 {
+        return Err("truncated array".into());
+    }
+    let dimensions = be_i32(b);
+    if dimensions == 0 {
+        return Ok(0);
+    }
+    if dimensions != 1 {
+        return Err(format!("{dimensions}-dimensional arrays are not supported (one dimension only)"));
+    }
+    let count = usize::try_from(be_i32(&b[12..])).map_err(|_| "negative array length")?;
+    let mut pos = 20; // ndim, has_null, element oid, length, lower bound
+    for _ in 0..count {
+        let len = be_i32(b.get(pos..pos + 4).ok_or("truncated array")?);
+        pos += 4;
+        if len < 0 {
+            items.append(None)?;
+        } else {
+            let end = pos + len as usize;
+            items.append(Some(b.get(pos..end).ok_or("truncated array element")?))?;
+            pos = end;
+        }
+    }
+    Ok(count)
+}
+
+/// Parses a binary COPY stream fed in arbitrary chunks, emitting record batches of `batch_rows`.
+pub struct CopyParser {
+    schema: SchemaRef,
+    decoders: Vec<Decoder>,
+    batch_rows: usize,
+    pending: Vec<u8>,
+    header_done: bool,
+    done: bool,
+    rows: usize,
+}
+
+/// A value that did not decode: which column, and why.
+pub struct DecodeError {
+    pub column: usize,
+    pub reason: String,
+}
+
+impl CopyParser {
+    pub fn new(schema: SchemaRef, columns: &[PgColumnType], batch_rows: usize) -> Self {
+        CopyParser {
+            schema,
+            decoders: columns.iter().map(|c| Decoder::new(c, batch_rows)).collect(),
+            batch_rows,
+            pending: Vec::new(),
+            header_done: false,
+            done: false,
+            rows: 0,
+        }
+    }
+
+    /// Consumes a chunk, calling `emit` for every full batch.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        emit: &mut dyn FnMut(RecordBatch) -> barge_core::Result<()>,
+    ) -> Result<(), FeedError> {
+        self.pending.extend_from_slice(chunk);
+        let mut pos = 0;
+        if !self.header_done {
+            if self.pending.len() < COPY_HEADER.len() {
+                return Ok(());
+            }
+            if self.pending[..11] != COPY_HEADER[..11] {
+                return Err(FeedError::Decode(DecodeError { column: 0, reason: "not a binary COPY stream".into() }));
+            }
+            pos = COPY_HEADER.len() + usize::try_from(be_i32(&self.pending[15..])).unwrap_or(0);
+            self.header_done = true;
+        }
+        // Taken out while decoding so batches can be finished mid-buffer; errors end the stream.
+        let mut buf = std::mem::take(&mut self.pending);
+        while !self.done && buf.len() - pos >= 2 {
+            let fields = be_i16(&buf[pos..]);
+            if fields == -1 {
+                self.done = true;
+                pos += 2;
+                break;
+            }
+            // Only decode a tuple once all of it has arrived.
+            let mut end = pos + 2;
+            let mut complete = true;
+            for _ in 0..fields {
+                if buf.len() - end < 4 {
+                    complete = false;
+                    break;
+                }
+                let len = be_i32(&buf[end..]);
+                end += 4;
+                if len > 0 {
+                    if buf.len() - end < len as usize {
+                        complete = false;
+                        break;
+                    }
+                    end += len as usize;
+                }
+            }
+            if !complete {
+                break;
+            }
+            if fields as usize != self.decoders.len() {
+                return Err(FeedError::Decode(DecodeError {
+                    column: 0,
+                    reason: format!("tuple has {fields} fields, expected {}", self.decoders.len()),
+                }));
+            }
+            let mut at = pos + 2;
+            for (column, decoder) in self.decoders.iter_mut().enumerate() {
+                let len = be_i32(&buf[at..]);
+                at += 4;
+                let value = if len < 0 {
+                    None
+                } else {
+                    at += len as usize;
+                    Some(&buf[at - len as usize..at])
+                };
+                decoder.append(value).map_err(|reason| FeedError::Decode(DecodeError { column, reason }))?;
+            }
+            pos = end;
+            self.rows += 1;
+            if self.rows == self.batch_rows {
+                let batch = self.finish_batch().map_err(FeedError::Emit)?;
+                emit(batch).map_err(FeedError::Emit)?;
+            }
+        }
+        buf.drain(..pos);
+        self.pending = buf;
+        Ok(())
+    }
+
+    fn finish_batch(&mut self) -> barge_core::Result<RecordBatch> {
+        self.rows = 0;
+        let columns: Vec<ArrayRef> = self.decoders.iter_mut().map(Decoder::finish).collect();
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// Emits the last partial batch; the stream must have ended with its trailer.
+    pub fn finish(mut self, emit: &mut dyn FnMut(RecordBatch) -> barge_core::Result<()>) -> Result<(), FeedError> {
+        if !self.done {
+            return Err(FeedError::Decode(DecodeError { column: 0, reason: "COPY stream ended early".into() }));
+        }
+        if self.rows > 0 {
+            let batch = self.finish_batch().map_err(FeedError::Emit)?;
+            emit(batch).map_err(FeedError::Emit)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why feeding stopped: a value that would not decode, or the consumer refused a batch.
+pub enum FeedError {
+    Decode(DecodeError),
+    Emit(barge_core::Error),
+}

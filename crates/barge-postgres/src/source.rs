@@ -1,0 +1,420 @@
+//! Reading PostgreSQL tables: one `COPY (SELECT … WHERE <range>) TO STDOUT (FORMAT binary)` per
+//! key range, decoded straight into Arrow builders on the reader's own thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Field, Schema};
+use barge_core::{Error, Key, KeyRange, KeySpec, KeyStats, META_ENGINE, META_NATIVE_TYPE, Result, Scalar, TableInfo};
+use futures_util::StreamExt;
+use tokio_postgres::Client;
+
+use crate::ENGINE;
+use crate::conn::{PgUrl, connect, literal, pg_err, quote, runtime};
+use crate::decode::{CopyParser, FeedError};
+use crate::types::{Codec, PgColumnType, resolve};
+
+/// COPY data is coalesced into chunks of this size before crossing to the reader thread.
+const COPY_CHUNK_BYTES: usize = 1 << 20;
+/// Chunks in flight between the I/O task and the reader thread (bounded: backpressure).
+const COPY_CHUNKS_IN_FLIGHT: usize = 4;
+/// The physical row locator ranged over for tables without a primary key.
+const CTID: &str = "ctid";
+
+pub struct PgSource {
+    url: PgUrl,
+    pool: Mutex<Vec<Client>>,
+}
+
+impl PgSource {
+    pub fn open(url: PgUrl) -> Result<Arc<Self>> {
+        let client = connect(&url)?;
+        Ok(Arc::new(PgSource { url, pool: Mutex::new(vec![client]) }))
+    }
+
+    fn take(&self) -> Result<Client> {
+        let pooled = self.pool.lock().expect("pool lock").pop();
+        match pooled {
+            Some(client) if !client.is_closed() => Ok(client),
+            _ => connect(&self.url),
+        }
+    }
+
+    fn give_back(&self, client: Client) {
+        self.pool.lock().expect("pool lock").push(client);
+    }
+
+    fn with_client<T>(&self, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
+        let client = self.take()?;
+        let result = f(&client);
+        self.give_back(client);
+        result
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote(&self.url.schema), quote(table))
+    }
+}
+
+/// Column types of a described table, from the fields' native-type metadata.
+pub fn column_types(table: &TableInfo) -> Result<Vec<PgColumnType>> {
+    table
+        .schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let native = f.metadata().get(META_NATIVE_TYPE).map_or("", String::as_str);
+            resolve(native).ok_or_else(|| Error::UnsupportedType {
+                table: table.name.clone(),
+                column: f.name().clone(),
+                type_name: native.into(),
+                reason: None,
+            })
+        })
+        .collect()
+}
+
+fn native_of(table: &TableInfo, column: &str) -> String {
+    table
+        .schema
+        .field_with_name(column)
+        .ok()
+        .and_then(|f| f.metadata().get(META_NATIVE_TYPE).cloned())
+        .unwrap_or_else(|| "text".into())
+}
+
+fn is_integer(native: &str) -> bool {
+    resolve(native).is_some_and(|t| !t.array && matches!(t.codec, Codec::Int2 | Codec::Int4 | Codec::Int8))
+}
+
+/// An SQL literal of `value` for a column of type `native`.
+fn bound_literal(value: &Scalar, native: &str) -> String {
+    match value {
+        Scalar::Null => "NULL".into(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::UInt(u) => u.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Float(x) => format!("{x:?}::float8"),
+        Scalar::Text(t) => format!("{}::{native}", literal(t)),
+        Scalar::Bytes(b) => format!("'\\x{}'::bytea", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+    }
+}
+
+/// `cols >= lo AND cols < hi` with literals (COPY takes no parameters). Keys are compared in the
+/// database's own ordering, the one their sample came from.
+fn range_predicate(table: &TableInfo, range: &KeyRange) -> String {
+    let columns: Vec<(String, String)> = match &table.key {
+        KeySpec::Locator(_) => vec![(CTID.into(), "tid".into())],
+        _ => table.range_columns().into_iter().map(|c| (quote(&c), native_of(table, &c))).collect(),
+    };
+    let side = |key: &Key| -> String {
+        let values: Vec<String> = key
+            .iter()
+            .zip(&columns)
+            .map(|(v, (_, native))| match (&table.key, v) {
+                // Block ranges over ctid: (block, 0) is the first tuple a block can hold.
+                (KeySpec::Locator(_), Scalar::Int(block)) => format!("'({block},0)'::tid"),
+                _ => bound_literal(v, native),
+            })
+            .collect();
+        if values.len() == 1 { values[0].clone() } else { format!("({})", values.join(", ")) }
+    };
+    let lhs = if columns.len() == 1 {
+        columns[0].0.clone()
+    } else {
+        format!("({})", columns.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(", "))
+    };
+    let mut clauses = Vec::new();
+    if let Some(lo) = &range.lo {
+        clauses.push(format!("{lhs} >= {}", side(lo)));
+    }
+    if let Some(hi) = &range.hi {
+        clauses.push(format!("{lhs} < {}", side(hi)));
+    }
+    if clauses.is_empty() { "true".into() } else { clauses.join(" AND ") }
+}
+
+/// The SELECT-list expression reading a column: types without a binary codec are cast to text.
+fn select_expr(name: &str, column: &PgColumnType) -> String {
+    match (column.codec, column.array) {
+        (Codec::AsText, false) => format!("{}::text", quote(name)),
+        (Codec::AsText, true) => format!("{}::text[]", quote(name)),
+        _ => quote(name),
+    }
+}
+
+const DESCRIBE: &str = "
+SELECT a.attname,
+       CASE WHEN t.typtype = 'e' THEN 'text'
+            WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+            WHEN et.typtype = 'e' THEN 'text[]'
+            WHEN et.typtype = 'd' THEN format_type(et.typbasetype, et.typtypmod) || '[]'
+            ELSE format_type(a.atttypid, a.atttypmod) END AS sql_type,
+       format_type(a.atttypid, a.atttypmod) AS declared,
+       a.attnotnull,
+       coalesce(array_position(i.indkey::int2[], a.attnum), 0)::int4 AS pk_position
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ORDER BY a.attnum";
+
+/// The table and every inheritance or partition descendant.
+const TREE: &str = "WITH RECURSIVE tree(oid) AS (
+  SELECT $1::oid UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid)";
+
+impl barge_core::Source for PgSource {
+    fn display_name(&self) -> String {
+        self.url.display.clone()
+    }
+
+    fn list_tables(&self) -> Result<Vec<String>> {
+        // Partitions and inheritance children are read through their parent, never twice.
+        let sql = "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+                     AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
+                   ORDER BY c.relname";
+        self.with_client(|client| {
+            let rows = runtime().block_on(client.query(sql, &[&self.url.schema])).map_err(pg_err("listing tables"))?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+    }
+
+    fn table(&self, name: &str) -> Result<TableInfo> {
+        self.with_client(|client| {
+            let rt = runtime();
+            let found = rt
+                .block_on(client.query_opt(
+                    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                    &[&self.url.schema, &name],
+                ))
+                .map_err(pg_err("looking up a table"))?;
+            let Some(found) = found else {
+                return Err(Error::UnknownTable { table: name.into(), database: self.url.display.clone() });
+            };
+            let oid: u32 = found.get(0);
+            let rows = rt.block_on(client.query(DESCRIBE, &[&oid])).map_err(pg_err("describing a table"))?;
+            let mut fields = Vec::with_capacity(rows.len());
+            let mut key: Vec<(i32, usize)> = Vec::new();
+            for (i, row) in rows.iter().enumerate() {
+                let column: String = row.get(0);
+                let sql_type: String = row.get(1);
+                let declared: String = row.get(2);
+                let resolved = resolve(&sql_type).ok_or_else(|| Error::UnsupportedType {
+                    table: name.into(),
+                    column: column.clone(),
+                    type_name: declared.clone(),
+                    reason: Some("barge has no mapping for it".into()),
+                })?;
+                let metadata =
+                    HashMap::from([(META_NATIVE_TYPE.to_string(), sql_type), (META_ENGINE.to_string(), ENGINE.into())]);
+                let not_null: bool = row.get(3);
+                fields.push(Field::new(column, resolved.arrow(), !not_null).with_metadata(metadata));
+                let position: i32 = row.get(4);
+                if position > 0 {
+                    key.push((position, i));
+                }
+            }
+            key.sort_unstable();
+            let key = if key.is_empty() {
+                KeySpec::Locator(CTID.into())
+            } else {
+                KeySpec::Primary(key.into_iter().map(|(_, i)| i).collect())
+            };
+            let stats = rt
+                .block_on(client.query_one(
+                    &format!(
+                        "{TREE} SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8,
+                                bool_or(c.reltuples < 0 AND c.relkind = 'r')
+                         FROM pg_class c JOIN tree USING (oid)"
+                    ),
+                    &[&oid],
+                ))
+                .map_err(pg_err("estimating rows"))?;
+            let mut estimated_rows = stats.get::<_, f64>(0) as u64;
+            if stats.get::<_, Option<bool>>(1).unwrap_or(false) {
+                // Never analysed: the estimate is meaningless, and partitioning depends on it.
+                let count = rt
+                    .block_on(client.query_one(&format!("SELECT count(*) FROM {}", self.qualified(name)), &[]))
+                    .map_err(pg_err("counting rows"))?;
+                estimated_rows = u64::try_from(count.get::<_, i64>(0)).unwrap_or(0);
+            }
+            Ok(TableInfo { name: name.into(), schema: Arc::new(Schema::new(fields)), key, estimated_rows })
+        })
+    }
+
+    fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats> {
+        let predicate = range_predicate(table, range);
+        let qualified = self.qualified(&table.name);
+        self.with_client(|client| {
+            let rt = runtime();
+            if let KeySpec::Locator(_) = table.key {
+                // Ranges over ctid are block ranges: report blocks as if they were dense keys, so
+                // the partitioner splits them arithmetically. The last range is unbounded, so a
+                // table that grew since this size was read is still covered.
+                let row = rt
+                    .block_on(client.query_one(
+                        &format!(
+                            "{TREE} SELECT coalesce(max(pg_relation_size(oid) / current_setting('block_size')::int8), 0)
+                             FROM tree"
+                        ),
+                        &[&self.oid_of(client, &table.name)?],
+                    ))
+                    .map_err(pg_err("measuring a table"))?;
+                let blocks: i64 = row.get(0);
+                return Ok(KeyStats {
+                    rows: u64::try_from(blocks).unwrap_or(0),
+                    min: Some(vec![Scalar::Int(0)]),
+                    max: Some(vec![Scalar::Int(blocks - 1)]),
+                });
+            }
+            let columns = table.range_columns();
+            let single_integer = columns.len() == 1 && is_integer(&native_of(table, &columns[0]));
+            let select = if single_integer {
+                format!("count(*), min({0})::int8, max({0})::int8", quote(&columns[0]))
+            } else {
+                "count(*)".into()
+            };
+            let row = rt
+                .block_on(client.query_one(&format!("SELECT {select} FROM {qualified} WHERE {predicate}"), &[]))
+                .map_err(pg_err("reading key statistics"))?;
+            let rows = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+            let (min, max) = if single_integer && rows > 0 {
+                (Some(vec![Scalar::Int(row.get(1))]), Some(vec![Scalar::Int(row.get(2))]))
+            } else {
+                (None, None)
+            };
+            Ok(KeyStats { rows, min, max })
+        })
+    }
+
+    fn sample_keys(&self, table: &TableInfo, range: &KeyRange, target: usize) -> Result<Vec<Key>> {
+        let rows = self.key_stats(table, range)?.rows;
+        let columns = table.range_columns();
+        let natives: Vec<String> = columns.iter().map(|c| native_of(table, c)).collect();
+        let select: Vec<String> = columns
+            .iter()
+            .zip(&natives)
+            .map(|(c, n)| if is_integer(n) { format!("{}::int8", quote(c)) } else { format!("{}::text", quote(c)) })
+            .collect();
+        let order: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        // A Bernoulli sample (twice the target, thinned below) for large ranges; every key otherwise.
+        let sampling = if rows > (target as u64) * 4 {
+            format!(" TABLESAMPLE BERNOULLI ({})", (200.0 * target as f64 / rows as f64).min(100.0))
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "SELECT {} FROM {}{sampling} WHERE {} ORDER BY {}",
+            select.join(", "),
+            self.qualified(&table.name),
+            range_predicate(table, range),
+            order.join(", ")
+        );
+        self.with_client(|client| {
+            let rows = runtime().block_on(client.query(&sql, &[])).map_err(pg_err("sampling keys"))?;
+            let step = (rows.len() / target.max(1)).max(1);
+            Ok(rows
+                .iter()
+                .skip(step / 2)
+                .step_by(step)
+                .map(|row| {
+                    (0..columns.len())
+                        .map(
+                            |i| {
+                                if is_integer(&natives[i]) { Scalar::Int(row.get(i)) } else { Scalar::Text(row.get(i)) }
+                            },
+                        )
+                        .collect()
+                })
+                .collect())
+        })
+    }
+
+    fn read_range(
+        &self,
+        table: &TableInfo,
+        range: &KeyRange,
+        batch_rows: usize,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let columns = column_types(table)?;
+        let list: Vec<String> =
+            table.schema.fields().iter().zip(&columns).map(|(f, c)| select_expr(f.name(), c)).collect();
+        let sql = format!(
+            "COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)",
+            list.join(", "),
+            self.qualified(&table.name),
+            range_predicate(table, range)
+        );
+        let client = self.take()?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(COPY_CHUNKS_IN_FLIGHT);
+        // The I/O task only moves bytes: it coalesces COPY messages (one per row) into chunks.
+        let task = runtime().spawn(async move {
+            let copied = async {
+                let stream = client.copy_out(sql.as_str()).await?;
+                futures_util::pin_mut!(stream);
+                let mut chunk = Vec::with_capacity(COPY_CHUNK_BYTES);
+                while let Some(data) = stream.next().await {
+                    chunk.extend_from_slice(&data?);
+                    if chunk.len() >= COPY_CHUNK_BYTES {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(COPY_CHUNK_BYTES));
+                        if tx.send(full).await.is_err() {
+                            return Ok(false); // the reader stopped
+                        }
+                    }
+                }
+                Ok::<bool, tokio_postgres::Error>(chunk.is_empty() || tx.send(chunk).await.is_ok())
+            }
+            .await;
+            (client, copied)
+        });
+        let mut parser = CopyParser::new(table.schema.clone(), &columns, batch_rows.max(1));
+        let mut failed = None;
+        while let Some(chunk) = rx.blocking_recv() {
+            if let Err(e) = parser.feed(&chunk, emit) {
+                failed = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        let (client, copied) = runtime().block_on(task).map_err(|e| Error::engine("reading rows", e))?;
+        let outcome = match failed {
+            Some(e) => Err(e),
+            None => match copied {
+                Err(e) => return Err(pg_err("reading rows")(e)),
+                Ok(_) => parser.finish(emit),
+            },
+        };
+        match outcome {
+            Ok(()) => {
+                self.give_back(client);
+                Ok(())
+            }
+            // A client abandoned mid-COPY is not reused.
+            Err(FeedError::Emit(e)) => Err(e),
+            Err(FeedError::Decode(e)) => Err(Error::BadValue {
+                table: table.name.clone(),
+                column: table.schema.field(e.column).name().clone(),
+                key: None,
+                reason: format!("{} (in range {range})", e.reason),
+            }),
+        }
+    }
+}
+
+impl PgSource {
+    fn oid_of(&self, client: &Client, table: &str) -> Result<u32> {
+        let row = runtime()
+            .block_on(client.query_one(
+                "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&self.url.schema, &table],
+            ))
+            .map_err(pg_err("looking up a table"))?;
+        Ok(row.get(0))
+    }
+}
