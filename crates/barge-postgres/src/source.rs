@@ -153,7 +153,9 @@ SELECT a.attname,
             ELSE format_type(a.atttypid, a.atttypmod) END AS sql_type,
        format_type(a.atttypid, a.atttypmod) AS declared,
        a.attnotnull,
-       coalesce(array_position(i.indkey::int2[], a.attnum), 0)::int4 AS pk_position
+       -- int2vector subscripts start at 0: take the ordinality instead of array_position.
+       coalesce((SELECT k.ord FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) WHERE k.attnum = a.attnum), 0)::int4
+         AS pk_position
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
@@ -295,10 +297,16 @@ impl barge_core::Source for PgSource {
         let rows = self.key_stats(table, range)?.rows;
         let columns = table.range_columns();
         let natives: Vec<String> = columns.iter().map(|c| native_of(table, c)).collect();
+        // Aliased, so that ORDER BY sorts by the key column itself: an output column named like
+        // the key (`k::text AS k`) would make ORDER BY k sort the text, out of the key's order.
         let select: Vec<String> = columns
             .iter()
             .zip(&natives)
-            .map(|(c, n)| if is_integer(n) { format!("{}::int8", quote(c)) } else { format!("{}::text", quote(c)) })
+            .enumerate()
+            .map(|(i, (c, n))| {
+                let cast = if is_integer(n) { "int8" } else { "text" };
+                format!("{}::{cast} AS barge_sample_{i}", quote(c))
+            })
             .collect();
         let order: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         // A Bernoulli sample (twice the target, thinned below) for large ranges; every key otherwise.

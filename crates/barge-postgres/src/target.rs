@@ -18,6 +18,8 @@ use crate::types::{Codec, resolve, sql_type_for_arrow};
 /// Loading sessions do not wait for WAL flushes at commit: a crash can lose the last commits, never
 /// corrupt them, and a reloaded range replaces what it wrote.
 const LOADING_SESSION: &str = "SET synchronous_commit = off";
+/// `pg_type.oid` of `text`.
+const TEXT_OID: u32 = 25;
 
 pub struct PgTarget {
     url: PgUrl,
@@ -152,7 +154,9 @@ impl barge_core::Target for PgTarget {
                     type_name: sql_type.clone(),
                     reason: Some("barge cannot write this target column type".into()),
                 })?;
-                Ok(TargetType { column, element_oid: *element_oid })
+                // Text-staged arrays travel as text[] into the staging table.
+                let element_oid = if column.codec == Codec::AsText { TEXT_OID } else { *element_oid };
+                Ok(TargetType { column, element_oid })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(PgEncoder {

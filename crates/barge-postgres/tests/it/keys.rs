@@ -1,0 +1,93 @@
+//! Keys of every partitionable type, keyless tables, inheritance and declarative partitions.
+
+use barge_core::{KeyRange, KeySpec, Source, TableInfo};
+use barge_plan::partition::plan_ranges;
+
+use crate::{TestDb, read_all};
+
+fn counts(source: &dyn Source, table: &TableInfo, ranges: &[KeyRange]) -> Vec<usize> {
+    ranges.iter().map(|r| read_all(source, table, r).iter().map(|b| b.num_rows()).sum()).collect()
+}
+
+#[track_caller]
+fn assert_balanced_cover(name: &str, counts: &[usize], total: usize) {
+    assert_eq!(counts.iter().sum::<usize>(), total, "{name}: every row in exactly one range: {counts:?}");
+    let (lo, hi) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+    assert!(hi <= 2 * lo.max(1), "{name}: balanced within 2x: {counts:?}");
+}
+
+#[test]
+fn keys_of_every_partitionable_type_split_into_balanced_ranges() {
+    let db = TestDb::new("keys");
+    db.sql(
+        "CREATE TABLE k_int (k bigint PRIMARY KEY);
+         INSERT INTO k_int SELECT CASE WHEN g <= 10000 THEN g ELSE g::bigint * g * 1000 END FROM generate_series(1, 20000) g;
+         CREATE TABLE k_num (k numeric(20,4) PRIMARY KEY);
+         INSERT INTO k_num SELECT g / 7.0 FROM generate_series(1, 20000) g;
+         CREATE TABLE k_text (k text PRIMARY KEY);
+         INSERT INTO k_text SELECT md5(g::text) || 'é' FROM generate_series(1, 20000) g;
+         CREATE TABLE k_uuid (k uuid PRIMARY KEY);
+         INSERT INTO k_uuid SELECT md5(g::text)::uuid FROM generate_series(1, 20000) g;
+         CREATE TABLE k_ts (k timestamp PRIMARY KEY);
+         INSERT INTO k_ts SELECT '2020-01-01'::timestamp + g * interval '1 second' * (g % 17 + 1) FROM generate_series(1, 20000) g
+           ON CONFLICT DO NOTHING;
+         CREATE TABLE k_comp (a text, b integer, PRIMARY KEY (a, b));
+         INSERT INTO k_comp SELECT CASE WHEN g % 10 = 0 THEN 'rare' ELSE 'common' END, g FROM generate_series(1, 20000) g;
+         ANALYZE;",
+    );
+    let source = db.source();
+    for name in ["k_int", "k_num", "k_text", "k_uuid", "k_ts", "k_comp"] {
+        let table = source.table(name).unwrap();
+        assert!(table.key.is_primary(), "{name} has a primary key");
+        let total = source.key_stats(&table, &KeyRange::all()).unwrap().rows as usize;
+        let ranges = plan_ranges(source.as_ref(), &table, &KeyRange::all(), 6).unwrap();
+        assert_eq!(ranges.len(), 6, "{name}");
+        assert_balanced_cover(name, &counts(source.as_ref(), &table, &ranges), total);
+    }
+}
+
+#[test]
+fn keyless_tables_are_read_in_ctid_block_ranges() {
+    let db = TestDb::new("ctid");
+    db.sql("CREATE TABLE log (msg text); INSERT INTO log SELECT 'message ' || g FROM generate_series(1, 50000) g;");
+    let source = db.source();
+    let table = source.table("log").unwrap();
+    assert_eq!(table.key, KeySpec::Locator("ctid".into()));
+    let ranges = plan_ranges(source.as_ref(), &table, &KeyRange::all(), 5).unwrap();
+    assert_eq!(ranges.len(), 5);
+    assert_balanced_cover("log", &counts(source.as_ref(), &table, &ranges), 50_000);
+}
+
+#[test]
+fn parents_include_their_children_and_children_are_not_listed() {
+    let db = TestDb::new("inherit");
+    db.sql(
+        "CREATE TABLE cities (id integer PRIMARY KEY, name text);
+         CREATE TABLE capitals (country text) INHERITS (cities);
+         INSERT INTO cities VALUES (1, 'Lyon'); INSERT INTO capitals VALUES (2, 'Paris', 'FR');
+         CREATE TABLE measures (id integer, at date, v real, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE measures_2023 PARTITION OF measures FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+         CREATE TABLE measures_2024 PARTITION OF measures FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+         INSERT INTO measures SELECT g, '2023-06-01'::date + g, g FROM generate_series(1, 400) g;",
+    );
+    let source = db.source();
+    assert_eq!(source.list_tables().unwrap(), ["cities", "measures"]);
+    for (name, rows) in [("cities", 2), ("measures", 400)] {
+        let table = source.table(name).unwrap();
+        let ranges = plan_ranges(source.as_ref(), &table, &KeyRange::all(), 3).unwrap();
+        assert_eq!(counts(source.as_ref(), &table, &ranges).iter().sum::<usize>(), rows, "{name}");
+    }
+}
+
+#[test]
+fn quoted_identifiers_work_everywhere() {
+    let db = TestDb::new("quoted");
+    db.sql(
+        r#"CREATE TABLE "Mixed Case ""Tbl""" ("select" integer PRIMARY KEY, "a b" text, "Ünï" text);
+           INSERT INTO "Mixed Case ""Tbl""" SELECT g, 'v' || g, NULL FROM generate_series(1, 1000) g;"#,
+    );
+    let source = db.source();
+    let table = source.table(r#"Mixed Case "Tbl""#).unwrap();
+    let ranges = plan_ranges(source.as_ref(), &table, &KeyRange::all(), 4).unwrap();
+    assert_eq!(counts(source.as_ref(), &table, &ranges).iter().sum::<usize>(), 1000);
+}
