@@ -1,7 +1,9 @@
 //! End-to-end tests through the real `barge` binary: the CLI contract (arguments, JSON, exit codes)
-//! and SQLite → SQLite copies and verification. Each test works in its own temporary directory.
+//! and copies and verification across engines. Each test works in its own temporary directory and,
+//! against PostgreSQL, its own uniquely named database, dropped afterwards.
 
 mod bad_input;
 mod copy;
+mod postgres;
 mod support;
 mod verify;

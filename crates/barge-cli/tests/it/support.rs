@@ -102,3 +102,57 @@ pub fn dump(conn: &Connection, table: &str) -> Vec<Vec<String>> {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// A PostgreSQL database that exists for one test (server from BARGE_TEST_PG, default the local one).
+pub struct PgDb {
+    pub name: String,
+}
+
+fn pg_server() -> String {
+    std::env::var("BARGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn pg_run(db: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&format!("{}/{db}", pg_server()), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} must be reachable: {e}", pg_server()));
+        tokio::spawn(conn);
+        let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
+        messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+impl PgDb {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("barge_cli_{tag}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        pg_run("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
+        pg_run("postgres", &format!("CREATE DATABASE {name}"));
+        PgDb { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", pg_server(), self.name)
+    }
+
+    pub fn sql(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        pg_run(&self.name, sql)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        pg_run("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}

@@ -1,0 +1,143 @@
+//! SQLite ↔ PostgreSQL and PostgreSQL → PostgreSQL through the CLI, verified across engines.
+
+use serde_json::json;
+
+use crate::support::*;
+
+const SQLITE_SOURCE: &str = "
+CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, balance DECIMAL(12,2), born DATE,
+                        seen DATETIME, seen_tz TIMESTAMPTZ, ok BOOLEAN, photo BLOB, score REAL, wake TIME);
+INSERT INTO customers VALUES
+  (1, 'Zoë 🚀', '12.30', '1990-02-28', '2024-01-01 10:00:00.5', '2024-01-01 10:00:00+00:00', 1, x'00ff', 1.5, '07:30:00'),
+  (2, '', '-0.01', '0001-01-01', '1970-01-01 00:00:00', '1969-12-31 23:59:59.25+00:00', 0, x'', -0.0, '23:59:59.999999'),
+  (3, 'nulls', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+CREATE TABLE events (region TEXT, n INTEGER, payload TEXT, PRIMARY KEY (region, n));
+CREATE TABLE log (at TEXT, msg TEXT);
+";
+
+fn sqlite_source(dir: &Dir) {
+    let mut sql = String::from(SQLITE_SOURCE);
+    sql.push_str("BEGIN;");
+    for i in 0..5000 {
+        sql.push_str(&format!("INSERT INTO events VALUES ('{}', {i}, 'p{i}');", ["eu", "us", "ásia"][i % 3]));
+        sql.push_str(&format!("INSERT INTO log VALUES ('{}', 'm');", i % 7));
+    }
+    sql.push_str("COMMIT;");
+    dir.sql("s.db", &sql);
+}
+
+#[test]
+fn sqlite_to_postgres_to_sqlite_verifies_against_the_original() {
+    let (dir, pg) = (Dir::new(), PgDb::new("roundtrip"));
+    sqlite_source(&dir);
+    let (src, back) = (dir.url("s.db"), dir.url("back.db"));
+    let run = barge(&["copy", "--from", &src, "--to", &pg.url(), "--json", "--partitions", "3"]);
+    run.assert_code(0);
+    assert!(run.json()["tables"].as_array().unwrap().iter().all(|t| t["verified"] == true), "{}", run.stdout);
+    // The PostgreSQL side got proper types.
+    let types = pg.sql(
+        "SELECT column_name || ' ' || data_type FROM information_schema.columns
+         WHERE table_name = 'customers' ORDER BY ordinal_position",
+    );
+    let types: Vec<String> = types.into_iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "id bigint",
+            "name text",
+            "balance numeric",
+            "born date",
+            "seen timestamp without time zone",
+            "seen_tz timestamp with time zone",
+            "ok boolean",
+            "photo bytea",
+            "score double precision",
+            "wake time without time zone"
+        ]
+    );
+    barge(&["copy", "--from", &pg.url(), "--to", &back, "--json"]).assert_code(0);
+    // The original and the copy of the copy are equal by digest, across three engines' worth of hops.
+    let run = barge(&["verify", "--from", &src, "--to", &back, "--json"]);
+    run.assert_code(0);
+    // And PostgreSQL against SQLite directly.
+    barge(&["verify", "--from", &pg.url(), "--to", &src, "--json"]).assert_code(0);
+}
+
+#[test]
+fn verify_across_engines_names_the_changed_keys() {
+    let (dir, pg) = (Dir::new(), PgDb::new("crossverify"));
+    sqlite_source(&dir);
+    let src = dir.url("s.db");
+    barge(&["copy", "--from", &src, "--to", &pg.url(), "--no-verify"]).assert_code(0);
+    pg.sql(
+        "UPDATE customers SET balance = 12.31 WHERE id = 1;
+         DELETE FROM events WHERE region = 'us' AND n = 4;
+         INSERT INTO events VALUES ('zz', 1, 'new');
+         UPDATE log SET msg = 'M' WHERE ctid = (SELECT min(ctid) FROM log);",
+    );
+    let run = barge(&["verify", "--from", &src, "--to", &pg.url(), "--json"]);
+    run.assert_code(3);
+    let json = run.json();
+    assert_eq!(table(&json, "customers")["changed"], json!([[1]]));
+    assert_eq!(table(&json, "events")["missing"], json!([["us", 4]]));
+    assert_eq!(table(&json, "events")["extra"], json!([["zz", 1]]));
+    assert_eq!(table(&json, "log")["missing_total"], 1);
+    assert_eq!(table(&json, "log")["extra_total"], 1);
+}
+
+#[test]
+fn postgres_to_postgres_keeps_types_and_honours_if_exists() {
+    let (from, to) = (PgDb::new("pgsrc"), PgDb::new("pgdst"));
+    from.sql(
+        "CREATE TABLE items (id bigint PRIMARY KEY, tags text[], price numeric(10,2), meta jsonb, at timestamptz,
+                             ip inet, span interval, code uuid);
+         INSERT INTO items SELECT g, ARRAY['a', 'b' || g], g * 1.25, jsonb_build_object('g', g),
+                                  '2024-01-01'::timestamptz + g * interval '1 minute', '10.0.0.1',
+                                  g * interval '1 day', md5(g::text)::uuid
+         FROM generate_series(1, 20000) g;",
+    );
+    let run = barge(&["copy", "--from", &from.url(), "--to", &to.url(), "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "items")["verified"], true);
+    let types = to.sql(
+        "SELECT string_agg(format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute
+         WHERE attrelid = 'items'::regclass AND attnum > 0",
+    );
+    assert_eq!(
+        types[0][0].as_deref(),
+        Some("bigint, text[], numeric(10,2), jsonb, timestamp with time zone, inet, interval, uuid")
+    );
+    // A second copy into the now non-empty target: refused, then truncated and redone.
+    let again = barge(&["copy", "--from", &from.url(), "--to", &to.url()]);
+    again.assert_code(2);
+    assert!(again.stderr.contains("already holds 20000 rows"), "{}", again.stderr);
+    barge(&["copy", "--from", &from.url(), "--to", &to.url(), "--if-exists", "truncate"]).assert_code(0);
+    assert_eq!(to.sql("SELECT count(*) FROM items")[0][0].as_deref(), Some("20000"));
+}
+
+#[test]
+fn connection_problems_are_clear_and_never_show_the_password() {
+    let dir = Dir::new();
+    sqlite_source(&dir);
+    let src = dir.url("s.db");
+    let run = barge(&["copy", "--from", &src, "--to", "postgres://postgres:hunter2@127.0.0.1:1/nope"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("cannot connect to postgres://postgres:***@127.0.0.1:1/nope"), "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2"));
+    let run = barge(&["copy", "--from", &src, "--to", "postgres://postgres:hunter2@127.0.0.1:5432/no_such_db_barge"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("no_such_db_barge") && !run.stderr.contains("hunter2"), "{}", run.stderr);
+    let run = barge(&["copy", "--from", &src, "--to", "postgres://u:hunter2@host/db?sslmode=require"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("sslmode=require") && !run.stderr.contains("hunter2"), "{}", run.stderr);
+}
+
+#[test]
+fn an_unsupported_postgres_type_fails_before_anything_is_written() {
+    let (from, dir) = (PgDb::new("unsupported"), Dir::new());
+    from.sql("CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE shapes (id int PRIMARY KEY, p point);");
+    let run = barge(&["copy", "--from", &from.url(), "--to", &dir.url("t.db")]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("table `shapes`, column `p`, type `point`"), "{}", run.stderr);
+    assert!(!dir.path("t.db").exists());
+}
