@@ -1,24 +1,55 @@
 #!/usr/bin/env bash
 # Throughput as a ratio to the raw database limit, measured side by side in one run.
 #
-#   scripts/bench.sh [ROWS]        (default 1,000,000 rows in the demo `orders` table)
+#   scripts/bench.sh [sqlite|postgres|all] [ROWS]
 #
-# SQLite → SQLite: the raw limit is SQLite copying the table itself (ATTACH + INSERT … SELECT in
-# one transaction, through Python's sqlite3 module). Runs alternate raw / barge --no-verify /
-# barge (verified), three rounds; medians are printed with barge's peak RSS.
+# sqlite:   SQLite → SQLite, 1,000,000 demo `orders` rows by default. The raw limit is SQLite copying
+#           the table itself (ATTACH + INSERT … SELECT in one transaction, via Python's sqlite3).
+# postgres: PostgreSQL → PostgreSQL, 2,000,000 rows of benches/sql/orders_postgres.sql by default.
+#           The raw limit is `psql COPY … TO STDOUT (FORMAT binary) | psql COPY … FROM STDIN` into an
+#           empty table with the same primary key.
+# Each section alternates raw / barge --no-verify / barge (verified) for three rounds and prints
+# medians, ratios and barge's peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rows=${1:-1000000}
-dir=target/bench-sqlite
-mkdir -p "$dir"
+what=${1:-all}
 cargo build --release --quiet
-barge=target/release/barge
+barge=$PWD/target/release/barge
+work=target/bench
+mkdir -p "$work"
 
-echo "generating $rows rows (demo dataset) in $dir/source.db" >&2
-"$barge" demo --rows "$rows" --dir "$dir" --json >/dev/null 2>&1
+median() { sort -n | sed -n 2p; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 
-raw() {
-  python3 - "$dir/source.db" "$dir/raw.db" <<'PY'
+# Runs barge with the given arguments; prints "seconds peak_kb" (seconds from barge's own JSON).
+timed_barge() {
+  /usr/bin/time -f "%M" -o "$work/rss" "$barge" "$@" --json 2>/dev/null >"$work/out.json"
+  python3 -c "import json; print(round(json.load(open('$work/out.json'))['seconds'], 3), end=' ')"
+  cat "$work/rss"
+}
+
+rounds() { # $1 name, then three commands as functions: raw, barge_nv, barge_v
+  local name=$1
+  : >"$work/raw.txt"; : >"$work/nv.txt"; : >"$work/v.txt"; : >"$work/rss.txt"
+  for round in 1 2 3; do
+    "$2" >>"$work/raw.txt"
+    read -r s kb < <("$3"); echo "$s" >>"$work/nv.txt"; echo "$kb" >>"$work/rss.txt"
+    read -r s kb < <("$4"); echo "$s" >>"$work/v.txt"; echo "$kb" >>"$work/rss.txt"
+    echo "$name round $round: raw $(tail -1 "$work/raw.txt")s, barge --no-verify $(tail -1 "$work/nv.txt")s, barge verified $(tail -1 "$work/v.txt")s" >&2
+  done
+  local raw nv v
+  raw=$(median <"$work/raw.txt"); nv=$(median <"$work/nv.txt"); v=$(median <"$work/v.txt")
+  echo "${name}_raw_seconds=$raw"
+  echo "${name}_barge_no_verify_seconds=$nv"
+  echo "${name}_barge_verified_seconds=$v"
+  echo "${name}_ratio=$(ratio "$nv" "$raw")"
+  echo "${name}_verified_ratio=$(ratio "$v" "$raw")"
+  echo "${name}_peak_rss_mb=$(( $(sort -n "$work/rss.txt" | tail -1) / 1024 ))"
+}
+
+# --- SQLite → SQLite ---------------------------------------------------------------------------
+sqlite_raw() {
+  python3 - "$work/sqlite/source.db" "$work/sqlite/raw.db" <<'PY'
 import os, sqlite3, sys, time
 src, dst = sys.argv[1], sys.argv[2]
 if os.path.exists(dst):
@@ -34,28 +65,49 @@ conn.execute("COMMIT")
 print(f"{time.time() - start:.3f}")
 PY
 }
+sqlite_barge() { rm -f "$work/sqlite/target.db"; timed_barge copy --from "sqlite://$work/sqlite/source.db" --to "sqlite://$work/sqlite/target.db" --table orders "$@"; }
+sqlite_nv() { sqlite_barge --no-verify; }
+sqlite_v() { sqlite_barge; }
 
-barge_copy() { # $1: extra flag; prints "seconds peak_kb"
-  rm -f "$dir/target.db"
-  /usr/bin/time -f "%M" -o "$dir/rss" "$barge" copy --from "sqlite://$dir/source.db" --to "sqlite://$dir/target.db" \
-    --table orders --json $1 2>/dev/null >"$dir/out.json"
-  python3 -c "import json; print(round(json.load(open('$dir/out.json'))['seconds'], 3), end=' ')"
-  cat "$dir/rss"
+if [ "$what" = sqlite ] || [ "$what" = all ]; then
+  rows=${2:-1000000}
+  echo "sqlite: generating $rows demo rows" >&2
+  "$barge" demo --rows "$rows" --dir "$work/sqlite" --json >/dev/null 2>&1
+  echo "sqlite_rows=$rows"
+  rounds sqlite sqlite_raw sqlite_nv sqlite_v
+fi
+
+# --- PostgreSQL → PostgreSQL -------------------------------------------------------------------
+pg=${BARGE_BENCH_PG:-postgres://postgres@127.0.0.1:5432}
+pg_host_args=(-h 127.0.0.1 -p 5432 -U postgres -q)
+pg_raw() {
+  psql "${pg_host_args[@]}" -d barge_bench_dst -c "TRUNCATE orders" >/dev/null
+  local start end
+  start=$(date +%s.%N)
+  psql "${pg_host_args[@]}" -d barge_bench_src -c "COPY orders TO STDOUT (FORMAT binary)" \
+    | psql "${pg_host_args[@]}" -d barge_bench_dst -c "COPY orders FROM STDIN (FORMAT binary)" >/dev/null
+  end=$(date +%s.%N)
+  python3 -c "print(f'{$end - $start:.3f}')"
 }
+pg_barge() {
+  psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null
+  timed_barge copy --from "$pg/barge_bench_src" --to "$pg/barge_bench_copy" --table orders "$@"
+}
+pg_nv() { pg_barge --no-verify; }
+pg_v() { pg_barge; }
 
-median() { sort -n | sed -n 2p; }
-: >"$dir/raw.txt"; : >"$dir/nv.txt"; : >"$dir/v.txt"; : >"$dir/rss.txt"
-for round in 1 2 3; do
-  raw >>"$dir/raw.txt"
-  read -r s kb < <(barge_copy --no-verify); echo "$s" >>"$dir/nv.txt"; echo "$kb" >>"$dir/rss.txt"
-  read -r s kb < <(barge_copy ""); echo "$s" >>"$dir/v.txt"; echo "$kb" >>"$dir/rss.txt"
-  echo "round $round: raw $(tail -1 "$dir/raw.txt")s, barge --no-verify $(tail -1 "$dir/nv.txt")s, barge verified $(tail -1 "$dir/v.txt")s" >&2
-done
-raw_s=$(median <"$dir/raw.txt"); nv_s=$(median <"$dir/nv.txt"); v_s=$(median <"$dir/v.txt")
-peak_kb=$(sort -n "$dir/rss.txt" | tail -1)
-echo "rows=$rows"
-echo "sqlite_raw_seconds=$raw_s"
-echo "barge_no_verify_seconds=$nv_s"
-echo "barge_verified_seconds=$v_s"
-python3 -c "print(f'sqlite_to_sqlite_ratio={$nv_s/$raw_s:.2f}'); print(f'sqlite_to_sqlite_verified_ratio={$v_s/$raw_s:.2f}')"
-echo "barge_peak_rss_mb=$((peak_kb / 1024))"
+if [ "$what" = postgres ] || [ "$what" = all ]; then
+  rows=${2:-2000000}
+  for db in barge_bench_src barge_bench_dst barge_bench_copy; do
+    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  done
+  echo "postgres: generating $rows rows" >&2
+  psql "${pg_host_args[@]}" -d barge_bench_src -v rows="$rows" -f benches/sql/orders_postgres.sql >/dev/null 2>&1
+  pg_dump -h 127.0.0.1 -p 5432 -U postgres -s -t orders barge_bench_src | psql "${pg_host_args[@]}" -d barge_bench_dst >/dev/null
+  echo "postgres_rows=$rows"
+  echo "postgres_table_mb=$(psql "${pg_host_args[@]}" -d barge_bench_src -Atc "SELECT pg_table_size('orders') / 1048576")"
+  rounds pg_to_pg pg_raw pg_nv pg_v
+  for db in barge_bench_src barge_bench_dst barge_bench_copy; do
+    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
+  done
+fi

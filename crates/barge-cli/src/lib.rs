@@ -93,6 +93,9 @@ struct CopyArgs {
     /// Skip verification.
     #[arg(long)]
     no_verify: bool,
+    /// Also recreate the source's foreign keys (after every table is loaded).
+    #[arg(long)]
+    foreign_keys: bool,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -189,7 +192,7 @@ fn check_tuning(tuning: &Tuning) -> Result<(), Error> {
 }
 
 fn options(tuning: &Tuning, verify: bool) -> ExecOptions {
-    ExecOptions { workers: tuning.workers, batch_rows: tuning.batch_rows, verify }
+    ExecOptions { workers: tuning.workers, batch_rows: tuning.batch_rows, verify, foreign_keys: false }
 }
 
 fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
@@ -229,7 +232,7 @@ fn copy_between(from: &str, to: &str, args: &CopyArgs) -> Result<barge_exec::Cop
         target.as_ref(),
         &open_reader,
         &plan,
-        &options(&args.tuning, !args.no_verify),
+        &ExecOptions { foreign_keys: args.foreign_keys, ..options(&args.tuning, !args.no_verify) },
         progress.as_ref(),
     )
 }
@@ -287,6 +290,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
         if_exists: IfExistsArg::Fail,
         no_verify: false,
+        foreign_keys: true,
         json: args.json,
     };
     let report = copy_between(&copy_args.from, &copy_args.to, &copy_args)?;

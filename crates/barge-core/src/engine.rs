@@ -127,6 +127,13 @@ pub trait Target: Send + Sync {
         Ok(Arc::new(ArrowPassthrough))
     }
 
+    /// After a table barge created has been loaded: builds its secondary and unique indexes (faster
+    /// than maintaining them row by row) and starts identity generators after the largest value.
+    fn finish_table(&self, table: &str, source: &TableInfo) -> Result<()>;
+
+    /// Adds foreign keys once every table is loaded (so load order does not matter).
+    fn add_foreign_keys(&self, table: &str, foreign_keys: &[crate::ForeignKeyInfo]) -> Result<()>;
+
     /// A writer with its own connection and transaction, loading `columns` of `table`.
     fn writer(&self, table: &str, columns: &[Field]) -> Result<Box<dyn TableWriter>>;
 }

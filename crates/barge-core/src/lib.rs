@@ -25,10 +25,13 @@ pub mod url;
 
 pub use engine::{ArrowPassthrough, BatchEncoder, Encoded, EngineFactory, Source, TableWriter, Target, TargetColumn};
 pub use error::{Error, Result};
-pub use model::{Key, KeyRange, KeySpec, KeyStats, Scalar, TableInfo};
+pub use model::{ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Scalar, TableInfo};
 
 /// Field metadata key holding the column's declared type in its source engine (e.g. `VARCHAR(100)`).
 pub const META_NATIVE_TYPE: &str = "barge.native_type";
+/// Field metadata key marking a column whose values the database generates (identity, serial,
+/// AUTOINCREMENT): a target recreates the generator and starts it after the largest copied value.
+pub const META_IDENTITY: &str = "barge.identity";
 /// Field metadata key naming the engine that declared [`META_NATIVE_TYPE`], so that a target of the
 /// same engine can keep the native type instead of going through the Arrow mapping.
 pub const META_ENGINE: &str = "barge.engine";

@@ -105,6 +105,27 @@ pub struct TableInfo {
     pub key: KeySpec,
     /// The engine's cheap row estimate (statistics, or a count for small embedded tables).
     pub estimated_rows: u64,
+    /// Secondary and unique indexes over plain columns (not the primary key), recreated after a
+    /// load into a table barge created.
+    pub indexes: Vec<IndexInfo>,
+    /// Foreign keys, added after every table is loaded when asked to (`--foreign-keys`).
+    pub foreign_keys: Vec<ForeignKeyInfo>,
+}
+
+/// An index over plain columns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexInfo {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub unique: bool,
+}
+
+/// A foreign key: `columns` of this table reference `ref_columns` of `ref_table`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignKeyInfo {
+    pub columns: Vec<String>,
+    pub ref_table: String,
+    pub ref_columns: Vec<String>,
 }
 
 impl TableInfo {

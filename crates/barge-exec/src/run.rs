@@ -23,6 +23,8 @@ pub struct ExecOptions {
     pub batch_rows: usize,
     /// Verify each table after copying it.
     pub verify: bool,
+    /// Add the source's foreign keys to created tables once every table is loaded.
+    pub foreign_keys: bool,
 }
 
 fn cpu_pool(workers: usize) -> Result<rayon::ThreadPool> {
@@ -96,6 +98,9 @@ pub fn copy(
                 rejected: rows_rejected,
             });
         }
+        if table.action == TableAction::Create {
+            target.finish_table(&table.target_table, &table.source)?;
+        }
         let copy_seconds = table_started.elapsed().as_secs_f64();
         progress.finished(name, Phase::Copy, &format!("{rows_written} rows in {copy_seconds:.2}s"));
         let verdict = if options.verify {
@@ -135,6 +140,11 @@ pub fn copy(
             verified: verdict.as_ref().map(|v| v.matched),
             diff: verdict.filter(|v| !v.matched).map(|v| v.diff),
         });
+    }
+    if options.foreign_keys {
+        for table in plan.tables.iter().filter(|t| t.action == TableAction::Create) {
+            target.add_foreign_keys(&table.target_table, &table.source.foreign_keys)?;
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     let rows = reports.iter().map(|r| r.rows_written).sum();
@@ -202,6 +212,8 @@ fn align(target: TableInfo, source: &TableInfo) -> Result<TableInfo> {
         schema: Arc::new(Schema::new(fields)),
         key,
         estimated_rows: target.estimated_rows,
+        indexes: Vec::new(),
+        foreign_keys: Vec::new(),
     })
 }
 

@@ -281,13 +281,15 @@ impl CopyParser {
         }
     }
 
-    /// Consumes a chunk, calling `emit` for every full batch.
-    pub fn feed(
-        &mut self,
-        chunk: &[u8],
-        emit: &mut dyn FnMut(RecordBatch) -> barge_core::Result<()>,
-    ) -> Result<(), FeedError> {
-        self.pending.extend_from_slice(chunk);
+    /// The buffer to append COPY data to (then call [`Self::parse`]): filling it directly saves a
+    /// copy of every row.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
+    }
+
+    /// Decodes every complete tuple in the buffer, calling `emit` for every full batch; an
+    /// incomplete tuple at the end stays buffered.
+    pub fn parse(&mut self, emit: &mut dyn FnMut(RecordBatch) -> barge_core::Result<()>) -> Result<(), FeedError> {
         let mut pos = 0;
         if !self.header_done {
             if self.pending.len() < COPY_HEADER.len() {

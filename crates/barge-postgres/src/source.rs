@@ -6,19 +6,20 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema};
-use barge_core::{Error, Key, KeyRange, KeySpec, KeyStats, META_ENGINE, META_NATIVE_TYPE, Result, Scalar, TableInfo};
+use barge_core::{
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, META_ENGINE, META_IDENTITY, META_NATIVE_TYPE,
+    Result, Scalar, TableInfo,
+};
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use crate::ENGINE;
-use crate::conn::{PgUrl, connect, literal, pg_err, quote, runtime};
+use crate::conn::{PgUrl, connect, connect_local, literal, pg_err, quote, runtime};
 use crate::decode::{CopyParser, FeedError};
 use crate::types::{Codec, PgColumnType, resolve};
 
-/// COPY data is coalesced into chunks of this size before crossing to the reader thread.
+/// COPY data is gathered into chunks of this size, then decoded: one chunk per reader in memory.
 const COPY_CHUNK_BYTES: usize = 1 << 20;
-/// Chunks in flight between the I/O task and the reader thread (bounded: backpressure).
-const COPY_CHUNKS_IN_FLIGHT: usize = 4;
 /// The physical row locator ranged over for tables without a primary key.
 const CTID: &str = "ctid";
 
@@ -155,13 +156,37 @@ SELECT a.attname,
        a.attnotnull,
        -- int2vector subscripts start at 0: take the ordinality instead of array_position.
        coalesce((SELECT k.ord FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) WHERE k.attnum = a.attnum), 0)::int4
-         AS pk_position
+         AS pk_position,
+       a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false) AS generated
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ORDER BY a.attnum";
+
+/// Indexes other than the primary key, with their key columns (INCLUDE columns left out) and
+/// whether they are over plain columns only.
+const INDEXES: &str = "
+SELECT ic.relname, i.indisunique,
+       array(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE k.ord <= i.indnkeyatts ORDER BY k.ord),
+       i.indexprs IS NULL AND i.indpred IS NULL AND 0 <> ALL (i.indkey::int2[])
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = $1 AND NOT i.indisprimary
+ORDER BY ic.relname";
+
+const FOREIGN_KEYS: &str = "
+SELECT rc.relname::text,
+       array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(n, o)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o),
+       array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(n, o)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o)
+FROM pg_constraint c JOIN pg_class rc ON rc.oid = c.confrelid
+WHERE c.conrelid = $1 AND c.contype = 'f'
+ORDER BY c.conname";
 
 /// The table and every inheritance or partition descendant.
 const TREE: &str = "WITH RECURSIVE tree(oid) AS (
@@ -211,8 +236,11 @@ impl barge_core::Source for PgSource {
                     type_name: declared.clone(),
                     reason: Some("barge has no mapping for it".into()),
                 })?;
-                let metadata =
+                let mut metadata =
                     HashMap::from([(META_NATIVE_TYPE.to_string(), sql_type), (META_ENGINE.to_string(), ENGINE.into())]);
+                if row.get::<_, bool>(5) {
+                    metadata.insert(META_IDENTITY.to_string(), "true".to_string());
+                }
                 let not_null: bool = row.get(3);
                 fields.push(Field::new(column, resolved.arrow(), !not_null).with_metadata(metadata));
                 let position: i32 = row.get(4);
@@ -244,7 +272,31 @@ impl barge_core::Source for PgSource {
                     .map_err(pg_err("counting rows"))?;
                 estimated_rows = u64::try_from(count.get::<_, i64>(0)).unwrap_or(0);
             }
-            Ok(TableInfo { name: name.into(), schema: Arc::new(Schema::new(fields)), key, estimated_rows })
+            let mut indexes = Vec::new();
+            for row in rt.block_on(client.query(INDEXES, &[&oid])).map_err(pg_err("describing indexes"))? {
+                let index: String = row.get(0);
+                if row.get::<_, bool>(3) {
+                    indexes.push(IndexInfo { name: index, columns: row.get(2), unique: row.get(1) });
+                } else {
+                    tracing::warn!(
+                        "table `{name}`: index `{index}` has expressions or a predicate and is not recreated"
+                    );
+                }
+            }
+            let foreign_keys = rt
+                .block_on(client.query(FOREIGN_KEYS, &[&oid]))
+                .map_err(pg_err("describing foreign keys"))?
+                .iter()
+                .map(|r| ForeignKeyInfo { ref_table: r.get(0), columns: r.get(1), ref_columns: r.get(2) })
+                .collect();
+            Ok(TableInfo {
+                name: name.into(),
+                schema: Arc::new(Schema::new(fields)),
+                key,
+                estimated_rows,
+                indexes,
+                foreign_keys,
+            })
         })
     }
 
@@ -358,51 +410,37 @@ impl barge_core::Source for PgSource {
             self.qualified(&table.name),
             range_predicate(table, range)
         );
-        let client = self.take()?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(COPY_CHUNKS_IN_FLIGHT);
-        // The I/O task only moves bytes: it coalesces COPY messages (one per row) into chunks.
-        let task = runtime().spawn(async move {
-            let copied = async {
-                let stream = client.copy_out(sql.as_str()).await?;
-                futures_util::pin_mut!(stream);
-                let mut chunk = Vec::with_capacity(COPY_CHUNK_BYTES);
+        // A private connection per range read: see `conn::LocalConn` for why.
+        let local = connect_local(&self.url)?;
+        let mut stream =
+            Box::pin(local.rt.block_on(local.client.copy_out(sql.as_str())).map_err(pg_err("reading rows"))?);
+        let mut parser = CopyParser::new(table.schema.clone(), &columns, batch_rows.max(1));
+        let outcome = loop {
+            // I/O only inside block_on: gather COPY messages (one per row) into the parser's buffer…
+            let buffer = parser.buffer();
+            let ended = local.rt.block_on(async {
                 while let Some(data) = stream.next().await {
-                    chunk.extend_from_slice(&data?);
-                    if chunk.len() >= COPY_CHUNK_BYTES {
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(COPY_CHUNK_BYTES));
-                        if tx.send(full).await.is_err() {
-                            return Ok(false); // the reader stopped
-                        }
+                    buffer.extend_from_slice(&data?);
+                    if buffer.len() >= COPY_CHUNK_BYTES {
+                        return Ok(false);
                     }
                 }
-                Ok::<bool, tokio_postgres::Error>(chunk.is_empty() || tx.send(chunk).await.is_ok())
-            }
-            .await;
-            (client, copied)
-        });
-        let mut parser = CopyParser::new(table.schema.clone(), &columns, batch_rows.max(1));
-        let mut failed = None;
-        while let Some(chunk) = rx.blocking_recv() {
-            if let Err(e) = parser.feed(&chunk, emit) {
-                failed = Some(e);
-                break;
-            }
-        }
-        drop(rx);
-        let (client, copied) = runtime().block_on(task).map_err(|e| Error::engine("reading rows", e))?;
-        let outcome = match failed {
-            Some(e) => Err(e),
-            None => match copied {
+                Ok::<bool, tokio_postgres::Error>(true)
+            });
+            let ended = match ended {
+                Ok(ended) => ended,
                 Err(e) => return Err(pg_err("reading rows")(e)),
-                Ok(_) => parser.finish(emit),
-            },
+            };
+            // …and decode them outside.
+            if let Err(e) = parser.parse(emit) {
+                break Err(e);
+            }
+            if ended {
+                break parser.finish(emit);
+            }
         };
         match outcome {
-            Ok(()) => {
-                self.give_back(client);
-                Ok(())
-            }
-            // A client abandoned mid-COPY is not reused.
+            Ok(()) => Ok(()),
             Err(FeedError::Emit(e)) => Err(e),
             Err(FeedError::Decode(e)) => Err(Error::BadValue {
                 table: table.name.clone(),

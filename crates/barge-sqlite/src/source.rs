@@ -8,7 +8,10 @@ use arrow_array::builder::*;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
 use barge_core::model::display_key;
-use barge_core::{Error, Key, KeyRange, KeySpec, KeyStats, META_ENGINE, META_NATIVE_TYPE, Result, Scalar, TableInfo};
+use barge_core::{
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, META_ENGINE, META_IDENTITY, META_NATIVE_TYPE,
+    Result, Scalar, TableInfo,
+};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
@@ -60,6 +63,59 @@ impl SqliteSource {
         self.pool.lock().expect("pool lock").push(conn);
         result
     }
+}
+
+/// Indexes over plain columns (created indexes and UNIQUE constraints; the primary key and
+/// expression indexes excluded) and foreign keys.
+fn describe_constraints(conn: &Connection, table: &str) -> Result<(Vec<IndexInfo>, Vec<ForeignKeyInfo>)> {
+    let failed = sqlite_err("describing indexes");
+    let mut list = conn.prepare(&format!("PRAGMA index_list({})", quote(table))).map_err(failed)?;
+    let listed: Vec<(String, bool, String)> = list
+        .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?)))
+        .map_err(sqlite_err("describing indexes"))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sqlite_err("describing indexes"))?;
+    let mut indexes = Vec::new();
+    for (name, unique, origin) in listed {
+        if origin == "pk" {
+            continue;
+        }
+        let mut info =
+            conn.prepare(&format!("PRAGMA index_info({})", quote(&name))).map_err(sqlite_err("describing indexes"))?;
+        let columns: Vec<Option<String>> = info
+            .query_map([], |r| r.get(2))
+            .map_err(sqlite_err("describing indexes"))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sqlite_err("describing indexes"))?;
+        match columns.into_iter().collect::<Option<Vec<_>>>() {
+            Some(columns) => indexes.push(IndexInfo { name, columns, unique }),
+            None => tracing::warn!("table `{table}`: index `{name}` is over expressions and is not recreated"),
+        }
+    }
+    let mut fks = conn
+        .prepare(&format!("PRAGMA foreign_key_list({})", quote(table)))
+        .map_err(sqlite_err("describing foreign keys"))?;
+    let rows: Vec<(i64, String, String, Option<String>)> = fks
+        .query_map([], |r| Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .map_err(sqlite_err("describing foreign keys"))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sqlite_err("describing foreign keys"))?;
+    let mut foreign_keys: Vec<(i64, ForeignKeyInfo)> = Vec::new();
+    for (id, ref_table, from, to) in rows {
+        // A missing `to` means the referenced table's primary key; barge needs it named.
+        let Some(to) = to else {
+            tracing::warn!("table `{table}`: a foreign key to `{ref_table}` names no columns and is not recreated");
+            continue;
+        };
+        match foreign_keys.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, fk)) => {
+                fk.columns.push(from);
+                fk.ref_columns.push(to);
+            }
+            None => foreign_keys.push((id, ForeignKeyInfo { columns: vec![from], ref_table, ref_columns: vec![to] })),
+        }
+    }
+    Ok((indexes, foreign_keys.into_iter().map(|(_, fk)| fk).collect()))
 }
 
 fn scalar_of(value: ValueRef<'_>) -> Scalar {
@@ -138,6 +194,23 @@ impl barge_core::Source for SqliteSource {
             } else {
                 KeySpec::Primary(key.into_iter().map(|(_, i)| i).collect())
             };
+            let (indexes, foreign_keys) = describe_constraints(conn, name)?;
+            // AUTOINCREMENT marks the INTEGER PRIMARY KEY as a generated identity.
+            let autoincrement: bool = conn
+                .query_row(
+                    "SELECT count(*) > 0 FROM sqlite_schema WHERE name = ?1 AND upper(sql) LIKE '%AUTOINCREMENT%'",
+                    [name],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite_err("describing a table"))?;
+            if let (true, KeySpec::Primary(cols)) = (autoincrement, &key) {
+                if let [pk] = cols.as_slice() {
+                    let field = fields[*pk].clone();
+                    let mut metadata = field.metadata().clone();
+                    metadata.insert(META_IDENTITY.to_string(), "true".to_string());
+                    fields[*pk] = field.with_metadata(metadata);
+                }
+            }
             let estimated_rows: i64 = conn
                 .query_row(&format!("SELECT count(*) FROM {}", quote(name)), [], |r| r.get(0))
                 .map_err(sqlite_err("counting rows"))?;
@@ -146,6 +219,8 @@ impl barge_core::Source for SqliteSource {
                 schema: Arc::new(Schema::new(fields)),
                 key,
                 estimated_rows: u64::try_from(estimated_rows).unwrap_or(0),
+                indexes,
+                foreign_keys,
             })
         })
     }

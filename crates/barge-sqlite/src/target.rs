@@ -127,6 +127,34 @@ impl barge_core::Target for SqliteTarget {
         1
     }
 
+    fn finish_table(&self, table: &str, source: &barge_core::TableInfo) -> Result<()> {
+        // Identity needs nothing here: an INTEGER PRIMARY KEY generates after the largest rowid.
+        self.admin(|conn| {
+            for index in &source.indexes {
+                let ddl = format!(
+                    "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
+                    if index.unique { "UNIQUE " } else { "" },
+                    quote(&format!("{table}_{}", index.name)),
+                    quote(table),
+                    index.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+                );
+                conn.execute_batch(&ddl).map_err(|e| Error::engine(format!("creating index on `{table}`"), e))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn add_foreign_keys(&self, table: &str, foreign_keys: &[barge_core::ForeignKeyInfo]) -> Result<()> {
+        if !foreign_keys.is_empty() {
+            // SQLite has no ALTER TABLE ADD CONSTRAINT; recreating the table would copy it again.
+            tracing::warn!(
+                "table `{table}`: {} foreign key(s) not added: SQLite cannot add constraints to an existing table",
+                foreign_keys.len()
+            );
+        }
+        Ok(())
+    }
+
     fn writer(&self, table: &str, columns: &[Field]) -> Result<Box<dyn TableWriter>> {
         let conn = connect(&self.path, &self.display)?;
         // A crash mid-load loses at most the open transaction; fsync at every commit is what

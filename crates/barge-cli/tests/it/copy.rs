@@ -171,6 +171,27 @@ fn appending_a_duplicate_key_fails_and_rolls_back() {
 }
 
 #[test]
+fn secondary_and_unique_indexes_are_recreated() {
+    let dir = Dir::new();
+    dir.sql(
+        "s.db",
+        "CREATE TABLE p (id INTEGER PRIMARY KEY, code TEXT UNIQUE, a TEXT, b TEXT);
+         CREATE INDEX p_ab ON p (a, b);
+         INSERT INTO p VALUES (1, 'x', 'a', 'b');",
+    );
+    copy_ok(&dir, "s.db", "t.db", &[]);
+    let indexes: Vec<(String, bool)> = dir
+        .conn("t.db")
+        .prepare("SELECT il.name, il.\"unique\" FROM pragma_index_list('p') il ORDER BY il.name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(indexes, [("p_p_ab".to_string(), false), ("p_sqlite_autoindex_p_1".to_string(), true)]);
+}
+
+#[test]
 fn a_million_rows_copy_and_verify() {
     let dir = Dir::new();
     dir.sql(

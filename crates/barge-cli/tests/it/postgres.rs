@@ -141,3 +141,51 @@ fn an_unsupported_postgres_type_fails_before_anything_is_written() {
     assert!(run.stderr.contains("table `shapes`, column `p`, type `point`"), "{}", run.stderr);
     assert!(!dir.path("t.db").exists());
 }
+
+#[test]
+fn indexes_foreign_keys_and_identities_are_recreated_after_the_load() {
+    let (from, to) = (PgDb::new("schemasrc"), PgDb::new("schemadst"));
+    from.sql(
+        "CREATE TABLE authors (id serial PRIMARY KEY, email text NOT NULL UNIQUE, name text);
+         CREATE INDEX authors_name ON authors (name);
+         CREATE INDEX authors_lower ON authors (lower(name));
+         CREATE TABLE books (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                             author_id int NOT NULL REFERENCES authors (id), title text);
+         INSERT INTO authors (email, name) SELECT 'a' || g || '@x.org', 'n' || g FROM generate_series(1, 50) g;
+         INSERT INTO books (author_id, title) SELECT 1 + g % 50, 't' || g FROM generate_series(1, 200) g;",
+    );
+    let run = barge(&["copy", "--from", &from.url(), "--to", &to.url(), "--foreign-keys", "--json"]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("authors_lower"), "the expression index is named in a warning: {}", run.stderr);
+    let indexes = to.sql(
+        "SELECT string_agg(def, '; ' ORDER BY def) FROM
+           (SELECT regexp_replace(indexdef, '^.* USING ', '') AS def FROM pg_indexes WHERE tablename = 'authors') d",
+    );
+    assert_eq!(indexes[0][0].as_deref(), Some("btree (email); btree (id); btree (name)"));
+    let unique = to.sql("SELECT count(*) FROM pg_index WHERE indrelid = 'authors'::regclass AND indisunique");
+    assert_eq!(unique[0][0].as_deref(), Some("2"), "primary key and the unique email");
+    let fks = to.sql("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'f'");
+    assert_eq!(fks[0][0].as_deref(), Some("FOREIGN KEY (author_id) REFERENCES authors(id)"));
+    // The generators continue after the largest copied key.
+    let next = to.sql(
+        "INSERT INTO authors (email) VALUES ('new@x.org') RETURNING id;
+         INSERT INTO books (author_id) VALUES (1) RETURNING id;",
+    );
+    assert_eq!((next[0][0].as_deref(), next[1][0].as_deref()), (Some("51"), Some("201")));
+}
+
+#[test]
+fn sqlite_unique_constraints_and_autoincrement_become_postgres_indexes_and_identities() {
+    let (dir, pg) = (Dir::new(), PgDb::new("sqliteschema"));
+    dir.sql(
+        "s.db",
+        "CREATE TABLE tags (id INTEGER PRIMARY KEY AUTOINCREMENT, label TEXT NOT NULL UNIQUE, grp TEXT);
+         CREATE INDEX tags_grp ON tags (grp);
+         INSERT INTO tags (label, grp) VALUES ('a', 'x'), ('b', 'x'), ('c', 'y');",
+    );
+    barge(&["copy", "--from", &dir.url("s.db"), "--to", &pg.url()]).assert_code(0);
+    let indexes = pg.sql("SELECT count(*) FROM pg_indexes WHERE tablename = 'tags'");
+    assert_eq!(indexes[0][0].as_deref(), Some("3"));
+    let next = pg.sql("INSERT INTO tags (label) VALUES ('d') RETURNING id");
+    assert_eq!(next[0][0].as_deref(), Some("4"));
+}
