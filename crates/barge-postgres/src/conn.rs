@@ -14,6 +14,7 @@ use std::time::Duration;
 use barge_core::url::{redact, split_scheme};
 use barge_core::{Error, Result};
 use tokio::runtime::Runtime;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 
 /// How long connecting may take before the server counts as unreachable.
@@ -39,10 +40,26 @@ pub fn runtime() -> &'static Runtime {
     })
 }
 
+/// How a connection uses TLS (`sslmode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// `disable`: never.
+    Disable,
+    /// `prefer` (the default): when the server offers it, without verifying its certificate.
+    Prefer,
+    /// `require`: always, without verifying the certificate (libpq's meaning).
+    Require,
+    /// `verify-ca`: always, with a certificate signed by a trusted CA.
+    VerifyCa,
+    /// `verify-full`: always, with a trusted certificate for this host name.
+    VerifyFull,
+}
+
 /// A parsed `postgres://` URL.
 #[derive(Clone)]
 pub struct PgUrl {
     pub config: Config,
+    pub tls: TlsMode,
     /// `?schema=` (default `public`).
     pub schema: String,
     /// The URL with its password redacted.
@@ -67,22 +84,35 @@ pub fn parse_url(url: &str) -> Result<PgUrl> {
     }
     let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
     let mut schema = "public".to_string();
+    let mut tls = TlsMode::Prefer;
     let mut passed = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
             "schema" => schema = value.to_string(),
-            "sslmode" => match value {
-                "disable" | "prefer" => passed.push(pair.to_string()),
-                "require" | "verify-ca" | "verify-full" => {
-                    return Err(invalid(format!(
-                        "sslmode={value} needs TLS, which this build of barge does not include; use sslmode=disable or prefer"
-                    )));
+            // barge applies sslmode itself (the driver knows no verify-* modes).
+            "sslmode" => {
+                tls = match value {
+                    "disable" => TlsMode::Disable,
+                    "prefer" => TlsMode::Prefer,
+                    "require" => TlsMode::Require,
+                    "verify-ca" => TlsMode::VerifyCa,
+                    "verify-full" => TlsMode::VerifyFull,
+                    other => {
+                        return Err(invalid(format!(
+                            "unknown sslmode `{other}` (disable, prefer, require, verify-ca or verify-full)"
+                        )));
+                    }
                 }
-                other => return Err(invalid(format!("unknown sslmode `{other}` (disable, prefer or require)"))),
-            },
+            }
             _ => passed.push(pair.to_string()),
         }
+    }
+    if !cfg!(feature = "tls") && !matches!(tls, TlsMode::Disable | TlsMode::Prefer) {
+        return Err(invalid(format!(
+            "sslmode={} needs TLS, which this build of barge does not include (cargo feature `tls`)",
+            query.split('&').find_map(|p| p.strip_prefix("sslmode=")).unwrap_or_default()
+        )));
     }
     let normalised = if passed.is_empty() {
         format!("postgresql://{base}")
@@ -105,7 +135,36 @@ pub fn parse_url(url: &str) -> Result<PgUrl> {
         return Err(invalid("no database name: use postgres://user@host:port/DATABASE".into()));
     }
     config.connect_timeout(CONNECT_TIMEOUT);
-    Ok(PgUrl { config, schema, display })
+    config.ssl_mode(match tls {
+        TlsMode::Disable => SslMode::Disable,
+        TlsMode::Prefer if cfg!(feature = "tls") => SslMode::Prefer,
+        TlsMode::Prefer => SslMode::Disable,
+        _ => SslMode::Require,
+    });
+    Ok(PgUrl { config, tls, schema, display })
+}
+
+/// Connects with the TLS the URL asks for, spawning the connection task on the current runtime.
+async fn open(url: &PgUrl) -> Result<Client, tokio_postgres::Error> {
+    #[cfg(feature = "tls")]
+    if url.tls != TlsMode::Disable {
+        let connector = native_tls::TlsConnector::builder()
+            .danger_accept_invalid_certs(matches!(url.tls, TlsMode::Prefer | TlsMode::Require))
+            .danger_accept_invalid_hostnames(url.tls != TlsMode::VerifyFull)
+            .build()
+            .expect("a TLS connector with default settings");
+        let (client, connection) = url.config.connect(postgres_native_tls::MakeTlsConnector::new(connector)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        return Ok(client);
+    }
+    let (client, connection) = url.config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        // Ends when the client is dropped or the server goes away; errors surface on the client.
+        let _ = connection.await;
+    });
+    Ok(client)
 }
 
 /// A driver error as text: the server's message for database errors, the cause chain otherwise.
@@ -134,13 +193,8 @@ pub fn pg_err(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Er
 /// Opens a session. Connection problems name the server (password redacted), never the password.
 pub fn connect(url: &PgUrl) -> Result<Client> {
     let rt = runtime();
-    let (client, connection) = rt
-        .block_on(url.config.connect(NoTls))
-        .map_err(|e| Error::Connect { target: url.display.clone(), reason: describe(&e) })?;
-    rt.spawn(async move {
-        // Ends when the client is dropped or the server goes away; errors surface on the client.
-        let _ = connection.await;
-    });
+    let client =
+        rt.block_on(open(url)).map_err(|e| Error::Connect { target: url.display.clone(), reason: describe(&e) })?;
     rt.block_on(client.batch_execute(SESSION_SETUP)).map_err(pg_err("configuring the session"))?;
     Ok(client)
 }
@@ -160,12 +214,8 @@ pub fn connect_local(url: &PgUrl) -> Result<LocalConn> {
         .enable_time()
         .build()
         .map_err(|e| Error::engine("starting a connection runtime", e))?;
-    let (client, connection) = rt
-        .block_on(url.config.connect(NoTls))
-        .map_err(|e| Error::Connect { target: url.display.clone(), reason: describe(&e) })?;
-    rt.spawn(async move {
-        let _ = connection.await;
-    });
+    let client =
+        rt.block_on(open(url)).map_err(|e| Error::Connect { target: url.display.clone(), reason: describe(&e) })?;
     rt.block_on(client.batch_execute(SESSION_SETUP)).map_err(pg_err("configuring the session"))?;
     Ok(LocalConn { client, rt })
 }
@@ -190,8 +240,12 @@ mod tests {
         assert_eq!(url.schema, "sales");
         assert_eq!(url.config.get_dbname(), Some("app"));
         assert_eq!(url.display, "postgres://bob:***@127.0.0.1:5433/app?schema=sales&sslmode=disable");
-        let err = parse_url("postgres://bob:s3cret@host/db?sslmode=require").unwrap_err();
+        let err = parse_url("postgres://bob:s3cret@host/db?sslmode=sometimes").unwrap_err();
         assert!(err.is_usage() && !err.to_string().contains("s3cret"), "{err}");
+        assert_eq!(
+            parse_url("postgres://h/db?sslmode=verify-full").map(|u| u.tls).ok(),
+            cfg!(feature = "tls").then_some(TlsMode::VerifyFull)
+        );
         assert!(parse_url("postgres://bob@host").unwrap_err().to_string().contains("no database name"));
     }
 

@@ -346,6 +346,11 @@ impl barge_core::Source for PgSource {
     }
 
     fn sample_keys(&self, table: &TableInfo, range: &KeyRange, target: usize) -> Result<Vec<Key>> {
+        if range.lo.is_none() && range.hi.is_none() {
+            if let Some(bounds) = self.fresh_histogram(table, target)? {
+                return Ok(bounds);
+            }
+        }
         let rows = self.key_stats(table, range)?.rows;
         let columns = table.range_columns();
         let natives: Vec<String> = columns.iter().map(|c| native_of(table, c)).collect();
@@ -452,7 +457,49 @@ impl barge_core::Source for PgSource {
     }
 }
 
+/// Fewer modified rows than this fraction since the last ANALYZE keeps a histogram fresh.
+const FRESH_MODIFIED_FRACTION: f64 = 0.1;
+/// Histogram bounds per requested sample key needed to trust the histogram: partitioners ask for a
+/// few hundred keys per range, so this keeps at least 4 bounds per range.
+const HISTOGRAM_BOUNDS_PER_SAMPLE_KEY: f64 = 1.0 / 64.0;
+
 impl PgSource {
+    /// The key's `pg_stats` histogram as sample keys (equi-depth quantiles, in the column's order),
+    /// when the key is one column of a table without children, the statistics are fresh and
+    /// fine enough for `target`. Saves the sampling scan.
+    fn fresh_histogram(&self, table: &TableInfo, target: usize) -> Result<Option<Vec<Key>>> {
+        let columns = table.range_columns();
+        let ([column], KeySpec::Primary(_)) = (columns.as_slice(), &table.key) else {
+            return Ok(None);
+        };
+        let native = native_of(table, column);
+        let integer = is_integer(&native);
+        let cast = if integer { "int8" } else { "text" };
+        let sql = format!(
+            "SELECT b::{cast} FROM pg_stats s
+               JOIN pg_stat_user_tables t ON t.schemaname = s.schemaname AND t.relname = s.tablename,
+               unnest(s.histogram_bounds::text::{native}[]) WITH ORDINALITY AS u(b, o)
+             WHERE s.schemaname = $1 AND s.tablename = $2 AND s.attname = $3 AND NOT s.inherited
+               AND coalesce(t.last_analyze, t.last_autoanalyze) IS NOT NULL
+               AND t.n_mod_since_analyze <= {FRESH_MODIFIED_FRACTION} * greatest(t.n_live_tup, 1)
+               AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = t.relid)
+             ORDER BY o"
+        );
+        self.with_client(|client| {
+            let rows = runtime()
+                .block_on(client.query(&sql, &[&self.url.schema, &table.name, column]))
+                .map_err(pg_err("reading key statistics"))?;
+            if (rows.len() as f64) < target as f64 * HISTOGRAM_BOUNDS_PER_SAMPLE_KEY || rows.len() < 2 {
+                return Ok(None);
+            }
+            Ok(Some(
+                rows.iter()
+                    .map(|r| vec![if integer { Scalar::Int(r.get(0)) } else { Scalar::Text(r.get(0)) }])
+                    .collect(),
+            ))
+        })
+    }
+
     fn oid_of(&self, client: &Client, table: &str) -> Result<u32> {
         let row = runtime()
             .block_on(client.query_one(

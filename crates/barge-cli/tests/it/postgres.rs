@@ -127,9 +127,25 @@ fn connection_problems_are_clear_and_never_show_the_password() {
     let run = barge(&["copy", "--from", &src, "--to", "postgres://postgres:hunter2@127.0.0.1:5432/no_such_db_barge"]);
     run.assert_code(1);
     assert!(run.stderr.contains("no_such_db_barge") && !run.stderr.contains("hunter2"), "{}", run.stderr);
-    let run = barge(&["copy", "--from", &src, "--to", "postgres://u:hunter2@host/db?sslmode=require"]);
+    let run = barge(&["copy", "--from", &src, "--to", "postgres://u:hunter2@host/db?sslmode=sometimes"]);
     run.assert_code(2);
-    assert!(run.stderr.contains("sslmode=require") && !run.stderr.contains("hunter2"), "{}", run.stderr);
+    assert!(run.stderr.contains("unknown sslmode") && !run.stderr.contains("hunter2"), "{}", run.stderr);
+}
+
+#[test]
+fn tls_is_negotiated_when_required_and_verified_when_asked() {
+    let (dir, pg) = (Dir::new(), PgDb::new("tls"));
+    sqlite_source(&dir);
+    let src = dir.url("s.db");
+    // The local server has TLS on with a self-signed certificate: `require` encrypts without
+    // verifying (libpq's meaning) …
+    let run = barge(&["copy", "--from", &src, "--to", &format!("{}?sslmode=require", pg.url()), "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["ok"], true);
+    // … and `verify-full` refuses a certificate no CA vouches for.
+    let run = barge(&["verify", "--from", &src, "--to", &format!("{}?sslmode=verify-full", pg.url())]);
+    run.assert_code(1);
+    assert!(run.stderr.to_lowercase().contains("certificate"), "{}", run.stderr);
 }
 
 #[test]

@@ -91,3 +91,38 @@ fn quoted_identifiers_work_everywhere() {
     let ranges = plan_ranges(source.as_ref(), &table, &KeyRange::all(), 4).unwrap();
     assert_eq!(counts(source.as_ref(), &table, &ranges).iter().sum::<usize>(), 1000);
 }
+
+#[test]
+fn fresh_statistics_supply_the_boundaries_and_stale_ones_do_not() {
+    let db = TestDb::new("histogram");
+    db.sql(
+        "CREATE TABLE h (k text PRIMARY KEY);
+         INSERT INTO h SELECT md5(g::text) FROM generate_series(1, 30000) g;",
+    );
+    // In its own session: in the same (implicit) transaction as the INSERT, the insert's changes
+    // are counted after the ANALYZE and the statistics look stale.
+    db.sql("ANALYZE h");
+    let bounds_in_histogram = |db: &TestDb| -> bool {
+        let source = db.source();
+        let table = source.table("h").unwrap();
+        let ranges = plan_ranges(source.as_ref(), &table, &KeyRange::all(), 4).unwrap();
+        let bounds: Vec<String> = ranges
+            .iter()
+            .filter_map(|r| r.lo.as_ref())
+            .map(|k| match &k[0] {
+                barge_core::Scalar::Text(t) => t.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(bounds.len(), 3);
+        let list = bounds.iter().map(|b| format!("'{b}'")).collect::<Vec<_>>().join(", ");
+        let found = db.sql(&format!(
+            "SELECT count(*) FROM pg_stats, unnest(histogram_bounds::text::text[]) b
+             WHERE tablename = 'h' AND attname = 'k' AND b IN ({list})"
+        ));
+        found[0].as_deref() == Some("3")
+    };
+    assert!(bounds_in_histogram(&db), "fresh statistics: boundaries come from pg_stats");
+    db.sql("INSERT INTO h SELECT md5(g::text) FROM generate_series(30001, 40000) g;");
+    assert!(!bounds_in_histogram(&db), "stale statistics (25% new rows): boundaries come from a sample");
+}

@@ -17,15 +17,23 @@ pub fn server() -> String {
     std::env::var("BARGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-fn run_sql(db: &str, sql: &str) {
+/// Runs SQL (several statements allowed); returns the text of the first column of every row.
+fn run_sql(db: &str, sql: &str) -> Vec<Option<String>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(&format!("{}/{db}", server()), tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {} must be reachable: {e}", server()));
         tokio::spawn(conn);
-        client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
-    });
+        let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
+        messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_string)),
+                _ => None,
+            })
+            .collect()
+    })
 }
 
 /// A database that exists for one test.
@@ -47,8 +55,9 @@ impl TestDb {
         format!("{}/{}", server(), self.name)
     }
 
-    pub fn sql(&self, sql: &str) {
-        run_sql(&self.name, sql);
+    /// Runs SQL; returns the first column of every row it produced.
+    pub fn sql(&self, sql: &str) -> Vec<Option<String>> {
+        run_sql(&self.name, sql)
     }
 
     pub fn source(&self) -> Arc<dyn Source> {
