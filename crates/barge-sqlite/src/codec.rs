@@ -52,16 +52,33 @@ fn number(bytes: &[u8]) -> Option<i64> {
     Some(bytes.iter().fold(0i64, |acc, b| acc * 10 + i64::from(b - b'0')))
 }
 
-/// `YYYY-MM-DD` → days since 1970-01-01.
+/// Length of the date at the start of `s`: `[-]YYYY[Y…]-MM-DD` (years beyond four digits and
+/// before year 1, as PostgreSQL allows, keep their full width and sign).
+fn date_len(s: &[u8]) -> Option<usize> {
+    let sign = usize::from(s.first() == Some(&b'-'));
+    let year_digits = s[sign..].iter().take_while(|b| b.is_ascii_digit()).count();
+    (year_digits >= 4).then_some(sign + year_digits + 6)
+}
+
+/// `[-]YYYY-MM-DD` → days since 1970-01-01.
 pub fn parse_date(s: &str) -> Option<i32> {
     let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+    if date_len(b)? != b.len() {
         return None;
     }
+    let (negative, body) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    let n = body.len();
+    if body[n - 6] != b'-' || body[n - 3] != b'-' {
+        return None;
+    }
+    let year = number(&body[..n - 6])?;
     let days = days_from_civil(
-        number(&b[0..4])?,
-        u32::try_from(number(&b[5..7])?).ok()?,
-        u32::try_from(number(&b[8..10])?).ok()?,
+        if negative { -year } else { year },
+        u32::try_from(number(&body[n - 5..n - 3])?).ok()?,
+        u32::try_from(number(&body[n - 2..])?).ok()?,
     )?;
     i32::try_from(days).ok()
 }
@@ -102,11 +119,9 @@ pub fn parse_time(s: &str) -> Option<i64> {
 /// zone the value is taken as UTC.
 pub fn parse_datetime(s: &str) -> Option<i64> {
     let s = s.trim_end();
-    if s.len() < 10 {
-        return None;
-    }
-    let days = i64::from(parse_date(s.get(..10)?)?);
-    let rest = &s[10..];
+    let date_end = date_len(s.as_bytes())?;
+    let days = i64::from(parse_date(s.get(..date_end)?)?);
+    let rest = &s[date_end..];
     if rest.is_empty() {
         return Some(days * MICROS_PER_DAY);
     }
@@ -139,7 +154,8 @@ pub fn format_date(days: i32, out: &mut String) {
     if year < 0 {
         out.push('-');
     }
-    push_digits(out, year.unsigned_abs(), 4);
+    let year = year.unsigned_abs();
+    push_digits(out, year, year.checked_ilog10().map_or(1, |d| d as usize + 1).max(4));
     out.push('-');
     push_digits(out, u64::from(month), 2);
     out.push('-');
@@ -257,6 +273,47 @@ pub fn decimal_from_integer(i: i64, precision: u8, scale: i8) -> Result<i128, St
     }
 }
 
+/// Appends an interval as `M months D days S seconds` (each part signed, seconds with up to six
+/// decimals), a form PostgreSQL's interval input accepts as it is.
+pub fn format_interval(months: i32, days: i32, micros: i64, out: &mut String) {
+    out.push_str(&format!("{months} months {days} days "));
+    if micros < 0 {
+        out.push('-');
+    }
+    let abs = micros.unsigned_abs();
+    out.push_str(&(abs / MICROS_PER_SECOND as u64).to_string());
+    let mut frac = abs % MICROS_PER_SECOND as u64;
+    if frac != 0 {
+        let mut width = 6;
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
+        }
+        out.push('.');
+        push_digits(out, frac, width);
+    }
+    out.push_str(" seconds");
+}
+
+/// Parses what [`format_interval`] writes: `(months, days, microseconds)`.
+pub fn parse_interval(s: &str) -> Option<(i32, i32, i64)> {
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let [months, "months", days, "days", seconds, "seconds"] = words.as_slice() else {
+        return None;
+    };
+    let (negative, seconds) = match seconds.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, *seconds),
+    };
+    let (whole, frac) = seconds.split_once('.').unwrap_or((seconds, ""));
+    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros = whole.parse::<i64>().ok()?.checked_mul(MICROS_PER_SECOND)?
+        + if frac.is_empty() { 0 } else { number(frac.as_bytes())? * 10i64.pow(6 - frac.len() as u32) };
+    Some((months.parse().ok()?, days.parse().ok()?, if negative { -micros } else { micros }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,7 +353,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn datetimes_round_trip(micros in -62_000_000_000_000_000i64..253_000_000_000_000_000, zoned in any::<bool>()) {
+        fn datetimes_round_trip(micros in -210_000_000_000_000_000i64..9_200_000_000_000_000_000, zoned in any::<bool>()) {
             let mut text = String::new();
             format_datetime(micros, zoned, &mut text);
             prop_assert_eq!(parse_datetime(&text), Some(micros), "{}", text);
@@ -326,7 +383,14 @@ mod tests {
         }
 
         #[test]
-        fn dates_round_trip(days in -719_162i32..2_932_896) {
+        fn intervals_round_trip(months in any::<i32>(), days in any::<i32>(), micros in any::<i64>()) {
+            let mut text = String::new();
+            format_interval(months, days, micros, &mut text);
+            prop_assert_eq!(parse_interval(&text), Some((months, days, micros)), "{}", text);
+        }
+
+        #[test]
+        fn dates_round_trip(days in -2_451_545i32..2_147_483_494) {
             let mut text = String::new();
             format_date(days, &mut text);
             prop_assert_eq!(parse_date(&text), Some(days));

@@ -4,15 +4,19 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use arrow_array::ListArray;
 use arrow_array::builder::*;
+use arrow_array::types::IntervalMonthDayNano;
 use arrow_array::{ArrayRef, RecordBatch};
+use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
+use arrow_schema::{DataType, FieldRef};
 use arrow_schema::{Field, Schema};
 use barge_core::model::display_key;
 use barge_core::{
     Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, META_ENGINE, META_IDENTITY, META_NATIVE_TYPE,
     Result, Scalar, TableInfo,
 };
-use rusqlite::types::ValueRef;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::codec;
@@ -293,7 +297,7 @@ impl barge_core::Source for SqliteSource {
             let mut stmt = conn.prepare_cached(&query).map_err(sqlite_err("reading rows"))?;
             sql::bind(&mut stmt, &params)?;
             let mut rows = stmt.raw_query();
-            let mut decoders: Vec<Decoder> = kinds.iter().map(|k| Decoder::new(*k, batch_rows)).collect();
+            let mut decoders: Vec<Decoder> = kinds.iter().map(|k| Decoder::new(k, batch_rows)).collect();
             let mut pending = 0;
             while let Some(row) = rows.next().map_err(sqlite_err("reading rows"))? {
                 for (i, decoder) in decoders.iter_mut().enumerate() {
@@ -346,6 +350,15 @@ enum Decoder {
     Date(Date32Builder),
     DateTime(TimestampMicrosecondBuilder, bool),
     Time(Time64MicrosecondBuilder),
+    Interval(IntervalMonthDayNanoBuilder),
+    /// JSON array text; each element goes through the element's own decoder.
+    List {
+        field: FieldRef,
+        element: Kind,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+        items: Box<Decoder>,
+    },
 }
 
 fn class_name(value: &ValueRef<'_>) -> &'static str {
@@ -363,7 +376,7 @@ fn utf8(bytes: &[u8]) -> Result<&str, String> {
 }
 
 impl Decoder {
-    fn new(kind: Kind, capacity: usize) -> Self {
+    fn new(kind: &Kind, capacity: usize) -> Self {
         match kind {
             Kind::Integer => Decoder::Integer(Int64Builder::with_capacity(capacity)),
             Kind::Real => Decoder::Real(Float64Builder::with_capacity(capacity)),
@@ -371,13 +384,24 @@ impl Decoder {
             Kind::Blob => Decoder::Blob(BinaryBuilder::with_capacity(capacity, capacity * 16)),
             Kind::Boolean => Decoder::Boolean(BooleanBuilder::with_capacity(capacity)),
             Kind::Decimal { precision, scale } => {
-                Decoder::Decimal(Decimal128Builder::with_capacity(capacity), precision, scale)
+                Decoder::Decimal(Decimal128Builder::with_capacity(capacity), *precision, *scale)
             }
             Kind::NumericText => Decoder::NumericText(StringBuilder::with_capacity(capacity, capacity * 8)),
             Kind::Date => Decoder::Date(Date32Builder::with_capacity(capacity)),
             Kind::DateTime => Decoder::DateTime(TimestampMicrosecondBuilder::with_capacity(capacity), false),
             Kind::DateTimeTz => Decoder::DateTime(TimestampMicrosecondBuilder::with_capacity(capacity), true),
             Kind::Time => Decoder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
+            Kind::Interval => Decoder::Interval(IntervalMonthDayNanoBuilder::with_capacity(capacity)),
+            Kind::List(element) => {
+                let DataType::List(field) = kind.arrow() else { unreachable!("lists are lists") };
+                Decoder::List {
+                    field,
+                    element: element.as_ref().clone(),
+                    offsets: vec![0],
+                    nulls: NullBufferBuilder::new(capacity),
+                    items: Box::new(Decoder::new(element, capacity)),
+                }
+            }
         }
     }
 
@@ -392,6 +416,8 @@ impl Decoder {
             (Decoder::Integer(_), _) => return Err(mismatch("an integer")),
             (Decoder::Real(b), ValueRef::Real(x)) => b.append_value(x),
             (Decoder::Real(b), ValueRef::Integer(i)) => b.append_value(i as f64),
+            // How barge stores NaN, which SQLite would turn into NULL as a REAL.
+            (Decoder::Real(b), ValueRef::Text(b"NaN")) => b.append_value(f64::NAN),
             (Decoder::Real(_), _) => return Err(mismatch("a real")),
             (Decoder::Text(b), ValueRef::Text(t)) => b.append_value(utf8(t)?),
             (Decoder::Text(_), _) => return Err(mismatch("text")),
@@ -431,6 +457,25 @@ impl Decoder {
                 b.append_value(codec::parse_time(t).ok_or_else(|| format!("`{t}` is not a HH:MM:SS time"))?);
             }
             (Decoder::Time(_), _) => return Err(mismatch("a HH:MM:SS text time")),
+            (Decoder::Interval(b), ValueRef::Text(t)) => {
+                let t = utf8(t)?;
+                let (months, days, micros) = codec::parse_interval(t)
+                    .ok_or_else(|| format!("`{t}` is not an `M months D days S seconds` interval"))?;
+                b.append_value(IntervalMonthDayNano::new(months, days, micros * 1_000));
+            }
+            (Decoder::Interval(_), _) => return Err(mismatch("an interval as text")),
+            (Decoder::List { element, offsets, nulls, items, .. }, ValueRef::Text(t)) => {
+                let values: Vec<serde_json::Value> =
+                    serde_json::from_slice(t).map_err(|e| format!("not a JSON array ({e})"))?;
+                for value in &values {
+                    let owned = json_element(value, element)?;
+                    items.append(ValueRef::from(&owned)).map_err(|e| format!("array element: {e}"))?;
+                }
+                let last = *offsets.last().expect("starts with 0");
+                offsets.push(last + i32::try_from(values.len()).map_err(|_| "array too long")?);
+                nulls.append_non_null();
+            }
+            (Decoder::List { .. }, _) => return Err(mismatch("a JSON array as text")),
         }
         Ok(())
     }
@@ -446,6 +491,11 @@ impl Decoder {
             Decoder::Date(b) => b.append_null(),
             Decoder::DateTime(b, _) => b.append_null(),
             Decoder::Time(b) => b.append_null(),
+            Decoder::Interval(b) => b.append_null(),
+            Decoder::List { offsets, nulls, .. } => {
+                offsets.push(*offsets.last().expect("starts with 0"));
+                nulls.append_null();
+            }
         }
     }
 
@@ -463,6 +513,42 @@ impl Decoder {
             Decoder::DateTime(b, false) => Arc::new(b.finish()),
             Decoder::DateTime(b, true) => Arc::new(b.finish().with_timezone(UTC)),
             Decoder::Time(b) => Arc::new(b.finish()),
+            Decoder::Interval(b) => Arc::new(b.finish()),
+            Decoder::List { field, offsets, nulls, items, .. } => {
+                let values = items.finish();
+                let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                Arc::new(ListArray::new(field.clone(), offsets, values, nulls.finish()))
+            }
         }
     }
+}
+
+/// A JSON array element as the SQLite value its element decoder expects (see `types`: NaN and
+/// infinities, and blobs as hex, travel as strings).
+fn json_element(value: &serde_json::Value, element: &Kind) -> Result<Value, String> {
+    use serde_json::Value as J;
+    Ok(match (value, element) {
+        (J::Null, _) => Value::Null,
+        (J::Bool(b), _) => Value::Integer(i64::from(*b)),
+        (J::Number(n), _) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Real(n.as_f64().ok_or("number out of range")?),
+        },
+        (J::String(s), Kind::Real) => Value::Real(match s.as_str() {
+            "NaN" => f64::NAN,
+            "Infinity" => f64::INFINITY,
+            "-Infinity" => f64::NEG_INFINITY,
+            other => return Err(format!("`{other}` is not a number")),
+        }),
+        (J::String(s), Kind::Blob) => Value::Blob(hex_bytes(s).ok_or_else(|| format!("`{s}` is not hex"))?),
+        (J::String(s), _) => Value::Text(s.clone()),
+        (other, _) => return Err(format!("unexpected array element {other}")),
+    })
+}
+
+fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }

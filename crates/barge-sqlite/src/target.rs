@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, BooleanArray, RecordBatch};
-use arrow_schema::{DataType, Field, TimeUnit};
+use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
 use barge_core::{Encoded, Error, META_ENGINE, META_NATIVE_TYPE, Result, TableWriter, TargetColumn};
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -263,6 +263,14 @@ enum Binder<'a> {
     Date(&'a dyn Array, Get<'a, i32>),
     Timestamp(&'a dyn Array, Get<'a, Option<i64>>, bool),
     Time(&'a dyn Array, Get<'a, Option<i64>>),
+    Interval(&'a dyn Array, Get<'a, (i32, i32, i64)>),
+    /// Bound as JSON array text; elements through the element's binder.
+    List {
+        array: &'a dyn Array,
+        offsets: &'a [i32],
+        values: &'a dyn Array,
+        item: Box<Binder<'a>>,
+    },
 }
 
 macro_rules! get {
@@ -287,92 +295,107 @@ fn binders<'a>(table: &str, batch: &'a RecordBatch) -> Result<Vec<Binder<'a>>> {
         .iter()
         .zip(batch.schema_ref().fields())
         .map(|(array, field)| {
-            let a: &'a dyn Array = array.as_ref();
-            Ok(match a.data_type() {
-                DataType::Int8 => Binder::Int(a, get!(a, Int8Type, i64::from)),
-                DataType::Int16 => Binder::Int(a, get!(a, Int16Type, i64::from)),
-                DataType::Int32 => Binder::Int(a, get!(a, Int32Type, i64::from)),
-                DataType::Int64 => Binder::Int(a, get!(a, Int64Type, |v| v)),
-                DataType::UInt8 => Binder::Int(a, get!(a, UInt8Type, i64::from)),
-                DataType::UInt16 => Binder::Int(a, get!(a, UInt16Type, i64::from)),
-                DataType::UInt32 => Binder::Int(a, get!(a, UInt32Type, i64::from)),
-                DataType::UInt64 => Binder::UInt64(a.as_primitive::<UInt64Type>()),
-                DataType::Float32 => Binder::Float(a, get!(a, Float32Type, f64::from)),
-                DataType::Float64 => Binder::Float(a, get!(a, Float64Type, |v| v)),
-                DataType::Boolean => Binder::Bool(a.as_boolean()),
-                DataType::Utf8 => {
-                    let s = a.as_string::<i32>();
-                    Binder::Text(a, Box::new(move |i| s.value(i)))
-                }
-                DataType::LargeUtf8 => {
-                    let s = a.as_string::<i64>();
-                    Binder::Text(a, Box::new(move |i| s.value(i)))
-                }
-                DataType::Utf8View => {
-                    let s = a.as_string_view();
-                    Binder::Text(a, Box::new(move |i| s.value(i)))
-                }
-                DataType::Binary => {
-                    let b = a.as_binary::<i32>();
-                    Binder::Bytes(a, Box::new(move |i| b.value(i)))
-                }
-                DataType::LargeBinary => {
-                    let b = a.as_binary::<i64>();
-                    Binder::Bytes(a, Box::new(move |i| b.value(i)))
-                }
-                DataType::BinaryView => {
-                    let b = a.as_binary_view();
-                    Binder::Bytes(a, Box::new(move |i| b.value(i)))
-                }
-                DataType::FixedSizeBinary(_) => {
-                    let b = a.as_fixed_size_binary();
-                    Binder::Bytes(a, Box::new(move |i| b.value(i)))
-                }
-                DataType::Decimal32(_, s) => Binder::Decimal(a, get!(a, Decimal32Type, i128::from), *s),
-                DataType::Decimal64(_, s) => Binder::Decimal(a, get!(a, Decimal64Type, i128::from), *s),
-                DataType::Decimal128(_, s) => Binder::Decimal(a, get!(a, Decimal128Type, |v| v), *s),
-                DataType::Date32 => Binder::Date(a, get!(a, Date32Type, |v| v)),
-                DataType::Date64 => Binder::Date(
-                    a,
-                    get!(a, Date64Type, |v: i64| i32::try_from(v.div_euclid(86_400_000)).unwrap_or(i32::MAX)),
-                ),
-                DataType::Timestamp(unit, tz) => {
-                    let unit = *unit;
-                    let get: Get<'a, Option<i64>> = match unit {
-                        TimeUnit::Second => get!(a, TimestampSecondType, move |v| micros(v, &unit)),
-                        TimeUnit::Millisecond => get!(a, TimestampMillisecondType, move |v| micros(v, &unit)),
-                        TimeUnit::Microsecond => get!(a, TimestampMicrosecondType, Some),
-                        TimeUnit::Nanosecond => get!(a, TimestampNanosecondType, move |v| micros(v, &unit)),
-                    };
-                    Binder::Timestamp(a, get, tz.is_some())
-                }
-                DataType::Time32(unit) => {
-                    let unit = *unit;
-                    let get: Get<'a, Option<i64>> = match unit {
-                        TimeUnit::Second => get!(a, Time32SecondType, move |v| micros(i64::from(v), &unit)),
-                        _ => get!(a, Time32MillisecondType, move |v| micros(i64::from(v), &unit)),
-                    };
-                    Binder::Time(a, get)
-                }
-                DataType::Time64(unit) => {
-                    let unit = *unit;
-                    let get: Get<'a, Option<i64>> = match unit {
-                        TimeUnit::Nanosecond => get!(a, Time64NanosecondType, move |v| micros(v, &unit)),
-                        _ => get!(a, Time64MicrosecondType, Some),
-                    };
-                    Binder::Time(a, get)
-                }
-                other => {
-                    return Err(Error::UnsupportedType {
-                        table: table.into(),
-                        column: field.name().clone(),
-                        type_name: other.to_string(),
-                        reason: Some("the SQLite writer cannot bind it".into()),
-                    });
-                }
+            binder(array.as_ref()).ok_or_else(|| Error::UnsupportedType {
+                table: table.into(),
+                column: field.name().clone(),
+                type_name: array.data_type().to_string(),
+                reason: Some("the SQLite writer cannot bind it".into()),
             })
         })
         .collect()
+}
+
+fn binder<'a>(a: &'a dyn Array) -> Option<Binder<'a>> {
+    Some(match a.data_type() {
+        DataType::Int8 => Binder::Int(a, get!(a, Int8Type, i64::from)),
+        DataType::Int16 => Binder::Int(a, get!(a, Int16Type, i64::from)),
+        DataType::Int32 => Binder::Int(a, get!(a, Int32Type, i64::from)),
+        DataType::Int64 => Binder::Int(a, get!(a, Int64Type, |v| v)),
+        DataType::UInt8 => Binder::Int(a, get!(a, UInt8Type, i64::from)),
+        DataType::UInt16 => Binder::Int(a, get!(a, UInt16Type, i64::from)),
+        DataType::UInt32 => Binder::Int(a, get!(a, UInt32Type, i64::from)),
+        DataType::UInt64 => Binder::UInt64(a.as_primitive::<UInt64Type>()),
+        DataType::Float32 => Binder::Float(a, get!(a, Float32Type, f64::from)),
+        DataType::Float64 => Binder::Float(a, get!(a, Float64Type, |v| v)),
+        DataType::Boolean => Binder::Bool(a.as_boolean()),
+        DataType::Utf8 => {
+            let s = a.as_string::<i32>();
+            Binder::Text(a, Box::new(move |i| s.value(i)))
+        }
+        DataType::LargeUtf8 => {
+            let s = a.as_string::<i64>();
+            Binder::Text(a, Box::new(move |i| s.value(i)))
+        }
+        DataType::Utf8View => {
+            let s = a.as_string_view();
+            Binder::Text(a, Box::new(move |i| s.value(i)))
+        }
+        DataType::Binary => {
+            let b = a.as_binary::<i32>();
+            Binder::Bytes(a, Box::new(move |i| b.value(i)))
+        }
+        DataType::LargeBinary => {
+            let b = a.as_binary::<i64>();
+            Binder::Bytes(a, Box::new(move |i| b.value(i)))
+        }
+        DataType::BinaryView => {
+            let b = a.as_binary_view();
+            Binder::Bytes(a, Box::new(move |i| b.value(i)))
+        }
+        DataType::FixedSizeBinary(_) => {
+            let b = a.as_fixed_size_binary();
+            Binder::Bytes(a, Box::new(move |i| b.value(i)))
+        }
+        DataType::Decimal32(_, s) => Binder::Decimal(a, get!(a, Decimal32Type, i128::from), *s),
+        DataType::Decimal64(_, s) => Binder::Decimal(a, get!(a, Decimal64Type, i128::from), *s),
+        DataType::Decimal128(_, s) => Binder::Decimal(a, get!(a, Decimal128Type, |v| v), *s),
+        DataType::Date32 => Binder::Date(a, get!(a, Date32Type, |v| v)),
+        DataType::Date64 => {
+            Binder::Date(a, get!(a, Date64Type, |v: i64| i32::try_from(v.div_euclid(86_400_000)).unwrap_or(i32::MAX)))
+        }
+        DataType::Timestamp(unit, tz) => {
+            let unit = *unit;
+            let get: Get<'a, Option<i64>> = match unit {
+                TimeUnit::Second => get!(a, TimestampSecondType, move |v| micros(v, &unit)),
+                TimeUnit::Millisecond => get!(a, TimestampMillisecondType, move |v| micros(v, &unit)),
+                TimeUnit::Microsecond => get!(a, TimestampMicrosecondType, Some),
+                TimeUnit::Nanosecond => get!(a, TimestampNanosecondType, move |v| micros(v, &unit)),
+            };
+            Binder::Timestamp(a, get, tz.is_some())
+        }
+        DataType::Time32(unit) => {
+            let unit = *unit;
+            let get: Get<'a, Option<i64>> = match unit {
+                TimeUnit::Second => get!(a, Time32SecondType, move |v| micros(i64::from(v), &unit)),
+                _ => get!(a, Time32MillisecondType, move |v| micros(i64::from(v), &unit)),
+            };
+            Binder::Time(a, get)
+        }
+        DataType::Time64(unit) => {
+            let unit = *unit;
+            let get: Get<'a, Option<i64>> = match unit {
+                TimeUnit::Nanosecond => get!(a, Time64NanosecondType, move |v| micros(v, &unit)),
+                _ => get!(a, Time64MicrosecondType, Some),
+            };
+            Binder::Time(a, get)
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let p = a.as_primitive::<IntervalMonthDayNanoType>();
+            Binder::Interval(
+                a,
+                Box::new(move |i| {
+                    let v = p.value(i);
+                    (v.months, v.days, v.nanoseconds)
+                }),
+            )
+        }
+        DataType::List(_) => {
+            let list = a.as_list::<i32>();
+            let values: &'a dyn Array = list.values().as_ref();
+            Binder::List { array: a, offsets: list.value_offsets(), values, item: Box::new(binder(values)?) }
+        }
+        _ => return None,
+    })
 }
 
 impl<'a> Binder<'a> {
@@ -387,7 +410,9 @@ impl<'a> Binder<'a> {
             | Binder::Decimal(a, ..)
             | Binder::Date(a, _)
             | Binder::Timestamp(a, ..)
-            | Binder::Time(a, _) => *a,
+            | Binder::Time(a, _)
+            | Binder::Interval(a, _) => *a,
+            Binder::List { array, .. } => *array,
         }
     }
 
@@ -402,6 +427,8 @@ impl<'a> Binder<'a> {
                 i64::try_from(a.value(row))
                     .map_err(|_| format!("{} does not fit SQLite's 64-bit signed INTEGER", a.value(row)))?,
             ),
+            // SQLite stores a bound NaN as NULL; the text 'NaN' survives in a REAL column.
+            Binder::Float(_, get) if get(row).is_nan() => ValueRef::Text(b"NaN"),
             Binder::Float(_, get) => ValueRef::Real(get(row)),
             Binder::Bool(a) => ValueRef::Integer(i64::from(a.value(row))),
             Binder::Text(_, get) => ValueRef::Text(get(row).as_bytes()),
@@ -424,6 +451,54 @@ impl<'a> Binder<'a> {
                 codec::format_time(micros, buf);
                 ValueRef::Text(buf.as_bytes())
             }
+            Binder::Interval(_, get) => {
+                let (months, days, nanos) = get(row);
+                if nanos % 1_000 != 0 {
+                    return Err("interval has sub-microsecond precision".into());
+                }
+                codec::format_interval(months, days, nanos / 1_000, buf);
+                ValueRef::Text(buf.as_bytes())
+            }
+            Binder::List { offsets, values, item, .. } => {
+                let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+                let mut element = String::new();
+                buf.push('[');
+                for j in start..end {
+                    if j > start {
+                        buf.push(',');
+                    }
+                    if values.is_null(j) {
+                        buf.push_str("null");
+                        continue;
+                    }
+                    element.clear();
+                    push_json(item.value(j, &mut element)?, buf);
+                }
+                buf.push(']');
+                ValueRef::Text(buf.as_bytes())
+            }
         })
+    }
+}
+
+/// One array element as JSON: NaN and infinities (which JSON lacks) and blobs (as hex) as strings.
+fn push_json(value: ValueRef<'_>, out: &mut String) {
+    use std::fmt::Write as _;
+    match value {
+        ValueRef::Null => out.push_str("null"),
+        ValueRef::Integer(i) => out.push_str(&i.to_string()),
+        ValueRef::Real(x) if x.is_nan() => out.push_str("\"NaN\""),
+        ValueRef::Real(x) if x.is_infinite() => out.push_str(if x > 0.0 { "\"Infinity\"" } else { "\"-Infinity\"" }),
+        ValueRef::Real(x) => out.push_str(&serde_json::Number::from_f64(x).expect("finite").to_string()),
+        ValueRef::Text(t) => {
+            out.push_str(&serde_json::Value::String(String::from_utf8_lossy(t).into_owned()).to_string())
+        }
+        ValueRef::Blob(b) => {
+            out.push('"');
+            for byte in b {
+                let _ = write!(out, "{byte:02x}");
+            }
+            out.push('"');
+        }
     }
 }

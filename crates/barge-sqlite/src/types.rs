@@ -9,7 +9,7 @@
 //! | declared type (examples) | [`Family`] | Arrow | stored by barge as |
 //! |---|---|---|---|
 //! | INTEGER, INT, BIGINT, SMALLINT, TINYINT | Integer | Int64 | INTEGER |
-//! | REAL, DOUBLE, FLOAT | Real | Float64 | REAL |
+//! | REAL, DOUBLE, FLOAT | Real | Float64 | REAL; NaN as the text `NaN` (SQLite would store a NaN REAL as NULL) |
 //! | TEXT, VARCHAR(n), CHAR(n), CLOB, JSON, UUID | Text | Utf8 | TEXT |
 //! | BLOB, no declared type | Blob | Binary (other storage classes are refused, not converted) | BLOB |
 //! | BOOLEAN, BOOL | Boolean | Boolean (from 0/1) | INTEGER 0/1 |
@@ -20,8 +20,10 @@
 //! | DATETIME, TIMESTAMP | DateTime | Timestamp(µs) | TEXT `YYYY-MM-DD HH:MM:SS[.ffffff]`; integers read as Unix seconds |
 //! | TIMESTAMPTZ, TIMESTAMP WITH TIME ZONE | DateTimeTz | Timestamp(µs, +00:00) | TEXT `…+00:00` |
 //! | TIME | Time | Time64(µs) | TEXT `HH:MM:SS[.ffffff]` |
+//! | INTERVAL | Interval | Interval(MonthDayNano) | TEXT `M months D days S seconds` (PostgreSQL reads it as is) |
+//! | T_ARRAY for any T above (e.g. `BIGINT_ARRAY`, `DECIMAL_ARRAY(12,2)`) | List | List(T) | TEXT: a JSON array; numbers as numbers, NaN/±Infinity, decimals, times and intervals as strings, blobs as hex strings |
 
-use arrow_schema::{DataType, TimeUnit};
+use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
 use barge_core::{Error, Result, TargetColumn};
 
 /// How barge reads and writes a column, before type parameters.
@@ -38,6 +40,7 @@ pub enum Family {
     DateTime,
     DateTimeTz,
     Time,
+    Interval,
 }
 
 /// Declared type names (upper case, parameters removed, spaces collapsed) and their family.
@@ -79,22 +82,32 @@ pub const DECLARED_TYPES: &[(&str, Family)] = &[
     ("TIMESTAMPTZ", Family::DateTimeTz),
     ("TIMESTAMP WITH TIME ZONE", Family::DateTimeTz),
     ("TIME", Family::Time),
+    ("INTERVAL", Family::Interval),
 ];
 
+/// Suffix of a declared list type: `BIGINT_ARRAY` holds JSON arrays of BIGINT values.
+pub const ARRAY_SUFFIX: &str = "_ARRAY";
+
 /// A declared type resolved to what barge reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     Integer,
     Real,
     Text,
     Blob,
     Boolean,
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     NumericText,
     Date,
     DateTime,
     DateTimeTz,
     Time,
+    Interval,
+    /// A JSON array of the element kind (never itself a list).
+    List(Box<Kind>),
 }
 
 /// Timestamps with a zone are normalised to UTC and labelled with this offset.
@@ -103,18 +116,20 @@ pub const UTC: &str = "+00:00";
 const MAX_NUMERIC_AFFINITY_DIGITS: u8 = 15;
 
 impl Kind {
-    pub fn arrow(self) -> DataType {
+    pub fn arrow(&self) -> DataType {
         match self {
             Kind::Integer => DataType::Int64,
             Kind::Real => DataType::Float64,
             Kind::Text | Kind::NumericText => DataType::Utf8,
             Kind::Blob => DataType::Binary,
             Kind::Boolean => DataType::Boolean,
-            Kind::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+            Kind::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
             Kind::Date => DataType::Date32,
             Kind::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
             Kind::DateTimeTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
             Kind::Time => DataType::Time64(TimeUnit::Microsecond),
+            Kind::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
+            Kind::List(element) => DataType::List(Field::new("item", element.arrow(), true).into()),
         }
     }
 }
@@ -127,6 +142,21 @@ pub fn kind_of(declared: &str, table: &str, column: &str) -> Result<Kind> {
         None => (upper.as_str(), None),
     };
     let base = base.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(element) = base.strip_suffix(ARRAY_SUFFIX) {
+        let element_declared = match params {
+            Some(p) => format!("{element}({p})"),
+            None => element.to_string(),
+        };
+        return match kind_of(&element_declared, table, column)? {
+            Kind::List(_) => Err(Error::UnsupportedType {
+                table: table.into(),
+                column: column.into(),
+                type_name: declared.into(),
+                reason: Some("lists of lists are not supported".into()),
+            }),
+            element => Ok(Kind::List(Box::new(element))),
+        };
+    }
     let family = DECLARED_TYPES.iter().find(|(name, _)| *name == base).map_or_else(|| affinity(&base), |(_, f)| *f);
     let unsupported = |reason: &str| Error::UnsupportedType {
         table: table.into(),
@@ -145,6 +175,7 @@ pub fn kind_of(declared: &str, table: &str, column: &str) -> Result<Kind> {
         Family::DateTime => Kind::DateTime,
         Family::DateTimeTz => Kind::DateTimeTz,
         Family::Time => Kind::Time,
+        Family::Interval => Kind::Interval,
         Family::Decimal => match params {
             None => Kind::NumericText,
             Some(params) => {
@@ -198,6 +229,18 @@ pub fn column_for_arrow(data_type: &DataType) -> Option<TargetColumn> {
         Timestamp(_, None) => "DATETIME".into(),
         Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
         Time32(_) | Time64(_) => "TIME".into(),
+        Interval(_) => "INTERVAL".into(),
+        List(item) | LargeList(item) => {
+            let element = column_for_arrow(item.data_type())?.native_type;
+            if element.contains(ARRAY_SUFFIX) {
+                return None; // one level only
+            }
+            // DECIMAL(12,2) → DECIMAL_ARRAY(12,2): the parameters stay at the end.
+            match element.split_once('(') {
+                Some((name, params)) => format!("{name}{ARRAY_SUFFIX}({params}"),
+                None => format!("{element}{ARRAY_SUFFIX}"),
+            }
+        }
         _ => return None,
     };
     let read_back = kind_of(&declared, "", "").ok()?.arrow();
@@ -245,6 +288,10 @@ mod tests {
             Timestamp(TimeUnit::Microsecond, None),
             Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
             Time64(TimeUnit::Microsecond),
+            Interval(IntervalUnit::MonthDayNano),
+            List(Field::new("item", Int64, true).into()),
+            List(Field::new("item", Decimal128(30, 4), true).into()),
+            List(Field::new("item", Timestamp(TimeUnit::Microsecond, Some(UTC.into())), true).into()),
         ] {
             assert_eq!(column_for_arrow(&t).unwrap().read_back, t);
         }

@@ -17,7 +17,7 @@ use crate::{Db, read_all};
 fn samples(declared: &str) -> &'static [&'static str] {
     match barge_sqlite::types::kind_of(declared, "t", "c").unwrap() {
         barge_sqlite::types::Kind::Integer => &["0", "-9223372036854775808", "9223372036854775807"],
-        barge_sqlite::types::Kind::Real => &["0.0", "-1.5e300", "9e999", "-9e999", "3.141592653589793"],
+        barge_sqlite::types::Kind::Real => &["0.0", "-1.5e300", "9e999", "-9e999", "3.141592653589793", "'NaN'"],
         barge_sqlite::types::Kind::Text => &["''", "'héllo'", "'日本 🚀'", "' padded  '"],
         barge_sqlite::types::Kind::Blob => &["x''", "x'00ff'"],
         barge_sqlite::types::Kind::Boolean => &["0", "1"],
@@ -28,8 +28,34 @@ fn samples(declared: &str) -> &'static [&'static str] {
             &["'1970-01-01 00:00:00'", "'2024-02-29 13:45:10.123456'", "'1900-06-01T00:00:00Z'"]
         }
         barge_sqlite::types::Kind::Time => &["'00:00:00'", "'23:59:59.999999'", "'12:30'"],
+        barge_sqlite::types::Kind::Interval => {
+            &["'1 months 2 days 3.5 seconds'", "'-14 months 0 days -0.000001 seconds'", "'0 months 0 days 0 seconds'"]
+        }
+        barge_sqlite::types::Kind::List(_) => match declared {
+            "BIGINT_ARRAY" => &["'[1, null, -9223372036854775808]'", "'[]'"],
+            "DOUBLE_ARRAY" => &["'[1.5, \"NaN\", \"-Infinity\", 2]'"],
+            "TEXT_ARRAY" => &["'[\"a\", \"日本 \\\"q\\\"\", \"\"]'"],
+            "DECIMAL_ARRAY(12,2)" => &["'[\"12.30\", \"-0.01\", null]'"],
+            "BLOB_ARRAY" => &["'[\"00ff\", \"\"]'"],
+            "BOOLEAN_ARRAY" => &["'[1, 0, null]'"],
+            "TIMESTAMPTZ_ARRAY" => &["'[\"2024-01-01 00:00:00.5+00:00\"]'"],
+            "INTERVAL_ARRAY" => &["'[\"1 months 0 days 0 seconds\"]'"],
+            other => panic!("no samples for {other}"),
+        },
     }
 }
+
+/// List types (not in the mapping table: any element type with the `_ARRAY` suffix).
+const ARRAY_TYPES: &[&str] = &[
+    "BIGINT_ARRAY",
+    "DOUBLE_ARRAY",
+    "TEXT_ARRAY",
+    "DECIMAL_ARRAY(12,2)",
+    "BLOB_ARRAY",
+    "BOOLEAN_ARRAY",
+    "TIMESTAMPTZ_ARRAY",
+    "INTERVAL_ARRAY",
+];
 
 fn strip_engine_metadata(batch: &RecordBatch) -> RecordBatch {
     let fields: Vec<Field> =
@@ -39,9 +65,9 @@ fn strip_engine_metadata(batch: &RecordBatch) -> RecordBatch {
 
 #[test]
 fn every_mapping_row_round_trips_through_arrow() {
-    for (declared, _) in DECLARED_TYPES {
+    for declared in DECLARED_TYPES.iter().map(|(d, _)| *d).chain(ARRAY_TYPES.iter().copied()) {
         // DECIMAL needs parameters to be a decimal; without them it is numeric text.
-        let declared = if matches!(*declared, "DECIMAL" | "NUMERIC" | "DECIMAL_TEXT") {
+        let declared = if matches!(declared, "DECIMAL" | "NUMERIC" | "DECIMAL_TEXT") {
             format!("{declared}(9,2)")
         } else {
             declared.to_string()
