@@ -32,6 +32,9 @@ pub const META_NATIVE_TYPE: &str = "barge.native_type";
 /// Field metadata key marking a column whose values the database generates (identity, serial,
 /// AUTOINCREMENT): a target recreates the generator and starts it after the largest copied value.
 pub const META_IDENTITY: &str = "barge.identity";
+/// Field metadata key holding a column default that every engine understands: a literal as
+/// [`types::portable_default`] normalises it.
+pub const META_DEFAULT: &str = "barge.default";
 /// Field metadata key naming the engine that declared [`META_NATIVE_TYPE`], so that a target of the
 /// same engine can keep the native type instead of going through the Arrow mapping.
 pub const META_ENGINE: &str = "barge.engine";

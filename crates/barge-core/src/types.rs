@@ -141,6 +141,38 @@ pub fn fidelity(from: &DataType, to: &DataType) -> Fidelity {
     }
 }
 
+/// A column default as a literal every engine accepts (a number, a single-quoted string, TRUE or
+/// FALSE), from a default expression as an engine prints it (`'pending'::character varying`,
+/// `0`, `(1.5)`). `None` for anything else (functions, `CURRENT_TIMESTAMP`, NULL, expressions),
+/// which a target would interpret differently or not at all.
+pub fn portable_default(expression: &str) -> Option<String> {
+    let mut e = expression.trim();
+    while let Some(inner) = e.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
+        e = inner.trim();
+    }
+    // A trailing cast to a named type (PostgreSQL prints literals that way) does not change the value.
+    if let Some(at) = e.rfind("::") {
+        if e[at + 2..].chars().all(|c| c.is_ascii_alphanumeric() || " _\"()[],".contains(c)) {
+            e = e[..at].trim();
+        }
+    }
+    let number = e.strip_prefix('-').unwrap_or(e);
+    let numeric = !number.is_empty()
+        && number.chars().filter(|c| *c == '.').count() <= 1
+        && number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number.chars().any(|c| c.is_ascii_digit());
+    if numeric {
+        return Some(e.to_string());
+    }
+    if e.eq_ignore_ascii_case("true") || e.eq_ignore_ascii_case("false") {
+        return Some(e.to_ascii_uppercase());
+    }
+    let quoted = e.strip_prefix('\'')?.strip_suffix('\'')?;
+    // Inside, quotes come doubled; a lone quote would mean this was not one literal.
+    let unescaped = quoted.replace("''", "");
+    (!unescaped.contains('\'')).then(|| format!("'{quoted}'"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +203,20 @@ mod tests {
         assert!(matches!(fidelity(&naive, &utc), Fidelity::Lossy(_)));
         assert_eq!(fidelity(&Timestamp(TimeUnit::Second, None), &naive), Fidelity::Exact);
         assert!(matches!(fidelity(&Timestamp(TimeUnit::Nanosecond, None), &naive), Fidelity::Lossy(_)));
+    }
+
+    #[test]
+    fn only_literal_defaults_are_portable() {
+        assert_eq!(portable_default("'pending'::character varying").as_deref(), Some("'pending'"));
+        assert_eq!(portable_default("'it''s'::text").as_deref(), Some("'it''s'"));
+        assert_eq!(portable_default("0").as_deref(), Some("0"));
+        assert_eq!(portable_default("(-1.5)").as_deref(), Some("-1.5"));
+        assert_eq!(portable_default("'0'::numeric").as_deref(), Some("'0'"));
+        assert_eq!(portable_default("true").as_deref(), Some("TRUE"));
+        for not_portable in ["now()", "CURRENT_TIMESTAMP", "nextval('s'::regclass)", "NULL", "1 + 1", "'a' || 'b'", ""]
+        {
+            assert_eq!(portable_default(not_portable), None, "{not_portable}");
+        }
     }
 
     #[test]

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema};
+use barge_core::types::portable_default;
 use barge_core::{
-    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, META_ENGINE, META_IDENTITY, META_NATIVE_TYPE,
-    Result, Scalar, TableInfo,
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, META_DEFAULT, META_ENGINE, META_IDENTITY,
+    META_NATIVE_TYPE, Result, Scalar, TableInfo,
 };
 use futures_util::StreamExt;
 use tokio_postgres::Client;
@@ -157,7 +158,8 @@ SELECT a.attname,
        -- int2vector subscripts start at 0: take the ordinality instead of array_position.
        coalesce((SELECT k.ord FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) WHERE k.attnum = a.attnum), 0)::int4
          AS pk_position,
-       a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false) AS generated
+       a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false) AS generated,
+       pg_get_expr(d.adbin, d.adrelid) AS default_expression
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -240,6 +242,8 @@ impl barge_core::Source for PgSource {
                     HashMap::from([(META_NATIVE_TYPE.to_string(), sql_type), (META_ENGINE.to_string(), ENGINE.into())]);
                 if row.get::<_, bool>(5) {
                     metadata.insert(META_IDENTITY.to_string(), "true".to_string());
+                } else if let Some(literal) = row.get::<_, Option<String>>(6).as_deref().and_then(portable_default) {
+                    metadata.insert(META_DEFAULT.to_string(), literal);
                 }
                 let not_null: bool = row.get(3);
                 fields.push(Field::new(column, resolved.arrow(), !not_null).with_metadata(metadata));

@@ -12,9 +12,10 @@ use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
 use arrow_schema::{DataType, FieldRef};
 use arrow_schema::{Field, Schema};
 use barge_core::model::display_key;
+use barge_core::types::portable_default;
 use barge_core::{
-    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, META_ENGINE, META_IDENTITY, META_NATIVE_TYPE,
-    Result, Scalar, TableInfo,
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, META_DEFAULT, META_ENGINE, META_IDENTITY,
+    META_NATIVE_TYPE, Result, Scalar, TableInfo,
 };
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
@@ -173,17 +174,26 @@ impl barge_core::Source for SqliteSource {
                 .map_err(sqlite_err("describing a table"))?;
             let columns = stmt
                 .query_map([], |r| {
-                    Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?, r.get::<_, i64>(5)?))
+                    Ok((
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, bool>(3)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
                 })
                 .map_err(sqlite_err("describing a table"))?
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(sqlite_err("describing a table"))?;
             let mut fields = Vec::with_capacity(columns.len());
             let mut key: Vec<(usize, usize)> = Vec::new();
-            for (i, (column, declared, not_null, pk_position)) in columns.into_iter().enumerate() {
+            for (i, (column, declared, not_null, pk_position, default)) in columns.into_iter().enumerate() {
                 let kind = kind_of(&declared, name, &column)?;
-                let metadata =
+                let mut metadata =
                     HashMap::from([(META_NATIVE_TYPE.to_string(), declared), (META_ENGINE.to_string(), ENGINE.into())]);
+                if let Some(literal) = default.as_deref().and_then(portable_default) {
+                    metadata.insert(META_DEFAULT.to_string(), literal);
+                }
                 // SQLite lets primary-key columns hold NULL unless declared NOT NULL; Arrow nullability
                 // follows the declaration, not the key.
                 fields.push(Field::new(column, kind.arrow(), !not_null).with_metadata(metadata));

@@ -8,7 +8,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
-use barge_core::{Encoded, Error, META_ENGINE, META_NATIVE_TYPE, Result, TableWriter, TargetColumn};
+use barge_core::{Encoded, Error, META_DEFAULT, META_ENGINE, META_NATIVE_TYPE, Result, TableWriter, TargetColumn};
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
@@ -96,7 +96,8 @@ impl barge_core::Target for SqliteTarget {
             .iter()
             .map(|(field, column)| {
                 let not_null = if field.is_nullable() { "" } else { " NOT NULL" };
-                format!("{} {}{not_null}", quote(field.name()), column.native_type)
+                let default = field.metadata().get(META_DEFAULT).map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+                format!("{} {}{not_null}{default}", quote(field.name()), column.native_type)
             })
             .collect();
         if !key.is_empty() {

@@ -139,11 +139,12 @@ fn tls_is_negotiated_when_required_and_verified_when_asked() {
     let src = dir.url("s.db");
     // The local server has TLS on with a self-signed certificate: `require` encrypts without
     // verifying (libpq's meaning) …
-    let run = barge(&["copy", "--from", &src, "--to", &format!("{}?sslmode=require", pg.url()), "--json"]);
+    let run =
+        barge(&["copy", "--from", &src, "--to", &pg.url().replace("sslmode=disable", "sslmode=require"), "--json"]);
     run.assert_code(0);
     assert_eq!(run.json()["ok"], true);
     // … and `verify-full` refuses a certificate no CA vouches for.
-    let run = barge(&["verify", "--from", &src, "--to", &format!("{}?sslmode=verify-full", pg.url())]);
+    let run = barge(&["verify", "--from", &src, "--to", &pg.url().replace("sslmode=disable", "sslmode=verify-full")]);
     run.assert_code(1);
     assert!(run.stderr.to_lowercase().contains("certificate"), "{}", run.stderr);
 }
@@ -230,4 +231,50 @@ fn every_postgres_type_round_trips_through_sqlite_and_directly() {
             .clone()
     };
     assert_eq!(types(&direct), types(&origin));
+}
+
+#[test]
+fn portable_defaults_travel_and_others_are_left_behind() {
+    let (from, to, dir) = (PgDb::new("defsrc"), PgDb::new("defdst"), Dir::new());
+    from.sql(
+        "CREATE TABLE d (id int PRIMARY KEY, status varchar(10) DEFAULT 'new', qty int DEFAULT 1,
+                         ok boolean DEFAULT true, quote text DEFAULT 'it''s', at timestamptz DEFAULT now());
+         INSERT INTO d (id) VALUES (1);",
+    );
+    barge(&["copy", "--from", &from.url(), "--to", &to.url()]).assert_code(0);
+    barge(&["copy", "--from", &from.url(), "--to", &dir.url("d.db")]).assert_code(0);
+    let defaults = to.sql(
+        "SELECT string_agg(column_name || '=' || coalesce(column_default, '-'), ', ' ORDER BY ordinal_position)
+         FROM information_schema.columns WHERE table_name = 'd'",
+    );
+    assert_eq!(
+        defaults[0][0].as_deref(),
+        Some("id=-, status='new'::character varying, qty=1, ok=true, quote='it''s'::text, at=-")
+    );
+    dir.sql("d.db", "INSERT INTO d (id) VALUES (2);");
+    let row: (String, i64, i64, String) = dir
+        .conn("d.db")
+        .query_row("SELECT status, qty, ok, quote FROM d WHERE id = 2", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap();
+    assert_eq!(row, ("new".to_string(), 1, 1, "it's".to_string()));
+}
+
+#[test]
+fn quoted_identifiers_survive_every_hop() {
+    let (from, to, dir) = (PgDb::new("quotedsrc"), PgDb::new("quoteddst"), Dir::new());
+    from.sql(
+        r#"CREATE TABLE "Order ""Lines""" ("select" int, "Line No" int, "ünï cödé" text, PRIMARY KEY ("select", "Line No"));
+           CREATE INDEX "idx ""odd""" ON "Order ""Lines""" ("ünï cödé");
+           INSERT INTO "Order ""Lines""" SELECT g / 10, g % 10, 'v' || g FROM generate_series(1, 5000) g;"#,
+    );
+    for to in [to.url(), dir.url("q.db")] {
+        let run = barge(&["copy", "--from", &from.url(), "--to", &to, "--partitions", "4", "--json"]);
+        run.assert_code(0);
+        assert_eq!(table(&run.json(), r#"Order "Lines""#)["verified"], true, "{to}");
+    }
+    let back = PgDb::new("quotedback");
+    barge(&["copy", "--from", &dir.url("q.db"), "--to", &back.url()]).assert_code(0);
+    barge(&["verify", "--from", &from.url(), "--to", &back.url()]).assert_code(0);
 }

@@ -51,8 +51,9 @@ impl TestDb {
         TestDb { name }
     }
 
+    /// The database's URL, over a plain connection.
     pub fn url(&self) -> String {
-        format!("{}/{}", server(), self.name)
+        format!("{}/{}?sslmode=disable", server(), self.name)
     }
 
     /// Runs SQL; returns the first column of every row it produced.
