@@ -80,8 +80,12 @@ fi
 # --- PostgreSQL → PostgreSQL -------------------------------------------------------------------
 pg=${BARGE_BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 pg_host_args=(-h 127.0.0.1 -p 5432 -U postgres -q)
+# Every PostgreSQL measurement starts from a checkpoint, so that flushing the previous run's WAL
+# (each copy writes ~2x the table) does not land on whichever command runs next.
+pg_settle() { psql "${pg_host_args[@]}" -d postgres -c "CHECKPOINT" >/dev/null; }
 pg_raw() {
   psql "${pg_host_args[@]}" -d barge_bench_dst -c "TRUNCATE orders" >/dev/null
+  pg_settle
   local start end
   start=$(date +%s.%N)
   psql "${pg_host_args[@]}" -d barge_bench_src -c "COPY orders TO STDOUT (FORMAT binary)" \
@@ -91,6 +95,7 @@ pg_raw() {
 }
 pg_barge() {
   psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null
+  pg_settle
   timed_barge copy --from "$pg/barge_bench_src" --to "$pg/barge_bench_copy" --table orders "$@"
 }
 pg_nv() { pg_barge --no-verify; }
@@ -103,6 +108,8 @@ if [ "$what" = postgres ] || [ "$what" = all ]; then
   done
   echo "postgres: generating $rows rows" >&2
   psql "${pg_host_args[@]}" -d barge_bench_src -v rows="$rows" -f benches/sql/orders_postgres.sql >/dev/null 2>&1
+  # Settle the new table (visibility map, statistics) so autovacuum does not wake during a round.
+  psql "${pg_host_args[@]}" -d barge_bench_src -c "VACUUM ANALYZE orders" >/dev/null
   pg_dump -h 127.0.0.1 -p 5432 -U postgres -s -t orders barge_bench_src | psql "${pg_host_args[@]}" -d barge_bench_dst >/dev/null
   echo "postgres_rows=$rows"
   echo "postgres_table_mb=$(psql "${pg_host_args[@]}" -d barge_bench_src -Atc "SELECT pg_table_size('orders') / 1048576")"

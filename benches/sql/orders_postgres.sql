@@ -23,4 +23,4 @@ SELECT g,
        g % 4 <> 0,
        CASE WHEN g % 5 = 0 THEN 'note ' || g || ' — ünïcødé ✓' ELSE NULL END
 FROM generate_series(1::bigint, :rows) g;
-ANALYZE orders;
+
