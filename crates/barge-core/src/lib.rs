@@ -11,6 +11,7 @@
 //! * [`model`]: tables, keys, key ranges, scalars.
 //! * [`engine`]: the [`Source`], [`Target`] and [`EngineFactory`] traits an engine crate implements.
 //! * [`types`]: whether moving a value of one Arrow type into another is exact, lossy or impossible.
+//! * [`text`]: canonical text forms of temporal and decimal values, for engines that speak text.
 //! * [`error`]: one error enum whose variants are failures a user can act on.
 //! * [`url`]: connection-URL helpers that never let a password escape.
 //!
@@ -20,6 +21,7 @@
 pub mod engine;
 pub mod error;
 pub mod model;
+pub mod text;
 pub mod types;
 pub mod url;
 

@@ -57,7 +57,7 @@ impl Rng {
 
 fn timestamp(seconds_since_2024: i64, micros: i64) -> String {
     let mut out = String::with_capacity(26);
-    crate::codec::format_datetime((EPOCH_2024 + seconds_since_2024) * 1_000_000 + micros, false, &mut out);
+    barge_core::text::format_datetime((EPOCH_2024 + seconds_since_2024) * 1_000_000 + micros, false, &mut out);
     out
 }
 
@@ -164,7 +164,7 @@ pub fn create_demo_source(path: &Path, rows: u64) -> Result<DemoTables> {
             let note = rng.chance(15).then(|| rng.pick(NOTES));
             let receipt = rng.chance(5).then(|| (0..32).map(|_| rng.below(256) as u8).collect::<Vec<u8>>());
             let mut ordered_on = String::with_capacity(10);
-            crate::codec::format_date(i32::try_from((EPOCH_2024 + created) / 86_400).unwrap_or(0), &mut ordered_on);
+            barge_core::text::format_date(i32::try_from((EPOCH_2024 + created) / 86_400).unwrap_or(0), &mut ordered_on);
             insert
                 .execute(params![
                     id as i64,

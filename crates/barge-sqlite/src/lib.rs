@@ -10,7 +10,6 @@
 //! URLs: `sqlite://relative/path.db` or `sqlite:///absolute/path.db`. Type mapping: [`types`].
 //! Tables without a primary key are ranged over by `rowid`.
 
-pub mod codec;
 pub mod demo;
 mod source;
 mod sql;

@@ -20,10 +20,10 @@ use barge_core::{
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::codec;
 use crate::sql::{self, quote};
 use crate::types::{Kind, UTC, kind_of};
 use crate::{ENGINE, sqlite_err};
+use barge_core::text as codec;
 
 /// The physical row locator ranged over for tables without a primary key.
 const ROWID: &str = "rowid";

@@ -14,7 +14,8 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 
 use crate::sql::quote;
 use crate::types::{column_for_arrow, kind_of};
-use crate::{ENGINE, codec, sqlite_err};
+use crate::{ENGINE, sqlite_err};
+use barge_core::text as codec;
 
 /// Rows per INSERT statement. Multi-row VALUES amortise per-statement overhead; 25, 100 and 400
 /// measured within noise of each other (1.27–1.39 s per 1M demo orders), so 100 keeps statements

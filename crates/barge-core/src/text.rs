@@ -1,8 +1,11 @@
-//! Text forms of dates, times, timestamps and decimals as SQLite stores them. Parsing accepts the
-//! forms SQLite's own date functions accept (`T` or space, optional seconds and fraction, `Z` or a
-//! `±HH:MM` offset); formatting writes one canonical form, so that text keys sort chronologically.
+//! Text forms of dates, times, timestamps, intervals and decimals, shared by engines that move
+//! values as text (SQLite storage, MySQL's text protocol and LOAD DATA). Parsing accepts the common
+//! ISO forms (`T` or space, optional seconds and fraction, `Z` or a `±HH:MM` offset); formatting
+//! writes one canonical form, so that text keys sort chronologically. Pure functions, no I/O.
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
+/// The offset written after zoned timestamps (values are normalised to UTC).
+pub const UTC_OFFSET: &str = "+00:00";
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
 /// Days since 1970-01-01 of a proleptic Gregorian date, or `None` for an invalid date
@@ -189,7 +192,7 @@ pub fn format_datetime(micros: i64, zoned: bool, out: &mut String) {
     out.push(' ');
     format_time(micros.rem_euclid(MICROS_PER_DAY), out);
     if zoned {
-        out.push_str(crate::types::UTC);
+        out.push_str(UTC_OFFSET);
     }
 }
 
