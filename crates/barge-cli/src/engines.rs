@@ -5,7 +5,7 @@ use barge_core::{EngineFactory, Error, Result};
 
 /// Every registered engine.
 pub fn registered() -> Vec<&'static dyn EngineFactory> {
-    vec![&barge_sqlite::SqliteEngine, &barge_postgres::PgEngine]
+    vec![&barge_sqlite::SqliteEngine, &barge_postgres::PgEngine, &barge_mysql::MyEngine]
 }
 
 /// The engine whose scheme starts `url`.

@@ -425,10 +425,14 @@ impl<'a> Binder<'a> {
         }
         Ok(match self {
             Binder::Int(_, get) => ValueRef::Integer(get(row)),
-            Binder::UInt64(a) => ValueRef::Integer(
-                i64::try_from(a.value(row))
-                    .map_err(|_| format!("{} does not fit SQLite's 64-bit signed INTEGER", a.value(row)))?,
-            ),
+            // Above 2^63 the value goes as exact decimal text (UInt64 columns are DECIMAL_TEXT(20,0)).
+            Binder::UInt64(a) => match i64::try_from(a.value(row)) {
+                Ok(v) => ValueRef::Integer(v),
+                Err(_) => {
+                    buf.push_str(&a.value(row).to_string());
+                    ValueRef::Text(buf.as_bytes())
+                }
+            },
             // SQLite stores a bound NaN as NULL; the text 'NaN' survives in a REAL column.
             Binder::Float(_, get) if get(row).is_nan() => ValueRef::Text(b"NaN"),
             Binder::Float(_, get) => ValueRef::Real(get(row)),

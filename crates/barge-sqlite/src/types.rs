@@ -213,7 +213,9 @@ fn affinity(name: &str) -> Family {
 pub fn column_for_arrow(data_type: &DataType) -> Option<TargetColumn> {
     use DataType::*;
     let declared = match data_type {
-        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => "INTEGER".to_string(),
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 => "INTEGER".to_string(),
+        // Above 2^63 SQLite's INTEGER overflows and NUMERIC affinity rounds: exact text instead.
+        UInt64 => "DECIMAL_TEXT(20,0)".to_string(),
         Float16 | Float32 | Float64 => "REAL".into(),
         Boolean => "BOOLEAN".into(),
         Utf8 | LargeUtf8 | Utf8View => "TEXT".into(),

@@ -195,8 +195,15 @@ impl<'a> Column<'a> {
                 out.extend_from_slice(&canonical_float_bits(get(i)).to_le_bytes());
             }
             Accessor::Decimal(get, scale) => {
-                out.push(TAG_DECIMAL);
                 let (mantissa, exponent) = normalise_decimal(get(i), *scale);
+                // A whole number is an integer, whichever column holds it: MySQL's bigint unsigned
+                // lands in PostgreSQL's numeric(20,0).
+                if let Some(integer) = integral(mantissa, exponent) {
+                    out.push(TAG_INT);
+                    out.extend_from_slice(&integer.to_le_bytes());
+                    return;
+                }
+                out.push(TAG_DECIMAL);
                 out.extend_from_slice(&exponent.to_le_bytes());
                 let bytes = mantissa.to_be_bytes();
                 let minimal = minimal_twos_complement(&bytes);
@@ -328,6 +335,15 @@ fn normalise_decimal(mut mantissa: i256, scale: i8) -> (i256, i32) {
     (mantissa, exponent)
 }
 
+/// The integer `m × 10^e` equals, when `e ≥ 0` and it fits an i128.
+fn integral(mantissa: i256, exponent: i32) -> Option<i128> {
+    if exponent < 0 {
+        return None;
+    }
+    let scaled = mantissa.checked_mul(i256::from_i128(10).checked_pow(u32::try_from(exponent).ok()?)?)?;
+    scaled.to_i128()
+}
+
 fn minimal_twos_complement(bytes: &[u8]) -> &[u8] {
     let mut start = 0;
     while start + 1 < bytes.len() {
@@ -433,6 +449,17 @@ mod tests {
         assert_eq!(bytes_of(Arc::new(a)), bytes_of(Arc::new(b)));
         let c = Decimal128Array::from(vec![124]).with_precision_and_scale(10, 1).unwrap();
         assert_ne!(bytes_of(Arc::new(c)), bytes_of(Arc::new(Decimal128Array::from(vec![123]))));
+    }
+
+    #[test]
+    fn whole_decimals_hash_as_the_integers_they_equal() {
+        let unsigned = bytes_of(Arc::new(arrow_array::UInt64Array::from(vec![u64::MAX])));
+        let numeric = Decimal128Array::from(vec![i128::from(u64::MAX)]).with_precision_and_scale(20, 0).unwrap();
+        assert_eq!(unsigned, bytes_of(Arc::new(numeric)));
+        let scaled = Decimal128Array::from(vec![1200]).with_precision_and_scale(6, 2).unwrap();
+        assert_eq!(bytes_of(Arc::new(scaled)), bytes_of(Arc::new(Int64Array::from(vec![12]))));
+        let fraction = Decimal128Array::from(vec![1250]).with_precision_and_scale(6, 2).unwrap();
+        assert_ne!(bytes_of(Arc::new(fraction)), bytes_of(Arc::new(Int64Array::from(vec![12]))));
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! | `0x01` | boolean | Boolean | one byte, 0 or 1 |
 //! | `0x02` | integer | Int8…Int64, UInt8…UInt64 | i128, little-endian (every width encodes alike) |
 //! | `0x03` | float | Float16/32/64 | f64 bits, little-endian; `-0.0` → `0.0`, every NaN → `0x7ff8000000000000`; f32 widened exactly |
-//! | `0x04` | decimal | Decimal32/64/128/256 | value = m × 10^e with trailing zeros of m removed (0 is m=0, e=0): e as i32 LE, then m's minimal big-endian two's-complement bytes preceded by their count (u8); so `12.30` (scale 2) = `12.3` (scale 1) |
+//! | `0x04` | decimal | Decimal32/64/128/256 | value = m × 10^e with trailing zeros of m removed (0 is m=0, e=0): e as i32 LE, then m's minimal big-endian two's-complement bytes preceded by their count (u8); so `12.30` (scale 2) = `12.3` (scale 1). A decimal whose value is a whole number that fits an i128 is encoded as that integer (`0x02`), so `numeric(20,0)` 42 = `bigint` 42 |
 //! | `0x05` | text | Utf8, LargeUtf8, Utf8View | length (u64 LE) + UTF-8 bytes, as stored (no trimming, no case folding) |
 //! | `0x06` | bytes | Binary, LargeBinary, BinaryView, FixedSizeBinary | length (u64 LE) + bytes |
 //! | `0x07` | date | Date32, Date64 | days since 1970-01-01, i32 LE |

@@ -1,0 +1,180 @@
+//! URLs and connections. Every connection lives on a private current-thread runtime owned by the
+//! thread that uses it (readers, writers, catalog queries), as in barge-postgres: the driver's I/O
+//! never hops threads, and decoding happens outside `block_on`.
+
+use barge_core::url::{redact, split_scheme};
+use barge_core::{Error, Result};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder};
+use tokio::runtime::Runtime;
+
+/// Session settings: UTC for TIMESTAMP columns, utf8mb4 for 4-byte UTF-8.
+const SESSION_SETUP: &[&str] = &["SET time_zone = '+00:00'", "SET NAMES utf8mb4 COLLATE utf8mb4_bin"];
+
+/// A parsed `mysql://` URL.
+#[derive(Clone)]
+pub struct MyUrl {
+    pub opts: Opts,
+    pub database: String,
+    /// Whether writers may use LOAD DATA LOCAL INFILE (`?local_infile=false` forces INSERTs).
+    pub local_infile: bool,
+    /// The URL with its password redacted.
+    pub display: String,
+}
+
+/// Only the redacted form: the options hold the password.
+impl std::fmt::Debug for MyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses `mysql://user:pass@host:port/database` (or `mariadb://`).
+pub fn parse_url(url: &str) -> Result<MyUrl> {
+    let display = redact(url);
+    let invalid = |reason: &str| Error::InvalidUrl { url: display.clone(), reason: reason.into() };
+    let (scheme, rest) = split_scheme(url)?;
+    if scheme != "mysql" && scheme != "mariadb" {
+        return Err(invalid("expected mysql:// or mariadb://"));
+    }
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut local_infile = true;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("local_infile", "true" | "1")) => local_infile = true,
+            Some(("local_infile", "false" | "0")) => local_infile = false,
+            _ => return Err(invalid("unknown URL parameter (supported: local_infile=true|false)")),
+        }
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let database = percent_decode(path);
+    if database.is_empty() || database.contains('/') {
+        return Err(invalid("no database name: use mysql://user@host:port/DATABASE"));
+    }
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((user, pass)) => (percent_decode(user), Some(percent_decode(pass))),
+            None => (percent_decode(u), None),
+        },
+        None => ("root".to_string(), None),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| invalid("the port must be a number"))?),
+        None => (hostport, 3306),
+    };
+    let host = if host.is_empty() { "localhost" } else { host };
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(password.or_else(|| std::env::var("MYSQL_PWD").ok()))
+        .db_name(Some(database.clone()))
+        // The driver would otherwise switch 127.0.0.1 to the Unix socket behind the user's back.
+        .prefer_socket(false)
+        .init(SESSION_SETUP.to_vec());
+    Ok(MyUrl { opts: opts.into(), database, local_infile, display })
+}
+
+/// A connection driven by a private current-thread runtime on the calling thread.
+pub struct LocalConn {
+    // Declared first so it drops before the runtime that drives it.
+    pub conn: Conn,
+    pub rt: Runtime,
+}
+
+pub fn describe(e: &mysql_async::Error) -> String {
+    e.to_string()
+}
+
+/// Maps a driver error with what barge was doing.
+pub fn my_err(context: &'static str) -> impl FnOnce(mysql_async::Error) -> Error {
+    move |e| Error::engine(context, describe(&e))
+}
+
+/// Opens a session. Problems name the server (password redacted), never the password.
+pub fn connect(url: &MyUrl) -> Result<LocalConn> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::engine("starting a connection runtime", e))?;
+    let conn = rt
+        .block_on(Conn::new(url.opts.clone()))
+        .map_err(|e| Error::Connect { target: url.display.clone(), reason: describe(&e) })?;
+    Ok(LocalConn { conn, rt })
+}
+
+impl LocalConn {
+    /// Runs a query and collects every row's columns as optional text bytes (text protocol).
+    pub fn rows(&mut self, sql: &str, context: &'static str) -> Result<Vec<Vec<Option<Vec<u8>>>>> {
+        let rows: Vec<mysql_async::Row> = self.rt.block_on(self.conn.query(sql)).map_err(my_err(context))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.unwrap()
+                    .into_iter()
+                    .map(|v| match v {
+                        mysql_async::Value::NULL => None,
+                        mysql_async::Value::Bytes(b) => Some(b),
+                        other => Some(other.as_sql(true).into_bytes()),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    pub fn exec(&mut self, sql: &str, context: &'static str) -> Result<()> {
+        self.rt.block_on(self.conn.query_drop(sql)).map_err(my_err(context))
+    }
+}
+
+/// `` `name` `` with backticks doubled.
+pub fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// A string literal safe whatever the sql_mode: quotes doubled, backslashes escaped.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_hide_passwords_and_name_the_database() {
+        let url = parse_url("mysql://bob:s%40cret@127.0.0.1:3307/shop").unwrap();
+        assert_eq!(url.database, "shop");
+        assert_eq!(url.display, "mysql://bob:***@127.0.0.1:3307/shop");
+        assert_eq!(url.opts.pass(), Some("s@cret"));
+        assert_eq!(url.opts.tcp_port(), 3307);
+        assert!(!url.opts.prefer_socket());
+        let err = parse_url("mysql://bob:s3cret@host").unwrap_err();
+        assert!(err.is_usage() && !err.to_string().contains("s3cret"), "{err}");
+        assert_eq!(quote("we`ird"), "`we``ird`");
+        assert_eq!(literal(r"it's \ ok"), r"'it''s \\ ok'");
+    }
+}

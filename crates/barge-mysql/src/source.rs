@@ -1,0 +1,404 @@
+//! Reading MySQL tables: one streaming `SELECT … WHERE <range>` per key range (text protocol; rows
+//! are never all buffered), decoded into Arrow builders on the reader's thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{Field, Schema};
+use barge_core::types::portable_default;
+use barge_core::{
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, META_DEFAULT, META_ENGINE, META_IDENTITY,
+    META_NATIVE_TYPE, Result, Scalar, TableInfo,
+};
+use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
+
+use crate::ENGINE;
+use crate::codec::Decoder;
+use crate::conn::{LocalConn, MyUrl, connect, literal, my_err, quote};
+use crate::types::{Kind, resolve};
+
+/// Rows gathered per `block_on` before decoding them outside it.
+const ROWS_PER_CHUNK: usize = 4096;
+/// Field metadata: the DATA_TYPE that, with the native COLUMN_TYPE, resolves the column's kind.
+const META_DATA_TYPE: &str = "barge.mysql.data_type";
+
+pub struct MySource {
+    url: MyUrl,
+}
+
+impl MySource {
+    pub fn open(url: MyUrl) -> Result<Arc<Self>> {
+        drop(connect(&url)?); // fail early and clearly if the server is unreachable
+        Ok(Arc::new(MySource { url }))
+    }
+}
+
+fn text(v: &Option<Vec<u8>>) -> String {
+    v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+}
+
+/// The kind of each column, from its metadata.
+pub fn kinds(table: &TableInfo) -> Result<Vec<Kind>> {
+    table
+        .schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let meta = f.metadata();
+            let (data_type, column_type) = (meta.get(META_DATA_TYPE), meta.get(META_NATIVE_TYPE));
+            data_type.zip(column_type).and_then(|(d, c)| resolve(d, c)).ok_or_else(|| Error::UnsupportedType {
+                table: table.name.clone(),
+                column: f.name().clone(),
+                type_name: column_type.cloned().unwrap_or_default(),
+                reason: None,
+            })
+        })
+        .collect()
+}
+
+fn is_integer(table: &TableInfo, column: &str) -> bool {
+    table.schema.field_with_name(column).is_ok_and(|f| {
+        matches!(
+            f.data_type(),
+            arrow_schema::DataType::Int8
+                | arrow_schema::DataType::Int16
+                | arrow_schema::DataType::Int32
+                | arrow_schema::DataType::Int64
+                | arrow_schema::DataType::UInt8
+                | arrow_schema::DataType::UInt16
+                | arrow_schema::DataType::UInt32
+        )
+    })
+}
+
+fn bound(value: &Scalar) -> String {
+    match value {
+        Scalar::Null => "NULL".into(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::UInt(u) => u.to_string(),
+        Scalar::Bool(b) => i32::from(*b).to_string(),
+        Scalar::Float(x) => format!("{x:?}"),
+        Scalar::Text(t) => literal(t),
+        Scalar::Bytes(b) => format!("X'{}'", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+    }
+}
+
+/// `cols >= lo AND cols < hi`, row values for composite keys, in the columns' own collation.
+fn range_predicate(table: &TableInfo, range: &KeyRange) -> String {
+    let columns: Vec<String> = table.range_columns().iter().map(|c| quote(c)).collect();
+    let side = |key: &Key| {
+        let values: Vec<String> = key.iter().map(bound).collect();
+        if values.len() == 1 { values[0].clone() } else { format!("({})", values.join(", ")) }
+    };
+    let lhs = if columns.len() == 1 { columns[0].clone() } else { format!("({})", columns.join(", ")) };
+    let mut clauses = Vec::new();
+    if let Some(lo) = &range.lo {
+        clauses.push(format!("{lhs} >= {}", side(lo)));
+    }
+    if let Some(hi) = &range.hi {
+        clauses.push(format!("{lhs} < {}", side(hi)));
+    }
+    if clauses.is_empty() { "1".into() } else { clauses.join(" AND ") }
+}
+
+fn scalar_of(table: &TableInfo, column: &str, value: &Option<Vec<u8>>) -> Scalar {
+    match value {
+        None => Scalar::Null,
+        Some(b) => {
+            let t = String::from_utf8_lossy(b).into_owned();
+            if is_integer(table, column) {
+                t.parse().map(Scalar::Int).unwrap_or(Scalar::Text(t))
+            } else {
+                Scalar::Text(t)
+            }
+        }
+    }
+}
+
+impl MySource {
+    fn describe(&self, conn: &mut LocalConn, name: &str) -> Result<TableInfo> {
+        let table = literal(name);
+        let exists = conn.rows(
+            &format!(
+                "SELECT COUNT(*), MAX(TABLE_ROWS) FROM information_schema.TABLES
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table} AND TABLE_TYPE = 'BASE TABLE'"
+            ),
+            "looking up a table",
+        )?;
+        if text(&exists[0][0]) == "0" {
+            return Err(Error::UnknownTable { table: name.into(), database: self.url.display.clone() });
+        }
+        let estimated: u64 = text(&exists[0][1]).parse().unwrap_or(0);
+        let columns = conn.rows(
+            &format!(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, EXTRA, COLUMN_DEFAULT
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table}
+                 ORDER BY ORDINAL_POSITION"
+            ),
+            "describing a table",
+        )?;
+        // MariaDB's JSON is LONGTEXT with a json_valid check; MySQL's is its own type.
+        let json_checked: Vec<String> = conn
+            .rows(
+                &format!(
+                    "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS
+                     WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = {table}"
+                ),
+                "describing checks",
+            )
+            .unwrap_or_default()
+            .iter()
+            .map(|r| text(&r[0]))
+            .collect();
+        let mut fields = Vec::with_capacity(columns.len());
+        for row in &columns {
+            let (column, data_type, mut column_type) = (text(&row[0]), text(&row[1]), text(&row[2]));
+            let is_json = json_checked.iter().any(|c| c.contains(&format!("json_valid(`{column}`)")));
+            if is_json && data_type == "longtext" {
+                column_type = "json".into();
+            }
+            let kind = resolve(&data_type, &column_type).ok_or_else(|| Error::UnsupportedType {
+                table: name.into(),
+                column: column.clone(),
+                type_name: column_type.clone(),
+                reason: Some("barge has no mapping for it yet".into()),
+            })?;
+            let mut metadata = HashMap::from([
+                (META_NATIVE_TYPE.to_string(), column_type.clone()),
+                (META_DATA_TYPE.to_string(), if is_json { "json".into() } else { data_type }),
+                (META_ENGINE.to_string(), ENGINE.to_string()),
+            ]);
+            if text(&row[4]).contains("auto_increment") {
+                metadata.insert(META_IDENTITY.to_string(), "true".to_string());
+            } else if let Some(literal) = row[5].as_ref().and_then(|d| portable_default(&String::from_utf8_lossy(d))) {
+                metadata.insert(META_DEFAULT.to_string(), literal);
+            }
+            fields.push(Field::new(column, kind.arrow(), text(&row[3]) == "YES").with_metadata(metadata));
+        }
+        let schema = Schema::new(fields);
+        let key_columns = conn.rows(
+            &format!(
+                "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table} AND CONSTRAINT_NAME = 'PRIMARY'
+                 ORDER BY ORDINAL_POSITION"
+            ),
+            "describing the primary key",
+        )?;
+        let key = if key_columns.is_empty() {
+            tracing::debug!("table `{name}` has no primary key");
+            KeySpec::None
+        } else {
+            KeySpec::Primary(
+                key_columns
+                    .iter()
+                    .map(|r| schema.index_of(&text(&r[0])).map_err(Error::from))
+                    .collect::<Result<_>>()?,
+            )
+        };
+        let mut indexes: Vec<IndexInfo> = Vec::new();
+        for row in conn.rows(
+            &format!(
+                "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table} AND INDEX_NAME <> 'PRIMARY'
+                 ORDER BY INDEX_NAME, SEQ_IN_INDEX"
+            ),
+            "describing indexes",
+        )? {
+            let (index, column) = (text(&row[0]), text(&row[2]));
+            match indexes.iter_mut().find(|i| i.name == index) {
+                Some(existing) => existing.columns.push(column),
+                None => indexes.push(IndexInfo { name: index, columns: vec![column], unique: text(&row[1]) == "0" }),
+            }
+        }
+        let mut foreign_keys: Vec<(String, ForeignKeyInfo)> = Vec::new();
+        for row in conn.rows(
+            &format!(
+                "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME
+                 FROM information_schema.KEY_COLUMN_USAGE
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table} AND REFERENCED_TABLE_NAME IS NOT NULL
+                 ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION"
+            ),
+            "describing foreign keys",
+        )? {
+            let constraint = text(&row[0]);
+            match foreign_keys.iter_mut().find(|(c, _)| *c == constraint) {
+                Some((_, fk)) => {
+                    fk.columns.push(text(&row[1]));
+                    fk.ref_columns.push(text(&row[3]));
+                }
+                None => foreign_keys.push((
+                    constraint,
+                    ForeignKeyInfo {
+                        columns: vec![text(&row[1])],
+                        ref_table: text(&row[2]),
+                        ref_columns: vec![text(&row[3])],
+                    },
+                )),
+            }
+        }
+        Ok(TableInfo {
+            name: name.into(),
+            schema: Arc::new(schema),
+            key,
+            estimated_rows: estimated,
+            indexes,
+            foreign_keys: foreign_keys.into_iter().map(|(_, fk)| fk).collect(),
+        })
+    }
+}
+
+impl barge_core::Source for MySource {
+    fn display_name(&self) -> String {
+        self.url.display.clone()
+    }
+
+    fn list_tables(&self) -> Result<Vec<String>> {
+        let mut conn = connect(&self.url)?;
+        let rows = conn.rows(
+            "SELECT TABLE_NAME FROM information_schema.TABLES
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+            "listing tables",
+        )?;
+        Ok(rows.iter().map(|r| text(&r[0])).collect())
+    }
+
+    fn table(&self, name: &str) -> Result<TableInfo> {
+        let mut conn = connect(&self.url)?;
+        let mut table = self.describe(&mut conn, name)?;
+        if table.estimated_rows < 100_000 {
+            // InnoDB's estimate is rough; small tables are counted, since partitioning relies on it.
+            let count = conn.rows(&format!("SELECT COUNT(*) FROM {}", quote(name)), "counting rows")?;
+            table.estimated_rows = text(&count[0][0]).parse().unwrap_or(0);
+        }
+        Ok(table)
+    }
+
+    fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats> {
+        let columns = table.range_columns();
+        let single_integer = columns.len() == 1 && is_integer(table, &columns[0]);
+        let select = if single_integer {
+            format!("COUNT(*), MIN({0}), MAX({0})", quote(&columns[0]))
+        } else {
+            "COUNT(*)".into()
+        };
+        let mut conn = connect(&self.url)?;
+        let rows = conn.rows(
+            &format!("SELECT {select} FROM {} WHERE {}", quote(&table.name), range_predicate(table, range)),
+            "reading key statistics",
+        )?;
+        let count: u64 = text(&rows[0][0]).parse().unwrap_or(0);
+        let (min, max) = if single_integer && count > 0 {
+            (
+                Some(vec![scalar_of(table, &columns[0], &rows[0][1])]),
+                Some(vec![scalar_of(table, &columns[0], &rows[0][2])]),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(KeyStats { rows: count, min, max })
+    }
+
+    fn sample_keys(&self, table: &TableInfo, range: &KeyRange, target: usize) -> Result<Vec<Key>> {
+        let rows = self.key_stats(table, range)?.rows;
+        let step = (rows / target.max(1) as u64).max(1);
+        let columns = table.range_columns();
+        let list = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        // Every step-th key in the columns' own order, numbered on the server: exact quantiles,
+        // and only the sample crosses the network.
+        let sql = format!(
+            "SELECT {list} FROM (SELECT {list}, ROW_NUMBER() OVER (ORDER BY {list}) AS barge_rn FROM {} WHERE {}) s
+             WHERE MOD(barge_rn - 1, {step}) = {} ORDER BY {list}",
+            quote(&table.name),
+            range_predicate(table, range),
+            step / 2
+        );
+        let mut conn = connect(&self.url)?;
+        let rows = conn.rows(&sql, "sampling keys")?;
+        Ok(rows.iter().map(|r| columns.iter().zip(r).map(|(c, v)| scalar_of(table, c, v)).collect()).collect())
+    }
+
+    fn read_range(
+        &self,
+        table: &TableInfo,
+        range: &KeyRange,
+        batch_rows: usize,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let kinds = kinds(table)?;
+        let list = table.schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT {list} FROM {} WHERE {}", quote(&table.name), range_predicate(table, range));
+        let mut local = connect(&self.url)?;
+        let LocalConn { conn, rt } = &mut local;
+        let mut result = rt.block_on(conn.query_iter(sql)).map_err(my_err("reading rows"))?;
+        let mut stream = rt
+            .block_on(result.stream::<mysql_async::Row>())
+            .map_err(my_err("reading rows"))?
+            .ok_or_else(|| Error::engine("reading rows", "the query returned no result set"))?;
+        let batch_rows = batch_rows.max(1);
+        let mut decoders: Vec<Decoder> = kinds.iter().map(|k| Decoder::new(*k, batch_rows)).collect();
+        let mut pending = 0;
+        let mut chunk: Vec<mysql_async::Row> = Vec::with_capacity(ROWS_PER_CHUNK);
+        loop {
+            chunk.clear();
+            // I/O inside block_on: gather rows…
+            let ended = rt.block_on(async {
+                while let Some(row) = stream.next().await {
+                    chunk.push(row?);
+                    if chunk.len() == ROWS_PER_CHUNK {
+                        return Ok(false);
+                    }
+                }
+                Ok::<bool, mysql_async::Error>(true)
+            });
+            let ended = ended.map_err(my_err("reading rows"))?;
+            // …decode outside.
+            for row in chunk.drain(..) {
+                for (i, decoder) in decoders.iter_mut().enumerate() {
+                    let value = match row.as_ref(i) {
+                        None | Some(mysql_async::Value::NULL) => None,
+                        Some(mysql_async::Value::Bytes(b)) => Some(b.as_slice()),
+                        Some(other) => {
+                            return Err(Error::engine("reading rows", format!("unexpected binary value {other:?}")));
+                        }
+                    };
+                    if let Err(reason) = decoder.append(value) {
+                        let key = match &table.key {
+                            KeySpec::Primary(cols) => Some(
+                                cols.iter()
+                                    .map(|&k| match row.as_ref(k) {
+                                        Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                                        _ => "NULL".into(),
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                            ),
+                            _ => None,
+                        };
+                        return Err(Error::BadValue {
+                            table: table.name.clone(),
+                            column: table.schema.field(i).name().clone(),
+                            key,
+                            reason,
+                        });
+                    }
+                }
+                pending += 1;
+                if pending == batch_rows {
+                    let columns: Vec<ArrayRef> = decoders.iter_mut().map(Decoder::finish).collect();
+                    emit(RecordBatch::try_new(table.schema.clone(), columns)?)?;
+                    pending = 0;
+                }
+            }
+            if ended {
+                break;
+            }
+        }
+        if pending > 0 {
+            let columns: Vec<ArrayRef> = decoders.iter_mut().map(Decoder::finish).collect();
+            emit(RecordBatch::try_new(table.schema.clone(), columns)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,345 @@
+//! Writing into MySQL: `LOAD DATA LOCAL INFILE` fed from memory through the driver's infile
+//! handler (no temporary files), several connections in parallel; multi-row INSERTs when the server
+//! refuses local infile (MySQL 8 has it off by default), said once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow_array::RecordBatch;
+use arrow_schema::Field;
+use barge_core::{
+    BatchEncoder, Encoded, Error, ForeignKeyInfo, META_DEFAULT, META_ENGINE, META_IDENTITY, META_NATIVE_TYPE, Result,
+    TableInfo, TableWriter, TargetColumn,
+};
+use bytes::Bytes;
+use mysql_async::prelude::Queryable;
+
+use crate::ENGINE;
+use crate::codec::{can_encode, decode_lines, encode_batch};
+use crate::conn::{LocalConn, MyUrl, connect, literal, my_err, quote};
+use crate::types::{column_type_for_arrow, read_back};
+
+/// Rows per INSERT statement in the fallback (well under max_allowed_packet for ordinary rows).
+const ROWS_PER_INSERT: usize = 500;
+/// Server errors that mean "LOCAL INFILE is not allowed here" (MySQL 1148 and 3948, MariaDB 4166).
+const LOCAL_INFILE_REFUSED: &[u16] = &[1148, 3948, 4166];
+
+pub struct MyTarget {
+    url: MyUrl,
+    /// Set once a server has refused LOCAL INFILE, so that every later writer goes straight to INSERTs.
+    infile_refused: Arc<AtomicBool>,
+}
+
+impl MyTarget {
+    pub fn open(url: MyUrl) -> Result<Arc<Self>> {
+        drop(connect(&url)?);
+        Ok(Arc::new(MyTarget { url, infile_refused: Arc::new(AtomicBool::new(false)) }))
+    }
+
+    fn conn(&self) -> Result<LocalConn> {
+        connect(&self.url)
+    }
+}
+
+/// Column types of an existing table, by name: `(name, COLUMN_TYPE)`.
+fn describe(conn: &mut LocalConn, table: &str) -> Result<Vec<(String, String)>> {
+    let rows = conn.rows(
+        &format!(
+            "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {} ORDER BY ORDINAL_POSITION",
+            literal(table)
+        ),
+        "describing a target table",
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let text =
+                |v: &Option<Vec<u8>>| v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            (text(&r[0]), text(&r[1]))
+        })
+        .collect())
+}
+
+impl barge_core::Target for MyTarget {
+    fn display_name(&self) -> String {
+        self.url.display.clone()
+    }
+
+    fn table_rows(&self, table: &str) -> Result<Option<u64>> {
+        let mut conn = self.conn()?;
+        if describe(&mut conn, table)?.is_empty() {
+            return Ok(None);
+        }
+        let rows = conn.rows(&format!("SELECT COUNT(*) FROM {}", quote(table)), "counting target rows")?;
+        Ok(Some(rows[0][0].as_deref().map_or(0, |b| String::from_utf8_lossy(b).parse().unwrap_or(0))))
+    }
+
+    fn column_for(&self, table: &str, field: &Field) -> Result<TargetColumn> {
+        let meta = field.metadata();
+        let native = match (meta.get(META_ENGINE).map(String::as_str), meta.get(META_NATIVE_TYPE)) {
+            (Some(ENGINE), Some(native)) => Some(native.clone()),
+            // Key and index columns need a bounded type; every text column gets one only when it is
+            // short enough to be a key, which the plan cannot know here, so all get the unbounded one
+            // and `create_table` bounds the key columns.
+            _ if can_encode(field.data_type()) => column_type_for_arrow(field.data_type(), false),
+            _ => None,
+        };
+        let read_back = native.as_deref().and_then(read_back);
+        match (native, read_back) {
+            (Some(native_type), Some(read_back)) => Ok(TargetColumn { native_type, read_back }),
+            _ => Err(Error::UnsupportedType {
+                table: table.into(),
+                column: field.name().clone(),
+                type_name: field.data_type().to_string(),
+                reason: Some("MySQL has no column type for it in barge's mapping".into()),
+            }),
+        }
+    }
+
+    fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()> {
+        let mut defs: Vec<String> = columns
+            .iter()
+            .map(|(f, c)| {
+                // MySQL cannot index unbounded TEXT/BLOB: key columns get a bounded type.
+                let native = match (key.contains(f.name()), c.native_type.as_str()) {
+                    (true, "longtext") => "varchar(255)".to_string(),
+                    (true, "longblob") => "varbinary(255)".to_string(),
+                    (_, other) => other.to_string(),
+                };
+                let not_null = if f.is_nullable() { "" } else { " NOT NULL" };
+                let default = f.metadata().get(META_DEFAULT).map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+                format!("{} {native}{not_null}{default}", quote(f.name()))
+            })
+            .collect();
+        if !key.is_empty() {
+            defs.push(format!("PRIMARY KEY ({})", key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")));
+        }
+        // Binary collation: keys that differ only in case or accents stay distinct, as they are in
+        // PostgreSQL and SQLite, and ranges compare bytes the same way on every engine.
+        let ddl = format!(
+            "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            quote(name),
+            defs.join(",\n  ")
+        );
+        self.conn()?.exec(&ddl, "creating a table")
+    }
+
+    fn truncate_table(&self, name: &str) -> Result<()> {
+        self.conn()?.exec(&format!("TRUNCATE TABLE {}", quote(name)), "truncating a table")
+    }
+
+    fn table_columns(&self, name: &str) -> Result<Vec<String>> {
+        Ok(describe(&mut self.conn()?, name)?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    fn finish_table(&self, table: &str, source: &TableInfo) -> Result<()> {
+        let mut conn = self.conn()?;
+        let types = describe(&mut conn, table)?;
+        let column_type = |c: &str| types.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone()).unwrap_or_default();
+        for index in &source.indexes {
+            // Unbounded TEXT/BLOB columns can only be indexed by a prefix.
+            let columns: Vec<String> = index
+                .columns
+                .iter()
+                .map(|c| {
+                    let t = column_type(c);
+                    if t.ends_with("text") || t.ends_with("blob") { format!("{}(255)", quote(c)) } else { quote(c) }
+                })
+                .collect();
+            conn.exec(
+                &format!(
+                    "CREATE {}INDEX {} ON {} ({})",
+                    if index.unique { "UNIQUE " } else { "" },
+                    quote(&index.name),
+                    quote(table),
+                    columns.join(", ")
+                ),
+                "creating an index",
+            )?;
+        }
+        for field in source.schema.fields() {
+            let t = column_type(field.name());
+            let integer = t.contains("int");
+            if field.metadata().contains_key(META_IDENTITY)
+                && integer
+                && source.key_columns().contains(&field.name().as_str())
+            {
+                // AUTO_INCREMENT continues after the largest value already in the column.
+                conn.exec(
+                    &format!("ALTER TABLE {} MODIFY {} {t} NOT NULL AUTO_INCREMENT", quote(table), quote(field.name())),
+                    "continuing an identity",
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_foreign_keys(&self, table: &str, foreign_keys: &[ForeignKeyInfo]) -> Result<()> {
+        let mut conn = self.conn()?;
+        let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        for fk in foreign_keys {
+            conn.exec(
+                &format!(
+                    "ALTER TABLE {} ADD FOREIGN KEY ({}) REFERENCES {} ({})",
+                    quote(table),
+                    list(&fk.columns),
+                    quote(&fk.ref_table),
+                    list(&fk.ref_columns)
+                ),
+                "adding a foreign key",
+            )?;
+        }
+        Ok(())
+    }
+
+    fn encoder(&self, table: &str, fields: &[Field]) -> Result<Arc<dyn BatchEncoder>> {
+        Ok(Arc::new(LoadDataEncoder { table: table.into(), names: fields.iter().map(|f| f.name().clone()).collect() }))
+    }
+
+    fn writer(&self, table: &str, fields: &[Field]) -> Result<Box<dyn TableWriter>> {
+        let mut conn = self.conn()?;
+        let types = describe(&mut conn, table)?;
+        let binary: Vec<bool> = fields
+            .iter()
+            .map(|f| {
+                types
+                    .iter()
+                    .find(|(n, _)| n == f.name())
+                    .is_some_and(|(_, t)| t.contains("blob") || t.contains("binary"))
+            })
+            .collect();
+        let columns = fields.iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
+        Ok(Box::new(MyWriter {
+            conn,
+            table: table.into(),
+            load: format!(
+                "LOAD DATA LOCAL INFILE 'barge' INTO TABLE {} CHARACTER SET binary \
+                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({columns})",
+                quote(table)
+            ),
+            insert: format!("INSERT INTO {} ({columns}) VALUES ", quote(table)),
+            binary,
+            use_infile: self.url.local_infile,
+            infile_refused: self.infile_refused.clone(),
+            in_transaction: false,
+        }))
+    }
+}
+
+struct LoadDataEncoder {
+    table: String,
+    names: Vec<String>,
+}
+
+impl BatchEncoder for LoadDataEncoder {
+    fn encode(&self, batch: RecordBatch) -> Result<Encoded> {
+        let rows = batch.num_rows();
+        let bytes = encode_batch(&batch).map_err(|(column, reason)| Error::BadValue {
+            table: self.table.clone(),
+            column: self.names.get(column).cloned().unwrap_or_default(),
+            key: None,
+            reason,
+        })?;
+        Ok(Encoded::Bytes { rows, bytes })
+    }
+}
+
+struct MyWriter {
+    conn: LocalConn,
+    table: String,
+    load: String,
+    insert: String,
+    /// Binary target columns: the INSERT fallback sends them as hex literals.
+    binary: Vec<bool>,
+    use_infile: bool,
+    infile_refused: Arc<AtomicBool>,
+    in_transaction: bool,
+}
+
+impl MyWriter {
+    fn load_data(&mut self, bytes: Vec<u8>) -> std::result::Result<u64, mysql_async::Error> {
+        let LocalConn { conn, rt } = &mut self.conn;
+        let data = Bytes::from(bytes);
+        conn.set_infile_handler(async move {
+            let chunk: std::io::Result<Bytes> = Ok(data);
+            Ok(Box::pin(futures_util::stream::iter([chunk])) as mysql_async::InfileData)
+        });
+        rt.block_on(conn.query_drop(&self.load))?;
+        Ok(conn.affected_rows())
+    }
+
+    fn insert_rows(&mut self, bytes: &[u8]) -> Result<u64> {
+        let rows = decode_lines(bytes);
+        let mut written = 0;
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|row| {
+                    let fields: Vec<String> = row
+                        .iter()
+                        .zip(&self.binary)
+                        .map(|(field, &binary)| match field {
+                            None => "NULL".into(),
+                            Some(b) if binary => {
+                                format!("X'{}'", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+                            }
+                            Some(b) => literal(&String::from_utf8_lossy(b)),
+                        })
+                        .collect();
+                    format!("({})", fields.join(", "))
+                })
+                .collect();
+            let sql = format!("{}{}", self.insert, values.join(", "));
+            let LocalConn { conn, rt } = &mut self.conn;
+            rt.block_on(conn.query_drop(sql)).map_err(my_err("inserting rows"))?;
+            written += conn.affected_rows();
+        }
+        Ok(written)
+    }
+}
+
+impl TableWriter for MyWriter {
+    fn write(&mut self, batch: Encoded) -> Result<u64> {
+        let Encoded::Bytes { rows, bytes } = batch else {
+            return Err(Error::Config("the MySQL writer takes LOAD DATA payloads".into()));
+        };
+        if !self.in_transaction {
+            self.conn.exec("START TRANSACTION", "starting a transaction")?;
+            self.in_transaction = true;
+        }
+        let table = self.table.clone();
+        let written = if self.use_infile && !self.infile_refused.load(Ordering::Relaxed) {
+            match self.load_data(bytes.clone()) {
+                Ok(n) => n,
+                Err(mysql_async::Error::Server(e)) if LOCAL_INFILE_REFUSED.contains(&e.code) => {
+                    if !self.infile_refused.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "the server refuses LOAD DATA LOCAL INFILE ({}); loading with INSERTs",
+                            e.message
+                        );
+                    }
+                    self.insert_rows(&bytes)?
+                }
+                Err(e) => return Err(Error::engine(format!("loading `{table}`"), e)),
+            }
+        } else {
+            self.insert_rows(&bytes)?
+        };
+        if written != rows as u64 {
+            return Err(Error::engine(
+                format!("loading `{table}`"),
+                format!("the server stored {written} of {rows} rows"),
+            ));
+        }
+        Ok(written)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        if self.in_transaction {
+            self.conn.exec("COMMIT", "committing")?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,210 @@
+//! MySQL/MariaDB ↔ Arrow, declared once.
+//!
+//! Columns are looked up by `information_schema.COLUMNS.DATA_TYPE`; `COLUMN_TYPE` decides
+//! unsignedness, `tinyint(1)` and decimal precision. Values travel as text (the text protocol and
+//! LOAD DATA), in the forms of [`barge_core::text`].
+//!
+//! | MySQL | [`Kind`] | Arrow | notes |
+//! |---|---|---|---|
+//! | tinyint(1), boolean | Bool | Boolean | other values than 0/1 are refused per row |
+//! | tinyint, smallint, mediumint, int, bigint | Int | Int8/16/32/32/64 | |
+//! | … unsigned | UInt | UInt8/16/32/32/64 | bigint unsigned above 2^63 kept (UInt64; numeric(20,0) in PostgreSQL) |
+//! | year | Int | Int16 | |
+//! | decimal(p,s), p ≤ 38 | Decimal | Decimal128(p,s) | |
+//! | decimal(p,s), p > 38 | DecimalText | Utf8 | exact text |
+//! | float, double | Float | Float32, Float64 | |
+//! | char, varchar, tinytext … longtext, enum, set | Text | Utf8 | utf8mb4 |
+//! | json (MySQL; MariaDB's longtext with a json_valid check) | Json | Utf8 | |
+//! | binary, varbinary, tinyblob … longblob | Bytes | Binary | |
+//! | date | Date | Date32 | zero dates refused per row |
+//! | datetime(0-6) | DateTime | Timestamp(µs) | |
+//! | timestamp(0-6) | Timestamp | Timestamp(µs, +00:00) | sessions run in UTC |
+//! | time(0-6) | Time | Interval(MonthDayNano) | negative and > 24 h values kept (days 0, µs) |
+//!
+//! Not yet mapped (a clear error naming table, column and type): bit, geometry types.
+
+use arrow_schema::{DataType, IntervalUnit, TimeUnit};
+
+/// How values of a column are read and written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    /// Signed integer of this many bits.
+    Int(u8),
+    /// Unsigned integer of this many bits.
+    UInt(u8),
+    Decimal(u8, i8),
+    DecimalText,
+    Float,
+    Double,
+    Text,
+    Json,
+    Bytes,
+    Date,
+    DateTime,
+    Timestamp,
+    Time,
+}
+
+/// Types by `DATA_TYPE`, before `COLUMN_TYPE` refines them.
+pub const MYSQL_TYPES: &[(&str, Kind)] = &[
+    ("tinyint", Kind::Int(8)),
+    ("smallint", Kind::Int(16)),
+    ("mediumint", Kind::Int(32)),
+    ("int", Kind::Int(32)),
+    ("integer", Kind::Int(32)),
+    ("bigint", Kind::Int(64)),
+    ("year", Kind::Int(16)),
+    ("decimal", Kind::Decimal(0, 0)),
+    ("numeric", Kind::Decimal(0, 0)),
+    ("float", Kind::Float),
+    ("double", Kind::Double),
+    ("char", Kind::Text),
+    ("varchar", Kind::Text),
+    ("tinytext", Kind::Text),
+    ("text", Kind::Text),
+    ("mediumtext", Kind::Text),
+    ("longtext", Kind::Text),
+    ("enum", Kind::Text),
+    ("set", Kind::Text),
+    ("json", Kind::Json),
+    ("binary", Kind::Bytes),
+    ("varbinary", Kind::Bytes),
+    ("tinyblob", Kind::Bytes),
+    ("blob", Kind::Bytes),
+    ("mediumblob", Kind::Bytes),
+    ("longblob", Kind::Bytes),
+    ("date", Kind::Date),
+    ("datetime", Kind::DateTime),
+    ("timestamp", Kind::Timestamp),
+    ("time", Kind::Time),
+];
+
+/// Timestamps are UTC and labelled with this offset.
+pub const UTC: &str = barge_core::text::UTC_OFFSET;
+
+/// Resolves a column from `DATA_TYPE` and `COLUMN_TYPE` (e.g. `int`, `int(10) unsigned`).
+pub fn resolve(data_type: &str, column_type: &str) -> Option<Kind> {
+    let data_type = data_type.to_ascii_lowercase();
+    let column_type = column_type.to_ascii_lowercase();
+    let kind = MYSQL_TYPES.iter().find(|(n, _)| *n == data_type).map(|(_, k)| *k)?;
+    Some(match kind {
+        Kind::Int(8) if column_type.starts_with("tinyint(1)") && !column_type.contains("unsigned") => Kind::Bool,
+        Kind::Int(bits) if column_type.contains("unsigned") => Kind::UInt(bits),
+        Kind::Decimal(..) => {
+            // `decimal(12,2) unsigned` → "12,2"; a bare `decimal` is decimal(10,0).
+            let params = column_type.split_once('(').and_then(|(_, p)| p.split_once(')')).map(|(p, _)| p);
+            let mut parts = params.unwrap_or("10,0").split(',').map(|p| p.trim().parse::<u8>());
+            let precision = parts.next()?.ok()?;
+            let scale = parts.next().map_or(Some(0), |s| s.ok())?;
+            if precision <= 38 { Kind::Decimal(precision, scale as i8) } else { Kind::DecimalText }
+        }
+        other => other,
+    })
+}
+
+impl Kind {
+    pub fn arrow(&self) -> DataType {
+        match self {
+            Kind::Bool => DataType::Boolean,
+            Kind::Int(8) => DataType::Int8,
+            Kind::Int(16) => DataType::Int16,
+            Kind::Int(32) => DataType::Int32,
+            Kind::Int(_) => DataType::Int64,
+            Kind::UInt(8) => DataType::UInt8,
+            Kind::UInt(16) => DataType::UInt16,
+            Kind::UInt(32) => DataType::UInt32,
+            Kind::UInt(_) => DataType::UInt64,
+            Kind::Decimal(p, s) => DataType::Decimal128(*p, *s),
+            Kind::DecimalText | Kind::Text | Kind::Json => DataType::Utf8,
+            Kind::Float => DataType::Float32,
+            Kind::Double => DataType::Float64,
+            Kind::Bytes => DataType::Binary,
+            Kind::Date => DataType::Date32,
+            Kind::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+            Kind::Time => DataType::Interval(IntervalUnit::MonthDayNano),
+        }
+    }
+}
+
+/// The MySQL column type barge creates for an Arrow type; `indexed` text and binary columns get
+/// a bounded type (MySQL cannot index TEXT/BLOB without a prefix).
+pub fn column_type_for_arrow(data_type: &DataType, indexed: bool) -> Option<String> {
+    use DataType::*;
+    Some(match data_type {
+        Boolean => "tinyint(1)".into(),
+        Int8 => "tinyint".into(),
+        Int16 => "smallint".into(),
+        Int32 => "int".into(),
+        Int64 => "bigint".into(),
+        UInt8 => "tinyint unsigned".into(),
+        UInt16 => "smallint unsigned".into(),
+        UInt32 => "int unsigned".into(),
+        UInt64 => "bigint unsigned".into(),
+        Float16 | Float32 => "float".into(),
+        Float64 => "double".into(),
+        Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s) | Decimal256(p, s) if *p <= 65 && *s >= 0 => {
+            format!("decimal({p},{s})")
+        }
+        Utf8 | LargeUtf8 | Utf8View if indexed => "varchar(255)".into(),
+        Utf8 | LargeUtf8 | Utf8View => "longtext".into(),
+        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) if indexed => "varbinary(255)".into(),
+        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => "longblob".into(),
+        Date32 | Date64 => "date".into(),
+        // DATETIME, not TIMESTAMP: TIMESTAMP stops in 2038. Zoned values are stored in UTC.
+        Timestamp(..) => "datetime(6)".into(),
+        Time32(_) | Time64(_) | Interval(_) => "time(6)".into(),
+        _ => return None,
+    })
+}
+
+/// Arrow type that a column created as `column_type` reads back as.
+pub fn read_back(column_type: &str) -> Option<DataType> {
+    let lower = column_type.to_ascii_lowercase();
+    let data_type: String = lower.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+    resolve(&data_type, &lower).map(|k| k.arrow())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_types_refine_data_types() {
+        assert_eq!(resolve("tinyint", "tinyint(1)"), Some(Kind::Bool));
+        assert_eq!(resolve("tinyint", "tinyint(3) unsigned"), Some(Kind::UInt(8)));
+        assert_eq!(resolve("bigint", "bigint(20) unsigned"), Some(Kind::UInt(64)));
+        assert_eq!(resolve("decimal", "decimal(12,2)"), Some(Kind::Decimal(12, 2)));
+        assert_eq!(resolve("decimal", "decimal(65,30)"), Some(Kind::DecimalText));
+        assert_eq!(resolve("decimal", "decimal(20,0) unsigned"), Some(Kind::Decimal(20, 0)));
+        assert_eq!(resolve("geometry", "geometry"), None);
+    }
+
+    #[test]
+    fn every_type_barge_creates_reads_back_as_itself() {
+        use DataType::*;
+        for t in [
+            Boolean,
+            Int8,
+            Int16,
+            Int32,
+            Int64,
+            UInt8,
+            UInt16,
+            UInt32,
+            UInt64,
+            Float32,
+            Float64,
+            Decimal128(12, 2),
+            Utf8,
+            Binary,
+            Date32,
+            Timestamp(TimeUnit::Microsecond, None),
+            Interval(IntervalUnit::MonthDayNano),
+        ] {
+            let created = column_type_for_arrow(&t, false).unwrap();
+            assert_eq!(read_back(&created), Some(t.clone()), "{created}");
+        }
+    }
+}
