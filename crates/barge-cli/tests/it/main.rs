@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod copy;
+mod mysql;
 mod postgres;
 mod support;
 mod verify;

@@ -157,3 +157,57 @@ impl Drop for PgDb {
         pg_run("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
     }
 }
+
+/// A MySQL/MariaDB database that exists for one test, driven with the `mariadb` client (server
+/// from BARGE_TEST_MYSQL_HOST/PORT, default 127.0.0.1:3306, user root without a password).
+pub struct MyDb {
+    pub name: String,
+}
+
+fn my_host() -> (String, String) {
+    (
+        std::env::var("BARGE_TEST_MYSQL_HOST").unwrap_or_else(|_| "127.0.0.1".into()),
+        std::env::var("BARGE_TEST_MYSQL_PORT").unwrap_or_else(|_| "3306".into()),
+    )
+}
+
+fn my_run(db: Option<&str>, sql: &str) -> Vec<Vec<String>> {
+    let (host, port) = my_host();
+    let mut command = Command::new("mariadb");
+    command.args(["--default-character-set=utf8mb4", "--protocol=tcp", "-h", &host, "-P", &port, "-uroot", "-N", "-B"]);
+    if let Some(db) = db {
+        command.arg(db);
+    }
+    let out = command.args(["-e", sql]).output().expect("the mariadb client must be installed");
+    assert!(
+        out.status.success(),
+        "MySQL at {host}:{port} must be reachable: {}\n{sql}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split('\t').map(str::to_string).collect()).collect()
+}
+
+impl MyDb {
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("barge_cli_{tag}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        my_run(None, &format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name} CHARACTER SET utf8mb4"));
+        MyDb { name }
+    }
+
+    pub fn url(&self) -> String {
+        let (host, port) = my_host();
+        format!("mysql://root@{host}:{port}/{}", self.name)
+    }
+
+    pub fn sql(&self, sql: &str) -> Vec<Vec<String>> {
+        my_run(Some(&self.name), sql)
+    }
+}
+
+impl Drop for MyDb {
+    fn drop(&mut self) {
+        my_run(None, &format!("DROP DATABASE IF EXISTS {}", self.name));
+    }
+}

@@ -1,0 +1,111 @@
+//! MySQL/MariaDB ↔ PostgreSQL and ↔ SQLite through the CLI, verified across engines.
+
+use serde_json::json;
+
+use crate::support::*;
+
+const FIXTURE: &str = include_str!("../../../../fixtures/mysql_every_type.sql");
+
+#[test]
+fn every_mysql_type_round_trips_through_postgres_and_sqlite() {
+    let (origin, pg, back, dir, back2) =
+        (MyDb::new("every"), PgDb::new("myevery"), MyDb::new("everyback"), Dir::new(), MyDb::new("everyback2"));
+    origin.sql(FIXTURE);
+    let lite = dir.url("every.db");
+    for (from, to) in
+        [(origin.url(), pg.url()), (pg.url(), back.url()), (origin.url(), lite.clone()), (lite.clone(), back2.url())]
+    {
+        let run = barge(&["copy", "--from", &from, "--to", &to, "--json"]);
+        run.assert_code(0);
+        assert_eq!(table(&run.json(), "every_type")["verified"], true, "{from} → {to}");
+    }
+    for back in [&back, &back2] {
+        let run = barge(&["verify", "--from", &origin.url(), "--to", &back.url(), "--json"]);
+        run.assert_code(0);
+        assert_eq!(table(&run.json(), "every_type")["source_rows"], 3);
+    }
+    // MySQL → PostgreSQL types: unsigned extremes kept, tinyint(1) as boolean, TIME as interval.
+    let types = pg.sql(
+        "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute
+         WHERE attrelid = 'every_type'::regclass AND attname IN ('biu', 'flag', 'tm6', 'ts', 'js', 'iu')",
+    );
+    assert_eq!(
+        types[0][0].as_deref(),
+        Some("iu bigint, biu numeric(20,0), flag boolean, ts timestamp with time zone, tm6 interval, js text")
+    );
+    assert_eq!(pg.sql("SELECT biu::text FROM every_type WHERE id = 1")[0][0].as_deref(), Some("18446744073709551615"));
+}
+
+#[test]
+fn postgres_to_mysql_and_cross_engine_verify_names_keys() {
+    let (pg, my) = (PgDb::new("pg2my"), MyDb::new("pg2my"));
+    pg.sql(
+        "CREATE TABLE accounts (region text, id bigint, owner text NOT NULL, balance numeric(14,2), opened timestamptz,
+                                flags boolean, payload bytea, PRIMARY KEY (region, id));
+         INSERT INTO accounts SELECT (ARRAY['eu', 'us', 'ásia', 'Ωmega', '🚀'])[1 + g % 5], g, 'owner ' || g,
+                                     g * 1.5, '2024-01-01'::timestamptz + g * interval '1 hour', g % 2 = 0,
+                                     decode(md5(g::text), 'hex')
+         FROM generate_series(1, 20000) g;",
+    );
+    let run = barge(&["copy", "--from", &pg.url(), "--to", &my.url(), "--partitions", "4", "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "accounts")["verified"], true);
+    my.sql("UPDATE accounts SET owner = 'changed' WHERE region = '🚀' AND id = 4; DELETE FROM accounts WHERE region = 'eu' AND id = 5;");
+    let run = barge(&["verify", "--from", &pg.url(), "--to", &my.url(), "--json"]);
+    run.assert_code(3);
+    let json = run.json();
+    assert_eq!(table(&json, "accounts")["changed"], json!([["🚀", 4]]));
+    assert_eq!(table(&json, "accounts")["missing"], json!([["eu", 5]]));
+}
+
+#[test]
+fn keyless_and_quoted_tables_and_the_insert_fallback() {
+    let (my, copy, dir) = (MyDb::new("misc"), MyDb::new("misccopy"), Dir::new());
+    my.sql(
+        "CREATE TABLE log (at datetime, msg varchar(20));
+         INSERT INTO log VALUES ('2024-01-01 00:00:00', 'x'), ('2024-01-01 00:00:00', 'x'), (NULL, 'y');
+         CREATE TABLE `Select ``Me``` (`Order` int PRIMARY KEY, `Mixed Case` text, `ünï` varchar(10));
+         INSERT INTO `Select ``Me``` VALUES (1, 'a', 'é'), (2, NULL, '日本');",
+    );
+    // ?local_infile=false is what a server without LOCAL INFILE forces: INSERTs, same result.
+    let run = barge(&["copy", "--from", &my.url(), "--to", &format!("{}?local_infile=false", copy.url()), "--json"]);
+    run.assert_code(0);
+    assert!(run.json()["tables"].as_array().unwrap().iter().all(|t| t["verified"] == true), "{}", run.stdout);
+    assert!(run.stderr.contains("no primary key"), "{}", run.stderr);
+    let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("m.db"), "--json"]);
+    run.assert_code(0);
+    copy.sql("DELETE FROM log WHERE msg = 'x' LIMIT 1");
+    let run = barge(&["verify", "--from", &my.url(), "--to", &copy.url(), "--json"]);
+    run.assert_code(3);
+    assert_eq!(table(&run.json(), "log")["missing"], json!([["2024-01-01 00:00:00", "x"]]));
+}
+
+#[test]
+fn zero_dates_and_unsupported_types_are_clear_errors() {
+    let (my, dir) = (MyDb::new("bad"), Dir::new());
+    my.sql(
+        "SET SESSION sql_mode = '';
+         CREATE TABLE z (id int PRIMARY KEY, d date);
+         INSERT INTO z VALUES (1, '2024-01-01'), (7, '0000-00-00');
+         CREATE TABLE g (id int PRIMARY KEY, shape geometry);",
+    );
+    let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("z.db"), "--table", "g"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("table `g`, column `shape`, type `geometry`"), "{}", run.stderr);
+    let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("z.db"), "--table", "z"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("column `d` at key 7: zero date"), "{}", run.stderr);
+}
+
+#[test]
+fn mysql_connection_problems_never_show_the_password() {
+    let dir = Dir::new();
+    dir.sql("s.db", "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);");
+    let src = dir.url("s.db");
+    let run = barge(&["copy", "--from", &src, "--to", "mysql://root:hunter2@127.0.0.1:1/nope"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("cannot connect to mysql://root:***@127.0.0.1:1/nope"), "{}", run.stderr);
+    let run = barge(&["copy", "--from", &src, "--to", "mysql://nobody_barge:hunter2@127.0.0.1:3306/nope"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("Access denied") && !run.stderr.contains("hunter2"), "{}", run.stderr);
+}
