@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Throughput as a ratio to the raw database limit, measured side by side in one run.
 #
-#   scripts/bench.sh [sqlite|postgres|all] [ROWS]
+#   scripts/bench.sh [sqlite|postgres|mysql|all] [ROWS]
 #
 # sqlite:   SQLite → SQLite, 1,000,000 demo `orders` rows by default. The raw limit is SQLite copying
 #           the table itself (ATTACH + INSERT … SELECT in one transaction, via Python's sqlite3).
 # postgres: PostgreSQL → PostgreSQL, 2,000,000 rows of benches/sql/orders_postgres.sql by default.
 #           The raw limit is `psql COPY … TO STDOUT (FORMAT binary) | psql COPY … FROM STDIN` into an
 #           empty table with the same primary key.
+# mysql:    MariaDB → PostgreSQL and PostgreSQL → MariaDB, 2,000,000 rows of
+#           benches/sql/orders_mysql.sql. The references are text pipes: `mariadb --quick -B -e
+#           "SELECT …" | psql -c "COPY orders FROM STDIN"` and `psql -c "COPY … TO STDOUT" | mariadb
+#           -e "LOAD DATA LOCAL INFILE '/dev/stdin' …"`, into empty tables with the primary key.
 # Each section alternates raw / barge --no-verify / barge (verified) for three rounds and prints
 # medians, ratios and barge's peak RSS.
 set -euo pipefail
@@ -115,6 +119,67 @@ if [ "$what" = postgres ] || [ "$what" = all ]; then
   echo "postgres_table_mb=$(psql "${pg_host_args[@]}" -d barge_bench_src -Atc "SELECT pg_table_size('orders') / 1048576")"
   rounds pg_to_pg pg_raw pg_nv pg_v
   for db in barge_bench_src barge_bench_dst barge_bench_copy; do
+    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
+  done
+fi
+
+# --- MariaDB ↔ PostgreSQL ---------------------------------------------------------------------
+my_args=(--default-character-set=utf8mb4 --protocol=tcp -h 127.0.0.1 -P 3306 -uroot)
+my_url=${BARGE_BENCH_MYSQL:-mysql://root@127.0.0.1:3306}
+columns="id, customer_id, email, name, amount, status, created_at, updated_at, is_active, note"
+my_to_pg_raw() {
+  psql "${pg_host_args[@]}" -d barge_bench_dst -c "TRUNCATE orders" >/dev/null
+  pg_settle
+  local start end
+  start=$(date +%s.%N)
+  mariadb "${my_args[@]}" --quick -N -B barge_bench_src -e "SELECT $columns FROM orders" \
+    | psql "${pg_host_args[@]}" -d barge_bench_dst -c "COPY orders FROM STDIN (NULL 'NULL')" >/dev/null
+  end=$(date +%s.%N)
+  python3 -c "print(f'{$end - $start:.3f}')"
+}
+my_to_pg_barge() {
+  psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null
+  pg_settle
+  timed_barge copy --from "$my_url/barge_bench_src" --to "$pg/barge_bench_copy?sslmode=disable" --table orders "$@"
+}
+my_to_pg_nv() { my_to_pg_barge --no-verify; }
+my_to_pg_v() { my_to_pg_barge; }
+pg_to_my_raw() {
+  mariadb "${my_args[@]}" barge_bench_dst -e "TRUNCATE orders"
+  local start end
+  start=$(date +%s.%N)
+  psql "${pg_host_args[@]}" -d barge_bench_copy -c "COPY (SELECT id, customer_id, email, name, amount, status, created_at, updated_at, is_active::int, note FROM orders) TO STDOUT" \
+    | mariadb "${my_args[@]}" --local-infile=1 barge_bench_dst -e "LOAD DATA LOCAL INFILE '/dev/stdin' INTO TABLE orders CHARACTER SET utf8mb4 ($columns)"
+  end=$(date +%s.%N)
+  python3 -c "print(f'{$end - $start:.3f}')"
+}
+pg_to_my_barge() {
+  mariadb "${my_args[@]}" barge_bench_copy -e "DROP TABLE IF EXISTS orders"
+  timed_barge copy --from "$pg/barge_bench_copy?sslmode=disable" --to "$my_url/barge_bench_copy" --table orders "$@"
+}
+pg_to_my_nv() { pg_to_my_barge --no-verify; }
+pg_to_my_v() { pg_to_my_barge; }
+
+if [ "$what" = mysql ] || [ "$what" = all ]; then
+  rows=${2:-2000000}
+  for db in barge_bench_src barge_bench_dst barge_bench_copy; do
+    mariadb "${my_args[@]}" -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db CHARACTER SET utf8mb4"
+  done
+  for db in barge_bench_dst barge_bench_copy; do
+    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  done
+  echo "mysql: generating $rows rows" >&2
+  { echo "SET @rows = $rows;"; cat benches/sql/orders_mysql.sql; } | mariadb "${my_args[@]}" barge_bench_src >/dev/null
+  psql "${pg_host_args[@]}" -d barge_bench_dst -f benches/sql/orders_postgres.sql -v rows=0 >/dev/null 2>&1
+  # The raw pipe's target: the same table, empty (the generator with @rows = 0 would fail on
+  # seq_1_to_0, so only its CREATE TABLE is used).
+  sed -n '/^CREATE TABLE/,/;$/p' benches/sql/orders_mysql.sql | mariadb "${my_args[@]}" barge_bench_dst
+  echo "mysql_rows=$rows"
+  rounds my_to_pg my_to_pg_raw my_to_pg_nv my_to_pg_v
+  # PostgreSQL → MariaDB reads the table barge just copied into PostgreSQL.
+  rounds pg_to_my pg_to_my_raw pg_to_my_nv pg_to_my_v
+  for db in barge_bench_src barge_bench_dst barge_bench_copy; do
+    mariadb "${my_args[@]}" -e "DROP DATABASE IF EXISTS $db"
     psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
   done
 fi
