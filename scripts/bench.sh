@@ -176,8 +176,46 @@ if [ "$what" = mysql ] || [ "$what" = all ]; then
   sed -n '/^CREATE TABLE/,/;$/p' benches/sql/orders_mysql.sql | mariadb "${my_args[@]}" barge_bench_dst
   echo "mysql_rows=$rows"
   rounds my_to_pg my_to_pg_raw my_to_pg_nv my_to_pg_v
+  cp "$work/nv.txt" "$work/nv.txt.my_to_pg"
   # PostgreSQL → MariaDB reads the table barge just copied into PostgreSQL.
   rounds pg_to_my pg_to_my_raw pg_to_my_nv pg_to_my_v
+  if command -v pgloader >/dev/null 2>&1; then
+    # pgloader (Debian's package) for MariaDB → PostgreSQL, three runs, median.
+    : >"$work/pgl.txt"
+    for round in 1 2 3; do
+      psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS barge_bench_pgl" -c "CREATE DATABASE barge_bench_pgl" >/dev/null
+      pg_settle
+      /usr/bin/time -f "%e %M" -o "$work/pgl.time" pgloader --quiet "mysql://root@127.0.0.1:3306/barge_bench_src" \
+        "postgresql://postgres@127.0.0.1:5432/barge_bench_pgl" >"$work/pgl.log" 2>&1
+      cat "$work/pgl.time" >>"$work/pgl.txt"
+      echo "pgloader round $round: $(cat "$work/pgl.time")" >&2
+    done
+    pgl=$(cut -d' ' -f1 "$work/pgl.txt" | median)
+    echo "pgloader_seconds=$pgl"
+    echo "pgloader_peak_rss_mb=$(( $(cut -d' ' -f2 "$work/pgl.txt" | sort -n | tail -1) / 1024 ))"
+    echo "my_to_pg_ratio_vs_pgloader=$(ratio "$(median <"$work/nv.txt.my_to_pg")" "$pgl")"
+    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS barge_bench_pgl" >/dev/null
+  fi
+  if command -v reladiff >/dev/null 2>&1; then
+    # Cross-engine verification of the same table: barge verify against reladiff, on identical
+    # tables and after changing 10 rows on one side. reladiff's MySQL URL needs utf8mb4 set.
+    verify_times() { # $1 label
+      local s e
+      pg_settle
+      s=$(date +%s.%N)
+      "$barge" verify --from "$my_url/barge_bench_src" --to "$pg/barge_bench_copy?sslmode=disable" --table orders >/dev/null 2>&1 || true
+      e=$(date +%s.%N); echo "verify_${1}_barge_seconds=$(python3 -c "print(f'{$e - $s:.3f}')")"
+      s=$(date +%s.%N)
+      reladiff "mysql://root@127.0.0.1:3306/barge_bench_src?init_command=SET%20NAMES%20utf8mb4" orders \
+        "postgresql://postgres@127.0.0.1:5432/barge_bench_copy" orders -k id \
+        -c customer_id -c email -c name -c amount -c status -c created_at -c updated_at -c note >"$work/reladiff.out" 2>&1 || true
+      e=$(date +%s.%N); echo "verify_${1}_reladiff_seconds=$(python3 -c "print(f'{$e - $s:.3f}')")"
+      echo "verify_${1}_reladiff_rows_reported=$(grep -c '^[-+]' "$work/reladiff.out" || true)"
+    }
+    verify_times identical
+    psql "${pg_host_args[@]}" -d barge_bench_copy -c "UPDATE orders SET status = 'changed' WHERE id % 200000 = 7" >/dev/null
+    verify_times changed_10
+  fi
   for db in barge_bench_src barge_bench_dst barge_bench_copy; do
     mariadb "${my_args[@]}" -e "DROP DATABASE IF EXISTS $db"
     psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
