@@ -75,6 +75,29 @@ impl fmt::Display for KeyRange {
     }
 }
 
+/// The SQL condition selecting `range` over `columns` (already quoted): `cols >= lo AND cols < hi`,
+/// as row values for composite keys. `value(i, scalar)` renders the bound of column `i` (a literal,
+/// or a placeholder whose parameter the caller records); an unbounded range is `always` (engines
+/// spell TRUE differently). Every engine's range reads go through this one shape.
+pub fn range_predicate(
+    columns: &[String],
+    range: &KeyRange,
+    always: &str,
+    mut value: impl FnMut(usize, &Scalar) -> String,
+) -> String {
+    let group =
+        |items: Vec<String>| if items.len() == 1 { items[0].clone() } else { format!("({})", items.join(", ")) };
+    let lhs = group(columns.to_vec());
+    let mut clauses = Vec::new();
+    for (bound, op) in [(&range.lo, ">="), (&range.hi, "<")] {
+        if let Some(key) = bound {
+            let values = key.iter().enumerate().map(|(i, s)| value(i, s)).collect();
+            clauses.push(format!("{lhs} {op} {}", group(values)));
+        }
+    }
+    if clauses.is_empty() { always.to_string() } else { clauses.join(" AND ") }
+}
+
 /// How rows of a table are identified and ranged over.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum KeySpec {

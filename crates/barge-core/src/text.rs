@@ -168,21 +168,27 @@ pub fn format_date(days: i32, out: &mut String) {
 /// Appends `HH:MM:SS`, plus the fraction without trailing zeros when there is one (as PostgreSQL
 /// prints it). Trimmed fractions still sort chronologically as text.
 pub fn format_time(micros: i64, out: &mut String) {
-    let (secs, mut frac) = ((micros / MICROS_PER_SECOND) as u64, (micros % MICROS_PER_SECOND) as u64);
+    let (secs, frac) = ((micros / MICROS_PER_SECOND) as u64, (micros % MICROS_PER_SECOND) as u64);
     push_digits(out, secs / 3600, 2);
     out.push(':');
     push_digits(out, secs / 60 % 60, 2);
     out.push(':');
     push_digits(out, secs % 60, 2);
-    if frac != 0 {
-        let mut width = 6;
-        while frac % 10 == 0 {
-            frac /= 10;
-            width -= 1;
-        }
-        out.push('.');
-        push_digits(out, frac, width);
+    push_fraction(frac, out);
+}
+
+/// Appends `.ffffff` for a non-zero count of microseconds, trailing zeros trimmed.
+fn push_fraction(mut micros: u64, out: &mut String) {
+    if micros == 0 {
+        return;
     }
+    let mut width = 6;
+    while micros % 10 == 0 {
+        micros /= 10;
+        width -= 1;
+    }
+    out.push('.');
+    push_digits(out, micros, width);
 }
 
 /// Appends `YYYY-MM-DD HH:MM:SS[.ffffff]`, plus `+00:00` for zoned columns.
@@ -285,16 +291,7 @@ pub fn format_interval(months: i32, days: i32, micros: i64, out: &mut String) {
     }
     let abs = micros.unsigned_abs();
     out.push_str(&(abs / MICROS_PER_SECOND as u64).to_string());
-    let mut frac = abs % MICROS_PER_SECOND as u64;
-    if frac != 0 {
-        let mut width = 6;
-        while frac % 10 == 0 {
-            frac /= 10;
-            width -= 1;
-        }
-        out.push('.');
-        push_digits(out, frac, width);
-    }
+    push_fraction(abs % MICROS_PER_SECOND as u64, out);
     out.push_str(" seconds");
 }
 

@@ -88,19 +88,7 @@ fn bound(value: &Scalar) -> String {
 /// `cols >= lo AND cols < hi`, row values for composite keys, in the columns' own collation.
 fn range_predicate(table: &TableInfo, range: &KeyRange) -> String {
     let columns: Vec<String> = table.range_columns().iter().map(|c| quote(c)).collect();
-    let side = |key: &Key| {
-        let values: Vec<String> = key.iter().map(bound).collect();
-        if values.len() == 1 { values[0].clone() } else { format!("({})", values.join(", ")) }
-    };
-    let lhs = if columns.len() == 1 { columns[0].clone() } else { format!("({})", columns.join(", ")) };
-    let mut clauses = Vec::new();
-    if let Some(lo) = &range.lo {
-        clauses.push(format!("{lhs} >= {}", side(lo)));
-    }
-    if let Some(hi) = &range.hi {
-        clauses.push(format!("{lhs} < {}", side(hi)));
-    }
-    if clauses.is_empty() { "1".into() } else { clauses.join(" AND ") }
+    barge_core::model::range_predicate(&columns, range, "1", |_, value| bound(value))
 }
 
 fn scalar_of(table: &TableInfo, column: &str, value: &Option<Vec<u8>>) -> Scalar {

@@ -110,31 +110,12 @@ fn range_predicate(table: &TableInfo, range: &KeyRange) -> String {
         KeySpec::Locator(_) => vec![(CTID.into(), "tid".into())],
         _ => table.range_columns().into_iter().map(|c| (quote(&c), native_of(table, &c))).collect(),
     };
-    let side = |key: &Key| -> String {
-        let values: Vec<String> = key
-            .iter()
-            .zip(&columns)
-            .map(|(v, (_, native))| match (&table.key, v) {
-                // Block ranges over ctid: (block, 0) is the first tuple a block can hold.
-                (KeySpec::Locator(_), Scalar::Int(block)) => format!("'({block},0)'::tid"),
-                _ => bound_literal(v, native),
-            })
-            .collect();
-        if values.len() == 1 { values[0].clone() } else { format!("({})", values.join(", ")) }
-    };
-    let lhs = if columns.len() == 1 {
-        columns[0].0.clone()
-    } else {
-        format!("({})", columns.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(", "))
-    };
-    let mut clauses = Vec::new();
-    if let Some(lo) = &range.lo {
-        clauses.push(format!("{lhs} >= {}", side(lo)));
-    }
-    if let Some(hi) = &range.hi {
-        clauses.push(format!("{lhs} < {}", side(hi)));
-    }
-    if clauses.is_empty() { "true".into() } else { clauses.join(" AND ") }
+    let names: Vec<String> = columns.iter().map(|(c, _)| c.clone()).collect();
+    barge_core::model::range_predicate(&names, range, "true", |i, value| match (&table.key, value) {
+        // Block ranges over ctid: (block, 0) is the first tuple a block can hold.
+        (KeySpec::Locator(_), Scalar::Int(block)) => format!("'({block},0)'::tid"),
+        _ => bound_literal(value, &columns[i].1),
+    })
 }
 
 /// The SELECT-list expression reading a column: types without a binary codec are cast to text.

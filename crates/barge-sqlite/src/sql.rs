@@ -13,22 +13,12 @@ pub fn quote(name: &str) -> String {
 /// `cols >= lo AND cols < hi` (row values for composite keys) and its parameters. An unbounded
 /// range is `1`.
 pub fn range_predicate(columns: &[String], range: &KeyRange) -> (String, Vec<Scalar>) {
-    let lhs = if columns.len() == 1 { columns[0].clone() } else { format!("({})", columns.join(", ")) };
-    let placeholders = |n: usize| {
-        let marks = vec!["?"; n].join(", ");
-        if n == 1 { marks } else { format!("({marks})") }
-    };
-    let mut clauses = Vec::new();
     let mut params = Vec::new();
-    if let Some(lo) = &range.lo {
-        clauses.push(format!("{lhs} >= {}", placeholders(lo.len())));
-        params.extend(lo.iter().cloned());
-    }
-    if let Some(hi) = &range.hi {
-        clauses.push(format!("{lhs} < {}", placeholders(hi.len())));
-        params.extend(hi.iter().cloned());
-    }
-    if clauses.is_empty() { ("1".into(), params) } else { (clauses.join(" AND "), params) }
+    let predicate = barge_core::model::range_predicate(columns, range, "1", |_, scalar| {
+        params.push(scalar.clone());
+        "?".into()
+    });
+    (predicate, params)
 }
 
 /// Binds key scalars, in order, to a statement's positional parameters.
