@@ -160,6 +160,9 @@ pub fn copy_summary(report: &CopyReport) -> String {
                 out.push('\n');
             }
         }
+        for notice in &t.notices {
+            out.push_str(&format!("    note: {notice}\n"));
+        }
     }
     let verdict = if report.tables.iter().all(|t| t.verified == Some(true)) {
         "verified: target equals source"

@@ -62,6 +62,13 @@ pub trait Source: Send + Sync {
         batch_rows: usize,
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()>;
+
+    /// Conversions the reads of `table` applied that a user must hear about (e.g. "column `d`: 3
+    /// zero dates read as NULL"), one line each; reported with the table and logged.
+    fn notices(&self, table: &str) -> Vec<String> {
+        let _ = table;
+        Vec::new()
+    }
 }
 
 /// How a target stores one Arrow field, and what it reads it back as.

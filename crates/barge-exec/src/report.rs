@@ -18,6 +18,9 @@ pub struct TableReport {
     /// The keys behind a failed verification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<KeyDiff>,
+    /// Conversions the source applied while reading (see `Source::notices`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 /// A whole copy.

@@ -101,6 +101,10 @@ pub fn copy(
         if table.action == TableAction::Create {
             target.finish_table(&table.target_table, &table.source)?;
         }
+        let notices = source.notices(name);
+        for notice in &notices {
+            tracing::warn!("table `{name}`: {notice}");
+        }
         let copy_seconds = table_started.elapsed().as_secs_f64();
         progress.finished(name, Phase::Copy, &format!("{rows_written} rows in {copy_seconds:.2}s"));
         let verdict = if options.verify {
@@ -139,6 +143,7 @@ pub fn copy(
             seconds: table_started.elapsed().as_secs_f64(),
             verified: verdict.as_ref().map(|v| v.matched),
             diff: verdict.filter(|v| !v.matched).map(|v| v.diff),
+            notices,
         });
     }
     if options.foreign_keys {

@@ -90,11 +90,12 @@ impl Decoder {
         }
     }
 
-    /// Appends one value; `None` is SQL NULL.
-    pub fn append(&mut self, value: Option<&[u8]>) -> Result<(), String> {
+    /// Appends one value; `None` is SQL NULL. With `zero_dates_as_null`, a zero date becomes NULL
+    /// and `Ok(true)` says so (the caller counts them); otherwise it is an error.
+    pub fn append(&mut self, value: Option<&[u8]>, zero_dates_as_null: bool) -> Result<bool, String> {
         let Some(b) = value else {
             self.append_null();
-            return Ok(());
+            return Ok(false);
         };
         // MySQL's zero dates (0000-00-00) and zero-in-date values (2024-00-15) name no day.
         let zero_date = |t: &str| {
@@ -123,14 +124,22 @@ impl Decoder {
             Decoder::Date(x) => {
                 let t = utf8(b)?;
                 if zero_date(t) {
-                    return Err(format!("zero date `{t}` has no calendar value"));
+                    if zero_dates_as_null {
+                        x.append_null();
+                        return Ok(true);
+                    }
+                    return Err(format!("zero date `{t}` has no calendar value (zero_dates=error)"));
                 }
                 x.append_value(text::parse_date(t).ok_or_else(|| format!("`{t}` is not a date"))?);
             }
             Decoder::DateTime(x, _) => {
                 let t = utf8(b)?;
                 if zero_date(t) {
-                    return Err(format!("zero date `{t}` has no calendar value"));
+                    if zero_dates_as_null {
+                        x.append_null();
+                        return Ok(true);
+                    }
+                    return Err(format!("zero date `{t}` has no calendar value (zero_dates=error)"));
                 }
                 x.append_value(text::parse_datetime(t).ok_or_else(|| format!("`{t}` is not a datetime"))?);
             }
@@ -140,7 +149,7 @@ impl Decoder {
                 x.append_value(IntervalMonthDayNano::new(0, 0, micros * 1_000));
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     fn append_null(&mut self) {

@@ -18,6 +18,12 @@ pub struct MyUrl {
     pub database: String,
     /// Whether writers may use LOAD DATA LOCAL INFILE (`?local_infile=false` forces INSERTs).
     pub local_infile: bool,
+    /// Zero dates (`0000-00-00`, `2024-00-15`) read as NULL and counted (`?zero_dates=null`, the
+    /// default), or fail the read (`?zero_dates=error`).
+    pub zero_dates_as_null: bool,
+    /// `tinyint(1)` read as boolean (`?tinyint1=boolean`, the default) or as an integer
+    /// (`?tinyint1=integer`, for columns that hold more than 0 and 1).
+    pub tinyint1_as_bool: bool,
     /// The URL with its password redacted.
     pub display: String,
 }
@@ -56,12 +62,21 @@ pub fn parse_url(url: &str) -> Result<MyUrl> {
         return Err(invalid("expected mysql:// or mariadb://"));
     }
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let mut local_infile = true;
+    let (mut local_infile, mut zero_dates_as_null, mut tinyint1_as_bool) = (true, true, true);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("local_infile", "true" | "1")) => local_infile = true,
             Some(("local_infile", "false" | "0")) => local_infile = false,
-            _ => return Err(invalid("unknown URL parameter (supported: local_infile=true|false)")),
+            Some(("zero_dates", "null")) => zero_dates_as_null = true,
+            Some(("zero_dates", "error")) => zero_dates_as_null = false,
+            Some(("tinyint1", "boolean")) => tinyint1_as_bool = true,
+            Some(("tinyint1", "integer")) => tinyint1_as_bool = false,
+            _ => {
+                return Err(invalid(
+                    "unknown URL parameter (supported: local_infile=true|false, zero_dates=null|error, \
+                     tinyint1=boolean|integer)",
+                ));
+            }
         }
     }
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -94,7 +109,7 @@ pub fn parse_url(url: &str) -> Result<MyUrl> {
         // The driver would otherwise switch 127.0.0.1 to the Unix socket behind the user's back.
         .prefer_socket(false)
         .init(SESSION_SETUP.to_vec());
-    Ok(MyUrl { opts: opts.into(), database, local_infile, display })
+    Ok(MyUrl { opts: opts.into(), database, local_infile, zero_dates_as_null, tinyint1_as_bool, display })
 }
 
 /// A connection driven by a private current-thread runtime on the calling thread.

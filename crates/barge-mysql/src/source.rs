@@ -2,7 +2,7 @@
 //! are never all buffered), decoded into Arrow builders on the reader's thread.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
@@ -17,21 +17,25 @@ use mysql_async::prelude::Queryable;
 use crate::ENGINE;
 use crate::codec::Decoder;
 use crate::conn::{LocalConn, MyUrl, connect, literal, my_err, quote};
-use crate::types::{Kind, resolve};
+use crate::types::{Kind, resolve_with};
 
 /// Rows gathered per `block_on` before decoding them outside it.
 const ROWS_PER_CHUNK: usize = 4096;
 /// Field metadata: the DATA_TYPE that, with the native COLUMN_TYPE, resolves the column's kind.
 const META_DATA_TYPE: &str = "barge.mysql.data_type";
+/// Field metadata present when a `tinyint(1)` column is read as an integer (`?tinyint1=integer`).
+const META_TINYINT1_INTEGER: &str = "barge.mysql.tinyint1_integer";
 
 pub struct MySource {
     url: MyUrl,
+    /// (table, column) → zero dates read as NULL, for `notices`.
+    zero_dates: Mutex<HashMap<(String, String), u64>>,
 }
 
 impl MySource {
     pub fn open(url: MyUrl) -> Result<Arc<Self>> {
         drop(connect(&url)?); // fail early and clearly if the server is unreachable
-        Ok(Arc::new(MySource { url }))
+        Ok(Arc::new(MySource { url, zero_dates: Mutex::new(HashMap::new()) }))
     }
 }
 
@@ -48,11 +52,14 @@ pub fn kinds(table: &TableInfo) -> Result<Vec<Kind>> {
         .map(|f| {
             let meta = f.metadata();
             let (data_type, column_type) = (meta.get(META_DATA_TYPE), meta.get(META_NATIVE_TYPE));
-            data_type.zip(column_type).and_then(|(d, c)| resolve(d, c)).ok_or_else(|| Error::UnsupportedType {
-                table: table.name.clone(),
-                column: f.name().clone(),
-                type_name: column_type.cloned().unwrap_or_default(),
-                reason: None,
+            let as_bool = !meta.contains_key(META_TINYINT1_INTEGER);
+            data_type.zip(column_type).and_then(|(d, c)| resolve_with(d, c, as_bool)).ok_or_else(|| {
+                Error::UnsupportedType {
+                    table: table.name.clone(),
+                    column: f.name().clone(),
+                    type_name: column_type.cloned().unwrap_or_default(),
+                    reason: None,
+                }
             })
         })
         .collect()
@@ -147,17 +154,22 @@ impl MySource {
             if is_json && data_type == "longtext" {
                 column_type = "json".into();
             }
-            let kind = resolve(&data_type, &column_type).ok_or_else(|| Error::UnsupportedType {
-                table: name.into(),
-                column: column.clone(),
-                type_name: column_type.clone(),
-                reason: Some("barge has no mapping for it yet".into()),
+            let kind = resolve_with(&data_type, &column_type, self.url.tinyint1_as_bool).ok_or_else(|| {
+                Error::UnsupportedType {
+                    table: name.into(),
+                    column: column.clone(),
+                    type_name: column_type.clone(),
+                    reason: Some("barge has no mapping for it yet".into()),
+                }
             })?;
             let mut metadata = HashMap::from([
                 (META_NATIVE_TYPE.to_string(), column_type.clone()),
                 (META_DATA_TYPE.to_string(), if is_json { "json".into() } else { data_type }),
                 (META_ENGINE.to_string(), ENGINE.to_string()),
             ]);
+            if !self.url.tinyint1_as_bool {
+                metadata.insert(META_TINYINT1_INTEGER.to_string(), "true".to_string());
+            }
             if text(&row[4]).contains("auto_increment") {
                 metadata.insert(META_IDENTITY.to_string(), "true".to_string());
             } else if let Some(literal) = row[5].as_ref().and_then(|d| portable_default(&String::from_utf8_lossy(d))) {
@@ -327,6 +339,7 @@ impl barge_core::Source for MySource {
         let batch_rows = batch_rows.max(1);
         let mut decoders: Vec<Decoder> = kinds.iter().map(|k| Decoder::new(*k, batch_rows)).collect();
         let mut pending = 0;
+        let mut zero_dates = vec![0u64; decoders.len()];
         let mut chunk: Vec<mysql_async::Row> = Vec::with_capacity(ROWS_PER_CHUNK);
         loop {
             chunk.clear();
@@ -351,7 +364,11 @@ impl barge_core::Source for MySource {
                             return Err(Error::engine("reading rows", format!("unexpected binary value {other:?}")));
                         }
                     };
-                    if let Err(reason) = decoder.append(value) {
+                    let appended = decoder.append(value, self.url.zero_dates_as_null);
+                    if let Ok(true) = appended {
+                        zero_dates[i] += 1;
+                    }
+                    if let Err(reason) = appended {
                         let key = match &table.key {
                             KeySpec::Primary(cols) => Some(
                                 cols.iter()
@@ -387,6 +404,21 @@ impl barge_core::Source for MySource {
             let columns: Vec<ArrayRef> = decoders.iter_mut().map(Decoder::finish).collect();
             emit(RecordBatch::try_new(table.schema.clone(), columns)?)?;
         }
+        let mut counts = self.zero_dates.lock().expect("zero-date counts");
+        for (i, n) in zero_dates.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+            *counts.entry((table.name.clone(), table.schema.field(i).name().clone())).or_default() += n;
+        }
         Ok(())
+    }
+
+    fn notices(&self, table: &str) -> Vec<String> {
+        let counts = self.zero_dates.lock().expect("zero-date counts");
+        let mut notices: Vec<String> = counts
+            .iter()
+            .filter(|((t, _), _)| t == table)
+            .map(|((_, column), n)| format!("column `{column}`: {n} zero date(s) read as NULL"))
+            .collect();
+        notices.sort();
+        notices
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! | MySQL | [`Kind`] | Arrow | notes |
 //! |---|---|---|---|
-//! | tinyint(1), boolean | Bool | Boolean | other values than 0/1 are refused per row |
+//! | tinyint(1), boolean | Bool | Boolean | other values than 0/1 are refused per row; `?tinyint1=integer` reads them as Int8 |
 //! | tinyint, smallint, mediumint, int, bigint | Int | Int8/16/32/32/64 | |
 //! | … unsigned | UInt | UInt8/16/32/32/64 | bigint unsigned above 2^63 kept (UInt64; numeric(20,0) in PostgreSQL) |
 //! | year | Int | Int16 | |
@@ -16,8 +16,8 @@
 //! | char, varchar, tinytext … longtext, enum, set | Text | Utf8 | utf8mb4 |
 //! | json (MySQL; MariaDB's longtext with a json_valid check) | Json | Utf8 | |
 //! | binary, varbinary, tinyblob … longblob | Bytes | Binary | |
-//! | date | Date | Date32 | zero dates refused per row |
-//! | datetime(0-6) | DateTime | Timestamp(µs) | |
+//! | date | Date | Date32 | zero dates (`0000-00-00`, `2024-00-15`) read as NULL and counted in the table's notices; `?zero_dates=error` refuses them |
+//! | datetime(0-6) | DateTime | Timestamp(µs) | zero dates as for date |
 //! | timestamp(0-6) | Timestamp | Timestamp(µs, +00:00) | sessions run in UTC |
 //! | time(0-6) | Time | Interval(MonthDayNano) | negative and > 24 h values kept (days 0, µs) |
 //!
@@ -83,13 +83,23 @@ pub const MYSQL_TYPES: &[(&str, Kind)] = &[
 /// Timestamps are UTC and labelled with this offset.
 pub const UTC: &str = barge_core::text::UTC_OFFSET;
 
-/// Resolves a column from `DATA_TYPE` and `COLUMN_TYPE` (e.g. `int`, `int(10) unsigned`).
+/// Resolves a column from `DATA_TYPE` and `COLUMN_TYPE` (e.g. `int`, `int(10) unsigned`),
+/// reading `tinyint(1)` as boolean.
 pub fn resolve(data_type: &str, column_type: &str) -> Option<Kind> {
+    resolve_with(data_type, column_type, true)
+}
+
+/// [`resolve`], choosing whether `tinyint(1)` is a boolean or a small integer.
+pub fn resolve_with(data_type: &str, column_type: &str, tinyint1_as_bool: bool) -> Option<Kind> {
     let data_type = data_type.to_ascii_lowercase();
     let column_type = column_type.to_ascii_lowercase();
     let kind = MYSQL_TYPES.iter().find(|(n, _)| *n == data_type).map(|(_, k)| *k)?;
     Some(match kind {
-        Kind::Int(8) if column_type.starts_with("tinyint(1)") && !column_type.contains("unsigned") => Kind::Bool,
+        Kind::Int(8)
+            if tinyint1_as_bool && column_type.starts_with("tinyint(1)") && !column_type.contains("unsigned") =>
+        {
+            Kind::Bool
+        }
         Kind::Int(bits) if column_type.contains("unsigned") => Kind::UInt(bits),
         Kind::Decimal(..) => {
             // `decimal(12,2) unsigned` → "12,2"; a bare `decimal` is decimal(10,0).

@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 
 use crate::ENGINE;
 use crate::conn::{LocalConn, PgUrl, connect, connect_local, literal, pg_err, quote, runtime};
-use crate::encode::{TargetType, encode_batch};
+use crate::encode::{TargetType, encode_batch, value_writer};
 use crate::types::{Codec, resolve, sql_type_for_arrow};
 
 /// Loading sessions do not wait for WAL flushes at commit: a crash can lose the last commits, never
@@ -227,7 +227,17 @@ impl barge_core::Target for PgTarget {
                 })?;
                 // Text-staged arrays travel as text[] into the staging table.
                 let element_oid = if column.codec == Codec::AsText { TEXT_OID } else { *element_oid };
-                Ok(TargetType { column, element_oid })
+                let target = TargetType { column, element_oid };
+                // An existing column that cannot take this Arrow type fails here, before any row.
+                if value_writer(arrow_array::new_empty_array(f.data_type()).as_ref(), &target).is_none() {
+                    return Err(Error::UnsupportedType {
+                        table: table.into(),
+                        column: f.name().clone(),
+                        type_name: f.data_type().to_string(),
+                        reason: Some(format!("the target column is {sql_type}")),
+                    });
+                }
+                Ok(target)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(PgEncoder {

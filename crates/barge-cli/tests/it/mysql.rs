@@ -92,9 +92,41 @@ fn zero_dates_and_unsupported_types_are_clear_errors() {
     let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("z.db"), "--table", "g"]);
     run.assert_code(2);
     assert!(run.stderr.contains("table `g`, column `shape`, type `geometry`"), "{}", run.stderr);
-    let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("z.db"), "--table", "z"]);
+    // By default a zero date becomes NULL, counted per column in the summary and the log…
+    let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("z.db"), "--table", "z", "--json"]);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(table(&json, "z")["notices"], json!(["column `d`: 1 zero date(s) read as NULL"]));
+    assert!(run.stderr.contains("1 zero date(s) read as NULL"), "{}", run.stderr);
+    let stored: Option<String> = dir.conn("z.db").query_row("SELECT d FROM z WHERE id = 7", [], |r| r.get(0)).unwrap();
+    assert_eq!(stored, None);
+    // …or fails the table when asked.
+    let strict = format!("{}?zero_dates=error", my.url());
+    let run = barge(&["copy", "--from", &strict, "--to", &dir.url("z2.db"), "--table", "z"]);
     run.assert_code(1);
     assert!(run.stderr.contains("column `d` at key 7: zero date"), "{}", run.stderr);
+}
+
+#[test]
+fn tinyint1_reads_as_boolean_or_on_request_as_an_integer() {
+    let (my, pg) = (MyDb::new("tiny"), PgDb::new("tiny"));
+    my.sql("CREATE TABLE f (id int PRIMARY KEY, flag tinyint(1)); INSERT INTO f VALUES (1, 0), (2, 1), (3, 7);");
+    // A 7 is no boolean: refused, naming the key …
+    let run = barge(&["copy", "--from", &my.url(), "--to", &pg.url()]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("column `flag` at key 3: expected 0 or 1, found `7`"), "{}", run.stderr);
+    // … and read as an integer when asked.
+    let as_integer = format!("{}?tinyint1=integer", my.url());
+    // The failed copy left its (empty, boolean) table behind: an integer cannot go there.
+    let run = barge(&["copy", "--from", &as_integer, "--to", &pg.url()]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("column `flag`, type `Int8`: the target column is boolean"), "{}", run.stderr);
+    pg.sql("DROP TABLE IF EXISTS f");
+    barge(&["copy", "--from", &as_integer, "--to", &pg.url()]).assert_code(0);
+    let types = pg.sql(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'f'::regclass AND attname = 'flag'",
+    );
+    assert_eq!(types[0][0].as_deref(), Some("smallint"));
 }
 
 #[test]
