@@ -37,6 +37,12 @@ pub const META_IDENTITY: &str = "barge.identity";
 /// Field metadata key holding a column default that every engine understands: a literal as
 /// [`types::portable_default`] normalises it.
 pub const META_DEFAULT: &str = "barge.default";
+/// Field metadata key naming what a column holds beyond its Arrow type, the same in every engine:
+/// `json` for JSON documents carried as text (PostgreSQL json/jsonb, MySQL json, SQLite JSON).
+/// Targets create their own JSON type for it, and verification hashes it as canonical JSON.
+pub const META_LOGICAL: &str = "barge.logical";
+/// [`META_LOGICAL`] value for JSON documents.
+pub const LOGICAL_JSON: &str = "json";
 /// Field metadata key naming the engine that declared [`META_NATIVE_TYPE`], so that a target of the
 /// same engine can keep the native type instead of going through the Arrow mapping.
 pub const META_ENGINE: &str = "barge.engine";

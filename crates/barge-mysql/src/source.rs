@@ -8,8 +8,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
 use barge_core::types::portable_default;
 use barge_core::{
-    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, META_DEFAULT, META_ENGINE, META_IDENTITY,
-    META_NATIVE_TYPE, Result, Scalar, TableInfo,
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, META_DEFAULT, META_ENGINE,
+    META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Result, Scalar, TableInfo,
 };
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -149,10 +149,11 @@ impl MySource {
             .collect();
         let mut fields = Vec::with_capacity(columns.len());
         for row in &columns {
-            let (column, data_type, mut column_type) = (text(&row[0]), text(&row[1]), text(&row[2]));
-            let is_json = json_checked.iter().any(|c| c.contains(&format!("json_valid(`{column}`)")));
-            if is_json && data_type == "longtext" {
-                column_type = "json".into();
+            let (column, mut data_type, mut column_type) = (text(&row[0]), text(&row[1]), text(&row[2]));
+            let is_json =
+                data_type == "longtext" && json_checked.iter().any(|c| c.contains(&format!("json_valid(`{column}`)")));
+            if is_json {
+                (data_type, column_type) = ("json".into(), "json".into());
             }
             let kind = resolve_with(&data_type, &column_type, self.url.tinyint1_as_bool).ok_or_else(|| {
                 Error::UnsupportedType {
@@ -164,9 +165,12 @@ impl MySource {
             })?;
             let mut metadata = HashMap::from([
                 (META_NATIVE_TYPE.to_string(), column_type.clone()),
-                (META_DATA_TYPE.to_string(), if is_json { "json".into() } else { data_type }),
+                (META_DATA_TYPE.to_string(), data_type),
                 (META_ENGINE.to_string(), ENGINE.to_string()),
             ]);
+            if kind == Kind::Json {
+                metadata.insert(META_LOGICAL.to_string(), LOGICAL_JSON.to_string());
+            }
             if !self.url.tinyint1_as_bool {
                 metadata.insert(META_TINYINT1_INTEGER.to_string(), "true".to_string());
             }

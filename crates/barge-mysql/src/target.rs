@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Encoded, Error, ForeignKeyInfo, META_DEFAULT, META_ENGINE, META_IDENTITY, META_NATIVE_TYPE, Result,
-    TableInfo, TableWriter, TargetColumn,
+    BatchEncoder, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, META_DEFAULT, META_ENGINE, META_IDENTITY, META_LOGICAL,
+    META_NATIVE_TYPE, Result, TableInfo, TableWriter, TargetColumn,
 };
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
@@ -79,6 +79,7 @@ impl barge_core::Target for MyTarget {
         let meta = field.metadata();
         let native = match (meta.get(META_ENGINE).map(String::as_str), meta.get(META_NATIVE_TYPE)) {
             (Some(ENGINE), Some(native)) => Some(native.clone()),
+            _ if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_JSON) => Some("json".into()),
             // Key and index columns need a bounded type; every text column gets one only when it is
             // short enough to be a key, which the plan cannot know here, so all get the unbounded one
             // and `create_table` bounds the key columns.

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Encoded, Error, META_DEFAULT, META_ENGINE, META_IDENTITY, META_NATIVE_TYPE, Result, TableWriter,
-    TargetColumn,
+    BatchEncoder, Encoded, Error, LOGICAL_JSON, META_DEFAULT, META_ENGINE, META_IDENTITY, META_LOGICAL,
+    META_NATIVE_TYPE, Result, TableWriter, TargetColumn,
 };
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -93,6 +93,7 @@ impl barge_core::Target for PgTarget {
         let meta = field.metadata();
         let native = match (meta.get(META_ENGINE).map(String::as_str), meta.get(META_NATIVE_TYPE)) {
             (Some(ENGINE), Some(native)) => Some(native.clone()),
+            _ if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_JSON) => Some("jsonb".into()),
             _ => sql_type_for_arrow(field.data_type()),
         };
         let resolved = native.as_deref().and_then(resolve);

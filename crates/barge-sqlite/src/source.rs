@@ -14,8 +14,8 @@ use arrow_schema::{Field, Schema};
 use barge_core::model::display_key;
 use barge_core::types::portable_default;
 use barge_core::{
-    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, META_DEFAULT, META_ENGINE, META_IDENTITY,
-    META_NATIVE_TYPE, Result, Scalar, TableInfo,
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, META_DEFAULT, META_ENGINE,
+    META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Result, Scalar, TableInfo,
 };
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
@@ -191,6 +191,9 @@ impl barge_core::Source for SqliteSource {
                 let kind = kind_of(&declared, name, &column)?;
                 let mut metadata =
                     HashMap::from([(META_NATIVE_TYPE.to_string(), declared), (META_ENGINE.to_string(), ENGINE.into())]);
+                if metadata[META_NATIVE_TYPE].trim().eq_ignore_ascii_case("json") {
+                    metadata.insert(META_LOGICAL.to_string(), LOGICAL_JSON.to_string());
+                }
                 if let Some(literal) = default.as_deref().and_then(portable_default) {
                     metadata.insert(META_DEFAULT.to_string(), literal);
                 }

@@ -8,7 +8,10 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
-use barge_core::{Encoded, Error, META_DEFAULT, META_ENGINE, META_NATIVE_TYPE, Result, TableWriter, TargetColumn};
+use barge_core::{
+    Encoded, Error, LOGICAL_JSON, META_DEFAULT, META_ENGINE, META_LOGICAL, META_NATIVE_TYPE, Result, TableWriter,
+    TargetColumn,
+};
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
@@ -83,6 +86,12 @@ impl barge_core::Target for SqliteTarget {
                     read_back: kind_of(native, table, field.name())?.arrow(),
                 });
             }
+        }
+        if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_JSON) {
+            return Ok(TargetColumn {
+                native_type: "JSON".into(),
+                read_back: kind_of("JSON", table, field.name())?.arrow(),
+            });
         }
         column_for_arrow(field.data_type()).ok_or_else(|| Error::UnsupportedType {
             table: table.into(),

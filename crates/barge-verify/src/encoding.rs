@@ -21,6 +21,7 @@ const TAG_TIMESTAMP: u8 = 0x08;
 const TAG_TIME: u8 = 0x09;
 const TAG_LIST: u8 = 0x0A;
 const TAG_INTERVAL: u8 = 0x0B;
+const TAG_JSON: u8 = 0x0C;
 
 const CANONICAL_NAN: u64 = 0x7ff8_0000_0000_0000;
 
@@ -44,6 +45,8 @@ enum Accessor<'a> {
     },
     /// (months, days, nanoseconds): the three independent parts of a calendar interval.
     Interval(Get<'a, (i32, i32, i64)>),
+    /// JSON documents held as text, hashed in canonical form.
+    Json(Get<'a, &'a str>),
 }
 
 struct Column<'a> {
@@ -211,6 +214,7 @@ impl<'a> Column<'a> {
                 out.extend_from_slice(minimal);
             }
             Accessor::Text(get) => put_bytes(out, TAG_TEXT, get(i).as_bytes()),
+            Accessor::Json(get) => put_bytes(out, TAG_JSON, canonical_json(get(i)).as_bytes()),
             Accessor::Bytes(get) => put_bytes(out, TAG_BYTES, get(i)),
             Accessor::Date(get) => {
                 out.push(TAG_DATE);
@@ -253,7 +257,7 @@ impl<'a> Column<'a> {
                 serde_json::Number::from_f64(get(i)).map_or_else(|| Value::String(get(i).to_string()), Value::Number)
             }
             Accessor::Decimal(get, scale) => Value::String(decimal_to_string(get(i), *scale)),
-            Accessor::Text(get) => Value::String(get(i).to_string()),
+            Accessor::Text(get) | Accessor::Json(get) => Value::String(get(i).to_string()),
             Accessor::Bytes(get) => Value::String(get(i).iter().map(|b| format!("{b:02x}")).collect()),
             Accessor::Date(get) => Value::String(
                 chrono::NaiveDate::from_num_days_from_ce_opt(get(i) + 719_163)
@@ -291,6 +295,12 @@ impl<'a> Column<'a> {
             }
         }
     }
+}
+
+/// A JSON document with sorted keys, no insignificant whitespace and numbers as serde_json prints
+/// them; text that is not JSON stays as it is.
+fn canonical_json(text: &str) -> String {
+    serde_json::from_str::<Value>(text).map_or_else(|_| text.to_string(), |v| v.to_string())
 }
 
 fn prim_str<'a, O: arrow_array::OffsetSizeTrait>(a: &'a arrow_array::GenericStringArray<O>) -> Get<'a, &'a str> {
@@ -387,6 +397,16 @@ impl<'a> RowEncoder<'a> {
             .iter()
             .map(|&i| {
                 let array: &'a ArrayRef = batch.column(i);
+                let field = batch.schema_ref().field(i);
+                if field.metadata().get(barge_core::META_LOGICAL).map(String::as_str) == Some(barge_core::LOGICAL_JSON)
+                {
+                    if let Some(texts) = array.as_string_opt::<i32>() {
+                        return Ok(Column {
+                            nulls: array.nulls(),
+                            accessor: Accessor::Json(Box::new(move |r| texts.value(r))),
+                        });
+                    }
+                }
                 Column::new(array.as_ref()).ok_or_else(|| Error::UnsupportedType {
                     table: table.to_string(),
                     column: batch.schema_ref().field(i).name().clone(),
@@ -449,6 +469,28 @@ mod tests {
         assert_eq!(bytes_of(Arc::new(a)), bytes_of(Arc::new(b)));
         let c = Decimal128Array::from(vec![124]).with_precision_and_scale(10, 1).unwrap();
         assert_ne!(bytes_of(Arc::new(c)), bytes_of(Arc::new(Decimal128Array::from(vec![123]))));
+    }
+
+    #[test]
+    fn json_documents_hash_canonically_and_only_when_marked() {
+        let json = |text: &str, marked: bool| {
+            let mut field = arrow_schema::Field::new("j", arrow_schema::DataType::Utf8, true);
+            if marked {
+                field = field.with_metadata(std::collections::HashMap::from([(
+                    barge_core::META_LOGICAL.to_string(),
+                    barge_core::LOGICAL_JSON.to_string(),
+                )]));
+            }
+            let schema = Arc::new(arrow_schema::Schema::new(vec![field]));
+            let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec![text]))]).unwrap();
+            let mut out = Vec::new();
+            RowEncoder::new("t", &batch).unwrap().encode_row(0, &mut out);
+            out
+        };
+        assert_eq!(json(r#"{"b": 1,  "a": [1, 2]}"#, true), json(r#"{"a":[1,2],"b":1}"#, true));
+        assert_ne!(json(r#"{"b": 1,  "a": [1, 2]}"#, false), json(r#"{"a":[1,2],"b":1}"#, false));
+        assert_ne!(json(r#"{"a": 1}"#, true), json(r#"{"a": 2}"#, true));
+        assert_eq!(json("not json", true), json("not json", true));
     }
 
     #[test]

@@ -29,6 +29,7 @@
 //! | `0x08` | timestamp | Timestamp(any unit, any zone) | UTC microseconds since the epoch (i64 LE) + the sub-microsecond remainder in ns (u16 LE); a timestamp without a zone is taken as UTC |
 //! | `0x09` | time of day | Time32, Time64 | microseconds since midnight (i64 LE) + sub-microsecond ns (u16 LE) |
 //! | `0x0A` | list | List, LargeList | element count (u64 LE) + each element's encoding |
+//! | `0x0C` | JSON | Utf8 marked `barge.logical = json` | length (u64 LE) + the document re-serialised with sorted keys and no insignificant whitespace (text that does not parse stays as it is), so PostgreSQL's `{"b": 1,  "a": 2}` = MySQL's `{"a": 2, "b": 1}` |
 //! | `0x0B` | interval | Interval (all units) | months (i32 LE), days (i32 LE), nanoseconds (i64 LE), kept apart as PostgreSQL keeps them (`1 month` ≠ `30 days`) |
 //!
 //! Types with no row here (maps, structs, unions…) are refused by [`RowEncoder::new`] with

@@ -58,8 +58,21 @@ const ARRAY_TYPES: &[&str] = &[
 ];
 
 fn strip_engine_metadata(batch: &RecordBatch) -> RecordBatch {
-    let fields: Vec<Field> =
-        batch.schema().fields().iter().map(|f| f.as_ref().clone().with_metadata(HashMap::new())).collect();
+    // What another engine would hand over: no native types, but the engine-independent logical type.
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let logical: HashMap<String, String> = f
+                .metadata()
+                .iter()
+                .filter(|(k, _)| *k == barge_core::META_LOGICAL)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            f.as_ref().clone().with_metadata(logical)
+        })
+        .collect();
     RecordBatch::try_new(Arc::new(Schema::new(fields)), batch.columns().to_vec()).unwrap()
 }
 
