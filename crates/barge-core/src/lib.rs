@@ -38,11 +38,14 @@ pub const META_IDENTITY: &str = "barge.identity";
 /// [`types::portable_default`] normalises it.
 pub const META_DEFAULT: &str = "barge.default";
 /// Field metadata key naming what a column holds beyond its Arrow type, the same in every engine:
-/// `json` for JSON documents carried as text (PostgreSQL json/jsonb, MySQL json, SQLite JSON).
+/// `json` for JSON documents carried as text (PostgreSQL json/jsonb, MySQL json, SQLite JSON),
+/// `uuid` for UUIDs carried as text (PostgreSQL uuid).
 /// Targets create their own JSON type for it, and verification hashes it as canonical JSON.
 pub const META_LOGICAL: &str = "barge.logical";
 /// [`META_LOGICAL`] value for JSON documents.
 pub const LOGICAL_JSON: &str = "json";
+/// [`META_LOGICAL`] value for UUIDs carried as their 36-character text.
+pub const LOGICAL_UUID: &str = "uuid";
 /// Field metadata key naming the engine that declared [`META_NATIVE_TYPE`], so that a target of the
 /// same engine can keep the native type instead of going through the Arrow mapping.
 pub const META_ENGINE: &str = "barge.engine";

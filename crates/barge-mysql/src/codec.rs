@@ -33,6 +33,8 @@ pub enum Decoder {
     Date(Date32Builder),
     DateTime(TimestampMicrosecondBuilder, bool),
     Time(IntervalMonthDayNanoBuilder),
+    /// bit(n): big-endian bytes from the server, n binary digits in Arrow.
+    Bit(StringBuilder, u8),
 }
 
 fn utf8(b: &[u8]) -> Result<&str, String> {
@@ -87,6 +89,9 @@ impl Decoder {
             Kind::DateTime => Decoder::DateTime(TimestampMicrosecondBuilder::with_capacity(capacity), false),
             Kind::Timestamp => Decoder::DateTime(TimestampMicrosecondBuilder::with_capacity(capacity), true),
             Kind::Time => Decoder::Time(IntervalMonthDayNanoBuilder::with_capacity(capacity)),
+            Kind::Bit(width) => {
+                Decoder::Bit(StringBuilder::with_capacity(capacity, capacity * usize::from(width)), width)
+            }
         }
     }
 
@@ -148,6 +153,13 @@ impl Decoder {
                 let micros = parse_mysql_time(t).ok_or_else(|| format!("`{t}` is not a time"))?;
                 x.append_value(IntervalMonthDayNano::new(0, 0, micros * 1_000));
             }
+            Decoder::Bit(x, width) => {
+                if b.len() > 8 {
+                    return Err(format!("bit value of {} bytes", b.len()));
+                }
+                let value = b.iter().fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
+                x.append_value(format!("{value:0width$b}", width = usize::from(*width)));
+            }
         }
         Ok(false)
     }
@@ -171,6 +183,7 @@ impl Decoder {
             Decoder::Date(x) => x.append_null(),
             Decoder::DateTime(x, _) => x.append_null(),
             Decoder::Time(x) => x.append_null(),
+            Decoder::Bit(x, _) => x.append_null(),
         }
     }
 
@@ -194,6 +207,7 @@ impl Decoder {
             Decoder::DateTime(x, false) => Arc::new(x.finish()),
             Decoder::DateTime(x, true) => Arc::new(x.finish().with_timezone(UTC)),
             Decoder::Time(x) => Arc::new(x.finish()),
+            Decoder::Bit(x, _) => Arc::new(x.finish()),
         }
     }
 }

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, META_DEFAULT, META_ENGINE, META_IDENTITY, META_LOGICAL,
-    META_NATIVE_TYPE, Result, TableInfo, TableWriter, TargetColumn,
+    BatchEncoder, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_ENGINE, META_IDENTITY,
+    META_LOGICAL, META_NATIVE_TYPE, Result, TableInfo, TableWriter, TargetColumn,
 };
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
@@ -80,6 +80,7 @@ impl barge_core::Target for MyTarget {
         let native = match (meta.get(META_ENGINE).map(String::as_str), meta.get(META_NATIVE_TYPE)) {
             (Some(ENGINE), Some(native)) => Some(native.clone()),
             _ if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_JSON) => Some("json".into()),
+            _ if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_UUID) => Some("char(36)".into()),
             // Key and index columns need a bounded type; every text column gets one only when it is
             // short enough to be a key, which the plan cannot know here, so all get the unbounded one
             // and `create_table` bounds the key columns.
@@ -201,26 +202,38 @@ impl barge_core::Target for MyTarget {
     fn writer(&self, table: &str, fields: &[Field]) -> Result<Box<dyn TableWriter>> {
         let mut conn = self.conn()?;
         let types = describe(&mut conn, table)?;
-        let binary: Vec<bool> = fields
-            .iter()
-            .map(|f| {
-                types
-                    .iter()
-                    .find(|(n, _)| n == f.name())
-                    .is_some_and(|(_, t)| t.contains("blob") || t.contains("binary"))
-            })
-            .collect();
+        let type_of = |f: &Field| types.iter().find(|(n, _)| n == f.name()).map(|(_, t)| t.clone()).unwrap_or_default();
+        let binary: Vec<bool> =
+            fields.iter().map(|f| type_of(f).contains("blob") || type_of(f).contains("binary")).collect();
+        let bits: Vec<bool> = fields.iter().map(|f| type_of(f).starts_with("bit")).collect();
         let columns = fields.iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
+        // BIT columns take their binary digits through a variable: text would store the characters' bits.
+        let load_columns: Vec<String> = fields
+            .iter()
+            .zip(&bits)
+            .enumerate()
+            .map(|(i, (f, &bit))| if bit { format!("@barge_bit_{i}") } else { quote(f.name()) })
+            .collect();
+        let set_bits: Vec<String> = fields
+            .iter()
+            .zip(&bits)
+            .enumerate()
+            .filter(|(_, (_, bit))| **bit)
+            .map(|(i, (f, _))| format!("{} = CAST(CONV(@barge_bit_{i}, 2, 10) AS UNSIGNED)", quote(f.name())))
+            .collect();
+        let set_clause = if set_bits.is_empty() { String::new() } else { format!(" SET {}", set_bits.join(", ")) };
         Ok(Box::new(MyWriter {
             conn,
             table: table.into(),
             load: format!(
                 "LOAD DATA LOCAL INFILE 'barge' INTO TABLE {} CHARACTER SET binary \
-                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({columns})",
-                quote(table)
+                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){set_clause}",
+                quote(table),
+                load_columns.join(", ")
             ),
             insert: format!("INSERT INTO {} ({columns}) VALUES ", quote(table)),
             binary,
+            bits,
             use_infile: self.url.local_infile,
             infile_refused: self.infile_refused.clone(),
             in_transaction: false,
@@ -253,6 +266,8 @@ struct MyWriter {
     insert: String,
     /// Binary target columns: the INSERT fallback sends them as hex literals.
     binary: Vec<bool>,
+    /// BIT target columns: the INSERT fallback sends them as `b'…'` literals.
+    bits: Vec<bool>,
     use_infile: bool,
     infile_refused: Arc<AtomicBool>,
     in_transaction: bool,
@@ -279,11 +294,14 @@ impl MyWriter {
                 .map(|row| {
                     let fields: Vec<String> = row
                         .iter()
-                        .zip(&self.binary)
-                        .map(|(field, &binary)| match field {
+                        .zip(self.binary.iter().zip(&self.bits))
+                        .map(|(field, (&binary, &bit))| match field {
                             None => "NULL".into(),
                             Some(b) if binary => {
                                 format!("X'{}'", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+                            }
+                            Some(b) if bit && b.iter().all(|d| matches!(d, b'0' | b'1')) => {
+                                format!("b'{}'", String::from_utf8_lossy(b))
                             }
                             Some(b) => literal(&String::from_utf8_lossy(b)),
                         })

@@ -20,8 +20,9 @@
 //! | datetime(0-6) | DateTime | Timestamp(µs) | zero dates as for date |
 //! | timestamp(0-6) | Timestamp | Timestamp(µs, +00:00) | sessions run in UTC |
 //! | time(0-6) | Time | Interval(MonthDayNano) | negative and > 24 h values kept (days 0, µs) |
+//! | bit(n) | Bit | Utf8 | n binary digits (`0101`), as PostgreSQL's bit(n) travels; written back with `CONV(…, 2, 10)` |
 //!
-//! Not yet mapped (a clear error naming table, column and type): bit, geometry types.
+//! Not yet mapped (a clear error naming table, column and type): geometry types.
 
 use arrow_schema::{DataType, IntervalUnit, TimeUnit};
 
@@ -44,6 +45,8 @@ pub enum Kind {
     DateTime,
     Timestamp,
     Time,
+    /// bit(n), as n binary digits.
+    Bit(u8),
 }
 
 /// Types by `DATA_TYPE`, before `COLUMN_TYPE` refines them.
@@ -78,6 +81,7 @@ pub const MYSQL_TYPES: &[(&str, Kind)] = &[
     ("datetime", Kind::DateTime),
     ("timestamp", Kind::Timestamp),
     ("time", Kind::Time),
+    ("bit", Kind::Bit(1)),
 ];
 
 /// Timestamps are UTC and labelled with this offset.
@@ -109,6 +113,10 @@ pub fn resolve_with(data_type: &str, column_type: &str, tinyint1_as_bool: bool) 
             let scale = parts.next().map_or(Some(0), |s| s.ok())?;
             if precision <= 38 { Kind::Decimal(precision, scale as i8) } else { Kind::DecimalText }
         }
+        Kind::Bit(_) => {
+            let width = column_type.split_once('(').and_then(|(_, p)| p.split_once(')')).map_or("1", |(p, _)| p);
+            Kind::Bit(width.trim().parse().ok()?)
+        }
         other => other,
     })
 }
@@ -126,7 +134,7 @@ impl Kind {
             Kind::UInt(32) => DataType::UInt32,
             Kind::UInt(_) => DataType::UInt64,
             Kind::Decimal(p, s) => DataType::Decimal128(*p, *s),
-            Kind::DecimalText | Kind::Text | Kind::Json => DataType::Utf8,
+            Kind::DecimalText | Kind::Text | Kind::Json | Kind::Bit(_) => DataType::Utf8,
             Kind::Float => DataType::Float32,
             Kind::Double => DataType::Float64,
             Kind::Bytes => DataType::Binary,
@@ -189,6 +197,7 @@ mod tests {
         assert_eq!(resolve("decimal", "decimal(65,30)"), Some(Kind::DecimalText));
         assert_eq!(resolve("decimal", "decimal(20,0) unsigned"), Some(Kind::Decimal(20, 0)));
         assert_eq!(resolve("geometry", "geometry"), None);
+        assert_eq!(resolve("bit", "bit(12)"), Some(Kind::Bit(12)));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema};
 use barge_core::types::portable_default;
 use barge_core::{
-    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, META_DEFAULT, META_ENGINE,
-    META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Result, Scalar, TableInfo,
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT,
+    META_ENGINE, META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Result, Scalar, TableInfo,
 };
 use futures_util::StreamExt;
 use tokio_postgres::Client;
@@ -221,8 +221,14 @@ impl barge_core::Source for PgSource {
                 })?;
                 let mut metadata =
                     HashMap::from([(META_NATIVE_TYPE.to_string(), sql_type), (META_ENGINE.to_string(), ENGINE.into())]);
-                if !resolved.array && matches!(resolved.codec, Codec::Json | Codec::Jsonb) {
-                    metadata.insert(META_LOGICAL.to_string(), LOGICAL_JSON.to_string());
+                match (resolved.array, resolved.codec) {
+                    (false, Codec::Json | Codec::Jsonb) => {
+                        metadata.insert(META_LOGICAL.to_string(), LOGICAL_JSON.to_string());
+                    }
+                    (false, Codec::Uuid) => {
+                        metadata.insert(META_LOGICAL.to_string(), LOGICAL_UUID.to_string());
+                    }
+                    _ => {}
                 }
                 if row.get::<_, bool>(5) {
                     metadata.insert(META_IDENTITY.to_string(), "true".to_string());

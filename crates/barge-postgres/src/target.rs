@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Encoded, Error, LOGICAL_JSON, META_DEFAULT, META_ENGINE, META_IDENTITY, META_LOGICAL,
+    BatchEncoder, Encoded, Error, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_ENGINE, META_IDENTITY, META_LOGICAL,
     META_NATIVE_TYPE, Result, TableWriter, TargetColumn,
 };
 use bytes::Bytes;
@@ -94,6 +94,7 @@ impl barge_core::Target for PgTarget {
         let native = match (meta.get(META_ENGINE).map(String::as_str), meta.get(META_NATIVE_TYPE)) {
             (Some(ENGINE), Some(native)) => Some(native.clone()),
             _ if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_JSON) => Some("jsonb".into()),
+            _ if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_UUID) => Some("uuid".into()),
             _ => sql_type_for_arrow(field.data_type()),
         };
         let resolved = native.as_deref().and_then(resolve);

@@ -41,15 +41,20 @@ fn postgres_to_mysql_and_cross_engine_verify_names_keys() {
     let (pg, my) = (PgDb::new("pg2my"), MyDb::new("pg2my"));
     pg.sql(
         "CREATE TABLE accounts (region text, id bigint, owner text NOT NULL, balance numeric(14,2), opened timestamptz,
-                                flags boolean, payload bytea, PRIMARY KEY (region, id));
+                                flags boolean, payload bytea, ref uuid, PRIMARY KEY (region, id));
          INSERT INTO accounts SELECT (ARRAY['eu', 'us', 'ásia', 'Ωmega', '🚀'])[1 + g % 5], g, 'owner ' || g,
                                      g * 1.5, '2024-01-01'::timestamptz + g * interval '1 hour', g % 2 = 0,
-                                     decode(md5(g::text), 'hex')
+                                     decode(md5(g::text), 'hex'), md5(g::text)::uuid
          FROM generate_series(1, 20000) g;",
     );
     let run = barge(&["copy", "--from", &pg.url(), "--to", &my.url(), "--partitions", "4", "--json"]);
     run.assert_code(0);
     assert_eq!(table(&run.json(), "accounts")["verified"], true);
+    let types = my.sql(
+        "SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()
+         AND TABLE_NAME = 'accounts' AND COLUMN_NAME IN ('ref', 'flags', 'opened') ORDER BY ORDINAL_POSITION",
+    );
+    assert_eq!(types, [["datetime(6)"], ["tinyint(1)"], ["char(36)"]]);
     my.sql("UPDATE accounts SET owner = 'changed' WHERE region = '🚀' AND id = 4; DELETE FROM accounts WHERE region = 'eu' AND id = 5;");
     let run = barge(&["verify", "--from", &pg.url(), "--to", &my.url(), "--json"]);
     run.assert_code(3);
@@ -169,4 +174,18 @@ fn json_stays_json_and_verifies_across_formatting() {
     assert_eq!(types.iter().map(|r| r[0].clone().unwrap()).collect::<Vec<_>>(), ["jsonb", "jsonb"]);
     barge(&["verify", "--from", &pg.url(), "--to", &back.url()]).assert_code(0);
     barge(&["verify", "--from", &pg.url(), "--to", &dir.url("j.db")]).assert_code(0);
+}
+
+#[test]
+fn bit_columns_keep_their_bits_by_load_data_and_by_insert() {
+    let (my, copy, fallback) = (MyDb::new("bits"), MyDb::new("bitscopy"), MyDb::new("bitsins"));
+    my.sql(include_str!("../../../../fixtures/mysql_every_type.sql"));
+    let bits = |db: &MyDb| db.sql("SELECT id, BIN(b1), BIN(b12), BIN(b64) FROM every_type WHERE id < 3 ORDER BY id");
+    for (to, target) in [(copy.url(), &copy), (format!("{}?local_infile=false", fallback.url()), &fallback)] {
+        let run = barge(&["copy", "--from", &my.url(), "--to", &to, "--json"]);
+        run.assert_code(0);
+        assert_eq!(table(&run.json(), "every_type")["verified"], true, "{to}");
+        assert_eq!(bits(target), bits(&my), "{to}");
+    }
+    assert_eq!(bits(&my)[0], ["1", "1", "101000000101", &"1".repeat(64)]);
 }
