@@ -224,9 +224,11 @@ impl<'a> Column<'a> {
             Accessor::Time(get) => put_micros(out, TAG_TIME, get(i)),
             Accessor::Interval(get) => {
                 let (months, days, nanos) = get(i);
+                // A day is 24 hours, as PostgreSQL's own interval equality has it ('1 day' =
+                // '24 hours'), so MySQL's TIME '-24:00:00' equals '-1 day'; months stay apart.
+                let nanos = i128::from(days) * 86_400_000_000_000 + i128::from(nanos);
                 out.push(TAG_INTERVAL);
                 out.extend_from_slice(&months.to_le_bytes());
-                out.extend_from_slice(&days.to_le_bytes());
                 out.extend_from_slice(&nanos.to_le_bytes());
             }
             Accessor::List { offsets, values } => {

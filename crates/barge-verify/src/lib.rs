@@ -30,7 +30,7 @@
 //! | `0x09` | time of day | Time32, Time64 | microseconds since midnight (i64 LE) + sub-microsecond ns (u16 LE) |
 //! | `0x0A` | list | List, LargeList | element count (u64 LE) + each element's encoding |
 //! | `0x0C` | JSON | Utf8 marked `barge.logical = json` | length (u64 LE) + the document re-serialised with sorted keys and no insignificant whitespace (text that does not parse stays as it is), so PostgreSQL's `{"b": 1,  "a": 2}` = MySQL's `{"a": 2, "b": 1}` |
-//! | `0x0B` | interval | Interval (all units) | months (i32 LE), days (i32 LE), nanoseconds (i64 LE), kept apart as PostgreSQL keeps them (`1 month` ≠ `30 days`) |
+//! | `0x0B` | interval | Interval (all units) | months (i32 LE), then days × 24 h + nanoseconds as one i128 LE: a day is 24 hours as in PostgreSQL's interval equality (`'1 day'` = `'24 hours'`, so MySQL's TIME `-24:00:00` = `-1 day`), while months stay apart |
 //!
 //! Types with no row here (maps, structs, unions…) are refused by [`RowEncoder::new`] with
 //! an error naming the column, never hashed approximately. Engines normalise to these classes when

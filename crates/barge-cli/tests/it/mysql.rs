@@ -41,10 +41,11 @@ fn postgres_to_mysql_and_cross_engine_verify_names_keys() {
     let (pg, my) = (PgDb::new("pg2my"), MyDb::new("pg2my"));
     pg.sql(
         "CREATE TABLE accounts (region text, id bigint, owner text NOT NULL, balance numeric(14,2), opened timestamptz,
-                                flags boolean, payload bytea, ref uuid, PRIMARY KEY (region, id));
+                                flags boolean, payload bytea, ref uuid, wait interval, PRIMARY KEY (region, id));
          INSERT INTO accounts SELECT (ARRAY['eu', 'us', 'ásia', 'Ωmega', '🚀'])[1 + g % 5], g, 'owner ' || g,
                                      g * 1.5, '2024-01-01'::timestamptz + g * interval '1 hour', g % 2 = 0,
-                                     decode(md5(g::text), 'hex'), md5(g::text)::uuid
+                                     decode(md5(g::text), 'hex'), md5(g::text)::uuid,
+                                     (ARRAY['-1 day', '1 day 02:00:00.5', '00:00:01', '-00:30'])[1 + g % 4]::interval
          FROM generate_series(1, 20000) g;",
     );
     let run = barge(&["copy", "--from", &pg.url(), "--to", &my.url(), "--partitions", "4", "--json"]);
