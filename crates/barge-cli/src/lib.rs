@@ -290,7 +290,8 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
         if_exists: IfExistsArg::Fail,
         no_verify: false,
-        foreign_keys: true,
+        // SQLite cannot add foreign keys to loaded tables; the demo's target is SQLite.
+        foreign_keys: false,
         json: args.json,
     };
     let report = copy_between(&copy_args.from, &copy_args.to, &copy_args)?;
