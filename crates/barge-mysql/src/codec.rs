@@ -103,10 +103,17 @@ impl Decoder {
             return Ok(false);
         };
         // MySQL's zero dates (0000-00-00) and zero-in-date values (2024-00-15) name no day.
-        let zero_date = |t: &str| {
+        if matches!(self, Decoder::Date(_) | Decoder::DateTime(..)) {
+            let t = utf8(b)?;
             let date = t.get(..10).unwrap_or(t);
-            date.starts_with("0000") || date.contains("-00")
-        };
+            if date.starts_with("0000") || date.contains("-00") {
+                if zero_dates_as_null {
+                    self.append_null();
+                    return Ok(true);
+                }
+                return Err(format!("zero date `{t}` has no calendar value (zero_dates=error)"));
+            }
+        }
         match self {
             Decoder::Bool(x) => match b {
                 b"0" => x.append_value(false),
@@ -128,24 +135,10 @@ impl Decoder {
             Decoder::Bytes(x) => x.append_value(b),
             Decoder::Date(x) => {
                 let t = utf8(b)?;
-                if zero_date(t) {
-                    if zero_dates_as_null {
-                        x.append_null();
-                        return Ok(true);
-                    }
-                    return Err(format!("zero date `{t}` has no calendar value (zero_dates=error)"));
-                }
                 x.append_value(text::parse_date(t).ok_or_else(|| format!("`{t}` is not a date"))?);
             }
             Decoder::DateTime(x, _) => {
                 let t = utf8(b)?;
-                if zero_date(t) {
-                    if zero_dates_as_null {
-                        x.append_null();
-                        return Ok(true);
-                    }
-                    return Err(format!("zero date `{t}` has no calendar value (zero_dates=error)"));
-                }
                 x.append_value(text::parse_datetime(t).ok_or_else(|| format!("`{t}` is not a datetime"))?);
             }
             Decoder::Time(x) => {
