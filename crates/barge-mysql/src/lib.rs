@@ -11,7 +11,12 @@
 //! URLs: `mysql://user:pass@host:port/db` or `mariadb://…`; the password may come from
 //! `MYSQL_PWD`; `?local_infile=false` loads with INSERTs. Sessions run in UTC with utf8mb4. Type
 //! mapping: [`types`]. Tables barge creates use `utf8mb4_bin`, so keys compare as bytes, as in the
-//! other engines. Differences handled between MariaDB 10.11 and MySQL 8: MariaDB's JSON is LONGTEXT
+//! other engines.
+//!
+//! Unique and foreign-key checks stay on during loads. For a table barge creates, secondary (also
+//! unique) indexes and foreign keys are added after the load, which is what turning the checks off
+//! would buy; for an existing table, turning them off could let in rows that break its
+//! constraints, so barge does not. Differences handled between MariaDB 10.11 and MySQL 8: MariaDB's JSON is LONGTEXT
 //! with a `json_valid` check (recognised as JSON); MySQL 8 has LOCAL INFILE off (INSERT fallback).
 
 mod codec;
