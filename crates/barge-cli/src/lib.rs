@@ -76,10 +76,10 @@ struct Tuning {
 
 #[derive(Args)]
 struct CopyArgs {
-    /// Source database URL (sqlite://path.db).
+    /// Source database URL: sqlite://path.db, postgres://user@host:5432/db, mysql://user@host:3306/db.
     #[arg(long)]
     from: String,
-    /// Target database URL.
+    /// Target database URL (same forms as --from).
     #[arg(long)]
     to: String,
     /// Table to copy (repeatable; default: every table).
@@ -103,14 +103,18 @@ struct CopyArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
+    /// Source database URL: sqlite://path.db, postgres://user@host:5432/db, mysql://user@host:3306/db.
     #[arg(long)]
     from: String,
+    /// Target database URL, holding tables of the same names.
     #[arg(long)]
     to: String,
+    /// Table to compare (repeatable; default: every table of the source).
     #[arg(long = "table")]
     tables: Vec<String>,
     #[command(flatten)]
     tuning: Tuning,
+    /// Print a JSON report on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -125,6 +129,7 @@ struct DemoArgs {
     dir: PathBuf,
     #[command(flatten)]
     tuning: Tuning,
+    /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
 }
