@@ -8,7 +8,7 @@ use std::thread::Scope;
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{BatchEncoder, Encoded, Error, KeyRange, Result, Source, TableInfo, TableWriter, Target};
-use barge_verify::{Digest, batch_digest};
+use barge_verify::{Buckets, Digest, bucket_digests};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
 
@@ -144,17 +144,33 @@ pub(crate) struct CopyJob<'a> {
     pub batch_rows: usize,
     /// Digest source rows while copying (for verification without re-reading the source).
     pub hash: bool,
+    /// Digest buckets inside each range, when the key allows them.
+    pub buckets: Option<&'a Buckets>,
     pub progress: &'a dyn Progress,
 }
 
-/// Copies one table; returns the source digest of each range (zero when not hashing).
-pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: &CopyCounters) -> Result<Vec<Digest>> {
+/// One digest per bucket (a single one without buckets) for each range.
+pub(crate) type RangeDigests = Vec<Vec<Digest>>;
+
+fn empty_digests(ranges: &[KeyRange], buckets: Option<&Buckets>) -> Vec<Mutex<Vec<Digest>>> {
+    ranges.iter().map(|r| Mutex::new(vec![Digest::default(); buckets.map_or(1, |b| b.count(r.id))])).collect()
+}
+
+fn add_digests(slot: &Mutex<Vec<Digest>>, digests: Vec<Digest>) {
+    let mut slot = slot.lock().expect("digest lock");
+    for (total, digest) in slot.iter_mut().zip(digests) {
+        *total += digest;
+    }
+}
+
+/// Copies one table; returns the source digests of each range (zero when not hashing).
+pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: &CopyCounters) -> Result<RangeDigests> {
     let writers = job.workers.min(job.target.max_writers()).min(job.ranges.len()).max(1);
     // Open every writer before reading a row: a refused connection fails the table cleanly.
     let table_writers =
         (0..writers).map(|_| job.target.writer(job.target_table, job.fields)).collect::<Result<Vec<_>>>()?;
     let encoder = job.target.encoder(job.target_table, job.fields)?;
-    let digests: Vec<Mutex<Digest>> = job.ranges.iter().map(|_| Mutex::new(Digest::default())).collect();
+    let digests = empty_digests(job.ranges, job.buckets);
     let failure = Failure::default();
     let side = ReadSide {
         source: job.source,
@@ -196,15 +212,14 @@ fn cpu_stage(
     msg: ReadMsg,
     job: &CopyJob<'_>,
     encoder: &dyn BatchEncoder,
-    digests: &[Mutex<Digest>],
+    digests: &[Mutex<Vec<Digest>>],
     senders: &[Sender<WriteMsg>],
     writers: usize,
 ) -> Result<()> {
     let (range, out) = match msg {
         ReadMsg::Batch { range, batch } => {
             if job.hash {
-                let digest = batch_digest(&job.table.name, &batch)?;
-                *digests[range].lock().expect("digest lock") += digest;
+                add_digests(&digests[range], bucket_digests(&job.table.name, &batch, job.buckets, range)?);
             }
             (range, WriteMsg::Batch { range, encoded: encoder.encode(batch)? })
         }
@@ -250,16 +265,18 @@ fn write_loop(
 }
 
 /// Digests `ranges` of `table` in parallel: the copy's read and hash stages without writing.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn digest_ranges(
     source: &dyn Source,
     table: &TableInfo,
     ranges: &[KeyRange],
+    buckets: Option<&Buckets>,
     workers: usize,
     batch_rows: usize,
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
-) -> Result<Vec<Digest>> {
-    let digests: Vec<Mutex<Digest>> = ranges.iter().map(|_| Mutex::new(Digest::default())).collect();
+) -> Result<RangeDigests> {
+    let digests = empty_digests(ranges, buckets);
     let failure = Failure::default();
     let rows_read = AtomicU64::new(0);
     let side = ReadSide { source, table, batch_rows, rows_read: &rows_read, failure: &failure };
@@ -268,9 +285,8 @@ pub(crate) fn digest_ranges(
         let hashed = pool.install(|| {
             read_rx.into_iter().par_bridge().try_for_each(|msg| {
                 if let ReadMsg::Batch { range, batch } = msg {
-                    let digest = batch_digest(&table.name, &batch)?;
-                    progress.advance(&table.name, Phase::Verify, digest.rows);
-                    *digests[range].lock().expect("digest lock") += digest;
+                    progress.advance(&table.name, Phase::Verify, batch.num_rows() as u64);
+                    add_digests(&digests[range], bucket_digests(&table.name, &batch, buckets, range)?);
                 }
                 Ok(())
             })

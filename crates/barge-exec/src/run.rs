@@ -5,12 +5,12 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use arrow_schema::{Field, Schema};
-use barge_core::{Error, KeyRange, KeySpec, Result, Source, TableInfo, Target};
-use barge_plan::partition::plan_ranges;
+use barge_core::{Error, KeyRange, KeySpec, Result, Scalar, Source, TableInfo, Target};
+use barge_plan::partition::{integer_bounds, plan_ranges};
 use barge_plan::{Plan, SourcePlan, TableAction};
-use barge_verify::{Digest, KeyDiff, narrow_range};
+use barge_verify::{Buckets, Digest, KeyDiff, is_bucket_key, narrow_range};
 
-use crate::pipeline::{CopyCounters, CopyJob, copy_table, digest_ranges};
+use crate::pipeline::{CopyCounters, CopyJob, RangeDigests, copy_table, digest_ranges};
 use crate::progress::{Phase, Progress};
 use crate::report::{CopyReport, TableReport, TableVerdict, VerifyReport};
 
@@ -35,11 +35,45 @@ fn cpu_pool(workers: usize) -> Result<rayon::ThreadPool> {
         .map_err(|e| Error::engine("starting the CPU pool", e))
 }
 
-fn sum(digests: &[Digest]) -> Digest {
-    digests.iter().fold(Digest::default(), |mut acc, d| {
+fn sum<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> Digest {
+    digests.into_iter().fold(Digest::default(), |mut acc, d| {
         acc += *d;
         acc
     })
+}
+
+/// Digest buckets per range of the copy ranges.
+const BUCKETS_PER_RANGE: usize = 16;
+
+/// Buckets for `table` over `ranges` when its key is one integer column (see [`Buckets`]):
+/// each range split arithmetically between its bounds (the table's min and max at the ends).
+fn bucket_layout(source: &dyn Source, table: &TableInfo, ranges: &[KeyRange]) -> Result<Option<Buckets>> {
+    let KeySpec::Primary(columns) = &table.key else { return Ok(None) };
+    let [column] = columns.as_slice() else { return Ok(None) };
+    if !is_bucket_key(table.schema.field(*column).data_type()) {
+        return Ok(None);
+    }
+    let stats = source.key_stats(table, &KeyRange::all())?;
+    let (Some([Scalar::Int(min)]), Some([Scalar::Int(max)])) = (stats.min.as_deref(), stats.max.as_deref()) else {
+        return Ok(None);
+    };
+    let bounds = ranges
+        .iter()
+        .map(|range| {
+            let lo = match range.lo.as_deref() {
+                None => *min,
+                Some([Scalar::Int(v)]) => *v,
+                Some(_) => return None,
+            };
+            let hi = match range.hi.as_deref() {
+                None => *max,
+                Some([Scalar::Int(v)]) => v.checked_sub(1)?,
+                Some(_) => return None,
+            };
+            Some(if hi > lo { integer_bounds(lo, hi, BUCKETS_PER_RANGE) } else { Vec::new() })
+        })
+        .collect::<Option<Vec<_>>>();
+    Ok(bounds.map(|bounds| Buckets { key_column: *column, bounds }))
 }
 
 /// Executes `plan`: prepares every target table, copies each table, and (with `verify`) proves
@@ -74,6 +108,7 @@ pub fn copy(
         progress.started(name, Phase::Copy, table.source.estimated_rows);
         let fields: Vec<Field> = table.columns.iter().map(|c| c.field.clone()).collect();
         let counters = CopyCounters::default();
+        let buckets = if options.verify { bucket_layout(source, &table.source, &table.ranges)? } else { None };
         let job = CopyJob {
             source,
             target,
@@ -84,6 +119,7 @@ pub fn copy(
             workers: options.workers,
             batch_rows: options.batch_rows,
             hash: options.verify,
+            buckets: buckets.as_ref(),
             progress,
         };
         let digests = copy_table(&job, &pool, &counters)?;
@@ -108,7 +144,7 @@ pub fn copy(
         let copy_seconds = table_started.elapsed().as_secs_f64();
         progress.finished(name, Phase::Copy, &format!("{rows_written} rows in {copy_seconds:.2}s"));
         let verdict = if options.verify {
-            if sum(&digests).rows != rows_read {
+            if sum(digests.iter().flatten()).rows != rows_read {
                 return Err(Error::engine(
                     format!("verifying `{name}`"),
                     "source digest does not cover every row read",
@@ -126,6 +162,7 @@ pub fn copy(
                 target_info,
                 &table.ranges,
                 Some(digests),
+                buckets.as_ref(),
                 options,
                 &pool,
                 progress,
@@ -175,6 +212,7 @@ pub fn verify(
     let targets = plan.tables.iter().map(|t| target.table(&t.source.name)).collect::<Result<Vec<_>>>()?;
     let mut tables = Vec::with_capacity(plan.tables.len());
     for (table, target_info) in plan.tables.iter().zip(targets) {
+        let buckets = bucket_layout(source, &table.source, &table.ranges)?;
         tables.push(verify_table(
             source,
             &table.source,
@@ -182,6 +220,7 @@ pub fn verify(
             target_info,
             &table.ranges,
             None,
+            buckets.as_ref(),
             options,
             &pool,
             progress,
@@ -229,7 +268,7 @@ fn narrow_in_parallel(
     source_info: &TableInfo,
     target: &dyn Source,
     target_info: &TableInfo,
-    mismatched: &[(&KeyRange, Digest, Digest)],
+    mismatched: &[(KeyRange, Digest, Digest)],
     workers: usize,
     batch_rows: usize,
 ) -> Result<KeyDiff> {
@@ -265,7 +304,8 @@ pub fn verify_table(
     target: &dyn Source,
     target_info: TableInfo,
     ranges: &[KeyRange],
-    source_digests: Option<Vec<Digest>>,
+    source_digests: Option<RangeDigests>,
+    buckets: Option<&Buckets>,
     options: &ExecOptions,
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
@@ -277,26 +317,36 @@ pub fn verify_table(
     progress.started(name, Phase::Verify, expected);
     let source_digests = match source_digests {
         Some(digests) => digests,
-        None => digest_ranges(source, source_info, ranges, workers, batch_rows, pool, progress)?,
+        None => digest_ranges(source, source_info, ranges, buckets, workers, batch_rows, pool, progress)?,
     };
     let mut diff = KeyDiff::default();
     let (source_total, target_total, matched);
     if source_info.key.is_primary() {
-        let target_digests = digest_ranges(target, &target_info, ranges, workers, batch_rows, pool, progress)?;
-        let mismatched: Vec<(&KeyRange, Digest, Digest)> = ranges
-            .iter()
-            .zip(&source_digests)
-            .zip(&target_digests)
-            .filter(|((_, s), t)| s != t)
-            .map(|((range, s), t)| (range, *s, *t))
-            .collect();
+        // Buckets only when the target's key reads back as an integer too, so both sides assign
+        // every row alike; otherwise compare whole ranges.
+        let buckets = buckets.filter(|b| is_bucket_key(target_info.schema.field(b.key_column).data_type()));
+        let source_digests: RangeDigests = match buckets {
+            Some(_) => source_digests,
+            None => source_digests.iter().map(|d| vec![sum(d)]).collect(),
+        };
+        let target_digests = digest_ranges(target, &target_info, ranges, buckets, workers, batch_rows, pool, progress)?;
+        let mut mismatched = Vec::new();
+        for ((range, s), t) in ranges.iter().zip(&source_digests).zip(&target_digests) {
+            for (bucket, (s, t)) in s.iter().zip(t).enumerate() {
+                if s != t {
+                    let key_range = buckets.map_or_else(|| range.clone(), |b| b.key_range(range, bucket));
+                    mismatched.push((key_range, *s, *t));
+                }
+            }
+        }
         diff = narrow_in_parallel(source, source_info, target, &target_info, &mismatched, workers, batch_rows)?;
         matched = source_digests == target_digests;
-        (source_total, target_total) = (sum(&source_digests), sum(&target_digests));
+        (source_total, target_total) = (sum(source_digests.iter().flatten()), sum(target_digests.iter().flatten()));
     } else {
         let target_ranges = plan_ranges(target, &target_info, &KeyRange::all(), ranges.len())?;
-        let target_digests = digest_ranges(target, &target_info, &target_ranges, workers, batch_rows, pool, progress)?;
-        (source_total, target_total) = (sum(&source_digests), sum(&target_digests));
+        let target_digests =
+            digest_ranges(target, &target_info, &target_ranges, None, workers, batch_rows, pool, progress)?;
+        (source_total, target_total) = (sum(source_digests.iter().flatten()), sum(target_digests.iter().flatten()));
         matched = source_total == target_total;
         if !matched {
             diff = narrow_range(

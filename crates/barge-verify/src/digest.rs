@@ -2,8 +2,8 @@
 
 use std::ops::AddAssign;
 
-use arrow_array::RecordBatch;
-use barge_core::Result;
+use arrow_array::{Array, RecordBatch};
+use barge_core::{KeyRange, Result, Scalar};
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::RowEncoder;
@@ -30,6 +30,92 @@ impl AddAssign for Digest {
         self.rows += other.rows;
         self.sum = self.sum.wrapping_add(other.sum);
     }
+}
+
+/// Digest buckets inside each key range, for a table keyed by one integer column: a mismatch then
+/// narrows to one bucket instead of re-reading its whole range. Rows are assigned by comparing
+/// integers, which every database orders the same way, so source and target agree on buckets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buckets {
+    /// The key column's position in the schema (the same on both sides: they are aligned).
+    pub key_column: usize,
+    /// Per range: interior boundaries, ascending; bucket `i` holds `bounds[i-1] <= key < bounds[i]`.
+    pub bounds: Vec<Vec<i64>>,
+}
+
+impl Buckets {
+    /// Buckets in `range`.
+    pub fn count(&self, range: usize) -> usize {
+        self.bounds[range].len() + 1
+    }
+
+    /// The key range of bucket `bucket` of `range`.
+    pub fn key_range(&self, range: &KeyRange, bucket: usize) -> KeyRange {
+        let bounds = &self.bounds[range.id];
+        let at = |i: usize| Some(vec![Scalar::Int(bounds[i])]);
+        KeyRange {
+            id: range.id,
+            lo: if bucket == 0 { range.lo.clone() } else { at(bucket - 1) },
+            hi: if bucket == bounds.len() { range.hi.clone() } else { at(bucket) },
+        }
+    }
+}
+
+/// Whether a key column of this type can be bucketed (see [`Buckets`]).
+pub fn is_bucket_key(data_type: &arrow_schema::DataType) -> bool {
+    integer_keys(arrow_array::new_empty_array(data_type).as_ref()).is_some()
+}
+
+/// Integer key values of a column, or `None` for a column that is not an integer.
+fn integer_keys(array: &dyn Array) -> Option<Box<dyn Fn(usize) -> i128 + '_>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::DataType;
+    macro_rules! get {
+        ($t:ty) => {{
+            let p = array.as_primitive::<$t>();
+            Some(Box::new(move |i| i128::from(p.value(i))))
+        }};
+    }
+    match array.data_type() {
+        DataType::Int8 => get!(Int8Type),
+        DataType::Int16 => get!(Int16Type),
+        DataType::Int32 => get!(Int32Type),
+        DataType::Int64 => get!(Int64Type),
+        DataType::UInt8 => get!(UInt8Type),
+        DataType::UInt16 => get!(UInt16Type),
+        DataType::UInt32 => get!(UInt32Type),
+        DataType::UInt64 => get!(UInt64Type),
+        // A whole-number decimal key (MySQL's bigint unsigned lands as numeric(20,0)).
+        DataType::Decimal128(_, 0) => {
+            let p = array.as_primitive::<Decimal128Type>();
+            Some(Box::new(move |i| p.value(i)))
+        }
+        _ => None,
+    }
+}
+
+/// The digest of each bucket of `range` over the rows of `batch` (one digest without buckets).
+pub fn bucket_digests(
+    table: &str,
+    batch: &RecordBatch,
+    buckets: Option<&Buckets>,
+    range: usize,
+) -> Result<Vec<Digest>> {
+    let Some((buckets, keys)) = buckets.and_then(|b| integer_keys(batch.column(b.key_column).as_ref()).map(|k| (b, k)))
+    else {
+        return Ok(vec![batch_digest(table, batch)?]);
+    };
+    let bounds = &buckets.bounds[range];
+    let encoder = RowEncoder::new(table, batch)?;
+    let mut scratch = Vec::with_capacity(256);
+    let mut digests = vec![Digest::default(); buckets.count(range)];
+    for row in 0..batch.num_rows() {
+        let key = keys(row);
+        let bucket = bounds.partition_point(|b| i128::from(*b) <= key);
+        digests[bucket].add_row(encoder.row_hash(row, &mut scratch));
+    }
+    Ok(digests)
 }
 
 /// The digest of every row of `batch`.
@@ -94,6 +180,24 @@ mod tests {
             ),
             1..60,
         )
+    }
+
+    #[test]
+    fn buckets_split_a_range_by_integer_key_and_add_up_to_its_digest() {
+        let rows: Vec<Row> = (0..100).map(|i| (i, Some(format!("v{i}")), None, None)).collect();
+        let buckets = Buckets { key_column: 0, bounds: vec![vec![10, 50]] };
+        let per_bucket = bucket_digests("t", &batch(&rows), Some(&buckets), 0).unwrap();
+        assert_eq!(per_bucket.iter().map(|d| d.rows).collect::<Vec<_>>(), [10, 40, 50]);
+        let mut total = Digest::default();
+        for d in &per_bucket {
+            total += *d;
+        }
+        assert_eq!(total, batch_digest("t", &batch(&rows)).unwrap());
+        let range = KeyRange { id: 0, lo: None, hi: Some(vec![Scalar::Int(100)]) };
+        let middle = buckets.key_range(&range, 1);
+        assert_eq!((middle.lo, middle.hi), (Some(vec![Scalar::Int(10)]), Some(vec![Scalar::Int(50)])));
+        assert_eq!(buckets.key_range(&range, 2).hi, range.hi);
+        assert_eq!(buckets.key_range(&range, 0).lo, None);
     }
 
     proptest! {

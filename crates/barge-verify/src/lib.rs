@@ -50,5 +50,5 @@ mod digest;
 mod encoding;
 
 pub use diff::{KeyDiff, MAX_KEYS_LISTED, RowSet, collect_rows, narrow_range, range_digest, row_diff};
-pub use digest::{Digest, batch_digest};
+pub use digest::{Buckets, Digest, batch_digest, bucket_digests, is_bucket_key};
 pub use encoding::{RowEncoder, json_value};
