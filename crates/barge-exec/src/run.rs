@@ -53,20 +53,41 @@ fn bucket_layout(source: &dyn Source, table: &TableInfo, ranges: &[KeyRange]) ->
     if !is_bucket_key(table.schema.field(*column).data_type()) {
         return Ok(None);
     }
-    let stats = source.key_stats(table, &KeyRange::all())?;
-    let (Some([Scalar::Int(min)]), Some([Scalar::Int(max)])) = (stats.min.as_deref(), stats.max.as_deref()) else {
-        return Ok(None);
+    // The outer ends only anchor the arithmetic: a bound beyond the real min or max just leaves a
+    // bucket empty. With three or more ranges they are extrapolated from the interior boundaries,
+    // sparing a COUNT/MIN/MAX scan (a full index scan on InnoDB); fewer ranges ask the database.
+    let interior: Option<Vec<i64>> = ranges
+        .iter()
+        .take(ranges.len().saturating_sub(1))
+        .map(|r| match r.hi.as_deref() {
+            Some([Scalar::Int(v)]) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    let Some(interior) = interior else { return Ok(None) };
+    let (min, max) = match interior.as_slice() {
+        [first, .., last] => {
+            let width = (last - first) / (interior.len() as i64 - 1);
+            (first.saturating_sub(width), last.saturating_add(width))
+        }
+        _ => {
+            let stats = source.key_stats(table, &KeyRange::all())?;
+            match (stats.min.as_deref(), stats.max.as_deref()) {
+                (Some([Scalar::Int(min)]), Some([Scalar::Int(max)])) => (*min, *max),
+                _ => return Ok(None),
+            }
+        }
     };
     let bounds = ranges
         .iter()
         .map(|range| {
             let lo = match range.lo.as_deref() {
-                None => *min,
+                None => min,
                 Some([Scalar::Int(v)]) => *v,
                 Some(_) => return None,
             };
             let hi = match range.hi.as_deref() {
-                None => *max,
+                None => max,
                 Some([Scalar::Int(v)]) => v.checked_sub(1)?,
                 Some(_) => return None,
             };
