@@ -18,6 +18,7 @@
 //! Engines convert their native types to Arrow and back through a mapping table declared once per engine;
 //! Arrow record batches are the only thing that crosses an engine boundary.
 
+pub mod arrays;
 pub mod engine;
 pub mod error;
 pub mod model;

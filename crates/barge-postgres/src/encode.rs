@@ -22,26 +22,6 @@ pub struct TargetType {
     pub element_oid: u32,
 }
 
-fn ints<'a>(a: &'a dyn Array) -> Option<Get<'a, i128>> {
-    macro_rules! get {
-        ($t:ty) => {{
-            let p = a.as_primitive::<$t>();
-            Some(Box::new(move |i| i128::from(p.value(i))))
-        }};
-    }
-    match a.data_type() {
-        DataType::Int8 => get!(Int8Type),
-        DataType::Int16 => get!(Int16Type),
-        DataType::Int32 => get!(Int32Type),
-        DataType::Int64 => get!(Int64Type),
-        DataType::UInt8 => get!(UInt8Type),
-        DataType::UInt16 => get!(UInt16Type),
-        DataType::UInt32 => get!(UInt32Type),
-        DataType::UInt64 => get!(UInt64Type),
-        _ => None,
-    }
-}
-
 fn decimals<'a>(a: &'a dyn Array) -> Option<(Get<'a, i128>, i8)> {
     match a.data_type() {
         DataType::Decimal128(_, s) => {
@@ -190,10 +170,10 @@ pub fn value_writer<'a>(array: &'a dyn Array, target: &TargetType) -> Option<Put
                 Ok(())
             })
         }
-        Codec::Int2 => int_writer(ints(array)?, 2, "smallint"),
-        Codec::Int4 => int_writer(ints(array)?, 4, "integer"),
-        Codec::Int8 => int_writer(ints(array)?, 8, "bigint"),
-        Codec::Oid => int_writer(ints(array)?, 4, "oid"),
+        Codec::Int2 => int_writer(barge_core::arrays::integers(array)?, 2, "smallint"),
+        Codec::Int4 => int_writer(barge_core::arrays::integers(array)?, 4, "integer"),
+        Codec::Int8 => int_writer(barge_core::arrays::integers(array)?, 8, "bigint"),
+        Codec::Oid => int_writer(barge_core::arrays::integers(array)?, 4, "oid"),
         Codec::Float4 => match array.data_type() {
             DataType::Float32 => {
                 let p = array.as_primitive::<Float32Type>();
@@ -220,7 +200,7 @@ pub fn value_writer<'a>(array: &'a dyn Array, target: &TargetType) -> Option<Put
                 })
             }
             _ => {
-                let get = ints(array)?;
+                let get = barge_core::arrays::integers(array)?;
                 Box::new(move |i, out| {
                     out.extend_from_slice(&(get(i) as f64).to_be_bytes());
                     Ok(())
@@ -233,7 +213,7 @@ pub fn value_writer<'a>(array: &'a dyn Array, target: &TargetType) -> Option<Put
                     wire::put_numeric_i128(get(i), scale, out);
                     Ok(())
                 })
-            } else if let Some(get) = ints(array) {
+            } else if let Some(get) = barge_core::arrays::integers(array) {
                 Box::new(move |i, out| {
                     wire::put_numeric_i128(get(i), 0, out);
                     Ok(())

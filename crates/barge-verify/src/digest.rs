@@ -67,31 +67,15 @@ pub fn is_bucket_key(data_type: &arrow_schema::DataType) -> bool {
 }
 
 /// Integer key values of a column, or `None` for a column that is not an integer.
-fn integer_keys(array: &dyn Array) -> Option<Box<dyn Fn(usize) -> i128 + '_>> {
+fn integer_keys(array: &dyn Array) -> Option<barge_core::arrays::Get<'_, i128>> {
     use arrow_array::cast::AsArray;
-    use arrow_array::types::*;
-    use arrow_schema::DataType;
-    macro_rules! get {
-        ($t:ty) => {{
-            let p = array.as_primitive::<$t>();
-            Some(Box::new(move |i| i128::from(p.value(i))))
-        }};
-    }
     match array.data_type() {
-        DataType::Int8 => get!(Int8Type),
-        DataType::Int16 => get!(Int16Type),
-        DataType::Int32 => get!(Int32Type),
-        DataType::Int64 => get!(Int64Type),
-        DataType::UInt8 => get!(UInt8Type),
-        DataType::UInt16 => get!(UInt16Type),
-        DataType::UInt32 => get!(UInt32Type),
-        DataType::UInt64 => get!(UInt64Type),
         // A whole-number decimal key (MySQL's bigint unsigned lands as numeric(20,0)).
-        DataType::Decimal128(_, 0) => {
-            let p = array.as_primitive::<Decimal128Type>();
+        arrow_schema::DataType::Decimal128(_, 0) => {
+            let p = array.as_primitive::<arrow_array::types::Decimal128Type>();
             Some(Box::new(move |i| p.value(i)))
         }
-        _ => None,
+        _ => barge_core::arrays::integers(array),
     }
 }
 
