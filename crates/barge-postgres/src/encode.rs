@@ -6,13 +6,13 @@ use arrow_array::types::*;
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, IntervalUnit, TimeUnit};
 
+use barge_core::arrays::Get;
+
 use crate::types::{Codec, PgColumnType};
 use crate::wire::{self, COPY_HEADER, COPY_TRAILER, PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 
 /// Writes one non-null value's body (without its length prefix).
 type Put<'a> = Box<dyn Fn(usize, &mut Vec<u8>) -> Result<(), String> + 'a>;
-/// Reads one value of an Arrow column, its conversion chosen once per batch.
-type Get<'a, T> = Box<dyn Fn(usize) -> T + 'a>;
 
 /// A target column as the encoder needs it.
 #[derive(Clone, Debug)]
