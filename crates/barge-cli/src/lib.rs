@@ -61,7 +61,7 @@ enum IfExistsArg {
     Append,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct Tuning {
     /// Key ranges per table (default: from table size, up to 4 per worker).
     #[arg(long)]
@@ -74,17 +74,24 @@ struct Tuning {
     batch_rows: usize,
 }
 
+/// The two databases and the tables of a copy or a verification.
 #[derive(Args)]
-struct CopyArgs {
+struct Endpoints {
     /// Source database URL: sqlite://path.db, postgres://user@host:5432/db, mysql://user@host:3306/db.
     #[arg(long)]
     from: String,
-    /// Target database URL (same forms as --from).
+    /// Target database URL (same forms as --from), with tables of the same names.
     #[arg(long)]
     to: String,
-    /// Table to copy (repeatable; default: every table).
+    /// Table (repeatable; default: every table of the source).
     #[arg(long = "table")]
     tables: Vec<String>,
+}
+
+#[derive(Args)]
+struct CopyArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
     #[command(flatten)]
     tuning: Tuning,
     /// What to do when a target table already holds rows.
@@ -103,15 +110,8 @@ struct CopyArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// Source database URL: sqlite://path.db, postgres://user@host:5432/db, mysql://user@host:3306/db.
-    #[arg(long)]
-    from: String,
-    /// Target database URL, holding tables of the same names.
-    #[arg(long)]
-    to: String,
-    /// Table to compare (repeatable; default: every table of the source).
-    #[arg(long = "table")]
-    tables: Vec<String>,
+    #[command(flatten)]
+    endpoints: Endpoints,
     #[command(flatten)]
     tuning: Tuning,
     /// Print a JSON report on stdout.
@@ -196,13 +196,17 @@ fn check_tuning(tuning: &Tuning) -> Result<(), Error> {
     Ok(())
 }
 
+fn request(endpoints: &Endpoints, tuning: &Tuning) -> CopyRequest {
+    CopyRequest { tables: endpoints.tables.clone(), partitions: tuning.partitions, workers: tuning.workers }
+}
+
 fn options(tuning: &Tuning, verify: bool) -> ExecOptions {
     ExecOptions { workers: tuning.workers, batch_rows: tuning.batch_rows, verify, foreign_keys: false }
 }
 
 fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
     check_tuning(&args.tuning)?;
-    let report = copy_between(&args.from, &args.to, &args)?;
+    let report = copy_between(&args)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -212,7 +216,8 @@ fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Plans (writing nothing), then copies. Shared by `copy` and `demo`.
-fn copy_between(from: &str, to: &str, args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
+fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
+    let (from, to) = (args.endpoints.from.as_str(), args.endpoints.to.as_str());
     let source_engine = engines::for_url(from)?;
     let target_engine = engines::for_url(to)?;
     target_engine.check_url(to)?;
@@ -220,9 +225,7 @@ fn copy_between(from: &str, to: &str, args: &CopyArgs) -> Result<barge_exec::Cop
         return Err(Error::Config("source and target are the same database".into()));
     }
     let source = source_engine.open_source(from)?;
-    let request =
-        CopyRequest { tables: args.tables.clone(), partitions: args.tuning.partitions, workers: args.tuning.workers };
-    let source_plan = plan_sources(source.as_ref(), &request)?;
+    let source_plan = plan_sources(source.as_ref(), &request(&args.endpoints, &args.tuning))?;
     let target = target_engine.open_target(to)?;
     let if_exists = match args.if_exists {
         IfExistsArg::Fail => IfExists::Fail,
@@ -244,16 +247,15 @@ fn copy_between(from: &str, to: &str, args: &CopyArgs) -> Result<barge_exec::Cop
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     check_tuning(&args.tuning)?;
-    let source_engine = engines::for_url(&args.from)?;
-    let target_engine = engines::for_url(&args.to)?;
-    let source = source_engine.open_source(&args.from)?;
-    let target: Arc<dyn Source> = target_engine.open_source(&args.to).map_err(|e| match e {
+    let Endpoints { from, to, .. } = &args.endpoints;
+    let source_engine = engines::for_url(from)?;
+    let target_engine = engines::for_url(to)?;
+    let source = source_engine.open_source(from)?;
+    let target: Arc<dyn Source> = target_engine.open_source(to).map_err(|e| match e {
         Error::SourceNotFound(db) => Error::Config(format!("target database not found: {db}")),
         other => other,
     })?;
-    let request =
-        CopyRequest { tables: args.tables.clone(), partitions: args.tuning.partitions, workers: args.tuning.workers };
-    let plan = plan_sources(source.as_ref(), &request)?;
+    let plan = plan_sources(source.as_ref(), &request(&args.endpoints, &args.tuning))?;
     let progress = render::progress();
     let report =
         barge_exec::verify(source.as_ref(), target.as_ref(), &plan, &options(&args.tuning, true), progress.as_ref())?;
@@ -285,26 +287,24 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         std::fs::remove_file(&target_path)?;
     }
     let copy_args = CopyArgs {
-        from: format!("sqlite://{}", source_path.display()),
-        to: format!("sqlite://{}", target_path.display()),
-        tables: Vec::new(),
-        tuning: Tuning {
-            partitions: args.tuning.partitions,
-            workers: args.tuning.workers,
-            batch_rows: args.tuning.batch_rows,
+        endpoints: Endpoints {
+            from: format!("sqlite://{}", source_path.display()),
+            to: format!("sqlite://{}", target_path.display()),
+            tables: Vec::new(),
         },
+        tuning: args.tuning.clone(),
         if_exists: IfExistsArg::Fail,
         no_verify: false,
         // SQLite cannot add foreign keys to loaded tables; the demo's target is SQLite.
         foreign_keys: false,
         json: args.json,
     };
-    let report = copy_between(&copy_args.from, &copy_args.to, &copy_args)?;
+    let report = copy_between(&copy_args)?;
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["generate_seconds"] = serde_json::json!(generate_seconds);
-        value["source"] = serde_json::json!(copy_args.from);
-        value["target"] = serde_json::json!(copy_args.to);
+        value["source"] = serde_json::json!(copy_args.endpoints.from);
+        value["target"] = serde_json::json!(copy_args.endpoints.to);
         println!("{value}");
     } else {
         println!("{}", render::copy_summary(&report));

@@ -81,6 +81,40 @@ pub struct TargetColumn {
     pub read_back: DataType,
 }
 
+/// The one way targets pick a column for a source field, shared so that engines only declare their
+/// choice: a source of the same `engine` keeps its native type (field metadata); otherwise
+/// `choose(logical type, Arrow type)` names one from the engine's mapping; `read_back` resolves the
+/// native type to the Arrow type it reads back as. No choice, or one that does not resolve, is
+/// [`crate::Error::UnsupportedType`] naming the table, column and type.
+pub fn choose_column(
+    engine: &str,
+    display_engine: &str,
+    table: &str,
+    field: &Field,
+    choose: impl FnOnce(Option<&str>, &DataType) -> Option<String>,
+    read_back: impl Fn(&str) -> Option<DataType>,
+) -> Result<TargetColumn> {
+    let meta = field.metadata();
+    let native = match (meta.get(crate::META_ENGINE), meta.get(crate::META_NATIVE_TYPE)) {
+        (Some(source_engine), Some(native)) if source_engine == engine => Some(native.clone()),
+        _ => choose(logical_type(field), field.data_type()),
+    };
+    match native.and_then(|native| read_back(&native).map(|read_back| (native, read_back))) {
+        Some((native_type, read_back)) => Ok(TargetColumn { native_type, read_back }),
+        None => Err(crate::Error::UnsupportedType {
+            table: table.into(),
+            column: field.name().clone(),
+            type_name: field.data_type().to_string(),
+            reason: Some(format!("{display_engine} has no column type for it in barge's mapping")),
+        }),
+    }
+}
+
+/// The field's engine-independent logical type ([`crate::META_LOGICAL`]), if any.
+pub fn logical_type(field: &Field) -> Option<&str> {
+    field.metadata().get(crate::META_LOGICAL).map(String::as_str)
+}
+
 /// A batch ready for a writer: encoding runs on the CPU pool, the writer only does I/O.
 #[derive(Debug)]
 pub enum Encoded {

@@ -26,7 +26,10 @@ pub mod text;
 pub mod types;
 pub mod url;
 
-pub use engine::{ArrowPassthrough, BatchEncoder, Encoded, EngineFactory, Source, TableWriter, Target, TargetColumn};
+pub use engine::{
+    ArrowPassthrough, BatchEncoder, Encoded, EngineFactory, Source, TableWriter, Target, TargetColumn, choose_column,
+    logical_type,
+};
 pub use error::{Error, Result};
 pub use model::{ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Scalar, TableInfo};
 

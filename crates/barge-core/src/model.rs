@@ -112,6 +112,16 @@ pub enum KeySpec {
 }
 
 impl KeySpec {
+    /// The primary key from `(position in the key, column index)` pairs as catalogs list them, or
+    /// `without_key` when there are none.
+    pub fn from_key_positions<P: Ord>(mut positions: Vec<(P, usize)>, without_key: KeySpec) -> KeySpec {
+        if positions.is_empty() {
+            return without_key;
+        }
+        positions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        KeySpec::Primary(positions.into_iter().map(|(_, column)| column).collect())
+    }
+
     /// True when rows carry an identity that exists in the target too.
     pub fn is_primary(&self) -> bool {
         matches!(self, KeySpec::Primary(_))

@@ -1,6 +1,7 @@
 //! Values as MySQL's text protocol sends them → Arrow, and Arrow → LOAD DATA's tab-separated
 //! format. Decoders and encoders are chosen once per column.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow_array::builder::*;
@@ -211,8 +212,9 @@ type Put<'a> = Box<dyn Fn(usize, &mut String) -> Result<(), String> + 'a>;
 macro_rules! display {
     ($a:expr, $t:ty) => {{
         let p = $a.as_primitive::<$t>();
+        // Straight into the row buffer: no String per value.
         Box::new(move |i, out: &mut String| {
-            out.push_str(&p.value(i).to_string());
+            let _ = write!(out, "{}", p.value(i));
             Ok(())
         })
     }};
@@ -235,15 +237,20 @@ fn push_mysql_time(micros: i64, out: &mut String) {
     }
     let abs = micros.unsigned_abs();
     let secs = abs / 1_000_000;
-    out.push_str(&format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60));
+    let _ = write!(out, "{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
     let frac = abs % 1_000_000;
     if frac != 0 {
-        out.push_str(&format!(".{frac:06}"));
+        let _ = write!(out, ".{frac:06}");
     }
 }
 
-fn float_text(x: f64) -> Result<String, String> {
-    if x.is_finite() { Ok(x.to_string()) } else { Err(format!("MySQL cannot store {x}")) }
+/// A finite float in its shortest round-trip form; MySQL has no NaN or infinities.
+fn push_float(x: impl std::fmt::Display + Into<f64> + Copy, out: &mut String) -> Result<(), String> {
+    if !x.into().is_finite() {
+        return Err(format!("MySQL cannot store {x}"));
+    }
+    let _ = write!(out, "{x}");
+    Ok(())
 }
 
 /// The text writer for an Arrow column, or `None` when MySQL has no column for it.
@@ -267,21 +274,11 @@ fn put<'a>(a: &'a dyn Array) -> Option<Put<'a>> {
         DataType::Float32 => {
             let p = a.as_primitive::<Float32Type>();
             // f32's own shortest form: widening to f64 first would print 0.1f32 as 0.10000000149…
-            Box::new(move |i, out: &mut String| {
-                let x = p.value(i);
-                if !x.is_finite() {
-                    return Err(format!("MySQL cannot store {x}"));
-                }
-                out.push_str(&x.to_string());
-                Ok(())
-            })
+            Box::new(move |i, out: &mut String| push_float(p.value(i), out))
         }
         DataType::Float64 => {
             let p = a.as_primitive::<Float64Type>();
-            Box::new(move |i, out: &mut String| {
-                out.push_str(&float_text(p.value(i))?);
-                Ok(())
-            })
+            Box::new(move |i, out: &mut String| push_float(p.value(i), out))
         }
         DataType::Decimal128(_, s) => {
             let (p, s) = (a.as_primitive::<Decimal128Type>(), *s);

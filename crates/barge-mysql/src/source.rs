@@ -39,6 +39,12 @@ impl MySource {
     }
 }
 
+/// The rows decoded so far as a batch; the decoders start over.
+fn finish(schema: &arrow_schema::SchemaRef, decoders: &mut [Decoder]) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = decoders.iter_mut().map(Decoder::finish).collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
 fn text(v: &Option<Vec<u8>>) -> String {
     v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
 }
@@ -395,8 +401,7 @@ impl barge_core::Source for MySource {
                 }
                 pending += 1;
                 if pending == batch_rows {
-                    let columns: Vec<ArrayRef> = decoders.iter_mut().map(Decoder::finish).collect();
-                    emit(RecordBatch::try_new(table.schema.clone(), columns)?)?;
+                    emit(finish(&table.schema, &mut decoders)?)?;
                     pending = 0;
                 }
             }
@@ -405,8 +410,7 @@ impl barge_core::Source for MySource {
             }
         }
         if pending > 0 {
-            let columns: Vec<ArrayRef> = decoders.iter_mut().map(Decoder::finish).collect();
-            emit(RecordBatch::try_new(table.schema.clone(), columns)?)?;
+            emit(finish(&table.schema, &mut decoders)?)?;
         }
         let mut counts = self.zero_dates.lock().expect("zero-date counts");
         for (i, n) in zero_dates.into_iter().enumerate().filter(|(_, n)| *n > 0) {

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_ENGINE, META_IDENTITY,
-    META_LOGICAL, META_NATIVE_TYPE, Result, TableInfo, TableWriter, TargetColumn,
+    BatchEncoder, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_IDENTITY, Result,
+    TableInfo, TableWriter, TargetColumn, choose_column,
 };
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
@@ -76,27 +76,21 @@ impl barge_core::Target for MyTarget {
     }
 
     fn column_for(&self, table: &str, field: &Field) -> Result<TargetColumn> {
-        let meta = field.metadata();
-        let native = match (meta.get(META_ENGINE).map(String::as_str), meta.get(META_NATIVE_TYPE)) {
-            (Some(ENGINE), Some(native)) => Some(native.clone()),
-            _ if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_JSON) => Some("json".into()),
-            _ if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_UUID) => Some("char(36)".into()),
-            // Key and index columns need a bounded type; every text column gets one only when it is
-            // short enough to be a key, which the plan cannot know here, so all get the unbounded one
-            // and `create_table` bounds the key columns.
-            _ if can_encode(field.data_type()) => column_type_for_arrow(field.data_type(), false),
-            _ => None,
-        };
-        let read_back = native.as_deref().and_then(read_back);
-        match (native, read_back) {
-            (Some(native_type), Some(read_back)) => Ok(TargetColumn { native_type, read_back }),
-            _ => Err(Error::UnsupportedType {
-                table: table.into(),
-                column: field.name().clone(),
-                type_name: field.data_type().to_string(),
-                reason: Some("MySQL has no column type for it in barge's mapping".into()),
-            }),
-        }
+        choose_column(
+            ENGINE,
+            "MySQL",
+            table,
+            field,
+            |logical, data_type| match logical {
+                Some(LOGICAL_JSON) => Some("json".into()),
+                Some(LOGICAL_UUID) => Some("char(36)".into()),
+                // Text and blobs get the unbounded type here; `create_table` bounds key columns,
+                // which MySQL can only index with a bounded type.
+                _ if can_encode(data_type) => column_type_for_arrow(data_type, false),
+                _ => None,
+            },
+            read_back,
+        )
     }
 
     fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()> {

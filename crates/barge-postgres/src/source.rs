@@ -242,12 +242,7 @@ impl barge_core::Source for PgSource {
                     key.push((position, i));
                 }
             }
-            key.sort_unstable();
-            let key = if key.is_empty() {
-                KeySpec::Locator(CTID.into())
-            } else {
-                KeySpec::Primary(key.into_iter().map(|(_, i)| i).collect())
-            };
+            let key = KeySpec::from_key_positions(key, KeySpec::Locator(CTID.into()));
             let stats = rt
                 .block_on(client.query_one(
                     &format!(

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Encoded, Error, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_ENGINE, META_IDENTITY, META_LOGICAL,
-    META_NATIVE_TYPE, Result, TableWriter, TargetColumn,
+    BatchEncoder, Encoded, Error, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_IDENTITY, Result, TableWriter,
+    TargetColumn, choose_column,
 };
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -90,23 +90,18 @@ impl barge_core::Target for PgTarget {
     }
 
     fn column_for(&self, table: &str, field: &Field) -> Result<TargetColumn> {
-        let meta = field.metadata();
-        let native = match (meta.get(META_ENGINE).map(String::as_str), meta.get(META_NATIVE_TYPE)) {
-            (Some(ENGINE), Some(native)) => Some(native.clone()),
-            _ if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_JSON) => Some("jsonb".into()),
-            _ if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_UUID) => Some("uuid".into()),
-            _ => sql_type_for_arrow(field.data_type()),
-        };
-        let resolved = native.as_deref().and_then(resolve);
-        match (native, resolved) {
-            (Some(native_type), Some(resolved)) => Ok(TargetColumn { native_type, read_back: resolved.arrow() }),
-            _ => Err(Error::UnsupportedType {
-                table: table.into(),
-                column: field.name().clone(),
-                type_name: field.data_type().to_string(),
-                reason: Some("PostgreSQL has no column type for it in barge's mapping".into()),
-            }),
-        }
+        choose_column(
+            ENGINE,
+            "PostgreSQL",
+            table,
+            field,
+            |logical, data_type| match logical {
+                Some(LOGICAL_JSON) => Some("jsonb".into()),
+                Some(LOGICAL_UUID) => Some("uuid".into()),
+                _ => sql_type_for_arrow(data_type),
+            },
+            |native| resolve(native).map(|r| r.arrow()),
+        )
     }
 
     fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()> {

@@ -186,7 +186,7 @@ impl barge_core::Source for SqliteSource {
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(sqlite_err("describing a table"))?;
             let mut fields = Vec::with_capacity(columns.len());
-            let mut key: Vec<(usize, usize)> = Vec::new();
+            let mut key: Vec<(i64, usize)> = Vec::new();
             for (i, (column, declared, not_null, pk_position, default)) in columns.into_iter().enumerate() {
                 let kind = kind_of(&declared, name, &column)?;
                 let mut metadata =
@@ -201,16 +201,10 @@ impl barge_core::Source for SqliteSource {
                 // follows the declaration, not the key.
                 fields.push(Field::new(column, kind.arrow(), !not_null).with_metadata(metadata));
                 if pk_position > 0 {
-                    let pk_position = usize::try_from(pk_position).unwrap_or(usize::MAX);
                     key.push((pk_position, i));
                 }
             }
-            key.sort_unstable();
-            let key = if key.is_empty() {
-                KeySpec::Locator(ROWID.into())
-            } else {
-                KeySpec::Primary(key.into_iter().map(|(_, i)| i).collect())
-            };
+            let key = KeySpec::from_key_positions(key, KeySpec::Locator(ROWID.into()));
             let (indexes, foreign_keys) = describe_constraints(conn, name)?;
             // AUTOINCREMENT marks the INTEGER PRIMARY KEY as a generated identity.
             let autoincrement: bool = conn

@@ -8,10 +8,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
-use barge_core::{
-    Encoded, Error, LOGICAL_JSON, META_DEFAULT, META_ENGINE, META_LOGICAL, META_NATIVE_TYPE, Result, TableWriter,
-    TargetColumn,
-};
+use barge_core::{Encoded, Error, LOGICAL_JSON, META_DEFAULT, Result, TableWriter, TargetColumn, choose_column};
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
@@ -78,27 +75,17 @@ impl barge_core::Target for SqliteTarget {
     }
 
     fn column_for(&self, table: &str, field: &Field) -> Result<TargetColumn> {
-        let meta = field.metadata();
-        if meta.get(META_ENGINE).map(String::as_str) == Some(ENGINE) {
-            if let Some(native) = meta.get(META_NATIVE_TYPE) {
-                return Ok(TargetColumn {
-                    native_type: native.clone(),
-                    read_back: kind_of(native, table, field.name())?.arrow(),
-                });
-            }
-        }
-        if meta.get(META_LOGICAL).map(String::as_str) == Some(LOGICAL_JSON) {
-            return Ok(TargetColumn {
-                native_type: "JSON".into(),
-                read_back: kind_of("JSON", table, field.name())?.arrow(),
-            });
-        }
-        column_for_arrow(field.data_type()).ok_or_else(|| Error::UnsupportedType {
-            table: table.into(),
-            column: field.name().clone(),
-            type_name: field.data_type().to_string(),
-            reason: Some("SQLite has no column type for it".into()),
-        })
+        choose_column(
+            ENGINE,
+            "SQLite",
+            table,
+            field,
+            |logical, data_type| match logical {
+                Some(LOGICAL_JSON) => Some("JSON".into()),
+                _ => column_for_arrow(data_type).map(|c| c.native_type),
+            },
+            |native| kind_of(native, table, field.name()).ok().map(|k| k.arrow()),
+        )
     }
 
     fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()> {
