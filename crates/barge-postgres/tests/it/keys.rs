@@ -92,6 +92,17 @@ fn quoted_identifiers_work_everywhere() {
     assert_eq!(counts(source.as_ref(), &table, &ranges).iter().sum::<usize>(), 1000);
 }
 
+/// Polls a boolean query until it holds (the server's statistics arrive asynchronously).
+fn wait_until(db: &TestDb, query: &str) {
+    for _ in 0..200 {
+        if db.sql(query).first().and_then(|v| v.as_deref()) == Some("t") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("still not true after 10 s: {query}");
+}
+
 #[test]
 fn fresh_statistics_supply_the_boundaries_and_stale_ones_do_not() {
     let db = TestDb::new("histogram");
@@ -99,9 +110,14 @@ fn fresh_statistics_supply_the_boundaries_and_stale_ones_do_not() {
         "CREATE TABLE h (k text PRIMARY KEY);
          INSERT INTO h SELECT md5(g::text) FROM generate_series(1, 30000) g;",
     );
-    // In its own session: in the same (implicit) transaction as the INSERT, the insert's changes
-    // are counted after the ANALYZE and the statistics look stale.
+    // Statistics reach the server when a session's backend exits, which a client's disconnect does
+    // not wait for: wait until the insert is counted, then until ANALYZE has reset the count.
+    wait_until(&db, "SELECT n_mod_since_analyze >= 30000 FROM pg_stat_user_tables WHERE relname = 'h'");
     db.sql("ANALYZE h");
+    wait_until(
+        &db,
+        "SELECT n_mod_since_analyze = 0 AND last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'h'",
+    );
     let bounds_in_histogram = |db: &TestDb| -> bool {
         let source = db.source();
         let table = source.table("h").unwrap();
@@ -124,5 +140,6 @@ fn fresh_statistics_supply_the_boundaries_and_stale_ones_do_not() {
     };
     assert!(bounds_in_histogram(&db), "fresh statistics: boundaries come from pg_stats");
     db.sql("INSERT INTO h SELECT md5(g::text) FROM generate_series(30001, 40000) g;");
+    wait_until(&db, "SELECT n_mod_since_analyze >= 10000 FROM pg_stat_user_tables WHERE relname = 'h'");
     assert!(!bounds_in_histogram(&db), "stale statistics (25% new rows): boundaries come from a sample");
 }
