@@ -12,6 +12,7 @@
 //! | 3 | verification mismatch |
 
 mod engines;
+mod pipeline;
 mod render;
 
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use std::time::Instant;
 
 use barge_core::{Error, Source};
 use barge_exec::ExecOptions;
-use barge_plan::{CopyRequest, IfExists, plan_sources, plan_targets};
+use barge_plan::{CopyRequest, IfExists, TableRequest, plan_sources, plan_targets};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Default rows per record batch: large enough to amortise per-batch work, small enough that the
@@ -52,6 +53,26 @@ enum Command {
     Verify(VerifyArgs),
     /// Generate a demo SQLite database, copy it with several partitions and verify.
     Demo(DemoArgs),
+    /// Show what a pipeline file would do: partitions, DDL, column mapping and the risks found in a
+    /// sample of the data. Writes nothing; exits 2 when a risk is not accepted.
+    Plan(PipelineArgs),
+    /// Run a pipeline file: its plan, then copy (with transforms and reject files) and verify.
+    Run(PipelineArgs),
+}
+
+#[derive(Args)]
+struct PipelineArgs {
+    /// The pipeline file (see pipelines/README.md).
+    pipeline: PathBuf,
+    /// Parallel readers and writers per table, and CPU threads (default: the file's, else the cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Rows per record batch (default: the file's, else 8192).
+    #[arg(long)]
+    batch_rows: Option<usize>,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -186,7 +207,64 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Copy(args) => copy(args),
         Command::Verify(args) => verify(args),
         Command::Demo(args) => demo(args),
+        Command::Plan(args) => plan(args),
+        Command::Run(args) => run_pipeline(args),
     }
+}
+
+fn load_pipeline(args: &PipelineArgs) -> Result<(barge_pipeline::Pipeline, usize, usize), Error> {
+    let pipeline = barge_pipeline::Pipeline::load(&args.pipeline)?;
+    let workers = args.workers.or(pipeline.workers).unwrap_or_else(default_workers);
+    let batch_rows = args.batch_rows.or(pipeline.batch_rows).unwrap_or(DEFAULT_BATCH_ROWS);
+    if workers == 0 || batch_rows == 0 {
+        return Err(Error::Config("--workers and --batch-rows must be at least 1".into()));
+    }
+    Ok((pipeline, workers, batch_rows))
+}
+
+fn plan(args: PipelineArgs) -> anyhow::Result<ExitCode> {
+    let (pipeline, workers, _) = load_pipeline(&args)?;
+    let prepared = pipeline::prepare(&pipeline, workers)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&prepared.report)?);
+    } else {
+        println!("{}", pipeline::render(&prepared.report));
+    }
+    if prepared.report.ok {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {}", pipeline::risks_error(&prepared.report));
+        Ok(ExitCode::from(EXIT_USAGE))
+    }
+}
+
+fn run_pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
+    let (pipeline, workers, batch_rows) = load_pipeline(&args)?;
+    let prepared = pipeline::prepare(&pipeline, workers)?;
+    if !prepared.report.ok {
+        return Err(pipeline::risks_error(&prepared.report).into());
+    }
+    for table in &prepared.report.tables {
+        for risk in table.risks.iter().filter(|r| r.accepted) {
+            tracing::warn!(
+                "table `{}`, column `{}`: accepted risk {}: {}",
+                table.target_table,
+                risk.column,
+                risk.risk.name(),
+                risk.detail
+            );
+        }
+    }
+    let progress = render::progress();
+    let report = pipeline::execute(&pipeline, &prepared, workers, batch_rows, progress.as_ref())?;
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["plan"] = serde_json::to_value(&prepared.report)?;
+        println!("{value}");
+    } else {
+        println!("{}", render::copy_summary(&report));
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
 }
 
 fn check_tuning(tuning: &Tuning) -> Result<(), Error> {
@@ -197,11 +275,16 @@ fn check_tuning(tuning: &Tuning) -> Result<(), Error> {
 }
 
 fn request(endpoints: &Endpoints, tuning: &Tuning) -> CopyRequest {
-    CopyRequest { tables: endpoints.tables.clone(), partitions: tuning.partitions, workers: tuning.workers }
+    CopyRequest {
+        tables: endpoints.tables.iter().map(TableRequest::named).collect(),
+        partitions: tuning.partitions,
+        workers: tuning.workers,
+        ..CopyRequest::default()
+    }
 }
 
 fn options(tuning: &Tuning, verify: bool) -> ExecOptions {
-    ExecOptions { workers: tuning.workers, batch_rows: tuning.batch_rows, verify, foreign_keys: false }
+    ExecOptions::new(tuning.workers, tuning.batch_rows, verify)
 }
 
 fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {

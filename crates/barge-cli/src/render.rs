@@ -163,6 +163,13 @@ pub fn copy_summary(report: &CopyReport) -> String {
         for notice in &t.notices {
             out.push_str(&format!("    note: {notice}\n"));
         }
+        if t.rows_rejected > 0 {
+            let file = t.rejects_file.as_deref().unwrap_or("-");
+            out.push_str(&format!("    rejected: {} rows, in {file}\n", thousands(t.rows_rejected)));
+        }
+        if t.transformed && t.verified.is_some() {
+            out.push_str("    verified against the source as transformed by the pipeline\n");
+        }
     }
     let verdict = if report.tables.iter().all(|t| t.verified == Some(true)) {
         "verified: target equals source"

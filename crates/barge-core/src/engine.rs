@@ -65,7 +65,7 @@ pub trait Source: Send + Sync {
 
     /// Conversions the reads of `table` applied that a user must hear about (e.g. "column `d`: 3
     /// zero dates read as NULL"), one line each; reported with the table and logged.
-    fn notices(&self, table: &str) -> Vec<String> {
+    fn notices(&self, table: &str) -> Vec<crate::Notice> {
         let _ = table;
         Vec::new()
     }
@@ -146,6 +146,9 @@ pub trait Target: Send + Sync {
     /// field metadata). An impossible mapping is [`crate::Error::UnsupportedType`].
     fn column_for(&self, table: &str, field: &Field) -> Result<TargetColumn>;
 
+    /// The statement(s) [`Self::create_table`] runs, for plans to show.
+    fn table_ddl(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> String;
+
     /// Creates `name` with the given columns; `key` names the primary-key columns.
     fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()>;
 
@@ -176,7 +179,51 @@ pub trait Target: Send + Sync {
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[crate::ForeignKeyInfo]) -> Result<()>;
 
     /// A writer with its own connection and transaction, loading `columns` of `table`.
-    fn writer(&self, table: &str, columns: &[Field]) -> Result<Box<dyn TableWriter>>;
+    fn writer(&self, table: &str, columns: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>>;
+}
+
+/// What a writer does when a row's key already exists in the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conflict {
+    /// The row is refused (a duplicate key is a row failure).
+    #[default]
+    Error,
+    /// The target's row is kept, the incoming one skipped.
+    Skip,
+    /// The target's row is updated with the incoming values.
+    Upsert,
+}
+
+/// How a writer loads rows.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    pub conflict: Conflict,
+    /// The target's key columns (needed by `Skip` and `Upsert`).
+    pub key: Vec<String>,
+    /// Make every [`TableWriter::write`] atomic: a batch the target refuses for its data fails with
+    /// [`crate::Error::RowRejected`] and leaves nothing behind, the transaction still usable, so the
+    /// runtime can split the batch to find the failing rows.
+    pub isolate_rows: bool,
+}
+
+/// A vectorised rewrite of a table's record batches (a pipeline's renames, drops, casts and
+/// computed columns), applied on the CPU pool before rows are hashed and encoded.
+pub trait Transform: Send + Sync + std::fmt::Debug {
+    /// The schema of the batches [`Self::apply`] returns.
+    fn output_schema(&self) -> arrow_schema::SchemaRef;
+    /// Where source column `index` lands in the output unchanged (kept or renamed), if it does.
+    fn passthrough(&self, index: usize) -> Option<usize>;
+    /// Rewrites one batch. Rows that cannot be transformed are left out of the output and listed.
+    fn apply(&self, batch: &RecordBatch) -> Result<Transformed>;
+}
+
+/// The output of a [`Transform`]: the rows that succeeded, and the rows that did not.
+#[derive(Debug)]
+pub struct Transformed {
+    pub batch: RecordBatch,
+    /// `(row index in the input batch, column, reason)`, in row order.
+    pub failures: Vec<(usize, String, String)>,
 }
 
 /// Turns record batches into what a target's writers consume. Runs on the CPU pool, so it is where
@@ -197,7 +244,8 @@ impl BatchEncoder for ArrowPassthrough {
 
 /// Loads batches into one table over one connection. Rows become visible only at [`Self::commit`].
 pub trait TableWriter: Send {
-    /// Writes one batch, returning the rows written.
+    /// Writes one batch, returning the rows written (rows skipped under [`Conflict::Skip`] count as
+    /// written: the target holds a row with their key).
     fn write(&mut self, batch: Encoded) -> Result<u64>;
     /// Makes everything written so far durable and visible, and starts a new transaction.
     fn commit(&mut self) -> Result<()>;

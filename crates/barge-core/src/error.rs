@@ -64,6 +64,15 @@ pub enum Error {
     #[error("row accounting failed for table `{table}`: read {read}, written {written}, rejected {rejected}")]
     RowsLost { table: String, read: u64, written: u64, rejected: u64 },
 
+    /// The target refused a batch for the data in it (constraint, value out of range, too long);
+    /// under [`crate::WriteOptions::isolate_rows`] the batch left nothing behind.
+    #[error("{reason}")]
+    RowRejected { reason: String },
+
+    /// More rows were rejected than the error budget allows.
+    #[error("{scope}: {rejected} rejected rows exceed the error budget of {budget}; rejected rows are in {file}")]
+    BudgetExceeded { scope: String, rejected: u64, budget: String, file: String },
+
     /// The run was cancelled because another stage failed first.
     #[error("cancelled")]
     Cancelled,

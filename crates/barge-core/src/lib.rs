@@ -22,16 +22,18 @@ pub mod arrays;
 pub mod engine;
 pub mod error;
 pub mod model;
+pub mod rejects;
 pub mod text;
 pub mod types;
 pub mod url;
 
 pub use engine::{
-    ArrowPassthrough, BatchEncoder, Encoded, EngineFactory, Source, TableWriter, Target, TargetColumn, choose_column,
-    logical_type,
+    ArrowPassthrough, BatchEncoder, Conflict, Encoded, EngineFactory, Source, TableWriter, Target, TargetColumn,
+    Transform, Transformed, WriteOptions, choose_column, logical_type,
 };
 pub use error::{Error, Result};
-pub use model::{ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Scalar, TableInfo};
+pub use model::{ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Notice, Risk, Scalar, TableInfo};
+pub use rejects::{Budget, Reject, RejectLog};
 
 /// Field metadata key holding the column's declared type in its source engine (e.g. `VARCHAR(100)`).
 pub const META_NATIVE_TYPE: &str = "barge.native_type";

@@ -143,6 +143,9 @@ pub struct TableInfo {
     pub indexes: Vec<IndexInfo>,
     /// Foreign keys, added after every table is loaded when asked to (`--foreign-keys`).
     pub foreign_keys: Vec<ForeignKeyInfo>,
+    /// A row filter in the source's SQL (a pipeline's `where`), applied by the engine to every
+    /// read, sample and statistic of this table. Engines describe tables without one.
+    pub filter: Option<String>,
 }
 
 /// An index over plain columns.
@@ -162,6 +165,14 @@ pub struct ForeignKeyInfo {
 }
 
 impl TableInfo {
+    /// `predicate` (a range condition) restricted by the table's row filter, if any.
+    pub fn filtered(&self, predicate: String) -> String {
+        match &self.filter {
+            Some(filter) => format!("({predicate}) AND ({filter})"),
+            None => predicate,
+        }
+    }
+
     /// Names of the primary key columns (empty without a primary key).
     pub fn key_columns(&self) -> Vec<&str> {
         match &self.key {
@@ -177,6 +188,57 @@ impl TableInfo {
             KeySpec::Locator(name) => vec![name.clone()],
             KeySpec::None => Vec::new(),
         }
+    }
+}
+
+/// A way values can be lost or changed between source and target, found by a plan's scan of the
+/// data. Each fails the plan unless the pipeline accepts it for the column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    /// Integers beyond the target type's range (e.g. bigint unsigned above 2^63 into bigint).
+    OutOfRange,
+    /// Text longer than the target column's declared length.
+    TooLong,
+    /// Decimals with more integer digits, or more fractional digits, than the target keeps.
+    Precision,
+    /// Zero dates (`0000-00-00`) that arrive as NULL.
+    ZeroDate,
+    /// Values the source's declared type does not hold (e.g. tinyint(1) read as boolean holding 2).
+    BadValue,
+    /// Timestamps without a time zone into a column with one, and no `source_timezone` declared.
+    NaiveTimestamp,
+    /// The type mapping itself loses information (see `types::fidelity`).
+    LossyType,
+}
+
+impl Risk {
+    pub fn name(self) -> &'static str {
+        match self {
+            Risk::OutOfRange => "out_of_range",
+            Risk::TooLong => "too_long",
+            Risk::Precision => "precision",
+            Risk::ZeroDate => "zero_date",
+            Risk::BadValue => "bad_value",
+            Risk::NaiveTimestamp => "naive_timestamp",
+            Risk::LossyType => "lossy_type",
+        }
+    }
+}
+
+/// A conversion an engine applied while reading (e.g. zero dates read as NULL).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Notice {
+    pub column: String,
+    pub risk: Risk,
+    /// Values converted so far.
+    pub values: u64,
+    pub message: String,
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "column `{}`: {}", self.column, self.message)
     }
 }
 

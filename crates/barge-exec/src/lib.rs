@@ -24,6 +24,7 @@ mod pipeline;
 mod progress;
 mod report;
 mod run;
+mod transformed;
 
 pub use progress::{NoProgress, Phase, Progress};
 pub use report::{CopyReport, TableReport, TableVerdict, VerifyReport};

@@ -7,7 +7,11 @@ use std::thread::Scope;
 
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
-use barge_core::{BatchEncoder, Encoded, Error, KeyRange, Result, Source, TableInfo, TableWriter, Target};
+use barge_core::rejects::{columns_json, row_json};
+use barge_core::{
+    BatchEncoder, Budget, Encoded, Error, KeyRange, KeySpec, Reject, RejectLog, Result, Source, TableInfo, TableWriter,
+    Target, Transform, WriteOptions,
+};
 use barge_verify::{Buckets, Digest, bucket_digests};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
@@ -68,8 +72,17 @@ pub(crate) enum ReadMsg {
 
 /// What the CPU stage sends to a writer.
 enum WriteMsg {
-    Batch { range: usize, encoded: Encoded },
-    End { range: usize, batches: u64 },
+    Batch {
+        range: usize,
+        /// `None` when the batch did not encode and must be split to find the bad rows.
+        encoded: Option<Encoded>,
+        /// Kept when rows are isolated, to split the batch if the target refuses it.
+        batch: Option<RecordBatch>,
+    },
+    End {
+        range: usize,
+        batches: u64,
+    },
 }
 
 /// Shared read-side context.
@@ -130,13 +143,24 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
 pub(crate) struct CopyCounters {
     pub rows_read: AtomicU64,
     pub rows_written: AtomicU64,
+    pub rows_rejected: AtomicU64,
 }
 
 /// Everything one table copy needs.
 pub(crate) struct CopyJob<'a> {
     pub source: &'a dyn Source,
     pub target: &'a dyn Target,
+    /// The table as read.
     pub table: &'a TableInfo,
+    /// The table as written (the transform's output; `table` without one).
+    pub output: &'a TableInfo,
+    pub transform: Option<&'a dyn Transform>,
+    pub write_options: WriteOptions,
+    /// Where rejected rows go; `None` (or [`Budget::None`]) makes the first bad row fail the copy.
+    pub rejects: Option<&'a RejectLog>,
+    pub budget: Budget,
+    /// Rejects other tables of the run had, and the run's budget.
+    pub run_rejects: (u64, Budget),
     pub target_table: &'a str,
     pub fields: &'a [Field],
     pub ranges: &'a [KeyRange],
@@ -167,8 +191,9 @@ fn add_digests(slot: &Mutex<Vec<Digest>>, digests: Vec<Digest>) {
 pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: &CopyCounters) -> Result<RangeDigests> {
     let writers = job.workers.min(job.target.max_writers()).min(job.ranges.len()).max(1);
     // Open every writer before reading a row: a refused connection fails the table cleanly.
-    let table_writers =
-        (0..writers).map(|_| job.target.writer(job.target_table, job.fields)).collect::<Result<Vec<_>>>()?;
+    let table_writers = (0..writers)
+        .map(|_| job.target.writer(job.target_table, job.fields, &job.write_options))
+        .collect::<Result<Vec<_>>>()?;
     let encoder = job.target.encoder(job.target_table, job.fields)?;
     let digests = empty_digests(job.ranges, job.buckets);
     let failure = Failure::default();
@@ -185,9 +210,10 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
         for writer in table_writers {
             let (tx, rx) = bounded(WRITE_QUEUE_PER_WRITER);
             senders.push(tx);
-            let (failure, counters) = (&failure, counters);
+            let (failure, counters, digests, encoder) = (&failure, counters, &digests, encoder.as_ref());
             spawn_named(scope, "barge-writer", move || {
-                if let Err(error) = write_loop(writer, rx, job, counters, failure) {
+                let mut side = WriteSide { job, counters, digests, encoder };
+                if let Err(error) = write_loop(writer, rx, &mut side, failure) {
                     failure.record(error);
                 }
             });
@@ -196,7 +222,7 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
             read_rx
                 .into_iter()
                 .par_bridge()
-                .try_for_each(|msg| cpu_stage(msg, job, encoder.as_ref(), &digests, &senders, writers))
+                .try_for_each(|msg| cpu_stage(msg, job, counters, encoder.as_ref(), &digests, &senders, writers))
         });
         if let Err(error) = cpu {
             failure.record(error);
@@ -207,10 +233,80 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
     Ok(digests.into_iter().map(|d| d.into_inner().expect("digest lock")).collect())
 }
 
-/// Hashes and encodes one batch on the rayon pool, then hands it to the writer owning its range.
+/// Why a row was rejected, and at which stage (`transform` or `write`).
+struct RowFailure {
+    column: Option<String>,
+    reason: String,
+    stage: &'static str,
+}
+
+/// Indices of the key columns (all columns for a table without a key).
+fn key_columns(table: &TableInfo) -> Vec<usize> {
+    match &table.key {
+        KeySpec::Primary(columns) => columns.clone(),
+        _ => Vec::new(),
+    }
+}
+
+impl CopyJob<'_> {
+    fn isolating(&self) -> bool {
+        self.write_options.isolate_rows
+    }
+
+    /// Records one rejected row (row `row` of `batch`, whose key columns are `key`) and enforces
+    /// the table's and the run's budgets. Without a budget the reject is the copy's error.
+    fn reject(
+        &self,
+        counters: &CopyCounters,
+        (batch, row, key): (&RecordBatch, usize, &[usize]),
+        failure: RowFailure,
+    ) -> Result<()> {
+        let RowFailure { column, reason, stage } = failure;
+        let key_json = columns_json(batch, row, key.iter().copied());
+        let (Some(log), true) =
+            (self.rejects, self.budget.tolerates_rejects() || self.run_rejects.1.tolerates_rejects())
+        else {
+            let shown = key_json.values().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            return Err(Error::BadValue {
+                table: self.table.name.clone(),
+                column: column.unwrap_or_else(|| "-".into()),
+                key: (!key_json.is_empty()).then_some(shown),
+                reason: format!("{reason} (no error_budget: the first bad row stops the copy)"),
+            });
+        };
+        log.record(
+            &self.table.name,
+            &Reject { key: key_json, column, reason, stage: stage.into(), row: row_json(batch, row) },
+        )?;
+        let rejected = counters.rows_rejected.fetch_add(1, Ordering::Relaxed) + 1;
+        let read = counters.rows_read.load(Ordering::Relaxed).max(self.table.estimated_rows);
+        if self.budget.exceeded(rejected, read) {
+            return Err(Error::BudgetExceeded {
+                scope: format!("table `{}`", self.table.name),
+                rejected,
+                budget: self.budget.to_string(),
+                file: log.path(&self.table.name).display().to_string(),
+            });
+        }
+        let (earlier, run_budget) = self.run_rejects;
+        if run_budget != Budget::None && run_budget.exceeded(earlier + rejected, read) {
+            return Err(Error::BudgetExceeded {
+                scope: "the run".into(),
+                rejected: earlier + rejected,
+                budget: run_budget.to_string(),
+                file: log.dir().display().to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Transforms, hashes and encodes one batch on the rayon pool, then hands it to the writer owning
+/// its range. Rows the transform fails are rejected here, before they are hashed.
 fn cpu_stage(
     msg: ReadMsg,
     job: &CopyJob<'_>,
+    counters: &CopyCounters,
     encoder: &dyn BatchEncoder,
     digests: &[Mutex<Vec<Digest>>],
     senders: &[Sender<WriteMsg>],
@@ -218,14 +314,81 @@ fn cpu_stage(
 ) -> Result<()> {
     let (range, out) = match msg {
         ReadMsg::Batch { range, batch } => {
+            let batch = match job.transform {
+                Some(transform) => {
+                    let out = transform.apply(&batch)?;
+                    let key = key_columns(job.table);
+                    for (row, column, reason) in out.failures {
+                        let failure = RowFailure { column: Some(column), reason, stage: "transform" };
+                        job.reject(counters, (&batch, row, &key), failure)?;
+                    }
+                    out.batch
+                }
+                None => batch,
+            };
             if job.hash {
-                add_digests(&digests[range], bucket_digests(&job.table.name, &batch, job.buckets, range)?);
+                add_digests(&digests[range], bucket_digests(&job.output.name, &batch, job.buckets, range)?);
             }
-            (range, WriteMsg::Batch { range, encoded: encoder.encode(batch)? })
+            let kept = job.isolating().then(|| batch.clone());
+            let encoded = match encoder.encode(batch) {
+                Ok(encoded) => Some(encoded),
+                Err(Error::BadValue { .. }) if job.isolating() => None,
+                Err(error) => return Err(error),
+            };
+            (range, WriteMsg::Batch { range, encoded, batch: kept })
         }
         ReadMsg::End { range, batches } => (range, WriteMsg::End { range, batches }),
     };
     senders[range % writers].send(out).map_err(|_| Error::Cancelled)
+}
+
+/// What a writer thread shares with the rest of the copy.
+struct WriteSide<'a> {
+    job: &'a CopyJob<'a>,
+    counters: &'a CopyCounters,
+    digests: &'a [Mutex<Vec<Digest>>],
+    encoder: &'a dyn BatchEncoder,
+}
+
+impl WriteSide<'_> {
+    /// Writes `batch`, and when the target refuses it, finds the refused rows by halving (as
+    /// pgloader does): each refused row is rejected and taken out of its range's digest, the rest is
+    /// written. Returns the rows written.
+    fn write_isolating(
+        &mut self,
+        writer: &mut dyn TableWriter,
+        range: usize,
+        batch: &RecordBatch,
+        encoded: Option<Encoded>,
+    ) -> Result<u64> {
+        let attempt = match encoded {
+            Some(encoded) => writer.write(encoded),
+            None => self.encoder.encode(batch.clone()).and_then(|encoded| writer.write(encoded)),
+        };
+        let reason = match attempt {
+            Ok(rows) => return Ok(rows),
+            Err(Error::RowRejected { reason }) => (None, reason),
+            Err(Error::BadValue { column, reason, .. }) => (Some(column), reason),
+            Err(error) => return Err(error),
+        };
+        if batch.num_rows() == 1 {
+            let key = key_columns(self.job.output);
+            let failure = RowFailure { column: reason.0, reason: reason.1, stage: "write" };
+            self.job.reject(self.counters, (batch, 0, &key), failure)?;
+            if self.job.hash {
+                let digests = bucket_digests(&self.job.output.name, batch, self.job.buckets, range)?;
+                let mut slot = self.digests[range].lock().expect("digest lock");
+                for (total, digest) in slot.iter_mut().zip(digests) {
+                    *total -= digest;
+                }
+            }
+            return Ok(0);
+        }
+        let half = batch.num_rows() / 2;
+        let first = self.write_isolating(writer, range, &batch.slice(0, half), None)?;
+        let second = self.write_isolating(writer, range, &batch.slice(half, batch.num_rows() - half), None)?;
+        Ok(first + second)
+    }
 }
 
 /// Writes batches as they come and commits whenever every range this writer has seen is complete
@@ -234,10 +397,10 @@ fn cpu_stage(
 fn write_loop(
     mut writer: Box<dyn TableWriter>,
     rx: Receiver<WriteMsg>,
-    job: &CopyJob<'_>,
-    counters: &CopyCounters,
+    side: &mut WriteSide<'_>,
     failure: &Failure,
 ) -> Result<()> {
+    let (job, counters) = (side.job, side.counters);
     // range → (batches received, batches announced by the reader)
     let mut open: HashMap<usize, (u64, Option<u64>)> = HashMap::new();
     for msg in rx {
@@ -245,10 +408,19 @@ fn write_loop(
             return Ok(());
         }
         match msg {
-            WriteMsg::Batch { range, encoded } => {
-                let rows = writer.write(encoded)?;
+            WriteMsg::Batch { range, encoded, batch } => {
+                let (rows, batch_rows) = match (batch, encoded) {
+                    (Some(batch), encoded) => {
+                        (side.write_isolating(writer.as_mut(), range, &batch, encoded)?, batch.num_rows() as u64)
+                    }
+                    (None, Some(encoded)) => {
+                        let rows = writer.write(encoded)?;
+                        (rows, rows)
+                    }
+                    (None, None) => unreachable!("a batch that did not encode is kept for isolation"),
+                };
                 counters.rows_written.fetch_add(rows, Ordering::Relaxed);
-                job.progress.advance(&job.table.name, Phase::Copy, rows);
+                job.progress.advance(&job.table.name, Phase::Copy, batch_rows);
                 open.entry(range).or_default().0 += 1;
             }
             WriteMsg::End { range, batches } => open.entry(range).or_default().1 = Some(batches),

@@ -21,6 +21,12 @@ pub struct TableReport {
     /// Conversions the source applied while reading (see `Source::notices`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// The table went through a pipeline transform: verification compared the target with the
+    /// source as transformed.
+    pub transformed: bool,
+    /// Where the rejected rows are (when there are any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejects_file: Option<String>,
 }
 
 /// A whole copy.

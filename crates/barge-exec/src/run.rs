@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use arrow_schema::{Field, Schema};
-use barge_core::{Error, KeyRange, KeySpec, Result, Scalar, Source, TableInfo, Target};
+use barge_core::{
+    Budget, Error, KeyRange, KeySpec, RejectLog, Result, Scalar, Source, TableInfo, Target, WriteOptions,
+};
 use barge_plan::partition::{integer_bounds, plan_ranges};
 use barge_plan::{Plan, SourcePlan, TableAction};
 use barge_verify::{Buckets, Digest, KeyDiff, is_bucket_key, narrow_range};
@@ -13,6 +15,7 @@ use barge_verify::{Buckets, Digest, KeyDiff, is_bucket_key, narrow_range};
 use crate::pipeline::{CopyCounters, CopyJob, RangeDigests, copy_table, digest_ranges};
 use crate::progress::{Phase, Progress};
 use crate::report::{CopyReport, TableReport, TableVerdict, VerifyReport};
+use crate::transformed::TransformedSource;
 
 /// How a run executes.
 #[derive(Clone, Debug)]
@@ -25,6 +28,17 @@ pub struct ExecOptions {
     pub verify: bool,
     /// Add the source's foreign keys to created tables once every table is loaded.
     pub foreign_keys: bool,
+    /// Where rejected rows go (required for tables with an error budget).
+    pub rejects: Option<Arc<RejectLog>>,
+    /// The whole run's budget of rejected rows.
+    pub run_budget: Budget,
+}
+
+impl ExecOptions {
+    /// Options with no reject handling: the first bad row stops the copy.
+    pub fn new(workers: usize, batch_rows: usize, verify: bool) -> Self {
+        ExecOptions { workers, batch_rows, verify, foreign_keys: false, rejects: None, run_budget: Budget::None }
+    }
 }
 
 fn cpu_pool(workers: usize) -> Result<rayon::ThreadPool> {
@@ -47,12 +61,20 @@ const BUCKETS_PER_RANGE: usize = 16;
 
 /// Buckets for `table` over `ranges` when its key is one integer column (see [`Buckets`]):
 /// each range split arithmetically between its bounds (the table's min and max at the ends).
-fn bucket_layout(source: &dyn Source, table: &TableInfo, ranges: &[KeyRange]) -> Result<Option<Buckets>> {
-    let KeySpec::Primary(columns) = &table.key else { return Ok(None) };
+/// `read` is the table as stored (for statistics), `hashed` the table as hashed (the transform's
+/// output), whose key column the buckets index.
+fn bucket_layout(
+    source: &dyn Source,
+    read: &TableInfo,
+    hashed: &TableInfo,
+    ranges: &[KeyRange],
+) -> Result<Option<Buckets>> {
+    let KeySpec::Primary(columns) = &hashed.key else { return Ok(None) };
     let [column] = columns.as_slice() else { return Ok(None) };
-    if !is_bucket_key(table.schema.field(*column).data_type()) {
+    if !is_bucket_key(hashed.schema.field(*column).data_type()) {
         return Ok(None);
     }
+    let table = read;
     // The outer ends only anchor the arithmetic: a bound beyond the real min or max just leaves a
     // bucket empty. With three or more ranges they are extrapolated from the interior boundaries,
     // sparing a COUNT/MIN/MAX scan (a full index scan on InnoDB); fewer ranges ask the database.
@@ -114,7 +136,7 @@ pub fn copy(
         match table.action {
             TableAction::Create => {
                 let columns: Vec<_> = table.columns.iter().map(|c| (c.field.clone(), c.target.clone())).collect();
-                let key: Vec<String> = table.source.key_columns().into_iter().map(str::to_string).collect();
+                let key: Vec<String> = table.output.key_columns().into_iter().map(str::to_string).collect();
                 target.create_table(&table.target_table, &columns, &key)?;
             }
             TableAction::Truncate => target.truncate_table(&table.target_table)?,
@@ -123,17 +145,36 @@ pub fn copy(
     }
     let mut reader: Option<Arc<dyn Source>> = None;
     let mut reports = Vec::with_capacity(plan.tables.len());
+    let mut run_rejected = 0u64;
     for table in &plan.tables {
         let name = table.source.name.as_str();
         let table_started = Instant::now();
         progress.started(name, Phase::Copy, table.source.estimated_rows);
         let fields: Vec<Field> = table.columns.iter().map(|c| c.field.clone()).collect();
         let counters = CopyCounters::default();
-        let buckets = if options.verify { bucket_layout(source, &table.source, &table.ranges)? } else { None };
+        let buckets =
+            if options.verify { bucket_layout(source, &table.source, &table.output, &table.ranges)? } else { None };
+        let tolerant = table.budget.tolerates_rejects() || options.run_budget.tolerates_rejects();
+        if tolerant && options.rejects.is_none() {
+            return Err(Error::Config(format!("table `{name}` has an error budget but no reject directory")));
+        }
+        if let Some(log) = &options.rejects {
+            log.start(name)?;
+        }
         let job = CopyJob {
             source,
             target,
             table: &table.source,
+            output: &table.output,
+            transform: table.transform.as_deref(),
+            write_options: WriteOptions {
+                conflict: table.conflict,
+                key: table.output.key_columns().into_iter().map(str::to_string).collect(),
+                isolate_rows: tolerant,
+            },
+            rejects: options.rejects.as_deref(),
+            budget: table.budget,
+            run_rejects: (run_rejected, options.run_budget),
             target_table: &table.target_table,
             fields: &fields,
             ranges: &table.ranges,
@@ -143,10 +184,25 @@ pub fn copy(
             buckets: buckets.as_ref(),
             progress,
         };
-        let digests = copy_table(&job, &pool, &counters)?;
+        let copied = copy_table(&job, &pool, &counters);
+        if let Some(log) = &options.rejects {
+            log.flush()?;
+        }
+        let digests = copied?;
         let rows_read = counters.rows_read.load(Ordering::Relaxed);
         let rows_written = counters.rows_written.load(Ordering::Relaxed);
-        let rows_rejected = 0;
+        let rows_rejected = counters.rows_rejected.load(Ordering::Relaxed);
+        run_rejected += rows_rejected;
+        // The budget is checked against the rows read so far while copying; once more exactly.
+        if table.budget.exceeded(rows_rejected, rows_read) && rows_rejected > 0 {
+            let log = options.rejects.as_ref().expect("rejects need a reject log");
+            return Err(Error::BudgetExceeded {
+                scope: format!("table `{name}`"),
+                rejected: rows_rejected,
+                budget: table.budget.to_string(),
+                file: log.path(name).display().to_string(),
+            });
+        }
         if rows_read != rows_written + rows_rejected {
             return Err(Error::RowsLost {
                 table: name.into(),
@@ -156,16 +212,18 @@ pub fn copy(
             });
         }
         if table.action == TableAction::Create {
-            target.finish_table(&table.target_table, &table.source)?;
+            // Indexes are recreated over the columns as copied: a transformed table has none to copy.
+            target.finish_table(&table.target_table, &table.output)?;
         }
-        let notices = source.notices(name);
+        let notices: Vec<String> = source.notices(name).iter().map(ToString::to_string).collect();
         for notice in &notices {
             tracing::warn!("table `{name}`: {notice}");
         }
         let copy_seconds = table_started.elapsed().as_secs_f64();
-        progress.finished(name, Phase::Copy, &format!("{rows_written} rows in {copy_seconds:.2}s"));
+        let rejected_note = if rows_rejected > 0 { format!(", {rows_rejected} rejected") } else { String::new() };
+        progress.finished(name, Phase::Copy, &format!("{rows_written} rows{rejected_note} in {copy_seconds:.2}s"));
         let verdict = if options.verify {
-            if sum(digests.iter().flatten()).rows != rows_read {
+            if sum(digests.iter().flatten()).rows != rows_written {
                 return Err(Error::engine(
                     format!("verifying `{name}`"),
                     "source digest does not cover every row read",
@@ -176,9 +234,19 @@ pub fn copy(
                 None => reader.insert(target_reader()?).clone(),
             };
             let target_info = reader.table(&table.target_table)?;
+            let transformed = table.transform.as_deref().map(|transform| TransformedSource {
+                inner: source,
+                read: &table.source,
+                output: &table.output,
+                transform,
+            });
+            let (verify_source, verify_info): (&dyn Source, &TableInfo) = match &transformed {
+                Some(t) => (t, &table.output),
+                None => (source, &table.source),
+            };
             Some(verify_table(
-                source,
-                &table.source,
+                verify_source,
+                verify_info,
                 reader.as_ref(),
                 target_info,
                 &table.ranges,
@@ -202,6 +270,12 @@ pub fn copy(
             verified: verdict.as_ref().map(|v| v.matched),
             diff: verdict.filter(|v| !v.matched).map(|v| v.diff),
             notices,
+            transformed: table.transform.is_some(),
+            rejects_file: options
+                .rejects
+                .as_ref()
+                .filter(|_| rows_rejected > 0)
+                .map(|log| log.path(name).display().to_string()),
         });
     }
     if options.foreign_keys {
@@ -233,7 +307,7 @@ pub fn verify(
     let targets = plan.tables.iter().map(|t| target.table(&t.source.name)).collect::<Result<Vec<_>>>()?;
     let mut tables = Vec::with_capacity(plan.tables.len());
     for (table, target_info) in plan.tables.iter().zip(targets) {
-        let buckets = bucket_layout(source, &table.source, &table.ranges)?;
+        let buckets = bucket_layout(source, &table.source, &table.source, &table.ranges)?;
         tables.push(verify_table(
             source,
             &table.source,
@@ -279,6 +353,7 @@ fn align(target: TableInfo, source: &TableInfo) -> Result<TableInfo> {
         estimated_rows: target.estimated_rows,
         indexes: Vec::new(),
         foreign_keys: Vec::new(),
+        filter: None,
     })
 }
 

@@ -101,7 +101,7 @@ fn bound(value: &Scalar) -> String {
 /// `cols >= lo AND cols < hi`, row values for composite keys, in the columns' own collation.
 fn range_predicate(table: &TableInfo, range: &KeyRange) -> String {
     let columns: Vec<String> = table.range_columns().iter().map(|c| quote(c)).collect();
-    barge_core::model::range_predicate(&columns, range, "1", |_, value| bound(value))
+    table.filtered(barge_core::model::range_predicate(&columns, range, "1", |_, value| bound(value)))
 }
 
 fn scalar_of(table: &TableInfo, column: &str, value: &Option<Vec<u8>>) -> Scalar {
@@ -255,6 +255,7 @@ impl MySource {
             estimated_rows: estimated,
             indexes,
             foreign_keys: foreign_keys.into_iter().map(|(_, fk)| fk).collect(),
+            filter: None,
         })
     }
 }
@@ -419,14 +420,19 @@ impl barge_core::Source for MySource {
         Ok(())
     }
 
-    fn notices(&self, table: &str) -> Vec<String> {
+    fn notices(&self, table: &str) -> Vec<barge_core::Notice> {
         let counts = self.zero_dates.lock().expect("zero-date counts");
-        let mut notices: Vec<String> = counts
+        let mut notices: Vec<barge_core::Notice> = counts
             .iter()
             .filter(|((t, _), _)| t == table)
-            .map(|((_, column), n)| format!("column `{column}`: {n} zero date(s) read as NULL"))
+            .map(|((_, column), n)| barge_core::Notice {
+                column: column.clone(),
+                risk: barge_core::Risk::ZeroDate,
+                values: *n,
+                message: format!("{n} zero date(s) read as NULL"),
+            })
             .collect();
-        notices.sort();
+        notices.sort_by(|a, b| a.column.cmp(&b.column));
         notices
     }
 }

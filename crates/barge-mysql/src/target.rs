@@ -8,19 +8,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_IDENTITY, Result,
-    TableInfo, TableWriter, TargetColumn, choose_column,
+    BatchEncoder, Conflict, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_IDENTITY,
+    Result, TableInfo, TableWriter, TargetColumn, WriteOptions, choose_column,
 };
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
 
 use crate::ENGINE;
 use crate::codec::{can_encode, decode_lines, encode_batch};
-use crate::conn::{LocalConn, MyUrl, connect, literal, my_err, quote};
+use crate::conn::{LocalConn, MyUrl, connect, literal, quote};
 use crate::types::{column_type_for_arrow, read_back};
 
 /// Rows per INSERT statement in the fallback (well under max_allowed_packet for ordinary rows).
 const ROWS_PER_INSERT: usize = 500;
+/// Server errors caused by the rows themselves: bad NULL (1048), duplicate key (1062), out of range
+/// (1264, 1690), truncated or incorrect values (1265, 1292, 1366, 1406), foreign keys (1216, 1452),
+/// CHECK constraints (MySQL 3819, MariaDB 4025).
+const ROW_ERRORS: &[u16] = &[1048, 1062, 1216, 1264, 1265, 1292, 1366, 1406, 1452, 1690, 3819, 4025];
+/// Writer sessions are strict whatever the server's default, so that a value that does not fit is
+/// an error rather than silently truncated or zeroed.
+const STRICT_SESSION: &str = "SET SESSION sql_mode = IF(@@SESSION.sql_mode = '', 'STRICT_ALL_TABLES', \
+                              CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES'))";
 /// Server errors that mean "LOCAL INFILE is not allowed here" (MySQL 1148 and 3948, MariaDB 4166).
 const LOCAL_INFILE_REFUSED: &[u16] = &[1148, 3948, 4166];
 
@@ -93,7 +101,7 @@ impl barge_core::Target for MyTarget {
         )
     }
 
-    fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()> {
+    fn table_ddl(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> String {
         let mut defs: Vec<String> = columns
             .iter()
             .map(|(f, c)| {
@@ -113,12 +121,15 @@ impl barge_core::Target for MyTarget {
         }
         // Binary collation: keys that differ only in case or accents stay distinct, as they are in
         // PostgreSQL and SQLite, and ranges compare bytes the same way on every engine.
-        let ddl = format!(
+        format!(
             "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
             quote(name),
             defs.join(",\n  ")
-        );
-        self.conn()?.exec(&ddl, "creating a table")
+        )
+    }
+
+    fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()> {
+        self.conn()?.exec(&self.table_ddl(name, columns, key), "creating a table")
     }
 
     fn truncate_table(&self, name: &str) -> Result<()> {
@@ -193,8 +204,9 @@ impl barge_core::Target for MyTarget {
         Ok(Arc::new(LoadDataEncoder { table: table.into(), names: fields.iter().map(|f| f.name().clone()).collect() }))
     }
 
-    fn writer(&self, table: &str, fields: &[Field]) -> Result<Box<dyn TableWriter>> {
+    fn writer(&self, table: &str, fields: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>> {
         let mut conn = self.conn()?;
+        conn.exec(STRICT_SESSION, "configuring a loading session")?;
         let types = describe(&mut conn, table)?;
         let type_of = |f: &Field| types.iter().find(|(n, _)| n == f.name()).map(|(_, t)| t.clone()).unwrap_or_default();
         let binary: Vec<bool> =
@@ -216,16 +228,50 @@ impl barge_core::Target for MyTarget {
             .map(|(i, (f, _))| format!("{} = CAST(CONV(@barge_bit_{i}, 2, 10) AS UNSIGNED)", quote(f.name())))
             .collect();
         let set_clause = if set_bits.is_empty() { String::new() } else { format!(" SET {}", set_bits.join(", ")) };
+        // Conflict modes load into a temporary copy of the table, then merge it in.
+        let (into, merge) = match options.conflict {
+            Conflict::Error => (quote(table), None),
+            conflict => {
+                if options.key.is_empty() {
+                    return Err(Error::Config(format!("conflict mode {conflict:?} needs the table's key columns")));
+                }
+                let stage = quote(&format!("barge_stage_{table}"));
+                conn.exec(
+                    &format!("CREATE TEMPORARY TABLE IF NOT EXISTS {stage} LIKE {}", quote(table)),
+                    "creating a staging table",
+                )?;
+                let updates: Vec<String> = match conflict {
+                    Conflict::Upsert => fields
+                        .iter()
+                        .filter(|f| !options.key.contains(f.name()))
+                        .map(|f| format!("{0} = VALUES({0})", quote(f.name())))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                // Skip: a no-op assignment of the key keeps the target's row.
+                let updates = if updates.is_empty() {
+                    format!("{0}.{1} = {0}.{1}", quote(table), quote(&options.key[0]))
+                } else {
+                    updates.join(", ")
+                };
+                let merge = format!(
+                    "INSERT INTO {} ({columns}) SELECT {columns} FROM {stage} ON DUPLICATE KEY UPDATE {updates}",
+                    quote(table)
+                );
+                (stage.clone(), Some((merge, format!("DELETE FROM {stage}"))))
+            }
+        };
         Ok(Box::new(MyWriter {
             conn,
             table: table.into(),
+            merge,
+            isolate: options.isolate_rows,
             load: format!(
-                "LOAD DATA LOCAL INFILE 'barge' INTO TABLE {} CHARACTER SET binary \
+                "LOAD DATA LOCAL INFILE 'barge' INTO TABLE {into} CHARACTER SET binary \
                  FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){set_clause}",
-                quote(table),
                 load_columns.join(", ")
             ),
-            insert: format!("INSERT INTO {} ({columns}) VALUES ", quote(table)),
+            insert: format!("INSERT INTO {into} ({columns}) VALUES "),
             binary,
             bits,
             use_infile: self.url.local_infile,
@@ -256,6 +302,10 @@ impl BatchEncoder for LoadDataEncoder {
 struct MyWriter {
     conn: LocalConn,
     table: String,
+    /// Conflict modes: the statements merging the staging table into the table, then emptying it.
+    merge: Option<(String, String)>,
+    /// Each write inside a savepoint, so a refused batch leaves nothing behind.
+    isolate: bool,
     load: String,
     insert: String,
     /// Binary target columns: the INSERT fallback sends them as hex literals.
@@ -279,7 +329,7 @@ impl MyWriter {
         Ok(conn.affected_rows())
     }
 
-    fn insert_rows(&mut self, bytes: &[u8]) -> Result<u64> {
+    fn insert_rows(&mut self, bytes: &[u8]) -> std::result::Result<u64, mysql_async::Error> {
         let rows = decode_lines(bytes);
         let mut written = 0;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
@@ -305,8 +355,79 @@ impl MyWriter {
                 .collect();
             let sql = format!("{}{}", self.insert, values.join(", "));
             let LocalConn { conn, rt } = &mut self.conn;
-            rt.block_on(conn.query_drop(sql)).map_err(my_err("inserting rows"))?;
+            rt.block_on(conn.query_drop(sql))?;
             written += conn.affected_rows();
+        }
+        Ok(written)
+    }
+
+    /// A server error as barge reports it: the rows' fault ([`Error::RowRejected`]) when isolating.
+    fn failure(&self, e: mysql_async::Error) -> Error {
+        match &e {
+            mysql_async::Error::Server(server) if self.isolate && ROW_ERRORS.contains(&server.code) => {
+                Error::RowRejected { reason: server.message.clone() }
+            }
+            _ => Error::engine(format!("loading `{}`", self.table), crate::conn::describe(&e)),
+        }
+    }
+
+    /// LOAD DATA LOCAL turns data errors into warnings (values truncated, rows violating a CHECK or
+    /// a unique key skipped) whatever the sql_mode: any warning fails the batch.
+    fn check_warnings(&mut self) -> Result<()> {
+        if self.conn.conn.get_warnings() == 0 {
+            return Ok(());
+        }
+        let warnings = self.conn.rows("SHOW WARNINGS", "reading warnings")?;
+        let messages: Vec<String> = warnings
+            .iter()
+            .filter(|w| matches!(w.first(), Some(Some(level)) if level.as_slice() != b"Note"))
+            .map(|w| String::from_utf8_lossy(w.get(2).cloned().flatten().as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let reason = messages.join("; ");
+        Err(if self.isolate {
+            Error::RowRejected { reason }
+        } else {
+            Error::engine(format!("loading `{}`", self.table), reason)
+        })
+    }
+
+    /// Loads one payload into the table (or the staging table, then merges it).
+    fn load(&mut self, rows: usize, bytes: Vec<u8>) -> Result<u64> {
+        let written = if self.use_infile && !self.infile_refused.load(Ordering::Relaxed) {
+            match self.load_data(bytes.clone()) {
+                Ok(n) => n,
+                Err(mysql_async::Error::Server(e)) if LOCAL_INFILE_REFUSED.contains(&e.code) => {
+                    if !self.infile_refused.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "the server refuses LOAD DATA LOCAL INFILE ({}); loading with INSERTs",
+                            e.message
+                        );
+                    }
+                    self.insert_rows(&bytes).map_err(|e| self.failure(e))?
+                }
+                Err(e) => return Err(self.failure(e)),
+            }
+        } else {
+            self.insert_rows(&bytes).map_err(|e| self.failure(e))?
+        };
+        self.check_warnings()?;
+        if written != rows as u64 {
+            let reason = format!("the server stored {written} of {rows} rows");
+            return Err(if self.isolate {
+                Error::RowRejected { reason }
+            } else {
+                Error::engine(format!("loading `{}`", self.table), reason)
+            });
+        }
+        if let Some((merge, empty)) = self.merge.clone() {
+            let LocalConn { conn, rt } = &mut self.conn;
+            let merged = rt.block_on(conn.query_drop(&merge));
+            merged.map_err(|e| self.failure(e))?;
+            self.check_warnings()?;
+            self.conn.exec(&empty, "emptying the staging table")?;
         }
         Ok(written)
     }
@@ -321,31 +442,16 @@ impl TableWriter for MyWriter {
             self.conn.exec("START TRANSACTION", "starting a transaction")?;
             self.in_transaction = true;
         }
-        let table = self.table.clone();
-        let written = if self.use_infile && !self.infile_refused.load(Ordering::Relaxed) {
-            match self.load_data(bytes.clone()) {
-                Ok(n) => n,
-                Err(mysql_async::Error::Server(e)) if LOCAL_INFILE_REFUSED.contains(&e.code) => {
-                    if !self.infile_refused.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            "the server refuses LOAD DATA LOCAL INFILE ({}); loading with INSERTs",
-                            e.message
-                        );
-                    }
-                    self.insert_rows(&bytes)?
-                }
-                Err(e) => return Err(Error::engine(format!("loading `{table}`"), e)),
-            }
-        } else {
-            self.insert_rows(&bytes)?
-        };
-        if written != rows as u64 {
-            return Err(Error::engine(
-                format!("loading `{table}`"),
-                format!("the server stored {written} of {rows} rows"),
-            ));
+        if self.isolate {
+            self.conn.exec("SAVEPOINT barge_batch", "setting a savepoint")?;
         }
-        Ok(written)
+        let loaded = self.load(rows, bytes);
+        if self.isolate {
+            let end =
+                if loaded.is_ok() { "RELEASE SAVEPOINT barge_batch" } else { "ROLLBACK TO SAVEPOINT barge_batch" };
+            self.conn.exec(end, "ending a savepoint")?;
+        }
+        loaded
     }
 
     fn commit(&mut self) -> Result<()> {

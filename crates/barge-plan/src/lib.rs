@@ -12,8 +12,11 @@
 
 pub mod partition;
 mod plan;
+pub mod risk;
 
+pub use barge_core::Risk;
 pub use plan::{
-    ColumnPlan, CopyRequest, IfExists, Plan, SourcePlan, SourceTablePlan, TableAction, TablePlan, plan_sources,
-    plan_targets,
+    ColumnPlan, CompileTransform, CopyRequest, IfExists, Plan, SourcePlan, SourceTablePlan, TableAction, TablePlan,
+    TableRequest, plan_sources, plan_targets,
 };
+pub use risk::{Assessment, ColumnRisk, assess};

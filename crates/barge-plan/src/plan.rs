@@ -1,9 +1,13 @@
 //! The copy plan, built in two phases so that bad input fails before anything is written:
 //! [`plan_sources`] needs only the source; [`plan_targets`] opens the target but writes nothing.
 
+use std::sync::Arc;
+
 use arrow_schema::Field;
 use barge_core::types::{Fidelity, fidelity};
-use barge_core::{Error, KeyRange, KeySpec, Result, Source, TableInfo, Target, TargetColumn};
+use barge_core::{
+    Budget, Conflict, Error, KeyRange, KeySpec, Result, Source, TableInfo, Target, TargetColumn, Transform,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::partition::plan_ranges;
@@ -27,11 +31,54 @@ pub enum IfExists {
     Append,
 }
 
+/// Builds a table's transform once the source table is described.
+pub type CompileTransform = Arc<dyn Fn(&TableInfo) -> Result<Arc<dyn Transform>> + Send + Sync>;
+
+/// One table to copy, and how.
+#[derive(Clone, Default)]
+pub struct TableRequest {
+    pub source: String,
+    /// The target table's name (default: the source's).
+    pub target: Option<String>,
+    /// Columns identifying rows, overriding the source's primary key.
+    pub key: Option<Vec<String>>,
+    /// A row filter in the source's SQL, pushed down to every read.
+    pub filter: Option<String>,
+    pub transform: Option<CompileTransform>,
+    pub conflict: Conflict,
+    pub budget: Budget,
+    /// Ranges for this table (overrides the request's).
+    pub partitions: Option<usize>,
+}
+
+impl TableRequest {
+    /// A table copied as is.
+    pub fn named(name: impl Into<String>) -> Self {
+        TableRequest { source: name.into(), ..TableRequest::default() }
+    }
+}
+
+impl std::fmt::Debug for TableRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableRequest")
+            .field("source", &self.source)
+            .field("target", &self.target)
+            .field("key", &self.key)
+            .field("filter", &self.filter)
+            .field("transform", &self.transform.is_some())
+            .field("conflict", &self.conflict)
+            .field("budget", &self.budget)
+            .finish()
+    }
+}
+
 /// What the user asked to copy.
 #[derive(Clone, Debug, Default)]
 pub struct CopyRequest {
-    /// Tables to copy; empty means every table of the source.
-    pub tables: Vec<String>,
+    /// Tables to copy; empty means every table of the source, as is, with `conflict` and `budget`.
+    pub tables: Vec<TableRequest>,
+    pub conflict: Conflict,
+    pub budget: Budget,
     /// Ranges per table; `None` picks from the table size and the worker count.
     pub partitions: Option<usize>,
     pub workers: usize,
@@ -40,7 +87,15 @@ pub struct CopyRequest {
 /// One source table with its key ranges.
 #[derive(Clone, Debug)]
 pub struct SourceTablePlan {
+    /// The table as it is read (with the request's key override and row filter).
     pub source: TableInfo,
+    /// The table as it lands: the transform's output schema and the key columns' places in it
+    /// (the same as `source` without a transform). Hashing and verification see this shape.
+    pub output: TableInfo,
+    pub transform: Option<Arc<dyn Transform>>,
+    pub target_table: String,
+    pub conflict: Conflict,
+    pub budget: Budget,
     pub ranges: Vec<KeyRange>,
 }
 
@@ -52,17 +107,36 @@ pub struct SourcePlan {
 
 /// Describes and partitions the requested source tables. Touches only the source.
 pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<SourcePlan> {
-    let names = if request.tables.is_empty() {
-        source.list_tables()?
+    let requests = if request.tables.is_empty() {
+        let every =
+            |name| TableRequest { conflict: request.conflict, budget: request.budget, ..TableRequest::named(name) };
+        source.list_tables()?.into_iter().map(every).collect()
     } else {
-        let mut names = request.tables.clone();
-        names.dedup();
-        names
+        let mut requests = request.tables.clone();
+        requests.dedup_by(|a, b| a.source == b.source && a.target == b.target);
+        requests
     };
-    let mut tables = Vec::with_capacity(names.len());
-    for name in names {
-        let table = source.table(&name)?;
-        let parts = request.partitions.unwrap_or_else(|| auto_partitions(table.estimated_rows, request.workers));
+    let mut tables = Vec::with_capacity(requests.len());
+    for table_request in requests {
+        let name = table_request.source.clone();
+        let mut table = source.table(&name)?;
+        if let Some(key) = &table_request.key {
+            let columns = key
+                .iter()
+                .map(|k| {
+                    table
+                        .schema
+                        .index_of(k)
+                        .map_err(|_| Error::UnknownColumn { table: name.clone(), column: k.clone() })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            table.key = KeySpec::Primary(columns);
+        }
+        table.filter = table_request.filter.clone();
+        let parts = table_request
+            .partitions
+            .or(request.partitions)
+            .unwrap_or_else(|| auto_partitions(table.estimated_rows, request.workers));
         match &table.key {
             KeySpec::Primary(_) => {}
             KeySpec::Locator(locator) => tracing::warn!(
@@ -71,9 +145,55 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
             KeySpec::None => tracing::warn!("table `{name}` has no primary key: copying it as one range"),
         }
         let ranges = plan_ranges(source, &table, &KeyRange::all(), parts)?;
-        tables.push(SourceTablePlan { source: table, ranges });
+        let transform = table_request.transform.as_ref().map(|compile| compile(&table)).transpose()?;
+        let output = match &transform {
+            Some(transform) => output_table(&table, transform.as_ref())?,
+            None => table.clone(),
+        };
+        tables.push(SourceTablePlan {
+            target_table: table_request.target.clone().unwrap_or_else(|| name.clone()),
+            source: table,
+            output,
+            transform,
+            conflict: table_request.conflict,
+            budget: table_request.budget,
+            ranges,
+        });
     }
     Ok(SourcePlan { tables })
+}
+
+/// The table as a transform delivers it. Key columns must reach the output unchanged (renaming is
+/// fine): ranges, digests and reject files identify rows by them.
+fn output_table(table: &TableInfo, transform: &dyn Transform) -> Result<TableInfo> {
+    let key = match &table.key {
+        KeySpec::Primary(columns) => KeySpec::Primary(
+            columns
+                .iter()
+                .map(|&c| {
+                    transform.passthrough(c).ok_or_else(|| {
+                        Error::Config(format!(
+                            "table `{}`: key column `{}` must reach the target unchanged (it may be renamed, not \
+                             dropped or computed)",
+                            table.name,
+                            table.schema.field(c).name()
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?,
+        ),
+        // Rows without a key are compared as a multiset; the locator is not a column.
+        other => other.clone(),
+    };
+    Ok(TableInfo {
+        name: table.name.clone(),
+        schema: transform.output_schema(),
+        key,
+        estimated_rows: table.estimated_rows,
+        indexes: Vec::new(),
+        foreign_keys: Vec::new(),
+        filter: None,
+    })
 }
 
 fn auto_partitions(rows: u64, workers: usize) -> usize {
@@ -101,11 +221,18 @@ pub struct ColumnPlan {
 /// Everything the runtime needs to copy one table.
 #[derive(Clone, Debug)]
 pub struct TablePlan {
+    /// The table as read (see [`SourceTablePlan::source`]).
     pub source: TableInfo,
+    /// The table as it lands (see [`SourceTablePlan::output`]).
+    pub output: TableInfo,
+    pub transform: Option<Arc<dyn Transform>>,
     pub target_table: String,
     pub action: TableAction,
+    /// One per column of `output`, in order.
     pub columns: Vec<ColumnPlan>,
     pub ranges: Vec<KeyRange>,
+    pub conflict: Conflict,
+    pub budget: Budget,
 }
 
 /// A validated copy plan.
@@ -119,8 +246,8 @@ pub struct Plan {
 /// here, for all tables, before the first row moves.
 pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExists) -> Result<Plan> {
     let mut tables = Vec::with_capacity(sources.tables.len());
-    for SourceTablePlan { source, ranges } in sources.tables {
-        let name = source.name.clone();
+    for SourceTablePlan { source, output, transform, target_table, conflict, budget, ranges } in sources.tables {
+        let name = target_table.clone();
         let action = match (target.table_rows(&name)?, if_exists) {
             (None, _) => TableAction::Create,
             (Some(0), _) | (Some(_), IfExists::Append) => TableAction::Append,
@@ -129,12 +256,17 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
         };
         if action != TableAction::Create {
             let existing = target.table_columns(&name)?;
-            if let Some(missing) = source.schema.fields().iter().find(|f| !existing.contains(f.name())) {
+            if let Some(missing) = output.schema.fields().iter().find(|f| !existing.contains(f.name())) {
                 return Err(Error::UnknownColumn { table: name, column: missing.name().clone() });
             }
         }
-        let mut columns = Vec::with_capacity(source.schema.fields().len());
-        for field in source.schema.fields() {
+        if conflict != Conflict::Error && !output.key.is_primary() {
+            return Err(Error::Config(format!(
+                "table `{name}`: conflict mode {conflict:?} needs key columns (the source has no primary key; set `key`)"
+            )));
+        }
+        let mut columns = Vec::with_capacity(output.schema.fields().len());
+        for field in output.schema.fields() {
             let column = target.column_for(&name, field)?;
             let fidelity = fidelity(field.data_type(), &column.read_back);
             match &fidelity {
@@ -156,7 +288,7 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
             }
             columns.push(ColumnPlan { field: field.as_ref().clone(), target: column, fidelity });
         }
-        tables.push(TablePlan { target_table: name, source, action, columns, ranges });
+        tables.push(TablePlan { target_table, source, output, transform, action, columns, ranges, conflict, budget });
     }
     Ok(Plan { tables })
 }

@@ -111,11 +111,11 @@ fn range_predicate(table: &TableInfo, range: &KeyRange) -> String {
         _ => table.range_columns().into_iter().map(|c| (quote(&c), native_of(table, &c))).collect(),
     };
     let names: Vec<String> = columns.iter().map(|(c, _)| c.clone()).collect();
-    barge_core::model::range_predicate(&names, range, "true", |i, value| match (&table.key, value) {
+    table.filtered(barge_core::model::range_predicate(&names, range, "true", |i, value| match (&table.key, value) {
         // Block ranges over ctid: (block, 0) is the first tuple a block can hold.
         (KeySpec::Locator(_), Scalar::Int(block)) => format!("'({block},0)'::tid"),
         _ => bound_literal(value, &columns[i].1),
-    })
+    }))
 }
 
 /// The SELECT-list expression reading a column: types without a binary codec are cast to text.
@@ -285,6 +285,7 @@ impl barge_core::Source for PgSource {
                 estimated_rows,
                 indexes,
                 foreign_keys,
+                filter: None,
             })
         })
     }

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Encoded, Error, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_IDENTITY, Result, TableWriter,
-    TargetColumn, choose_column,
+    BatchEncoder, Conflict, Encoded, Error, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_IDENTITY, Result,
+    TableWriter, TargetColumn, WriteOptions, choose_column,
 };
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -104,7 +104,7 @@ impl barge_core::Target for PgTarget {
         )
     }
 
-    fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()> {
+    fn table_ddl(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> String {
         let defs: Vec<String> = columns
             .iter()
             .map(|(f, c)| {
@@ -123,12 +123,16 @@ impl barge_core::Target for PgTarget {
         // rows beats maintaining it row by row (2M rows: 2.4 s with the key during COPY, 1.6 s for
         // COPY then ADD PRIMARY KEY). `key` is the source's, which `finish_table` sees again.
         let _ = key;
-        let ddl = format!(
+        format!(
             "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {} (\n  {}\n)",
             quote(&self.url.schema),
             self.qualified(name),
             defs.join(",\n  ")
-        );
+        )
+    }
+
+    fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()> {
+        let ddl = self.table_ddl(name, columns, key);
         self.admin(|client| {
             runtime()
                 .block_on(client.batch_execute(&ddl))
@@ -244,7 +248,7 @@ impl barge_core::Target for PgTarget {
         }))
     }
 
-    fn writer(&self, table: &str, fields: &[Field]) -> Result<Box<dyn TableWriter>> {
+    fn writer(&self, table: &str, fields: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>> {
         let described = self.describe(table)?;
         let conn = connect_local(&self.url)?;
         conn.rt
@@ -254,9 +258,11 @@ impl barge_core::Target for PgTarget {
         let target_sql = |name: &str| described.iter().find(|(n, _, _)| n == name).map(|(_, t, _)| t.clone());
         // Columns without a binary codec (inet, tsvector, …) arrive as text in a staging table and
         // are cast by the server on the way in.
-        let needs_staging = fields
-            .iter()
-            .any(|f| target_sql(f.name()).and_then(|t| resolve(&t)).is_some_and(|t| t.codec == Codec::AsText));
+        let needs_staging = options.conflict != Conflict::Error
+            || fields
+                .iter()
+                .any(|f| target_sql(f.name()).and_then(|t| resolve(&t)).is_some_and(|t| t.codec == Codec::AsText));
+        let on_conflict = on_conflict(options, fields)?;
         let staging = needs_staging.then(|| {
             let stage = quote(&format!("barge_stage_{table}"));
             let as_text: Vec<String> = fields
@@ -287,7 +293,7 @@ impl barge_core::Target for PgTarget {
                 ),
                 copy: format!("COPY {stage} ({}) FROM STDIN (FORMAT binary)", names.join(", ")),
                 apply: format!(
-                    "INSERT INTO {} ({}) SELECT {} FROM {stage}; TRUNCATE {stage}",
+                    "INSERT INTO {} ({}) SELECT {} FROM {stage}{on_conflict}; TRUNCATE {stage}",
                     self.qualified(table),
                     names.join(", "),
                     cast_back.join(", ")
@@ -295,10 +301,43 @@ impl barge_core::Target for PgTarget {
             }
         });
         let copy = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.qualified(table), names.join(", "));
-        Ok(Box::new(PgWriter { conn, table: table.into(), copy, staging, in_transaction: false }))
+        Ok(Box::new(PgWriter {
+            conn,
+            table: table.into(),
+            copy,
+            staging,
+            isolate: options.isolate_rows,
+            in_transaction: false,
+        }))
     }
 }
 
+/// The `ON CONFLICT` clause of a conflict mode (empty for [`Conflict::Error`]).
+fn on_conflict(options: &WriteOptions, fields: &[Field]) -> Result<String> {
+    if options.conflict == Conflict::Error {
+        return Ok(String::new());
+    }
+    if options.key.is_empty() {
+        return Err(Error::Config(format!("conflict mode {:?} needs the table's key columns", options.conflict)));
+    }
+    let key = options.key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+    let updates: Vec<String> = fields
+        .iter()
+        .filter(|f| !options.key.contains(f.name()))
+        .map(|f| format!("{0} = EXCLUDED.{0}", quote(f.name())))
+        .collect();
+    Ok(match options.conflict {
+        Conflict::Upsert if !updates.is_empty() => format!(" ON CONFLICT ({key}) DO UPDATE SET {}", updates.join(", ")),
+        _ => format!(" ON CONFLICT ({key}) DO NOTHING"),
+    })
+}
+
+/// SQLSTATE classes of errors caused by the rows themselves: 22 data exception (value out of
+/// range, string too long, invalid text), 23 integrity constraint violation (check, not null,
+/// unique, foreign key).
+fn is_row_error(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
+}
 /// An identity the target can generate: marked by the source, and of an integer type here.
 fn is_identity(field: &Field, column: &TargetColumn) -> bool {
     field.metadata().contains_key(META_IDENTITY)
@@ -337,6 +376,8 @@ struct PgWriter {
     table: String,
     copy: String,
     staging: Option<Staging>,
+    /// Each write inside a savepoint, so a refused batch leaves nothing behind.
+    isolate: bool,
     in_transaction: bool,
 }
 
@@ -347,13 +388,22 @@ impl TableWriter for PgWriter {
         };
         let begin = !self.in_transaction;
         self.in_transaction = true;
-        let (client, staging, copy) = (&self.conn.client, &self.staging, &self.copy);
+        let (client, staging, copy, isolate) = (&self.conn.client, &self.staging, &self.copy, self.isolate);
         let table = &self.table;
-        let failed = |e: tokio_postgres::Error| Error::engine(format!("loading `{table}`"), crate::conn::describe(&e));
-        let copied = self.conn.rt.block_on(async {
-            if begin {
-                client.batch_execute("BEGIN").await?;
+        let failed = |e: tokio_postgres::Error| {
+            if isolate && is_row_error(&e) {
+                Error::RowRejected { reason: crate::conn::describe(&e) }
+            } else {
+                Error::engine(format!("loading `{table}`"), crate::conn::describe(&e))
             }
+        };
+        if begin {
+            self.conn.rt.block_on(client.batch_execute("BEGIN")).map_err(failed)?;
+        }
+        if isolate {
+            self.conn.rt.block_on(client.batch_execute("SAVEPOINT barge_batch")).map_err(failed)?;
+        }
+        let copied = self.conn.rt.block_on(async {
             let statement = match staging {
                 Some(s) => {
                     client.batch_execute(&s.create).await?;
@@ -370,6 +420,14 @@ impl TableWriter for PgWriter {
             }
             Ok::<u64, tokio_postgres::Error>(copied)
         });
+        if isolate {
+            let end = if copied.as_ref().is_ok() {
+                "RELEASE SAVEPOINT barge_batch"
+            } else {
+                "ROLLBACK TO SAVEPOINT barge_batch"
+            };
+            self.conn.rt.block_on(client.batch_execute(end)).map_err(pg_err("ending a savepoint"))?;
+        }
         let copied = copied.map_err(failed)?;
         if copied != rows as u64 {
             return Err(Error::engine(format!("loading `{table}`"), format!("COPY stored {copied} of {rows} rows")));

@@ -232,6 +232,7 @@ impl barge_core::Source for SqliteSource {
                 estimated_rows: u64::try_from(estimated_rows).unwrap_or(0),
                 indexes,
                 foreign_keys,
+                filter: None,
             })
         })
     }
@@ -239,6 +240,7 @@ impl barge_core::Source for SqliteSource {
     fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats> {
         let columns = range_columns_sql(table);
         let (predicate, params) = sql::range_predicate(&columns, range);
+        let predicate = table.filtered(predicate);
         let single = columns.len() == 1;
         let select = if single { format!("count(*), min({0}), max({0})", columns[0]) } else { "count(*)".into() };
         let query = format!("SELECT {select} FROM {} WHERE {predicate}", quote(&table.name));
@@ -259,6 +261,7 @@ impl barge_core::Source for SqliteSource {
         let step = usize::try_from(rows / target.max(1) as u64).unwrap_or(usize::MAX).max(1);
         let columns = range_columns_sql(table);
         let (predicate, params) = sql::range_predicate(&columns, range);
+        let predicate = table.filtered(predicate);
         let list = columns.join(", ");
         // An ordered scan of the key index, keeping every step-th key: exact quantiles, in the
         // database's own collation, at the cost of reading the key column once.
@@ -294,6 +297,7 @@ impl barge_core::Source for SqliteSource {
             .collect::<Result<_>>()?;
         let list = table.schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
         let (predicate, params) = sql::range_predicate(&range_columns_sql(table), range);
+        let predicate = table.filtered(predicate);
         let query = format!("SELECT {list} FROM {} WHERE {predicate}", quote(&table.name));
         let key_columns: Vec<usize> = match &table.key {
             KeySpec::Primary(cols) => cols.clone(),

@@ -8,7 +8,10 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
-use barge_core::{Encoded, Error, LOGICAL_JSON, META_DEFAULT, Result, TableWriter, TargetColumn, choose_column};
+use barge_core::{
+    Conflict, Encoded, Error, LOGICAL_JSON, META_DEFAULT, Result, TableWriter, TargetColumn, WriteOptions,
+    choose_column,
+};
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
@@ -26,7 +29,8 @@ const MAX_PARAMETERS: usize = 32_766;
 pub struct SqliteTarget {
     path: PathBuf,
     display: String,
-    admin: Mutex<Connection>,
+    /// Opened on first use, so that planning against a file that does not exist yet creates nothing.
+    admin: Mutex<Option<Connection>>,
 }
 
 impl SqliteTarget {
@@ -36,12 +40,18 @@ impl SqliteTarget {
                 return Err(Error::Config(format!("{display}: directory {} does not exist", dir.display())));
             }
         }
-        let admin = connect(&path, &display)?;
-        Ok(Arc::new(SqliteTarget { path, display, admin: Mutex::new(admin) }))
+        Ok(Arc::new(SqliteTarget { path, display, admin: Mutex::new(None) }))
     }
 
     fn admin<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        f(&self.admin.lock().expect("admin connection lock"))
+        let mut admin = self.admin.lock().expect("admin connection lock");
+        let conn = match admin.take() {
+            Some(conn) => conn,
+            None => connect(&self.path, &self.display)?,
+        };
+        let result = f(&conn);
+        *admin = Some(conn);
+        result
     }
 }
 
@@ -58,6 +68,9 @@ impl barge_core::Target for SqliteTarget {
     }
 
     fn table_rows(&self, table: &str) -> Result<Option<u64>> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
         self.admin(|conn| {
             let exists: bool = conn
                 .query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| {
@@ -88,7 +101,7 @@ impl barge_core::Target for SqliteTarget {
         )
     }
 
-    fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()> {
+    fn table_ddl(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> String {
         let mut defs: Vec<String> = columns
             .iter()
             .map(|(field, column)| {
@@ -100,7 +113,11 @@ impl barge_core::Target for SqliteTarget {
         if !key.is_empty() {
             defs.push(format!("PRIMARY KEY ({})", key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")));
         }
-        let ddl = format!("CREATE TABLE {} (\n  {}\n)", quote(name), defs.join(",\n  "));
+        format!("CREATE TABLE {} (\n  {}\n)", quote(name), defs.join(",\n  "))
+    }
+
+    fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()> {
+        let ddl = self.table_ddl(name, columns, key);
         self.admin(|conn| conn.execute_batch(&ddl).map_err(|e| Error::engine(format!("creating table `{name}`"), e)))
     }
 
@@ -153,19 +170,22 @@ impl barge_core::Target for SqliteTarget {
         Ok(())
     }
 
-    fn writer(&self, table: &str, columns: &[Field]) -> Result<Box<dyn TableWriter>> {
+    fn writer(&self, table: &str, columns: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>> {
         let conn = connect(&self.path, &self.display)?;
         // A crash mid-load loses at most the open transaction; fsync at every commit is what
         // SQLite's default (FULL) pays for power-loss durability, which NORMAL keeps in WAL mode.
         conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(sqlite_err("configuring the writer"))?;
         let rows_per_insert = ROWS_PER_INSERT.min(MAX_PARAMETERS / columns.len().max(1)).max(1);
         let names: Vec<String> = columns.iter().map(|f| f.name().clone()).collect();
+        let on_conflict = on_conflict(options, &names)?;
         Ok(Box::new(SqliteWriter {
             conn,
             table: table.to_string(),
-            full_insert: insert_sql(table, &names, rows_per_insert),
+            full_insert: insert_sql(table, &names, rows_per_insert, &on_conflict),
             columns: names,
             rows_per_insert,
+            on_conflict,
+            isolate: options.isolate_rows,
             in_transaction: false,
         }))
     }
@@ -178,13 +198,39 @@ struct SqliteWriter {
     rows_per_insert: usize,
     /// The statement for a full chunk of `rows_per_insert` rows, built once.
     full_insert: String,
+    /// The upsert clause of the conflict mode (empty for [`Conflict::Error`]).
+    on_conflict: String,
+    /// Each write inside a savepoint, so a refused batch leaves nothing behind.
+    isolate: bool,
     in_transaction: bool,
 }
 
-fn insert_sql(table: &str, columns: &[String], rows: usize) -> String {
+fn insert_sql(table: &str, columns: &[String], rows: usize, on_conflict: &str) -> String {
     let list = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
     let row = format!("({})", vec!["?"; columns.len()].join(", "));
-    format!("INSERT INTO {} ({list}) VALUES {}", quote(table), vec![row; rows].join(", "))
+    format!("INSERT INTO {} ({list}) VALUES {}{on_conflict}", quote(table), vec![row; rows].join(", "))
+}
+
+fn on_conflict(options: &WriteOptions, columns: &[String]) -> Result<String> {
+    if options.conflict == Conflict::Error {
+        return Ok(String::new());
+    }
+    if options.key.is_empty() {
+        return Err(Error::Config(format!("conflict mode {:?} needs the table's key columns", options.conflict)));
+    }
+    let key = options.key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+    let updates: Vec<String> =
+        columns.iter().filter(|c| !options.key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
+    Ok(match options.conflict {
+        Conflict::Upsert if !updates.is_empty() => format!(" ON CONFLICT ({key}) DO UPDATE SET {}", updates.join(", ")),
+        _ => format!(" ON CONFLICT ({key}) DO NOTHING"),
+    })
+}
+
+/// Errors caused by the rows themselves: constraint violations, oversized or mismatched values.
+fn is_row_error(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{ConstraintViolation, TooBig, TypeMismatch};
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, ConstraintViolation | TooBig | TypeMismatch))
 }
 
 impl TableWriter for SqliteWriter {
@@ -204,12 +250,45 @@ impl TableWriter for SqliteWriter {
             self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_err("starting a transaction"))?;
             self.in_transaction = true;
         }
-        let binders = binders(&self.table, &batch)?;
-        let table = &self.table;
-        let failed = |e: rusqlite::Error| Error::engine(format!("inserting into `{table}`"), e);
+        if !self.isolate {
+            return self.insert(&batch);
+        }
+        self.conn.execute_batch("SAVEPOINT barge_batch").map_err(sqlite_err("setting a savepoint"))?;
+        let inserted = self.insert(&batch);
+        let end = if inserted.is_ok() { "RELEASE barge_batch" } else { "ROLLBACK TO barge_batch; RELEASE barge_batch" };
+        self.conn.execute_batch(end).map_err(sqlite_err("ending a savepoint"))?;
+        inserted.map_err(|e| match e {
+            Error::BadValue { column, reason, .. } => {
+                Error::RowRejected { reason: format!("column `{column}`: {reason}") }
+            }
+            other => other,
+        })
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        if self.in_transaction {
+            let table = &self.table;
+            self.conn.execute_batch("COMMIT").map_err(|e| Error::engine(format!("committing `{table}`"), e))?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+}
+
+impl SqliteWriter {
+    fn insert(&mut self, batch: &RecordBatch) -> Result<u64> {
+        let binders = binders(&self.table, batch)?;
+        let (table, isolate) = (&self.table, self.isolate);
+        let failed = |e: rusqlite::Error| {
+            if isolate && is_row_error(&e) {
+                Error::RowRejected { reason: e.to_string() }
+            } else {
+                Error::engine(format!("inserting into `{table}`"), e)
+            }
+        };
         let mut scratch = vec![String::new(); self.columns.len()];
         let tail_rows = batch.num_rows() % self.rows_per_insert;
-        let tail_insert = (tail_rows > 0).then(|| insert_sql(&self.table, &self.columns, tail_rows));
+        let tail_insert = (tail_rows > 0).then(|| insert_sql(&self.table, &self.columns, tail_rows, &self.on_conflict));
         let mut start = 0;
         while start < batch.num_rows() {
             let rows = self.rows_per_insert.min(batch.num_rows() - start);
@@ -234,15 +313,6 @@ impl TableWriter for SqliteWriter {
             start += rows;
         }
         Ok(batch.num_rows() as u64)
-    }
-
-    fn commit(&mut self) -> Result<()> {
-        if self.in_transaction {
-            let table = &self.table;
-            self.conn.execute_batch("COMMIT").map_err(|e| Error::engine(format!("committing `{table}`"), e))?;
-            self.in_transaction = false;
-        }
-        Ok(())
     }
 }
 

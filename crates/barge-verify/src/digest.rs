@@ -32,6 +32,14 @@ impl AddAssign for Digest {
     }
 }
 
+/// Takes rows back out of a digest (rows the target rejected are not expected there).
+impl std::ops::SubAssign for Digest {
+    fn sub_assign(&mut self, other: Digest) {
+        self.rows -= other.rows;
+        self.sum = self.sum.wrapping_sub(other.sum);
+    }
+}
+
 /// Digest buckets inside each key range, for a table keyed by one integer column: a mismatch then
 /// narrows to one bucket instead of re-reading its whole range. Rows are assigned by comparing
 /// integers, which every database orders the same way, so source and target agree on buckets.

@@ -5,6 +5,7 @@
 mod bad_input;
 mod copy;
 mod mysql;
+mod pipeline;
 mod postgres;
 mod support;
 mod verify;

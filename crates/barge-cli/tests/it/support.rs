@@ -58,7 +58,17 @@ impl Run {
 }
 
 pub fn barge(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_barge")).args(args).output().expect("run barge");
+    barge_env(args, &[])
+}
+
+/// Runs the binary with extra environment variables.
+pub fn barge_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_barge"));
+    command.args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("run barge");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -80,7 +80,7 @@ fn load(target: &dyn Target, table: &str, batch: &RecordBatch) {
     target.create_table(table, &columns, &["id".to_string()]).unwrap();
     let fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     let encoder = target.encoder(table, &fields).unwrap();
-    let mut writer = target.writer(table, &fields).unwrap();
+    let mut writer = target.writer(table, &fields, &barge_core::WriteOptions::default()).unwrap();
     writer.write(encoder.encode(batch.clone()).unwrap()).unwrap();
     writer.commit().unwrap();
 }

@@ -112,7 +112,7 @@ fn every_mapping_row_round_trips_through_arrow() {
             .collect();
         target.create_table("t", &columns, &["id".into()]).unwrap();
         let fields: Vec<Field> = foreign.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-        let mut writer = target.writer("t", &fields).unwrap();
+        let mut writer = target.writer("t", &fields, &barge_core::WriteOptions::default()).unwrap();
         writer.write(target.encoder("t", &fields).unwrap().encode(foreign.clone()).unwrap()).unwrap();
         writer.commit().unwrap();
         drop(writer);

@@ -1,0 +1,305 @@
+//! `barge plan` and `barge run`: one preflight, shared. `plan` prints it and writes nothing; `run`
+//! executes it when nothing in it is an unaccepted risk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use barge_core::types::Fidelity;
+use barge_core::{EngineFactory, Error, Key, META_NATIVE_TYPE, RejectLog, Source, Target};
+use barge_exec::ExecOptions;
+use barge_pipeline::Pipeline;
+use barge_plan::{ColumnRisk, Plan, TableAction, assess, plan_sources, plan_targets};
+use serde::Serialize;
+
+use crate::engines;
+
+/// Rows sampled per table for the lossiness report.
+pub const SAMPLE_ROWS: usize = 100_000;
+
+/// The preflight, as printed by `plan` (and `--json`).
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    pub pipeline: String,
+    pub source: String,
+    pub target: String,
+    /// No unaccepted risk: `run` would start.
+    pub ok: bool,
+    pub tables: Vec<TablePreview>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TablePreview {
+    pub source_table: String,
+    pub target_table: String,
+    pub action: TableAction,
+    pub estimated_rows: u64,
+    pub key: Vec<String>,
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
+    pub conflict: barge_core::Conflict,
+    pub error_budget: String,
+    pub partitions: Vec<PartitionPreview>,
+    /// The CREATE TABLE barge will run (`None` when the table exists).
+    pub ddl: Option<String>,
+    pub columns: Vec<ColumnPreview>,
+    pub sampled_rows: u64,
+    pub risks: Vec<ColumnRisk>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PartitionPreview {
+    pub id: usize,
+    pub lo: Option<Key>,
+    pub hi: Option<Key>,
+    /// The table's estimate shared evenly (ranges are planned to hold similar row counts).
+    pub estimated_rows: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ColumnPreview {
+    pub name: String,
+    pub source_type: String,
+    pub target_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expr: Option<String>,
+    pub fidelity: String,
+}
+
+/// A validated pipeline, ready to run.
+pub struct Prepared {
+    pub source: Arc<dyn Source>,
+    pub target: Arc<dyn Target>,
+    pub target_engine: &'static dyn EngineFactory,
+    pub plan: Plan,
+    pub report: PlanReport,
+}
+
+/// Plans `pipeline` and assesses every table's data against its target. Writes nothing.
+pub fn prepare(pipeline: &Pipeline, workers: usize) -> Result<Prepared, Error> {
+    let (from, to) = (pipeline.source.as_str(), pipeline.target.as_str());
+    let source_engine = engines::for_url(from)?;
+    let target_engine = engines::for_url(to)?;
+    source_engine.check_url(from)?;
+    target_engine.check_url(to)?;
+    if source_engine.name() == target_engine.name() && source_engine.same_database(from, to) {
+        return Err(Error::Config("source and target are the same database".into()));
+    }
+    if let Some(zone) = &pipeline.source_timezone
+        && !zone.eq_ignore_ascii_case("UTC")
+    {
+        return Err(Error::Config(format!(
+            "source_timezone = \"{zone}\": barge reads naive timestamps as UTC; only \"UTC\" can be declared"
+        )));
+    }
+    let source = source_engine.open_source(from)?;
+    let request = pipeline.request(workers, target_engine.name());
+    let source_plan = plan_sources(source.as_ref(), &request)?;
+    let target = target_engine.open_target(to)?;
+    let plan = plan_targets(target.as_ref(), source_plan, pipeline.if_exists)?;
+    // The sample reads through a source of its own, so its read notices do not count in the run's.
+    let sampler = source_engine.open_source(from)?;
+    let mut existing_reader: Option<Arc<dyn Source>> = None;
+    let mut tables = Vec::with_capacity(plan.tables.len());
+    for table in &plan.tables {
+        let existing = if table.action == TableAction::Create {
+            None
+        } else {
+            let reader = match &existing_reader {
+                Some(reader) => reader.clone(),
+                None => existing_reader.insert(target_engine.open_source(to)?).clone(),
+            };
+            Some(reader.table(&table.target_table)?.schema)
+        };
+        let accepted = pipeline.accepted(&table.target_table);
+        let assessment = assess(
+            sampler.as_ref(),
+            table,
+            existing.as_deref(),
+            SAMPLE_ROWS,
+            pipeline.source_timezone.is_some(),
+            &accepted,
+        )?;
+        tables.push(preview(pipeline, target.as_ref(), table, existing.as_deref(), assessment));
+    }
+    let report = PlanReport {
+        pipeline: pipeline.path.display().to_string(),
+        source: source.display_name(),
+        target: target.display_name(),
+        ok: tables.iter().all(|t| t.risks.iter().all(|r| r.accepted)),
+        tables,
+    };
+    Ok(Prepared { source, target, target_engine, plan, report })
+}
+
+fn preview(
+    pipeline: &Pipeline,
+    target: &dyn Target,
+    table: &barge_plan::TablePlan,
+    existing: Option<&arrow_schema::Schema>,
+    assessment: barge_plan::Assessment,
+) -> TablePreview {
+    let spec = pipeline.tables.iter().find(|t| t.target == table.target_table);
+    let exprs: HashMap<&str, String> = spec
+        .map(|s| s.columns.iter().filter_map(|c| Some((c.name.as_str(), c.expr.as_ref()?.to_string()))).collect())
+        .unwrap_or_default();
+    let renames: HashMap<&str, &str> = spec
+        .map(|s| s.columns.iter().filter_map(|c| Some((c.name.as_str(), c.from.as_deref()?))).collect())
+        .unwrap_or_default();
+    let native = |field: &arrow_schema::Field| {
+        field.metadata().get(META_NATIVE_TYPE).cloned().unwrap_or_else(|| field.data_type().to_string())
+    };
+    let columns = table
+        .columns
+        .iter()
+        .map(|c| {
+            let name = c.field.name().as_str();
+            let source_name = renames.get(name).copied().unwrap_or(name);
+            let source_type = match (exprs.get(name), table.source.schema.field_with_name(source_name)) {
+                (None, Ok(field)) => native(field),
+                _ => format!("computed ({})", c.field.data_type()),
+            };
+            let target_type = existing
+                .and_then(|s| s.field_with_name(name).ok())
+                .map(native)
+                .unwrap_or_else(|| c.target.native_type.clone());
+            ColumnPreview {
+                name: name.to_string(),
+                source_type,
+                target_type,
+                expr: exprs.get(name).cloned().or_else(|| renames.get(name).map(|from| format!("renamed from {from}"))),
+                fidelity: match &c.fidelity {
+                    Fidelity::Exact => "exact".into(),
+                    Fidelity::Lossy(why) => format!("lossy: {why}"),
+                    Fidelity::Impossible => "impossible".into(),
+                },
+            }
+        })
+        .collect();
+    let per_range = table.source.estimated_rows / table.ranges.len().max(1) as u64;
+    let ddl = (table.action == TableAction::Create).then(|| {
+        let columns: Vec<_> = table.columns.iter().map(|c| (c.field.clone(), c.target.clone())).collect();
+        let key: Vec<String> = table.output.key_columns().into_iter().map(str::to_string).collect();
+        target.table_ddl(&table.target_table, &columns, &key)
+    });
+    TablePreview {
+        source_table: table.source.name.clone(),
+        target_table: table.target_table.clone(),
+        action: table.action,
+        estimated_rows: table.source.estimated_rows,
+        key: table.source.range_columns(),
+        filter: table.source.filter.clone(),
+        conflict: table.conflict,
+        error_budget: table.budget.to_string(),
+        partitions: table
+            .ranges
+            .iter()
+            .map(|r| PartitionPreview { id: r.id, lo: r.lo.clone(), hi: r.hi.clone(), estimated_rows: per_range })
+            .collect(),
+        ddl,
+        columns,
+        sampled_rows: assessment.sampled_rows,
+        risks: assessment.risks,
+    }
+}
+
+/// The error for a plan with unaccepted risks (exit 2: nothing was written).
+pub fn risks_error(report: &PlanReport) -> Error {
+    let risks: Vec<String> = report
+        .tables
+        .iter()
+        .flat_map(|t| {
+            t.risks
+                .iter()
+                .filter(|r| !r.accepted)
+                .map(move |r| format!("  {}.{}: {} — {}", t.target_table, r.column, r.risk.name(), r.detail))
+        })
+        .collect();
+    Error::Config(format!(
+        "the plan found {} unaccepted risk(s); nothing was written. Fix the data or the target, or accept a risk \
+         with `accept = [\"<risk>\"]` on the column in the pipeline file:\n{}",
+        risks.len(),
+        risks.join("\n")
+    ))
+}
+
+/// Runs a prepared pipeline.
+pub fn execute(
+    pipeline: &Pipeline,
+    prepared: &Prepared,
+    workers: usize,
+    batch_rows: usize,
+    progress: &dyn barge_exec::Progress,
+) -> Result<barge_exec::CopyReport, Error> {
+    let to = pipeline.target.clone();
+    let engine = prepared.target_engine;
+    let open_reader = move || engine.open_source(&to);
+    let options = ExecOptions {
+        rejects: Some(Arc::new(RejectLog::new(&pipeline.rejects_dir))),
+        run_budget: pipeline.error_budget,
+        ..ExecOptions::new(workers, batch_rows, pipeline.verify)
+    };
+    barge_exec::copy(
+        prepared.source.as_ref(),
+        prepared.target.as_ref(),
+        &open_reader,
+        &prepared.plan,
+        &options,
+        progress,
+    )
+}
+
+/// The human form of a plan.
+pub fn render(report: &PlanReport) -> String {
+    let mut out = format!("plan of {}\n  from {}\n  to   {}\n", report.pipeline, report.source, report.target);
+    for t in &report.tables {
+        out.push_str(&format!(
+            "\ntable {} → {} ({:?}, ~{} rows, key {}, conflict {:?}, error budget {})\n",
+            t.source_table,
+            t.target_table,
+            t.action,
+            t.estimated_rows,
+            if t.key.is_empty() { "none".to_string() } else { t.key.join(", ") },
+            t.conflict,
+            t.error_budget
+        ));
+        if let Some(filter) = &t.filter {
+            out.push_str(&format!("  where {filter}\n"));
+        }
+        out.push_str(&format!("  {} partition(s):\n", t.partitions.len()));
+        for p in &t.partitions {
+            let bound = |b: &Option<Key>| b.as_ref().map_or("∞".to_string(), |k| barge_core::model::display_key(k));
+            out.push_str(&format!(
+                "    #{:<3} [{}, {})  ~{} rows\n",
+                p.id,
+                p.lo.as_ref().map_or("-∞".to_string(), |k| barge_core::model::display_key(k)),
+                bound(&p.hi),
+                p.estimated_rows
+            ));
+        }
+        if let Some(ddl) = &t.ddl {
+            out.push_str("  DDL:\n");
+            for line in ddl.lines() {
+                out.push_str(&format!("    {line}\n"));
+            }
+        }
+        out.push_str("  columns:\n");
+        for c in &t.columns {
+            let expr = c.expr.as_ref().map(|e| format!("  = {e}")).unwrap_or_default();
+            out.push_str(&format!(
+                "    {:<20} {:<28} → {:<28} {}{expr}\n",
+                c.name, c.source_type, c.target_type, c.fidelity
+            ));
+        }
+        out.push_str(&format!("  data sample: {} rows\n", t.sampled_rows));
+        for r in &t.risks {
+            let verdict = if r.accepted { "accepted" } else { "RISK" };
+            out.push_str(&format!("    {verdict}: {}: {} — {}\n", r.column, r.risk.name(), r.detail));
+        }
+    }
+    out.push_str(if report.ok {
+        "\nplan ok: `barge run` would start"
+    } else {
+        "\nplan has unaccepted risks: `barge run` would refuse to start"
+    });
+    out
+}

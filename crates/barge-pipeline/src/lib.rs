@@ -1,0 +1,20 @@
+//! # barge-pipeline
+//!
+//! Pipeline files (`pipelines/*.toml`) and the transforms they declare:
+//!
+//! ```text
+//!  file ──spec::Pipeline::load──▶ Pipeline (checked, ${ENV} substituted)
+//!       ──Pipeline::request────▶ barge_plan::CopyRequest (per-table key, filter, conflict, budget,
+//!                                 and a transform compiled against each source table)
+//! ```
+//!
+//! [`transform`] evaluates a table's renames, drops, casts and computed columns over Arrow record
+//! batches; the runtime applies it on its CPU pool before hashing, so verification compares the
+//! target with the source as transformed.
+
+pub mod expr;
+pub mod spec;
+pub mod transform;
+
+pub use spec::{Pipeline, PipelineTable};
+pub use transform::{ColumnSpec, Compiled, TransformSpec};

@@ -1,0 +1,403 @@
+//! Pipeline files: the TOML model (every key documented in `pipelines/README.md`), `${ENV}`
+//! interpolation, and the checks that turn a file into a [`Pipeline`]. Every error names the file
+//! and the line.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use barge_core::{Budget, Conflict, Error, Result, TableInfo};
+use barge_plan::{CompileTransform, CopyRequest, IfExists, Risk, TableRequest};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::expr;
+use crate::transform::{ColumnSpec, TransformSpec};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileModel {
+    source: Spanned<String>,
+    target: Spanned<String>,
+    hash_key: Option<Spanned<String>>,
+    error_budget: Option<Spanned<BudgetValue>>,
+    rejects: Option<String>,
+    source_timezone: Option<String>,
+    #[serde(default)]
+    defaults: DefaultsModel,
+    #[serde(default)]
+    tables: Vec<TableModel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultsModel {
+    workers: Option<usize>,
+    partitions: Option<usize>,
+    batch_rows: Option<usize>,
+    if_exists: Option<IfExists>,
+    verify: Option<bool>,
+    error_budget: Option<Spanned<BudgetValue>>,
+    conflict: Option<Conflict>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableModel {
+    source: Spanned<String>,
+    target: Option<String>,
+    key: Option<Vec<String>>,
+    #[serde(rename = "where")]
+    filter: Option<Spanned<String>>,
+    #[serde(default)]
+    drop: Vec<String>,
+    #[serde(default)]
+    columns: Vec<ColumnModel>,
+    conflict: Option<Conflict>,
+    error_budget: Option<Spanned<BudgetValue>>,
+    partitions: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnModel {
+    name: String,
+    from: Option<String>,
+    expr: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    native_type: Option<String>,
+    #[serde(default)]
+    accept: Vec<Risk>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum BudgetValue {
+    Rows(u64),
+    Text(String),
+}
+
+/// A checked pipeline, with environment variables substituted.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub path: PathBuf,
+    pub source: String,
+    pub target: String,
+    pub workers: Option<usize>,
+    pub partitions: Option<usize>,
+    pub batch_rows: Option<usize>,
+    pub if_exists: IfExists,
+    pub verify: bool,
+    /// The whole run's budget of rejected rows.
+    pub error_budget: Budget,
+    /// Where `<table>.rejects.jsonl` files go.
+    pub rejects_dir: PathBuf,
+    /// The time zone naive source timestamps are in (declaring it acknowledges naive timestamps).
+    pub source_timezone: Option<String>,
+    pub tables: Vec<PipelineTable>,
+    /// Conflict mode and error budget of tables the file does not list (when it lists none).
+    pub conflict: Conflict,
+    pub budget: Budget,
+    hash_key: Option<[u8; 32]>,
+}
+
+/// One `[[tables]]` entry.
+#[derive(Clone, Debug)]
+pub struct PipelineTable {
+    pub source: String,
+    pub target: String,
+    pub key: Option<Vec<String>>,
+    pub filter: Option<String>,
+    pub conflict: Conflict,
+    pub budget: Budget,
+    pub partitions: Option<usize>,
+    pub columns: Vec<ColumnSpec>,
+    pub drop: Vec<String>,
+    /// Risks the file accepts, per target column.
+    pub accept: HashMap<String, Vec<Risk>>,
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+impl Pipeline {
+    /// Reads and checks a pipeline file, substituting `${VAR}` from the environment.
+    pub fn load(path: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read pipeline file {}: {e}", path.display())))?;
+        Pipeline::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Checks pipeline `text` (read from `path`), taking variables from `env`.
+    pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Pipeline> {
+        let shown = path.display();
+        let model: FileModel = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| format!(", line {}", line_of(text, s.start))).unwrap_or_default();
+            Error::Config(format!("{shown}{line}: {}", e.message()))
+        })?;
+        let at = |span: std::ops::Range<usize>, what: String| {
+            Error::Config(format!("{shown}, line {}: {what}", line_of(text, span.start)))
+        };
+        let interpolate = |value: &Spanned<String>| -> Result<String> {
+            substitute(value.get_ref(), env).map_err(|what| at(value.span(), what))
+        };
+        let budget = |value: &Option<Spanned<BudgetValue>>, default: Budget| -> Result<Budget> {
+            match value {
+                None => Ok(default),
+                Some(v) => match v.get_ref() {
+                    BudgetValue::Rows(n) => Ok(Budget::Rows(*n)),
+                    BudgetValue::Text(t) => {
+                        Budget::parse(t).map_err(|what| at(v.span(), format!("error_budget: {what}")))
+                    }
+                },
+            }
+        };
+        let hash_key = model
+            .hash_key
+            .as_ref()
+            .map(|key| {
+                let material = interpolate(key)?;
+                if material.len() < 16 {
+                    return Err(at(key.span(), "hash_key must be at least 16 characters".into()));
+                }
+                Ok(blake3::derive_key("barge 2026 pipeline hash()", material.as_bytes()))
+            })
+            .transpose()?;
+        let defaults = &model.defaults;
+        for (name, value) in
+            [("workers", defaults.workers), ("partitions", defaults.partitions), ("batch_rows", defaults.batch_rows)]
+        {
+            if value == Some(0) {
+                return Err(Error::Config(format!("{shown}: defaults.{name} must be at least 1")));
+            }
+        }
+        let run_budget = budget(&model.error_budget, Budget::None)?;
+        // Without a per-table budget, a table may reject rows within the run's budget.
+        let default_budget = budget(&defaults.error_budget, run_budget)?;
+        let mut tables = Vec::with_capacity(model.tables.len());
+        for table in &model.tables {
+            let mut accept = HashMap::new();
+            let mut columns = Vec::with_capacity(table.columns.len());
+            for column in &table.columns {
+                let expr = column
+                    .expr
+                    .as_ref()
+                    .map(|e| {
+                        expr::parse(e.get_ref())
+                            .map_err(|what| at(e.span(), format!("column `{}`: {what}", column.name)))
+                    })
+                    .transpose()?;
+                if !column.accept.is_empty() {
+                    accept.insert(column.name.clone(), column.accept.clone());
+                }
+                columns.push(ColumnSpec {
+                    name: column.name.clone(),
+                    from: column.from.clone(),
+                    expr,
+                    native_type: column.native_type.clone(),
+                });
+            }
+            if table.partitions == Some(0) {
+                return Err(at(table.source.span(), "partitions must be at least 1".into()));
+            }
+            tables.push(PipelineTable {
+                source: table.source.get_ref().clone(),
+                target: table.target.clone().unwrap_or_else(|| table.source.get_ref().clone()),
+                key: table.key.clone(),
+                filter: table.filter.as_ref().map(interpolate).transpose()?,
+                conflict: table.conflict.or(defaults.conflict).unwrap_or_default(),
+                budget: budget(&table.error_budget, default_budget)?,
+                partitions: table.partitions,
+                columns,
+                drop: table.drop.clone(),
+                accept,
+            });
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(Pipeline {
+            path: path.to_path_buf(),
+            source: interpolate(&model.source)?,
+            target: interpolate(&model.target)?,
+            workers: defaults.workers,
+            partitions: defaults.partitions,
+            batch_rows: defaults.batch_rows,
+            if_exists: defaults.if_exists.unwrap_or_default(),
+            verify: defaults.verify.unwrap_or(true),
+            error_budget: run_budget,
+            rejects_dir: base.join(model.rejects.as_deref().unwrap_or("rejects")),
+            source_timezone: model.source_timezone.clone(),
+            tables,
+            conflict: defaults.conflict.unwrap_or_default(),
+            budget: default_budget,
+            hash_key,
+        })
+    }
+
+    /// True when some table may reject rows instead of failing.
+    pub fn tolerates_rejects(&self) -> bool {
+        self.error_budget.tolerates_rejects()
+            || self.budget.tolerates_rejects()
+            || self.tables.iter().any(|t| t.budget.tolerates_rejects())
+    }
+
+    /// The copy request this pipeline makes of the planner. `target_engine` names the target's
+    /// engine, for column `type` overrides.
+    pub fn request(&self, workers: usize, target_engine: &str) -> CopyRequest {
+        let tables = self
+            .tables
+            .iter()
+            .map(|t| {
+                let spec = TransformSpec {
+                    columns: t.columns.clone(),
+                    drop: t.drop.clone(),
+                    hash_key: self.hash_key,
+                    target_engine: target_engine.to_string(),
+                };
+                let transform: Option<CompileTransform> = (!spec.is_identity()).then(|| {
+                    Arc::new(move |table: &TableInfo| spec.compile(table).map(|c| c as Arc<dyn barge_core::Transform>))
+                        as CompileTransform
+                });
+                TableRequest {
+                    source: t.source.clone(),
+                    target: Some(t.target.clone()),
+                    key: t.key.clone(),
+                    filter: t.filter.clone(),
+                    transform,
+                    conflict: t.conflict,
+                    budget: t.budget,
+                    partitions: t.partitions,
+                }
+            })
+            .collect();
+        CopyRequest { tables, partitions: self.partitions, workers, conflict: self.conflict, budget: self.budget }
+    }
+
+    /// Risks accepted for `column` of target table `table`.
+    pub fn accepted(&self, table: &str) -> HashMap<String, Vec<Risk>> {
+        self.tables.iter().find(|t| t.target == table).map(|t| t.accept.clone()).unwrap_or_default()
+    }
+}
+
+/// Replaces every `${NAME}` with the variable's value (`${NAME:-default}` when it may be unset);
+/// `$$` is a literal `$`.
+fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner.find('}').ok_or_else(|| format!("unterminated ${{ in `{text}`"))?;
+            let (name, default) = match inner[..end].split_once(":-") {
+                Some((name, default)) => (name, Some(default)),
+                None => (&inner[..end], None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{name}}}` is not a variable name"));
+            }
+            let value = env(name)
+                .filter(|v| default.is_none() || !v.is_empty())
+                .or_else(|| default.map(str::to_string))
+                .ok_or_else(|| format!("environment variable `{name}` is not set"))?;
+            out.push_str(&value);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SRC" => Some("sqlite://a.db".into()),
+            "DST" => Some("postgres://u:secret@127.0.0.1/db".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Pipeline> {
+        Pipeline::parse(text, Path::new("p.toml"), &env)
+    }
+
+    #[test]
+    fn substitutes_variables_and_dollars() {
+        assert_eq!(substitute("x${SRC}y$$z$", &env).unwrap(), "xsqlite://a.dby$z$");
+        assert_eq!(substitute("${NOPE}", &env).unwrap_err(), "environment variable `NOPE` is not set");
+        assert!(substitute("${SRC", &env).unwrap_err().contains("unterminated"));
+        assert_eq!(substitute("${NOPE:-x/y}|${SRC:-z}", &env).unwrap(), "x/y|sqlite://a.db");
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let p = parse(
+            r#"
+source = "${SRC}"
+target = "${DST}"
+error_budget = "1%"
+[defaults]
+workers = 3
+if_exists = "truncate"
+error_budget = 5
+[[tables]]
+source = "users"
+target = "people"
+key = ["id"]
+where = "id > 10"
+drop = ["modified_date"]
+conflict = "upsert"
+columns = [
+  { name = "email", expr = "lower(email)", accept = ["too_long"] },
+  { name = "created_at", from = "created_date" },
+]
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.source, "sqlite://a.db");
+        assert_eq!(p.workers, Some(3));
+        assert_eq!(p.if_exists, IfExists::Truncate);
+        assert_eq!(p.error_budget, Budget::Fraction(0.01));
+        let t = &p.tables[0];
+        assert_eq!((t.source.as_str(), t.target.as_str()), ("users", "people"));
+        assert_eq!(t.budget, Budget::Rows(5));
+        assert_eq!(t.conflict, Conflict::Upsert);
+        assert_eq!(t.filter.as_deref(), Some("id > 10"));
+        assert_eq!(t.accept["email"], vec![Risk::TooLong]);
+        assert_eq!(p.rejects_dir, Path::new("rejects"));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let unknown = parse("source = 'a'\ntarget = 'b'\n\n[defaults]\nretry = 3\n").unwrap_err().to_string();
+        assert!(unknown.starts_with("p.toml, line 5: unknown field `retry`"), "{unknown}");
+        let missing = parse("source = '${NOPE}'\ntarget = 'b'\n").unwrap_err().to_string();
+        assert_eq!(missing, "p.toml, line 1: environment variable `NOPE` is not set");
+        let expr = parse(
+            "source = 'a'\ntarget = 'b'\n[[tables]]\nsource = 't'\ncolumns = [{ name = 'x', expr = 'lower(' }]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(expr.starts_with("p.toml, line 5: column `x`: expected an expression"), "{expr}");
+        let budget = parse("source = 'a'\ntarget = 'b'\nerror_budget = 'lots'\n").unwrap_err().to_string();
+        assert!(budget.starts_with("p.toml, line 3: error_budget"), "{budget}");
+        let syntax = parse("source = 'a'\ntarget = \n").unwrap_err().to_string();
+        assert!(syntax.starts_with("p.toml, line 2:"), "{syntax}");
+        let risk = parse(
+            "source = 'a'\ntarget = 'b'\n[[tables]]\nsource = 't'\ncolumns = [{ name = 'x', accept = ['typo'] }]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(risk.starts_with("p.toml, line 5:") && risk.contains("typo"), "{risk}");
+    }
+}
