@@ -124,6 +124,10 @@ struct CopyArgs {
     /// Also recreate the source's foreign keys (after every table is loaded).
     #[arg(long)]
     foreign_keys: bool,
+    /// Times a range that fails transiently (lost connection, deadlock, server restart) is copied
+    /// again, with exponential backoff.
+    #[arg(long, default_value_t = barge_exec::DEFAULT_RETRIES)]
+    retries: u32,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -323,7 +327,11 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
         target.as_ref(),
         &open_reader,
         &plan,
-        &ExecOptions { foreign_keys: args.foreign_keys, ..options(&args.tuning, !args.no_verify) },
+        &ExecOptions {
+            foreign_keys: args.foreign_keys,
+            retries: args.retries,
+            ..options(&args.tuning, !args.no_verify)
+        },
         progress.as_ref(),
     )
 }
@@ -380,6 +388,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         no_verify: false,
         // SQLite cannot add foreign keys to loaded tables; the demo's target is SQLite.
         foreign_keys: false,
+        retries: barge_exec::DEFAULT_RETRIES,
         json: args.json,
     };
     let report = copy_between(&copy_args)?;

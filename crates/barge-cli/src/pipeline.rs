@@ -236,6 +236,7 @@ pub fn execute(
     let options = ExecOptions {
         rejects: Some(Arc::new(RejectLog::new(&pipeline.rejects_dir))),
         run_budget: pipeline.error_budget,
+        retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
         ..ExecOptions::new(workers, batch_rows, pipeline.verify)
     };
     barge_exec::copy(

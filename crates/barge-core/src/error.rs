@@ -56,6 +56,11 @@ pub enum Error {
     #[error("{context}: {message}")]
     Engine { context: String, message: String },
 
+    /// A failure that may pass if the work is done again: a lost connection, a server restarting,
+    /// a deadlock, a serialization failure, a lock timeout. Ranges that hit one are retried.
+    #[error("{context}: {message}")]
+    Transient { context: String, message: String },
+
     /// An Arrow error (builder or schema mismatch); indicates a bug in an engine's mapping table.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
@@ -90,6 +95,12 @@ impl Error {
     /// Wraps a driver error with context. Callers must make sure neither carries a password.
     pub fn engine(context: impl Into<String>, err: impl fmt::Display) -> Self {
         Error::Engine { context: context.into(), message: err.to_string() }
+    }
+
+    /// True when doing the work again may succeed (see [`Error::Transient`]; a refused connection
+    /// counts too, as during a server restart).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transient { .. } | Error::Connect { .. })
     }
 
     /// True for usage and configuration errors (exit code 2): the run can succeed once the input is fixed,

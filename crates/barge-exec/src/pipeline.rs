@@ -1,9 +1,10 @@
 //! The stages and the channels between them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Scope;
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
@@ -68,6 +69,11 @@ pub(crate) enum ReadMsg {
         range: usize,
         batches: u64,
     },
+    /// Reading `range` hit a transient failure: what was sent of it must not be committed.
+    Failed {
+        range: usize,
+        error: Error,
+    },
 }
 
 /// What the CPU stage sends to a writer.
@@ -83,6 +89,10 @@ enum WriteMsg {
         range: usize,
         batches: u64,
     },
+    Failed {
+        range: usize,
+        error: Error,
+    },
 }
 
 /// Shared read-side context.
@@ -92,6 +102,8 @@ pub(crate) struct ReadSide<'a> {
     pub batch_rows: usize,
     pub rows_read: &'a AtomicU64,
     pub failure: &'a Failure,
+    /// Report a range whose read fails transiently (to be retried) instead of failing the run.
+    pub retry: bool,
 }
 
 /// Spawns up to `workers` readers that pull ranges from a queue and stream their batches.
@@ -99,12 +111,12 @@ pub(crate) struct ReadSide<'a> {
 pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
     scope: &'scope Scope<'scope, 'env>,
     side: &'env ReadSide<'env>,
-    ranges: &'env [KeyRange],
+    ranges: &[&'env KeyRange],
     workers: usize,
 ) -> Receiver<ReadMsg> {
     let readers = workers.min(ranges.len()).max(1);
     let (range_tx, range_rx) = bounded::<&KeyRange>(ranges.len().max(1));
-    for range in ranges {
+    for &range in ranges {
         range_tx.send(range).expect("the queue holds every range");
     }
     drop(range_tx);
@@ -125,9 +137,18 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
                     batches += 1;
                     tx.send(ReadMsg::Batch { range: range.id, batch }).map_err(|_| Error::Cancelled)
                 });
-                if let Err(error) = read {
-                    side.failure.record(error);
-                    return;
+                match read {
+                    Ok(()) => {}
+                    Err(error) if side.retry && error.is_transient() => {
+                        if tx.send(ReadMsg::Failed { range: range.id, error }).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        side.failure.record(error);
+                        return;
+                    }
                 }
                 if tx.send(ReadMsg::End { range: range.id, batches }).is_err() {
                     return;
@@ -144,6 +165,36 @@ pub(crate) struct CopyCounters {
     pub rows_read: AtomicU64,
     pub rows_written: AtomicU64,
     pub rows_rejected: AtomicU64,
+    /// Range attempts that failed transiently and were done again.
+    pub retries: AtomicU64,
+}
+
+/// What one range has done in the current attempt: taken back out of the counters if the attempt
+/// fails. Its rejected rows wait here until the range commits, so a retried range does not list
+/// them twice.
+#[derive(Default)]
+struct RangeTally {
+    read: AtomicU64,
+    written: AtomicU64,
+    rejects: Mutex<Vec<Reject>>,
+}
+
+/// Ranges whose attempt failed transiently in a pass, and the last such error.
+#[derive(Default)]
+struct Transient {
+    failed: Mutex<(BTreeSet<usize>, Option<Error>)>,
+}
+
+impl Transient {
+    fn fail(&self, ranges: impl IntoIterator<Item = usize>, error: Error) {
+        let mut failed = self.failed.lock().expect("transient lock");
+        failed.0.extend(ranges);
+        failed.1 = Some(error);
+    }
+
+    fn contains(&self, range: usize) -> bool {
+        self.failed.lock().expect("transient lock").0.contains(&range)
+    }
 }
 
 /// Everything one table copy needs.
@@ -166,6 +217,8 @@ pub(crate) struct CopyJob<'a> {
     pub ranges: &'a [KeyRange],
     pub workers: usize,
     pub batch_rows: usize,
+    /// Times a range that failed transiently is read and written again.
+    pub retries: u32,
     /// Digest source rows while copying (for verification without re-reading the source).
     pub hash: bool,
     /// Digest buckets inside each range, when the key allows them.
@@ -187,15 +240,94 @@ fn add_digests(slot: &Mutex<Vec<Digest>>, digests: Vec<Digest>) {
     }
 }
 
-/// Copies one table; returns the source digests of each range (zero when not hashing).
+/// First delay before a retry; doubled for each further attempt, up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(15);
+
+/// Copies one table; returns the source digests of each range (zero when not hashing). Ranges
+/// that fail transiently (lost connection, deadlock, server restart) are rolled back and copied
+/// again in a further pass, after a backoff, up to `job.retries` times.
 pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: &CopyCounters) -> Result<RangeDigests> {
-    let writers = job.workers.min(job.target.max_writers()).min(job.ranges.len()).max(1);
-    // Open every writer before reading a row: a refused connection fails the table cleanly.
-    let table_writers = (0..writers)
-        .map(|_| job.target.writer(job.target_table, job.fields, &job.write_options))
-        .collect::<Result<Vec<_>>>()?;
-    let encoder = job.target.encoder(job.target_table, job.fields)?;
     let digests = empty_digests(job.ranges, job.buckets);
+    let tallies: Vec<RangeTally> = job.ranges.iter().map(|_| RangeTally::default()).collect();
+    let mut pending: Vec<&KeyRange> = job.ranges.iter().collect();
+    let mut attempt = 0u32;
+    loop {
+        let transient = Transient::default();
+        let pass = copy_pass(job, pool, counters, &pending, &digests, &tallies, &transient);
+        if let Err(error) = pass {
+            // Rows rejected so far are real rejects even though the table stops: keep them.
+            flush_rejects(job, &tallies, 0..tallies.len())?;
+            return Err(error);
+        }
+        let (failed, error) = transient.failed.into_inner().expect("transient lock");
+        let Some(error) = error.filter(|_| !failed.is_empty()) else { break };
+        if attempt >= job.retries {
+            flush_rejects(job, &tallies, 0..tallies.len())?;
+            return Err(error);
+        }
+        attempt += 1;
+        counters.retries.fetch_add(failed.len() as u64, Ordering::Relaxed);
+        for &range in &failed {
+            let tally = &tallies[range];
+            counters.rows_read.fetch_sub(tally.read.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+            counters.rows_written.fetch_sub(tally.written.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+            let rejects = std::mem::take(&mut *tally.rejects.lock().expect("rejects lock"));
+            counters.rows_rejected.fetch_sub(rejects.len() as u64, Ordering::Relaxed);
+            digests[range].lock().expect("digest lock").iter_mut().for_each(|d| *d = Digest::default());
+        }
+        let delay = (FIRST_RETRY_DELAY * 2u32.saturating_pow(attempt - 1)).min(MAX_RETRY_DELAY);
+        tracing::warn!(
+            "table `{}`: {} range(s) failed ({error}); retry {attempt} of {} in {:.2}s",
+            job.table.name,
+            failed.len(),
+            job.retries,
+            delay.as_secs_f64()
+        );
+        std::thread::sleep(delay);
+        pending = failed.iter().map(|&id| &job.ranges[id]).collect();
+    }
+    flush_rejects(job, &tallies, 0..tallies.len())?;
+    Ok(digests.into_iter().map(|d| d.into_inner().expect("digest lock")).collect())
+}
+
+/// Writes the waiting rejects of `ranges` to the reject file.
+fn flush_rejects(job: &CopyJob<'_>, tallies: &[RangeTally], ranges: impl IntoIterator<Item = usize>) -> Result<()> {
+    let Some(log) = job.rejects else { return Ok(()) };
+    for range in ranges {
+        for reject in std::mem::take(&mut *tallies[range].rejects.lock().expect("rejects lock")) {
+            log.record(&job.table.name, &reject)?;
+        }
+    }
+    Ok(())
+}
+
+/// One pass over `ranges`: readers → CPU stage → writers. Ranges that fail transiently are
+/// recorded in `transient`; any other failure is the pass's error.
+fn copy_pass(
+    job: &CopyJob<'_>,
+    pool: &rayon::ThreadPool,
+    counters: &CopyCounters,
+    ranges: &[&KeyRange],
+    digests: &[Mutex<Vec<Digest>>],
+    tallies: &[RangeTally],
+    transient: &Transient,
+) -> Result<()> {
+    let writers = job.workers.min(job.target.max_writers()).min(ranges.len()).max(1);
+    // Open every writer before reading a row: a refused connection fails the table cleanly (or,
+    // when it is transient, the whole pass is retried).
+    let opened = (0..writers)
+        .map(|_| job.target.writer(job.target_table, job.fields, &job.write_options))
+        .collect::<Result<Vec<_>>>();
+    let table_writers = match opened {
+        Ok(writers) => writers,
+        Err(error) if error.is_transient() => {
+            transient.fail(ranges.iter().map(|r| r.id), error);
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
+    let encoder = job.target.encoder(job.target_table, job.fields)?;
     let failure = Failure::default();
     let side = ReadSide {
         source: job.source,
@@ -203,34 +335,30 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
         batch_rows: job.batch_rows,
         rows_read: &counters.rows_read,
         failure: &failure,
+        retry: true,
     };
     std::thread::scope(|scope| {
-        let read_rx = spawn_readers(scope, &side, job.ranges, job.workers);
+        let read_rx = spawn_readers(scope, &side, ranges, job.workers);
         let mut senders = Vec::with_capacity(writers);
         for writer in table_writers {
             let (tx, rx) = bounded(WRITE_QUEUE_PER_WRITER);
             senders.push(tx);
-            let (failure, counters, digests, encoder) = (&failure, counters, &digests, encoder.as_ref());
+            let (failure, encoder) = (&failure, encoder.as_ref());
             spawn_named(scope, "barge-writer", move || {
-                let mut side = WriteSide { job, counters, digests, encoder };
+                let mut side = WriteSide { job, counters, digests, tallies, transient, encoder };
                 if let Err(error) = write_loop(writer, rx, &mut side, failure) {
                     failure.record(error);
                 }
             });
         }
-        let cpu = pool.install(|| {
-            read_rx
-                .into_iter()
-                .par_bridge()
-                .try_for_each(|msg| cpu_stage(msg, job, counters, encoder.as_ref(), &digests, &senders, writers))
-        });
+        let stage = CpuStage { job, counters, encoder: encoder.as_ref(), digests, tallies, senders: &senders, writers };
+        let cpu = pool.install(|| read_rx.into_iter().par_bridge().try_for_each(|msg| stage.run(msg)));
         if let Err(error) = cpu {
             failure.record(error);
         }
         // Dropping the senders lets the writers see the end of their input and commit.
     });
-    failure.into_result()?;
-    Ok(digests.into_iter().map(|d| d.into_inner().expect("digest lock")).collect())
+    failure.into_result()
 }
 
 /// Why a row was rejected, and at which stage (`transform` or `write`).
@@ -253,11 +381,12 @@ impl CopyJob<'_> {
         self.write_options.isolate_rows
     }
 
-    /// Records one rejected row (row `row` of `batch`, whose key columns are `key`) and enforces
-    /// the table's and the run's budgets. Without a budget the reject is the copy's error.
+    /// Records one rejected row (row `row` of `batch`, whose key columns are `key`) of `range`, and
+    /// enforces the table's and the run's budgets. Without a budget the reject is the copy's error.
     fn reject(
         &self,
         counters: &CopyCounters,
+        tally: &RangeTally,
         (batch, row, key): (&RecordBatch, usize, &[usize]),
         failure: RowFailure,
     ) -> Result<()> {
@@ -274,10 +403,8 @@ impl CopyJob<'_> {
                 reason: format!("{reason} (no error_budget: the first bad row stops the copy)"),
             });
         };
-        log.record(
-            &self.table.name,
-            &Reject { key: key_json, column, reason, stage: stage.into(), row: row_json(batch, row) },
-        )?;
+        let reject = Reject { key: key_json, column, reason, stage: stage.into(), row: row_json(batch, row) };
+        tally.rejects.lock().expect("rejects lock").push(reject);
         let rejected = counters.rows_rejected.fetch_add(1, Ordering::Relaxed) + 1;
         let read = counters.rows_read.load(Ordering::Relaxed).max(self.table.estimated_rows);
         if self.budget.exceeded(rejected, read) {
@@ -301,45 +428,54 @@ impl CopyJob<'_> {
     }
 }
 
-/// Transforms, hashes and encodes one batch on the rayon pool, then hands it to the writer owning
-/// its range. Rows the transform fails are rejected here, before they are hashed.
-fn cpu_stage(
-    msg: ReadMsg,
-    job: &CopyJob<'_>,
-    counters: &CopyCounters,
-    encoder: &dyn BatchEncoder,
-    digests: &[Mutex<Vec<Digest>>],
-    senders: &[Sender<WriteMsg>],
+/// The CPU stage of a pass: transforms, hashes and encodes batches on the rayon pool, then hands
+/// each to the writer owning its range. Rows the transform fails are rejected here, before they
+/// are hashed.
+struct CpuStage<'a> {
+    job: &'a CopyJob<'a>,
+    counters: &'a CopyCounters,
+    encoder: &'a dyn BatchEncoder,
+    digests: &'a [Mutex<Vec<Digest>>],
+    tallies: &'a [RangeTally],
+    senders: &'a [Sender<WriteMsg>],
     writers: usize,
-) -> Result<()> {
-    let (range, out) = match msg {
-        ReadMsg::Batch { range, batch } => {
-            let batch = match job.transform {
-                Some(transform) => {
-                    let out = transform.apply(&batch)?;
-                    let key = key_columns(job.table);
-                    for (row, column, reason) in out.failures {
-                        let failure = RowFailure { column: Some(column), reason, stage: "transform" };
-                        job.reject(counters, (&batch, row, &key), failure)?;
+}
+
+impl CpuStage<'_> {
+    fn run(&self, msg: ReadMsg) -> Result<()> {
+        let job = self.job;
+        let (range, out) = match msg {
+            ReadMsg::Batch { range, batch } => {
+                let tally = &self.tallies[range];
+                tally.read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                let batch = match job.transform {
+                    Some(transform) => {
+                        let out = transform.apply(&batch)?;
+                        let key = key_columns(job.table);
+                        for (row, column, reason) in out.failures {
+                            let failure = RowFailure { column: Some(column), reason, stage: "transform" };
+                            job.reject(self.counters, tally, (&batch, row, &key), failure)?;
+                        }
+                        out.batch
                     }
-                    out.batch
+                    None => batch,
+                };
+                if job.hash {
+                    add_digests(&self.digests[range], bucket_digests(&job.output.name, &batch, job.buckets, range)?);
                 }
-                None => batch,
-            };
-            if job.hash {
-                add_digests(&digests[range], bucket_digests(&job.output.name, &batch, job.buckets, range)?);
+                let kept = job.isolating().then(|| batch.clone());
+                let encoded = match self.encoder.encode(batch) {
+                    Ok(encoded) => Some(encoded),
+                    Err(Error::BadValue { .. }) if job.isolating() => None,
+                    Err(error) => return Err(error),
+                };
+                (range, WriteMsg::Batch { range, encoded, batch: kept })
             }
-            let kept = job.isolating().then(|| batch.clone());
-            let encoded = match encoder.encode(batch) {
-                Ok(encoded) => Some(encoded),
-                Err(Error::BadValue { .. }) if job.isolating() => None,
-                Err(error) => return Err(error),
-            };
-            (range, WriteMsg::Batch { range, encoded, batch: kept })
-        }
-        ReadMsg::End { range, batches } => (range, WriteMsg::End { range, batches }),
-    };
-    senders[range % writers].send(out).map_err(|_| Error::Cancelled)
+            ReadMsg::End { range, batches } => (range, WriteMsg::End { range, batches }),
+            ReadMsg::Failed { range, error } => (range, WriteMsg::Failed { range, error }),
+        };
+        self.senders[range % self.writers].send(out).map_err(|_| Error::Cancelled)
+    }
 }
 
 /// What a writer thread shares with the rest of the copy.
@@ -347,6 +483,8 @@ struct WriteSide<'a> {
     job: &'a CopyJob<'a>,
     counters: &'a CopyCounters,
     digests: &'a [Mutex<Vec<Digest>>],
+    tallies: &'a [RangeTally],
+    transient: &'a Transient,
     encoder: &'a dyn BatchEncoder,
 }
 
@@ -374,7 +512,7 @@ impl WriteSide<'_> {
         if batch.num_rows() == 1 {
             let key = key_columns(self.job.output);
             let failure = RowFailure { column: reason.0, reason: reason.1, stage: "write" };
-            self.job.reject(self.counters, (batch, 0, &key), failure)?;
+            self.job.reject(self.counters, &self.tallies[range], (batch, 0, &key), failure)?;
             if self.job.hash {
                 let digests = bucket_digests(&self.job.output.name, batch, self.job.buckets, range)?;
                 let mut slot = self.digests[range].lock().expect("digest lock");
@@ -392,48 +530,92 @@ impl WriteSide<'_> {
 }
 
 /// Writes batches as they come and commits whenever every range this writer has seen is complete
-/// (group commit), so a commit never splits a range. A writer that stops early without committing
-/// leaves its open transaction to roll back.
+/// (group commit), so a commit never splits a range; a committed range's rejects go to the reject
+/// file then. A writer that stops early without committing leaves its open transaction to roll
+/// back. A transient failure (of this writer, or of the read of a range it holds) rolls back the
+/// open ranges, which are retried in the next pass; the writer reconnects for the ranges after.
 fn write_loop(
-    mut writer: Box<dyn TableWriter>,
+    writer: Box<dyn TableWriter>,
     rx: Receiver<WriteMsg>,
     side: &mut WriteSide<'_>,
     failure: &Failure,
 ) -> Result<()> {
     let (job, counters) = (side.job, side.counters);
+    let mut writer = Some(writer);
     // range → (batches received, batches announced by the reader)
     let mut open: HashMap<usize, (u64, Option<u64>)> = HashMap::new();
     for msg in rx {
         if failure.is_set() {
             return Ok(());
         }
-        match msg {
-            WriteMsg::Batch { range, encoded, batch } => {
-                let (rows, batch_rows) = match (batch, encoded) {
-                    (Some(batch), encoded) => {
-                        (side.write_isolating(writer.as_mut(), range, &batch, encoded)?, batch.num_rows() as u64)
-                    }
-                    (None, Some(encoded)) => {
-                        let rows = writer.write(encoded)?;
-                        (rows, rows)
-                    }
-                    (None, None) => unreachable!("a batch that did not encode is kept for isolation"),
-                };
-                counters.rows_written.fetch_add(rows, Ordering::Relaxed);
-                job.progress.advance(&job.table.name, Phase::Copy, batch_rows);
-                open.entry(range).or_default().0 += 1;
-            }
-            WriteMsg::End { range, batches } => open.entry(range).or_default().1 = Some(batches),
+        let range = match &msg {
+            WriteMsg::Batch { range, .. } | WriteMsg::End { range, .. } | WriteMsg::Failed { range, .. } => *range,
+        };
+        if side.transient.contains(range) {
+            continue; // the rest of a range already given up in this pass
         }
-        if !open.is_empty() && open.values().all(|(got, announced)| Some(*got) == *announced) {
-            writer.commit()?;
-            open.clear();
+        let step = match msg {
+            WriteMsg::Failed { error, .. } if !open.contains_key(&range) => {
+                side.transient.fail([range], error);
+                Ok(())
+            }
+            WriteMsg::Failed { error, .. } => Err(error),
+            WriteMsg::Batch { range, encoded, batch } => match writer.as_mut() {
+                None => Err(Error::Transient {
+                    context: format!("loading `{}`", job.table.name),
+                    message: "no connection".into(),
+                }),
+                Some(w) => {
+                    let written = match (batch, encoded) {
+                        (Some(batch), encoded) => side
+                            .write_isolating(w.as_mut(), range, &batch, encoded)
+                            .map(|rows| (rows, batch.num_rows() as u64)),
+                        (None, Some(encoded)) => w.write(encoded).map(|rows| (rows, rows)),
+                        (None, None) => unreachable!("a batch that did not encode is kept for isolation"),
+                    };
+                    written.map(|(rows, batch_rows)| {
+                        counters.rows_written.fetch_add(rows, Ordering::Relaxed);
+                        side.tallies[range].written.fetch_add(rows, Ordering::Relaxed);
+                        job.progress.advance(&job.table.name, Phase::Copy, batch_rows);
+                        open.entry(range).or_default().0 += 1;
+                    })
+                }
+            },
+            WriteMsg::End { range, batches } => {
+                open.entry(range).or_default().1 = Some(batches);
+                Ok(())
+            }
+        };
+        let step = step.and_then(|()| {
+            if !open.is_empty() && open.values().all(|(got, announced)| Some(*got) == *announced) {
+                match writer.as_mut() {
+                    Some(w) => w.commit()?,
+                    None => {
+                        return Err(Error::Transient { context: "committing".into(), message: "no connection".into() });
+                    }
+                }
+                flush_rejects(job, side.tallies, open.drain().map(|(range, _)| range))?;
+            }
+            Ok(())
+        });
+        match step {
+            Ok(()) => {}
+            Err(error) if error.is_transient() => {
+                // Roll back what this writer holds (dropping its connection), then reconnect.
+                drop(writer.take());
+                side.transient.fail(open.drain().map(|(range, _)| range).chain([range]), error);
+                writer = job.target.writer(job.target_table, job.fields, &job.write_options).ok();
+            }
+            Err(error) => return Err(error),
         }
     }
     if failure.is_set() || !open.is_empty() {
         return Ok(()); // incomplete ranges: roll back rather than commit half a range
     }
-    writer.commit()
+    match writer.as_mut() {
+        Some(w) => w.commit(),
+        None => Ok(()),
+    }
 }
 
 /// Digests `ranges` of `table` in parallel: the copy's read and hash stages without writing.
@@ -451,9 +633,10 @@ pub(crate) fn digest_ranges(
     let digests = empty_digests(ranges, buckets);
     let failure = Failure::default();
     let rows_read = AtomicU64::new(0);
-    let side = ReadSide { source, table, batch_rows, rows_read: &rows_read, failure: &failure };
+    let side = ReadSide { source, table, batch_rows, rows_read: &rows_read, failure: &failure, retry: false };
+    let ranges: Vec<&KeyRange> = ranges.iter().collect();
     std::thread::scope(|scope| {
-        let read_rx = spawn_readers(scope, &side, ranges, workers);
+        let read_rx = spawn_readers(scope, &side, &ranges, workers);
         let hashed = pool.install(|| {
             read_rx.into_iter().par_bridge().try_for_each(|msg| {
                 if let ReadMsg::Batch { range, batch } = msg {

@@ -24,6 +24,8 @@ pub struct TableReport {
     /// The table went through a pipeline transform: verification compared the target with the
     /// source as transformed.
     pub transformed: bool,
+    /// Range attempts that failed transiently and were copied again.
+    pub retries: u64,
     /// Where the rejected rows are (when there are any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejects_file: Option<String>,

@@ -32,12 +32,25 @@ pub struct ExecOptions {
     pub rejects: Option<Arc<RejectLog>>,
     /// The whole run's budget of rejected rows.
     pub run_budget: Budget,
+    /// Times a range that fails transiently is copied again.
+    pub retries: u32,
 }
+
+/// Retries of a range that fails transiently, unless told otherwise.
+pub const DEFAULT_RETRIES: u32 = 3;
 
 impl ExecOptions {
     /// Options with no reject handling: the first bad row stops the copy.
     pub fn new(workers: usize, batch_rows: usize, verify: bool) -> Self {
-        ExecOptions { workers, batch_rows, verify, foreign_keys: false, rejects: None, run_budget: Budget::None }
+        ExecOptions {
+            workers,
+            batch_rows,
+            verify,
+            foreign_keys: false,
+            rejects: None,
+            run_budget: Budget::None,
+            retries: DEFAULT_RETRIES,
+        }
     }
 }
 
@@ -180,6 +193,7 @@ pub fn copy(
             ranges: &table.ranges,
             workers: options.workers,
             batch_rows: options.batch_rows,
+            retries: options.retries,
             hash: options.verify,
             buckets: buckets.as_ref(),
             progress,
@@ -271,6 +285,7 @@ pub fn copy(
             diff: verdict.filter(|v| !v.matched).map(|v| v.diff),
             notices,
             transformed: table.transform.is_some(),
+            retries: counters.retries.load(Ordering::Relaxed),
             rejects_file: options
                 .rejects
                 .as_ref()

@@ -125,7 +125,26 @@ pub fn describe(e: &mysql_async::Error) -> String {
 
 /// Maps a driver error with what barge was doing.
 pub fn my_err(context: &'static str) -> impl FnOnce(mysql_async::Error) -> Error {
-    move |e| Error::engine(context, describe(&e))
+    move |e| error_of(context, &e)
+}
+
+/// A driver error as barge reports it: transient when retrying can help.
+pub fn error_of(context: impl Into<String>, e: &mysql_async::Error) -> Error {
+    if is_transient(e) {
+        Error::Transient { context: context.into(), message: describe(e) }
+    } else {
+        Error::engine(context, describe(e))
+    }
+}
+
+/// Lost connections (I/O and driver errors), lock wait timeouts (1205), deadlocks (1213), a
+/// killed connection or query (1927, 1317), a server shutting down (1053).
+pub fn is_transient(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+        mysql_async::Error::Server(server) => matches!(server.code, 1205 | 1213 | 1927 | 1317 | 1053),
+        _ => false,
+    }
 }
 
 /// Opens a session. Problems name the server (password redacted), never the password.

@@ -367,7 +367,7 @@ impl MyWriter {
             mysql_async::Error::Server(server) if self.isolate && ROW_ERRORS.contains(&server.code) => {
                 Error::RowRejected { reason: server.message.clone() }
             }
-            _ => Error::engine(format!("loading `{}`", self.table), crate::conn::describe(&e)),
+            _ => crate::conn::error_of(format!("loading `{}`", self.table), &e),
         }
     }
 

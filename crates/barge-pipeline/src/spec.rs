@@ -39,6 +39,7 @@ struct DefaultsModel {
     verify: Option<bool>,
     error_budget: Option<Spanned<BudgetValue>>,
     conflict: Option<Conflict>,
+    retries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +89,8 @@ pub struct Pipeline {
     pub batch_rows: Option<usize>,
     pub if_exists: IfExists,
     pub verify: bool,
+    /// Times a range that fails transiently (lost connection, deadlock, restart) is copied again.
+    pub retries: Option<u32>,
     /// The whole run's budget of rejected rows.
     pub error_budget: Budget,
     /// Where `<table>.rejects.jsonl` files go.
@@ -225,6 +228,7 @@ impl Pipeline {
             batch_rows: defaults.batch_rows,
             if_exists: defaults.if_exists.unwrap_or_default(),
             verify: defaults.verify.unwrap_or(true),
+            retries: defaults.retries,
             error_budget: run_budget,
             rejects_dir: base.join(model.rejects.as_deref().unwrap_or("rejects")),
             source_timezone: model.source_timezone.clone(),
@@ -381,6 +385,7 @@ columns = [
     fn errors_name_the_line() {
         let unknown = parse("source = 'a'\ntarget = 'b'\n\n[defaults]\nretry = 3\n").unwrap_err().to_string();
         assert!(unknown.starts_with("p.toml, line 5: unknown field `retry`"), "{unknown}");
+        assert_eq!(parse("source = 'a'\ntarget = 'b'\n[defaults]\nretries = 5\n").unwrap().retries, Some(5));
         let missing = parse("source = '${NOPE}'\ntarget = 'b'\n").unwrap_err().to_string();
         assert_eq!(missing, "p.toml, line 1: environment variable `NOPE` is not set");
         let expr = parse(

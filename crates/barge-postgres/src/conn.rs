@@ -187,7 +187,28 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 
 /// Maps a driver error with what barge was doing.
 pub fn pg_err(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
-    move |e| Error::engine(context, describe(&e))
+    move |e| error_of(context, &e)
+}
+
+/// A driver error as barge reports it: transient when retrying can help.
+pub fn error_of(context: impl Into<String>, e: &tokio_postgres::Error) -> Error {
+    if is_transient(e) {
+        Error::Transient { context: context.into(), message: describe(e) }
+    } else {
+        Error::engine(context, describe(e))
+    }
+}
+
+/// Lost connections (no server error at all, or class 08), the server shutting down or starting
+/// (57P01–57P03), serialization failures and deadlocks (40001, 40P01), lock timeouts (55P03).
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03")
+        }
+        None => e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
+    }
 }
 
 /// Opens a session. Connection problems name the server (password redacted), never the password.

@@ -394,7 +394,7 @@ impl TableWriter for PgWriter {
             if isolate && is_row_error(&e) {
                 Error::RowRejected { reason: crate::conn::describe(&e) }
             } else {
-                Error::engine(format!("loading `{table}`"), crate::conn::describe(&e))
+                crate::conn::error_of(format!("loading `{table}`"), &e)
             }
         };
         if begin {
@@ -441,7 +441,7 @@ impl TableWriter for PgWriter {
             self.conn
                 .rt
                 .block_on(self.conn.client.batch_execute("COMMIT"))
-                .map_err(|e| Error::engine(format!("committing `{table}`"), crate::conn::describe(&e)))?;
+                .map_err(|e| crate::conn::error_of(format!("committing `{table}`"), &e))?;
             self.in_transaction = false;
         }
         Ok(())

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod copy;
+mod faults;
 mod mysql;
 mod pipeline;
 mod postgres;
