@@ -615,3 +615,78 @@ fn pipeline_file_errors_name_the_line_or_the_variable() {
     assert!(run.stderr.contains("key column `id` must reach the target unchanged"), "{}", run.stderr);
     assert!(!Path::new(&dir.path("dst.db")).exists());
 }
+
+#[test]
+fn the_shipped_pipelines_parse_and_the_demo_pipeline_runs() {
+    let dir = Dir::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    // Every file is well formed: planning it fails only because its databases do not exist.
+    let env = [
+        ("BARGE_SOURCE", dir.url("nothing-here.db")),
+        ("BARGE_TARGET", dir.url("nor-here.db")),
+        ("BARGE_DEMO_DIR", dir.path("no-demo").display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for file in &files {
+        let run = barge_env(&["plan", &file.display().to_string()], &env);
+        run.assert_code(2);
+        assert!(run.stderr.contains("source database not found"), "{}: {}", file.display(), run.stderr);
+    }
+    // The demo pipeline on a small demo database.
+    let demo = dir.path("demo");
+    barge(&["demo", "--rows", "20000", "--dir", &demo.display().to_string(), "--json"]).assert_code(0);
+    let demo_dir = demo.display().to_string();
+    let file = root.join("demo.toml").display().to_string();
+    let run = barge_env(&["run", &file, "--json"], &[("BARGE_DEMO_DIR", demo_dir.as_str())]);
+    run.assert_code(0);
+    let json = run.json();
+    for t in json["tables"].as_array().unwrap() {
+        assert_eq!(t["verified"], true, "{t}");
+        assert_eq!(t["rows_read"], t["rows_written"].as_u64().unwrap() + t["rows_rejected"].as_u64().unwrap());
+    }
+    let target = rusqlite::Connection::open(demo.join("pipeline.db")).unwrap();
+    let source = rusqlite::Connection::open(demo.join("source.db")).unwrap();
+    let count = |conn: &rusqlite::Connection, sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(
+        count(&target, "SELECT count(*) FROM paid_orders"),
+        count(&source, "SELECT count(*) FROM orders WHERE status <> 'cancelled'")
+    );
+    assert_eq!(count(&target, "SELECT count(*) FROM paid_orders WHERE status <> upper(status)"), 0);
+    assert_eq!(count(&target, "SELECT count(*) FROM customers WHERE length(email) <> 64"), 0);
+    // Running again truncates and reloads (if_exists = "truncate").
+    barge_env(&["run", &file], &[("BARGE_DEMO_DIR", demo_dir.as_str())]).assert_code(0);
+}
+
+#[test]
+fn a_key_override_lets_a_keyless_table_upsert() {
+    let (dir, pg) = (Dir::new(), PgDb::new("keyover"));
+    dir.sql(
+        "src.db",
+        "CREATE TABLE rates (code TEXT NOT NULL, rate REAL NOT NULL);
+         INSERT INTO rates VALUES ('EUR', 1.0), ('USD', 1.1), ('GBP', 0.9);",
+    );
+    pg.sql("CREATE TABLE rates (code text PRIMARY KEY, rate float8 NOT NULL); INSERT INTO rates VALUES ('USD', 2.0), ('JPY', 150)");
+    let text = format!(
+        "source = \"{}\"\ntarget = \"{}\"\n[defaults]\nif_exists = \"append\"\nverify = false\n\
+         [[tables]]\nsource = \"rates\"\nkey = [\"code\"]\nconflict = \"upsert\"\n",
+        dir.url("src.db"),
+        pg.url()
+    );
+    let run = barge(&["run", &pipeline(&dir, &text), "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["plan"]["tables"][0]["key"], serde_json::json!(["code"]));
+    let rows = pg.sql("SELECT code || '=' || rate FROM rates ORDER BY code");
+    let rows: Vec<String> = rows.into_iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(rows, ["EUR=1", "GBP=0.9", "JPY=150", "USD=1.1"]);
+    // Without the key, upsert has nothing to match rows by.
+    let run = barge(&["run", &pipeline(&dir, &text.replace("key = [\"code\"]\n", ""))]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("needs key columns"), "{}", run.stderr);
+}
