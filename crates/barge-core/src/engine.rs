@@ -207,6 +207,32 @@ pub struct WriteOptions {
     pub isolate_rows: bool,
 }
 
+impl WriteOptions {
+    /// The standard SQL `ON CONFLICT (key) DO NOTHING | DO UPDATE SET c = excluded.c` clause of the
+    /// conflict mode, for engines that speak it (empty for [`Conflict::Error`]). `columns` are the
+    /// columns written, `quote` quotes an identifier.
+    pub fn on_conflict_clause(&self, columns: &[String], quote: impl Fn(&str) -> String) -> Result<String> {
+        if self.conflict == Conflict::Error {
+            return Ok(String::new());
+        }
+        if self.key.is_empty() {
+            return Err(crate::Error::Config(format!(
+                "conflict mode {:?} needs the table's key columns",
+                self.conflict
+            )));
+        }
+        let key = self.key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        let updates: Vec<String> =
+            columns.iter().filter(|c| !self.key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
+        Ok(match self.conflict {
+            Conflict::Upsert if !updates.is_empty() => {
+                format!(" ON CONFLICT ({key}) DO UPDATE SET {}", updates.join(", "))
+            }
+            _ => format!(" ON CONFLICT ({key}) DO NOTHING"),
+        })
+    }
+}
+
 /// A vectorised rewrite of a table's record batches (a pipeline's renames, drops, casts and
 /// computed columns), applied on the CPU pool before rows are hashed and encoded.
 pub trait Transform: Send + Sync + std::fmt::Debug {

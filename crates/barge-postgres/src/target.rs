@@ -262,7 +262,8 @@ impl barge_core::Target for PgTarget {
             || fields
                 .iter()
                 .any(|f| target_sql(f.name()).and_then(|t| resolve(&t)).is_some_and(|t| t.codec == Codec::AsText));
-        let on_conflict = on_conflict(options, fields)?;
+        let names_plain: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        let on_conflict = options.on_conflict_clause(&names_plain, quote)?;
         let staging = needs_staging.then(|| {
             let stage = quote(&format!("barge_stage_{table}"));
             let as_text: Vec<String> = fields
@@ -310,26 +311,6 @@ impl barge_core::Target for PgTarget {
             in_transaction: false,
         }))
     }
-}
-
-/// The `ON CONFLICT` clause of a conflict mode (empty for [`Conflict::Error`]).
-fn on_conflict(options: &WriteOptions, fields: &[Field]) -> Result<String> {
-    if options.conflict == Conflict::Error {
-        return Ok(String::new());
-    }
-    if options.key.is_empty() {
-        return Err(Error::Config(format!("conflict mode {:?} needs the table's key columns", options.conflict)));
-    }
-    let key = options.key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-    let updates: Vec<String> = fields
-        .iter()
-        .filter(|f| !options.key.contains(f.name()))
-        .map(|f| format!("{0} = EXCLUDED.{0}", quote(f.name())))
-        .collect();
-    Ok(match options.conflict {
-        Conflict::Upsert if !updates.is_empty() => format!(" ON CONFLICT ({key}) DO UPDATE SET {}", updates.join(", ")),
-        _ => format!(" ON CONFLICT ({key}) DO NOTHING"),
-    })
 }
 
 /// SQLSTATE classes of errors caused by the rows themselves: 22 data exception (value out of

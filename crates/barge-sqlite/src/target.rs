@@ -9,8 +9,7 @@ use arrow_array::types::*;
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
 use barge_core::{
-    Conflict, Encoded, Error, LOGICAL_JSON, META_DEFAULT, Result, TableWriter, TargetColumn, WriteOptions,
-    choose_column,
+    Encoded, Error, LOGICAL_JSON, META_DEFAULT, Result, TableWriter, TargetColumn, WriteOptions, choose_column,
 };
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -177,7 +176,7 @@ impl barge_core::Target for SqliteTarget {
         conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(sqlite_err("configuring the writer"))?;
         let rows_per_insert = ROWS_PER_INSERT.min(MAX_PARAMETERS / columns.len().max(1)).max(1);
         let names: Vec<String> = columns.iter().map(|f| f.name().clone()).collect();
-        let on_conflict = on_conflict(options, &names)?;
+        let on_conflict = options.on_conflict_clause(&names, quote)?;
         Ok(Box::new(SqliteWriter {
             conn,
             table: table.to_string(),
@@ -198,7 +197,7 @@ struct SqliteWriter {
     rows_per_insert: usize,
     /// The statement for a full chunk of `rows_per_insert` rows, built once.
     full_insert: String,
-    /// The upsert clause of the conflict mode (empty for [`Conflict::Error`]).
+    /// The upsert clause of the conflict mode (empty for [`barge_core::Conflict::Error`]).
     on_conflict: String,
     /// Each write inside a savepoint, so a refused batch leaves nothing behind.
     isolate: bool,
@@ -209,22 +208,6 @@ fn insert_sql(table: &str, columns: &[String], rows: usize, on_conflict: &str) -
     let list = columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
     let row = format!("({})", vec!["?"; columns.len()].join(", "));
     format!("INSERT INTO {} ({list}) VALUES {}{on_conflict}", quote(table), vec![row; rows].join(", "))
-}
-
-fn on_conflict(options: &WriteOptions, columns: &[String]) -> Result<String> {
-    if options.conflict == Conflict::Error {
-        return Ok(String::new());
-    }
-    if options.key.is_empty() {
-        return Err(Error::Config(format!("conflict mode {:?} needs the table's key columns", options.conflict)));
-    }
-    let key = options.key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-    let updates: Vec<String> =
-        columns.iter().filter(|c| !options.key.contains(c)).map(|c| format!("{0} = excluded.{0}", quote(c))).collect();
-    Ok(match options.conflict {
-        Conflict::Upsert if !updates.is_empty() => format!(" ON CONFLICT ({key}) DO UPDATE SET {}", updates.join(", ")),
-        _ => format!(" ON CONFLICT ({key}) DO NOTHING"),
-    })
 }
 
 /// Errors caused by the rows themselves: constraint violations, oversized or mismatched values.

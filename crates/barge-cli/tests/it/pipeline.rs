@@ -177,6 +177,23 @@ fn people_expected() -> Vec<Vec<String>> {
     .collect()
 }
 
+/// Every row of `query` over `columns` columns, integers and text as text.
+fn sqlite_text_rows(conn: &rusqlite::Connection, query: &str, columns: usize) -> Vec<Vec<String>> {
+    let mut stmt = conn.prepare(query).unwrap();
+    stmt.query_map([], |r| {
+        Ok((0..columns)
+            .map(|i| match r.get::<_, rusqlite::types::Value>(i).unwrap() {
+                rusqlite::types::Value::Integer(v) => v.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .collect())
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 const PEOPLE_QUERY: &str = "SELECT id, full_name, email, code, phone, initial, nick, city, coalesce(note, 'NULL'),
      label, card, age, source_system FROM people ORDER BY id";
 
@@ -197,22 +214,7 @@ fn every_transform_lands_in_every_target_and_verifies() {
         let json = run.json();
         assert_eq!(table(&json, "people")["verified"], true, "{to}: {json}");
     }
-    let sqlite: Vec<Vec<String>> = dir
-        .conn("dst.db")
-        .prepare(PEOPLE_QUERY)
-        .unwrap()
-        .query_map([], |r| {
-            Ok((0..13)
-                .map(|i| match r.get::<_, rusqlite::types::Value>(i).unwrap() {
-                    rusqlite::types::Value::Integer(v) => v.to_string(),
-                    rusqlite::types::Value::Text(t) => t,
-                    other => format!("{other:?}"),
-                })
-                .collect())
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let sqlite: Vec<Vec<String>> = sqlite_text_rows(&dir.conn("dst.db"), PEOPLE_QUERY, 13);
     assert_eq!(sqlite, people_expected());
     let pg_rows: Vec<Vec<String>> = pg
         .sql(&PEOPLE_QUERY.replace("SELECT id,", "SELECT id::text,").replace("age,", "age::text,"))
@@ -242,22 +244,7 @@ fn transforms_read_from_postgres_and_mysql_sources() {
         let run = barge(&["run", &file, "--json"]);
         run.assert_code(0);
         assert_eq!(table(&run.json(), "people")["verified"], true, "{from}");
-        let got: Vec<Vec<String>> = dir
-            .conn(db)
-            .prepare(PEOPLE_QUERY)
-            .unwrap()
-            .query_map([], |r| {
-                Ok((0..13)
-                    .map(|i| match r.get::<_, rusqlite::types::Value>(i).unwrap() {
-                        rusqlite::types::Value::Integer(v) => v.to_string(),
-                        rusqlite::types::Value::Text(t) => t,
-                        other => format!("{other:?}"),
-                    })
-                    .collect())
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let got: Vec<Vec<String>> = sqlite_text_rows(&dir.conn(db), PEOPLE_QUERY, 13);
         assert_eq!(got, people_expected(), "{from}");
     }
 }
