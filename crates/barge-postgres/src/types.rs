@@ -124,10 +124,33 @@ fn base_name(sql_type: &str) -> (String, bool, Option<String>) {
     (name.split_whitespace().collect::<Vec<_>>().join(" "), array, modifier)
 }
 
+/// The short spellings PostgreSQL accepts in DDL (as a pipeline's column `type` may use them), and
+/// the names `format_type` writes for them.
+const PG_ALIASES: &[(&str, &str)] = &[
+    ("varchar", "character varying"),
+    ("char", "character"),
+    ("int", "integer"),
+    ("int2", "smallint"),
+    ("int4", "integer"),
+    ("int8", "bigint"),
+    ("float4", "real"),
+    ("float8", "double precision"),
+    ("bool", "boolean"),
+    ("decimal", "numeric"),
+    ("time", "time without time zone"),
+    ("timetz", "time with time zone"),
+    ("timestamp", "timestamp without time zone"),
+    ("timestamptz", "timestamp with time zone"),
+    ("varbit", "bit varying"),
+];
+
 /// Resolves an SQL type name as `format_type` writes it (`numeric(12,2)`, `integer[]`,
-/// `timestamp(3) without time zone`). `None`: not a type barge maps.
+/// `timestamp(3) without time zone`), or by one of its short spellings (`varchar(12)`, `int8`).
+/// `None`: not a type barge maps.
 pub fn resolve(sql_type: &str) -> Option<PgColumnType> {
     let (name, array, modifier) = base_name(sql_type);
+    let name = name.to_lowercase();
+    let name = PG_ALIASES.iter().find(|(alias, _)| *alias == name).map_or(name.as_str(), |(_, full)| full);
     let codec = PG_TYPES.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)?;
     let numeric = match (codec, modifier) {
         (Codec::Numeric, Some(m)) => {

@@ -130,7 +130,7 @@ drop = ["secret"]
 columns = [
   {{ name = "full_name", from = "name" }},
   {{ name = "email", expr = "lower(trim(email))" }},
-  {{ name = "code", expr = "upper(replace(code, '-', ''))" }},
+  {{ name = "code", expr = "upper(replace(code, '-', ''))", type = "varchar(12)" }},
   {{ name = "phone", expr = "regex_replace(phone, '[^0-9]', '')" }},
   {{ name = "initial", expr = "substring(name, 1, 1)" }},
   {{ name = "nick", expr = "coalesce(nick, name)" }},
@@ -225,6 +225,13 @@ fn every_transform_lands_in_every_target_and_verifies() {
     assert_eq!(my.sql(PEOPLE_QUERY), people_expected());
     assert_eq!(my.sql("SELECT email_hash FROM people WHERE id = 1")[0][0], hash);
     assert_eq!(pg.sql("SELECT email_hash FROM people WHERE id = 1")[0][0].as_deref(), Some(hash.as_str()));
+    // The declared type, in each target's own SQL.
+    assert_eq!(
+        pg.sql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'people'::regclass AND attname = 'code'")[0][0]
+            .as_deref(),
+        Some("character varying(12)")
+    );
+    assert_eq!(my.sql("SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'people' AND COLUMN_NAME = 'code'")[0][0], "varchar(12)");
     // The dropped column is not in the target.
     assert!(pg.sql("SELECT 1 FROM information_schema.columns WHERE column_name = 'secret'").is_empty());
 }
