@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Throughput as a ratio to the raw database limit, measured side by side in one run.
 #
-#   scripts/bench.sh [sqlite|postgres|mysql|all] [ROWS]
+#   scripts/bench.sh [sqlite|postgres|pipeline|mysql|all] [ROWS]
 #
 # sqlite:   SQLite → SQLite, 1,000,000 demo `orders` rows by default. The raw limit is SQLite copying
 #           the table itself (ATTACH + INSERT … SELECT in one transaction, via Python's sqlite3).
 # postgres: PostgreSQL → PostgreSQL, 2,000,000 rows of benches/sql/orders_postgres.sql by default.
 #           The raw limit is `psql COPY … TO STDOUT (FORMAT binary) | psql COPY … FROM STDIN` into an
 #           empty table with the same primary key.
+# pipeline: PostgreSQL → PostgreSQL through `barge run`: a pipeline with computed columns, and one
+#           with an error budget (savepoint per batch), against `barge copy`, all verified.
 # mysql:    MariaDB → PostgreSQL and PostgreSQL → MariaDB, 2,000,000 rows of
 #           benches/sql/orders_mysql.sql. The references are text pipes: `mariadb --quick -B -e
 #           "SELECT …" | psql -c "COPY orders FROM STDIN"` and `psql -c "COPY … TO STDOUT" | mariadb
@@ -119,6 +121,70 @@ if [ "$what" = postgres ] || [ "$what" = all ]; then
   echo "postgres_table_mb=$(psql "${pg_host_args[@]}" -d barge_bench_src -Atc "SELECT pg_table_size('orders') / 1048576")"
   rounds pg_to_pg pg_raw pg_nv pg_v
   for db in barge_bench_src barge_bench_dst barge_bench_copy; do
+    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
+  done
+fi
+
+# --- Pipelines: the cost of transforms and of row isolation -----------------------------------
+# PostgreSQL → PostgreSQL, verified each time: `barge copy` against `barge run` of a pipeline with
+# four computed columns, and against `barge run` with an error budget (every batch in a savepoint,
+# ready to isolate refused rows; none are refused here).
+pipe_file() { # $1 name, $2 extra toml
+  cat >"$work/$1.toml" <<TOML
+source = "$pg/barge_bench_src?sslmode=disable"
+target = "$pg/barge_bench_copy?sslmode=disable"
+source_timezone = "UTC"
+[defaults]
+if_exists = "truncate"
+$2
+TOML
+}
+pipe_copy() { # the same URLs as the pipelines (no TLS)
+  psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null
+  pg_settle
+  timed_barge copy --from "$pg/barge_bench_src?sslmode=disable" --to "$pg/barge_bench_copy?sslmode=disable" --table orders
+}
+pipe_run() {
+  psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null
+  pg_settle
+  timed_barge run "$work/$1.toml"
+}
+
+if [ "$what" = pipeline ] || [ "$what" = all ]; then
+  rows=${2:-2000000}
+  for db in barge_bench_src barge_bench_copy; do
+    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  done
+  echo "pipeline: generating $rows rows" >&2
+  psql "${pg_host_args[@]}" -d barge_bench_src -v rows="$rows" -f benches/sql/orders_postgres.sql >/dev/null 2>&1
+  psql "${pg_host_args[@]}" -d barge_bench_src -c "VACUUM ANALYZE orders" >/dev/null
+  pipe_file transform '[[tables]]
+source = "orders"
+columns = [
+  { name = "email", expr = "lower(email)" },
+  { name = "name", expr = "trim(name)" },
+  { name = "status", expr = "upper(status)" },
+  { name = "updated_at", expr = "coalesce(updated_at, created_at)" },
+]'
+  pipe_file budget 'error_budget = 1000
+[[tables]]
+source = "orders"'
+  : >"$work/copy.txt"; : >"$work/tx.txt"; : >"$work/budget.txt"; : >"$work/rss.txt"
+  for round in 1 2 3; do
+    read -r s kb < <(pipe_copy); echo "$s" >>"$work/copy.txt"; echo "$kb" >>"$work/rss.txt"
+    read -r s kb < <(pipe_run transform); echo "$s" >>"$work/tx.txt"; echo "$kb" >>"$work/rss.txt"
+    read -r s kb < <(pipe_run budget); echo "$s" >>"$work/budget.txt"; echo "$kb" >>"$work/rss.txt"
+    echo "pipeline round $round: copy $(tail -1 "$work/copy.txt")s, transforms $(tail -1 "$work/tx.txt")s, error budget $(tail -1 "$work/budget.txt")s" >&2
+  done
+  c=$(median <"$work/copy.txt"); t=$(median <"$work/tx.txt"); b=$(median <"$work/budget.txt")
+  echo "pipeline_rows=$rows"
+  echo "pipeline_copy_verified_seconds=$c"
+  echo "pipeline_transforms_verified_seconds=$t"
+  echo "pipeline_error_budget_verified_seconds=$b"
+  echo "pipeline_transforms_ratio_to_copy=$(ratio "$t" "$c")"
+  echo "pipeline_error_budget_ratio_to_copy=$(ratio "$b" "$c")"
+  echo "pipeline_peak_rss_mb=$(( $(sort -n "$work/rss.txt" | tail -1) / 1024 ))"
+  for db in barge_bench_src barge_bench_copy; do
     psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
   done
 fi
