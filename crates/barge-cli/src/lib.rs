@@ -57,7 +57,21 @@ enum Command {
     /// sample of the data. Writes nothing; exits 2 when a risk is not accepted.
     Plan(PipelineArgs),
     /// Run a pipeline file: its plan, then copy (with transforms and reject files) and verify.
-    Run(PipelineArgs),
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Continue the run of this pipeline that died: ranges it committed are kept, the others are
+    /// cleared in the target and loaded again.
+    #[arg(long)]
+    resume: bool,
+    /// The run's ledger: a SQLite file, or postgres://… (schema barge_state) to share it
+    /// (default: NAME.state.db beside the pipeline file).
+    #[arg(long)]
+    state: Option<String>,
 }
 
 #[derive(Args)]
@@ -128,6 +142,13 @@ struct CopyArgs {
     /// again, with exponential backoff.
     #[arg(long, default_value_t = barge_exec::DEFAULT_RETRIES)]
     retries: u32,
+    /// Keep the run's ledger here (a SQLite file, or postgres://…), so that --resume can continue it.
+    #[arg(long)]
+    state: Option<String>,
+    /// Continue the copy recorded in --state that died: committed ranges are kept, the others are
+    /// cleared in the target and loaded again.
+    #[arg(long, requires = "state")]
+    resume: bool,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -242,12 +263,54 @@ fn plan(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run_pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
-    let (pipeline, workers, batch_rows) = load_pipeline(&args)?;
+/// Opens a state store: `postgres://…` is a schema in PostgreSQL, anything else a SQLite file.
+fn open_state(spec: &str) -> Result<Arc<dyn barge_core::state::StateStore>, Error> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        Ok(Arc::new(barge_postgres::state::PgState::open(spec)?))
+    } else {
+        Ok(Arc::new(barge_sqlite::state::SqliteState::open(std::path::Path::new(spec))?))
+    }
+}
+
+/// Starts a run's ledger, or reads it back to resume.
+fn run_state(spec: &str, name: &str, fingerprint: &str, resume: bool) -> Result<barge_exec::RunState, Error> {
+    let store = open_state(spec)?;
+    let resume = if resume {
+        Some(store.resume(name, fingerprint)?)
+    } else {
+        store.start(name, fingerprint)?;
+        None
+    };
+    Ok(barge_exec::RunState { store, name: name.to_string(), resume })
+}
+
+fn fingerprint(parts: &[&str]) -> String {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.finalize().to_hex().to_string()
+}
+
+fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (mut pipeline, workers, batch_rows) = load_pipeline(&args.pipeline)?;
+    let text = std::fs::read_to_string(&pipeline.path)?;
+    let name = pipeline.path.file_stem().map_or("pipeline".into(), |s| s.to_string_lossy().into_owned());
+    let state_spec = args
+        .state
+        .clone()
+        .unwrap_or_else(|| pipeline.path.with_file_name(format!("{name}.state.db")).display().to_string());
+    if args.resume {
+        // The ledger decides what the target holds: nothing is truncated or refused as non-empty.
+        pipeline.if_exists = IfExists::Append;
+    }
     let prepared = pipeline::prepare(&pipeline, workers)?;
     if !prepared.report.ok {
         return Err(pipeline::risks_error(&prepared.report).into());
     }
+    // The ledger starts once the plan is accepted and before anything is written (see copy).
+    let state = run_state(&state_spec, &name, &fingerprint(&[&text, &pipeline.source, &pipeline.target]), args.resume)?;
     for table in &prepared.report.tables {
         for risk in table.risks.iter().filter(|r| r.accepted) {
             tracing::warn!(
@@ -260,8 +323,8 @@ fn run_pipeline(args: PipelineArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let progress = render::progress();
-    let report = pipeline::execute(&pipeline, &prepared, workers, batch_rows, progress.as_ref())?;
-    if args.json {
+    let report = pipeline::execute(&pipeline, &prepared, workers, batch_rows, Some(state), progress.as_ref())?;
+    if args.pipeline.json {
         let mut value = serde_json::to_value(&report)?;
         value["plan"] = serde_json::to_value(&prepared.report)?;
         println!("{value}");
@@ -314,12 +377,23 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
     let source = source_engine.open_source(from)?;
     let source_plan = plan_sources(source.as_ref(), &request(&args.endpoints, &args.tuning))?;
     let target = target_engine.open_target(to)?;
-    let if_exists = match args.if_exists {
-        IfExistsArg::Fail => IfExists::Fail,
-        IfExistsArg::Truncate => IfExists::Truncate,
-        IfExistsArg::Append => IfExists::Append,
+    let if_exists = match (args.resume, args.if_exists) {
+        (true, _) | (false, IfExistsArg::Append) => IfExists::Append,
+        (false, IfExistsArg::Fail) => IfExists::Fail,
+        (false, IfExistsArg::Truncate) => IfExists::Truncate,
     };
     let plan = plan_targets(target.as_ref(), source_plan, if_exists)?;
+    // The ledger starts once the plan is valid and before anything is written: a run refused for
+    // bad input leaves the ledger of an earlier interrupted run to resume.
+    let state = match &args.state {
+        Some(spec) => {
+            let if_exists = format!("{:?}", args.if_exists as u8);
+            let tables = args.endpoints.tables.join(",");
+            let print = fingerprint(&[from, to, &tables, &if_exists]);
+            Some(run_state(spec, "copy", &print, args.resume)?)
+        }
+        None => None,
+    };
     let progress = render::progress();
     let open_reader = || target_engine.open_source(to);
     barge_exec::copy(
@@ -330,6 +404,7 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
         &ExecOptions {
             foreign_keys: args.foreign_keys,
             retries: args.retries,
+            state,
             ..options(&args.tuning, !args.no_verify)
         },
         progress.as_ref(),
@@ -389,6 +464,8 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         // SQLite cannot add foreign keys to loaded tables; the demo's target is SQLite.
         foreign_keys: false,
         retries: barge_exec::DEFAULT_RETRIES,
+        state: None,
+        resume: false,
         json: args.json,
     };
     let report = copy_between(&copy_args)?;

@@ -228,6 +228,7 @@ pub fn execute(
     prepared: &Prepared,
     workers: usize,
     batch_rows: usize,
+    state: Option<barge_exec::RunState>,
     progress: &dyn barge_exec::Progress,
 ) -> Result<barge_exec::CopyReport, Error> {
     let to = pipeline.target.clone();
@@ -237,6 +238,7 @@ pub fn execute(
         rejects: Some(Arc::new(RejectLog::new(&pipeline.rejects_dir))),
         run_budget: pipeline.error_budget,
         retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
+        state,
         ..ExecOptions::new(workers, batch_rows, pipeline.verify)
     };
     barge_exec::copy(

@@ -167,6 +167,12 @@ pub fn copy_summary(report: &CopyReport) -> String {
             let file = t.rejects_file.as_deref().unwrap_or("-");
             out.push_str(&format!("    rejected: {} rows, in {file}\n", thousands(t.rows_rejected)));
         }
+        if t.ranges_resumed > 0 {
+            out.push_str(&format!(
+                "    resumed: {} of {} ranges were committed by the interrupted run and kept\n",
+                t.ranges_resumed, t.partitions
+            ));
+        }
         if t.retries > 0 {
             out.push_str(&format!(
                 "    retried: {} range attempt(s) failed transiently and were copied again\n",

@@ -275,4 +275,9 @@ pub trait TableWriter: Send {
     fn write(&mut self, batch: Encoded) -> Result<u64>;
     /// Makes everything written so far durable and visible, and starts a new transaction.
     fn commit(&mut self) -> Result<()>;
+
+    /// Deletes the rows of `range` over `columns` (the table's key columns) inside the writer's
+    /// open transaction, so that a range a dead run may have left behind, whole or not at all, is
+    /// loaded again exactly once (resume). Returns the rows deleted.
+    fn clear_range(&mut self, columns: &[String], range: &crate::KeyRange) -> Result<u64>;
 }

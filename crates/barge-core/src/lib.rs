@@ -23,6 +23,7 @@ pub mod engine;
 pub mod error;
 pub mod model;
 pub mod rejects;
+pub mod state;
 pub mod text;
 pub mod types;
 pub mod url;

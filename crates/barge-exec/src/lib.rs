@@ -28,7 +28,7 @@ mod transformed;
 
 pub use progress::{NoProgress, Phase, Progress};
 pub use report::{CopyReport, TableReport, TableVerdict, VerifyReport};
-pub use run::{DEFAULT_RETRIES, ExecOptions, copy, verify, verify_table};
+pub use run::{DEFAULT_RETRIES, ExecOptions, RunState, copy, verify, verify_table};
 
 /// Batches buffered between the readers and the CPU stage, per reader.
 pub const READ_QUEUE_PER_READER: usize = 2;

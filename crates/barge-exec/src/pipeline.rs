@@ -169,6 +169,15 @@ pub(crate) struct CopyCounters {
     pub retries: AtomicU64,
 }
 
+/// The run's ledger as one table copy sees it.
+pub(crate) struct Ledger<'a> {
+    pub state: &'a crate::run::RunState,
+    /// Ranges an earlier attempt committed (resuming): skipped, their counts and digests reused.
+    pub done: Option<&'a std::collections::BTreeMap<usize, barge_core::state::RangeDone>>,
+    /// Clear each range in the target before loading it (resuming).
+    pub clear: bool,
+}
+
 /// What one range has done in the current attempt: taken back out of the counters if the attempt
 /// fails. Its rejected rows wait here until the range commits, so a retried range does not list
 /// them twice.
@@ -176,6 +185,7 @@ pub(crate) struct CopyCounters {
 struct RangeTally {
     read: AtomicU64,
     written: AtomicU64,
+    rejected: AtomicU64,
     rejects: Mutex<Vec<Reject>>,
 }
 
@@ -219,6 +229,8 @@ pub(crate) struct CopyJob<'a> {
     pub batch_rows: usize,
     /// Times a range that failed transiently is read and written again.
     pub retries: u32,
+    /// Where committed ranges are recorded, if the run keeps a ledger.
+    pub ledger: Option<Ledger<'a>>,
     /// Digest source rows while copying (for verification without re-reading the source).
     pub hash: bool,
     /// Digest buckets inside each range, when the key allows them.
@@ -251,6 +263,32 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
     let digests = empty_digests(job.ranges, job.buckets);
     let tallies: Vec<RangeTally> = job.ranges.iter().map(|_| RangeTally::default()).collect();
     let mut pending: Vec<&KeyRange> = job.ranges.iter().collect();
+    if let Some(ledger) = &job.ledger {
+        if ledger.clear && !job.output.key.is_primary() {
+            // Rows without a key cannot be cleared range by range: reload the whole table.
+            job.target.truncate_table(job.target_table)?;
+        } else if let Some(done) = ledger.done {
+            for (range, earlier) in done {
+                let stored: Vec<Digest> = serde_json::from_str(&earlier.digests)
+                    .map_err(|e| Error::engine("reading digests from the state store", e))?;
+                let mut slot = digests[*range].lock().expect("digest lock");
+                if stored.len() != slot.len() {
+                    return Err(Error::Config(format!(
+                        "cannot resume table `{}`: its recorded digests do not match its ranges; run without --resume",
+                        job.table.name
+                    )));
+                }
+                *slot = stored;
+                counters.rows_read.fetch_add(earlier.rows_read, Ordering::Relaxed);
+                counters.rows_written.fetch_add(earlier.rows_written, Ordering::Relaxed);
+                counters.rows_rejected.fetch_add(earlier.rows_rejected, Ordering::Relaxed);
+            }
+            pending.retain(|r| !done.contains_key(&r.id));
+        }
+    }
+    if pending.is_empty() {
+        return Ok(digests.into_iter().map(|d| d.into_inner().expect("digest lock")).collect());
+    }
     let mut attempt = 0u32;
     loop {
         let transient = Transient::default();
@@ -272,8 +310,8 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
             let tally = &tallies[range];
             counters.rows_read.fetch_sub(tally.read.swap(0, Ordering::Relaxed), Ordering::Relaxed);
             counters.rows_written.fetch_sub(tally.written.swap(0, Ordering::Relaxed), Ordering::Relaxed);
-            let rejects = std::mem::take(&mut *tally.rejects.lock().expect("rejects lock"));
-            counters.rows_rejected.fetch_sub(rejects.len() as u64, Ordering::Relaxed);
+            tally.rejects.lock().expect("rejects lock").clear();
+            counters.rows_rejected.fetch_sub(tally.rejected.swap(0, Ordering::Relaxed), Ordering::Relaxed);
             digests[range].lock().expect("digest lock").iter_mut().for_each(|d| *d = Digest::default());
         }
         let delay = (FIRST_RETRY_DELAY * 2u32.saturating_pow(attempt - 1)).min(MAX_RETRY_DELAY);
@@ -405,6 +443,7 @@ impl CopyJob<'_> {
         };
         let reject = Reject { key: key_json, column, reason, stage: stage.into(), row: row_json(batch, row) };
         tally.rejects.lock().expect("rejects lock").push(reject);
+        tally.rejected.fetch_add(1, Ordering::Relaxed);
         let rejected = counters.rows_rejected.fetch_add(1, Ordering::Relaxed) + 1;
         let read = counters.rows_read.load(Ordering::Relaxed).max(self.table.estimated_rows);
         if self.budget.exceeded(rejected, read) {
@@ -489,6 +528,26 @@ struct WriteSide<'a> {
 }
 
 impl WriteSide<'_> {
+    /// Records committed ranges in the run's ledger (after the commit, never before).
+    fn record_done(&self, ranges: &[usize]) -> Result<()> {
+        let Some(ledger) = &self.job.ledger else { return Ok(()) };
+        let done = ranges
+            .iter()
+            .map(|&range| {
+                let tally = &self.tallies[range];
+                let digests = self.digests[range].lock().expect("digest lock").clone();
+                barge_core::state::RangeDone {
+                    range,
+                    rows_read: tally.read.load(Ordering::Relaxed),
+                    rows_written: tally.written.load(Ordering::Relaxed),
+                    rows_rejected: tally.rejected.load(Ordering::Relaxed),
+                    digests: serde_json::to_string(&digests).expect("digests serialise"),
+                }
+            })
+            .collect::<Vec<_>>();
+        ledger.state.store.ranges_done(&ledger.state.name, &self.job.table.name, &done)
+    }
+
     /// Writes `batch`, and when the target refuses it, finds the refused rows by halving (as
     /// pgloader does): each refused row is rejected and taken out of its range's digest, the rest is
     /// written. Returns the rows written.
@@ -544,6 +603,9 @@ fn write_loop(
     let mut writer = Some(writer);
     // range → (batches received, batches announced by the reader)
     let mut open: HashMap<usize, (u64, Option<u64>)> = HashMap::new();
+    let clear = job.ledger.as_ref().is_some_and(|l| l.clear) && job.output.key.is_primary();
+    let key: Vec<String> = job.output.key_columns().into_iter().map(str::to_string).collect();
+    let mut cleared: std::collections::HashSet<usize> = std::collections::HashSet::new();
     for msg in rx {
         if failure.is_set() {
             return Ok(());
@@ -553,6 +615,28 @@ fn write_loop(
         };
         if side.transient.contains(range) {
             continue; // the rest of a range already given up in this pass
+        }
+        if clear && !matches!(msg, WriteMsg::Failed { .. }) && !cleared.contains(&range) {
+            // The first message of a range being resumed: remove whatever an earlier attempt may
+            // have committed of it, in the transaction that loads it again.
+            let cleared_now = match writer.as_mut() {
+                Some(w) => w.clear_range(&key, &job.ranges[range]),
+                None => Err(Error::Transient { context: "clearing a range".into(), message: "no connection".into() }),
+            };
+            match cleared_now {
+                Ok(_) => {
+                    cleared.insert(range);
+                }
+                Err(error) if error.is_transient() => {
+                    drop(writer.take());
+                    side.transient.fail(open.drain().map(|(range, _)| range).chain([range]), error);
+                    cleared.clear();
+                    writer = job.target.writer(job.target_table, job.fields, &job.write_options).ok();
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+            open.entry(range).or_default();
         }
         let step = match msg {
             WriteMsg::Failed { error, .. } if !open.contains_key(&range) => {
@@ -594,7 +678,9 @@ fn write_loop(
                         return Err(Error::Transient { context: "committing".into(), message: "no connection".into() });
                     }
                 }
-                flush_rejects(job, side.tallies, open.drain().map(|(range, _)| range))?;
+                let committed: Vec<usize> = open.drain().map(|(range, _)| range).collect();
+                flush_rejects(job, side.tallies, committed.iter().copied())?;
+                side.record_done(&committed)?;
             }
             Ok(())
         });
@@ -604,6 +690,7 @@ fn write_loop(
                 // Roll back what this writer holds (dropping its connection), then reconnect.
                 drop(writer.take());
                 side.transient.fail(open.drain().map(|(range, _)| range).chain([range]), error);
+                cleared.clear();
                 writer = job.target.writer(job.target_table, job.fields, &job.write_options).ok();
             }
             Err(error) => return Err(error),

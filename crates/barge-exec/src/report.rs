@@ -26,6 +26,8 @@ pub struct TableReport {
     pub transformed: bool,
     /// Range attempts that failed transiently and were copied again.
     pub retries: u64,
+    /// Ranges an earlier, interrupted run had committed (`--resume`): kept, not copied again.
+    pub ranges_resumed: usize,
     /// Where the rejected rows are (when there are any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejects_file: Option<String>,

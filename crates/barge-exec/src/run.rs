@@ -34,6 +34,31 @@ pub struct ExecOptions {
     pub run_budget: Budget,
     /// Times a range that fails transiently is copied again.
     pub retries: u32,
+    /// Where the run keeps its ledger (for `--resume`), if anywhere.
+    pub state: Option<RunState>,
+}
+
+/// A run's ledger: the store, the run's name in it, and what an earlier attempt left when resuming.
+#[derive(Clone)]
+pub struct RunState {
+    pub store: Arc<dyn barge_core::state::StateStore>,
+    pub name: String,
+    /// `Some` when resuming: ranges committed earlier are skipped, the others cleared and reloaded.
+    pub resume: Option<barge_core::state::RunLedger>,
+}
+
+impl std::fmt::Debug for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunState").field("store", &self.store.describe()).field("name", &self.name).finish()
+    }
+}
+
+fn action_name(action: TableAction) -> &'static str {
+    match action {
+        TableAction::Create => "create",
+        TableAction::Truncate => "truncate",
+        TableAction::Append => "append",
+    }
 }
 
 /// Retries of a range that fails transiently, unless told otherwise.
@@ -50,6 +75,7 @@ impl ExecOptions {
             rejects: None,
             run_budget: Budget::None,
             retries: DEFAULT_RETRIES,
+            state: None,
         }
     }
 }
@@ -145,6 +171,33 @@ pub fn copy(
 ) -> Result<CopyReport> {
     let pool = cpu_pool(options.workers)?;
     let started = Instant::now();
+    let ledger = options.state.as_ref().and_then(|s| s.resume.as_ref());
+    // Each table's ranges, and whether barge created it (it then gets its indexes at the end): as
+    // planned now, or, resuming, as the earlier attempt planned them.
+    let mut layouts: Vec<(Vec<KeyRange>, bool)> = Vec::with_capacity(plan.tables.len());
+    for table in &plan.tables {
+        let name = &table.source.name;
+        let Some(state) = &options.state else {
+            layouts.push((table.ranges.clone(), table.action == TableAction::Create));
+            continue;
+        };
+        // A table the interrupted run did not get to plan had nothing written: planned afresh.
+        match ledger.and_then(|l| l.tables.get(name)) {
+            Some(earlier) => {
+                if earlier.action == "append" && table.conflict == barge_core::Conflict::Error && !earlier.finished {
+                    return Err(Error::Config(format!(
+                        "cannot resume table `{name}`: it was appended to, so ranges cannot be cleared and reloaded; \
+                         set conflict = \"upsert\" (or \"skip\") for it, or run without --resume"
+                    )));
+                }
+                layouts.push((earlier.ranges.clone(), earlier.action == "create"));
+            }
+            None => {
+                state.store.plan_table(&state.name, name, action_name(table.action), &table.ranges)?;
+                layouts.push((table.ranges.clone(), table.action == TableAction::Create));
+            }
+        }
+    }
     for table in &plan.tables {
         match table.action {
             TableAction::Create => {
@@ -159,14 +212,15 @@ pub fn copy(
     let mut reader: Option<Arc<dyn Source>> = None;
     let mut reports = Vec::with_capacity(plan.tables.len());
     let mut run_rejected = 0u64;
-    for table in &plan.tables {
+    for (table, (ranges, created)) in plan.tables.iter().zip(&layouts) {
         let name = table.source.name.as_str();
+        let earlier = ledger.and_then(|l| l.tables.get(name));
+        let ranges = ranges.as_slice();
         let table_started = Instant::now();
         progress.started(name, Phase::Copy, table.source.estimated_rows);
         let fields: Vec<Field> = table.columns.iter().map(|c| c.field.clone()).collect();
         let counters = CopyCounters::default();
-        let buckets =
-            if options.verify { bucket_layout(source, &table.source, &table.output, &table.ranges)? } else { None };
+        let buckets = if options.verify { bucket_layout(source, &table.source, &table.output, ranges)? } else { None };
         let tolerant = table.budget.tolerates_rejects() || options.run_budget.tolerates_rejects();
         if tolerant && options.rejects.is_none() {
             return Err(Error::Config(format!("table `{name}` has an error budget but no reject directory")));
@@ -190,10 +244,16 @@ pub fn copy(
             run_rejects: (run_rejected, options.run_budget),
             target_table: &table.target_table,
             fields: &fields,
-            ranges: &table.ranges,
+            ranges,
             workers: options.workers,
             batch_rows: options.batch_rows,
             retries: options.retries,
+            ledger: options.state.as_ref().map(|state| crate::pipeline::Ledger {
+                state,
+                done: earlier.map(|e| &e.done),
+                // Ranges an earlier attempt may have committed without recording: cleared first.
+                clear: earlier.is_some(),
+            }),
             hash: options.verify,
             buckets: buckets.as_ref(),
             progress,
@@ -225,9 +285,12 @@ pub fn copy(
                 rejected: rows_rejected,
             });
         }
-        if table.action == TableAction::Create {
+        if *created && !earlier.is_some_and(|e| e.finished) {
             // Indexes are recreated over the columns as copied: a transformed table has none to copy.
             target.finish_table(&table.target_table, &table.output)?;
+        }
+        if let Some(state) = &options.state {
+            state.store.table_finished(&state.name, name)?;
         }
         let notices: Vec<String> = source.notices(name).iter().map(ToString::to_string).collect();
         for notice in &notices {
@@ -263,7 +326,7 @@ pub fn copy(
                 verify_info,
                 reader.as_ref(),
                 target_info,
-                &table.ranges,
+                ranges,
                 Some(digests),
                 buckets.as_ref(),
                 options,
@@ -279,13 +342,14 @@ pub fn copy(
             rows_read,
             rows_written,
             rows_rejected,
-            partitions: table.ranges.len(),
+            partitions: ranges.len(),
             seconds: table_started.elapsed().as_secs_f64(),
             verified: verdict.as_ref().map(|v| v.matched),
             diff: verdict.filter(|v| !v.matched).map(|v| v.diff),
             notices,
             transformed: table.transform.is_some(),
             retries: counters.retries.load(Ordering::Relaxed),
+            ranges_resumed: earlier.map_or(0, |e| e.done.len()),
             rejects_file: options
                 .rejects
                 .as_ref()
@@ -297,6 +361,9 @@ pub fn copy(
         for table in plan.tables.iter().filter(|t| t.action == TableAction::Create) {
             target.add_foreign_keys(&table.target_table, &table.source.foreign_keys)?;
         }
+    }
+    if let Some(state) = &options.state {
+        state.store.finish(&state.name)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let rows = reports.iter().map(|r| r.rows_written).sum();

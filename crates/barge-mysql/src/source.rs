@@ -86,7 +86,7 @@ fn is_integer(table: &TableInfo, column: &str) -> bool {
     })
 }
 
-fn bound(value: &Scalar) -> String {
+pub(crate) fn bound(value: &Scalar) -> String {
     match value {
         Scalar::Null => "NULL".into(),
         Scalar::Int(i) => i.to_string(),

@@ -144,7 +144,20 @@ impl barge_core::Target for MyTarget {
         let mut conn = self.conn()?;
         let types = describe(&mut conn, table)?;
         let column_type = |c: &str| types.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone()).unwrap_or_default();
-        for index in &source.indexes {
+        // Indexes an interrupted run already built are kept (a resumed run finishes the table again).
+        let existing: Vec<String> = conn
+            .rows(
+                &format!(
+                    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {}",
+                    literal(table)
+                ),
+                "listing indexes",
+            )?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten().map(|n| String::from_utf8_lossy(&n).into_owned()))
+            .collect();
+        for index in source.indexes.iter().filter(|i| !existing.contains(&i.name)) {
             // Unbounded TEXT/BLOB columns can only be indexed by a prefix.
             let columns: Vec<String> = index
                 .columns
@@ -452,6 +465,17 @@ impl TableWriter for MyWriter {
             self.conn.exec(end, "ending a savepoint")?;
         }
         loaded
+    }
+
+    fn clear_range(&mut self, columns: &[String], range: &barge_core::KeyRange) -> Result<u64> {
+        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let predicate = barge_core::model::range_predicate(&quoted, range, "1", |_, v| crate::source::bound(v));
+        if !self.in_transaction {
+            self.conn.exec("START TRANSACTION", "starting a transaction")?;
+            self.in_transaction = true;
+        }
+        self.conn.exec(&format!("DELETE FROM {} WHERE {predicate}", quote(&self.table)), "clearing a range")?;
+        Ok(self.conn.conn.affected_rows())
     }
 
     fn commit(&mut self) -> Result<()> {

@@ -18,6 +18,7 @@ mod conn;
 mod decode;
 mod encode;
 mod source;
+pub mod state;
 mod target;
 pub mod types;
 pub mod wire;

@@ -91,7 +91,7 @@ fn is_integer(native: &str) -> bool {
 }
 
 /// An SQL literal of `value` for a column of type `native`.
-fn bound_literal(value: &Scalar, native: &str) -> String {
+pub(crate) fn bound_literal(value: &Scalar, native: &str) -> String {
     match value {
         Scalar::Null => "NULL".into(),
         Scalar::Int(i) => i.to_string(),

@@ -155,7 +155,31 @@ impl barge_core::Target for PgTarget {
     fn finish_table(&self, table: &str, source: &barge_core::TableInfo) -> Result<()> {
         let qualified = self.qualified(table);
         let key = source.key_columns();
-        let primary_key = (!key.is_empty()).then(|| {
+        // Idempotent, so that a resumed run can finish a table an interrupted one half finished
+        // (the server completes a statement whose client was killed).
+        let (has_key, index_names) =
+            self.admin(|client| {
+                let rt = runtime();
+                let has_key = rt
+                    .block_on(client.query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::text::regclass AND indisprimary)",
+                        &[&qualified],
+                    ))
+                    .map(|row| row.get::<_, bool>(0))
+                    .map_err(pg_err("looking up a primary key"))?;
+                // Index names taken in the schema, and by which table.
+                let names = rt
+                    .block_on(client.query(
+                        "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = $1",
+                        &[&self.url.schema],
+                    ))
+                    .map_err(pg_err("listing indexes"))?
+                    .into_iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                    .collect::<Vec<_>>();
+                Ok((has_key, names))
+            })?;
+        let primary_key = (!key.is_empty() && !has_key).then(|| {
             format!(
                 "ALTER TABLE {qualified} ADD PRIMARY KEY ({})",
                 key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")
@@ -163,12 +187,20 @@ impl barge_core::Target for PgTarget {
         });
         let mut ddl: Vec<String> = primary_key
             .into_iter()
-            .chain(source.indexes.iter().map(|index| {
-                format!(
-                    "CREATE {}INDEX ON {qualified} ({})",
+            .chain(source.indexes.iter().filter_map(|index| {
+                // The source's name when it is free (an index of this name on this table is one a
+                // resumed run built already); PostgreSQL picks one when another table has it.
+                let owner = index_names.iter().find(|(name, _)| *name == index.name).map(|(_, t)| t.as_str());
+                let name = match owner {
+                    Some(owner) if owner == table => return None,
+                    Some(_) => String::new(),
+                    None => quote(&index.name),
+                };
+                Some(format!(
+                    "CREATE {}INDEX {name} ON {qualified} ({})",
                     if index.unique { "UNIQUE " } else { "" },
                     index.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
-                )
+                ))
             }))
             .collect();
         for field in source.schema.fields() {
@@ -305,6 +337,8 @@ impl barge_core::Target for PgTarget {
         Ok(Box::new(PgWriter {
             conn,
             table: table.into(),
+            qualified: self.qualified(table),
+            types: described.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect(),
             copy,
             staging,
             isolate: options.isolate_rows,
@@ -355,6 +389,9 @@ struct Staging {
 struct PgWriter {
     conn: LocalConn,
     table: String,
+    qualified: String,
+    /// Column name → SQL type, for literals of key bounds.
+    types: std::collections::HashMap<String, String>,
     copy: String,
     staging: Option<Staging>,
     /// Each write inside a savepoint, so a refused batch leaves nothing behind.
@@ -414,6 +451,24 @@ impl TableWriter for PgWriter {
             return Err(Error::engine(format!("loading `{table}`"), format!("COPY stored {copied} of {rows} rows")));
         }
         Ok(copied)
+    }
+
+    fn clear_range(&mut self, columns: &[String], range: &barge_core::KeyRange) -> Result<u64> {
+        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let predicate = barge_core::model::range_predicate(&quoted, range, "true", |i, value| {
+            crate::source::bound_literal(value, self.types.get(&columns[i]).map_or("text", String::as_str))
+        });
+        let sql = format!("DELETE FROM {} WHERE {predicate}", self.qualified);
+        let (client, table) = (&self.conn.client, &self.table);
+        let begin = !self.in_transaction;
+        let deleted = self.conn.rt.block_on(async {
+            if begin {
+                client.batch_execute("BEGIN").await?;
+            }
+            client.execute(sql.as_str(), &[]).await
+        });
+        self.in_transaction = true;
+        deleted.map_err(|e| crate::conn::error_of(format!("clearing a range of `{table}`"), &e))
     }
 
     fn commit(&mut self) -> Result<()> {

@@ -13,6 +13,7 @@
 pub mod demo;
 mod source;
 mod sql;
+pub mod state;
 mod target;
 pub mod types;
 

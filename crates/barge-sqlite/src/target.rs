@@ -248,6 +248,19 @@ impl TableWriter for SqliteWriter {
         })
     }
 
+    fn clear_range(&mut self, columns: &[String], range: &barge_core::KeyRange) -> Result<u64> {
+        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let (predicate, params) = crate::sql::range_predicate(&quoted, range);
+        if !self.in_transaction {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_err("starting a transaction"))?;
+            self.in_transaction = true;
+        }
+        let sql = format!("DELETE FROM {} WHERE {predicate}", quote(&self.table));
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(sqlite_err("clearing a range"))?;
+        crate::sql::bind(&mut stmt, &params)?;
+        stmt.raw_execute().map(|n| n as u64).map_err(sqlite_err("clearing a range"))
+    }
+
     fn commit(&mut self) -> Result<()> {
         if self.in_transaction {
             let table = &self.table;

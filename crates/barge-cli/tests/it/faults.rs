@@ -94,3 +94,102 @@ fn a_mysql_writer_killed_mid_range_is_retried() {
     assert!(t["retries"].as_u64().unwrap() >= 1, "{json}\n{}", run.stderr);
     assert_eq!(my.sql("SELECT count(*), count(DISTINCT id) FROM t")[0], ["600000", "600000"]);
 }
+
+/// `kill -9` at five points of a 1M-row copy (planning, reading, writing, committing), each time
+/// followed by `--resume`: the target always ends equal to the source, with no duplicate key.
+#[test]
+fn a_killed_copy_resumes_to_an_exact_copy() {
+    let (dir, pg) = (Dir::new(), PgDb::new("resume"));
+    dir.sql(
+        "src.db",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER NOT NULL, s TEXT NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000)
+         INSERT INTO t SELECT i, i * 7, printf('row %d', i) FROM n;",
+    );
+    let (from, to) = (dir.url("src.db"), pg.url());
+    let args = |state: &str, resume: bool| {
+        let mut args = vec!["copy", "--from", &from, "--to", &to, "--state", state, "--partitions", "16"];
+        args.extend(["--batch-rows", "4000", "--json"]);
+        if resume {
+            args.push("--resume");
+        }
+        args.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let (mut killed_running, mut resumed_midway) = (0, 0);
+    for delay_ms in [150, 600, 1100, 1700, 2600] {
+        // Each attempt starts from nothing: a fresh target table and a fresh ledger.
+        pg.sql("DROP TABLE IF EXISTS t");
+        let state = dir.path(&format!("state-{delay_ms}.db")).display().to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_barge"))
+            .args(args(&state, false))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            killed_running += 1;
+        }
+        child.kill().unwrap(); // SIGKILL: no cleanup of any kind
+        child.wait().unwrap();
+        let resumed = args(&state, true);
+        let mut run = barge(&resumed.iter().map(String::as_str).collect::<Vec<_>>());
+        if run.code == 2 && run.stderr.contains("nothing to resume") {
+            // Killed before its ledger started, so before writing anything: a fresh run it is.
+            let fresh = args(&state, false);
+            run = barge(&fresh.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        run.assert_code(0);
+        let json = run.json();
+        let t = table(&json, "t");
+        assert_eq!(t["verified"], true, "killed after {delay_ms} ms: {json}");
+        let kept = t["ranges_resumed"].as_u64().unwrap();
+        eprintln!("killed after {delay_ms} ms: {kept} of 16 ranges kept");
+        if kept > 0 && kept < 16 {
+            resumed_midway += 1;
+        }
+        assert_eq!(t["rows_written"], 1_000_000, "killed after {delay_ms} ms: {json}");
+        assert_eq!(
+            pg.sql("SELECT count(*), count(DISTINCT id) FROM t")[0],
+            [Some("1000000".into()), Some("1000000".into())],
+            "killed after {delay_ms} ms"
+        );
+    }
+    assert!(killed_running >= 4, "only {killed_running} of 5 kills hit a running copy");
+    assert!(resumed_midway >= 2, "only {resumed_midway} kills landed between committed ranges");
+}
+
+/// A ledger belongs to one pipeline: another file, or the same file changed, cannot resume it.
+#[test]
+fn a_ledger_from_another_pipeline_is_refused() {
+    let dir = Dir::new();
+    dir.sql("src.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');");
+    let write = |name: &str, extra: &str| {
+        let path = dir.path(name);
+        let text = format!("source = \"{}\"\ntarget = \"{}\"\n{extra}", dir.url("src.db"), dir.url("dst.db"));
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let state = dir.path("shared.state.db").display().to_string();
+    let first = write("nightly.toml", "[defaults]\nif_exists = \"truncate\"\n");
+    barge(&["run", &first, "--state", &state]).assert_code(0);
+    barge(&["run", &first, "--state", &state, "--resume"]).assert_code(0);
+    // The same name in another directory, with other content.
+    std::fs::create_dir(dir.path("other")).unwrap();
+    let other = write("other/nightly.toml", "[defaults]\nif_exists = \"append\"\n");
+    let run = barge(&["run", &other, "--state", &state, "--resume"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("another pipeline or command"), "{}", run.stderr);
+    // The first file, edited.
+    write("nightly.toml", "[defaults]\nif_exists = \"truncate\"\nworkers = 1\n");
+    let run = barge(&["run", &first, "--state", &state, "--resume"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("changed since"), "{}", run.stderr);
+    // Nothing recorded under a name.
+    let run = barge(&["run", &first, "--state", &dir.path("empty.db").display().to_string(), "--resume"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("nothing to resume"), "{}", run.stderr);
+    // The default ledger sits beside the pipeline file.
+    barge(&["run", &first]).assert_code(0);
+    assert!(dir.path("nightly.state.db").exists());
+}

@@ -1,0 +1,76 @@
+//! The ledger of a run, kept outside the process so that a run that dies can be resumed: each
+//! table's key ranges as planned, which ranges are committed in the target (with their row counts
+//! and digests), and the high-water marks of incremental tables. Stores implement
+//! [`StateStore`] (a SQLite file by default, a PostgreSQL schema to share a run between machines).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::{KeyRange, Scalar};
+
+/// A range committed in the target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RangeDone {
+    pub range: usize,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub rows_rejected: u64,
+    /// The range's source digests, as the runtime serialises them (opaque to stores).
+    pub digests: String,
+}
+
+/// What the ledger holds for one table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TableLedger {
+    /// The ranges as planned when the run started (a resumed run keeps them).
+    pub ranges: Vec<KeyRange>,
+    /// How the target table was prepared when the run started (`create`, `truncate`, `append`).
+    pub action: String,
+    /// Committed ranges, by range id.
+    pub done: BTreeMap<usize, RangeDone>,
+    /// Every range committed and the table finished (indexes built).
+    pub finished: bool,
+}
+
+/// What a run left behind.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunLedger {
+    /// By source table name.
+    pub tables: BTreeMap<String, TableLedger>,
+}
+
+/// Where runs keep their ledgers. Every method is one transaction in the store, so a crash leaves
+/// either the state before the call or after it.
+pub trait StateStore: Send + Sync {
+    /// The store, for messages (passwords redacted).
+    fn describe(&self) -> String;
+
+    /// Starts run `name` afresh: forgets what an earlier run of that name left (but not its
+    /// watermarks) and records `fingerprint`, the identity of what is being run.
+    fn start(&self, name: &str, fingerprint: &str) -> Result<()>;
+
+    /// What run `name` left, to resume it. A run that was never started, or one whose fingerprint
+    /// differs from `fingerprint` (another pipeline, or the file changed), is a configuration
+    /// error saying so.
+    fn resume(&self, name: &str, fingerprint: &str) -> Result<RunLedger>;
+
+    /// Records a table's planned ranges and its target action.
+    fn plan_table(&self, name: &str, table: &str, action: &str, ranges: &[KeyRange]) -> Result<()>;
+
+    /// Marks ranges done; called only after their rows are committed in the target.
+    fn ranges_done(&self, name: &str, table: &str, done: &[RangeDone]) -> Result<()>;
+
+    /// Marks a table finished.
+    fn table_finished(&self, name: &str, table: &str) -> Result<()>;
+
+    /// Marks the run complete (a later `--resume` has nothing to do).
+    fn finish(&self, name: &str) -> Result<()>;
+
+    /// The high-water mark of an incremental table, if one was committed.
+    fn watermark(&self, name: &str, table: &str) -> Result<Option<Scalar>>;
+
+    /// Records a high-water mark; called only after the rows up to it are committed.
+    fn set_watermark(&self, name: &str, table: &str, value: &Scalar) -> Result<()>;
+}
