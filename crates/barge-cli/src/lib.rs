@@ -72,6 +72,10 @@ struct RunArgs {
     /// (default: NAME.state.db beside the pipeline file).
     #[arg(long)]
     state: Option<String>,
+    /// For incremental tables: delete target rows whose key is gone from the source (found by
+    /// comparing range digests, then the mismatched ranges row by row).
+    #[arg(long)]
+    detect_deletes: bool,
 }
 
 #[derive(Args)]
@@ -249,7 +253,14 @@ fn load_pipeline(args: &PipelineArgs) -> Result<(barge_pipeline::Pipeline, usize
 
 fn plan(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     let (pipeline, workers, _) = load_pipeline(&args)?;
-    let prepared = pipeline::prepare(&pipeline, workers)?;
+    // Incremental tables plan from the default ledger's watermarks; planning creates no ledger.
+    let (name, spec) = default_state(&pipeline);
+    let watermarks = if std::path::Path::new(&spec).exists() {
+        watermarks(open_state(&spec)?.as_ref(), &name, &pipeline)?
+    } else {
+        Default::default()
+    };
+    let prepared = pipeline::prepare(&pipeline, workers, &watermarks, false)?;
     if args.json {
         println!("{}", serde_json::to_string(&prepared.report)?);
     } else {
@@ -273,8 +284,12 @@ fn open_state(spec: &str) -> Result<Arc<dyn barge_core::state::StateStore>, Erro
 }
 
 /// Starts a run's ledger, or reads it back to resume.
-fn run_state(spec: &str, name: &str, fingerprint: &str, resume: bool) -> Result<barge_exec::RunState, Error> {
-    let store = open_state(spec)?;
+fn run_state(
+    store: Arc<dyn barge_core::state::StateStore>,
+    name: &str,
+    fingerprint: &str,
+    resume: bool,
+) -> Result<barge_exec::RunState, Error> {
     let resume = if resume {
         Some(store.resume(name, fingerprint)?)
     } else {
@@ -282,6 +297,28 @@ fn run_state(spec: &str, name: &str, fingerprint: &str, resume: bool) -> Result<
         None
     };
     Ok(barge_exec::RunState { store, name: name.to_string(), resume })
+}
+
+/// The recorded high-water marks of a pipeline's incremental tables.
+fn watermarks(
+    store: &dyn barge_core::state::StateStore,
+    name: &str,
+    pipeline: &barge_pipeline::Pipeline,
+) -> Result<std::collections::HashMap<String, barge_core::Scalar>, Error> {
+    let mut marks = std::collections::HashMap::new();
+    for table in pipeline.incremental_tables() {
+        if let Some(mark) = store.watermark(name, table)? {
+            marks.insert(table.to_string(), mark);
+        }
+    }
+    Ok(marks)
+}
+
+/// The default ledger of a pipeline file: NAME.state.db beside it.
+fn default_state(pipeline: &barge_pipeline::Pipeline) -> (String, String) {
+    let name = pipeline.path.file_stem().map_or("pipeline".into(), |s| s.to_string_lossy().into_owned());
+    let spec = pipeline.path.with_file_name(format!("{name}.state.db")).display().to_string();
+    (name, spec)
 }
 
 fn fingerprint(parts: &[&str]) -> String {
@@ -296,21 +333,21 @@ fn fingerprint(parts: &[&str]) -> String {
 fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (mut pipeline, workers, batch_rows) = load_pipeline(&args.pipeline)?;
     let text = std::fs::read_to_string(&pipeline.path)?;
-    let name = pipeline.path.file_stem().map_or("pipeline".into(), |s| s.to_string_lossy().into_owned());
-    let state_spec = args
-        .state
-        .clone()
-        .unwrap_or_else(|| pipeline.path.with_file_name(format!("{name}.state.db")).display().to_string());
+    let (name, default_spec) = default_state(&pipeline);
+    let state_spec = args.state.clone().unwrap_or(default_spec);
     if args.resume {
         // The ledger decides what the target holds: nothing is truncated or refused as non-empty.
         pipeline.if_exists = IfExists::Append;
     }
-    let prepared = pipeline::prepare(&pipeline, workers)?;
+    let store = open_state(&state_spec)?;
+    let watermarks = watermarks(store.as_ref(), &name, &pipeline)?;
+    let prepared = pipeline::prepare(&pipeline, workers, &watermarks, args.detect_deletes)?;
     if !prepared.report.ok {
         return Err(pipeline::risks_error(&prepared.report).into());
     }
     // The ledger starts once the plan is accepted and before anything is written (see copy).
-    let state = run_state(&state_spec, &name, &fingerprint(&[&text, &pipeline.source, &pipeline.target]), args.resume)?;
+    let print = fingerprint(&[&text, &pipeline.source, &pipeline.target]);
+    let state = run_state(store, &name, &print, args.resume)?;
     for table in &prepared.report.tables {
         for risk in table.risks.iter().filter(|r| r.accepted) {
             tracing::warn!(
@@ -390,7 +427,7 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
             let if_exists = format!("{:?}", args.if_exists as u8);
             let tables = args.endpoints.tables.join(",");
             let print = fingerprint(&[from, to, &tables, &if_exists]);
-            Some(run_state(spec, "copy", &print, args.resume)?)
+            Some(run_state(open_state(spec)?, "copy", &print, args.resume)?)
         }
         None => None,
     };

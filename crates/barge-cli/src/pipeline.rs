@@ -38,6 +38,9 @@ pub struct TablePreview {
     pub filter: Option<String>,
     pub conflict: barge_core::Conflict,
     pub error_budget: String,
+    /// Incremental tables: the watermark column, the mark this run reads from, and the one it records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<barge_plan::Incremental>,
     pub partitions: Vec<PartitionPreview>,
     /// The CREATE TABLE barge will run (`None` when the table exists).
     pub ddl: Option<String>,
@@ -75,7 +78,12 @@ pub struct Prepared {
 }
 
 /// Plans `pipeline` and assesses every table's data against its target. Writes nothing.
-pub fn prepare(pipeline: &Pipeline, workers: usize) -> Result<Prepared, Error> {
+pub fn prepare(
+    pipeline: &Pipeline,
+    workers: usize,
+    watermarks: &HashMap<String, barge_core::Scalar>,
+    detect_deletes: bool,
+) -> Result<Prepared, Error> {
     let (from, to) = (pipeline.source.as_str(), pipeline.target.as_str());
     let source_engine = engines::for_url(from)?;
     let target_engine = engines::for_url(to)?;
@@ -92,7 +100,7 @@ pub fn prepare(pipeline: &Pipeline, workers: usize) -> Result<Prepared, Error> {
         )));
     }
     let source = source_engine.open_source(from)?;
-    let request = pipeline.request(workers, target_engine.name());
+    let request = pipeline.request(workers, target_engine.name(), watermarks, detect_deletes)?;
     let source_plan = plan_sources(source.as_ref(), &request)?;
     let target = target_engine.open_target(to)?;
     let plan = plan_targets(target.as_ref(), source_plan, pipeline.if_exists)?;
@@ -190,6 +198,7 @@ fn preview(
         filter: table.source.filter.clone(),
         conflict: table.conflict,
         error_budget: table.budget.to_string(),
+        incremental: table.incremental.clone(),
         partitions: table
             .ranges
             .iter()
@@ -267,6 +276,16 @@ pub fn render(report: &PlanReport) -> String {
         ));
         if let Some(filter) = &t.filter {
             out.push_str(&format!("  where {filter}\n"));
+        }
+        if let Some(inc) = &t.incremental {
+            let mark = |m: &Option<barge_core::Scalar>| m.as_ref().map_or("-".to_string(), ToString::to_string);
+            out.push_str(&format!(
+                "  incremental on {}: rows from {} (last mark less lookback), recording {}{}\n",
+                inc.column,
+                inc.since.as_ref().map_or("the start".to_string(), ToString::to_string),
+                mark(&inc.until),
+                if inc.detect_deletes { ", deletes detected" } else { "" }
+            ));
         }
         out.push_str(&format!("  {} partition(s):\n", t.partitions.len()));
         for p in &t.partitions {

@@ -63,11 +63,26 @@ pub trait Source: Send + Sync {
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()>;
 
+    /// The largest value of `column` among the rows `table` selects (its `filter`, not its
+    /// `window`), in the engine's own representation, as incremental watermarks are kept.
+    fn column_max(&self, table: &TableInfo, column: &str) -> Result<Option<crate::Scalar>>;
+
     /// Conversions the reads of `table` applied that a user must hear about (e.g. "column `d`: 3
     /// zero dates read as NULL"), one line each; reported with the table and logged.
     fn notices(&self, table: &str) -> Vec<crate::Notice> {
         let _ = table;
         Vec::new()
+    }
+}
+
+/// Rows per DELETE statement of [`Target::delete_keys`].
+pub const DELETE_CHUNK: usize = 500;
+
+/// The values of one reported key (a JSON array, or a lone value for a one-column key).
+pub fn key_values(key: &serde_json::Value) -> Vec<&serde_json::Value> {
+    match key {
+        serde_json::Value::Array(values) => values.iter().collect(),
+        single => vec![single],
     }
 }
 
@@ -174,6 +189,11 @@ pub trait Target: Send + Sync {
     /// After a table barge created has been loaded: builds its secondary and unique indexes (faster
     /// than maintaining them row by row) and starts identity generators after the largest value.
     fn finish_table(&self, table: &str, source: &TableInfo) -> Result<()>;
+
+    /// Deletes the rows whose key `columns` hold one of `keys` (each a JSON array of the key's
+    /// values, as verification reports keys): rows gone from the source of an incremental table.
+    /// Returns the rows deleted.
+    fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64>;
 
     /// Adds foreign keys once every table is loaded (so load order does not matter).
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[crate::ForeignKeyInfo]) -> Result<()>;

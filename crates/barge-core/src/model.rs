@@ -146,6 +146,9 @@ pub struct TableInfo {
     /// A row filter in the source's SQL (a pipeline's `where`), applied by the engine to every
     /// read, sample and statistic of this table. Engines describe tables without one.
     pub filter: Option<String>,
+    /// Only rows whose column is at least this value (an incremental table's watermark), applied
+    /// like `filter`; the engine renders the value in the column's type.
+    pub window: Option<(String, Scalar)>,
 }
 
 /// An index over plain columns.

@@ -28,6 +28,12 @@ pub struct TableReport {
     pub retries: u64,
     /// Ranges an earlier, interrupted run had committed (`--resume`): kept, not copied again.
     pub ranges_resumed: usize,
+    /// Target rows deleted because their key is gone from the source (incremental tables with
+    /// delete detection).
+    pub rows_deleted: u64,
+    /// The high-water mark recorded for an incremental table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<barge_core::Scalar>,
     /// Where the rejected rows are (when there are any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejects_file: Option<String>,

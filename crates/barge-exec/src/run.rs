@@ -9,7 +9,7 @@ use barge_core::{
     Budget, Error, KeyRange, KeySpec, RejectLog, Result, Scalar, Source, TableInfo, Target, WriteOptions,
 };
 use barge_plan::partition::{integer_bounds, plan_ranges};
-use barge_plan::{Plan, SourcePlan, TableAction};
+use barge_plan::{Incremental, Plan, SourcePlan, TableAction};
 use barge_verify::{Buckets, Digest, KeyDiff, is_bucket_key, narrow_range};
 
 use crate::pipeline::{CopyCounters, CopyJob, RangeDigests, copy_table, digest_ranges};
@@ -60,6 +60,9 @@ fn action_name(action: TableAction) -> &'static str {
         TableAction::Append => "append",
     }
 }
+
+/// Rounds of deleting the keys a comparison lists as gone from the source, at most.
+const MAX_DELETE_ROUNDS: usize = 1000;
 
 /// Retries of a range that fails transiently, unless told otherwise.
 pub const DEFAULT_RETRIES: u32 = 3;
@@ -220,7 +223,9 @@ pub fn copy(
         progress.started(name, Phase::Copy, table.source.estimated_rows);
         let fields: Vec<Field> = table.columns.iter().map(|c| c.field.clone()).collect();
         let counters = CopyCounters::default();
-        let buckets = if options.verify { bucket_layout(source, &table.source, &table.output, ranges)? } else { None };
+        let detect_deletes = table.incremental.as_ref().is_some_and(|i| i.detect_deletes);
+        let compare = options.verify || detect_deletes;
+        let buckets = if compare { bucket_layout(source, &table.source, &table.output, ranges)? } else { None };
         let tolerant = table.budget.tolerates_rejects() || options.run_budget.tolerates_rejects();
         if tolerant && options.rejects.is_none() {
             return Err(Error::Config(format!("table `{name}` has an error budget but no reject directory")));
@@ -235,7 +240,9 @@ pub fn copy(
             output: &table.output,
             transform: table.transform.as_deref(),
             write_options: WriteOptions {
-                conflict: table.conflict,
+                // A table barge created holds only this run's rows, whose keys are unique: no
+                // conflicts (and PostgreSQL builds the key only after the load).
+                conflict: if *created { barge_core::Conflict::Error } else { table.conflict },
                 key: table.output.key_columns().into_iter().map(str::to_string).collect(),
                 isolate_rows: tolerant,
             },
@@ -254,7 +261,7 @@ pub fn copy(
                 // Ranges an earlier attempt may have committed without recording: cleared first.
                 clear: earlier.is_some(),
             }),
-            hash: options.verify,
+            hash: compare,
             buckets: buckets.as_ref(),
             progress,
         };
@@ -299,7 +306,12 @@ pub fn copy(
         let copy_seconds = table_started.elapsed().as_secs_f64();
         let rejected_note = if rows_rejected > 0 { format!(", {rows_rejected} rejected") } else { String::new() };
         progress.finished(name, Phase::Copy, &format!("{rows_written} rows{rejected_note} in {copy_seconds:.2}s"));
-        let verdict = if options.verify {
+        // An incremental table's watermark is recorded once its rows are committed.
+        if let (Some(state), Some(Incremental { until: Some(until), .. })) = (&options.state, &table.incremental) {
+            state.store.set_watermark(&state.name, name, until)?;
+        }
+        let mut rows_deleted = 0;
+        let verdict = if compare {
             if sum(digests.iter().flatten()).rows != rows_written {
                 return Err(Error::engine(
                     format!("verifying `{name}`"),
@@ -310,29 +322,47 @@ pub fn copy(
                 Some(reader) => reader.clone(),
                 None => reader.insert(target_reader()?).clone(),
             };
-            let target_info = reader.table(&table.target_table)?;
+            // An incremental run read a window of the table; the comparison covers all of it.
+            let whole = TableInfo { window: None, ..table.source.clone() };
             let transformed = table.transform.as_deref().map(|transform| TransformedSource {
                 inner: source,
-                read: &table.source,
+                read: &whole,
                 output: &table.output,
                 transform,
             });
             let (verify_source, verify_info): (&dyn Source, &TableInfo) = match &transformed {
                 Some(t) => (t, &table.output),
-                None => (source, &table.source),
+                None => (source, &whole),
             };
-            Some(verify_table(
-                verify_source,
-                verify_info,
-                reader.as_ref(),
-                target_info,
-                ranges,
-                Some(digests),
-                buckets.as_ref(),
-                options,
-                &pool,
-                progress,
-            )?)
+            let compare_once = |digests: Option<RangeDigests>| {
+                verify_table(
+                    verify_source,
+                    verify_info,
+                    reader.as_ref(),
+                    reader.table(&table.target_table)?,
+                    ranges,
+                    digests,
+                    buckets.as_ref(),
+                    options,
+                    &pool,
+                    progress,
+                )
+            };
+            let mut verdict = compare_once(table.incremental.is_none().then_some(digests))?;
+            // Keys in the target that the source no longer has: deleted, then compared again (a
+            // verdict lists a bounded number of keys at a time).
+            let key: Vec<String> = table.output.key_columns().into_iter().map(str::to_string).collect();
+            let mut rounds = 0;
+            while detect_deletes && verdict.diff.extra_total > 0 && rounds < MAX_DELETE_ROUNDS {
+                let deleted = target.delete_keys(&table.target_table, &key, &verdict.diff.extra)?;
+                if deleted == 0 {
+                    break;
+                }
+                rows_deleted += deleted;
+                rounds += 1;
+                verdict = compare_once(None)?;
+            }
+            options.verify.then_some(verdict)
         } else {
             None
         };
@@ -350,6 +380,8 @@ pub fn copy(
             transformed: table.transform.is_some(),
             retries: counters.retries.load(Ordering::Relaxed),
             ranges_resumed: earlier.map_or(0, |e| e.done.len()),
+            rows_deleted,
+            watermark: table.incremental.as_ref().and_then(|i| i.until.clone()),
             rejects_file: options
                 .rejects
                 .as_ref()
@@ -436,6 +468,7 @@ fn align(target: TableInfo, source: &TableInfo) -> Result<TableInfo> {
         indexes: Vec::new(),
         foreign_keys: Vec::new(),
         filter: None,
+        window: None,
     })
 }
 

@@ -34,6 +34,10 @@ impl Source for TransformedSource<'_> {
         self.inner.sample_keys(self.read, range, target)
     }
 
+    fn column_max(&self, _table: &TableInfo, column: &str) -> Result<Option<barge_core::Scalar>> {
+        self.inner.column_max(self.read, column)
+    }
+
     fn read_range(
         &self,
         _table: &TableInfo,

@@ -101,7 +101,11 @@ pub(crate) fn bound(value: &Scalar) -> String {
 /// `cols >= lo AND cols < hi`, row values for composite keys, in the columns' own collation.
 fn range_predicate(table: &TableInfo, range: &KeyRange) -> String {
     let columns: Vec<String> = table.range_columns().iter().map(|c| quote(c)).collect();
-    table.filtered(barge_core::model::range_predicate(&columns, range, "1", |_, value| bound(value)))
+    let predicate = table.filtered(barge_core::model::range_predicate(&columns, range, "1", |_, value| bound(value)));
+    match &table.window {
+        Some((column, from)) => format!("{predicate} AND {} >= {}", quote(column), bound(from)),
+        None => predicate,
+    }
 }
 
 fn scalar_of(table: &TableInfo, column: &str, value: &Option<Vec<u8>>) -> Scalar {
@@ -256,6 +260,7 @@ impl MySource {
             indexes,
             foreign_keys: foreign_keys.into_iter().map(|(_, fk)| fk).collect(),
             filter: None,
+            window: None,
         })
     }
 }
@@ -284,6 +289,19 @@ impl barge_core::Source for MySource {
             table.estimated_rows = text(&count[0][0]).parse().unwrap_or(0);
         }
         Ok(table)
+    }
+
+    fn column_max(&self, table: &TableInfo, column: &str) -> Result<Option<Scalar>> {
+        let mut conn = connect(&self.url)?;
+        let sql =
+            format!("SELECT MAX({}) FROM {} WHERE {}", quote(column), quote(&table.name), table.filtered("1".into()));
+        let rows = conn.rows(&sql, "reading a watermark")?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .flatten()
+            .map(|v| scalar_of(table, column, &Some(v))))
     }
 
     fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats> {

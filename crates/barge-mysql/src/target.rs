@@ -195,6 +195,35 @@ impl barge_core::Target for MyTarget {
         Ok(())
     }
 
+    fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let lhs = format!("({})", columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "));
+        let mut deleted = 0;
+        for chunk in keys.chunks(barge_core::engine::DELETE_CHUNK) {
+            let tuples: Vec<String> = chunk
+                .iter()
+                .map(|key| {
+                    let literals: Vec<String> = barge_core::engine::key_values(key)
+                        .iter()
+                        .map(|v| match v {
+                            serde_json::Value::Null => "NULL".to_string(),
+                            serde_json::Value::String(s) => literal(s),
+                            serde_json::Value::Bool(b) => i32::from(*b).to_string(),
+                            other => other.to_string(),
+                        })
+                        .collect();
+                    format!("({})", literals.join(", "))
+                })
+                .collect();
+            conn.exec(
+                &format!("DELETE FROM {} WHERE {lhs} IN ({})", quote(table), tuples.join(", ")),
+                "deleting rows gone from the source",
+            )?;
+            deleted += conn.conn.affected_rows();
+        }
+        Ok(deleted)
+    }
+
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[ForeignKeyInfo]) -> Result<()> {
         let mut conn = self.conn()?;
         let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use barge_core::{Budget, Conflict, Error, Result, TableInfo};
+use barge_core::{Budget, Conflict, Error, Result, Scalar, TableInfo};
 use barge_plan::{CompileTransform, CopyRequest, IfExists, Risk, TableRequest};
 use serde::Deserialize;
 use toml::Spanned;
@@ -57,6 +57,24 @@ struct TableModel {
     conflict: Option<Conflict>,
     error_budget: Option<Spanned<BudgetValue>>,
     partitions: Option<usize>,
+    #[serde(default)]
+    mode: Mode,
+    watermark: Option<String>,
+    lookback: Option<i64>,
+    #[serde(default)]
+    detect_deletes: bool,
+}
+
+/// How a table is copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every row, each run.
+    #[default]
+    Full,
+    /// Rows whose watermark column reached the last run's high-water mark (less `lookback`),
+    /// upserted.
+    Incremental,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +136,9 @@ pub struct PipelineTable {
     pub drop: Vec<String>,
     /// Risks the file accepts, per target column.
     pub accept: HashMap<String, Vec<Risk>>,
+    /// Incremental tables: the watermark column, the lookback (in the column's units: seconds
+    /// for timestamps, days for dates) and whether deletes are detected.
+    pub incremental: Option<(String, i64, bool)>,
 }
 
 /// 1-based line of a byte offset.
@@ -205,17 +226,44 @@ impl Pipeline {
             if table.partitions == Some(0) {
                 return Err(at(table.source.span(), "partitions must be at least 1".into()));
             }
+            let incremental = match (table.mode, &table.watermark) {
+                (Mode::Incremental, Some(column)) => {
+                    Some((column.clone(), table.lookback.unwrap_or(0), table.detect_deletes))
+                }
+                (Mode::Incremental, None) => {
+                    return Err(at(
+                        table.source.span(),
+                        "mode = \"incremental\" needs `watermark = \"column\"`".into(),
+                    ));
+                }
+                (Mode::Full, None) if table.lookback.is_none() && !table.detect_deletes => None,
+                (Mode::Full, _) => {
+                    return Err(at(
+                        table.source.span(),
+                        "`watermark`, `lookback` and `detect_deletes` apply to mode = \"incremental\"".into(),
+                    ));
+                }
+            };
+            if table.lookback.is_some_and(|l| l < 0) {
+                return Err(at(table.source.span(), "lookback cannot be negative".into()));
+            }
             tables.push(PipelineTable {
                 source: table.source.get_ref().clone(),
                 target: table.target.clone().unwrap_or_else(|| table.source.get_ref().clone()),
                 key: table.key.clone(),
                 filter: table.filter.as_ref().map(interpolate).transpose()?,
-                conflict: table.conflict.or(defaults.conflict).unwrap_or_default(),
+                // Incremental rows come again when they change: upserted unless told otherwise.
+                conflict: table.conflict.or(defaults.conflict).unwrap_or(if incremental.is_some() {
+                    Conflict::Upsert
+                } else {
+                    Conflict::Error
+                }),
                 budget: budget(&table.error_budget, default_budget)?,
                 partitions: table.partitions,
                 columns,
                 drop: table.drop.clone(),
                 accept,
+                incremental,
             });
         }
         let base = path.parent().unwrap_or(Path::new("."));
@@ -247,12 +295,20 @@ impl Pipeline {
     }
 
     /// The copy request this pipeline makes of the planner. `target_engine` names the target's
-    /// engine, for column `type` overrides.
-    pub fn request(&self, workers: usize, target_engine: &str) -> CopyRequest {
+    /// engine, for column `type` overrides; `watermarks` gives each incremental table's last
+    /// recorded high-water mark; `detect_deletes` turns delete detection on for every
+    /// incremental table.
+    pub fn request(
+        &self,
+        workers: usize,
+        target_engine: &str,
+        watermarks: &HashMap<String, Scalar>,
+        detect_deletes: bool,
+    ) -> Result<CopyRequest> {
         let tables = self
             .tables
             .iter()
-            .map(|t| {
+            .map(|t| -> Result<TableRequest> {
                 let spec = TransformSpec {
                     columns: t.columns.clone(),
                     drop: t.drop.clone(),
@@ -263,7 +319,14 @@ impl Pipeline {
                     Arc::new(move |table: &TableInfo| spec.compile(table).map(|c| c as Arc<dyn barge_core::Transform>))
                         as CompileTransform
                 });
-                TableRequest {
+                let (watermark, since, deletes) = match &t.incremental {
+                    Some((column, lookback, deletes)) => {
+                        let since = watermarks.get(&t.source).map(|mark| look_back(mark, *lookback)).transpose()?;
+                        (Some(column.clone()), since, *deletes || detect_deletes)
+                    }
+                    None => (None, None, false),
+                };
+                Ok(TableRequest {
                     source: t.source.clone(),
                     target: Some(t.target.clone()),
                     key: t.key.clone(),
@@ -272,15 +335,51 @@ impl Pipeline {
                     conflict: t.conflict,
                     budget: t.budget,
                     partitions: t.partitions,
-                }
+                    watermark,
+                    since,
+                    detect_deletes: deletes,
+                })
             })
-            .collect();
-        CopyRequest { tables, partitions: self.partitions, workers, conflict: self.conflict, budget: self.budget }
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CopyRequest { tables, partitions: self.partitions, workers, conflict: self.conflict, budget: self.budget })
+    }
+
+    /// The incremental tables, by source name.
+    pub fn incremental_tables(&self) -> Vec<&str> {
+        self.tables.iter().filter(|t| t.incremental.is_some()).map(|t| t.source.as_str()).collect()
     }
 
     /// Risks accepted for `column` of target table `table`.
     pub fn accepted(&self, table: &str) -> HashMap<String, Vec<Risk>> {
         self.tables.iter().find(|t| t.target == table).map(|t| t.accept.clone()).unwrap_or_default()
+    }
+}
+
+/// A watermark moved back by `lookback`: integers by that much, timestamps by that many seconds,
+/// dates by that many days (in the text form the engine gave them).
+pub fn look_back(mark: &Scalar, lookback: i64) -> Result<Scalar> {
+    if lookback == 0 {
+        return Ok(mark.clone());
+    }
+    match mark {
+        Scalar::Int(v) => Ok(Scalar::Int(v.saturating_sub(lookback))),
+        Scalar::UInt(v) => Ok(Scalar::UInt(v.saturating_sub(lookback.unsigned_abs()))),
+        Scalar::Text(t) if t.trim().len() <= 10 && barge_core::text::parse_date(t).is_some() => {
+            let days = barge_core::text::parse_date(t).expect("checked") - i32::try_from(lookback).unwrap_or(i32::MAX);
+            let mut out = String::new();
+            barge_core::text::format_date(days, &mut out);
+            Ok(Scalar::Text(out))
+        }
+        Scalar::Text(t) => match barge_core::text::parse_datetime(t) {
+            Some(micros) => {
+                let mut out = String::new();
+                let zoned = t.ends_with('Z') || t.rfind(['+']).is_some_and(|i| i > 10);
+                barge_core::text::format_datetime(micros - lookback.saturating_mul(1_000_000), zoned, &mut out);
+                Ok(Scalar::Text(out))
+            }
+            None => Err(Error::Config(format!("lookback needs an integer, date or timestamp watermark, not `{t}`"))),
+        },
+        other => Err(Error::Config(format!("lookback needs an integer, date or timestamp watermark, not {other}"))),
     }
 }
 
@@ -333,6 +432,18 @@ mod tests {
 
     fn parse(text: &str) -> Result<Pipeline> {
         Pipeline::parse(text, Path::new("p.toml"), &env)
+    }
+
+    #[test]
+    fn lookback_moves_integers_dates_and_timestamps_back() {
+        assert_eq!(look_back(&Scalar::Int(100), 10).unwrap(), Scalar::Int(90));
+        assert_eq!(look_back(&Scalar::Text("2024-03-01".into()), 1).unwrap(), Scalar::Text("2024-02-29".into()));
+        assert_eq!(
+            look_back(&Scalar::Text("2024-03-01 00:00:30".into()), 60).unwrap(),
+            Scalar::Text("2024-02-29 23:59:30".into())
+        );
+        assert_eq!(look_back(&Scalar::Text("abc".into()), 0).unwrap(), Scalar::Text("abc".into()));
+        assert!(look_back(&Scalar::Text("abc".into()), 5).is_err());
     }
 
     #[test]

@@ -669,6 +669,7 @@ mod tests {
             indexes: Vec::new(),
             foreign_keys: Vec::new(),
             filter: None,
+            window: None,
         }
     }
 

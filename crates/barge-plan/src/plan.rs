@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow_schema::Field;
 use barge_core::types::{Fidelity, fidelity};
 use barge_core::{
-    Budget, Conflict, Error, KeyRange, KeySpec, Result, Source, TableInfo, Target, TargetColumn, Transform,
+    Budget, Conflict, Error, KeyRange, KeySpec, Result, Scalar, Source, TableInfo, Target, TargetColumn, Transform,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +49,14 @@ pub struct TableRequest {
     pub budget: Budget,
     /// Ranges for this table (overrides the request's).
     pub partitions: Option<usize>,
+    /// Incremental: the watermark column, whose current largest value the run records once the
+    /// table is committed.
+    pub watermark: Option<String>,
+    /// Incremental: read only rows whose watermark is at least this (the last run's mark, less
+    /// the lookback).
+    pub since: Option<Scalar>,
+    /// Delete target rows whose key is gone from the source (found through range digests).
+    pub detect_deletes: bool,
 }
 
 impl TableRequest {
@@ -68,6 +76,8 @@ impl std::fmt::Debug for TableRequest {
             .field("transform", &self.transform.is_some())
             .field("conflict", &self.conflict)
             .field("budget", &self.budget)
+            .field("watermark", &self.watermark)
+            .field("since", &self.since)
             .finish()
     }
 }
@@ -97,6 +107,18 @@ pub struct SourceTablePlan {
     pub conflict: Conflict,
     pub budget: Budget,
     pub ranges: Vec<KeyRange>,
+    pub incremental: Option<Incremental>,
+}
+
+/// An incremental table: what this run reads and the watermark it records.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Incremental {
+    pub column: String,
+    /// Rows with the watermark at least this were read (`None`: the first run reads everything).
+    pub since: Option<Scalar>,
+    /// The watermark's largest value when the run planned the table, recorded once it committed.
+    pub until: Option<Scalar>,
+    pub detect_deletes: bool,
 }
 
 /// The source half of a plan.
@@ -133,6 +155,27 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
             table.key = KeySpec::Primary(columns);
         }
         table.filter = table_request.filter.clone();
+        let incremental = match &table_request.watermark {
+            Some(column) => {
+                if table.schema.index_of(column).is_err() {
+                    return Err(Error::UnknownColumn { table: name.clone(), column: column.clone() });
+                }
+                if !table.key.is_primary() {
+                    return Err(Error::Config(format!(
+                        "table `{name}` is incremental but has no key to upsert by: set `key`"
+                    )));
+                }
+                let until = source.column_max(&table, column)?;
+                table.window = table_request.since.clone().map(|since| (column.clone(), since));
+                Some(Incremental {
+                    column: column.clone(),
+                    since: table_request.since.clone(),
+                    until,
+                    detect_deletes: table_request.detect_deletes,
+                })
+            }
+            None => None,
+        };
         let parts = table_request
             .partitions
             .or(request.partitions)
@@ -158,6 +201,7 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
             conflict: table_request.conflict,
             budget: table_request.budget,
             ranges,
+            incremental,
         });
     }
     Ok(SourcePlan { tables })
@@ -193,6 +237,7 @@ fn output_table(table: &TableInfo, transform: &dyn Transform) -> Result<TableInf
         indexes: Vec::new(),
         foreign_keys: Vec::new(),
         filter: None,
+        window: None,
     })
 }
 
@@ -233,6 +278,7 @@ pub struct TablePlan {
     pub ranges: Vec<KeyRange>,
     pub conflict: Conflict,
     pub budget: Budget,
+    pub incremental: Option<Incremental>,
 }
 
 /// A validated copy plan.
@@ -246,7 +292,9 @@ pub struct Plan {
 /// here, for all tables, before the first row moves.
 pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExists) -> Result<Plan> {
     let mut tables = Vec::with_capacity(sources.tables.len());
-    for SourceTablePlan { source, output, transform, target_table, conflict, budget, ranges } in sources.tables {
+    for SourceTablePlan { source, output, transform, target_table, conflict, budget, ranges, incremental } in
+        sources.tables
+    {
         let name = target_table.clone();
         let action = match (target.table_rows(&name)?, if_exists) {
             (None, _) => TableAction::Create,
@@ -288,7 +336,18 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
             }
             columns.push(ColumnPlan { field: field.as_ref().clone(), target: column, fidelity });
         }
-        tables.push(TablePlan { target_table, source, output, transform, action, columns, ranges, conflict, budget });
+        tables.push(TablePlan {
+            target_table,
+            source,
+            output,
+            transform,
+            action,
+            columns,
+            ranges,
+            conflict,
+            budget,
+            incremental,
+        });
     }
     Ok(Plan { tables })
 }

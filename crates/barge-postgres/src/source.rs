@@ -111,11 +111,19 @@ fn range_predicate(table: &TableInfo, range: &KeyRange) -> String {
         _ => table.range_columns().into_iter().map(|c| (quote(&c), native_of(table, &c))).collect(),
     };
     let names: Vec<String> = columns.iter().map(|(c, _)| c.clone()).collect();
-    table.filtered(barge_core::model::range_predicate(&names, range, "true", |i, value| match (&table.key, value) {
-        // Block ranges over ctid: (block, 0) is the first tuple a block can hold.
-        (KeySpec::Locator(_), Scalar::Int(block)) => format!("'({block},0)'::tid"),
-        _ => bound_literal(value, &columns[i].1),
-    }))
+    let predicate = table.filtered(barge_core::model::range_predicate(&names, range, "true", |i, value| {
+        match (&table.key, value) {
+            // Block ranges over ctid: (block, 0) is the first tuple a block can hold.
+            (KeySpec::Locator(_), Scalar::Int(block)) => format!("'({block},0)'::tid"),
+            _ => bound_literal(value, &columns[i].1),
+        }
+    }));
+    match &table.window {
+        Some((column, from)) => {
+            format!("{predicate} AND {} >= {}", quote(column), bound_literal(from, &native_of(table, column)))
+        }
+        None => predicate,
+    }
 }
 
 /// The SELECT-list expression reading a column: types without a binary codec are cast to text.
@@ -286,7 +294,26 @@ impl barge_core::Source for PgSource {
                 indexes,
                 foreign_keys,
                 filter: None,
+                window: None,
             })
+        })
+    }
+
+    fn column_max(&self, table: &TableInfo, column: &str) -> Result<Option<Scalar>> {
+        let native = native_of(table, column);
+        let expr = if is_integer(&native) { "max({0})::int8::text" } else { "max({0})::text" };
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {}",
+            expr.replace("{0}", &quote(column)),
+            self.qualified(&table.name),
+            table.filtered("true".into())
+        );
+        self.with_client(|client| {
+            let row = runtime().block_on(client.query_one(&sql, &[])).map_err(pg_err("reading a watermark"))?;
+            Ok(row.get::<_, Option<String>>(0).map(|v| match v.parse::<i64>() {
+                Ok(i) if is_integer(&native) => Scalar::Int(i),
+                _ => Scalar::Text(v),
+            }))
         })
     }
 

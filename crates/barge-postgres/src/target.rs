@@ -224,6 +224,40 @@ impl barge_core::Target for PgTarget {
         })
     }
 
+    fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+        let described = self.describe(table)?;
+        let type_of =
+            |c: &str| described.iter().find(|(n, _, _)| n == c).map_or("text".to_string(), |(_, t, _)| t.clone());
+        let types: Vec<String> = columns.iter().map(|c| type_of(c)).collect();
+        let lhs = format!("({})", columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "));
+        let mut deleted = 0;
+        for chunk in keys.chunks(barge_core::engine::DELETE_CHUNK) {
+            let tuples: Vec<String> = chunk
+                .iter()
+                .map(|key| {
+                    let values = barge_core::engine::key_values(key);
+                    let literals: Vec<String> = values
+                        .iter()
+                        .zip(&types)
+                        .map(|(v, t)| match v {
+                            serde_json::Value::Null => "NULL".to_string(),
+                            serde_json::Value::String(s) => format!("{}::{t}", literal(s)),
+                            other => format!("{}::{t}", literal(&other.to_string())),
+                        })
+                        .collect();
+                    format!("({})", literals.join(", "))
+                })
+                .collect();
+            let sql = format!("DELETE FROM {} WHERE {lhs} IN ({})", self.qualified(table), tuples.join(", "));
+            deleted += self.admin(|client| {
+                runtime()
+                    .block_on(client.execute(sql.as_str(), &[]))
+                    .map_err(pg_err("deleting rows gone from the source"))
+            })?;
+        }
+        Ok(deleted)
+    }
+
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[barge_core::ForeignKeyInfo]) -> Result<()> {
         let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
         self.admin(|client| {

@@ -137,6 +137,17 @@ fn key_of(row: &rusqlite::Row<'_>, columns: std::ops::Range<usize>) -> Result<Ke
     columns.map(|i| row.get_ref(i).map(scalar_of).map_err(sqlite_err("reading a key"))).collect()
 }
 
+/// `predicate` restricted to the table's window (`column >= ?`), its value appended to `params`.
+fn windowed(table: &TableInfo, predicate: String, params: &mut Vec<Scalar>) -> String {
+    match &table.window {
+        Some((column, from)) => {
+            params.push(from.clone());
+            format!("{predicate} AND {} >= ?", quote(column))
+        }
+        None => predicate,
+    }
+}
+
 fn range_columns_sql(table: &TableInfo) -> Vec<String> {
     match &table.key {
         KeySpec::Locator(_) => vec![ROWID.to_string()],
@@ -233,14 +244,26 @@ impl barge_core::Source for SqliteSource {
                 indexes,
                 foreign_keys,
                 filter: None,
+                window: None,
             })
+        })
+    }
+
+    fn column_max(&self, table: &TableInfo, column: &str) -> Result<Option<Scalar>> {
+        let query =
+            format!("SELECT max({}) FROM {} WHERE {}", quote(column), quote(&table.name), table.filtered("1".into()));
+        self.with_conn(|conn| {
+            let max = conn
+                .query_row(&query, [], |row| row.get_ref(0).map(scalar_of))
+                .map_err(sqlite_err("reading a watermark"))?;
+            Ok((max != Scalar::Null).then_some(max))
         })
     }
 
     fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats> {
         let columns = range_columns_sql(table);
-        let (predicate, params) = sql::range_predicate(&columns, range);
-        let predicate = table.filtered(predicate);
+        let (predicate, mut params) = sql::range_predicate(&columns, range);
+        let predicate = windowed(table, table.filtered(predicate), &mut params);
         let single = columns.len() == 1;
         let select = if single { format!("count(*), min({0}), max({0})", columns[0]) } else { "count(*)".into() };
         let query = format!("SELECT {select} FROM {} WHERE {predicate}", quote(&table.name));
@@ -260,8 +283,8 @@ impl barge_core::Source for SqliteSource {
         let rows = self.key_stats(table, range)?.rows;
         let step = usize::try_from(rows / target.max(1) as u64).unwrap_or(usize::MAX).max(1);
         let columns = range_columns_sql(table);
-        let (predicate, params) = sql::range_predicate(&columns, range);
-        let predicate = table.filtered(predicate);
+        let (predicate, mut params) = sql::range_predicate(&columns, range);
+        let predicate = windowed(table, table.filtered(predicate), &mut params);
         let list = columns.join(", ");
         // An ordered scan of the key index, keeping every step-th key: exact quantiles, in the
         // database's own collation, at the cost of reading the key column once.
@@ -296,8 +319,8 @@ impl barge_core::Source for SqliteSource {
             .map(|f| kind_of(f.metadata().get(META_NATIVE_TYPE).map_or("", String::as_str), &table.name, f.name()))
             .collect::<Result<_>>()?;
         let list = table.schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
-        let (predicate, params) = sql::range_predicate(&range_columns_sql(table), range);
-        let predicate = table.filtered(predicate);
+        let (predicate, mut params) = sql::range_predicate(&range_columns_sql(table), range);
+        let predicate = windowed(table, table.filtered(predicate), &mut params);
         let query = format!("SELECT {list} FROM {} WHERE {predicate}", quote(&table.name));
         let key_columns: Vec<usize> = match &table.key {
             KeySpec::Primary(cols) => cols.clone(),

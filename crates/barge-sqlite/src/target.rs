@@ -158,6 +158,39 @@ impl barge_core::Target for SqliteTarget {
         })
     }
 
+    fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+        let lhs = format!("({})", columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "));
+        let one = format!("({})", vec!["?"; columns.len()].join(", "));
+        self.admin(|conn| {
+            let mut deleted = 0;
+            for chunk in keys.chunks(barge_core::engine::DELETE_CHUNK) {
+                let sql = format!(
+                    "DELETE FROM {} WHERE {lhs} IN ({})",
+                    quote(table),
+                    vec![one.as_str(); chunk.len()].join(", ")
+                );
+                let values: Vec<rusqlite::types::Value> = chunk
+                    .iter()
+                    .flat_map(|key| barge_core::engine::key_values(key))
+                    .map(|v| match v {
+                        serde_json::Value::Null => rusqlite::types::Value::Null,
+                        serde_json::Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
+                        serde_json::Value::Number(n) => match n.as_i64() {
+                            Some(i) => rusqlite::types::Value::Integer(i),
+                            None => rusqlite::types::Value::Real(n.as_f64().unwrap_or(f64::NAN)),
+                        },
+                        serde_json::Value::String(s) => rusqlite::types::Value::Text(s.clone()),
+                        other => rusqlite::types::Value::Text(other.to_string()),
+                    })
+                    .collect();
+                deleted += conn
+                    .execute(&sql, rusqlite::params_from_iter(values))
+                    .map_err(sqlite_err("deleting rows gone from the source"))? as u64;
+            }
+            Ok(deleted)
+        })
+    }
+
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[barge_core::ForeignKeyInfo]) -> Result<()> {
         if !foreign_keys.is_empty() {
             // SQLite has no ALTER TABLE ADD CONSTRAINT; recreating the table would copy it again.

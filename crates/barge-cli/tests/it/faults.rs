@@ -193,3 +193,69 @@ fn a_ledger_from_another_pipeline_is_refused() {
     barge(&["run", &first]).assert_code(0);
     assert!(dir.path("nightly.state.db").exists());
 }
+
+/// Incremental runs after inserts, updates and deletes in the source: each run reads only rows at
+/// or past the last mark, upserts them, deletes what the source lost, and the target matches.
+#[test]
+fn incremental_runs_follow_inserts_updates_and_deletes() {
+    let (dir, pg) = (Dir::new(), PgDb::new("incr"));
+    dir.sql(
+        "src.db",
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, v TEXT NOT NULL, updated_at TIMESTAMP NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+         INSERT INTO orders SELECT i, 'v' || i, printf('2024-01-01 %02d:%02d:%02d', i / 3600, (i / 60) % 60, i % 60) FROM n;",
+    );
+    let file = dir.path("nightly.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\nsource_timezone = \"UTC\"\n[defaults]\nif_exists = \"append\"\npartitions = 4\n\
+             [[tables]]\nsource = \"orders\"\nmode = \"incremental\"\nwatermark = \"updated_at\"\nlookback = 60\n",
+            dir.url("src.db"),
+            pg.url()
+        ),
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", file.as_str(), "--json"];
+        args.extend_from_slice(extra);
+        let run = barge(&args);
+        run.assert_code(0);
+        let json = run.json();
+        let t = table(&json, "orders").clone();
+        assert_eq!(t["verified"], true, "{json}");
+        t
+    };
+    let first = run(&[]);
+    assert_eq!(first["rows_written"], 5000);
+    assert_eq!(first["watermark"], "2024-01-01 01:23:20");
+    // Between runs: 10 updates (moved past the mark), 20 inserts, 30 deletes.
+    dir.sql(
+        "src.db",
+        "UPDATE orders SET v = 'changed', updated_at = '2024-01-02 00:00:00' WHERE id <= 10;
+         WITH RECURSIVE n(i) AS (SELECT 5001 UNION ALL SELECT i + 1 FROM n WHERE i < 5020)
+         INSERT INTO orders SELECT i, 'new', '2024-01-02 00:00:01' FROM n;
+         DELETE FROM orders WHERE id BETWEEN 2001 AND 2030;",
+    );
+    let second = run(&["--detect-deletes"]);
+    // The window is the minute up to the old mark, both ends included (61 rows), plus the 30
+    // changed or new rows.
+    assert_eq!(second["rows_written"], 61 + 10 + 20, "{second}");
+    assert_eq!(second["rows_deleted"], 30);
+    assert_eq!(second["watermark"], "2024-01-02 00:00:01");
+    assert_eq!(pg.sql("SELECT count(*) FROM orders WHERE v = 'changed'")[0][0].as_deref(), Some("10"));
+    assert_eq!(
+        pg.sql("SELECT count(*), count(DISTINCT id) FROM orders")[0],
+        [Some("4990".into()), Some("4990".into())]
+    );
+    // Nothing changed: only the lookback window (the 30 rows of the last minute) is read again.
+    let third = run(&["--detect-deletes"]);
+    assert_eq!(third["rows_written"], 30, "{third}");
+    assert_eq!(third["rows_deleted"], 0);
+    // A delete without --detect-deletes is seen by verification, which says so (exit 3).
+    dir.sql("src.db", "DELETE FROM orders WHERE id = 1;");
+    let run = barge(&["run", &file, "--json"]);
+    run.assert_code(3);
+    assert_eq!(table(&run.json(), "orders")["diff"]["extra"], serde_json::json!([[1]]));
+}
