@@ -39,8 +39,14 @@ impl PgTarget {
         format!("{}.{}", quote(&self.url.schema), quote(table))
     }
 
+    /// Runs `f` on the admin connection, reconnecting first when the server closed it (a restart:
+    /// the retried ranges of a run need a live connection to describe the table again).
     fn admin<T>(&self, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
-        f(&self.admin.lock().expect("admin lock"))
+        let mut admin = self.admin.lock().expect("admin lock");
+        if admin.is_closed() {
+            *admin = connect(&self.url)?;
+        }
+        f(&admin)
     }
 
     fn exists(&self, client: &Client, table: &str) -> Result<bool> {

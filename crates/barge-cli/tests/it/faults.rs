@@ -259,3 +259,162 @@ fn incremental_runs_follow_inserts_updates_and_deletes() {
     run.assert_code(3);
     assert_eq!(table(&run.json(), "orders")["diff"]["extra"], serde_json::json!([[1]]));
 }
+
+/// A PostgreSQL server of the test's own (initdb in a temporary directory, a free port), so that
+/// restarting it disturbs no other test.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PrivatePg {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap();
+        let data = dir.path().join("data");
+        let status = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/initdb"), "-A", "trust", "-U", "postgres", "--no-sync"])
+            .arg("-D")
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .expect("initdb (PostgreSQL 15) must be installed");
+        assert!(status.success(), "initdb failed");
+        let server = PrivatePg { dir, port };
+        server.pg_ctl(&["start"]);
+        server
+    }
+
+    fn pg_ctl(&self, action: &[&str]) {
+        let options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
+        let status = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-w", "-m", "fast", "-o", &options])
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(action)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl {action:?} failed");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port)
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atc", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Restarts the server once a COPY into it is running.
+    fn restart_during_copy(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if !self.sql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY%FROM STDIN%' LIMIT 1").is_empty() {
+                self.pg_ctl(&["restart"]);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("no COPY was seen on the private server");
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| self.pg_ctl(&["stop"]));
+    }
+}
+
+fn spawn_copy(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_barge")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+fn finish(child: std::process::Child) -> Run {
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The target server restarts mid-copy: retries ride it out; without retries the run stops with
+/// exit 1 and `--resume` completes it exactly.
+#[test]
+fn a_target_server_restart_is_ridden_out_or_resumed() {
+    let (dir, server) = (Dir::new(), PrivatePg::start());
+    let from = big_source(&dir);
+    let to = server.url();
+    let common = ["--batch-rows", "2000", "--partitions", "8", "--json"];
+    // With retries: the copy succeeds.
+    let mut args = vec!["copy", "--from", &from, "--to", &to, "--retries", "6"];
+    args.extend(common);
+    let child = spawn_copy(&args);
+    server.restart_during_copy();
+    let run = finish(child);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(table(&json, "t")["verified"], true, "{json}");
+    assert!(table(&json, "t")["retries"].as_u64().unwrap() >= 1, "{json}");
+    assert_eq!(server.sql("SELECT count(*), count(DISTINCT id) FROM t"), "600000|600000");
+    // Without retries: exit 1, then --resume.
+    server.sql("DROP TABLE t");
+    let state = dir.path("state.db").display().to_string();
+    let mut args = vec!["copy", "--from", &from, "--to", &to, "--retries", "0", "--state", &state];
+    args.extend(common);
+    let child = spawn_copy(&args);
+    server.restart_during_copy();
+    let run = finish(child);
+    run.assert_code(1);
+    args.push("--resume");
+    let run = barge(&args);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(table(&json, "t")["verified"], true, "{json}");
+    assert_eq!(server.sql("SELECT count(*), count(DISTINCT id) FROM t"), "600000|600000");
+}
+
+/// The ledger can live in PostgreSQL (`--state postgres://…`), where several machines can share it.
+#[test]
+fn a_ledger_in_postgres_resumes_a_killed_copy() {
+    let (dir, pg, state) = (Dir::new(), PgDb::new("pgstate_target"), PgDb::new("pgstate"));
+    let from = big_source(&dir);
+    let (to, state_url) = (pg.url(), state.url());
+    let mut args = vec!["copy", "--from", &from, "--to", &to, "--state", &state_url, "--partitions", "8", "--json"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_barge")).args(&args).stdout(Stdio::null()).spawn().unwrap();
+    // Kill once some ranges are recorded as committed.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let done =
+            state.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'barge_state' AND tablename = 'ranges_done'");
+        if done[0][0].as_deref() == Some("1")
+            && state.sql("SELECT count(*) FROM barge_state.ranges_done")[0][0].as_deref() != Some("0")
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    args.push("--resume");
+    let run = barge(&args);
+    run.assert_code(0);
+    let json = run.json();
+    let t = table(&json, "t");
+    assert_eq!(t["verified"], true, "{json}");
+    assert!(t["ranges_resumed"].as_u64().unwrap() >= 1, "{json}");
+    assert_eq!(pg.sql("SELECT count(*), count(DISTINCT id) FROM t")[0], [Some("600000".into()), Some("600000".into())]);
+    let runs = state.sql("SELECT name, finished_at IS NOT NULL FROM barge_state.runs");
+    assert_eq!(runs, [[Some("copy".into()), Some("t".into())]]);
+}
