@@ -116,7 +116,21 @@ fn a_killed_copy_resumes_to_an_exact_copy() {
         args.into_iter().map(str::to_string).collect::<Vec<_>>()
     };
     let (mut killed_running, mut resumed_midway) = (0, 0);
-    for delay_ms in [150, 600, 1100, 1700, 2600] {
+    // Five points spread over the run (planning, reading and writing, committing, verifying), each
+    // moved by a random jitter; the seed is printed so that a failure can be replayed.
+    let seed = std::env::var("BARGE_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64
+    });
+    eprintln!("kill points: BARGE_KILL_SEED={seed}");
+    let mut rng = seed | 1;
+    let mut jitter = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % 200
+    };
+    for base in [100, 550, 1050, 1650, 2500] {
+        let delay_ms = base + jitter();
         // Each attempt starts from nothing: a fresh target table and a fresh ledger.
         pg.sql("DROP TABLE IF EXISTS t");
         let state = dir.path(&format!("state-{delay_ms}.db")).display().to_string();
