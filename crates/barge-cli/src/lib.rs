@@ -11,6 +11,7 @@
 //! | 2 | usage or configuration error (nothing written) |
 //! | 3 | verification mismatch |
 
+mod bench;
 mod engines;
 mod pipeline;
 mod render;
@@ -58,6 +59,30 @@ enum Command {
     Plan(PipelineArgs),
     /// Run a pipeline file: its plan, then copy (with transforms and reject files) and verify.
     Run(RunArgs),
+    /// Measure throughput on a sample of each table, per worker count, in a scratch place of the
+    /// target it creates and drops, and forecast the whole copy.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    /// Rows sampled per table: whole key ranges spread over the key space.
+    #[arg(long, default_value_t = 200_000)]
+    sample_rows: u64,
+    /// Worker counts to try, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    workers: Vec<usize>,
+    /// Rows per record batch.
+    #[arg(long)]
+    batch_rows: Option<usize>,
+    /// Write report.html, report.json and throughput.svg into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Print the JSON report on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -153,6 +178,10 @@ struct CopyArgs {
     /// cleared in the target and loaded again.
     #[arg(long, requires = "state")]
     resume: bool,
+    /// Copy only about this many rows of each table, as whole key ranges spread over the key
+    /// space (what `barge bench` measures with).
+    #[arg(long, hide = true)]
+    sample_rows: Option<u64>,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -238,6 +267,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo(args),
         Command::Plan(args) => plan(args),
         Command::Run(args) => run_pipeline(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -371,6 +401,27 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
 }
 
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let options = bench::BenchOptions {
+        from: &args.endpoints.from,
+        to: &args.endpoints.to,
+        tables: &args.endpoints.tables,
+        sample_rows: args.sample_rows,
+        workers: &args.workers,
+        batch_rows: args.batch_rows,
+    };
+    let report = bench::run(&options)?;
+    if let Some(dir) = &args.report {
+        bench::write_report(&report, dir)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", bench::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check_tuning(tuning: &Tuning) -> Result<(), Error> {
     if tuning.workers == 0 || tuning.batch_rows == 0 || tuning.partitions == Some(0) {
         return Err(Error::Config("--workers, --batch-rows and --partitions must be at least 1".into()));
@@ -412,7 +463,10 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
         return Err(Error::Config("source and target are the same database".into()));
     }
     let source = source_engine.open_source(from)?;
-    let source_plan = plan_sources(source.as_ref(), &request(&args.endpoints, &args.tuning))?;
+    let source_plan = plan_sources(
+        source.as_ref(),
+        &CopyRequest { sample_rows: args.sample_rows, ..request(&args.endpoints, &args.tuning) },
+    )?;
     let target = target_engine.open_target(to)?;
     let if_exists = match (args.resume, args.if_exists) {
         (true, _) | (false, IfExistsArg::Append) => IfExists::Append,
@@ -503,6 +557,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         retries: barge_exec::DEFAULT_RETRIES,
         state: None,
         resume: false,
+        sample_rows: None,
         json: args.json,
     };
     let report = copy_between(&copy_args)?;

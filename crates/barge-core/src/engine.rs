@@ -27,6 +27,14 @@ pub trait EngineFactory: Send + Sync {
     fn open_target(&self, url: &str) -> Result<Arc<dyn Target>>;
     /// Checks a URL's syntax without touching anything.
     fn check_url(&self, url: &str) -> Result<()>;
+    /// Creates an empty scratch place next to the database at `url` (SQLite: a file beside it;
+    /// PostgreSQL: a schema; MySQL: a database) named after `tag`, for benchmarks; returns the
+    /// URL that targets it.
+    fn create_scratch(&self, url: &str, tag: &str) -> Result<String>;
+
+    /// Removes a scratch place made by [`Self::create_scratch`].
+    fn drop_scratch(&self, scratch_url: &str) -> Result<()>;
+
     /// True when two URLs of this engine name the same database (copying a database onto itself
     /// with `--if-exists truncate` would destroy the source).
     fn same_database(&self, a: &str, b: &str) -> bool {

@@ -27,7 +27,7 @@ mod run;
 mod transformed;
 
 pub use progress::{NoProgress, Phase, Progress};
-pub use report::{CopyReport, TableReport, TableVerdict, VerifyReport};
+pub use report::{CopyReport, StageSeconds, TableReport, TableVerdict, VerifyReport, peak_rss_mb};
 pub use run::{DEFAULT_RETRIES, ExecOptions, RunState, copy, verify, verify_table};
 
 /// Batches buffered between the readers and the CPU stage, per reader.

@@ -104,6 +104,9 @@ pub(crate) struct ReadSide<'a> {
     pub failure: &'a Failure,
     /// Report a range whose read fails transiently (to be retried) instead of failing the run.
     pub retry: bool,
+    /// Where readers add their busy time (reading and decoding, not waiting on the channel) and
+    /// the Arrow bytes they produced.
+    pub busy: Option<(&'a AtomicU64, &'a AtomicU64)>,
 }
 
 /// Spawns up to `workers` readers that pull ranges from a queue and stream their batches.
@@ -129,14 +132,27 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
                     return;
                 }
                 let mut batches = 0u64;
+                let started = std::time::Instant::now();
+                let mut blocked = Duration::ZERO;
                 let read = side.source.read_range(side.table, range, side.batch_rows, &mut |batch| {
                     if side.failure.is_set() {
                         return Err(Error::Cancelled);
                     }
                     side.rows_read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    if let Some((_, bytes)) = side.busy {
+                        let size: usize =
+                            batch.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum();
+                        bytes.fetch_add(size as u64, Ordering::Relaxed);
+                    }
                     batches += 1;
-                    tx.send(ReadMsg::Batch { range: range.id, batch }).map_err(|_| Error::Cancelled)
+                    let waiting = std::time::Instant::now();
+                    let sent = tx.send(ReadMsg::Batch { range: range.id, batch }).map_err(|_| Error::Cancelled);
+                    blocked += waiting.elapsed();
+                    sent
                 });
+                if let Some((busy, _)) = side.busy {
+                    busy.fetch_add(nanos(started.elapsed().saturating_sub(blocked)), Ordering::Relaxed);
+                }
                 match read {
                     Ok(()) => {}
                     Err(error) if side.retry && error.is_transient() => {
@@ -159,9 +175,20 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
     rx
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Counters of one table copy.
 #[derive(Default)]
 pub(crate) struct CopyCounters {
+    /// Busy time of each stage, summed over its threads: reading and decoding (not waiting on the
+    /// channel), transforming + hashing + encoding, writing and committing.
+    pub read_ns: AtomicU64,
+    pub cpu_ns: AtomicU64,
+    pub write_ns: AtomicU64,
+    /// Arrow bytes read.
+    pub bytes_read: AtomicU64,
     pub rows_read: AtomicU64,
     pub rows_written: AtomicU64,
     pub rows_rejected: AtomicU64,
@@ -374,6 +401,7 @@ fn copy_pass(
         rows_read: &counters.rows_read,
         failure: &failure,
         retry: true,
+        busy: Some((&counters.read_ns, &counters.bytes_read)),
     };
     std::thread::scope(|scope| {
         let read_rx = spawn_readers(scope, &side, ranges, job.workers);
@@ -483,6 +511,7 @@ struct CpuStage<'a> {
 impl CpuStage<'_> {
     fn run(&self, msg: ReadMsg) -> Result<()> {
         let job = self.job;
+        let started = std::time::Instant::now();
         let (range, out) = match msg {
             ReadMsg::Batch { range, batch } => {
                 let tally = &self.tallies[range];
@@ -513,6 +542,7 @@ impl CpuStage<'_> {
             ReadMsg::End { range, batches } => (range, WriteMsg::End { range, batches }),
             ReadMsg::Failed { range, error } => (range, WriteMsg::Failed { range, error }),
         };
+        self.counters.cpu_ns.fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
         self.senders[range % self.writers].send(out).map_err(|_| Error::Cancelled)
     }
 }
@@ -610,6 +640,7 @@ fn write_loop(
         if failure.is_set() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let range = match &msg {
             WriteMsg::Batch { range, .. } | WriteMsg::End { range, .. } | WriteMsg::Failed { range, .. } => *range,
         };
@@ -684,6 +715,7 @@ fn write_loop(
             }
             Ok(())
         });
+        counters.write_ns.fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
         match step {
             Ok(()) => {}
             Err(error) if error.is_transient() => {
@@ -720,7 +752,8 @@ pub(crate) fn digest_ranges(
     let digests = empty_digests(ranges, buckets);
     let failure = Failure::default();
     let rows_read = AtomicU64::new(0);
-    let side = ReadSide { source, table, batch_rows, rows_read: &rows_read, failure: &failure, retry: false };
+    let side =
+        ReadSide { source, table, batch_rows, rows_read: &rows_read, failure: &failure, retry: false, busy: None };
     let ranges: Vec<&KeyRange> = ranges.iter().collect();
     std::thread::scope(|scope| {
         let read_rx = spawn_readers(scope, &side, &ranges, workers);

@@ -31,12 +31,27 @@ pub struct TableReport {
     /// Target rows deleted because their key is gone from the source (incremental tables with
     /// delete detection).
     pub rows_deleted: u64,
+    /// Busy seconds of each stage, summed over its threads (see [`StageSeconds`]).
+    pub stages: StageSeconds,
+    /// Bytes of the Arrow data read (the in-memory size of the values that moved).
+    pub bytes_read: u64,
     /// The high-water mark recorded for an incremental table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watermark: Option<barge_core::Scalar>,
     /// Where the rejected rows are (when there are any).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejects_file: Option<String>,
+}
+
+/// Where a table's time went: each stage's busy time summed over its threads (readers: reading
+/// and decoding, not waiting for the CPU stage; cpu: transform + hash + encode; writers: writing
+/// and committing), and the verification's wall time.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StageSeconds {
+    pub read: f64,
+    pub cpu: f64,
+    pub write: f64,
+    pub verify: f64,
 }
 
 /// A whole copy.
@@ -47,6 +62,17 @@ pub struct CopyReport {
     pub seconds: f64,
     pub rows_per_s: f64,
     pub tables: Vec<TableReport>,
+    /// The process's peak resident memory, in MB (Linux; `None` elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// The process's peak resident set size (VmHWM), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// One verified table.

@@ -311,6 +311,7 @@ pub fn copy(
             state.store.set_watermark(&state.name, name, until)?;
         }
         let mut rows_deleted = 0;
+        let verify_started = Instant::now();
         let verdict = if compare {
             if sum(digests.iter().flatten()).rows != rows_written {
                 return Err(Error::engine(
@@ -382,6 +383,13 @@ pub fn copy(
             ranges_resumed: earlier.map_or(0, |e| e.done.len()),
             rows_deleted,
             watermark: table.incremental.as_ref().and_then(|i| i.until.clone()),
+            stages: crate::report::StageSeconds {
+                read: counters.read_ns.load(Ordering::Relaxed) as f64 / 1e9,
+                cpu: counters.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9,
+                write: counters.write_ns.load(Ordering::Relaxed) as f64 / 1e9,
+                verify: if compare { verify_started.elapsed().as_secs_f64() } else { 0.0 },
+            },
+            bytes_read: counters.bytes_read.load(Ordering::Relaxed),
             rejects_file: options
                 .rejects
                 .as_ref()
@@ -405,6 +413,7 @@ pub fn copy(
         seconds,
         rows_per_s: if seconds > 0.0 { rows as f64 / seconds } else { 0.0 },
         tables: reports,
+        peak_rss_mb: crate::report::peak_rss_mb(),
     })
 }
 

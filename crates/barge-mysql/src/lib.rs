@@ -68,6 +68,26 @@ impl EngineFactory for MyEngine {
         Ok(MySource::open(parse_url(url)?)?)
     }
 
+    fn create_scratch(&self, url: &str, tag: &str) -> Result<String> {
+        let parsed = parse_url(url)?;
+        let database = format!("barge_scratch_{tag}");
+        let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+        let server = base.trim_end_matches('/').rsplit_once('/').map_or(base, |(server, _)| server);
+        let scratch = format!("{server}/{database}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
+        let mut conn = conn::connect(&parsed)?;
+        conn.exec(
+            &format!("DROP DATABASE IF EXISTS {0}; CREATE DATABASE {0} CHARACTER SET utf8mb4", conn::quote(&database)),
+            "creating a scratch database",
+        )?;
+        Ok(scratch)
+    }
+
+    fn drop_scratch(&self, scratch_url: &str) -> Result<()> {
+        let parsed = parse_url(scratch_url)?;
+        let mut conn = conn::connect(&parsed)?;
+        conn.exec(&format!("DROP DATABASE IF EXISTS {}", conn::quote(&parsed.database)), "dropping a scratch database")
+    }
+
     fn open_target(&self, url: &str) -> Result<Arc<dyn barge_core::Target>> {
         Ok(MyTarget::open(parse_url(url)?)?)
     }

@@ -341,7 +341,14 @@ impl Pipeline {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(CopyRequest { tables, partitions: self.partitions, workers, conflict: self.conflict, budget: self.budget })
+        Ok(CopyRequest {
+            tables,
+            partitions: self.partitions,
+            workers,
+            conflict: self.conflict,
+            budget: self.budget,
+            sample_rows: None,
+        })
     }
 
     /// The incremental tables, by source name.

@@ -16,7 +16,7 @@ pub mod risk;
 
 pub use barge_core::Risk;
 pub use plan::{
-    ColumnPlan, CompileTransform, CopyRequest, IfExists, Incremental, Plan, SourcePlan, SourceTablePlan, TableAction,
-    TablePlan, TableRequest, plan_sources, plan_targets,
+    ColumnPlan, CompileTransform, CopyRequest, IfExists, Incremental, Plan, SAMPLE_RANGES, SourcePlan, SourceTablePlan,
+    TableAction, TablePlan, TableRequest, plan_sources, plan_targets, sample_ranges,
 };
 pub use risk::{Assessment, ColumnRisk, assess};

@@ -92,6 +92,29 @@ pub struct CopyRequest {
     /// Ranges per table; `None` picks from the table size and the worker count.
     pub partitions: Option<usize>,
     pub workers: usize,
+    /// Copy about this many rows of each table: whole key ranges spread over the key space (a
+    /// benchmark's representative sample), not the first rows.
+    pub sample_rows: Option<u64>,
+}
+
+/// Ranges a table is cut into before a sample picks some of them.
+pub const SAMPLE_RANGES: usize = 64;
+
+/// About `rows` rows of a table estimated at `estimated` rows planned as `ranges`: every
+/// k-th range, spread over the key space, renumbered from 0.
+pub fn sample_ranges(ranges: Vec<KeyRange>, estimated: u64, rows: u64) -> Vec<KeyRange> {
+    let count = ranges.len().max(1) as u64;
+    let per_range = (estimated / count).max(1);
+    let wanted = rows.div_ceil(per_range).clamp(1, count) as usize;
+    if wanted >= ranges.len() {
+        return ranges;
+    }
+    let step = ranges.len() as f64 / wanted as f64;
+    (0..wanted)
+        .map(|i| ranges[(i as f64 * step + step / 2.0) as usize].clone())
+        .enumerate()
+        .map(|(id, range)| KeyRange { id, ..range })
+        .collect()
 }
 
 /// One source table with its key ranges.
@@ -176,10 +199,13 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
             }
             None => None,
         };
-        let parts = table_request
-            .partitions
-            .or(request.partitions)
-            .unwrap_or_else(|| auto_partitions(table.estimated_rows, request.workers));
+        let parts = match request.sample_rows {
+            Some(_) => SAMPLE_RANGES,
+            None => table_request
+                .partitions
+                .or(request.partitions)
+                .unwrap_or_else(|| auto_partitions(table.estimated_rows, request.workers)),
+        };
         match &table.key {
             KeySpec::Primary(_) => {}
             KeySpec::Locator(locator) => tracing::warn!(
@@ -187,7 +213,10 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
             ),
             KeySpec::None => tracing::warn!("table `{name}` has no primary key: copying it as one range"),
         }
-        let ranges = plan_ranges(source, &table, &KeyRange::all(), parts)?;
+        let mut ranges = plan_ranges(source, &table, &KeyRange::all(), parts)?;
+        if let Some(rows) = request.sample_rows {
+            ranges = sample_ranges(ranges, table.estimated_rows, rows);
+        }
         let transform = table_request.transform.as_ref().map(|compile| compile(&table)).transpose()?;
         let output = match &transform {
             Some(transform) => output_table(&table, transform.as_ref())?,
@@ -355,6 +384,20 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_take_whole_ranges_spread_over_the_key_space() {
+        let ranges: Vec<KeyRange> = (0..64)
+            .map(|i| KeyRange { id: i, lo: Some(vec![barge_core::Scalar::Int(i as i64 * 100)]), hi: None })
+            .collect();
+        // 6,400 rows in 64 ranges of 100: 300 rows are 3 ranges, one in each third.
+        let sample = sample_ranges(ranges.clone(), 6_400, 300);
+        let starts: Vec<_> = sample.iter().map(|r| r.lo.clone().unwrap()[0].clone()).collect();
+        assert_eq!(starts, [10, 32, 53].map(|i| barge_core::Scalar::Int(i * 100)));
+        assert_eq!(sample.iter().map(|r| r.id).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(sample_ranges(ranges.clone(), 6_400, 1_000_000).len(), 64);
+        assert_eq!(sample_ranges(ranges, 6_400, 1).len(), 1);
+    }
 
     #[test]
     fn small_tables_get_one_range_and_large_ones_several_per_worker() {

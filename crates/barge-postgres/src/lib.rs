@@ -38,6 +38,15 @@ pub const ENGINE: &str = "postgres";
 /// Registers PostgreSQL with the CLI.
 pub struct PgEngine;
 
+/// `url` with query parameter `name` set to `value` (replacing it when present).
+fn with_query_param(url: &str, name: &str, value: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<String> =
+        query.split('&').filter(|p| !p.is_empty() && p.split('=').next() != Some(name)).map(str::to_string).collect();
+    params.push(format!("{name}={value}"));
+    format!("{base}?{}", params.join("&"))
+}
+
 impl EngineFactory for PgEngine {
     fn name(&self) -> &'static str {
         ENGINE
@@ -65,6 +74,23 @@ impl EngineFactory for PgEngine {
 
     fn open_source(&self, url: &str) -> Result<Arc<dyn barge_core::Source>> {
         Ok(PgSource::open(parse_url(url)?)?)
+    }
+
+    fn create_scratch(&self, url: &str, tag: &str) -> Result<String> {
+        let schema = format!("barge_scratch_{tag}");
+        let scratch = with_query_param(url, "schema", &schema);
+        let parsed = parse_url(&scratch)?;
+        let client = conn::connect(&parsed)?;
+        let ddl = format!("DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}", conn::quote(&schema));
+        conn::runtime().block_on(client.batch_execute(&ddl)).map_err(conn::pg_err("creating a scratch schema"))?;
+        Ok(scratch)
+    }
+
+    fn drop_scratch(&self, scratch_url: &str) -> Result<()> {
+        let parsed = parse_url(scratch_url)?;
+        let client = conn::connect(&parsed)?;
+        let ddl = format!("DROP SCHEMA IF EXISTS {} CASCADE", conn::quote(&parsed.schema));
+        conn::runtime().block_on(client.batch_execute(&ddl)).map_err(conn::pg_err("dropping a scratch schema"))
     }
 
     fn open_target(&self, url: &str) -> Result<Arc<dyn barge_core::Target>> {

@@ -88,6 +88,27 @@ impl EngineFactory for SqliteEngine {
         Ok(SqliteSource::open(path, display)?)
     }
 
+    fn create_scratch(&self, url: &str, tag: &str) -> Result<String> {
+        let path = parse_url(url)?;
+        let scratch = path.with_file_name(format!("barge_scratch_{tag}.db"));
+        self.drop_scratch(&display(&scratch))?;
+        Ok(display(&scratch))
+    }
+
+    fn drop_scratch(&self, scratch_url: &str) -> Result<()> {
+        let path = parse_url(scratch_url)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::engine(format!("removing {}", file.display()), e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn open_target(&self, url: &str) -> Result<Arc<dyn barge_core::Target>> {
         let path = parse_url(url)?;
         let display = display(&path);

@@ -3,6 +3,7 @@
 //! against PostgreSQL, its own uniquely named database, dropped afterwards.
 
 mod bad_input;
+mod bench;
 mod copy;
 mod faults;
 mod mysql;

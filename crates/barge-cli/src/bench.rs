@@ -1,0 +1,440 @@
+//! `barge bench`: copies a representative sample of each table (whole key ranges spread over the
+//! key space) into a scratch place of the target, once per worker count, each run a child
+//! `barge copy` process (so its peak memory is its own and an interrupt stops it cleanly), then
+//! reports throughput, where the time went, and a forecast of the full copy.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use barge_core::Error;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::engines;
+
+/// One table in one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableRun {
+    pub table: String,
+    pub rows: u64,
+    pub seconds: f64,
+    pub rows_per_s: f64,
+    pub mb_per_s: f64,
+    /// Busy seconds per stage (read, cpu, write summed over threads; verify wall time).
+    pub stages: Value,
+    /// The stage with the most busy time per worker.
+    pub bottleneck: String,
+}
+
+/// One run at one worker count.
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    pub workers: usize,
+    pub seconds: f64,
+    pub rows: u64,
+    pub rows_per_s: f64,
+    pub peak_rss_mb: Option<f64>,
+    pub tables: Vec<TableRun>,
+}
+
+/// A table's forecast.
+#[derive(Clone, Debug, Serialize)]
+pub struct Forecast {
+    pub table: String,
+    pub estimated_rows: u64,
+    pub best_workers: usize,
+    pub rows_per_s: f64,
+    /// Estimated seconds to copy and verify the whole table at the best worker count.
+    pub forecast_seconds: f64,
+}
+
+/// The whole benchmark (the `--json` form and report.json).
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub source: String,
+    pub target: String,
+    pub sample_rows: u64,
+    pub runs: Vec<Run>,
+    pub forecasts: Vec<Forecast>,
+    pub best_workers: usize,
+    pub forecast_seconds: f64,
+}
+
+/// Seconds to move `rows` at `rows_per_s` (copy and verification both scale with rows).
+pub fn forecast_seconds(rows: u64, rows_per_s: f64) -> f64 {
+    if rows_per_s > 0.0 { rows as f64 / rows_per_s } else { f64::INFINITY }
+}
+
+/// The stage with the most busy time per worker (read, cpu and write run on up to `workers`
+/// threads each; verification is reported as wall time).
+pub fn bottleneck(stages: &Value, workers: usize) -> String {
+    let per_worker = |name: &str| stages[name].as_f64().unwrap_or(0.0) / workers.max(1) as f64;
+    let candidates = [
+        ("read", per_worker("read")),
+        ("transform+hash", per_worker("cpu")),
+        ("write", per_worker("write")),
+        ("verify", stages["verify"].as_f64().unwrap_or(0.0)),
+    ];
+    candidates.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map_or("-", |(n, _)| n).to_string()
+}
+
+/// Options of a benchmark.
+pub struct BenchOptions<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub tables: &'a [String],
+    pub sample_rows: u64,
+    pub workers: &'a [usize],
+    pub batch_rows: Option<usize>,
+}
+
+/// Runs the benchmark. The scratch place is removed at the end, on failure and on Ctrl-C.
+pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
+    let source_engine = engines::for_url(options.from)?;
+    let target_engine = engines::for_url(options.to)?;
+    target_engine.check_url(options.to)?;
+    if options.workers.is_empty() || options.workers.contains(&0) || options.sample_rows == 0 {
+        return Err(Error::Config("--workers takes counts of at least 1, --sample-rows at least 1".into()));
+    }
+    let source = source_engine.open_source(options.from)?;
+    let names = if options.tables.is_empty() { source.list_tables()? } else { options.tables.to_vec() };
+    let estimates = names
+        .iter()
+        .map(|name| source.table(name).map(|t| (name.clone(), t.estimated_rows)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    // A second handler cannot be installed (a test binary running bench twice): then Ctrl-C
+    // falls back to its default, which still ends the child and this process.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    let scratch = target_engine.create_scratch(options.to, &std::process::id().to_string())?;
+    let runs = run_all(options, &scratch, &interrupted);
+    let dropped = target_engine.drop_scratch(&scratch);
+    if interrupted.load(Ordering::SeqCst) {
+        dropped?;
+        return Err(Error::Engine {
+            context: "bench".into(),
+            message: "interrupted; the scratch place was removed".into(),
+        });
+    }
+    let runs = runs?;
+    dropped?;
+    let forecasts: Vec<Forecast> = estimates
+        .iter()
+        .filter_map(|(name, estimated)| {
+            let best = runs
+                .iter()
+                .filter_map(|r| r.tables.iter().find(|t| &t.table == name).map(|t| (r.workers, t.rows_per_s)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))?;
+            Some(Forecast {
+                table: name.clone(),
+                estimated_rows: *estimated,
+                best_workers: best.0,
+                rows_per_s: best.1,
+                forecast_seconds: forecast_seconds(*estimated, best.1),
+            })
+        })
+        .collect();
+    let best = runs.iter().max_by(|a, b| a.rows_per_s.total_cmp(&b.rows_per_s)).map_or(1, |r| r.workers);
+    let total: u64 = estimates.iter().map(|(_, rows)| rows).sum();
+    let best_rate = runs.iter().find(|r| r.workers == best).map_or(0.0, |r| r.rows_per_s);
+    Ok(BenchReport {
+        source: source.display_name(),
+        target: barge_core::url::redact(options.to),
+        sample_rows: options.sample_rows,
+        runs,
+        forecasts,
+        best_workers: best,
+        forecast_seconds: forecast_seconds(total, best_rate),
+    })
+}
+
+fn run_all(options: &BenchOptions<'_>, scratch: &str, interrupted: &AtomicBool) -> Result<Vec<Run>, Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::engine("finding the barge executable", e))?;
+    let mut runs = Vec::with_capacity(options.workers.len());
+    for &workers in options.workers {
+        let mut command = Command::new(&exe);
+        command.args(["copy", "--from", options.from, "--to", scratch, "--if-exists", "truncate", "--json"]);
+        command.args(["--sample-rows", &options.sample_rows.to_string(), "--workers", &workers.to_string()]);
+        if let Some(rows) = options.batch_rows {
+            command.args(["--batch-rows", &rows.to_string()]);
+        }
+        for table in options.tables {
+            command.args(["--table", table]);
+        }
+        // The child's progress goes straight to this terminal; its JSON comes back on stdout.
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::engine("starting a benchmark run", e))?;
+        let status = loop {
+            if interrupted.load(Ordering::SeqCst) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(runs);
+            }
+            match child.try_wait().map_err(|e| Error::engine("waiting for a benchmark run", e))? {
+                Some(status) => break status,
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let mut stdout = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            std::io::Read::read_to_string(&mut out, &mut stdout).map_err(|e| Error::engine("reading a run", e))?;
+        }
+        if !status.success() {
+            return Err(Error::Engine {
+                context: format!("benchmark run with {workers} worker(s)"),
+                message: format!("barge copy exited with {status}"),
+            });
+        }
+        let json: Value = serde_json::from_str(&stdout).map_err(|e| Error::engine("reading a run's JSON", e))?;
+        runs.push(parse_run(workers, &json));
+    }
+    Ok(runs)
+}
+
+fn parse_run(workers: usize, json: &Value) -> Run {
+    let tables = json["tables"]
+        .as_array()
+        .map(|tables| {
+            tables
+                .iter()
+                .map(|t| {
+                    let seconds = t["seconds"].as_f64().unwrap_or(0.0);
+                    let rows = t["rows_written"].as_u64().unwrap_or(0);
+                    let bytes = t["bytes_read"].as_u64().unwrap_or(0);
+                    let rate = |x: f64| if seconds > 0.0 { x / seconds } else { 0.0 };
+                    TableRun {
+                        table: t["table"].as_str().unwrap_or_default().to_string(),
+                        rows,
+                        seconds,
+                        rows_per_s: rate(rows as f64),
+                        mb_per_s: rate(bytes as f64 / 1e6),
+                        bottleneck: bottleneck(&t["stages"], workers),
+                        stages: t["stages"].clone(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Run {
+        workers,
+        seconds: json["seconds"].as_f64().unwrap_or(0.0),
+        rows: json["rows"].as_u64().unwrap_or(0),
+        rows_per_s: json["rows_per_s"].as_f64().unwrap_or(0.0),
+        peak_rss_mb: json["peak_rss_mb"].as_f64(),
+        tables,
+    }
+}
+
+/// The human summary.
+pub fn render(report: &BenchReport) -> String {
+    let mut out =
+        format!("bench {} → {} (sample of ~{} rows per table)\n", report.source, report.target, report.sample_rows);
+    out.push_str(&format!(
+        "{:>7} {:<20} {:>10} {:>12} {:>9} {:>9}  bottleneck\n",
+        "workers", "table", "rows", "rows/s", "MB/s", "RSS MB"
+    ));
+    for run in &report.runs {
+        for t in &run.tables {
+            out.push_str(&format!(
+                "{:>7} {:<20} {:>10} {:>12.0} {:>9.1} {:>9}  {}\n",
+                run.workers,
+                t.table,
+                t.rows,
+                t.rows_per_s,
+                t.mb_per_s,
+                run.peak_rss_mb.map_or("-".into(), |m| format!("{m:.0}")),
+                t.bottleneck
+            ));
+        }
+    }
+    for f in &report.forecasts {
+        out.push_str(&format!(
+            "forecast {}: ~{} rows in {:.1}s at {} worker(s)\n",
+            f.table, f.estimated_rows, f.forecast_seconds, f.best_workers
+        ));
+    }
+    out.push_str(&format!(
+        "forecast: the whole copy in {:.1}s with {} worker(s)",
+        report.forecast_seconds, report.best_workers
+    ));
+    out
+}
+
+/// A bar chart (SVG) of rows/s per worker count, per table.
+pub fn throughput_svg(report: &BenchReport) -> String {
+    let tables: Vec<&str> =
+        report.runs.first().map(|r| r.tables.iter().map(|t| t.table.as_str()).collect()).unwrap_or_default();
+    let max = report.runs.iter().flat_map(|r| r.tables.iter().map(|t| t.rows_per_s)).fold(1.0, f64::max);
+    let (bar, gap, height) = (28.0, 18.0, 220.0);
+    let group = tables.len() as f64 * bar + gap;
+    let width = (80.0 + report.runs.len() as f64 * group).max(80.0 + tables.len() as f64 * 120.0);
+    let palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948"];
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\
+         <text x=\"10\" y=\"16\" font-size=\"13\">rows/s by worker count</text>",
+        height + 70.0
+    );
+    for (i, run) in report.runs.iter().enumerate() {
+        let x0 = 60.0 + i as f64 * group;
+        for (j, t) in run.tables.iter().enumerate() {
+            let h = t.rows_per_s / max * height;
+            let x = x0 + j as f64 * bar;
+            svg.push_str(&format!(
+                "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"><title>{} @ {} workers: {:.0} rows/s</title></rect>",
+                30.0 + height - h,
+                bar - 4.0,
+                palette[j % palette.len()],
+                t.table,
+                run.workers,
+                t.rows_per_s
+            ));
+        }
+        svg.push_str(&format!("<text x=\"{:.1}\" y=\"{:.1}\">{} worker(s)</text>", x0, height + 48.0, run.workers));
+    }
+    svg.push_str(&format!("<text x=\"4\" y=\"34\">{max:.0}</text><text x=\"4\" y=\"{:.1}\">0</text>", 30.0 + height));
+    for (j, table) in tables.iter().enumerate() {
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{:.1}\">{table}</text>",
+            60 + j * 120,
+            height + 56.0,
+            palette[j % palette.len()],
+            74 + j * 120,
+            height + 65.0
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Stacked bars (SVG) of each run's stage busy time per worker.
+fn stages_svg(report: &BenchReport) -> String {
+    let stages = [("read", "#4e79a7"), ("cpu", "#f28e2b"), ("write", "#59a14f"), ("verify", "#e15759")];
+    let rows: Vec<(String, Vec<f64>)> = report
+        .runs
+        .iter()
+        .flat_map(|r| {
+            r.tables.iter().map(move |t| {
+                let values = stages
+                    .iter()
+                    .map(|(s, _)| {
+                        let v = t.stages[*s].as_f64().unwrap_or(0.0);
+                        if *s == "verify" { v } else { v / r.workers as f64 }
+                    })
+                    .collect();
+                (format!("{} @ {}", t.table, r.workers), values)
+            })
+        })
+        .collect();
+    let max = rows.iter().map(|(_, v)| v.iter().sum::<f64>()).fold(1e-9, f64::max);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"620\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\
+         <text x=\"10\" y=\"16\" font-size=\"13\">busy seconds per worker, by stage</text>",
+        40 + rows.len() * 22 + 30
+    );
+    for (i, (label, values)) in rows.iter().enumerate() {
+        let y = 30 + i * 22;
+        svg.push_str(&format!("<text x=\"4\" y=\"{}\">{label}</text>", y + 13));
+        let mut x = 170.0;
+        for ((stage, color), v) in stages.iter().zip(values) {
+            let w = v / max * 420.0;
+            svg.push_str(&format!(
+                "<rect x=\"{x:.1}\" y=\"{y}\" width=\"{w:.1}\" height=\"16\" fill=\"{color}\"><title>{stage}: {v:.2}s</title></rect>"
+            ));
+            x += w;
+        }
+    }
+    let y = 40 + rows.len() * 22;
+    for (i, (stage, color)) in stages.iter().enumerate() {
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{y}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{stage}</text>",
+            170 + i * 90,
+            184 + i * 90,
+            y + 9
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// Writes report.json, throughput.svg and a self-contained report.html into `dir`.
+pub fn write_report(report: &BenchReport, dir: &Path) -> Result<(), Error> {
+    let io = |what: &str, e: std::io::Error| Error::engine(format!("writing {what} in {}", dir.display()), e);
+    std::fs::create_dir_all(dir).map_err(|e| io("the report", e))?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| Error::engine("encoding the report", e))?;
+    std::fs::write(dir.join("report.json"), &json).map_err(|e| io("report.json", e))?;
+    let throughput = throughput_svg(report);
+    std::fs::write(dir.join("throughput.svg"), &throughput).map_err(|e| io("throughput.svg", e))?;
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut rows = String::new();
+    for run in &report.runs {
+        for t in &run.tables {
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.0}</td><td>{:.1}</td><td>{}</td><td>{}</td></tr>",
+                run.workers,
+                escape(&t.table),
+                t.rows,
+                t.seconds,
+                t.rows_per_s,
+                t.mb_per_s,
+                run.peak_rss_mb.map_or("-".into(), |m| format!("{m:.0}")),
+                t.bottleneck
+            ));
+        }
+    }
+    let mut forecasts = String::new();
+    for f in &report.forecasts {
+        forecasts.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td></tr>",
+            escape(&f.table),
+            f.estimated_rows,
+            f.best_workers,
+            f.rows_per_s,
+            f.forecast_seconds
+        ));
+    }
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>barge bench</title><style>\
+         body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         </style></head><body><h1>barge bench</h1><p>{} → {} · sample of ~{} rows per table · \
+         forecast: the whole copy in <b>{:.1} s</b> with <b>{}</b> worker(s)</p>{throughput}{}\
+         <h2>Runs</h2><table><tr><th>workers</th><th>table</th><th>rows</th><th>seconds</th><th>rows/s</th><th>MB/s</th>\
+         <th>peak RSS MB</th><th>bottleneck</th></tr>{rows}</table>\
+         <h2>Forecast</h2><table><tr><th>table</th><th>estimated rows</th><th>best workers</th><th>rows/s</th><th>seconds</th></tr>\
+         {forecasts}</table><h2>Raw figures</h2><pre>{}</pre></body></html>",
+        escape(&report.source),
+        escape(&report.target),
+        report.sample_rows,
+        report.forecast_seconds,
+        report.best_workers,
+        stages_svg(report),
+        escape(&json)
+    );
+    std::fs::write(dir.join("report.html"), html).map_err(|e| io("report.html", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forecasts_scale_the_measured_rate_to_the_whole_table() {
+        assert_eq!(forecast_seconds(1_000_000, 250_000.0), 4.0);
+        assert_eq!(forecast_seconds(0, 250_000.0), 0.0);
+        assert!(forecast_seconds(10, 0.0).is_infinite());
+    }
+
+    #[test]
+    fn the_bottleneck_is_the_busiest_stage_per_worker() {
+        let stages = serde_json::json!({"read": 4.0, "cpu": 1.0, "write": 6.0, "verify": 1.5});
+        assert_eq!(bottleneck(&stages, 2), "write");
+        let stages = serde_json::json!({"read": 4.0, "cpu": 1.0, "write": 2.0, "verify": 2.5});
+        assert_eq!(bottleneck(&stages, 2), "verify");
+    }
+}

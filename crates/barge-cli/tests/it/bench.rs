@@ -1,0 +1,106 @@
+//! `barge bench`: sampled runs per worker count in a scratch place it removes, a report whose
+//! figures are the JSON's, and cleanup when interrupted.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[test]
+fn bench_on_sqlite_samples_reports_and_removes_its_scratch_file() {
+    let dir = Dir::new();
+    let demo = dir.path("demo");
+    barge(&["demo", "--rows", "60000", "--dir", &demo.display().to_string(), "--json"]).assert_code(0);
+    let (from, to) = (format!("sqlite://{}/source.db", demo.display()), dir.url("target.db"));
+    let report = dir.path("report");
+    let run = barge(&[
+        "bench",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--table",
+        "orders",
+        "--sample-rows",
+        "10000",
+        "--workers",
+        "1,2",
+        "--report",
+        &report.display().to_string(),
+        "--json",
+    ]);
+    run.assert_code(0);
+    let json = run.json();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.iter().map(|r| r["workers"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    for r in runs {
+        let orders = &r["tables"][0];
+        // Whole ranges of the 64 planned (~940 rows each) until about 10,000 rows.
+        let rows = orders["rows"].as_u64().unwrap();
+        assert!((9_000..=12_000).contains(&rows), "{orders}");
+        assert!(orders["rows_per_s"].as_f64().unwrap() > 0.0);
+        assert!(["read", "transform+hash", "write", "verify"].contains(&orders["bottleneck"].as_str().unwrap()));
+        assert!(r["peak_rss_mb"].as_f64().unwrap() > 1.0);
+    }
+    let forecast = &json["forecasts"][0];
+    assert_eq!(forecast["estimated_rows"], 60000);
+    let rate = forecast["rows_per_s"].as_f64().unwrap();
+    assert!((forecast["forecast_seconds"].as_f64().unwrap() - 60000.0 / rate).abs() < 1e-6);
+    // The report files hold the same figures.
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
+    assert_eq!(written, json);
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains(&format!("{:.0}", runs[0]["tables"][0]["rows_per_s"].as_f64().unwrap()))
+    );
+    assert!(std::fs::read_to_string(report.join("throughput.svg")).unwrap().starts_with("<svg"));
+    // Nothing left behind: no scratch file, no target.
+    let left: Vec<_> = std::fs::read_dir(dir.path("")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!left.iter().any(|n| n.to_string_lossy().starts_with("barge_scratch")), "{left:?}");
+}
+
+#[test]
+fn bench_on_postgres_drops_its_scratch_schema_even_when_interrupted() {
+    let (src, dst) = (PgDb::new("benchsrc"), PgDb::new("benchdst"));
+    src.sql(
+        "CREATE TABLE t (id bigint PRIMARY KEY, v text NOT NULL);
+         INSERT INTO t SELECT g, 'value ' || g FROM generate_series(1, 400000) g; ANALYZE t;",
+    );
+    let scratch_schemas =
+        || dst.sql("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'barge_scratch%'")[0][0].clone().unwrap();
+    let run = barge(&[
+        "bench",
+        "--from",
+        &src.url(),
+        "--to",
+        &dst.url(),
+        "--sample-rows",
+        "20000",
+        "--workers",
+        "1,2",
+        "--json",
+    ]);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 2);
+    assert!(json["forecast_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(scratch_schemas(), "0");
+    // Interrupted (SIGINT, as Ctrl-C sends) while a run is loading: the scratch schema goes too.
+    let child = Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["bench", "--from", &src.url(), "--to", &dst.url(), "--sample-rows", "400000", "--workers", "1,1,1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while scratch_schemas() == "0" && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert_eq!(scratch_schemas(), "0");
+}
