@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throughput as a ratio to the raw database limit, measured side by side in one run.
 #
-#   scripts/bench.sh [sqlite|postgres|pipeline|mysql|all] [ROWS]
+#   scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|all] [ROWS]
 #
 # sqlite:   SQLite → SQLite, 1,000,000 demo `orders` rows by default. The raw limit is SQLite copying
 #           the table itself (ATTACH + INSERT … SELECT in one transaction, via Python's sqlite3).
@@ -10,6 +10,8 @@
 #           empty table with the same primary key.
 # pipeline: PostgreSQL → PostgreSQL through `barge run`: a pipeline with computed columns, and one
 #           with an error budget (savepoint per batch), against `barge copy`, all verified.
+# forecast: `barge bench` on a 200,000-row sample forecasts the full copy of the table; the full
+#           copy then runs, and the error is printed (PostgreSQL → PostgreSQL, SQLite → SQLite).
 # mysql:    MariaDB → PostgreSQL and PostgreSQL → MariaDB, 2,000,000 rows of
 #           benches/sql/orders_mysql.sql. The references are text pipes: `mariadb --quick -B -e
 #           "SELECT …" | psql -c "COPY orders FROM STDIN"` and `psql -c "COPY … TO STDOUT" | mariadb
@@ -184,6 +186,43 @@ source = "orders"'
   echo "pipeline_transforms_ratio_to_copy=$(ratio "$t" "$c")"
   echo "pipeline_error_budget_ratio_to_copy=$(ratio "$b" "$c")"
   echo "pipeline_peak_rss_mb=$(( $(sort -n "$work/rss.txt" | tail -1) / 1024 ))"
+  for db in barge_bench_src barge_bench_copy; do
+    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
+  done
+fi
+
+# --- Forecast: `barge bench` on a sample against the measured full copy ------------------------
+# PostgreSQL → PostgreSQL and SQLite → SQLite: `barge bench --sample-rows 200000 --workers 1,2`
+# forecasts the full verified copy; then the full copy runs with the best worker count.
+forecast_pair() { # $1 name, $2 from, $3 to (for bench), $4 to (for the full copy), $5 reset command
+  eval "$5"
+  "$barge" bench --from "$2" --to "$3" --table orders --sample-rows 200000 --workers 1,2 --json 2>/dev/null >"$work/bench.json"; cp "$work/bench.json" "$work/bench-$1.json"
+  local forecast best
+  forecast=$(python3 -c "import json; print(round(json.load(open('$work/bench.json'))['forecasts'][0]['forecast_seconds'], 3))")
+  best=$(python3 -c "import json; print(json.load(open('$work/bench.json'))['forecasts'][0]['best_workers'])")
+  eval "$5"
+  local measured
+  read -r measured _ < <(timed_barge copy --from "$2" --to "$4" --table orders --workers "$best")
+  echo "${1}_forecast_seconds=$forecast"
+  echo "${1}_forecast_workers=$best"
+  echo "${1}_measured_seconds=$measured"
+  echo "${1}_forecast_error=$(python3 -c "print(f'{($forecast - $measured) / $measured * 100:+.1f}%')")"
+}
+
+if [ "$what" = forecast ] || [ "$what" = all ]; then
+  rows=${2:-2000000}
+  for db in barge_bench_src barge_bench_copy; do
+    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  done
+  echo "forecast: generating $rows rows" >&2
+  psql "${pg_host_args[@]}" -d barge_bench_src -v rows="$rows" -f benches/sql/orders_postgres.sql >/dev/null 2>&1
+  psql "${pg_host_args[@]}" -d barge_bench_src -c "VACUUM ANALYZE orders" >/dev/null
+  echo "forecast_rows=$rows"
+  forecast_pair pg_to_pg "$pg/barge_bench_src" "$pg/barge_bench_copy" "$pg/barge_bench_copy" \
+    'psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null; pg_settle'
+  "$barge" demo --rows "$rows" --dir "$work/forecast" --json >/dev/null 2>&1
+  forecast_pair sqlite_to_sqlite "sqlite://$work/forecast/source.db" "sqlite://$work/forecast/target.db" \
+    "sqlite://$work/forecast/target.db" 'rm -f "$work/forecast/target.db"'
   for db in barge_bench_src barge_bench_copy; do
     psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
   done
