@@ -218,7 +218,7 @@ if [ "$what" = forecast ] || [ "$what" = all ]; then
   psql "${pg_host_args[@]}" -d barge_bench_src -v rows="$rows" -f benches/sql/orders_postgres.sql >/dev/null 2>&1
   psql "${pg_host_args[@]}" -d barge_bench_src -c "VACUUM ANALYZE orders" >/dev/null
   echo "forecast_rows=$rows"
-  forecast_pair pg_to_pg "$pg/barge_bench_src" "$pg/barge_bench_copy" "$pg/barge_bench_copy" \
+  forecast_pair pg_to_pg "$pg/barge_bench_src?sslmode=disable" "$pg/barge_bench_copy?sslmode=disable" "$pg/barge_bench_copy?sslmode=disable" \
     'psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null; pg_settle'
   "$barge" demo --rows "$rows" --dir "$work/forecast" --json >/dev/null 2>&1
   forecast_pair sqlite_to_sqlite "sqlite://$work/forecast/source.db" "sqlite://$work/forecast/target.db" \
