@@ -24,6 +24,7 @@ pub mod error;
 pub mod model;
 pub mod rejects;
 pub mod state;
+pub mod synthetic;
 pub mod text;
 pub mod types;
 pub mod url;
