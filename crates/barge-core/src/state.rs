@@ -41,6 +41,21 @@ pub struct RunLedger {
     pub tables: BTreeMap<String, TableLedger>,
 }
 
+/// The check every store makes before resuming: a run must exist under `name` and carry
+/// `fingerprint`. `stored` is the fingerprint the store holds, `store` names it in messages.
+pub fn check_resumable(store: &str, name: &str, stored: Option<&str>, fingerprint: &str) -> Result<()> {
+    match stored {
+        None => Err(crate::Error::Config(format!(
+            "nothing to resume: {store} holds no run named `{name}` (run it once without --resume)"
+        ))),
+        Some(stored) if stored != fingerprint => Err(crate::Error::Config(format!(
+            "cannot resume: the run `{name}` in {store} was started by another pipeline or command, or the pipeline \
+             file (its source, target or tables) changed since; run without --resume to start over"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Where runs keep their ledgers. Every method is one transaction in the store, so a crash leaves
 /// either the state before the call or after it.
 pub trait StateStore: Send + Sync {

@@ -69,50 +69,29 @@ impl EngineFactory for MyEngine {
     }
 
     fn generate(&self, url: &str, table: &str, columns: &[barge_core::synthetic::Column], rows: u64) -> Result<()> {
-        use barge_core::synthetic::Kind;
+        let dialect = barge_core::synthetic::Dialect {
+            types: [
+                "bigint PRIMARY KEY",
+                "bigint NOT NULL",
+                "varchar(100) NOT NULL",
+                "varchar(100)",
+                "decimal(12,2) NOT NULL",
+                "datetime(6) NOT NULL",
+                "tinyint(1) NOT NULL",
+            ],
+            concat: |prefix, n| format!("CONCAT('{prefix}', {n})"),
+            hundredths: |n| format!("CAST(({n}) / 100 AS DECIMAL(12,2))"),
+            timestamp: |seconds| format!("TIMESTAMP('2024-01-01') + INTERVAL ({seconds}) SECOND"),
+            quote: conn::quote,
+        };
         let parsed = parse_url(url)?;
-        let defs: Vec<String> = columns
-            .iter()
-            .map(|c| {
-                let t = match c.kind {
-                    Kind::Key => "bigint PRIMARY KEY",
-                    Kind::Int { .. } => "bigint NOT NULL",
-                    Kind::Text { null_every: 0, .. } => "varchar(100) NOT NULL",
-                    Kind::Text { .. } => "varchar(100)",
-                    Kind::Decimal { .. } => "decimal(12,2) NOT NULL",
-                    Kind::Timestamp { .. } => "datetime(6) NOT NULL",
-                    Kind::Bool { .. } => "tinyint(1) NOT NULL",
-                };
-                format!("{} {t}", conn::quote(&c.name))
-            })
-            .collect();
-        let values: Vec<String> = columns
-            .iter()
-            .map(|c| match c.kind {
-                Kind::Key => "n".into(),
-                Kind::Int { mul, modulo } => format!("(n * {mul}) % {modulo}"),
-                Kind::Text { prefix, modulo, null_every } => {
-                    let text = format!("CONCAT('{prefix}', n % {modulo})");
-                    if null_every > 0 {
-                        format!("CASE WHEN n % {null_every} = 0 THEN NULL ELSE {text} END")
-                    } else {
-                        text
-                    }
-                }
-                Kind::Decimal { modulo } => format!("CAST(((n * 37) % {modulo}) / 100 AS DECIMAL(12,2))"),
-                Kind::Timestamp { step } => {
-                    format!("TIMESTAMP('2024-01-01') + INTERVAL ((n * {step}) % 31536000) SECOND")
-                }
-                Kind::Bool { modulo } => format!("n % {modulo} <> 0"),
-            })
-            .collect();
         let mut conn = conn::connect(&parsed)?;
         let quoted = conn::quote(table);
         conn.exec(&format!("DROP TABLE IF EXISTS {quoted}"), "generating a table")?;
         conn.exec(
             &format!(
                 "CREATE TABLE {quoted} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-                defs.join(", ")
+                dialect.column_defs(columns).join(", ")
             ),
             "generating a table",
         )?;
@@ -120,14 +99,14 @@ impl EngineFactory for MyEngine {
         // (MySQL: cte_max_recursion_depth, MariaDB: max_recursive_iterations; each server knows one).
         let _ = conn.exec("SET SESSION cte_max_recursion_depth = 1000001", "allowing deep recursion");
         let _ = conn.exec("SET SESSION max_recursive_iterations = 1000001", "allowing deep recursion");
+        let values = dialect.values(columns).join(", ");
         let mut start = 1u64;
         while start <= rows {
             let end = (start + 999_999).min(rows);
             conn.exec(
                 &format!(
                     "INSERT INTO {quoted} WITH RECURSIVE s(n) AS (SELECT {start} UNION ALL SELECT n + 1 FROM s WHERE n < {end})
-                     SELECT {} FROM s",
-                    values.join(", ")
+                     SELECT {values} FROM s"
                 ),
                 "generating a table",
             )?;

@@ -77,49 +77,28 @@ impl EngineFactory for PgEngine {
     }
 
     fn generate(&self, url: &str, table: &str, columns: &[barge_core::synthetic::Column], rows: u64) -> Result<()> {
-        use barge_core::synthetic::Kind;
+        let dialect = barge_core::synthetic::Dialect {
+            types: [
+                "bigint PRIMARY KEY",
+                "bigint NOT NULL",
+                "varchar(100) NOT NULL",
+                "varchar(100)",
+                "numeric(12,2) NOT NULL",
+                "timestamp NOT NULL",
+                "boolean NOT NULL",
+            ],
+            concat: |prefix, n| format!("'{prefix}' || ({n})"),
+            hundredths: |n| format!("(({n}) / 100.0)::numeric(12,2)"),
+            timestamp: |seconds| format!("timestamp '2024-01-01' + ({seconds}) * interval '1 second'"),
+            quote: conn::quote,
+        };
         let parsed = parse_url(url)?;
-        let defs: Vec<String> = columns
-            .iter()
-            .map(|c| {
-                let t = match c.kind {
-                    Kind::Key => "bigint PRIMARY KEY",
-                    Kind::Int { .. } => "bigint NOT NULL",
-                    Kind::Text { null_every: 0, .. } => "varchar(100) NOT NULL",
-                    Kind::Text { .. } => "varchar(100)",
-                    Kind::Decimal { .. } => "numeric(12,2) NOT NULL",
-                    Kind::Timestamp { .. } => "timestamp NOT NULL",
-                    Kind::Bool { .. } => "boolean NOT NULL",
-                };
-                format!("{} {t}", conn::quote(&c.name))
-            })
-            .collect();
-        let values: Vec<String> = columns
-            .iter()
-            .map(|c| match c.kind {
-                Kind::Key => "n".into(),
-                Kind::Int { mul, modulo } => format!("(n * {mul}) % {modulo}"),
-                Kind::Text { prefix, modulo, null_every } => {
-                    let text = format!("'{prefix}' || (n % {modulo})");
-                    if null_every > 0 {
-                        format!("CASE WHEN n % {null_every} = 0 THEN NULL ELSE {text} END")
-                    } else {
-                        text
-                    }
-                }
-                Kind::Decimal { modulo } => format!("(((n * 37) % {modulo}) / 100.0)::numeric(12,2)"),
-                Kind::Timestamp { step } => {
-                    format!("timestamp '2024-01-01' + ((n * {step}) % 31536000) * interval '1 second'")
-                }
-                Kind::Bool { modulo } => format!("n % {modulo} <> 0"),
-            })
-            .collect();
         let qualified = format!("{}.{}", conn::quote(&parsed.schema), conn::quote(table));
         let sql = format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; DROP TABLE IF EXISTS {qualified}; CREATE TABLE {qualified} ({});
              INSERT INTO {qualified} SELECT {} FROM generate_series(1::bigint, {rows}) n; ANALYZE {qualified}",
-            defs.join(", "),
-            values.join(", "),
+            dialect.column_defs(columns).join(", "),
+            dialect.values(columns).join(", "),
             schema = conn::quote(&parsed.schema)
         );
         let client = conn::connect(&parsed)?;

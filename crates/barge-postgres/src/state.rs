@@ -89,22 +89,7 @@ impl StateStore for PgState {
             let row = tx.query_opt(&format!("SELECT fingerprint FROM {s}.runs WHERE name = $1"), &[&name]).await?;
             Ok(row.map(|r| r.get(0)))
         })?;
-        match stored {
-            None => {
-                return Err(Error::Config(format!(
-                    "nothing to resume: {} holds no run named `{name}` (run it once without --resume)",
-                    self.describe()
-                )));
-            }
-            Some(stored) if stored != fingerprint => {
-                return Err(Error::Config(format!(
-                    "cannot resume: the run `{name}` in {} was started by another pipeline or command, or the \
-                     pipeline file (its source, target or tables) changed since; run without --resume to start over",
-                    self.describe()
-                )));
-            }
-            Some(_) => {}
-        }
+        barge_core::state::check_resumable(&self.describe(), name, stored.as_deref(), fingerprint)?;
         self.tx("reading the state store", async |tx, s| {
             let mut ledger = RunLedger::default();
             let sql = format!("SELECT source_table, action, ranges::text, finished FROM {s}.tables WHERE name = $1");

@@ -111,51 +111,30 @@ impl EngineFactory for SqliteEngine {
     }
 
     fn generate(&self, url: &str, table: &str, columns: &[Column], rows: u64) -> Result<()> {
-        use barge_core::synthetic::Kind;
+        let dialect = barge_core::synthetic::Dialect {
+            types: [
+                "INTEGER PRIMARY KEY",
+                "INTEGER NOT NULL",
+                "TEXT NOT NULL",
+                "TEXT",
+                "DECIMAL(12,2) NOT NULL",
+                "DATETIME NOT NULL",
+                "BOOLEAN NOT NULL",
+            ],
+            concat: |prefix, n| format!("'{prefix}' || ({n})"),
+            hundredths: |n| format!("({n}) / 100.0"),
+            timestamp: |seconds| format!("datetime('2024-01-01', '+' || ({seconds}) || ' seconds')"),
+            quote: sql::quote,
+        };
         let path = parse_url(url)?;
         let conn = rusqlite::Connection::open(&path).map_err(sqlite_err("opening the database"))?;
-        let defs: Vec<String> = columns
-            .iter()
-            .map(|c| {
-                let t = match c.kind {
-                    Kind::Key => "INTEGER PRIMARY KEY",
-                    Kind::Int { .. } => "INTEGER NOT NULL",
-                    Kind::Text { null_every: 0, .. } => "TEXT NOT NULL",
-                    Kind::Text { .. } => "TEXT",
-                    Kind::Decimal { .. } => "DECIMAL(12,2) NOT NULL",
-                    Kind::Timestamp { .. } => "DATETIME NOT NULL",
-                    Kind::Bool { .. } => "BOOLEAN NOT NULL",
-                };
-                format!("{} {t}", sql::quote(&c.name))
-            })
-            .collect();
-        let values: Vec<String> = columns
-            .iter()
-            .map(|c| match c.kind {
-                Kind::Key => "n".into(),
-                Kind::Int { mul, modulo } => format!("(n * {mul}) % {modulo}"),
-                Kind::Text { prefix, modulo, null_every } => {
-                    let text = format!("'{prefix}' || (n % {modulo})");
-                    if null_every > 0 {
-                        format!("CASE WHEN n % {null_every} = 0 THEN NULL ELSE {text} END")
-                    } else {
-                        text
-                    }
-                }
-                Kind::Decimal { modulo } => format!("((n * 37) % {modulo}) / 100.0"),
-                Kind::Timestamp { step } => {
-                    format!("datetime('2024-01-01', '+' || ((n * {step}) % 31536000) || ' seconds')")
-                }
-                Kind::Bool { modulo } => format!("n % {modulo} <> 0"),
-            })
-            .collect();
         let quoted = sql::quote(table);
         conn.execute_batch(&format!(
             "DROP TABLE IF EXISTS {quoted}; CREATE TABLE {quoted} ({});
              BEGIN; WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows})
              INSERT INTO {quoted} SELECT {} FROM s; COMMIT;",
-            defs.join(", "),
-            values.join(", ")
+            dialect.column_defs(columns).join(", "),
+            dialect.values(columns).join(", ")
         ))
         .map_err(sqlite_err("generating a table"))
     }

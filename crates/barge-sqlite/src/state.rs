@@ -99,22 +99,7 @@ impl StateStore for SqliteState {
         let stored: Option<String> = self.tx("reading the state file", |tx| {
             tx.query_row("SELECT fingerprint FROM barge_runs WHERE name = ?1", [name], |r| r.get(0)).optional()
         })?;
-        match stored {
-            None => {
-                return Err(Error::Config(format!(
-                    "nothing to resume: {} holds no run named `{name}` (run it once without --resume)",
-                    self.describe()
-                )));
-            }
-            Some(stored) if stored != fingerprint => {
-                return Err(Error::Config(format!(
-                    "cannot resume: the run `{name}` in {} was started by another pipeline or command, or the \
-                     pipeline file (its source, target or tables) changed since; run without --resume to start over",
-                    self.describe()
-                )));
-            }
-            Some(_) => {}
-        }
+        barge_core::state::check_resumable(&self.describe(), name, stored.as_deref(), fingerprint)?;
         self.tx("reading the state file", |tx| {
             let mut ledger = RunLedger::default();
             let mut stmt =
