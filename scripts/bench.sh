@@ -220,6 +220,9 @@ if [ "$what" = forecast ] || [ "$what" = all ]; then
   echo "forecast_rows=$rows"
   forecast_pair pg_to_pg "$pg/barge_bench_src?sslmode=disable" "$pg/barge_bench_copy?sslmode=disable" "$pg/barge_bench_copy?sslmode=disable" \
     'psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null; pg_settle'
+  # The same over TLS (sslmode=prefer, the default, against the local server's certificate).
+  forecast_pair pg_to_pg_tls "$pg/barge_bench_src" "$pg/barge_bench_copy" "$pg/barge_bench_copy" \
+    'psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null; pg_settle'
   "$barge" demo --rows "$rows" --dir "$work/forecast" --json >/dev/null 2>&1
   forecast_pair sqlite_to_sqlite "sqlite://$work/forecast/source.db" "sqlite://$work/forecast/target.db" \
     "sqlite://$work/forecast/target.db" 'rm -f "$work/forecast/target.db"'

@@ -144,15 +144,29 @@ pub fn parse_url(url: &str) -> Result<PgUrl> {
     Ok(PgUrl { config, tls, schema, display })
 }
 
+/// The TLS connector of a mode, built once per process: building one loads the system's CA
+/// bundle, which cost ~30 ms per connection, and barge opens a connection per range read.
+#[cfg(feature = "tls")]
+fn tls_connector(mode: TlsMode) -> native_tls::TlsConnector {
+    static CONNECTORS: OnceLock<std::sync::Mutex<Vec<(TlsMode, native_tls::TlsConnector)>>> = OnceLock::new();
+    let mut built = CONNECTORS.get_or_init(Default::default).lock().expect("TLS connectors lock");
+    if let Some((_, connector)) = built.iter().find(|(m, _)| *m == mode) {
+        return connector.clone();
+    }
+    let connector = native_tls::TlsConnector::builder()
+        .danger_accept_invalid_certs(matches!(mode, TlsMode::Prefer | TlsMode::Require))
+        .danger_accept_invalid_hostnames(mode != TlsMode::VerifyFull)
+        .build()
+        .expect("a TLS connector with default settings");
+    built.push((mode, connector.clone()));
+    connector
+}
+
 /// Connects with the TLS the URL asks for, spawning the connection task on the current runtime.
 async fn open(url: &PgUrl) -> Result<Client, tokio_postgres::Error> {
     #[cfg(feature = "tls")]
     if url.tls != TlsMode::Disable {
-        let connector = native_tls::TlsConnector::builder()
-            .danger_accept_invalid_certs(matches!(url.tls, TlsMode::Prefer | TlsMode::Require))
-            .danger_accept_invalid_hostnames(url.tls != TlsMode::VerifyFull)
-            .build()
-            .expect("a TLS connector with default settings");
+        let connector = tls_connector(url.tls);
         let (client, connection) = url.config.connect(postgres_native_tls::MakeTlsConnector::new(connector)).await?;
         tokio::spawn(async move {
             let _ = connection.await;
