@@ -91,6 +91,17 @@ pg_host_args=(-h 127.0.0.1 -p 5432 -U postgres -q)
 # Every PostgreSQL measurement starts from a checkpoint, so that flushing the previous run's WAL
 # (each copy writes ~2x the table) does not land on whichever command runs next.
 pg_settle() { psql "${pg_host_args[@]}" -d postgres -c "CHECKPOINT" >/dev/null; }
+pg_fresh() { # empty databases of these names
+  for db in "$@"; do
+    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  done
+}
+pg_drop() { for db in "$@"; do psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null; done; }
+pg_orders() { # $1 database, $2 rows: the benchmark table, settled (visibility map, statistics) so
+  # that autovacuum does not wake during a round
+  psql "${pg_host_args[@]}" -d "$1" -v rows="$2" -f benches/sql/orders_postgres.sql >/dev/null 2>&1
+  psql "${pg_host_args[@]}" -d "$1" -c "VACUUM ANALYZE orders" >/dev/null
+}
 pg_raw() {
   psql "${pg_host_args[@]}" -d barge_bench_dst -c "TRUNCATE orders" >/dev/null
   pg_settle
@@ -111,20 +122,14 @@ pg_v() { pg_barge; }
 
 if [ "$what" = postgres ] || [ "$what" = all ]; then
   rows=${2:-2000000}
-  for db in barge_bench_src barge_bench_dst barge_bench_copy; do
-    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
-  done
+  pg_fresh barge_bench_src barge_bench_dst barge_bench_copy
   echo "postgres: generating $rows rows" >&2
-  psql "${pg_host_args[@]}" -d barge_bench_src -v rows="$rows" -f benches/sql/orders_postgres.sql >/dev/null 2>&1
-  # Settle the new table (visibility map, statistics) so autovacuum does not wake during a round.
-  psql "${pg_host_args[@]}" -d barge_bench_src -c "VACUUM ANALYZE orders" >/dev/null
+  pg_orders barge_bench_src "$rows"
   pg_dump -h 127.0.0.1 -p 5432 -U postgres -s -t orders barge_bench_src | psql "${pg_host_args[@]}" -d barge_bench_dst >/dev/null
   echo "postgres_rows=$rows"
   echo "postgres_table_mb=$(psql "${pg_host_args[@]}" -d barge_bench_src -Atc "SELECT pg_table_size('orders') / 1048576")"
   rounds pg_to_pg pg_raw pg_nv pg_v
-  for db in barge_bench_src barge_bench_dst barge_bench_copy; do
-    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
-  done
+  pg_drop barge_bench_src barge_bench_dst barge_bench_copy
 fi
 
 # --- Pipelines: the cost of transforms and of row isolation -----------------------------------
@@ -154,12 +159,9 @@ pipe_run() {
 
 if [ "$what" = pipeline ] || [ "$what" = all ]; then
   rows=${2:-2000000}
-  for db in barge_bench_src barge_bench_copy; do
-    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
-  done
+  pg_fresh barge_bench_src barge_bench_copy
   echo "pipeline: generating $rows rows" >&2
-  psql "${pg_host_args[@]}" -d barge_bench_src -v rows="$rows" -f benches/sql/orders_postgres.sql >/dev/null 2>&1
-  psql "${pg_host_args[@]}" -d barge_bench_src -c "VACUUM ANALYZE orders" >/dev/null
+  pg_orders barge_bench_src "$rows"
   pipe_file transform '[[tables]]
 source = "orders"
 columns = [
@@ -186,9 +188,7 @@ source = "orders"'
   echo "pipeline_transforms_ratio_to_copy=$(ratio "$t" "$c")"
   echo "pipeline_error_budget_ratio_to_copy=$(ratio "$b" "$c")"
   echo "pipeline_peak_rss_mb=$(( $(sort -n "$work/rss.txt" | tail -1) / 1024 ))"
-  for db in barge_bench_src barge_bench_copy; do
-    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
-  done
+  pg_drop barge_bench_src barge_bench_copy
 fi
 
 # --- Forecast: `barge bench` on a sample against the measured full copy ------------------------
@@ -211,12 +211,9 @@ forecast_pair() { # $1 name, $2 from, $3 to (for bench), $4 to (for the full cop
 
 if [ "$what" = forecast ] || [ "$what" = all ]; then
   rows=${2:-2000000}
-  for db in barge_bench_src barge_bench_copy; do
-    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
-  done
+  pg_fresh barge_bench_src barge_bench_copy
   echo "forecast: generating $rows rows" >&2
-  psql "${pg_host_args[@]}" -d barge_bench_src -v rows="$rows" -f benches/sql/orders_postgres.sql >/dev/null 2>&1
-  psql "${pg_host_args[@]}" -d barge_bench_src -c "VACUUM ANALYZE orders" >/dev/null
+  pg_orders barge_bench_src "$rows"
   echo "forecast_rows=$rows"
   forecast_pair pg_to_pg "$pg/barge_bench_src?sslmode=disable" "$pg/barge_bench_copy?sslmode=disable" "$pg/barge_bench_copy?sslmode=disable" \
     'psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null; pg_settle'
@@ -226,9 +223,7 @@ if [ "$what" = forecast ] || [ "$what" = all ]; then
   "$barge" demo --rows "$rows" --dir "$work/forecast" --json >/dev/null 2>&1
   forecast_pair sqlite_to_sqlite "sqlite://$work/forecast/source.db" "sqlite://$work/forecast/target.db" \
     "sqlite://$work/forecast/target.db" 'rm -f "$work/forecast/target.db"'
-  for db in barge_bench_src barge_bench_copy; do
-    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
-  done
+  pg_drop barge_bench_src barge_bench_copy
 fi
 
 # --- MariaDB ↔ PostgreSQL ---------------------------------------------------------------------
@@ -273,9 +268,7 @@ if [ "$what" = mysql ] || [ "$what" = all ]; then
   for db in barge_bench_src barge_bench_dst barge_bench_copy; do
     mariadb "${my_args[@]}" -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db CHARACTER SET utf8mb4"
   done
-  for db in barge_bench_dst barge_bench_copy; do
-    psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
-  done
+  pg_fresh barge_bench_dst barge_bench_copy
   echo "mysql: generating $rows rows" >&2
   { echo "SET @rows = $rows;"; cat benches/sql/orders_mysql.sql; } | mariadb "${my_args[@]}" barge_bench_src >/dev/null
   psql "${pg_host_args[@]}" -d barge_bench_dst -f benches/sql/orders_postgres.sql -v rows=0 >/dev/null 2>&1

@@ -377,7 +377,6 @@ fn fingerprint(parts: &[&str]) -> String {
 
 fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (mut pipeline, workers, batch_rows) = load_pipeline(&args.pipeline)?;
-    let text = std::fs::read_to_string(&pipeline.path)?;
     let (name, default_spec) = default_state(&pipeline);
     let state_spec = args.state.clone().unwrap_or(default_spec);
     if args.resume {
@@ -391,7 +390,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(pipeline::risks_error(&prepared.report).into());
     }
     // The ledger starts once the plan is accepted and before anything is written (see copy).
-    let print = fingerprint(&[&text, &pipeline.source, &pipeline.target]);
+    let print = fingerprint(&[&pipeline.text, &pipeline.source, &pipeline.target]);
     let state = run_state(store, &name, &print, args.resume)?;
     for table in &prepared.report.tables {
         for risk in table.risks.iter().filter(|r| r.accepted) {
@@ -514,7 +513,7 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
     // bad input leaves the ledger of an earlier interrupted run to resume.
     let state = match &args.state {
         Some(spec) => {
-            let if_exists = format!("{:?}", args.if_exists as u8);
+            let if_exists = (args.if_exists as u8).to_string();
             let tables = args.endpoints.tables.join(",");
             let print = fingerprint(&[from, to, &tables, &if_exists]);
             Some(run_state(open_state(spec)?, "copy", &print, args.resume)?)

@@ -98,6 +98,31 @@ pub fn key_values(key: &serde_json::Value) -> Vec<&serde_json::Value> {
     }
 }
 
+/// The `DELETE FROM table WHERE (key columns) IN ((…), …)` statements removing `keys`,
+/// [`DELETE_CHUNK`] keys each, for engines that take literals. `table` and `columns` are quoted;
+/// `literal(i, value)` renders a value of key column `i`.
+pub fn delete_statements(
+    table: &str,
+    columns: &[String],
+    keys: &[serde_json::Value],
+    literal: impl Fn(usize, &serde_json::Value) -> String,
+) -> Vec<String> {
+    let lhs = format!("({})", columns.join(", "));
+    keys.chunks(DELETE_CHUNK)
+        .map(|chunk| {
+            let tuples: Vec<String> = chunk
+                .iter()
+                .map(|key| {
+                    let values: Vec<String> =
+                        key_values(key).into_iter().enumerate().map(|(i, v)| literal(i, v)).collect();
+                    format!("({})", values.join(", "))
+                })
+                .collect();
+            format!("DELETE FROM {table} WHERE {lhs} IN ({})", tuples.join(", "))
+        })
+        .collect()
+}
+
 /// How a target stores one Arrow field, and what it reads it back as.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetColumn {

@@ -435,10 +435,10 @@ struct RowFailure {
 }
 
 /// Indices of the key columns (all columns for a table without a key).
-fn key_columns(table: &TableInfo) -> Vec<usize> {
+fn key_columns(table: &TableInfo) -> &[usize] {
     match &table.key {
-        KeySpec::Primary(columns) => columns.clone(),
-        _ => Vec::new(),
+        KeySpec::Primary(columns) => columns,
+        _ => &[],
     }
 }
 
@@ -522,7 +522,7 @@ impl CpuStage<'_> {
                         let key = key_columns(job.table);
                         for (row, column, reason) in out.failures {
                             let failure = RowFailure { column: Some(column), reason, stage: "transform" };
-                            job.reject(self.counters, tally, (&batch, row, &key), failure)?;
+                            job.reject(self.counters, tally, (&batch, row, key), failure)?;
                         }
                         out.batch
                     }
@@ -601,7 +601,7 @@ impl WriteSide<'_> {
         if batch.num_rows() == 1 {
             let key = key_columns(self.job.output);
             let failure = RowFailure { column: reason.0, reason: reason.1, stage: "write" };
-            self.job.reject(self.counters, &self.tallies[range], (batch, 0, &key), failure)?;
+            self.job.reject(self.counters, &self.tallies[range], (batch, 0, key), failure)?;
             if self.job.hash {
                 let digests = bucket_digests(&self.job.output.name, batch, self.job.buckets, range)?;
                 let mut slot = self.digests[range].lock().expect("digest lock");
@@ -647,68 +647,48 @@ fn write_loop(
         if side.transient.contains(range) {
             continue; // the rest of a range already given up in this pass
         }
-        if clear && !matches!(msg, WriteMsg::Failed { .. }) && !cleared.contains(&range) {
-            // The first message of a range being resumed: remove whatever an earlier attempt may
-            // have committed of it, in the transaction that loads it again.
-            let cleared_now = match writer.as_mut() {
-                Some(w) => w.clear_range(&key, &job.ranges[range]),
-                None => Err(Error::Transient { context: "clearing a range".into(), message: "no connection".into() }),
-            };
-            match cleared_now {
-                Ok(_) => {
-                    cleared.insert(range);
-                }
-                Err(error) if error.is_transient() => {
-                    drop(writer.take());
-                    side.transient.fail(open.drain().map(|(range, _)| range).chain([range]), error);
-                    cleared.clear();
-                    writer = job.target.writer(job.target_table, job.fields, &job.write_options).ok();
-                    continue;
-                }
-                Err(error) => return Err(error),
-            }
-            open.entry(range).or_default();
-        }
-        let step = match msg {
+        // The first message of a range being resumed: remove whatever an earlier attempt may have
+        // committed of it, in the transaction that loads it again.
+        let first = if clear && !matches!(msg, WriteMsg::Failed { .. }) && !cleared.contains(&range) {
+            connected(&mut writer).and_then(|w| w.clear_range(&key, &job.ranges[range])).map(|_| {
+                cleared.insert(range);
+                open.entry(range).or_default();
+            })
+        } else {
+            Ok(())
+        };
+        let step = first.and_then(|()| match msg {
             WriteMsg::Failed { error, .. } if !open.contains_key(&range) => {
                 side.transient.fail([range], error);
                 Ok(())
             }
             WriteMsg::Failed { error, .. } => Err(error),
-            WriteMsg::Batch { range, encoded, batch } => match writer.as_mut() {
-                None => Err(Error::Transient {
-                    context: format!("loading `{}`", job.table.name),
-                    message: "no connection".into(),
-                }),
-                Some(w) => {
-                    let written = match (batch, encoded) {
-                        (Some(batch), encoded) => side
-                            .write_isolating(w.as_mut(), range, &batch, encoded)
-                            .map(|rows| (rows, batch.num_rows() as u64)),
-                        (None, Some(encoded)) => w.write(encoded).map(|rows| (rows, rows)),
-                        (None, None) => unreachable!("a batch that did not encode is kept for isolation"),
-                    };
-                    written.map(|(rows, batch_rows)| {
-                        counters.rows_written.fetch_add(rows, Ordering::Relaxed);
-                        side.tallies[range].written.fetch_add(rows, Ordering::Relaxed);
-                        job.progress.advance(&job.table.name, Phase::Copy, batch_rows);
-                        open.entry(range).or_default().0 += 1;
-                    })
-                }
-            },
+            WriteMsg::Batch { range, encoded, batch } => {
+                let w = connected(&mut writer)?;
+                let (rows, batch_rows) = match (batch, encoded) {
+                    (Some(batch), encoded) => {
+                        (side.write_isolating(w, range, &batch, encoded)?, batch.num_rows() as u64)
+                    }
+                    (None, Some(encoded)) => {
+                        let rows = w.write(encoded)?;
+                        (rows, rows)
+                    }
+                    (None, None) => unreachable!("a batch that did not encode is kept for isolation"),
+                };
+                counters.rows_written.fetch_add(rows, Ordering::Relaxed);
+                side.tallies[range].written.fetch_add(rows, Ordering::Relaxed);
+                job.progress.advance(&job.table.name, Phase::Copy, batch_rows);
+                open.entry(range).or_default().0 += 1;
+                Ok(())
+            }
             WriteMsg::End { range, batches } => {
                 open.entry(range).or_default().1 = Some(batches);
                 Ok(())
             }
-        };
+        });
         let step = step.and_then(|()| {
             if !open.is_empty() && open.values().all(|(got, announced)| Some(*got) == *announced) {
-                match writer.as_mut() {
-                    Some(w) => w.commit()?,
-                    None => {
-                        return Err(Error::Transient { context: "committing".into(), message: "no connection".into() });
-                    }
-                }
+                connected(&mut writer)?.commit()?;
                 let committed: Vec<usize> = open.drain().map(|(range, _)| range).collect();
                 flush_rejects(job, side.tallies, committed.iter().copied())?;
                 side.record_done(&committed)?;
@@ -734,6 +714,15 @@ fn write_loop(
     match writer.as_mut() {
         Some(w) => w.commit(),
         None => Ok(()),
+    }
+}
+
+/// The writer's connection, or a transient error when reconnecting after a failure did not work
+/// (the ranges it meets are then retried in the next pass).
+fn connected(writer: &mut Option<Box<dyn TableWriter>>) -> Result<&mut dyn TableWriter> {
+    match writer {
+        Some(w) => Ok(w.as_mut()),
+        None => Err(Error::Transient { context: "writing".into(), message: "no connection".into() }),
     }
 }
 

@@ -335,12 +335,13 @@ pub fn copy(
                 Some(t) => (t, &table.output),
                 None => (source, &whole),
             };
+            let target_info = reader.table(&table.target_table)?;
             let compare_once = |digests: Option<RangeDigests>| {
                 verify_table(
                     verify_source,
                     verify_info,
                     reader.as_ref(),
-                    reader.table(&table.target_table)?,
+                    target_info.clone(),
                     ranges,
                     digests,
                     buckets.as_ref(),

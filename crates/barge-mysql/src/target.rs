@@ -197,28 +197,15 @@ impl barge_core::Target for MyTarget {
 
     fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
         let mut conn = self.conn()?;
-        let lhs = format!("({})", columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "));
+        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         let mut deleted = 0;
-        for chunk in keys.chunks(barge_core::engine::DELETE_CHUNK) {
-            let tuples: Vec<String> = chunk
-                .iter()
-                .map(|key| {
-                    let literals: Vec<String> = barge_core::engine::key_values(key)
-                        .iter()
-                        .map(|v| match v {
-                            serde_json::Value::Null => "NULL".to_string(),
-                            serde_json::Value::String(s) => literal(s),
-                            serde_json::Value::Bool(b) => i32::from(*b).to_string(),
-                            other => other.to_string(),
-                        })
-                        .collect();
-                    format!("({})", literals.join(", "))
-                })
-                .collect();
-            conn.exec(
-                &format!("DELETE FROM {} WHERE {lhs} IN ({})", quote(table), tuples.join(", ")),
-                "deleting rows gone from the source",
-            )?;
+        for sql in barge_core::engine::delete_statements(&quote(table), &quoted, keys, |_, v| match v {
+            serde_json::Value::Null => "NULL".to_string(),
+            serde_json::Value::String(s) => literal(s),
+            serde_json::Value::Bool(b) => i32::from(*b).to_string(),
+            other => other.to_string(),
+        }) {
+            conn.exec(&sql, "deleting rows gone from the source")?;
             deleted += conn.conn.affected_rows();
         }
         Ok(deleted)

@@ -100,6 +100,8 @@ enum BudgetValue {
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     pub path: PathBuf,
+    /// The file as read (what a run's ledger fingerprints).
+    pub text: String,
     pub source: String,
     pub target: String,
     pub workers: Option<usize>,
@@ -269,6 +271,7 @@ impl Pipeline {
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Pipeline {
             path: path.to_path_buf(),
+            text: text.to_string(),
             source: interpolate(&model.source)?,
             target: interpolate(&model.target)?,
             workers: defaults.workers,

@@ -141,11 +141,16 @@ struct ColumnStats {
     min: Option<i128>,
     max: Option<i128>,
     max_chars: usize,
-    /// Decimals: the most integer digits, and whether digits beyond a scale appear (by scale).
-    decimal_scale: Option<i8>,
+    /// Decimals: whether the column is one, the most integer digits, and the most fractional
+    /// digits in use (trailing zeros do not count).
+    decimal: bool,
     max_integer_digits: u32,
-    /// Values with nonzero digits at each fractional position (index = digit after the point).
-    fraction_used: Vec<bool>,
+    max_fraction_digits: u32,
+}
+
+/// Decimal digits of `n` (0 for 0).
+fn digits(n: u128) -> u32 {
+    n.checked_ilog10().map_or(0, |l| l + 1)
 }
 
 impl ColumnStats {
@@ -182,23 +187,19 @@ impl ColumnStats {
                 }
             }
             DataType::Decimal128(_, scale) => {
-                let scale = *scale;
-                self.decimal_scale = Some(scale);
-                let frac = scale.max(0) as usize;
-                if self.fraction_used.len() < frac {
-                    self.fraction_used.resize(frac, false);
-                }
+                self.decimal = true;
+                let scale = (*scale).max(0) as u32;
+                let unit = 10u128.pow(scale);
                 for v in array.as_primitive::<Decimal128Type>().iter().flatten() {
-                    let digits = v.unsigned_abs().to_string();
-                    let integer_digits = digits.len().saturating_sub(frac) as u32;
-                    self.max_integer_digits = self.max_integer_digits.max(integer_digits);
-                    // Fraction digits, most significant first, padded to the scale.
-                    let fraction = format!("{:0>frac$}", &digits[digits.len().saturating_sub(frac)..]);
-                    for (i, d) in fraction.bytes().enumerate() {
-                        if d != b'0' {
-                            self.fraction_used[i] = true;
-                        }
+                    let v = v.unsigned_abs();
+                    self.max_integer_digits = self.max_integer_digits.max(digits(v / unit));
+                    let mut fraction = v % unit;
+                    let mut used = if fraction == 0 { 0 } else { scale };
+                    while fraction != 0 && fraction % 10 == 0 {
+                        fraction /= 10;
+                        used -= 1;
                     }
+                    self.max_fraction_digits = self.max_fraction_digits.max(used);
                 }
             }
             _ => {}
@@ -235,7 +236,7 @@ impl ColumnStats {
             risks
                 .push((Risk::TooLong, format!("values up to {} characters; `{native}` holds {limit}", self.max_chars)));
         }
-        if let (Some(scale), DataType::Decimal128(p, s)) = (self.decimal_scale, target) {
+        if let (true, DataType::Decimal128(p, s)) = (self.decimal, target) {
             let room = (*p as i32 - *s as i32).max(0) as u32;
             if self.max_integer_digits > room {
                 risks.push((
@@ -243,7 +244,7 @@ impl ColumnStats {
                     format!("values with {} integer digits; `{native}` holds {room}", self.max_integer_digits),
                 ));
             }
-            if scale > *s && self.fraction_used.iter().skip((*s).max(0) as usize).any(|&used| used) {
+            if self.max_fraction_digits > (*s).max(0) as u32 {
                 risks.push((Risk::Precision, format!("values with more than {s} fractional digits would be rounded")));
             }
         }

@@ -235,26 +235,14 @@ impl barge_core::Target for PgTarget {
         let type_of =
             |c: &str| described.iter().find(|(n, _, _)| n == c).map_or("text".to_string(), |(_, t, _)| t.clone());
         let types: Vec<String> = columns.iter().map(|c| type_of(c)).collect();
-        let lhs = format!("({})", columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "));
+        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let statements = barge_core::engine::delete_statements(&self.qualified(table), &quoted, keys, |i, v| match v {
+            serde_json::Value::Null => "NULL".to_string(),
+            serde_json::Value::String(s) => format!("{}::{}", literal(s), types[i]),
+            other => format!("{}::{}", literal(&other.to_string()), types[i]),
+        });
         let mut deleted = 0;
-        for chunk in keys.chunks(barge_core::engine::DELETE_CHUNK) {
-            let tuples: Vec<String> = chunk
-                .iter()
-                .map(|key| {
-                    let values = barge_core::engine::key_values(key);
-                    let literals: Vec<String> = values
-                        .iter()
-                        .zip(&types)
-                        .map(|(v, t)| match v {
-                            serde_json::Value::Null => "NULL".to_string(),
-                            serde_json::Value::String(s) => format!("{}::{t}", literal(s)),
-                            other => format!("{}::{t}", literal(&other.to_string())),
-                        })
-                        .collect();
-                    format!("({})", literals.join(", "))
-                })
-                .collect();
-            let sql = format!("DELETE FROM {} WHERE {lhs} IN ({})", self.qualified(table), tuples.join(", "));
+        for sql in statements {
             deleted += self.admin(|client| {
                 runtime()
                     .block_on(client.execute(sql.as_str(), &[]))
