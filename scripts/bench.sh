@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Throughput as a ratio to the raw database limit, measured side by side in one run.
 #
-#   scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|all] [ROWS]
+#   scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|micro|all|readme] [ROWS]
+#
+# Each section prints its figures as `name=value` lines and keeps them, with the command, date,
+# commit and machine, in benches/results/SECTION.txt; the tables of benches/README.md are then
+# regenerated from those files by scripts/bench_readme.py (`readme` does only that).
 #
 # sqlite:   SQLite → SQLite, 1,000,000 demo `orders` rows by default. The raw limit is SQLite copying
 #           the table itself (ATTACH + INSERT … SELECT in one transaction, via Python's sqlite3).
@@ -11,16 +15,24 @@
 # pipeline: PostgreSQL → PostgreSQL through `barge run`: a pipeline with computed columns, and one
 #           with an error budget (savepoint per batch), against `barge copy`, all verified.
 # forecast: `barge bench` on a 200,000-row sample forecasts the full copy of the table; the full
-#           copy then runs, and the error is printed (PostgreSQL → PostgreSQL, SQLite → SQLite).
+#           copy then runs, and the error is printed (every engine pair: SQLite → SQLite,
+#           PostgreSQL → PostgreSQL without and with TLS, MariaDB → PostgreSQL, PostgreSQL →
+#           MariaDB, MariaDB → MariaDB).
 # mysql:    MariaDB → PostgreSQL and PostgreSQL → MariaDB, 2,000,000 rows of
 #           benches/sql/orders_mysql.sql. The references are text pipes: `mariadb --quick -B -e
 #           "SELECT …" | psql -c "COPY orders FROM STDIN"` and `psql -c "COPY … TO STDOUT" | mariadb
 #           -e "LOAD DATA LOCAL INFILE '/dev/stdin' …"`, into empty tables with the primary key.
-# Each section alternates raw / barge --no-verify / barge (verified) for three rounds and prints
-# medians, ratios and barge's peak RSS.
+# micro:    the criterion micro-benchmarks of benches/hot_paths.rs (`cargo bench -p barge-benches`).
+# The end-to-end sections alternate raw / barge --no-verify / barge (verified) for three rounds and
+# print medians, ratios and barge's peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
+case "$what" in
+  sqlite|postgres|pipeline|forecast|mysql|micro|all) ;;
+  readme) exec python3 scripts/bench_readme.py ;;
+  *) echo "usage: scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|micro|all|readme] [ROWS]" >&2; exit 2 ;;
+esac
 cargo build --release --quiet
 barge=$PWD/target/release/barge
 work=target/bench
@@ -77,17 +89,18 @@ sqlite_barge() { rm -f "$work/sqlite/target.db"; timed_barge copy --from "sqlite
 sqlite_nv() { sqlite_barge --no-verify; }
 sqlite_v() { sqlite_barge; }
 
-if [ "$what" = sqlite ] || [ "$what" = all ]; then
-  rows=${2:-1000000}
+section_sqlite() {
   echo "sqlite: generating $rows demo rows" >&2
   "$barge" demo --rows "$rows" --dir "$work/sqlite" --json >/dev/null 2>&1
   echo "sqlite_rows=$rows"
   rounds sqlite sqlite_raw sqlite_nv sqlite_v
-fi
+}
 
 # --- PostgreSQL → PostgreSQL -------------------------------------------------------------------
 pg=${BARGE_BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 pg_host_args=(-h 127.0.0.1 -p 5432 -U postgres -q)
+my_args=(--default-character-set=utf8mb4 --protocol=tcp -h 127.0.0.1 -P 3306 -uroot)
+my_url=${BARGE_BENCH_MYSQL:-mysql://root@127.0.0.1:3306}
 # Every PostgreSQL measurement starts from a checkpoint, so that flushing the previous run's WAL
 # (each copy writes ~2x the table) does not land on whichever command runs next.
 pg_settle() { psql "${pg_host_args[@]}" -d postgres -c "CHECKPOINT" >/dev/null; }
@@ -120,8 +133,7 @@ pg_barge() {
 pg_nv() { pg_barge --no-verify; }
 pg_v() { pg_barge; }
 
-if [ "$what" = postgres ] || [ "$what" = all ]; then
-  rows=${2:-2000000}
+section_postgres() {
   pg_fresh barge_bench_src barge_bench_dst barge_bench_copy
   echo "postgres: generating $rows rows" >&2
   pg_orders barge_bench_src "$rows"
@@ -130,7 +142,7 @@ if [ "$what" = postgres ] || [ "$what" = all ]; then
   echo "postgres_table_mb=$(psql "${pg_host_args[@]}" -d barge_bench_src -Atc "SELECT pg_table_size('orders') / 1048576")"
   rounds pg_to_pg pg_raw pg_nv pg_v
   pg_drop barge_bench_src barge_bench_dst barge_bench_copy
-fi
+}
 
 # --- Pipelines: the cost of transforms and of row isolation -----------------------------------
 # PostgreSQL → PostgreSQL, verified each time: `barge copy` against `barge run` of a pipeline with
@@ -157,8 +169,7 @@ pipe_run() {
   timed_barge run "$work/$1.toml"
 }
 
-if [ "$what" = pipeline ] || [ "$what" = all ]; then
-  rows=${2:-2000000}
+section_pipeline() {
   pg_fresh barge_bench_src barge_bench_copy
   echo "pipeline: generating $rows rows" >&2
   pg_orders barge_bench_src "$rows"
@@ -189,7 +200,7 @@ source = "orders"'
   echo "pipeline_error_budget_ratio_to_copy=$(ratio "$b" "$c")"
   echo "pipeline_peak_rss_mb=$(( $(sort -n "$work/rss.txt" | tail -1) / 1024 ))"
   pg_drop barge_bench_src barge_bench_copy
-fi
+}
 
 # --- Forecast: `barge bench` on a sample against the measured full copy ------------------------
 # PostgreSQL → PostgreSQL and SQLite → SQLite: `barge bench --sample-rows 200000 --workers 1,2`
@@ -209,8 +220,7 @@ forecast_pair() { # $1 name, $2 from, $3 to (for bench), $4 to (for the full cop
   echo "${1}_forecast_error=$(python3 -c "print(f'{($forecast - $measured) / $measured * 100:+.1f}%')")"
 }
 
-if [ "$what" = forecast ] || [ "$what" = all ]; then
-  rows=${2:-2000000}
+section_forecast() {
   pg_fresh barge_bench_src barge_bench_copy
   echo "forecast: generating $rows rows" >&2
   pg_orders barge_bench_src "$rows"
@@ -223,12 +233,21 @@ if [ "$what" = forecast ] || [ "$what" = all ]; then
   "$barge" demo --rows "$rows" --dir "$work/forecast" --json >/dev/null 2>&1
   forecast_pair sqlite_to_sqlite "sqlite://$work/forecast/source.db" "sqlite://$work/forecast/target.db" \
     "sqlite://$work/forecast/target.db" 'rm -f "$work/forecast/target.db"'
+  # The MariaDB pairs, from the same rows generated in MariaDB.
+  for db in barge_bench_src barge_bench_copy; do
+    mariadb "${my_args[@]}" -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db CHARACTER SET utf8mb4"
+  done
+  { echo "SET @rows = $rows;"; cat benches/sql/orders_mysql.sql; } | mariadb "${my_args[@]}" barge_bench_src >/dev/null
+  local my_reset='mariadb "${my_args[@]}" barge_bench_copy -e "DROP TABLE IF EXISTS orders"'
+  forecast_pair my_to_pg "$my_url/barge_bench_src" "$pg/barge_bench_copy?sslmode=disable" "$pg/barge_bench_copy?sslmode=disable" \
+    'psql "${pg_host_args[@]}" -d barge_bench_copy -c "DROP TABLE IF EXISTS orders" >/dev/null; pg_settle'
+  forecast_pair pg_to_my "$pg/barge_bench_src?sslmode=disable" "$my_url/barge_bench_copy" "$my_url/barge_bench_copy" "$my_reset"
+  forecast_pair my_to_my "$my_url/barge_bench_src" "$my_url/barge_bench_copy" "$my_url/barge_bench_copy" "$my_reset"
+  for db in barge_bench_src barge_bench_copy; do mariadb "${my_args[@]}" -e "DROP DATABASE IF EXISTS $db"; done
   pg_drop barge_bench_src barge_bench_copy
-fi
+}
 
 # --- MariaDB ↔ PostgreSQL ---------------------------------------------------------------------
-my_args=(--default-character-set=utf8mb4 --protocol=tcp -h 127.0.0.1 -P 3306 -uroot)
-my_url=${BARGE_BENCH_MYSQL:-mysql://root@127.0.0.1:3306}
 columns="id, customer_id, email, name, amount, status, created_at, updated_at, is_active, note"
 my_to_pg_raw() {
   psql "${pg_host_args[@]}" -d barge_bench_dst -c "TRUNCATE orders" >/dev/null
@@ -263,8 +282,7 @@ pg_to_my_barge() {
 pg_to_my_nv() { pg_to_my_barge --no-verify; }
 pg_to_my_v() { pg_to_my_barge; }
 
-if [ "$what" = mysql ] || [ "$what" = all ]; then
-  rows=${2:-2000000}
+section_mysql() {
   for db in barge_bench_src barge_bench_dst barge_bench_copy; do
     mariadb "${my_args[@]}" -e "DROP DATABASE IF EXISTS $db; CREATE DATABASE $db CHARACTER SET utf8mb4"
   done
@@ -321,4 +339,60 @@ if [ "$what" = mysql ] || [ "$what" = all ]; then
     mariadb "${my_args[@]}" -e "DROP DATABASE IF EXISTS $db"
     psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null
   done
-fi
+}
+
+# --- Micro-benchmarks (criterion) --------------------------------------------------------------
+section_micro() {
+  cargo bench -p barge-benches --quiet >&2
+  python3 - <<'PY'
+import glob, json, os
+for path in sorted(glob.glob("target/criterion/*/*/new/benchmark.json")):
+    meta = json.load(open(path))
+    estimates = json.load(open(os.path.join(os.path.dirname(path), "estimates.json")))
+    ns = estimates["median"]["point_estimate"]
+    elements = meta["throughput"]["Elements"]
+    name = meta["full_id"].replace("/", "_")
+    print(f"micro_{name}_elements={elements}")
+    print(f"micro_{name}_ns={ns:.0f}")
+    print(f"micro_{name}_per_s={elements / ns * 1e9:.0f}")
+PY
+}
+
+# --- Recording ---------------------------------------------------------------------------------
+machine() {
+  echo "machine_cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+  echo "machine_cores=$(nproc)"
+  echo "machine_memory_gib=$(awk '/MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)"
+  echo "machine_os=$(. /etc/os-release && echo "$PRETTY_NAME")"
+  echo "machine_rustc=$(rustc --version)"
+  echo "machine_postgres=$(psql "${pg_host_args[@]}" -d postgres -Atc 'SHOW server_version' 2>/dev/null || echo unknown)"
+  echo "machine_mariadb=$(mariadb "${my_args[@]}" -N -e 'SELECT VERSION()' 2>/dev/null || echo unknown)"
+}
+
+# Runs section $1 over $2 rows, printing its figures and keeping them in benches/results/$1.txt
+# ($3: the row count was given on the command line).
+record() {
+  local name=$1 out="$work/$1.result"
+  rows=$2
+  {
+    echo "command=scripts/bench.sh $name${3:+ $rows}"
+    echo "date=$(date -u +%Y-%m-%d)"
+    echo "commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates benches/hot_paths.rs benches/Cargo.toml benches/sql Cargo.toml Cargo.lock scripts/bench.sh || echo '+uncommitted')"
+    machine
+    "section_$name"
+  } | tee "$out"
+  mkdir -p benches/results
+  cp "$out" "benches/results/$name.txt"
+}
+
+run() { # $1 section, $2 default rows
+  if [ "$what" = "$1" ] || [ "$what" = all ]; then record "$1" "${rows_arg:-$2}" "$rows_arg"; fi
+}
+rows_arg=${2:-}
+run sqlite 1000000
+run postgres 2000000
+run pipeline 2000000
+run forecast 2000000
+run mysql 2000000
+run micro 0
+python3 scripts/bench_readme.py

@@ -29,6 +29,9 @@ ensure_mariadb
 say "cargo fmt --check"
 cargo fmt --all -- --check
 
+say "benches/README.md tables match benches/results"
+python3 scripts/bench_readme.py --check
+
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 

@@ -27,6 +27,19 @@ pub struct TableRun {
     pub stages: Value,
     /// The stage with the most busy time per worker.
     pub bottleneck: String,
+    /// `[seconds, rows written so far]` over the copy, from the run's own counters.
+    pub timeline: Vec<(f64, u64)>,
+}
+
+impl TableRun {
+    /// rows/s between consecutive timeline samples, at each interval's midpoint.
+    pub fn rates(&self) -> Vec<(f64, f64)> {
+        self.timeline
+            .windows(2)
+            .filter(|w| w[1].0 > w[0].0)
+            .map(|w| ((w[0].0 + w[1].0) / 2.0, w[1].1.saturating_sub(w[0].1) as f64 / (w[1].0 - w[0].0)))
+            .collect()
+    }
 }
 
 /// One run at one worker count.
@@ -217,6 +230,7 @@ fn parse_run(workers: usize, json: &Value) -> Run {
                         mb_per_s: rate(bytes as f64 / 1e6),
                         bottleneck: bottleneck(&t["stages"], workers),
                         stages: t["stages"].clone(),
+                        timeline: serde_json::from_value(t["timeline"].clone()).unwrap_or_default(),
                     }
                 })
                 .collect()
@@ -230,6 +244,11 @@ fn parse_run(workers: usize, json: &Value) -> Run {
         peak_rss_mb: json["peak_rss_mb"].as_f64(),
         tables,
     }
+}
+
+/// Text for HTML and SVG.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// The human summary.
@@ -269,8 +288,8 @@ pub fn render(report: &BenchReport) -> String {
 
 /// A bar chart (SVG) of rows/s per worker count, per table.
 pub fn throughput_svg(report: &BenchReport) -> String {
-    let tables: Vec<&str> =
-        report.runs.first().map(|r| r.tables.iter().map(|t| t.table.as_str()).collect()).unwrap_or_default();
+    let tables: Vec<String> =
+        report.runs.first().map(|r| r.tables.iter().map(|t| escape(&t.table)).collect()).unwrap_or_default();
     let max = report.runs.iter().flat_map(|r| r.tables.iter().map(|t| t.rows_per_s)).fold(1.0, f64::max);
     let (bar, gap, height) = (28.0, 18.0, 220.0);
     let group = tables.len() as f64 * bar + gap;
@@ -291,7 +310,7 @@ pub fn throughput_svg(report: &BenchReport) -> String {
                 30.0 + height - h,
                 bar - 4.0,
                 palette[j % palette.len()],
-                t.table,
+                escape(&t.table),
                 run.workers,
                 t.rows_per_s
             ));
@@ -313,6 +332,60 @@ pub fn throughput_svg(report: &BenchReport) -> String {
     svg
 }
 
+/// A line chart (SVG) of rows/s over time, one line per table and worker count.
+pub fn timeline_svg(report: &BenchReport) -> String {
+    let lines: Vec<(String, Vec<(f64, f64)>)> = report
+        .runs
+        .iter()
+        .flat_map(|r| {
+            r.tables.iter().map(move |t| (escape(&format!("{} @ {} worker(s)", t.table, r.workers)), t.rates()))
+        })
+        .collect();
+    let max_t = lines.iter().flat_map(|(_, p)| p.iter().map(|(t, _)| *t)).fold(1e-9, f64::max);
+    let max_r = lines.iter().flat_map(|(_, p)| p.iter().map(|(_, r)| *r)).fold(1.0, f64::max);
+    let (left, top, width, height) = (70.0, 30.0, 520.0, 200.0);
+    let palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"];
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\
+         <text x=\"10\" y=\"16\" font-size=\"13\">rows/s over time (copy)</text>\
+         <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"#999\"/>\
+         <line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"/>\
+         <text x=\"4\" y=\"{}\">{max_r:.0}</text><text x=\"4\" y=\"{}\">0</text>\
+         <text x=\"{left}\" y=\"{}\">0 s</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{max_t:.2} s</text>",
+        left + width + 20.0,
+        top + height + 50.0 + lines.len() as f64 * 14.0,
+        top + height,
+        top + height,
+        left + width,
+        top + height,
+        top + 4.0,
+        top + height,
+        top + height + 14.0,
+        left + width,
+        top + height + 14.0,
+    );
+    for (i, (label, points)) in lines.iter().enumerate() {
+        let color = palette[i % palette.len()];
+        let coords: Vec<String> = points
+            .iter()
+            .map(|(t, r)| format!("{:.1},{:.1}", left + t / max_t * width, top + height - r / max_r * height))
+            .collect();
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"><title>{label}</title></polyline>",
+            coords.join(" ")
+        ));
+        let y = top + height + 32.0 + i as f64 * 14.0;
+        svg.push_str(&format!(
+            "<rect x=\"{left}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{color}\"/><text x=\"{}\" y=\"{:.1}\">{label}</text>",
+            y - 9.0,
+            left + 14.0,
+            y
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 /// Stacked bars (SVG) of each run's stage busy time per worker.
 fn stages_svg(report: &BenchReport) -> String {
     let stages = [("read", "#4e79a7"), ("cpu", "#f28e2b"), ("write", "#59a14f"), ("verify", "#e15759")];
@@ -328,7 +401,7 @@ fn stages_svg(report: &BenchReport) -> String {
                         if *s == "verify" { v } else { v / r.workers as f64 }
                     })
                     .collect();
-                (format!("{} @ {}", t.table, r.workers), values)
+                (escape(&format!("{} @ {}", t.table, r.workers)), values)
             })
         })
         .collect();
@@ -371,7 +444,6 @@ pub fn write_report(report: &BenchReport, dir: &Path) -> Result<(), Error> {
     std::fs::write(dir.join("report.json"), &json).map_err(|e| io("report.json", e))?;
     let throughput = throughput_svg(report);
     std::fs::write(dir.join("throughput.svg"), &throughput).map_err(|e| io("throughput.svg", e))?;
-    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let mut rows = String::new();
     for run in &report.runs {
         for t in &run.tables {
@@ -403,7 +475,7 @@ pub fn write_report(report: &BenchReport, dir: &Path) -> Result<(), Error> {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>barge bench</title><style>\
          body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
          </style></head><body><h1>barge bench</h1><p>{} → {} · sample of ~{} rows per table · \
-         forecast: the whole copy in <b>{:.1} s</b> with <b>{}</b> worker(s)</p>{throughput}{}\
+         forecast: the whole copy in <b>{:.1} s</b> with <b>{}</b> worker(s)</p>{throughput}{}{}\
          <h2>Runs</h2><table><tr><th>workers</th><th>table</th><th>rows</th><th>seconds</th><th>rows/s</th><th>MB/s</th>\
          <th>peak RSS MB</th><th>bottleneck</th></tr>{rows}</table>\
          <h2>Forecast</h2><table><tr><th>table</th><th>estimated rows</th><th>best workers</th><th>rows/s</th><th>seconds</th></tr>\
@@ -414,6 +486,7 @@ pub fn write_report(report: &BenchReport, dir: &Path) -> Result<(), Error> {
         report.forecast_seconds,
         report.best_workers,
         stages_svg(report),
+        timeline_svg(report),
         escape(&json)
     );
     std::fs::write(dir.join("report.html"), html).map_err(|e| io("report.html", e))

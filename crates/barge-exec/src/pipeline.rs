@@ -194,6 +194,8 @@ pub(crate) struct CopyCounters {
     pub rows_rejected: AtomicU64,
     /// Range attempts that failed transiently and were done again.
     pub retries: AtomicU64,
+    /// Rows written over time.
+    pub timeline: crate::report::Timeline,
 }
 
 /// The run's ledger as one table copy sees it.
@@ -675,7 +677,8 @@ fn write_loop(
                     }
                     (None, None) => unreachable!("a batch that did not encode is kept for isolation"),
                 };
-                counters.rows_written.fetch_add(rows, Ordering::Relaxed);
+                let written = counters.rows_written.fetch_add(rows, Ordering::Relaxed) + rows;
+                counters.timeline.record(written);
                 side.tallies[range].written.fetch_add(rows, Ordering::Relaxed);
                 job.progress.advance(&job.table.name, Phase::Copy, batch_rows);
                 open.entry(range).or_default().0 += 1;

@@ -1,5 +1,8 @@
 //! Run summaries; their JSON form is the CLI's `--json` contract.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use barge_verify::KeyDiff;
 use serde::Serialize;
 
@@ -35,6 +38,9 @@ pub struct TableReport {
     pub stages: StageSeconds,
     /// Bytes of the Arrow data read (the in-memory size of the values that moved).
     pub bytes_read: u64,
+    /// Rows written over the copy (not the verification), as `[seconds since the table started,
+    /// rows written so far]`, sampled at most every [`TIMELINE_STEP`] (coarser for long copies).
+    pub timeline: Vec<(f64, u64)>,
     /// The high-water mark recorded for an incremental table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watermark: Option<barge_core::Scalar>,
@@ -52,6 +58,62 @@ pub struct StageSeconds {
     pub cpu: f64,
     pub write: f64,
     pub verify: f64,
+}
+
+/// The finest interval between two timeline samples.
+pub const TIMELINE_STEP: Duration = Duration::from_millis(100);
+/// A timeline longer than this is thinned to every other sample, and samples half as often.
+const TIMELINE_MAX_POINTS: usize = 512;
+
+/// Rows written over time, sampled from the writers as they commit batches.
+pub(crate) struct Timeline {
+    started: Instant,
+    inner: Mutex<TimelineInner>,
+}
+
+struct TimelineInner {
+    step: Duration,
+    next: Duration,
+    points: Vec<(f64, u64)>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline {
+            started: Instant::now(),
+            inner: Mutex::new(TimelineInner { step: TIMELINE_STEP, next: TIMELINE_STEP, points: vec![(0.0, 0)] }),
+        }
+    }
+}
+
+impl Timeline {
+    /// `rows` have been written so far; kept if a step has passed since the last sample.
+    pub fn record(&self, rows: u64) {
+        self.sample(self.started.elapsed(), rows, false);
+    }
+
+    fn sample(&self, at: Duration, rows: u64, last: bool) {
+        let mut inner = self.inner.lock().expect("timeline lock");
+        if at < inner.next && !last {
+            return;
+        }
+        inner.points.push((at.as_secs_f64(), rows));
+        inner.next = at + inner.step;
+        if inner.points.len() > TIMELINE_MAX_POINTS {
+            let mut i = 0;
+            inner.points.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            inner.step *= 2;
+        }
+    }
+
+    /// The samples, ending with `rows` now.
+    pub fn finish(&self, rows: u64) -> Vec<(f64, u64)> {
+        self.sample(self.started.elapsed(), rows, true);
+        std::mem::take(&mut self.inner.lock().expect("timeline lock").points)
+    }
 }
 
 /// A whole copy.
@@ -93,4 +155,35 @@ pub struct VerifyReport {
     pub ok: bool,
     pub seconds: f64,
     pub tables: Vec<TableVerdict>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeline_samples_at_most_once_per_step_and_always_ends_with_the_total() {
+        let timeline = Timeline::default();
+        timeline.sample(Duration::from_millis(10), 5, false); // before the first step: dropped
+        timeline.sample(Duration::from_millis(120), 10, false);
+        timeline.sample(Duration::from_millis(150), 20, false); // within a step of the last: dropped
+        timeline.sample(Duration::from_millis(230), 30, false);
+        timeline.sample(Duration::from_millis(240), 40, true); // the end is always kept
+        let points = timeline.inner.lock().unwrap().points.clone();
+        assert_eq!(points, vec![(0.0, 0), (0.12, 10), (0.23, 30), (0.24, 40)]);
+    }
+
+    #[test]
+    fn a_long_timeline_is_thinned_and_stays_bounded() {
+        let timeline = Timeline::default();
+        for i in 1..=10_000u64 {
+            timeline.sample(Duration::from_millis(i * 100), i, false);
+        }
+        let inner = timeline.inner.lock().unwrap();
+        assert!(inner.points.len() <= TIMELINE_MAX_POINTS, "{} points", inner.points.len());
+        assert!(inner.points.len() > TIMELINE_MAX_POINTS / 4, "{} points", inner.points.len());
+        assert!(inner.points.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1), "in order");
+        assert_eq!(inner.points[0], (0.0, 0));
+        assert!(inner.step > TIMELINE_STEP, "samples less often after thinning");
+    }
 }

@@ -304,6 +304,7 @@ pub fn copy(
             tracing::warn!("table `{name}`: {notice}");
         }
         let copy_seconds = table_started.elapsed().as_secs_f64();
+        let copy_timeline = counters.timeline.finish(rows_written);
         let rejected_note = if rows_rejected > 0 { format!(", {rows_rejected} rejected") } else { String::new() };
         progress.finished(name, Phase::Copy, &format!("{rows_written} rows{rejected_note} in {copy_seconds:.2}s"));
         // An incremental table's watermark is recorded once its rows are committed.
@@ -391,6 +392,7 @@ pub fn copy(
                 verify: if compare { verify_started.elapsed().as_secs_f64() } else { 0.0 },
             },
             bytes_read: counters.bytes_read.load(Ordering::Relaxed),
+            timeline: copy_timeline,
             rejects_file: options
                 .rejects
                 .as_ref()

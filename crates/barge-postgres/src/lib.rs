@@ -15,8 +15,10 @@
 //! (children included) and never listed on their own.
 
 mod conn;
-mod decode;
-mod encode;
+/// Binary COPY → Arrow (public for the micro-benchmarks in `benches/`).
+pub mod decode;
+/// Arrow → binary COPY (public for the micro-benchmarks in `benches/`).
+pub mod encode;
 mod source;
 pub mod state;
 mod target;

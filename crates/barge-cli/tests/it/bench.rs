@@ -41,6 +41,12 @@ fn bench_on_sqlite_samples_reports_and_removes_its_scratch_file() {
         assert!(orders["rows_per_s"].as_f64().unwrap() > 0.0);
         assert!(["read", "transform+hash", "write", "verify"].contains(&orders["bottleneck"].as_str().unwrap()));
         assert!(r["peak_rss_mb"].as_f64().unwrap() > 1.0);
+        // The timeline starts at nothing, never goes back, and ends with every row written.
+        let timeline: Vec<(f64, u64)> = serde_json::from_value(orders["timeline"].clone()).unwrap();
+        assert_eq!(timeline.first(), Some(&(0.0, 0)), "{orders}");
+        assert!(timeline.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1), "{timeline:?}");
+        assert_eq!(timeline.last().unwrap().1, rows, "{timeline:?}");
+        assert!(timeline.last().unwrap().0 <= orders["seconds"].as_f64().unwrap());
     }
     let forecast = &json["forecasts"][0];
     assert_eq!(forecast["estimated_rows"], 60000);
@@ -54,6 +60,7 @@ fn bench_on_sqlite_samples_reports_and_removes_its_scratch_file() {
     assert!(
         html.contains("<svg") && html.contains(&format!("{:.0}", runs[0]["tables"][0]["rows_per_s"].as_f64().unwrap()))
     );
+    assert!(html.contains("rows/s over time") && html.contains("orders @ 2 worker(s)"), "the timeline chart");
     assert!(std::fs::read_to_string(report.join("throughput.svg")).unwrap().starts_with("<svg"));
     // Nothing left behind: no scratch file, no target.
     let left: Vec<_> = std::fs::read_dir(dir.path("")).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Regenerates the figure tables of benches/README.md from benches/results/*.txt.
+
+scripts/bench.sh writes one results file per section (`name=value` lines: the command, date,
+commit and machine, then the figures). Each table in benches/README.md sits between
+`<!-- BEGIN generated: NAME -->` and `<!-- END generated: NAME -->`; this script rewrites what is
+between them and leaves the prose around them alone. A section never measured says so, with the
+command that would measure it.
+
+    python3 scripts/bench_readme.py [--check]
+
+--check exits 1 if the README is not what the results files give (nothing is written).
+"""
+
+import pathlib
+import re
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benches" / "results"
+README = ROOT / "benches" / "README.md"
+
+
+def load(section):
+    path = RESULTS / f"{section}.txt"
+    if not path.exists():
+        return None
+    values = {}
+    for line in path.read_text().splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+def num(value, digits=3):
+    return f"{float(value):.{digits}f}"
+
+
+def provenance(r):
+    return f"`{r['command']}` — {r['date']}, commit {r['commit']}."
+
+
+def missing(section):
+    return f"Not measured yet: run `scripts/bench.sh {section}`."
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine():
+    results = [r for r in (load(s) for s in ("postgres", "mysql", "sqlite", "forecast", "pipeline", "micro")) if r]
+    if not results:
+        return "No results recorded yet."
+    r = max(results, key=lambda r: r["date"])
+    return (
+        f"{r['machine_cpu']}, {r['machine_cores']} cores, {r['machine_memory_gib']} GiB; {r['machine_os']}; "
+        f"{r['machine_rustc']}; PostgreSQL {r['machine_postgres']}; MariaDB {r['machine_mariadb']} "
+        f"(as recorded by the latest section, {r['date']}; each table names its own run)."
+    )
+
+
+def end_to_end():
+    # (section, prefix, pair, raw limit, goal without verification, goal verified)
+    pairs = [
+        ("postgres", "pg_to_pg", "PostgreSQL → PostgreSQL", "binary `COPY TO STDOUT | COPY FROM STDIN`", "≤ 1.05", "≤ 1.5"),
+        ("mysql", "my_to_pg", "MariaDB → PostgreSQL", "`mariadb --quick -B | COPY FROM STDIN`", "≤ 1.0", ""),
+        ("mysql", "pg_to_my", "PostgreSQL → MariaDB", "`COPY TO STDOUT | LOAD DATA LOCAL INFILE`", "≤ 1.1", ""),
+        ("sqlite", "sqlite", "SQLite → SQLite", "SQLite's own `INSERT … SELECT`", "", ""),
+    ]
+    rows, sources = [], []
+    for section, p, pair, raw, goal, goal_v in pairs:
+        r = load(section)
+        if r is None or f"{p}_raw_seconds" not in r:
+            rows.append([pair, raw, "–", "–", "–", "–", goal, "–", "–", goal_v, "–"])
+            sources.append(f"{pair}: " + missing(section))
+            continue
+        count = r.get(f"{section}_rows", r.get("mysql_rows", "?"))
+        rows.append([
+            pair,
+            raw,
+            f"{int(count):,}",
+            num(r[f"{p}_raw_seconds"]),
+            num(r[f"{p}_barge_no_verify_seconds"]),
+            f"**{r[f'{p}_ratio']}**",
+            goal,
+            num(r[f"{p}_barge_verified_seconds"]),
+            f"**{r[f'{p}_verified_ratio']}**",
+            goal_v,
+            r[f"{p}_peak_rss_mb"],
+        ])
+        if provenance(r) not in sources:
+            sources.append(provenance(r))
+    out = table(
+        ["pair", "raw limit", "rows", "raw s", "barge --no-verify s", "ratio", "goal", "barge verified s", "ratio",
+         "goal", "peak RSS MB"],
+        rows,
+    )
+    return out + "\n\nMedians of three alternating rounds. " + " ".join(sources)
+
+
+def peers():
+    r = load("mysql")
+    if r is None:
+        return missing("mysql")
+    rows = []
+    if "pgloader_seconds" in r:
+        rows.append([
+            f"pgloader, MariaDB → PostgreSQL ({r['pgloader_peak_rss_mb']} MB RSS)",
+            num(r["pgloader_seconds"]),
+            num(r["my_to_pg_barge_no_verify_seconds"]),
+            f"**{r['my_to_pg_ratio_vs_pgloader']}**",
+            "≤ 0.4",
+        ])
+    for case, label in (("identical", "identical tables"), ("changed_10", "10 rows changed on one side")):
+        if f"verify_{case}_reladiff_seconds" in r:
+            ratio = float(r[f"verify_{case}_barge_seconds"]) / float(r[f"verify_{case}_reladiff_seconds"])
+            rows.append([
+                f"reladiff vs `barge verify`, MariaDB vs PostgreSQL, {label}",
+                num(r[f"verify_{case}_reladiff_seconds"]),
+                num(r[f"verify_{case}_barge_seconds"]),
+                f"**{ratio:.2f}**",
+                "≤ 0.6",
+            ])
+    if not rows:
+        return "pgloader and reladiff were not installed when `scripts/bench.sh mysql` last ran."
+    return table(["peer", "peer s", "barge s", "ratio", "goal"], rows) + "\n\n" + provenance(r)
+
+
+def pipeline():
+    r = load("pipeline")
+    if r is None:
+        return missing("pipeline")
+    rows = [
+        ["`barge copy`", num(r["pipeline_copy_verified_seconds"]), "1.00"],
+        ["`barge run`, four computed columns", num(r["pipeline_transforms_verified_seconds"]),
+         r["pipeline_transforms_ratio_to_copy"]],
+        ["`barge run`, error budget (savepoints)", num(r["pipeline_error_budget_verified_seconds"]),
+         r["pipeline_error_budget_ratio_to_copy"]],
+    ]
+    return (table(["PostgreSQL → PostgreSQL, verified", "seconds", "ratio to `barge copy`"], rows)
+            + f"\n\n{int(r['pipeline_rows']):,} rows; peak RSS {r['pipeline_peak_rss_mb']} MB. " + provenance(r))
+
+
+def forecast():
+    r = load("forecast")
+    if r is None:
+        return missing("forecast")
+    pairs = [
+        ("sqlite_to_sqlite", "SQLite → SQLite"),
+        ("pg_to_pg", "PostgreSQL → PostgreSQL, `sslmode=disable`"),
+        ("pg_to_pg_tls", "PostgreSQL → PostgreSQL, TLS (`sslmode=prefer`, the default)"),
+        ("my_to_pg", "MariaDB → PostgreSQL"),
+        ("pg_to_my", "PostgreSQL → MariaDB"),
+        ("my_to_my", "MariaDB → MariaDB"),
+    ]
+    rows = []
+    for p, pair in pairs:
+        if f"{p}_forecast_seconds" not in r:
+            rows.append([pair, "–", "–", "–", "±20%"])
+            continue
+        error = r[f"{p}_forecast_error"]
+        met = abs(float(error.rstrip("%"))) <= 20
+        rows.append([
+            pair,
+            f"{num(r[f'{p}_forecast_seconds'], 2)} s ({r[f'{p}_forecast_workers']} worker(s))",
+            f"{num(r[f'{p}_measured_seconds'], 2)} s",
+            f"**{error}**" + ("" if met else " (missed)"),
+            "±20%",
+        ])
+    return (table(["pair", "forecast", "measured", "error", "goal"], rows)
+            + f"\n\n{int(r['forecast_rows']):,} rows. " + provenance(r))
+
+
+MICRO = [
+    ("postgres_encode_binary_copy", "PostgreSQL: Arrow batch → binary COPY payload", "rows"),
+    ("postgres_decode_binary_copy", "PostgreSQL: binary COPY payload → Arrow batch", "rows"),
+    ("mysql_decode_text", "MySQL: text-protocol values → Arrow batch", "rows"),
+    ("mysql_encode_load_data", "MySQL: Arrow batch → LOAD DATA text", "rows"),
+    ("verify_canonical_blake3", "canonical encoding + blake3 per row, range digest", "rows"),
+    ("plan_quantile_bounds", "partition bounds from 16,384 sampled composite keys (64 ranges)", "keys"),
+    ("plan_integer_bounds", "partition bounds by arithmetic (64 ranges)", "ranges"),
+]
+
+
+def micro():
+    r = load("micro")
+    if r is None:
+        return missing("micro")
+    rows = []
+    for name, what, unit in MICRO:
+        if f"micro_{name}_ns" not in r:
+            continue
+        ns = float(r[f"micro_{name}_ns"])
+        time = f"{ns / 1e6:.3f} ms" if ns >= 1e5 else f"{ns / 1e3:.2f} µs" if ns >= 1e3 else f"{ns:.0f} ns"
+        per_s = float(r[f"micro_{name}_per_s"])
+        rate = f"{per_s / 1e9:.2f} G" if per_s >= 1e9 else f"{per_s / 1e6:.2f} M"
+        rows.append([f"`{name.replace('_', '/', 1)}`", what, f"{int(r[f'micro_{name}_elements']):,} {unit}", time,
+                     f"{rate} {unit}/s"])
+    return (table(["benchmark", "what", "per iteration", "median time", "throughput"], rows)
+            + "\n\nOne core, criterion medians. " + provenance(r))
+
+
+BLOCKS = {
+    "machine": machine,
+    "end-to-end": end_to_end,
+    "peers": peers,
+    "pipeline": pipeline,
+    "forecast": forecast,
+    "micro": micro,
+}
+
+
+def render(text):
+    def replace(match):
+        name = match.group(1)
+        if name not in BLOCKS:
+            sys.exit(f"benches/README.md: unknown generated block `{name}`")
+        return f"<!-- BEGIN generated: {name} -->\n{BLOCKS[name]()}\n<!-- END generated: {name} -->"
+
+    pattern = re.compile(r"<!-- BEGIN generated: ([\w-]+) -->.*?<!-- END generated: \1 -->", re.S)
+    return pattern.sub(replace, text)
+
+
+def main():
+    text = README.read_text()
+    new = render(text)
+    if "--check" in sys.argv:
+        if new != text:
+            sys.exit("benches/README.md differs from benches/results: run scripts/bench.sh readme")
+        return
+    README.write_text(new)
+    print(f"benches/README.md regenerated from {RESULTS.relative_to(ROOT)}/", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
