@@ -165,6 +165,36 @@ struct Endpoints {
     /// Table (repeatable; default: every table of the source).
     #[arg(long = "table")]
     tables: Vec<String>,
+    /// MySQL/MariaDB source: read zero dates (`0000-00-00`, `2024-00-15`) as NULL, counted per
+    /// column in the summary and the log (null, the default), or fail the table on the first (error).
+    #[arg(long, value_enum)]
+    zero_dates: Option<ZeroDates>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ZeroDates {
+    Null,
+    Error,
+}
+
+impl Endpoints {
+    /// The source URL with the options given as flags (`--zero-dates` is the MySQL engine's
+    /// `zero_dates` URL parameter).
+    fn source_url(&self) -> Result<String, Error> {
+        let Some(zero_dates) = self.zero_dates else { return Ok(self.from.clone()) };
+        let engine = engines::for_url(&self.from)?;
+        if !engine.schemes().contains(&"mysql") {
+            return Err(Error::Config(format!(
+                "--zero-dates applies to MySQL and MariaDB sources; a {} source has no zero dates",
+                engine.name()
+            )));
+        }
+        let value = match zero_dates {
+            ZeroDates::Null => "null",
+            ZeroDates::Error => "error",
+        };
+        Ok(barge_core::url::with_param(&self.from, "zero_dates", value))
+    }
 }
 
 #[derive(Args)]
@@ -490,7 +520,8 @@ fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
 
 /// Plans (writing nothing), then copies. Shared by `copy` and `demo`.
 fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
-    let (from, to) = (args.endpoints.from.as_str(), args.endpoints.to.as_str());
+    let from = args.endpoints.source_url()?;
+    let (from, to) = (from.as_str(), args.endpoints.to.as_str());
     let source_engine = engines::for_url(from)?;
     let target_engine = engines::for_url(to)?;
     target_engine.check_url(to)?;
@@ -539,7 +570,8 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     check_tuning(&args.tuning)?;
-    let Endpoints { from, to, .. } = &args.endpoints;
+    let from = &args.endpoints.source_url()?;
+    let to = &args.endpoints.to;
     let source_engine = engines::for_url(from)?;
     let target_engine = engines::for_url(to)?;
     let source = source_engine.open_source(from)?;
@@ -583,6 +615,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             from: format!("sqlite://{}", source_path.display()),
             to: format!("sqlite://{}", target_path.display()),
             tables: Vec::new(),
+            zero_dates: None,
         },
         tuning: args.tuning.clone(),
         if_exists: IfExistsArg::Fail,

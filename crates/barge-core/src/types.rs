@@ -131,6 +131,15 @@ pub fn fidelity(from: &DataType, to: &DataType) -> Fidelity {
                 Fidelity::Exact
             }
         }
+        // A time of day in a duration column (MySQL's TIME): the interval since midnight, which
+        // verification hashes alike; interval columns here hold microseconds.
+        (Time32(fu) | Time64(fu), Interval(_)) => {
+            if unit_rank(fu) > unit_rank(&TimeUnit::Microsecond) {
+                lossy("sub-microsecond fractions are rejected")
+            } else {
+                Fidelity::Exact
+            }
+        }
         (a, b) if is_text(a) && is_text(b) => Fidelity::Exact,
         (a, b) if is_binary(a) && is_binary(b) => Fidelity::Exact,
         (a, b) if is_text(b) && !matches!(a, List(_) | LargeList(_)) => lossy("values stored as text"),

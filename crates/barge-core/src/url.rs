@@ -36,6 +36,16 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// `url` with the query parameter `key` set to `value` (replacing an earlier one of that name).
+pub fn with_param(url: &str, key: &str, value: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<&str> =
+        query.split('&').filter(|p| !p.is_empty() && p.split_once('=').map_or(*p, |(k, _)| k) != key).collect();
+    let pair = format!("{key}={value}");
+    params.push(&pair);
+    format!("{base}?{}", params.join("&"))
+}
+
 fn redact_query_password(tail: &str) -> String {
     let Some((path, query)) = tail.split_once('?') else {
         return tail.to_string();
@@ -61,6 +71,15 @@ mod tests {
         assert_eq!(redact("postgres://db/app?user=x&password=hunter2"), "postgres://db/app?user=x&password=***");
         assert_eq!(redact("sqlite://data/a.db"), "sqlite://data/a.db");
         assert_eq!(redact("postgres://bob@db/app"), "postgres://bob@db/app");
+    }
+
+    #[test]
+    fn a_parameter_is_added_or_replaced() {
+        assert_eq!(with_param("mysql://u@h/db", "zero_dates", "error"), "mysql://u@h/db?zero_dates=error");
+        assert_eq!(
+            with_param("mysql://u@h/db?local_infile=false&zero_dates=null", "zero_dates", "error"),
+            "mysql://u@h/db?local_infile=false&zero_dates=error"
+        );
     }
 
     #[test]

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use arrow_array::builder::*;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
-use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{DataType, IntervalUnit, TimeUnit};
+use arrow_array::{Array, ArrayRef, ListArray, RecordBatch};
+use arrow_buffer::{NullBufferBuilder, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, FieldRef, IntervalUnit, TimeUnit};
 use barge_core::text;
 
-use crate::types::{Kind, UTC};
+use crate::types::{ColumnKind, Kind, UTC};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -36,6 +37,14 @@ pub enum Decoder {
     Time(IntervalMonthDayNanoBuilder),
     /// bit(n): big-endian bytes from the server, n binary digits in Arrow.
     Bit(StringBuilder, u8),
+    /// A JSON array whose elements go through the element's own decoder (see
+    /// [`crate::types::ColumnKind`]).
+    List {
+        element: Box<Decoder>,
+        field: FieldRef,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+    },
 }
 
 fn utf8(b: &[u8]) -> Result<&str, String> {
@@ -68,6 +77,22 @@ pub fn parse_mysql_time(t: &str) -> Option<i64> {
 }
 
 impl Decoder {
+    /// The decoder of a column: a scalar, or a JSON array of scalars.
+    pub fn column(column: ColumnKind, capacity: usize) -> Self {
+        if !column.array {
+            return Decoder::new(column.kind, capacity);
+        }
+        let DataType::List(field) = column.arrow() else { unreachable!("an array column is an Arrow list") };
+        let mut offsets = Vec::with_capacity(capacity + 1);
+        offsets.push(0);
+        Decoder::List {
+            element: Box::new(Decoder::new(column.kind, capacity)),
+            field,
+            offsets,
+            nulls: NullBufferBuilder::new(capacity),
+        }
+    }
+
     pub fn new(kind: Kind, capacity: usize) -> Self {
         match kind {
             Kind::Bool => Decoder::Bool(BooleanBuilder::with_capacity(capacity)),
@@ -154,8 +179,38 @@ impl Decoder {
                 let value = b.iter().fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
                 x.append_value(format!("{value:0width$b}", width = usize::from(*width)));
             }
+            Decoder::List { element, offsets, nulls, .. } => {
+                let values: Vec<serde_json::Value> =
+                    serde_json::from_slice(b).map_err(|e| format!("not a JSON array ({e})"))?;
+                let mut zero_dates = false;
+                for value in &values {
+                    zero_dates |= element.append_json(value, zero_dates_as_null)?;
+                }
+                let end =
+                    offsets.last().copied().unwrap_or(0) + i32::try_from(values.len()).map_err(|_| "array too long")?;
+                offsets.push(end);
+                nulls.append_non_null();
+                return Ok(zero_dates);
+            }
         }
         Ok(false)
+    }
+
+    /// Appends one element of a JSON array in the text form the element's decoder reads: numbers
+    /// as their digits, booleans as 1/0, binary as hex strings (as [`encode_batch`] writes them).
+    fn append_json(&mut self, value: &serde_json::Value, zero_dates_as_null: bool) -> Result<bool, String> {
+        use serde_json::Value;
+        match (value, &*self) {
+            (Value::Null, _) => self.append(None, zero_dates_as_null),
+            (Value::Bool(b), _) => self.append(Some(if *b { b"1" } else { b"0" }), zero_dates_as_null),
+            (Value::Number(n), _) => self.append(Some(n.to_string().as_bytes()), zero_dates_as_null),
+            (Value::String(s), Decoder::Bytes(_)) => {
+                let bytes = unhex(s).ok_or_else(|| format!("`{s}` is not hex-encoded binary"))?;
+                self.append(Some(&bytes), zero_dates_as_null)
+            }
+            (Value::String(s), _) => self.append(Some(s.as_bytes()), zero_dates_as_null),
+            (other, _) => Err(format!("array element {other} is not a scalar")),
+        }
     }
 
     fn append_null(&mut self) {
@@ -178,6 +233,10 @@ impl Decoder {
             Decoder::DateTime(x, _) => x.append_null(),
             Decoder::Time(x) => x.append_null(),
             Decoder::Bit(x, _) => x.append_null(),
+            Decoder::List { offsets, nulls, .. } => {
+                offsets.push(offsets.last().copied().unwrap_or(0));
+                nulls.append_null();
+            }
         }
     }
 
@@ -202,7 +261,119 @@ impl Decoder {
             Decoder::DateTime(x, true) => Arc::new(x.finish().with_timezone(UTC)),
             Decoder::Time(x) => Arc::new(x.finish()),
             Decoder::Bit(x, _) => Arc::new(x.finish()),
+            Decoder::List { element, field, offsets, nulls } => {
+                let offsets = OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(offsets, vec![0])));
+                Arc::new(ListArray::new(field.clone(), offsets, element.finish(), nulls.finish()))
+            }
         }
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn push_hex(bytes: &[u8], out: &mut String) {
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+/// A JSON string literal.
+fn push_json_string(s: &str, out: &mut String) {
+    out.push_str(&serde_json::Value::String(s.to_string()).to_string());
+}
+
+/// How a list's elements are written into its JSON array.
+enum ElementJson<'a> {
+    /// Integers (their digits) and floats (a number when finite, else the string `NaN`, `inf`
+    /// or `-inf`): written as they are.
+    Raw(Put<'a>),
+    Bool(&'a arrow_array::BooleanArray),
+    /// Binary: a hex string.
+    Hex(Box<dyn Fn(usize) -> &'a [u8] + 'a>),
+    /// Everything else (decimals kept exact, text, dates, times): the value's text as a string.
+    Text(Put<'a>),
+}
+
+/// The writer of a list column: a JSON array per row (MySQL has no arrays; see
+/// [`crate::types::column_type_for_arrow`]).
+fn put_list<'a>(list: &'a arrow_array::ListArray) -> Option<Put<'a>> {
+    let values = list.values().as_ref();
+    let element = match values.data_type() {
+        t if t.is_integer() => ElementJson::Raw(put(values)?),
+        DataType::Float32 => {
+            let p = values.as_primitive::<Float32Type>();
+            ElementJson::Raw(Box::new(move |i, out: &mut String| {
+                push_json_float(p.value(i), out);
+                Ok(())
+            }))
+        }
+        DataType::Float64 => {
+            let p = values.as_primitive::<Float64Type>();
+            ElementJson::Raw(Box::new(move |i, out: &mut String| {
+                push_json_float(p.value(i), out);
+                Ok(())
+            }))
+        }
+        DataType::Boolean => ElementJson::Bool(values.as_boolean()),
+        DataType::Binary => {
+            let b = values.as_binary::<i32>();
+            ElementJson::Hex(Box::new(move |i| b.value(i)))
+        }
+        DataType::LargeBinary => {
+            let b = values.as_binary::<i64>();
+            ElementJson::Hex(Box::new(move |i| b.value(i)))
+        }
+        DataType::List(_) | DataType::LargeList(_) => return None,
+        _ => ElementJson::Text(put(values)?),
+    };
+    let offsets = list.value_offsets();
+    Some(Box::new(move |row, out: &mut String| {
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        out.push('[');
+        let mut scratch = String::new();
+        for i in start..end {
+            if i > start {
+                out.push_str(", ");
+            }
+            if values.is_null(i) {
+                out.push_str("null");
+                continue;
+            }
+            match &element {
+                ElementJson::Raw(put) => put(i, out)?,
+                ElementJson::Bool(b) => out.push_str(if b.value(i) { "true" } else { "false" }),
+                ElementJson::Hex(get) => {
+                    out.push('"');
+                    push_hex(get(i), out);
+                    out.push('"');
+                }
+                ElementJson::Text(put) => {
+                    scratch.clear();
+                    put(i, &mut scratch)?;
+                    push_json_string(&scratch, out);
+                }
+            }
+        }
+        out.push(']');
+        Ok(())
+    }))
+}
+
+/// A float in a JSON array: finite values as numbers in their shortest round-trip form, others as
+/// strings that Rust's float parser reads back.
+fn push_json_float(x: impl std::fmt::Display + Into<f64> + Copy, out: &mut String) {
+    let wide: f64 = x.into();
+    if wide.is_nan() {
+        out.push_str("\"NaN\"");
+    } else if wide.is_infinite() {
+        out.push_str(if wide > 0.0 { "\"inf\"" } else { "\"-inf\"" });
+    } else {
+        let _ = write!(out, "{x}");
     }
 }
 
@@ -352,6 +523,7 @@ fn put<'a>(a: &'a dyn Array) -> Option<Put<'a>> {
                 Ok(())
             })
         }
+        DataType::List(_) => return put_list(a.as_list::<i32>()),
         _ => return None,
     })
 }
@@ -490,6 +662,73 @@ mod tests {
                 prop_assert_eq!(row[2].as_deref(), blobs[i].as_deref());
             }
         }
+    }
+
+    /// A list column through LOAD DATA text and back through the text decoder.
+    fn list_round_trip(list: ListArray) {
+        let element = match list.data_type() {
+            DataType::List(f) => f.data_type().clone(),
+            _ => unreachable!(),
+        };
+        let created = crate::types::column_type_for_arrow(list.data_type(), false).unwrap();
+        let element_type = crate::types::array_element(&created).unwrap();
+        let data_type: String = element_type.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        let kind = crate::types::resolve(&data_type, element_type).unwrap();
+        assert_eq!(kind.arrow(), element, "{created}");
+        let batch = RecordBatch::try_from_iter([("l", Arc::new(list) as ArrayRef)]).unwrap();
+        let rows = decode_lines(&encode_batch(&batch).unwrap());
+        let mut decoder = Decoder::column(ColumnKind { kind, array: true }, rows.len());
+        for row in &rows {
+            decoder.append(row[0].as_deref(), false).unwrap();
+        }
+        assert_eq!(decoder.finish().as_ref(), batch.column(0).as_ref());
+    }
+
+    #[test]
+    fn lists_travel_as_json_arrays_and_come_back_as_lists() {
+        use arrow_array::types::{Float64Type, Int32Type};
+        list_round_trip(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1), None, Some(-3)]),
+            Some(vec![]),
+            None,
+            Some(vec![Some(i32::MAX)]),
+        ]));
+        list_round_trip(ListArray::from_iter_primitive::<Float64Type, _, _>(vec![Some(vec![
+            Some(0.1),
+            Some(f64::NAN),
+            Some(f64::INFINITY),
+            Some(f64::NEG_INFINITY),
+            Some(-0.0),
+            Some(1e300),
+        ])]));
+        let texts = StringArray::from(vec![Some("a \"quoted\"\ttab\\"), None, Some("🚀 ünï"), Some("")]);
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(vec![0, 2, 4]));
+        let field = Arc::new(arrow_schema::Field::new("item", DataType::Utf8, true));
+        list_round_trip(ListArray::new(field, offsets.clone(), Arc::new(texts), None));
+        let blobs = BinaryArray::from(vec![Some(&b"\x00\xff"[..]), Some(&b""[..]), None, Some(&b"\t\n"[..])]);
+        let field = Arc::new(arrow_schema::Field::new("item", DataType::Binary, true));
+        list_round_trip(ListArray::new(field, offsets.clone(), Arc::new(blobs), None));
+        let decimals = arrow_array::Decimal128Array::from(vec![Some(1250), Some(-1), None, Some(99_999_999_999_999)])
+            .with_precision_and_scale(16, 2)
+            .unwrap();
+        let field = Arc::new(arrow_schema::Field::new("item", DataType::Decimal128(16, 2), true));
+        list_round_trip(ListArray::new(field, offsets.clone(), Arc::new(decimals), None));
+        let flags = arrow_array::BooleanArray::from(vec![Some(true), None, Some(false), Some(true)]);
+        let field = Arc::new(arrow_schema::Field::new("item", DataType::Boolean, true));
+        list_round_trip(ListArray::new(field, offsets.clone(), Arc::new(flags), None));
+        let times =
+            arrow_array::TimestampMicrosecondArray::from(vec![Some(0), Some(-1), None, Some(1_700_000_000_123_456)]);
+        let field = Arc::new(arrow_schema::Field::new("item", times.data_type().clone(), true));
+        list_round_trip(ListArray::new(field, offsets, Arc::new(times), None));
+    }
+
+    #[test]
+    fn a_json_array_element_that_is_no_scalar_is_refused() {
+        let mut decoder = Decoder::column(ColumnKind { kind: Kind::Int(32), array: true }, 1);
+        let err = decoder.append(Some(b"[1, [2]]"), false).unwrap_err();
+        assert!(err.contains("not a scalar"), "{err}");
+        let err = decoder.append(Some(b"{\"a\": 1}"), false).unwrap_err();
+        assert!(err.contains("not a JSON array"), "{err}");
     }
 
     #[test]

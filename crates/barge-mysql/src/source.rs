@@ -17,7 +17,7 @@ use mysql_async::prelude::Queryable;
 use crate::ENGINE;
 use crate::codec::Decoder;
 use crate::conn::{LocalConn, MyUrl, connect, literal, my_err, quote};
-use crate::types::{Kind, resolve_with};
+use crate::types::{ColumnKind, Kind, array_element, resolve_with};
 
 /// Rows gathered per `block_on` before decoding them outside it.
 const ROWS_PER_CHUNK: usize = 4096;
@@ -49,8 +49,19 @@ fn text(v: &Option<Vec<u8>>) -> String {
     v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
 }
 
+/// A column's kind from `DATA_TYPE` and `COLUMN_TYPE` (with barge's array comment, if any).
+fn column_kind(data_type: &str, column_type: &str, tinyint1_as_bool: bool) -> Option<ColumnKind> {
+    match array_element(column_type) {
+        Some(element) => {
+            let element_data_type: String = element.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+            resolve_with(&element_data_type, element, true).map(|kind| ColumnKind { kind, array: true })
+        }
+        None => resolve_with(data_type, column_type, tinyint1_as_bool).map(ColumnKind::scalar),
+    }
+}
+
 /// The kind of each column, from its metadata.
-pub fn kinds(table: &TableInfo) -> Result<Vec<Kind>> {
+pub fn kinds(table: &TableInfo) -> Result<Vec<ColumnKind>> {
     table
         .schema
         .fields()
@@ -59,7 +70,7 @@ pub fn kinds(table: &TableInfo) -> Result<Vec<Kind>> {
             let meta = f.metadata();
             let (data_type, column_type) = (meta.get(META_DATA_TYPE), meta.get(META_NATIVE_TYPE));
             let as_bool = !meta.contains_key(META_TINYINT1_INTEGER);
-            data_type.zip(column_type).and_then(|(d, c)| resolve_with(d, c, as_bool)).ok_or_else(|| {
+            data_type.zip(column_type).and_then(|(d, c)| column_kind(d, c, as_bool)).ok_or_else(|| {
                 Error::UnsupportedType {
                     table: table.name.clone(),
                     column: f.name().clone(),
@@ -138,7 +149,7 @@ impl MySource {
         let estimated: u64 = text(&exists[0][1]).parse().unwrap_or(0);
         let columns = conn.rows(
             &format!(
-                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, EXTRA, COLUMN_DEFAULT
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, EXTRA, COLUMN_DEFAULT, COLUMN_COMMENT
                  FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table}
                  ORDER BY ORDINAL_POSITION"
             ),
@@ -165,7 +176,12 @@ impl MySource {
             if is_json {
                 (data_type, column_type) = ("json".into(), "json".into());
             }
-            let kind = resolve_with(&data_type, &column_type, self.url.tinyint1_as_bool).ok_or_else(|| {
+            // A JSON column barge created for arrays names their element type in its comment.
+            let comment = text(&row[6]);
+            if comment.starts_with(crate::types::ARRAY_COMMENT) && (data_type == "json" || is_json) {
+                column_type = format!("json COMMENT '{comment}'");
+            }
+            let kind = column_kind(&data_type, &column_type, self.url.tinyint1_as_bool).ok_or_else(|| {
                 Error::UnsupportedType {
                     table: name.into(),
                     column: column.clone(),
@@ -178,7 +194,7 @@ impl MySource {
                 (META_DATA_TYPE.to_string(), data_type),
                 (META_ENGINE.to_string(), ENGINE.to_string()),
             ]);
-            if kind == Kind::Json {
+            if kind == ColumnKind::scalar(Kind::Json) {
                 metadata.insert(META_LOGICAL.to_string(), LOGICAL_JSON.to_string());
             }
             if !self.url.tinyint1_as_bool {
@@ -366,7 +382,7 @@ impl barge_core::Source for MySource {
             .map_err(my_err("reading rows"))?
             .ok_or_else(|| Error::engine("reading rows", "the query returned no result set"))?;
         let batch_rows = batch_rows.max(1);
-        let mut decoders: Vec<Decoder> = kinds.iter().map(|k| Decoder::new(*k, batch_rows)).collect();
+        let mut decoders: Vec<Decoder> = kinds.iter().map(|k| Decoder::column(*k, batch_rows)).collect();
         let mut pending = 0;
         let mut zero_dates = vec![0u64; decoders.len()];
         let mut chunk: Vec<mysql_async::Row> = Vec::with_capacity(ROWS_PER_CHUNK);

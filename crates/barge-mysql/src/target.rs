@@ -113,7 +113,12 @@ impl barge_core::Target for MyTarget {
                 };
                 let not_null = if f.is_nullable() { "" } else { " NOT NULL" };
                 let default = f.metadata().get(META_DEFAULT).map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
-                format!("{} {native}{not_null}{default}", quote(f.name()))
+                // A comment (array columns name their element type in one) goes last.
+                let (native, comment) = match native.split_once(" COMMENT ") {
+                    Some((native, comment)) => (native.to_string(), format!(" COMMENT {comment}")),
+                    None => (native, String::new()),
+                };
+                format!("{} {native}{not_null}{default}{comment}", quote(f.name()))
             })
             .collect();
         if !key.is_empty() {

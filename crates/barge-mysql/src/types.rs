@@ -21,10 +21,40 @@
 //! | timestamp(0-6) | Timestamp | Timestamp(µs, +00:00) | sessions run in UTC |
 //! | time(0-6) | Time | Interval(MonthDayNano) | negative and > 24 h values kept (days 0, µs) |
 //! | bit(n) | Bit | Utf8 | n binary digits (`0101`), as PostgreSQL's bit(n) travels; written back with `CONV(…, 2, 10)` |
+//! | json with the comment `barge:array:T` | T, array | List(T's Arrow type) | MySQL has no arrays: barge stores Arrow lists (PostgreSQL arrays) as JSON arrays and names the element's column type T in the column comment, so they read back as lists. Integers and finite floats are JSON numbers, NaN/±Infinity the strings `NaN`/`inf`/`-inf`, booleans `true`/`false`, binary hex strings, everything else (decimals, kept exact; text; dates; times) the value's text as a string |
 //!
 //! Not yet mapped (a clear error naming table, column and type): geometry types.
 
-use arrow_schema::{DataType, IntervalUnit, TimeUnit};
+use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
+
+/// The comment of a JSON column that holds arrays, before the element's column type.
+pub const ARRAY_COMMENT: &str = "barge:array:";
+
+/// A column: values of one [`Kind`], or JSON arrays of them (`array`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColumnKind {
+    pub kind: Kind,
+    pub array: bool,
+}
+
+impl ColumnKind {
+    pub fn scalar(kind: Kind) -> Self {
+        ColumnKind { kind, array: false }
+    }
+
+    pub fn arrow(&self) -> DataType {
+        let element = self.kind.arrow();
+        if self.array { DataType::List(Field::new("item", element, true).into()) } else { element }
+    }
+}
+
+/// The element column type of an array column created as `column_type`
+/// (`json COMMENT 'barge:array:bigint'` → `bigint`).
+pub fn array_element(column_type: &str) -> Option<&str> {
+    let at = column_type.to_ascii_lowercase().find(&format!("comment '{ARRAY_COMMENT}"))?;
+    let rest = &column_type[at + "comment '".len() + ARRAY_COMMENT.len()..];
+    rest.strip_suffix('\'')
+}
 
 /// How values of a column are read and written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,12 +203,19 @@ pub fn column_type_for_arrow(data_type: &DataType, indexed: bool) -> Option<Stri
         // DATETIME, not TIMESTAMP: TIMESTAMP stops in 2038. Zoned values are stored in UTC.
         Timestamp(..) => "datetime(6)".into(),
         Time32(_) | Time64(_) | Interval(_) => "time(6)".into(),
+        // MySQL cannot index JSON; lists of lists have no element type here.
+        List(item) if !indexed && !matches!(item.data_type(), List(_) | LargeList(_)) => {
+            format!("json COMMENT '{ARRAY_COMMENT}{}'", column_type_for_arrow(item.data_type(), false)?)
+        }
         _ => return None,
     })
 }
 
 /// Arrow type that a column created as `column_type` reads back as.
 pub fn read_back(column_type: &str) -> Option<DataType> {
+    if let Some(element) = array_element(column_type) {
+        return Some(DataType::List(Field::new("item", read_back(element)?, true).into()));
+    }
     let lower = column_type.to_ascii_lowercase();
     let data_type: String = lower.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
     resolve(&data_type, &lower).map(|k| k.arrow())
@@ -198,6 +235,18 @@ mod tests {
         assert_eq!(resolve("decimal", "decimal(20,0) unsigned"), Some(Kind::Decimal(20, 0)));
         assert_eq!(resolve("geometry", "geometry"), None);
         assert_eq!(resolve("bit", "bit(12)"), Some(Kind::Bit(12)));
+    }
+
+    #[test]
+    fn array_columns_name_their_element_type_in_their_comment() {
+        let list = DataType::List(Field::new("item", DataType::Decimal128(12, 2), true).into());
+        let created = column_type_for_arrow(&list, false).unwrap();
+        assert_eq!(created, "json COMMENT 'barge:array:decimal(12,2)'");
+        assert_eq!(array_element(&created), Some("decimal(12,2)"));
+        assert_eq!(column_type_for_arrow(&list, true), None, "JSON cannot be a key");
+        let nested = DataType::List(Field::new("item", list, true).into());
+        assert_eq!(column_type_for_arrow(&nested, false), None);
+        assert_eq!(array_element("json"), None);
     }
 
     #[test]
@@ -221,6 +270,10 @@ mod tests {
             Date32,
             Timestamp(TimeUnit::Microsecond, None),
             Interval(IntervalUnit::MonthDayNano),
+            List(Field::new("item", Int32, true).into()),
+            List(Field::new("item", Decimal128(12, 2), true).into()),
+            List(Field::new("item", Timestamp(TimeUnit::Microsecond, None), true).into()),
+            List(Field::new("item", Binary, true).into()),
         ] {
             let created = column_type_for_arrow(&t, false).unwrap();
             assert_eq!(read_back(&created), Some(t.clone()), "{created}");

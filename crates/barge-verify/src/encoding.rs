@@ -18,7 +18,7 @@ const TAG_TEXT: u8 = 0x05;
 const TAG_BYTES: u8 = 0x06;
 const TAG_DATE: u8 = 0x07;
 const TAG_TIMESTAMP: u8 = 0x08;
-const TAG_TIME: u8 = 0x09;
+/// `0x09` was the time-of-day tag; times of day now hash as intervals (`0x0B`).
 const TAG_LIST: u8 = 0x0A;
 const TAG_INTERVAL: u8 = 0x0B;
 const TAG_JSON: u8 = 0x0C;
@@ -221,15 +221,14 @@ impl<'a> Column<'a> {
                 out.extend_from_slice(&get(i).to_le_bytes());
             }
             Accessor::Timestamp(get) => put_micros(out, TAG_TIMESTAMP, get(i)),
-            Accessor::Time(get) => put_micros(out, TAG_TIME, get(i)),
+            // A time of day is the interval since midnight: MySQL has one TIME type for both, so
+            // PostgreSQL's `time '10:00'` must equal MySQL's TIME '10:00:00' (read as an interval).
+            Accessor::Time(get) => put_interval(out, 0, get(i)),
             Accessor::Interval(get) => {
                 let (months, days, nanos) = get(i);
                 // A day is 24 hours, as PostgreSQL's own interval equality has it ('1 day' =
                 // '24 hours'), so MySQL's TIME '-24:00:00' equals '-1 day'; months stay apart.
-                let nanos = i128::from(days) * 86_400_000_000_000 + i128::from(nanos);
-                out.push(TAG_INTERVAL);
-                out.extend_from_slice(&months.to_le_bytes());
-                out.extend_from_slice(&nanos.to_le_bytes());
+                put_interval(out, months, i128::from(days) * 86_400_000_000_000 + i128::from(nanos));
             }
             Accessor::List { offsets, values } => {
                 let (start, end) = offsets(i);
@@ -313,6 +312,12 @@ fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     out.push(tag);
     out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
     out.extend_from_slice(bytes);
+}
+
+fn put_interval(out: &mut Vec<u8>, months: i32, nanos: i128) {
+    out.push(TAG_INTERVAL);
+    out.extend_from_slice(&months.to_le_bytes());
+    out.extend_from_slice(&nanos.to_le_bytes());
 }
 
 fn put_micros(out: &mut Vec<u8>, tag: u8, nanos: i128) {
@@ -457,6 +462,19 @@ mod tests {
         let mut out = Vec::new();
         RowEncoder::new("t", &batch).unwrap().encode_row(0, &mut out);
         out
+    }
+
+    #[test]
+    fn a_time_of_day_hashes_as_the_interval_since_midnight() {
+        use arrow_array::{IntervalMonthDayNanoArray, Time64MicrosecondArray};
+        let ten = 10 * 3_600_000_000i64 + 1;
+        let time = bytes_of(Arc::new(Time64MicrosecondArray::from(vec![ten])));
+        let interval =
+            bytes_of(Arc::new(IntervalMonthDayNanoArray::from(vec![IntervalMonthDayNano::new(0, 0, ten * 1_000)])));
+        assert_eq!(time, interval);
+        let month =
+            bytes_of(Arc::new(IntervalMonthDayNanoArray::from(vec![IntervalMonthDayNano::new(1, 0, ten * 1_000)])));
+        assert_ne!(time, month);
     }
 
     #[test]

@@ -27,10 +27,9 @@
 //! | `0x06` | bytes | Binary, LargeBinary, BinaryView, FixedSizeBinary | length (u64 LE) + bytes |
 //! | `0x07` | date | Date32, Date64 | days since 1970-01-01, i32 LE |
 //! | `0x08` | timestamp | Timestamp(any unit, any zone) | UTC microseconds since the epoch (i64 LE) + the sub-microsecond remainder in ns (u16 LE); a timestamp without a zone is taken as UTC |
-//! | `0x09` | time of day | Time32, Time64 | microseconds since midnight (i64 LE) + sub-microsecond ns (u16 LE) |
 //! | `0x0A` | list | List, LargeList | element count (u64 LE) + each element's encoding |
 //! | `0x0C` | JSON | Utf8 marked `barge.logical = json` | length (u64 LE) + the document re-serialised with sorted keys and no insignificant whitespace (text that does not parse stays as it is), so PostgreSQL's `{"b": 1,  "a": 2}` = MySQL's `{"a": 2, "b": 1}` |
-//! | `0x0B` | interval | Interval (all units) | months (i32 LE), then days × 24 h + nanoseconds as one i128 LE: a day is 24 hours as in PostgreSQL's interval equality (`'1 day'` = `'24 hours'`, so MySQL's TIME `-24:00:00` = `-1 day`), while months stay apart |
+//! | `0x0B` | interval | Interval (all units); Time32, Time64 | months (i32 LE), then days × 24 h + nanoseconds as one i128 LE: a day is 24 hours as in PostgreSQL's interval equality (`'1 day'` = `'24 hours'`, so MySQL's TIME `-24:00:00` = `-1 day`), while months stay apart. A time of day is the interval since midnight (months 0): MySQL has one TIME type for durations and times of day, so PostgreSQL's `time '10:00'` = MySQL's TIME `10:00:00`. (Tag `0x09`, an earlier time-of-day encoding, is retired.) |
 //!
 //! Types with no row here (maps, structs, unions…) are refused by [`RowEncoder::new`] with
 //! an error naming the column, never hashed approximately. Engines normalise to these classes when

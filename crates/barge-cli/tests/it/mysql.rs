@@ -65,6 +65,76 @@ fn postgres_to_mysql_and_cross_engine_verify_names_keys() {
 }
 
 #[test]
+fn postgres_arrays_and_postgres_only_types_go_to_mysql_and_come_back() {
+    let (pg, my, back) = (PgDb::new("arr2my"), MyDb::new("arr2my"), PgDb::new("arr2myback"));
+    pg.sql(
+        r#"CREATE TABLE a (id int PRIMARY KEY, ints integer[], bigs bigint[], texts text[], nums numeric(12,2)[],
+                           floats double precision[], flags boolean[], days date[], stamps timestamptz[],
+                           blobs bytea[], ids uuid[], addr inet, net cidr, mac macaddr, tod time,
+                           doc jsonb, big numeric);
+           INSERT INTO a VALUES
+             (1, '{1,NULL,-3}', '{9223372036854775807}', ARRAY['a "q"', E'tab\there', '🚀', ''], '{12.50,-0.01,NULL}',
+              '{0.1,NaN,Infinity,-Infinity,-0}', '{t,f,NULL}', '{2024-02-29,0001-01-01}',
+              '{"2024-01-01 10:00:00.123456+00","1969-12-31 23:59:59+00"}', '{"\x00ff",""}',
+              '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}', '192.168.0.1/24', '10.0.0.0/8', '08:00:2b:01:02:03',
+              '23:59:59.999999', '{"b": [1, 2], "a": null}', 12345678901234567890.123456789),
+             (2, '{}', NULL, '{}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '00:00', NULL, NULL),
+             (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);"#,
+    );
+    let run = barge(&["copy", "--from", &pg.url(), "--to", &my.url(), "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "a")["verified"], true, "{}", run.stdout);
+    // Arrays are JSON arrays in MySQL, their element type named in the column comment.
+    let columns = my.sql(
+        "SELECT COLUMN_NAME, COLUMN_COMMENT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()
+         AND TABLE_NAME = 'a' AND COLUMN_NAME IN ('ints', 'nums', 'stamps') ORDER BY ORDINAL_POSITION",
+    );
+    assert_eq!(
+        columns,
+        [["ints", "barge:array:int"], ["nums", "barge:array:decimal(12,2)"], ["stamps", "barge:array:datetime(6)"]]
+    );
+    let stored = my.sql("SELECT ints, nums, flags, addr, tod FROM a WHERE id = 1");
+    assert_eq!(
+        stored,
+        [["[1, null, -3]", r#"["12.50", "-0.01", null]"#, "[true, false, null]", "192.168.0.1/24", "23:59:59.999999"]]
+    );
+    // Verified across engines, and back into PostgreSQL as arrays again.
+    barge(&["verify", "--from", &pg.url(), "--to", &my.url()]).assert_code(0);
+    let run = barge(&["copy", "--from", &my.url(), "--to", &back.url(), "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "a")["verified"], true);
+    let types = back.sql(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'a'::regclass
+         AND attname IN ('ints', 'nums', 'flags', 'blobs') ORDER BY attnum",
+    );
+    let types: Vec<_> = types.into_iter().flatten().flatten().collect();
+    assert_eq!(types, ["integer[]", "numeric(12,2)[]", "boolean[]", "bytea[]"]);
+    // Every value reads back in PostgreSQL's own text form as it was (timestamptz[] became
+    // timestamp[] in UTC: MySQL has no zoned type, so it is compared by verify, not here).
+    let text = "SELECT id, ints::text, bigs::text, texts::text, nums::text, floats::text, flags::text, days::text,
+                       blobs::text, ids::text, addr::text, net::text, mac::text, tod::text, doc::text, big::text
+                FROM a ORDER BY id";
+    assert_eq!(back.sql(text), pg.sql(text));
+    // The MySQL copy and the original compare equal too.
+    barge(&["verify", "--from", &my.url(), "--to", &pg.url(), "--table", "a"]).assert_code(0);
+    // MySQL → MySQL keeps the array columns (and their comments); MySQL → SQLite makes them
+    // SQLite's typed JSON arrays; both verify.
+    let (again, dir) = (MyDb::new("arr2my2"), Dir::new());
+    let run = barge(&["copy", "--from", &my.url(), "--to", &again.url(), "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "a")["verified"], true);
+    let comment = again.sql(
+        "SELECT COLUMN_COMMENT FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()
+         AND TABLE_NAME = 'a' AND COLUMN_NAME = 'blobs'",
+    );
+    assert_eq!(comment, [["barge:array:longblob"]]);
+    let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("a.db"), "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "a")["verified"], true);
+    barge(&["verify", "--from", &pg.url(), "--to", &dir.url("a.db"), "--table", "a"]).assert_code(0);
+}
+
+#[test]
 fn keyless_and_quoted_tables_and_the_insert_fallback() {
     let (my, copy, dir) = (MyDb::new("misc"), MyDb::new("misccopy"), Dir::new());
     my.sql(
@@ -106,11 +176,22 @@ fn zero_dates_and_unsupported_types_are_clear_errors() {
     assert!(run.stderr.contains("1 zero date(s) read as NULL"), "{}", run.stderr);
     let stored: Option<String> = dir.conn("z.db").query_row("SELECT d FROM z WHERE id = 7", [], |r| r.get(0)).unwrap();
     assert_eq!(stored, None);
-    // …or fails the table when asked.
-    let strict = format!("{}?zero_dates=error", my.url());
-    let run = barge(&["copy", "--from", &strict, "--to", &dir.url("z2.db"), "--table", "z"]);
+    // …or fails the table when asked, by flag or by URL parameter.
+    let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("z2.db"), "--table", "z", "--zero-dates", "error"]);
     run.assert_code(1);
     assert!(run.stderr.contains("column `d` at key 7: zero date"), "{}", run.stderr);
+    let strict = format!("{}?zero_dates=error", my.url());
+    let run = barge(&["copy", "--from", &strict, "--to", &dir.url("z3.db"), "--table", "z"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("column `d` at key 7: zero date"), "{}", run.stderr);
+    // verify reads zero dates the same way (NULL on both sides after the copy above).
+    let run = barge(&["verify", "--from", &my.url(), "--to", &dir.url("z.db"), "--table", "z", "--zero-dates", "null"]);
+    run.assert_code(0);
+    // The flag means nothing to other engines: a usage error, before anything is written.
+    let run = barge(&["copy", "--from", &dir.url("z.db"), "--to", &dir.url("z4.db"), "--zero-dates", "error"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("--zero-dates applies to MySQL and MariaDB sources"), "{}", run.stderr);
+    assert!(!dir.path("z4.db").exists());
 }
 
 #[test]
