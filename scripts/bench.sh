@@ -103,7 +103,15 @@ my_args=(--default-character-set=utf8mb4 --protocol=tcp -h 127.0.0.1 -P 3306 -ur
 my_url=${BARGE_BENCH_MYSQL:-mysql://root@127.0.0.1:3306}
 # Every PostgreSQL measurement starts from a checkpoint, so that flushing the previous run's WAL
 # (each copy writes ~2x the table) does not land on whichever command runs next.
-pg_settle() { psql "${pg_host_args[@]}" -d postgres -c "CHECKPOINT" >/dev/null; }
+# It also vacuums the raw pipe's target (a freshly loaded table draws an autovacuum worker, which
+# would otherwise land on the next command) and waits for any autovacuum worker still running.
+pg_settle() {
+  psql "${pg_host_args[@]}" -d barge_bench_dst -c "VACUUM ANALYZE orders" >/dev/null 2>&1 || true
+  while [ "$(psql "${pg_host_args[@]}" -d postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' AND query <> ''")" != 0 ]; do
+    sleep 0.2
+  done
+  psql "${pg_host_args[@]}" -d postgres -c "CHECKPOINT" >/dev/null
+}
 pg_fresh() { # empty databases of these names
   for db in "$@"; do
     psql "${pg_host_args[@]}" -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null

@@ -81,6 +81,28 @@ pub fn forecast_seconds(rows: u64, rows_per_s: f64) -> f64 {
     if rows_per_s > 0.0 { rows as f64 / rows_per_s } else { f64::INFINITY }
 }
 
+/// Seconds to copy and verify `rows` rows of a table, scaled from its sampled run: the copy at
+/// its steady rate (its timeline from the first rows written to the end of the copy, which leaves
+/// out the start-up: connecting, planning, the first batches in flight), that start-up once, and
+/// what follows the copy (verification) in proportion to rows. A sample's fixed costs weigh ten
+/// times more in it than in the whole table, so scaling its overall rate overestimates. Without a
+/// usable timeline: the run's overall rate.
+pub fn forecast_table(run: &TableRun, rows: u64) -> f64 {
+    if run.rows == 0 {
+        return forecast_seconds(rows, run.rows_per_s);
+    }
+    let first = run.timeline.iter().find(|(_, written)| *written > 0);
+    match (first, run.timeline.last()) {
+        (Some(&(t0, r0)), Some(&(t1, r1))) if t1 > t0 && r1 > r0 => {
+            let steady = (r1 - r0) as f64 / (t1 - t0);
+            let startup = (t0 - r0 as f64 / steady).max(0.0);
+            let after = (run.seconds - t1).max(0.0);
+            startup + rows as f64 / steady + after * rows as f64 / run.rows as f64
+        }
+        _ => forecast_seconds(rows, run.rows_per_s),
+    }
+}
+
 /// The stage with the most busy time per worker (read, cpu and write run on up to `workers`
 /// threads each; verification is reported as wall time).
 pub fn bottleneck(stages: &Value, workers: usize) -> String {
@@ -135,25 +157,30 @@ pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
     }
     let runs = runs?;
     dropped?;
+    // Each table's forecast at each worker count; the best count is the one with the least time.
+    let forecast_at =
+        |run: &Run, name: &str, rows: u64| run.tables.iter().find(|t| t.table == name).map(|t| forecast_table(t, rows));
     let forecasts: Vec<Forecast> = estimates
         .iter()
         .filter_map(|(name, estimated)| {
-            let best = runs
+            let (workers, seconds) = runs
                 .iter()
-                .filter_map(|r| r.tables.iter().find(|t| &t.table == name).map(|t| (r.workers, t.rows_per_s)))
-                .max_by(|a, b| a.1.total_cmp(&b.1))?;
+                .filter_map(|r| forecast_at(r, name, *estimated).map(|s| (r.workers, s)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))?;
             Some(Forecast {
                 table: name.clone(),
                 estimated_rows: *estimated,
-                best_workers: best.0,
-                rows_per_s: best.1,
-                forecast_seconds: forecast_seconds(*estimated, best.1),
+                best_workers: workers,
+                rows_per_s: if seconds > 0.0 { *estimated as f64 / seconds } else { 0.0 },
+                forecast_seconds: seconds,
             })
         })
         .collect();
-    let best = runs.iter().max_by(|a, b| a.rows_per_s.total_cmp(&b.rows_per_s)).map_or(1, |r| r.workers);
-    let total: u64 = estimates.iter().map(|(_, rows)| rows).sum();
-    let best_rate = runs.iter().find(|r| r.workers == best).map_or(0.0, |r| r.rows_per_s);
+    let (best, total) = runs
+        .iter()
+        .map(|r| (r.workers, estimates.iter().filter_map(|(name, rows)| forecast_at(r, name, *rows)).sum::<f64>()))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((1, 0.0));
     Ok(BenchReport {
         source: source.display_name(),
         target: barge_core::url::redact(options.to),
@@ -161,7 +188,7 @@ pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
         runs,
         forecasts,
         best_workers: best,
-        forecast_seconds: forecast_seconds(total, best_rate),
+        forecast_seconds: total,
     })
 }
 
@@ -501,6 +528,33 @@ mod tests {
         assert_eq!(forecast_seconds(1_000_000, 250_000.0), 4.0);
         assert_eq!(forecast_seconds(0, 250_000.0), 0.0);
         assert!(forecast_seconds(10, 0.0).is_infinite());
+    }
+
+    fn sampled(rows: u64, seconds: f64, timeline: Vec<(f64, u64)>) -> TableRun {
+        TableRun {
+            table: "t".into(),
+            rows,
+            seconds,
+            rows_per_s: rows as f64 / seconds,
+            mb_per_s: 0.0,
+            stages: Value::Null,
+            bottleneck: String::new(),
+            timeline,
+        }
+    }
+
+    #[test]
+    fn a_forecast_counts_the_start_up_once_and_scales_the_rest() {
+        // 0.1 s of start-up, then 100,000 rows/s until 0.3 s (20,000 rows), then 0.1 s of
+        // verification: the full 200,000 rows take 0.1 + 2.0 + 1.0 s.
+        let run = sampled(20_000, 0.4, vec![(0.0, 0), (0.15, 5_000), (0.25, 15_000), (0.3, 20_000)]);
+        assert!((forecast_table(&run, 200_000) - 3.1).abs() < 1e-9, "{}", forecast_table(&run, 200_000));
+        // Scaling the overall rate instead would say 4.0 s.
+        assert_eq!(forecast_seconds(200_000, run.rows_per_s), 4.0);
+        // Without a timeline (or rows), the overall rate.
+        assert_eq!(forecast_table(&sampled(20_000, 0.4, vec![(0.0, 0)]), 200_000), 4.0);
+        assert_eq!(forecast_table(&sampled(20_000, 0.4, Vec::new()), 200_000), 4.0);
+        assert!(forecast_table(&sampled(0, 0.4, Vec::new()), 10).is_infinite());
     }
 
     #[test]

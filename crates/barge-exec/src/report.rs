@@ -87,14 +87,16 @@ impl Default for Timeline {
 }
 
 impl Timeline {
-    /// `rows` have been written so far; kept if a step has passed since the last sample.
+    /// `rows` have been written so far; kept if a step has passed since the last sample, or if
+    /// these are the first rows (when the copy got going: forecasts take the start-up from it).
     pub fn record(&self, rows: u64) {
         self.sample(self.started.elapsed(), rows, false);
     }
 
     fn sample(&self, at: Duration, rows: u64, last: bool) {
         let mut inner = self.inner.lock().expect("timeline lock");
-        if at < inner.next && !last {
+        let first_rows = rows > 0 && inner.points.iter().all(|(_, written)| *written == 0);
+        if at < inner.next && !last && !first_rows {
             return;
         }
         inner.points.push((at.as_secs_f64(), rows));
@@ -164,13 +166,14 @@ mod tests {
     #[test]
     fn a_timeline_samples_at_most_once_per_step_and_always_ends_with_the_total() {
         let timeline = Timeline::default();
-        timeline.sample(Duration::from_millis(10), 5, false); // before the first step: dropped
+        timeline.sample(Duration::from_millis(10), 5, false); // the first rows: kept
+        timeline.sample(Duration::from_millis(20), 8, false); // within a step of the last: dropped
         timeline.sample(Duration::from_millis(120), 10, false);
-        timeline.sample(Duration::from_millis(150), 20, false); // within a step of the last: dropped
+        timeline.sample(Duration::from_millis(150), 20, false); // dropped
         timeline.sample(Duration::from_millis(230), 30, false);
         timeline.sample(Duration::from_millis(240), 40, true); // the end is always kept
         let points = timeline.inner.lock().unwrap().points.clone();
-        assert_eq!(points, vec![(0.0, 0), (0.12, 10), (0.23, 30), (0.24, 40)]);
+        assert_eq!(points, vec![(0.0, 0), (0.01, 5), (0.12, 10), (0.23, 30), (0.24, 40)]);
     }
 
     #[test]
