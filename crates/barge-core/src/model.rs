@@ -249,7 +249,45 @@ impl fmt::Display for Notice {
 /// between integer arithmetic and sampled quantiles.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyStats {
+    /// Rows in the range; see [`KeyStats::dense_by_estimate`] for when an engine may report its
+    /// key span instead.
     pub rows: u64,
     pub min: Option<Key>,
     pub max: Option<Key>,
+}
+
+impl KeyStats {
+    /// Statistics of a whole table whose single integer key spans `[min, max]` and whose engine
+    /// estimates `estimated` rows, without counting them: when the estimate is within 10% of the
+    /// span the key is taken as dense and the span reported as the row count, so the partitioner
+    /// splits it by arithmetic; otherwise `None` (count exactly). Counting is a scan (InnoDB's
+    /// `COUNT(*)`: 0.33 s per 2M rows, before a copy can start), while partitioning uses the count
+    /// only to balance ranges: ranges split by arithmetic cover the key space whatever it is.
+    pub fn dense_by_estimate(estimated: u64, min: i64, max: i64) -> Option<KeyStats> {
+        let span = i128::from(max) - i128::from(min) + 1;
+        let off = (i128::from(estimated) - span).abs();
+        (span > 1 && off * 10 <= span).then(|| KeyStats {
+            rows: u64::try_from(span).unwrap_or(u64::MAX),
+            min: Some(vec![Scalar::Int(min)]),
+            max: Some(vec![Scalar::Int(max)]),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_taken_as_dense_only_when_the_estimate_is_within_a_tenth_of_its_span() {
+        let dense = KeyStats::dense_by_estimate(1_950_000, 1, 2_000_000).unwrap();
+        assert_eq!(dense.rows, 2_000_000);
+        assert_eq!((dense.min, dense.max), (Some(vec![Scalar::Int(1)]), Some(vec![Scalar::Int(2_000_000)])));
+        assert!(KeyStats::dense_by_estimate(2_200_000, 1, 2_000_000).is_some());
+        assert!(KeyStats::dense_by_estimate(2_200_001, 1, 2_000_000).is_none());
+        assert!(KeyStats::dense_by_estimate(1_000_000, 1, 2_000_000).is_none(), "sparse: count exactly");
+        assert!(KeyStats::dense_by_estimate(0, 1, 2_000_000).is_none(), "no statistics yet");
+        assert!(KeyStats::dense_by_estimate(1, 5, 5).is_none(), "a single key");
+        assert!(KeyStats::dense_by_estimate(1_000, i64::MIN, i64::MAX).is_none(), "no overflow");
+    }
 }

@@ -323,12 +323,29 @@ impl barge_core::Source for MySource {
     fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats> {
         let columns = table.range_columns();
         let single_integer = columns.len() == 1 && is_integer(table, &columns[0]);
+        let whole = range.lo.is_none() && range.hi.is_none() && table.filter.is_none() && table.window.is_none();
+        let mut conn = connect(&self.url)?;
+        if single_integer && whole {
+            // MIN and MAX come from the index at once; COUNT(*) would scan the table.
+            let rows = conn.rows(
+                &format!("SELECT MIN({0}), MAX({0}) FROM {1}", quote(&columns[0]), quote(&table.name)),
+                "reading key statistics",
+            )?;
+            let bound = |v: &Option<Vec<u8>>| match scalar_of(table, &columns[0], v) {
+                Scalar::Int(i) => Some(i),
+                _ => None,
+            };
+            if let (Some(min), Some(max)) = (bound(&rows[0][0]), bound(&rows[0][1])) {
+                if let Some(stats) = KeyStats::dense_by_estimate(table.estimated_rows, min, max) {
+                    return Ok(stats);
+                }
+            }
+        }
         let select = if single_integer {
             format!("COUNT(*), MIN({0}), MAX({0})", quote(&columns[0]))
         } else {
             "COUNT(*)".into()
         };
-        let mut conn = connect(&self.url)?;
         let rows = conn.rows(
             &format!("SELECT {select} FROM {} WHERE {}", quote(&table.name), range_predicate(table, range)),
             "reading key statistics",

@@ -344,6 +344,21 @@ impl barge_core::Source for PgSource {
             }
             let columns = table.range_columns();
             let single_integer = columns.len() == 1 && is_integer(&native_of(table, &columns[0]));
+            let whole = range.lo.is_none() && range.hi.is_none() && table.filter.is_none() && table.window.is_none();
+            if single_integer && whole {
+                // min and max come from the index at once; count(*) would scan the table.
+                let row = rt
+                    .block_on(client.query_one(
+                        &format!("SELECT min({0})::int8, max({0})::int8 FROM {qualified}", quote(&columns[0])),
+                        &[],
+                    ))
+                    .map_err(pg_err("reading key statistics"))?;
+                if let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
+                    if let Some(stats) = KeyStats::dense_by_estimate(table.estimated_rows, min, max) {
+                        return Ok(stats);
+                    }
+                }
+            }
             let select = if single_integer {
                 format!("count(*), min({0})::int8, max({0})::int8", quote(&columns[0]))
             } else {
