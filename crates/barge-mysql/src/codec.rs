@@ -37,6 +37,8 @@ pub enum Decoder {
     Time(IntervalMonthDayNanoBuilder),
     /// bit(n): big-endian bytes from the server, n binary digits in Arrow.
     Bit(StringBuilder, u8),
+    /// char(n): padded back to n characters (see [`Kind::Char`]).
+    Char(StringBuilder, u16),
     /// A JSON array whose elements go through the element's own decoder (see
     /// [`crate::types::ColumnKind`]).
     List {
@@ -118,6 +120,9 @@ impl Decoder {
             Kind::Bit(width) => {
                 Decoder::Bit(StringBuilder::with_capacity(capacity, capacity * usize::from(width)), width)
             }
+            Kind::Char(width) => {
+                Decoder::Char(StringBuilder::with_capacity(capacity, capacity * usize::from(width)), width)
+            }
         }
     }
 
@@ -179,6 +184,15 @@ impl Decoder {
                 let value = b.iter().fold(0u64, |acc, byte| (acc << 8) | u64::from(*byte));
                 x.append_value(format!("{value:0width$b}", width = usize::from(*width)));
             }
+            Decoder::Char(x, width) => {
+                let t = utf8(b)?;
+                let missing = usize::from(*width).saturating_sub(t.chars().count());
+                if missing == 0 {
+                    x.append_value(t);
+                } else {
+                    x.append_value(format!("{t}{:missing$}", ""));
+                }
+            }
             Decoder::List { element, offsets, nulls, .. } => {
                 let values: Vec<serde_json::Value> =
                     serde_json::from_slice(b).map_err(|e| format!("not a JSON array ({e})"))?;
@@ -233,6 +247,7 @@ impl Decoder {
             Decoder::DateTime(x, _) => x.append_null(),
             Decoder::Time(x) => x.append_null(),
             Decoder::Bit(x, _) => x.append_null(),
+            Decoder::Char(x, _) => x.append_null(),
             Decoder::List { offsets, nulls, .. } => {
                 offsets.push(offsets.last().copied().unwrap_or(0));
                 nulls.append_null();
@@ -261,6 +276,7 @@ impl Decoder {
             Decoder::DateTime(x, true) => Arc::new(x.finish().with_timezone(UTC)),
             Decoder::Time(x) => Arc::new(x.finish()),
             Decoder::Bit(x, _) => Arc::new(x.finish()),
+            Decoder::Char(x, _) => Arc::new(x.finish()),
             Decoder::List { element, field, offsets, nulls } => {
                 let offsets = OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(offsets, vec![0])));
                 Arc::new(ListArray::new(field.clone(), offsets, element.finish(), nulls.finish()))
@@ -729,6 +745,17 @@ mod tests {
         assert!(err.contains("not a scalar"), "{err}");
         let err = decoder.append(Some(b"{\"a\": 1}"), false).unwrap_err();
         assert!(err.contains("not a JSON array"), "{err}");
+    }
+
+    #[test]
+    fn char_values_are_padded_back_to_their_width() {
+        let mut decoder = Decoder::new(Kind::Char(5), 4);
+        for value in [Some(&b"ab"[..]), Some("é🚀".as_bytes()), Some(b"abcde"), None] {
+            decoder.append(value, false).unwrap();
+        }
+        let array = decoder.finish();
+        let expected: ArrayRef = Arc::new(StringArray::from(vec![Some("ab   "), Some("é🚀   "), Some("abcde"), None]));
+        assert_eq!(array.as_ref(), expected.as_ref());
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! | decimal(p,s), p ≤ 38 | Decimal | Decimal128(p,s) | |
 //! | decimal(p,s), p > 38 | DecimalText | Utf8 | exact text |
 //! | float, double | Float | Float32, Float64 | |
-//! | char, varchar, tinytext … longtext, enum, set | Text | Utf8 | utf8mb4 |
+//! | char(n) | Char | Utf8 | padded back to n characters with spaces (MySQL strips them when it returns a CHAR), as PostgreSQL's char(n) reads, so the same CHAR value hashes alike in both; key bounds in range predicates stay unpadded |
+//! | varchar, tinytext … longtext, enum, set | Text | Utf8 | utf8mb4 |
 //! | json (MySQL; MariaDB's longtext with a json_valid check) | Json | Utf8 | |
 //! | binary, varbinary, tinyblob … longblob | Bytes | Binary | |
 //! | date | Date | Date32 | zero dates (`0000-00-00`, `2024-00-15`) read as NULL and counted in the table's notices; `?zero_dates=error` refuses them |
@@ -69,6 +70,9 @@ pub enum Kind {
     Float,
     Double,
     Text,
+    /// char(n): MySQL strips trailing spaces when it returns a CHAR; barge pads the value back to
+    /// n characters, as PostgreSQL's char(n) reads (and as MySQL's PAD_CHAR_TO_FULL_LENGTH did).
+    Char(u16),
     Json,
     Bytes,
     Date,
@@ -92,7 +96,7 @@ pub const MYSQL_TYPES: &[(&str, Kind)] = &[
     ("numeric", Kind::Decimal(0, 0)),
     ("float", Kind::Float),
     ("double", Kind::Double),
-    ("char", Kind::Text),
+    ("char", Kind::Char(0)),
     ("varchar", Kind::Text),
     ("tinytext", Kind::Text),
     ("text", Kind::Text),
@@ -147,6 +151,10 @@ pub fn resolve_with(data_type: &str, column_type: &str, tinyint1_as_bool: bool) 
             let width = column_type.split_once('(').and_then(|(_, p)| p.split_once(')')).map_or("1", |(p, _)| p);
             Kind::Bit(width.trim().parse().ok()?)
         }
+        Kind::Char(_) => {
+            let width = column_type.split_once('(').and_then(|(_, p)| p.split_once(')')).map_or("1", |(p, _)| p);
+            Kind::Char(width.trim().parse().ok()?)
+        }
         other => other,
     })
 }
@@ -164,7 +172,7 @@ impl Kind {
             Kind::UInt(32) => DataType::UInt32,
             Kind::UInt(_) => DataType::UInt64,
             Kind::Decimal(p, s) => DataType::Decimal128(*p, *s),
-            Kind::DecimalText | Kind::Text | Kind::Json | Kind::Bit(_) => DataType::Utf8,
+            Kind::DecimalText | Kind::Text | Kind::Char(_) | Kind::Json | Kind::Bit(_) => DataType::Utf8,
             Kind::Float => DataType::Float32,
             Kind::Double => DataType::Float64,
             Kind::Bytes => DataType::Binary,
@@ -235,6 +243,8 @@ mod tests {
         assert_eq!(resolve("decimal", "decimal(20,0) unsigned"), Some(Kind::Decimal(20, 0)));
         assert_eq!(resolve("geometry", "geometry"), None);
         assert_eq!(resolve("bit", "bit(12)"), Some(Kind::Bit(12)));
+        assert_eq!(resolve("char", "char(5)"), Some(Kind::Char(5)));
+        assert_eq!(resolve("char", "char"), Some(Kind::Char(1)));
     }
 
     #[test]

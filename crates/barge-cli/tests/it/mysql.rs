@@ -354,3 +354,30 @@ fn a_server_that_refuses_local_infile_is_loaded_with_inserts_said_once() {
     assert_eq!(said, 1, "said once: {}", run.stderr);
     assert_eq!(server.sql("SELECT count(*), sum(price) FROM t.items").as_deref(), Some("30000\t4500150.00"));
 }
+
+#[test]
+fn char_padding_compares_alike_in_mysql_and_postgres() {
+    let (pg, my, back) = (PgDb::new("charpad"), MyDb::new("charpad"), PgDb::new("charpadback"));
+    pg.sql(
+        "CREATE TABLE c (id int PRIMARY KEY, code char(5), label varchar(10));
+         INSERT INTO c VALUES (1, 'ab', 'x  '), (2, 'abcde', 'y'), (3, NULL, NULL), (4, ' a', ' '), (5, 'é🚀', '');",
+    );
+    // Into an existing MySQL CHAR(5): MySQL strips the padding PostgreSQL keeps, and barge pads it
+    // back when reading, so both sides hash the same values (VARCHAR keeps its trailing spaces).
+    my.sql("CREATE TABLE c (id int PRIMARY KEY, code char(5), label varchar(10));");
+    let run = barge(&["copy", "--from", &pg.url(), "--to", &my.url(), "--if-exists", "append", "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "c")["verified"], true, "{}", run.stdout);
+    assert_eq!(
+        my.sql("SELECT CONCAT('[', code, ']'), CONCAT('[', label, ']') FROM c WHERE id = 1"),
+        [["[ab]", "[x  ]"]]
+    );
+    // And back: a MySQL CHAR(5) arrives padded, as PostgreSQL's own char(5) would read.
+    let run = barge(&["copy", "--from", &my.url(), "--to", &back.url(), "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "c")["verified"], true);
+    let padded = back.sql("SELECT '[' || code || ']' FROM c WHERE id IN (1, 4, 5) ORDER BY id");
+    let padded: Vec<_> = padded.into_iter().flatten().flatten().collect();
+    assert_eq!(padded, ["[ab   ]", "[ a   ]", "[é🚀   ]"]);
+    barge(&["verify", "--from", &pg.url(), "--to", &back.url()]).assert_code(0);
+}
