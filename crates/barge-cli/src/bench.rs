@@ -69,7 +69,11 @@ pub struct Forecast {
 pub struct BenchReport {
     pub source: String,
     pub target: String,
+    /// Rows sampled per table (with `--sample-seconds`, as the calibration run sized it).
     pub sample_rows: u64,
+    /// The `--sample-seconds` asked for, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample_seconds: Option<f64>,
     pub runs: Vec<Run>,
     pub forecasts: Vec<Forecast>,
     pub best_workers: usize,
@@ -116,12 +120,31 @@ pub fn bottleneck(stages: &Value, workers: usize) -> String {
     candidates.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map_or("-", |(n, _)| n).to_string()
 }
 
+/// How big a sample to take of each table.
+#[derive(Clone, Copy, Debug)]
+pub enum Sample {
+    /// About this many rows per table.
+    Rows(u64),
+    /// About this many seconds per run: a short calibration run measures the rate first.
+    Seconds(f64),
+}
+
+/// Rows of the calibration run that sizes a `--sample-seconds` sample, per table.
+const CALIBRATION_ROWS: u64 = 20_000;
+
+/// Rows per table for a sample of `seconds` per run at `rows_per_s` over `tables` tables (at least
+/// the calibration's size).
+pub fn rows_for_seconds(seconds: f64, rows_per_s: f64, tables: usize) -> u64 {
+    let rows = seconds * rows_per_s / tables.max(1) as f64;
+    if rows.is_finite() { (rows as u64).max(CALIBRATION_ROWS) } else { CALIBRATION_ROWS }
+}
+
 /// Options of a benchmark.
 pub struct BenchOptions<'a> {
     pub from: &'a str,
     pub to: &'a str,
     pub tables: &'a [String],
-    pub sample_rows: u64,
+    pub sample: Sample,
     pub workers: &'a [usize],
     pub batch_rows: Option<usize>,
 }
@@ -131,8 +154,14 @@ pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
     let source_engine = engines::for_url(options.from)?;
     let target_engine = engines::for_url(options.to)?;
     target_engine.check_url(options.to)?;
-    if options.workers.is_empty() || options.workers.contains(&0) || options.sample_rows == 0 {
-        return Err(Error::Config("--workers takes counts of at least 1, --sample-rows at least 1".into()));
+    let valid_sample = match options.sample {
+        Sample::Rows(rows) => rows > 0,
+        Sample::Seconds(seconds) => seconds > 0.0 && seconds.is_finite(),
+    };
+    if options.workers.is_empty() || options.workers.contains(&0) || !valid_sample {
+        return Err(Error::Config(
+            "--workers takes counts of at least 1, --sample-rows and --sample-seconds more than 0".into(),
+        ));
     }
     let source = source_engine.open_source(options.from)?;
     let names = if options.tables.is_empty() { source.list_tables()? } else { options.tables.to_vec() };
@@ -146,7 +175,8 @@ pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
     // falls back to its default, which still ends the child and this process.
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     let scratch = target_engine.create_scratch(options.to, &std::process::id().to_string())?;
-    let runs = run_all(options, &scratch, &interrupted);
+    let runs = size_sample(options, &scratch, names.len(), &interrupted)
+        .and_then(|rows| Ok((rows, run_all(options, &scratch, rows, &interrupted)?)));
     let dropped = target_engine.drop_scratch(&scratch);
     if interrupted.load(Ordering::SeqCst) {
         dropped?;
@@ -155,7 +185,7 @@ pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
             message: "interrupted; the scratch place was removed".into(),
         });
     }
-    let runs = runs?;
+    let (sample_rows, runs) = runs?;
     dropped?;
     // Each table's forecast at each worker count; the best count is the one with the least time.
     let forecast_at =
@@ -184,7 +214,11 @@ pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
     Ok(BenchReport {
         source: source.display_name(),
         target: barge_core::url::redact(options.to),
-        sample_rows: options.sample_rows,
+        sample_rows,
+        sample_seconds: match options.sample {
+            Sample::Seconds(seconds) => Some(seconds),
+            Sample::Rows(_) => None,
+        },
         runs,
         forecasts,
         best_workers: best,
@@ -192,50 +226,91 @@ pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
     })
 }
 
-fn run_all(options: &BenchOptions<'_>, scratch: &str, interrupted: &AtomicBool) -> Result<Vec<Run>, Error> {
-    let exe = std::env::current_exe().map_err(|e| Error::engine("finding the barge executable", e))?;
+/// Rows to sample per table: as asked, or sized from a calibration run at the largest worker count
+/// so that a run takes about `--sample-seconds`.
+fn size_sample(
+    options: &BenchOptions<'_>,
+    scratch: &str,
+    tables: usize,
+    interrupted: &AtomicBool,
+) -> Result<u64, Error> {
+    let seconds = match options.sample {
+        Sample::Rows(rows) => return Ok(rows),
+        Sample::Seconds(seconds) => seconds,
+    };
+    let workers = options.workers.iter().copied().max().unwrap_or(1);
+    let Some(probe) = run_once(options, scratch, workers, CALIBRATION_ROWS, interrupted)? else {
+        return Ok(CALIBRATION_ROWS);
+    };
+    let rate = if probe.seconds > 0.0 { probe.rows as f64 / probe.seconds } else { 0.0 };
+    let rows = rows_for_seconds(seconds, rate, tables);
+    tracing::info!("calibration: {} rows in {:.2}s; sampling ~{rows} rows per table", probe.rows, probe.seconds);
+    Ok(rows)
+}
+
+fn run_all(
+    options: &BenchOptions<'_>,
+    scratch: &str,
+    sample_rows: u64,
+    interrupted: &AtomicBool,
+) -> Result<Vec<Run>, Error> {
     let mut runs = Vec::with_capacity(options.workers.len());
     for &workers in options.workers {
-        let mut command = Command::new(&exe);
-        command.args(["copy", "--from", options.from, "--to", scratch, "--if-exists", "truncate", "--json"]);
-        command.args(["--sample-rows", &options.sample_rows.to_string(), "--workers", &workers.to_string()]);
-        if let Some(rows) = options.batch_rows {
-            command.args(["--batch-rows", &rows.to_string()]);
+        match run_once(options, scratch, workers, sample_rows, interrupted)? {
+            Some(run) => runs.push(run),
+            None => break,
         }
-        for table in options.tables {
-            command.args(["--table", table]);
-        }
-        // The child's progress goes straight to this terminal; its JSON comes back on stdout.
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| Error::engine("starting a benchmark run", e))?;
-        let status = loop {
-            if interrupted.load(Ordering::SeqCst) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(runs);
-            }
-            match child.try_wait().map_err(|e| Error::engine("waiting for a benchmark run", e))? {
-                Some(status) => break status,
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        let mut stdout = String::new();
-        if let Some(mut out) = child.stdout.take() {
-            std::io::Read::read_to_string(&mut out, &mut stdout).map_err(|e| Error::engine("reading a run", e))?;
-        }
-        if !status.success() {
-            return Err(Error::Engine {
-                context: format!("benchmark run with {workers} worker(s)"),
-                message: format!("barge copy exited with {status}"),
-            });
-        }
-        let json: Value = serde_json::from_str(&stdout).map_err(|e| Error::engine("reading a run's JSON", e))?;
-        runs.push(parse_run(workers, &json));
     }
     Ok(runs)
+}
+
+/// One child `barge copy` of the sample; `None` when interrupted.
+fn run_once(
+    options: &BenchOptions<'_>,
+    scratch: &str,
+    workers: usize,
+    sample_rows: u64,
+    interrupted: &AtomicBool,
+) -> Result<Option<Run>, Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::engine("finding the barge executable", e))?;
+    let mut command = Command::new(&exe);
+    command.args(["copy", "--from", options.from, "--to", scratch, "--if-exists", "truncate", "--json"]);
+    command.args(["--sample-rows", &sample_rows.to_string(), "--workers", &workers.to_string()]);
+    if let Some(rows) = options.batch_rows {
+        command.args(["--batch-rows", &rows.to_string()]);
+    }
+    for table in options.tables {
+        command.args(["--table", table]);
+    }
+    // The child's progress goes straight to this terminal; its JSON comes back on stdout.
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Error::engine("starting a benchmark run", e))?;
+    let status = loop {
+        if interrupted.load(Ordering::SeqCst) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        match child.try_wait().map_err(|e| Error::engine("waiting for a benchmark run", e))? {
+            Some(status) => break status,
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut out, &mut stdout).map_err(|e| Error::engine("reading a run", e))?;
+    }
+    if !status.success() {
+        return Err(Error::Engine {
+            context: format!("benchmark run with {workers} worker(s)"),
+            message: format!("barge copy exited with {status}"),
+        });
+    }
+    let json: Value = serde_json::from_str(&stdout).map_err(|e| Error::engine("reading a run's JSON", e))?;
+    Ok(Some(parse_run(workers, &json)))
 }
 
 fn parse_run(workers: usize, json: &Value) -> Run {
@@ -555,6 +630,16 @@ mod tests {
         assert_eq!(forecast_table(&sampled(20_000, 0.4, vec![(0.0, 0)]), 200_000), 4.0);
         assert_eq!(forecast_table(&sampled(20_000, 0.4, Vec::new()), 200_000), 4.0);
         assert!(forecast_table(&sampled(0, 0.4, Vec::new()), 10).is_infinite());
+    }
+
+    #[test]
+    fn a_sample_in_seconds_is_sized_from_the_calibrated_rate() {
+        // 2 s at 300,000 rows/s over 3 tables: 200,000 rows each.
+        assert_eq!(rows_for_seconds(2.0, 300_000.0, 3), 200_000);
+        // Never below the calibration's own size, nor undefined without a rate.
+        assert_eq!(rows_for_seconds(0.01, 300_000.0, 1), CALIBRATION_ROWS);
+        assert_eq!(rows_for_seconds(2.0, 0.0, 1), CALIBRATION_ROWS);
+        assert_eq!(rows_for_seconds(2.0, f64::NAN, 1), CALIBRATION_ROWS);
     }
 
     #[test]

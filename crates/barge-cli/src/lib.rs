@@ -86,6 +86,10 @@ struct BenchArgs {
     /// Rows sampled per table: whole key ranges spread over the key space.
     #[arg(long, default_value_t = 200_000)]
     sample_rows: u64,
+    /// Instead of --sample-rows: size each run to about this many seconds (a short calibration
+    /// run measures the rate first).
+    #[arg(long, conflicts_with = "sample_rows")]
+    sample_seconds: Option<f64>,
     /// Worker counts to try, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     workers: Vec<usize>,
@@ -471,7 +475,10 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         from: &from,
         to: &args.to,
         tables: &args.tables,
-        sample_rows: args.sample_rows,
+        sample: match args.sample_seconds {
+            Some(seconds) => bench::Sample::Seconds(seconds),
+            None => bench::Sample::Rows(args.sample_rows),
+        },
         workers: &args.workers,
         batch_rows: args.batch_rows,
     };

@@ -68,6 +68,41 @@ fn bench_on_sqlite_samples_reports_and_removes_its_scratch_file() {
 }
 
 #[test]
+fn a_sample_in_seconds_is_sized_by_a_calibration_run() {
+    let dir = Dir::new();
+    let demo = dir.path("demo");
+    barge(&["demo", "--rows", "100000", "--dir", &demo.display().to_string(), "--json"]).assert_code(0);
+    let from = format!("sqlite://{}/source.db", demo.display());
+    let run = barge(&[
+        "bench",
+        "--from",
+        &from,
+        "--to",
+        &dir.url("t.db"),
+        "--table",
+        "orders",
+        "--sample-seconds",
+        "0.3",
+        "--workers",
+        "1",
+        "--json",
+    ]);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(json["sample_seconds"], 0.3);
+    let sampled = json["sample_rows"].as_u64().unwrap();
+    assert!(sampled >= 20_000, "at least the calibration's size: {json}");
+    // Whole ranges up to about the sized sample (never more than the table).
+    let rows = json["runs"][0]["tables"][0]["rows"].as_u64().unwrap();
+    assert!(rows <= 100_000 && rows + 2_000 >= sampled.min(100_000), "{rows} rows for a sample of {sampled}");
+    let run = barge(&["bench", "--from", &from, "--to", &dir.url("t.db"), "--sample-seconds", "0"]);
+    run.assert_code(2);
+    let run =
+        barge(&["bench", "--from", &from, "--to", &dir.url("t.db"), "--sample-seconds", "1", "--sample-rows", "5"]);
+    run.assert_code(2);
+}
+
+#[test]
 fn bench_on_postgres_drops_its_scratch_schema_even_when_interrupted() {
     let (src, dst) = (PgDb::new("benchsrc"), PgDb::new("benchdst"));
     src.sql(
