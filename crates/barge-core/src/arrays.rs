@@ -28,3 +28,27 @@ pub fn integers(array: &dyn Array) -> Option<Get<'_, i128>> {
         _ => None,
     }
 }
+
+/// The values of any Arrow binary column (Binary, LargeBinary, BinaryView, FixedSizeBinary);
+/// `None` for other types.
+pub fn bytes(array: &dyn Array) -> Option<Get<'_, &[u8]>> {
+    match array.data_type() {
+        DataType::Binary => {
+            let b = array.as_binary::<i32>();
+            Some(Box::new(move |i| b.value(i)))
+        }
+        DataType::LargeBinary => {
+            let b = array.as_binary::<i64>();
+            Some(Box::new(move |i| b.value(i)))
+        }
+        DataType::BinaryView => {
+            let b = array.as_binary_view();
+            Some(Box::new(move |i| b.value(i)))
+        }
+        DataType::FixedSizeBinary(_) => {
+            let b = array.as_fixed_size_binary();
+            Some(Box::new(move |i| b.value(i)))
+        }
+        _ => None,
+    }
+}

@@ -310,7 +310,7 @@ enum ElementJson<'a> {
     Raw(Put<'a>),
     Bool(&'a arrow_array::BooleanArray),
     /// Binary: a hex string.
-    Hex(Box<dyn Fn(usize) -> &'a [u8] + 'a>),
+    Hex(barge_core::arrays::Get<'a, &'a [u8]>),
     /// Everything else (decimals kept exact, text, dates, times): the value's text as a string.
     Text(Put<'a>),
 }
@@ -319,33 +319,29 @@ enum ElementJson<'a> {
 /// [`crate::types::column_type_for_arrow`]).
 fn put_list<'a>(list: &'a arrow_array::ListArray) -> Option<Put<'a>> {
     let values = list.values().as_ref();
-    let element = match values.data_type() {
-        t if t.is_integer() => ElementJson::Raw(put(values)?),
-        DataType::Float32 => {
-            let p = values.as_primitive::<Float32Type>();
-            ElementJson::Raw(Box::new(move |i, out: &mut String| {
-                push_json_float(p.value(i), out);
-                Ok(())
-            }))
+    let element = if let Some(get) = barge_core::arrays::bytes(values) {
+        ElementJson::Hex(get)
+    } else {
+        match values.data_type() {
+            t if t.is_integer() => ElementJson::Raw(put(values)?),
+            DataType::Float32 => {
+                let p = values.as_primitive::<Float32Type>();
+                ElementJson::Raw(Box::new(move |i, out: &mut String| {
+                    push_json_float(p.value(i), out);
+                    Ok(())
+                }))
+            }
+            DataType::Float64 => {
+                let p = values.as_primitive::<Float64Type>();
+                ElementJson::Raw(Box::new(move |i, out: &mut String| {
+                    push_json_float(p.value(i), out);
+                    Ok(())
+                }))
+            }
+            DataType::Boolean => ElementJson::Bool(values.as_boolean()),
+            DataType::List(_) | DataType::LargeList(_) => return None,
+            _ => ElementJson::Text(put(values)?),
         }
-        DataType::Float64 => {
-            let p = values.as_primitive::<Float64Type>();
-            ElementJson::Raw(Box::new(move |i, out: &mut String| {
-                push_json_float(p.value(i), out);
-                Ok(())
-            }))
-        }
-        DataType::Boolean => ElementJson::Bool(values.as_boolean()),
-        DataType::Binary => {
-            let b = values.as_binary::<i32>();
-            ElementJson::Hex(Box::new(move |i| b.value(i)))
-        }
-        DataType::LargeBinary => {
-            let b = values.as_binary::<i64>();
-            ElementJson::Hex(Box::new(move |i| b.value(i)))
-        }
-        DataType::List(_) | DataType::LargeList(_) => return None,
-        _ => ElementJson::Text(put(values)?),
     };
     let offsets = list.value_offsets();
     Some(Box::new(move |row, out: &mut String| {
@@ -546,10 +542,8 @@ fn put<'a>(a: &'a dyn Array) -> Option<Put<'a>> {
 
 /// Whether MySQL can take this Arrow type (as text or bytes).
 pub fn can_encode(data_type: &DataType) -> bool {
-    matches!(data_type, DataType::Binary | DataType::LargeBinary) || {
-        let empty = arrow_array::new_empty_array(data_type);
-        put(empty.as_ref()).is_some()
-    }
+    let empty = arrow_array::new_empty_array(data_type);
+    barge_core::arrays::bytes(empty.as_ref()).is_some() || put(empty.as_ref()).is_some()
 }
 
 /// Appends bytes with LOAD DATA's escapes (`ESCAPED BY '\\'`): tab, newline, backslash, NUL.
@@ -577,16 +571,11 @@ pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, (usize, String)> {
         .enumerate()
         .map(|(c, array)| {
             let a = array.as_ref();
-            let column = match a.data_type() {
-                DataType::Binary => {
-                    let b = a.as_binary::<i32>();
-                    Column::Bytes(Box::new(move |i| b.value(i)))
+            let column = match barge_core::arrays::bytes(a) {
+                Some(get) => Column::Bytes(get),
+                None => {
+                    Column::Text(put(a).ok_or_else(|| (c, format!("MySQL has no column for Arrow {}", a.data_type())))?)
                 }
-                DataType::LargeBinary => {
-                    let b = a.as_binary::<i64>();
-                    Column::Bytes(Box::new(move |i| b.value(i)))
-                }
-                other => Column::Text(put(a).ok_or_else(|| (c, format!("MySQL has no column for Arrow {other}")))?),
             };
             Ok((a, column))
         })

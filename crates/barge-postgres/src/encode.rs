@@ -6,7 +6,7 @@ use arrow_array::types::*;
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, IntervalUnit, TimeUnit};
 
-use barge_core::arrays::Get;
+use barge_core::arrays::{Get, bytes};
 
 use crate::types::{Codec, PgColumnType};
 use crate::wire::{self, COPY_HEADER, COPY_TRAILER, PG_EPOCH_DAYS, PG_EPOCH_MICROS};
@@ -53,28 +53,6 @@ fn strings<'a>(a: &'a dyn Array) -> Option<Get<'a, &'a str>> {
         DataType::Utf8View => {
             let s = a.as_string_view();
             Some(Box::new(move |i| s.value(i)))
-        }
-        _ => None,
-    }
-}
-
-fn bytes<'a>(a: &'a dyn Array) -> Option<Get<'a, &'a [u8]>> {
-    match a.data_type() {
-        DataType::Binary => {
-            let b = a.as_binary::<i32>();
-            Some(Box::new(move |i| b.value(i)))
-        }
-        DataType::LargeBinary => {
-            let b = a.as_binary::<i64>();
-            Some(Box::new(move |i| b.value(i)))
-        }
-        DataType::BinaryView => {
-            let b = a.as_binary_view();
-            Some(Box::new(move |i| b.value(i)))
-        }
-        DataType::FixedSizeBinary(_) => {
-            let b = a.as_fixed_size_binary();
-            Some(Box::new(move |i| b.value(i)))
         }
         _ => None,
     }
