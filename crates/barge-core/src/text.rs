@@ -239,11 +239,24 @@ pub fn format_decimal(mantissa: i128, scale: i8, out: &mut String) {
     let scale = usize::try_from(scale).unwrap_or(0);
     // Digits of |mantissa|, least significant first, padded so there is one before the point.
     let mut digits = [b'0'; 40];
-    let (mut rest, mut len) = (mantissa.unsigned_abs(), 0);
-    while rest > 0 || len <= scale {
-        digits[len] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        len += 1;
+    let mut len = 0;
+    // u128 division is a library call per digit; most mantissas fit a u64.
+    match u64::try_from(mantissa.unsigned_abs()) {
+        Ok(mut rest) => {
+            while rest > 0 || len <= scale {
+                digits[len] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                len += 1;
+            }
+        }
+        Err(_) => {
+            let mut rest = mantissa.unsigned_abs();
+            while rest > 0 || len <= scale {
+                digits[len] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                len += 1;
+            }
+        }
     }
     if mantissa < 0 {
         out.push('-');
@@ -373,6 +386,13 @@ mod tests {
             format_decimal(i128::from(mantissa), scale, &mut text);
             let stored: f64 = text.parse().unwrap(); // what NUMERIC affinity keeps
             prop_assert_eq!(decimal_from_real(stored, 18, scale), Ok(i128::from(mantissa)), "{}", text);
+        }
+
+        #[test]
+        fn wide_decimals_round_trip(mantissa in (i128::MIN + 1)..=i128::MAX, scale in 0i8..38) {
+            let mut text = String::new();
+            format_decimal(mantissa, scale, &mut text);
+            prop_assert_eq!(parse_decimal(&text, 39, scale), Ok(mantissa), "{}", text);
         }
 
         #[test]

@@ -547,16 +547,19 @@ pub fn can_encode(data_type: &DataType) -> bool {
 }
 
 /// Appends bytes with LOAD DATA's escapes (`ESCAPED BY '\\'`): tab, newline, backslash, NUL.
-fn push_escaped(bytes: &[u8], out: &mut Vec<u8>) {
-    for &b in bytes {
-        match b {
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0 => out.extend_from_slice(b"\\0"),
-            other => out.push(other),
-        }
+fn push_escaped(mut bytes: &[u8], out: &mut Vec<u8>) {
+    // Runs without a byte to escape are copied whole.
+    while let Some(at) = bytes.iter().position(|b| matches!(b, b'\t' | b'\n' | b'\\' | 0)) {
+        out.extend_from_slice(&bytes[..at]);
+        out.extend_from_slice(match bytes[at] {
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\\' => b"\\\\",
+            _ => b"\\0",
+        });
+        bytes = &bytes[at + 1..];
     }
+    out.extend_from_slice(bytes);
 }
 
 /// A batch as LOAD DATA input: one line per row, tab-separated, `\N` for NULL.
