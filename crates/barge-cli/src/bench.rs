@@ -29,6 +29,8 @@ pub struct TableRun {
     pub bottleneck: String,
     /// `[seconds, rows written so far]` over the copy, from the run's own counters.
     pub timeline: Vec<(f64, u64)>,
+    /// `[seconds since the verification started, rows digested so far]`.
+    pub verify_timeline: Vec<(f64, u64)>,
 }
 
 impl TableRun {
@@ -85,26 +87,38 @@ pub fn forecast_seconds(rows: u64, rows_per_s: f64) -> f64 {
     if rows_per_s > 0.0 { rows as f64 / rows_per_s } else { f64::INFINITY }
 }
 
-/// Seconds to copy and verify `rows` rows of a table, scaled from its sampled run: the copy at
-/// its steady rate (its timeline from the first rows written to the end of the copy, which leaves
-/// out the start-up: connecting, planning, the first batches in flight), that start-up once, and
-/// what follows the copy (verification) in proportion to rows. A sample's fixed costs weigh ten
-/// times more in it than in the whole table, so scaling its overall rate overestimates. Without a
-/// usable timeline: the run's overall rate.
+/// A phase's start-up (seconds before rows flowed at its steady rate) and steady rate (rows/s),
+/// from its timeline: from the first rows done to the end.
+fn steady(timeline: &[(f64, u64)]) -> Option<(f64, f64)> {
+    let &(t0, r0) = timeline.iter().find(|(_, done)| *done > 0)?;
+    let &(t1, r1) = timeline.last()?;
+    (t1 > t0 && r1 > r0).then(|| {
+        let rate = (r1 - r0) as f64 / (t1 - t0);
+        ((t0 - r0 as f64 / rate).max(0.0), rate)
+    })
+}
+
+/// Seconds to copy and verify `rows` rows of a table, scaled from its sampled run. Each phase
+/// (the copy, then the verification) counts its start-up once (connecting, planning, the first
+/// batches in flight) and runs at its steady rate, both read off the phase's timeline; what lies
+/// between them scales with rows. A sample's fixed costs weigh ten times more in it than in the
+/// whole table, so scaling its overall rate overestimates. Without usable timelines: the run's
+/// overall rate.
 pub fn forecast_table(run: &TableRun, rows: u64) -> f64 {
-    if run.rows == 0 {
+    let Some((startup, rate)) = steady(&run.timeline).filter(|_| run.rows > 0) else {
         return forecast_seconds(rows, run.rows_per_s);
-    }
-    let first = run.timeline.iter().find(|(_, written)| *written > 0);
-    match (first, run.timeline.last()) {
-        (Some(&(t0, r0)), Some(&(t1, r1))) if t1 > t0 && r1 > r0 => {
-            let steady = (r1 - r0) as f64 / (t1 - t0);
-            let startup = (t0 - r0 as f64 / steady).max(0.0);
-            let after = (run.seconds - t1).max(0.0);
-            startup + rows as f64 / steady + after * rows as f64 / run.rows as f64
+    };
+    let scale = rows as f64 / run.rows as f64;
+    let copy_end = run.timeline.last().map_or(0.0, |(t, _)| *t);
+    let after_copy = (run.seconds - copy_end).max(0.0);
+    let verify = match (steady(&run.verify_timeline), run.verify_timeline.last()) {
+        (Some((v_startup, v_rate)), Some(&(v_end, digested))) => {
+            let between = (after_copy - v_end).max(0.0);
+            v_startup + digested as f64 * scale / v_rate + between * scale
         }
-        _ => forecast_seconds(rows, run.rows_per_s),
-    }
+        _ => after_copy * scale,
+    };
+    startup + rows as f64 / rate + verify
 }
 
 /// The stage with the most busy time per worker (read, cpu and write run on up to `workers`
@@ -333,6 +347,7 @@ fn parse_run(workers: usize, json: &Value) -> Run {
                         bottleneck: bottleneck(&t["stages"], workers),
                         stages: t["stages"].clone(),
                         timeline: serde_json::from_value(t["timeline"].clone()).unwrap_or_default(),
+                        verify_timeline: serde_json::from_value(t["verify_timeline"].clone()).unwrap_or_default(),
                     }
                 })
                 .collect()
@@ -615,7 +630,19 @@ mod tests {
             stages: Value::Null,
             bottleneck: String::new(),
             timeline,
+            verify_timeline: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_verification_counts_its_own_start_up_once_too() {
+        // The copy as below (0.1 s + 2.0 s for 200,000 rows); then 0.05 s before the verification
+        // starts, and a verification of 0.04 s start-up and 200,000 rows/s (20,000 rows by 0.14 s):
+        // 0.5 s + 0.04 s + 1.0 s for the full table.
+        let mut run = sampled(20_000, 0.49, vec![(0.0, 0), (0.15, 5_000), (0.25, 15_000), (0.3, 20_000)]);
+        run.verify_timeline = vec![(0.0, 0), (0.065, 5_000), (0.14, 20_000)];
+        let expected = 0.1 + 2.0 + 0.05 * 10.0 + 0.04 + 1.0;
+        assert!((forecast_table(&run, 200_000) - expected).abs() < 1e-9, "{}", forecast_table(&run, 200_000));
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct TableReport {
     /// Rows written over the copy (not the verification), as `[seconds since the table started,
     /// rows written so far]`, sampled at most every [`TIMELINE_STEP`] (coarser for long copies).
     pub timeline: Vec<(f64, u64)>,
+    /// Rows digested over the verification, as `[seconds since it started, rows so far]` (empty
+    /// without verification).
+    pub verify_timeline: Vec<(f64, u64)>,
     /// The high-water mark recorded for an incremental table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watermark: Option<barge_core::Scalar>,
@@ -115,6 +118,43 @@ impl Timeline {
     pub fn finish(&self, rows: u64) -> Vec<(f64, u64)> {
         self.sample(self.started.elapsed(), rows, true);
         std::mem::take(&mut self.inner.lock().expect("timeline lock").points)
+    }
+}
+
+/// Passes progress on, keeping a timeline of the rows one phase has done.
+pub(crate) struct PhaseTimeline<'a> {
+    inner: &'a dyn crate::Progress,
+    phase: crate::Phase,
+    rows: std::sync::atomic::AtomicU64,
+    pub timeline: Timeline,
+}
+
+impl<'a> PhaseTimeline<'a> {
+    pub fn new(inner: &'a dyn crate::Progress, phase: crate::Phase) -> Self {
+        PhaseTimeline { inner, phase, rows: Default::default(), timeline: Timeline::default() }
+    }
+
+    /// The samples, ending with the rows done so far.
+    pub fn finish(&self) -> Vec<(f64, u64)> {
+        self.timeline.finish(self.rows.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl crate::Progress for PhaseTimeline<'_> {
+    fn started(&self, table: &str, phase: crate::Phase, total_rows: u64) {
+        self.inner.started(table, phase, total_rows);
+    }
+
+    fn advance(&self, table: &str, phase: crate::Phase, rows: u64) {
+        self.inner.advance(table, phase, rows);
+        if phase == self.phase {
+            let done = self.rows.fetch_add(rows, std::sync::atomic::Ordering::Relaxed) + rows;
+            self.timeline.record(done);
+        }
+    }
+
+    fn finished(&self, table: &str, phase: crate::Phase, summary: &str) {
+        self.inner.finished(table, phase, summary);
     }
 }
 

@@ -313,6 +313,7 @@ pub fn copy(
         }
         let mut rows_deleted = 0;
         let verify_started = Instant::now();
+        let verify_progress = crate::report::PhaseTimeline::new(progress, Phase::Verify);
         let verdict = if compare {
             if sum(digests.iter().flatten()).rows != rows_written {
                 return Err(Error::engine(
@@ -337,6 +338,7 @@ pub fn copy(
                 None => (source, &whole),
             };
             let target_info = reader.table(&table.target_table)?;
+            let progress = &verify_progress;
             let compare_once = |digests: Option<RangeDigests>| {
                 verify_table(
                     verify_source,
@@ -393,6 +395,7 @@ pub fn copy(
             },
             bytes_read: counters.bytes_read.load(Ordering::Relaxed),
             timeline: copy_timeline,
+            verify_timeline: if compare { verify_progress.finish() } else { Vec::new() },
             rejects_file: options
                 .rejects
                 .as_ref()

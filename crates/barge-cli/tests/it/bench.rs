@@ -47,6 +47,9 @@ fn bench_on_sqlite_samples_reports_and_removes_its_scratch_file() {
         assert!(timeline.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1), "{timeline:?}");
         assert_eq!(timeline.last().unwrap().1, rows, "{timeline:?}");
         assert!(timeline.last().unwrap().0 <= orders["seconds"].as_f64().unwrap());
+        // The verification digested the target's rows (the source's were digested while copying).
+        let verified: Vec<(f64, u64)> = serde_json::from_value(orders["verify_timeline"].clone()).unwrap();
+        assert_eq!(verified.last().unwrap().1, rows, "{verified:?}");
     }
     let forecast = &json["forecasts"][0];
     assert_eq!(forecast["estimated_rows"], 60000);
