@@ -211,8 +211,8 @@ source = "orders"'
 }
 
 # --- Forecast: `barge bench` on a sample against the measured full copy ------------------------
-# PostgreSQL → PostgreSQL and SQLite → SQLite: `barge bench --sample-rows 200000 --workers 1,2`
-# forecasts the full verified copy; then the full copy runs with the best worker count.
+# Every engine pair: `barge bench --sample-rows 200000 --workers 1,2` forecasts the full verified
+# copy; then the full copy runs with the worker count the forecast chose.
 forecast_pair() { # $1 name, $2 from, $3 to (for bench), $4 to (for the full copy), $5 reset command
   eval "$5"
   "$barge" bench --from "$2" --to "$3" --table orders --sample-rows 200000 --workers 1,2 --json 2>/dev/null >"$work/bench.json"; cp "$work/bench.json" "$work/bench-$1.json"

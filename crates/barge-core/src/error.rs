@@ -97,6 +97,13 @@ impl Error {
         Error::Engine { context: context.into(), message: err.to_string() }
     }
 
+    /// A driver error with context: [`Error::Transient`] when the engine says retrying may help,
+    /// else [`Error::Engine`]. Callers must make sure neither carries a password.
+    pub fn driver(context: impl Into<String>, err: impl fmt::Display, transient: bool) -> Self {
+        let (context, message) = (context.into(), err.to_string());
+        if transient { Error::Transient { context, message } } else { Error::Engine { context, message } }
+    }
+
     /// True when doing the work again may succeed (see [`Error::Transient`]; a refused connection
     /// counts too, as during a server restart).
     pub fn is_transient(&self) -> bool {

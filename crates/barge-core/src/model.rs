@@ -176,6 +176,12 @@ impl TableInfo {
         }
     }
 
+    /// Whether reading `range` reads every row of the table: no key bounds, no row filter, no
+    /// incremental window.
+    pub fn reads_all(&self, range: &KeyRange) -> bool {
+        range.lo.is_none() && range.hi.is_none() && self.filter.is_none() && self.window.is_none()
+    }
+
     /// Names of the primary key columns (empty without a primary key).
     pub fn key_columns(&self) -> Vec<&str> {
         match &self.key {

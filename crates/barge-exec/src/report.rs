@@ -98,7 +98,8 @@ impl Timeline {
 
     fn sample(&self, at: Duration, rows: u64, last: bool) {
         let mut inner = self.inner.lock().expect("timeline lock");
-        let first_rows = rows > 0 && inner.points.iter().all(|(_, written)| *written == 0);
+        // Samples never go down: the first rows are those after a last sample still at zero.
+        let first_rows = rows > 0 && inner.points.last().is_some_and(|(_, written)| *written == 0);
         if at < inner.next && !last && !first_rows {
             return;
         }
@@ -126,7 +127,7 @@ pub(crate) struct PhaseTimeline<'a> {
     inner: &'a dyn crate::Progress,
     phase: crate::Phase,
     rows: std::sync::atomic::AtomicU64,
-    pub timeline: Timeline,
+    timeline: Timeline,
 }
 
 impl<'a> PhaseTimeline<'a> {

@@ -130,11 +130,7 @@ pub fn my_err(context: &'static str) -> impl FnOnce(mysql_async::Error) -> Error
 
 /// A driver error as barge reports it: transient when retrying can help.
 pub fn error_of(context: impl Into<String>, e: &mysql_async::Error) -> Error {
-    if is_transient(e) {
-        Error::Transient { context: context.into(), message: describe(e) }
-    } else {
-        Error::engine(context, describe(e))
-    }
+    Error::driver(context, describe(e), is_transient(e))
 }
 
 /// Lost connections (I/O and driver errors), lock wait timeouts (1205), deadlocks (1213), a

@@ -17,7 +17,7 @@ use mysql_async::prelude::Queryable;
 use crate::ENGINE;
 use crate::codec::Decoder;
 use crate::conn::{LocalConn, MyUrl, connect, literal, my_err, quote};
-use crate::types::{ColumnKind, Kind, array_element, resolve_with};
+use crate::types::{ColumnKind, Kind};
 
 /// Rows gathered per `block_on` before decoding them outside it.
 const ROWS_PER_CHUNK: usize = 4096;
@@ -49,17 +49,6 @@ fn text(v: &Option<Vec<u8>>) -> String {
     v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
 }
 
-/// A column's kind from `DATA_TYPE` and `COLUMN_TYPE` (with barge's array comment, if any).
-fn column_kind(data_type: &str, column_type: &str, tinyint1_as_bool: bool) -> Option<ColumnKind> {
-    match array_element(column_type) {
-        Some(element) => {
-            let element_data_type: String = element.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
-            resolve_with(&element_data_type, element, true).map(|kind| ColumnKind { kind, array: true })
-        }
-        None => resolve_with(data_type, column_type, tinyint1_as_bool).map(ColumnKind::scalar),
-    }
-}
-
 /// The kind of each column, from its metadata.
 pub fn kinds(table: &TableInfo) -> Result<Vec<ColumnKind>> {
     table
@@ -70,7 +59,7 @@ pub fn kinds(table: &TableInfo) -> Result<Vec<ColumnKind>> {
             let meta = f.metadata();
             let (data_type, column_type) = (meta.get(META_DATA_TYPE), meta.get(META_NATIVE_TYPE));
             let as_bool = !meta.contains_key(META_TINYINT1_INTEGER);
-            data_type.zip(column_type).and_then(|(d, c)| column_kind(d, c, as_bool)).ok_or_else(|| {
+            data_type.zip(column_type).and_then(|(d, c)| ColumnKind::resolve(d, c, as_bool)).ok_or_else(|| {
                 Error::UnsupportedType {
                     table: table.name.clone(),
                     column: f.name().clone(),
@@ -178,10 +167,10 @@ impl MySource {
             }
             // A JSON column barge created for arrays names their element type in its comment.
             let comment = text(&row[6]);
-            if comment.starts_with(crate::types::ARRAY_COMMENT) && (data_type == "json" || is_json) {
+            if comment.starts_with(crate::types::ARRAY_COMMENT) && data_type == "json" {
                 column_type = format!("json COMMENT '{comment}'");
             }
-            let kind = column_kind(&data_type, &column_type, self.url.tinyint1_as_bool).ok_or_else(|| {
+            let kind = ColumnKind::resolve(&data_type, &column_type, self.url.tinyint1_as_bool).ok_or_else(|| {
                 Error::UnsupportedType {
                     table: name.into(),
                     column: column.clone(),
@@ -323,9 +312,8 @@ impl barge_core::Source for MySource {
     fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats> {
         let columns = table.range_columns();
         let single_integer = columns.len() == 1 && is_integer(table, &columns[0]);
-        let whole = range.lo.is_none() && range.hi.is_none() && table.filter.is_none() && table.window.is_none();
         let mut conn = connect(&self.url)?;
-        if single_integer && whole {
+        if single_integer && table.reads_all(range) {
             // MIN and MAX come from the index at once; COUNT(*) would scan the table.
             let rows = conn.rows(
                 &format!("SELECT MIN({0}), MAX({0}) FROM {1}", quote(&columns[0]), quote(&table.name)),

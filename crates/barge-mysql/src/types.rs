@@ -49,6 +49,30 @@ impl ColumnKind {
     }
 }
 
+impl ColumnKind {
+    /// Resolves a column from `DATA_TYPE` and `COLUMN_TYPE`; a `COLUMN_TYPE` carrying barge's
+    /// array comment is an array of its element type (whose `tinyint(1)` is always boolean: barge
+    /// wrote it from an Arrow boolean).
+    pub fn resolve(data_type: &str, column_type: &str, tinyint1_as_bool: bool) -> Option<Self> {
+        match array_element(column_type) {
+            Some(element) => {
+                resolve_with(&data_type_of(element), element, true).map(|kind| ColumnKind { kind, array: true })
+            }
+            None => resolve_with(data_type, column_type, tinyint1_as_bool).map(ColumnKind::scalar),
+        }
+    }
+}
+
+/// The `DATA_TYPE` of a `COLUMN_TYPE` (`decimal(12,2) unsigned` → `decimal`).
+pub fn data_type_of(column_type: &str) -> String {
+    column_type.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_lowercase()
+}
+
+/// The parameters of a `COLUMN_TYPE`, between its parentheses (`decimal(12,2)` → `12,2`).
+fn type_params(column_type: &str) -> Option<&str> {
+    column_type.split_once('(').and_then(|(_, p)| p.split_once(')')).map(|(p, _)| p)
+}
+
 /// The element column type of an array column created as `column_type`
 /// (`json COMMENT 'barge:array:bigint'` → `bigint`).
 pub fn array_element(column_type: &str) -> Option<&str> {
@@ -141,20 +165,13 @@ pub fn resolve_with(data_type: &str, column_type: &str, tinyint1_as_bool: bool) 
         Kind::Int(bits) if column_type.contains("unsigned") => Kind::UInt(bits),
         Kind::Decimal(..) => {
             // `decimal(12,2) unsigned` → "12,2"; a bare `decimal` is decimal(10,0).
-            let params = column_type.split_once('(').and_then(|(_, p)| p.split_once(')')).map(|(p, _)| p);
-            let mut parts = params.unwrap_or("10,0").split(',').map(|p| p.trim().parse::<u8>());
+            let mut parts = type_params(&column_type).unwrap_or("10,0").split(',').map(|p| p.trim().parse::<u8>());
             let precision = parts.next()?.ok()?;
             let scale = parts.next().map_or(Some(0), |s| s.ok())?;
             if precision <= 38 { Kind::Decimal(precision, scale as i8) } else { Kind::DecimalText }
         }
-        Kind::Bit(_) => {
-            let width = column_type.split_once('(').and_then(|(_, p)| p.split_once(')')).map_or("1", |(p, _)| p);
-            Kind::Bit(width.trim().parse().ok()?)
-        }
-        Kind::Char(_) => {
-            let width = column_type.split_once('(').and_then(|(_, p)| p.split_once(')')).map_or("1", |(p, _)| p);
-            Kind::Char(width.trim().parse().ok()?)
-        }
+        Kind::Bit(_) => Kind::Bit(type_params(&column_type).unwrap_or("1").trim().parse().ok()?),
+        Kind::Char(_) => Kind::Char(type_params(&column_type).unwrap_or("1").trim().parse().ok()?),
         other => other,
     })
 }
@@ -221,12 +238,7 @@ pub fn column_type_for_arrow(data_type: &DataType, indexed: bool) -> Option<Stri
 
 /// Arrow type that a column created as `column_type` reads back as.
 pub fn read_back(column_type: &str) -> Option<DataType> {
-    if let Some(element) = array_element(column_type) {
-        return Some(DataType::List(Field::new("item", read_back(element)?, true).into()));
-    }
-    let lower = column_type.to_ascii_lowercase();
-    let data_type: String = lower.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
-    resolve(&data_type, &lower).map(|k| k.arrow())
+    ColumnKind::resolve(&data_type_of(column_type), column_type, true).map(|c| c.arrow())
 }
 
 #[cfg(test)]

@@ -206,11 +206,7 @@ pub fn pg_err(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Er
 
 /// A driver error as barge reports it: transient when retrying can help.
 pub fn error_of(context: impl Into<String>, e: &tokio_postgres::Error) -> Error {
-    if is_transient(e) {
-        Error::Transient { context: context.into(), message: describe(e) }
-    } else {
-        Error::engine(context, describe(e))
-    }
+    Error::driver(context, describe(e), is_transient(e))
 }
 
 /// Lost connections (no server error at all, or class 08), the server shutting down or starting

@@ -40,15 +40,6 @@ pub const ENGINE: &str = "postgres";
 /// Registers PostgreSQL with the CLI.
 pub struct PgEngine;
 
-/// `url` with query parameter `name` set to `value` (replacing it when present).
-fn with_query_param(url: &str, name: &str, value: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut params: Vec<String> =
-        query.split('&').filter(|p| !p.is_empty() && p.split('=').next() != Some(name)).map(str::to_string).collect();
-    params.push(format!("{name}={value}"));
-    format!("{base}?{}", params.join("&"))
-}
-
 impl EngineFactory for PgEngine {
     fn name(&self) -> &'static str {
         ENGINE
@@ -109,7 +100,7 @@ impl EngineFactory for PgEngine {
 
     fn create_scratch(&self, url: &str, tag: &str) -> Result<String> {
         let schema = format!("barge_scratch_{tag}");
-        let scratch = with_query_param(url, "schema", &schema);
+        let scratch = barge_core::url::with_param(url, "schema", &schema);
         let parsed = parse_url(&scratch)?;
         let client = conn::connect(&parsed)?;
         let ddl = format!("DROP SCHEMA IF EXISTS {0} CASCADE; CREATE SCHEMA {0}", conn::quote(&schema));

@@ -344,8 +344,7 @@ impl barge_core::Source for PgSource {
             }
             let columns = table.range_columns();
             let single_integer = columns.len() == 1 && is_integer(&native_of(table, &columns[0]));
-            let whole = range.lo.is_none() && range.hi.is_none() && table.filter.is_none() && table.window.is_none();
-            if single_integer && whole {
+            if single_integer && table.reads_all(range) {
                 // min and max come from the index at once; count(*) would scan the table.
                 let row = rt
                     .block_on(client.query_one(
