@@ -43,11 +43,18 @@
 //! means duplicate rows never cancel out; being commutative and associative, it does not depend on
 //! row order, batch boundaries or how ranges were scheduled, and digests of adjacent ranges add up
 //! to the digest of their union.
+//!
+//! Speed: the CPU time of a digest is mostly blake3 compressing a row's few 64-byte blocks. Rows are
+//! hashed 256 at a time ([`RowEncoder::row_hashes`]); where the CPU has AVX2, eight rows with the same
+//! number of blocks go through blake3's compression function together (`lanes.rs`, the workspace's
+//! one module with `unsafe`), which gives blake3's bytes exactly and 1.6x the rows per second of a
+//! loop of `blake3::hash` (criterion `verify/canonical_blake3`: 3.41 → 5.58 M rows/s).
 
 mod diff;
 mod digest;
 mod encoding;
+mod lanes;
 
 pub use diff::{KeyDiff, MAX_KEYS_LISTED, RowSet, collect_rows, narrow_range, range_digest, row_diff};
 pub use digest::{Buckets, Digest, batch_digest, bucket_digests, is_bucket_key};
-pub use encoding::{RowEncoder, json_value};
+pub use encoding::{HashScratch, RowEncoder, json_value};
