@@ -19,6 +19,7 @@
 #![allow(unsafe_code)]
 
 /// blake3's longest single-chunk input: longer rows are hashed by the `blake3` crate.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const CHUNK_LEN: usize = 1024;
 
 /// The row hash of one input, by the `blake3` crate: the reference the lanes must match.
@@ -43,6 +44,7 @@ pub(crate) fn row_hashes(inputs: &[&[u8]], out: &mut Vec<u128>) {
 }
 
 /// The blake3 constants of a single-chunk, unkeyed hash.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod blake3_spec {
     pub const IV: [u32; 8] =
         [0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19];
