@@ -72,24 +72,16 @@ mod x86 {
 
     const LANES: usize = 8;
 
-    #[target_feature(enable = "avx2")]
-    fn rot16(x: __m256i) -> __m256i {
-        #[rustfmt::skip]
-        let order = _mm256_set_epi8(
-            13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2,
-            13, 12, 15, 14, 9, 8, 11, 10, 5, 4, 7, 6, 1, 0, 3, 2,
-        );
-        _mm256_shuffle_epi8(x, order)
-    }
+    /// Byte orders that rotate every 32-bit lane right by 16 and by 8 bits (lane bytes are little
+    /// endian: byte `i` of the result is byte `order[i]` of the input).
+    const ROT16: [i8; 16] = [2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13];
+    const ROT8: [i8; 16] = [1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12];
 
     #[target_feature(enable = "avx2")]
-    fn rot8(x: __m256i) -> __m256i {
-        #[rustfmt::skip]
-        let order = _mm256_set_epi8(
-            12, 15, 14, 13, 8, 11, 10, 9, 4, 7, 6, 5, 0, 3, 2, 1,
-            12, 15, 14, 13, 8, 11, 10, 9, 4, 7, 6, 5, 0, 3, 2, 1,
-        );
-        _mm256_shuffle_epi8(x, order)
+    fn rotate_bytes(x: __m256i, order: [i8; 16]) -> __m256i {
+        let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15] = order;
+        let order = _mm_setr_epi8(b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15);
+        _mm256_shuffle_epi8(x, _mm256_broadcastsi128_si256(order))
     }
 
     #[target_feature(enable = "avx2")]
@@ -107,11 +99,11 @@ mod x86 {
     #[allow(clippy::too_many_arguments)]
     fn g(v: &mut [__m256i; 16], a: usize, b: usize, c: usize, d: usize, x: __m256i, y: __m256i) {
         v[a] = _mm256_add_epi32(_mm256_add_epi32(v[a], v[b]), x);
-        v[d] = rot16(_mm256_xor_si256(v[d], v[a]));
+        v[d] = rotate_bytes(_mm256_xor_si256(v[d], v[a]), ROT16);
         v[c] = _mm256_add_epi32(v[c], v[d]);
         v[b] = rot12(_mm256_xor_si256(v[b], v[c]));
         v[a] = _mm256_add_epi32(_mm256_add_epi32(v[a], v[b]), y);
-        v[d] = rot8(_mm256_xor_si256(v[d], v[a]));
+        v[d] = rotate_bytes(_mm256_xor_si256(v[d], v[a]), ROT8);
         v[c] = _mm256_add_epi32(v[c], v[d]);
         v[b] = rot7(_mm256_xor_si256(v[b], v[c]));
     }
