@@ -197,22 +197,7 @@ impl<'a> Column<'a> {
                 out.push(TAG_FLOAT);
                 out.extend_from_slice(&canonical_float_bits(get(i)).to_le_bytes());
             }
-            Accessor::Decimal(get, scale) => {
-                let (mantissa, exponent) = normalise_decimal(get(i), *scale);
-                // A whole number is an integer, whichever column holds it: MySQL's bigint unsigned
-                // lands in PostgreSQL's numeric(20,0).
-                if let Some(integer) = integral(mantissa, exponent) {
-                    out.push(TAG_INT);
-                    out.extend_from_slice(&integer.to_le_bytes());
-                    return;
-                }
-                out.push(TAG_DECIMAL);
-                out.extend_from_slice(&exponent.to_le_bytes());
-                let bytes = mantissa.to_be_bytes();
-                let minimal = minimal_twos_complement(&bytes);
-                out.push(u8::try_from(minimal.len()).expect("at most 32 bytes"));
-                out.extend_from_slice(minimal);
-            }
+            Accessor::Decimal(get, scale) => put_decimal(out, get(i), *scale),
             Accessor::Text(get) => put_bytes(out, TAG_TEXT, get(i).as_bytes()),
             Accessor::Json(get) => put_bytes(out, TAG_JSON, canonical_json(get(i)).as_bytes()),
             Accessor::Bytes(get) => put_bytes(out, TAG_BYTES, get(i)),
@@ -336,6 +321,58 @@ fn canonical_float_bits(x: f64) -> u64 {
     } else {
         x.to_bits()
     }
+}
+
+/// Appends the canonical encoding of the decimal `value × 10^-scale`. Most decimals fit an i64 and
+/// are normalised there, without 256-bit division (the slow part); the bytes are the same, since
+/// neither the normal form nor the minimal two's complement depends on the width that held it.
+fn put_decimal(out: &mut Vec<u8>, value: i256, scale: i8) {
+    match value.to_i128().and_then(|v| i64::try_from(v).ok()) {
+        Some(small) => {
+            let (mantissa, exponent) = normalise_small_decimal(small, scale);
+            let whole = u32::try_from(exponent)
+                .ok()
+                .and_then(|e| 10i128.checked_pow(e))
+                .and_then(|power| i128::from(mantissa).checked_mul(power));
+            put_normal_decimal(out, whole, exponent, &i128::from(mantissa).to_be_bytes());
+        }
+        None => put_wide_decimal(out, value, scale),
+    }
+}
+
+/// [`put_decimal`] in 256-bit arithmetic, for any value.
+fn put_wide_decimal(out: &mut Vec<u8>, value: i256, scale: i8) {
+    let (mantissa, exponent) = normalise_decimal(value, scale);
+    put_normal_decimal(out, integral(mantissa, exponent), exponent, &mantissa.to_be_bytes());
+}
+
+/// A normalised decimal: `whole` when it is a whole number that fits an i128 (then it is an
+/// integer, whichever column holds it: MySQL's bigint unsigned lands in PostgreSQL's
+/// numeric(20,0)), else the exponent and the mantissa (big-endian two's complement, any width).
+fn put_normal_decimal(out: &mut Vec<u8>, whole: Option<i128>, exponent: i32, mantissa: &[u8]) {
+    if let Some(integer) = whole {
+        out.push(TAG_INT);
+        out.extend_from_slice(&integer.to_le_bytes());
+        return;
+    }
+    out.push(TAG_DECIMAL);
+    out.extend_from_slice(&exponent.to_le_bytes());
+    let minimal = minimal_twos_complement(mantissa);
+    out.push(u8::try_from(minimal.len()).expect("at most 32 bytes"));
+    out.extend_from_slice(minimal);
+}
+
+/// [`normalise_decimal`] for a mantissa that fits an i64.
+fn normalise_small_decimal(mut mantissa: i64, scale: i8) -> (i64, i32) {
+    let mut exponent = -i32::from(scale);
+    if mantissa == 0 {
+        return (0, 0);
+    }
+    while mantissa % 10 == 0 {
+        mantissa /= 10;
+        exponent += 1;
+    }
+    (mantissa, exponent)
 }
 
 /// `m × 10^-scale` as `(m', e)` with no trailing zeros in `m'`, so equal numbers of any scale agree.
@@ -486,6 +523,28 @@ mod tests {
     use super::*;
     use arrow_array::{Decimal128Array, Float64Array, Int32Array, Int64Array, StringArray};
     use std::sync::Arc;
+
+    proptest::proptest! {
+        #[test]
+        fn small_decimals_encode_as_in_256_bit_arithmetic(value in proptest::prelude::any::<i64>(), scale in -40i8..=76) {
+            let (mut fast, mut wide) = (Vec::new(), Vec::new());
+            put_decimal(&mut fast, i256::from_i128(i128::from(value)), scale);
+            put_wide_decimal(&mut wide, i256::from_i128(i128::from(value)), scale);
+            proptest::prop_assert_eq!(fast, wide);
+        }
+    }
+
+    #[test]
+    fn decimal_edges_encode_as_in_256_bit_arithmetic() {
+        for value in [0, 1, -1, 10, -10, 1_000_000, i64::MAX, i64::MIN, i64::MIN + 1, 9_223_372_036_854_775_800] {
+            for scale in [-38, -19, -1, 0, 1, 2, 18, 19, 38, 76] {
+                let (mut fast, mut wide) = (Vec::new(), Vec::new());
+                put_decimal(&mut fast, i256::from_i128(i128::from(value)), scale);
+                put_wide_decimal(&mut wide, i256::from_i128(i128::from(value)), scale);
+                assert_eq!(fast, wide, "{value} scale {scale}");
+            }
+        }
+    }
 
     fn bytes_of(array: ArrayRef) -> Vec<u8> {
         let batch = RecordBatch::try_from_iter([("c", array)]).unwrap();

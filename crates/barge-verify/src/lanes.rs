@@ -5,7 +5,7 @@
 //! most of its time in blake3's compression function, working on one row. Here, where the CPU has
 //! AVX2, eight rows of the same block count go through the compression function together, one per
 //! 32-bit lane, as blake3's own `hash_many` does for the chunks of one long input. The output is
-//! blake3's, bit for bit: the tests compare every input length from 0 to 1024 bytes with the
+//! blake3's, bit for bit: the tests compare every input length from 0 to 2049 bytes with the
 //! `blake3` crate, which also hashes whatever this module does not (rows over 1024 bytes, which
 //! span more than one chunk, and CPUs without AVX2).
 //!
