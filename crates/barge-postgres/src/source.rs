@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use tokio_postgres::Client;
 
 use crate::ENGINE;
-use crate::conn::{PgUrl, connect, connect_local, literal, pg_err, quote, runtime};
+use crate::conn::{LocalConn, PgUrl, connect, connect_local, literal, pg_err, quote, runtime};
 use crate::decode::{CopyParser, FeedError};
 use crate::types::{Codec, PgColumnType, resolve};
 
@@ -27,12 +27,24 @@ const CTID: &str = "ctid";
 pub struct PgSource {
     url: PgUrl,
     pool: Mutex<Vec<Client>>,
+    /// Connections of range reads that read to the end, for the next range read (on any
+    /// thread): a new connection costs a new server process, which must also fault in the shared
+    /// buffers it reads.
+    readers: Mutex<Vec<LocalConn>>,
 }
 
 impl PgSource {
     pub fn open(url: PgUrl) -> Result<Arc<Self>> {
         let client = connect(&url)?;
-        Ok(Arc::new(PgSource { url, pool: Mutex::new(vec![client]) }))
+        Ok(Arc::new(PgSource { url, pool: Mutex::new(vec![client]), readers: Mutex::new(Vec::new()) }))
+    }
+
+    fn take_reader(&self) -> Result<LocalConn> {
+        let pooled = self.readers.lock().expect("reader pool lock").pop();
+        match pooled {
+            Some(local) if !local.client.is_closed() => Ok(local),
+            _ => connect_local(&self.url),
+        }
     }
 
     fn take(&self) -> Result<Client> {
@@ -446,8 +458,9 @@ impl barge_core::Source for PgSource {
             self.qualified(&table.name),
             range_predicate(table, range)
         );
-        // A private connection per range read: see `conn::LocalConn` for why.
-        let local = connect_local(&self.url)?;
+        // A connection of its own while it reads (see `conn::LocalConn` for why), reused by the
+        // next range read only when this one read its stream to the end.
+        let local = self.take_reader()?;
         let mut stream =
             Box::pin(local.rt.block_on(local.client.copy_out(sql.as_str())).map_err(pg_err("reading rows"))?);
         let mut parser = CopyParser::new(table.schema.clone(), &columns, batch_rows.max(1));
@@ -476,7 +489,11 @@ impl barge_core::Source for PgSource {
             }
         };
         match outcome {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                drop(stream);
+                self.readers.lock().expect("reader pool lock").push(local);
+                Ok(())
+            }
             Err(FeedError::Emit(e)) => Err(e),
             Err(FeedError::Decode(e)) => Err(Error::BadValue {
                 table: table.name.clone(),
