@@ -30,12 +30,22 @@ pub struct MySource {
     url: MyUrl,
     /// (table, column) → zero dates read as NULL, for `notices`.
     zero_dates: Mutex<HashMap<(String, String), u64>>,
+    /// Connections of range reads that read to the end, for the next range read.
+    readers: Mutex<Vec<LocalConn>>,
 }
 
 impl MySource {
     pub fn open(url: MyUrl) -> Result<Arc<Self>> {
-        drop(connect(&url)?); // fail early and clearly if the server is unreachable
-        Ok(Arc::new(MySource { url, zero_dates: Mutex::new(HashMap::new()) }))
+        // Fails early and clearly if the server is unreachable; kept for the first range read.
+        let first = connect(&url)?;
+        Ok(Arc::new(MySource { url, zero_dates: Mutex::new(HashMap::new()), readers: Mutex::new(vec![first]) }))
+    }
+
+    fn take_reader(&self) -> Result<LocalConn> {
+        match self.readers.lock().expect("reader pool lock").pop() {
+            Some(local) => Ok(local),
+            None => connect(&self.url),
+        }
     }
 }
 
@@ -379,7 +389,9 @@ impl barge_core::Source for MySource {
         let kinds = kinds(table)?;
         let list = table.schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT {list} FROM {} WHERE {}", quote(&table.name), range_predicate(table, range));
-        let mut local = connect(&self.url)?;
+        // A connection of its own while it reads, reused by the next range read only when this
+        // one read its rows to the end (a broken one fails here and is dropped).
+        let mut local = self.take_reader()?;
         let LocalConn { conn, rt } = &mut local;
         let mut result = rt.block_on(conn.query_iter(sql)).map_err(my_err("reading rows"))?;
         let mut stream = rt
@@ -452,6 +464,9 @@ impl barge_core::Source for MySource {
         if pending > 0 {
             emit(finish(&table.schema, &mut decoders)?)?;
         }
+        drop(stream);
+        drop(result);
+        self.readers.lock().expect("reader pool lock").push(local);
         let mut counts = self.zero_dates.lock().expect("zero-date counts");
         for (i, n) in zero_dates.into_iter().enumerate().filter(|(_, n)| *n > 0) {
             *counts.entry((table.name.clone(), table.schema.field(i).name().clone())).or_default() += n;
