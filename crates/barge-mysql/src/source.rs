@@ -41,11 +41,17 @@ impl MySource {
         Ok(Arc::new(MySource { url, zero_dates: Mutex::new(HashMap::new()), readers: Mutex::new(vec![first]) }))
     }
 
+    /// A kept connection that still answers, else a new one (the server may have ended a kept one
+    /// while it sat idle: not the read's fault, so not a failure of the read).
     fn take_reader(&self) -> Result<LocalConn> {
-        match self.readers.lock().expect("reader pool lock").pop() {
-            Some(local) => Ok(local),
-            None => connect(&self.url),
+        let kept = self.readers.lock().expect("reader pool lock").pop();
+        if let Some(mut local) = kept {
+            let LocalConn { conn, rt } = &mut local;
+            if rt.block_on(conn.ping()).is_ok() {
+                return Ok(local);
+            }
         }
+        connect(&self.url)
     }
 }
 
@@ -390,7 +396,7 @@ impl barge_core::Source for MySource {
         let list = table.schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT {list} FROM {} WHERE {}", quote(&table.name), range_predicate(table, range));
         // A connection of its own while it reads, reused by the next range read only when this
-        // one read its rows to the end (a broken one fails here and is dropped).
+        // one read its rows to the end.
         let mut local = self.take_reader()?;
         let LocalConn { conn, rt } = &mut local;
         let mut result = rt.block_on(conn.query_iter(sql)).map_err(my_err("reading rows"))?;

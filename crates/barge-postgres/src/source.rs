@@ -39,12 +39,19 @@ impl PgSource {
         Ok(Arc::new(PgSource { url, pool: Mutex::new(vec![client]), readers: Mutex::new(Vec::new()) }))
     }
 
-    fn take_reader(&self) -> Result<LocalConn> {
-        let pooled = self.readers.lock().expect("reader pool lock").pop();
-        match pooled {
-            Some(local) if !local.client.is_closed() => Ok(local),
-            _ => connect_local(&self.url),
+    /// Starts `sql` (a `COPY … TO STDOUT`) on a kept connection, or on a new one when there is none
+    /// or the kept one fails (the server may have ended it while it sat idle: not the read's fault,
+    /// so not a failure of the read).
+    fn copy_out(&self, sql: &str) -> Result<(LocalConn, tokio_postgres::CopyOutStream)> {
+        let kept = self.readers.lock().expect("reader pool lock").pop();
+        if let Some(local) = kept.filter(|local| !local.client.is_closed()) {
+            if let Ok(stream) = local.rt.block_on(local.client.copy_out(sql)) {
+                return Ok((local, stream));
+            }
         }
+        let local = connect_local(&self.url)?;
+        let stream = local.rt.block_on(local.client.copy_out(sql)).map_err(pg_err("reading rows"))?;
+        Ok((local, stream))
     }
 
     fn take(&self) -> Result<Client> {
@@ -460,9 +467,8 @@ impl barge_core::Source for PgSource {
         );
         // A connection of its own while it reads (see `conn::LocalConn` for why), reused by the
         // next range read only when this one read its stream to the end.
-        let local = self.take_reader()?;
-        let mut stream =
-            Box::pin(local.rt.block_on(local.client.copy_out(sql.as_str())).map_err(pg_err("reading rows"))?);
+        let (local, stream) = self.copy_out(&sql)?;
+        let mut stream = Box::pin(stream);
         let mut parser = CopyParser::new(table.schema.clone(), &columns, batch_rows.max(1));
         let outcome = loop {
             // I/O only inside block_on: gather COPY messages (one per row) into the parser's buffer…

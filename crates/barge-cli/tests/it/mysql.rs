@@ -381,3 +381,37 @@ fn char_padding_compares_alike_in_mysql_and_postgres() {
     assert_eq!(padded, ["[ab   ]", "[ a   ]", "[é🚀   ]"]);
     barge(&["verify", "--from", &pg.url(), "--to", &back.url()]).assert_code(0);
 }
+
+/// A MySQL source keeps a range read's connection for the next read; one the server ended while
+/// it sat idle is replaced without failing the read. (Through the engine: a CLI run is too short
+/// for a connection to go stale.)
+#[test]
+fn range_reads_replace_a_kept_connection_the_server_ended() {
+    use barge_core::{EngineFactory, KeyRange};
+    let db = MyDb::new("reads");
+    db.sql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT seq, concat('v', seq) FROM seq_1_to_100;",
+    );
+    let source = barge_mysql::MyEngine.open_source(&db.url()).unwrap();
+    let info = source.table("t").unwrap();
+    let rows = || {
+        let mut rows = 0;
+        source
+            .read_range(&info, &KeyRange::all(), 30, &mut |batch| {
+                rows += batch.num_rows();
+                Ok(())
+            })
+            .unwrap();
+        rows
+    };
+    assert_eq!((rows(), rows()), (100, 100));
+    let killed = db.sql(&format!(
+        "SELECT id FROM information_schema.processlist WHERE db = '{}' AND id <> connection_id()",
+        db.name
+    ));
+    assert!(!killed.is_empty(), "the kept connection is open");
+    for id in killed {
+        db.sql(&format!("KILL {}", id[0]));
+    }
+    assert_eq!(rows(), 100);
+}

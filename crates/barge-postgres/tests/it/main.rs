@@ -3,6 +3,7 @@
 
 mod errors;
 mod keys;
+mod reads;
 mod types;
 
 use std::sync::Arc;
