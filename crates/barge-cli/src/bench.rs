@@ -363,6 +363,9 @@ fn parse_run(workers: usize, json: &Value) -> Run {
     }
 }
 
+/// Colours of the charts' series, in order.
+const PALETTE: [&str; 8] = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"];
+
 /// Text for HTML and SVG.
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
@@ -411,7 +414,6 @@ pub fn throughput_svg(report: &BenchReport) -> String {
     let (bar, gap, height) = (28.0, 18.0, 220.0);
     let group = tables.len() as f64 * bar + gap;
     let width = (80.0 + report.runs.len() as f64 * group).max(80.0 + tables.len() as f64 * 120.0);
-    let palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948"];
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\
          <text x=\"10\" y=\"16\" font-size=\"13\">rows/s by worker count</text>",
@@ -426,7 +428,7 @@ pub fn throughput_svg(report: &BenchReport) -> String {
                 "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"><title>{} @ {} workers: {:.0} rows/s</title></rect>",
                 30.0 + height - h,
                 bar - 4.0,
-                palette[j % palette.len()],
+                PALETTE[j % PALETTE.len()],
                 escape(&t.table),
                 run.workers,
                 t.rows_per_s
@@ -440,7 +442,7 @@ pub fn throughput_svg(report: &BenchReport) -> String {
             "<rect x=\"{}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{}\"/><text x=\"{}\" y=\"{:.1}\">{table}</text>",
             60 + j * 120,
             height + 56.0,
-            palette[j % palette.len()],
+            PALETTE[j % PALETTE.len()],
             74 + j * 120,
             height + 65.0
         ));
@@ -461,7 +463,6 @@ pub fn timeline_svg(report: &BenchReport) -> String {
     let max_t = lines.iter().flat_map(|(_, p)| p.iter().map(|(t, _)| *t)).fold(1e-9, f64::max);
     let max_r = lines.iter().flat_map(|(_, p)| p.iter().map(|(_, r)| *r)).fold(1.0, f64::max);
     let (left, top, width, height) = (70.0, 30.0, 520.0, 200.0);
-    let palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"];
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\
          <text x=\"10\" y=\"16\" font-size=\"13\">rows/s over time (copy)</text>\
@@ -482,7 +483,7 @@ pub fn timeline_svg(report: &BenchReport) -> String {
         top + height + 14.0,
     );
     for (i, (label, points)) in lines.iter().enumerate() {
-        let color = palette[i % palette.len()];
+        let color = PALETTE[i % PALETTE.len()];
         let coords: Vec<String> = points
             .iter()
             .map(|(t, r)| format!("{:.1},{:.1}", left + t / max_t * width, top + height - r / max_r * height))

@@ -239,24 +239,19 @@ pub fn format_decimal(mantissa: i128, scale: i8, out: &mut String) {
     let scale = usize::try_from(scale).unwrap_or(0);
     // Digits of |mantissa|, least significant first, padded so there is one before the point.
     let mut digits = [b'0'; 40];
-    let mut len = 0;
-    // u128 division is a library call per digit; most mantissas fit a u64.
-    match u64::try_from(mantissa.unsigned_abs()) {
-        Ok(mut rest) => {
-            while rest > 0 || len <= scale {
-                digits[len] = b'0' + (rest % 10) as u8;
-                rest /= 10;
-                len += 1;
-            }
-        }
-        Err(_) => {
-            let mut rest = mantissa.unsigned_abs();
-            while rest > 0 || len <= scale {
-                digits[len] = b'0' + (rest % 10) as u8;
-                rest /= 10;
-                len += 1;
-            }
-        }
+    let (mut wide, mut len) = (mantissa.unsigned_abs(), 0);
+    // u128 division is a library call per digit: only the digits that keep the rest above a u64
+    // take it (most mantissas fit a u64 from the start).
+    while wide > u128::from(u64::MAX) {
+        digits[len] = b'0' + (wide % 10) as u8;
+        wide /= 10;
+        len += 1;
+    }
+    let mut rest = u64::try_from(wide).expect("at most u64::MAX");
+    while rest > 0 || len <= scale {
+        digits[len] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        len += 1;
     }
     if mantissa < 0 {
         out.push('-');

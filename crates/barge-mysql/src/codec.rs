@@ -326,20 +326,8 @@ fn put_list<'a>(list: &'a arrow_array::ListArray) -> Option<Put<'a>> {
     } else {
         match values.data_type() {
             t if t.is_integer() => ElementJson::Raw(put(values)?),
-            DataType::Float32 => {
-                let p = values.as_primitive::<Float32Type>();
-                ElementJson::Raw(Box::new(move |i, out: &mut String| {
-                    push_json_float(p.value(i), out);
-                    Ok(())
-                }))
-            }
-            DataType::Float64 => {
-                let p = values.as_primitive::<Float64Type>();
-                ElementJson::Raw(Box::new(move |i, out: &mut String| {
-                    push_json_float(p.value(i), out);
-                    Ok(())
-                }))
-            }
+            DataType::Float32 => ElementJson::Raw(json_floats::<Float32Type>(values)),
+            DataType::Float64 => ElementJson::Raw(json_floats::<Float64Type>(values)),
             DataType::Boolean => ElementJson::Bool(values.as_boolean()),
             DataType::List(_) | DataType::LargeList(_) => return None,
             _ => ElementJson::Text(put(values)?),
@@ -376,6 +364,18 @@ fn put_list<'a>(list: &'a arrow_array::ListArray) -> Option<Put<'a>> {
         out.push(']');
         Ok(())
     }))
+}
+
+/// The writer of a float column's values in a JSON array (see [`push_json_float`]).
+fn json_floats<'a, T: ArrowPrimitiveType>(values: &'a dyn Array) -> Put<'a>
+where
+    T::Native: std::fmt::Display + Into<f64>,
+{
+    let p = values.as_primitive::<T>();
+    Box::new(move |i, out: &mut String| {
+        push_json_float(p.value(i), out);
+        Ok(())
+    })
 }
 
 /// A float in a JSON array: finite values as numbers in their shortest round-trip form, others as

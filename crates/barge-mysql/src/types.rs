@@ -47,9 +47,7 @@ impl ColumnKind {
         let element = self.kind.arrow();
         if self.array { DataType::List(Field::new("item", element, true).into()) } else { element }
     }
-}
 
-impl ColumnKind {
     /// Resolves a column from `DATA_TYPE` and `COLUMN_TYPE`; a `COLUMN_TYPE` carrying barge's
     /// array comment is an array of its element type (whose `tinyint(1)` is always boolean: barge
     /// wrote it from an Arrow boolean).
