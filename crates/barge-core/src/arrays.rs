@@ -6,7 +6,7 @@ use arrow_array::types::*;
 use arrow_schema::DataType;
 
 /// Reads one value of a column, its conversion chosen once per batch.
-pub type Get<'a, T> = Box<dyn Fn(usize) -> T + 'a>;
+pub type Get<'a, T> = Box<dyn Fn(usize) -> T + Send + Sync + 'a>;
 
 /// The values of any Arrow integer column, widened to i128; `None` for other types.
 pub fn integers(array: &dyn Array) -> Option<Get<'_, i128>> {
@@ -25,6 +25,25 @@ pub fn integers(array: &dyn Array) -> Option<Get<'_, i128>> {
         DataType::UInt16 => get!(UInt16Type),
         DataType::UInt32 => get!(UInt32Type),
         DataType::UInt64 => get!(UInt64Type),
+        _ => None,
+    }
+}
+
+/// The values of any Arrow string column (Utf8, LargeUtf8, Utf8View); `None` for other types.
+pub fn strings(array: &dyn Array) -> Option<Get<'_, &str>> {
+    match array.data_type() {
+        DataType::Utf8 => {
+            let s = array.as_string::<i32>();
+            Some(Box::new(move |i| s.value(i)))
+        }
+        DataType::LargeUtf8 => {
+            let s = array.as_string::<i64>();
+            Some(Box::new(move |i| s.value(i)))
+        }
+        DataType::Utf8View => {
+            let s = array.as_string_view();
+            Some(Box::new(move |i| s.value(i)))
+        }
         _ => None,
     }
 }

@@ -6,7 +6,7 @@ use arrow_array::types::*;
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, IntervalUnit, TimeUnit};
 
-use barge_core::arrays::{Get, bytes};
+use barge_core::arrays::{Get, bytes, strings};
 
 use crate::types::{Codec, PgColumnType};
 use crate::wire::{self, COPY_HEADER, COPY_TRAILER, PG_EPOCH_DAYS, PG_EPOCH_MICROS};
@@ -35,24 +35,6 @@ fn decimals<'a>(a: &'a dyn Array) -> Option<(Get<'a, i128>, i8)> {
         DataType::Decimal32(_, s) => {
             let p = a.as_primitive::<Decimal32Type>();
             Some((Box::new(move |i| i128::from(p.value(i))), *s))
-        }
-        _ => None,
-    }
-}
-
-fn strings<'a>(a: &'a dyn Array) -> Option<Get<'a, &'a str>> {
-    match a.data_type() {
-        DataType::Utf8 => {
-            let s = a.as_string::<i32>();
-            Some(Box::new(move |i| s.value(i)))
-        }
-        DataType::LargeUtf8 => {
-            let s = a.as_string::<i64>();
-            Some(Box::new(move |i| s.value(i)))
-        }
-        DataType::Utf8View => {
-            let s = a.as_string_view();
-            Some(Box::new(move |i| s.value(i)))
         }
         _ => None,
     }

@@ -17,6 +17,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use crate::sql::quote;
 use crate::types::{column_for_arrow, kind_of};
 use crate::{ENGINE, sqlite_err};
+use barge_core::arrays::{self, Get};
 use barge_core::text as codec;
 
 /// Rows per INSERT statement. Multi-row VALUES amortise per-statement overhead; 25, 100 and 400
@@ -345,8 +346,6 @@ impl SqliteWriter {
     }
 }
 
-type Get<'a, T> = Box<dyn Fn(usize) -> T + 'a>;
-
 /// How one Arrow column becomes SQLite values, decided once per batch.
 enum Binder<'a> {
     Int(&'a dyn Array, Get<'a, i64>),
@@ -415,33 +414,9 @@ fn binder<'a>(a: &'a dyn Array) -> Option<Binder<'a>> {
         DataType::Float32 => Binder::Float(a, get!(a, Float32Type, f64::from)),
         DataType::Float64 => Binder::Float(a, get!(a, Float64Type, |v| v)),
         DataType::Boolean => Binder::Bool(a.as_boolean()),
-        DataType::Utf8 => {
-            let s = a.as_string::<i32>();
-            Binder::Text(a, Box::new(move |i| s.value(i)))
-        }
-        DataType::LargeUtf8 => {
-            let s = a.as_string::<i64>();
-            Binder::Text(a, Box::new(move |i| s.value(i)))
-        }
-        DataType::Utf8View => {
-            let s = a.as_string_view();
-            Binder::Text(a, Box::new(move |i| s.value(i)))
-        }
-        DataType::Binary => {
-            let b = a.as_binary::<i32>();
-            Binder::Bytes(a, Box::new(move |i| b.value(i)))
-        }
-        DataType::LargeBinary => {
-            let b = a.as_binary::<i64>();
-            Binder::Bytes(a, Box::new(move |i| b.value(i)))
-        }
-        DataType::BinaryView => {
-            let b = a.as_binary_view();
-            Binder::Bytes(a, Box::new(move |i| b.value(i)))
-        }
-        DataType::FixedSizeBinary(_) => {
-            let b = a.as_fixed_size_binary();
-            Binder::Bytes(a, Box::new(move |i| b.value(i)))
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Binder::Text(a, arrays::strings(a)?),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+            Binder::Bytes(a, arrays::bytes(a)?)
         }
         DataType::Decimal32(_, s) => Binder::Decimal(a, get!(a, Decimal32Type, i128::from), *s),
         DataType::Decimal64(_, s) => Binder::Decimal(a, get!(a, Decimal64Type, i128::from), *s),
