@@ -227,6 +227,13 @@ pub trait Target: Send + Sync {
     /// than maintaining them row by row) and starts identity generators after the largest value.
     fn finish_table(&self, table: &str, source: &TableInfo) -> Result<()>;
 
+    /// Whether a table can be read while [`Self::finish_table`] builds its keys and indexes (the
+    /// build takes only locks that let readers through), so verification can overlap the build.
+    /// Read then, the table has no primary key yet: it is ranged over by its row locator.
+    fn readable_while_finishing(&self) -> bool {
+        false
+    }
+
     /// Deletes the rows whose key `columns` hold one of `keys` (each a JSON array of the key's
     /// values, as verification reports keys): rows gone from the source of an incremental table.
     /// Returns the rows deleted.

@@ -13,7 +13,7 @@ use barge_core::{
     BatchEncoder, Budget, Encoded, Error, KeyRange, KeySpec, Reject, RejectLog, Result, Source, TableInfo, TableWriter,
     Target, Transform, WriteOptions,
 };
-use barge_verify::{Buckets, Digest, bucket_digests};
+use barge_verify::{Buckets, Digest, Routes, bucket_digests, routed_digests};
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
 
@@ -742,6 +742,55 @@ pub(crate) fn digest_ranges(
     progress: &dyn Progress,
 ) -> Result<RangeDigests> {
     let digests = empty_digests(ranges, buckets);
+    read_and_hash(source, table, ranges, workers, batch_rows, pool, progress, &|range, batch| {
+        add_digests(&digests[range], bucket_digests(&table.name, batch, buckets, range)?);
+        Ok(())
+    })?;
+    Ok(digests.into_iter().map(|d| d.into_inner().expect("digest lock")).collect())
+}
+
+/// Digests a table read over `ranges` that are not its key's (its row locator's): each row goes to
+/// the key range and bucket `routes` finds for its key, giving what [`digest_ranges`] gives over
+/// the key ranges.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn digest_routed(
+    source: &dyn Source,
+    table: &TableInfo,
+    ranges: &[KeyRange],
+    routes: &Routes<'_>,
+    workers: usize,
+    batch_rows: usize,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+) -> Result<RangeDigests> {
+    let digests = Mutex::new(routes.empty());
+    read_and_hash(source, table, ranges, workers, batch_rows, pool, progress, &|_, batch| {
+        let mut routed = routes.empty();
+        routed_digests(&table.name, batch, routes, &mut routed)?;
+        let mut totals = digests.lock().expect("digest lock");
+        for (totals, routed) in totals.iter_mut().zip(routed) {
+            for (total, digest) in totals.iter_mut().zip(routed) {
+                *total += digest;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(digests.into_inner().expect("digest lock"))
+}
+
+/// Reads `ranges` with up to `workers` readers and hands every batch, with its range, to `hash` on
+/// the CPU pool.
+#[allow(clippy::too_many_arguments)]
+fn read_and_hash(
+    source: &dyn Source,
+    table: &TableInfo,
+    ranges: &[KeyRange],
+    workers: usize,
+    batch_rows: usize,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+    hash: &(dyn Fn(usize, &RecordBatch) -> Result<()> + Sync),
+) -> Result<()> {
     let failure = Failure::default();
     let rows_read = AtomicU64::new(0);
     let side =
@@ -753,7 +802,7 @@ pub(crate) fn digest_ranges(
             read_rx.into_iter().par_bridge().try_for_each(|msg| {
                 if let ReadMsg::Batch { range, batch } = msg {
                     progress.advance(&table.name, Phase::Verify, batch.num_rows() as u64);
-                    add_digests(&digests[range], bucket_digests(&table.name, &batch, buckets, range)?);
+                    hash(range, &batch)?;
                 }
                 Ok(())
             })
@@ -762,6 +811,5 @@ pub(crate) fn digest_ranges(
             failure.record(error);
         }
     });
-    failure.into_result()?;
-    Ok(digests.into_iter().map(|d| d.into_inner().expect("digest lock")).collect())
+    failure.into_result()
 }

@@ -10,9 +10,9 @@ use barge_core::{
 };
 use barge_plan::partition::{integer_bounds, plan_ranges};
 use barge_plan::{Incremental, Plan, SourcePlan, TableAction};
-use barge_verify::{Buckets, Digest, KeyDiff, is_bucket_key, narrow_range};
+use barge_verify::{Buckets, Digest, KeyDiff, Routes, is_bucket_key, narrow_range};
 
-use crate::pipeline::{CopyCounters, CopyJob, RangeDigests, copy_table, digest_ranges};
+use crate::pipeline::{CopyCounters, CopyJob, RangeDigests, copy_table, digest_ranges, digest_routed};
 use crate::progress::{Phase, Progress};
 use crate::report::{CopyReport, TableReport, TableVerdict, VerifyReport};
 use crate::transformed::TransformedSource;
@@ -292,12 +292,22 @@ pub fn copy(
                 rejected: rows_rejected,
             });
         }
-        if *created && !earlier.is_some_and(|e| e.finished) {
-            // Indexes are recreated over the columns as copied: a transformed table has none to copy.
-            target.finish_table(&table.target_table, &table.output)?;
-        }
-        if let Some(state) = &options.state {
-            state.store.table_finished(&state.name, name)?;
+        // Indexes are recreated over the columns as copied: a transformed table has none to copy.
+        // Where the target lets the table be read meanwhile, the build overlaps verification.
+        let finish = *created && !earlier.is_some_and(|e| e.finished);
+        let overlap =
+            finish && compare && table.incremental.is_none() && buckets.is_some() && target.readable_while_finishing();
+        let finished = || -> Result<()> {
+            if finish {
+                target.finish_table(&table.target_table, &table.output)?;
+            }
+            match &options.state {
+                Some(state) => state.store.table_finished(&state.name, name),
+                None => Ok(()),
+            }
+        };
+        if !overlap {
+            finished()?;
         }
         let notices: Vec<String> = source.notices(name).iter().map(ToString::to_string).collect();
         for notice in &notices {
@@ -339,7 +349,21 @@ pub fn copy(
             };
             let target_info = reader.table(&table.target_table)?;
             let progress = &verify_progress;
-            let compare_once = |digests: Option<RangeDigests>| {
+            let target_digests = match overlap {
+                true => digest_while_finishing(
+                    reader.as_ref(),
+                    &target_info,
+                    verify_info,
+                    ranges,
+                    buckets.as_ref().expect("overlap needs buckets"),
+                    &finished,
+                    options,
+                    &pool,
+                    progress,
+                )?,
+                false => None,
+            };
+            let compare_once = |digests: Option<RangeDigests>, target_digests: Option<RangeDigests>| {
                 verify_table(
                     verify_source,
                     verify_info,
@@ -347,13 +371,14 @@ pub fn copy(
                     target_info.clone(),
                     ranges,
                     digests,
+                    target_digests,
                     buckets.as_ref(),
                     options,
                     &pool,
                     progress,
                 )
             };
-            let mut verdict = compare_once(table.incremental.is_none().then_some(digests))?;
+            let mut verdict = compare_once(table.incremental.is_none().then_some(digests), target_digests)?;
             // Keys in the target that the source no longer has: deleted, then compared again (a
             // verdict lists a bounded number of keys at a time).
             let key: Vec<String> = table.output.key_columns().into_iter().map(str::to_string).collect();
@@ -365,7 +390,7 @@ pub fn copy(
                 }
                 rows_deleted += deleted;
                 rounds += 1;
-                verdict = compare_once(None)?;
+                verdict = compare_once(None, None)?;
             }
             options.verify.then_some(verdict)
         } else {
@@ -444,6 +469,7 @@ pub fn verify(
             target_info,
             &table.ranges,
             None,
+            None,
             buckets.as_ref(),
             options,
             &pool,
@@ -521,6 +547,48 @@ fn narrow_in_parallel(
     Ok(diff)
 }
 
+/// The target's digests over `ranges`, taken while `finish` builds its key and indexes: the table,
+/// which has no key yet, is read in storage order over its row locator, and each row is routed to
+/// the key range and bucket of its key. `None`, after `finish`, when it cannot be read so (no
+/// locator, a key that does not read back as an integer, ranges that do not tile the key space).
+#[allow(clippy::too_many_arguments)]
+fn digest_while_finishing(
+    reader: &dyn Source,
+    described: &TableInfo,
+    source: &TableInfo,
+    ranges: &[KeyRange],
+    buckets: &Buckets,
+    finish: &(dyn Fn() -> Result<()> + Sync),
+    options: &ExecOptions,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+) -> Result<Option<RangeDigests>> {
+    let routes = Routes::new(buckets, ranges);
+    let (KeySpec::Locator(locator), Some(routes)) = (&described.key, routes) else {
+        finish()?;
+        return Ok(None);
+    };
+    let physical = TableInfo { key: KeySpec::Locator(locator.clone()), ..align(described.clone(), source)? };
+    if !is_bucket_key(physical.schema.field(buckets.key_column).data_type()) {
+        finish()?;
+        return Ok(None);
+    }
+    let stored = plan_ranges(reader, &physical, &KeyRange::all(), ranges.len())?;
+    tracing::info!("table `{}`: verifying while its key and indexes build", source.name);
+    progress.started(&source.name, Phase::Verify, source.estimated_rows);
+    std::thread::scope(|scope| {
+        let building = std::thread::Builder::new()
+            .name("barge-finish".into())
+            .spawn_scoped(scope, finish)
+            .expect("spawning a thread");
+        let (workers, batch_rows) = (options.workers, options.batch_rows);
+        let digests = digest_routed(reader, &physical, &stored, &routes, workers, batch_rows, pool, progress);
+        // The build's failure first: it says more than a read that failed because of it.
+        building.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        digests.map(Some)
+    })
+}
+
 /// Compares one table: per key range where the source has a primary key, as one multiset of rows
 /// otherwise. Mismatched ranges are narrowed down to the keys that differ.
 #[allow(clippy::too_many_arguments)]
@@ -531,6 +599,7 @@ pub fn verify_table(
     target_info: TableInfo,
     ranges: &[KeyRange],
     source_digests: Option<RangeDigests>,
+    target_digests: Option<RangeDigests>,
     buckets: Option<&Buckets>,
     options: &ExecOptions,
     pool: &rayon::ThreadPool,
@@ -540,7 +609,10 @@ pub fn verify_table(
     let target_info = align(target_info, source_info)?;
     let (workers, batch_rows) = (options.workers, options.batch_rows);
     let expected = if source_digests.is_some() { target_info.estimated_rows } else { source_info.estimated_rows * 2 };
-    progress.started(name, Phase::Verify, expected);
+    if target_digests.is_none() {
+        // (Whoever took the target's digests started the phase.)
+        progress.started(name, Phase::Verify, expected);
+    }
     let source_digests = match source_digests {
         Some(digests) => digests,
         None => digest_ranges(source, source_info, ranges, buckets, workers, batch_rows, pool, progress)?,
@@ -555,7 +627,11 @@ pub fn verify_table(
             Some(_) => source_digests,
             None => source_digests.iter().map(|d| vec![sum(d)]).collect(),
         };
-        let target_digests = digest_ranges(target, &target_info, ranges, buckets, workers, batch_rows, pool, progress)?;
+        let target_digests = match (target_digests, buckets) {
+            (Some(digests), Some(_)) => digests,
+            (Some(digests), None) => digests.iter().map(|d| vec![sum(d)]).collect(),
+            (None, _) => digest_ranges(target, &target_info, ranges, buckets, workers, batch_rows, pool, progress)?,
+        };
         let mut mismatched = Vec::new();
         for ((range, s), t) in ranges.iter().zip(&source_digests).zip(&target_digests) {
             for (bucket, (s, t)) in s.iter().zip(t).enumerate() {

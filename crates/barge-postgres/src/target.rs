@@ -163,40 +163,50 @@ impl barge_core::Target for PgTarget {
         let key = source.key_columns();
         // Idempotent, so that a resumed run can finish a table an interrupted one half finished
         // (the server completes a statement whose client was killed).
-        let (has_key, index_names) =
-            self.admin(|client| {
-                let rt = runtime();
-                let has_key = rt
-                    .block_on(client.query_one(
-                        "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::text::regclass AND indisprimary)",
-                        &[&qualified],
-                    ))
-                    .map(|row| row.get::<_, bool>(0))
-                    .map_err(pg_err("looking up a primary key"))?;
-                // Index names taken in the schema, and by which table.
-                let names = rt
-                    .block_on(client.query(
-                        "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = $1",
-                        &[&self.url.schema],
-                    ))
-                    .map_err(pg_err("listing indexes"))?
-                    .into_iter()
-                    .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-                    .collect::<Vec<_>>();
-                Ok((has_key, names))
-            })?;
-        let primary_key = (!key.is_empty() && !has_key).then(|| {
-            format!(
-                "ALTER TABLE {qualified} ADD PRIMARY KEY ({})",
-                key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")
+        let (has_key, relation_names) = self.admin(|client| {
+            let rt = runtime();
+            let has_key = rt
+                .block_on(client.query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::text::regclass AND indisprimary)",
+                    &[&qualified],
+                ))
+                .map(|row| row.get::<_, bool>(0))
+                .map_err(pg_err("looking up a primary key"))?;
+            // Relation names taken in the schema, and for an index, by which table ('' for
+            // relations that are not indexes).
+            let names = rt
+                .block_on(client.query(
+                    "SELECT c.relname::text, coalesce(t.relname::text, '')
+                         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                         LEFT JOIN pg_index i ON i.indexrelid = c.oid LEFT JOIN pg_class t ON t.oid = i.indrelid
+                         WHERE n.nspname = $1",
+                    &[&self.url.schema],
+                ))
+                .map_err(pg_err("listing relations"))?
+                .into_iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                .collect::<Vec<_>>();
+            Ok((has_key, names))
+        })?;
+        // The key is built as a unique index, which lets readers through (verification reads the
+        // table meanwhile: see `readable_while_finishing`), and attached as the primary key last:
+        // that takes an exclusive lock, but only for a catalog update.
+        let (build_key, attach_key) = if key.is_empty() || has_key {
+            (None, None)
+        } else {
+            let (name, built) = key_index_name(table, &relation_names, source);
+            let (name, columns) = (quote(&name), key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", "));
+            (
+                (!built).then(|| format!("CREATE UNIQUE INDEX {name} ON {qualified} ({columns})")),
+                Some(format!("ALTER TABLE {qualified} ADD CONSTRAINT {name} PRIMARY KEY USING INDEX {name}")),
             )
-        });
-        let mut ddl: Vec<String> = primary_key
+        };
+        let mut ddl: Vec<String> = build_key
             .into_iter()
             .chain(source.indexes.iter().filter_map(|index| {
                 // The source's name when it is free (an index of this name on this table is one a
                 // resumed run built already); PostgreSQL picks one when another table has it.
-                let owner = index_names.iter().find(|(name, _)| *name == index.name).map(|(_, t)| t.as_str());
+                let owner = relation_names.iter().find(|(name, _)| *name == index.name).map(|(_, t)| t.as_str());
                 let name = match owner {
                     Some(owner) if owner == table => return None,
                     Some(_) => String::new(),
@@ -208,6 +218,7 @@ impl barge_core::Target for PgTarget {
                     index.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
                 ))
             }))
+            .chain(attach_key)
             .collect();
         for field in source.schema.fields() {
             let column = self.column_for(table, field)?;
@@ -228,6 +239,10 @@ impl barge_core::Target for PgTarget {
             }
             Ok(())
         })
+    }
+
+    fn readable_while_finishing(&self) -> bool {
+        true
     }
 
     fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
@@ -378,6 +393,31 @@ impl barge_core::Target for PgTarget {
 /// SQLSTATE classes of errors caused by the rows themselves: 22 data exception (value out of
 /// range, string too long, invalid text), 23 integrity constraint violation (check, not null,
 /// unique, foreign key).
+/// The name of the primary key's index, as `ADD PRIMARY KEY` would choose it (`<table>_pkey`, the
+/// table's name clipped so the whole fits PostgreSQL's 63 bytes, then a number while another table
+/// has the name), and whether this table has that index already: a unique index an interrupted
+/// run built and did not get to attach. Names of the source's own indexes are left to them.
+fn key_index_name(table: &str, taken: &[(String, String)], source: &barge_core::TableInfo) -> (String, bool) {
+    const MAX_IDENTIFIER: usize = 63;
+    for n in 0.. {
+        let suffix = if n == 0 { "_pkey".to_string() } else { format!("_pkey{n}") };
+        let mut end = MAX_IDENTIFIER.saturating_sub(suffix.len()).min(table.len());
+        while !table.is_char_boundary(end) {
+            end -= 1;
+        }
+        let name = format!("{}{suffix}", &table[..end]);
+        if source.indexes.iter().any(|index| index.name == name) {
+            continue;
+        }
+        match taken.iter().find(|(index, _)| *index == name) {
+            None => return (name, false),
+            Some((_, owner)) if owner == table => return (name, true),
+            Some(_) => {}
+        }
+    }
+    unreachable!("some numbered name is free")
+}
+
 fn is_row_error(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
 }
@@ -509,5 +549,48 @@ impl TableWriter for PgWriter {
             self.in_transaction = false;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use barge_core::{IndexInfo, KeySpec, TableInfo};
+
+    fn source(index_names: &[&str]) -> TableInfo {
+        TableInfo {
+            name: "t".into(),
+            schema: Arc::new(arrow_schema::Schema::empty()),
+            key: KeySpec::Primary(vec![]),
+            estimated_rows: 0,
+            indexes: index_names
+                .iter()
+                .map(|n| IndexInfo { name: n.to_string(), columns: vec!["a".into()], unique: false })
+                .collect(),
+            foreign_keys: Vec::new(),
+            filter: None,
+            window: None,
+        }
+    }
+
+    fn taken(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn the_key_index_is_named_as_add_primary_key_names_it() {
+        assert_eq!(key_index_name("orders", &[], &source(&[])), ("orders_pkey".into(), false));
+        // Another table's index, a sequence, or one of the source's own index names: numbered.
+        let others = taken(&[("orders_pkey", "old_orders"), ("orders_pkey1", "")]);
+        assert_eq!(key_index_name("orders", &others, &source(&[])), ("orders_pkey2".into(), false));
+        assert_eq!(key_index_name("orders", &[], &source(&["orders_pkey"])), ("orders_pkey1".into(), false));
+        // Built by an interrupted run: attached, not built again.
+        let ours = taken(&[("orders_pkey", "orders")]);
+        assert_eq!(key_index_name("orders", &ours, &source(&[])), ("orders_pkey".into(), true));
+        // Clipped to 63 bytes on a character boundary.
+        let long = "é".repeat(40);
+        let (name, _) = key_index_name(&long, &[], &source(&[]));
+        assert!(name.len() <= 63 && name.ends_with("_pkey"), "{name}");
+        assert_eq!(name, format!("{}_pkey", "é".repeat(29)));
     }
 }

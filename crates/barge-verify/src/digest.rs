@@ -69,6 +69,72 @@ impl Buckets {
     }
 }
 
+/// Where a row belongs when a table is read in storage order instead of one key range at a time
+/// (a target read while its key is still being built): the range whose integer bounds hold its
+/// key, then the bucket inside that range.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routes<'a> {
+    buckets: &'a Buckets,
+    /// Lower bounds of ranges 1.. (range 0 has none), ascending.
+    starts: Vec<i128>,
+}
+
+impl<'a> Routes<'a> {
+    /// Routes over `ranges` (ids `0..n` in key order), or `None` unless they tile the whole key
+    /// space with integer bounds: unbounded at both ends, each starting where the one before ends.
+    pub fn new(buckets: &'a Buckets, ranges: &[KeyRange]) -> Option<Self> {
+        let (first, last) = (ranges.first()?, ranges.last()?);
+        if first.lo.is_some() || last.hi.is_some() || buckets.bounds.len() != ranges.len() {
+            return None;
+        }
+        let mut starts = Vec::with_capacity(ranges.len() - 1);
+        for (i, pair) in ranges.windows(2).enumerate() {
+            let (Some([Scalar::Int(hi)]), Some([Scalar::Int(lo)])) = (pair[0].hi.as_deref(), pair[1].lo.as_deref())
+            else {
+                return None;
+            };
+            if hi != lo || pair[0].id != i || starts.last().is_some_and(|s| *s >= i128::from(*lo)) {
+                return None;
+            }
+            starts.push(i128::from(*lo));
+        }
+        (last.id == ranges.len() - 1).then_some(Routes { buckets, starts })
+    }
+
+    /// The (range, bucket) holding `key`.
+    fn route(&self, key: i128) -> (usize, usize) {
+        let range = self.starts.partition_point(|s| *s <= key);
+        (range, self.buckets.bounds[range].partition_point(|b| i128::from(*b) <= key))
+    }
+
+    /// Empty digests for every bucket of every range.
+    pub fn empty(&self) -> Vec<Vec<Digest>> {
+        (0..self.buckets.bounds.len()).map(|range| vec![Digest::default(); self.buckets.count(range)]).collect()
+    }
+}
+
+/// Adds each row of `batch`, read in any order, to the digest of its bucket in `into` (laid out as
+/// [`Routes::empty`]).
+pub fn routed_digests(table: &str, batch: &RecordBatch, routes: &Routes<'_>, into: &mut [Vec<Digest>]) -> Result<()> {
+    let column = batch.column(routes.buckets.key_column);
+    let keys = integer_keys(column.as_ref()).ok_or_else(|| {
+        barge_core::Error::engine(format!("verifying `{table}`"), "the key column read back is not an integer")
+    })?;
+    let encoder = RowEncoder::new(table, batch)?;
+    let mut scratch = HashScratch::default();
+    for rows in chunks(batch.num_rows()) {
+        let hashes = encoder.row_hashes(rows.clone(), &mut scratch);
+        for (row, hash) in rows.zip(hashes) {
+            if column.is_null(row) {
+                return Err(barge_core::Error::engine(format!("verifying `{table}`"), "a key read back is NULL"));
+            }
+            let (range, bucket) = routes.route(keys(row));
+            into[range][bucket].add_row(*hash);
+        }
+    }
+    Ok(())
+}
+
 /// Whether a key column of this type can be bucketed (see [`Buckets`]).
 pub fn is_bucket_key(data_type: &arrow_schema::DataType) -> bool {
     integer_keys(arrow_array::new_empty_array(data_type).as_ref()).is_some()
@@ -203,6 +269,67 @@ mod tests {
         assert_eq!((middle.lo, middle.hi), (Some(vec![Scalar::Int(10)]), Some(vec![Scalar::Int(50)])));
         assert_eq!(buckets.key_range(&range, 2).hi, range.hi);
         assert_eq!(buckets.key_range(&range, 0).lo, None);
+    }
+
+    fn tiling(bounds: &[i64]) -> Vec<KeyRange> {
+        let edge = |i: usize| (i > 0 && i <= bounds.len()).then(|| vec![Scalar::Int(bounds[i - 1])]);
+        (0..=bounds.len()).map(|id| KeyRange { id, lo: edge(id), hi: edge(id + 1) }).collect()
+    }
+
+    #[test]
+    fn routes_need_ranges_that_tile_the_key_space() {
+        let buckets = Buckets { key_column: 0, bounds: vec![vec![], vec![], vec![]] };
+        assert!(Routes::new(&buckets, &tiling(&[10, 20])).is_some());
+        let mut gap = tiling(&[10, 20]);
+        gap[1].hi = Some(vec![Scalar::Int(15)]);
+        assert!(Routes::new(&buckets, &gap).is_none(), "rows between 15 and 20 belong to no range");
+        let mut bounded = tiling(&[10, 20]);
+        bounded[0].lo = Some(vec![Scalar::Int(0)]);
+        assert!(Routes::new(&buckets, &bounded).is_none(), "rows below 0 belong to no range");
+        let mut text = tiling(&[10, 20]);
+        (text[0].hi, text[1].lo) = (Some(vec![Scalar::Text("m".into())]), Some(vec![Scalar::Text("m".into())]));
+        assert!(Routes::new(&buckets, &text).is_none());
+        assert!(Routes::new(&buckets, &tiling(&[10])).is_none(), "one set of bucket bounds per range");
+    }
+
+    proptest! {
+        /// Rows read in any order and routed by key give the digests that reading each range's
+        /// rows alone gives.
+        #[test]
+        fn routed_rows_add_up_to_each_range_read_alone(
+            mut keys in prop::collection::vec(-1000i64..1000, 1..300),
+            cuts in prop::collection::btree_set(-900i64..900, 0..5),
+            split in 1usize..300,
+        ) {
+            keys.sort_unstable();
+            keys.dedup();
+            let cuts: Vec<i64> = cuts.into_iter().collect();
+            let ranges = tiling(&cuts);
+            // Two buckets per range, split at its middle when it has bounds on both sides.
+            let bounds = ranges.iter().map(|r| match (r.lo.as_deref(), r.hi.as_deref()) {
+                (Some([Scalar::Int(lo)]), Some([Scalar::Int(hi)])) if hi - lo > 1 => vec![lo + (hi - lo) / 2],
+                _ => Vec::new(),
+            }).collect();
+            let buckets = Buckets { key_column: 0, bounds };
+            let routes = Routes::new(&buckets, &ranges).unwrap();
+            let rows: Vec<Row> = keys.iter().map(|k| (*k, Some(format!("r{k}")), None, None)).collect();
+            let mut routed = routes.empty();
+            // Storage order: interleaved, in two batches.
+            let mut stored = rows.clone();
+            stored.reverse();
+            let split = split.min(stored.len());
+            for part in [&stored[..split], &stored[split..]] {
+                routed_digests("t", &batch(part), &routes, &mut routed).unwrap();
+            }
+            for range in &ranges {
+                let inside: Vec<Row> = rows.iter().filter(|r| {
+                    range.lo.as_deref().is_none_or(|lo| matches!(lo, [Scalar::Int(v)] if r.0 >= *v))
+                        && range.hi.as_deref().is_none_or(|hi| matches!(hi, [Scalar::Int(v)] if r.0 < *v))
+                }).cloned().collect();
+                let alone = bucket_digests("t", &batch(&inside), Some(&buckets), range.id).unwrap();
+                prop_assert_eq!(&routed[range.id], &alone);
+            }
+        }
     }
 
     proptest! {

@@ -56,5 +56,5 @@ mod encoding;
 mod lanes;
 
 pub use diff::{KeyDiff, MAX_KEYS_LISTED, RowSet, collect_rows, narrow_range, range_digest, row_diff};
-pub use digest::{Buckets, Digest, batch_digest, bucket_digests, is_bucket_key};
+pub use digest::{Buckets, Digest, Routes, batch_digest, bucket_digests, is_bucket_key, routed_digests};
 pub use encoding::{HashScratch, RowEncoder, json_value};

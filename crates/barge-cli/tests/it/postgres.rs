@@ -192,6 +192,44 @@ fn indexes_foreign_keys_and_identities_are_recreated_after_the_load() {
 }
 
 #[test]
+fn a_row_changed_on_its_way_in_is_found_while_the_key_builds() {
+    let (from, to) = (PgDb::new("overlapsrc"), PgDb::new("overlapdst"));
+    from.sql(
+        "CREATE TABLE t (id bigint PRIMARY KEY, name text NOT NULL, n int);
+         CREATE INDEX t_name ON t (name);
+         INSERT INTO t SELECT g, 'name ' || g, g % 7 FROM generate_series(1, 30000) g;",
+    );
+    // Every table created in the target gets a trigger that changes one row as it is loaded.
+    to.sql(
+        "CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.id = 4242 THEN NEW.name := 'tampered'; END IF; RETURN NEW; END $$;
+         CREATE FUNCTION arm() RETURNS event_trigger LANGUAGE plpgsql AS $$
+         DECLARE r record;
+         BEGIN
+           FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP
+             EXECUTE format('CREATE TRIGGER tamper BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION tamper()',
+                            r.object_identity);
+           END LOOP;
+         END $$;
+         CREATE EVENT TRIGGER arm ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION arm();",
+    );
+    let run = barge(&["copy", "--from", &from.url(), "--to", &to.url(), "--partitions", "4", "--json", "-v"]);
+    run.assert_code(3);
+    assert!(run.stderr.contains("verifying while its key and indexes build"), "{}", run.stderr);
+    let json = run.json();
+    assert_eq!(table(&json, "t")["diff"]["changed"], json!([[4242]]), "{}", run.stdout);
+    assert_eq!(table(&json, "t")["diff"]["changed_total"], 1);
+    // The key was built meanwhile, under the name ADD PRIMARY KEY gives it, with the index.
+    let indexes = to.sql(
+        "SELECT string_agg(indexname || ' ' || regexp_replace(indexdef, '^.* USING ', ''), '; ' ORDER BY indexname)
+         FROM pg_indexes WHERE tablename = 't'",
+    );
+    assert_eq!(indexes[0][0].as_deref(), Some("t_name btree (name); t_pkey btree (id)"));
+    let key = to.sql("SELECT conname FROM pg_constraint WHERE contype = 'p' AND conrelid = 't'::regclass");
+    assert_eq!(key[0][0].as_deref(), Some("t_pkey"));
+}
+
+#[test]
 fn sqlite_unique_constraints_and_autoincrement_become_postgres_indexes_and_identities() {
     let (dir, pg) = (Dir::new(), PgDb::new("sqliteschema"));
     dir.sql(
