@@ -75,6 +75,18 @@ pub trait Source: Send + Sync {
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()>;
 
+    /// [`Self::read_range`], each batch with its rows as this engine sent them ([`Native`]) where
+    /// it has an encoding a target of the same engine loads unchanged. The default has none.
+    fn read_range_native(
+        &self,
+        table: &TableInfo,
+        range: &KeyRange,
+        batch_rows: usize,
+        emit: &mut dyn FnMut(RecordBatch, Option<Native>) -> Result<()>,
+    ) -> Result<()> {
+        self.read_range(table, range, batch_rows, &mut |batch| emit(batch, None))
+    }
+
     /// The largest value of `column` among the rows `table` selects (its `filter`, not its
     /// `window`), in the engine's own representation, as incremental watermarks are kept.
     fn column_max(&self, table: &TableInfo, column: &str) -> Result<Option<crate::Scalar>>;
@@ -165,6 +177,16 @@ pub fn choose_column(
 /// The field's engine-independent logical type ([`crate::META_LOGICAL`]), if any.
 pub fn logical_type(field: &Field) -> Option<&str> {
     field.metadata().get(crate::META_LOGICAL).map(String::as_str)
+}
+
+/// The rows of a batch in the source engine's own wire encoding, which a target of the same engine
+/// with the same column types can load without encoding them again (PostgreSQL → PostgreSQL:
+/// the binary COPY stream as read). The decoded batch still travels beside it, to be hashed.
+#[derive(Clone, Debug)]
+pub struct Native {
+    /// Names the encoding: a target takes only the one it names alike.
+    pub format: &'static str,
+    pub bytes: Vec<u8>,
 }
 
 /// A batch ready for a writer: encoding runs on the CPU pool, the writer only does I/O.
@@ -320,6 +342,20 @@ pub struct Transformed {
 /// per-value encoding work belongs (never on a writer's I/O thread or an async runtime).
 pub trait BatchEncoder: Send + Sync {
     fn encode(&self, batch: RecordBatch) -> Result<Encoded>;
+
+    /// Whether [`Self::encode_native`] can take the source's rows as they were read: the source
+    /// is this engine and every column has the same type on both sides (asked once per table, so
+    /// that sources only keep their wire bytes when they will be used).
+    fn accepts_native(&self) -> bool {
+        false
+    }
+
+    /// `rows` rows in their source encoding, ready for the writer; `None` for an encoding this
+    /// target does not take (the batch is then encoded).
+    fn encode_native(&self, rows: usize, native: Native) -> Option<Encoded> {
+        let _ = (rows, native);
+        None
+    }
 }
 
 /// Hands batches over as Arrow (targets whose writers bind Arrow values directly).

@@ -30,8 +30,8 @@ pub mod types;
 pub mod url;
 
 pub use engine::{
-    ArrowPassthrough, BatchEncoder, Conflict, Encoded, EngineFactory, Source, TableWriter, Target, TargetColumn,
-    Transform, Transformed, WriteOptions, choose_column, logical_type,
+    ArrowPassthrough, BatchEncoder, Conflict, Encoded, EngineFactory, Native, Source, TableWriter, Target,
+    TargetColumn, Transform, Transformed, WriteOptions, choose_column, logical_type,
 };
 pub use error::{Error, Result};
 pub use model::{ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Notice, Risk, Scalar, TableInfo};

@@ -10,8 +10,8 @@ use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::rejects::{columns_json, row_json};
 use barge_core::{
-    BatchEncoder, Budget, Encoded, Error, KeyRange, KeySpec, Reject, RejectLog, Result, Source, TableInfo, TableWriter,
-    Target, Transform, WriteOptions,
+    BatchEncoder, Budget, Encoded, Error, KeyRange, KeySpec, Native, Reject, RejectLog, Result, Source, TableInfo,
+    TableWriter, Target, Transform, WriteOptions,
 };
 use barge_verify::{Buckets, Digest, Routes, bucket_digests, routed_digests};
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -63,17 +63,13 @@ pub(crate) enum ReadMsg {
     Batch {
         range: usize,
         batch: RecordBatch,
+        /// The rows as the source sent them, when the target loads them unchanged.
+        native: Option<Native>,
     },
     /// All `batches` batches of `range` have been sent.
-    End {
-        range: usize,
-        batches: u64,
-    },
+    End { range: usize, batches: u64 },
     /// Reading `range` hit a transient failure: what was sent of it must not be committed.
-    Failed {
-        range: usize,
-        error: Error,
-    },
+    Failed { range: usize, error: Error },
 }
 
 /// What the CPU stage sends to a writer.
@@ -107,6 +103,8 @@ pub(crate) struct ReadSide<'a> {
     /// Where readers add their busy time (reading and decoding, not waiting on the channel) and
     /// the Arrow bytes they produced.
     pub busy: Option<(&'a AtomicU64, &'a AtomicU64)>,
+    /// Keep each batch's rows as the source sent them (see [`Native`]).
+    pub native: bool,
 }
 
 /// Spawns up to `workers` readers that pull ranges from a queue and stream their batches.
@@ -134,7 +132,7 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
                 let mut batches = 0u64;
                 let started = std::time::Instant::now();
                 let mut blocked = Duration::ZERO;
-                let read = side.source.read_range(side.table, range, side.batch_rows, &mut |batch| {
+                let mut send = |batch: RecordBatch, native: Option<Native>| {
                     if side.failure.is_set() {
                         return Err(Error::Cancelled);
                     }
@@ -146,10 +144,15 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
                     }
                     batches += 1;
                     let waiting = std::time::Instant::now();
-                    let sent = tx.send(ReadMsg::Batch { range: range.id, batch }).map_err(|_| Error::Cancelled);
+                    let sent = tx.send(ReadMsg::Batch { range: range.id, batch, native }).map_err(|_| Error::Cancelled);
                     blocked += waiting.elapsed();
                     sent
-                });
+                };
+                let (table, rows) = (side.table, side.batch_rows);
+                let read = match side.native {
+                    true => side.source.read_range_native(table, range, rows, &mut send),
+                    false => side.source.read_range(table, range, rows, &mut |batch| send(batch, None)),
+                };
                 if let Some((busy, _)) = side.busy {
                     busy.fetch_add(nanos(started.elapsed().saturating_sub(blocked)), Ordering::Relaxed);
                 }
@@ -395,6 +398,13 @@ fn copy_pass(
         Err(error) => return Err(error),
     };
     let encoder = job.target.encoder(job.target_table, job.fields)?;
+    // Rows go to the target as the source sent them when nothing changes them on the way (no
+    // transform, the same columns in the same order) and a refused batch need not be split.
+    let same_columns = job.table.schema.fields().iter().map(|f| f.name()).eq(job.fields.iter().map(|f| f.name()));
+    let native = encoder.accepts_native() && job.transform.is_none() && same_columns && !job.isolating();
+    if native {
+        tracing::info!("table `{}`: rows load as the source sent them, without encoding", job.table.name);
+    }
     let failure = Failure::default();
     let side = ReadSide {
         source: job.source,
@@ -404,6 +414,7 @@ fn copy_pass(
         failure: &failure,
         retry: true,
         busy: Some((&counters.read_ns, &counters.bytes_read)),
+        native,
     };
     std::thread::scope(|scope| {
         let read_rx = spawn_readers(scope, &side, ranges, job.workers);
@@ -515,7 +526,7 @@ impl CpuStage<'_> {
         let job = self.job;
         let started = std::time::Instant::now();
         let (range, out) = match msg {
-            ReadMsg::Batch { range, batch } => {
+            ReadMsg::Batch { range, batch, native } => {
                 let tally = &self.tallies[range];
                 tally.read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 let batch = match job.transform {
@@ -534,10 +545,14 @@ impl CpuStage<'_> {
                     add_digests(&self.digests[range], bucket_digests(&job.output.name, &batch, job.buckets, range)?);
                 }
                 let kept = job.isolating().then(|| batch.clone());
-                let encoded = match self.encoder.encode(batch) {
-                    Ok(encoded) => Some(encoded),
-                    Err(Error::BadValue { .. }) if job.isolating() => None,
-                    Err(error) => return Err(error),
+                let rows = batch.num_rows();
+                let encoded = match native.and_then(|native| self.encoder.encode_native(rows, native)) {
+                    Some(encoded) => Some(encoded),
+                    None => match self.encoder.encode(batch) {
+                        Ok(encoded) => Some(encoded),
+                        Err(Error::BadValue { .. }) if job.isolating() => None,
+                        Err(error) => return Err(error),
+                    },
                 };
                 (range, WriteMsg::Batch { range, encoded, batch: kept })
             }
@@ -793,14 +808,22 @@ fn read_and_hash(
 ) -> Result<()> {
     let failure = Failure::default();
     let rows_read = AtomicU64::new(0);
-    let side =
-        ReadSide { source, table, batch_rows, rows_read: &rows_read, failure: &failure, retry: false, busy: None };
+    let side = ReadSide {
+        source,
+        table,
+        batch_rows,
+        rows_read: &rows_read,
+        failure: &failure,
+        retry: false,
+        busy: None,
+        native: false,
+    };
     let ranges: Vec<&KeyRange> = ranges.iter().collect();
     std::thread::scope(|scope| {
         let read_rx = spawn_readers(scope, &side, &ranges, workers);
         let hashed = pool.install(|| {
             read_rx.into_iter().par_bridge().try_for_each(|msg| {
-                if let ReadMsg::Batch { range, batch } = msg {
+                if let ReadMsg::Batch { range, batch, .. } = msg {
                     progress.advance(&table.name, Phase::Verify, batch.num_rows() as u64);
                     hash(range, &batch)?;
                 }

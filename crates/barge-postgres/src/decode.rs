@@ -9,7 +9,7 @@ use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
 use arrow_schema::{DataType, FieldRef, SchemaRef};
 
 use crate::types::{Codec, PgColumnType, UTC};
-use crate::wire::{self, COPY_HEADER, Numeric, be_i16, be_i32, be_i64};
+use crate::wire::{self, COPY_HEADER, COPY_TRAILER, Numeric, be_i16, be_i32, be_i64};
 
 /// Appends PostgreSQL binary values of one column to an Arrow builder.
 pub enum Decoder {
@@ -260,7 +260,13 @@ pub struct CopyParser {
     header_done: bool,
     done: bool,
     rows: usize,
+    /// With [`Self::keeping_native`]: the current batch's rows as read, as a binary COPY stream of
+    /// their own (header, rows, trailer) that a target with the same column types loads unchanged.
+    native: Option<Vec<u8>>,
 }
+
+/// A batch, and its rows' binary COPY stream when the parser keeps it.
+pub type Emit<'a> = dyn FnMut(RecordBatch, Option<Vec<u8>>) -> barge_core::Result<()> + 'a;
 
 /// A value that did not decode: which column, and why.
 pub struct DecodeError {
@@ -278,6 +284,19 @@ impl CopyParser {
             header_done: false,
             done: false,
             rows: 0,
+            native: None,
+        }
+    }
+
+    /// Also hands each batch's rows over as they were read (see [`Self::native`]).
+    pub fn keeping_native(mut self) -> Self {
+        self.native = Some(COPY_HEADER.to_vec());
+        self
+    }
+
+    fn keep(&mut self, rows: &[u8]) {
+        if let Some(native) = &mut self.native {
+            native.extend_from_slice(rows);
         }
     }
 
@@ -289,7 +308,7 @@ impl CopyParser {
 
     /// Decodes every complete tuple in the buffer, calling `emit` for every full batch; an
     /// incomplete tuple at the end stays buffered.
-    pub fn parse(&mut self, emit: &mut dyn FnMut(RecordBatch) -> barge_core::Result<()>) -> Result<(), FeedError> {
+    pub fn parse(&mut self, emit: &mut Emit<'_>) -> Result<(), FeedError> {
         let mut pos = 0;
         if !self.header_done {
             if self.pending.len() < COPY_HEADER.len() {
@@ -303,6 +322,8 @@ impl CopyParser {
         }
         // Taken out while decoding so batches can be finished mid-buffer; errors end the stream.
         let mut buf = std::mem::take(&mut self.pending);
+        // Rows decoded but not yet kept, as a byte span (copied whole, not row by row).
+        let (mut kept, mut rows_end) = (pos, pos);
         while !self.done && buf.len() - pos >= 2 {
             let fields = be_i16(&buf[pos..]);
             if fields == -1 {
@@ -349,32 +370,42 @@ impl CopyParser {
                 };
                 decoder.append(value).map_err(|reason| FeedError::Decode(DecodeError { column, reason }))?;
             }
-            pos = end;
+            (pos, rows_end) = (end, end);
             self.rows += 1;
             if self.rows == self.batch_rows {
-                let batch = self.finish_batch().map_err(FeedError::Emit)?;
-                emit(batch).map_err(FeedError::Emit)?;
+                self.keep(&buf[kept..rows_end]);
+                kept = rows_end;
+                let (batch, native) = self.finish_batch().map_err(FeedError::Emit)?;
+                emit(batch, native).map_err(FeedError::Emit)?;
             }
         }
+        self.keep(&buf[kept..rows_end]);
         buf.drain(..pos);
         self.pending = buf;
         Ok(())
     }
 
-    fn finish_batch(&mut self) -> barge_core::Result<RecordBatch> {
+    fn finish_batch(&mut self) -> barge_core::Result<(RecordBatch, Option<Vec<u8>>)> {
         self.rows = 0;
         let columns: Vec<ArrayRef> = self.decoders.iter_mut().map(Decoder::finish).collect();
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        let native = self.native.as_mut().map(|native| {
+            let mut next = Vec::with_capacity(native.len());
+            next.extend_from_slice(COPY_HEADER);
+            let mut stream = std::mem::replace(native, next);
+            stream.extend_from_slice(COPY_TRAILER);
+            stream
+        });
+        Ok((RecordBatch::try_new(self.schema.clone(), columns)?, native))
     }
 
     /// Emits the last partial batch; the stream must have ended with its trailer.
-    pub fn finish(mut self, emit: &mut dyn FnMut(RecordBatch) -> barge_core::Result<()>) -> Result<(), FeedError> {
+    pub fn finish(mut self, emit: &mut Emit<'_>) -> Result<(), FeedError> {
         if !self.done {
             return Err(FeedError::Decode(DecodeError { column: 0, reason: "COPY stream ended early".into() }));
         }
         if self.rows > 0 {
-            let batch = self.finish_batch().map_err(FeedError::Emit)?;
-            emit(batch).map_err(FeedError::Emit)?;
+            let (batch, native) = self.finish_batch().map_err(FeedError::Emit)?;
+            emit(batch, native).map_err(FeedError::Emit)?;
         }
         Ok(())
     }
@@ -384,4 +415,66 @@ impl CopyParser {
 pub enum FeedError {
     Decode(DecodeError),
     Emit(barge_core::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::{TargetType, encode_batch};
+    use crate::types::resolve;
+    use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::{Field, Schema};
+    use proptest::prelude::*;
+
+    fn columns() -> Vec<PgColumnType> {
+        ["bigint", "text"].iter().map(|t| resolve(t).unwrap()).collect()
+    }
+
+    fn batch(rows: &[(i64, Option<String>)]) -> RecordBatch {
+        let schema = Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("t", DataType::Utf8, true)]);
+        let ids = Int64Array::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
+        let texts = StringArray::from(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>());
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(ids), Arc::new(texts)]).unwrap()
+    }
+
+    /// Feeds `stream` in chunks of `chunk` bytes; returns each batch with its kept stream.
+    fn parse(stream: &[u8], schema: SchemaRef, batch_rows: usize, chunk: usize) -> Vec<(RecordBatch, Vec<u8>)> {
+        let mut parser = CopyParser::new(schema, &columns(), batch_rows).keeping_native();
+        let mut out = Vec::new();
+        let mut emit = |b: RecordBatch, native: Option<Vec<u8>>| {
+            out.push((b, native.expect("kept")));
+            Ok(())
+        };
+        for piece in stream.chunks(chunk.max(1)) {
+            parser.buffer().extend_from_slice(piece);
+            assert!(parser.parse(&mut emit).is_ok());
+        }
+        assert!(parser.finish(&mut emit).is_ok());
+        out
+    }
+
+    proptest! {
+        /// Each batch's kept stream is a binary COPY stream of exactly its rows, however the input
+        /// was cut into chunks.
+        #[test]
+        fn kept_streams_hold_exactly_their_batch(
+            rows in prop::collection::vec((any::<i64>(), prop::option::of(".{0,20}")), 0..40),
+            batch_rows in 1usize..8,
+            chunk in 1usize..64,
+        ) {
+            let whole = batch(&rows);
+            let targets: Vec<TargetType> = columns().into_iter().map(|column| TargetType { column, element_oid: 0 }).collect();
+            let stream = encode_batch(&whole, &targets).unwrap();
+            let parsed = parse(&stream, whole.schema(), batch_rows, chunk);
+            prop_assert_eq!(parsed.iter().map(|(b, _)| b.num_rows()).sum::<usize>(), rows.len());
+            for (b, native) in &parsed {
+                prop_assert!(native.starts_with(COPY_HEADER) && native.ends_with(COPY_TRAILER));
+                let again = parse(native, whole.schema(), 64, 7);
+                prop_assert_eq!(again.len(), 1);
+                prop_assert_eq!(&again[0].0, b);
+                // And the target gets what the encoder would have written for this batch.
+                prop_assert_eq!(native, &encode_batch(b, &targets).unwrap());
+            }
+        }
+    }
 }

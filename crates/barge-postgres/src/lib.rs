@@ -37,6 +37,10 @@ pub use target::PgTarget;
 /// PostgreSQL source's column types.
 pub const ENGINE: &str = "postgres";
 
+/// Rows as a PostgreSQL source reads them: a binary COPY stream (header, rows, trailer), which a
+/// PostgreSQL target whose columns have the same types loads as it is.
+pub const NATIVE_COPY: &str = "postgres binary COPY";
+
 /// Registers PostgreSQL with the CLI.
 pub struct PgEngine;
 

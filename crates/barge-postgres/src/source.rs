@@ -9,7 +9,7 @@ use arrow_schema::{Field, Schema};
 use barge_core::types::portable_default;
 use barge_core::{
     Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT,
-    META_ENGINE, META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Result, Scalar, TableInfo,
+    META_ENGINE, META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Native, Result, Scalar, TableInfo,
 };
 use futures_util::StreamExt;
 use tokio_postgres::Client;
@@ -456,6 +456,32 @@ impl barge_core::Source for PgSource {
         batch_rows: usize,
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
+        self.read(table, range, batch_rows, false, &mut |batch, _| emit(batch))
+    }
+
+    fn read_range_native(
+        &self,
+        table: &TableInfo,
+        range: &KeyRange,
+        batch_rows: usize,
+        emit: &mut dyn FnMut(RecordBatch, Option<Native>) -> Result<()>,
+    ) -> Result<()> {
+        self.read(table, range, batch_rows, true, &mut |batch, bytes| {
+            emit(batch, bytes.map(|bytes| Native { format: crate::NATIVE_COPY, bytes }))
+        })
+    }
+}
+
+impl PgSource {
+    /// Streams `range` as batches, each with its rows' binary COPY stream when `native`.
+    fn read(
+        &self,
+        table: &TableInfo,
+        range: &KeyRange,
+        batch_rows: usize,
+        native: bool,
+        emit: &mut crate::decode::Emit<'_>,
+    ) -> Result<()> {
         let columns = column_types(table)?;
         let list: Vec<String> =
             table.schema.fields().iter().zip(&columns).map(|(f, c)| select_expr(f.name(), c)).collect();
@@ -470,6 +496,9 @@ impl barge_core::Source for PgSource {
         let (local, stream) = self.copy_out(&sql)?;
         let mut stream = Box::pin(stream);
         let mut parser = CopyParser::new(table.schema.clone(), &columns, batch_rows.max(1));
+        if native {
+            parser = parser.keeping_native();
+        }
         let outcome = loop {
             // I/O only inside block_on: gather COPY messages (one per row) into the parser's buffer…
             let buffer = parser.buffer();

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Conflict, Encoded, Error, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_IDENTITY, Result,
-    TableWriter, TargetColumn, WriteOptions, choose_column,
+    BatchEncoder, Conflict, Encoded, Error, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_ENGINE, META_IDENTITY,
+    META_NATIVE_TYPE, Native, Result, TableWriter, TargetColumn, WriteOptions, choose_column,
 };
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -316,10 +316,14 @@ impl barge_core::Target for PgTarget {
                 Ok(target)
             })
             .collect::<Result<Vec<_>>>()?;
+        let native = fields
+            .iter()
+            .all(|f| takes_unchanged(f, described.iter().find(|(n, _, _)| n == f.name()).map(|(_, t, _)| t.as_str())));
         Ok(Arc::new(PgEncoder {
             table: table.into(),
             names: fields.iter().map(|f| f.name().clone()).collect(),
             targets,
+            native,
         }))
     }
 
@@ -390,9 +394,6 @@ impl barge_core::Target for PgTarget {
     }
 }
 
-/// SQLSTATE classes of errors caused by the rows themselves: 22 data exception (value out of
-/// range, string too long, invalid text), 23 integrity constraint violation (check, not null,
-/// unique, foreign key).
 /// The name of the primary key's index, as `ADD PRIMARY KEY` would choose it (`<table>_pkey`, the
 /// table's name clipped so the whole fits PostgreSQL's 63 bytes, then a number while another table
 /// has the name), and whether this table has that index already: a unique index an interrupted
@@ -418,9 +419,13 @@ fn key_index_name(table: &str, taken: &[(String, String)], source: &barge_core::
     unreachable!("some numbered name is free")
 }
 
+/// SQLSTATE classes of errors caused by the rows themselves: 22 data exception (value out of
+/// range, string too long, invalid text), 23 integrity constraint violation (check, not null,
+/// unique, foreign key).
 fn is_row_error(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|code| matches!(&code.code()[..2], "22" | "23"))
 }
+
 /// An identity the target can generate: marked by the source, and of an integer type here.
 fn is_identity(field: &Field, column: &TargetColumn) -> bool {
     field.metadata().contains_key(META_IDENTITY)
@@ -432,6 +437,25 @@ struct PgEncoder {
     table: String,
     names: Vec<String>,
     targets: Vec<TargetType>,
+    /// The source's binary COPY rows load as they are (see [`takes_unchanged`]).
+    native: bool,
+}
+
+/// Whether a column takes a PostgreSQL source's binary value as it is: the source is PostgreSQL,
+/// both declare the same type (as `format_type` spells it, domains as their base type), and the
+/// value's bytes mean the same in any database. Not for arrays (their bytes name the element
+/// type's oid, which differs between databases for a domain), money (its scale follows the
+/// server's `lc_monetary`), or types read as text.
+fn takes_unchanged(field: &Field, target_type: Option<&str>) -> bool {
+    let metadata = field.metadata();
+    let (Some(engine), Some(source_type), Some(target_type)) =
+        (metadata.get(META_ENGINE), metadata.get(META_NATIVE_TYPE), target_type)
+    else {
+        return false;
+    };
+    engine == ENGINE
+        && source_type == target_type
+        && resolve(source_type).is_some_and(|t| !t.array && !matches!(t.codec, Codec::Money | Codec::AsText))
 }
 
 impl BatchEncoder for PgEncoder {
@@ -444,6 +468,14 @@ impl BatchEncoder for PgEncoder {
             reason,
         })?;
         Ok(Encoded::Bytes { rows, bytes })
+    }
+
+    fn accepts_native(&self) -> bool {
+        self.native
+    }
+
+    fn encode_native(&self, rows: usize, native: Native) -> Option<Encoded> {
+        (self.native && native.format == crate::NATIVE_COPY).then_some(Encoded::Bytes { rows, bytes: native.bytes })
     }
 }
 

@@ -307,8 +307,15 @@ fn put_interval(out: &mut Vec<u8>, months: i32, nanos: i128) {
 
 fn put_micros(out: &mut Vec<u8>, tag: u8, nanos: i128) {
     out.push(tag);
-    let micros = i64::try_from(nanos.div_euclid(1_000)).unwrap_or(i64::MAX);
-    let rest = u16::try_from(nanos.rem_euclid(1_000)).expect("below 1000");
+    // In 64 bits when the value fits (years 1677 to 2262): 128-bit division is a library call,
+    // 64-bit division by a constant a multiplication. The results are the same.
+    let (micros, rest) = match i64::try_from(nanos) {
+        Ok(nanos) => (nanos.div_euclid(1_000), nanos.rem_euclid(1_000) as u16),
+        Err(_) => (
+            i64::try_from(nanos.div_euclid(1_000)).unwrap_or(i64::MAX),
+            u16::try_from(nanos.rem_euclid(1_000)).expect("below 1000"),
+        ),
+    };
     out.extend_from_slice(&micros.to_le_bytes());
     out.extend_from_slice(&rest.to_le_bytes());
 }
@@ -522,6 +529,7 @@ pub fn json_value(array: &dyn Array, row: usize) -> Option<Value> {
 mod tests {
     use super::*;
     use arrow_array::{Decimal128Array, Float64Array, Int32Array, Int64Array, StringArray};
+    use proptest::strategy::Strategy;
     use std::sync::Arc;
 
     proptest::proptest! {
@@ -530,6 +538,24 @@ mod tests {
             let (mut fast, mut wide) = (Vec::new(), Vec::new());
             put_decimal(&mut fast, i256::from_i128(i128::from(value)), scale);
             put_wide_decimal(&mut wide, i256::from_i128(i128::from(value)), scale);
+            proptest::prop_assert_eq!(fast, wide);
+        }
+
+        #[test]
+        fn instants_encode_as_in_128_bit_arithmetic(
+            nanos in proptest::prop_oneof![
+                proptest::prelude::any::<i64>().prop_map(i128::from),
+                proptest::prelude::any::<i128>(),
+                (-2000i128..2000).prop_map(|d| i128::from(i64::MAX) + d),
+                (-2000i128..2000).prop_map(|d| i128::from(i64::MIN) + d),
+            ]
+        ) {
+            let mut fast = Vec::new();
+            put_micros(&mut fast, TAG_TIMESTAMP, nanos);
+            // The same bytes in 128-bit arithmetic throughout.
+            let mut wide = vec![TAG_TIMESTAMP];
+            wide.extend_from_slice(&i64::try_from(nanos.div_euclid(1_000)).unwrap_or(i64::MAX).to_le_bytes());
+            wide.extend_from_slice(&u16::try_from(nanos.rem_euclid(1_000)).unwrap().to_le_bytes());
             proptest::prop_assert_eq!(fast, wide);
         }
     }

@@ -192,6 +192,32 @@ fn indexes_foreign_keys_and_identities_are_recreated_after_the_load() {
 }
 
 #[test]
+fn rows_load_as_read_only_into_columns_of_the_same_types() {
+    let (from, to) = (PgDb::new("nativesrc"), PgDb::new("nativedst"));
+    from.sql(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok');
+         CREATE TABLE same (id bigint PRIMARY KEY, n integer, s varchar(10), f mood, at timestamptz, x numeric(8,3));
+         CREATE TABLE wider (id bigint PRIMARY KEY, n integer, s varchar(10));
+         CREATE TABLE other (id bigint PRIMARY KEY, tags int[], cash money);
+         INSERT INTO same SELECT g, g, 's' || g, 'ok', '2024-01-01'::timestamptz + g * interval '1 s', g / 7.0
+           FROM generate_series(1, 3000) g;
+         INSERT INTO wider SELECT g, g, 'w' || g FROM generate_series(1, 3000) g;
+         INSERT INTO other SELECT g, ARRAY[g, g + 1], g FROM generate_series(1, 3000) g;",
+    );
+    // `wider` exists in the target with other types: its rows must be encoded for them.
+    to.sql("CREATE TABLE wider (id bigint PRIMARY KEY, n bigint, s text)");
+    let run = barge(&["copy", "--from", &from.url(), "--to", &to.url(), "--if-exists", "append", "--json", "-v"]);
+    run.assert_code(0);
+    for name in ["same", "wider", "other"] {
+        assert_eq!(table(&run.json(), name)["verified"], true, "{name}: {}", run.stdout);
+    }
+    let as_read = |name: &str| run.stderr.contains(&format!("table `{name}`: rows load as the source sent them"));
+    assert!(as_read("same"), "{}", run.stderr);
+    assert!(!as_read("wider") && !as_read("other"), "{}", run.stderr);
+    assert_eq!(to.sql("SELECT sum(n), count(*) FROM wider")[0][0].as_deref(), Some("4501500"));
+}
+
+#[test]
 fn a_row_changed_on_its_way_in_is_found_while_the_key_builds() {
     let (from, to) = (PgDb::new("overlapsrc"), PgDb::new("overlapdst"));
     from.sql(
