@@ -76,14 +76,18 @@ pub trait Source: Send + Sync {
     ) -> Result<()>;
 
     /// [`Self::read_range`], each batch with its rows as this engine sent them ([`Native`]) where
-    /// it has an encoding a target of the same engine loads unchanged. The default has none.
+    /// it has an encoding a target of the same engine loads unchanged. With `decode` false the
+    /// caller needs only those rows: a batch that comes with them may have no columns, just its
+    /// row count. The default has no such encoding.
     fn read_range_native(
         &self,
         table: &TableInfo,
         range: &KeyRange,
         batch_rows: usize,
+        decode: bool,
         emit: &mut dyn FnMut(RecordBatch, Option<Native>) -> Result<()>,
     ) -> Result<()> {
+        let _ = decode;
         self.read_range(table, range, batch_rows, &mut |batch| emit(batch, None))
     }
 

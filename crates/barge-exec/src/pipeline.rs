@@ -103,8 +103,9 @@ pub(crate) struct ReadSide<'a> {
     /// Where readers add their busy time (reading and decoding, not waiting on the channel) and
     /// the Arrow bytes they produced.
     pub busy: Option<(&'a AtomicU64, &'a AtomicU64)>,
-    /// Keep each batch's rows as the source sent them (see [`Native`]).
-    pub native: bool,
+    /// Keep each batch's rows as the source sent them (see [`Native`]): `Some(decode)`, where
+    /// `decode` false asks for those rows only.
+    pub native: Option<bool>,
 }
 
 /// Spawns up to `workers` readers that pull ranges from a queue and stream their batches.
@@ -138,8 +139,10 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
                     }
                     side.rows_read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     if let Some((_, bytes)) = side.busy {
-                        let size: usize =
-                            batch.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum();
+                        let size = match (batch.num_columns(), &native) {
+                            (0, Some(native)) => native.bytes.len(),
+                            _ => batch.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum(),
+                        };
                         bytes.fetch_add(size as u64, Ordering::Relaxed);
                     }
                     batches += 1;
@@ -150,8 +153,8 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
                 };
                 let (table, rows) = (side.table, side.batch_rows);
                 let read = match side.native {
-                    true => side.source.read_range_native(table, range, rows, &mut send),
-                    false => side.source.read_range(table, range, rows, &mut |batch| send(batch, None)),
+                    Some(decode) => side.source.read_range_native(table, range, rows, decode, &mut send),
+                    None => side.source.read_range(table, range, rows, &mut |batch| send(batch, None)),
                 };
                 if let Some((busy, _)) = side.busy {
                     busy.fetch_add(nanos(started.elapsed().saturating_sub(blocked)), Ordering::Relaxed);
@@ -405,6 +408,8 @@ fn copy_pass(
     if native {
         tracing::info!("table `{}`: rows load as the source sent them, without encoding", job.table.name);
     }
+    // Decoded only to be hashed.
+    let native = native.then_some(job.hash);
     let failure = Failure::default();
     let side = ReadSide {
         source: job.source,
@@ -548,6 +553,13 @@ impl CpuStage<'_> {
                 let rows = batch.num_rows();
                 let encoded = match native.and_then(|native| self.encoder.encode_native(rows, native)) {
                     Some(encoded) => Some(encoded),
+                    // Only rows as read came (see `ReadSide::native`), and the target did not take them.
+                    None if batch.num_columns() == 0 && !job.output.schema.fields().is_empty() => {
+                        return Err(Error::engine(
+                            format!("loading `{}`", job.table.name),
+                            "the target refused rows in their source encoding",
+                        ));
+                    }
                     None => match self.encoder.encode(batch) {
                         Ok(encoded) => Some(encoded),
                         Err(Error::BadValue { .. }) if job.isolating() => None,
@@ -816,7 +828,7 @@ fn read_and_hash(
         failure: &failure,
         retry: false,
         busy: None,
-        native: false,
+        native: None,
     };
     let ranges: Vec<&KeyRange> = ranges.iter().collect();
     std::thread::scope(|scope| {

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use arrow_array::builder::*;
 use arrow_array::types::IntervalMonthDayNano;
-use arrow_array::{ArrayRef, ListArray, RecordBatch};
+use arrow_array::{ArrayRef, ListArray, RecordBatch, RecordBatchOptions};
 use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
-use arrow_schema::{DataType, FieldRef, SchemaRef};
+use arrow_schema::{DataType, FieldRef, Schema, SchemaRef};
 
 use crate::types::{Codec, PgColumnType, UTC};
 use crate::wire::{self, COPY_HEADER, COPY_TRAILER, Numeric, be_i16, be_i32, be_i64};
@@ -263,6 +263,9 @@ pub struct CopyParser {
     /// With [`Self::keeping_native`]: the current batch's rows as read, as a binary COPY stream of
     /// their own (header, rows, trailer) that a target with the same column types loads unchanged.
     native: Option<Vec<u8>>,
+    /// False when only the native stream is wanted: rows are framed and counted, not decoded,
+    /// and batches carry no columns.
+    decode: bool,
 }
 
 /// A batch, and its rows' binary COPY stream when the parser keeps it.
@@ -285,12 +288,15 @@ impl CopyParser {
             done: false,
             rows: 0,
             native: None,
+            decode: true,
         }
     }
 
-    /// Also hands each batch's rows over as they were read (see [`Self::native`]).
-    pub fn keeping_native(mut self) -> Self {
+    /// Also hands each batch's rows over as they were read (see [`Self::native`]); only them,
+    /// in batches without columns, unless `decode`.
+    pub fn keeping_native(mut self, decode: bool) -> Self {
         self.native = Some(COPY_HEADER.to_vec());
+        self.decode = decode;
         self
     }
 
@@ -359,7 +365,8 @@ impl CopyParser {
                 }));
             }
             let mut at = pos + 2;
-            for (column, decoder) in self.decoders.iter_mut().enumerate() {
+            let decoders = if self.decode { self.decoders.as_mut_slice() } else { &mut [] };
+            for (column, decoder) in decoders.iter_mut().enumerate() {
                 let len = be_i32(&buf[at..]);
                 at += 4;
                 let value = if len < 0 {
@@ -386,8 +393,7 @@ impl CopyParser {
     }
 
     fn finish_batch(&mut self) -> barge_core::Result<(RecordBatch, Option<Vec<u8>>)> {
-        self.rows = 0;
-        let columns: Vec<ArrayRef> = self.decoders.iter_mut().map(Decoder::finish).collect();
+        let rows = std::mem::take(&mut self.rows);
         let native = self.native.as_mut().map(|native| {
             let mut next = Vec::with_capacity(native.len());
             next.extend_from_slice(COPY_HEADER);
@@ -395,7 +401,14 @@ impl CopyParser {
             stream.extend_from_slice(COPY_TRAILER);
             stream
         });
-        Ok((RecordBatch::try_new(self.schema.clone(), columns)?, native))
+        let batch = if self.decode {
+            let columns: Vec<ArrayRef> = self.decoders.iter_mut().map(Decoder::finish).collect();
+            RecordBatch::try_new(self.schema.clone(), columns)?
+        } else {
+            let options = RecordBatchOptions::new().with_row_count(Some(rows));
+            RecordBatch::try_new_with_options(Arc::new(Schema::empty()), Vec::new(), &options)?
+        };
+        Ok((batch, native))
     }
 
     /// Emits the last partial batch; the stream must have ended with its trailer.
@@ -439,7 +452,17 @@ mod tests {
 
     /// Feeds `stream` in chunks of `chunk` bytes; returns each batch with its kept stream.
     fn parse(stream: &[u8], schema: SchemaRef, batch_rows: usize, chunk: usize) -> Vec<(RecordBatch, Vec<u8>)> {
-        let mut parser = CopyParser::new(schema, &columns(), batch_rows).keeping_native();
+        parse_as(stream, schema, batch_rows, chunk, true)
+    }
+
+    fn parse_as(
+        stream: &[u8],
+        schema: SchemaRef,
+        batch_rows: usize,
+        chunk: usize,
+        decode: bool,
+    ) -> Vec<(RecordBatch, Vec<u8>)> {
+        let mut parser = CopyParser::new(schema, &columns(), batch_rows).keeping_native(decode);
         let mut out = Vec::new();
         let mut emit = |b: RecordBatch, native: Option<Vec<u8>>| {
             out.push((b, native.expect("kept")));
@@ -467,6 +490,13 @@ mod tests {
             let stream = encode_batch(&whole, &targets).unwrap();
             let parsed = parse(&stream, whole.schema(), batch_rows, chunk);
             prop_assert_eq!(parsed.iter().map(|(b, _)| b.num_rows()).sum::<usize>(), rows.len());
+            // Without decoding: the same streams, batches of the same sizes without columns.
+            let framed = parse_as(&stream, whole.schema(), batch_rows, chunk, false);
+            prop_assert_eq!(framed.len(), parsed.len());
+            for ((f, f_native), (p, p_native)) in framed.iter().zip(&parsed) {
+                prop_assert_eq!((f.num_rows(), f.num_columns()), (p.num_rows(), 0));
+                prop_assert_eq!(f_native, p_native);
+            }
             for (b, native) in &parsed {
                 prop_assert!(native.starts_with(COPY_HEADER) && native.ends_with(COPY_TRAILER));
                 let again = parse(native, whole.schema(), 64, 7);

@@ -456,7 +456,7 @@ impl barge_core::Source for PgSource {
         batch_rows: usize,
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
-        self.read(table, range, batch_rows, false, &mut |batch, _| emit(batch))
+        self.read(table, range, batch_rows, None, &mut |batch, _| emit(batch))
     }
 
     fn read_range_native(
@@ -464,22 +464,24 @@ impl barge_core::Source for PgSource {
         table: &TableInfo,
         range: &KeyRange,
         batch_rows: usize,
+        decode: bool,
         emit: &mut dyn FnMut(RecordBatch, Option<Native>) -> Result<()>,
     ) -> Result<()> {
-        self.read(table, range, batch_rows, true, &mut |batch, bytes| {
+        self.read(table, range, batch_rows, Some(decode), &mut |batch, bytes| {
             emit(batch, bytes.map(|bytes| Native { format: crate::NATIVE_COPY, bytes }))
         })
     }
 }
 
 impl PgSource {
-    /// Streams `range` as batches, each with its rows' binary COPY stream when `native`.
+    /// Streams `range` as batches. With `native`, each comes with its rows' binary COPY stream,
+    /// and is decoded only when `native` holds true.
     fn read(
         &self,
         table: &TableInfo,
         range: &KeyRange,
         batch_rows: usize,
-        native: bool,
+        native: Option<bool>,
         emit: &mut crate::decode::Emit<'_>,
     ) -> Result<()> {
         let columns = column_types(table)?;
@@ -496,8 +498,8 @@ impl PgSource {
         let (local, stream) = self.copy_out(&sql)?;
         let mut stream = Box::pin(stream);
         let mut parser = CopyParser::new(table.schema.clone(), &columns, batch_rows.max(1));
-        if native {
-            parser = parser.keeping_native();
+        if let Some(decode) = native {
+            parser = parser.keeping_native(decode);
         }
         let outcome = loop {
             // I/O only inside block_on: gather COPY messages (one per row) into the parser's buffer…
