@@ -76,12 +76,16 @@ impl<'a> Numeric<'a> {
         let mut mantissa: i128 = 0;
         for i in 0..self.ndigits() {
             let exponent = 4 * (i32::from(self.weight) - i as i32) + i32::from(scale);
-            let digit = i128::from(self.digit(i));
-            let term = if exponent >= 0 {
-                10i128.checked_pow(exponent as u32).and_then(|p| digit.checked_mul(p))
-            } else {
-                let divisor = 10i128.checked_pow((-exponent) as u32).unwrap_or(i128::MAX);
-                (digit % divisor == 0).then_some(digit / divisor)
+            // A base-10000 digit: below the scale it must divide out (in 32 bits, not 128), and
+            // more than 4 decimal places below it only 0 does.
+            let digit = u32::try_from(self.digit(i)).map_err(|_| "malformed numeric digit")?;
+            let term = match exponent {
+                0.. => 10i128.checked_pow(exponent as u32).and_then(|p| i128::from(digit).checked_mul(p)),
+                -4..0 => {
+                    let divisor = 10u32.pow(exponent.unsigned_abs());
+                    (digit % divisor == 0).then_some(i128::from(digit / divisor))
+                }
+                _ => (digit == 0).then_some(0),
             };
             mantissa = term.and_then(|t| mantissa.checked_add(t)).ok_or("numeric does not fit its declared scale")?;
         }
@@ -324,6 +328,20 @@ mod tests {
             let mut out = Vec::new();
             put_numeric_i128(i128::from(mantissa), scale, &mut out);
             prop_assert_eq!(Numeric::parse(&out).unwrap().to_i128(scale), Ok(i128::from(mantissa)));
+        }
+
+        #[test]
+        fn decimals_read_at_another_scale_only_when_exact(mantissa in any::<i64>(), scale in 0i8..12, other in 0i8..18) {
+            let mut out = Vec::new();
+            put_numeric_i128(i128::from(mantissa), scale, &mut out);
+            let m = i128::from(mantissa);
+            let expected = if other >= scale {
+                Ok(m * 10i128.pow((other - scale) as u32))
+            } else {
+                let d = 10i128.pow((scale - other) as u32);
+                if m % d == 0 { Ok(m / d) } else { Err(()) }
+            };
+            prop_assert_eq!(Numeric::parse(&out).unwrap().to_i128(other).map_err(|_| ()), expected);
         }
 
         #[test]
