@@ -22,6 +22,9 @@
 #           benches/sql/orders_mysql.sql. The references are text pipes: `mariadb --quick -B -e
 #           "SELECT …" | psql -c "COPY orders FROM STDIN"` and `psql -c "COPY … TO STDOUT" | mariadb
 #           -e "LOAD DATA LOCAL INFILE '/dev/stdin' …"`, into empty tables with the primary key.
+#           Peers, measured when installed: pgloader (`apt-get install pgloader`) and reladiff with
+#           its drivers (`pip install 'reladiff[mysql,postgresql]'`); a peer run that fails is
+#           reported and not recorded.
 # micro:    the criterion micro-benchmarks of benches/hot_paths.rs (`cargo bench -p barge-benches`).
 # The end-to-end sections alternate raw / barge --no-verify / barge (verified) for three rounds and
 # print medians, ratios and barge's peak RSS.
@@ -336,12 +339,24 @@ section_mysql() {
       reladiff "mysql://root@127.0.0.1:3306/barge_bench_src?init_command=SET%20NAMES%20utf8mb4" orders \
         "postgresql://postgres@127.0.0.1:5432/barge_bench_copy" orders -k id \
         -c customer_id -c email -c name -c amount -c status -c created_at -c updated_at -c note >"$work/reladiff.out" 2>&1 || true
-      e=$(date +%s.%N); echo "verify_${1}_reladiff_seconds=$(python3 -c "print(f'{$e - $s:.3f}')")"
-      echo "verify_${1}_reladiff_rows_reported=$(grep -c '^[-+]' "$work/reladiff.out" || true)"
+      e=$(date +%s.%N)
+      # reladiff prints differing rows as +/- lines; an ERROR line (a missing driver, a refused
+      # connection) means it compared nothing, and its time is not a measurement.
+      local reported
+      reported=$(grep -c '^[-+]' "$work/reladiff.out" || true)
+      if grep -q 'ERROR' "$work/reladiff.out" || [ "$reported" -ne "$2" ]; then
+        echo "reladiff failed ($2 differing rows expected, $reported reported), not recorded:" >&2
+        tail -5 "$work/reladiff.out" >&2
+        return 1
+      fi
+      echo "verify_${1}_reladiff_seconds=$(python3 -c "print(f'{$e - $s:.3f}')")"
+      echo "verify_${1}_reladiff_rows_reported=$reported"
     }
-    verify_times identical
-    psql "${pg_host_args[@]}" -d barge_bench_copy -c "UPDATE orders SET status = 'changed' WHERE id % 200000 = 7" >/dev/null
-    verify_times changed_10
+    if verify_times identical 0; then
+      psql "${pg_host_args[@]}" -d barge_bench_copy -c "UPDATE orders SET status = 'changed' WHERE id % 200000 = 7" >/dev/null
+      # Each changed row is reported twice (- then +).
+      verify_times changed_10 20 || true
+    fi
   fi
   for db in barge_bench_src barge_bench_dst barge_bench_copy; do
     mariadb "${my_args[@]}" -e "DROP DATABASE IF EXISTS $db"

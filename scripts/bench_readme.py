@@ -126,7 +126,7 @@ def peers():
                 "≤ 0.6",
             ])
     if not rows:
-        return "pgloader and reladiff were not installed when `scripts/bench.sh mysql` last ran."
+        return "pgloader and reladiff did not run (not installed, or failed) when `scripts/bench.sh mysql` last ran."
     return table(["peer", "peer s", "barge s", "ratio", "goal"], rows) + "\n\n" + provenance(r)
 
 

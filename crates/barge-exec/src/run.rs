@@ -349,19 +349,19 @@ pub fn copy(
             };
             let target_info = reader.table(&table.target_table)?;
             let progress = &verify_progress;
-            let target_digests = match overlap {
-                true => digest_while_finishing(
+            let target_digests = match buckets.as_ref().filter(|_| overlap) {
+                Some(buckets) => digest_while_finishing(
                     reader.as_ref(),
                     &target_info,
                     verify_info,
                     ranges,
-                    buckets.as_ref().expect("overlap needs buckets"),
+                    buckets,
                     &finished,
                     options,
                     &pool,
                     progress,
                 )?,
-                false => None,
+                None => None,
             };
             let compare_once = |digests: Option<RangeDigests>, target_digests: Option<RangeDigests>| {
                 verify_table(

@@ -331,8 +331,8 @@ impl CopyParser {
         }
     }
 
-    /// Also hands each batch's rows over as they were read (see [`Self::native`]); only them,
-    /// in batches without columns, unless `decode`.
+    /// Also hands each batch's rows over as they were read, as a binary COPY stream of their own;
+    /// only them, in batches without columns, unless `decode`.
     pub fn keeping_native(mut self, decode: bool) -> Self {
         self.native = Some(COPY_HEADER.to_vec());
         self.decode = decode;
