@@ -402,14 +402,14 @@ fn copy_pass(
     };
     let encoder = job.target.encoder(job.target_table, job.fields)?;
     // Rows go to the target as the source sent them when nothing changes them on the way (no
-    // transform, the same columns in the same order) and a refused batch need not be split.
+    // transform, the same columns in the same order) and a refused batch need not be split; they
+    // are then decoded only to be hashed.
     let same_columns = job.table.schema.fields().iter().map(|f| f.name()).eq(job.fields.iter().map(|f| f.name()));
-    let native = encoder.accepts_native() && job.transform.is_none() && same_columns && !job.isolating();
-    if native {
+    let as_read = encoder.accepts_native() && job.transform.is_none() && same_columns && !job.isolating();
+    let native = as_read.then_some(job.hash);
+    if as_read {
         tracing::info!("table `{}`: rows load as the source sent them, without encoding", job.table.name);
     }
-    // Decoded only to be hashed.
-    let native = native.then_some(job.hash);
     let failure = Failure::default();
     let side = ReadSide {
         source: job.source,
