@@ -280,6 +280,10 @@ fn empty_digests(ranges: &[KeyRange], buckets: Option<&Buckets>) -> Vec<Mutex<Ve
     ranges.iter().map(|r| Mutex::new(vec![Digest::default(); buckets.map_or(1, |b| b.count(r.id))])).collect()
 }
 
+fn into_digests(digests: Vec<Mutex<Vec<Digest>>>) -> RangeDigests {
+    digests.into_iter().map(|d| d.into_inner().expect("digest lock")).collect()
+}
+
 fn add_digests(slot: &Mutex<Vec<Digest>>, digests: Vec<Digest>) {
     let mut slot = slot.lock().expect("digest lock");
     for (total, digest) in slot.iter_mut().zip(digests) {
@@ -322,7 +326,7 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
         }
     }
     if pending.is_empty() {
-        return Ok(digests.into_iter().map(|d| d.into_inner().expect("digest lock")).collect());
+        return Ok(into_digests(digests));
     }
     let mut attempt = 0u32;
     loop {
@@ -361,7 +365,7 @@ pub(crate) fn copy_table(job: &CopyJob<'_>, pool: &rayon::ThreadPool, counters: 
         pending = failed.iter().map(|&id| &job.ranges[id]).collect();
     }
     flush_rejects(job, &tallies, 0..tallies.len())?;
-    Ok(digests.into_iter().map(|d| d.into_inner().expect("digest lock")).collect())
+    Ok(into_digests(digests))
 }
 
 /// Writes the waiting rejects of `ranges` to the reject file.
@@ -773,7 +777,7 @@ pub(crate) fn digest_ranges(
         add_digests(&digests[range], bucket_digests(&table.name, batch, buckets, range)?);
         Ok(())
     })?;
-    Ok(digests.into_iter().map(|d| d.into_inner().expect("digest lock")).collect())
+    Ok(into_digests(digests))
 }
 
 /// Digests a table read over `ranges` that are not its key's (its row locator's): each row goes to
@@ -790,19 +794,16 @@ pub(crate) fn digest_routed(
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
 ) -> Result<RangeDigests> {
-    let digests = Mutex::new(routes.empty());
+    let digests: Vec<Mutex<Vec<Digest>>> = routes.empty().into_iter().map(Mutex::new).collect();
     read_and_hash(source, table, ranges, workers, batch_rows, pool, progress, &|_, batch| {
         let mut routed = routes.empty();
         routed_digests(&table.name, batch, routes, &mut routed)?;
-        let mut totals = digests.lock().expect("digest lock");
-        for (totals, routed) in totals.iter_mut().zip(routed) {
-            for (total, digest) in totals.iter_mut().zip(routed) {
-                *total += digest;
-            }
+        for (slot, routed) in digests.iter().zip(routed) {
+            add_digests(slot, routed);
         }
         Ok(())
     })?;
-    Ok(digests.into_inner().expect("digest lock"))
+    Ok(into_digests(digests))
 }
 
 /// Reads `ranges` with up to `workers` readers and hands every batch, with its range, to `hash` on

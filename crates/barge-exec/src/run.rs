@@ -563,16 +563,17 @@ fn digest_while_finishing(
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
 ) -> Result<Option<RangeDigests>> {
-    let routes = Routes::new(buckets, ranges);
-    let (KeySpec::Locator(locator), Some(routes)) = (&described.key, routes) else {
+    let physical = match (&described.key, Routes::new(buckets, ranges)) {
+        (KeySpec::Locator(locator), Some(routes)) => {
+            let physical = TableInfo { key: KeySpec::Locator(locator.clone()), ..align(described.clone(), source)? };
+            is_bucket_key(physical.schema.field(buckets.key_column).data_type()).then_some((physical, routes))
+        }
+        _ => None,
+    };
+    let Some((physical, routes)) = physical else {
         finish()?;
         return Ok(None);
     };
-    let physical = TableInfo { key: KeySpec::Locator(locator.clone()), ..align(described.clone(), source)? };
-    if !is_bucket_key(physical.schema.field(buckets.key_column).data_type()) {
-        finish()?;
-        return Ok(None);
-    }
     let stored = plan_ranges(reader, &physical, &KeyRange::all(), ranges.len())?;
     tracing::info!("table `{}`: verifying while its key and indexes build", source.name);
     progress.started(&source.name, Phase::Verify, source.estimated_rows);

@@ -23,15 +23,21 @@ pub enum Decoder {
     Decimal(Decimal128Builder, u8, i8),
     NumericText(StringBuilder),
     Money(Decimal128Builder),
-    Text(TextBuilder),
-    Jsonb(TextBuilder),
+    /// Text gathered as bytes and checked as UTF-8 once per batch (see [`Decoder::finish`]).
+    Text(BinaryBuilder),
+    Jsonb(BinaryBuilder),
     Bytea(BinaryBuilder),
     Uuid(StringBuilder),
     Date(Date32Builder),
     Time(Time64MicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder, bool),
     Interval(IntervalMonthDayNanoBuilder),
-    List { field: FieldRef, offsets: Vec<i32>, nulls: NullBufferBuilder, items: Box<Decoder> },
+    List {
+        field: FieldRef,
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+        items: Box<Decoder>,
+    },
 }
 
 fn expect_len(b: &[u8], n: usize, what: &str) -> Result<(), String> {
@@ -63,9 +69,9 @@ impl Decoder {
             }
             (Codec::Numeric, _) => Decoder::NumericText(StringBuilder::with_capacity(capacity, capacity * 8)),
             (Codec::Money, _) => Decoder::Money(Decimal128Builder::with_capacity(capacity)),
-            (Codec::Jsonb, _) => Decoder::Jsonb(TextBuilder::with_capacity(capacity, capacity * 32)),
+            (Codec::Jsonb, _) => Decoder::Jsonb(BinaryBuilder::with_capacity(capacity, capacity * 32)),
             (Codec::Text | Codec::Char | Codec::Json | Codec::AsText, _) => {
-                Decoder::Text(TextBuilder::with_capacity(capacity, capacity * 16))
+                Decoder::Text(BinaryBuilder::with_capacity(capacity, capacity * 16))
             }
             (Codec::Bytea, _) => Decoder::Bytea(BinaryBuilder::with_capacity(capacity, capacity * 16)),
             (Codec::Uuid, _) => Decoder::Uuid(StringBuilder::with_capacity(capacity, capacity * 36)),
@@ -122,9 +128,9 @@ impl Decoder {
                 expect_len(b, 8, "money")?;
                 x.append_value(i128::from(be_i64(b)));
             }
-            Decoder::Text(x) => x.append_value(b)?,
+            Decoder::Text(x) => x.append_value(b),
             Decoder::Jsonb(x) => match b.split_first() {
-                Some((1, json)) => x.append_value(json)?,
+                Some((1, json)) => x.append_value(json),
                 _ => return Err("unknown jsonb binary version".into()),
             },
             Decoder::Bytea(x) => x.append_value(b),
@@ -180,8 +186,7 @@ impl Decoder {
             Decoder::Float8(x) => x.append_null(),
             Decoder::Decimal(x, ..) | Decoder::Money(x) => x.append_null(),
             Decoder::NumericText(x) | Decoder::Uuid(x) => x.append_null(),
-            Decoder::Text(x) | Decoder::Jsonb(x) => x.append_null(),
-            Decoder::Bytea(x) => x.append_null(),
+            Decoder::Text(x) | Decoder::Jsonb(x) | Decoder::Bytea(x) => x.append_null(),
             Decoder::Date(x) => x.append_null(),
             Decoder::Time(x) => x.append_null(),
             Decoder::Timestamp(x, _) => x.append_null(),
@@ -193,7 +198,8 @@ impl Decoder {
         }
     }
 
-    /// The column so far; text that is not UTF-8 is found here, once per batch.
+    /// The column so far. Text is checked as UTF-8 here, in one pass over the batch's values (each
+    /// starting on a character boundary), instead of one check per value.
     pub fn finish(&mut self) -> Result<ArrayRef, String> {
         Ok(match self {
             Decoder::Bool(x) => Arc::new(x.finish()),
@@ -206,7 +212,9 @@ impl Decoder {
             Decoder::Decimal(x, p, s) => Arc::new(x.finish().with_precision_and_scale(*p, *s).expect("valid")),
             Decoder::Money(x) => Arc::new(x.finish().with_precision_and_scale(19, 2).expect("valid")),
             Decoder::NumericText(x) | Decoder::Uuid(x) => Arc::new(x.finish()),
-            Decoder::Text(x) | Decoder::Jsonb(x) => x.finish()?,
+            Decoder::Text(x) | Decoder::Jsonb(x) => Arc::new(
+                StringArray::try_from_binary(x.finish()).map_err(|e| format!("text is not valid UTF-8 ({e})"))?,
+            ),
             Decoder::Bytea(x) => Arc::new(x.finish()),
             Decoder::Date(x) => Arc::new(x.finish()),
             Decoder::Time(x) => Arc::new(x.finish()),
@@ -219,46 +227,6 @@ impl Decoder {
                 Arc::new(ListArray::new(field.clone(), offsets, values, nulls.finish()))
             }
         })
-    }
-}
-
-/// Text values gathered as bytes and checked as UTF-8 once per batch, in one pass over all of
-/// them (with each value's start on a character boundary), instead of one check per value.
-pub struct TextBuilder {
-    values: Vec<u8>,
-    offsets: Vec<i32>,
-    nulls: NullBufferBuilder,
-}
-
-impl TextBuilder {
-    fn with_capacity(rows: usize, bytes: usize) -> Self {
-        let mut offsets = Vec::with_capacity(rows + 1);
-        offsets.push(0);
-        TextBuilder { values: Vec::with_capacity(bytes), offsets, nulls: NullBufferBuilder::new(rows) }
-    }
-
-    fn append_value(&mut self, text: &[u8]) -> Result<(), String> {
-        self.values.extend_from_slice(text);
-        self.offsets.push(i32::try_from(self.values.len()).map_err(|_| "over 2 GiB of text in one batch")?);
-        self.nulls.append_non_null();
-        Ok(())
-    }
-
-    fn append_null(&mut self) {
-        self.offsets.push(*self.offsets.last().expect("starts with 0"));
-        self.nulls.append_null();
-    }
-
-    fn finish(&mut self) -> Result<ArrayRef, String> {
-        // The next batch starts with the room this one needed.
-        let room = self.values.capacity();
-        let values = std::mem::replace(&mut self.values, Vec::with_capacity(room));
-        let mut offsets = Vec::with_capacity(self.offsets.capacity());
-        offsets.push(0);
-        let offsets = OffsetBuffer::new(std::mem::replace(&mut self.offsets, offsets).into());
-        let array = StringArray::try_new(offsets, values.into(), self.nulls.finish())
-            .map_err(|e| format!("text is not valid UTF-8 ({e})"))?;
-        Ok(Arc::new(array))
     }
 }
 

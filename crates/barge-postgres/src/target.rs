@@ -206,8 +206,7 @@ impl barge_core::Target for PgTarget {
             .chain(source.indexes.iter().filter_map(|index| {
                 // The source's name when it is free (an index of this name on this table is one a
                 // resumed run built already); PostgreSQL picks one when another table has it.
-                let owner = relation_names.iter().find(|(name, _)| *name == index.name).map(|(_, t)| t.as_str());
-                let name = match owner {
+                let name = match owner_of(&relation_names, &index.name) {
                     Some(owner) if owner == table => return None,
                     Some(_) => String::new(),
                     None => quote(&index.name),
@@ -394,6 +393,12 @@ impl barge_core::Target for PgTarget {
     }
 }
 
+/// Whether `name` is taken among `taken` (relation name, owning table of an index or ''), and by
+/// which table.
+fn owner_of<'a>(taken: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    taken.iter().find(|(relation, _)| relation == name).map(|(_, owner)| owner.as_str())
+}
+
 /// The name of the primary key's index, as `ADD PRIMARY KEY` would choose it (`<table>_pkey`, the
 /// table's name clipped so the whole fits PostgreSQL's 63 bytes, then a number while another table
 /// has the name), and whether this table has that index already: a unique index an interrupted
@@ -410,9 +415,9 @@ fn key_index_name(table: &str, taken: &[(String, String)], source: &barge_core::
         if source.indexes.iter().any(|index| index.name == name) {
             continue;
         }
-        match taken.iter().find(|(index, _)| *index == name) {
+        match owner_of(taken, &name) {
             None => return (name, false),
-            Some((_, owner)) if owner == table => return (name, true),
+            Some(owner) if owner == table => return (name, true),
             Some(_) => {}
         }
     }

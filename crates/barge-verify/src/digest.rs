@@ -57,6 +57,11 @@ impl Buckets {
         self.bounds[range].len() + 1
     }
 
+    /// The bucket of `range` holding `key`.
+    fn bucket(&self, range: usize, key: i128) -> usize {
+        self.bounds[range].partition_point(|b| i128::from(*b) <= key)
+    }
+
     /// The key range of bucket `bucket` of `range`.
     pub fn key_range(&self, range: &KeyRange, bucket: usize) -> KeyRange {
         let bounds = &self.bounds[range.id];
@@ -104,7 +109,7 @@ impl<'a> Routes<'a> {
     /// The (range, bucket) holding `key`.
     fn route(&self, key: i128) -> (usize, usize) {
         let range = self.starts.partition_point(|s| *s <= key);
-        (range, self.buckets.bounds[range].partition_point(|b| i128::from(*b) <= key))
+        (range, self.buckets.bucket(range, key))
     }
 
     /// Empty digests for every bucket of every range.
@@ -117,19 +122,25 @@ impl<'a> Routes<'a> {
 /// [`Routes::empty`]).
 pub fn routed_digests(table: &str, batch: &RecordBatch, routes: &Routes<'_>, into: &mut [Vec<Digest>]) -> Result<()> {
     let column = batch.column(routes.buckets.key_column);
-    let keys = integer_keys(column.as_ref()).ok_or_else(|| {
-        barge_core::Error::engine(format!("verifying `{table}`"), "the key column read back is not an integer")
-    })?;
+    let refused = |reason| barge_core::Error::engine(format!("verifying `{table}`"), reason);
+    let keys = integer_keys(column.as_ref()).ok_or_else(|| refused("the key column read back is not an integer"))?;
+    if column.null_count() > 0 {
+        return Err(refused("a key read back is NULL"));
+    }
+    hash_rows(table, batch, |row, hash| {
+        let (range, bucket) = routes.route(keys(row));
+        into[range][bucket].add_row(hash);
+    })
+}
+
+/// Hashes every row of `batch`, handing `add` each row's index and hash.
+fn hash_rows(table: &str, batch: &RecordBatch, mut add: impl FnMut(usize, u128)) -> Result<()> {
     let encoder = RowEncoder::new(table, batch)?;
     let mut scratch = HashScratch::default();
     for rows in chunks(batch.num_rows()) {
         let hashes = encoder.row_hashes(rows.clone(), &mut scratch);
         for (row, hash) in rows.zip(hashes) {
-            if column.is_null(row) {
-                return Err(barge_core::Error::engine(format!("verifying `{table}`"), "a key read back is NULL"));
-            }
-            let (range, bucket) = routes.route(keys(row));
-            into[range][bucket].add_row(*hash);
+            add(row, *hash);
         }
     }
     Ok(())
@@ -164,18 +175,8 @@ pub fn bucket_digests(
     else {
         return Ok(vec![batch_digest(table, batch)?]);
     };
-    let bounds = &buckets.bounds[range];
-    let encoder = RowEncoder::new(table, batch)?;
-    let mut scratch = HashScratch::default();
     let mut digests = vec![Digest::default(); buckets.count(range)];
-    for rows in chunks(batch.num_rows()) {
-        let hashes = encoder.row_hashes(rows.clone(), &mut scratch);
-        for (row, hash) in rows.zip(hashes) {
-            let key = keys(row);
-            let bucket = bounds.partition_point(|b| i128::from(*b) <= key);
-            digests[bucket].add_row(*hash);
-        }
-    }
+    hash_rows(table, batch, |row, hash| digests[buckets.bucket(range, keys(row))].add_row(hash))?;
     Ok(digests)
 }
 
@@ -189,14 +190,8 @@ fn chunks(rows: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
 
 /// The digest of every row of `batch`.
 pub fn batch_digest(table: &str, batch: &RecordBatch) -> Result<Digest> {
-    let encoder = RowEncoder::new(table, batch)?;
-    let mut scratch = HashScratch::default();
     let mut digest = Digest::default();
-    for rows in chunks(batch.num_rows()) {
-        for hash in encoder.row_hashes(rows, &mut scratch) {
-            digest.add_row(*hash);
-        }
-    }
+    hash_rows(table, batch, |_, hash| digest.add_row(hash))?;
     Ok(digest)
 }
 
