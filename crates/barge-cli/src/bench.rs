@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use barge_core::Error;
+use barge_exec::{CopyReport, StageSeconds};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::engines;
 
@@ -24,7 +24,7 @@ pub struct TableRun {
     pub rows_per_s: f64,
     pub mb_per_s: f64,
     /// Busy seconds per stage (read, cpu, write summed over threads; verify wall time).
-    pub stages: Value,
+    pub stages: StageSeconds,
     /// The stage with the most busy time per worker.
     pub bottleneck: String,
     /// `[seconds, rows written so far]` over the copy, from the run's own counters.
@@ -123,13 +123,13 @@ pub fn forecast_table(run: &TableRun, rows: u64) -> f64 {
 
 /// The stage with the most busy time per worker (read, cpu and write run on up to `workers`
 /// threads each; verification is reported as wall time).
-pub fn bottleneck(stages: &Value, workers: usize) -> String {
-    let per_worker = |name: &str| stages[name].as_f64().unwrap_or(0.0) / workers.max(1) as f64;
+pub fn bottleneck(stages: &StageSeconds, workers: usize) -> String {
+    let per_worker = |busy: f64| busy / workers.max(1) as f64;
     let candidates = [
-        ("read", per_worker("read")),
-        ("transform+hash", per_worker("cpu")),
-        ("write", per_worker("write")),
-        ("verify", stages["verify"].as_f64().unwrap_or(0.0)),
+        ("read", per_worker(stages.read)),
+        ("transform+hash", per_worker(stages.cpu)),
+        ("write", per_worker(stages.write)),
+        ("verify", stages.verify),
     ];
     candidates.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map_or("-", |(n, _)| n).to_string()
 }
@@ -165,9 +165,13 @@ pub struct BenchOptions<'a> {
 
 /// Runs the benchmark. The scratch place is removed at the end, on failure and on Ctrl-C.
 pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
-    let source_engine = engines::for_url(options.from)?;
-    let target_engine = engines::for_url(options.to)?;
+    let registry = engines::registry();
+    let source_engine = registry.for_url(options.from)?;
+    let target_engine = registry.for_url(options.to)?;
     target_engine.check_url(options.to)?;
+    let scratch_space = target_engine
+        .scratch()
+        .ok_or_else(|| Error::unsupported(target_engine.name(), "make scratch places for benchmarks"))?;
     let valid_sample = match options.sample {
         Sample::Rows(rows) => rows > 0,
         Sample::Seconds(seconds) => seconds > 0.0 && seconds.is_finite(),
@@ -188,10 +192,10 @@ pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
     // A second handler cannot be installed (a test binary running bench twice): then Ctrl-C
     // falls back to its default, which still ends the child and this process.
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
-    let scratch = target_engine.create_scratch(options.to, &std::process::id().to_string())?;
+    let scratch = scratch_space.create_scratch(options.to, &std::process::id().to_string())?;
     let runs = size_sample(options, &scratch, names.len(), &interrupted)
         .and_then(|rows| Ok((rows, run_all(options, &scratch, rows, &interrupted)?)));
-    let dropped = target_engine.drop_scratch(&scratch);
+    let dropped = scratch_space.drop_scratch(&scratch);
     if interrupted.load(Ordering::SeqCst) {
         dropped?;
         return Err(Error::Engine {
@@ -323,42 +327,35 @@ fn run_once(
             message: format!("barge copy exited with {status}"),
         });
     }
-    let json: Value = serde_json::from_str(&stdout).map_err(|e| Error::engine("reading a run's JSON", e))?;
-    Ok(Some(parse_run(workers, &json)))
+    let report: CopyReport = serde_json::from_str(&stdout).map_err(|e| Error::engine("reading a run's JSON", e))?;
+    Ok(Some(run_of(workers, report)))
 }
 
-fn parse_run(workers: usize, json: &Value) -> Run {
-    let tables = json["tables"]
-        .as_array()
-        .map(|tables| {
-            tables
-                .iter()
-                .map(|t| {
-                    let seconds = t["seconds"].as_f64().unwrap_or(0.0);
-                    let rows = t["rows_written"].as_u64().unwrap_or(0);
-                    let bytes = t["bytes_read"].as_u64().unwrap_or(0);
-                    let rate = |x: f64| if seconds > 0.0 { x / seconds } else { 0.0 };
-                    TableRun {
-                        table: t["table"].as_str().unwrap_or_default().to_string(),
-                        rows,
-                        seconds,
-                        rows_per_s: rate(rows as f64),
-                        mb_per_s: rate(bytes as f64 / 1e6),
-                        bottleneck: bottleneck(&t["stages"], workers),
-                        stages: t["stages"].clone(),
-                        timeline: serde_json::from_value(t["timeline"].clone()).unwrap_or_default(),
-                        verify_timeline: serde_json::from_value(t["verify_timeline"].clone()).unwrap_or_default(),
-                    }
-                })
-                .collect()
+fn run_of(workers: usize, report: CopyReport) -> Run {
+    let tables = report
+        .tables
+        .into_iter()
+        .map(|t| {
+            let rate = |x: f64| if t.seconds > 0.0 { x / t.seconds } else { 0.0 };
+            TableRun {
+                rows: t.rows_written,
+                seconds: t.seconds,
+                rows_per_s: rate(t.rows_written as f64),
+                mb_per_s: rate(t.bytes_read as f64 / 1e6),
+                bottleneck: bottleneck(&t.stages, workers),
+                stages: t.stages,
+                timeline: t.timeline,
+                verify_timeline: t.verify_timeline,
+                table: t.table,
+            }
         })
-        .unwrap_or_default();
+        .collect();
     Run {
         workers,
-        seconds: json["seconds"].as_f64().unwrap_or(0.0),
-        rows: json["rows"].as_u64().unwrap_or(0),
-        rows_per_s: json["rows_per_s"].as_f64().unwrap_or(0.0),
-        peak_rss_mb: json["peak_rss_mb"].as_f64(),
+        seconds: report.seconds,
+        rows: report.rows,
+        rows_per_s: report.rows_per_s,
+        peak_rss_mb: report.peak_rss_mb,
         tables,
     }
 }
@@ -504,6 +501,15 @@ pub fn timeline_svg(report: &BenchReport) -> String {
     svg
 }
 
+fn stage_seconds(stages: &StageSeconds, name: &str) -> f64 {
+    match name {
+        "read" => stages.read,
+        "cpu" => stages.cpu,
+        "write" => stages.write,
+        _ => stages.verify,
+    }
+}
+
 /// Stacked bars (SVG) of each run's stage busy time per worker.
 fn stages_svg(report: &BenchReport) -> String {
     let stages = [("read", "#4e79a7"), ("cpu", "#f28e2b"), ("write", "#59a14f"), ("verify", "#e15759")];
@@ -515,7 +521,7 @@ fn stages_svg(report: &BenchReport) -> String {
                 let values = stages
                     .iter()
                     .map(|(s, _)| {
-                        let v = t.stages[*s].as_f64().unwrap_or(0.0);
+                        let v = stage_seconds(&t.stages, s);
                         if *s == "verify" { v } else { v / r.workers as f64 }
                     })
                     .collect();
@@ -628,7 +634,7 @@ mod tests {
             seconds,
             rows_per_s: rows as f64 / seconds,
             mb_per_s: 0.0,
-            stages: Value::Null,
+            stages: StageSeconds::default(),
             bottleneck: String::new(),
             timeline,
             verify_timeline: Vec::new(),
@@ -672,9 +678,9 @@ mod tests {
 
     #[test]
     fn the_bottleneck_is_the_busiest_stage_per_worker() {
-        let stages = serde_json::json!({"read": 4.0, "cpu": 1.0, "write": 6.0, "verify": 1.5});
+        let stages = StageSeconds { read: 4.0, cpu: 1.0, write: 6.0, verify: 1.5 };
         assert_eq!(bottleneck(&stages, 2), "write");
-        let stages = serde_json::json!({"read": 4.0, "cpu": 1.0, "write": 2.0, "verify": 2.5});
+        let stages = StageSeconds { read: 4.0, cpu: 1.0, write: 2.0, verify: 2.5 };
         assert_eq!(bottleneck(&stages, 2), "verify");
     }
 }

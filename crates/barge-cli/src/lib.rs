@@ -1,7 +1,8 @@
 //! # barge-cli
 //!
 //! The `barge` command: parses arguments, opens engines through the registry in [`engines`],
-//! builds the plan (barge-plan), runs it (barge-exec) and reports. The only crate that uses
+//! runs the shared preflight (`barge_plan::preflight`; for pipeline files
+//! `barge_pipeline::preview`), runs the plan (barge-exec) and reports ([`render`]). The only crate that uses
 //! `anyhow` and knows about exit codes:
 //!
 //! | code | meaning |
@@ -13,7 +14,6 @@
 
 mod bench;
 mod engines;
-mod pipeline;
 mod render;
 
 use std::path::PathBuf;
@@ -21,9 +21,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use barge_core::{Error, Source};
-use barge_exec::ExecOptions;
-use barge_plan::{CopyRequest, IfExists, TableRequest, plan_sources, plan_targets};
+use barge_core::{Error, RejectLog, Source};
+use barge_exec::{ExecOptions, Ledger};
+use barge_pipeline::preview;
+use barge_plan::{CopyRequest, IfExists, TableRequest, plan_sources};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Default rows per record batch: large enough to amortise per-batch work, small enough that the
@@ -186,7 +187,7 @@ impl Endpoints {
     /// `zero_dates` URL parameter).
     fn source_url(&self) -> Result<String, Error> {
         let Some(zero_dates) = self.zero_dates else { return Ok(self.from.clone()) };
-        let engine = engines::for_url(&self.from)?;
+        let engine = engines::registry().for_url(&self.from)?;
         if !engine.schemes().contains(&"mysql") {
             return Err(Error::Config(format!(
                 "--zero-dates applies to MySQL and MariaDB sources; a {} source has no zero dates",
@@ -335,52 +336,33 @@ fn plan(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     // Incremental tables plan from the default ledger's watermarks; planning creates no ledger.
     let (name, spec) = default_state(&pipeline);
     let watermarks = if std::path::Path::new(&spec).exists() {
-        watermarks(open_state(&spec)?.as_ref(), &name, &pipeline)?
+        watermarks(open_ledger(&spec)?.as_ref(), &name, &pipeline)?
     } else {
         Default::default()
     };
-    let prepared = pipeline::prepare(&pipeline, workers, &watermarks, false)?;
+    let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &watermarks, false)?;
     if args.json {
         println!("{}", serde_json::to_string(&prepared.report)?);
     } else {
-        println!("{}", pipeline::render(&prepared.report));
+        println!("{}", render::plan_summary(&prepared.report));
     }
     if prepared.report.ok {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: {}", pipeline::risks_error(&prepared.report));
+        eprintln!("error: {}", preview::risks_error(&prepared.report));
         Ok(ExitCode::from(EXIT_USAGE))
     }
 }
 
-/// Opens a state store: `postgres://…` is a schema in PostgreSQL, anything else a SQLite file.
-fn open_state(spec: &str) -> Result<Arc<dyn barge_core::state::StateStore>, Error> {
-    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        Ok(Arc::new(barge_postgres::state::PgState::open(spec)?))
-    } else {
-        Ok(Arc::new(barge_sqlite::state::SqliteState::open(std::path::Path::new(spec))?))
-    }
-}
-
-/// Starts a run's ledger, or reads it back to resume.
-fn run_state(
-    store: Arc<dyn barge_core::state::StateStore>,
-    name: &str,
-    fingerprint: &str,
-    resume: bool,
-) -> Result<barge_exec::RunState, Error> {
-    let resume = if resume {
-        Some(store.resume(name, fingerprint)?)
-    } else {
-        store.start(name, fingerprint)?;
-        None
-    };
-    Ok(barge_exec::RunState { store, name: name.to_string(), resume })
+/// Opens the ledger store `--state` names: a URL of an engine that keeps ledgers, or a plain path
+/// (a file, see [`engines::ledger_url`]).
+fn open_ledger(spec: &str) -> Result<Arc<dyn barge_core::ledger::LedgerStore>, Error> {
+    engines::registry().open_ledger(&engines::ledger_url(spec))
 }
 
 /// The recorded high-water marks of a pipeline's incremental tables.
 fn watermarks(
-    store: &dyn barge_core::state::StateStore,
+    store: &dyn barge_core::ledger::LedgerStore,
     name: &str,
     pipeline: &barge_pipeline::Pipeline,
 ) -> Result<std::collections::HashMap<String, barge_core::Scalar>, Error> {
@@ -417,15 +399,15 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         // The ledger decides what the target holds: nothing is truncated or refused as non-empty.
         pipeline.if_exists = IfExists::Append;
     }
-    let store = open_state(&state_spec)?;
+    let store = open_ledger(&state_spec)?;
     let watermarks = watermarks(store.as_ref(), &name, &pipeline)?;
-    let prepared = pipeline::prepare(&pipeline, workers, &watermarks, args.detect_deletes)?;
+    let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &watermarks, args.detect_deletes)?;
     if !prepared.report.ok {
-        return Err(pipeline::risks_error(&prepared.report).into());
+        return Err(preview::risks_error(&prepared.report).into());
     }
     // The ledger starts once the plan is accepted and before anything is written (see copy).
     let print = fingerprint(&[&pipeline.text, &pipeline.source, &pipeline.target]);
-    let state = run_state(store, &name, &print, args.resume)?;
+    let ledger = Ledger::open(store, &name, &print, args.resume)?;
     for table in &prepared.report.tables {
         for risk in table.risks.iter().filter(|r| r.accepted) {
             tracing::warn!(
@@ -438,7 +420,14 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let progress = render::progress();
-    let report = pipeline::execute(&pipeline, &prepared, workers, batch_rows, Some(state), progress.as_ref())?;
+    let options = ExecOptions {
+        rejects: Some(Arc::new(RejectLog::new(&pipeline.rejects_dir))),
+        run_budget: pipeline.error_budget,
+        retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
+        ledger: Some(ledger),
+        ..ExecOptions::new(workers, batch_rows, pipeline.verify)
+    };
+    let report = execute(&prepared.preflight, &options, progress.as_ref())?;
     if args.pipeline.json {
         let mut value = serde_json::to_value(&report)?;
         value["plan"] = serde_json::to_value(&prepared.report)?;
@@ -451,7 +440,8 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if !args.generate.is_empty() {
-        let engine = engines::for_url(&args.to)?;
+        let engine = engines::registry().for_url(&args.to)?;
+        let scratch = engine.scratch().ok_or_else(|| Error::unsupported(engine.name(), "generate synthetic tables"))?;
         for name in &args.generate {
             let columns = barge_core::synthetic::shape(name).ok_or_else(|| {
                 Error::Config(format!(
@@ -460,7 +450,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 ))
             })?;
             let started = Instant::now();
-            engine.generate(&args.to, name, &columns, args.rows)?;
+            scratch.generate(&args.to, name, &columns, args.rows)?;
             let seconds = started.elapsed().as_secs_f64();
             if args.json {
                 println!("{}", serde_json::json!({"table": name, "rows": args.rows, "seconds": seconds}));
@@ -525,62 +515,64 @@ fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
 }
 
+/// Runs a preflight's plan: the copy, verifying with a reader of the target opened when needed.
+fn execute(
+    preflight: &barge_plan::Preflight,
+    options: &ExecOptions,
+    progress: &dyn barge_exec::Progress,
+) -> Result<barge_exec::CopyReport, Error> {
+    let open_reader = || preflight.open_target_reader();
+    barge_exec::copy(
+        preflight.source.as_ref(),
+        preflight.target.as_ref(),
+        &open_reader,
+        &preflight.plan,
+        options,
+        progress,
+    )
+}
+
 /// Plans (writing nothing), then copies. Shared by `copy` and `demo`.
 fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
     let from = args.endpoints.source_url()?;
     let (from, to) = (from.as_str(), args.endpoints.to.as_str());
-    let source_engine = engines::for_url(from)?;
-    let target_engine = engines::for_url(to)?;
-    target_engine.check_url(to)?;
-    if source_engine.name() == target_engine.name() && source_engine.same_database(from, to) {
-        return Err(Error::Config("source and target are the same database".into()));
-    }
-    let source = source_engine.open_source(from)?;
-    let source_plan = plan_sources(
-        source.as_ref(),
-        &CopyRequest { sample_rows: args.sample_rows, ..request(&args.endpoints, &args.tuning) },
-    )?;
-    let target = target_engine.open_target(to)?;
     let if_exists = match (args.resume, args.if_exists) {
         (true, _) | (false, IfExistsArg::Append) => IfExists::Append,
         (false, IfExistsArg::Fail) => IfExists::Fail,
         (false, IfExistsArg::Truncate) => IfExists::Truncate,
     };
-    let plan = plan_targets(target.as_ref(), source_plan, if_exists)?;
+    let request = |_: &dyn barge_core::EngineFactory| {
+        Ok(CopyRequest { sample_rows: args.sample_rows, ..request(&args.endpoints, &args.tuning) })
+    };
+    let preflight = barge_plan::preflight(&engines::registry(), from, to, request, if_exists)?;
     // The ledger starts once the plan is valid and before anything is written: a run refused for
     // bad input leaves the ledger of an earlier interrupted run to resume.
-    let state = match &args.state {
+    let ledger = match &args.state {
         Some(spec) => {
             let if_exists = (args.if_exists as u8).to_string();
             let tables = args.endpoints.tables.join(",");
             let print = fingerprint(&[from, to, &tables, &if_exists]);
-            Some(run_state(open_state(spec)?, "copy", &print, args.resume)?)
+            Some(Ledger::open(open_ledger(spec)?, "copy", &print, args.resume)?)
         }
         None => None,
     };
     let progress = render::progress();
-    let open_reader = || target_engine.open_source(to);
-    barge_exec::copy(
-        source.as_ref(),
-        target.as_ref(),
-        &open_reader,
-        &plan,
-        &ExecOptions {
-            foreign_keys: args.foreign_keys,
-            retries: args.retries,
-            state,
-            ..options(&args.tuning, !args.no_verify)
-        },
-        progress.as_ref(),
-    )
+    let options = ExecOptions {
+        foreign_keys: args.foreign_keys,
+        retries: args.retries,
+        ledger,
+        ..options(&args.tuning, !args.no_verify)
+    };
+    execute(&preflight, &options, progress.as_ref())
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     check_tuning(&args.tuning)?;
     let from = &args.endpoints.source_url()?;
     let to = &args.endpoints.to;
-    let source_engine = engines::for_url(from)?;
-    let target_engine = engines::for_url(to)?;
+    let registry = engines::registry();
+    let source_engine = registry.for_url(from)?;
+    let target_engine = registry.for_url(to)?;
     let source = source_engine.open_source(from)?;
     let target: Arc<dyn Source> = target_engine.open_source(to).map_err(|e| match e {
         Error::SourceNotFound(db) => Error::Config(format!("target database not found: {db}")),

@@ -6,7 +6,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use barge_core::Key;
 use barge_exec::{CopyReport, Phase, Progress, VerifyReport};
+use barge_pipeline::preview::PlanReport;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// The bars, when stderr is a terminal; log lines are printed through it so they do not tear bars.
@@ -216,6 +218,72 @@ pub fn verify_summary(report: &VerifyReport) -> String {
         }
     }
     out.push_str(if report.ok { "target equals source" } else { "target differs from source" });
+    out
+}
+
+/// The human form of a plan.
+pub fn plan_summary(report: &PlanReport) -> String {
+    let mut out = format!("plan of {}\n  from {}\n  to   {}\n", report.pipeline, report.source, report.target);
+    for t in &report.tables {
+        out.push_str(&format!(
+            "\ntable {} → {} ({:?}, ~{} rows, key {}, conflict {:?}, error budget {})\n",
+            t.source_table,
+            t.target_table,
+            t.action,
+            t.estimated_rows,
+            if t.key.is_empty() { "none".to_string() } else { t.key.join(", ") },
+            t.conflict,
+            t.error_budget
+        ));
+        if let Some(filter) = &t.filter {
+            out.push_str(&format!("  where {filter}\n"));
+        }
+        if let Some(inc) = &t.incremental {
+            let mark = |m: &Option<barge_core::Scalar>| m.as_ref().map_or("-".to_string(), ToString::to_string);
+            out.push_str(&format!(
+                "  incremental on {}: rows from {} (last mark less lookback), recording {}{}\n",
+                inc.column,
+                inc.since.as_ref().map_or("the start".to_string(), ToString::to_string),
+                mark(&inc.until),
+                if inc.detect_deletes { ", deletes detected" } else { "" }
+            ));
+        }
+        out.push_str(&format!("  {} partition(s):\n", t.partitions.len()));
+        for p in &t.partitions {
+            let bound = |b: &Option<Key>| b.as_ref().map_or("∞".to_string(), |k| barge_core::model::display_key(k));
+            out.push_str(&format!(
+                "    #{:<3} [{}, {})  ~{} rows\n",
+                p.id,
+                p.lo.as_ref().map_or("-∞".to_string(), |k| barge_core::model::display_key(k)),
+                bound(&p.hi),
+                p.estimated_rows
+            ));
+        }
+        if let Some(ddl) = &t.ddl {
+            out.push_str("  DDL:\n");
+            for line in ddl.lines() {
+                out.push_str(&format!("    {line}\n"));
+            }
+        }
+        out.push_str("  columns:\n");
+        for c in &t.columns {
+            let expr = c.expr.as_ref().map(|e| format!("  = {e}")).unwrap_or_default();
+            out.push_str(&format!(
+                "    {:<20} {:<28} → {:<28} {}{expr}\n",
+                c.name, c.source_type, c.target_type, c.fidelity
+            ));
+        }
+        out.push_str(&format!("  data sample: {} rows\n", t.sampled_rows));
+        for r in &t.risks {
+            let verdict = if r.accepted { "accepted" } else { "RISK" };
+            out.push_str(&format!("    {verdict}: {}: {} — {}\n", r.column, r.risk.name(), r.detail));
+        }
+    }
+    out.push_str(if report.ok {
+        "\nplan ok: `barge run` would start"
+    } else {
+        "\nplan has unaccepted risks: `barge run` would refuse to start"
+    });
     out
 }
 

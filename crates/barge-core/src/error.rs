@@ -78,6 +78,11 @@ pub enum Error {
     #[error("{scope}: {rejected} rejected rows exceed the error budget of {budget}; rejected rows are in {file}")]
     BudgetExceeded { scope: String, rejected: u64, budget: String, file: String },
 
+    /// An engine lacks an optional capability the run needs (see `barge_core::engine`): e.g. a
+    /// ledger store, secondary indexes, key deletes, scratch places for benchmarks.
+    #[error("{engine} cannot {capability}")]
+    Unsupported { engine: String, capability: String },
+
     /// The run was cancelled because another stage failed first.
     #[error("cancelled")]
     Cancelled,
@@ -92,6 +97,11 @@ fn key_suffix(key: &Option<String>) -> String {
 }
 
 impl Error {
+    /// An engine lacks `capability` ("keep a ledger", "delete keys", …).
+    pub fn unsupported(engine: impl Into<String>, capability: impl Into<String>) -> Self {
+        Error::Unsupported { engine: engine.into(), capability: capability.into() }
+    }
+
     /// Wraps a driver error with context. Callers must make sure neither carries a password.
     pub fn engine(context: impl Into<String>, err: impl fmt::Display) -> Self {
         Error::Engine { context: context.into(), message: err.to_string() }
@@ -123,6 +133,7 @@ impl Error {
                 | Error::UnsupportedType { .. }
                 | Error::TargetNotEmpty { .. }
                 | Error::Config(_)
+                | Error::Unsupported { .. }
         )
     }
 }

@@ -1,6 +1,7 @@
 //! # barge-core
 //!
-//! The vocabulary every other barge crate speaks, and nothing else: no I/O, no engine names.
+//! The vocabulary every other barge crate speaks: no engine names and no SQL. (Its only I/O is the
+//! reject file writer, [`rejects::RejectLog`].)
 //!
 //! ```text
 //!   Source ──read_range──▶ RecordBatch ──▶ (transform, hash) ──▶ BatchEncoder ──▶ TableWriter::write ──▶ commit
@@ -9,7 +10,11 @@
 //! ```
 //!
 //! * [`model`]: tables, keys, key ranges, scalars.
-//! * [`engine`]: the [`Source`], [`Target`] and [`EngineFactory`] traits an engine crate implements.
+//! * [`engine`]: the [`Source`], [`Target`] and [`EngineFactory`] traits an engine crate implements,
+//!   and the optional capabilities it may offer ([`engine::SchemaObjects`], [`engine::KeyDeletes`],
+//!   [`engine::RangeClearer`], [`engine::ScratchSpace`], [`engine::LedgerStores`]).
+//! * [`ledger`]: what a run records so that it can be resumed, and the [`ledger::LedgerStore`] trait.
+//! * [`mapping`]: the one shape in which every engine declares its native ↔ Arrow ↔ DDL mapping.
 //! * [`types`]: whether moving a value of one Arrow type into another is exact, lossy or impossible.
 //! * [`text`]: canonical text forms of temporal and decimal values, for engines that speak text.
 //! * [`error`]: one error enum whose variants are failures a user can act on.
@@ -21,17 +26,19 @@
 pub mod arrays;
 pub mod engine;
 pub mod error;
+pub mod ledger;
+pub mod mapping;
 pub mod model;
 pub mod rejects;
-pub mod state;
 pub mod synthetic;
 pub mod text;
 pub mod types;
 pub mod url;
 
 pub use engine::{
-    ArrowPassthrough, BatchEncoder, Conflict, Encoded, EngineFactory, Native, Source, TableWriter, Target,
-    TargetColumn, Transform, Transformed, WriteOptions, choose_column, logical_type,
+    ArrowPassthrough, BatchEncoder, Conflict, Encoded, EngineFactory, KeyDeletes, LedgerStores, Native, RangeClearer,
+    Registry, SchemaObjects, ScratchSpace, Source, TableWriter, Target, TargetColumn, Transform, Transformed,
+    WriteOptions, choose_column, logical_type,
 };
 pub use error::{Error, Result};
 pub use model::{ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Notice, Risk, Scalar, TableInfo};

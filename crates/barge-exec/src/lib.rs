@@ -1,34 +1,49 @@
 //! # barge-exec
 //!
-//! Executes a [`barge_plan::Plan`]. Per table:
+//! Executes a [`barge_plan::Plan`]. The modules follow the data path:
 //!
 //! ```text
-//!  ranges ─▶ reader threads (≤ workers) ──bounded──▶ rayon pool: hash (source digest) + encode
-//!                                                        │ routed by range id, bounded per writer
-//!                                                        ▼
-//!                                   writer threads (≤ workers, ≤ target.max_writers())
-//!                                   commit when every range they hold is complete
+//!  copy::prepare ─▶ copy::table ─▶ copy::ranges (passes, retry) ─▶ stages::pass
+//!    ledger layout,   one table      ranges from the ledger,          │
+//!    DDL              (accounting)   the rest in passes               ▼
+//!  stages::read (≤ workers threads) ──bounded──▶ stages::cpu (rayon: transform, hash, encode)
+//!                                                    │ routed by range id, bounded per writer
+//!                                                    ▼
+//!                               stages::write (≤ workers, ≤ target.max_writers()): write, group
+//!                               commit, then rejects ─▶ reject file, ranges ─▶ ledger
+//!  copy::finish: indexes (SchemaObjects), ledger, watermark ─▶ verify: target digests
+//!  (verify::digest, or verify::overlap while the key builds) vs the source digests taken while
+//!  copying (verify::table), mismatches narrowed to keys; deletes (KeyDeletes)
 //! ```
 //!
 //! Memory is bounded by the channel capacities below times the batch size, whatever the table
 //! size: a slow writer blocks the CPU stage, which blocks the readers (backpressure, not buffering).
 //! Database I/O runs on plain threads; hashing and encoding run on rayon; nothing blocks an async
 //! runtime (engines with async drivers block on their own runtime inside the engine calls, from
-//! these plain threads).
-//!
-//! Verification reuses the plan's key ranges: target digests are computed by the same reader →
-//! rayon pipeline and compared with the source digests taken while copying, so only the target is
-//! read again.
+//! these plain threads). Every stage shares one failure latch ([`failure`]); a run's shared
+//! settings travel in one context ([`context`]).
 
-mod pipeline;
+mod context;
+mod copy;
+mod digests;
+mod failure;
+mod job;
+mod ledger;
+mod options;
 mod progress;
+mod rejects;
 mod report;
-mod run;
-mod transformed;
+mod retry;
+mod stages;
+mod verify;
 
+pub use copy::run::copy;
+pub use ledger::Ledger;
+pub use options::ExecOptions;
 pub use progress::{NoProgress, Phase, Progress};
 pub use report::{CopyReport, StageSeconds, TableReport, TableVerdict, VerifyReport, peak_rss_mb};
-pub use run::{DEFAULT_RETRIES, ExecOptions, RunState, copy, verify, verify_table};
+pub use retry::DEFAULT_RETRIES;
+pub use verify::run::verify;
 
 /// Batches buffered between the readers and the CPU stage, per reader.
 pub const READ_QUEUE_PER_READER: usize = 2;

@@ -4,10 +4,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use barge_verify::KeyDiff;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One copied table.
-#[derive(Clone, Debug, Serialize)]
+/// One copied table. (Deserialisable too: `barge bench` reads its child runs' JSON back.)
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TableReport {
     pub table: String,
     pub target_table: String,
@@ -19,10 +19,10 @@ pub struct TableReport {
     /// `None` when verification was skipped.
     pub verified: Option<bool>,
     /// The keys behind a failed verification.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<KeyDiff>,
     /// Conversions the source applied while reading (see `Source::notices`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
     /// The table went through a pipeline transform: verification compared the target with the
     /// source as transformed.
@@ -45,17 +45,17 @@ pub struct TableReport {
     /// without verification).
     pub verify_timeline: Vec<(f64, u64)>,
     /// The high-water mark recorded for an incremental table.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<barge_core::Scalar>,
     /// Where the rejected rows are (when there are any).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejects_file: Option<String>,
 }
 
 /// Where a table's time went: each stage's busy time summed over its threads (readers: reading
 /// and decoding, not waiting for the CPU stage; cpu: transform + hash + encode; writers: writing
 /// and committing), and the verification's wall time.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct StageSeconds {
     pub read: f64,
     pub cpu: f64,
@@ -160,7 +160,7 @@ impl crate::Progress for PhaseTimeline<'_> {
 }
 
 /// A whole copy.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CopyReport {
     pub ok: bool,
     pub rows: u64,
@@ -168,8 +168,23 @@ pub struct CopyReport {
     pub rows_per_s: f64,
     pub tables: Vec<TableReport>,
     /// The process's peak resident memory, in MB (Linux; `None` elsewhere).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_mb: Option<f64>,
+}
+
+impl CopyReport {
+    /// The report of a run of `seconds` over `tables`: ok unless a verification failed.
+    pub fn new(tables: Vec<TableReport>, seconds: f64) -> Self {
+        let rows = tables.iter().map(|r| r.rows_written).sum();
+        CopyReport {
+            ok: tables.iter().all(|r| r.verified != Some(false)),
+            rows,
+            seconds,
+            rows_per_s: if seconds > 0.0 { rows as f64 / seconds } else { 0.0 },
+            tables,
+            peak_rss_mb: peak_rss_mb(),
+        }
+    }
 }
 
 /// The process's peak resident set size (VmHWM), in MB.

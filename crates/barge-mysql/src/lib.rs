@@ -69,8 +69,18 @@ impl EngineFactory for MyEngine {
         Ok(MySource::open(parse_url(url)?)?)
     }
 
+    fn open_target(&self, url: &str) -> Result<Arc<dyn barge_core::Target>> {
+        Ok(MyTarget::open(parse_url(url)?)?)
+    }
+
+    fn scratch(&self) -> Option<&dyn barge_core::ScratchSpace> {
+        Some(self)
+    }
+}
+
+impl barge_core::ScratchSpace for MyEngine {
     fn generate(&self, url: &str, table: &str, columns: &[barge_core::synthetic::Column], rows: u64) -> Result<()> {
-        let dialect = barge_core::synthetic::Dialect {
+        let dialect = barge_sql::synthetic::Dialect {
             types: [
                 "bigint PRIMARY KEY",
                 "bigint NOT NULL",
@@ -134,9 +144,5 @@ impl EngineFactory for MyEngine {
         let parsed = parse_url(scratch_url)?;
         let mut conn = conn::connect(&parsed)?;
         conn.exec(&format!("DROP DATABASE IF EXISTS {}", conn::quote(&parsed.database)), "dropping a scratch database")
-    }
-
-    fn open_target(&self, url: &str) -> Result<Arc<dyn barge_core::Target>> {
-        Ok(MyTarget::open(parse_url(url)?)?)
     }
 }

@@ -145,95 +145,6 @@ impl barge_core::Target for MyTarget {
         Ok(describe(&mut self.conn()?, name)?.into_iter().map(|(n, _)| n).collect())
     }
 
-    fn finish_table(&self, table: &str, source: &TableInfo) -> Result<()> {
-        let mut conn = self.conn()?;
-        let types = describe(&mut conn, table)?;
-        let column_type = |c: &str| types.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone()).unwrap_or_default();
-        // Indexes an interrupted run already built are kept (a resumed run finishes the table again).
-        let existing: Vec<String> = conn
-            .rows(
-                &format!(
-                    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS
-                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {}",
-                    literal(table)
-                ),
-                "listing indexes",
-            )?
-            .into_iter()
-            .filter_map(|r| r.into_iter().next().flatten().map(|n| String::from_utf8_lossy(&n).into_owned()))
-            .collect();
-        for index in source.indexes.iter().filter(|i| !existing.contains(&i.name)) {
-            // Unbounded TEXT/BLOB columns can only be indexed by a prefix.
-            let columns: Vec<String> = index
-                .columns
-                .iter()
-                .map(|c| {
-                    let t = column_type(c);
-                    if t.ends_with("text") || t.ends_with("blob") { format!("{}(255)", quote(c)) } else { quote(c) }
-                })
-                .collect();
-            conn.exec(
-                &format!(
-                    "CREATE {}INDEX {} ON {} ({})",
-                    if index.unique { "UNIQUE " } else { "" },
-                    quote(&index.name),
-                    quote(table),
-                    columns.join(", ")
-                ),
-                "creating an index",
-            )?;
-        }
-        for field in source.schema.fields() {
-            let t = column_type(field.name());
-            let integer = t.contains("int");
-            if field.metadata().contains_key(META_IDENTITY)
-                && integer
-                && source.key_columns().contains(&field.name().as_str())
-            {
-                // AUTO_INCREMENT continues after the largest value already in the column.
-                conn.exec(
-                    &format!("ALTER TABLE {} MODIFY {} {t} NOT NULL AUTO_INCREMENT", quote(table), quote(field.name())),
-                    "continuing an identity",
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
-        let mut conn = self.conn()?;
-        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
-        let mut deleted = 0;
-        for sql in barge_core::engine::delete_statements(&quote(table), &quoted, keys, |_, v| match v {
-            serde_json::Value::Null => "NULL".to_string(),
-            serde_json::Value::String(s) => literal(s),
-            serde_json::Value::Bool(b) => i32::from(*b).to_string(),
-            other => other.to_string(),
-        }) {
-            conn.exec(&sql, "deleting rows gone from the source")?;
-            deleted += conn.conn.affected_rows();
-        }
-        Ok(deleted)
-    }
-
-    fn add_foreign_keys(&self, table: &str, foreign_keys: &[ForeignKeyInfo]) -> Result<()> {
-        let mut conn = self.conn()?;
-        let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-        for fk in foreign_keys {
-            conn.exec(
-                &format!(
-                    "ALTER TABLE {} ADD FOREIGN KEY ({}) REFERENCES {} ({})",
-                    quote(table),
-                    list(&fk.columns),
-                    quote(&fk.ref_table),
-                    list(&fk.ref_columns)
-                ),
-                "adding a foreign key",
-            )?;
-        }
-        Ok(())
-    }
-
     fn encoder(&self, table: &str, fields: &[Field]) -> Result<Arc<dyn BatchEncoder>> {
         Ok(Arc::new(LoadDataEncoder { table: table.into(), names: fields.iter().map(|f| f.name().clone()).collect() }))
     }
@@ -312,6 +223,107 @@ impl barge_core::Target for MyTarget {
             infile_refused: self.infile_refused.clone(),
             in_transaction: false,
         }))
+    }
+
+    fn schema_objects(&self) -> Option<&dyn barge_core::SchemaObjects> {
+        Some(self)
+    }
+
+    fn key_deletes(&self) -> Option<&dyn barge_core::KeyDeletes> {
+        Some(self)
+    }
+}
+
+impl barge_core::KeyDeletes for MyTarget {
+    fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let mut deleted = 0;
+        for sql in barge_sql::delete_statements(&quote(table), &quoted, keys, |_, v| match v {
+            serde_json::Value::Null => "NULL".to_string(),
+            serde_json::Value::String(s) => literal(s),
+            serde_json::Value::Bool(b) => i32::from(*b).to_string(),
+            other => other.to_string(),
+        }) {
+            conn.exec(&sql, "deleting rows gone from the source")?;
+            deleted += conn.conn.affected_rows();
+        }
+        Ok(deleted)
+    }
+}
+
+impl barge_core::SchemaObjects for MyTarget {
+    fn finish_table(&self, table: &str, source: &TableInfo) -> Result<()> {
+        let mut conn = self.conn()?;
+        let types = describe(&mut conn, table)?;
+        let column_type = |c: &str| types.iter().find(|(n, _)| n == c).map(|(_, t)| t.clone()).unwrap_or_default();
+        // Indexes an interrupted run already built are kept (a resumed run finishes the table again).
+        let existing: Vec<String> = conn
+            .rows(
+                &format!(
+                    "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {}",
+                    literal(table)
+                ),
+                "listing indexes",
+            )?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten().map(|n| String::from_utf8_lossy(&n).into_owned()))
+            .collect();
+        for index in source.indexes.iter().filter(|i| !existing.contains(&i.name)) {
+            // Unbounded TEXT/BLOB columns can only be indexed by a prefix.
+            let columns: Vec<String> = index
+                .columns
+                .iter()
+                .map(|c| {
+                    let t = column_type(c);
+                    if t.ends_with("text") || t.ends_with("blob") { format!("{}(255)", quote(c)) } else { quote(c) }
+                })
+                .collect();
+            conn.exec(
+                &format!(
+                    "CREATE {}INDEX {} ON {} ({})",
+                    if index.unique { "UNIQUE " } else { "" },
+                    quote(&index.name),
+                    quote(table),
+                    columns.join(", ")
+                ),
+                "creating an index",
+            )?;
+        }
+        for field in source.schema.fields() {
+            let t = column_type(field.name());
+            let integer = t.contains("int");
+            if field.metadata().contains_key(META_IDENTITY)
+                && integer
+                && source.key_columns().contains(&field.name().as_str())
+            {
+                // AUTO_INCREMENT continues after the largest value already in the column.
+                conn.exec(
+                    &format!("ALTER TABLE {} MODIFY {} {t} NOT NULL AUTO_INCREMENT", quote(table), quote(field.name())),
+                    "continuing an identity",
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_foreign_keys(&self, table: &str, foreign_keys: &[ForeignKeyInfo]) -> Result<()> {
+        let mut conn = self.conn()?;
+        let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        for fk in foreign_keys {
+            conn.exec(
+                &format!(
+                    "ALTER TABLE {} ADD FOREIGN KEY ({}) REFERENCES {} ({})",
+                    quote(table),
+                    list(&fk.columns),
+                    quote(&fk.ref_table),
+                    list(&fk.ref_columns)
+                ),
+                "adding a foreign key",
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -488,6 +500,20 @@ impl TableWriter for MyWriter {
         loaded
     }
 
+    fn commit(&mut self) -> Result<()> {
+        if self.in_transaction {
+            self.conn.exec("COMMIT", "committing")?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+
+    fn range_clearer(&mut self) -> Option<&mut dyn barge_core::RangeClearer> {
+        Some(self)
+    }
+}
+
+impl barge_core::RangeClearer for MyWriter {
     fn clear_range(&mut self, columns: &[String], range: &barge_core::KeyRange) -> Result<u64> {
         let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         let predicate = barge_core::model::range_predicate(&quoted, range, "1", |_, v| crate::source::bound(v));
@@ -497,13 +523,5 @@ impl TableWriter for MyWriter {
         }
         self.conn.exec(&format!("DELETE FROM {} WHERE {predicate}", quote(&self.table)), "clearing a range")?;
         Ok(self.conn.conn.affected_rows())
-    }
-
-    fn commit(&mut self) -> Result<()> {
-        if self.in_transaction {
-            self.conn.exec("COMMIT", "committing")?;
-            self.in_transaction = false;
-        }
-        Ok(())
     }
 }

@@ -8,11 +8,13 @@
 //!                                 and a transform compiled against each source table)
 //! ```
 //!
+//! [`preview`] is the preflight of a pipeline as `barge plan` prints it and `barge run` starts it.
 //! [`transform`] evaluates a table's renames, drops, casts and computed columns over Arrow record
 //! batches; the runtime applies it on its CPU pool before hashing, so verification compares the
 //! target with the source as transformed.
 
 pub mod expr;
+pub mod preview;
 pub mod spec;
 pub mod transform;
 

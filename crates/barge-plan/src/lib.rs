@@ -7,11 +7,13 @@
 //!               ──plan_targets──▶ Plan (target action, column mapping)  target opened, nothing written
 //! ```
 //!
-//! [`partition`] splits a table's key space into ranges; the runtime (barge-exec) executes the plan,
+//! [`preflight`] is that sequence as `copy`, `plan` and `run` all run it, from two URLs and the
+//! engine registry. [`partition`] splits a table's key space into ranges; the runtime (barge-exec) executes the plan,
 //! and verification (barge-verify) reuses the same ranges.
 
 pub mod partition;
 mod plan;
+pub mod preflight;
 pub mod risk;
 
 pub use barge_core::Risk;
@@ -19,4 +21,5 @@ pub use plan::{
     ColumnPlan, CompileTransform, CopyRequest, IfExists, Incremental, Plan, SAMPLE_RANGES, SourcePlan, SourceTablePlan,
     TableAction, TablePlan, TableRequest, plan_sources, plan_targets, sample_ranges,
 };
+pub use preflight::{Preflight, preflight};
 pub use risk::{Assessment, ColumnRisk, assess};

@@ -19,8 +19,8 @@ mod conn;
 pub mod decode;
 /// Arrow → binary COPY (public for the micro-benchmarks in `benches/`).
 pub mod encode;
+pub mod ledger;
 mod source;
-pub mod state;
 mod target;
 pub mod types;
 pub mod wire;
@@ -73,8 +73,28 @@ impl EngineFactory for PgEngine {
         Ok(PgSource::open(parse_url(url)?)?)
     }
 
+    fn open_target(&self, url: &str) -> Result<Arc<dyn barge_core::Target>> {
+        Ok(PgTarget::open(parse_url(url)?)?)
+    }
+
+    fn scratch(&self) -> Option<&dyn barge_core::ScratchSpace> {
+        Some(self)
+    }
+
+    fn ledger_stores(&self) -> Option<&dyn barge_core::LedgerStores> {
+        Some(self)
+    }
+}
+
+impl barge_core::LedgerStores for PgEngine {
+    fn open_ledger(&self, location: &str) -> Result<Arc<dyn barge_core::ledger::LedgerStore>> {
+        Ok(Arc::new(ledger::PgLedger::open(location)?))
+    }
+}
+
+impl barge_core::ScratchSpace for PgEngine {
     fn generate(&self, url: &str, table: &str, columns: &[barge_core::synthetic::Column], rows: u64) -> Result<()> {
-        let dialect = barge_core::synthetic::Dialect {
+        let dialect = barge_sql::synthetic::Dialect {
             types: [
                 "bigint PRIMARY KEY",
                 "bigint NOT NULL",
@@ -117,9 +137,5 @@ impl EngineFactory for PgEngine {
         let client = conn::connect(&parsed)?;
         let ddl = format!("DROP SCHEMA IF EXISTS {} CASCADE", conn::quote(&parsed.schema));
         conn::runtime().block_on(client.batch_execute(&ddl)).map_err(conn::pg_err("dropping a scratch schema"))
-    }
-
-    fn open_target(&self, url: &str) -> Result<Arc<dyn barge_core::Target>> {
-        Ok(PgTarget::open(parse_url(url)?)?)
     }
 }

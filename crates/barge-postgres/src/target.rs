@@ -158,6 +158,147 @@ impl barge_core::Target for PgTarget {
         Ok(self.describe(name)?.into_iter().map(|(n, _, _)| n).collect())
     }
 
+    fn encoder(&self, table: &str, fields: &[Field]) -> Result<Arc<dyn BatchEncoder>> {
+        let described = self.describe(table)?;
+        let targets = fields
+            .iter()
+            .map(|f| {
+                let (_, sql_type, element_oid) = described
+                    .iter()
+                    .find(|(n, _, _)| n == f.name())
+                    .ok_or_else(|| Error::UnknownColumn { table: table.into(), column: f.name().clone() })?;
+                let column = resolve(sql_type).ok_or_else(|| Error::UnsupportedType {
+                    table: table.into(),
+                    column: f.name().clone(),
+                    type_name: sql_type.clone(),
+                    reason: Some("barge cannot write this target column type".into()),
+                })?;
+                // Text-staged arrays travel as text[] into the staging table.
+                let element_oid = if column.codec == Codec::AsText { TEXT_OID } else { *element_oid };
+                let target = TargetType { column, element_oid };
+                // An existing column that cannot take this Arrow type fails here, before any row.
+                if value_writer(arrow_array::new_empty_array(f.data_type()).as_ref(), &target).is_none() {
+                    return Err(Error::UnsupportedType {
+                        table: table.into(),
+                        column: f.name().clone(),
+                        type_name: f.data_type().to_string(),
+                        reason: Some(format!("the target column is {sql_type}")),
+                    });
+                }
+                Ok(target)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let native = fields
+            .iter()
+            .all(|f| takes_unchanged(f, described.iter().find(|(n, _, _)| n == f.name()).map(|(_, t, _)| t.as_str())));
+        Ok(Arc::new(PgEncoder {
+            table: table.into(),
+            names: fields.iter().map(|f| f.name().clone()).collect(),
+            targets,
+            native,
+        }))
+    }
+
+    fn writer(&self, table: &str, fields: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>> {
+        let described = self.describe(table)?;
+        let conn = connect_local(&self.url)?;
+        conn.rt
+            .block_on(conn.client.batch_execute(LOADING_SESSION))
+            .map_err(pg_err("configuring a loading session"))?;
+        let names: Vec<String> = fields.iter().map(|f| quote(f.name())).collect();
+        let target_sql = |name: &str| described.iter().find(|(n, _, _)| n == name).map(|(_, t, _)| t.clone());
+        // Columns without a binary codec (inet, tsvector, …) arrive as text in a staging table and
+        // are cast by the server on the way in.
+        let needs_staging = options.conflict != Conflict::Error
+            || fields
+                .iter()
+                .any(|f| target_sql(f.name()).and_then(|t| resolve(&t)).is_some_and(|t| t.codec == Codec::AsText));
+        let names_plain: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+        let on_conflict = barge_sql::on_conflict_clause(options, &names_plain, quote)?;
+        let staging = needs_staging.then(|| {
+            let stage = quote(&format!("barge_stage_{table}"));
+            let as_text: Vec<String> = fields
+                .iter()
+                .map(|f| {
+                    let sql_type = target_sql(f.name()).unwrap_or_default();
+                    match resolve(&sql_type) {
+                        Some(t) if t.codec == Codec::AsText && t.array => format!("{}::text[] AS {0}", quote(f.name())),
+                        Some(t) if t.codec == Codec::AsText => format!("{}::text AS {0}", quote(f.name())),
+                        _ => quote(f.name()),
+                    }
+                })
+                .collect();
+            let cast_back: Vec<String> = fields
+                .iter()
+                .map(|f| match target_sql(f.name()) {
+                    Some(t) if resolve(&t).is_some_and(|r| r.codec == Codec::AsText) => {
+                        format!("{}::{t}", quote(f.name()))
+                    }
+                    _ => quote(f.name()),
+                })
+                .collect();
+            Staging {
+                create: format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {} FROM {} WITH NO DATA",
+                    as_text.join(", "),
+                    self.qualified(table)
+                ),
+                copy: format!("COPY {stage} ({}) FROM STDIN (FORMAT binary)", names.join(", ")),
+                apply: format!(
+                    "INSERT INTO {} ({}) SELECT {} FROM {stage}{on_conflict}; TRUNCATE {stage}",
+                    self.qualified(table),
+                    names.join(", "),
+                    cast_back.join(", ")
+                ),
+            }
+        });
+        let copy = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.qualified(table), names.join(", "));
+        Ok(Box::new(PgWriter {
+            conn,
+            table: table.into(),
+            qualified: self.qualified(table),
+            types: described.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect(),
+            copy,
+            staging,
+            isolate: options.isolate_rows,
+            in_transaction: false,
+        }))
+    }
+
+    fn schema_objects(&self) -> Option<&dyn barge_core::SchemaObjects> {
+        Some(self)
+    }
+
+    fn key_deletes(&self) -> Option<&dyn barge_core::KeyDeletes> {
+        Some(self)
+    }
+}
+
+impl barge_core::KeyDeletes for PgTarget {
+    fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+        let described = self.describe(table)?;
+        let type_of =
+            |c: &str| described.iter().find(|(n, _, _)| n == c).map_or("text".to_string(), |(_, t, _)| t.clone());
+        let types: Vec<String> = columns.iter().map(|c| type_of(c)).collect();
+        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let statements = barge_sql::delete_statements(&self.qualified(table), &quoted, keys, |i, v| match v {
+            serde_json::Value::Null => "NULL".to_string(),
+            serde_json::Value::String(s) => format!("{}::{}", literal(s), types[i]),
+            other => format!("{}::{}", literal(&other.to_string()), types[i]),
+        });
+        let mut deleted = 0;
+        for sql in statements {
+            deleted += self.admin(|client| {
+                runtime()
+                    .block_on(client.execute(sql.as_str(), &[]))
+                    .map_err(pg_err("deleting rows gone from the source"))
+            })?;
+        }
+        Ok(deleted)
+    }
+}
+
+impl barge_core::SchemaObjects for PgTarget {
     fn finish_table(&self, table: &str, source: &barge_core::TableInfo) -> Result<()> {
         let qualified = self.qualified(table);
         let key = source.key_columns();
@@ -220,7 +361,7 @@ impl barge_core::Target for PgTarget {
             .chain(attach_key)
             .collect();
         for field in source.schema.fields() {
-            let column = self.column_for(table, field)?;
+            let column = barge_core::Target::column_for(self, table, field)?;
             if is_identity(field, &column) {
                 let name = quote(field.name());
                 ddl.push(format!(
@@ -244,28 +385,6 @@ impl barge_core::Target for PgTarget {
         true
     }
 
-    fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
-        let described = self.describe(table)?;
-        let type_of =
-            |c: &str| described.iter().find(|(n, _, _)| n == c).map_or("text".to_string(), |(_, t, _)| t.clone());
-        let types: Vec<String> = columns.iter().map(|c| type_of(c)).collect();
-        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
-        let statements = barge_core::engine::delete_statements(&self.qualified(table), &quoted, keys, |i, v| match v {
-            serde_json::Value::Null => "NULL".to_string(),
-            serde_json::Value::String(s) => format!("{}::{}", literal(s), types[i]),
-            other => format!("{}::{}", literal(&other.to_string()), types[i]),
-        });
-        let mut deleted = 0;
-        for sql in statements {
-            deleted += self.admin(|client| {
-                runtime()
-                    .block_on(client.execute(sql.as_str(), &[]))
-                    .map_err(pg_err("deleting rows gone from the source"))
-            })?;
-        }
-        Ok(deleted)
-    }
-
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[barge_core::ForeignKeyInfo]) -> Result<()> {
         let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
         self.admin(|client| {
@@ -283,113 +402,6 @@ impl barge_core::Target for PgTarget {
             }
             Ok(())
         })
-    }
-
-    fn encoder(&self, table: &str, fields: &[Field]) -> Result<Arc<dyn BatchEncoder>> {
-        let described = self.describe(table)?;
-        let targets = fields
-            .iter()
-            .map(|f| {
-                let (_, sql_type, element_oid) = described
-                    .iter()
-                    .find(|(n, _, _)| n == f.name())
-                    .ok_or_else(|| Error::UnknownColumn { table: table.into(), column: f.name().clone() })?;
-                let column = resolve(sql_type).ok_or_else(|| Error::UnsupportedType {
-                    table: table.into(),
-                    column: f.name().clone(),
-                    type_name: sql_type.clone(),
-                    reason: Some("barge cannot write this target column type".into()),
-                })?;
-                // Text-staged arrays travel as text[] into the staging table.
-                let element_oid = if column.codec == Codec::AsText { TEXT_OID } else { *element_oid };
-                let target = TargetType { column, element_oid };
-                // An existing column that cannot take this Arrow type fails here, before any row.
-                if value_writer(arrow_array::new_empty_array(f.data_type()).as_ref(), &target).is_none() {
-                    return Err(Error::UnsupportedType {
-                        table: table.into(),
-                        column: f.name().clone(),
-                        type_name: f.data_type().to_string(),
-                        reason: Some(format!("the target column is {sql_type}")),
-                    });
-                }
-                Ok(target)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let native = fields
-            .iter()
-            .all(|f| takes_unchanged(f, described.iter().find(|(n, _, _)| n == f.name()).map(|(_, t, _)| t.as_str())));
-        Ok(Arc::new(PgEncoder {
-            table: table.into(),
-            names: fields.iter().map(|f| f.name().clone()).collect(),
-            targets,
-            native,
-        }))
-    }
-
-    fn writer(&self, table: &str, fields: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>> {
-        let described = self.describe(table)?;
-        let conn = connect_local(&self.url)?;
-        conn.rt
-            .block_on(conn.client.batch_execute(LOADING_SESSION))
-            .map_err(pg_err("configuring a loading session"))?;
-        let names: Vec<String> = fields.iter().map(|f| quote(f.name())).collect();
-        let target_sql = |name: &str| described.iter().find(|(n, _, _)| n == name).map(|(_, t, _)| t.clone());
-        // Columns without a binary codec (inet, tsvector, …) arrive as text in a staging table and
-        // are cast by the server on the way in.
-        let needs_staging = options.conflict != Conflict::Error
-            || fields
-                .iter()
-                .any(|f| target_sql(f.name()).and_then(|t| resolve(&t)).is_some_and(|t| t.codec == Codec::AsText));
-        let names_plain: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
-        let on_conflict = options.on_conflict_clause(&names_plain, quote)?;
-        let staging = needs_staging.then(|| {
-            let stage = quote(&format!("barge_stage_{table}"));
-            let as_text: Vec<String> = fields
-                .iter()
-                .map(|f| {
-                    let sql_type = target_sql(f.name()).unwrap_or_default();
-                    match resolve(&sql_type) {
-                        Some(t) if t.codec == Codec::AsText && t.array => format!("{}::text[] AS {0}", quote(f.name())),
-                        Some(t) if t.codec == Codec::AsText => format!("{}::text AS {0}", quote(f.name())),
-                        _ => quote(f.name()),
-                    }
-                })
-                .collect();
-            let cast_back: Vec<String> = fields
-                .iter()
-                .map(|f| match target_sql(f.name()) {
-                    Some(t) if resolve(&t).is_some_and(|r| r.codec == Codec::AsText) => {
-                        format!("{}::{t}", quote(f.name()))
-                    }
-                    _ => quote(f.name()),
-                })
-                .collect();
-            Staging {
-                create: format!(
-                    "CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {} FROM {} WITH NO DATA",
-                    as_text.join(", "),
-                    self.qualified(table)
-                ),
-                copy: format!("COPY {stage} ({}) FROM STDIN (FORMAT binary)", names.join(", ")),
-                apply: format!(
-                    "INSERT INTO {} ({}) SELECT {} FROM {stage}{on_conflict}; TRUNCATE {stage}",
-                    self.qualified(table),
-                    names.join(", "),
-                    cast_back.join(", ")
-                ),
-            }
-        });
-        let copy = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.qualified(table), names.join(", "));
-        Ok(Box::new(PgWriter {
-            conn,
-            table: table.into(),
-            qualified: self.qualified(table),
-            types: described.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect(),
-            copy,
-            staging,
-            isolate: options.isolate_rows,
-            in_transaction: false,
-        }))
     }
 }
 
@@ -558,6 +570,24 @@ impl TableWriter for PgWriter {
         Ok(copied)
     }
 
+    fn commit(&mut self) -> Result<()> {
+        if self.in_transaction {
+            let table = &self.table;
+            self.conn
+                .rt
+                .block_on(self.conn.client.batch_execute("COMMIT"))
+                .map_err(|e| crate::conn::error_of(format!("committing `{table}`"), &e))?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+
+    fn range_clearer(&mut self) -> Option<&mut dyn barge_core::RangeClearer> {
+        Some(self)
+    }
+}
+
+impl barge_core::RangeClearer for PgWriter {
     fn clear_range(&mut self, columns: &[String], range: &barge_core::KeyRange) -> Result<u64> {
         let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         let predicate = barge_core::model::range_predicate(&quoted, range, "true", |i, value| {
@@ -574,18 +604,6 @@ impl TableWriter for PgWriter {
         });
         self.in_transaction = true;
         deleted.map_err(|e| crate::conn::error_of(format!("clearing a range of `{table}`"), &e))
-    }
-
-    fn commit(&mut self) -> Result<()> {
-        if self.in_transaction {
-            let table = &self.table;
-            self.conn
-                .rt
-                .block_on(self.conn.client.batch_execute("COMMIT"))
-                .map_err(|e| crate::conn::error_of(format!("committing `{table}`"), &e))?;
-            self.in_transaction = false;
-        }
-        Ok(())
     }
 }
 

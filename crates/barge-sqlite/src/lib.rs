@@ -11,9 +11,9 @@
 //! Tables without a primary key are ranged over by `rowid`.
 
 pub mod demo;
+pub mod ledger;
 mod source;
 mod sql;
-pub mod state;
 mod target;
 pub mod types;
 
@@ -89,6 +89,28 @@ impl EngineFactory for SqliteEngine {
         Ok(SqliteSource::open(path, display)?)
     }
 
+    fn open_target(&self, url: &str) -> Result<Arc<dyn barge_core::Target>> {
+        let path = parse_url(url)?;
+        let display = display(&path);
+        Ok(SqliteTarget::open(path, display)?)
+    }
+
+    fn scratch(&self) -> Option<&dyn barge_core::ScratchSpace> {
+        Some(self)
+    }
+
+    fn ledger_stores(&self) -> Option<&dyn barge_core::LedgerStores> {
+        Some(self)
+    }
+}
+
+impl barge_core::LedgerStores for SqliteEngine {
+    fn open_ledger(&self, location: &str) -> Result<Arc<dyn barge_core::ledger::LedgerStore>> {
+        Ok(Arc::new(ledger::SqliteLedger::open(&parse_url(location)?)?))
+    }
+}
+
+impl barge_core::ScratchSpace for SqliteEngine {
     fn create_scratch(&self, url: &str, tag: &str) -> Result<String> {
         let path = parse_url(url)?;
         let scratch = path.with_file_name(format!("barge_scratch_{tag}.db"));
@@ -111,7 +133,7 @@ impl EngineFactory for SqliteEngine {
     }
 
     fn generate(&self, url: &str, table: &str, columns: &[Column], rows: u64) -> Result<()> {
-        let dialect = barge_core::synthetic::Dialect {
+        let dialect = barge_sql::synthetic::Dialect {
             types: [
                 "INTEGER PRIMARY KEY",
                 "INTEGER NOT NULL",
@@ -137,12 +159,6 @@ impl EngineFactory for SqliteEngine {
             dialect.values(columns).join(", ")
         ))
         .map_err(sqlite_err("generating a table"))
-    }
-
-    fn open_target(&self, url: &str) -> Result<Arc<dyn barge_core::Target>> {
-        let path = parse_url(url)?;
-        let display = display(&path);
-        Ok(SqliteTarget::open(path, display)?)
     }
 }
 

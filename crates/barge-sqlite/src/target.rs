@@ -142,29 +142,42 @@ impl barge_core::Target for SqliteTarget {
         1
     }
 
-    fn finish_table(&self, table: &str, source: &barge_core::TableInfo) -> Result<()> {
-        // Identity needs nothing here: an INTEGER PRIMARY KEY generates after the largest rowid.
-        self.admin(|conn| {
-            for index in &source.indexes {
-                let ddl = format!(
-                    "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
-                    if index.unique { "UNIQUE " } else { "" },
-                    quote(&format!("{table}_{}", index.name)),
-                    quote(table),
-                    index.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
-                );
-                conn.execute_batch(&ddl).map_err(|e| Error::engine(format!("creating index on `{table}`"), e))?;
-            }
-            Ok(())
-        })
+    fn writer(&self, table: &str, columns: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>> {
+        let conn = connect(&self.path, &self.display)?;
+        // A crash mid-load loses at most the open transaction; fsync at every commit is what
+        // SQLite's default (FULL) pays for power-loss durability, which NORMAL keeps in WAL mode.
+        conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(sqlite_err("configuring the writer"))?;
+        let rows_per_insert = ROWS_PER_INSERT.min(MAX_PARAMETERS / columns.len().max(1)).max(1);
+        let names: Vec<String> = columns.iter().map(|f| f.name().clone()).collect();
+        let on_conflict = barge_sql::on_conflict_clause(options, &names, quote)?;
+        Ok(Box::new(SqliteWriter {
+            conn,
+            table: table.to_string(),
+            full_insert: insert_sql(table, &names, rows_per_insert, &on_conflict),
+            columns: names,
+            rows_per_insert,
+            on_conflict,
+            isolate: options.isolate_rows,
+            in_transaction: false,
+        }))
     }
 
+    fn schema_objects(&self) -> Option<&dyn barge_core::SchemaObjects> {
+        Some(self)
+    }
+
+    fn key_deletes(&self) -> Option<&dyn barge_core::KeyDeletes> {
+        Some(self)
+    }
+}
+
+impl barge_core::KeyDeletes for SqliteTarget {
     fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
         let lhs = format!("({})", columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "));
         let one = format!("({})", vec!["?"; columns.len()].join(", "));
         self.admin(|conn| {
             let mut deleted = 0;
-            for chunk in keys.chunks(barge_core::engine::DELETE_CHUNK) {
+            for chunk in keys.chunks(barge_sql::DELETE_CHUNK) {
                 let sql = format!(
                     "DELETE FROM {} WHERE {lhs} IN ({})",
                     quote(table),
@@ -172,7 +185,7 @@ impl barge_core::Target for SqliteTarget {
                 );
                 let values: Vec<rusqlite::types::Value> = chunk
                     .iter()
-                    .flat_map(|key| barge_core::engine::key_values(key))
+                    .flat_map(|key| barge_sql::key_values(key))
                     .map(|v| match v {
                         serde_json::Value::Null => rusqlite::types::Value::Null,
                         serde_json::Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
@@ -191,6 +204,25 @@ impl barge_core::Target for SqliteTarget {
             Ok(deleted)
         })
     }
+}
+
+impl barge_core::SchemaObjects for SqliteTarget {
+    fn finish_table(&self, table: &str, source: &barge_core::TableInfo) -> Result<()> {
+        // Identity needs nothing here: an INTEGER PRIMARY KEY generates after the largest rowid.
+        self.admin(|conn| {
+            for index in &source.indexes {
+                let ddl = format!(
+                    "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
+                    if index.unique { "UNIQUE " } else { "" },
+                    quote(&format!("{table}_{}", index.name)),
+                    quote(table),
+                    index.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+                );
+                conn.execute_batch(&ddl).map_err(|e| Error::engine(format!("creating index on `{table}`"), e))?;
+            }
+            Ok(())
+        })
+    }
 
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[barge_core::ForeignKeyInfo]) -> Result<()> {
         if !foreign_keys.is_empty() {
@@ -201,26 +233,6 @@ impl barge_core::Target for SqliteTarget {
             );
         }
         Ok(())
-    }
-
-    fn writer(&self, table: &str, columns: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>> {
-        let conn = connect(&self.path, &self.display)?;
-        // A crash mid-load loses at most the open transaction; fsync at every commit is what
-        // SQLite's default (FULL) pays for power-loss durability, which NORMAL keeps in WAL mode.
-        conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(sqlite_err("configuring the writer"))?;
-        let rows_per_insert = ROWS_PER_INSERT.min(MAX_PARAMETERS / columns.len().max(1)).max(1);
-        let names: Vec<String> = columns.iter().map(|f| f.name().clone()).collect();
-        let on_conflict = options.on_conflict_clause(&names, quote)?;
-        Ok(Box::new(SqliteWriter {
-            conn,
-            table: table.to_string(),
-            full_insert: insert_sql(table, &names, rows_per_insert, &on_conflict),
-            columns: names,
-            rows_per_insert,
-            on_conflict,
-            isolate: options.isolate_rows,
-            in_transaction: false,
-        }))
     }
 }
 
@@ -282,6 +294,21 @@ impl TableWriter for SqliteWriter {
         })
     }
 
+    fn commit(&mut self) -> Result<()> {
+        if self.in_transaction {
+            let table = &self.table;
+            self.conn.execute_batch("COMMIT").map_err(|e| Error::engine(format!("committing `{table}`"), e))?;
+            self.in_transaction = false;
+        }
+        Ok(())
+    }
+
+    fn range_clearer(&mut self) -> Option<&mut dyn barge_core::RangeClearer> {
+        Some(self)
+    }
+}
+
+impl barge_core::RangeClearer for SqliteWriter {
     fn clear_range(&mut self, columns: &[String], range: &barge_core::KeyRange) -> Result<u64> {
         let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         let (predicate, params) = crate::sql::range_predicate(&quoted, range);
@@ -293,15 +320,6 @@ impl TableWriter for SqliteWriter {
         let mut stmt = self.conn.prepare_cached(&sql).map_err(sqlite_err("clearing a range"))?;
         crate::sql::bind(&mut stmt, &params)?;
         stmt.raw_execute().map(|n| n as u64).map_err(sqlite_err("clearing a range"))
-    }
-
-    fn commit(&mut self) -> Result<()> {
-        if self.in_transaction {
-            let table = &self.table;
-            self.conn.execute_batch("COMMIT").map_err(|e| Error::engine(format!("committing `{table}`"), e))?;
-            self.in_transaction = false;
-        }
-        Ok(())
     }
 }
 

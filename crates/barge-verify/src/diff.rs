@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use barge_core::{KeyRange, Result, Source, TableInfo};
 use barge_plan::partition::plan_ranges;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::digest::Digest;
@@ -29,7 +29,7 @@ pub enum RowSet {
 }
 
 /// Which keys differ between source and target.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeyDiff {
     /// In the source, not in the target.
     pub missing: Vec<Value>,

@@ -1,17 +1,16 @@
-//! `barge plan` and `barge run`: one preflight, shared. `plan` prints it and writes nothing; `run`
-//! executes it when nothing in it is an unaccepted risk.
+//! What `barge plan` shows of a pipeline, and what `barge run` starts from: the shared preflight
+//! ([`barge_plan::preflight`]) plus, per table, the partitions, the DDL, each column's source →
+//! target type with its fidelity, and the risks found in a sample of the data. Writes nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use barge_core::types::Fidelity;
-use barge_core::{EngineFactory, Error, Key, META_NATIVE_TYPE, RejectLog, Source, Target};
-use barge_exec::ExecOptions;
-use barge_pipeline::Pipeline;
-use barge_plan::{ColumnRisk, Plan, TableAction, assess, plan_sources, plan_targets};
+use barge_core::{Error, Key, META_NATIVE_TYPE, Registry, Source, Target};
+use barge_plan::{ColumnRisk, Preflight, TableAction, assess};
 use serde::Serialize;
 
-use crate::engines;
+use crate::Pipeline;
 
 /// Rows sampled per table for the lossiness report.
 pub const SAMPLE_ROWS: usize = 100_000;
@@ -68,30 +67,23 @@ pub struct ColumnPreview {
     pub fidelity: String,
 }
 
-/// A validated pipeline, ready to run.
+/// A validated pipeline, ready to run: the shared preflight and what `plan` shows of it.
 pub struct Prepared {
-    pub source: Arc<dyn Source>,
-    pub target: Arc<dyn Target>,
-    pub target_engine: &'static dyn EngineFactory,
-    pub plan: Plan,
+    pub preflight: Preflight,
     pub report: PlanReport,
 }
 
-/// Plans `pipeline` and assesses every table's data against its target. Writes nothing.
+/// Plans `pipeline` (the shared [`barge_plan::preflight`]) and assesses every table's data against
+/// its target. Writes nothing.
 pub fn prepare(
+    registry: &Registry,
     pipeline: &Pipeline,
     workers: usize,
     watermarks: &HashMap<String, barge_core::Scalar>,
     detect_deletes: bool,
 ) -> Result<Prepared, Error> {
     let (from, to) = (pipeline.source.as_str(), pipeline.target.as_str());
-    let source_engine = engines::for_url(from)?;
-    let target_engine = engines::for_url(to)?;
-    source_engine.check_url(from)?;
-    target_engine.check_url(to)?;
-    if source_engine.name() == target_engine.name() && source_engine.same_database(from, to) {
-        return Err(Error::Config("source and target are the same database".into()));
-    }
+    barge_plan::preflight::engines(registry, from, to)?;
     if let Some(zone) = &pipeline.source_timezone
         && !zone.eq_ignore_ascii_case("UTC")
     {
@@ -99,22 +91,20 @@ pub fn prepare(
             "source_timezone = \"{zone}\": barge reads naive timestamps as UTC; only \"UTC\" can be declared"
         )));
     }
-    let source = source_engine.open_source(from)?;
-    let request = pipeline.request(workers, target_engine.name(), watermarks, detect_deletes)?;
-    let source_plan = plan_sources(source.as_ref(), &request)?;
-    let target = target_engine.open_target(to)?;
-    let plan = plan_targets(target.as_ref(), source_plan, pipeline.if_exists)?;
+    let request =
+        |target: &dyn barge_core::EngineFactory| pipeline.request(workers, target.name(), watermarks, detect_deletes);
+    let preflight = barge_plan::preflight(registry, from, to, request, pipeline.if_exists)?;
     // The sample reads through a source of its own, so its read notices do not count in the run's.
-    let sampler = source_engine.open_source(from)?;
+    let sampler = preflight.source_engine.open_source(from)?;
     let mut existing_reader: Option<Arc<dyn Source>> = None;
-    let mut tables = Vec::with_capacity(plan.tables.len());
-    for table in &plan.tables {
+    let mut tables = Vec::with_capacity(preflight.plan.tables.len());
+    for table in &preflight.plan.tables {
         let existing = if table.action == TableAction::Create {
             None
         } else {
             let reader = match &existing_reader {
                 Some(reader) => reader.clone(),
-                None => existing_reader.insert(target_engine.open_source(to)?).clone(),
+                None => existing_reader.insert(preflight.open_target_reader()?).clone(),
             };
             Some(reader.table(&table.target_table)?.schema)
         };
@@ -127,16 +117,16 @@ pub fn prepare(
             pipeline.source_timezone.is_some(),
             &accepted,
         )?;
-        tables.push(preview(pipeline, target.as_ref(), table, existing.as_deref(), assessment));
+        tables.push(preview(pipeline, preflight.target.as_ref(), table, existing.as_deref(), assessment));
     }
     let report = PlanReport {
         pipeline: pipeline.path.display().to_string(),
-        source: source.display_name(),
-        target: target.display_name(),
+        source: preflight.source.display_name(),
+        target: preflight.target.display_name(),
         ok: tables.iter().all(|t| t.risks.iter().all(|r| r.accepted)),
         tables,
     };
-    Ok(Prepared { source, target, target_engine, plan, report })
+    Ok(Prepared { preflight, report })
 }
 
 fn preview(
@@ -229,99 +219,4 @@ pub fn risks_error(report: &PlanReport) -> Error {
         risks.len(),
         risks.join("\n")
     ))
-}
-
-/// Runs a prepared pipeline.
-pub fn execute(
-    pipeline: &Pipeline,
-    prepared: &Prepared,
-    workers: usize,
-    batch_rows: usize,
-    state: Option<barge_exec::RunState>,
-    progress: &dyn barge_exec::Progress,
-) -> Result<barge_exec::CopyReport, Error> {
-    let to = pipeline.target.clone();
-    let engine = prepared.target_engine;
-    let open_reader = move || engine.open_source(&to);
-    let options = ExecOptions {
-        rejects: Some(Arc::new(RejectLog::new(&pipeline.rejects_dir))),
-        run_budget: pipeline.error_budget,
-        retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
-        state,
-        ..ExecOptions::new(workers, batch_rows, pipeline.verify)
-    };
-    barge_exec::copy(
-        prepared.source.as_ref(),
-        prepared.target.as_ref(),
-        &open_reader,
-        &prepared.plan,
-        &options,
-        progress,
-    )
-}
-
-/// The human form of a plan.
-pub fn render(report: &PlanReport) -> String {
-    let mut out = format!("plan of {}\n  from {}\n  to   {}\n", report.pipeline, report.source, report.target);
-    for t in &report.tables {
-        out.push_str(&format!(
-            "\ntable {} → {} ({:?}, ~{} rows, key {}, conflict {:?}, error budget {})\n",
-            t.source_table,
-            t.target_table,
-            t.action,
-            t.estimated_rows,
-            if t.key.is_empty() { "none".to_string() } else { t.key.join(", ") },
-            t.conflict,
-            t.error_budget
-        ));
-        if let Some(filter) = &t.filter {
-            out.push_str(&format!("  where {filter}\n"));
-        }
-        if let Some(inc) = &t.incremental {
-            let mark = |m: &Option<barge_core::Scalar>| m.as_ref().map_or("-".to_string(), ToString::to_string);
-            out.push_str(&format!(
-                "  incremental on {}: rows from {} (last mark less lookback), recording {}{}\n",
-                inc.column,
-                inc.since.as_ref().map_or("the start".to_string(), ToString::to_string),
-                mark(&inc.until),
-                if inc.detect_deletes { ", deletes detected" } else { "" }
-            ));
-        }
-        out.push_str(&format!("  {} partition(s):\n", t.partitions.len()));
-        for p in &t.partitions {
-            let bound = |b: &Option<Key>| b.as_ref().map_or("∞".to_string(), |k| barge_core::model::display_key(k));
-            out.push_str(&format!(
-                "    #{:<3} [{}, {})  ~{} rows\n",
-                p.id,
-                p.lo.as_ref().map_or("-∞".to_string(), |k| barge_core::model::display_key(k)),
-                bound(&p.hi),
-                p.estimated_rows
-            ));
-        }
-        if let Some(ddl) = &t.ddl {
-            out.push_str("  DDL:\n");
-            for line in ddl.lines() {
-                out.push_str(&format!("    {line}\n"));
-            }
-        }
-        out.push_str("  columns:\n");
-        for c in &t.columns {
-            let expr = c.expr.as_ref().map(|e| format!("  = {e}")).unwrap_or_default();
-            out.push_str(&format!(
-                "    {:<20} {:<28} → {:<28} {}{expr}\n",
-                c.name, c.source_type, c.target_type, c.fidelity
-            ));
-        }
-        out.push_str(&format!("  data sample: {} rows\n", t.sampled_rows));
-        for r in &t.risks {
-            let verdict = if r.accepted { "accepted" } else { "RISK" };
-            out.push_str(&format!("    {verdict}: {}: {} — {}\n", r.column, r.risk.name(), r.detail));
-        }
-    }
-    out.push_str(if report.ok {
-        "\nplan ok: `barge run` would start"
-    } else {
-        "\nplan has unaccepted risks: `barge run` would refuse to start"
-    });
-    out
 }

@@ -1,25 +1,25 @@
-//! A state store in a PostgreSQL schema (`--state postgres://…`, schema `barge_state` unless the
+//! A ledger store in a PostgreSQL schema (`--state postgres://…`, schema `barge_state` unless the
 //! URL names one with `?schema=`), so that a run's ledger outlives the machine that ran it and
 //! several processes can share it. Each call is one transaction.
 
 use std::sync::Mutex;
 
-use barge_core::state::{RangeDone, RunLedger, StateStore, TableLedger};
+use barge_core::ledger::{LedgerStore, RangeDone, RunRecord, TableLedger};
 use barge_core::{Error, KeyRange, Result, Scalar};
 use tokio_postgres::Client;
 
 use crate::conn::{connect, parse_url, pg_err, quote, runtime};
 
-/// A state store in a PostgreSQL schema.
-pub struct PgState {
+/// A ledger store in a PostgreSQL schema.
+pub struct PgLedger {
     display: String,
     schema: String,
     client: Mutex<Client>,
 }
 
-impl PgState {
+impl PgLedger {
     /// Connects and creates the schema and its tables if needed.
-    pub fn open(url: &str) -> Result<PgState> {
+    pub fn open(url: &str) -> Result<PgLedger> {
         let parsed = parse_url(url)?;
         let schema = if url.contains("schema=") { parsed.schema.clone() } else { "barge_state".to_string() };
         let client = connect(&parsed)?;
@@ -41,8 +41,8 @@ impl PgState {
                updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, source_table));"
         );
         // Two processes creating the schema at once can collide; the loser's tables exist then.
-        runtime().block_on(client.batch_execute(&ddl)).map_err(pg_err("creating the state schema"))?;
-        Ok(PgState { display: format!("{} (schema {schema})", parsed.display), schema, client: Mutex::new(client) })
+        runtime().block_on(client.batch_execute(&ddl)).map_err(pg_err("creating the ledger schema"))?;
+        Ok(PgLedger { display: format!("{} (schema {schema})", parsed.display), schema, client: Mutex::new(client) })
     }
 
     /// Runs `f` in one transaction.
@@ -51,7 +51,7 @@ impl PgState {
         what: &'static str,
         f: impl AsyncFnOnce(&tokio_postgres::Transaction<'_>, &str) -> std::result::Result<T, tokio_postgres::Error>,
     ) -> Result<T> {
-        let mut client = self.client.lock().expect("state lock");
+        let mut client = self.client.lock().expect("ledger lock");
         let schema = quote(&self.schema);
         runtime()
             .block_on(async {
@@ -65,16 +65,16 @@ impl PgState {
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("state values serialise")
+    serde_json::to_string(value).expect("ledger values serialise")
 }
 
-impl StateStore for PgState {
+impl LedgerStore for PgLedger {
     fn describe(&self) -> String {
         self.display.clone()
     }
 
     fn start(&self, name: &str, fingerprint: &str) -> Result<()> {
-        self.tx("starting a run in the state store", async |tx, s| {
+        self.tx("starting a run in the ledger", async |tx, s| {
             tx.execute(&format!("DELETE FROM {s}.ranges_done WHERE name = $1"), &[&name]).await?;
             tx.execute(&format!("DELETE FROM {s}.tables WHERE name = $1"), &[&name]).await?;
             tx.execute(&format!("DELETE FROM {s}.runs WHERE name = $1"), &[&name]).await?;
@@ -84,14 +84,14 @@ impl StateStore for PgState {
         })
     }
 
-    fn resume(&self, name: &str, fingerprint: &str) -> Result<RunLedger> {
-        let stored: Option<String> = self.tx("reading the state store", async |tx, s| {
+    fn resume(&self, name: &str, fingerprint: &str) -> Result<RunRecord> {
+        let stored: Option<String> = self.tx("reading the ledger", async |tx, s| {
             let row = tx.query_opt(&format!("SELECT fingerprint FROM {s}.runs WHERE name = $1"), &[&name]).await?;
             Ok(row.map(|r| r.get(0)))
         })?;
-        barge_core::state::check_resumable(&self.describe(), name, stored.as_deref(), fingerprint)?;
-        self.tx("reading the state store", async |tx, s| {
-            let mut ledger = RunLedger::default();
+        barge_core::ledger::check_resumable(&self.describe(), name, stored.as_deref(), fingerprint)?;
+        self.tx("reading the ledger", async |tx, s| {
+            let mut ledger = RunRecord::default();
             let sql = format!("SELECT source_table, action, ranges::text, finished FROM {s}.tables WHERE name = $1");
             for row in tx.query(&sql, &[&name]).await? {
                 let ranges: Vec<KeyRange> = serde_json::from_str(row.get::<_, &str>(2)).unwrap_or_default();
@@ -124,7 +124,7 @@ impl StateStore for PgState {
 
     fn plan_table(&self, name: &str, table: &str, action: &str, ranges: &[KeyRange]) -> Result<()> {
         let ranges = json(&ranges);
-        self.tx("recording a plan in the state store", async |tx, s| {
+        self.tx("recording a plan in the ledger", async |tx, s| {
             tx.execute(
                 &format!(
                     "INSERT INTO {s}.tables (name, source_table, action, ranges) VALUES ($1, $2, $3, $4::text::jsonb)
@@ -141,7 +141,7 @@ impl StateStore for PgState {
     }
 
     fn ranges_done(&self, name: &str, table: &str, done: &[RangeDone]) -> Result<()> {
-        self.tx("recording committed ranges in the state store", async |tx, s| {
+        self.tx("recording committed ranges in the ledger", async |tx, s| {
             let sql = format!(
                 "INSERT INTO {s}.ranges_done
                  (name, source_table, range_id, rows_read, rows_written, rows_rejected, digests)
@@ -160,7 +160,7 @@ impl StateStore for PgState {
     }
 
     fn table_finished(&self, name: &str, table: &str) -> Result<()> {
-        self.tx("recording a finished table in the state store", async |tx, s| {
+        self.tx("recording a finished table in the ledger", async |tx, s| {
             tx.execute(
                 &format!("UPDATE {s}.tables SET finished = true WHERE name = $1 AND source_table = $2"),
                 &[&name, &table],
@@ -171,7 +171,7 @@ impl StateStore for PgState {
     }
 
     fn finish(&self, name: &str) -> Result<()> {
-        self.tx("recording a finished run in the state store", async |tx, s| {
+        self.tx("recording a finished run in the ledger", async |tx, s| {
             tx.execute(&format!("UPDATE {s}.runs SET finished_at = now() WHERE name = $1"), &[&name]).await.map(drop)
         })
     }

@@ -1,7 +1,9 @@
-//! The ledger of a run, kept outside the process so that a run that dies can be resumed: each
-//! table's key ranges as planned, which ranges are committed in the target (with their row counts
-//! and digests), and the high-water marks of incremental tables. Stores implement
-//! [`StateStore`] (a SQLite file by default, a PostgreSQL schema to share a run between machines).
+//! The ledger of a run (`--state` on the command line), kept outside the process so that a run
+//! that dies can be resumed: each table's key ranges as planned, which ranges are committed in the
+//! target (with their row counts and digests), and the high-water marks of incremental tables.
+//! Stores implement [`LedgerStore`]; an engine offers them through
+//! [`crate::engine::LedgerStores`] (SQLite: a file, the default; PostgreSQL: a schema, to share a
+//! run between machines).
 
 use std::collections::BTreeMap;
 
@@ -36,7 +38,7 @@ pub struct TableLedger {
 
 /// What a run left behind.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct RunLedger {
+pub struct RunRecord {
     /// By source table name.
     pub tables: BTreeMap<String, TableLedger>,
 }
@@ -58,7 +60,7 @@ pub fn check_resumable(store: &str, name: &str, stored: Option<&str>, fingerprin
 
 /// Where runs keep their ledgers. Every method is one transaction in the store, so a crash leaves
 /// either the state before the call or after it.
-pub trait StateStore: Send + Sync {
+pub trait LedgerStore: Send + Sync {
     /// The store, for messages (passwords redacted).
     fn describe(&self) -> String;
 
@@ -69,7 +71,7 @@ pub trait StateStore: Send + Sync {
     /// What run `name` left, to resume it. A run that was never started, or one whose fingerprint
     /// differs from `fingerprint` (another pipeline, or the file changed), is a configuration
     /// error saying so.
-    fn resume(&self, name: &str, fingerprint: &str) -> Result<RunLedger>;
+    fn resume(&self, name: &str, fingerprint: &str) -> Result<RunRecord>;
 
     /// Records a table's planned ranges and its target action.
     fn plan_table(&self, name: &str, table: &str, action: &str, ranges: &[KeyRange]) -> Result<()>;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use barge_core::state::{RangeDone, RunLedger, StateStore, TableLedger};
+use barge_core::ledger::{LedgerStore, RangeDone, RunRecord, TableLedger};
 use barge_core::{Error, KeyRange, Result, Scalar};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -43,15 +43,15 @@ CREATE TABLE IF NOT EXISTS barge_watermarks (
   PRIMARY KEY (name, source_table)
 );";
 
-/// A state store in a SQLite file.
-pub struct SqliteState {
+/// A ledger store in a SQLite file.
+pub struct SqliteLedger {
     path: PathBuf,
     conn: Mutex<Connection>,
 }
 
-impl SqliteState {
+impl SqliteLedger {
     /// Opens (creating if needed) the state file at `path`.
-    pub fn open(path: &Path) -> Result<SqliteState> {
+    pub fn open(path: &Path) -> Result<SqliteLedger> {
         let conn = Connection::open(path)
             .map_err(|e| Error::Config(format!("cannot open the state file {}: {e}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_err("setting busy timeout"))?;
@@ -60,7 +60,7 @@ impl SqliteState {
         conn.execute_batch(SCHEMA).map_err(|e| {
             Error::Config(format!("{} is not a barge state file (or cannot be written): {e}", path.display()))
         })?;
-        Ok(SqliteState { path: path.to_path_buf(), conn: Mutex::new(conn) })
+        Ok(SqliteLedger { path: path.to_path_buf(), conn: Mutex::new(conn) })
     }
 
     fn tx<T>(
@@ -68,7 +68,7 @@ impl SqliteState {
         what: &'static str,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        let mut conn = self.conn.lock().expect("state lock");
+        let mut conn = self.conn.lock().expect("ledger lock");
         let tx = conn.transaction().map_err(sqlite_err(what))?;
         let value = f(&tx).map_err(sqlite_err(what))?;
         tx.commit().map_err(sqlite_err(what))?;
@@ -77,10 +77,10 @@ impl SqliteState {
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("state values serialise")
+    serde_json::to_string(value).expect("ledger values serialise")
 }
 
-impl StateStore for SqliteState {
+impl LedgerStore for SqliteLedger {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
@@ -95,13 +95,13 @@ impl StateStore for SqliteState {
         })
     }
 
-    fn resume(&self, name: &str, fingerprint: &str) -> Result<RunLedger> {
+    fn resume(&self, name: &str, fingerprint: &str) -> Result<RunRecord> {
         let stored: Option<String> = self.tx("reading the state file", |tx| {
             tx.query_row("SELECT fingerprint FROM barge_runs WHERE name = ?1", [name], |r| r.get(0)).optional()
         })?;
-        barge_core::state::check_resumable(&self.describe(), name, stored.as_deref(), fingerprint)?;
+        barge_core::ledger::check_resumable(&self.describe(), name, stored.as_deref(), fingerprint)?;
         self.tx("reading the state file", |tx| {
-            let mut ledger = RunLedger::default();
+            let mut ledger = RunRecord::default();
             let mut stmt =
                 tx.prepare("SELECT source_table, action, ranges, finished FROM barge_tables WHERE name = ?1")?;
             let mut rows = stmt.query([name])?;
@@ -223,14 +223,14 @@ mod tests {
             KeyRange { id: 1, lo: Some(vec![Scalar::Int(10)]), hi: None },
         ];
         {
-            let state = SqliteState::open(&path).unwrap();
+            let state = SqliteLedger::open(&path).unwrap();
             state.start("nightly", "f1").unwrap();
             state.plan_table("nightly", "orders", "create", &ranges).unwrap();
             let done = RangeDone { range: 1, rows_read: 5, rows_written: 4, rows_rejected: 1, digests: "[]".into() };
             state.ranges_done("nightly", "orders", &[done]).unwrap();
             state.set_watermark("nightly", "orders", &Scalar::Text("2024-01-01 00:00:00".into())).unwrap();
         }
-        let state = SqliteState::open(&path).unwrap();
+        let state = SqliteLedger::open(&path).unwrap();
         let ledger = state.resume("nightly", "f1").unwrap();
         let orders = &ledger.tables["orders"];
         assert_eq!(orders.ranges, ranges);

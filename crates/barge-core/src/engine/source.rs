@@ -1,0 +1,68 @@
+//! Reading: what a source describes and how it streams a key range as Arrow.
+
+use arrow_array::RecordBatch;
+
+use super::Native;
+use crate::error::Result;
+use crate::model::{Key, KeyRange, KeyStats, TableInfo};
+
+/// A database that rows are read from.
+pub trait Source: Send + Sync {
+    /// The database for messages, with any password redacted.
+    fn display_name(&self) -> String;
+
+    /// User tables, in a stable order.
+    fn list_tables(&self) -> Result<Vec<String>>;
+
+    /// Describes one table; an unknown table is [`crate::Error::UnknownTable`], an unmappable column
+    /// type is [`crate::Error::UnsupportedType`].
+    fn table(&self, name: &str) -> Result<TableInfo>;
+
+    /// Row count and min/max of the range columns within `range`.
+    fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats>;
+
+    /// About `target` keys drawn uniformly from `range`, in the database's ascending key order
+    /// (never sorted by barge, whose ordering may differ from the database's collation).
+    fn sample_keys(&self, table: &TableInfo, range: &KeyRange, target: usize) -> Result<Vec<Key>>;
+
+    /// Streams the rows of `range` as record batches of at most `batch_rows` rows with the table's
+    /// schema, in any order. `emit` returning an error stops the read and returns that error.
+    fn read_range(
+        &self,
+        table: &TableInfo,
+        range: &KeyRange,
+        batch_rows: usize,
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()>;
+
+    /// [`Self::read_range`], each batch with its rows as this engine sent them ([`Native`]) where
+    /// it has an encoding a target of the same engine loads unchanged. With `decode` false the
+    /// caller needs only those rows: a batch that comes with them may have no columns, just its
+    /// row count. The default has no such encoding.
+    fn read_range_native(
+        &self,
+        table: &TableInfo,
+        range: &KeyRange,
+        batch_rows: usize,
+        decode: bool,
+        emit: &mut dyn FnMut(RecordBatch, Option<Native>) -> Result<()>,
+    ) -> Result<()> {
+        let _ = decode;
+        self.read_range(table, range, batch_rows, &mut |batch| emit(batch, None))
+    }
+
+    /// The largest value of `column` among the rows `table` selects (its `filter`, not its
+    /// `window`), in the engine's own representation, as incremental watermarks are kept. The
+    /// default: this source cannot serve incremental tables.
+    fn column_max(&self, table: &TableInfo, column: &str) -> Result<Option<crate::Scalar>> {
+        let _ = (table, column);
+        Err(crate::Error::unsupported(self.display_name(), "read incremental watermarks (column maxima)"))
+    }
+
+    /// Conversions the reads of `table` applied that a user must hear about (e.g. "column `d`: 3
+    /// zero dates read as NULL"), one line each; reported with the table and logged.
+    fn notices(&self, table: &str) -> Vec<crate::Notice> {
+        let _ = table;
+        Vec::new()
+    }
+}

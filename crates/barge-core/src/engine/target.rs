@@ -1,0 +1,131 @@
+//! Writing: creating tables and handing out writers, plus the target-side capabilities.
+
+use arrow_schema::Field;
+
+use super::{ArrowPassthrough, BatchEncoder, Encoded, TargetColumn};
+use crate::error::Result;
+use crate::model::{ForeignKeyInfo, KeyRange, TableInfo};
+use std::sync::Arc;
+
+/// A database that rows are written to.
+pub trait Target: Send + Sync {
+    /// The database for messages, with any password redacted.
+    fn display_name(&self) -> String;
+
+    /// Rows in `table`, or `None` when the table does not exist.
+    fn table_rows(&self, table: &str) -> Result<Option<u64>>;
+
+    /// Column names of an existing table, in order.
+    fn table_columns(&self, name: &str) -> Result<Vec<String>>;
+
+    /// The target column for a source field (same-engine sources may keep their native type via
+    /// field metadata). An impossible mapping is [`crate::Error::UnsupportedType`].
+    fn column_for(&self, table: &str, field: &Field) -> Result<TargetColumn>;
+
+    /// The statement(s) [`Self::create_table`] runs, for plans to show.
+    fn table_ddl(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> String;
+
+    /// Creates `name` with the given columns; `key` names the primary-key columns.
+    fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()>;
+
+    /// Removes every row of `name`.
+    fn truncate_table(&self, name: &str) -> Result<()>;
+
+    /// A writer with its own connection and transaction, loading `columns` of `table`.
+    fn writer(&self, table: &str, columns: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>>;
+
+    /// At most how many writers may load one table at once (1 for an engine with a single writer).
+    fn max_writers(&self) -> usize {
+        usize::MAX
+    }
+
+    /// The encoder for batches bound for `table` (whose columns are `fields`, in order), built once
+    /// per table copy: it can resolve each column's target type up front. The default hands Arrow
+    /// batches to the writer unchanged.
+    fn encoder(&self, table: &str, fields: &[Field]) -> Result<Arc<dyn BatchEncoder>> {
+        let _ = (table, fields);
+        Ok(Arc::new(ArrowPassthrough))
+    }
+
+    /// Secondary objects of created tables: indexes, identity generators, foreign keys.
+    fn schema_objects(&self) -> Option<&dyn SchemaObjects> {
+        None
+    }
+
+    /// Deleting rows by key (incremental tables' `--detect-deletes`).
+    fn key_deletes(&self) -> Option<&dyn KeyDeletes> {
+        None
+    }
+}
+
+/// Capability: what a created table gets once its rows are loaded.
+pub trait SchemaObjects: Send + Sync {
+    /// After a table barge created has been loaded: builds its secondary and unique indexes (faster
+    /// than maintaining them row by row) and starts identity generators after the largest value.
+    fn finish_table(&self, table: &str, source: &TableInfo) -> Result<()>;
+
+    /// Whether a table can be read while [`Self::finish_table`] builds its keys and indexes (the
+    /// build takes only locks that let readers through), so verification can overlap the build.
+    /// Read then, the table has no primary key yet: it is ranged over by its row locator.
+    fn readable_while_finishing(&self) -> bool {
+        false
+    }
+
+    /// Adds foreign keys once every table is loaded (so load order does not matter).
+    fn add_foreign_keys(&self, table: &str, foreign_keys: &[ForeignKeyInfo]) -> Result<()>;
+}
+
+/// Capability: deleting rows by key.
+pub trait KeyDeletes: Send + Sync {
+    /// Deletes the rows whose key `columns` hold one of `keys` (each a JSON array of the key's
+    /// values, as verification reports keys): rows gone from the source of an incremental table.
+    /// Returns the rows deleted.
+    fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64>;
+}
+
+/// What a writer does when a row's key already exists in the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conflict {
+    /// The row is refused (a duplicate key is a row failure).
+    #[default]
+    Error,
+    /// The target's row is kept, the incoming one skipped.
+    Skip,
+    /// The target's row is updated with the incoming values.
+    Upsert,
+}
+
+/// How a writer loads rows.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    pub conflict: Conflict,
+    /// The target's key columns (needed by `Skip` and `Upsert`).
+    pub key: Vec<String>,
+    /// Make every [`TableWriter::write`] atomic: a batch the target refuses for its data fails with
+    /// [`crate::Error::RowRejected`] and leaves nothing behind, the transaction still usable, so the
+    /// runtime can split the batch to find the failing rows.
+    pub isolate_rows: bool,
+}
+
+/// Loads batches into one table over one connection. Rows become visible only at [`Self::commit`].
+pub trait TableWriter: Send {
+    /// Writes one batch, returning the rows written (rows skipped under [`Conflict::Skip`] count as
+    /// written: the target holds a row with their key).
+    fn write(&mut self, batch: Encoded) -> Result<u64>;
+    /// Makes everything written so far durable and visible, and starts a new transaction.
+    fn commit(&mut self) -> Result<()>;
+
+    /// Clearing key ranges inside the open transaction (resuming a run).
+    fn range_clearer(&mut self) -> Option<&mut dyn RangeClearer> {
+        None
+    }
+}
+
+/// Capability of a writer: clearing a key range in its own transaction.
+pub trait RangeClearer {
+    /// Deletes the rows of `range` over `columns` (the table's key columns) inside the writer's
+    /// open transaction, so that a range a dead run may have left behind, whole or not at all, is
+    /// loaded again exactly once (resume). Returns the rows deleted.
+    fn clear_range(&mut self, columns: &[String], range: &KeyRange) -> Result<u64>;
+}

@@ -1,0 +1,212 @@
+//! After a table's rows are committed: its indexes and identity generators (where the target
+//! builds them, overlapping verification when readers pass), the ledger, its watermark, and the
+//! comparison with the source (with `--detect-deletes`, deleting the keys the source lost).
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use barge_core::{Error, Result, Source, TableInfo};
+use barge_plan::Incremental;
+
+use crate::copy::table::TableCopy;
+use crate::digests::{RangeDigests, sum};
+use crate::progress::Phase;
+use crate::report::{PhaseTimeline, StageSeconds, TableReport, TableVerdict};
+use crate::verify::overlap::digest_while_finishing;
+use crate::verify::table::Comparison;
+use crate::verify::transformed::TransformedSource;
+
+/// Rounds of deleting the keys a comparison lists as gone from the source, at most.
+const MAX_DELETE_ROUNDS: usize = 1000;
+
+/// What finishing and verifying a table came to.
+pub(crate) struct Finished {
+    verdict: Option<TableVerdict>,
+    rows_deleted: u64,
+    notices: Vec<String>,
+    copy_timeline: Vec<(f64, u64)>,
+    verify_timeline: Vec<(f64, u64)>,
+    verify_seconds: f64,
+}
+
+impl TableCopy<'_> {
+    /// Builds the table's indexes (created tables) and marks it finished in the ledger.
+    fn finish(&self) -> Result<()> {
+        if self.needs_finishing()
+            && let Some(objects) = self.run.target.schema_objects()
+        {
+            objects.finish_table(&self.table.target_table, &self.table.output)?;
+        }
+        match &self.run.options.ledger {
+            Some(ledger) => ledger.table_finished(self.name()),
+            None => Ok(()),
+        }
+    }
+
+    /// A table barge created whose indexes an interrupted run did not build yet. Indexes are
+    /// recreated over the columns as copied: a transformed table has none to copy.
+    fn needs_finishing(&self) -> bool {
+        self.layout.created && !self.earlier.is_some_and(|e| e.finished)
+    }
+
+    /// Whether verification reads the target while its key and indexes build.
+    fn overlaps(&self) -> bool {
+        self.needs_finishing()
+            && self.compare
+            && self.table.incremental.is_none()
+            && self.buckets.is_some()
+            && self.run.target.schema_objects().is_some_and(|o| o.readable_while_finishing())
+    }
+
+    pub(crate) fn finish_and_verify(&self, digests: RangeDigests) -> Result<Finished> {
+        let (name, progress) = (self.name(), self.run.ctx.progress);
+        let overlap = self.overlaps();
+        if !overlap {
+            self.finish()?;
+        }
+        let notices: Vec<String> = self.run.source.notices(name).iter().map(ToString::to_string).collect();
+        for notice in &notices {
+            tracing::warn!("table `{name}`: {notice}");
+        }
+        let (_, rows_written, rows_rejected) = self.rows();
+        let copy_seconds = self.started.elapsed().as_secs_f64();
+        let copy_timeline = self.counters.timeline.finish(rows_written);
+        let rejected_note = if rows_rejected > 0 { format!(", {rows_rejected} rejected") } else { String::new() };
+        progress.finished(name, Phase::Copy, &format!("{rows_written} rows{rejected_note} in {copy_seconds:.2}s"));
+        // An incremental table's watermark is recorded once its rows are committed.
+        if let (Some(ledger), Some(Incremental { until: Some(until), .. })) =
+            (&self.run.options.ledger, &self.table.incremental)
+        {
+            ledger.set_watermark(name, until)?;
+        }
+        let verify_started = Instant::now();
+        let verify_progress = PhaseTimeline::new(progress, Phase::Verify);
+        let (verdict, rows_deleted) = if self.compare {
+            if sum(digests.iter().flatten()).rows != rows_written {
+                return Err(Error::engine(
+                    format!("verifying `{name}`"),
+                    "source digest does not cover every row read",
+                ));
+            }
+            self.verify(digests, overlap, &verify_progress)?
+        } else {
+            (None, 0)
+        };
+        Ok(Finished {
+            verdict,
+            rows_deleted,
+            notices,
+            copy_timeline,
+            verify_timeline: if self.compare { verify_progress.finish() } else { Vec::new() },
+            verify_seconds: if self.compare { verify_started.elapsed().as_secs_f64() } else { 0.0 },
+        })
+    }
+
+    /// Compares the target with the source (as transformed); with delete detection, deletes the
+    /// target keys the source no longer has and compares again. Returns the verdict (when
+    /// verifying) and the rows deleted.
+    fn verify(
+        &self,
+        digests: RangeDigests,
+        overlap: bool,
+        progress: &PhaseTimeline<'_>,
+    ) -> Result<(Option<TableVerdict>, u64)> {
+        let table = self.table;
+        let ctx = self.run.ctx.with_progress(progress);
+        let reader = self.run.reader()?;
+        // An incremental run read a window of the table; the comparison covers all of it.
+        let whole = TableInfo { window: None, ..table.source.clone() };
+        let transformed = table.transform.as_deref().map(|transform| TransformedSource {
+            inner: self.run.source,
+            read: &whole,
+            output: &table.output,
+            transform,
+        });
+        let (source, source_info): (&dyn Source, &TableInfo) = match &transformed {
+            Some(t) => (t, &table.output),
+            None => (self.run.source, &whole),
+        };
+        let comparison = Comparison {
+            source,
+            source_info,
+            target: reader.as_ref(),
+            target_info: reader.table(&table.target_table)?,
+            ranges: &self.layout.ranges,
+            buckets: self.buckets.as_ref(),
+        };
+        let target_digests = match self.buckets.as_ref().filter(|_| overlap) {
+            Some(buckets) => {
+                let finish = || self.finish();
+                let spans = (comparison.ranges, buckets);
+                digest_while_finishing(reader.as_ref(), &comparison.target_info, source_info, spans, &finish, ctx)?
+            }
+            None => None,
+        };
+        let source_digests = table.incremental.is_none().then_some(digests);
+        let mut verdict = comparison.run(source_digests, target_digests, ctx)?;
+        let rows_deleted = if self.detect_deletes { self.delete_missing(&comparison, &mut verdict, ctx)? } else { 0 };
+        Ok((self.run.options.verify.then_some(verdict), rows_deleted))
+    }
+
+    /// Deletes the keys in the target that the source no longer has, then compares again (a
+    /// verdict lists a bounded number of keys at a time). Returns the rows deleted.
+    fn delete_missing(
+        &self,
+        comparison: &Comparison<'_>,
+        verdict: &mut TableVerdict,
+        ctx: crate::context::Ctx<'_>,
+    ) -> Result<u64> {
+        let deletes = self.run.target.key_deletes().ok_or_else(|| {
+            Error::unsupported(self.run.target.display_name(), "delete rows by key (--detect-deletes)")
+        })?;
+        let key: Vec<String> = self.table.output.key_columns().into_iter().map(str::to_string).collect();
+        let (mut rows_deleted, mut rounds) = (0, 0);
+        while verdict.diff.extra_total > 0 && rounds < MAX_DELETE_ROUNDS {
+            let deleted = deletes.delete_keys(&self.table.target_table, &key, &verdict.diff.extra)?;
+            if deleted == 0 {
+                break;
+            }
+            rows_deleted += deleted;
+            rounds += 1;
+            *verdict = comparison.run(None, None, ctx)?;
+        }
+        Ok(rows_deleted)
+    }
+
+    pub(crate) fn report(&self, finished: Finished) -> TableReport {
+        let (rows_read, rows_written, rows_rejected) = self.rows();
+        let (c, options, name) = (&self.counters, self.run.options, self.name());
+        let seconds = |ns: &std::sync::atomic::AtomicU64| ns.load(Ordering::Relaxed) as f64 / 1e9;
+        TableReport {
+            table: name.into(),
+            target_table: self.table.target_table.clone(),
+            rows_read,
+            rows_written,
+            rows_rejected,
+            partitions: self.layout.ranges.len(),
+            seconds: self.started.elapsed().as_secs_f64(),
+            verified: finished.verdict.as_ref().map(|v| v.matched),
+            diff: finished.verdict.filter(|v| !v.matched).map(|v| v.diff),
+            notices: finished.notices,
+            transformed: self.table.transform.is_some(),
+            retries: c.retries.load(Ordering::Relaxed),
+            ranges_resumed: self.earlier.map_or(0, |e| e.done.len()),
+            rows_deleted: finished.rows_deleted,
+            watermark: self.table.incremental.as_ref().and_then(|i| i.until.clone()),
+            stages: StageSeconds {
+                read: seconds(&c.read_ns),
+                cpu: seconds(&c.cpu_ns),
+                write: seconds(&c.write_ns),
+                verify: finished.verify_seconds,
+            },
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            timeline: finished.copy_timeline,
+            verify_timeline: finished.verify_timeline,
+            rejects_file: options
+                .rejects
+                .as_ref()
+                .filter(|_| rows_rejected > 0)
+                .map(|log| log.path(name).display().to_string()),
+        }
+    }
+}

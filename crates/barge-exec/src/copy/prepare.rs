@@ -1,0 +1,79 @@
+//! Before the first row moves: each table's ranges (as planned now, or as the interrupted run
+//! planned them), the capabilities the run needs, and the target tables created or emptied.
+
+use barge_core::{Conflict, Error, KeyRange, Result, Target};
+use barge_plan::{Plan, TableAction};
+
+use crate::ExecOptions;
+
+/// Each table's ranges, and whether barge created it (it then gets its indexes at the end).
+pub(crate) struct Layout {
+    pub ranges: Vec<KeyRange>,
+    pub created: bool,
+}
+
+fn action_name(action: TableAction) -> &'static str {
+    match action {
+        TableAction::Create => "create",
+        TableAction::Truncate => "truncate",
+        TableAction::Append => "append",
+    }
+}
+
+/// The layout of every table, recording newly planned tables in the ledger.
+pub(crate) fn layouts(plan: &Plan, options: &ExecOptions) -> Result<Vec<Layout>> {
+    let mut layouts = Vec::with_capacity(plan.tables.len());
+    for table in &plan.tables {
+        let name = &table.source.name;
+        let planned = Layout { ranges: table.ranges.clone(), created: table.action == TableAction::Create };
+        let Some(ledger) = &options.ledger else {
+            layouts.push(planned);
+            continue;
+        };
+        // A table the interrupted run did not get to plan had nothing written: planned afresh.
+        match ledger.earlier(name) {
+            Some(earlier) => {
+                if earlier.action == "append" && table.conflict == Conflict::Error && !earlier.finished {
+                    return Err(Error::Config(format!(
+                        "cannot resume table `{name}`: it was appended to, so ranges cannot be cleared and reloaded; \
+                         set conflict = \"upsert\" (or \"skip\") for it, or run without --resume"
+                    )));
+                }
+                layouts.push(Layout { ranges: earlier.ranges.clone(), created: earlier.action == "create" });
+            }
+            None => {
+                ledger.plan_table(name, action_name(table.action), &table.ranges)?;
+                layouts.push(planned);
+            }
+        }
+    }
+    Ok(layouts)
+}
+
+/// Refuses, before anything is written, a run that needs a capability the target lacks.
+pub(crate) fn check_capabilities(target: &dyn Target, plan: &Plan, options: &ExecOptions) -> Result<()> {
+    if options.foreign_keys && target.schema_objects().is_none() {
+        return Err(Error::unsupported(target.display_name(), "create foreign keys (--foreign-keys)"));
+    }
+    let detects = plan.tables.iter().any(|t| t.incremental.as_ref().is_some_and(|i| i.detect_deletes));
+    if detects && target.key_deletes().is_none() {
+        return Err(Error::unsupported(target.display_name(), "delete rows by key (--detect-deletes)"));
+    }
+    Ok(())
+}
+
+/// Creates or empties the target tables as planned.
+pub(crate) fn prepare_targets(target: &dyn Target, plan: &Plan) -> Result<()> {
+    for table in &plan.tables {
+        match table.action {
+            TableAction::Create => {
+                let columns: Vec<_> = table.columns.iter().map(|c| (c.field.clone(), c.target.clone())).collect();
+                let key: Vec<String> = table.output.key_columns().into_iter().map(str::to_string).collect();
+                target.create_table(&table.target_table, &columns, &key)?;
+            }
+            TableAction::Truncate => target.truncate_table(&table.target_table)?,
+            TableAction::Append => {}
+        }
+    }
+    Ok(())
+}

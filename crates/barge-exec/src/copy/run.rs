@@ -1,0 +1,80 @@
+//! `barge copy` and `barge run` over a whole plan.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use barge_core::{Result, Source, Target};
+use barge_plan::{Plan, TableAction};
+
+use crate::ExecOptions;
+use crate::context::{Ctx, cpu_pool};
+use crate::copy::prepare::{check_capabilities, layouts, prepare_targets};
+use crate::copy::table::TableCopy;
+use crate::progress::Progress;
+use crate::report::CopyReport;
+
+/// What every table of a run shares.
+pub(crate) struct CopyRun<'a> {
+    pub source: &'a dyn Source,
+    pub target: &'a dyn Target,
+    pub target_reader: &'a (dyn Fn() -> Result<Arc<dyn Source>> + Sync),
+    pub options: &'a ExecOptions,
+    pub ctx: Ctx<'a>,
+    /// The target opened for reading, once the first verification needs it.
+    reader: OnceLock<Arc<dyn Source>>,
+    /// Rows rejected by the tables copied so far (against the run's budget).
+    pub run_rejected: AtomicU64,
+}
+
+impl CopyRun<'_> {
+    pub(crate) fn reader(&self) -> Result<Arc<dyn Source>> {
+        if let Some(reader) = self.reader.get() {
+            return Ok(reader.clone());
+        }
+        let reader = (self.target_reader)()?;
+        Ok(self.reader.get_or_init(|| reader).clone())
+    }
+}
+
+/// Executes `plan`: prepares every target table, copies each table, and (with `verify`) proves
+/// each copy against the source digests taken while copying. `target_reader` opens the target for
+/// reading, once, when the first verification needs it.
+pub fn copy(
+    source: &dyn Source,
+    target: &dyn Target,
+    target_reader: &(dyn Fn() -> Result<Arc<dyn Source>> + Sync),
+    plan: &Plan,
+    options: &ExecOptions,
+    progress: &dyn Progress,
+) -> Result<CopyReport> {
+    let pool = cpu_pool(options.workers)?;
+    let started = Instant::now();
+    check_capabilities(target, plan, options)?;
+    let layouts = layouts(plan, options)?;
+    prepare_targets(target, plan)?;
+    let run = CopyRun {
+        source,
+        target,
+        target_reader,
+        options,
+        ctx: Ctx { pool: &pool, workers: options.workers, batch_rows: options.batch_rows, progress },
+        reader: OnceLock::new(),
+        run_rejected: AtomicU64::new(0),
+    };
+    let mut reports = Vec::with_capacity(plan.tables.len());
+    for (table, layout) in plan.tables.iter().zip(&layouts) {
+        reports.push(TableCopy::new(&run, table, layout).run()?);
+    }
+    if options.foreign_keys
+        && let Some(objects) = target.schema_objects()
+    {
+        for table in plan.tables.iter().filter(|t| t.action == TableAction::Create) {
+            objects.add_foreign_keys(&table.target_table, &table.source.foreign_keys)?;
+        }
+    }
+    if let Some(ledger) = &options.ledger {
+        ledger.finish()?;
+    }
+    Ok(CopyReport::new(reports, started.elapsed().as_secs_f64()))
+}

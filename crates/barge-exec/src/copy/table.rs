@@ -1,0 +1,149 @@
+//! One table of a copy run: its rows through the stages, then the accounting that must add up
+//! (rows read = rows written + rows rejected, within the error budget), then finishing and
+//! verification ([`crate::copy::finish`]), then its report.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use arrow_schema::Field;
+use barge_core::ledger::TableLedger;
+use barge_core::{Conflict, Error, Result, WriteOptions};
+use barge_plan::TablePlan;
+use barge_verify::Buckets;
+
+use crate::copy::prepare::Layout;
+use crate::copy::ranges::copy_ranges;
+use crate::copy::run::CopyRun;
+use crate::digests::RangeDigests;
+use crate::job::{CopyCounters, CopyJob};
+use crate::ledger::TableLedgerView;
+use crate::progress::Phase;
+use crate::report::TableReport;
+use crate::verify::buckets::bucket_layout;
+
+/// One table's copy.
+pub(crate) struct TableCopy<'a> {
+    pub run: &'a CopyRun<'a>,
+    pub table: &'a TablePlan,
+    pub layout: &'a Layout,
+    /// What an interrupted run recorded of the table (resuming).
+    pub earlier: Option<&'a TableLedger>,
+    /// Compare the target with the source afterwards (verification, or delete detection).
+    pub compare: bool,
+    pub detect_deletes: bool,
+    pub buckets: Option<Buckets>,
+    pub counters: CopyCounters,
+    pub started: Instant,
+}
+
+impl<'a> TableCopy<'a> {
+    pub(crate) fn new(run: &'a CopyRun<'a>, table: &'a TablePlan, layout: &'a Layout) -> Self {
+        let detect_deletes = table.incremental.as_ref().is_some_and(|i| i.detect_deletes);
+        TableCopy {
+            run,
+            table,
+            layout,
+            earlier: run.options.ledger.as_ref().and_then(|l| l.earlier(&table.source.name)),
+            compare: run.options.verify || detect_deletes,
+            detect_deletes,
+            buckets: None,
+            counters: CopyCounters::default(),
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &'a str {
+        &self.table.source.name
+    }
+
+    /// Copies, checks, finishes and verifies the table.
+    pub(crate) fn run(mut self) -> Result<TableReport> {
+        self.run.ctx.progress.started(self.name(), Phase::Copy, self.table.source.estimated_rows);
+        if self.compare {
+            let (source, table) = (self.run.source, self.table);
+            self.buckets = bucket_layout(source, &table.source, &table.output, &self.layout.ranges)?;
+        }
+        let digests = self.copy_rows()?;
+        self.check_accounting()?;
+        let finished = self.finish_and_verify(digests)?;
+        Ok(self.report(finished))
+    }
+
+    /// The rows of every range through the stages; the source digests of each range.
+    fn copy_rows(&self) -> Result<RangeDigests> {
+        let (table, options) = (self.table, self.run.options);
+        let tolerant = table.budget.tolerates_rejects() || options.run_budget.tolerates_rejects();
+        if tolerant && options.rejects.is_none() {
+            return Err(Error::Config(format!("table `{}` has an error budget but no reject directory", self.name())));
+        }
+        if let Some(log) = &options.rejects {
+            log.start(self.name())?;
+        }
+        let fields: Vec<Field> = table.columns.iter().map(|c| c.field.clone()).collect();
+        let job = CopyJob {
+            source: self.run.source,
+            target: self.run.target,
+            table: &table.source,
+            output: &table.output,
+            transform: table.transform.as_deref(),
+            write_options: WriteOptions {
+                // A table barge created holds only this run's rows, whose keys are unique: no
+                // conflicts (and PostgreSQL builds the key only after the load).
+                conflict: if self.layout.created { Conflict::Error } else { table.conflict },
+                key: table.output.key_columns().into_iter().map(str::to_string).collect(),
+                isolate_rows: tolerant,
+            },
+            rejects: options.rejects.as_deref(),
+            budget: table.budget,
+            run_rejects: (self.run.run_rejected.load(Ordering::Relaxed), options.run_budget),
+            target_table: &table.target_table,
+            fields: &fields,
+            ranges: &self.layout.ranges,
+            ctx: self.run.ctx,
+            retries: options.retries,
+            ledger: options.ledger.as_ref().map(|ledger| TableLedgerView {
+                ledger,
+                done: self.earlier.map(|e| &e.done),
+                // Ranges an earlier attempt may have committed without recording: cleared first.
+                clear: self.earlier.is_some(),
+            }),
+            hash: self.compare,
+            buckets: self.buckets.as_ref(),
+        };
+        let copied = copy_ranges(&job, &self.counters);
+        if let Some(log) = &options.rejects {
+            log.flush()?;
+        }
+        copied
+    }
+
+    /// Rows read = rows written + rows rejected, and the rejects within the table's budget (checked
+    /// against the rows read so far while copying; once more exactly).
+    fn check_accounting(&self) -> Result<()> {
+        let (read, written, rejected) = self.rows();
+        self.run.run_rejected.fetch_add(rejected, Ordering::Relaxed);
+        if self.table.budget.exceeded(rejected, read) && rejected > 0 {
+            let log = self.run.options.rejects.as_ref().expect("rejects need a reject log");
+            return Err(Error::BudgetExceeded {
+                scope: format!("table `{}`", self.name()),
+                rejected,
+                budget: self.table.budget.to_string(),
+                file: log.path(self.name()).display().to_string(),
+            });
+        }
+        if read != written + rejected {
+            return Err(Error::RowsLost { table: self.name().into(), read, written, rejected });
+        }
+        Ok(())
+    }
+
+    /// (rows read, written, rejected).
+    pub(crate) fn rows(&self) -> (u64, u64, u64) {
+        let c = &self.counters;
+        (
+            c.rows_read.load(Ordering::Relaxed),
+            c.rows_written.load(Ordering::Relaxed),
+            c.rows_rejected.load(Ordering::Relaxed),
+        )
+    }
+}

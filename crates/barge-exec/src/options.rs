@@ -1,0 +1,45 @@
+//! How a run executes: parallelism, batch size, verification, rejects, retries, the ledger.
+
+use std::sync::Arc;
+
+use barge_core::{Budget, RejectLog};
+
+use crate::ledger::Ledger;
+use crate::retry::DEFAULT_RETRIES;
+
+/// How a run executes.
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    /// Readers and writers per table, and threads in the CPU pool.
+    pub workers: usize,
+    /// Rows per record batch.
+    pub batch_rows: usize,
+    /// Verify each table after copying it.
+    pub verify: bool,
+    /// Add the source's foreign keys to created tables once every table is loaded.
+    pub foreign_keys: bool,
+    /// Where rejected rows go (required for tables with an error budget).
+    pub rejects: Option<Arc<RejectLog>>,
+    /// The whole run's budget of rejected rows.
+    pub run_budget: Budget,
+    /// Times a range that fails transiently is copied again.
+    pub retries: u32,
+    /// Where the run keeps its ledger (`--state`, for `--resume`), if anywhere.
+    pub ledger: Option<Ledger>,
+}
+
+impl ExecOptions {
+    /// Options with no reject handling: the first bad row stops the copy.
+    pub fn new(workers: usize, batch_rows: usize, verify: bool) -> Self {
+        ExecOptions {
+            workers,
+            batch_rows,
+            verify,
+            foreign_keys: false,
+            rejects: None,
+            run_budget: Budget::None,
+            retries: DEFAULT_RETRIES,
+            ledger: None,
+        }
+    }
+}

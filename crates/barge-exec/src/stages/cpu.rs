@@ -1,0 +1,88 @@
+//! The CPU stage, on the rayon pool: transform → hash (the source digest, per range and bucket) →
+//! encode, then hand each batch to the writer owning its range. Rows the transform fails are
+//! rejected here, before they are hashed.
+
+use std::sync::atomic::Ordering;
+
+use arrow_array::RecordBatch;
+use barge_core::{BatchEncoder, Encoded, Error, Native, Result};
+use barge_verify::bucket_digests;
+use crossbeam_channel::Sender;
+
+use crate::digests::{DigestSlots, add_digests};
+use crate::failure::nanos;
+use crate::job::{CopyCounters, CopyJob, RangeTally};
+use crate::rejects::{RowFailure, key_columns};
+use crate::stages::read::ReadMsg;
+use crate::stages::write::WriteMsg;
+
+pub(crate) struct CpuStage<'a> {
+    pub job: &'a CopyJob<'a>,
+    pub counters: &'a CopyCounters,
+    pub encoder: &'a dyn BatchEncoder,
+    pub digests: &'a DigestSlots,
+    pub tallies: &'a [RangeTally],
+    /// One channel per writer; range `r` goes to writer `r % senders.len()`.
+    pub senders: &'a [Sender<WriteMsg>],
+}
+
+impl CpuStage<'_> {
+    /// Processes one message of the read stage and forwards it to its writer.
+    pub(crate) fn run(&self, msg: ReadMsg) -> Result<()> {
+        let started = std::time::Instant::now();
+        let (range, out) = match msg {
+            ReadMsg::Batch { range, batch, native } => (range, self.batch(range, batch, native)?),
+            ReadMsg::End { range, batches } => (range, WriteMsg::End { range, batches }),
+            ReadMsg::Failed { range, error } => (range, WriteMsg::Failed { range, error }),
+        };
+        self.counters.cpu_ns.fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
+        self.senders[range % self.senders.len()].send(out).map_err(|_| Error::Cancelled)
+    }
+
+    fn batch(&self, range: usize, batch: RecordBatch, native: Option<Native>) -> Result<WriteMsg> {
+        let job = self.job;
+        self.tallies[range].read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        let batch = self.transform(range, batch)?;
+        if job.hash {
+            add_digests(&self.digests[range], bucket_digests(&job.output.name, &batch, job.buckets, range)?);
+        }
+        let kept = job.isolating().then(|| batch.clone());
+        let encoded = self.encode(batch, native)?;
+        Ok(WriteMsg::Batch { range, encoded, batch: kept })
+    }
+
+    /// The table's transform, rejecting the rows it fails.
+    fn transform(&self, range: usize, batch: RecordBatch) -> Result<RecordBatch> {
+        let job = self.job;
+        let Some(transform) = job.transform else { return Ok(batch) };
+        let out = transform.apply(&batch)?;
+        let key = key_columns(job.table);
+        for (row, column, reason) in out.failures {
+            let failure = RowFailure { column: Some(column), reason, stage: "transform" };
+            job.reject(self.counters, &self.tallies[range], (&batch, row, key), failure)?;
+        }
+        Ok(out.batch)
+    }
+
+    /// The batch as its writer takes it: the rows as the source sent them when the target takes
+    /// those, else encoded. `None` when it did not encode while rows are isolated (the writer
+    /// splits it to find the bad rows).
+    fn encode(&self, batch: RecordBatch, native: Option<Native>) -> Result<Option<Encoded>> {
+        let job = self.job;
+        if let Some(encoded) = native.and_then(|native| self.encoder.encode_native(batch.num_rows(), native)) {
+            return Ok(Some(encoded));
+        }
+        // Only rows as read came (see `ReadSide::native`), and the target did not take them.
+        if batch.num_columns() == 0 && !job.output.schema.fields().is_empty() {
+            return Err(Error::engine(
+                format!("loading `{}`", job.table.name),
+                "the target refused rows in their source encoding",
+            ));
+        }
+        match self.encoder.encode(batch) {
+            Ok(encoded) => Ok(Some(encoded)),
+            Err(Error::BadValue { .. }) if job.isolating() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}

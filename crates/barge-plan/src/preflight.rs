@@ -1,0 +1,71 @@
+//! The one preflight `copy`, `plan` and `run` share: resolve both URLs to engines, check them,
+//! refuse a copy of a database onto itself, open the source, plan its tables, then open the
+//! target and plan what lands there. Writes nothing.
+
+use std::sync::Arc;
+
+use barge_core::{EngineFactory, Error, Registry, Result, Source, Target};
+
+use crate::plan::{CopyRequest, IfExists, Plan, plan_sources, plan_targets};
+
+/// A validated copy: both databases open, the plan made, nothing written.
+pub struct Preflight {
+    pub source_engine: &'static dyn EngineFactory,
+    pub target_engine: &'static dyn EngineFactory,
+    pub source: Arc<dyn Source>,
+    pub target: Arc<dyn Target>,
+    /// The target URL, to open it for reading when verification needs it.
+    pub target_url: String,
+    pub plan: Plan,
+}
+
+impl std::fmt::Debug for Preflight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preflight")
+            .field("source", &self.source.display_name())
+            .field("target", &self.target.display_name())
+            .field("tables", &self.plan.tables.len())
+            .finish()
+    }
+}
+
+impl Preflight {
+    /// Opens the target for reading (verification's reader).
+    pub fn open_target_reader(&self) -> Result<Arc<dyn Source>> {
+        self.target_engine.open_source(&self.target_url)
+    }
+}
+
+/// The engines of `from` and `to`, both URLs checked, and the two refused when they name the
+/// same database.
+pub fn engines(
+    registry: &Registry,
+    from: &str,
+    to: &str,
+) -> Result<(&'static dyn EngineFactory, &'static dyn EngineFactory)> {
+    let source_engine = registry.for_url(from)?;
+    let target_engine = registry.for_url(to)?;
+    source_engine.check_url(from)?;
+    target_engine.check_url(to)?;
+    if source_engine.name() == target_engine.name() && source_engine.same_database(from, to) {
+        return Err(Error::Config("source and target are the same database".into()));
+    }
+    Ok((source_engine, target_engine))
+}
+
+/// Plans a copy from `from` to `to`. `request` builds the request once the target's engine is
+/// known (a pipeline's type overrides depend on it).
+pub fn preflight(
+    registry: &Registry,
+    from: &str,
+    to: &str,
+    request: impl FnOnce(&dyn EngineFactory) -> Result<CopyRequest>,
+    if_exists: IfExists,
+) -> Result<Preflight> {
+    let (source_engine, target_engine) = engines(registry, from, to)?;
+    let source = source_engine.open_source(from)?;
+    let source_plan = plan_sources(source.as_ref(), &request(target_engine)?)?;
+    let target = target_engine.open_target(to)?;
+    let plan = plan_targets(target.as_ref(), source_plan, if_exists)?;
+    Ok(Preflight { source_engine, target_engine, source, target, target_url: to.to_string(), plan })
+}
