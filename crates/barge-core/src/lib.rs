@@ -17,6 +17,7 @@
 //! * [`mapping`]: the one shape in which every engine declares its native ↔ Arrow ↔ DDL mapping.
 //! * [`types`]: whether moving a value of one Arrow type into another is exact, lossy or impossible.
 //! * [`text`]: canonical text forms of temporal and decimal values, for engines that speak text.
+//! * [`json`]: the one JSON value writer (arrays in engines without arrays, reject files).
 //! * [`error`]: one error enum whose variants are failures a user can act on.
 //! * [`url`]: connection-URL helpers that never let a password escape.
 //!
@@ -26,6 +27,7 @@
 pub mod arrays;
 pub mod engine;
 pub mod error;
+pub mod json;
 pub mod ledger;
 pub mod mapping;
 pub mod model;

@@ -7,7 +7,8 @@
 //! * the DDL rules' check ([`check_mapping`]: every row resolves to its Arrow type, and every Arrow
 //!   type a row is created for comes back as itself), and
 //! * the end-to-end round trips (`barge-cli`'s engine matrix builds a table with one column per row
-//!   that has a [`TypeMapping::sample`] and copies it through every engine and back).
+//!   with [`TypeMapping::samples`] and copies it through every engine pair; each engine's type tests
+//!   round-trip every row's samples through Arrow and back).
 //!
 //! So a new row cannot go undocumented or untested.
 
@@ -24,9 +25,9 @@ pub struct TypeMapping {
     pub arrow: DataType,
     /// barge creates `native` for a column of this Arrow type coming from another engine.
     pub created: bool,
-    /// A literal of a typical value, in the engine's SQL, for the generated round trips (`None`:
-    /// the row is covered by the engine's own type tests only).
-    pub sample: Option<&'static str>,
+    /// Literals of typical and edge values, in the engine's SQL, from which the round-trip tests
+    /// are generated (empty: the row is covered by the engine's own hand-written type tests).
+    pub samples: &'static [&'static str],
     /// What a user must know (normalisations, limits).
     pub notes: &'static str,
 }
@@ -34,7 +35,7 @@ pub struct TypeMapping {
 impl TypeMapping {
     /// A row read as `arrow` through `codec`.
     pub fn new(native: &'static str, codec: &'static str, arrow: DataType) -> Self {
-        TypeMapping { native, codec, arrow, created: false, sample: None, notes: "" }
+        TypeMapping { native, codec, arrow, created: false, samples: &[], notes: "" }
     }
 
     /// barge creates this native type for the row's Arrow type.
@@ -43,9 +44,9 @@ impl TypeMapping {
         self
     }
 
-    /// A literal for the generated round trips.
-    pub fn sample(mut self, literal: &'static str) -> Self {
-        self.sample = Some(literal);
+    /// Literals for the generated round trips.
+    pub fn samples(mut self, literals: &'static [&'static str]) -> Self {
+        self.samples = literals;
         self
     }
 
@@ -89,8 +90,9 @@ pub fn check_doc_table(doc: &str, rows: &[TypeMapping]) -> Result<(), String> {
     Err(format!("{}{TABLE_BEGIN}\n{table}{}", &doc[..begin], &doc[end..]))
 }
 
-/// The problems of a mapping: a row whose native type does not `resolve` to its Arrow type, an
-/// Arrow type created by `create` that does not resolve back to itself, or one created by two rows.
+/// The problems of a mapping: a row whose native type does not `resolve` to its Arrow type, a row
+/// marked created whose Arrow type `create` turns into another native type or into one that does
+/// not resolve back to itself, or an Arrow type two rows claim to create.
 pub fn check_mapping(
     rows: &[TypeMapping],
     resolve: impl Fn(&str) -> Option<DataType>,
@@ -123,7 +125,7 @@ mod tests {
 
     fn rows() -> Vec<TypeMapping> {
         vec![
-            TypeMapping::new("int", "Int", DataType::Int32).created().sample("7"),
+            TypeMapping::new("int", "Int", DataType::Int32).created().samples(&["7"]),
             TypeMapping::new("text", "Text", DataType::Utf8).created().notes("a | b"),
         ]
     }

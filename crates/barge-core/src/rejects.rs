@@ -121,6 +121,9 @@ fn value_json(array: &dyn Array, row: usize, options: &FormatOptions<'_>) -> ser
     let numeric = array.data_type().is_integer() || matches!(array.data_type(), DataType::Float32 | DataType::Float64);
     match array.data_type() {
         DataType::Boolean => serde_json::Value::Bool(text == "true"),
+        DataType::Float32 | DataType::Float64 => {
+            text.parse::<f64>().map(crate::json::float_value).unwrap_or(serde_json::Value::String(text))
+        }
         _ if numeric => serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         _ => serde_json::Value::String(text),
     }

@@ -294,21 +294,9 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
-fn push_hex(bytes: &[u8], out: &mut String) {
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-}
-
-/// A JSON string literal.
-fn push_json_string(s: &str, out: &mut String) {
-    out.push_str(&serde_json::to_string(s).expect("a string always serialises"));
-}
-
 /// How a list's elements are written into its JSON array.
 enum ElementJson<'a> {
-    /// Integers (their digits) and floats (a number when finite, else the string `NaN`, `inf`
-    /// or `-inf`): written as they are.
+    /// Integers (their digits) and floats ([`barge_core::json::push_float`]): written as they are.
     Raw(Put<'a>),
     Bool(&'a arrow_array::BooleanArray),
     /// Binary: a hex string.
@@ -349,15 +337,11 @@ fn put_list<'a>(list: &'a arrow_array::ListArray) -> Option<Put<'a>> {
             match &element {
                 ElementJson::Raw(put) => put(i, out)?,
                 ElementJson::Bool(b) => out.push_str(if b.value(i) { "true" } else { "false" }),
-                ElementJson::Hex(get) => {
-                    out.push('"');
-                    push_hex(get(i), out);
-                    out.push('"');
-                }
+                ElementJson::Hex(get) => barge_core::json::push_hex(get(i), out),
                 ElementJson::Text(put) => {
                     scratch.clear();
                     put(i, &mut scratch)?;
-                    push_json_string(&scratch, out);
+                    barge_core::json::push_string(&scratch, out);
                 }
             }
         }
@@ -366,29 +350,16 @@ fn put_list<'a>(list: &'a arrow_array::ListArray) -> Option<Put<'a>> {
     }))
 }
 
-/// The writer of a float column's values in a JSON array (see [`push_json_float`]).
+/// The writer of a float column's values in a JSON array ([`barge_core::json::push_float`]).
 fn json_floats<'a, T: ArrowPrimitiveType>(values: &'a dyn Array) -> Put<'a>
 where
-    T::Native: std::fmt::Display + Into<f64>,
+    T::Native: serde::Serialize + Into<f64>,
 {
     let p = values.as_primitive::<T>();
     Box::new(move |i, out: &mut String| {
-        push_json_float(p.value(i), out);
+        barge_core::json::push_float(p.value(i), out);
         Ok(())
     })
-}
-
-/// A float in a JSON array: finite values as numbers in their shortest round-trip form, others as
-/// strings that Rust's float parser reads back.
-fn push_json_float(x: impl std::fmt::Display + Into<f64> + Copy, out: &mut String) {
-    let wide: f64 = x.into();
-    if wide.is_nan() {
-        out.push_str("\"NaN\"");
-    } else if wide.is_infinite() {
-        out.push_str(if wide > 0.0 { "\"inf\"" } else { "\"-inf\"" });
-    } else {
-        let _ = write!(out, "{x}");
-    }
 }
 
 /// Writes one non-null value as LOAD DATA text (before escaping) into `out`.

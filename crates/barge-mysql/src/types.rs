@@ -1,32 +1,14 @@
-//! MySQL/MariaDB ↔ Arrow, declared once.
+//! MySQL/MariaDB ↔ Arrow, declared once, as data: [`mapping`] (its table is `TYPES.md` beside
+//! this crate's `Cargo.toml`, generated from it and checked by a test).
 //!
-//! Columns are looked up by `information_schema.COLUMNS.DATA_TYPE`; `COLUMN_TYPE` decides
-//! unsignedness, `tinyint(1)` and decimal precision. Values travel as text (the text protocol and
-//! LOAD DATA), in the forms of [`barge_core::text`].
-//!
-//! | MySQL | [`Kind`] | Arrow | notes |
-//! |---|---|---|---|
-//! | tinyint(1), boolean | Bool | Boolean | other values than 0/1 are refused per row; `?tinyint1=integer` reads them as Int8 |
-//! | tinyint, smallint, mediumint, int, bigint | Int | Int8/16/32/32/64 | |
-//! | … unsigned | UInt | UInt8/16/32/32/64 | bigint unsigned above 2^63 kept (UInt64; numeric(20,0) in PostgreSQL) |
-//! | year | Int | Int16 | |
-//! | decimal(p,s), p ≤ 38 | Decimal | Decimal128(p,s) | |
-//! | decimal(p,s), p > 38 | DecimalText | Utf8 | exact text |
-//! | float, double | Float | Float32, Float64 | |
-//! | char(n) | Char | Utf8 | padded back to n characters with spaces (MySQL strips them when it returns a CHAR), as PostgreSQL's char(n) reads, so the same CHAR value hashes alike in both; key bounds in range predicates stay unpadded |
-//! | varchar, tinytext … longtext, enum, set | Text | Utf8 | utf8mb4 |
-//! | json (MySQL; MariaDB's longtext with a json_valid check) | Json | Utf8 | |
-//! | binary, varbinary, tinyblob … longblob | Bytes | Binary | |
-//! | date | Date | Date32 | zero dates (`0000-00-00`, `2024-00-15`) read as NULL and counted in the table's notices; `?zero_dates=error` refuses them |
-//! | datetime(0-6) | DateTime | Timestamp(µs) | zero dates as for date |
-//! | timestamp(0-6) | Timestamp | Timestamp(µs, +00:00) | sessions run in UTC |
-//! | time(0-6) | Time | Interval(MonthDayNano) | negative and > 24 h values kept (days 0, µs) |
-//! | bit(n) | Bit | Utf8 | n binary digits (`0101`), as PostgreSQL's bit(n) travels; written back with `CONV(…, 2, 10)` |
-//! | json with the comment `barge:array:T` | T, array | List(T's Arrow type) | MySQL has no arrays: barge stores Arrow lists (PostgreSQL arrays) as JSON arrays and names the element's column type T in the column comment, so they read back as lists. Integers and finite floats are JSON numbers, NaN/±Infinity the strings `NaN`/`inf`/`-inf`, booleans `true`/`false`, binary hex strings, everything else (decimals, kept exact; text; dates; times) the value's text as a string |
+//! Columns are looked up by `information_schema.COLUMNS.DATA_TYPE` ([`MYSQL_TYPES`]);
+//! `COLUMN_TYPE` decides unsignedness, `tinyint(1)` and decimal precision. Values travel as text
+//! (the text protocol and LOAD DATA), in the forms of [`barge_core::text`].
 //!
 //! Not yet mapped (a clear error naming table, column and type): geometry types.
 
 use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
+use barge_core::mapping::TypeMapping;
 
 /// The comment of a JSON column that holds arrays, before the element's column type.
 pub const ARRAY_COMMENT: &str = "barge:array:";
@@ -139,6 +121,68 @@ pub const MYSQL_TYPES: &[(&str, Kind)] = &[
     ("time", Kind::Time),
     ("bit", Kind::Bit(1)),
 ];
+
+/// Every MySQL/MariaDB column type barge maps, by `COLUMN_TYPE`, with its [`Kind`], its Arrow
+/// type and whether barge creates it for that Arrow type ([`column_type_for_arrow`] of a column
+/// that is not part of a key). Round trips: `fixtures/mysql_every_type.sql` holds a column of
+/// every row (checked by a test), copied MySQL → PostgreSQL → MySQL and MySQL → SQLite → MySQL.
+pub fn mapping() -> Vec<TypeMapping> {
+    use DataType::*;
+    let m = TypeMapping::new;
+    let micros = TimeUnit::Microsecond;
+    vec![
+        m("tinyint(1)", "Bool", Boolean)
+            .created()
+            .notes("also boolean; other values than 0/1 are refused per row; `?tinyint1=integer` reads them as Int8"),
+        m("tinyint", "Int", Int8).created(),
+        m("smallint", "Int", Int16).created(),
+        m("mediumint", "Int", Int32),
+        m("int", "Int", Int32).created(),
+        m("bigint", "Int", Int64).created(),
+        m("tinyint unsigned", "UInt", UInt8).created(),
+        m("smallint unsigned", "UInt", UInt16).created(),
+        m("mediumint unsigned", "UInt", UInt32),
+        m("int unsigned", "UInt", UInt32).created(),
+        m("bigint unsigned", "UInt", UInt64).created().notes("above 2^63 kept (numeric(20,0) in PostgreSQL)"),
+        m("year", "Int", Int16),
+        m("decimal(12,2)", "Decimal", Decimal128(12, 2)).created().notes("p ≤ 38"),
+        m("decimal(65,30)", "DecimalText", Utf8).notes("p > 38: exact text"),
+        m("float", "Float", Float32).created(),
+        m("double", "Double", Float64).created(),
+        m("char(5)", "Char", Utf8).notes(
+            "padded back to n characters (MySQL strips them when it returns a CHAR), as PostgreSQL's char(n) reads, \
+             so the same value hashes alike in both; key bounds in range predicates stay unpadded",
+        ),
+        m("varchar(50)", "Text", Utf8).notes("utf8mb4; barge creates varchar(255) for a text key column"),
+        m("longtext", "Text", Utf8).created().notes("also tinytext, text, mediumtext"),
+        m("enum('sad','ok','happy')", "Text", Utf8),
+        m("set('a','b','c')", "Text", Utf8),
+        m("json", "Json", Utf8).notes("MariaDB: longtext with a json_valid check; logical type json"),
+        m("varbinary(20)", "Bytes", Binary)
+            .notes("also binary(n); barge creates varbinary(255) for a binary key column"),
+        m("longblob", "Bytes", Binary).created().notes("also tinyblob, blob, mediumblob"),
+        m("date", "Date", Date32).created().notes(
+            "zero dates (`0000-00-00`, `2024-00-15`) read as NULL and counted in the table's notices; \
+             `?zero_dates=error` refuses them",
+        ),
+        m("datetime(6)", "DateTime", Timestamp(micros, None))
+            .created()
+            .notes("datetime(0-6); zero dates as for date; zoned values are stored in UTC"),
+        m("timestamp(6)", "Timestamp", Timestamp(micros, Some(UTC.into())))
+            .notes("timestamp(0-6); sessions run in UTC"),
+        m("time(6)", "Time", Interval(IntervalUnit::MonthDayNano))
+            .created()
+            .notes("time(0-6); negative and > 24 h values kept (days 0, µs)"),
+        m("bit(12)", "Bit", Utf8)
+            .notes("n binary digits (`0101`), as PostgreSQL's bit(n) travels; written back with CONV"),
+        m("json COMMENT 'barge:array:bigint'", "Int, array", List(Field::new("item", Int64, true).into()))
+            .created()
+            .notes(
+                "MySQL has no arrays: Arrow lists are JSON arrays whose column comment names the element type \
+                 (any type above), so they read back as lists; values written by barge_core::json",
+            ),
+    ]
+}
 
 /// Timestamps are UTC and labelled with this offset.
 pub const UTC: &str = barge_core::text::UTC_OFFSET;
@@ -267,6 +311,40 @@ mod tests {
         let nested = DataType::List(Field::new("item", list, true).into());
         assert_eq!(column_type_for_arrow(&nested, false), None);
         assert_eq!(array_element("json"), None);
+    }
+
+    #[test]
+    fn the_mapping_agrees_with_the_resolver_and_the_ddl_rules() {
+        let rows = mapping();
+        let problems = barge_core::mapping::check_mapping(&rows, read_back, |t| column_type_for_arrow(t, false));
+        assert!(problems.is_empty(), "{problems:#?}");
+        for (name, _) in MYSQL_TYPES.iter().filter(|(n, _)| !matches!(*n, "integer" | "numeric")) {
+            let covered = rows.iter().any(|r| data_type_of(r.native) == *name || r.notes.contains(name));
+            assert!(covered, "`{name}` has no row in mapping()");
+        }
+    }
+
+    #[test]
+    fn the_round_trip_fixture_has_a_column_of_every_row() {
+        let fixture = include_str!("../../../fixtures/mysql_every_type.sql").to_ascii_lowercase();
+        // (Array columns come from PostgreSQL arrays: the PostgreSQL type tests carry them here.)
+        for row in mapping().iter().filter(|r| !r.native.contains("COMMENT")) {
+            let base = row.native.split('(').next().unwrap();
+            assert!(fixture.contains(&format!(" {base}")), "fixtures/mysql_every_type.sql has no `{base}` column");
+        }
+    }
+
+    #[test]
+    fn types_md_is_generated_from_the_mapping() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/TYPES.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        if let Err(fixed) = barge_core::mapping::check_doc_table(&doc, &mapping()) {
+            if std::env::var_os("BARGE_BLESS").is_some() {
+                std::fs::write(path, fixed).unwrap();
+            } else {
+                panic!("{path} is stale: run the test with BARGE_BLESS=1 to regenerate it");
+            }
+        }
     }
 
     #[test]

@@ -1,30 +1,12 @@
-//! PostgreSQL ↔ Arrow, declared once.
+//! PostgreSQL ↔ Arrow, declared once, as data: [`mapping`] (its table is `TYPES.md` beside this
+//! crate's `Cargo.toml`, generated from it and checked by a test).
 //!
-//! Types are looked up by `format_type(oid, NULL)` (the SQL name without modifiers); enums read as
-//! text, domains as their base type, one-dimensional arrays as Arrow lists of their element.
-//!
-//! | PostgreSQL | [`Codec`] | Arrow | notes |
-//! |---|---|---|---|
-//! | boolean | Bool | Boolean | |
-//! | smallint, integer, bigint | Int2/Int4/Int8 | Int16/Int32/Int64 | |
-//! | oid | Oid | UInt32 | |
-//! | real, double precision | Float4/Float8 | Float32/Float64 | NaN, ±Infinity and -0.0 kept |
-//! | numeric(p,s), p ≤ 38 | Numeric | Decimal128(p,s) | NaN/±Infinity cannot be Decimal: a clear per-row error |
-//! | numeric (unconstrained, or p > 38) | Numeric | Utf8 | PostgreSQL's exact text, including `NaN` and `Infinity` |
-//! | money | Money | Decimal128(19,2) | assumes 2 fractional digits (lc_monetary of C/en_US) |
-//! | text, character varying(n), character(n), name, citext, enums | Text | Utf8 | char(n) keeps its padding |
-//! | "char" | Char | Utf8 | one byte |
-//! | json, jsonb | Json/Jsonb | Utf8 | jsonb as PostgreSQL normalises it |
-//! | bytea | Bytea | Binary | |
-//! | uuid | Uuid | Utf8 | lower-case, hyphenated (the form MySQL and SQLite store) |
-//! | date | Date | Date32 | ±infinity refused per row |
-//! | time | Time | Time64(µs) | |
-//! | timestamp / timestamptz | Timestamp/TimestampTz | Timestamp(µs) / Timestamp(µs, +00:00) | ±infinity refused per row |
-//! | interval | Interval | Interval(MonthDayNano) | months, days and µs kept apart |
-//! | time with time zone, inet, cidr, macaddr, macaddr8, bit(n), bit varying(n), tsvector | AsText | Utf8 | read as PostgreSQL's text form; written back with text COPY |
-//! | T[] for T above | (element) | List(T) | one dimension |
+//! Types are looked up by `format_type(oid, NULL)` (the SQL name without modifiers, [`PG_TYPES`]);
+//! enums read as text, domains as their base type, one-dimensional arrays as Arrow lists of their
+//! element (`T[]` for every row, created for `List(T)`).
 
 use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
+use barge_core::mapping::TypeMapping;
 
 /// How values of a PostgreSQL type travel in binary COPY.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +71,88 @@ pub const PG_TYPES: &[(&str, Codec)] = &[
     ("bit varying", Codec::AsText),
     ("tsvector", Codec::AsText),
 ];
+
+/// Every PostgreSQL type barge maps, with its codec, its Arrow type, whether barge creates it for
+/// that Arrow type ([`sql_type_for_arrow`]) and the samples its round-trip tests use.
+pub fn mapping() -> Vec<TypeMapping> {
+    use DataType::*;
+    let m = TypeMapping::new;
+    let micros = TimeUnit::Microsecond;
+    vec![
+        m("boolean", "Bool", Boolean).created().samples(&["true", "false"]),
+        m("smallint", "Int2", Int16).created().samples(&["-32768", "32767"]),
+        m("integer", "Int4", Int32).created().samples(&["-2147483648", "2147483647"]),
+        m("bigint", "Int8", Int64).created().samples(&["-9223372036854775808", "9223372036854775807"]),
+        m("oid", "Oid", UInt32).samples(&["0", "4294967295"]),
+        m("real", "Float4", Float32)
+            .created()
+            .samples(&["1.5", "'-Infinity'", "'NaN'", "'-0'", "3.4028235e38"])
+            .notes("NaN, ±Infinity and -0.0 kept"),
+        m("double precision", "Float8", Float64)
+            .created()
+            .samples(&["1e308", "'Infinity'", "'NaN'", "'-0'", "2.2250738585072014e-308"])
+            .notes("NaN, ±Infinity and -0.0 kept"),
+        m("numeric(12,2)", "Numeric", Decimal128(12, 2))
+            .created()
+            .samples(&["0", "-123.45", "9999999999.99", "0.01"])
+            .notes("p ≤ 38; NaN/±Infinity cannot be Decimal: a clear per-row error"),
+        m("numeric", "Numeric", Utf8)
+            .samples(&["'NaN'", "'-1.5000'", "'123456789012345678901234567890.123456789'", "0", "'Infinity'"])
+            .notes("unconstrained, or p > 38: PostgreSQL's exact text, including `NaN` and `Infinity`"),
+        m("money", "Money", Decimal128(19, 2))
+            .samples(&["12.34", "-5.00"])
+            .notes("assumes 2 fractional digits (lc_monetary of C/en_US)"),
+        m("text", "Text", Utf8).created().samples(&[
+            "''",
+            "'héllo'",
+            "'日本 🚀'",
+            "E'tab\\there\\nnew line \\\\ back'",
+        ]),
+        m("character varying(20)", "Text", Utf8).samples(&["'x'", "''"]),
+        m("character(5)", "Text", Utf8).samples(&["'ab'", "'abcde'"]).notes("keeps its padding"),
+        m("name", "Text", Utf8).samples(&["'pg_name'"]),
+        m("citext", "Text", Utf8).notes("extension type; enums read as text too"),
+        m("\"char\"", "Char", Utf8).samples(&["'a'"]).notes("one byte"),
+        m("json", "Json", Utf8).samples(&["'{\"b\": 1,  \"a\": [1, 2]}'"]).notes("logical type json"),
+        m("jsonb", "Jsonb", Utf8)
+            .samples(&["'{\"b\": 1, \"a\": [1, 2]}'", "'[]'"])
+            .notes("as PostgreSQL normalises it; logical type json"),
+        m("bytea", "Bytea", Binary).created().samples(&["'\\x00ff10'", "''"]),
+        m("uuid", "Uuid", Utf8)
+            .samples(&["'123e4567-e89b-12d3-a456-426614174000'"])
+            .notes("lower-case, hyphenated (the form MySQL and SQLite store); logical type uuid"),
+        m("date", "Date", Date32)
+            .created()
+            .samples(&["'2024-02-29'", "'0001-01-01'", "'1999-12-31'", "'4713-01-01 BC'"])
+            .notes("±infinity refused per row"),
+        m("time without time zone", "Time", Time64(micros)).created().samples(&["'00:00:00'", "'23:59:59.999999'"]),
+        m("timestamp without time zone", "Timestamp", Timestamp(micros, None))
+            .created()
+            .samples(&["'2024-02-29 13:45:10.123456'", "'1900-01-01 00:00:00'"])
+            .notes("±infinity refused per row"),
+        m("timestamp with time zone", "TimestampTz", Timestamp(micros, Some(UTC.into())))
+            .created()
+            .samples(&["'2024-06-01 12:00:00+02'", "'1969-12-31 23:59:59.5+00'"])
+            .notes("normalised to UTC; ±infinity refused per row"),
+        m("interval", "Interval", Interval(IntervalUnit::MonthDayNano))
+            .created()
+            .samples(&["'1 year 2 months 3 days 04:05:06.789'", "'-1 day'", "'0'"])
+            .notes("months, days and µs kept apart"),
+        m("time with time zone", "AsText", Utf8)
+            .samples(&["'12:00:00+02'"])
+            .notes("read as PostgreSQL's text form; written back with text COPY"),
+        m("inet", "AsText", Utf8).samples(&["'192.168.0.1/24'", "'::1'"]).notes("as text"),
+        m("cidr", "AsText", Utf8).samples(&["'10.0.0.0/8'"]).notes("as text"),
+        m("macaddr", "AsText", Utf8).samples(&["'08:00:2b:01:02:03'"]).notes("as text"),
+        m("macaddr8", "AsText", Utf8).samples(&["'08:00:2b:01:02:03:04:05'"]).notes("as text"),
+        m("bit(3)", "AsText", Utf8).samples(&["B'101'"]).notes("as its binary digits"),
+        m("bit varying(8)", "AsText", Utf8).samples(&["B'10101'"]).notes("as its binary digits"),
+        m("tsvector", "AsText", Utf8).samples(&["'a fat cat'"]).notes("as text"),
+        m("integer[]", "Int4 (array)", List(Field::new("item", Int32, true).into()))
+            .created()
+            .notes("one dimension; every row's type as T[] is List(T)"),
+    ]
+}
 
 /// Timestamps with a zone are normalised to UTC and labelled with this offset.
 pub const UTC: &str = "+00:00";
@@ -245,6 +309,29 @@ mod tests {
         assert!(array.array);
         assert!(matches!(array.arrow(), DataType::List(_)));
         assert_eq!(resolve("point"), None);
+    }
+
+    #[test]
+    fn the_mapping_agrees_with_the_resolver_and_the_ddl_rules() {
+        let rows = mapping();
+        let problems = barge_core::mapping::check_mapping(&rows, |n| resolve(n).map(|t| t.arrow()), sql_type_for_arrow);
+        assert!(problems.is_empty(), "{problems:#?}");
+        for (name, _) in PG_TYPES.iter().filter(|(n, _)| *n != "bpchar") {
+            assert!(rows.iter().any(|r| base_name(r.native).0 == *name), "`{name}` has no row in mapping()");
+        }
+    }
+
+    #[test]
+    fn types_md_is_generated_from_the_mapping() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/TYPES.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        if let Err(fixed) = barge_core::mapping::check_doc_table(&doc, &mapping()) {
+            if std::env::var_os("BARGE_BLESS").is_some() {
+                std::fs::write(path, fixed).unwrap();
+            } else {
+                panic!("{path} is stale: run the test with BARGE_BLESS=1 to regenerate it");
+            }
+        }
     }
 
     #[test]

@@ -575,24 +575,15 @@ impl<'a> Binder<'a> {
     }
 }
 
-/// One array element as JSON: NaN and infinities (which JSON lacks) and blobs (as hex) as strings.
+/// One array element as JSON ([`barge_core::json`]: NaN and infinities, which JSON lacks, and
+/// blobs as strings).
 fn push_json(value: ValueRef<'_>, out: &mut String) {
-    use std::fmt::Write as _;
+    use barge_core::json;
     match value {
         ValueRef::Null => out.push_str("null"),
         ValueRef::Integer(i) => out.push_str(&i.to_string()),
-        ValueRef::Real(x) if x.is_nan() => out.push_str("\"NaN\""),
-        ValueRef::Real(x) if x.is_infinite() => out.push_str(if x > 0.0 { "\"Infinity\"" } else { "\"-Infinity\"" }),
-        ValueRef::Real(x) => out.push_str(&serde_json::Number::from_f64(x).expect("finite").to_string()),
-        ValueRef::Text(t) => {
-            out.push_str(&serde_json::Value::String(String::from_utf8_lossy(t).into_owned()).to_string())
-        }
-        ValueRef::Blob(b) => {
-            out.push('"');
-            for byte in b {
-                let _ = write!(out, "{byte:02x}");
-            }
-            out.push('"');
-        }
+        ValueRef::Real(x) => json::push_float(x, out),
+        ValueRef::Text(t) => json::push_string(&String::from_utf8_lossy(t), out),
+        ValueRef::Blob(b) => json::push_hex(b, out),
     }
 }

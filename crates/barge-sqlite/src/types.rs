@@ -1,29 +1,14 @@
-//! SQLite ↔ Arrow, declared once.
+//! SQLite ↔ Arrow, declared once, as data: [`mapping`] (its table is `TYPES.md` beside this
+//! crate's `Cargo.toml`, generated from it and checked by a test).
 //!
 //! SQLite is dynamically typed: a column's declared type is a hint (its *affinity*), and values
 //! carry their own storage class. barge reads a column by its declared type through
 //! [`DECLARED_TYPES`], falling back to SQLite's own affinity rules for names it does not list, so
 //! every declared type has a mapping. A value whose storage class does not fit its column (text in
 //! an INTEGER column) is a per-row error naming table, column and key.
-//!
-//! | declared type (examples) | [`Family`] | Arrow | stored by barge as |
-//! |---|---|---|---|
-//! | INTEGER, INT, BIGINT, SMALLINT, TINYINT | Integer | Int64 | INTEGER |
-//! | REAL, DOUBLE, FLOAT | Real | Float64 | REAL; NaN as the text `NaN` (SQLite would store a NaN REAL as NULL) |
-//! | TEXT, VARCHAR(n), CHAR(n), CLOB, JSON, UUID | Text | Utf8 | TEXT |
-//! | BLOB, no declared type | Blob | Binary (other storage classes are refused, not converted) | BLOB |
-//! | BOOLEAN, BOOL | Boolean | Boolean (from 0/1) | INTEGER 0/1 |
-//! | DECIMAL(p,s), NUMERIC(p,s) | Decimal | Decimal128(p,s) (reals rounded to s places) | text, converted by NUMERIC affinity |
-//! | DECIMAL_TEXT(p,s) (created by barge for p > 15) | Decimal | Decimal128(p,s) | TEXT (exact beyond 15 digits) |
-//! | NUMERIC, DECIMAL (no precision) | NumericText | Utf8 (the stored number as text) | text, converted by NUMERIC affinity |
-//! | DATE | Date | Date32 | TEXT `YYYY-MM-DD` |
-//! | DATETIME, TIMESTAMP | DateTime | Timestamp(µs) | TEXT `YYYY-MM-DD HH:MM:SS[.ffffff]`; integers read as Unix seconds |
-//! | TIMESTAMPTZ, TIMESTAMP WITH TIME ZONE | DateTimeTz | Timestamp(µs, +00:00) | TEXT `…+00:00` |
-//! | TIME | Time | Time64(µs) | TEXT `HH:MM:SS[.ffffff]` |
-//! | INTERVAL | Interval | Interval(MonthDayNano) | TEXT `M months D days S seconds` (PostgreSQL reads it as is) |
-//! | T_ARRAY for any T above (e.g. `BIGINT_ARRAY`, `DECIMAL_ARRAY(12,2)`) | List | List(T) | TEXT: a JSON array; numbers as numbers, NaN/±Infinity, decimals, times and intervals as strings, blobs as hex strings |
 
 use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
+use barge_core::mapping::TypeMapping;
 use barge_core::{Error, Result, TargetColumn};
 
 /// How barge reads and writes a column, before type parameters.
@@ -84,6 +69,87 @@ pub const DECLARED_TYPES: &[(&str, Family)] = &[
     ("TIME", Family::Time),
     ("INTERVAL", Family::Interval),
 ];
+
+/// The declared types barge reads and creates, one row per family (the names each family also
+/// covers are in [`DECLARED_TYPES`]), with the samples the round-trip tests use.
+pub fn mapping() -> Vec<TypeMapping> {
+    use DataType::*;
+    let m = TypeMapping::new;
+    let micros = TimeUnit::Microsecond;
+    let list = |t: DataType| List(Field::new("item", t, true).into());
+    vec![
+        m("INTEGER", "Integer", Int64)
+            .created()
+            .samples(&["0", "-9223372036854775808", "9223372036854775807"])
+            .notes("also INT, BIGINT, SMALLINT, TINYINT, MEDIUMINT, INT2, INT8, UNSIGNED BIG INT, any name with INT"),
+        m("REAL", "Real", Float64)
+            .created()
+            .samples(&["0.0", "-1.5e300", "9e999", "-9e999", "3.141592653589793", "'NaN'"])
+            .notes("also DOUBLE, DOUBLE PRECISION, FLOAT; NaN stored as the text `NaN` (SQLite would store NULL)"),
+        m("TEXT", "Text", Utf8)
+            .created()
+            .samples(&["''", "'héllo'", "'日本 🚀'", "' padded  '"])
+            .notes("also VARCHAR(n), CHAR(n), CLOB, JSON, UUID, NCHAR, NVARCHAR"),
+        m("BLOB", "Blob", Binary)
+            .created()
+            .samples(&["x''", "x'00ff'"])
+            .notes("also no declared type; other storage classes are refused, not converted"),
+        m("BOOLEAN", "Boolean", Boolean).created().samples(&["0", "1"]).notes("also BOOL; stored as 0/1"),
+        m("DECIMAL(9,2)", "Decimal", Decimal128(9, 2))
+            .created()
+            .samples(&["'0'", "'-123.45'", "'99999.99'", "7"])
+            .notes("also NUMERIC(p,s); p ≤ 15, stored by NUMERIC affinity (reals rounded to s places)"),
+        m("DECIMAL_TEXT(30,4)", "Decimal", Decimal128(30, 4))
+            .created()
+            .samples(&["'0'", "'-123456789012345678901234.5678'", "7"])
+            .notes("created by barge for p > 15: TEXT, exact beyond 15 digits"),
+        m("NUMERIC", "NumericText", Utf8)
+            .samples(&["1", "-2.5", "'not a number'"])
+            .notes("also DECIMAL without precision and unknown names (NUMERIC affinity): the stored number as text"),
+        m("DATE", "Date", Date32)
+            .created()
+            .samples(&["'0001-01-01'", "'2024-02-29'", "'9999-12-31'"])
+            .notes("TEXT `YYYY-MM-DD`"),
+        m("DATETIME", "DateTime", Timestamp(micros, None))
+            .created()
+            .samples(&["'1970-01-01 00:00:00'", "'2024-02-29 13:45:10.123456'", "'1900-06-01T00:00:00Z'"])
+            .notes("also TIMESTAMP; TEXT `YYYY-MM-DD HH:MM:SS[.ffffff]`; integers read as Unix seconds"),
+        m("TIMESTAMPTZ", "DateTimeTz", Timestamp(micros, Some(UTC.into())))
+            .created()
+            .samples(&["'1970-01-01 00:00:00'", "'2024-02-29 13:45:10.123456'", "'1900-06-01T00:00:00Z'"])
+            .notes("also TIMESTAMP WITH TIME ZONE; TEXT `…+00:00`"),
+        m("TIME", "Time", Time64(micros))
+            .created()
+            .samples(&["'00:00:00'", "'23:59:59.999999'", "'12:30'"])
+            .notes("TEXT `HH:MM:SS[.ffffff]`"),
+        m("INTERVAL", "Interval", Interval(IntervalUnit::MonthDayNano))
+            .created()
+            .samples(&[
+                "'1 months 2 days 3.5 seconds'",
+                "'-14 months 0 days -0.000001 seconds'",
+                "'0 months 0 days 0 seconds'",
+            ])
+            .notes("TEXT `M months D days S seconds` (PostgreSQL reads it as is)"),
+        m("INTEGER_ARRAY", "List", list(Int64))
+            .created()
+            .samples(&["'[1, null, -9223372036854775808]'", "'[]'"])
+            .notes("T_ARRAY for any T above: TEXT holding a JSON array (barge_core::json)"),
+        m("REAL_ARRAY", "List", list(Float64)).created().samples(&["'[1.5, \"NaN\", \"-Infinity\", 2]'"]),
+        m("TEXT_ARRAY", "List", list(Utf8)).created().samples(&["'[\"a\", \"日本 \\\"q\\\"\", \"\"]'"]),
+        m("DECIMAL_ARRAY(12,2)", "List", list(Decimal128(12, 2)))
+            .created()
+            .samples(&["'[\"12.30\", \"-0.01\", null]'"])
+            .notes("decimals as strings"),
+        m("BLOB_ARRAY", "List", list(Binary)).created().samples(&["'[\"00ff\", \"\"]'"]).notes("hex strings"),
+        m("BOOLEAN_ARRAY", "List", list(Boolean)).created().samples(&["'[1, 0, null]'"]),
+        m("TIMESTAMPTZ_ARRAY", "List", list(Timestamp(micros, Some(UTC.into()))))
+            .created()
+            .samples(&["'[\"2024-01-01 00:00:00.5+00:00\"]'"]),
+        m("INTERVAL_ARRAY", "List", list(Interval(IntervalUnit::MonthDayNano)))
+            .created()
+            .samples(&["'[\"1 months 0 days 0 seconds\"]'"]),
+    ]
+}
 
 /// Suffix of a declared list type: `BIGINT_ARRAY` holds JSON arrays of BIGINT values.
 pub const ARRAY_SUFFIX: &str = "_ARRAY";
@@ -273,6 +339,35 @@ mod tests {
     fn bad_decimal_parameters_name_the_column() {
         let err = kind_of("DECIMAL(50,2)", "orders", "amount").unwrap_err().to_string();
         assert!(err.contains("orders") && err.contains("amount") && err.contains("DECIMAL(50,2)"), "{err}");
+    }
+
+    #[test]
+    fn the_mapping_agrees_with_the_resolver_and_the_ddl_rules() {
+        let rows = mapping();
+        let resolve = |n: &str| kind_of(n, "t", "c").ok().map(|k| k.arrow());
+        let create = |t: &DataType| column_for_arrow(t).map(|c| c.native_type);
+        let problems = barge_core::mapping::check_mapping(&rows, resolve, create);
+        assert!(problems.is_empty(), "{problems:#?}");
+        for (name, family) in DECLARED_TYPES {
+            let family_row = rows.iter().any(|r| {
+                let base = r.native.split('(').next().unwrap_or_default();
+                DECLARED_TYPES.iter().any(|(n, f)| *n == base && f == family)
+            });
+            assert!(family_row, "`{name}` ({family:?}) has no row of its family in mapping()");
+        }
+    }
+
+    #[test]
+    fn types_md_is_generated_from_the_mapping() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/TYPES.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        if let Err(fixed) = barge_core::mapping::check_doc_table(&doc, &mapping()) {
+            if std::env::var_os("BARGE_BLESS").is_some() {
+                std::fs::write(path, fixed).unwrap();
+            } else {
+                panic!("{path} is stale: run the test with BARGE_BLESS=1 to regenerate it");
+            }
+        }
     }
 
     #[test]
