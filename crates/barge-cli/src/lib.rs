@@ -360,6 +360,15 @@ fn open_ledger(spec: &str) -> Result<Arc<dyn barge_core::ledger::LedgerStore>, E
     engines::registry().open_ledger(&engines::ledger_url(spec))
 }
 
+/// Refuses, before anything is opened, a `--state` no registered engine can keep a ledger in.
+fn check_ledger(spec: &str) -> Result<(), Error> {
+    let engine = engines::registry().for_url(&engines::ledger_url(spec))?;
+    match engine.ledger_stores() {
+        Some(_) => Ok(()),
+        None => Err(Error::unsupported(engine.name(), "keep a run ledger (--state)")),
+    }
+}
+
 /// The recorded high-water marks of a pipeline's incremental tables.
 fn watermarks(
     store: &dyn barge_core::ledger::LedgerStore,
@@ -395,6 +404,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (mut pipeline, workers, batch_rows) = load_pipeline(&args.pipeline)?;
     let (name, default_spec) = default_state(&pipeline);
     let state_spec = args.state.clone().unwrap_or(default_spec);
+    check_ledger(&state_spec)?;
     if args.resume {
         // The ledger decides what the target holds: nothing is truncated or refused as non-empty.
         pipeline.if_exists = IfExists::Append;
@@ -534,6 +544,9 @@ fn execute(
 
 /// Plans (writing nothing), then copies. Shared by `copy` and `demo`.
 fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
+    if let Some(spec) = &args.state {
+        check_ledger(spec)?;
+    }
     let from = args.endpoints.source_url()?;
     let (from, to) = (from.as_str(), args.endpoints.to.as_str());
     let if_exists = match (args.resume, args.if_exists) {

@@ -3,11 +3,17 @@
 //! PostgreSQL as a barge source and target, through binary COPY in both directions.
 //!
 //! ```text
-//!  reader thread ◀─ bounded chunks (1 MiB) ─ I/O task: COPY (SELECT … WHERE range) TO STDOUT (FORMAT binary)
-//!       │ parse tuples straight into Arrow builders
+//!  reader thread, its own connection on a private current-thread runtime (conn.rs):
+//!       COPY (SELECT … WHERE range) TO STDOUT (FORMAT binary), polled in place (block_on per chunk)
+//!       │ parse tuples straight into Arrow builders, outside block_on (decode.rs)
 //!  rayon: Arrow batch ─▶ binary COPY payload (per-column writers chosen from the target's types)
 //!  writer thread (own connection) ─▶ COPY t (cols) FROM STDIN (FORMAT binary), in a transaction
 //! ```
+//!
+//! Capabilities beyond the required traits: secondary objects (indexes, identity, foreign keys;
+//! readable while the key builds), key deletes, range clears, scratch schemas and synthetic
+//! tables, and ledger stores (schema `barge_state`). Type mapping: `TYPES.md`, from
+//! [`types::mapping`].
 //!
 //! URLs: `postgres://user:pass@host:port/db?schema=public&sslmode=disable` (or `postgresql://`);
 //! the password may come from `PGPASSWORD`. Type mapping: [`types`]. Tables without a primary key

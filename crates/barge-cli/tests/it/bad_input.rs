@@ -108,3 +108,17 @@ fn a_value_that_breaks_its_declared_type_names_table_column_and_key() {
     run.assert_code(1);
     assert!(run.stderr.contains("table `t`, column `n` at key 2: expected an integer, found text"), "{}", run.stderr);
 }
+
+#[test]
+fn a_ledger_in_an_engine_that_keeps_none_is_refused_before_anything_is_written() {
+    let dir = Dir::new();
+    source(&dir);
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    let run = barge(&["copy", "--from", &from, "--to", &to, "--state", "mysql://root@127.0.0.1:3306/x"]);
+    assert_usage_error(&run, "mysql cannot keep a run ledger (--state)");
+    assert!(!exists(&dir.path("t.db")), "nothing written");
+    // A sqlite:// URL is a ledger file like a plain path.
+    let ledger = dir.url("run.state.db");
+    barge(&["copy", "--from", &from, "--to", &to, "--state", &ledger, "--json"]).assert_code(0);
+    assert!(exists(&dir.path("run.state.db")));
+}

@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod copy;
 mod faults;
+mod matrix;
 mod mysql;
 mod pipeline;
 mod postgres;

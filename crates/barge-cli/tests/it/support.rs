@@ -221,3 +221,124 @@ impl Drop for MyDb {
         my_run(None, &format!("DROP DATABASE IF EXISTS {}", self.name));
     }
 }
+
+/// The engine test kit: one shape for a test database of any engine, so that a case can run on
+/// every source × target pair ([`crate::engine_matrix`]).
+pub trait TestDb {
+    /// The engine's name, as barge registers it.
+    fn engine(&self) -> &'static str;
+    /// The URL barge reaches the database with.
+    fn url(&self) -> String;
+    /// Runs statements (several, separated by `;`).
+    fn execute(&self, sql: &str);
+    /// The rows of a query, each value as text (`NULL` for NULL).
+    fn rows(&self, sql: &str) -> Vec<Vec<String>>;
+    /// A binary literal of `hex` in the engine's SQL.
+    fn binary_literal(&self, hex: &str) -> String {
+        format!("X'{hex}'")
+    }
+}
+
+/// The engines of the matrix, and how each makes a fresh test database.
+#[derive(Clone, Copy, Debug)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl Engine {
+    pub fn db(self, tag: &str) -> Box<dyn TestDb> {
+        match self {
+            Engine::Sqlite => Box::new(SqliteDb::new()),
+            Engine::Postgres => Box::new(PgDb::new(tag)),
+            Engine::Mysql => Box::new(MyDb::new(tag)),
+        }
+    }
+}
+
+/// A SQLite database file in a temporary directory of its own.
+pub struct SqliteDb {
+    dir: Dir,
+}
+
+impl SqliteDb {
+    pub fn new() -> Self {
+        SqliteDb { dir: Dir::new() }
+    }
+}
+
+impl TestDb for SqliteDb {
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn url(&self) -> String {
+        self.dir.url("db.sqlite")
+    }
+
+    fn execute(&self, sql: &str) {
+        self.dir.sql("db.sqlite", sql);
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let conn = self.dir.conn("db.sqlite");
+        let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+        let columns = stmt.column_count();
+        stmt.query_map([], |row| {
+            Ok((0..columns)
+                .map(|i| match row.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Null => "NULL".to_string(),
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Real(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    rusqlite::types::ValueRef::Blob(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+                })
+                .collect())
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+}
+
+impl TestDb for PgDb {
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn url(&self) -> String {
+        PgDb::url(self)
+    }
+
+    fn execute(&self, sql: &str) {
+        self.sql(sql);
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        self.sql(sql).into_iter().map(|r| r.into_iter().map(|v| v.unwrap_or_else(|| "NULL".into())).collect()).collect()
+    }
+
+    fn binary_literal(&self, hex: &str) -> String {
+        format!("'\\x{hex}'::bytea")
+    }
+}
+
+impl TestDb for MyDb {
+    fn engine(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn url(&self) -> String {
+        MyDb::url(self)
+    }
+
+    fn execute(&self, sql: &str) {
+        self.sql(sql);
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        // The client's batch mode already prints NULL as `NULL`.
+        self.sql(sql)
+    }
+}
