@@ -90,6 +90,19 @@ pub fn check_doc_table(doc: &str, rows: &[TypeMapping]) -> Result<(), String> {
     Err(format!("{}{TABLE_BEGIN}\n{table}{}", &doc[..begin], &doc[end..]))
 }
 
+/// The check an engine's unit test makes of its `TYPES.md` at `path`: panics when the file does not
+/// hold the table of `rows`, or with `BARGE_BLESS` set in the environment rewrites it.
+pub fn assert_doc_table(path: &str, rows: &[TypeMapping]) {
+    let doc = std::fs::read_to_string(path).unwrap_or_default();
+    if let Err(fixed) = check_doc_table(&doc, rows) {
+        if std::env::var_os("BARGE_BLESS").is_some() {
+            std::fs::write(path, fixed).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+        } else {
+            panic!("{path} is stale: run the test with BARGE_BLESS=1 to regenerate it");
+        }
+    }
+}
+
 /// The problems of a mapping: a row whose native type does not `resolve` to its Arrow type, a row
 /// marked created whose Arrow type `create` turns into another native type or into one that does
 /// not resolve back to itself, or an Arrow type two rows claim to create.
