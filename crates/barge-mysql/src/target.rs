@@ -40,12 +40,30 @@ pub struct MyTarget {
 
 impl MyTarget {
     pub fn open(url: MyUrl) -> Result<Arc<Self>> {
-        drop(connect(&url)?);
+        let mut conn = connect(&url)?;
+        warn_unless_durable(&mut conn);
         Ok(Arc::new(MyTarget { url, infile_refused: Arc::new(AtomicBool::new(false)) }))
     }
 
     fn conn(&self) -> Result<LocalConn> {
         connect(&self.url)
+    }
+}
+
+/// Commits are as durable as the server makes them: with `innodb_flush_log_at_trx_commit` other than
+/// 1, a server crash can lose the last second of commits, which the ledger already records as done.
+fn warn_unless_durable(conn: &mut LocalConn) {
+    let setting = conn
+        .rows("SELECT @@innodb_flush_log_at_trx_commit", "reading innodb_flush_log_at_trx_commit")
+        .ok()
+        .and_then(|rows| rows.into_iter().next())
+        .and_then(|row| row.into_iter().next().flatten())
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    if let Some(value) = setting.filter(|v| v != "1") {
+        tracing::warn!(
+            "target innodb_flush_log_at_trx_commit = {value}: a server crash may lose commits the ledger records as \
+             done, so a --resume after it may not be exact; set it to 1 for durable commits"
+        );
     }
 }
 

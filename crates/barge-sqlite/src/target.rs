@@ -144,9 +144,10 @@ impl barge_core::Target for SqliteTarget {
 
     fn writer(&self, table: &str, columns: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>> {
         let conn = connect(&self.path, &self.display)?;
-        // A crash mid-load loses at most the open transaction; fsync at every commit is what
-        // SQLite's default (FULL) pays for power-loss durability, which NORMAL keeps in WAL mode.
-        conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(sqlite_err("configuring the writer"))?;
+        // FULL: a commit is on disk before the runtime records its ranges in the ledger, so a
+        // power loss cannot take back what the ledger holds (NORMAL may, in WAL mode). One fsync
+        // per commit: the single writer commits a few times per table.
+        conn.execute_batch("PRAGMA synchronous = FULL").map_err(sqlite_err("configuring the writer"))?;
         let rows_per_insert = ROWS_PER_INSERT.min(MAX_PARAMETERS / columns.len().max(1)).max(1);
         let names: Vec<String> = columns.iter().map(|f| f.name().clone()).collect();
         let on_conflict = barge_sql::on_conflict_clause(options, &names, quote)?;

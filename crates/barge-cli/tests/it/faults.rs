@@ -4,10 +4,11 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::private::PrivatePg;
 use crate::support::*;
 
 /// A SQLite source big enough that a copy is still loading when a writer is killed.
-fn big_source(dir: &Dir) -> String {
+pub fn big_source(dir: &Dir) -> String {
     dir.sql(
         "src.db",
         "CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER NOT NULL, s TEXT NOT NULL);
@@ -306,87 +307,11 @@ fn incremental_runs_follow_inserts_updates_and_deletes() {
     assert_eq!(table(&run.json(), "orders")["diff"]["extra"], serde_json::json!([[1]]));
 }
 
-/// A PostgreSQL server of the test's own (initdb in a temporary directory, a free port), so that
-/// restarting it disturbs no other test.
-struct PrivatePg {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-impl PrivatePg {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap();
-        let data = dir.path().join("data");
-        let status = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/initdb"), "-A", "trust", "-U", "postgres", "--no-sync"])
-            .arg("-D")
-            .arg(&data)
-            .stdout(Stdio::null())
-            .status()
-            .expect("initdb (PostgreSQL 15) must be installed");
-        assert!(status.success(), "initdb failed");
-        let server = PrivatePg { dir, port };
-        server.pg_ctl(&["start"]);
-        server
-    }
-
-    fn pg_ctl(&self, action: &[&str]) {
-        let options =
-            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
-        let status = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-w", "-m", "fast", "-o", &options])
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .arg("-l")
-            .arg(self.dir.path().join("log"))
-            .args(action)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "pg_ctl {action:?} failed");
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port)
-    }
-
-    fn sql(&self, sql: &str) -> String {
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atc", sql])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Restarts the server once a COPY into it is running.
-    fn restart_during_copy(&self) {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(60) {
-            if !self.sql("SELECT pid FROM pg_stat_activity WHERE query LIKE 'COPY%FROM STDIN%' LIMIT 1").is_empty() {
-                self.pg_ctl(&["restart"]);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        panic!("no COPY was seen on the private server");
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(|| self.pg_ctl(&["stop"]));
-    }
-}
-
-fn spawn_copy(args: &[&str]) -> std::process::Child {
+pub fn spawn_copy(args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_barge")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
-fn finish(child: std::process::Child) -> Run {
+pub fn finish(child: std::process::Child) -> Run {
     let out = child.wait_with_output().unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),

@@ -5,10 +5,12 @@
 mod bad_input;
 mod bench;
 mod copy;
+mod durability;
 mod faults;
 mod matrix;
 mod mysql;
 mod pipeline;
 mod postgres;
+mod private;
 mod support;
 mod verify;

@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use crate::private::PrivateMy;
 use crate::support::*;
 
 const FIXTURE: &str = include_str!("../../../../fixtures/mysql_every_type.sql");
@@ -270,70 +271,6 @@ fn bit_columns_keep_their_bits_by_load_data_and_by_insert() {
         assert_eq!(bits(target), bits(&my), "{to}");
     }
     assert_eq!(bits(&my)[0], ["1", "1", "101000000101", &"1".repeat(64)]);
-}
-
-/// A MariaDB server of the test's own (mariadb-install-db in a temporary directory, a free port),
-/// for server settings that would disturb other tests.
-struct PrivateMy {
-    /// Holds the data directory until the server is gone.
-    _dir: tempfile::TempDir,
-    port: u16,
-    server: std::process::Child,
-}
-
-impl PrivateMy {
-    fn start(options: &[&str]) -> Self {
-        use std::process::{Command, Stdio};
-        let dir = tempfile::tempdir().unwrap();
-        Command::new("chown").arg("mysql").arg(dir.path()).status().unwrap();
-        let data = dir.path().join("data");
-        let status = Command::new("mariadb-install-db")
-            .args(["--user=mysql", "--auth-root-authentication-method=normal", "--skip-test-db"])
-            .arg(format!("--datadir={}", data.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("mariadb-install-db (MariaDB server) must be installed");
-        assert!(status.success(), "mariadb-install-db failed");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let server = Command::new("/usr/sbin/mariadbd")
-            .args(["--no-defaults", "--user=mysql", "--bind-address=127.0.0.1", "--skip-log-bin"])
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--port={port}"))
-            .arg(format!("--socket={}", dir.path().join("sock").display()))
-            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .args(options)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd must be installed");
-        let server = PrivateMy { _dir: dir, port, server };
-        let started = std::time::Instant::now();
-        while server.sql("SELECT 1").is_none() {
-            assert!(started.elapsed() < std::time::Duration::from_secs(30), "the private MariaDB did not start");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        server
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!("mysql://root@127.0.0.1:{}/{database}", self.port)
-    }
-
-    fn sql(&self, sql: &str) -> Option<String> {
-        let out = std::process::Command::new("mariadb")
-            .args(["--protocol=tcp", "-h", "127.0.0.1", "-P", &self.port.to_string(), "-uroot", "-N", "-B", "-e", sql])
-            .output()
-            .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-}
-
-impl Drop for PrivateMy {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
 }
 
 #[test]

@@ -18,6 +18,9 @@ pub(crate) fn copy_ranges(job: &CopyJob<'_>, counters: &CopyCounters) -> Result<
     let digests = empty_digests(job.ranges, job.buckets);
     let tallies: Vec<RangeTally> = job.ranges.iter().map(|_| RangeTally::default()).collect();
     let mut pending = resume_ranges(job, counters, &digests)?;
+    if job.clears_ranges() {
+        clear_ranges(job, &pending)?;
+    }
     let mut attempt = 0u32;
     while !pending.is_empty() {
         let transient = Transient::default();
@@ -80,6 +83,49 @@ fn resume_ranges<'a>(job: &CopyJob<'a>, counters: &CopyCounters, digests: &Diges
     }
     pending.retain(|r| !done.contains_key(&r.id));
     Ok(pending)
+}
+
+/// Resuming a keyed table: removes whatever an interrupted run may have committed of each range
+/// still to copy, one range at a time, each in a transaction of its own, before any range loads.
+/// Clearing while other writers load neighbouring ranges made them wait on each other's locks
+/// (InnoDB: next-key locks deadlocked, 5 of 5 resumes; row locks on a neighbour's first
+/// uncommitted row waited on a writer that waited on barge's own channels). Committing a clear
+/// before its range loads is safe: a range counts as done only once its load commits and the
+/// ledger records it, so one cleared but not loaded is cleared and loaded again next time.
+fn clear_ranges(job: &CopyJob<'_>, pending: &[&KeyRange]) -> Result<()> {
+    let key: Vec<String> = job.output.key_columns().into_iter().map(str::to_string).collect();
+    let mut attempt = 0u32;
+    let mut cleared = 0;
+    loop {
+        let result = (|| -> Result<()> {
+            let mut writer = job.target.writer(job.target_table, job.fields, &job.write_options)?;
+            for range in &pending[cleared..] {
+                let clearer = writer.range_clearer().ok_or_else(|| {
+                    Error::unsupported(
+                        job.target.display_name(),
+                        "clear key ranges, which resuming a keyed table needs",
+                    )
+                })?;
+                clearer.clear_range(&key, range)?;
+                writer.commit()?;
+                cleared += 1;
+            }
+            Ok(())
+        })();
+        match result {
+            Err(error) if error.is_transient() && attempt < job.retries => {
+                attempt += 1;
+                let delay = backoff(attempt);
+                tracing::warn!(
+                    "table `{}`: clearing ranges failed ({error}); retry in {:.2}s",
+                    job.table.name,
+                    delay.as_secs_f64()
+                );
+                std::thread::sleep(delay);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Takes a failed attempt of one range back out of the counters and its digest.

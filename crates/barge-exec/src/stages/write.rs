@@ -5,7 +5,7 @@
 //! never before). With row isolation, a batch the target refuses is halved until the refused rows
 //! are found.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use arrow_array::RecordBatch;
@@ -64,9 +64,6 @@ struct WriteLoop<'a, 's> {
     writer: Option<Box<dyn TableWriter>>,
     /// range → (batches received, batches announced by the reader)
     open: HashMap<usize, (u64, Option<u64>)>,
-    /// Ranges cleared in the open transaction (resuming).
-    cleared: HashSet<usize>,
-    key: Vec<String>,
 }
 
 /// Runs a writer over its channel until it closes. A writer that stops early without committing
@@ -79,8 +76,7 @@ pub(crate) fn write_loop(
     side: &WriteSide<'_>,
     failure: &Failure,
 ) -> Result<()> {
-    let key = side.job.output.key_columns().into_iter().map(str::to_string).collect();
-    let mut state = WriteLoop { side, writer: Some(writer), open: HashMap::new(), cleared: HashSet::new(), key };
+    let mut state = WriteLoop { side, writer: Some(writer), open: HashMap::new() };
     for msg in rx {
         if failure.is_set() {
             return Ok(());
@@ -110,9 +106,6 @@ pub(crate) fn write_loop(
 impl WriteLoop<'_, '_> {
     fn handle(&mut self, msg: WriteMsg) -> Result<()> {
         let range = msg.range();
-        if self.side.job.clears_ranges() && !matches!(msg, WriteMsg::Failed { .. }) && !self.cleared.contains(&range) {
-            self.clear(range)?;
-        }
         match msg {
             WriteMsg::Failed { error, .. } if !self.open.contains_key(&range) => {
                 self.side.transient.fail([range], error);
@@ -125,19 +118,6 @@ impl WriteLoop<'_, '_> {
                 Ok(())
             }
         }
-    }
-
-    /// The first message of a range being resumed: removes whatever an earlier attempt may have
-    /// committed of it, in the transaction that loads it again.
-    fn clear(&mut self, range: usize) -> Result<()> {
-        let job = self.side.job;
-        let clearer = connected(&mut self.writer)?.range_clearer().ok_or_else(|| {
-            Error::unsupported(job.target.display_name(), "clear key ranges, which resuming a keyed table needs")
-        })?;
-        clearer.clear_range(&self.key, &job.ranges[range])?;
-        self.cleared.insert(range);
-        self.open.entry(range).or_default();
-        Ok(())
     }
 
     fn write(&mut self, range: usize, encoded: Option<Encoded>, batch: Option<RecordBatch>) -> Result<()> {
@@ -175,7 +155,6 @@ impl WriteLoop<'_, '_> {
     fn recover(&mut self, range: usize, error: Error) {
         drop(self.writer.take());
         self.side.transient.fail(self.open.drain().map(|(range, _)| range).chain([range]), error);
-        self.cleared.clear();
         let job = self.side.job;
         self.writer = job.target.writer(job.target_table, job.fields, &job.write_options).ok();
     }
