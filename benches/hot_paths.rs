@@ -74,7 +74,7 @@ fn orders_batch(rows: usize, types: &[DataType]) -> RecordBatch {
         } else {
             updated.append_value(t + 86_400_000_000)
         }
-        active.append_value(r % 5 != 0);
+        active.append_value(!r.is_multiple_of(5));
         if i % 2 == 0 { note.append_null() } else { note.append_value(format!("note {r}: café ☕ 𝄞 \t tab")) }
     }
     let arrays: Vec<ArrayRef> = vec![

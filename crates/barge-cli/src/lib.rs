@@ -410,6 +410,8 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         pipeline.if_exists = IfExists::Append;
     }
     let store = open_ledger(&state_spec)?;
+    // The run is taken before planning, so a second process on it is refused at once.
+    store.acquire(&name, &barge_core::ledger::Holder::current())?;
     let watermarks = watermarks(store.as_ref(), &name, &pipeline)?;
     let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &watermarks, args.detect_deletes)?;
     if !prepared.report.ok {
@@ -544,9 +546,16 @@ fn execute(
 
 /// Plans (writing nothing), then copies. Shared by `copy` and `demo`.
 fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
-    if let Some(spec) = &args.state {
-        check_ledger(spec)?;
-    }
+    // The run is taken before anything else, so a second process on it is refused at once.
+    let store = match &args.state {
+        Some(spec) => {
+            check_ledger(spec)?;
+            let store = open_ledger(spec)?;
+            store.acquire("copy", &barge_core::ledger::Holder::current())?;
+            Some(store)
+        }
+        None => None,
+    };
     let from = args.endpoints.source_url()?;
     let (from, to) = (from.as_str(), args.endpoints.to.as_str());
     let if_exists = match (args.resume, args.if_exists) {
@@ -560,12 +569,12 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
     let preflight = barge_plan::preflight(&engines::registry(), from, to, request, if_exists)?;
     // The ledger starts once the plan is valid and before anything is written: a run refused for
     // bad input leaves the ledger of an earlier interrupted run to resume.
-    let ledger = match &args.state {
-        Some(spec) => {
+    let ledger = match store {
+        Some(store) => {
             let if_exists = (args.if_exists as u8).to_string();
             let tables = args.endpoints.tables.join(",");
             let print = fingerprint(&[from, to, &tables, &if_exists]);
-            Some(Ledger::open(open_ledger(spec)?, "copy", &print, args.resume)?)
+            Some(Ledger::open(store, "copy", &print, args.resume)?)
         }
         None => None,
     };

@@ -83,6 +83,13 @@ pub enum Error {
     #[error("{engine} cannot {capability}")]
     Unsupported { engine: String, capability: String },
 
+    /// Another live process owns the run in this ledger (see `LedgerStore::acquire`).
+    #[error(
+        "run `{run}` in {store} is owned by another process ({holder}); one run has one owner: wait for it to \
+         finish, or stop it (a dead owner's run is taken over by the next start or --resume)"
+    )]
+    LedgerBusy { run: String, store: String, holder: String },
+
     /// The run was cancelled because another stage failed first.
     #[error("cancelled")]
     Cancelled,
@@ -134,6 +141,7 @@ impl Error {
                 | Error::TargetNotEmpty { .. }
                 | Error::Config(_)
                 | Error::Unsupported { .. }
+                | Error::LedgerBusy { .. }
         )
     }
 }

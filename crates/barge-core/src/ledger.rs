@@ -43,6 +43,39 @@ pub struct RunRecord {
     pub tables: BTreeMap<String, TableLedger>,
 }
 
+/// The process that owns a run while it runs, as another process that is refused hears of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub host: String,
+    /// When it took the run (UTC, `YYYY-MM-DD HH:MM:SS+00:00`).
+    pub started: String,
+}
+
+impl Holder {
+    /// This process, now.
+    pub fn current() -> Holder {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "an unknown host".into());
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0) * 1_000_000);
+        let mut started = String::new();
+        crate::text::format_datetime(micros, true, &mut started);
+        Holder { pid: std::process::id(), host, started }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} on {}, started {}", self.pid, self.host, self.started)
+    }
+}
+
 /// The check every store makes before resuming: a run must exist under `name` and carry
 /// `fingerprint`. `stored` is the fingerprint the store holds, `store` names it in messages.
 pub fn check_resumable(store: &str, name: &str, stored: Option<&str>, fingerprint: &str) -> Result<()> {
@@ -63,6 +96,12 @@ pub fn check_resumable(store: &str, name: &str, stored: Option<&str>, fingerprin
 pub trait LedgerStore: Send + Sync {
     /// The store, for messages (passwords redacted).
     fn describe(&self) -> String;
+
+    /// Takes run `name` for this process for as long as the store stays open (the lease is let go
+    /// when the store is dropped or the process dies, so a dead holder's run is taken over). A run
+    /// another live process holds is [`crate::Error::LedgerBusy`], naming that holder. Called
+    /// before [`Self::start`] and [`Self::resume`].
+    fn acquire(&self, name: &str, holder: &Holder) -> Result<()>;
 
     /// Starts run `name` afresh: forgets what an earlier run of that name left (but not its
     /// watermarks) and records `fingerprint`, the identity of what is being run.

@@ -183,7 +183,7 @@ fn push_fraction(mut micros: u64, out: &mut String) {
         return;
     }
     let mut width = 6;
-    while micros % 10 == 0 {
+    while micros.is_multiple_of(10) {
         micros /= 10;
         width -= 1;
     }

@@ -160,10 +160,10 @@ pub fn portable_default(expression: &str) -> Option<String> {
         e = inner.trim();
     }
     // A trailing cast to a named type (PostgreSQL prints literals that way) does not change the value.
-    if let Some(at) = e.rfind("::") {
-        if e[at + 2..].chars().all(|c| c.is_ascii_alphanumeric() || " _\"()[],".contains(c)) {
-            e = e[..at].trim();
-        }
+    if let Some(at) = e.rfind("::")
+        && e[at + 2..].chars().all(|c| c.is_ascii_alphanumeric() || " _\"()[],".contains(c))
+    {
+        e = e[..at].trim();
     }
     let number = e.strip_prefix('-').unwrap_or(e);
     let numeric = !number.is_empty()

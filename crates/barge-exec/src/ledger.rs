@@ -25,9 +25,11 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Starts run `name` afresh in `store`, or (with `resume`) reads back what it left, refusing a
-    /// run that was never started or whose `fingerprint` differs.
+    /// Takes run `name` in `store` for this process (refusing one another live process owns), then
+    /// starts it afresh, or (with `resume`) reads back what it left, refusing a run that was never
+    /// started or whose `fingerprint` differs.
     pub fn open(store: Arc<dyn LedgerStore>, name: &str, fingerprint: &str, resume: bool) -> Result<Ledger> {
+        store.acquire(name, &barge_core::ledger::Holder::current())?;
         let resume = if resume {
             Some(store.resume(name, fingerprint)?)
         } else {

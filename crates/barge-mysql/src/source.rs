@@ -339,10 +339,10 @@ impl barge_core::Source for MySource {
                 Scalar::Int(i) => Some(i),
                 _ => None,
             };
-            if let (Some(min), Some(max)) = (bound(&rows[0][0]), bound(&rows[0][1])) {
-                if let Some(stats) = KeyStats::dense_by_estimate(table.estimated_rows, min, max) {
-                    return Ok(stats);
-                }
+            if let (Some(min), Some(max)) = (bound(&rows[0][0]), bound(&rows[0][1]))
+                && let Some(stats) = KeyStats::dense_by_estimate(table.estimated_rows, min, max)
+            {
+                return Ok(stats);
             }
         }
         let select = if single_integer {

@@ -195,7 +195,7 @@ impl ColumnStats {
                     self.max_integer_digits = self.max_integer_digits.max(digits(v / unit));
                     let mut fraction = v % unit;
                     let mut used = if fraction == 0 { 0 } else { scale };
-                    while fraction != 0 && fraction % 10 == 0 {
+                    while fraction != 0 && fraction.is_multiple_of(10) {
                         fraction /= 10;
                         used -= 1;
                     }

@@ -126,10 +126,10 @@ pub fn parse_url(url: &str) -> Result<PgUrl> {
     if config.get_user().is_none() {
         config.user(std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into()));
     }
-    if config.get_password().is_none() {
-        if let Ok(password) = std::env::var("PGPASSWORD") {
-            config.password(password);
-        }
+    if config.get_password().is_none()
+        && let Ok(password) = std::env::var("PGPASSWORD")
+    {
+        config.password(password);
     }
     if config.get_hosts().is_empty() {
         config.host("localhost");

@@ -4,13 +4,16 @@
 
 use std::sync::Mutex;
 
-use barge_core::ledger::{LedgerStore, RangeDone, RunRecord, TableLedger};
+use barge_core::ledger::{Holder, LedgerStore, RangeDone, RunRecord, TableLedger};
 use barge_core::{Error, KeyRange, Result, Scalar};
 use tokio_postgres::Client;
 
 use crate::conn::{connect, parse_url, pg_err, quote, runtime};
 
-/// A ledger store in a PostgreSQL schema.
+/// A ledger store in a PostgreSQL schema. A run it owns is locked by a session-level advisory lock
+/// on the store's connection, held while the store is open: the server lets it go when that
+/// session ends (the process died, or its connection was lost, which also fails every later write
+/// of this store), so a dead owner's run is taken over.
 pub struct PgLedger {
     display: String,
     schema: String,
@@ -36,6 +39,7 @@ impl PgLedger {
                name text NOT NULL, source_table text NOT NULL, range_id int NOT NULL, rows_read bigint NOT NULL,
                rows_written bigint NOT NULL, rows_rejected bigint NOT NULL, digests text NOT NULL,
                PRIMARY KEY (name, source_table, range_id));
+             CREATE TABLE IF NOT EXISTS {s}.owners (name text PRIMARY KEY, holder jsonb NOT NULL);
              CREATE TABLE IF NOT EXISTS {s}.watermarks (
                name text NOT NULL, source_table text NOT NULL, value text NOT NULL,
                updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, source_table));"
@@ -71,6 +75,35 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 impl LedgerStore for PgLedger {
     fn describe(&self) -> String {
         self.display.clone()
+    }
+
+    fn acquire(&self, name: &str, holder: &Holder) -> Result<()> {
+        let key = format!("barge ledger {} {name}", self.schema);
+        let holder_json = json(holder);
+        let taken: std::result::Result<bool, Option<String>> =
+            self.tx("taking the run in the ledger", async |tx, s| {
+                let row = tx.query_one("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", &[&key]).await?;
+                if row.get::<_, bool>(0) {
+                    let sql = format!(
+                        "INSERT INTO {s}.owners (name, holder) VALUES ($1, $2::text::jsonb)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder"
+                    );
+                    tx.execute(&sql, &[&name, &holder_json]).await?;
+                    return Ok(Ok(true));
+                }
+                let sql = format!("SELECT holder::text FROM {s}.owners WHERE name = $1");
+                Ok(Err(tx.query_opt(&sql, &[&name]).await?.map(|r| r.get(0))))
+            })?;
+        match taken {
+            Ok(_) => Ok(()),
+            Err(other) => Err(Error::LedgerBusy {
+                run: name.into(),
+                store: self.describe(),
+                holder: other
+                    .and_then(|h| serde_json::from_str::<Holder>(&h).ok())
+                    .map_or_else(|| "a process that has not said who it is yet".to_string(), |h| h.to_string()),
+            }),
+        }
     }
 
     fn start(&self, name: &str, fingerprint: &str) -> Result<()> {

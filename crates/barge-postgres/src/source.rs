@@ -44,10 +44,10 @@ impl PgSource {
     /// so not a failure of the read).
     fn copy_out(&self, sql: &str) -> Result<(LocalConn, tokio_postgres::CopyOutStream)> {
         let kept = self.readers.lock().expect("reader pool lock").pop();
-        if let Some(local) = kept.filter(|local| !local.client.is_closed()) {
-            if let Ok(stream) = local.rt.block_on(local.client.copy_out(sql)) {
-                return Ok((local, stream));
-            }
+        if let Some(local) = kept.filter(|local| !local.client.is_closed())
+            && let Ok(stream) = local.rt.block_on(local.client.copy_out(sql))
+        {
+            return Ok((local, stream));
         }
         let local = connect_local(&self.url)?;
         let stream = local.rt.block_on(local.client.copy_out(sql)).map_err(pg_err("reading rows"))?;
@@ -371,10 +371,10 @@ impl barge_core::Source for PgSource {
                         &[],
                     ))
                     .map_err(pg_err("reading key statistics"))?;
-                if let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
-                    if let Some(stats) = KeyStats::dense_by_estimate(table.estimated_rows, min, max) {
-                        return Ok(stats);
-                    }
+                if let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
+                    && let Some(stats) = KeyStats::dense_by_estimate(table.estimated_rows, min, max)
+                {
+                    return Ok(stats);
                 }
             }
             let select = if single_integer {
@@ -396,10 +396,11 @@ impl barge_core::Source for PgSource {
     }
 
     fn sample_keys(&self, table: &TableInfo, range: &KeyRange, target: usize) -> Result<Vec<Key>> {
-        if range.lo.is_none() && range.hi.is_none() {
-            if let Some(bounds) = self.fresh_histogram(table, target)? {
-                return Ok(bounds);
-            }
+        if range.lo.is_none()
+            && range.hi.is_none()
+            && let Some(bounds) = self.fresh_histogram(table, target)?
+        {
+            return Ok(bounds);
         }
         let rows = self.key_stats(table, range)?.rows;
         let columns = table.range_columns();

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use barge_core::ledger::{LedgerStore, RangeDone, RunRecord, TableLedger};
+use barge_core::ledger::{Holder, LedgerStore, RangeDone, RunRecord, TableLedger};
 use barge_core::{Error, KeyRange, Result, Scalar};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS barge_ranges_done (
   digests TEXT NOT NULL,
   PRIMARY KEY (name, source_table, range_id)
 );
+CREATE TABLE IF NOT EXISTS barge_owners (
+  name TEXT PRIMARY KEY,
+  holder TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS barge_watermarks (
   name TEXT NOT NULL,
   source_table TEXT NOT NULL,
@@ -43,10 +47,15 @@ CREATE TABLE IF NOT EXISTS barge_watermarks (
   PRIMARY KEY (name, source_table)
 );";
 
-/// A ledger store in a SQLite file.
+/// A ledger store in a SQLite file. A run it owns is locked by an exclusive `flock` on the file
+/// `<ledger>.lock` beside it, held while the store is open: the kernel lets it go when the process
+/// dies, so a dead owner's run is taken over, and no lease can go stale. (Not the ledger file
+/// itself: closing another descriptor of a SQLite file drops SQLite's own POSIX locks on it.)
 pub struct SqliteLedger {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// The lock file, while this store owns a run.
+    owned: Mutex<Option<std::fs::File>>,
 }
 
 impl SqliteLedger {
@@ -60,7 +69,7 @@ impl SqliteLedger {
         conn.execute_batch(SCHEMA).map_err(|e| {
             Error::Config(format!("{} is not a barge state file (or cannot be written): {e}", path.display()))
         })?;
-        Ok(SqliteLedger { path: path.to_path_buf(), conn: Mutex::new(conn) })
+        Ok(SqliteLedger { path: path.to_path_buf(), conn: Mutex::new(conn), owned: Mutex::new(None) })
     }
 
     fn tx<T>(
@@ -83,6 +92,41 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 impl LedgerStore for SqliteLedger {
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn acquire(&self, name: &str, holder: &Holder) -> Result<()> {
+        let mut owned = self.owned.lock().expect("ledger lock");
+        if owned.is_some() {
+            return Ok(());
+        }
+        let lock_path = PathBuf::from(format!("{}.lock", self.path.display()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::Config(format!("cannot open the lock file {}: {e}", lock_path.display())))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let other: Option<String> = self.tx("reading the ledger's owner", |tx| {
+                    tx.query_row("SELECT holder FROM barge_owners WHERE name = ?1", [name], |r| r.get(0)).optional()
+                })?;
+                let holder = other
+                    .and_then(|h| serde_json::from_str::<Holder>(&h).ok())
+                    .map_or_else(|| "a process that has not said who it is yet".to_string(), |h| h.to_string());
+                return Err(Error::LedgerBusy { run: name.into(), store: self.describe(), holder });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::engine(format!("locking {}", lock_path.display()), e));
+            }
+        }
+        self.tx("recording the ledger's owner", |tx| {
+            tx.execute("INSERT OR REPLACE INTO barge_owners (name, holder) VALUES (?1, ?2)", [name, &json(holder)])
+                .map(|_| ())
+        })?;
+        *owned = Some(file);
+        Ok(())
     }
 
     fn start(&self, name: &str, fingerprint: &str) -> Result<()> {

@@ -225,13 +225,13 @@ impl barge_core::Source for SqliteSource {
                     |r| r.get(0),
                 )
                 .map_err(sqlite_err("describing a table"))?;
-            if let (true, KeySpec::Primary(cols)) = (autoincrement, &key) {
-                if let [pk] = cols.as_slice() {
-                    let field = fields[*pk].clone();
-                    let mut metadata = field.metadata().clone();
-                    metadata.insert(META_IDENTITY.to_string(), "true".to_string());
-                    fields[*pk] = field.with_metadata(metadata);
-                }
+            if let (true, KeySpec::Primary(cols)) = (autoincrement, &key)
+                && let [pk] = cols.as_slice()
+            {
+                let field = fields[*pk].clone();
+                let mut metadata = field.metadata().clone();
+                metadata.insert(META_IDENTITY.to_string(), "true".to_string());
+                fields[*pk] = field.with_metadata(metadata);
             }
             let estimated_rows: i64 = conn
                 .query_row(&format!("SELECT count(*) FROM {}", quote(name)), [], |r| r.get(0))
@@ -581,7 +581,7 @@ fn json_element(value: &serde_json::Value, element: &Kind) -> Result<Value, Stri
 }
 
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()

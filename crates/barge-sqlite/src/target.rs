@@ -35,10 +35,10 @@ pub struct SqliteTarget {
 
 impl SqliteTarget {
     pub(crate) fn open(path: PathBuf, display: String) -> Result<Arc<Self>> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                return Err(Error::Config(format!("{display}: directory {} does not exist", dir.display())));
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(Error::Config(format!("{display}: directory {} does not exist", dir.display())));
         }
         Ok(Arc::new(SqliteTarget { path, display, admin: Mutex::new(None) }))
     }

@@ -458,13 +458,12 @@ impl<'a> RowEncoder<'a> {
                 let array: &'a ArrayRef = batch.column(i);
                 let field = batch.schema_ref().field(i);
                 if field.metadata().get(barge_core::META_LOGICAL).map(String::as_str) == Some(barge_core::LOGICAL_JSON)
+                    && let Some(texts) = array.as_string_opt::<i32>()
                 {
-                    if let Some(texts) = array.as_string_opt::<i32>() {
-                        return Ok(Column {
-                            nulls: array.nulls(),
-                            accessor: Accessor::Json(Box::new(move |r| texts.value(r))),
-                        });
-                    }
+                    return Ok(Column {
+                        nulls: array.nulls(),
+                        accessor: Accessor::Json(Box::new(move |r| texts.value(r))),
+                    });
                 }
                 Column::new(array.as_ref()).ok_or_else(|| Error::UnsupportedType {
                     table: table.to_string(),

@@ -139,3 +139,58 @@ fn a_mariadb_target_killed_mid_copy_loses_nothing_the_ledger_holds() {
         || server.borrow().sql("SELECT concat(count(*), '|', count(DISTINCT id), '|', sum(a)) FROM crash.t").unwrap();
     stop_and_resume_into_mysql(3, &to, &mut |_| server.borrow_mut().crash_and_restart(), &count);
 }
+
+/// Starts a copy with `--state ledger`, and once it owns its run, a second identical copy (and a
+/// `--resume` of it): both are refused at once (exit 2) naming the owner; the first finishes and
+/// the target holds every row once.
+fn second_owner_is_refused(ledger: &str, owned: &dyn Fn() -> bool, count: &dyn Fn() -> String, to: &str) {
+    let dir = Dir::new();
+    let from = faults_source(&dir);
+    let mut args = vec!["copy", "--from", &from, "--to", to, "--state", ledger, "--partitions", "16"];
+    args.extend(["--batch-rows", "1000", "--json"]);
+    let first = spawn_copy(&args);
+    let started = Instant::now();
+    while !owned() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the first copy never took its run");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let second = barge(&args);
+    second.assert_code(2);
+    assert!(second.stderr.contains("is owned by another process (pid "), "{}", second.stderr);
+    assert!(second.stderr.contains(&format!("pid {}", first.id())), "names the owner: {}", second.stderr);
+    let mut resume = args.clone();
+    resume.push("--resume");
+    barge(&resume).assert_code(2);
+    let run = finish(first);
+    run.assert_code(0);
+    assert_eq!(count(), format!("{ROWS}|{ROWS}"), "every row once");
+}
+
+fn faults_source(dir: &Dir) -> String {
+    source(dir)
+}
+
+#[test]
+fn a_second_process_on_a_sqlite_ledger_run_is_refused() {
+    let (dir, pg) = (Dir::new(), PgDb::new("owner_sqlite"));
+    let ledger = dir.path("shared.state.db");
+    let owned = || {
+        rusqlite::Connection::open(&ledger)
+            .and_then(|c| c.query_row("SELECT count(*) FROM barge_owners", [], |r| r.get::<_, i64>(0)))
+            .is_ok_and(|n| n > 0)
+    };
+    let count = || pg.rows("SELECT count(*) || '|' || count(DISTINCT id) FROM t")[0][0].clone();
+    second_owner_is_refused(&ledger.display().to_string(), &owned, &count, &pg.url());
+}
+
+#[test]
+fn a_second_process_on_a_postgres_ledger_run_is_refused() {
+    let (pg, state) = (PgDb::new("owner_pg"), PgDb::new("owner_pg_state"));
+    let owned = || {
+        let exists =
+            state.rows("SELECT count(*) FROM pg_tables WHERE schemaname = 'barge_state' AND tablename = 'owners'");
+        exists[0][0] == "1" && state.rows("SELECT count(*) FROM barge_state.owners")[0][0] != "0"
+    };
+    let count = || pg.rows("SELECT count(*) || '|' || count(DISTINCT id) FROM t")[0][0].clone();
+    second_owner_is_refused(&state.url(), &owned, &count, &pg.url());
+}
