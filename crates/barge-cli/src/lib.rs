@@ -121,6 +121,9 @@ struct RunArgs {
     /// comparing range digests, then the mismatched ranges row by row).
     #[arg(long)]
     detect_deletes: bool,
+    /// Never lock the source to read it as one snapshot (see `barge copy --no-lock`).
+    #[arg(long)]
+    no_lock: bool,
 }
 
 #[derive(Args)]
@@ -217,6 +220,11 @@ struct CopyArgs {
     /// Also recreate the source's foreign keys (after every table is loaded).
     #[arg(long)]
     foreign_keys: bool,
+    /// Never lock the source to read it as one snapshot (MySQL/MariaDB sources otherwise hold
+    /// FLUSH TABLES WITH READ LOCK for a moment while every reader starts its transaction): the
+    /// copy is then not one snapshot, and says so.
+    #[arg(long)]
+    no_lock: bool,
     /// Times a range that fails transiently (lost connection, deadlock, server restart) is copied
     /// again, with exponential backoff.
     #[arg(long, default_value_t = barge_exec::DEFAULT_RETRIES)]
@@ -437,6 +445,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         run_budget: pipeline.error_budget,
         retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
         ledger: Some(ledger),
+        snapshot_lock: !args.no_lock,
         ..ExecOptions::new(workers, batch_rows, pipeline.verify)
     };
     let report = execute(&prepared.preflight, &options, progress.as_ref())?;
@@ -583,6 +592,7 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
         foreign_keys: args.foreign_keys,
         retries: args.retries,
         ledger,
+        snapshot_lock: !args.no_lock,
         ..options(&args.tuning, !args.no_verify)
     };
     execute(&preflight, &options, progress.as_ref())
@@ -643,6 +653,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         no_verify: false,
         // SQLite cannot add foreign keys to loaded tables; the demo's target is SQLite.
         foreign_keys: false,
+        no_lock: false,
         retries: barge_exec::DEFAULT_RETRIES,
         state: None,
         resume: false,

@@ -185,8 +185,17 @@ pub fn copy_summary(report: &CopyReport) -> String {
             out.push_str("    verified against the source as transformed by the pipeline\n");
         }
     }
+    match &report.snapshot {
+        Some(snapshot) if snapshot.consistent => out.push_str(&format!("source as of {}\n", snapshot.detail)),
+        Some(snapshot) => out
+            .push_str(&format!("source read without a snapshot ({}): concurrent writes may differ\n", snapshot.detail)),
+        None => {}
+    }
     let verdict = if report.tables.iter().all(|t| t.verified == Some(true)) {
-        "verified: target equals source"
+        match &report.snapshot {
+            Some(snapshot) if !snapshot.consistent => "verified: target equals source as read (not one snapshot)",
+            _ => "verified: target equals source",
+        }
     } else if report.ok {
         "not verified"
     } else {

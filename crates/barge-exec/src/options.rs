@@ -26,6 +26,9 @@ pub struct ExecOptions {
     pub retries: u32,
     /// Where the run keeps its ledger (`--state`, for `--resume`), if anywhere.
     pub ledger: Option<Ledger>,
+    /// Let the source lock the database briefly to read as one snapshot (MySQL's FTWRL);
+    /// `--no-lock` clears it.
+    pub snapshot_lock: bool,
 }
 
 impl ExecOptions {
@@ -40,6 +43,7 @@ impl ExecOptions {
             run_budget: Budget::None,
             retries: DEFAULT_RETRIES,
             ledger: None,
+            snapshot_lock: true,
         }
     }
 }

@@ -170,6 +170,9 @@ pub struct CopyReport {
     /// The process's peak resident memory, in MB (Linux; `None` elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_mb: Option<f64>,
+    /// How the source was read: as one snapshot (which), or not (why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<barge_core::SnapshotInfo>,
 }
 
 impl CopyReport {
@@ -183,6 +186,7 @@ impl CopyReport {
             rows_per_s: if seconds > 0.0 { rows as f64 / seconds } else { 0.0 },
             tables,
             peak_rss_mb: peak_rss_mb(),
+            snapshot: None,
         }
     }
 }

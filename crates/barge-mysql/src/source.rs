@@ -32,18 +32,57 @@ pub struct MySource {
     zero_dates: Mutex<HashMap<(String, String), u64>>,
     /// Connections of range reads that read to the end, for the next range read.
     readers: Mutex<Vec<LocalConn>>,
+    /// Pinned to one snapshot: `readers` then holds only the sessions started in it (this many
+    /// still alive), and a read waits for one of them to be free.
+    alive: std::sync::atomic::AtomicUsize,
+    snapshot: Mutex<bool>,
+    free: std::sync::Condvar,
 }
 
 impl MySource {
     pub fn open(url: MyUrl) -> Result<Arc<Self>> {
         // Fails early and clearly if the server is unreachable; kept for the first range read.
         let first = connect(&url)?;
-        Ok(Arc::new(MySource { url, zero_dates: Mutex::new(HashMap::new()), readers: Mutex::new(vec![first]) }))
+        Ok(Arc::new(MySource {
+            url,
+            zero_dates: Mutex::new(HashMap::new()),
+            readers: Mutex::new(vec![first]),
+            alive: std::sync::atomic::AtomicUsize::new(0),
+            snapshot: Mutex::new(false),
+            free: std::sync::Condvar::new(),
+        }))
+    }
+
+    fn is_pinned(&self) -> bool {
+        *self.snapshot.lock().expect("snapshot lock")
+    }
+
+    /// A session of the pinned snapshot, waiting for one to be free.
+    fn take_snapshot_reader(&self) -> Result<LocalConn> {
+        let alive = &self.alive;
+        let mut readers = self.readers.lock().expect("reader pool lock");
+        loop {
+            if let Some(local) = readers.pop() {
+                return Ok(local);
+            }
+            if alive.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return Err(snapshot_lost("every session of the copy's snapshot was lost"));
+            }
+            readers = self.free.wait(readers).expect("reader pool lock");
+        }
+    }
+
+    fn give_back(&self, local: LocalConn) {
+        self.readers.lock().expect("reader pool lock").push(local);
+        self.free.notify_one();
     }
 
     /// A kept connection that still answers, else a new one (the server may have ended a kept one
     /// while it sat idle: not the read's fault, so not a failure of the read).
     fn take_reader(&self) -> Result<LocalConn> {
+        if self.is_pinned() {
+            return self.take_snapshot_reader();
+        }
         let kept = self.readers.lock().expect("reader pool lock").pop();
         if let Some(mut local) = kept {
             let LocalConn { conn, rt } = &mut local;
@@ -52,6 +91,64 @@ impl MySource {
             }
         }
         connect(&self.url)
+    }
+}
+
+/// A failure of a snapshot session: not transient, since a new session cannot join the snapshot.
+fn snapshot_lost(message: impl std::fmt::Display) -> Error {
+    Error::Engine {
+        context: "reading rows in the copy's snapshot".into(),
+        message: format!("{message}; a new session cannot join the snapshot: run the copy again"),
+    }
+}
+
+impl barge_core::SnapshotReads for MySource {
+    /// The consistent start mydumper uses: `FLUSH TABLES WITH READ LOCK` for the moment it takes
+    /// `readers` sessions to `START TRANSACTION WITH CONSISTENT SNAPSHOT`, then `UNLOCK TABLES`;
+    /// every range read then runs in one of those sessions (InnoDB tables; MyISAM/Aria tables are
+    /// not transactional and are read as they are then).
+    fn pin_snapshot(&self, readers: usize, lock: bool) -> Result<barge_core::SnapshotInfo> {
+        if !lock {
+            return Ok(barge_core::SnapshotInfo {
+                consistent: false,
+                detail: "--no-lock: each MySQL range read sees the source as of its own start".into(),
+            });
+        }
+        let mut locker = connect(&self.url)?;
+        locker.exec("SET SESSION lock_wait_timeout = 60", "configuring the snapshot lock")?;
+        locker.exec("FLUSH TABLES WITH READ LOCK", "locking for a consistent snapshot").map_err(|e| {
+            Error::Config(format!(
+                "cannot read the MySQL source as one snapshot: FLUSH TABLES WITH READ LOCK failed ({e}); grant the \
+                 RELOAD privilege, or pass --no-lock to copy without a snapshot"
+            ))
+        })?;
+        let mut sessions = Vec::with_capacity(readers.max(1));
+        for _ in 0..readers.max(1) {
+            let mut session = connect(&self.url)?;
+            session.exec("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ", "starting a snapshot session")?;
+            session.exec("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY", "starting a snapshot session")?;
+            sessions.push(session);
+        }
+        let position = locker
+            .rows("SHOW MASTER STATUS", "reading the binlog position")
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|row| Some((row.first()?.clone()?, row.get(1)?.clone()?)))
+            .map(|(file, pos)| {
+                format!(", binlog {}:{}", String::from_utf8_lossy(&file), String::from_utf8_lossy(&pos))
+            });
+        locker.exec("UNLOCK TABLES", "unlocking after the snapshot")?;
+        let count = sessions.len();
+        *self.readers.lock().expect("reader pool lock") = sessions;
+        self.alive.store(count, std::sync::atomic::Ordering::Release);
+        *self.snapshot.lock().expect("snapshot lock") = true;
+        Ok(barge_core::SnapshotInfo {
+            consistent: true,
+            detail: format!(
+                "a MySQL consistent snapshot ({count} sessions started under FLUSH TABLES WITH READ LOCK{})",
+                position.unwrap_or_default()
+            ),
+        })
     }
 }
 
@@ -396,10 +493,62 @@ impl barge_core::Source for MySource {
         let list = table.schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT {list} FROM {} WHERE {}", quote(&table.name), range_predicate(table, range));
         // A connection of its own while it reads, reused by the next range read only when this
-        // one read its rows to the end.
+        // one read its rows to the end (pinned: a session of the snapshot, given back).
         let mut local = self.take_reader()?;
-        let LocalConn { conn, rt } = &mut local;
-        let mut result = rt.block_on(conn.query_iter(sql)).map_err(my_err("reading rows"))?;
+        let read = self.read_range_on(&mut local, table, batch_rows, &sql, &kinds, emit);
+        match read {
+            Ok(zero_dates) => {
+                self.give_back(local);
+                let mut counts = self.zero_dates.lock().expect("zero-date counts");
+                for (i, n) in zero_dates.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                    *counts.entry((table.name.clone(), table.schema.field(i).name().clone())).or_default() += n;
+                }
+                Ok(())
+            }
+            Err(error) if self.is_pinned() => {
+                drop(local);
+                self.alive.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                self.free.notify_all();
+                Err(if error.is_transient() { snapshot_lost(error) } else { error })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
+        Some(self)
+    }
+
+    fn notices(&self, table: &str) -> Vec<barge_core::Notice> {
+        let counts = self.zero_dates.lock().expect("zero-date counts");
+        let mut notices: Vec<barge_core::Notice> = counts
+            .iter()
+            .filter(|((t, _), _)| t == table)
+            .map(|((_, column), n)| barge_core::Notice {
+                column: column.clone(),
+                risk: barge_core::Risk::ZeroDate,
+                values: *n,
+                message: format!("{n} zero date(s) read as NULL"),
+            })
+            .collect();
+        notices.sort_by(|a, b| a.column.cmp(&b.column));
+        notices
+    }
+}
+
+impl MySource {
+    /// Reads `range` on `local`; returns the zero dates read as NULL per column.
+    fn read_range_on(
+        &self,
+        local: &mut LocalConn,
+        table: &TableInfo,
+        batch_rows: usize,
+        sql: &str,
+        kinds: &[ColumnKind],
+        emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<Vec<u64>> {
+        let LocalConn { conn, rt } = local;
+        let mut result = rt.block_on(conn.query_iter(sql.to_string())).map_err(my_err("reading rows"))?;
         let mut stream = rt
             .block_on(result.stream::<mysql_async::Row>())
             .map_err(my_err("reading rows"))?
@@ -472,27 +621,6 @@ impl barge_core::Source for MySource {
         }
         drop(stream);
         drop(result);
-        self.readers.lock().expect("reader pool lock").push(local);
-        let mut counts = self.zero_dates.lock().expect("zero-date counts");
-        for (i, n) in zero_dates.into_iter().enumerate().filter(|(_, n)| *n > 0) {
-            *counts.entry((table.name.clone(), table.schema.field(i).name().clone())).or_default() += n;
-        }
-        Ok(())
-    }
-
-    fn notices(&self, table: &str) -> Vec<barge_core::Notice> {
-        let counts = self.zero_dates.lock().expect("zero-date counts");
-        let mut notices: Vec<barge_core::Notice> = counts
-            .iter()
-            .filter(|((t, _), _)| t == table)
-            .map(|((_, column), n)| barge_core::Notice {
-                column: column.clone(),
-                risk: barge_core::Risk::ZeroDate,
-                values: *n,
-                message: format!("{n} zero date(s) read as NULL"),
-            })
-            .collect();
-        notices.sort_by(|a, b| a.column.cmp(&b.column));
-        notices
+        Ok(zero_dates)
     }
 }

@@ -31,26 +31,58 @@ pub struct PgSource {
     /// thread): a new connection costs a new server process, which must also fault in the shared
     /// buffers it reads.
     readers: Mutex<Vec<LocalConn>>,
+    /// The pinned snapshot: its id, and the session that exported it, kept idle in its
+    /// transaction for as long as the source is open (the snapshot lives only that long).
+    snapshot: Mutex<Option<(String, Client)>>,
 }
 
 impl PgSource {
     pub fn open(url: PgUrl) -> Result<Arc<Self>> {
         let client = connect(&url)?;
-        Ok(Arc::new(PgSource { url, pool: Mutex::new(vec![client]), readers: Mutex::new(Vec::new()) }))
+        Ok(Arc::new(PgSource {
+            url,
+            pool: Mutex::new(vec![client]),
+            readers: Mutex::new(Vec::new()),
+            snapshot: Mutex::new(None),
+        }))
+    }
+
+    /// The statement that starts a read in the pinned snapshot (empty without one).
+    fn snapshot_begin(&self) -> Option<String> {
+        let snapshot = self.snapshot.lock().expect("snapshot lock");
+        snapshot.as_ref().map(|(id, _)| {
+            format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}", literal(id))
+        })
     }
 
     /// Starts `sql` (a `COPY … TO STDOUT`) on a kept connection, or on a new one when there is none
     /// or the kept one fails (the server may have ended it while it sat idle: not the read's fault,
     /// so not a failure of the read).
     fn copy_out(&self, sql: &str) -> Result<(LocalConn, tokio_postgres::CopyOutStream)> {
+        let begin = self.snapshot_begin();
+        let start = |local: &LocalConn| {
+            local.rt.block_on(async {
+                if let Some(begin) = &begin {
+                    local.client.batch_execute(begin).await?;
+                }
+                local.client.copy_out(sql).await
+            })
+        };
         let kept = self.readers.lock().expect("reader pool lock").pop();
         if let Some(local) = kept.filter(|local| !local.client.is_closed())
-            && let Ok(stream) = local.rt.block_on(local.client.copy_out(sql))
+            && let Ok(stream) = start(&local)
         {
             return Ok((local, stream));
         }
         let local = connect_local(&self.url)?;
-        let stream = local.rt.block_on(local.client.copy_out(sql)).map_err(pg_err("reading rows"))?;
+        let stream = start(&local).map_err(|e| match &begin {
+            // Without its exporting session the snapshot is gone: retrying cannot bring it back.
+            Some(_) if e.as_db_error().is_some_and(|d| d.message().contains("snapshot")) => Error::Engine {
+                context: "reading rows in the copy's snapshot".into(),
+                message: format!("{e}; the source's snapshot was lost (its session ended): run the copy again"),
+            },
+            _ => pg_err("reading rows")(e),
+        })?;
         Ok((local, stream))
     }
 
@@ -205,6 +237,10 @@ const TREE: &str = "WITH RECURSIVE tree(oid) AS (
 impl barge_core::Source for PgSource {
     fn display_name(&self) -> String {
         self.url.display.clone()
+    }
+
+    fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
+        Some(self)
     }
 
     fn list_tables(&self) -> Result<Vec<String>> {
@@ -474,6 +510,31 @@ impl barge_core::Source for PgSource {
     }
 }
 
+impl barge_core::SnapshotReads for PgSource {
+    /// `pg_export_snapshot()` in a REPEATABLE READ transaction of a session of its own, kept open;
+    /// every range read imports it (`SET TRANSACTION SNAPSHOT`). No lock is taken.
+    fn pin_snapshot(&self, _readers: usize, _lock: bool) -> Result<barge_core::SnapshotInfo> {
+        let mut pinned = self.snapshot.lock().expect("snapshot lock");
+        if let Some((id, _)) = pinned.as_ref() {
+            return Ok(barge_core::SnapshotInfo { consistent: true, detail: format!("PostgreSQL snapshot {id}") });
+        }
+        let client = connect(&self.url)?;
+        let id: String = runtime()
+            .block_on(async {
+                client
+                    .batch_execute(
+                        "SET idle_in_transaction_session_timeout = 0; \
+                         BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                    )
+                    .await?;
+                client.query_one("SELECT pg_export_snapshot()", &[]).await.map(|row| row.get(0))
+            })
+            .map_err(pg_err("exporting a snapshot"))?;
+        *pinned = Some((id.clone(), client));
+        Ok(barge_core::SnapshotInfo { consistent: true, detail: format!("PostgreSQL snapshot {id}") })
+    }
+}
+
 impl PgSource {
     /// Streams `range` as batches. With `native`, each comes with its rows' binary COPY stream,
     /// and is decoded only when `native` holds true.
@@ -529,6 +590,13 @@ impl PgSource {
         match outcome {
             Ok(()) => {
                 drop(stream);
+                let in_snapshot = self.snapshot.lock().expect("snapshot lock").is_some();
+                if in_snapshot {
+                    local
+                        .rt
+                        .block_on(local.client.batch_execute("COMMIT"))
+                        .map_err(pg_err("ending a snapshot read"))?;
+                }
                 self.readers.lock().expect("reader pool lock").push(local);
                 Ok(())
             }

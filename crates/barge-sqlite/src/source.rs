@@ -34,6 +34,9 @@ pub struct SqliteSource {
     path: PathBuf,
     display: String,
     pool: Mutex<Vec<Connection>>,
+    /// The connection holding the copy's snapshot (see [`barge_core::SnapshotReads`]), in its
+    /// transaction for as long as the source is open.
+    pinned: Mutex<Option<Connection>>,
 }
 
 impl SqliteSource {
@@ -41,7 +44,7 @@ impl SqliteSource {
         if !path.is_file() {
             return Err(Error::SourceNotFound(display));
         }
-        let source = SqliteSource { path, display, pool: Mutex::new(Vec::new()) };
+        let source = SqliteSource { path, display, pool: Mutex::new(Vec::new()), pinned: Mutex::new(None) };
         let conn = source.connect()?;
         // Reading the schema is what tells a SQLite file from any other file.
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
@@ -56,6 +59,41 @@ impl SqliteSource {
             .map_err(|e| Error::Connect { target: self.display.clone(), reason: e.to_string() })?;
         conn.busy_timeout(crate::BUSY_TIMEOUT).map_err(sqlite_err("setting busy timeout"))?;
         Ok(conn)
+    }
+
+    /// Pins the snapshot: with a rollback journal, a read transaction (its SHARED lock lets no
+    /// writer commit); in WAL mode, where readers do not stop writers, `BEGIN IMMEDIATE` on a
+    /// read-write connection (no other writer can start; nothing is written).
+    fn pin(&self, lock: bool) -> Result<barge_core::SnapshotInfo> {
+        let not = |detail: String| Ok(barge_core::SnapshotInfo { consistent: false, detail });
+        if !lock {
+            return not("--no-lock: SQLite readers see the file as of their own start".into());
+        }
+        let mut pinned = self.pinned.lock().expect("snapshot lock");
+        let mode: String = self.with_conn(|c| {
+            c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(sqlite_err("reading the journal mode"))
+        })?;
+        let conn = if mode.eq_ignore_ascii_case("wal") {
+            let flags =
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+            let Ok(conn) = Connection::open_with_flags(&self.path, flags) else {
+                return not(format!("{} is in WAL mode and cannot be opened to hold off writers", self.display));
+            };
+            conn.busy_timeout(crate::BUSY_TIMEOUT).map_err(sqlite_err("setting busy timeout"))?;
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_err("holding off writers for a snapshot"))?;
+            conn
+        } else {
+            let conn = self.connect()?;
+            conn.execute_batch("BEGIN").map_err(sqlite_err("starting a snapshot"))?;
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+                .map_err(sqlite_err("starting a snapshot"))?;
+            conn
+        };
+        *pinned = Some(conn);
+        Ok(barge_core::SnapshotInfo {
+            consistent: true,
+            detail: format!("{} with writers held off for the copy (journal mode {mode})", self.display),
+        })
     }
 
     fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -155,7 +193,17 @@ fn range_columns_sql(table: &TableInfo) -> Vec<String> {
     }
 }
 
+impl barge_core::SnapshotReads for SqliteSource {
+    fn pin_snapshot(&self, _readers: usize, lock: bool) -> Result<barge_core::SnapshotInfo> {
+        self.pin(lock)
+    }
+}
+
 impl barge_core::Source for SqliteSource {
+    fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
+        Some(self)
+    }
+
     fn display_name(&self) -> String {
         self.display.clone()
     }

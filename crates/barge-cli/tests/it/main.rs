@@ -12,5 +12,6 @@ mod mysql;
 mod pipeline;
 mod postgres;
 mod private;
+mod snapshot;
 mod support;
 mod verify;

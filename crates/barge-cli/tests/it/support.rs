@@ -237,6 +237,8 @@ pub trait TestDb {
     fn binary_literal(&self, hex: &str) -> String {
         format!("X'{hex}'")
     }
+    /// Runs statements on a connection of its own, from any thread (a concurrent writer).
+    fn executor(&self) -> Box<dyn Fn(&str) + Send>;
 }
 
 /// The engines of the matrix, and how each makes a fresh test database.
@@ -281,6 +283,15 @@ impl TestDb for SqliteDb {
         self.dir.sql("db.sqlite", sql);
     }
 
+    fn executor(&self) -> Box<dyn Fn(&str) + Send> {
+        let path = self.dir.path("db.sqlite");
+        Box::new(move |sql| {
+            let conn = Connection::open(&path).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(120)).unwrap();
+            conn.execute_batch(sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+        })
+    }
+
     fn rows(&self, sql: &str) -> Vec<Vec<String>> {
         let conn = self.dir.conn("db.sqlite");
         let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
@@ -315,6 +326,13 @@ impl TestDb for PgDb {
         self.sql(sql);
     }
 
+    fn executor(&self) -> Box<dyn Fn(&str) + Send> {
+        let name = self.name.clone();
+        Box::new(move |sql| {
+            pg_run(&name, sql);
+        })
+    }
+
     fn rows(&self, sql: &str) -> Vec<Vec<String>> {
         self.sql(sql).into_iter().map(|r| r.into_iter().map(|v| v.unwrap_or_else(|| "NULL".into())).collect()).collect()
     }
@@ -340,5 +358,12 @@ impl TestDb for MyDb {
     fn rows(&self, sql: &str) -> Vec<Vec<String>> {
         // The client's batch mode already prints NULL as `NULL`.
         self.sql(sql)
+    }
+
+    fn executor(&self) -> Box<dyn Fn(&str) + Send> {
+        let name = self.name.clone();
+        Box::new(move |sql| {
+            my_run(Some(&name), sql);
+        })
     }
 }

@@ -6,7 +6,8 @@
 //!  EngineFactory  name, schemes, check_url,             scratch()        → ScratchSpace   (bench)
 //!                 open_source, open_target              ledger_stores()  → LedgerStores   (--state)
 //!  Source         display_name, list_tables, table,     read_range_native, column_max, notices
-//!                 key_stats, sample_keys, read_range        (provided defaults)
+//!                 key_stats, sample_keys, read_range        (provided defaults);
+//!                                                       snapshots()      → SnapshotReads  (one instant)
 //!  Target         display_name, table_rows,             schema_objects() → SchemaObjects  (indexes,
 //!                 table_columns, column_for, table_ddl,                     identity, foreign keys)
 //!                 create_table, truncate_table, writer  key_deletes()    → KeyDeletes     (--detect-deletes)
@@ -32,6 +33,6 @@ mod transform;
 
 pub use encode::{ArrowPassthrough, BatchEncoder, Encoded, Native, TargetColumn, choose_column, logical_type};
 pub use factory::{EngineFactory, LedgerStores, Registry, ScratchSpace};
-pub use source::Source;
+pub use source::{SnapshotInfo, SnapshotReads, Source};
 pub use target::{Conflict, KeyDeletes, RangeClearer, SchemaObjects, TableWriter, Target, WriteOptions};
 pub use transform::{Transform, Transformed};

@@ -59,10 +59,33 @@ pub trait Source: Send + Sync {
         Err(crate::Error::unsupported(self.display_name(), "read incremental watermarks (column maxima)"))
     }
 
+    /// Reading every range as of one instant.
+    fn snapshots(&self) -> Option<&dyn SnapshotReads> {
+        None
+    }
+
     /// Conversions the reads of `table` applied that a user must hear about (e.g. "column `d`: 3
     /// zero dates read as NULL"), one line each; reported with the table and logged.
     fn notices(&self, table: &str) -> Vec<crate::Notice> {
         let _ = table;
         Vec::new()
     }
+}
+
+/// How a copy read its source: as one snapshot or not, and which.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotInfo {
+    /// Every range was read as of one instant.
+    pub consistent: bool,
+    /// Which snapshot (`PostgreSQL snapshot 00000003-0000001B-1`), or why there is none.
+    pub detail: String,
+}
+
+/// Capability: every later read of this source (ranges, and the reads that narrow a mismatch down
+/// to keys) sees the database as of one instant, for as long as the source is open.
+pub trait SnapshotReads: Send + Sync {
+    /// Pins the snapshot; up to `readers` reads may run at once afterwards. `lock`: whether the
+    /// engine may briefly lock the database to get a consistent start (MySQL's `FLUSH TABLES WITH
+    /// READ LOCK`); without it, an engine that needs one reads without a snapshot and says so.
+    fn pin_snapshot(&self, readers: usize, lock: bool) -> Result<SnapshotInfo>;
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use barge_core::{Result, Source, Target};
+use barge_core::{Result, SnapshotInfo, Source, Target};
 use barge_plan::{Plan, TableAction};
 
 use crate::ExecOptions;
@@ -52,6 +52,7 @@ pub fn copy(
     let started = Instant::now();
     check_capabilities(target, plan, options)?;
     let layouts = layouts(plan, options)?;
+    let snapshot = pin_snapshot(source, options)?;
     prepare_targets(target, plan)?;
     let run = CopyRun {
         source,
@@ -76,5 +77,25 @@ pub fn copy(
     if let Some(ledger) = &options.ledger {
         ledger.finish()?;
     }
-    Ok(CopyReport::new(reports, started.elapsed().as_secs_f64()))
+    let mut report = CopyReport::new(reports, started.elapsed().as_secs_f64());
+    report.snapshot = Some(snapshot);
+    Ok(report)
+}
+
+/// Pins the source at one instant before the first row is read, where the source can; says so
+/// either way (a copy that is not one snapshot may not match a source being written to).
+fn pin_snapshot(source: &dyn Source, options: &ExecOptions) -> Result<SnapshotInfo> {
+    let snapshot = match source.snapshots() {
+        Some(snapshots) => snapshots.pin_snapshot(options.workers, options.snapshot_lock)?,
+        None => SnapshotInfo {
+            consistent: false,
+            detail: format!("{} cannot be read as one snapshot", source.display_name()),
+        },
+    };
+    if snapshot.consistent {
+        tracing::info!("source as of {}", snapshot.detail);
+    } else {
+        tracing::warn!("source read without a snapshot ({}): concurrent writes may differ", snapshot.detail);
+    }
+    Ok(snapshot)
 }
