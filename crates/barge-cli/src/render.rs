@@ -127,14 +127,24 @@ fn keys_line(kind: &str, keys: &[serde_json::Value], total: u64) -> Option<Strin
 }
 
 fn diff_lines(diff: &barge_verify::KeyDiff) -> Vec<String> {
-    [
+    let mut lines: Vec<String> = [
         keys_line("missing", &diff.missing, diff.missing_total),
         keys_line("extra", &diff.extra, diff.extra_total),
         keys_line("changed", &diff.changed, diff.changed_total),
     ]
     .into_iter()
     .flatten()
-    .collect()
+    .collect();
+    for entry in diff.duplicated.iter().take(10) {
+        lines.push(format!(
+            "    key {} present {} times, expected {}",
+            entry["key"], entry["present"], entry["expected"]
+        ));
+    }
+    if diff.duplicated_total > 10 {
+        lines.push(format!("    … ({} duplicated keys in all)", diff.duplicated_total));
+    }
+    lines
 }
 
 /// The human summary of a copy.

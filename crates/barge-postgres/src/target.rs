@@ -378,7 +378,7 @@ impl barge_core::SchemaObjects for PgTarget {
             for statement in &ddl {
                 runtime()
                     .block_on(client.batch_execute(statement))
-                    .map_err(|e| Error::engine(format!("finishing `{table}`"), crate::conn::describe(&e)))?;
+                    .map_err(|e| crate::conn::error_of(format!("finishing `{table}`"), &e))?;
             }
             Ok(())
         })

@@ -22,8 +22,9 @@ pub const MAX_KEYS_LISTED: usize = 1000;
 
 /// The rows of one side of a range, ready to be diffed.
 pub enum RowSet {
-    /// Key bytes → (row hash, key as JSON).
-    Keyed(HashMap<Vec<u8>, (u128, Value)>),
+    /// Key bytes → (row hash, key as JSON, rows with that key: more than 1 only in a table without
+    /// a unique key).
+    Keyed(HashMap<Vec<u8>, (u128, Value, u64)>),
     /// For tables without a primary key: row hash → (occurrences, row as JSON).
     Multiset(HashMap<u128, (u64, Value)>),
 }
@@ -40,11 +41,21 @@ pub struct KeyDiff {
     pub missing_total: u64,
     pub extra_total: u64,
     pub changed_total: u64,
+    /// Keys held by a different number of rows on the two sides (a target without a unique key
+    /// holding a row twice): `{"key": […], "present": 2, "expected": 1}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicated: Vec<Value>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub duplicated_total: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl KeyDiff {
     pub fn is_empty(&self) -> bool {
-        self.missing_total == 0 && self.extra_total == 0 && self.changed_total == 0
+        self.missing_total == 0 && self.extra_total == 0 && self.changed_total == 0 && self.duplicated_total == 0
     }
 
     /// Adds the keys of another diff, keeping the first [`MAX_KEYS_LISTED`] in key order per kind.
@@ -57,9 +68,13 @@ impl KeyDiff {
         take(&mut self.missing, other.missing);
         take(&mut self.extra, other.extra);
         take(&mut self.changed, other.changed);
+        self.duplicated.extend(other.duplicated);
+        self.duplicated.sort_by(|a, b| compare_keys(&a["key"], &b["key"]));
+        self.duplicated.truncate(MAX_KEYS_LISTED);
         self.missing_total += other.missing_total;
         self.extra_total += other.extra_total;
         self.changed_total += other.changed_total;
+        self.duplicated_total += other.duplicated_total;
     }
 }
 
@@ -122,7 +137,10 @@ pub fn collect_rows(source: &dyn Source, table: &TableInfo, range: &KeyRange, ba
                 let hash = rows.row_hash(row, &mut scratch);
                 let mut key = Vec::new();
                 keys.encode_row(row, &mut key);
-                keyed.insert(key, (hash, keys.json_row(row)));
+                keyed
+                    .entry(key)
+                    .and_modify(|(_, _, count): &mut (u128, Value, u64)| *count += 1)
+                    .or_insert_with(|| (hash, keys.json_row(row), 1));
             }
         }
         Ok(())
@@ -134,16 +152,26 @@ pub fn collect_rows(source: &dyn Source, table: &TableInfo, range: &KeyRange, ba
 pub fn row_diff(source: RowSet, target: RowSet) -> KeyDiff {
     let mut diff = KeyDiff::default();
     let (mut missing, mut extra, mut changed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut duplicated = Vec::new();
     match (source, target) {
         (RowSet::Keyed(src), RowSet::Keyed(mut tgt)) => {
-            for (key, (hash, json)) in src {
+            for (key, (hash, json, expected)) in src {
                 match tgt.remove(&key) {
                     None => missing.push(json),
-                    Some((other, _)) if other != hash => changed.push(json),
+                    Some((_, _, present)) if present != expected => {
+                        duplicated.push(serde_json::json!({"key": json, "present": present, "expected": expected}));
+                    }
+                    Some((other, _, _)) if other != hash => changed.push(json),
                     Some(_) => {}
                 }
             }
-            extra.extend(tgt.into_values().map(|(_, json)| json));
+            for (_, json, present) in tgt.into_values() {
+                if present > 1 {
+                    duplicated.push(serde_json::json!({"key": json, "present": present, "expected": 0}));
+                } else {
+                    extra.push(json);
+                }
+            }
         }
         (RowSet::Multiset(src), RowSet::Multiset(mut tgt)) => {
             for (hash, (count, json)) in src {
@@ -160,7 +188,7 @@ pub fn row_diff(source: RowSet, target: RowSet) -> KeyDiff {
         // One side keyed and the other not cannot happen: both sides are described with the same key.
         (source, target) => {
             let rows = |s: &RowSet| match s {
-                RowSet::Keyed(m) => m.len(),
+                RowSet::Keyed(m) => m.values().map(|(_, _, c)| *c as usize).sum::<usize>(),
                 RowSet::Multiset(m) => m.values().map(|(c, _)| *c as usize).sum(),
             };
             diff.missing_total = rows(&source) as u64;
@@ -179,6 +207,10 @@ pub fn row_diff(source: RowSet, target: RowSet) -> KeyDiff {
         list.truncate(MAX_KEYS_LISTED);
         *out = list;
     }
+    diff.duplicated_total = duplicated.len() as u64;
+    duplicated.sort_by(|a, b| compare_keys(&a["key"], &b["key"]));
+    duplicated.truncate(MAX_KEYS_LISTED);
+    diff.duplicated = duplicated;
     diff
 }
 

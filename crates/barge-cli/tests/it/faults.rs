@@ -48,6 +48,31 @@ fn copy_and_kill(from: &str, to: &str, find: &dyn Fn() -> Option<String>, kill: 
 }
 
 #[test]
+fn a_connection_lost_while_the_key_builds_is_retried() {
+    let (dir, pg) = (Dir::new(), PgDb::new("kill_key"));
+    let from = big_source(&dir);
+    let find = || {
+        let sql = format!(
+            "SELECT pid::text FROM pg_stat_activity WHERE datname = '{}' AND query LIKE 'CREATE UNIQUE INDEX%'
+             AND state = 'active' LIMIT 1",
+            pg.name
+        );
+        pg.sql(&sql).into_iter().next().and_then(|r| r[0].clone())
+    };
+    let kill = |pid: &str| {
+        pg.sql(&format!("SELECT pg_terminate_backend({pid})"));
+    };
+    let run = copy_and_kill(&from, &pg.url(), &find, &kill);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(table(&json, "t")["verified"], true, "{json}");
+    assert!(run.stderr.contains("building its key and indexes failed"), "{}", run.stderr);
+    let key = "SELECT count(*) FROM pg_index WHERE indrelid = 't'::regclass AND indisprimary";
+    assert_eq!(pg.sql(key)[0], [Some("1".into())], "the key is there");
+    assert_eq!(pg.sql("SELECT count(*), count(DISTINCT id) FROM t")[0], [Some("600000".into()), Some("600000".into())]);
+}
+
+#[test]
 fn a_postgres_writer_terminated_mid_range_is_retried() {
     let (dir, pg) = (Dir::new(), PgDb::new("kill"));
     let from = big_source(&dir);
@@ -269,6 +294,8 @@ fn incremental_runs_follow_inserts_updates_and_deletes() {
         args.extend_from_slice(extra);
         let run = barge(&args);
         run.assert_code(0);
+        // A run that deletes what the source lost says so, never a mismatch first.
+        assert!(!run.stderr.contains("MISMATCH"), "{}", run.stderr);
         let json = run.json();
         let t = table(&json, "orders").clone();
         assert_eq!(t["verified"], true, "{json}");

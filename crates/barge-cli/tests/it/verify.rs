@@ -128,3 +128,28 @@ fn human_output_names_the_keys() {
     run.assert_code(3);
     assert!(run.stdout.contains("MISMATCH") && run.stdout.contains("missing  [4]"), "{}", run.stdout);
 }
+
+#[test]
+fn a_row_duplicated_in_a_target_without_a_unique_key_is_named() {
+    let dir = Dir::new();
+    source_with(&dir, 1000);
+    // The target has no key, so nothing stops a row from being there twice.
+    dir.sql("t.db", "CREATE TABLE t (id INTEGER, v TEXT, n REAL);");
+    let source = dir.path("s.db").display().to_string();
+    dir.sql(
+        "t.db",
+        &format!(
+            "ATTACH '{source}' AS s; INSERT INTO t SELECT * FROM s.t; INSERT INTO t SELECT * FROM s.t WHERE id = 500;"
+        ),
+    );
+    let run = verify(&dir, &[]);
+    run.assert_code(3);
+    let t = table(&run.json(), "t").clone();
+    assert_eq!(t["match"], false);
+    assert_eq!(t["duplicated"], json!([{"key": [500], "present": 2, "expected": 1}]), "{t}");
+    assert_eq!(t["duplicated_total"], 1);
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    let text = barge(&["verify", "--from", &from, "--to", &to]);
+    assert!(text.stdout.contains("key [500] present 2 times, expected 1"), "{}", text.stdout);
+    assert!(text.stderr.contains("1 duplicated"), "{}", text.stderr);
+}

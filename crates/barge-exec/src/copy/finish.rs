@@ -30,12 +30,30 @@ pub(crate) struct Finished {
 }
 
 impl TableCopy<'_> {
-    /// Builds the table's indexes (created tables) and marks it finished in the ledger.
+    /// Builds the table's indexes (created tables) and marks it finished in the ledger. A build
+    /// that fails transiently (its connection lost) is done again like any range, after a
+    /// backoff: engines build idempotently (what an earlier attempt built is kept).
     fn finish(&self) -> Result<()> {
         if self.needs_finishing()
             && let Some(objects) = self.run.target.schema_objects()
         {
-            objects.finish_table(&self.table.target_table, &self.table.output)?;
+            let mut attempt = 0;
+            loop {
+                match objects.finish_table(&self.table.target_table, &self.table.output) {
+                    Err(error) if error.is_transient() && attempt < self.run.options.retries => {
+                        attempt += 1;
+                        let delay = crate::retry::backoff(attempt);
+                        tracing::warn!(
+                            "table `{}`: building its key and indexes failed ({error}); retry {attempt} of {} in {:.2}s",
+                            self.name(),
+                            self.run.options.retries,
+                            delay.as_secs_f64()
+                        );
+                        std::thread::sleep(delay);
+                    }
+                    other => break other?,
+                }
+            }
         }
         match &self.run.options.ledger {
             Some(ledger) => ledger.table_finished(self.name()),
@@ -143,8 +161,14 @@ impl TableCopy<'_> {
             None => None,
         };
         let source_digests = table.incremental.is_none().then_some(digests);
-        let mut verdict = comparison.run(source_digests, target_digests, ctx)?;
+        let mut verdict = comparison.compare(source_digests, target_digests, ctx)?;
+        // With delete detection the first comparison lists what to delete: the verdict announced
+        // is the one after the deletes.
         let rows_deleted = if self.detect_deletes { self.delete_missing(&comparison, &mut verdict, ctx)? } else { 0 };
+        if rows_deleted > 0 {
+            tracing::info!("table `{}`: deleted {rows_deleted} row(s) whose key is gone from the source", self.name());
+        }
+        crate::verify::table::announce(&verdict, ctx);
         Ok((self.run.options.verify.then_some(verdict), rows_deleted))
     }
 
@@ -168,7 +192,7 @@ impl TableCopy<'_> {
             }
             rows_deleted += deleted;
             rounds += 1;
-            *verdict = comparison.run(None, None, ctx)?;
+            *verdict = comparison.compare(None, None, ctx)?;
         }
         Ok(rows_deleted)
     }

@@ -43,6 +43,18 @@ impl Comparison<'_> {
         target_digests: Option<RangeDigests>,
         ctx: Ctx<'_>,
     ) -> Result<TableVerdict> {
+        let verdict = self.compare(source_digests, target_digests, ctx)?;
+        announce(&verdict, ctx);
+        Ok(verdict)
+    }
+
+    /// [`Self::run`] without announcing the verdict (a first comparison that deletes may change).
+    pub(crate) fn compare(
+        &self,
+        source_digests: Option<RangeDigests>,
+        target_digests: Option<RangeDigests>,
+        ctx: Ctx<'_>,
+    ) -> Result<TableVerdict> {
         let name = self.source_info.name.as_str();
         let target_info = align(self.target_info.clone(), self.source_info)?;
         let expected =
@@ -60,16 +72,6 @@ impl Comparison<'_> {
         } else {
             self.keyless(&target_info, source_digests, ctx)?
         };
-        let summary = if outcome.matched {
-            format!("verified: {} rows match", outcome.source_total.rows)
-        } else {
-            let diff = &outcome.diff;
-            format!(
-                "MISMATCH: {} missing, {} extra, {} changed",
-                diff.missing_total, diff.extra_total, diff.changed_total
-            )
-        };
-        ctx.progress.finished(name, Phase::Verify, &summary);
         Ok(TableVerdict {
             table: name.into(),
             source_rows: outcome.source_total.rows,
@@ -160,6 +162,22 @@ impl Comparison<'_> {
         }
         Ok(diff)
     }
+}
+
+/// Reports a table's verdict to progress (the line a user sees per table).
+pub(crate) fn announce(verdict: &TableVerdict, ctx: Ctx<'_>) {
+    let summary = if verdict.matched {
+        format!("verified: {} rows match", verdict.source_rows)
+    } else {
+        let diff = &verdict.diff;
+        let duplicated =
+            if diff.duplicated_total > 0 { format!(", {} duplicated", diff.duplicated_total) } else { String::new() };
+        format!(
+            "MISMATCH: {} missing, {} extra, {} changed{duplicated}",
+            diff.missing_total, diff.extra_total, diff.changed_total
+        )
+    };
+    ctx.progress.finished(&verdict.table, Phase::Verify, &summary);
 }
 
 /// Describes the target table the way the source is described: the source's columns in the
