@@ -136,6 +136,9 @@ struct PipelineArgs {
     /// Rows per record batch (default: the file's, else 8192).
     #[arg(long)]
     batch_rows: Option<usize>,
+    /// Bytes per record batch (see `barge copy --batch-bytes`).
+    #[arg(long, value_parser = parse_bytes, default_value = "4MiB")]
+    batch_bytes: usize,
     /// Print a JSON report on stdout.
     #[arg(long)]
     json: bool,
@@ -159,6 +162,32 @@ struct Tuning {
     /// Rows per record batch.
     #[arg(long, default_value_t = DEFAULT_BATCH_ROWS)]
     batch_rows: usize,
+    /// Bytes per record batch: a batch also closes once it holds this much (`4MiB`, `512KB`,
+    /// or bytes); bytes in flight between readers and writers are bounded by a few batches.
+    #[arg(long, value_parser = parse_bytes, default_value = "4MiB")]
+    batch_bytes: usize,
+}
+
+/// A size: bytes, or a number with `KB`/`MB`/`GB` (×1000) or `KiB`/`MiB`/`GiB` (×1024).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number.parse().map_err(|_| format!("`{text}` is not a size (e.g. 16MiB)"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use KB, MB, GB, KiB, MiB or GiB)")),
+    };
+    match number.checked_mul(factor) {
+        Some(0) | None => Err(format!("`{text}` is not a usable size")),
+        Some(bytes) => Ok(bytes),
+    }
 }
 
 /// The two databases and the tables of a copy or a verification.
@@ -446,6 +475,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
         ledger: Some(ledger),
         snapshot_lock: !args.no_lock,
+        batch_bytes: args.pipeline.batch_bytes,
         ..ExecOptions::new(workers, batch_rows, pipeline.verify)
     };
     let report = execute(&prepared.preflight, &options, progress.as_ref())?;
@@ -522,7 +552,7 @@ fn request(endpoints: &Endpoints, tuning: &Tuning) -> CopyRequest {
 }
 
 fn options(tuning: &Tuning, verify: bool) -> ExecOptions {
-    ExecOptions::new(tuning.workers, tuning.batch_rows, verify)
+    ExecOptions { batch_bytes: tuning.batch_bytes, ..ExecOptions::new(tuning.workers, tuning.batch_rows, verify) }
 }
 
 fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
@@ -671,4 +701,20 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("{}", render::copy_summary(&report));
     }
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_bytes("512KB"), Ok(512_000));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("4 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(parse_bytes("MiB").is_err());
+    }
 }

@@ -38,9 +38,9 @@ pub mod types;
 pub mod url;
 
 pub use engine::{
-    ArrowPassthrough, BatchEncoder, Conflict, Encoded, EngineFactory, KeyDeletes, LedgerStores, Native, RangeClearer,
-    Registry, SchemaObjects, ScratchSpace, SnapshotInfo, SnapshotReads, Source, TableWriter, Target, TargetColumn,
-    Transform, Transformed, WriteOptions, choose_column, logical_type,
+    ArrowPassthrough, BatchEncoder, BatchSize, Conflict, Encoded, EngineFactory, KeyDeletes, LedgerStores, Native,
+    RangeClearer, Registry, SchemaObjects, ScratchSpace, SnapshotInfo, SnapshotReads, Source, TableWriter, Target,
+    TargetColumn, Transform, Transformed, WriteOptions, choose_column, logical_type,
 };
 pub use error::{Error, Result};
 pub use model::{ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Notice, Risk, Scalar, TableInfo};

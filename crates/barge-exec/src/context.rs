@@ -10,8 +10,8 @@ pub(crate) struct Ctx<'a> {
     pub pool: &'a rayon::ThreadPool,
     /// Readers (and writers) per table.
     pub workers: usize,
-    /// Rows per record batch.
-    pub batch_rows: usize,
+    /// When readers close a batch (rows or bytes).
+    pub batch: barge_core::BatchSize,
     pub progress: &'a dyn Progress,
 }
 

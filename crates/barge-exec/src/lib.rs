@@ -49,3 +49,6 @@ pub use verify::run::verify;
 pub const READ_QUEUE_PER_READER: usize = 2;
 /// Batches buffered between the CPU stage and each writer.
 pub const WRITE_QUEUE_PER_WRITER: usize = 2;
+/// Bytes in flight between the readers and the writers of a copy, in batches of `--batch-bytes`
+/// (whatever the channels above would hold: they bound batches, this bounds bytes).
+pub const BATCHES_IN_FLIGHT: usize = 3;

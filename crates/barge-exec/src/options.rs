@@ -14,6 +14,8 @@ pub struct ExecOptions {
     pub workers: usize,
     /// Rows per record batch.
     pub batch_rows: usize,
+    /// Bytes per record batch: a batch closes at `batch_rows` rows or this many bytes.
+    pub batch_bytes: usize,
     /// Verify each table after copying it.
     pub verify: bool,
     /// Add the source's foreign keys to created tables once every table is loaded.
@@ -32,11 +34,17 @@ pub struct ExecOptions {
 }
 
 impl ExecOptions {
+    /// When readers close a batch.
+    pub fn batch(&self) -> barge_core::BatchSize {
+        barge_core::BatchSize { rows: self.batch_rows.max(1), bytes: self.batch_bytes.max(1) }
+    }
+
     /// Options with no reject handling: the first bad row stops the copy.
     pub fn new(workers: usize, batch_rows: usize, verify: bool) -> Self {
         ExecOptions {
             workers,
             batch_rows,
+            batch_bytes: barge_core::BatchSize::DEFAULT_BYTES,
             verify,
             foreign_keys: false,
             rejects: None,

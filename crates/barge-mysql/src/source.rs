@@ -21,6 +21,8 @@ use crate::types::{ColumnKind, Kind};
 
 /// Rows gathered per `block_on` before decoding them outside it.
 const ROWS_PER_CHUNK: usize = 4096;
+/// …or fewer once they hold this many bytes, so that wide rows do not pile up before decoding.
+const CHUNK_BYTES: usize = 1 << 20;
 /// Field metadata: the DATA_TYPE that, with the native COLUMN_TYPE, resolves the column's kind.
 const META_DATA_TYPE: &str = "barge.mysql.data_type";
 /// Field metadata present when a `tinyint(1)` column is read as an integer (`?tinyint1=integer`).
@@ -486,7 +488,7 @@ impl barge_core::Source for MySource {
         &self,
         table: &TableInfo,
         range: &KeyRange,
-        batch_rows: usize,
+        batch: barge_core::BatchSize,
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let kinds = kinds(table)?;
@@ -495,7 +497,7 @@ impl barge_core::Source for MySource {
         // A connection of its own while it reads, reused by the next range read only when this
         // one read its rows to the end (pinned: a session of the snapshot, given back).
         let mut local = self.take_reader()?;
-        let read = self.read_range_on(&mut local, table, batch_rows, &sql, &kinds, emit);
+        let read = self.read_range_on(&mut local, table, batch, &sql, &kinds, emit);
         match read {
             Ok(zero_dates) => {
                 self.give_back(local);
@@ -542,7 +544,7 @@ impl MySource {
         &self,
         local: &mut LocalConn,
         table: &TableInfo,
-        batch_rows: usize,
+        batch: barge_core::BatchSize,
         sql: &str,
         kinds: &[ColumnKind],
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
@@ -553,18 +555,26 @@ impl MySource {
             .block_on(result.stream::<mysql_async::Row>())
             .map_err(my_err("reading rows"))?
             .ok_or_else(|| Error::engine("reading rows", "the query returned no result set"))?;
-        let batch_rows = batch_rows.max(1);
+        let batch_rows = batch.rows.max(1);
         let mut decoders: Vec<Decoder> = kinds.iter().map(|k| Decoder::column(*k, batch_rows)).collect();
-        let mut pending = 0;
+        let (mut pending, mut bytes) = (0, 0);
         let mut zero_dates = vec![0u64; decoders.len()];
         let mut chunk: Vec<mysql_async::Row> = Vec::with_capacity(ROWS_PER_CHUNK);
         loop {
             chunk.clear();
             // I/O inside block_on: gather rows…
             let ended = rt.block_on(async {
+                let mut chunk_bytes = 0;
                 while let Some(row) = stream.next().await {
-                    chunk.push(row?);
-                    if chunk.len() == ROWS_PER_CHUNK {
+                    let row = row?;
+                    chunk_bytes += (0..row.len())
+                        .map(|i| match row.as_ref(i) {
+                            Some(mysql_async::Value::Bytes(b)) => b.len(),
+                            _ => 8,
+                        })
+                        .sum::<usize>();
+                    chunk.push(row);
+                    if chunk.len() == ROWS_PER_CHUNK || chunk_bytes >= CHUNK_BYTES {
                         return Ok(false);
                     }
                 }
@@ -581,6 +591,7 @@ impl MySource {
                             return Err(Error::engine("reading rows", format!("unexpected binary value {other:?}")));
                         }
                     };
+                    bytes += value.map_or(1, <[u8]>::len);
                     let appended = decoder.append(value, self.url.zero_dates_as_null);
                     if let Ok(true) = appended {
                         zero_dates[i] += 1;
@@ -607,9 +618,9 @@ impl MySource {
                     }
                 }
                 pending += 1;
-                if pending == batch_rows {
+                if batch.is_full(pending, bytes) {
                     emit(finish(&table.schema, &mut decoders)?)?;
-                    pending = 0;
+                    (pending, bytes) = (0, 0);
                 }
             }
             if ended {

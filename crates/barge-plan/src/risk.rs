@@ -58,30 +58,35 @@ pub fn assess(
     for range in picked {
         let mut taken = 0usize;
         let mut enough = false;
-        let read = source.read_range(&table.source, range, per_range.min(8192), &mut |batch: RecordBatch| {
-            let batch = batch.slice(0, batch.num_rows().min(per_range - taken));
-            taken += batch.num_rows();
-            sampled += batch.num_rows() as u64;
-            let batch = match &table.transform {
-                Some(transform) => {
-                    let out = transform.apply(&batch)?;
-                    for (_, column, reason) in out.failures {
-                        let entry = transform_failures.entry(column).or_insert((0, reason));
-                        entry.0 += 1;
+        let read = source.read_range(
+            &table.source,
+            range,
+            barge_core::BatchSize::rows(per_range.min(8192)),
+            &mut |batch: RecordBatch| {
+                let batch = batch.slice(0, batch.num_rows().min(per_range - taken));
+                taken += batch.num_rows();
+                sampled += batch.num_rows() as u64;
+                let batch = match &table.transform {
+                    Some(transform) => {
+                        let out = transform.apply(&batch)?;
+                        for (_, column, reason) in out.failures {
+                            let entry = transform_failures.entry(column).or_insert((0, reason));
+                            entry.0 += 1;
+                        }
+                        out.batch
                     }
-                    out.batch
+                    None => batch,
+                };
+                for (stats, column) in stats.iter_mut().zip(batch.columns()) {
+                    stats.add(column.as_ref());
                 }
-                None => batch,
-            };
-            for (stats, column) in stats.iter_mut().zip(batch.columns()) {
-                stats.add(column.as_ref());
-            }
-            if taken >= per_range {
-                enough = true;
-                return Err(Error::Cancelled);
-            }
-            Ok(())
-        });
+                if taken >= per_range {
+                    enough = true;
+                    return Err(Error::Cancelled);
+                }
+                Ok(())
+            },
+        );
         match read {
             Ok(()) => {}
             Err(Error::Cancelled) if enough => {}

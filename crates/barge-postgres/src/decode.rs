@@ -263,6 +263,10 @@ pub struct CopyParser {
     schema: SchemaRef,
     decoders: Vec<Decoder>,
     batch_rows: usize,
+    /// A batch also closes once its rows took this many bytes of the stream.
+    batch_bytes: usize,
+    /// Bytes of the stream the current batch's rows took.
+    bytes: usize,
     pending: Vec<u8>,
     header_done: bool,
     done: bool,
@@ -285,11 +289,19 @@ pub struct DecodeError {
 }
 
 impl CopyParser {
+    /// Closes batches once their rows took `bytes` bytes of the stream too (at least one row).
+    pub fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
+    }
+
     pub fn new(schema: SchemaRef, columns: &[PgColumnType], batch_rows: usize) -> Self {
         CopyParser {
             schema,
             decoders: columns.iter().map(|c| Decoder::new(c, batch_rows)).collect(),
             batch_rows,
+            batch_bytes: usize::MAX,
+            bytes: 0,
             pending: Vec::new(),
             header_done: false,
             done: false,
@@ -384,9 +396,10 @@ impl CopyParser {
                 };
                 decoder.append(value).map_err(|reason| FeedError::Decode(DecodeError { column, reason }))?;
             }
+            self.bytes += end - pos;
             (pos, rows_end) = (end, end);
             self.rows += 1;
-            if self.rows == self.batch_rows {
+            if self.rows == self.batch_rows || self.bytes >= self.batch_bytes {
                 self.keep(&buf[kept..rows_end]);
                 kept = rows_end;
                 let (batch, native) = self.finish_batch()?;
@@ -401,6 +414,7 @@ impl CopyParser {
 
     fn finish_batch(&mut self) -> Result<(RecordBatch, Option<Vec<u8>>), FeedError> {
         let rows = std::mem::take(&mut self.rows);
+        self.bytes = 0;
         let native = self.native.as_mut().map(|native| {
             let mut next = Vec::with_capacity(native.len());
             next.extend_from_slice(COPY_HEADER);
@@ -499,6 +513,25 @@ mod tests {
         }
         out.extend_from_slice(COPY_TRAILER);
         out
+    }
+
+    #[test]
+    fn batches_close_at_their_byte_limit_and_hold_at_least_one_row() {
+        let wide = vec![b'x'; 1000];
+        let texts: Vec<&[u8]> = (0..10).map(|_| wide.as_slice()).collect();
+        let stream = raw_stream(&texts);
+        for (limit, expected) in [(3_500, vec![4, 4, 2]), (1, vec![1; 10]), (usize::MAX, vec![10])] {
+            let mut parser = CopyParser::new(batch(&[]).schema(), &columns(), 100).with_batch_bytes(limit);
+            let mut sizes = Vec::new();
+            let mut emit = |b: RecordBatch, _: Option<Vec<u8>>| {
+                sizes.push(b.num_rows());
+                Ok(())
+            };
+            parser.buffer().extend_from_slice(&stream);
+            assert!(parser.parse(&mut emit).is_ok());
+            assert!(parser.finish(&mut emit).is_ok());
+            assert_eq!(sizes, expected, "limit {limit}");
+        }
     }
 
     fn decode_error(stream: &[u8]) -> Option<(usize, String)> {

@@ -490,22 +490,22 @@ impl barge_core::Source for PgSource {
         &self,
         table: &TableInfo,
         range: &KeyRange,
-        batch_rows: usize,
+        batch: barge_core::BatchSize,
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
-        self.read(table, range, batch_rows, None, &mut |batch, _| emit(batch))
+        self.read(table, range, batch, None, &mut |rows, _| emit(rows))
     }
 
     fn read_range_native(
         &self,
         table: &TableInfo,
         range: &KeyRange,
-        batch_rows: usize,
+        batch: barge_core::BatchSize,
         decode: bool,
         emit: &mut dyn FnMut(RecordBatch, Option<Native>) -> Result<()>,
     ) -> Result<()> {
-        self.read(table, range, batch_rows, Some(decode), &mut |batch, bytes| {
-            emit(batch, bytes.map(|bytes| Native { format: crate::NATIVE_COPY, bytes }))
+        self.read(table, range, batch, Some(decode), &mut |rows, bytes| {
+            emit(rows, bytes.map(|bytes| Native { format: crate::NATIVE_COPY, bytes }))
         })
     }
 }
@@ -542,7 +542,7 @@ impl PgSource {
         &self,
         table: &TableInfo,
         range: &KeyRange,
-        batch_rows: usize,
+        batch: barge_core::BatchSize,
         native: Option<bool>,
         emit: &mut crate::decode::Emit<'_>,
     ) -> Result<()> {
@@ -559,7 +559,8 @@ impl PgSource {
         // next range read only when this one read its stream to the end.
         let (local, stream) = self.copy_out(&sql)?;
         let mut stream = Box::pin(stream);
-        let mut parser = CopyParser::new(table.schema.clone(), &columns, batch_rows.max(1));
+        let mut parser =
+            CopyParser::new(table.schema.clone(), &columns, batch.rows.max(1)).with_batch_bytes(batch.bytes);
         if let Some(decode) = native {
             parser = parser.keeping_native(decode);
         }

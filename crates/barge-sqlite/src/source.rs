@@ -357,7 +357,7 @@ impl barge_core::Source for SqliteSource {
         &self,
         table: &TableInfo,
         range: &KeyRange,
-        batch_rows: usize,
+        batch: barge_core::BatchSize,
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let kinds: Vec<Kind> = table
@@ -374,16 +374,20 @@ impl barge_core::Source for SqliteSource {
             KeySpec::Primary(cols) => cols.clone(),
             _ => Vec::new(),
         };
-        let batch_rows = batch_rows.max(1);
+        let batch_rows = batch.rows.max(1);
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(&query).map_err(sqlite_err("reading rows"))?;
             sql::bind(&mut stmt, &params)?;
             let mut rows = stmt.raw_query();
             let mut decoders: Vec<Decoder> = kinds.iter().map(|k| Decoder::new(k, batch_rows)).collect();
-            let mut pending = 0;
+            let (mut pending, mut bytes) = (0, 0);
             while let Some(row) = rows.next().map_err(sqlite_err("reading rows"))? {
                 for (i, decoder) in decoders.iter_mut().enumerate() {
                     let value = row.get_ref(i).map_err(sqlite_err("reading rows"))?;
+                    bytes += match value {
+                        rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => b.len(),
+                        _ => 8,
+                    };
                     if let Err(reason) = decoder.append(value) {
                         let key = key_columns
                             .iter()
@@ -401,9 +405,9 @@ impl barge_core::Source for SqliteSource {
                     }
                 }
                 pending += 1;
-                if pending == batch_rows {
+                if batch.is_full(pending, bytes) {
                     emit(finish(&table.schema, &mut decoders)?)?;
-                    pending = 0;
+                    (pending, bytes) = (0, 0);
                 }
             }
             if pending > 0 {

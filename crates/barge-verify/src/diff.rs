@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use barge_core::{KeyRange, Result, Source, TableInfo};
+use barge_core::{BatchSize, KeyRange, Result, Source, TableInfo};
 use barge_plan::partition::plan_ranges;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -106,17 +106,17 @@ pub fn compare_keys(a: &Value, b: &Value) -> Ordering {
 }
 
 /// Reads `range` of `table` and digests it on the calling thread.
-pub fn range_digest(source: &dyn Source, table: &TableInfo, range: &KeyRange, batch_rows: usize) -> Result<Digest> {
+pub fn range_digest(source: &dyn Source, table: &TableInfo, range: &KeyRange, batch: BatchSize) -> Result<Digest> {
     let mut digest = Digest::default();
-    source.read_range(table, range, batch_rows, &mut |batch| {
-        digest += crate::digest::batch_digest(&table.name, &batch)?;
+    source.read_range(table, range, batch, &mut |rows| {
+        digest += crate::digest::batch_digest(&table.name, &rows)?;
         Ok(())
     })?;
     Ok(digest)
 }
 
 /// Reads `range` of `table` into a [`RowSet`]: keyed by primary key where there is one.
-pub fn collect_rows(source: &dyn Source, table: &TableInfo, range: &KeyRange, batch_rows: usize) -> Result<RowSet> {
+pub fn collect_rows(source: &dyn Source, table: &TableInfo, range: &KeyRange, batch: BatchSize) -> Result<RowSet> {
     let key_indices: Vec<usize> = match &table.key {
         barge_core::KeySpec::Primary(cols) => cols.clone(),
         _ => Vec::new(),
@@ -124,7 +124,7 @@ pub fn collect_rows(source: &dyn Source, table: &TableInfo, range: &KeyRange, ba
     let mut keyed = HashMap::new();
     let mut multiset: HashMap<u128, (u64, Value)> = HashMap::new();
     let mut scratch = Vec::with_capacity(256);
-    source.read_range(table, range, batch_rows, &mut |batch| {
+    source.read_range(table, range, batch, &mut |batch| {
         let rows = RowEncoder::new(&table.name, &batch)?;
         if key_indices.is_empty() {
             for row in 0..batch.num_rows() {
@@ -225,12 +225,12 @@ pub fn narrow_range(
     range: &KeyRange,
     source_digest: Digest,
     target_digest: Digest,
-    batch_rows: usize,
+    batch: BatchSize,
 ) -> Result<KeyDiff> {
     let diff_rows = || -> Result<KeyDiff> {
         Ok(row_diff(
-            collect_rows(source, source_table, range, batch_rows)?,
-            collect_rows(target, target_table, range, batch_rows)?,
+            collect_rows(source, source_table, range, batch)?,
+            collect_rows(target, target_table, range, batch)?,
         ))
     };
     if !source_table.key.is_primary() || source_digest.rows.max(target_digest.rows) <= ROW_DIFF_MAX_ROWS {
@@ -247,10 +247,10 @@ pub fn narrow_range(
     }
     let mut diff = KeyDiff::default();
     for sub in &subranges {
-        let s = range_digest(source, source_table, sub, batch_rows)?;
-        let t = range_digest(target, target_table, sub, batch_rows)?;
+        let s = range_digest(source, source_table, sub, batch)?;
+        let t = range_digest(target, target_table, sub, batch)?;
         if s != t {
-            diff.merge(narrow_range(source, source_table, target, target_table, sub, s, t, batch_rows)?);
+            diff.merge(narrow_range(source, source_table, target, target_table, sub, s, t, batch)?);
         }
     }
     Ok(diff)

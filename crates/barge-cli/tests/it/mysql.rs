@@ -324,17 +324,17 @@ fn char_padding_compares_alike_in_mysql_and_postgres() {
 /// for a connection to go stale.)
 #[test]
 fn range_reads_replace_a_kept_connection_the_server_ended() {
-    use barge_core::{EngineFactory, KeyRange};
+    use barge_core::KeyRange;
     let db = MyDb::new("reads");
     db.sql(
         "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT seq, concat('v', seq) FROM seq_1_to_100;",
     );
-    let source = barge_mysql::MyEngine.open_source(&db.url()).unwrap();
+    let source = barge_core::EngineFactory::open_source(&barge_mysql::MyEngine, &db.url()).unwrap();
     let info = source.table("t").unwrap();
     let rows = || {
         let mut rows = 0;
         source
-            .read_range(&info, &KeyRange::all(), 30, &mut |batch| {
+            .read_range(&info, &KeyRange::all(), barge_core::BatchSize::rows(30), &mut |batch| {
                 rows += batch.num_rows();
                 Ok(())
             })
@@ -351,4 +351,22 @@ fn range_reads_replace_a_kept_connection_the_server_ended() {
         db.sql(&format!("KILL {}", id[0]));
     }
     assert_eq!(rows(), 100);
+}
+
+#[test]
+fn mysql_batches_close_at_their_byte_limit() {
+    let db = MyDb::new("batch_bytes");
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, s longtext NOT NULL); INSERT INTO t SELECT seq, repeat('x', 10000) FROM seq_1_to_100;");
+    let source = barge_core::EngineFactory::open_source(&barge_mysql::MyEngine, &db.url()).unwrap();
+    let table = source.table("t").unwrap();
+    let mut sizes = Vec::new();
+    let limit = barge_core::BatchSize { rows: 1000, bytes: 50_000 };
+    source
+        .read_range(&table, &barge_core::KeyRange::all(), limit, &mut |b| {
+            sizes.push(b.num_rows());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(sizes.iter().sum::<usize>(), 100);
+    assert!(sizes.iter().all(|&n| n <= 5), "10 KB rows, 50 KB batches: {sizes:?}");
 }

@@ -6,6 +6,30 @@ use super::Native;
 use crate::error::Result;
 use crate::model::{Key, KeyRange, KeyStats, TableInfo};
 
+/// When a reader closes a record batch: at `rows` rows or once it holds about `bytes` bytes of
+/// values, whichever comes first (a batch holds at least one row, however large), so that memory
+/// is bounded in bytes whatever the rows' width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchSize {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl BatchSize {
+    /// Bytes per batch unless told otherwise (`--batch-bytes`).
+    pub const DEFAULT_BYTES: usize = 4 << 20;
+
+    /// At most `rows` rows of at most [`Self::DEFAULT_BYTES`].
+    pub fn rows(rows: usize) -> Self {
+        BatchSize { rows: rows.max(1), bytes: Self::DEFAULT_BYTES }
+    }
+
+    /// Whether a batch of `rows` rows holding `bytes` bytes is full.
+    pub fn is_full(&self, rows: usize, bytes: usize) -> bool {
+        rows >= self.rows || (rows > 0 && bytes >= self.bytes)
+    }
+}
+
 /// A database that rows are read from.
 pub trait Source: Send + Sync {
     /// The database for messages, with any password redacted.
@@ -25,13 +49,14 @@ pub trait Source: Send + Sync {
     /// (never sorted by barge, whose ordering may differ from the database's collation).
     fn sample_keys(&self, table: &TableInfo, range: &KeyRange, target: usize) -> Result<Vec<Key>>;
 
-    /// Streams the rows of `range` as record batches of at most `batch_rows` rows with the table's
-    /// schema, in any order. `emit` returning an error stops the read and returns that error.
+    /// Streams the rows of `range` as record batches of the table's schema, each closed at `batch`
+    /// ([`BatchSize::is_full`], counting the values' bytes as read), in any order. `emit`
+    /// returning an error stops the read and returns that error.
     fn read_range(
         &self,
         table: &TableInfo,
         range: &KeyRange,
-        batch_rows: usize,
+        batch: BatchSize,
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()>;
 
@@ -43,12 +68,12 @@ pub trait Source: Send + Sync {
         &self,
         table: &TableInfo,
         range: &KeyRange,
-        batch_rows: usize,
+        batch: BatchSize,
         decode: bool,
         emit: &mut dyn FnMut(RecordBatch, Option<Native>) -> Result<()>,
     ) -> Result<()> {
         let _ = decode;
-        self.read_range(table, range, batch_rows, &mut |batch| emit(batch, None))
+        self.read_range(table, range, batch, &mut |rows| emit(rows, None))
     }
 
     /// The largest value of `column` among the rows `table` selects (its `filter`, not its
@@ -88,4 +113,19 @@ pub trait SnapshotReads: Send + Sync {
     /// engine may briefly lock the database to get a consistent start (MySQL's `FLUSH TABLES WITH
     /// READ LOCK`); without it, an engine that needs one reads without a snapshot and says so.
     fn pin_snapshot(&self, readers: usize, lock: bool) -> Result<SnapshotInfo>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BatchSize;
+
+    #[test]
+    fn a_batch_is_full_at_its_rows_or_its_bytes_but_never_empty() {
+        let batch = BatchSize { rows: 100, bytes: 1000 };
+        assert!(!batch.is_full(99, 999));
+        assert!(batch.is_full(100, 0));
+        assert!(batch.is_full(3, 1000));
+        assert!(!batch.is_full(0, 5000), "an empty batch is never full");
+        assert_eq!(BatchSize::rows(0).rows, 1);
+    }
 }

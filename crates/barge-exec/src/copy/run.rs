@@ -59,7 +59,7 @@ pub fn copy(
         target,
         target_reader,
         options,
-        ctx: Ctx { pool: &pool, workers: options.workers, batch_rows: options.batch_rows, progress },
+        ctx: Ctx { pool: &pool, workers: options.workers, batch: options.batch(), progress },
         reader: OnceLock::new(),
         run_rejected: AtomicU64::new(0),
     };

@@ -24,6 +24,7 @@ pub(crate) struct CpuStage<'a> {
     pub tallies: &'a [RangeTally],
     /// One channel per writer; range `r` goes to writer `r % senders.len()`.
     pub senders: &'a [Sender<WriteMsg>],
+    pub budget: Option<&'a crate::stages::budget::ByteBudget>,
 }
 
 impl CpuStage<'_> {
@@ -31,7 +32,13 @@ impl CpuStage<'_> {
     pub(crate) fn run(&self, msg: ReadMsg) -> Result<()> {
         let started = std::time::Instant::now();
         let (range, out) = match msg {
-            ReadMsg::Batch { range, batch, native } => (range, self.batch(range, batch, native)?),
+            ReadMsg::Batch { range, batch, native, bytes } => {
+                // Whatever becomes of the batch here, its bytes go back if it does not reach a writer.
+                let held = crate::stages::budget::Held { budget: self.budget, bytes };
+                let msg = self.batch(range, batch, native, bytes)?;
+                std::mem::forget(held);
+                (range, msg)
+            }
             ReadMsg::End { range, batches } => (range, WriteMsg::End { range, batches }),
             ReadMsg::Failed { range, error } => (range, WriteMsg::Failed { range, error }),
         };
@@ -39,7 +46,7 @@ impl CpuStage<'_> {
         self.senders[range % self.senders.len()].send(out).map_err(|_| Error::Cancelled)
     }
 
-    fn batch(&self, range: usize, batch: RecordBatch, native: Option<Native>) -> Result<WriteMsg> {
+    fn batch(&self, range: usize, batch: RecordBatch, native: Option<Native>, bytes: usize) -> Result<WriteMsg> {
         let job = self.job;
         self.tallies[range].read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         let batch = self.transform(range, batch)?;
@@ -48,7 +55,7 @@ impl CpuStage<'_> {
         }
         let kept = job.isolating().then(|| batch.clone());
         let encoded = self.encode(batch, native)?;
-        Ok(WriteMsg::Batch { range, encoded, batch: kept })
+        Ok(WriteMsg::Batch { range, encoded, batch: kept, bytes })
     }
 
     /// The table's transform, rejecting the rows it fails.

@@ -7,6 +7,7 @@
 //! [`pass`] wires one pass over a set of ranges; [`read`] alone (with a hashing sink) also serves
 //! verification.
 
+pub(crate) mod budget;
 pub(crate) mod cpu;
 pub(crate) mod pass;
 pub(crate) mod read;

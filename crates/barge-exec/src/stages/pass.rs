@@ -5,14 +5,15 @@ use barge_core::{KeyRange, Result};
 use crossbeam_channel::bounded;
 use rayon::prelude::*;
 
-use crate::WRITE_QUEUE_PER_WRITER;
 use crate::digests::DigestSlots;
 use crate::failure::{Failure, spawn_named};
 use crate::job::{CopyCounters, CopyJob, RangeTally};
 use crate::retry::Transient;
+use crate::stages::budget::ByteBudget;
 use crate::stages::cpu::CpuStage;
 use crate::stages::read::{ReadSide, spawn_readers};
 use crate::stages::write::{WriteSide, write_loop};
+use crate::{BATCHES_IN_FLIGHT, WRITE_QUEUE_PER_WRITER};
 
 /// What one pass fills in.
 pub(crate) struct PassState<'a> {
@@ -40,15 +41,17 @@ pub(crate) fn copy_pass(job: &CopyJob<'_>, ranges: &[&KeyRange], state: &PassSta
     };
     let encoder = job.target.encoder(job.target_table, job.fields)?;
     let failure = Failure::default();
+    let budget = ByteBudget::new(job.ctx.batch.bytes.saturating_mul(BATCHES_IN_FLIGHT));
     let side = ReadSide {
         source: job.source,
         table: job.table,
-        batch_rows: job.ctx.batch_rows,
+        batch: job.ctx.batch,
         rows_read: &counters.rows_read,
         failure: &failure,
         retry: true,
         busy: Some((&counters.read_ns, &counters.bytes_read)),
         native: loads_as_read(job, encoder.accepts_native()).then_some(job.hash),
+        budget: Some(&budget),
     };
     std::thread::scope(|scope| {
         let read_rx = spawn_readers(scope, &side, ranges, job.ctx.workers);
@@ -56,15 +59,23 @@ pub(crate) fn copy_pass(job: &CopyJob<'_>, ranges: &[&KeyRange], state: &PassSta
         for writer in table_writers {
             let (tx, rx) = bounded(WRITE_QUEUE_PER_WRITER);
             senders.push(tx);
-            let (failure, encoder) = (&failure, encoder.as_ref());
+            let (failure, encoder, budget) = (&failure, encoder.as_ref(), &budget);
             spawn_named(scope, "barge-writer", move || {
-                let side = WriteSide { job, counters, digests, tallies, transient, encoder };
+                let side = WriteSide { job, counters, digests, tallies, transient, encoder, budget: Some(budget) };
                 if let Err(error) = write_loop(writer, rx, &side, failure) {
                     failure.record(error);
                 }
             });
         }
-        let stage = CpuStage { job, counters, encoder: encoder.as_ref(), digests, tallies, senders: &senders };
+        let stage = CpuStage {
+            job,
+            counters,
+            encoder: encoder.as_ref(),
+            digests,
+            tallies,
+            senders: &senders,
+            budget: Some(&budget),
+        };
         let cpu = job.ctx.pool.install(|| read_rx.into_iter().par_bridge().try_for_each(|msg| stage.run(msg)));
         if let Err(error) = cpu {
             failure.record(error);

@@ -20,6 +20,8 @@ pub(crate) enum ReadMsg {
         batch: RecordBatch,
         /// The rows as the source sent them, when the target loads them unchanged.
         native: Option<Native>,
+        /// Bytes taken from the pass's budget for it (given back once written).
+        bytes: usize,
     },
     /// All `batches` batches of `range` have been sent.
     End { range: usize, batches: u64 },
@@ -31,7 +33,7 @@ pub(crate) enum ReadMsg {
 pub(crate) struct ReadSide<'a> {
     pub source: &'a dyn Source,
     pub table: &'a TableInfo,
-    pub batch_rows: usize,
+    pub batch: barge_core::BatchSize,
     pub rows_read: &'a AtomicU64,
     pub failure: &'a Failure,
     /// Report a range whose read fails transiently (to be retried) instead of failing the run.
@@ -39,6 +41,8 @@ pub(crate) struct ReadSide<'a> {
     /// Where readers add their busy time (reading and decoding, not waiting on the channel) and
     /// the Arrow bytes they produced.
     pub busy: Option<(&'a AtomicU64, &'a AtomicU64)>,
+    /// Bytes in flight between readers and writers (copy passes; verification reads have none).
+    pub budget: Option<&'a crate::stages::budget::ByteBudget>,
     /// Keep each batch's rows as the source sent them (see [`Native`]): `Some(decode)`, where
     /// `decode` false asks for those rows only.
     pub native: Option<bool>,
@@ -74,20 +78,25 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
                         return Err(Error::Cancelled);
                     }
                     side.rows_read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    let size = match (batch.num_columns(), &native) {
+                        (0, Some(native)) => native.bytes.len(),
+                        _ => batch.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum(),
+                    };
                     if let Some((_, bytes)) = side.busy {
-                        let size = match (batch.num_columns(), &native) {
-                            (0, Some(native)) => native.bytes.len(),
-                            _ => batch.columns().iter().map(|c| c.to_data().get_slice_memory_size().unwrap_or(0)).sum(),
-                        };
                         bytes.fetch_add(size as u64, Ordering::Relaxed);
                     }
                     batches += 1;
                     let waiting = std::time::Instant::now();
-                    let sent = tx.send(ReadMsg::Batch { range: range.id, batch, native }).map_err(|_| Error::Cancelled);
+                    if let Some(budget) = side.budget {
+                        budget.acquire(size, &|| side.failure.is_set())?;
+                    }
+                    let bytes = if side.budget.is_some() { size } else { 0 };
+                    let msg = ReadMsg::Batch { range: range.id, batch, native, bytes };
+                    let sent = tx.send(msg).map_err(|_| Error::Cancelled);
                     blocked += waiting.elapsed();
                     sent
                 };
-                let (table, rows) = (side.table, side.batch_rows);
+                let (table, rows) = (side.table, side.batch);
                 let read = match side.native {
                     Some(decode) => side.source.read_range_native(table, range, rows, decode, &mut send),
                     None => side.source.read_range(table, range, rows, &mut |batch| send(batch, None)),

@@ -28,6 +28,8 @@ pub(crate) enum WriteMsg {
         encoded: Option<Encoded>,
         /// Kept when rows are isolated, to split the batch if the target refuses it.
         batch: Option<RecordBatch>,
+        /// Bytes of the pass's budget it holds.
+        bytes: usize,
     },
     End {
         range: usize,
@@ -55,6 +57,7 @@ pub(crate) struct WriteSide<'a> {
     pub tallies: &'a [RangeTally],
     pub transient: &'a Transient,
     pub encoder: &'a dyn BatchEncoder,
+    pub budget: Option<&'a crate::stages::budget::ByteBudget>,
 }
 
 /// One writer thread's state.
@@ -78,6 +81,8 @@ pub(crate) fn write_loop(
 ) -> Result<()> {
     let mut state = WriteLoop { side, writer: Some(writer), open: HashMap::new() };
     for msg in rx {
+        let bytes = if let WriteMsg::Batch { bytes, .. } = &msg { *bytes } else { 0 };
+        let _held = crate::stages::budget::Held { budget: side.budget, bytes };
         if failure.is_set() {
             return Ok(());
         }
@@ -112,7 +117,7 @@ impl WriteLoop<'_, '_> {
                 Ok(())
             }
             WriteMsg::Failed { error, .. } => Err(error),
-            WriteMsg::Batch { range, encoded, batch } => self.write(range, encoded, batch),
+            WriteMsg::Batch { range, encoded, batch, .. } => self.write(range, encoded, batch),
             WriteMsg::End { range, batches } => {
                 self.open.entry(range).or_default().1 = Some(batches);
                 Ok(())

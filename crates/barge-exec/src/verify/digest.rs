@@ -66,12 +66,13 @@ fn read_and_hash(
     let side = ReadSide {
         source,
         table,
-        batch_rows: ctx.batch_rows,
+        batch: ctx.batch,
         rows_read: &rows_read,
         failure: &failure,
         retry: false,
         busy: None,
         native: None,
+        budget: None,
     };
     let ranges: Vec<&KeyRange> = ranges.iter().collect();
     std::thread::scope(|scope| {

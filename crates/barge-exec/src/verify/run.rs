@@ -21,7 +21,7 @@ pub fn verify(
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let pool = cpu_pool(options.workers)?;
-    let ctx = Ctx { pool: &pool, workers: options.workers, batch_rows: options.batch_rows, progress };
+    let ctx = Ctx { pool: &pool, workers: options.workers, batch: options.batch(), progress };
     let started = Instant::now();
     let targets = plan.tables.iter().map(|t| target.table(&t.source.name)).collect::<Result<Vec<_>>>()?;
     let mut tables = Vec::with_capacity(plan.tables.len());

@@ -125,7 +125,7 @@ impl Comparison<'_> {
         } else {
             let (source, target) = ((self.source, self.source_info), (self.target, target_info));
             let all = KeyRange::all();
-            narrow_range(source.0, source.1, target.0, target.1, &all, source_total, target_total, ctx.batch_rows)?
+            narrow_range(source.0, source.1, target.0, target.1, &all, source_total, target_total, ctx.batch)?
         };
         Ok(Outcome { source_total, target_total, matched, diff })
     }
@@ -148,7 +148,7 @@ impl Comparison<'_> {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some((range, s, t)) = mismatched.get(i) else { return Ok(diff) };
-                            let rows = ctx.batch_rows;
+                            let rows = ctx.batch;
                             diff.merge(narrow_range(source, source_info, target, target_info, range, *s, *t, rows)?);
                         }
                     })

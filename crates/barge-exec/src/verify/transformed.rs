@@ -42,9 +42,9 @@ impl Source for TransformedSource<'_> {
         &self,
         _table: &TableInfo,
         range: &KeyRange,
-        batch_rows: usize,
+        batch: barge_core::BatchSize,
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
-        self.inner.read_range(self.read, range, batch_rows, &mut |batch| emit(self.transform.apply(&batch)?.batch))
+        self.inner.read_range(self.read, range, batch, &mut |rows| emit(self.transform.apply(&rows)?.batch))
     }
 }

@@ -76,7 +76,7 @@ impl Drop for TestDb {
 pub fn read_all(source: &dyn Source, table: &TableInfo, range: &KeyRange) -> Vec<RecordBatch> {
     let mut batches = Vec::new();
     source
-        .read_range(table, range, 1000, &mut |b| {
+        .read_range(table, range, barge_core::BatchSize::rows(1000), &mut |b| {
             batches.push(b);
             Ok(())
         })

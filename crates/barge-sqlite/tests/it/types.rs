@@ -119,7 +119,10 @@ fn text_in_a_blob_column_is_refused_not_converted() {
     db.sql("s.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB); INSERT INTO t VALUES (1, 'text');");
     let source = db.source("s.db");
     let table = source.table("t").unwrap();
-    let err = source.read_range(&table, &KeyRange::all(), 10, &mut |_| Ok(())).unwrap_err().to_string();
+    let err = source
+        .read_range(&table, &KeyRange::all(), barge_core::BatchSize::rows(10), &mut |_| Ok(()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("column `b` at key 1") && err.contains("found text"), "{err}");
 }
 
