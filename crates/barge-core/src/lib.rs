@@ -39,8 +39,8 @@ pub mod url;
 
 pub use engine::{
     ArrowPassthrough, BatchEncoder, BatchSize, Conflict, Encoded, EngineFactory, KeyDeletes, LedgerStores, Native,
-    RangeClearer, Registry, SchemaObjects, ScratchSpace, SnapshotInfo, SnapshotReads, Source, TableWriter, Target,
-    TargetColumn, Transform, Transformed, WriteOptions, choose_column, logical_type,
+    RangeClearer, Registry, RowLimit, SchemaObjects, ScratchSpace, SnapshotInfo, SnapshotReads, Source, TableWriter,
+    Target, TargetColumn, Transform, Transformed, WriteOptions, choose_column, logical_type,
 };
 pub use error::{Error, Result};
 pub use model::{ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Notice, Risk, Scalar, TableInfo};

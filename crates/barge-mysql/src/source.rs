@@ -411,6 +411,20 @@ impl barge_core::Source for MySource {
         Ok(table)
     }
 
+    fn widest_row(&self, table: &TableInfo, columns: &[usize]) -> Result<Option<u64>> {
+        let sum: Vec<String> =
+            columns.iter().map(|&i| format!("coalesce(length({}), 0)", quote(table.schema.field(i).name()))).collect();
+        let sql =
+            format!("SELECT max({}) FROM {} WHERE {}", sum.join(" + "), quote(&table.name), table.filtered("1".into()));
+        let mut conn = connect(&self.url)?;
+        let rows = conn.rows(&sql, "measuring the widest row")?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+            .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok()))
+    }
+
     fn column_max(&self, table: &TableInfo, column: &str) -> Result<Option<Scalar>> {
         let mut conn = connect(&self.url)?;
         let sql =

@@ -243,6 +243,23 @@ impl barge_core::Target for MyTarget {
         }))
     }
 
+    /// LOAD DATA and INSERT send a row in one packet: `max_allowed_packet` bounds it.
+    fn row_limit(&self) -> Result<Option<barge_core::RowLimit>> {
+        let mut conn = self.conn()?;
+        let rows = conn.rows("SELECT @@max_allowed_packet", "reading max_allowed_packet")?;
+        let bytes = rows
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok());
+        Ok(bytes.map(|bytes| barge_core::RowLimit {
+            bytes,
+            setting: format!(
+                "the target's max_allowed_packet = {bytes}: SET GLOBAL max_allowed_packet = … (up to 1 GB)"
+            ),
+        }))
+    }
+
     fn schema_objects(&self) -> Option<&dyn barge_core::SchemaObjects> {
         Some(self)
     }

@@ -354,6 +354,31 @@ impl barge_core::Source for PgSource {
         })
     }
 
+    fn widest_row(&self, table: &TableInfo, columns: &[usize]) -> Result<Option<u64>> {
+        let sum: Vec<String> = columns
+            .iter()
+            .map(|&i| {
+                let field = table.schema.field(i);
+                let column = quote(field.name());
+                if native_of(table, field.name()) == "bytea" {
+                    format!("coalesce(octet_length({column}), 0)")
+                } else {
+                    format!("coalesce(octet_length({column}::text), 0)")
+                }
+            })
+            .collect();
+        let sql = format!(
+            "SELECT max({})::int8 FROM {} WHERE {}",
+            sum.join(" + "),
+            self.qualified(&table.name),
+            table.filtered("true".into())
+        );
+        self.with_client(|client| {
+            let row = runtime().block_on(client.query_one(&sql, &[])).map_err(pg_err("measuring the widest row"))?;
+            Ok(row.get::<_, Option<i64>>(0).map(|n| n.max(0) as u64))
+        })
+    }
+
     fn column_max(&self, table: &TableInfo, column: &str) -> Result<Option<Scalar>> {
         let native = native_of(table, column);
         let expr = if is_integer(&native) { "max({0})::int8::text" } else { "max({0})::text" };

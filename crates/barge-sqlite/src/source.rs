@@ -297,6 +297,20 @@ impl barge_core::Source for SqliteSource {
         })
     }
 
+    fn widest_row(&self, table: &TableInfo, columns: &[usize]) -> Result<Option<u64>> {
+        let sum: Vec<String> = columns
+            .iter()
+            .map(|&i| format!("coalesce(length(CAST({} AS BLOB)), 0)", quote(table.schema.field(i).name())))
+            .collect();
+        let query =
+            format!("SELECT max({}) FROM {} WHERE {}", sum.join(" + "), quote(&table.name), table.filtered("1".into()));
+        self.with_conn(|conn| {
+            let widest: Option<i64> =
+                conn.query_row(&query, [], |row| row.get(0)).map_err(sqlite_err("measuring the widest row"))?;
+            Ok(widest.map(|n| n.max(0) as u64))
+        })
+    }
+
     fn column_max(&self, table: &TableInfo, column: &str) -> Result<Option<Scalar>> {
         let query =
             format!("SELECT max({}) FROM {} WHERE {}", quote(column), quote(&table.name), table.filtered("1".into()));

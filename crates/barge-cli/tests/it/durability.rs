@@ -194,3 +194,27 @@ fn a_second_process_on_a_postgres_ledger_run_is_refused() {
     let count = || pg.rows("SELECT count(*) || '|' || count(DISTINCT id) FROM t")[0][0].clone();
     second_owner_is_refused(&state.url(), &owned, &count, &pg.url());
 }
+
+#[test]
+fn a_row_larger_than_max_allowed_packet_is_refused_before_anything_is_written() {
+    let dir = Dir::new();
+    dir.sql(
+        "src.db",
+        "CREATE TABLE small (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO small VALUES (1, 'a');
+         CREATE TABLE big (id INTEGER PRIMARY KEY, payload BLOB);
+         INSERT INTO big VALUES (1, zeroblob(10)), (2, randomblob(3000000));",
+    );
+    let server = crate::private::PrivateMy::start(&["--max-allowed-packet=1M"]);
+    server.sql("CREATE DATABASE lim CHARACTER SET utf8mb4").unwrap();
+    let (from, to) = (dir.url("src.db"), server.url("lim"));
+    let run = barge(&["copy", "--from", &from, "--to", &to]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("table `big`: its widest row holds 3000000 bytes"), "{}", run.stderr);
+    assert!(run.stderr.contains("max_allowed_packet = 1048576"), "{}", run.stderr);
+    assert_eq!(server.sql("SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'lim'").unwrap(), "0");
+    // Raised, the same copy goes through.
+    server.sql("SET GLOBAL max_allowed_packet = 16777216").unwrap();
+    let run = barge(&["copy", "--from", &from, "--to", &to, "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "big")["verified"], true);
+}

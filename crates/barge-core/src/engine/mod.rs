@@ -34,5 +34,5 @@ mod transform;
 pub use encode::{ArrowPassthrough, BatchEncoder, Encoded, Native, TargetColumn, choose_column, logical_type};
 pub use factory::{EngineFactory, LedgerStores, Registry, ScratchSpace};
 pub use source::{BatchSize, SnapshotInfo, SnapshotReads, Source};
-pub use target::{Conflict, KeyDeletes, RangeClearer, SchemaObjects, TableWriter, Target, WriteOptions};
+pub use target::{Conflict, KeyDeletes, RangeClearer, RowLimit, SchemaObjects, TableWriter, Target, WriteOptions};
 pub use transform::{Transform, Transformed};

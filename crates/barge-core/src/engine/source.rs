@@ -84,6 +84,14 @@ pub trait Source: Send + Sync {
         Err(crate::Error::unsupported(self.display_name(), "read incremental watermarks (column maxima)"))
     }
 
+    /// The bytes of the widest row of `table` over `columns` (indices into its schema; the
+    /// variable-width ones): what a target with a size limit compares with its limit before
+    /// anything is written. `None`: this source cannot tell without reading every row itself.
+    fn widest_row(&self, table: &TableInfo, columns: &[usize]) -> Result<Option<u64>> {
+        let _ = (table, columns);
+        Ok(None)
+    }
+
     /// Reading every range as of one instant.
     fn snapshots(&self) -> Option<&dyn SnapshotReads> {
         None

@@ -47,6 +47,12 @@ pub trait Target: Send + Sync {
         Ok(Arc::new(ArrowPassthrough))
     }
 
+    /// The most bytes one row may hold in this target, and the setting that raises it (MySQL:
+    /// `max_allowed_packet`), where that is less than its types could hold.
+    fn row_limit(&self) -> Result<Option<RowLimit>> {
+        Ok(None)
+    }
+
     /// Secondary objects of created tables: indexes, identity generators, foreign keys.
     fn schema_objects(&self) -> Option<&dyn SchemaObjects> {
         None
@@ -56,6 +62,14 @@ pub trait Target: Send + Sync {
     fn key_deletes(&self) -> Option<&dyn KeyDeletes> {
         None
     }
+}
+
+/// A target's limit on the bytes of one row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowLimit {
+    pub bytes: u64,
+    /// What to change to raise it (`max_allowed_packet = 16777216 on the target server`).
+    pub setting: String,
 }
 
 /// Capability: what a created table gets once its rows are loaded.
