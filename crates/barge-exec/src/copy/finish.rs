@@ -161,7 +161,25 @@ impl TableCopy<'_> {
             None => None,
         };
         let source_digests = table.incremental.is_none().then_some(digests);
-        let mut verdict = comparison.compare(source_digests, target_digests, ctx)?;
+        let (mut verdict, mismatched) = comparison.compare_ranges(source_digests, target_digests, ctx)?;
+        // (Ranges of a transformed table are over its output's key, which reads cannot take.)
+        if let Some(incremental) = &table.incremental
+            && table.transform.is_none()
+            && verdict.diff.missing_total + verdict.diff.changed_total > 0
+            && !mismatched.is_empty()
+        {
+            let behind = verdict.diff.missing_total + verdict.diff.changed_total;
+            let copied = self.copy_behind_watermark(&whole, mismatched)?;
+            let notice = format!(
+                "column `{}`: {behind} row(s) changed without moving past the last mark less lookback, so the \
+                 watermark missed them; verification found them and {copied} row(s) of their ranges were copied \
+                 again now. Raise `lookback` if this recurs",
+                incremental.column
+            );
+            tracing::warn!("table `{}`: {notice}", self.name());
+            self.behind.lock().expect("notices lock").push(notice);
+            verdict = comparison.compare(None, None, ctx)?;
+        }
         // With delete detection the first comparison lists what to delete: the verdict announced
         // is the one after the deletes.
         let rows_deleted = if self.detect_deletes { self.delete_missing(&comparison, &mut verdict, ctx)? } else { 0 };
@@ -170,6 +188,24 @@ impl TableCopy<'_> {
         }
         crate::verify::table::announce(&verdict, ctx);
         Ok((self.run.options.verify.then_some(verdict), rows_deleted))
+    }
+
+    /// Copies `ranges` of the whole table again, upserting: an incremental table's rows the
+    /// watermark missed. Returns the rows written.
+    fn copy_behind_watermark(&self, whole: &TableInfo, ranges: Vec<barge_core::KeyRange>) -> Result<u64> {
+        let ranges: Vec<barge_core::KeyRange> =
+            ranges.into_iter().enumerate().map(|(id, range)| barge_core::KeyRange { id, ..range }).collect();
+        let fields = self.fields();
+        let job = self.job(whole, &fields, &ranges, barge_core::Conflict::Upsert);
+        let counters = crate::job::CopyCounters::default();
+        crate::copy::ranges::copy_ranges(&job, &counters)?;
+        let written = counters.rows_written.load(Ordering::Relaxed);
+        for (total, part) in
+            [(&self.counters.rows_read, &counters.rows_read), (&self.counters.rows_written, &counters.rows_written)]
+        {
+            total.fetch_add(part.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(written)
     }
 
     /// Deletes the keys in the target that the source no longer has, then compares again (a
@@ -211,7 +247,7 @@ impl TableCopy<'_> {
             seconds: self.started.elapsed().as_secs_f64(),
             verified: finished.verdict.as_ref().map(|v| v.matched),
             diff: finished.verdict.filter(|v| !v.matched).map(|v| v.diff),
-            notices: finished.notices,
+            notices: finished.notices.into_iter().chain(self.behind.lock().expect("notices lock").drain(..)).collect(),
             transformed: self.table.transform.is_some(),
             retries: c.retries.load(Ordering::Relaxed),
             ranges_resumed: self.earlier.map_or(0, |e| e.done.len()),

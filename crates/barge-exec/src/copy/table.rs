@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use arrow_schema::Field;
 use barge_core::ledger::TableLedger;
-use barge_core::{Conflict, Error, Result, WriteOptions};
+use barge_core::{Conflict, Error, Result, TableInfo, WriteOptions};
 use barge_plan::TablePlan;
 use barge_verify::Buckets;
 
@@ -34,6 +34,8 @@ pub(crate) struct TableCopy<'a> {
     pub buckets: Option<Buckets>,
     pub counters: CopyCounters,
     pub started: Instant,
+    /// What verification found behind an incremental table's watermark (for the report).
+    pub behind: std::sync::Mutex<Vec<String>>,
 }
 
 impl<'a> TableCopy<'a> {
@@ -49,6 +51,7 @@ impl<'a> TableCopy<'a> {
             buckets: None,
             counters: CopyCounters::default(),
             started: Instant::now(),
+            behind: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -79,42 +82,64 @@ impl<'a> TableCopy<'a> {
         if let Some(log) = &options.rejects {
             log.start(self.name())?;
         }
-        let fields: Vec<Field> = table.columns.iter().map(|c| c.field.clone()).collect();
-        let job = CopyJob {
-            source: self.run.source,
-            target: self.run.target,
-            table: &table.source,
-            output: &table.output,
-            transform: table.transform.as_deref(),
-            write_options: WriteOptions {
-                // A table barge created holds only this run's rows, whose keys are unique: no
-                // conflicts (and PostgreSQL builds the key only after the load).
-                conflict: if self.layout.created { Conflict::Error } else { table.conflict },
-                key: table.output.key_columns().into_iter().map(str::to_string).collect(),
-                isolate_rows: tolerant,
-            },
-            rejects: options.rejects.as_deref(),
-            budget: table.budget,
-            run_rejects: (self.run.run_rejected.load(Ordering::Relaxed), options.run_budget),
-            target_table: &table.target_table,
-            fields: &fields,
-            ranges: &self.layout.ranges,
-            ctx: self.run.ctx,
-            retries: options.retries,
-            ledger: options.ledger.as_ref().map(|ledger| TableLedgerView {
-                ledger,
-                done: self.earlier.map(|e| &e.done),
-                // Ranges an earlier attempt may have committed without recording: cleared first.
-                clear: self.earlier.is_some(),
-            }),
-            hash: self.compare,
-            buckets: self.buckets.as_ref(),
-        };
+        let fields = self.fields();
+        // A table barge created holds only this run's rows, whose keys are unique: no conflicts
+        // (and PostgreSQL builds the key only after the load).
+        let conflict = if self.layout.created { Conflict::Error } else { table.conflict };
+        let mut job = self.job(&table.source, &fields, &self.layout.ranges, conflict);
+        job.ledger = options.ledger.as_ref().map(|ledger| TableLedgerView {
+            ledger,
+            done: self.earlier.map(|e| &e.done),
+            // Ranges an earlier attempt may have committed without recording: cleared first.
+            clear: self.earlier.is_some(),
+        });
+        job.hash = self.compare;
+        job.buckets = self.buckets.as_ref();
         let copied = copy_ranges(&job, &self.counters);
         if let Some(log) = &options.rejects {
             log.flush()?;
         }
         copied
+    }
+
+    /// The columns as written.
+    pub(crate) fn fields(&self) -> Vec<Field> {
+        self.table.columns.iter().map(|c| c.field.clone()).collect()
+    }
+
+    /// A copy of `ranges` of `read` (the table as stored) into the target with `conflict`: no
+    /// ledger, no hashing, rejects as the table's.
+    pub(crate) fn job<'b>(
+        &'b self,
+        read: &'b TableInfo,
+        fields: &'b [Field],
+        ranges: &'b [barge_core::KeyRange],
+        conflict: Conflict,
+    ) -> CopyJob<'b> {
+        let (table, options) = (self.table, self.run.options);
+        CopyJob {
+            source: self.run.source,
+            target: self.run.target,
+            table: read,
+            output: &table.output,
+            transform: table.transform.as_deref(),
+            write_options: WriteOptions {
+                conflict,
+                key: table.output.key_columns().into_iter().map(str::to_string).collect(),
+                isolate_rows: table.budget.tolerates_rejects() || options.run_budget.tolerates_rejects(),
+            },
+            rejects: options.rejects.as_deref(),
+            budget: table.budget,
+            run_rejects: (self.run.run_rejected.load(Ordering::Relaxed), options.run_budget),
+            target_table: &table.target_table,
+            fields,
+            ranges,
+            ctx: self.run.ctx,
+            retries: options.retries,
+            ledger: None,
+            hash: false,
+            buckets: None,
+        }
     }
 
     /// Rows read = rows written + rows rejected, and the rejects within the table's budget (checked

@@ -32,6 +32,8 @@ struct Outcome {
     target_total: Digest,
     matched: bool,
     diff: KeyDiff,
+    /// The key ranges (or buckets) whose digests differ (keyed tables).
+    mismatched: Vec<KeyRange>,
 }
 
 impl Comparison<'_> {
@@ -55,6 +57,16 @@ impl Comparison<'_> {
         target_digests: Option<RangeDigests>,
         ctx: Ctx<'_>,
     ) -> Result<TableVerdict> {
+        self.compare_ranges(source_digests, target_digests, ctx).map(|(verdict, _)| verdict)
+    }
+
+    /// [`Self::compare`], with the key ranges (or buckets) whose digests differ.
+    pub(crate) fn compare_ranges(
+        &self,
+        source_digests: Option<RangeDigests>,
+        target_digests: Option<RangeDigests>,
+        ctx: Ctx<'_>,
+    ) -> Result<(TableVerdict, Vec<KeyRange>)> {
         let name = self.source_info.name.as_str();
         let target_info = align(self.target_info.clone(), self.source_info)?;
         let expected =
@@ -72,13 +84,14 @@ impl Comparison<'_> {
         } else {
             self.keyless(&target_info, source_digests, ctx)?
         };
-        Ok(TableVerdict {
+        let verdict = TableVerdict {
             table: name.into(),
             source_rows: outcome.source_total.rows,
             target_rows: outcome.target_total.rows,
             matched: outcome.matched,
             diff: outcome.diff,
-        })
+        };
+        Ok((verdict, outcome.mismatched))
     }
 
     fn keyed(
@@ -112,6 +125,7 @@ impl Comparison<'_> {
             matched: source_digests == target_digests,
             source_total: sum(source_digests.iter().flatten()),
             target_total: sum(target_digests.iter().flatten()),
+            mismatched: mismatched.into_iter().map(|(range, _, _)| range).collect(),
         })
     }
 
@@ -127,7 +141,7 @@ impl Comparison<'_> {
             let all = KeyRange::all();
             narrow_range(source.0, source.1, target.0, target.1, &all, source_total, target_total, ctx.batch)?
         };
-        Ok(Outcome { source_total, target_total, matched, diff })
+        Ok(Outcome { source_total, target_total, matched, diff, mismatched: Vec::new() })
     }
 
     /// Narrows mismatched ranges down to keys, up to `workers` ranges at a time, each on a plain
