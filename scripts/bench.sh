@@ -25,6 +25,11 @@
 #           Peers, measured when installed: pgloader (`apt-get install pgloader`) and reladiff with
 #           its drivers (`pip install 'reladiff[mysql,postgresql]'`); a peer run that fails is
 #           reported and not recorded.
+# memory:   peak RSS of a verified PostgreSQL → PostgreSQL copy of wide rows, without tuning: a
+#           200,000-row table of 10 KB texts, and a table of fifty 50 MB bytea values (goal
+#           ≤ 150 MB each, as for narrow rows).
+# soak:     the crash test of the suite (a private PostgreSQL target stopped with -m immediate after
+#           N committed ranges, then --resume, checked row by row) over 50 kill points.
 # micro:    the criterion micro-benchmarks of benches/hot_paths.rs (`cargo bench -p barge-benches`).
 # The end-to-end sections alternate raw / barge --no-verify / barge (verified) for three rounds and
 # print medians, ratios and barge's peak RSS.
@@ -32,9 +37,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 case "$what" in
-  sqlite|postgres|pipeline|forecast|mysql|micro|all) ;;
+  sqlite|postgres|pipeline|forecast|mysql|memory|soak|micro|all) ;;
   readme) exec python3 scripts/bench_readme.py ;;
-  *) echo "usage: scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|micro|all|readme] [ROWS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|memory|soak|micro|all|readme] [ROWS]" >&2; exit 2 ;;
 esac
 cargo build --release --quiet
 barge=$PWD/target/release/barge
@@ -381,6 +386,41 @@ for path in sorted(glob.glob("target/criterion/*/*/new/benchmark.json")):
 PY
 }
 
+# --- Memory: wide rows, no tuning ---------------------------------------------------------------
+memory_copy() { # $1 name, $2 source database: a verified copy into a fresh database
+  pg_fresh barge_bench_memdst
+  # Without TLS: this section measures memory (over TLS, 50 MB values took 612 s, see README).
+  read -r s kb < <(timed_barge copy --from "$pg/$2?sslmode=disable" --to "$pg/barge_bench_memdst?sslmode=disable")
+  python3 -c "import json; j = json.load(open('$work/out.json')); assert j['ok'], j" >&2
+  echo "memory_$1_seconds=$s"
+  echo "memory_$1_peak_rss_mb=$(( kb / 1024 ))"
+}
+
+section_memory() {
+  pg_fresh barge_bench_wide barge_bench_large
+  psql "${pg_host_args[@]}" -d barge_bench_wide -qc "CREATE TABLE w (id bigint PRIMARY KEY, payload text NOT NULL);
+    INSERT INTO w SELECT i, repeat(md5(i::text), 320) FROM generate_series(1, 200000) i; ANALYZE w" >&2
+  psql "${pg_host_args[@]}" -d barge_bench_large -qc "CREATE TABLE b (id bigint PRIMARY KEY, payload bytea NOT NULL);
+    INSERT INTO b SELECT i, decode(repeat(md5(i::text), 3276800), 'hex') FROM generate_series(1, 50) i; ANALYZE b" >&2
+  echo "memory_wide_rows=200000"
+  echo "memory_wide_value_bytes=10240"
+  memory_copy wide barge_bench_wide
+  echo "memory_large_rows=50"
+  echo "memory_large_value_bytes=52428800"
+  memory_copy large barge_bench_large
+  pg_drop barge_bench_wide barge_bench_large barge_bench_memdst
+}
+
+# --- Soak: crashes of the target, then --resume --------------------------------------------------
+section_soak() {
+  local started=$SECONDS
+  BARGE_CRASH_POINTS=25 cargo nextest run -p barge-cli --no-fail-fast --no-capture \
+    -E 'test(/a_target_crash_after/)' >"$work/soak.log" 2>&1 || { cat "$work/soak.log" >&2; exit 1; }
+  echo "soak_kill_points=50"
+  echo "soak_exact=$(grep -c 'exact after resume' "$work/soak.log")"
+  echo "soak_seconds=$(( SECONDS - started ))"
+}
+
 # --- Recording ---------------------------------------------------------------------------------
 machine() {
   echo "machine_cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
@@ -417,5 +457,7 @@ run postgres 2000000
 run pipeline 2000000
 run forecast 2000000
 run mysql 2000000
+run memory 0
+run soak 0
 run micro 0
 python3 scripts/bench_readme.py

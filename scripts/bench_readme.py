@@ -52,7 +52,8 @@ def table(header, rows):
 
 
 def machine():
-    results = [r for r in (load(s) for s in ("postgres", "mysql", "sqlite", "forecast", "pipeline", "micro")) if r]
+    results = [r for r in (load(s) for s in ("postgres", "mysql", "sqlite", "forecast", "pipeline", "micro", "memory",
+                                             "soak")) if r]
     if not results:
         return "No results recorded yet."
     r = max(results, key=lambda r: r["date"])
@@ -204,6 +205,27 @@ def micro():
             + "\n\nOne core, criterion medians. " + provenance(r))
 
 
+def memory():
+    r = load("memory")
+    if not r:
+        return missing("memory")
+    rows = []
+    for name, what in (("wide", "10 KB texts"), ("large", "50 MB bytea values")):
+        peak = int(r[f"memory_{name}_peak_rss_mb"])
+        rows.append([f"{int(r[f'memory_{name}_rows']):,} rows of {what}", num(r[f"memory_{name}_seconds"]),
+                     f"**{peak}**", "≤ 150", "met" if peak <= 150 else "not met"])
+    return (table(["table (PostgreSQL → PostgreSQL, verified, default batch sizes)", "seconds", "peak RSS MB",
+                   "goal", ""], rows) + "\n\n" + provenance(r))
+
+
+def soak():
+    r = load("soak")
+    if not r:
+        return missing("soak")
+    return (table(["kill points (target stopped -m immediate, then --resume)", "exact after resume", "seconds"],
+                  [[r["soak_kill_points"], r["soak_exact"], r["soak_seconds"]]]) + "\n\n" + provenance(r))
+
+
 BLOCKS = {
     "machine": machine,
     "end-to-end": end_to_end,
@@ -211,6 +233,8 @@ BLOCKS = {
     "pipeline": pipeline,
     "forecast": forecast,
     "micro": micro,
+    "memory": memory,
+    "soak": soak,
 }
 
 
