@@ -421,6 +421,9 @@ fn a_ledger_in_postgres_resumes_a_killed_copy() {
     let t = table(&json, "t");
     assert_eq!(t["verified"], true, "{json}");
     assert!(t["ranges_resumed"].as_u64().unwrap() >= 1, "{json}");
+    // Kept ranges were read at the interrupted run's instant: not one snapshot, and it says so.
+    assert_eq!(json["snapshot"]["consistent"], false, "{json}");
+    assert!(json["snapshot"]["detail"].as_str().unwrap().contains("kept from the interrupted run"), "{json}");
     assert_eq!(pg.sql("SELECT count(*), count(DISTINCT id) FROM t")[0], [Some("600000".into()), Some("600000".into())]);
     let runs = state.sql("SELECT name, finished_at IS NOT NULL FROM barge_state.runs");
     assert_eq!(runs, [[Some("copy".into()), Some("t".into())]]);

@@ -77,6 +77,16 @@ pub fn copy(
     if let Some(ledger) = &options.ledger {
         ledger.finish()?;
     }
+    let mut snapshot = snapshot;
+    let resumed: usize = reports.iter().map(|r| r.ranges_resumed).sum();
+    if resumed > 0 && snapshot.consistent {
+        // Ranges kept from an interrupted run were read at that run's own instant.
+        snapshot.consistent = false;
+        snapshot.detail = format!(
+            "{}, except {resumed} range(s) kept from the interrupted run, read at that run's snapshot",
+            snapshot.detail
+        );
+    }
     let mut report = CopyReport::new(reports, started.elapsed().as_secs_f64());
     report.snapshot = Some(snapshot);
     Ok(report)
