@@ -389,7 +389,7 @@ PY
 # --- Memory: wide rows, no tuning ---------------------------------------------------------------
 memory_copy() { # $1 name, $2 source database: a verified copy into a fresh database
   pg_fresh barge_bench_memdst
-  # Without TLS: this section measures memory (over TLS, 50 MB values took 612 s, see README).
+  # Without TLS: this section measures memory (TLS with large values: see benches/README.md).
   read -r s kb < <(timed_barge copy --from "$pg/$2?sslmode=disable" --to "$pg/barge_bench_memdst?sslmode=disable")
   python3 -c "import json; j = json.load(open('$work/out.json')); assert j['ok'], j" >&2
   echo "memory_$1_seconds=$s"

@@ -170,7 +170,8 @@ async fn open(url: &PgUrl) -> Result<Client, tokio_postgres::Error> {
     #[cfg(feature = "tls")]
     if url.tls != TlsMode::Disable {
         let connector = tls_connector(url.tls);
-        let (client, connection) = url.config.connect(postgres_native_tls::MakeTlsConnector::new(connector)).await?;
+        let tls = crate::tls::MakeBoundedTls(postgres_native_tls::MakeTlsConnector::new(connector));
+        let (client, connection) = url.config.connect(tls).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });

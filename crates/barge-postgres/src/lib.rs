@@ -28,6 +28,8 @@ pub mod encode;
 pub mod ledger;
 mod source;
 mod target;
+#[cfg(feature = "tls")]
+mod tls;
 pub mod types;
 pub mod wire;
 
