@@ -19,8 +19,11 @@ use crate::codec::{can_encode, decode_lines, encode_batch};
 use crate::conn::{LocalConn, MyUrl, connect, literal, quote};
 use crate::types::{column_type_for_arrow, read_back};
 
-/// Rows per INSERT statement in the fallback (well under max_allowed_packet for ordinary rows).
+/// Rows per INSERT statement in the fallback…
 const ROWS_PER_INSERT: usize = 500;
+/// …and at most this many bytes, or half the server's `max_allowed_packet` if that is less: a
+/// statement is one packet, and wide rows would otherwise make one too large mid-run.
+const INSERT_BYTES: usize = 4 << 20;
 /// Server errors caused by the rows themselves: bad NULL (1048), duplicate key (1062), out of range
 /// (1264, 1690), truncated or incorrect values (1265, 1292, 1366, 1406), foreign keys (1216, 1452),
 /// CHECK constraints (MySQL 3819, MariaDB 4025).
@@ -224,8 +227,16 @@ impl barge_core::Target for MyTarget {
                 (stage.clone(), Some((merge, format!("DELETE FROM {stage}"))))
             }
         };
+        let packet = conn
+            .rows("SELECT @@max_allowed_packet", "reading max_allowed_packet")?
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .and_then(|v| String::from_utf8_lossy(&v).parse::<usize>().ok())
+            .unwrap_or(INSERT_BYTES * 2);
         Ok(Box::new(MyWriter {
             conn,
+            insert_bytes: INSERT_BYTES.min(packet / 2).max(1),
             table: table.into(),
             merge,
             isolate: options.isolate_rows,
@@ -396,6 +407,8 @@ struct MyWriter {
     use_infile: bool,
     infile_refused: Arc<AtomicBool>,
     in_transaction: bool,
+    /// At most this many bytes per INSERT statement (see [`INSERT_BYTES`]).
+    insert_bytes: usize,
 }
 
 impl MyWriter {
@@ -413,7 +426,21 @@ impl MyWriter {
     fn insert_rows(&mut self, bytes: &[u8]) -> std::result::Result<u64, mysql_async::Error> {
         let rows = decode_lines(bytes);
         let mut written = 0;
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut start = 0;
+        while start < rows.len() {
+            // As many rows as fit: ROWS_PER_INSERT, and `insert_bytes` (one row at least).
+            let mut end = start;
+            let mut size = 0;
+            while end < rows.len() && end - start < ROWS_PER_INSERT {
+                let row_bytes: usize = rows[end].iter().map(|f| f.as_ref().map_or(4, |b| b.len() * 2 + 3)).sum();
+                if end > start && size + row_bytes > self.insert_bytes {
+                    break;
+                }
+                size += row_bytes;
+                end += 1;
+            }
+            let chunk = &rows[start..end];
+            start = end;
             let values: Vec<String> = chunk
                 .iter()
                 .map(|row| {

@@ -370,3 +370,21 @@ fn mysql_batches_close_at_their_byte_limit() {
     assert_eq!(sizes.iter().sum::<usize>(), 100);
     assert!(sizes.iter().all(|&n| n <= 5), "10 KB rows, 50 KB batches: {sizes:?}");
 }
+
+#[test]
+fn wide_rows_loaded_with_inserts_fit_a_small_max_allowed_packet() {
+    let server = PrivateMy::start(&["--local-infile=0", "--max-allowed-packet=1M"]);
+    server.sql("CREATE DATABASE t CHARACTER SET utf8mb4").unwrap();
+    let dir = Dir::new();
+    // 300 rows of 50 KB: 500 rows per statement would be a 15 MB packet.
+    dir.sql(
+        "s.db",
+        "CREATE TABLE w (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300)
+         INSERT INTO w SELECT i, printf('%.50000c', 'x') FROM n;",
+    );
+    let run = barge(&["copy", "--from", &dir.url("s.db"), "--to", &server.url("t"), "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "w")["verified"], true, "{}", run.stderr);
+    assert_eq!(server.sql("SELECT count(*), sum(length(body)) FROM t.w").as_deref(), Some("300\t15000000"));
+}
