@@ -181,6 +181,28 @@ impl LocalConn {
     }
 }
 
+/// Who the server and database behind `conn` are: MySQL's `@@server_uuid`, else (MariaDB, which
+/// has none) `@@hostname:@@port`, with the database.
+pub fn identity(conn: &mut LocalConn) -> Result<String> {
+    let text = |rows: Vec<Vec<Option<Vec<u8>>>>| -> Vec<String> {
+        rows.into_iter()
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+            .collect()
+    };
+    let server = match conn.rows("SELECT @@server_uuid", "asking the server who it is") {
+        Ok(rows) => format!("server {}", text(rows).join("")),
+        Err(_) => {
+            let parts = text(conn.rows("SELECT @@hostname, @@port", "asking the server who it is")?);
+            format!("server {}", parts.join(":"))
+        }
+    };
+    let database = text(conn.rows("SELECT DATABASE()", "asking the server who it is")?).join("");
+    Ok(format!("MySQL {server}, database {database}"))
+}
+
 /// `` `name` `` with backticks doubled.
 pub fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))

@@ -535,6 +535,10 @@ impl barge_core::Source for MySource {
         Some(self)
     }
 
+    fn identity(&self) -> Result<Option<String>> {
+        crate::conn::identity(&mut connect(&self.url)?).map(Some)
+    }
+
     fn notices(&self, table: &str) -> Vec<barge_core::Notice> {
         let counts = self.zero_dates.lock().expect("zero-date counts");
         let mut notices: Vec<barge_core::Notice> = counts

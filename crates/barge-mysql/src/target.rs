@@ -95,6 +95,10 @@ impl barge_core::Target for MyTarget {
         self.url.display.clone()
     }
 
+    fn identity(&self) -> Result<Option<String>> {
+        crate::conn::identity(&mut self.conn()?).map(Some)
+    }
+
     fn table_rows(&self, table: &str) -> Result<Option<u64>> {
         let mut conn = self.conn()?;
         if describe(&mut conn, table)?.is_empty() {

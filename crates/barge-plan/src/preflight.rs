@@ -53,6 +53,24 @@ pub fn engines(
     Ok((source_engine, target_engine))
 }
 
+/// Refuses, before anything is written, a copy whose target tables are its source tables: the
+/// same database reached through another spelling of its URL (`localhost` for `127.0.0.1`, a
+/// symlink, another parameter), asked by identity rather than compared as text.
+pub fn check_not_itself(source: &dyn Source, target: &dyn Target, plan: &Plan) -> Result<()> {
+    let (Some(source_id), Some(target_id)) = (source.identity()?, target.identity()?) else { return Ok(()) };
+    if source_id != target_id {
+        return Ok(());
+    }
+    match plan.tables.iter().find(|t| t.target_table == t.source.name) {
+        Some(table) => Err(Error::Config(format!(
+            "source and target are the same database ({source_id}): table `{}` would be copied onto itself; \
+             nothing was written",
+            table.target_table
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Refuses, before anything is written, a table whose widest row the target cannot take in one
 /// piece (MySQL's `max_allowed_packet`), naming the table, the sizes and the setting to change.
 pub fn check_row_limits(source: &dyn Source, target: &dyn Target, plan: &Plan) -> Result<()> {
@@ -108,6 +126,7 @@ pub fn preflight(
     let source_plan = plan_sources(source.as_ref(), &request(target_engine)?)?;
     let target = target_engine.open_target(to)?;
     let plan = plan_targets(target.as_ref(), source_plan, if_exists)?;
+    check_not_itself(source.as_ref(), target.as_ref(), &plan)?;
     check_row_limits(source.as_ref(), target.as_ref(), &plan)?;
     Ok(Preflight { source_engine, target_engine, source, target, target_url: to.to_string(), plan })
 }

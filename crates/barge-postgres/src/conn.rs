@@ -255,6 +255,15 @@ pub fn connect_local(url: &PgUrl) -> Result<LocalConn> {
     Ok(LocalConn { client, rt })
 }
 
+/// Who the server, database and schema behind `client` are: the cluster's system identifier is the
+/// same whichever address or parameters reached it.
+pub fn identity(client: &Client, schema: &str) -> Result<String> {
+    let row = runtime()
+        .block_on(client.query_one("SELECT system_identifier::text, current_database() FROM pg_control_system()", &[]))
+        .map_err(pg_err("asking the server who it is"))?;
+    Ok(format!("PostgreSQL system {}, database {}, schema {schema}", row.get::<_, String>(0), row.get::<_, String>(1)))
+}
+
 /// `"name"` with quotes doubled.
 pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -243,6 +243,10 @@ impl barge_core::Source for PgSource {
         Some(self)
     }
 
+    fn identity(&self) -> Result<Option<String>> {
+        self.with_client(|client| crate::conn::identity(client, &self.url.schema).map(Some))
+    }
+
     fn list_tables(&self) -> Result<Vec<String>> {
         // Partitions and inheritance children are read through their parent, never twice.
         let sql = "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -86,6 +86,10 @@ impl barge_core::Target for PgTarget {
         self.url.display.clone()
     }
 
+    fn identity(&self) -> Result<Option<String>> {
+        self.admin(|client| crate::conn::identity(client, &self.url.schema).map(Some))
+    }
+
     fn table_rows(&self, table: &str) -> Result<Option<u64>> {
         self.admin(|client| {
             if !self.exists(client, table)? {

@@ -204,6 +204,10 @@ impl barge_core::Source for SqliteSource {
         Some(self)
     }
 
+    fn identity(&self) -> Result<Option<String>> {
+        Ok(self.path.canonicalize().ok().map(|p| format!("SQLite file {}", p.display())))
+    }
+
     fn display_name(&self) -> String {
         self.display.clone()
     }

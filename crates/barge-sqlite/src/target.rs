@@ -67,6 +67,11 @@ impl barge_core::Target for SqliteTarget {
         self.display.clone()
     }
 
+    fn identity(&self) -> Result<Option<String>> {
+        // A file that does not exist yet is no source's.
+        Ok(self.path.canonicalize().ok().map(|p| format!("SQLite file {}", p.display())))
+    }
+
     fn table_rows(&self, table: &str) -> Result<Option<u64>> {
         if !self.path.exists() {
             return Ok(None);

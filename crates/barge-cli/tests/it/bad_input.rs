@@ -73,6 +73,41 @@ fn copying_a_database_onto_itself_is_refused() {
     assert_eq!(dir.count("s.db", "t"), 1);
 }
 
+/// The same database through another spelling of its URL: asked who it is, and refused.
+#[test]
+fn a_database_reached_through_another_url_is_not_copied_onto_itself() {
+    // SQLite: a symlink to the source file.
+    let dir = Dir::new();
+    source(&dir);
+    std::os::unix::fs::symlink(dir.path("s.db"), dir.path("link.db")).unwrap();
+    let (from, to) = (dir.url("s.db"), dir.url("link.db"));
+    assert_usage_error(&barge(&["copy", "--from", &from, "--to", &to, "--if-exists", "truncate"]), "same database");
+    assert_eq!(dir.count("s.db", "t"), 1);
+    // PostgreSQL: localhost for 127.0.0.1, and another parameter.
+    let pg = PgDb::new("itself");
+    pg.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10);");
+    let from = pg.url();
+    for (to, said) in [
+        // (asked: the URLs name different hosts)
+        (from.replace("127.0.0.1", "localhost"), "source and target are the same database (PostgreSQL system"),
+        (format!("{from}&schema=public"), "source and target are the same database"),
+    ] {
+        let run = barge(&["copy", "--from", &from, "--to", &to, "--if-exists", "truncate"]);
+        assert_usage_error(&run, said);
+        assert_eq!(pg.sql("SELECT count(*) FROM t")[0][0].as_deref(), Some("10"), "the source is intact");
+    }
+    // Another schema of the same database is another place: allowed.
+    pg.sql("CREATE SCHEMA other");
+    barge(&["copy", "--from", &from, "--to", &format!("{from}&schema=other"), "--json"]).assert_code(0);
+    // MariaDB: localhost for 127.0.0.1.
+    let my = MyDb::new("itself");
+    my.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);");
+    let from = my.url();
+    let to = from.replace("127.0.0.1", "localhost");
+    assert_usage_error(&barge(&["copy", "--from", &from, "--to", &to, "--if-exists", "truncate"]), "same database");
+    assert_eq!(my.sql("SELECT count(*) FROM t"), vec![vec!["2".to_string()]]);
+}
+
 #[test]
 fn a_missing_target_column_is_named() {
     let dir = Dir::new();

@@ -92,6 +92,13 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// Who this database is, whatever URL reached it (PostgreSQL: the cluster's system identifier,
+    /// database and schema; MySQL: the server and database; SQLite: the file's canonical path),
+    /// so that a copy onto itself through another spelling of the URL is refused. `None`: unknown.
+    fn identity(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// Reading every range as of one instant.
     fn snapshots(&self) -> Option<&dyn SnapshotReads> {
         None

@@ -47,6 +47,12 @@ pub trait Target: Send + Sync {
         Ok(Arc::new(ArrowPassthrough))
     }
 
+    /// Who this database is (see [`crate::Source::identity`]); `None`: unknown, or it does not
+    /// exist yet.
+    fn identity(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
     /// The most bytes one row may hold in this target, and the setting that raises it (MySQL:
     /// `max_allowed_packet`), where that is less than its types could hold.
     fn row_limit(&self) -> Result<Option<RowLimit>> {
