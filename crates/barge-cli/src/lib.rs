@@ -314,15 +314,46 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    let json = cli.command.wants_json();
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
-            let code = match error.downcast_ref::<Error>() {
+            let barge_error = error.downcast_ref::<Error>();
+            let code = match barge_error {
                 Some(e) if e.is_usage() => EXIT_USAGE,
                 _ => EXIT_RUNTIME,
             };
             eprintln!("error: {error:#}");
+            if json {
+                // `--json` always prints one object, failures included.
+                let (table, column) = barge_error.map_or((None, None), Error::table_column);
+                let report = serde_json::json!({
+                    "ok": false,
+                    "exit_code": code,
+                    "error": {
+                        "kind": barge_error.map_or("runtime", Error::kind),
+                        "message": format!("{error:#}"),
+                        "table": table,
+                        "column": column,
+                    },
+                });
+                println!("{report}");
+            }
             ExitCode::from(code)
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for a JSON report on stdout.
+    fn wants_json(&self) -> bool {
+        match self {
+            Command::Copy(args) => args.json,
+            Command::Verify(args) => args.json,
+            Command::Demo(args) => args.json,
+            Command::Plan(args) => args.json,
+            Command::Run(args) => args.pipeline.json,
+            Command::Bench(args) => args.json,
         }
     }
 }

@@ -121,6 +121,44 @@ impl Error {
         if transient { Error::Transient { context, message } } else { Error::Engine { context, message } }
     }
 
+    /// The variant's name, for machine-readable reports (`--json`): `unknown_table`, `config`, ….
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidUrl { .. } => "invalid_url",
+            Error::UnknownScheme { .. } => "unknown_scheme",
+            Error::SourceNotFound(_) => "source_not_found",
+            Error::UnknownTable { .. } => "unknown_table",
+            Error::UnknownColumn { .. } => "unknown_column",
+            Error::UnsupportedType { .. } => "unsupported_type",
+            Error::TargetNotEmpty { .. } => "target_not_empty",
+            Error::Config(_) => "config",
+            Error::Connect { .. } => "connect",
+            Error::BadValue { .. } => "bad_value",
+            Error::Engine { .. } => "engine",
+            Error::Transient { .. } => "transient",
+            Error::Arrow(_) => "arrow",
+            Error::RowsLost { .. } => "rows_lost",
+            Error::RowRejected { .. } => "row_rejected",
+            Error::BudgetExceeded { .. } => "budget_exceeded",
+            Error::Unsupported { .. } => "unsupported",
+            Error::LedgerBusy { .. } => "ledger_busy",
+            Error::Cancelled => "cancelled",
+        }
+    }
+
+    /// The table and column an error names, where it names them.
+    pub fn table_column(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Error::UnknownTable { table, .. } | Error::TargetNotEmpty { table, .. } | Error::RowsLost { table, .. } => {
+                (Some(table), None)
+            }
+            Error::UnknownColumn { table, column }
+            | Error::UnsupportedType { table, column, .. }
+            | Error::BadValue { table, column, .. } => (Some(table), Some(column)),
+            _ => (None, None),
+        }
+    }
+
     /// True when doing the work again may succeed (see [`Error::Transient`]; a refused connection
     /// counts too, as during a server restart).
     pub fn is_transient(&self) -> bool {

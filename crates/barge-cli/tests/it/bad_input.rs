@@ -157,3 +157,25 @@ fn a_ledger_in_an_engine_that_keeps_none_is_refused_before_anything_is_written()
     barge(&["copy", "--from", &from, "--to", &to, "--state", &ledger, "--json"]).assert_code(0);
     assert!(exists(&dir.path("run.state.db")));
 }
+
+#[test]
+fn a_failure_with_json_still_prints_one_json_object() {
+    let dir = Dir::new();
+    source(&dir);
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    let run = barge(&["copy", "--from", &from, "--to", &to, "--table", "nope", "--json"]);
+    run.assert_code(2);
+    let json = run.json();
+    assert_eq!(json["ok"], false, "{json}");
+    assert_eq!(json["exit_code"], 2, "{json}");
+    assert_eq!(json["error"]["kind"], "unknown_table", "{json}");
+    assert_eq!(json["error"]["table"], "nope", "{json}");
+    assert!(json["error"]["message"].as_str().unwrap().contains("table `nope` not found"), "{json}");
+    // A runtime failure too (exit 1): the target cannot be reached.
+    let run = barge(&["copy", "--from", &from, "--to", "postgres://u:secret@127.0.0.1:1/db?sslmode=disable", "--json"]);
+    run.assert_code(1);
+    let json = run.json();
+    assert_eq!((json["ok"].as_bool(), json["exit_code"].as_u64()), (Some(false), Some(1)), "{json}");
+    assert_eq!(json["error"]["kind"], "connect", "{json}");
+    assert!(!run.stdout.contains("secret") && !run.stderr.contains("secret"), "no password: {}", run.stdout);
+}
