@@ -411,6 +411,16 @@ impl barge_core::Source for MySource {
         Ok(table)
     }
 
+    /// A row cannot be larger than the packet the server sends it in.
+    fn row_cap(&self) -> Result<Option<u64>> {
+        let rows = connect(&self.url)?.rows("SELECT @@max_allowed_packet", "reading max_allowed_packet")?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next().flatten())
+            .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok()))
+    }
+
     fn widest_row(&self, table: &TableInfo, columns: &[usize]) -> Result<Option<u64>> {
         let sum: Vec<String> =
             columns.iter().map(|&i| format!("coalesce(length({}), 0)", quote(table.schema.field(i).name()))).collect();

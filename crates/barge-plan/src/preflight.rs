@@ -75,6 +75,9 @@ pub fn check_not_itself(source: &dyn Source, target: &dyn Target, plan: &Plan) -
 /// piece (MySQL's `max_allowed_packet`), naming the table, the sizes and the setting to change.
 pub fn check_row_limits(source: &dyn Source, target: &dyn Target, plan: &Plan) -> Result<()> {
     let Some(limit) = target.row_limit()? else { return Ok(()) };
+    if source.row_cap()?.is_some_and(|cap| cap <= limit.bytes) {
+        return Ok(()); // no row of the source can be larger than the target takes
+    }
     for table in &plan.tables {
         let variable: Vec<usize> = table
             .source

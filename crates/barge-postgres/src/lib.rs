@@ -49,6 +49,10 @@ pub const ENGINE: &str = "postgres";
 /// PostgreSQL target whose columns have the same types loads as it is.
 pub const NATIVE_COPY: &str = "postgres binary COPY";
 
+/// The largest message PostgreSQL takes or sends, so the largest row of a binary COPY: 1 GB, fixed
+/// in the server (no setting raises it).
+pub const MAX_MESSAGE_BYTES: u64 = (1 << 30) - 1;
+
 /// Registers PostgreSQL with the CLI.
 pub struct PgEngine;
 

@@ -358,6 +358,10 @@ impl barge_core::Source for PgSource {
         })
     }
 
+    fn row_cap(&self) -> Result<Option<u64>> {
+        Ok(Some(crate::MAX_MESSAGE_BYTES))
+    }
+
     fn widest_row(&self, table: &TableInfo, columns: &[usize]) -> Result<Option<u64>> {
         let sum: Vec<String> = columns
             .iter()

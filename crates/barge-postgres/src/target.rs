@@ -86,6 +86,13 @@ impl barge_core::Target for PgTarget {
         self.url.display.clone()
     }
 
+    fn row_limit(&self) -> Result<Option<barge_core::RowLimit>> {
+        Ok(Some(barge_core::RowLimit {
+            bytes: crate::MAX_MESSAGE_BYTES,
+            setting: "PostgreSQL's 1 GB limit on one message, which no setting raises".into(),
+        }))
+    }
+
     fn identity(&self) -> Result<Option<String>> {
         self.admin(|client| crate::conn::identity(client, &self.url.schema).map(Some))
     }

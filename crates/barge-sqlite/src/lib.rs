@@ -57,6 +57,12 @@ fn display(path: &std::path::Path) -> String {
     format!("sqlite://{}", path.display())
 }
 
+/// The most bytes a value or a row may hold on this connection (SQLITE_LIMIT_LENGTH; SQLite's
+/// default, 1,000,000,000, if the connection does not say).
+pub(crate) fn length_limit(conn: &rusqlite::Connection) -> u64 {
+    conn.limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH).map_or(1_000_000_000, |n| n.max(0) as u64)
+}
+
 /// Maps a rusqlite error to a barge error with what barge was doing. The context is a static
 /// string so that the happy path, which calls this per value, allocates nothing.
 pub(crate) fn sqlite_err(context: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
@@ -165,6 +171,12 @@ impl barge_core::ScratchSpace for SqliteEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_length_limit_is_the_builds() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        assert_eq!(length_limit(&conn), 1_000_000_000);
+    }
 
     #[test]
     fn urls_name_relative_and_absolute_files() {

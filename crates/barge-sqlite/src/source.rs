@@ -208,6 +208,10 @@ impl barge_core::Source for SqliteSource {
         Ok(self.path.canonicalize().ok().map(|p| format!("SQLite file {}", p.display())))
     }
 
+    fn row_cap(&self) -> Result<Option<u64>> {
+        self.with_conn(|conn| Ok(Some(crate::length_limit(conn))))
+    }
+
     fn display_name(&self) -> String {
         self.display.clone()
     }

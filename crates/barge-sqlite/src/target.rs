@@ -67,6 +67,17 @@ impl barge_core::Target for SqliteTarget {
         self.display.clone()
     }
 
+    fn row_limit(&self) -> Result<Option<barge_core::RowLimit>> {
+        // The limit is the library's, not the file's: asked of a database in memory, so that
+        // planning creates no target file.
+        let conn = rusqlite::Connection::open_in_memory().map_err(crate::sqlite_err("reading SQLite's limits"))?;
+        let bytes = crate::length_limit(&conn);
+        Ok(Some(barge_core::RowLimit {
+            bytes,
+            setting: format!("SQLITE_MAX_LENGTH ({bytes} in this build), a compile-time limit of SQLite"),
+        }))
+    }
+
     fn identity(&self) -> Result<Option<String>> {
         // A file that does not exist yet is no source's.
         Ok(self.path.canonicalize().ok().map(|p| format!("SQLite file {}", p.display())))

@@ -84,6 +84,13 @@ pub trait Source: Send + Sync {
         Err(crate::Error::unsupported(self.display_name(), "read incremental watermarks (column maxima)"))
     }
 
+    /// The most bytes a row of this database can hold at all (PostgreSQL: 1 GB; MySQL: its
+    /// `max_allowed_packet`; SQLite: its length limit): a target whose row limit is at least this
+    /// needs no scan of the data. `None`: unknown, so the data is measured.
+    fn row_cap(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// The bytes of the widest row of `table` over `columns` (indices into its schema; the
     /// variable-width ones): what a target with a size limit compares with its limit before
     /// anything is written. `None`: this source cannot tell without reading every row itself.
