@@ -23,16 +23,17 @@ pub fn redact(url: &str) -> String {
         Some((scheme, rest)) => (format!("{scheme}://"), rest),
         None => (String::new(), url),
     };
-    // The authority ends at the first '/', '?' or '#'; only there can a password hide.
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let redacted_tail = redact_query_password(tail);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{prefix}{user}:***@{host}{redacted_tail}"),
-            None => format!("{prefix}{userinfo}@{host}{redacted_tail}"),
-        },
-        None => format!("{prefix}{authority}{redacted_tail}"),
+    // A password written unencoded may hold '/', '?', '#' and '@': the userinfo ends at the last
+    // '@' (one later in the query only hides more than it must, never less).
+    match rest.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+            match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{prefix}{user}:***@{}", redact_query_password(host)),
+                None => format!("{prefix}{userinfo}@{}", redact_query_password(host)),
+            }
+        }
+        None => format!("{prefix}{}", redact_query_password(rest)),
     }
 }
 
@@ -71,6 +72,24 @@ mod tests {
         assert_eq!(redact("postgres://db/app?user=x&password=hunter2"), "postgres://db/app?user=x&password=***");
         assert_eq!(redact("sqlite://data/a.db"), "sqlite://data/a.db");
         assert_eq!(redact("postgres://bob@db/app"), "postgres://bob@db/app");
+    }
+
+    #[test]
+    fn passwords_written_unencoded_never_show() {
+        for password in ["se#cr/et?x", "p@ss#w/rd", "a:b%c?d#e@f", "pässwörd/✓", "/?#@:%"] {
+            for url in [
+                format!("postgres://bob:{password}@127.0.0.1:5432/app?sslmode=disable"),
+                format!("mysql://root:{password}@127.0.0.1:3306/db"),
+                format!("bob:{password}@host/db"),
+            ] {
+                let shown = redact(&url);
+                assert!(!shown.contains(password), "{url} → {shown}");
+                assert!(shown.contains("***"), "{url} → {shown}");
+            }
+        }
+        assert_eq!(redact("postgres://bob:se#cr/et?x@db:5432/app"), "postgres://bob:***@db:5432/app");
+        // No password: nothing hidden, a '@' in the query notwithstanding.
+        assert_eq!(redact("postgres://bob@db/app?application_name=a@b"), "postgres://bob@db/app?application_name=a@b");
     }
 
     #[test]

@@ -179,3 +179,25 @@ fn a_failure_with_json_still_prints_one_json_object() {
     assert_eq!(json["error"]["kind"], "connect", "{json}");
     assert!(!run.stdout.contains("secret") && !run.stderr.contains("secret"), "no password: {}", run.stdout);
 }
+
+#[test]
+fn passwords_written_unencoded_never_print() {
+    let dir = Dir::new();
+    source(&dir);
+    let to = dir.url("t.db");
+    for url in [
+        "postgres://postgres:se#cr/et?x@127.0.0.1:1/db",
+        "mysql://root:p@ss#w/rd@127.0.0.1:1/db",
+        "postgres://u:a:b%c?d#e@f@127.0.0.1:1/db",
+    ] {
+        let secret = &url[url.find("//").unwrap() + 2..url.rfind('@').unwrap()];
+        let secret = &secret[secret.find(':').unwrap() + 1..];
+        for args in [vec!["copy", "--from", url, "--to", &to, "--json"], vec!["verify", "--from", url, "--to", &to]] {
+            let run = barge(&args);
+            assert_ne!(run.code, 0);
+            for shown in [&run.stdout, &run.stderr] {
+                assert!(!shown.contains(secret), "{url}: {shown}");
+            }
+        }
+    }
+}
