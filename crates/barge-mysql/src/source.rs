@@ -549,6 +549,19 @@ impl barge_core::Source for MySource {
         crate::conn::identity(&mut connect(&self.url)?).map(Some)
     }
 
+    fn namespaces_with_tables(&self) -> Result<Vec<String>> {
+        let rows = connect(&self.url)?.rows(
+            "SELECT DISTINCT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'
+               AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1",
+            "listing databases",
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .map(|v| format!("database {}", String::from_utf8_lossy(&v)))
+            .collect())
+    }
+
     fn notices(&self, table: &str) -> Vec<barge_core::Notice> {
         let counts = self.zero_dates.lock().expect("zero-date counts");
         let mut notices: Vec<barge_core::Notice> = counts

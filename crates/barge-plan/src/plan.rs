@@ -155,7 +155,21 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
     let requests = if request.tables.is_empty() {
         let every =
             |name| TableRequest { conflict: request.conflict, budget: request.budget, ..TableRequest::named(name) };
-        source.list_tables()?.into_iter().map(every).collect()
+        let names = source.list_tables()?;
+        if names.is_empty() {
+            // Nothing to copy proves nothing: most often a mistyped schema or database.
+            let elsewhere = source.namespaces_with_tables()?;
+            let hint = if elsewhere.is_empty() {
+                String::new()
+            } else {
+                format!("; these have tables: {}", elsewhere.join(", "))
+            };
+            return Err(Error::Config(format!(
+                "the source {} has no tables, so there is nothing to copy{hint}",
+                source.display_name()
+            )));
+        }
+        names.into_iter().map(every).collect()
     } else {
         let mut requests = request.tables.clone();
         requests.dedup_by(|a, b| a.source == b.source && a.target == b.target);

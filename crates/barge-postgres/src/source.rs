@@ -247,6 +247,16 @@ impl barge_core::Source for PgSource {
         self.with_client(|client| crate::conn::identity(client, &self.url.schema).map(Some))
     }
 
+    fn namespaces_with_tables(&self) -> Result<Vec<String>> {
+        let sql = "SELECT DISTINCT n.nspname::text FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid
+                   WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                     AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1";
+        self.with_client(|client| {
+            let rows = runtime().block_on(client.query(sql, &[])).map_err(pg_err("listing schemas"))?;
+            Ok(rows.iter().map(|r| format!("schema {}", r.get::<_, String>(0))).collect())
+        })
+    }
+
     fn list_tables(&self) -> Result<Vec<String>> {
         // Partitions and inheritance children are read through their parent, never twice.
         let sql = "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -201,3 +201,24 @@ fn passwords_written_unencoded_never_print() {
         }
     }
 }
+
+#[test]
+fn a_source_with_no_tables_is_an_error_naming_where_tables_are() {
+    let dir = Dir::new();
+    let to = dir.url("t.db");
+    // A mistyped schema.
+    let pg = PgDb::new("no_tables");
+    pg.sql("CREATE TABLE t (id int PRIMARY KEY); CREATE SCHEMA sales; CREATE TABLE sales.o (id int PRIMARY KEY);");
+    let typo = format!("{}&schema=pubic", pg.url());
+    let run = barge(&["copy", "--from", &typo, "--to", &to, "--json"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("has no tables, so there is nothing to copy"), "{}", run.stderr);
+    assert!(run.stderr.contains("these have tables: schema public, schema sales"), "{}", run.stderr);
+    assert_eq!(run.json()["ok"], false);
+    assert!(!exists(&dir.path("t.db")), "nothing written");
+    // An empty MariaDB database, and verify alike.
+    let my = MyDb::new("no_tables");
+    assert_usage_error(&barge(&["copy", "--from", &my.url(), "--to", &to]), "has no tables");
+    dir.sql("t.db", "CREATE TABLE x (id INTEGER PRIMARY KEY);");
+    assert_usage_error(&barge(&["verify", "--from", &my.url(), "--to", &to]), "has no tables");
+}

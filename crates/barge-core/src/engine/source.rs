@@ -99,6 +99,12 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// The other schemas (PostgreSQL) or databases (MySQL) of this server that hold tables, for the
+    /// message about a source with none (a mistyped name, most often).
+    fn namespaces_with_tables(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Who this database is, whatever URL reached it (PostgreSQL: the cluster's system identifier,
     /// database and schema; MySQL: the server and database; SQLite: the file's canonical path),
     /// so that a copy onto itself through another spelling of the URL is refused. `None`: unknown.
