@@ -673,8 +673,14 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     })?;
     let plan = plan_sources(source.as_ref(), &request(&args.endpoints, &args.tuning))?;
     let progress = render::progress();
-    let report =
+    let mut report =
         barge_exec::verify(source.as_ref(), target.as_ref(), &plan, &options(&args.tuning, true), progress.as_ref())?;
+    if args.endpoints.tables.is_empty() {
+        // Every table of the source was compared: one only the target has is a difference too.
+        let source_tables = source.list_tables()?;
+        report.only_in_target = target.list_tables()?.into_iter().filter(|t| !source_tables.contains(t)).collect();
+        report.ok &= report.only_in_target.is_empty();
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -236,6 +236,9 @@ pub fn verify_summary(report: &VerifyReport) -> String {
             out.push('\n');
         }
     }
+    if !report.only_in_target.is_empty() {
+        out.push_str(&format!("tables only in the target: {}\n", report.only_in_target.join(", ")));
+    }
     out.push_str(if report.ok { "target equals source" } else { "target differs from source" });
     out
 }

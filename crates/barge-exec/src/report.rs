@@ -217,6 +217,10 @@ pub struct VerifyReport {
     pub ok: bool,
     pub seconds: f64,
     pub tables: Vec<TableVerdict>,
+    /// Tables the target has and the source does not (compared when no `--table` narrows it):
+    /// a difference too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only_in_target: Vec<String>,
 }
 
 #[cfg(test)]

@@ -153,3 +153,18 @@ fn a_row_duplicated_in_a_target_without_a_unique_key_is_named() {
     assert!(text.stdout.contains("key [500] present 2 times, expected 1"), "{}", text.stdout);
     assert!(text.stderr.contains("1 duplicated"), "{}", text.stderr);
 }
+
+#[test]
+fn a_table_only_the_target_has_is_a_difference() {
+    let dir = Dir::new();
+    source_with(&dir, 10);
+    copy_ok(&dir, "s.db", "t.db", &[]);
+    dir.sql("t.db", "CREATE TABLE stray (id INTEGER PRIMARY KEY);");
+    let run = verify(&dir, &[]);
+    run.assert_code(3);
+    assert_eq!(run.json()["only_in_target"], json!(["stray"]));
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    assert!(barge(&["verify", "--from", &from, "--to", &to]).stdout.contains("tables only in the target: stray"));
+    // Narrowed by --table, only that table is compared.
+    verify(&dir, &["--table", "t"]).assert_code(0);
+}

@@ -37,5 +37,10 @@ pub fn verify(
         };
         tables.push(comparison.run(None, None, ctx)?);
     }
-    Ok(VerifyReport { ok: tables.iter().all(|t| t.matched), seconds: started.elapsed().as_secs_f64(), tables })
+    Ok(VerifyReport {
+        ok: tables.iter().all(|t| t.matched),
+        seconds: started.elapsed().as_secs_f64(),
+        tables,
+        only_in_target: Vec::new(),
+    })
 }
