@@ -11,6 +11,7 @@
 //! | 1 | runtime failure |
 //! | 2 | usage or configuration error (nothing written) |
 //! | 3 | verification mismatch |
+//! | 4 | completed, but some tables failed (the others copied and verified) |
 
 mod bench;
 mod engines;
@@ -36,6 +37,26 @@ const DEMO_ROWS: u64 = 1_000_000;
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_MISMATCH: u8 = 3;
+const EXIT_PARTIAL: u8 = 4;
+
+/// The exit code of a copy's report: 0, 3 (a verification mismatch), 4 (some tables failed, the
+/// others copied), or, when every table failed, 2 (all for fixable input) or 1.
+fn copy_exit(report: &barge_exec::CopyReport) -> ExitCode {
+    let failed = report.tables.iter().filter(|t| t.error.is_some()).count();
+    if failed > 0 {
+        for t in report.tables.iter().filter(|t| t.error.is_some()) {
+            let error = t.error.as_ref().expect("a failed table's error");
+            eprintln!("error: table `{}` failed: {} ({})", t.table, error.message, error.target);
+        }
+        let all_usage = report.tables.iter().filter_map(|t| t.error.as_ref()).all(|e| e.usage);
+        return ExitCode::from(match (failed < report.tables.len(), all_usage) {
+            (true, _) => EXIT_PARTIAL,
+            (false, true) => EXIT_USAGE,
+            (false, false) => EXIT_RUNTIME,
+        });
+    }
+    if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) }
+}
 
 #[derive(Parser)]
 #[command(name = "barge", version, about = "Parallel bulk data mover that proves the copy is exact")]
@@ -124,6 +145,9 @@ struct RunArgs {
     /// Never lock the source to read it as one snapshot (see `barge copy --no-lock`).
     #[arg(long)]
     no_lock: bool,
+    /// Stop at the first table that fails (see `barge copy --fail-fast`).
+    #[arg(long)]
+    fail_fast: bool,
 }
 
 #[derive(Args)]
@@ -249,6 +273,9 @@ struct CopyArgs {
     /// Also recreate the source's foreign keys (after every table is loaded).
     #[arg(long)]
     foreign_keys: bool,
+    /// Stop at the first table that fails, instead of reporting it and copying the others.
+    #[arg(long)]
+    fail_fast: bool,
     /// Never lock the source to read it as one snapshot (MySQL/MariaDB sources otherwise hold
     /// FLUSH TABLES WITH READ LOCK for a moment while every reader starts its transaction): the
     /// copy is then not one snapshot, and says so.
@@ -506,6 +533,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
         ledger: Some(ledger),
         snapshot_lock: !args.no_lock,
+        fail_fast: args.fail_fast,
         batch_bytes: args.pipeline.batch_bytes,
         ..ExecOptions::new(workers, batch_rows, pipeline.verify)
     };
@@ -517,7 +545,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", render::copy_summary(&report));
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+    Ok(copy_exit(&report))
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -594,7 +622,7 @@ fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", render::copy_summary(&report));
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+    Ok(copy_exit(&report))
 }
 
 /// Runs a preflight's plan: the copy, verifying with a reader of the target opened when needed.
@@ -654,6 +682,7 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
         retries: args.retries,
         ledger,
         snapshot_lock: !args.no_lock,
+        fail_fast: args.fail_fast,
         ..options(&args.tuning, !args.no_verify)
     };
     execute(&preflight, &options, progress.as_ref())
@@ -721,6 +750,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         // SQLite cannot add foreign keys to loaded tables; the demo's target is SQLite.
         foreign_keys: false,
         no_lock: false,
+        fail_fast: false,
         retries: barge_exec::DEFAULT_RETRIES,
         state: None,
         resume: false,
@@ -737,7 +767,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", render::copy_summary(&report));
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+    Ok(copy_exit(&report))
 }
 
 #[cfg(test)]

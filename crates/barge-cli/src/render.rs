@@ -153,10 +153,11 @@ pub fn copy_summary(report: &CopyReport) -> String {
         format!("{:<24} {:>12} {:>10} {:>9} {:>13}  verified\n", "table", "rows", "ranges", "seconds", "rows/s");
     for t in &report.tables {
         let rate = if t.seconds > 0.0 { (t.rows_written as f64 / t.seconds) as u64 } else { 0 };
-        let verified = match t.verified {
-            Some(true) => "yes",
-            Some(false) => "NO",
-            None => "skipped",
+        let verified = match (&t.error, t.verified) {
+            (Some(_), _) => "FAILED",
+            (None, Some(true)) => "yes",
+            (None, Some(false)) => "NO",
+            (None, None) => "skipped",
         };
         out.push_str(&format!(
             "{:<24} {:>12} {:>10} {:>9.2} {:>13}  {verified}\n",
@@ -171,6 +172,9 @@ pub fn copy_summary(report: &CopyReport) -> String {
                 out.push_str(&line);
                 out.push('\n');
             }
+        }
+        if let Some(error) = &t.error {
+            out.push_str(&format!("    error: {}\n    target: {}\n", error.message, error.target));
         }
         for notice in &t.notices {
             out.push_str(&format!("    note: {notice}\n"));
@@ -201,7 +205,10 @@ pub fn copy_summary(report: &CopyReport) -> String {
             .push_str(&format!("source read without a snapshot ({}): concurrent writes may differ\n", snapshot.detail)),
         None => {}
     }
-    let verdict = if report.tables.iter().all(|t| t.verified == Some(true)) {
+    let failed = report.tables.iter().filter(|t| t.error.is_some()).count();
+    let verdict = if failed > 0 {
+        "SOME TABLES FAILED (the others are as stated above)"
+    } else if report.tables.iter().all(|t| t.verified == Some(true)) {
         match &report.snapshot {
             Some(snapshot) if !snapshot.consistent => "verified: target equals source as read (not one snapshot)",
             _ => "verified: target equals source",

@@ -31,6 +31,9 @@ pub struct ExecOptions {
     /// Let the source lock the database briefly to read as one snapshot (MySQL's FTWRL);
     /// `--no-lock` clears it.
     pub snapshot_lock: bool,
+    /// Stop the run at the first table that fails (`--fail-fast`), instead of reporting it and
+    /// going on with the others.
+    pub fail_fast: bool,
 }
 
 impl ExecOptions {
@@ -52,6 +55,7 @@ impl ExecOptions {
             retries: DEFAULT_RETRIES,
             ledger: None,
             snapshot_lock: true,
+            fail_fast: false,
         }
     }
 }

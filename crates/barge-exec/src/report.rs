@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 pub struct TableReport {
     pub table: String,
     pub target_table: String,
+    /// `copied`, or `failed`: then `error` says why, and the other tables went on.
+    #[serde(default = "copied")]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TableError>,
     pub rows_read: u64,
     pub rows_written: u64,
     pub rows_rejected: u64,
@@ -50,6 +55,24 @@ pub struct TableReport {
     /// Where the rejected rows are (when there are any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejects_file: Option<String>,
+}
+
+fn copied() -> String {
+    "copied".into()
+}
+
+/// Why a table failed, and what it left in the target.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TableError {
+    pub kind: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// The target table's condition after the failure, and what to do.
+    pub target: String,
+    /// A usage or configuration problem (fixable input; exit 2 when every table has one).
+    #[serde(default)]
+    pub usage: bool,
 }
 
 /// Where a table's time went: each stage's busy time summed over its threads (readers: reading
@@ -180,7 +203,7 @@ impl CopyReport {
     pub fn new(tables: Vec<TableReport>, seconds: f64) -> Self {
         let rows = tables.iter().map(|r| r.rows_written).sum();
         CopyReport {
-            ok: tables.iter().all(|r| r.verified != Some(false)),
+            ok: tables.iter().all(|r| r.verified != Some(false) && r.error.is_none()),
             rows,
             seconds,
             rows_per_s: if seconds > 0.0 { rows as f64 / seconds } else { 0.0 },

@@ -388,3 +388,29 @@ fn wide_rows_loaded_with_inserts_fit_a_small_max_allowed_packet() {
     assert_eq!(table(&run.json(), "w")["verified"], true, "{}", run.stderr);
     assert_eq!(server.sql("SELECT count(*), sum(length(body)) FROM t.w").as_deref(), Some("300\t15000000"));
 }
+
+#[test]
+fn one_table_that_cannot_be_copied_does_not_stop_the_others() {
+    let (pg, my) = (PgDb::new("isolate"), MyDb::new("isolate"));
+    pg.sql(
+        "CREATE TABLE a_bad (id int PRIMARY KEY, x real); INSERT INTO a_bad VALUES (1, 1.5), (2, 'NaN');
+         CREATE TABLE b_good (id int PRIMARY KEY, v text); INSERT INTO b_good SELECT g, 'v' || g FROM generate_series(1, 100) g;",
+    );
+    let run = barge(&["copy", "--from", &pg.url(), "--to", &my.url(), "--json"]);
+    run.assert_code(4);
+    let json = run.json();
+    assert_eq!(json["ok"], false);
+    let (bad, good) = (table(&json, "a_bad"), table(&json, "b_good"));
+    assert_eq!(bad["status"], "failed", "{json}");
+    assert!(bad["error"]["message"].as_str().unwrap().contains("NaN"), "{json}");
+    assert!(bad["error"]["target"].as_str().unwrap().contains("barge created `a_bad`"), "{json}");
+    assert_eq!((good["status"].as_str(), good["verified"].as_bool()), (Some("copied"), Some(true)), "{json}");
+    assert_eq!(my.sql("SELECT count(*) FROM b_good"), vec![vec!["100".to_string()]]);
+    assert!(run.stderr.contains("table `a_bad` failed"), "{}", run.stderr);
+    // --fail-fast stops at the first failure, as before.
+    let (pg2, my2) = (PgDb::new("isolate_ff"), MyDb::new("isolate_ff"));
+    pg2.sql("CREATE TABLE a_bad (id int PRIMARY KEY, x real); INSERT INTO a_bad VALUES (1, 'NaN'); CREATE TABLE b_good (id int PRIMARY KEY);");
+    let run = barge(&["copy", "--from", &pg2.url(), "--to", &my2.url(), "--fail-fast"]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("NaN"), "{}", run.stderr);
+}

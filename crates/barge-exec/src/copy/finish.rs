@@ -240,6 +240,8 @@ impl TableCopy<'_> {
         TableReport {
             table: name.into(),
             target_table: self.table.target_table.clone(),
+            status: "copied".into(),
+            error: None,
             rows_read,
             rows_written,
             rows_rejected,

@@ -65,16 +65,29 @@ pub fn copy(
     };
     let mut reports = Vec::with_capacity(plan.tables.len());
     for (table, layout) in plan.tables.iter().zip(&layouts) {
-        reports.push(TableCopy::new(&run, table, layout).run()?);
+        let mut copy = TableCopy::new(&run, table, layout);
+        match copy.run() {
+            Ok(report) => reports.push(report),
+            // One table that cannot be copied does not stop the others (unless --fail-fast, or
+            // the failure is the run's: its budget, its ledger, a cancel).
+            Err(error) if !options.fail_fast && is_table_failure(&error) => {
+                tracing::error!("table `{}` failed: {error}; going on with the other tables", table.source.name);
+                run.ctx.progress.finished(&table.source.name, crate::Phase::Copy, &format!("FAILED: {error}"));
+                reports.push(copy.failed(&error));
+            }
+            Err(error) => return Err(error),
+        }
     }
     if options.foreign_keys
         && let Some(objects) = target.schema_objects()
     {
-        for table in plan.tables.iter().filter(|t| t.action == TableAction::Create) {
+        let copied = |name: &str| reports.iter().any(|r| r.table == name && r.error.is_none());
+        for table in plan.tables.iter().filter(|t| t.action == TableAction::Create && copied(&t.source.name)) {
             objects.add_foreign_keys(&table.target_table, &table.source.foreign_keys)?;
         }
     }
-    if let Some(ledger) = &options.ledger {
+    // A run with a failed table is not finished: `--resume` completes it after the fix.
+    if let Some(ledger) = options.ledger.as_ref().filter(|_| reports.iter().all(|r| r.error.is_none())) {
         ledger.finish()?;
     }
     let mut snapshot = snapshot;
@@ -90,6 +103,16 @@ pub fn copy(
     let mut report = CopyReport::new(reports, started.elapsed().as_secs_f64());
     report.snapshot = Some(snapshot);
     Ok(report)
+}
+
+/// Whether `error` is one table's failure (the others can go on) rather than the run's.
+fn is_table_failure(error: &barge_core::Error) -> bool {
+    use barge_core::Error;
+    match error {
+        Error::BudgetExceeded { scope, .. } => scope != "the run",
+        Error::LedgerBusy { .. } | Error::Cancelled | Error::Unsupported { .. } => false,
+        _ => true,
+    }
 }
 
 /// Pins the source at one instant before the first row is read, where the source can; says so

@@ -60,7 +60,7 @@ impl<'a> TableCopy<'a> {
     }
 
     /// Copies, checks, finishes and verifies the table.
-    pub(crate) fn run(mut self) -> Result<TableReport> {
+    pub(crate) fn run(&mut self) -> Result<TableReport> {
         self.run.ctx.progress.started(self.name(), Phase::Copy, self.table.source.estimated_rows);
         if self.compare {
             let (source, table) = (self.run.source, self.table);
@@ -70,6 +70,53 @@ impl<'a> TableCopy<'a> {
         self.check_accounting()?;
         let finished = self.finish_and_verify(digests)?;
         Ok(self.report(finished))
+    }
+
+    /// The report of a table that failed with `error`: what it did, and the target's condition.
+    pub(crate) fn failed(&self, error: &Error) -> TableReport {
+        let (rows_read, rows_written, rows_rejected) = self.rows();
+        let target = match (&self.run.options.ledger, self.layout.created) {
+            (Some(_), _) => {
+                "its committed ranges are in the ledger: fix the cause and --resume to finish it".to_string()
+            }
+            (None, true) => format!(
+                "barge created `{}` and it holds {rows_written} row(s): drop it, or rerun with --if-exists truncate",
+                self.table.target_table
+            ),
+            (None, false) => {
+                format!("`{}` holds the {rows_written} row(s) committed before the failure", self.table.target_table)
+            }
+        };
+        TableReport {
+            table: self.name().into(),
+            target_table: self.table.target_table.clone(),
+            status: "failed".into(),
+            error: Some(crate::report::TableError {
+                kind: error.kind().into(),
+                message: error.to_string(),
+                column: error.table_column().1.map(str::to_string),
+                target,
+                usage: error.is_usage(),
+            }),
+            rows_read,
+            rows_written,
+            rows_rejected,
+            partitions: self.layout.ranges.len(),
+            seconds: self.started.elapsed().as_secs_f64(),
+            verified: None,
+            diff: None,
+            notices: Vec::new(),
+            transformed: self.table.transform.is_some(),
+            retries: self.counters.retries.load(Ordering::Relaxed),
+            ranges_resumed: self.earlier.map_or(0, |e| e.done.len()),
+            rows_deleted: 0,
+            watermark: None,
+            stages: Default::default(),
+            bytes_read: self.counters.bytes_read.load(Ordering::Relaxed),
+            timeline: Vec::new(),
+            verify_timeline: Vec::new(),
+            rejects_file: None,
+        }
     }
 
     /// The rows of every range through the stages; the source digests of each range.
