@@ -18,6 +18,31 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     (FIRST_RETRY_DELAY * 2u32.saturating_pow(attempt.saturating_sub(1))).min(MAX_RETRY_DELAY)
 }
 
+/// Runs `step` (one piece of a table's work outside the stages: clearing ranges, building the key),
+/// doing it again after a backoff while it fails transiently, up to `retries` times.
+pub(crate) fn retrying<T>(
+    retries: u32,
+    table: &str,
+    what: &str,
+    mut step: impl FnMut() -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut attempt = 0;
+    loop {
+        match step() {
+            Err(error) if error.is_transient() && attempt < retries => {
+                attempt += 1;
+                let delay = backoff(attempt);
+                tracing::warn!(
+                    "table `{table}`: {what} failed ({error}); retry {attempt} of {retries} in {:.2}s",
+                    delay.as_secs_f64()
+                );
+                std::thread::sleep(delay);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Ranges whose attempt failed transiently in a pass, and the last such error.
 #[derive(Default)]
 pub(crate) struct Transient {

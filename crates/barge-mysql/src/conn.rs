@@ -176,6 +176,21 @@ impl LocalConn {
             .collect())
     }
 
+    /// The first column of the first row as text (`None`: no row, or NULL).
+    pub fn value(&mut self, sql: &str, context: &'static str) -> Result<Option<String>> {
+        let rows = self.rows(sql, context)?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The server's `max_allowed_packet`: a statement, a LOAD DATA row or a value sent is at most this.
+    pub fn max_allowed_packet(&mut self) -> Result<Option<u64>> {
+        Ok(self.value("SELECT @@max_allowed_packet", "reading max_allowed_packet")?.and_then(|v| v.parse().ok()))
+    }
+
     pub fn exec(&mut self, sql: &str, context: &'static str) -> Result<()> {
         self.rt.block_on(self.conn.query_drop(sql)).map_err(my_err(context))
     }

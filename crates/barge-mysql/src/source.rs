@@ -413,12 +413,7 @@ impl barge_core::Source for MySource {
 
     /// A row cannot be larger than the packet the server sends it in.
     fn row_cap(&self) -> Result<Option<u64>> {
-        let rows = connect(&self.url)?.rows("SELECT @@max_allowed_packet", "reading max_allowed_packet")?;
-        Ok(rows
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next().flatten())
-            .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok()))
+        connect(&self.url)?.max_allowed_packet()
     }
 
     fn widest_row(&self, table: &TableInfo, columns: &[usize]) -> Result<Option<u64>> {
@@ -426,13 +421,7 @@ impl barge_core::Source for MySource {
             columns.iter().map(|&i| format!("coalesce(length({}), 0)", quote(table.schema.field(i).name()))).collect();
         let sql =
             format!("SELECT max({}) FROM {} WHERE {}", sum.join(" + "), quote(&table.name), table.filtered("1".into()));
-        let mut conn = connect(&self.url)?;
-        let rows = conn.rows(&sql, "measuring the widest row")?;
-        Ok(rows
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next().flatten())
-            .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok()))
+        Ok(connect(&self.url)?.value(&sql, "measuring the widest row")?.and_then(|v| v.parse().ok()))
     }
 
     fn column_max(&self, table: &TableInfo, column: &str) -> Result<Option<Scalar>> {

@@ -39,13 +39,16 @@ pub struct MyTarget {
     url: MyUrl,
     /// Set once a server has refused LOCAL INFILE, so that every later writer goes straight to INSERTs.
     infile_refused: Arc<AtomicBool>,
+    /// The server's `max_allowed_packet`, read when the target opens (writers and the row limit).
+    packet: Option<u64>,
 }
 
 impl MyTarget {
     pub fn open(url: MyUrl) -> Result<Arc<Self>> {
         let mut conn = connect(&url)?;
         warn_unless_durable(&mut conn);
-        Ok(Arc::new(MyTarget { url, infile_refused: Arc::new(AtomicBool::new(false)) }))
+        let packet = conn.max_allowed_packet()?;
+        Ok(Arc::new(MyTarget { url, infile_refused: Arc::new(AtomicBool::new(false)), packet }))
     }
 
     fn conn(&self) -> Result<LocalConn> {
@@ -56,12 +59,8 @@ impl MyTarget {
 /// Commits are as durable as the server makes them: with `innodb_flush_log_at_trx_commit` other than
 /// 1, a server crash can lose the last second of commits, which the ledger already records as done.
 fn warn_unless_durable(conn: &mut LocalConn) {
-    let setting = conn
-        .rows("SELECT @@innodb_flush_log_at_trx_commit", "reading innodb_flush_log_at_trx_commit")
-        .ok()
-        .and_then(|rows| rows.into_iter().next())
-        .and_then(|row| row.into_iter().next().flatten())
-        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    let setting =
+        conn.value("SELECT @@innodb_flush_log_at_trx_commit", "reading innodb_flush_log_at_trx_commit").ok().flatten();
     if let Some(value) = setting.filter(|v| v != "1") {
         tracing::warn!(
             "target innodb_flush_log_at_trx_commit = {value}: a server crash may lose commits the ledger records as \
@@ -231,13 +230,7 @@ impl barge_core::Target for MyTarget {
                 (stage.clone(), Some((merge, format!("DELETE FROM {stage}"))))
             }
         };
-        let packet = conn
-            .rows("SELECT @@max_allowed_packet", "reading max_allowed_packet")?
-            .into_iter()
-            .next()
-            .and_then(|row| row.into_iter().next().flatten())
-            .and_then(|v| String::from_utf8_lossy(&v).parse::<usize>().ok())
-            .unwrap_or(INSERT_BYTES * 2);
+        let packet = self.packet.map_or(INSERT_BYTES * 2, |p| usize::try_from(p).unwrap_or(usize::MAX));
         Ok(Box::new(MyWriter {
             conn,
             insert_bytes: INSERT_BYTES.min(packet / 2).max(1),
@@ -260,14 +253,7 @@ impl barge_core::Target for MyTarget {
 
     /// LOAD DATA and INSERT send a row in one packet: `max_allowed_packet` bounds it.
     fn row_limit(&self) -> Result<Option<barge_core::RowLimit>> {
-        let mut conn = self.conn()?;
-        let rows = conn.rows("SELECT @@max_allowed_packet", "reading max_allowed_packet")?;
-        let bytes = rows
-            .into_iter()
-            .next()
-            .and_then(|row| row.into_iter().next().flatten())
-            .and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok());
-        Ok(bytes.map(|bytes| barge_core::RowLimit {
+        Ok(self.packet.map(|bytes| barge_core::RowLimit {
             bytes,
             setting: format!(
                 "the target's max_allowed_packet = {bytes}: SET GLOBAL max_allowed_packet = … (up to 1 GB)"

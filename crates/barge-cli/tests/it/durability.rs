@@ -227,4 +227,30 @@ fn a_row_larger_than_max_allowed_packet_is_refused_before_anything_is_written() 
     let run = barge(&["copy", "--from", &from, "--to", &to, "--json"]);
     run.assert_code(0);
     assert_eq!(table(&run.json(), "big")["verified"], true);
+    assert_eq!(server.sql("SELECT count(*), max(length(payload)) FROM lim.big").as_deref(), Some("2\t3000000"));
+}
+
+#[test]
+fn a_mariadb_that_cannot_promise_durable_commits_or_a_snapshot_says_so() {
+    let server = crate::private::PrivateMy::start(&["--innodb-flush-log-at-trx-commit=2"]);
+    server.sql("CREATE DATABASE d CHARACTER SET utf8mb4; CREATE TABLE d.t (id int PRIMARY KEY); INSERT INTO d.t VALUES (1), (2);").unwrap();
+    // As a target: commits may not survive a crash, and the copy warns.
+    let dir = Dir::new();
+    dir.sql("s.db", "CREATE TABLE s (id INTEGER PRIMARY KEY); INSERT INTO s VALUES (1);");
+    let run = barge(&["copy", "--from", &dir.url("s.db"), "--to", &server.url("d")]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("innodb_flush_log_at_trx_commit = 2"), "{}", run.stderr);
+    // As a source read by a user without RELOAD: no consistent snapshot, refused before anything is
+    // written, and --no-lock copies without one, saying so.
+    server.sql("CREATE USER 'reader'@'%'; GRANT SELECT ON d.* TO 'reader'@'%';").unwrap();
+    let from = server.url("d").replace("root@", "reader@");
+    let to = dir.url("t.db");
+    let run = barge(&["copy", "--from", &from, "--to", &to, "--table", "t"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("grant the RELOAD privilege, or pass --no-lock"), "{}", run.stderr);
+    assert!(!dir.path("t.db").exists() || dir.count("t.db", "t") == 0, "nothing written");
+    let run = barge(&["copy", "--from", &from, "--to", &to, "--table", "t", "--no-lock", "--if-exists", "truncate"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("source read without a snapshot"), "{}", run.stdout);
+    assert_eq!(dir.count("t.db", "t"), 2);
 }

@@ -47,13 +47,11 @@ fn copy_and_kill(from: &str, to: &str, find: &dyn Fn() -> Option<String>, kill: 
     run
 }
 
-#[test]
-fn a_connection_lost_while_the_key_builds_is_retried() {
-    let (dir, pg) = (Dir::new(), PgDb::new("kill_key"));
-    let from = big_source(&dir);
+/// Copies into `pg` and terminates the first backend whose running statement is `LIKE like`.
+fn copy_and_terminate(from: &str, pg: &PgDb, like: &str) -> Run {
     let find = || {
         let sql = format!(
-            "SELECT pid::text FROM pg_stat_activity WHERE datname = '{}' AND query LIKE 'CREATE UNIQUE INDEX%'
+            "SELECT pid::text FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '{like}'
              AND state = 'active' LIMIT 1",
             pg.name
         );
@@ -62,7 +60,14 @@ fn a_connection_lost_while_the_key_builds_is_retried() {
     let kill = |pid: &str| {
         pg.sql(&format!("SELECT pg_terminate_backend({pid})"));
     };
-    let run = copy_and_kill(&from, &pg.url(), &find, &kill);
+    copy_and_kill(from, &pg.url(), &find, &kill)
+}
+
+#[test]
+fn a_connection_lost_while_the_key_builds_is_retried() {
+    let (dir, pg) = (Dir::new(), PgDb::new("kill_key"));
+    let from = big_source(&dir);
+    let run = copy_and_terminate(&from, &pg, "CREATE UNIQUE INDEX%");
     run.assert_code(0);
     let json = run.json();
     assert_eq!(table(&json, "t")["verified"], true, "{json}");
@@ -76,18 +81,7 @@ fn a_connection_lost_while_the_key_builds_is_retried() {
 fn a_postgres_writer_terminated_mid_range_is_retried() {
     let (dir, pg) = (Dir::new(), PgDb::new("kill"));
     let from = big_source(&dir);
-    let find = || {
-        let sql = format!(
-            "SELECT pid::text FROM pg_stat_activity WHERE datname = '{}' AND query LIKE 'COPY%FROM STDIN%'
-             AND state = 'active' LIMIT 1",
-            pg.name
-        );
-        pg.sql(&sql).into_iter().next().and_then(|r| r[0].clone())
-    };
-    let kill = |pid: &str| {
-        pg.sql(&format!("SELECT pg_terminate_backend({pid})"));
-    };
-    let run = copy_and_kill(&from, &pg.url(), &find, &kill);
+    let run = copy_and_terminate(&from, &pg, "COPY%FROM STDIN%");
     run.assert_code(0);
     let json = run.json();
     let t = table(&json, "t");

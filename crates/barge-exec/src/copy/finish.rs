@@ -37,23 +37,9 @@ impl TableCopy<'_> {
         if self.needs_finishing()
             && let Some(objects) = self.run.target.schema_objects()
         {
-            let mut attempt = 0;
-            loop {
-                match objects.finish_table(&self.table.target_table, &self.table.output) {
-                    Err(error) if error.is_transient() && attempt < self.run.options.retries => {
-                        attempt += 1;
-                        let delay = crate::retry::backoff(attempt);
-                        tracing::warn!(
-                            "table `{}`: building its key and indexes failed ({error}); retry {attempt} of {} in {:.2}s",
-                            self.name(),
-                            self.run.options.retries,
-                            delay.as_secs_f64()
-                        );
-                        std::thread::sleep(delay);
-                    }
-                    other => break other?,
-                }
-            }
+            crate::retry::retrying(self.run.options.retries, self.name(), "building its key and indexes", || {
+                objects.finish_table(&self.table.target_table, &self.table.output)
+            })?;
         }
         match &self.run.options.ledger {
             Some(ledger) => ledger.table_finished(self.name()),

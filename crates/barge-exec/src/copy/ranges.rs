@@ -10,7 +10,7 @@ use barge_verify::Digest;
 
 use crate::digests::{DigestSlots, RangeDigests, empty_digests, into_digests};
 use crate::job::{CopyCounters, CopyJob, RangeTally};
-use crate::retry::{Transient, backoff};
+use crate::retry::{Transient, backoff, retrying};
 use crate::stages::pass::{PassState, copy_pass};
 
 /// Copies the table of `job`; returns the source digests of each range (zero when not hashing).
@@ -94,38 +94,20 @@ fn resume_ranges<'a>(job: &CopyJob<'a>, counters: &CopyCounters, digests: &Diges
 /// ledger records it, so one cleared but not loaded is cleared and loaded again next time.
 fn clear_ranges(job: &CopyJob<'_>, pending: &[&KeyRange]) -> Result<()> {
     let key: Vec<String> = job.output.key_columns().into_iter().map(str::to_string).collect();
-    let mut attempt = 0u32;
     let mut cleared = 0;
-    loop {
-        let result = (|| -> Result<()> {
-            let mut writer = job.target.writer(job.target_table, job.fields, &job.write_options)?;
-            for range in &pending[cleared..] {
-                let clearer = writer.range_clearer().ok_or_else(|| {
-                    Error::unsupported(
-                        job.target.display_name(),
-                        "clear key ranges, which resuming a keyed table needs",
-                    )
-                })?;
-                clearer.clear_range(&key, range)?;
-                writer.commit()?;
-                cleared += 1;
-            }
-            Ok(())
-        })();
-        match result {
-            Err(error) if error.is_transient() && attempt < job.retries => {
-                attempt += 1;
-                let delay = backoff(attempt);
-                tracing::warn!(
-                    "table `{}`: clearing ranges failed ({error}); retry in {:.2}s",
-                    job.table.name,
-                    delay.as_secs_f64()
-                );
-                std::thread::sleep(delay);
-            }
-            other => return other,
+    retrying(job.retries, &job.table.name, "clearing ranges", || {
+        // A retry goes on from the first range not yet cleared.
+        let mut writer = job.target.writer(job.target_table, job.fields, &job.write_options)?;
+        for range in &pending[cleared..] {
+            let clearer = writer.range_clearer().ok_or_else(|| {
+                Error::unsupported(job.target.display_name(), "clear key ranges, which resuming a keyed table needs")
+            })?;
+            clearer.clear_range(&key, range)?;
+            writer.commit()?;
+            cleared += 1;
         }
-    }
+        Ok(())
+    })
 }
 
 /// Takes a failed attempt of one range back out of the counters and its digest.

@@ -32,13 +32,17 @@ impl CpuStage<'_> {
     pub(crate) fn run(&self, msg: ReadMsg) -> Result<()> {
         let started = std::time::Instant::now();
         let (range, out) = match msg {
-            ReadMsg::Batch { range, batch, native, bytes } => {
-                // Whatever becomes of the batch here, its bytes go back if it does not reach a writer.
-                let held = crate::stages::budget::Held { budget: self.budget, bytes };
-                let msg = self.batch(range, batch, native, bytes)?;
-                std::mem::forget(held);
-                (range, msg)
-            }
+            ReadMsg::Batch { range, batch, native, bytes } => match self.batch(range, batch, native, bytes) {
+                // The writer gives the bytes back once it has written the batch…
+                Ok(msg) => (range, msg),
+                // …and a batch that never reaches it gives them back here.
+                Err(error) => {
+                    if let Some(budget) = self.budget {
+                        budget.release(bytes);
+                    }
+                    return Err(error);
+                }
+            },
             ReadMsg::End { range, batches } => (range, WriteMsg::End { range, batches }),
             ReadMsg::Failed { range, error } => (range, WriteMsg::Failed { range, error }),
         };
