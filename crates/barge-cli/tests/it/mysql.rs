@@ -414,3 +414,26 @@ fn one_table_that_cannot_be_copied_does_not_stop_the_others() {
     run.assert_code(1);
     assert!(run.stderr.contains("NaN"), "{}", run.stderr);
 }
+
+#[test]
+fn a_run_with_a_failed_table_resumes_after_the_fix() {
+    let (pg, my, dir) = (PgDb::new("isolate_resume"), MyDb::new("isolate_resume"), Dir::new());
+    pg.sql(
+        "CREATE TABLE a_bad (id int PRIMARY KEY, x real); INSERT INTO a_bad VALUES (1, 1.5), (2, 'NaN');
+         CREATE TABLE b_good (id int PRIMARY KEY); INSERT INTO b_good SELECT generate_series(1, 50);",
+    );
+    let state = dir.path("run.state.db").display().to_string();
+    let (from, to) = (pg.url(), my.url());
+    let args = ["copy", "--from", &from, "--to", &to, "--state", &state, "--json"];
+    barge(&args).assert_code(4);
+    // Fixed at the source, the run is not finished in the ledger: --resume completes it.
+    pg.sql("UPDATE a_bad SET x = 0 WHERE id = 2");
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    let run = barge(&resume);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(table(&json, "a_bad")["verified"], true, "{json}");
+    assert_eq!(my.sql("SELECT count(*), sum(x) FROM a_bad"), vec![vec!["2".to_string(), "1.5".to_string()]]);
+    assert_eq!(my.sql("SELECT count(*) FROM b_good"), vec![vec!["50".to_string()]]);
+}
