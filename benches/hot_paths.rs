@@ -124,7 +124,7 @@ fn postgres(c: &mut Criterion) {
         let mut parser = CopyParser::new(batch.schema(), &columns, ROWS);
         let mut out = Vec::new();
         parser.buffer().extend_from_slice(bytes);
-        let mut emit = |b: RecordBatch, _: Option<Vec<u8>>| {
+        let mut emit = |b: RecordBatch, _: Option<bytes::Bytes>| {
             out.push(b);
             Ok(())
         };

@@ -377,7 +377,7 @@ impl BatchEncoder for LoadDataEncoder {
             key: None,
             reason,
         })?;
-        Ok(Encoded::Bytes { rows, bytes })
+        Ok(Encoded::Bytes { rows, bytes: bytes.into() })
     }
 }
 
@@ -402,9 +402,8 @@ struct MyWriter {
 }
 
 impl MyWriter {
-    fn load_data(&mut self, bytes: Vec<u8>) -> std::result::Result<u64, mysql_async::Error> {
+    fn load_data(&mut self, data: Bytes) -> std::result::Result<u64, mysql_async::Error> {
         let LocalConn { conn, rt } = &mut self.conn;
-        let data = Bytes::from(bytes);
         conn.set_infile_handler(async move {
             let chunk: std::io::Result<Bytes> = Ok(data);
             Ok(Box::pin(futures_util::stream::iter([chunk])) as mysql_async::InfileData)
@@ -493,7 +492,7 @@ impl MyWriter {
     }
 
     /// Loads one payload into the table (or the staging table, then merges it).
-    fn load(&mut self, rows: usize, bytes: Vec<u8>) -> Result<u64> {
+    fn load(&mut self, rows: usize, bytes: Bytes) -> Result<u64> {
         let written = if self.use_infile && !self.infile_refused.load(Ordering::Relaxed) {
             match self.load_data(bytes.clone()) {
                 Ok(n) => n,

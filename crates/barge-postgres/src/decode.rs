@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use arrow_array::builder::*;
 use arrow_array::types::IntervalMonthDayNano;
-use arrow_array::{ArrayRef, ListArray, RecordBatch, RecordBatchOptions, StringArray};
-use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
+use arrow_array::{ArrayRef, BinaryArray, ListArray, RecordBatch, RecordBatchOptions, StringArray};
+use arrow_buffer::{Buffer, NullBufferBuilder, OffsetBuffer};
 use arrow_schema::{DataType, FieldRef, Schema, SchemaRef};
+use bytes::Bytes;
 
 use crate::types::{Codec, PgColumnType, UTC};
 use crate::wire::{self, COPY_HEADER, COPY_TRAILER, Numeric, be_i16, be_i32, be_i64};
@@ -258,6 +259,13 @@ fn decode_array(b: &[u8], items: &mut Decoder) -> Result<usize, String> {
     Ok(count)
 }
 
+/// The buffer capacity a parser keeps between chunks; rows from this size on go on without
+/// being copied (see [`CopyParser::take_rows`] and [`CopyParser::shared_row`]).
+const PENDING_KEEP_BYTES: usize = 4 << 20;
+/// Text and bytea values from this size on, in a row read without copying, stay where they were
+/// read: the batch's array refers to the stream.
+const HUGE_VALUE_BYTES: usize = 1 << 20;
+
 /// Parses a binary COPY stream fed in arbitrary chunks, emitting record batches of `batch_rows`.
 pub struct CopyParser {
     schema: SchemaRef,
@@ -277,10 +285,12 @@ pub struct CopyParser {
     /// False when only the native stream is wanted: rows are framed and counted, not decoded,
     /// and batches carry no columns.
     decode: bool,
+    /// See [`Self::saw_huge_rows`].
+    saw_huge: bool,
 }
 
 /// A batch, and its rows' binary COPY stream when the parser keeps it.
-pub type Emit<'a> = dyn FnMut(RecordBatch, Option<Vec<u8>>) -> barge_core::Result<()> + 'a;
+pub type Emit<'a> = dyn FnMut(RecordBatch, Option<Bytes>) -> barge_core::Result<()> + 'a;
 
 /// A value that did not decode: which column, and why.
 pub struct DecodeError {
@@ -308,6 +318,7 @@ impl CopyParser {
             rows: 0,
             native: None,
             decode: true,
+            saw_huge: false,
         }
     }
 
@@ -329,6 +340,17 @@ impl CopyParser {
     /// copy of every row.
     pub fn buffer(&mut self) -> &mut Vec<u8> {
         &mut self.pending
+    }
+
+    /// Appends COPY data to [`Self::buffer`], leaving room behind it for a stream trailer and
+    /// header, so that a batch of huge values can leave as the buffer itself (see
+    /// [`Self::take_rows`]).
+    pub fn append(&mut self, data: &[u8]) {
+        let room = COPY_HEADER.len() + COPY_TRAILER.len();
+        if self.pending.capacity() - self.pending.len() < data.len() + room {
+            self.pending.reserve(data.len() + room);
+        }
+        self.pending.extend_from_slice(data);
     }
 
     /// Decodes every complete tuple in the buffer, calling `emit` for every full batch; an
@@ -383,6 +405,20 @@ impl CopyParser {
                     reason: format!("tuple has {fields} fields, expected {}", self.decoders.len()),
                 }));
             }
+            // A huge row alone in its batch: its values stay where they were read (see
+            // `Self::shared_row`), so that the batch holds no second copy of them.
+            let tuple = end - pos;
+            if self.decode
+                && self.rows == 0
+                && tuple >= PENDING_KEEP_BYTES
+                && (self.batch_rows == 1 || tuple >= self.batch_bytes)
+                && let Some(stream) = self.stream_from(&mut buf, pos, end)
+            {
+                let (batch, native) = self.shared_row(Bytes::from(stream))?;
+                emit(batch, native).map_err(FeedError::Emit)?;
+                (pos, kept, rows_end) = (0, 0, 0);
+                continue;
+            }
             let mut at = pos + 2;
             let decoders = if self.decode { self.decoders.as_mut_slice() } else { &mut [] };
             for (column, decoder) in decoders.iter_mut().enumerate() {
@@ -400,34 +436,139 @@ impl CopyParser {
             (pos, rows_end) = (end, end);
             self.rows += 1;
             if self.rows == self.batch_rows || self.bytes >= self.batch_bytes {
-                self.keep(&buf[kept..rows_end]);
-                kept = rows_end;
-                let (batch, native) = self.finish_batch()?;
+                let taken = self.take_rows(&mut buf, kept, rows_end);
+                if taken.is_some() {
+                    (pos, kept, rows_end) = (0, 0, 0);
+                } else if self.native.is_none() && rows_end >= PENDING_KEEP_BYTES {
+                    // Decoded, and not kept: the rows as read go before the batch travels on.
+                    self.saw_huge = true;
+                    self.release(&mut buf, pos);
+                    (pos, kept, rows_end) = (0, 0, 0);
+                } else {
+                    self.keep(&buf[kept..rows_end]);
+                    kept = rows_end;
+                }
+                let (batch, native) = self.finish_batch(taken)?;
                 emit(batch, native).map_err(FeedError::Emit)?;
             }
         }
         self.keep(&buf[kept..rows_end]);
-        buf.drain(..pos);
+        self.release(&mut buf, pos);
         self.pending = buf;
         Ok(())
     }
 
-    fn finish_batch(&mut self) -> Result<(RecordBatch, Option<Vec<u8>>), FeedError> {
+    /// Drops the first `consumed` bytes of `buf`; a huge row leaves its capacity behind, which is
+    /// given back rather than held while the batch it went into travels on.
+    fn release(&mut self, buf: &mut Vec<u8>, consumed: usize) {
+        buf.drain(..consumed);
+        if buf.capacity() > PENDING_KEEP_BYTES && buf.len() < buf.capacity() / 4 {
+            self.saw_huge = true;
+            buf.shrink_to(buf.len().max(PENDING_KEEP_BYTES));
+        }
+    }
+
+    /// Whether rows larger than [`PENDING_KEEP_BYTES`] went through: the connection they came
+    /// over holds a read buffer as large, better closed than kept for the next read.
+    pub fn saw_huge_rows(&self) -> bool {
+        self.saw_huge
+    }
+
+    /// A batch's native stream made of the buffer itself, without copying its rows, when they are
+    /// all in `buf[kept..rows_end]` and large (huge values): `buf` keeps only what follows them.
+    /// `None` when the rows should be copied as usual.
+    fn take_rows(&mut self, buf: &mut Vec<u8>, kept: usize, rows_end: usize) -> Option<Vec<u8>> {
+        let fresh = self.native.as_ref().is_some_and(|native| native.len() == COPY_HEADER.len());
+        if !fresh || rows_end - kept < PENDING_KEEP_BYTES {
+            return None;
+        }
+        self.stream_from(buf, kept, rows_end)
+    }
+
+    /// The rows `buf[start..end]` as a binary COPY stream of their own, made of `buf` itself
+    /// (header written in front, trailer behind); `buf` keeps only what follows them. `None` when
+    /// that would reallocate: there must be room for the header in front (consumed bytes before
+    /// `start`, or spare capacity) and for the trailer behind.
+    fn stream_from(&mut self, buf: &mut Vec<u8>, start: usize, end: usize) -> Option<Vec<u8>> {
+        let header = COPY_HEADER.len();
+        if buf.capacity() - end + start.min(header) < header + COPY_TRAILER.len() {
+            return None;
+        }
+        let tail = buf[end..].to_vec();
+        buf.truncate(end);
+        self.saw_huge = true;
+        if start >= header {
+            buf.drain(..start - header);
+        } else {
+            buf.splice(0..0, std::iter::repeat_n(0, header - start));
+        }
+        buf[..header].copy_from_slice(COPY_HEADER);
+        buf.extend_from_slice(COPY_TRAILER);
+        Some(std::mem::replace(buf, tail))
+    }
+
+    /// The batch of the one row that `stream` (a binary COPY stream of it alone) holds, with its
+    /// huge text and bytea values referring to `stream` rather than copied, and `stream` as its
+    /// native rows when they are kept.
+    fn shared_row(&mut self, stream: Bytes) -> Result<(RecordBatch, Option<Bytes>), FeedError> {
+        let mut at = COPY_HEADER.len() + 2;
+        let mut shared: Vec<(usize, ArrayRef)> = Vec::new();
+        for (column, decoder) in self.decoders.iter_mut().enumerate() {
+            let len = be_i32(&stream[at..]);
+            at += 4;
+            let failed = |reason: String| FeedError::Decode(DecodeError { column, reason });
+            if len < 0 {
+                decoder.append(None).map_err(failed)?;
+                continue;
+            }
+            let value = at..at + len as usize;
+            at = value.end;
+            let huge = value.len() >= HUGE_VALUE_BYTES;
+            let array: ArrayRef = match decoder {
+                Decoder::Bytea(_) if huge => {
+                    let offsets = OffsetBuffer::new(vec![0, len].into());
+                    Arc::new(BinaryArray::new(offsets, Buffer::from(stream.slice(value)), None))
+                }
+                Decoder::Text(_) if huge => {
+                    let offsets = OffsetBuffer::new(vec![0, len].into());
+                    let text = StringArray::try_new(offsets, Buffer::from(stream.slice(value)), None)
+                        .map_err(|e| failed(format!("text is not valid UTF-8 ({e})")))?;
+                    Arc::new(text)
+                }
+                _ => {
+                    decoder.append(Some(&stream[value])).map_err(failed)?;
+                    continue;
+                }
+            };
+            // The decoder stays a row long; its value is replaced by the shared one.
+            decoder.append(None).map_err(failed)?;
+            shared.push((column, array));
+        }
+        (self.rows, self.bytes) = (0, 0);
+        let mut columns = self.finish_columns()?;
+        for (column, array) in shared {
+            columns[column] = array;
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| FeedError::Emit(e.into()))?;
+        Ok((batch, self.native.is_some().then_some(stream)))
+    }
+
+    /// Ends the current batch; `taken` is its native stream when [`Self::take_rows`] made it.
+    fn finish_batch(&mut self, taken: Option<Vec<u8>>) -> Result<(RecordBatch, Option<Bytes>), FeedError> {
         let rows = std::mem::take(&mut self.rows);
         self.bytes = 0;
-        let native = self.native.as_mut().map(|native| {
-            let mut next = Vec::with_capacity(native.len());
-            next.extend_from_slice(COPY_HEADER);
-            let mut stream = std::mem::replace(native, next);
-            stream.extend_from_slice(COPY_TRAILER);
-            stream
-        });
+        let native = match taken {
+            Some(stream) => Some(stream.into()),
+            None => self.native.as_mut().map(|native| {
+                let mut next = Vec::with_capacity(native.len().min(PENDING_KEEP_BYTES));
+                next.extend_from_slice(COPY_HEADER);
+                let mut stream = std::mem::replace(native, next);
+                stream.extend_from_slice(COPY_TRAILER);
+                stream.into()
+            }),
+        };
         let batch = if self.decode {
-            let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.decoders.len());
-            for (column, decoder) in self.decoders.iter_mut().enumerate() {
-                columns.push(decoder.finish().map_err(|reason| FeedError::Decode(DecodeError { column, reason }))?);
-            }
-            RecordBatch::try_new(self.schema.clone(), columns)
+            RecordBatch::try_new(self.schema.clone(), self.finish_columns()?)
         } else {
             let options = RecordBatchOptions::new().with_row_count(Some(rows));
             RecordBatch::try_new_with_options(Arc::new(Schema::empty()), Vec::new(), &options)
@@ -436,13 +577,21 @@ impl CopyParser {
         Ok((batch, native))
     }
 
+    fn finish_columns(&mut self) -> Result<Vec<ArrayRef>, FeedError> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.decoders.len());
+        for (column, decoder) in self.decoders.iter_mut().enumerate() {
+            columns.push(decoder.finish().map_err(|reason| FeedError::Decode(DecodeError { column, reason }))?);
+        }
+        Ok(columns)
+    }
+
     /// Emits the last partial batch; the stream must have ended with its trailer.
     pub fn finish(mut self, emit: &mut Emit<'_>) -> Result<(), FeedError> {
         if !self.done {
             return Err(FeedError::Decode(DecodeError { column: 0, reason: "COPY stream ended early".into() }));
         }
         if self.rows > 0 {
-            let (batch, native) = self.finish_batch()?;
+            let (batch, native) = self.finish_batch(None)?;
             emit(batch, native).map_err(FeedError::Emit)?;
         }
         Ok(())
@@ -489,8 +638,8 @@ mod tests {
     ) -> Vec<(RecordBatch, Vec<u8>)> {
         let mut parser = CopyParser::new(schema, &columns(), batch_rows).keeping_native(decode);
         let mut out = Vec::new();
-        let mut emit = |b: RecordBatch, native: Option<Vec<u8>>| {
-            out.push((b, native.expect("kept")));
+        let mut emit = |b: RecordBatch, native: Option<Bytes>| {
+            out.push((b, native.expect("kept").to_vec()));
             Ok(())
         };
         for piece in stream.chunks(chunk.max(1)) {
@@ -523,7 +672,7 @@ mod tests {
         for (limit, expected) in [(3_500, vec![4, 4, 2]), (1, vec![1; 10]), (usize::MAX, vec![10])] {
             let mut parser = CopyParser::new(batch(&[]).schema(), &columns(), 100).with_batch_bytes(limit);
             let mut sizes = Vec::new();
-            let mut emit = |b: RecordBatch, _: Option<Vec<u8>>| {
+            let mut emit = |b: RecordBatch, _: Option<Bytes>| {
                 sizes.push(b.num_rows());
                 Ok(())
             };
@@ -534,10 +683,53 @@ mod tests {
         }
     }
 
+    #[test]
+    fn batches_of_huge_values_hand_their_rows_over_intact() {
+        // Rows above PENDING_KEEP_BYTES go out as the parser's own buffer (no copy): each batch's
+        // stream must still be a whole COPY stream of exactly its rows, however the input came.
+        let huge: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; PENDING_KEEP_BYTES + 1000 * usize::from(i)]).collect();
+        let texts: Vec<&[u8]> = huge.iter().map(Vec::as_slice).collect();
+        let stream = raw_stream(&texts);
+        let row = |i: usize| {
+            let mut one = raw_stream(&[texts[i]]);
+            one[COPY_HEADER.len() + 6..COPY_HEADER.len() + 14].copy_from_slice(&(i as i64).to_be_bytes());
+            one
+        };
+        for chunk in [stream.len(), 1 << 20, 4099, PENDING_KEEP_BYTES + 7] {
+            for decode in [false, true] {
+                // NOT NULL, as such columns usually are: a shared value must not leave a null behind.
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("id", DataType::Int64, false),
+                    Field::new("t", DataType::Utf8, false),
+                ]));
+                let mut parser = CopyParser::new(schema, &columns(), 100).with_batch_bytes(1).keeping_native(decode);
+                let mut out = Vec::new();
+                let mut emit = |b: RecordBatch, native: Option<Bytes>| {
+                    out.push((b, native.expect("kept").to_vec()));
+                    Ok(())
+                };
+                for piece in stream.chunks(chunk) {
+                    parser.append(piece);
+                    assert!(parser.parse(&mut emit).is_ok());
+                }
+                assert!(parser.finish(&mut emit).is_ok());
+                assert_eq!(out.len(), 3, "chunk {chunk}");
+                for (i, (b, native)) in out.iter().enumerate() {
+                    assert_eq!(b.num_rows(), 1);
+                    assert!(native == &row(i), "chunk {chunk}, decode {decode}: batch {i}'s stream differs");
+                    if decode {
+                        let text = b.column(1).as_any().downcast_ref::<StringArray>().unwrap().value(0);
+                        assert_eq!(text.as_bytes(), texts[i]);
+                    }
+                }
+            }
+        }
+    }
+
     fn decode_error(stream: &[u8]) -> Option<(usize, String)> {
         let mut parser = CopyParser::new(batch(&[]).schema(), &columns(), 16);
         parser.buffer().extend_from_slice(stream);
-        let mut emit = |_: RecordBatch, _: Option<Vec<u8>>| Ok(());
+        let mut emit = |_: RecordBatch, _: Option<Bytes>| Ok(());
         match parser.parse(&mut emit).and_then(|()| parser.finish(&mut emit)) {
             Err(FeedError::Decode(e)) => Some((e.column, e.reason)),
             _ => None,

@@ -609,11 +609,10 @@ impl PgSource {
         }
         let outcome = loop {
             // I/O only inside block_on: gather COPY messages (one per row) into the parser's buffer…
-            let buffer = parser.buffer();
             let ended = local.rt.block_on(async {
                 while let Some(data) = stream.next().await {
-                    buffer.extend_from_slice(&data?);
-                    if buffer.len() >= COPY_CHUNK_BYTES {
+                    parser.append(&data?);
+                    if parser.buffer().len() >= COPY_CHUNK_BYTES {
                         return Ok(false);
                     }
                 }
@@ -628,11 +627,12 @@ impl PgSource {
                 break Err(e);
             }
             if ended {
-                break parser.finish(emit);
+                let huge = parser.saw_huge_rows();
+                break parser.finish(emit).map(|()| huge);
             }
         };
         match outcome {
-            Ok(()) => {
+            Ok(huge) => {
                 drop(stream);
                 let in_snapshot = self.snapshot.lock().expect("snapshot lock").is_some();
                 if in_snapshot {
@@ -641,7 +641,10 @@ impl PgSource {
                         .block_on(local.client.batch_execute("COMMIT"))
                         .map_err(pg_err("ending a snapshot read"))?;
                 }
-                self.readers.lock().expect("reader pool lock").push(local);
+                // A connection that carried huge rows keeps a read buffer as large: closed.
+                if !huge {
+                    self.readers.lock().expect("reader pool lock").push(local);
+                }
                 Ok(())
             }
             Err(FeedError::Emit(e)) => Err(e),

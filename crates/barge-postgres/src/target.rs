@@ -24,6 +24,8 @@ use crate::types::{Codec, resolve, sql_type_for_arrow};
 /// (with `off`, 5 of 8 crash runs lost committed ranges). One flush per group commit (a few per
 /// table) costs nothing measurable: the data's WAL is written during the load either way.
 const LOADING_SESSION: &str = "SET synchronous_commit = on";
+/// The largest COPY data message a writer sends.
+const COPY_IN_PIECE_BYTES: usize = 1 << 20;
 /// `pg_type.oid` of `text`.
 const TEXT_OID: u32 = 25;
 
@@ -498,7 +500,7 @@ impl BatchEncoder for PgEncoder {
             key: None,
             reason,
         })?;
-        Ok(Encoded::Bytes { rows, bytes })
+        Ok(Encoded::Bytes { rows, bytes: bytes.into() })
     }
 
     fn accepts_native(&self) -> bool {
@@ -562,7 +564,11 @@ impl TableWriter for PgWriter {
             };
             let sink = client.copy_in::<_, Bytes>(statement.as_str()).await?;
             futures_util::pin_mut!(sink);
-            sink.send(Bytes::from(bytes)).await?;
+            // In pieces: the connection copies each message into its write buffer, so one
+            // message per batch would hold a second copy of a batch of huge values.
+            for start in (0..bytes.len()).step_by(COPY_IN_PIECE_BYTES) {
+                sink.feed(bytes.slice(start..bytes.len().min(start + COPY_IN_PIECE_BYTES))).await?;
+            }
             let copied = sink.finish().await?;
             if let Some(s) = staging {
                 client.batch_execute(&s.apply).await?;

@@ -182,6 +182,26 @@ impl<'a> Column<'a> {
         self.nulls.is_some_and(|n| n.is_null(i))
     }
 
+    /// The tag and bytes of a text or binary value of at least [`HUGE_VALUE_BYTES`] at row `i`,
+    /// which [`Self::encode`] would copy whole: such a value is hashed where it lies instead.
+    fn huge(&self, i: usize) -> Option<(u8, &[u8])> {
+        if self.is_null(i) {
+            return None;
+        }
+        let (tag, bytes) = match &self.accessor {
+            Accessor::Text(get) => (TAG_TEXT, get(i).as_bytes()),
+            Accessor::Bytes(get) => (TAG_BYTES, get(i)),
+            _ => return None,
+        };
+        (bytes.len() >= HUGE_VALUE_BYTES).then_some((tag, bytes))
+    }
+
+    /// Whether [`Self::huge`] can find a value in `array` at all (its buffers are that large).
+    fn may_hold_huge(&self, array: &dyn Array) -> bool {
+        matches!(self.accessor, Accessor::Text(_) | Accessor::Bytes(_))
+            && array.get_buffer_memory_size() >= HUGE_VALUE_BYTES
+    }
+
     fn encode(&self, i: usize, out: &mut Vec<u8>) {
         if self.is_null(i) {
             out.push(TAG_NULL);
@@ -438,9 +458,15 @@ pub struct HashScratch {
     hashes: Vec<u128>,
 }
 
+/// Text and binary values from this size on are hashed in place rather than copied into a row's
+/// canonical bytes first, so that hashing a batch of huge values holds no second copy of them.
+const HUGE_VALUE_BYTES: usize = 1 << 20;
+
 /// Encodes rows of a batch canonically. Build one per batch (cheap), then call per row.
 pub struct RowEncoder<'a> {
     columns: Vec<Column<'a>>,
+    /// Whether some row may hold a value of [`HUGE_VALUE_BYTES`] or more.
+    huge: bool,
 }
 
 impl<'a> RowEncoder<'a> {
@@ -472,8 +498,9 @@ impl<'a> RowEncoder<'a> {
                     reason: Some("it has no canonical encoding for verification".into()),
                 })
             })
-            .collect::<Result<_>>()?;
-        Ok(RowEncoder { columns })
+            .collect::<Result<Vec<Column<'a>>>>()?;
+        let huge = columns.iter().zip(indices).any(|(c, &i)| c.may_hold_huge(batch.column(i).as_ref()));
+        Ok(RowEncoder { columns, huge })
     }
 
     /// Appends the canonical bytes of `row` to `out`.
@@ -485,6 +512,9 @@ impl<'a> RowEncoder<'a> {
 
     /// The row's hash: the first 16 bytes of blake3 over its canonical bytes. `scratch` is reused.
     pub fn row_hash(&self, row: usize, scratch: &mut Vec<u8>) -> u128 {
+        if let Some(hash) = self.huge.then(|| self.streamed_hash(row)).flatten() {
+            return hash;
+        }
         scratch.clear();
         self.encode_row(row, scratch);
         crate::lanes::row_hash(scratch)
@@ -496,8 +526,13 @@ impl<'a> RowEncoder<'a> {
         let HashScratch { bytes, ends, hashes } = scratch;
         bytes.clear();
         ends.clear();
-        for row in rows {
-            self.encode_row(row, bytes);
+        // Rows with a huge value: (position among `rows`, hash), hashed alone and in place.
+        let mut streamed = Vec::new();
+        for (n, row) in rows.enumerate() {
+            match self.huge.then(|| self.streamed_hash(row)).flatten() {
+                Some(hash) => streamed.push((n, hash)),
+                None => self.encode_row(row, bytes),
+            }
             ends.push(bytes.len());
         }
         let mut start = 0;
@@ -510,7 +545,35 @@ impl<'a> RowEncoder<'a> {
             })
             .collect();
         crate::lanes::row_hashes(&rows, hashes);
+        for (n, hash) in streamed {
+            hashes[n] = hash;
+        }
         hashes
+    }
+
+    /// [`Self::row_hash`] of a row holding a huge value, without copying that value: the row's
+    /// canonical bytes are fed to the hasher in pieces, the huge values straight from the batch.
+    /// `None` when the row holds no huge value.
+    fn streamed_hash(&self, row: usize) -> Option<u128> {
+        if !self.columns.iter().any(|c| c.huge(row).is_some()) {
+            return None;
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut small = Vec::new();
+        for column in &self.columns {
+            match column.huge(row) {
+                Some((tag, value)) => {
+                    small.push(tag);
+                    small.extend_from_slice(&(value.len() as u64).to_le_bytes());
+                    hasher.update(&small);
+                    small.clear();
+                    hasher.update(value);
+                }
+                None => column.encode(row, &mut small),
+            }
+        }
+        hasher.update(&small);
+        Some(u128::from_le_bytes(hasher.finalize().as_bytes()[..16].try_into().expect("16 bytes")))
     }
 
     /// The row's values as a JSON array, for reports (bytes as hex, decimals and times as strings).
@@ -530,6 +593,46 @@ mod tests {
     use arrow_array::{Decimal128Array, Float64Array, Int32Array, Int64Array, StringArray};
     use proptest::strategy::Strategy;
     use std::sync::Arc;
+
+    #[test]
+    fn rows_with_huge_values_hash_as_their_canonical_bytes_do() {
+        // Huge values are hashed in place; the hash must be the one of the row's canonical bytes.
+        let huge_text = "é".repeat(HUGE_VALUE_BYTES);
+        let huge_bytes = vec![7u8; HUGE_VALUE_BYTES + 3];
+        let texts = StringArray::from(vec![
+            Some("small"),
+            Some(huge_text.as_str()),
+            None,
+            Some(&huge_text[..HUGE_VALUE_BYTES - 2]),
+        ]);
+        let bytes = arrow_array::BinaryArray::from(vec![
+            Some(huge_bytes.as_slice()),
+            Some(&b"x"[..]),
+            Some(huge_bytes.as_slice()),
+            None,
+        ]);
+        let ids = Int64Array::from(vec![1, 2, 3, 4]);
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(ids) as ArrayRef),
+            ("t", Arc::new(texts) as ArrayRef),
+            ("b", Arc::new(bytes) as ArrayRef),
+        ])
+        .unwrap();
+        let encoder = RowEncoder::new("t", &batch).unwrap();
+        assert!(encoder.huge);
+        let expected: Vec<u128> = (0..4)
+            .map(|row| {
+                let mut out = Vec::new();
+                encoder.encode_row(row, &mut out);
+                crate::lanes::row_hash(&out)
+            })
+            .collect();
+        assert!(encoder.streamed_hash(3).is_none(), "no value of row 3 is huge");
+        assert_eq!(encoder.row_hashes(0..4, &mut HashScratch::default()), expected.as_slice());
+        assert_eq!(encoder.row_hashes(1..3, &mut HashScratch::default()), &expected[1..3]);
+        let singles: Vec<u128> = (0..4).map(|row| encoder.row_hash(row, &mut Vec::new())).collect();
+        assert_eq!(singles, expected);
+    }
 
     proptest::proptest! {
         #[test]

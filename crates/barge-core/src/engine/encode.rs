@@ -57,7 +57,8 @@ pub fn logical_type(field: &Field) -> Option<&str> {
 pub struct Native {
     /// Names the encoding: a target takes only the one it names alike.
     pub format: &'static str,
-    pub bytes: Vec<u8>,
+    /// Shared, not copied: the decoded batch beside it may hold its huge values in place.
+    pub bytes: bytes::Bytes,
 }
 
 /// A batch ready for a writer: encoding runs on the CPU pool, the writer only does I/O.
@@ -66,7 +67,7 @@ pub enum Encoded {
     /// The writer consumes Arrow directly (e.g. binding prepared-statement parameters).
     Arrow(RecordBatch),
     /// The writer streams pre-encoded bytes (e.g. a COPY or LOAD DATA payload).
-    Bytes { rows: usize, bytes: Vec<u8> },
+    Bytes { rows: usize, bytes: bytes::Bytes },
 }
 
 impl Encoded {

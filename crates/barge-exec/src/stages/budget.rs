@@ -37,6 +37,25 @@ impl ByteBudget {
         }
     }
 
+    /// Whether a batch of `bytes` is larger than the whole budget (it travels alone).
+    pub(crate) fn exceeds(&self, bytes: usize) -> bool {
+        bytes > self.capacity
+    }
+
+    /// Waits until nothing is in flight, or until `stopped` ([`Error::Cancelled`]): a reader that
+    /// sent a batch larger than the budget reads no further until it is written, so that a table
+    /// of huge values holds one of them at a time instead of one per stage.
+    pub(crate) fn drained(&self, stopped: &dyn Fn() -> bool) -> Result<()> {
+        let mut used = self.used.lock().expect("budget lock");
+        while *used > 0 {
+            if stopped() {
+                return Err(Error::Cancelled);
+            }
+            used = self.freed.wait_timeout(used, STOP_POLL).expect("budget lock").0;
+        }
+        Ok(())
+    }
+
     pub(crate) fn release(&self, bytes: usize) {
         let mut used = self.used.lock().expect("budget lock");
         *used = used.saturating_sub(bytes);
@@ -74,7 +93,10 @@ mod tests {
         // Larger than the whole budget: admitted once nothing is in flight.
         budget.acquire(500, &|| false).unwrap();
         assert!(matches!(budget.acquire(1, &|| true), Err(Error::Cancelled)));
+        assert!(budget.exceeds(500) && !budget.exceeds(100));
+        assert!(matches!(budget.drained(&|| true), Err(Error::Cancelled)), "500 bytes still in flight");
         budget.release(500);
+        budget.drained(&|| false).unwrap();
         budget.acquire(1, &|| false).unwrap();
     }
 }

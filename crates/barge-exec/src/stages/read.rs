@@ -92,7 +92,10 @@ pub(crate) fn spawn_readers<'scope, 'env: 'scope>(
                     }
                     let bytes = if side.budget.is_some() { size } else { 0 };
                     let msg = ReadMsg::Batch { range: range.id, batch, native, bytes };
-                    let sent = tx.send(msg).map_err(|_| Error::Cancelled);
+                    let mut sent = tx.send(msg).map_err(|_| Error::Cancelled);
+                    if let Some(budget) = side.budget.filter(|b| sent.is_ok() && b.exceeds(size)) {
+                        sent = budget.drained(&|| side.failure.is_set());
+                    }
                     blocked += waiting.elapsed();
                     sent
                 };

@@ -8,10 +8,12 @@ use barge_core::{KeyRange, Result, Source, TableInfo};
 use barge_verify::{Buckets, Digest, Routes, bucket_digests, routed_digests};
 use rayon::prelude::*;
 
+use crate::BATCHES_IN_FLIGHT;
 use crate::context::Ctx;
 use crate::digests::{RangeDigests, add_digests, empty_digests, into_digests};
 use crate::failure::Failure;
 use crate::progress::Phase;
+use crate::stages::budget::{ByteBudget, Held};
 use crate::stages::read::{ReadMsg, ReadSide, spawn_readers};
 
 /// Digests `ranges` of `table` in parallel: the copy's read and hash stages without writing.
@@ -63,6 +65,9 @@ fn read_and_hash(
 ) -> Result<()> {
     let failure = Failure::default();
     let rows_read = AtomicU64::new(0);
+    // Bytes read but not yet hashed are bounded like a copy's: a batch of one huge value is
+    // hashed before the next is read.
+    let budget = ByteBudget::new(ctx.batch.bytes.saturating_mul(BATCHES_IN_FLIGHT));
     let side = ReadSide {
         source,
         table,
@@ -72,14 +77,15 @@ fn read_and_hash(
         retry: false,
         busy: None,
         native: None,
-        budget: None,
+        budget: Some(&budget),
     };
     let ranges: Vec<&KeyRange> = ranges.iter().collect();
     std::thread::scope(|scope| {
         let read_rx = spawn_readers(scope, &side, &ranges, ctx.workers);
         let hashed = ctx.pool.install(|| {
             read_rx.into_iter().par_bridge().try_for_each(|msg| {
-                if let ReadMsg::Batch { range, batch, .. } = msg {
+                if let ReadMsg::Batch { range, batch, bytes, .. } = msg {
+                    let _held = Held { budget: Some(&budget), bytes };
                     ctx.progress.advance(&table.name, Phase::Verify, batch.num_rows() as u64);
                     hash(range, &batch)?;
                 }
