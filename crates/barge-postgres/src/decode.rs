@@ -261,7 +261,7 @@ fn decode_array(b: &[u8], items: &mut Decoder) -> Result<usize, String> {
 
 /// The buffer capacity a parser keeps between chunks; rows from this size on go on without
 /// being copied (see [`CopyParser::take_rows`] and [`CopyParser::shared_row`]).
-const PENDING_KEEP_BYTES: usize = 4 << 20;
+pub(crate) const PENDING_KEEP_BYTES: usize = 4 << 20;
 /// Text and bytea values from this size on, in a row read without copying, stay where they were
 /// read: the batch's array refers to the stream.
 const HUGE_VALUE_BYTES: usize = 1 << 20;
@@ -285,8 +285,6 @@ pub struct CopyParser {
     /// False when only the native stream is wanted: rows are framed and counted, not decoded,
     /// and batches carry no columns.
     decode: bool,
-    /// See [`Self::saw_huge_rows`].
-    saw_huge: bool,
 }
 
 /// A batch, and its rows' binary COPY stream when the parser keeps it.
@@ -318,7 +316,6 @@ impl CopyParser {
             rows: 0,
             native: None,
             decode: true,
-            saw_huge: false,
         }
     }
 
@@ -412,7 +409,7 @@ impl CopyParser {
                 && self.rows == 0
                 && tuple >= PENDING_KEEP_BYTES
                 && (self.batch_rows == 1 || tuple >= self.batch_bytes)
-                && let Some(stream) = self.stream_from(&mut buf, pos, end)
+                && let Some(stream) = Self::stream_from(&mut buf, pos, end)
             {
                 let (batch, native) = self.shared_row(Bytes::from(stream))?;
                 emit(batch, native).map_err(FeedError::Emit)?;
@@ -441,8 +438,7 @@ impl CopyParser {
                     (pos, kept, rows_end) = (0, 0, 0);
                 } else if self.native.is_none() && rows_end >= PENDING_KEEP_BYTES {
                     // Decoded, and not kept: the rows as read go before the batch travels on.
-                    self.saw_huge = true;
-                    self.release(&mut buf, pos);
+                    Self::release(&mut buf, pos);
                     (pos, kept, rows_end) = (0, 0, 0);
                 } else {
                     self.keep(&buf[kept..rows_end]);
@@ -453,50 +449,42 @@ impl CopyParser {
             }
         }
         self.keep(&buf[kept..rows_end]);
-        self.release(&mut buf, pos);
+        Self::release(&mut buf, pos);
         self.pending = buf;
         Ok(())
     }
 
     /// Drops the first `consumed` bytes of `buf`; a huge row leaves its capacity behind, which is
     /// given back rather than held while the batch it went into travels on.
-    fn release(&mut self, buf: &mut Vec<u8>, consumed: usize) {
+    fn release(buf: &mut Vec<u8>, consumed: usize) {
         buf.drain(..consumed);
         if buf.capacity() > PENDING_KEEP_BYTES && buf.len() < buf.capacity() / 4 {
-            self.saw_huge = true;
             buf.shrink_to(buf.len().max(PENDING_KEEP_BYTES));
         }
-    }
-
-    /// Whether rows larger than [`PENDING_KEEP_BYTES`] went through: the connection they came
-    /// over holds a read buffer as large, better closed than kept for the next read.
-    pub fn saw_huge_rows(&self) -> bool {
-        self.saw_huge
     }
 
     /// A batch's native stream made of the buffer itself, without copying its rows, when they are
     /// all in `buf[kept..rows_end]` and large (huge values): `buf` keeps only what follows them.
     /// `None` when the rows should be copied as usual.
-    fn take_rows(&mut self, buf: &mut Vec<u8>, kept: usize, rows_end: usize) -> Option<Vec<u8>> {
+    fn take_rows(&self, buf: &mut Vec<u8>, kept: usize, rows_end: usize) -> Option<Vec<u8>> {
         let fresh = self.native.as_ref().is_some_and(|native| native.len() == COPY_HEADER.len());
         if !fresh || rows_end - kept < PENDING_KEEP_BYTES {
             return None;
         }
-        self.stream_from(buf, kept, rows_end)
+        Self::stream_from(buf, kept, rows_end)
     }
 
     /// The rows `buf[start..end]` as a binary COPY stream of their own, made of `buf` itself
     /// (header written in front, trailer behind); `buf` keeps only what follows them. `None` when
     /// that would reallocate: there must be room for the header in front (consumed bytes before
     /// `start`, or spare capacity) and for the trailer behind.
-    fn stream_from(&mut self, buf: &mut Vec<u8>, start: usize, end: usize) -> Option<Vec<u8>> {
+    fn stream_from(buf: &mut Vec<u8>, start: usize, end: usize) -> Option<Vec<u8>> {
         let header = COPY_HEADER.len();
         if buf.capacity() - end + start.min(header) < header + COPY_TRAILER.len() {
             return None;
         }
         let tail = buf[end..].to_vec();
         buf.truncate(end);
-        self.saw_huge = true;
         if start >= header {
             buf.drain(..start - header);
         } else {

@@ -607,11 +607,16 @@ impl PgSource {
         if let Some(decode) = native {
             parser = parser.keeping_native(decode);
         }
+        // Whether a message as large as a huge row came: the connection's read buffer grew to
+        // hold it, and is better closed than kept for the next read.
+        let mut huge = false;
         let outcome = loop {
             // I/O only inside block_on: gather COPY messages (one per row) into the parser's buffer…
             let ended = local.rt.block_on(async {
                 while let Some(data) = stream.next().await {
-                    parser.append(&data?);
+                    let data = data?;
+                    huge |= data.len() >= crate::decode::PENDING_KEEP_BYTES;
+                    parser.append(&data);
                     if parser.buffer().len() >= COPY_CHUNK_BYTES {
                         return Ok(false);
                     }
@@ -627,12 +632,11 @@ impl PgSource {
                 break Err(e);
             }
             if ended {
-                let huge = parser.saw_huge_rows();
-                break parser.finish(emit).map(|()| huge);
+                break parser.finish(emit);
             }
         };
         match outcome {
-            Ok(huge) => {
+            Ok(()) => {
                 drop(stream);
                 let in_snapshot = self.snapshot.lock().expect("snapshot lock").is_some();
                 if in_snapshot {

@@ -314,9 +314,14 @@ fn prim_str<'a, O: arrow_array::OffsetSizeTrait>(a: &'a arrow_array::GenericStri
 }
 
 fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
-    out.push(tag);
-    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    put_bytes_header(out, tag, bytes.len());
     out.extend_from_slice(bytes);
+}
+
+/// What [`put_bytes`] writes before the bytes themselves.
+fn put_bytes_header(out: &mut Vec<u8>, tag: u8, len: usize) {
+    out.push(tag);
+    out.extend_from_slice(&(len as u64).to_le_bytes());
 }
 
 fn put_interval(out: &mut Vec<u8>, months: i32, nanos: i128) {
@@ -512,7 +517,7 @@ impl<'a> RowEncoder<'a> {
 
     /// The row's hash: the first 16 bytes of blake3 over its canonical bytes. `scratch` is reused.
     pub fn row_hash(&self, row: usize, scratch: &mut Vec<u8>) -> u128 {
-        if let Some(hash) = self.huge.then(|| self.streamed_hash(row)).flatten() {
+        if let Some(hash) = self.streamed_hash(row) {
             return hash;
         }
         scratch.clear();
@@ -529,7 +534,7 @@ impl<'a> RowEncoder<'a> {
         // Rows with a huge value: (position among `rows`, hash), hashed alone and in place.
         let mut streamed = Vec::new();
         for (n, row) in rows.enumerate() {
-            match self.huge.then(|| self.streamed_hash(row)).flatten() {
+            match self.streamed_hash(row) {
                 Some(hash) => streamed.push((n, hash)),
                 None => self.encode_row(row, bytes),
             }
@@ -555,7 +560,7 @@ impl<'a> RowEncoder<'a> {
     /// canonical bytes are fed to the hasher in pieces, the huge values straight from the batch.
     /// `None` when the row holds no huge value.
     fn streamed_hash(&self, row: usize) -> Option<u128> {
-        if !self.columns.iter().any(|c| c.huge(row).is_some()) {
+        if !self.huge || !self.columns.iter().any(|c| c.huge(row).is_some()) {
             return None;
         }
         let mut hasher = blake3::Hasher::new();
@@ -563,8 +568,7 @@ impl<'a> RowEncoder<'a> {
         for column in &self.columns {
             match column.huge(row) {
                 Some((tag, value)) => {
-                    small.push(tag);
-                    small.extend_from_slice(&(value.len() as u64).to_le_bytes());
+                    put_bytes_header(&mut small, tag, value.len());
                     hasher.update(&small);
                     small.clear();
                     hasher.update(value);
@@ -573,7 +577,7 @@ impl<'a> RowEncoder<'a> {
             }
         }
         hasher.update(&small);
-        Some(u128::from_le_bytes(hasher.finalize().as_bytes()[..16].try_into().expect("16 bytes")))
+        Some(crate::lanes::truncated(&hasher.finalize()))
     }
 
     /// The row's values as a JSON array, for reports (bytes as hex, decimals and times as strings).

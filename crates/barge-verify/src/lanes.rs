@@ -24,7 +24,11 @@ const CHUNK_LEN: usize = 1024;
 
 /// The row hash of one input, by the `blake3` crate: the reference the lanes must match.
 pub(crate) fn row_hash(bytes: &[u8]) -> u128 {
-    let hash = blake3::hash(bytes);
+    truncated(&blake3::hash(bytes))
+}
+
+/// A row hash: the first 16 bytes of a blake3 hash.
+pub(crate) fn truncated(hash: &blake3::Hash) -> u128 {
     u128::from_le_bytes(hash.as_bytes()[..16].try_into().expect("16 bytes"))
 }
 

@@ -437,3 +437,17 @@ fn a_run_with_a_failed_table_resumes_after_the_fix() {
     assert_eq!(my.sql("SELECT count(*), sum(x) FROM a_bad"), vec![vec!["2".to_string(), "1.5".to_string()]]);
     assert_eq!(my.sql("SELECT count(*) FROM b_good"), vec![vec!["50".to_string()]]);
 }
+
+#[test]
+fn huge_values_copy_from_postgres_into_mariadb_exactly() {
+    let (pg, my) = (PgDb::new("huge2my"), MyDb::new("huge2my"));
+    pg.sql(crate::postgres::HUGE_VALUES);
+    let run = barge(&["copy", "--from", &pg.url(), "--to", &my.url(), "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "huge")["verified"], true);
+    // The same md5s, by each database's own function.
+    let expected: Vec<Vec<String>> =
+        pg.sql(crate::postgres::HUGE_ROWS).into_iter().map(|r| r.into_iter().map(Option::unwrap).collect()).collect();
+    let got = my.sql("SELECT id, coalesce(md5(t), 'null'), md5(b) FROM huge ORDER BY id");
+    assert_eq!(got, expected);
+}

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use barge_core::{Error, Result};
 
+use crate::BATCHES_IN_FLIGHT;
+
 pub(crate) struct ByteBudget {
     capacity: usize,
     used: Mutex<usize>,
@@ -20,6 +22,11 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 impl ByteBudget {
     pub(crate) fn new(capacity: usize) -> Self {
         ByteBudget { capacity: capacity.max(1), used: Mutex::new(0), freed: Condvar::new() }
+    }
+
+    /// The budget of a pass reading batches of `batch_bytes`: [`BATCHES_IN_FLIGHT`] of them.
+    pub(crate) fn for_batches(batch_bytes: usize) -> Self {
+        Self::new(batch_bytes.saturating_mul(BATCHES_IN_FLIGHT))
     }
 
     /// Waits until `bytes` fit, or until `stopped` says the pass is over ([`Error::Cancelled`]).

@@ -5,6 +5,7 @@ use barge_core::{KeyRange, Result};
 use crossbeam_channel::bounded;
 use rayon::prelude::*;
 
+use crate::WRITE_QUEUE_PER_WRITER;
 use crate::digests::DigestSlots;
 use crate::failure::{Failure, spawn_named};
 use crate::job::{CopyCounters, CopyJob, RangeTally};
@@ -13,7 +14,6 @@ use crate::stages::budget::ByteBudget;
 use crate::stages::cpu::CpuStage;
 use crate::stages::read::{ReadSide, spawn_readers};
 use crate::stages::write::{WriteSide, write_loop};
-use crate::{BATCHES_IN_FLIGHT, WRITE_QUEUE_PER_WRITER};
 
 /// What one pass fills in.
 pub(crate) struct PassState<'a> {
@@ -41,7 +41,7 @@ pub(crate) fn copy_pass(job: &CopyJob<'_>, ranges: &[&KeyRange], state: &PassSta
     };
     let encoder = job.target.encoder(job.target_table, job.fields)?;
     let failure = Failure::default();
-    let budget = ByteBudget::new(job.ctx.batch.bytes.saturating_mul(BATCHES_IN_FLIGHT));
+    let budget = ByteBudget::for_batches(job.ctx.batch.bytes);
     let side = ReadSide {
         source: job.source,
         table: job.table,

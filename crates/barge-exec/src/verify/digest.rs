@@ -8,7 +8,6 @@ use barge_core::{KeyRange, Result, Source, TableInfo};
 use barge_verify::{Buckets, Digest, Routes, bucket_digests, routed_digests};
 use rayon::prelude::*;
 
-use crate::BATCHES_IN_FLIGHT;
 use crate::context::Ctx;
 use crate::digests::{RangeDigests, add_digests, empty_digests, into_digests};
 use crate::failure::Failure;
@@ -67,7 +66,7 @@ fn read_and_hash(
     let rows_read = AtomicU64::new(0);
     // Bytes read but not yet hashed are bounded like a copy's: a batch of one huge value is
     // hashed before the next is read.
-    let budget = ByteBudget::new(ctx.batch.bytes.saturating_mul(BATCHES_IN_FLIGHT));
+    let budget = ByteBudget::for_batches(ctx.batch.bytes);
     let side = ReadSide {
         source,
         table,
