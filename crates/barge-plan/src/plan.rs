@@ -6,7 +6,8 @@ use std::sync::Arc;
 use arrow_schema::Field;
 use barge_core::types::{Fidelity, fidelity};
 use barge_core::{
-    Budget, Conflict, Error, KeyRange, KeySpec, Result, Scalar, Source, TableInfo, Target, TargetColumn, Transform,
+    Budget, Conflict, DumpedSchema, Error, KeyRange, KeySpec, NotMigrated, Result, Scalar, Source, TableInfo, Target,
+    TargetColumn, Transform,
 };
 use serde::{Deserialize, Serialize};
 
@@ -324,10 +325,33 @@ pub struct TablePlan {
     pub incremental: Option<Incremental>,
 }
 
+/// How the target's schema is made.
+#[derive(Clone, Debug)]
+pub enum SchemaPlan {
+    /// Restored from the source engine's own dump, exactly (same engine, every table created).
+    Exact(Arc<dyn DumpedSchema>),
+    /// Built by barge from each table's description, translated for the target's engine;
+    /// `why_not_exact` says, for a same-engine copy, why the engine's own dump is not used.
+    Translated { why_not_exact: Option<String> },
+}
+
+impl SchemaPlan {
+    /// The dump to restore, for an exact schema.
+    pub fn dump(&self) -> Option<&dyn DumpedSchema> {
+        match self {
+            SchemaPlan::Exact(dump) => Some(dump.as_ref()),
+            SchemaPlan::Translated { .. } => None,
+        }
+    }
+}
+
 /// A validated copy plan.
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub tables: Vec<TablePlan>,
+    pub schema: SchemaPlan,
+    /// Source objects the target will not have, with the reason.
+    pub not_migrated: Vec<NotMigrated>,
 }
 
 /// Checks every table against the target and decides each table's action. Writes nothing: a
@@ -392,7 +416,7 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
             incremental,
         });
     }
-    Ok(Plan { tables })
+    Ok(Plan { tables, schema: SchemaPlan::Translated { why_not_exact: None }, not_migrated: Vec::new() })
 }
 
 #[cfg(test)]

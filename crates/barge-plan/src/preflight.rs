@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use barge_core::{EngineFactory, Error, Registry, Result, Source, Target};
 
-use crate::plan::{CopyRequest, IfExists, Plan, plan_sources, plan_targets};
+use crate::plan::{CopyRequest, IfExists, Plan, SchemaPlan, TableAction, plan_sources, plan_targets};
 
 /// A validated copy: both databases open, the plan made, nothing written.
 pub struct Preflight {
@@ -71,6 +71,46 @@ pub fn check_not_itself(source: &dyn Source, target: &dyn Target, plan: &Plan) -
     }
 }
 
+/// How the target's schema is made: a same-engine copy of every table of the source into a target
+/// that has none of them takes the engine's own dump (exact); anything else is built by barge.
+/// Dumping reads the source's catalogs only; a target that lacks what the dump needs (an
+/// extension) is refused here, before anything is written.
+pub fn plan_schema(
+    source: &dyn Source,
+    target: &dyn Target,
+    plan: &Plan,
+    same_engine: bool,
+    every_table: bool,
+) -> Result<SchemaPlan> {
+    let translated = |why: &str| Ok(SchemaPlan::Translated { why_not_exact: Some(why.to_string()) });
+    if !same_engine {
+        return Ok(SchemaPlan::Translated { why_not_exact: None });
+    }
+    let (Some(dumps), Some(restores)) = (source.schema_dump(), target.schema_restore()) else {
+        return translated("this engine has no schema dump barge can restore");
+    };
+    if !every_table {
+        return translated("only some tables are copied (--table), and the schema dump holds every table");
+    }
+    if let Some(table) = plan.tables.iter().find(|t| t.action != TableAction::Create) {
+        return translated(&format!(
+            "target table `{}` exists already, so barge creates no tables",
+            table.target_table
+        ));
+    }
+    if let Some(table) = plan.tables.iter().find(|t| t.transform.is_some() || t.target_table != t.source.name) {
+        return translated(&format!("table `{}` is renamed or transformed on its way", table.source.name));
+    }
+    let dump = match dumps.dump_schema()? {
+        Ok(dump) => dump,
+        Err(why) => return translated(&why),
+    };
+    match restores.check_restore(dump.as_ref())? {
+        Ok(()) => Ok(SchemaPlan::Exact(dump)),
+        Err(why) => translated(&why),
+    }
+}
+
 /// Refuses, before anything is written, a table whose widest row the target cannot take in one
 /// piece (MySQL's `max_allowed_packet`), naming the table, the sizes and the setting to change.
 pub fn check_row_limits(source: &dyn Source, target: &dyn Target, plan: &Plan) -> Result<()> {
@@ -126,10 +166,16 @@ pub fn preflight(
 ) -> Result<Preflight> {
     let (source_engine, target_engine) = engines(registry, from, to)?;
     let source = source_engine.open_source(from)?;
-    let source_plan = plan_sources(source.as_ref(), &request(target_engine)?)?;
+    let request = request(target_engine)?;
+    let source_plan = plan_sources(source.as_ref(), &request)?;
     let target = target_engine.open_target(to)?;
-    let plan = plan_targets(target.as_ref(), source_plan, if_exists)?;
+    let mut plan = plan_targets(target.as_ref(), source_plan, if_exists)?;
     check_not_itself(source.as_ref(), target.as_ref(), &plan)?;
+    let same_engine = source_engine.name() == target_engine.name();
+    plan.schema = plan_schema(source.as_ref(), target.as_ref(), &plan, same_engine, request.tables.is_empty())?;
+    if let Some(dump) = plan.schema.dump() {
+        plan.not_migrated.extend(dump.not_migrated());
+    }
     check_row_limits(source.as_ref(), target.as_ref(), &plan)?;
     Ok(Preflight { source_engine, target_engine, source, target, target_url: to.to_string(), plan })
 }

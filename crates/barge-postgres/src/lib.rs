@@ -23,6 +23,7 @@
 mod conn;
 /// Binary COPY → Arrow (public for the micro-benchmarks in `benches/`).
 pub mod decode;
+mod dump;
 /// Arrow → binary COPY (public for the micro-benchmarks in `benches/`).
 pub mod encode;
 pub mod ledger;

@@ -239,6 +239,10 @@ impl barge_core::Source for PgSource {
         self.url.display.clone()
     }
 
+    fn schema_dump(&self) -> Option<&dyn barge_core::SchemaDump> {
+        Some(self)
+    }
+
     fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
         Some(self)
     }
@@ -714,5 +718,11 @@ impl PgSource {
             ))
             .map_err(pg_err("looking up a table"))?;
         Ok(row.get(0))
+    }
+}
+
+impl barge_core::SchemaDump for PgSource {
+    fn dump_schema(&self) -> Result<std::result::Result<Arc<dyn barge_core::DumpedSchema>, String>> {
+        Ok(crate::dump::dump(&self.url)?.map(crate::dump::shared))
     }
 }

@@ -260,8 +260,10 @@ impl barge_core::Target for PgTarget {
                     self.qualified(table)
                 ),
                 copy: format!("COPY {stage} ({}) FROM STDIN (FORMAT binary)", names.join(", ")),
+                // Copied values of GENERATED ALWAYS identity columns go in as they are, as COPY
+                // takes them.
                 apply: format!(
-                    "INSERT INTO {} ({}) SELECT {} FROM {stage}{on_conflict}; TRUNCATE {stage}",
+                    "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {stage}{on_conflict}; TRUNCATE {stage}",
                     self.qualified(table),
                     names.join(", "),
                     cast_back.join(", ")
@@ -282,6 +284,10 @@ impl barge_core::Target for PgTarget {
     }
 
     fn schema_objects(&self) -> Option<&dyn barge_core::SchemaObjects> {
+        Some(self)
+    }
+
+    fn schema_restore(&self) -> Option<&dyn barge_core::SchemaRestore> {
         Some(self)
     }
 
@@ -311,6 +317,49 @@ impl barge_core::KeyDeletes for PgTarget {
             })?;
         }
         Ok(deleted)
+    }
+}
+
+impl barge_core::SchemaRestore for PgTarget {
+    fn check_restore(&self, dump: &dyn barge_core::DumpedSchema) -> Result<std::result::Result<(), String>> {
+        let dump = crate::dump::downcast(dump)?;
+        if dump.schema() != self.url.schema {
+            return Ok(Err(format!(
+                "the target schema `{}` is not the source's `{}` (pg_dump's objects name their schema), so the \
+                 schema is rebuilt by barge",
+                self.url.schema,
+                dump.schema()
+            )));
+        }
+        let available: Vec<String> = self.admin(|client| {
+            let rows = runtime()
+                .block_on(client.query("SELECT name::text FROM pg_available_extensions", &[]))
+                .map_err(pg_err("listing the target's extensions"))?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })?;
+        if let Some(missing) = dump.extensions().iter().find(|e| !available.contains(e)) {
+            return Err(Error::Config(format!(
+                "the source uses extension `{missing}`, which the target server {} does not have: install it there \
+                 (its package for the target's PostgreSQL version), then copy again",
+                self.url.display
+            )));
+        }
+        Ok(Ok(()))
+    }
+
+    fn restore(&self, dump: &dyn barge_core::DumpedSchema, step: barge_core::RestoreStep<'_>) -> Result<()> {
+        let dump = crate::dump::downcast(dump)?;
+        let schema_exists = self.admin(|client| {
+            let row =
+                runtime()
+                    .block_on(client.query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                        &[&self.url.schema],
+                    ))
+                    .map_err(pg_err("looking up the target schema"))?;
+            Ok(row.get::<_, bool>(0))
+        })?;
+        dump.restore(&self.url, step, schema_exists)
     }
 }
 

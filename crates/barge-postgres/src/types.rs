@@ -210,12 +210,17 @@ const PG_ALIASES: &[(&str, &str)] = &[
 
 /// Resolves an SQL type name as `format_type` writes it (`numeric(12,2)`, `integer[]`,
 /// `timestamp(3) without time zone`), or by one of its short spellings (`varchar(12)`, `int8`).
-/// `None`: not a type barge maps.
+/// Every other type (ranges, geometric types, composite and other user-defined types) travels
+/// as its text form, which the type's own input function reads back exactly ([`Codec::AsText`]):
+/// the form `pg_dump` relies on. `None`: an empty name.
 pub fn resolve(sql_type: &str) -> Option<PgColumnType> {
     let (name, array, modifier) = base_name(sql_type);
+    if name.trim().is_empty() {
+        return None;
+    }
     let name = name.to_lowercase();
     let name = PG_ALIASES.iter().find(|(alias, _)| *alias == name).map_or(name.as_str(), |(_, full)| full);
-    let codec = PG_TYPES.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)?;
+    let codec = PG_TYPES.iter().find(|(n, _)| *n == name).map_or(Codec::AsText, |(_, c)| *c);
     let numeric = match (codec, modifier) {
         (Codec::Numeric, Some(m)) => {
             let mut parts = m.split(',').map(|p| p.trim().parse::<i32>());
@@ -308,7 +313,8 @@ mod tests {
         let array = resolve("integer[]").unwrap();
         assert!(array.array);
         assert!(matches!(array.arrow(), DataType::List(_)));
-        assert_eq!(resolve("point"), None);
+        assert_eq!(resolve("point").unwrap().codec, Codec::AsText, "travels as text");
+        assert!(resolve("public.pair[]").unwrap().array);
     }
 
     #[test]

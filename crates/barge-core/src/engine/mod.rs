@@ -8,9 +8,11 @@
 //!  Source         display_name, list_tables, table,     read_range_native, column_max, notices
 //!                 key_stats, sample_keys, read_range        (provided defaults);
 //!                                                       snapshots()      → SnapshotReads  (one instant)
+//!                                                       schema_dump()    → SchemaDump     (exact schema)
 //!  Target         display_name, table_rows,             schema_objects() → SchemaObjects  (indexes,
 //!                 table_columns, column_for, table_ddl,                     identity, foreign keys)
 //!                 create_table, truncate_table, writer  key_deletes()    → KeyDeletes     (--detect-deletes)
+//!                                                       schema_restore() → SchemaRestore  (exact schema)
 //!  TableWriter    write, commit                         range_clearer()  → RangeClearer   (--resume)
 //! ```
 //!
@@ -27,12 +29,14 @@
 
 mod encode;
 mod factory;
+mod schema;
 mod source;
 mod target;
 mod transform;
 
 pub use encode::{ArrowPassthrough, BatchEncoder, Encoded, Native, TargetColumn, choose_column, logical_type};
 pub use factory::{EngineFactory, LedgerStores, Registry, ScratchSpace};
+pub use schema::{DumpedSchema, NotMigrated, RestoreStep, SchemaDump, SchemaObject, SchemaRestore};
 pub use source::{BatchSize, SnapshotInfo, SnapshotReads, Source};
 pub use target::{Conflict, KeyDeletes, RangeClearer, RowLimit, SchemaObjects, TableWriter, Target, WriteOptions};
 pub use transform::{Transform, Transformed};

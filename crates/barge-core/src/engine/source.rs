@@ -117,6 +117,11 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// Dumping the schema with the engine's own tools, for an exact same-engine copy.
+    fn schema_dump(&self) -> Option<&dyn super::SchemaDump> {
+        None
+    }
+
     /// Conversions the reads of `table` applied that a user must hear about (e.g. "column `d`: 3
     /// zero dates read as NULL"), one line each; reported with the table and logged.
     fn notices(&self, table: &str) -> Vec<crate::Notice> {

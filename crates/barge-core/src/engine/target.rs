@@ -64,6 +64,11 @@ pub trait Target: Send + Sync {
         None
     }
 
+    /// Restoring a same-engine source's schema dump exactly.
+    fn schema_restore(&self) -> Option<&dyn super::SchemaRestore> {
+        None
+    }
+
     /// Deleting rows by key (incremental tables' `--detect-deletes`).
     fn key_deletes(&self) -> Option<&dyn KeyDeletes> {
         None

@@ -35,6 +35,11 @@ impl TableCopy<'_> {
     /// backoff: engines build idempotently (what an earlier attempt built is kept).
     fn finish(&self) -> Result<()> {
         if self.needs_finishing()
+            && let Some(dump) = self.run.schema
+        {
+            let restorer = crate::copy::prepare::restorer(self.run.target)?;
+            restorer.restore(dump, barge_core::RestoreStep::TableObjects(&self.table.target_table))?;
+        } else if self.needs_finishing()
             && let Some(objects) = self.run.target.schema_objects()
         {
             crate::retry::retrying(self.run.options.retries, self.name(), "building its key and indexes", || {
@@ -56,6 +61,7 @@ impl TableCopy<'_> {
     /// Whether verification reads the target while its key and indexes build.
     fn overlaps(&self) -> bool {
         self.needs_finishing()
+            && self.run.schema.is_none()
             && self.compare
             && self.table.incremental.is_none()
             && self.buckets.is_some()

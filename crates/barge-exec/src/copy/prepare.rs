@@ -1,7 +1,7 @@
 //! Before the first row moves: each table's ranges (as planned now, or as the interrupted run
 //! planned them), the capabilities the run needs, and the target tables created or emptied.
 
-use barge_core::{Conflict, Error, KeyRange, Result, Target};
+use barge_core::{Conflict, Error, KeyRange, RestoreStep, Result, SchemaRestore, Target};
 use barge_plan::{Plan, TableAction};
 
 use crate::ExecOptions;
@@ -50,6 +50,11 @@ pub(crate) fn layouts(plan: &Plan, options: &ExecOptions) -> Result<Vec<Layout>>
     Ok(layouts)
 }
 
+/// The target's restore of an exact schema (planned only for targets that have it).
+pub(crate) fn restorer(target: &dyn Target) -> Result<&dyn SchemaRestore> {
+    target.schema_restore().ok_or_else(|| Error::unsupported(target.display_name(), "restore a schema dump"))
+}
+
 /// Refuses, before anything is written, a run that needs a capability the target lacks.
 pub(crate) fn check_capabilities(target: &dyn Target, plan: &Plan, options: &ExecOptions) -> Result<()> {
     if options.foreign_keys && target.schema_objects().is_none() {
@@ -62,10 +67,15 @@ pub(crate) fn check_capabilities(target: &dyn Target, plan: &Plan, options: &Exe
     Ok(())
 }
 
-/// Creates or empties the target tables as planned.
+/// Creates or empties the target tables as planned: an exact schema restores the source's own
+/// dump of its types, functions and tables (in one transaction) instead of barge's DDL.
 pub(crate) fn prepare_targets(target: &dyn Target, plan: &Plan) -> Result<()> {
+    if let Some(dump) = plan.schema.dump() {
+        restorer(target)?.restore(dump, RestoreStep::Tables)?;
+    }
     for table in &plan.tables {
         match table.action {
+            TableAction::Create if plan.schema.dump().is_some() => {}
             TableAction::Create => {
                 let columns: Vec<_> = table.columns.iter().map(|c| (c.field.clone(), c.target.clone())).collect();
                 let key: Vec<String> = table.output.key_columns().into_iter().map(str::to_string).collect();

@@ -4,12 +4,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use barge_core::{Result, SnapshotInfo, Source, Target};
+use barge_core::{DumpedSchema, RestoreStep, Result, SnapshotInfo, Source, Target};
 use barge_plan::{Plan, TableAction};
 
 use crate::ExecOptions;
 use crate::context::{Ctx, cpu_pool};
-use crate::copy::prepare::{check_capabilities, layouts, prepare_targets};
+use crate::copy::prepare::{check_capabilities, layouts, prepare_targets, restorer};
 use crate::copy::table::TableCopy;
 use crate::progress::Progress;
 use crate::report::CopyReport;
@@ -20,6 +20,8 @@ pub(crate) struct CopyRun<'a> {
     pub target: &'a dyn Target,
     pub target_reader: &'a (dyn Fn() -> Result<Arc<dyn Source>> + Sync),
     pub options: &'a ExecOptions,
+    /// The source's own schema dump, when the schema is restored exactly.
+    pub schema: Option<&'a dyn DumpedSchema>,
     pub ctx: Ctx<'a>,
     /// The target opened for reading, once the first verification needs it.
     reader: OnceLock<Arc<dyn Source>>,
@@ -59,6 +61,7 @@ pub fn copy(
         target,
         target_reader,
         options,
+        schema: plan.schema.dump(),
         ctx: Ctx { pool: &pool, workers: options.workers, batch: options.batch(), progress },
         reader: OnceLock::new(),
         run_rejected: AtomicU64::new(0),
@@ -78,7 +81,17 @@ pub fn copy(
             Err(error) => return Err(error),
         }
     }
-    if options.foreign_keys
+    let all_copied = reports.iter().all(|r| r.error.is_none());
+    if let Some(dump) = plan.schema.dump() {
+        // The dump's foreign keys reference any table: added once every table is in.
+        let restorer = restorer(target)?;
+        if options.foreign_keys && all_copied {
+            restorer.restore(dump, RestoreStep::ForeignKeys)?;
+        } else if options.foreign_keys {
+            tracing::warn!("foreign keys not added: a table failed (copy again with --resume once it is fixed)");
+        }
+        restorer.restore(dump, RestoreStep::Last)?;
+    } else if options.foreign_keys
         && let Some(objects) = target.schema_objects()
     {
         let copied = |name: &str| reports.iter().any(|r| r.table == name && r.error.is_none());
@@ -87,7 +100,7 @@ pub fn copy(
         }
     }
     // A run with a failed table is not finished: `--resume` completes it after the fix.
-    if let Some(ledger) = options.ledger.as_ref().filter(|_| reports.iter().all(|r| r.error.is_none())) {
+    if let Some(ledger) = options.ledger.as_ref().filter(|_| all_copied) {
         ledger.finish()?;
     }
     let mut snapshot = snapshot;
