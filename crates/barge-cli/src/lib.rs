@@ -270,8 +270,12 @@ struct CopyArgs {
     /// Skip verification.
     #[arg(long)]
     no_verify: bool,
-    /// Also recreate the source's foreign keys (after every table is loaded).
-    #[arg(long)]
+    /// Do not recreate the source's foreign keys (they are added, with their actions, after every
+    /// table is loaded).
+    #[arg(long, conflicts_with = "foreign_keys")]
+    no_foreign_keys: bool,
+    /// Foreign keys are recreated by default; kept for scripts that ask for them.
+    #[arg(long, hide = true)]
     foreign_keys: bool,
     /// Stop at the first table that fails, instead of reporting it and copying the others.
     #[arg(long)]
@@ -678,7 +682,7 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
     };
     let progress = render::progress();
     let options = ExecOptions {
-        foreign_keys: args.foreign_keys,
+        foreign_keys: !args.no_foreign_keys,
         retries: args.retries,
         ledger,
         snapshot_lock: !args.no_lock,
@@ -748,6 +752,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         if_exists: IfExistsArg::Fail,
         no_verify: false,
         // SQLite cannot add foreign keys to loaded tables; the demo's target is SQLite.
+        no_foreign_keys: true,
         foreign_keys: false,
         no_lock: false,
         fail_fast: false,

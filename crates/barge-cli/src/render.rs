@@ -199,6 +199,7 @@ pub fn copy_summary(report: &CopyReport) -> String {
             out.push_str("    verified against the source as transformed by the pipeline\n");
         }
     }
+    out.push_str(&schema_lines(report.schema.as_ref(), &report.not_migrated));
     match &report.snapshot {
         Some(snapshot) if snapshot.consistent => out.push_str(&format!("source as of {}\n", snapshot.detail)),
         Some(snapshot) => out
@@ -224,6 +225,28 @@ pub fn copy_summary(report: &CopyReport) -> String {
         report.seconds,
         thousands(report.rows_per_s as u64)
     ));
+    out
+}
+
+/// How the schema was made, and every object not migrated, one line each.
+pub fn schema_lines(schema: Option<&barge_exec::SchemaReport>, not_migrated: &[barge_core::NotMigrated]) -> String {
+    let mut out = String::new();
+    match schema {
+        Some(s) if s.mode == "exact" => {
+            out.push_str(&format!("schema: exact, the source's own dump restored ({})\n", s.counts()));
+        }
+        Some(s) => {
+            out.push_str("schema: translated by barge");
+            if let Some(why) = &s.why_not_exact {
+                out.push_str(&format!(" (not exact: {why})"));
+            }
+            out.push('\n');
+        }
+        None => {}
+    }
+    for object in not_migrated {
+        out.push_str(&format!("  not migrated: {object}\n"));
+    }
     out
 }
 

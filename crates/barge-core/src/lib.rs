@@ -55,6 +55,12 @@ pub const META_IDENTITY: &str = "barge.identity";
 /// Field metadata key holding a column default that every engine understands: a literal as
 /// [`types::portable_default`] normalises it.
 pub const META_DEFAULT: &str = "barge.default";
+/// Field metadata key holding a column default barge does not translate (its source expression),
+/// so that the plan lists it as not migrated.
+pub const META_DEFAULT_UNTRANSLATED: &str = "barge.default_untranslated";
+/// Field metadata key marking a MySQL `ON UPDATE CURRENT_TIMESTAMP` column (its expression),
+/// which has no column-level counterpart elsewhere: listed as not migrated.
+pub const META_ON_UPDATE: &str = "barge.on_update";
 /// Field metadata key naming what a column holds beyond its Arrow type, the same in every engine:
 /// `json` for JSON documents carried as text (PostgreSQL json/jsonb, MySQL json, SQLite JSON),
 /// `uuid` for UUIDs carried as text (PostgreSQL uuid).

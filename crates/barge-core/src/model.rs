@@ -160,11 +160,36 @@ pub struct IndexInfo {
 }
 
 /// A foreign key: `columns` of this table reference `ref_columns` of `ref_table`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForeignKeyInfo {
+    /// The constraint's name, kept in the target where the engine names constraints.
+    #[serde(default)]
+    pub name: Option<String>,
     pub columns: Vec<String>,
     pub ref_table: String,
     pub ref_columns: Vec<String>,
+    /// The referential actions in standard SQL (`CASCADE`, `SET NULL`, `SET DEFAULT`,
+    /// `RESTRICT`, `NO ACTION`), said explicitly in the target (MariaDB's default is RESTRICT,
+    /// PostgreSQL's NO ACTION); `None`: unknown, the target's default.
+    #[serde(default)]
+    pub on_delete: Option<String>,
+    #[serde(default)]
+    pub on_update: Option<String>,
+}
+
+impl ForeignKeyInfo {
+    /// An action as SQL spells it, from the forms catalogs give (`CASCADE`, `SET_NULL`, `c`,
+    /// `NO ACTION`, `a`); `None` for an unknown form.
+    pub fn action(spelled: &str) -> Option<String> {
+        match spelled.trim().to_ascii_uppercase().replace('_', " ").as_str() {
+            "NO ACTION" | "A" => Some("NO ACTION".into()),
+            "CASCADE" | "C" => Some("CASCADE".into()),
+            "SET NULL" | "N" => Some("SET NULL".into()),
+            "SET DEFAULT" | "D" => Some("SET DEFAULT".into()),
+            "RESTRICT" | "R" => Some("RESTRICT".into()),
+            _ => None,
+        }
+    }
 }
 
 impl TableInfo {

@@ -150,14 +150,37 @@ pub fn fidelity(from: &DataType, to: &DataType) -> Fidelity {
     }
 }
 
-/// A column default as a literal every engine accepts (a number, a single-quoted string, TRUE or
-/// FALSE), from a default expression as an engine prints it (`'pending'::character varying`,
-/// `0`, `(1.5)`). `None` for anything else (functions, `CURRENT_TIMESTAMP`, NULL, expressions),
-/// which a target would interpret differently or not at all.
+/// [`portable_default`]'s token for the current date and time (`now()`, `CURRENT_TIMESTAMP`,
+/// MariaDB's `current_timestamp()`), which each target spells its own way.
+pub const DEFAULT_NOW: &str = "CURRENT_TIMESTAMP";
+/// [`portable_default`]'s token for the current date (`CURRENT_DATE`, `curdate()`).
+pub const DEFAULT_TODAY: &str = "CURRENT_DATE";
+/// [`portable_default`]'s token for a new random UUID (`gen_random_uuid()`, `uuid()`).
+pub const DEFAULT_UUID: &str = "UUID()";
+
+/// A column default every engine can have, from a default expression as an engine prints it: a
+/// literal (a number, a single-quoted string, TRUE or FALSE: `'pending'::character varying`, `0`,
+/// `(1.5)`), or one of the tokens [`DEFAULT_NOW`], [`DEFAULT_TODAY`], [`DEFAULT_UUID`] for the
+/// common functions. `None` for anything else (other functions, NULL, expressions), which a
+/// target would interpret differently or not at all: the copy lists those as not migrated.
 pub fn portable_default(expression: &str) -> Option<String> {
     let mut e = expression.trim();
     while let Some(inner) = e.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
         e = inner.trim();
+    }
+    let function = e.to_ascii_lowercase();
+    let function = function.split('(').next().unwrap_or_default().trim();
+    let call_args = e.find('(').map(|open| &e[open..]);
+    let bare_call = call_args.is_none_or(|args| args.starts_with('(') && args.ends_with(')'));
+    if bare_call {
+        match function {
+            "now" | "current_timestamp" | "localtimestamp" | "transaction_timestamp" | "statement_timestamp" => {
+                return Some(DEFAULT_NOW.into());
+            }
+            "current_date" | "curdate" => return Some(DEFAULT_TODAY.into()),
+            "gen_random_uuid" | "uuid" | "uuid_generate_v4" => return Some(DEFAULT_UUID.into()),
+            _ => {}
+        }
     }
     // A trailing cast to a named type (PostgreSQL prints literals that way) does not change the value.
     if let Some(at) = e.rfind("::")
@@ -182,10 +205,97 @@ pub fn portable_default(expression: &str) -> Option<String> {
     (!unescaped.contains('\'')).then(|| format!("'{quoted}'"))
 }
 
+/// Records a column's default `expression` (as the source's catalog prints it) in field
+/// `metadata`: its [`portable_default`] as [`crate::META_DEFAULT`], or, when it has none, the
+/// expression as [`crate::META_DEFAULT_UNTRANSLATED`] (an explicit NULL default is no default).
+pub fn record_default(expression: Option<&str>, metadata: &mut std::collections::HashMap<String, String>) {
+    let Some(expression) = expression.map(str::trim).filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("null"))
+    else {
+        return;
+    };
+    match portable_default(expression) {
+        Some(portable) => metadata.insert(crate::META_DEFAULT.to_string(), portable),
+        None => metadata.insert(crate::META_DEFAULT_UNTRANSLATED.to_string(), expression.to_string()),
+    };
+}
+
+/// The declared length of a character column (`varchar(120)`, `character varying(120)`,
+/// `NVARCHAR(120)`, `char(4)`), from its source's native type ([`crate::META_NATIVE_TYPE`]): what
+/// a target of another engine keeps as `varchar(n)`.
+pub fn max_chars(field: &arrow_schema::Field) -> Option<u32> {
+    if !matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+        return None;
+    }
+    let native = field.metadata().get(crate::META_NATIVE_TYPE)?.to_ascii_lowercase();
+    let (name, rest) = native.split_once('(')?;
+    let known = ["character varying", "varchar", "nvarchar", "varchar2", "character", "char", "nchar", "bpchar"];
+    if !known.contains(&name.trim()) {
+        return None;
+    }
+    rest.split(')').next()?.trim().parse().ok().filter(|n| *n > 0)
+}
+
+/// A column's default as `render` spells the [`portable_default`] it carries
+/// ([`crate::META_DEFAULT`]) for the target: a literal as is, except 0/1 for a boolean column
+/// (MySQL's `tinyint(1) DEFAULT 1`), which is FALSE/TRUE; a token through `render`, which returns
+/// `None` when the target column cannot have it.
+pub fn default_sql(field: &arrow_schema::Field, render: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let default = field.metadata().get(crate::META_DEFAULT)?;
+    if [DEFAULT_NOW, DEFAULT_TODAY, DEFAULT_UUID].contains(&default.as_str()) {
+        return render(default);
+    }
+    if field.data_type() == &DataType::Boolean {
+        return match default.trim_matches('\'') {
+            "0" => Some("FALSE".into()),
+            "1" => Some("TRUE".into()),
+            _ => Some(default.clone()),
+        };
+    }
+    Some(default.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use DataType::*;
+
+    #[test]
+    fn character_columns_keep_their_declared_length() {
+        let field = |native: &str, t: DataType| {
+            arrow_schema::Field::new("c", t, true)
+                .with_metadata(std::collections::HashMap::from([(crate::META_NATIVE_TYPE.to_string(), native.into())]))
+        };
+        assert_eq!(max_chars(&field("character varying(120)", Utf8)), Some(120));
+        assert_eq!(max_chars(&field("NVARCHAR(40)", Utf8)), Some(40));
+        assert_eq!(max_chars(&field("char(4)", Utf8)), Some(4));
+        assert_eq!(max_chars(&field("varchar(10)", Binary)), None);
+        assert_eq!(max_chars(&field("numeric(10,2)", Utf8)), None);
+        assert_eq!(max_chars(&field("text", Utf8)), None);
+    }
+
+    #[test]
+    fn the_common_default_functions_become_tokens() {
+        for now in ["now()", "CURRENT_TIMESTAMP", "current_timestamp()", "current_timestamp(6)", "(now())"] {
+            assert_eq!(portable_default(now).as_deref(), Some(DEFAULT_NOW), "{now}");
+        }
+        assert_eq!(portable_default("curdate()").as_deref(), Some(DEFAULT_TODAY));
+        assert_eq!(portable_default("gen_random_uuid()").as_deref(), Some(DEFAULT_UUID));
+        assert_eq!(portable_default("uuid()").as_deref(), Some(DEFAULT_UUID));
+        assert_eq!(portable_default("nextval('s'::regclass)"), None);
+        assert_eq!(portable_default("now() + '1 day'::interval"), None);
+        let boolean = |d: &str| {
+            arrow_schema::Field::new("b", Boolean, true)
+                .with_metadata(std::collections::HashMap::from([(crate::META_DEFAULT.to_string(), d.to_string())]))
+        };
+        assert_eq!(default_sql(&boolean("1"), |_| None).as_deref(), Some("TRUE"));
+        assert_eq!(default_sql(&boolean("'0'"), |_| None).as_deref(), Some("FALSE"));
+        assert_eq!(default_sql(&boolean("TRUE"), |_| None).as_deref(), Some("TRUE"));
+        let now = arrow_schema::Field::new("t", Utf8, true).with_metadata(std::collections::HashMap::from([(
+            crate::META_DEFAULT.to_string(),
+            DEFAULT_NOW.to_string(),
+        )]));
+        assert_eq!(default_sql(&now, |t| Some(format!("<{t}>"))).as_deref(), Some("<CURRENT_TIMESTAMP>"));
+    }
 
     #[test]
     fn widening_integers_is_exact_and_narrowing_is_lossy() {
@@ -215,15 +325,14 @@ mod tests {
     }
 
     #[test]
-    fn only_literal_defaults_are_portable() {
+    fn literal_defaults_are_portable_and_other_expressions_are_not() {
         assert_eq!(portable_default("'pending'::character varying").as_deref(), Some("'pending'"));
         assert_eq!(portable_default("'it''s'::text").as_deref(), Some("'it''s'"));
         assert_eq!(portable_default("0").as_deref(), Some("0"));
         assert_eq!(portable_default("(-1.5)").as_deref(), Some("-1.5"));
         assert_eq!(portable_default("'0'::numeric").as_deref(), Some("'0'"));
         assert_eq!(portable_default("true").as_deref(), Some("TRUE"));
-        for not_portable in ["now()", "CURRENT_TIMESTAMP", "nextval('s'::regclass)", "NULL", "1 + 1", "'a' || 'b'", ""]
-        {
+        for not_portable in ["nextval('s'::regclass)", "NULL", "1 + 1", "'a' || 'b'", ""] {
             assert_eq!(portable_default(not_portable), None, "{not_portable}");
         }
     }

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
-use barge_core::types::portable_default;
+use barge_core::types::record_default;
 use barge_core::{
-    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, META_DEFAULT, META_ENGINE,
-    META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Result, Scalar, TableInfo,
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, META_ENGINE, META_IDENTITY,
+    META_LOGICAL, META_NATIVE_TYPE, Result, Scalar, TableInfo,
 };
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -306,8 +306,12 @@ impl MySource {
             }
             if text(&row[4]).contains("auto_increment") {
                 metadata.insert(META_IDENTITY.to_string(), "true".to_string());
-            } else if let Some(literal) = row[5].as_ref().and_then(|d| portable_default(&String::from_utf8_lossy(d))) {
-                metadata.insert(META_DEFAULT.to_string(), literal);
+            } else {
+                let default = row[5].as_ref().map(|d| String::from_utf8_lossy(d).into_owned());
+                record_default(default.as_deref(), &mut metadata);
+            }
+            if let Some(on_update) = text(&row[4]).to_ascii_lowercase().split_once("on update ") {
+                metadata.insert(barge_core::META_ON_UPDATE.to_string(), on_update.1.trim().to_string());
             }
             fields.push(Field::new(column, kind.arrow(), text(&row[3]) == "YES").with_metadata(metadata));
         }
@@ -349,10 +353,14 @@ impl MySource {
         let mut foreign_keys: Vec<(String, ForeignKeyInfo)> = Vec::new();
         for row in conn.rows(
             &format!(
-                "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME
-                 FROM information_schema.KEY_COLUMN_USAGE
-                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table} AND REFERENCED_TABLE_NAME IS NOT NULL
-                 ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION"
+                "SELECT k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME,
+                        r.DELETE_RULE, r.UPDATE_RULE
+                 FROM information_schema.KEY_COLUMN_USAGE k
+                 JOIN information_schema.REFERENTIAL_CONSTRAINTS r
+                   ON r.CONSTRAINT_SCHEMA = k.TABLE_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME
+                      AND r.TABLE_NAME = k.TABLE_NAME
+                 WHERE k.TABLE_SCHEMA = DATABASE() AND k.TABLE_NAME = {table} AND k.REFERENCED_TABLE_NAME IS NOT NULL
+                 ORDER BY k.CONSTRAINT_NAME, k.ORDINAL_POSITION"
             ),
             "describing foreign keys",
         )? {
@@ -363,11 +371,14 @@ impl MySource {
                     fk.ref_columns.push(text(&row[3]));
                 }
                 None => foreign_keys.push((
-                    constraint,
+                    constraint.clone(),
                     ForeignKeyInfo {
+                        name: Some(constraint),
                         columns: vec![text(&row[1])],
                         ref_table: text(&row[2]),
                         ref_columns: vec![text(&row[3])],
+                        on_delete: ForeignKeyInfo::action(&text(&row[4])),
+                        on_update: ForeignKeyInfo::action(&text(&row[5])),
                     },
                 )),
             }

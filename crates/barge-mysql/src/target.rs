@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Conflict, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT, META_IDENTITY,
-    Result, TableInfo, TableWriter, TargetColumn, WriteOptions, choose_column,
+    BatchEncoder, Conflict, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, LOGICAL_UUID, META_IDENTITY, Result,
+    TableInfo, TableWriter, TargetColumn, WriteOptions, choose_column,
 };
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
@@ -113,9 +113,11 @@ impl barge_core::Target for MyTarget {
             "MySQL",
             table,
             field,
-            |logical, data_type| match logical {
-                Some(LOGICAL_JSON) => Some("json".into()),
-                Some(LOGICAL_UUID) => Some("char(36)".into()),
+            |logical, data_type| match (logical, barge_core::types::max_chars(field)) {
+                (Some(LOGICAL_JSON), _) => Some("json".into()),
+                (Some(LOGICAL_UUID), _) => Some("char(36)".into()),
+                // A declared length is kept where a utf8mb4 varchar can hold it (65,535 bytes).
+                (None, Some(n)) if n <= 16_383 => Some(format!("varchar({n})")),
                 // Text and blobs get the unbounded type here; `create_table` bounds key columns,
                 // which MySQL can only index with a bounded type.
                 _ if can_encode(data_type) => column_type_for_arrow(data_type, false),
@@ -136,7 +138,9 @@ impl barge_core::Target for MyTarget {
                     (_, other) => other.to_string(),
                 };
                 let not_null = if f.is_nullable() { "" } else { " NOT NULL" };
-                let default = f.metadata().get(META_DEFAULT).map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+                let default = barge_core::types::default_sql(f, |token| mysql_default(token, &native))
+                    .map(|d| format!(" DEFAULT {d}"))
+                    .unwrap_or_default();
                 // A comment (array columns name their element type in one) goes last.
                 let (native, comment) = match native.split_once(" COMMENT ") {
                     Some((native, comment)) => (native.to_string(), format!(" COMMENT {comment}")),
@@ -346,16 +350,9 @@ impl barge_core::SchemaObjects for MyTarget {
 
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[ForeignKeyInfo]) -> Result<()> {
         let mut conn = self.conn()?;
-        let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
         for fk in foreign_keys {
             conn.exec(
-                &format!(
-                    "ALTER TABLE {} ADD FOREIGN KEY ({}) REFERENCES {} ({})",
-                    quote(table),
-                    list(&fk.columns),
-                    quote(&fk.ref_table),
-                    list(&fk.ref_columns)
-                ),
+                &barge_sql::add_foreign_key(&quote(table), &quote(&fk.ref_table), fk, quote),
                 "adding a foreign key",
             )?;
         }
@@ -574,5 +571,22 @@ impl barge_core::RangeClearer for MyWriter {
         }
         self.conn.exec(&format!("DELETE FROM {} WHERE {predicate}", quote(&self.table)), "clearing a range")?;
         Ok(self.conn.conn.affected_rows())
+    }
+}
+
+/// MySQL's spelling of a portable default function for a column of type `native`, where the
+/// column can have it (`CURRENT_TIMESTAMP` only on datetime and timestamp columns, at their
+/// fractional precision).
+fn mysql_default(token: &str, native: &str) -> Option<String> {
+    use barge_core::types::{DEFAULT_NOW, DEFAULT_TODAY, DEFAULT_UUID};
+    let native = native.to_ascii_lowercase();
+    let precision = native.split_once('(').map(|(_, p)| format!("({}", p.split_once(')').map_or(p, |(p, _)| p)));
+    match token {
+        DEFAULT_NOW if native.starts_with("datetime") || native.starts_with("timestamp") => {
+            Some(format!("CURRENT_TIMESTAMP{}", precision.map(|p| format!("{p})")).unwrap_or_default()))
+        }
+        DEFAULT_TODAY if native == "date" => Some("(curdate())".into()),
+        DEFAULT_UUID if native.contains("char") || native.contains("text") => Some("(uuid())".into()),
+        _ => None,
     }
 }

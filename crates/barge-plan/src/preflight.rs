@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use barge_core::{EngineFactory, Error, Registry, Result, Source, Target};
+use barge_core::{EngineFactory, Error, NotMigrated, Registry, Result, Source, Target};
 
 use crate::plan::{CopyRequest, IfExists, Plan, SchemaPlan, TableAction, plan_sources, plan_targets};
 
@@ -69,6 +69,32 @@ pub fn check_not_itself(source: &dyn Source, target: &dyn Target, plan: &Plan) -
         ))),
         None => Ok(()),
     }
+}
+
+/// What barge's own DDL leaves out of created tables: defaults it does not translate, and
+/// MySQL's `ON UPDATE` clauses.
+fn untranslated(plan: &Plan, target: String) -> Vec<NotMigrated> {
+    let mut lost = Vec::new();
+    for table in plan.tables.iter().filter(|t| t.action == TableAction::Create) {
+        for field in table.output.schema.fields() {
+            let name = format!("{}.{}", table.target_table, field.name());
+            if let Some(expression) = field.metadata().get(barge_core::META_DEFAULT_UNTRANSLATED) {
+                lost.push(NotMigrated::new(
+                    "default",
+                    name.clone(),
+                    format!("`{expression}` is not an expression barge translates; the column has no default"),
+                ));
+            }
+            if let Some(expression) = field.metadata().get(barge_core::META_ON_UPDATE) {
+                lost.push(NotMigrated::new(
+                    "on update",
+                    name,
+                    format!("`ON UPDATE {expression}` has no column-level counterpart in {target}"),
+                ));
+            }
+        }
+    }
+    lost
 }
 
 /// How the target's schema is made: a same-engine copy of every table of the source into a target
@@ -173,8 +199,9 @@ pub fn preflight(
     check_not_itself(source.as_ref(), target.as_ref(), &plan)?;
     let same_engine = source_engine.name() == target_engine.name();
     plan.schema = plan_schema(source.as_ref(), target.as_ref(), &plan, same_engine, request.tables.is_empty())?;
-    if let Some(dump) = plan.schema.dump() {
-        plan.not_migrated.extend(dump.not_migrated());
+    match plan.schema.dump() {
+        Some(dump) => plan.not_migrated.extend(dump.not_migrated()),
+        None => plan.not_migrated.extend(untranslated(&plan, target.display_name())),
     }
     check_row_limits(source.as_ref(), target.as_ref(), &plan)?;
     Ok(Preflight { source_engine, target_engine, source, target, target_url: to.to_string(), plan })

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema};
-use barge_core::types::portable_default;
+use barge_core::types::record_default;
 use barge_core::{
-    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, LOGICAL_UUID, META_DEFAULT,
-    META_ENGINE, META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Native, Result, Scalar, TableInfo,
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, LOGICAL_UUID, META_ENGINE,
+    META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Native, Result, Scalar, TableInfo,
 };
 use futures_util::StreamExt;
 use tokio_postgres::Client;
@@ -225,7 +225,8 @@ SELECT rc.relname::text,
        array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY AS k(n, o)
              JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o),
        array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY AS k(n, o)
-             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o),
+       c.conname::text, c.confdeltype::text, c.confupdtype::text
 FROM pg_constraint c JOIN pg_class rc ON rc.oid = c.confrelid
 WHERE c.conrelid = $1 AND c.contype = 'f'
 ORDER BY c.conname";
@@ -313,8 +314,8 @@ impl barge_core::Source for PgSource {
                 }
                 if row.get::<_, bool>(5) {
                     metadata.insert(META_IDENTITY.to_string(), "true".to_string());
-                } else if let Some(literal) = row.get::<_, Option<String>>(6).as_deref().and_then(portable_default) {
-                    metadata.insert(META_DEFAULT.to_string(), literal);
+                } else {
+                    record_default(row.get::<_, Option<String>>(6).as_deref(), &mut metadata);
                 }
                 let not_null: bool = row.get(3);
                 fields.push(Field::new(column, resolved.arrow(), !not_null).with_metadata(metadata));
@@ -357,7 +358,14 @@ impl barge_core::Source for PgSource {
                 .block_on(client.query(FOREIGN_KEYS, &[&oid]))
                 .map_err(pg_err("describing foreign keys"))?
                 .iter()
-                .map(|r| ForeignKeyInfo { ref_table: r.get(0), columns: r.get(1), ref_columns: r.get(2) })
+                .map(|r| ForeignKeyInfo {
+                    ref_table: r.get(0),
+                    columns: r.get(1),
+                    ref_columns: r.get(2),
+                    name: Some(r.get(3)),
+                    on_delete: ForeignKeyInfo::action(r.get(4)),
+                    on_update: ForeignKeyInfo::action(r.get(5)),
+                })
                 .collect();
             Ok(TableInfo {
                 name: name.into(),

@@ -48,6 +48,29 @@ pub fn delete_statements(
         .collect()
 }
 
+/// `ALTER TABLE t ADD [CONSTRAINT name] FOREIGN KEY (…) REFERENCES r (…) [ON DELETE …] [ON
+/// UPDATE …]` in standard SQL; `table` and `ref_table` come quoted and qualified.
+pub fn add_foreign_key(
+    table: &str,
+    ref_table: &str,
+    fk: &barge_core::ForeignKeyInfo,
+    quote: impl Fn(&str) -> String,
+) -> String {
+    let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    let name = fk.name.as_ref().map(|n| format!("CONSTRAINT {} ", quote(n))).unwrap_or_default();
+    let mut sql = format!(
+        "ALTER TABLE {table} ADD {name}FOREIGN KEY ({}) REFERENCES {ref_table} ({})",
+        list(&fk.columns),
+        list(&fk.ref_columns)
+    );
+    for (event, action) in [("DELETE", &fk.on_delete), ("UPDATE", &fk.on_update)] {
+        if let Some(action) = action {
+            sql.push_str(&format!(" ON {event} {action}"));
+        }
+    }
+    sql
+}
+
 /// The standard SQL `ON CONFLICT (key) DO NOTHING | DO UPDATE SET c = excluded.c` clause of a
 /// writer's conflict mode (empty for [`Conflict::Error`]). `columns` are the columns written,
 /// `quote` quotes an identifier.
@@ -76,6 +99,30 @@ pub fn on_conflict_clause(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn foreign_keys_keep_their_name_and_actions() {
+        let fk = barge_core::ForeignKeyInfo {
+            name: Some("fk_a".into()),
+            columns: vec!["a".into(), "b".into()],
+            ref_table: "r".into(),
+            ref_columns: vec!["x".into(), "y".into()],
+            on_delete: barge_core::ForeignKeyInfo::action("c"),
+            on_update: barge_core::ForeignKeyInfo::action("SET_NULL"),
+        };
+        let q = |s: &str| format!("\"{s}\"");
+        assert_eq!(
+            add_foreign_key("t", "r", &fk, q),
+            "ALTER TABLE t ADD CONSTRAINT \"fk_a\" FOREIGN KEY (\"a\", \"b\") REFERENCES r (\"x\", \"y\") ON DELETE CASCADE ON UPDATE SET NULL"
+        );
+        let plain = barge_core::ForeignKeyInfo { name: None, on_delete: None, on_update: None, ..fk };
+        assert_eq!(
+            add_foreign_key("t", "r", &plain, q),
+            "ALTER TABLE t ADD FOREIGN KEY (\"a\", \"b\") REFERENCES r (\"x\", \"y\")"
+        );
+        assert_eq!(barge_core::ForeignKeyInfo::action("a").as_deref(), Some("NO ACTION"));
+        assert_eq!(barge_core::ForeignKeyInfo::action("x"), None);
+    }
 
     #[test]
     fn deletes_come_in_chunks_of_literal_tuples() {

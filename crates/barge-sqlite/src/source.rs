@@ -12,10 +12,10 @@ use arrow_buffer::{NullBufferBuilder, OffsetBuffer};
 use arrow_schema::{DataType, FieldRef};
 use arrow_schema::{Field, Schema};
 use barge_core::model::display_key;
-use barge_core::types::portable_default;
+use barge_core::types::record_default;
 use barge_core::{
-    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, META_DEFAULT, META_ENGINE,
-    META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Result, Scalar, TableInfo,
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, META_ENGINE, META_IDENTITY,
+    META_LOGICAL, META_NATIVE_TYPE, Result, Scalar, TableInfo,
 };
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
@@ -138,13 +138,14 @@ fn describe_constraints(conn: &Connection, table: &str) -> Result<(Vec<IndexInfo
     let mut fks = conn
         .prepare(&format!("PRAGMA foreign_key_list({})", quote(table)))
         .map_err(sqlite_err("describing foreign keys"))?;
-    let rows: Vec<(i64, String, String, Option<String>)> = fks
-        .query_map([], |r| Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+    type FkRow = (i64, String, String, Option<String>, String, String);
+    let rows: Vec<FkRow> = fks
+        .query_map([], |r| Ok((r.get(0)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
         .map_err(sqlite_err("describing foreign keys"))?
         .collect::<rusqlite::Result<_>>()
         .map_err(sqlite_err("describing foreign keys"))?;
     let mut foreign_keys: Vec<(i64, ForeignKeyInfo)> = Vec::new();
-    for (id, ref_table, from, to) in rows {
+    for (id, ref_table, from, to, on_update, on_delete) in rows {
         // A missing `to` means the referenced table's primary key; barge needs it named.
         let Some(to) = to else {
             tracing::warn!("table `{table}`: a foreign key to `{ref_table}` names no columns and is not recreated");
@@ -155,7 +156,17 @@ fn describe_constraints(conn: &Connection, table: &str) -> Result<(Vec<IndexInfo
                 fk.columns.push(from);
                 fk.ref_columns.push(to);
             }
-            None => foreign_keys.push((id, ForeignKeyInfo { columns: vec![from], ref_table, ref_columns: vec![to] })),
+            None => foreign_keys.push((
+                id,
+                ForeignKeyInfo {
+                    name: None,
+                    columns: vec![from],
+                    ref_table,
+                    ref_columns: vec![to],
+                    on_delete: ForeignKeyInfo::action(&on_delete),
+                    on_update: ForeignKeyInfo::action(&on_update),
+                },
+            )),
         }
     }
     Ok((indexes, foreign_keys.into_iter().map(|(_, fk)| fk).collect()))
@@ -261,9 +272,7 @@ impl barge_core::Source for SqliteSource {
                 if metadata[META_NATIVE_TYPE].trim().eq_ignore_ascii_case("json") {
                     metadata.insert(META_LOGICAL.to_string(), LOGICAL_JSON.to_string());
                 }
-                if let Some(literal) = default.as_deref().and_then(portable_default) {
-                    metadata.insert(META_DEFAULT.to_string(), literal);
-                }
+                record_default(default.as_deref(), &mut metadata);
                 // SQLite lets primary-key columns hold NULL unless declared NOT NULL; Arrow nullability
                 // follows the declaration, not the key.
                 fields.push(Field::new(column, kind.arrow(), !not_null).with_metadata(metadata));

@@ -8,9 +8,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
-use barge_core::{
-    Encoded, Error, LOGICAL_JSON, META_DEFAULT, Result, TableWriter, TargetColumn, WriteOptions, choose_column,
-};
+use barge_core::{Encoded, Error, LOGICAL_JSON, Result, TableWriter, TargetColumn, WriteOptions, choose_column};
 use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
@@ -109,8 +107,10 @@ impl barge_core::Target for SqliteTarget {
             "SQLite",
             table,
             field,
-            |logical, data_type| match logical {
-                Some(LOGICAL_JSON) => Some("JSON".into()),
+            |logical, data_type| match (logical, barge_core::types::max_chars(field)) {
+                (Some(LOGICAL_JSON), _) => Some("JSON".into()),
+                // SQLite enforces no length, but keeps the declaration (and its TEXT affinity).
+                (None, Some(n)) => Some(format!("VARCHAR({n})")),
                 _ => column_for_arrow(data_type).map(|c| c.native_type),
             },
             |native| kind_of(native, table, field.name()).ok().map(|k| k.arrow()),
@@ -122,7 +122,13 @@ impl barge_core::Target for SqliteTarget {
             .iter()
             .map(|(field, column)| {
                 let not_null = if field.is_nullable() { "" } else { " NOT NULL" };
-                let default = field.metadata().get(META_DEFAULT).map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+                let default = barge_core::types::default_sql(field, |token| {
+                    use barge_core::types::{DEFAULT_NOW, DEFAULT_TODAY};
+                    // SQLite has no UUID function.
+                    [DEFAULT_NOW, DEFAULT_TODAY].contains(&token).then(|| token.to_string())
+                })
+                .map(|d| format!(" DEFAULT {d}"))
+                .unwrap_or_default();
                 format!("{} {}{not_null}{default}", quote(field.name()), column.native_type)
             })
             .collect();
@@ -239,6 +245,10 @@ impl barge_core::SchemaObjects for SqliteTarget {
             }
             Ok(())
         })
+    }
+
+    fn adds_foreign_keys(&self) -> bool {
+        false
     }
 
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[barge_core::ForeignKeyInfo]) -> Result<()> {

@@ -12,6 +12,7 @@ mod mysql;
 mod pipeline;
 mod postgres;
 mod private;
+mod schema;
 mod snapshot;
 mod support;
 mod verify;

@@ -11,19 +11,19 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
 /// A schema object a plan keeps, by kind (`table`, `index`, `fk constraint`, `view`, …) and name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaObject {
     pub kind: String,
     pub name: String,
 }
 
 /// An object of the source the target will not have, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotMigrated {
     pub kind: String,
     pub name: String,

@@ -96,6 +96,12 @@ pub trait SchemaObjects: Send + Sync {
         false
     }
 
+    /// Whether [`Self::add_foreign_keys`] can add foreign keys to a loaded table (SQLite cannot:
+    /// the runtime then lists them as not migrated).
+    fn adds_foreign_keys(&self) -> bool {
+        true
+    }
+
     /// Adds foreign keys once every table is loaded (so load order does not matter).
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[ForeignKeyInfo]) -> Result<()>;
 }

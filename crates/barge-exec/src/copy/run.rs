@@ -82,6 +82,7 @@ pub fn copy(
         }
     }
     let all_copied = reports.iter().all(|r| r.error.is_none());
+    let mut not_migrated = plan.not_migrated.clone();
     if let Some(dump) = plan.schema.dump() {
         // The dump's foreign keys reference any table: added once every table is in.
         let restorer = restorer(target)?;
@@ -96,7 +97,26 @@ pub fn copy(
     {
         let copied = |name: &str| reports.iter().any(|r| r.table == name && r.error.is_none());
         for table in plan.tables.iter().filter(|t| t.action == TableAction::Create && copied(&t.source.name)) {
-            objects.add_foreign_keys(&table.target_table, &table.source.foreign_keys)?;
+            if objects.adds_foreign_keys() {
+                objects.add_foreign_keys(&table.target_table, &table.source.foreign_keys)?;
+            } else {
+                not_migrated.extend(table.source.foreign_keys.iter().map(|fk| {
+                    barge_core::NotMigrated::new(
+                        "foreign key",
+                        format!(
+                            "{}({}) → {}({})",
+                            table.target_table,
+                            fk.columns.join(", "),
+                            fk.ref_table,
+                            fk.ref_columns.join(", ")
+                        ),
+                        format!(
+                            "{} cannot add a foreign key to a table after its rows are loaded",
+                            target.display_name()
+                        ),
+                    )
+                }));
+            }
         }
     }
     // A run with a failed table is not finished: `--resume` completes it after the fix.
@@ -115,6 +135,8 @@ pub fn copy(
     }
     let mut report = CopyReport::new(reports, started.elapsed().as_secs_f64());
     report.snapshot = Some(snapshot);
+    report.schema = Some(crate::report::SchemaReport::of(&plan.schema));
+    report.not_migrated = not_migrated;
     Ok(report)
 }
 

@@ -1,0 +1,267 @@
+//! Schema fidelity on real schemas: the public sample databases of `../shared/corpus` (Chinook in
+//! its MySQL, PostgreSQL and SQLite editions; Northwind in PostgreSQL) and an edge-case schema
+//! with every kind of PostgreSQL object (`fixtures/schema/postgres_objects.sql`). The target's
+//! schema is compared with the source's by the engines themselves (`pg_dump --schema-only`,
+//! information_schema), and used as an application would: inserts that rely on defaults and
+//! identity, and a foreign-key violation that must be refused.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::support::{MyDb, PgDb, barge};
+
+fn corpus(path: &str) -> PathBuf {
+    // Tests run in the crate's directory; the corpus sits beside the project.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
+    root.join(path)
+}
+
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Chinook's PostgreSQL edition, without the lines that make and enter its own database.
+fn load_chinook_pg(db: &PgDb) {
+    let sql: String = read(corpus("chinook/Chinook_PostgreSql.sql"))
+        .lines()
+        .filter(|l| !(l.starts_with("DROP DATABASE") || l.starts_with("CREATE DATABASE") || l.starts_with("\\c")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    db.sql(&sql);
+}
+
+/// Chinook's MySQL edition into `db` (through the client's standard input: it is 600 KB).
+fn load_chinook_mysql(db: &MyDb) {
+    let sql: String = read(corpus("chinook/Chinook_MySql.sql"))
+        .lines()
+        .filter(|l| !(l.starts_with("DROP DATABASE") || l.starts_with("CREATE DATABASE") || l.starts_with("USE ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let host = std::env::var("BARGE_TEST_MYSQL_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("BARGE_TEST_MYSQL_PORT").unwrap_or_else(|_| "3306".into());
+    let mut child = Command::new("mariadb")
+        .args(["--default-character-set=utf8mb4", "--protocol=tcp", "-h", &host, "-P", &port, "-uroot", &db.name])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("the mariadb client");
+    child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "loading Chinook into MariaDB");
+}
+
+/// `pg_dump --schema-only` of a database, without the random `\restrict` key of each dump.
+fn pg_schema(db: &PgDb) -> String {
+    let url = db.url();
+    let out = Command::new("pg_dump").args(["--schema-only", "--dbname", &url]).output().expect("pg_dump");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn copy_json(from: &str, to: &str) -> serde_json::Value {
+    let run = barge(&["copy", "--from", from, "--to", to, "--json"]);
+    run.assert_code(0);
+    let json = run.json();
+    assert_eq!(json["ok"], true, "{json}");
+    json
+}
+
+/// The first line where two schemas differ, for a readable failure.
+fn assert_same_schema(source: &str, target: &str) {
+    if source != target {
+        let (a, b) = (source.lines().collect::<Vec<_>>(), target.lines().collect::<Vec<_>>());
+        let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        panic!(
+            "schemas differ at line {at}:\n source: {:?}\n target: {:?}",
+            a.get(at).unwrap_or(&"<end>"),
+            b.get(at).unwrap_or(&"<end>")
+        );
+    }
+}
+
+fn one(db: &PgDb, sql: &str) -> String {
+    db.sql(sql)[0][0].clone().unwrap_or_else(|| "NULL".into())
+}
+
+fn refused(db: &PgDb, sql: &str) -> bool {
+    let url = db.url();
+    let out = Command::new("psql").args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &url, "-c", sql]).output().unwrap();
+    !out.status.success()
+}
+
+#[test]
+fn postgres_to_postgres_keeps_every_kind_of_object_exactly() {
+    let (source, target) = (PgDb::new("schema_src"), PgDb::new("schema_dst"));
+    source.sql(&read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/schema/postgres_objects.sql")));
+    let json = copy_json(&source.url(), &target.url());
+    assert_eq!(json["schema"]["mode"], "exact", "{}", json["schema"]);
+    let kinds: Vec<&str> =
+        json["schema"]["objects"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    for kind in
+        ["extension", "type", "domain", "function", "table", "view", "materialized view", "trigger", "fk constraint"]
+    {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    assert_same_schema(&pg_schema(&source), &pg_schema(&target));
+    // Rows, the materialized view's data and the sequences as the source has them.
+    for sql in [
+        "SELECT count(*) FROM account",
+        "SELECT count(*) FROM measurement_2025",
+        "SELECT count(*) FROM ONLY measurement",
+        "SELECT count(*) FROM bookings_per_account",
+        "SELECT last_value FROM ticket_seq",
+        "SELECT md5(string_agg(a::text, ',' ORDER BY id)) FROM account a",
+    ] {
+        assert_eq!(one(&source, sql), one(&target, sql), "{sql}");
+    }
+    assert_eq!(one(&target, "SELECT nextval('ticket_seq')"), one(&source, "SELECT nextval('ticket_seq')"));
+    // An application's first insert: identity, uuid and timestamp from their defaults, the
+    // trigger firing on update, and the foreign key and the exclusion constraint enforced.
+    let id = one(&target, "INSERT INTO account (email) VALUES ('new@example.com') RETURNING id");
+    assert_eq!(id, "301", "the identity continues past the copied keys");
+    assert_eq!(
+        one(&target, "SELECT count(*) FROM account WHERE token IS NOT NULL AND created_at IS NOT NULL AND id = 301"),
+        "1"
+    );
+    target.sql("UPDATE account SET score = 7 WHERE id = 301");
+    assert_eq!(one(&target, "SELECT updated_at IS NOT NULL FROM account WHERE id = 301"), "t", "trigger");
+    assert!(refused(
+        &target,
+        "INSERT INTO booking (account_id, during, room) VALUES (999999, '[2030-01-01,2030-01-02)', 1)"
+    ));
+    assert!(refused(
+        &target,
+        "INSERT INTO booking (account_id, during, room) VALUES (1, '[2025-01-02 12:00,2025-01-02 13:00)', 1)"
+    ));
+    assert!(refused(&target, "INSERT INTO account (email, score) VALUES ('x@y', -1)"), "domain check");
+}
+
+#[test]
+fn corpus_postgres_editions_copy_into_postgres_with_an_identical_schema() {
+    for edition in ["chinook", "northwind"] {
+        let (source, target) = (PgDb::new("corpus_src"), PgDb::new("corpus_dst"));
+        match edition {
+            "chinook" => load_chinook_pg(&source),
+            _ => {
+                source.sql(&read(corpus("northwind/northwind.sql")));
+            }
+        }
+        let json = copy_json(&source.url(), &target.url());
+        assert_eq!(json["schema"]["mode"], "exact", "{edition}");
+        assert_same_schema(&pg_schema(&source), &pg_schema(&target));
+        let tables = source.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1");
+        for table in tables.iter().map(|r| r[0].clone().unwrap()) {
+            let sql = format!(
+                "SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM \"{table}\" t"
+            );
+            assert_eq!(source.sql(&sql), target.sql(&sql), "{edition}.{table}");
+        }
+        let violation = match edition {
+            "chinook" => "INSERT INTO album (album_id, title, artist_id) VALUES (100000, 'x', 999999)",
+            _ => "INSERT INTO territories (territory_id, territory_description, region_id) VALUES ('x', 'x', 32000)",
+        };
+        assert!(refused(&target, violation), "{edition}: a foreign-key violation is refused");
+    }
+}
+
+/// Character lengths of every column, and the foreign keys with their actions, as
+/// information_schema lists them (the same views in PostgreSQL and MariaDB).
+const LENGTHS: &str = "SELECT lower(table_name), lower(column_name), coalesce(character_maximum_length, 0)
+    FROM information_schema.columns WHERE table_schema = {schema} AND character_maximum_length IS NOT NULL ORDER BY 1, 2";
+
+#[test]
+fn corpus_chinook_crosses_engines_with_lengths_keys_and_foreign_keys() {
+    // MySQL edition → PostgreSQL, and the PostgreSQL copy → MariaDB again.
+    let (mysql, pg) = (MyDb::new("chinook_my"), PgDb::new("chinook_pg"));
+    load_chinook_mysql(&mysql);
+    let json = copy_json(&mysql.url(), &pg.url());
+    assert_eq!(json["schema"]["mode"], "translated");
+    let lengths_my = mysql.sql(&LENGTHS.replace("{schema}", "DATABASE()"));
+    let lengths_pg: Vec<Vec<String>> = pg
+        .sql(&LENGTHS.replace("{schema}", "'public'"))
+        .into_iter()
+        .map(|r| r.into_iter().map(Option::unwrap).collect())
+        .collect();
+    assert_eq!(lengths_my, lengths_pg, "varchar lengths kept");
+    assert_eq!(
+        one(&pg, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"),
+        mysql.sql(
+            "SELECT count(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()"
+        )[0][0],
+        "every foreign key, by default"
+    );
+    assert_eq!(one(&pg, "SELECT count(*) FROM pg_constraint WHERE conname = 'FK_TrackAlbumId'"), "1", "names kept");
+    assert_eq!(one(&pg, "SELECT count(*) FROM pg_indexes WHERE indexname = 'IFK_TrackAlbumId'"), "1", "indexes kept");
+    assert!(refused(&pg, "INSERT INTO \"Album\" (\"AlbumId\", \"Title\", \"ArtistId\") VALUES (100000, 'x', 999999)"));
+
+    let back = MyDb::new("chinook_back");
+    copy_json(&pg.url(), &back.url());
+    assert_eq!(back.sql(&LENGTHS.replace("{schema}", "DATABASE()")), lengths_my, "lengths survive both ways");
+    let fks = "SELECT CONSTRAINT_NAME, TABLE_NAME, REFERENCED_TABLE_NAME, DELETE_RULE, UPDATE_RULE
+        FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE() ORDER BY 1";
+    assert_eq!(back.sql(fks), mysql.sql(fks), "foreign keys with their names and actions");
+    for table in ["Album", "Track", "InvoiceLine", "PlaylistTrack"] {
+        let sql = format!("SELECT count(*) FROM `{table}`");
+        assert_eq!(back.sql(&sql), mysql.sql(&sql), "{table}");
+    }
+
+    // SQLite edition → PostgreSQL.
+    let from_sqlite = PgDb::new("chinook_lite");
+    let sqlite = format!("sqlite://{}", corpus("chinook/Chinook_Sqlite.sqlite").display());
+    copy_json(&sqlite, &from_sqlite.url());
+    assert_eq!(
+        one(
+            &from_sqlite,
+            "SELECT character_maximum_length FROM information_schema.columns WHERE table_name = 'Album' AND column_name = 'Title'"
+        ),
+        "160"
+    );
+    assert_eq!(one(&from_sqlite, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"), "11");
+    assert!(refused(
+        &from_sqlite,
+        "INSERT INTO \"Album\" (\"AlbumId\", \"Title\", \"ArtistId\") VALUES (100000, 'x', 999999)"
+    ));
+}
+
+#[test]
+fn mysql_boolean_and_function_defaults_translate_into_postgres_and_what_cannot_is_listed() {
+    let (mysql, pg) = (MyDb::new("defaults_my"), PgDb::new("defaults_pg"));
+    mysql.sql(
+        "CREATE TABLE item (
+            id int NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            active tinyint(1) NOT NULL DEFAULT 1,
+            hidden tinyint(1) NOT NULL DEFAULT 0,
+            label varchar(20) NOT NULL DEFAULT 'none',
+            created datetime NOT NULL DEFAULT CURRENT_TIMESTAMP,
+            changed datetime NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+            price decimal(8,2) DEFAULT 9.50,
+            lucky int DEFAULT (floor(rand() * 10))
+        );
+        INSERT INTO item (label) VALUES ('a'), ('b');",
+    );
+    let json = copy_json(&mysql.url(), &pg.url());
+    let lost: Vec<(String, String)> = json["not_migrated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["kind"].as_str().unwrap().to_string(), o["name"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(lost.contains(&("on update".into(), "item.changed".into())), "{lost:?}");
+    assert!(lost.contains(&("default".into(), "item.lucky".into())), "{lost:?}");
+    assert_eq!(
+        one(
+            &pg,
+            "SELECT column_default FROM information_schema.columns WHERE table_name = 'item' AND column_name = 'active'"
+        ),
+        "true"
+    );
+    let row = pg.sql("INSERT INTO item DEFAULT VALUES RETURNING id, active, hidden, label, created IS NOT NULL, price");
+    assert_eq!(
+        row[0].iter().map(|v| v.clone().unwrap()).collect::<Vec<_>>(),
+        ["3", "t", "f", "none", "t", "9.50"],
+        "an insert with only defaults works, its key after the copied ones"
+    );
+}
