@@ -202,6 +202,11 @@ fn output_field(output: &Output, data_type: &DataType, source: &Schema, target_e
         if !whole {
             metadata.remove(META_IDENTITY);
             metadata.remove(META_DEFAULT);
+            // Another engine would keep the argument's declared length, which a computed value
+            // (a hash of it) need not fit.
+            if metadata.get(META_ENGINE).is_some_and(|engine| engine != target_engine) {
+                metadata.remove(META_NATIVE_TYPE);
+            }
         }
         field.set_metadata(metadata);
     }
