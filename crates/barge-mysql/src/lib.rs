@@ -22,6 +22,7 @@
 /// Text protocol → Arrow and Arrow → LOAD DATA (public for the micro-benchmarks in `benches/`).
 pub mod codec;
 mod conn;
+mod dump;
 mod source;
 mod target;
 pub mod types;

@@ -255,6 +255,7 @@ impl MySource {
             &format!(
                 "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, EXTRA, COLUMN_DEFAULT, COLUMN_COMMENT
                  FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table}
+                   AND EXTRA NOT LIKE '%VIRTUAL GENERATED%' AND EXTRA NOT LIKE '%STORED GENERATED%'
                  ORDER BY ORDINAL_POSITION"
             ),
             "describing a table",
@@ -541,6 +542,10 @@ impl barge_core::Source for MySource {
         }
     }
 
+    fn schema_dump(&self) -> Option<&dyn barge_core::SchemaDump> {
+        Some(self)
+    }
+
     fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
         Some(self)
     }
@@ -674,5 +679,11 @@ impl MySource {
         drop(stream);
         drop(result);
         Ok(zero_dates)
+    }
+}
+
+impl barge_core::SchemaDump for MySource {
+    fn dump_schema(&self) -> Result<std::result::Result<Arc<dyn barge_core::DumpedSchema>, String>> {
+        Ok(Ok(crate::dump::shared(crate::dump::dump(&self.url)?)))
     }
 }

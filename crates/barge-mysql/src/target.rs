@@ -269,6 +269,10 @@ impl barge_core::Target for MyTarget {
         Some(self)
     }
 
+    fn schema_restore(&self) -> Option<&dyn barge_core::SchemaRestore> {
+        Some(self)
+    }
+
     fn key_deletes(&self) -> Option<&dyn barge_core::KeyDeletes> {
         Some(self)
     }
@@ -588,5 +592,15 @@ fn mysql_default(token: &str, native: &str) -> Option<String> {
         DEFAULT_TODAY if native == "date" => Some("(curdate())".into()),
         DEFAULT_UUID if native.contains("char") || native.contains("text") => Some("(uuid())".into()),
         _ => None,
+    }
+}
+
+impl barge_core::SchemaRestore for MyTarget {
+    fn check_restore(&self, dump: &dyn barge_core::DumpedSchema) -> Result<std::result::Result<(), String>> {
+        crate::dump::downcast(dump).map(|_| Ok(()))
+    }
+
+    fn restore(&self, dump: &dyn barge_core::DumpedSchema, step: barge_core::RestoreStep<'_>) -> Result<()> {
+        crate::dump::downcast(dump)?.restore(&mut self.conn()?, step)
     }
 }

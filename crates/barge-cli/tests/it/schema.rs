@@ -265,3 +265,77 @@ fn mysql_boolean_and_function_defaults_translate_into_postgres_and_what_cannot_i
         "an insert with only defaults works, its key after the copied ones"
     );
 }
+
+/// `SHOW CREATE TABLE` of every table, and the definitions of views, triggers and routines.
+fn mysql_schema(db: &MyDb) -> Vec<Vec<String>> {
+    let mut schema = Vec::new();
+    for table in db.sql("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1") {
+        schema.extend(db.sql(&format!("SHOW CREATE TABLE `{}`", table[0])));
+    }
+    schema.extend(db.sql(
+        "SELECT TABLE_NAME, VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE() ORDER BY 1",
+    ));
+    schema.extend(db.sql(
+        "SELECT TRIGGER_NAME, EVENT_MANIPULATION, ACTION_TIMING, ACTION_STATEMENT FROM information_schema.TRIGGERS
+         WHERE TRIGGER_SCHEMA = DATABASE() ORDER BY 1",
+    ));
+    schema.extend(db.sql(
+        "SELECT ROUTINE_NAME, ROUTINE_TYPE, ROUTINE_DEFINITION FROM information_schema.ROUTINES
+         WHERE ROUTINE_SCHEMA = DATABASE() ORDER BY 1",
+    ));
+    // Views name their tables with the database's own name.
+    schema.into_iter().map(|row| row.into_iter().map(|v| v.replace(&db.name, "<db>")).collect()).collect()
+}
+
+#[test]
+fn mysql_to_mysql_keeps_every_kind_of_object_exactly() {
+    let (source, target) = (MyDb::new("myobj_src"), MyDb::new("myobj_dst"));
+    source.sql(&read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/schema/mysql_objects.sql")));
+    let json = copy_json(&source.url(), &target.url());
+    assert_eq!(json["schema"]["mode"], "exact", "{}", json["schema"]);
+    // SHOW CREATE TABLE the same, AUTO_INCREMENT counters included.
+    assert_eq!(mysql_schema(&source), mysql_schema(&target));
+    for sql in [
+        "SELECT count(*), sum(balance), group_concat(email_domain ORDER BY id SEPARATOR '') = group_concat(email_domain ORDER BY id SEPARATOR '') FROM customer",
+        "SELECT count(*), sum(amount) FROM purchase",
+        "SELECT count(*) FROM pro_emails",
+        "SELECT cents(1.25)",
+    ] {
+        assert_eq!(source.sql(sql), target.sql(sql), "{sql}");
+    }
+    // An application's insert with only defaults; the trigger, the check and the foreign key.
+    let counter = |db: &MyDb, table: &str| {
+        db.sql(&format!(
+            "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'"
+        ))[0][0]
+            .clone()
+    };
+    let next_customer = counter(&source, "customer");
+    target.sql("INSERT INTO customer (email) VALUES ('NEW@Example.com')");
+    assert_eq!(
+        target.sql("SELECT id, email, tier, perms, active, created IS NOT NULL FROM customer WHERE id > 300"),
+        [[next_customer.as_str(), "new@example.com", "free", "read", "1", "1"]],
+        "the key the source would have given next"
+    );
+    let next_purchase = counter(&source, "purchase");
+    assert_eq!(
+        target.sql("INSERT INTO purchase (customer_id, amount) VALUES (1, 1); SELECT max(id) FROM purchase"),
+        [[next_purchase]]
+    );
+    let refused = |sql: &str| {
+        let out = Command::new("mariadb")
+            .args(["--protocol=tcp", "-h", "127.0.0.1", "-uroot", &target.name, "-e", sql])
+            .output()
+            .unwrap();
+        !out.status.success()
+    };
+    assert!(refused("INSERT INTO purchase (customer_id, amount) VALUES (999999, 1)"), "foreign key");
+    assert!(refused("INSERT INTO customer (email, balance) VALUES ('x@y', -1)"), "check");
+    assert!(refused("INSERT INTO customer (email) VALUES ('user1@example.com')"), "unique");
+
+    // Chinook's MySQL edition, copied into MariaDB again.
+    let (chinook, copy) = (MyDb::new("chinook_mysrc"), MyDb::new("chinook_mydst"));
+    load_chinook_mysql(&chinook);
+    assert_eq!(copy_json(&chinook.url(), &copy.url())["schema"]["mode"], "exact");
+    assert_eq!(mysql_schema(&chinook), mysql_schema(&copy));
+}
