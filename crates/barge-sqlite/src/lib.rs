@@ -11,6 +11,7 @@
 //! Tables without a primary key are ranged over by `rowid`.
 
 pub mod demo;
+mod dump;
 pub mod ledger;
 mod source;
 mod sql;

@@ -211,6 +211,10 @@ impl barge_core::SnapshotReads for SqliteSource {
 }
 
 impl barge_core::Source for SqliteSource {
+    fn schema_dump(&self) -> Option<&dyn barge_core::SchemaDump> {
+        Some(self)
+    }
+
     fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
         Some(self)
     }
@@ -668,4 +672,11 @@ fn hex_bytes(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+impl barge_core::SchemaDump for SqliteSource {
+    fn dump_schema(&self) -> Result<std::result::Result<Arc<dyn barge_core::DumpedSchema>, String>> {
+        let dump = self.with_conn(|conn| crate::dump::dump(conn, self.path.clone()))?;
+        Ok(dump.map(crate::dump::shared))
+    }
 }

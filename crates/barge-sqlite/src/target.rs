@@ -169,7 +169,10 @@ impl barge_core::Target for SqliteTarget {
         // FULL: a commit is on disk before the runtime records its ranges in the ledger, so a
         // power loss cannot take back what the ledger holds (NORMAL may, in WAL mode). One fsync
         // per commit: the single writer commits a few times per table.
-        conn.execute_batch("PRAGMA synchronous = FULL").map_err(sqlite_err("configuring the writer"))?;
+        // Foreign keys (inline in a table restored exactly) are not enforced while loading, so
+        // tables load in any order; they are checked once every table is in.
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF")
+            .map_err(sqlite_err("configuring the writer"))?;
         let rows_per_insert = ROWS_PER_INSERT.min(MAX_PARAMETERS / columns.len().max(1)).max(1);
         let names: Vec<String> = columns.iter().map(|f| f.name().clone()).collect();
         let on_conflict = barge_sql::on_conflict_clause(options, &names, quote)?;
@@ -186,6 +189,10 @@ impl barge_core::Target for SqliteTarget {
     }
 
     fn schema_objects(&self) -> Option<&dyn barge_core::SchemaObjects> {
+        Some(self)
+    }
+
+    fn schema_restore(&self) -> Option<&dyn barge_core::SchemaRestore> {
         Some(self)
     }
 
@@ -612,5 +619,16 @@ fn push_json(value: ValueRef<'_>, out: &mut String) {
         ValueRef::Real(x) => json::push_float(x, out),
         ValueRef::Text(t) => json::push_string(&String::from_utf8_lossy(t), out),
         ValueRef::Blob(b) => json::push_hex(b, out),
+    }
+}
+
+impl barge_core::SchemaRestore for SqliteTarget {
+    fn check_restore(&self, dump: &dyn barge_core::DumpedSchema) -> Result<std::result::Result<(), String>> {
+        crate::dump::downcast(dump).map(|_| Ok(()))
+    }
+
+    fn restore(&self, dump: &dyn barge_core::DumpedSchema, step: barge_core::RestoreStep<'_>) -> Result<()> {
+        let dump = crate::dump::downcast(dump)?;
+        self.admin(|conn| dump.restore(conn, step))
     }
 }

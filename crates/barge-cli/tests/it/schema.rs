@@ -339,3 +339,54 @@ fn mysql_to_mysql_keeps_every_kind_of_object_exactly() {
     assert_eq!(copy_json(&chinook.url(), &copy.url())["schema"]["mode"], "exact");
     assert_eq!(mysql_schema(&chinook), mysql_schema(&copy));
 }
+
+/// Every `sqlite_schema` row (the statements as written), and the AUTOINCREMENT counters.
+fn sqlite_schema(conn: &rusqlite::Connection) -> Vec<String> {
+    let counters: bool = conn
+        .query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'sqlite_sequence'", [], |r| r.get(0))
+        .unwrap();
+    let sql = format!(
+        "SELECT type || ' ' || name || ' ' || tbl_name || ' ' || coalesce(sql, '') AS line FROM sqlite_schema{} ORDER BY 1",
+        if counters { " UNION ALL SELECT 'counter ' || name || ' ' || seq FROM sqlite_sequence" } else { "" }
+    );
+    let mut stmt = conn.prepare(&sql).unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn sqlite_to_sqlite_keeps_every_kind_of_object_exactly() {
+    let dir = crate::support::Dir::new();
+    dir.sql(
+        "src.db",
+        &read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/schema/sqlite_objects.sql")),
+    );
+    let json = copy_json(&dir.url("src.db"), &dir.url("dst.db"));
+    assert_eq!(json["schema"]["mode"], "exact", "{}", json["schema"]);
+    let (source, target) = (dir.conn("src.db"), dir.conn("dst.db"));
+    assert_eq!(sqlite_schema(&source), sqlite_schema(&target));
+    // The next key continues the source's AUTOINCREMENT (296..300 were deleted, never reused).
+    target.execute_batch("PRAGMA foreign_keys = ON; INSERT INTO customer (email) VALUES ('new@example.com')").unwrap();
+    let row: (i64, String, String) = target
+        .query_row("SELECT id, tier, created FROM customer WHERE email = 'new@example.com'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!((row.0, row.1.as_str(), row.2.len()), (301, "free", 19));
+    assert!(
+        target.execute("INSERT INTO purchase (customer_id, amount) VALUES (999999, 1)", []).is_err(),
+        "foreign key"
+    );
+    assert!(target.execute("INSERT INTO customer (email, tier) VALUES ('x@y', 'gold')", []).is_err(), "check");
+    let count = |c: &rusqlite::Connection, sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(
+        count(&target, "SELECT count(*) FROM pro_customers"),
+        count(&source, "SELECT count(*) FROM pro_customers")
+    );
+
+    // Chinook's SQLite edition.
+    let chinook = corpus("chinook/Chinook_Sqlite.sqlite");
+    let json = copy_json(&format!("sqlite://{}", chinook.display()), &dir.url("chinook.db"));
+    assert_eq!(json["schema"]["mode"], "exact");
+    let original = rusqlite::Connection::open_with_flags(&chinook, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    assert_eq!(sqlite_schema(&original), sqlite_schema(&dir.conn("chinook.db")));
+}
