@@ -11,9 +11,13 @@ use std::process::{Command, Stdio};
 
 use crate::support::{MyDb, PgDb, barge};
 
+/// A file of the sample databases: `BARGE_CORPUS`, else `../shared/corpus` beside the project
+/// (where CI has it).
 fn corpus(path: &str) -> PathBuf {
-    // Tests run in the crate's directory; the corpus sits beside the project.
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus");
+    let root = std::env::var_os("BARGE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"));
+    assert!(root.is_dir(), "the sample databases must be at {} (or set BARGE_CORPUS)", root.display());
     root.join(path)
 }
 
