@@ -546,6 +546,20 @@ impl barge_core::Source for MySource {
         Some(self)
     }
 
+    fn other_objects(&self) -> Result<Vec<barge_core::SchemaObject>> {
+        let mut conn = connect(&self.url)?;
+        let rows = conn.rows(
+            "SELECT 'view', TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = DATABASE()
+             UNION ALL SELECT lower(ROUTINE_TYPE), ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE()
+             UNION ALL SELECT 'trigger', concat(TRIGGER_NAME, ' on ', EVENT_OBJECT_TABLE) FROM information_schema.TRIGGERS
+                       WHERE TRIGGER_SCHEMA = DATABASE()
+             UNION ALL SELECT 'event', EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE()
+             ORDER BY 1, 2",
+            "listing views, routines and triggers",
+        )?;
+        Ok(rows.iter().map(|r| barge_core::SchemaObject { kind: text(&r[0]), name: text(&r[1]) }).collect())
+    }
+
     fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
         Some(self)
     }

@@ -201,7 +201,18 @@ pub fn preflight(
     plan.schema = plan_schema(source.as_ref(), target.as_ref(), &plan, same_engine, request.tables.is_empty())?;
     match plan.schema.dump() {
         Some(dump) => plan.not_migrated.extend(dump.not_migrated()),
-        None => plan.not_migrated.extend(untranslated(&plan, target.display_name())),
+        None => {
+            plan.not_migrated.extend(untranslated(&plan, target.display_name()));
+            // A whole database copied: what it has besides tables stays behind, said by name.
+            if request.tables.is_empty() {
+                let why = match &plan.schema {
+                    SchemaPlan::Translated { why_not_exact: Some(why) } => format!("not copied: {why}"),
+                    _ => format!("barge does not translate this kind of object into {}", target_engine.name()),
+                };
+                plan.not_migrated
+                    .extend(source.other_objects()?.into_iter().map(|o| NotMigrated::new(o.kind, o.name, why.clone())));
+            }
+        }
     }
     check_row_limits(source.as_ref(), target.as_ref(), &plan)?;
     Ok(Preflight { source_engine, target_engine, source, target, target_url: to.to_string(), plan })

@@ -231,6 +231,27 @@ FROM pg_constraint c JOIN pg_class rc ON rc.oid = c.confrelid
 WHERE c.conrelid = $1 AND c.contype = 'f'
 ORDER BY c.conname";
 
+/// Objects of the schema besides tables and what belongs to them; extension members left out.
+const OTHER_OBJECTS: &str = "
+SELECT kind, name FROM (
+  SELECT CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' ELSE 'sequence' END AS kind,
+         c.relname::text AS name, c.oid AS oid, 'pg_class'::regclass AS catalog
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = $1 AND (c.relkind IN ('v', 'm')
+        OR (c.relkind = 'S' AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid
+                                            AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))))
+  UNION ALL
+  SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END,
+         p.oid::regprocedure::text, p.oid, 'pg_proc'::regclass
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1
+  UNION ALL
+  SELECT 'trigger', t.tgname::text || ' on ' || c.relname::text, t.oid, 'pg_trigger'::regclass
+  FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = $1 AND NOT t.tgisinternal
+) o
+WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.catalog AND d.objid = o.oid AND d.deptype = 'e')
+ORDER BY 1, 2";
+
 /// The table and every inheritance or partition descendant.
 const TREE: &str = "WITH RECURSIVE tree(oid) AS (
   SELECT $1::oid UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid)";
@@ -242,6 +263,15 @@ impl barge_core::Source for PgSource {
 
     fn schema_dump(&self) -> Option<&dyn barge_core::SchemaDump> {
         Some(self)
+    }
+
+    fn other_objects(&self) -> Result<Vec<barge_core::SchemaObject>> {
+        self.with_client(|client| {
+            let rows = runtime()
+                .block_on(client.query(OTHER_OBJECTS, &[&self.url.schema]))
+                .map_err(pg_err("listing views, functions and triggers"))?;
+            Ok(rows.iter().map(|r| barge_core::SchemaObject { kind: r.get(0), name: r.get(1) }).collect())
+        })
     }
 
     fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {

@@ -215,6 +215,21 @@ impl barge_core::Source for SqliteSource {
         Some(self)
     }
 
+    fn other_objects(&self) -> Result<Vec<barge_core::SchemaObject>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT type, CASE type WHEN 'trigger' THEN name || ' on ' || tbl_name ELSE name END FROM sqlite_schema
+                     WHERE type IN ('view', 'trigger') ORDER BY 1, 2",
+                )
+                .map_err(sqlite_err("listing views and triggers"))?;
+            let rows = stmt
+                .query_map([], |r| Ok(barge_core::SchemaObject { kind: r.get(0)?, name: r.get(1)? }))
+                .map_err(sqlite_err("listing views and triggers"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sqlite_err("listing views and triggers"))
+        })
+    }
+
     fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
         Some(self)
     }

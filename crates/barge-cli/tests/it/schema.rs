@@ -244,7 +244,9 @@ fn mysql_boolean_and_function_defaults_translate_into_postgres_and_what_cannot_i
             price decimal(8,2) DEFAULT 9.50,
             lucky int DEFAULT (floor(rand() * 10))
         );
-        INSERT INTO item (label) VALUES ('a'), ('b');",
+        INSERT INTO item (label) VALUES ('a'), ('b');
+        CREATE VIEW item_labels AS SELECT label FROM item;
+        CREATE TRIGGER item_touch BEFORE INSERT ON item FOR EACH ROW SET NEW.label = lower(NEW.label);",
     );
     let json = copy_json(&mysql.url(), &pg.url());
     let lost: Vec<(String, String)> = json["not_migrated"]
@@ -255,6 +257,8 @@ fn mysql_boolean_and_function_defaults_translate_into_postgres_and_what_cannot_i
         .collect();
     assert!(lost.contains(&("on update".into(), "item.changed".into())), "{lost:?}");
     assert!(lost.contains(&("default".into(), "item.lucky".into())), "{lost:?}");
+    assert!(lost.contains(&("view".into(), "item_labels".into())), "{lost:?}");
+    assert!(lost.contains(&("trigger".into(), "item_touch on item".into())), "{lost:?}");
     assert_eq!(
         one(
             &pg,

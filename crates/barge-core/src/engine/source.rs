@@ -122,6 +122,13 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// The objects of the source besides its tables, their indexes, keys and defaults (views,
+    /// functions, procedures, triggers, events, sequences no column owns): what a copy that
+    /// builds the target schema itself does not carry, and lists as not migrated.
+    fn other_objects(&self) -> Result<Vec<super::SchemaObject>> {
+        Ok(Vec::new())
+    }
+
     /// Conversions the reads of `table` applied that a user must hear about (e.g. "column `d`: 3
     /// zero dates read as NULL"), one line each; reported with the table and logged.
     fn notices(&self, table: &str) -> Vec<crate::Notice> {
