@@ -15,11 +15,10 @@
 //! creates), and said as not migrated.
 
 use std::any::Any;
-use std::sync::Arc;
 
 use barge_core::{DumpedSchema, Error, NotMigrated, RestoreStep, Result, SchemaObject};
 
-use crate::conn::{LocalConn, MyUrl, connect, literal, quote};
+use crate::conn::{LocalConn, MyUrl, connect, quote};
 
 fn text(v: &Option<Vec<u8>>) -> String {
     v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
@@ -246,15 +245,13 @@ impl MyDump {
 
     fn restore_last(&self, conn: &mut LocalConn) -> Result<()> {
         // Counters as the source has them now, after every row was read.
-        let mut source = connect(&self.source)?;
+        let counters = connect(&self.source)?.rows(
+            "SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES
+             WHERE TABLE_SCHEMA = DATABASE() AND AUTO_INCREMENT IS NOT NULL",
+            "reading AUTO_INCREMENT",
+        )?;
         for table in &self.tables {
-            let counter = source.value(
-                &format!(
-                    "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {}",
-                    literal(&table.name)
-                ),
-                "reading AUTO_INCREMENT",
-            )?;
+            let counter = counters.iter().find(|r| text(&r[0]) == table.name).map(|r| text(&r[1]));
             if let Some(counter) = counter.filter(|c| c.parse::<u64>().is_ok()) {
                 exec(
                     conn,
@@ -291,18 +288,6 @@ impl MyDump {
 
 fn exec(conn: &mut LocalConn, sql: &str, context: &str) -> Result<()> {
     conn.exec(sql, "restoring the source's schema").map_err(|e| Error::engine(context.to_string(), e))
-}
-
-/// Shares a dump with the runtime.
-pub fn shared(dump: MyDump) -> Arc<dyn DumpedSchema> {
-    Arc::new(dump)
-}
-
-/// The dump of a source for a target, if it is one of ours.
-pub fn downcast(dump: &dyn DumpedSchema) -> Result<&MyDump> {
-    dump.as_any()
-        .downcast_ref::<MyDump>()
-        .ok_or_else(|| Error::engine("restoring a schema", format!("a {} dump is not MySQL's", dump.engine())))
 }
 
 #[cfg(test)]

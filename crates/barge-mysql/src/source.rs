@@ -698,6 +698,6 @@ impl MySource {
 
 impl barge_core::SchemaDump for MySource {
     fn dump_schema(&self) -> Result<std::result::Result<Arc<dyn barge_core::DumpedSchema>, String>> {
-        Ok(Ok(crate::dump::shared(crate::dump::dump(&self.url)?)))
+        Ok(Ok(Arc::new(crate::dump::dump(&self.url)?)))
     }
 }

@@ -597,10 +597,10 @@ fn mysql_default(token: &str, native: &str) -> Option<String> {
 
 impl barge_core::SchemaRestore for MyTarget {
     fn check_restore(&self, dump: &dyn barge_core::DumpedSchema) -> Result<std::result::Result<(), String>> {
-        crate::dump::downcast(dump).map(|_| Ok(()))
+        dump.downcast::<crate::dump::MyDump>().map(|_| Ok(()))
     }
 
     fn restore(&self, dump: &dyn barge_core::DumpedSchema, step: barge_core::RestoreStep<'_>) -> Result<()> {
-        crate::dump::downcast(dump)?.restore(&mut self.conn()?, step)
+        dump.downcast::<crate::dump::MyDump>()?.restore(&mut self.conn()?, step)
     }
 }

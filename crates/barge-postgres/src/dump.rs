@@ -22,7 +22,6 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use barge_core::{DumpedSchema, Error, NotMigrated, RestoreStep, Result, SchemaObject};
 use tokio_postgres::config::Host;
@@ -206,18 +205,21 @@ pub fn dump(url: &PgUrl) -> Result<std::result::Result<PgDump, String>> {
              install pg_dump {server_major} or newer"
         )));
     }
+    // The catalog queries below take the schema as $1 (where they name it).
+    let rows = |sql: &str, context: &'static str| -> Result<Vec<tokio_postgres::Row>> {
+        let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = if sql.contains("$1") { &[&schema] } else { &[] };
+        rt.block_on(client.query(sql, params)).map_err(pg_err(context))
+    };
     // Inheritance children are read through their parent, so their rows would land in it.
-    let children: Vec<String> = rt
-        .block_on(client.query(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND NOT c.relispartition
-             ORDER BY 1",
-            &[&schema],
-        ))
-        .map_err(pg_err("listing inheritance children"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let children: Vec<String> = rows(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND NOT c.relispartition
+         ORDER BY 1",
+        "listing inheritance children",
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     if !children.is_empty() {
         return Ok(Err(format!(
             "tables inheriting from others ({}) are copied through their parent, so the schema is rebuilt by barge",
@@ -225,48 +227,39 @@ pub fn dump(url: &PgUrl) -> Result<std::result::Result<PgDump, String>> {
         )));
     }
     // `-n` dumps no extension by itself: every one the database has (PL/pgSQL comes with it).
-    let extensions: Vec<String> = rt
-        .block_on(client.query("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", &[]))
-        .map_err(pg_err("listing extensions"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let extensions: Vec<String> =
+        rows("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", "listing extensions")?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
     // Which table holds each relation of the schema: its own, or its partitioned root.
-    let relations: Vec<(String, Option<String>)> = rt
-        .block_on(client.query(
-            "SELECT c.relname::text, (SELECT r.relname::text FROM pg_class r WHERE r.oid = pg_partition_root(c.oid)
-                                       AND r.oid <> c.oid)
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
-            &[&schema],
-        ))
-        .map_err(pg_err("listing relations"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let root: HashMap<String, String> =
-        relations.iter().map(|(name, root)| (name.clone(), root.clone().unwrap_or_else(|| name.clone()))).collect();
-    let index_tables: HashMap<String, String> = rt
-        .block_on(client.query(
-            "SELECT i.relname::text, t.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-             JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = i.relnamespace
-             WHERE n.nspname = $1 AND t.relkind IN ('r', 'p')",
-            &[&schema],
-        ))
-        .map_err(pg_err("listing indexes"))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let populated: Vec<String> = rt
-        .block_on(client.query(
-            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relkind = 'm' AND c.relispopulated ORDER BY 1",
-            &[&schema],
-        ))
-        .map_err(pg_err("listing materialized views"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let root: HashMap<String, String> = rows(
+        "SELECT c.relname::text, coalesce((SELECT r.relname::text FROM pg_class r
+                                           WHERE r.oid = pg_partition_root(c.oid)), c.relname::text)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+        "listing relations",
+    )?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    let index_tables: HashMap<String, String> = rows(
+        "SELECT i.relname::text, t.relname::text FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+         JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = i.relnamespace
+         WHERE n.nspname = $1 AND t.relkind IN ('r', 'p')",
+        "listing indexes",
+    )?
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect();
+    let populated: Vec<String> = rows(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind = 'm' AND c.relispopulated ORDER BY 1",
+        "listing materialized views",
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     drop(client);
 
     let dir = tempfile::Builder::new()
@@ -444,18 +437,6 @@ fn write_lines(path: &Path, lines: &[&str]) -> Result<()> {
     let mut text = lines.join("\n");
     text.push('\n');
     std::fs::write(path, text).map_err(|e| Error::engine("writing a restore list", e))
-}
-
-/// The dump of a source for a target, if it is one of ours.
-pub fn downcast(dump: &dyn DumpedSchema) -> Result<&PgDump> {
-    dump.as_any()
-        .downcast_ref::<PgDump>()
-        .ok_or_else(|| Error::engine("restoring a schema", format!("a {} dump is not PostgreSQL's", dump.engine())))
-}
-
-/// Shares a dump with the runtime.
-pub fn shared(dump: PgDump) -> Arc<dyn DumpedSchema> {
-    Arc::new(dump)
 }
 
 #[cfg(test)]

@@ -761,6 +761,6 @@ impl PgSource {
 
 impl barge_core::SchemaDump for PgSource {
     fn dump_schema(&self) -> Result<std::result::Result<Arc<dyn barge_core::DumpedSchema>, String>> {
-        Ok(crate::dump::dump(&self.url)?.map(crate::dump::shared))
+        Ok(crate::dump::dump(&self.url)?.map(|dump| Arc::new(dump) as Arc<dyn barge_core::DumpedSchema>))
     }
 }

@@ -324,7 +324,7 @@ impl barge_core::KeyDeletes for PgTarget {
 
 impl barge_core::SchemaRestore for PgTarget {
     fn check_restore(&self, dump: &dyn barge_core::DumpedSchema) -> Result<std::result::Result<(), String>> {
-        let dump = crate::dump::downcast(dump)?;
+        let dump = dump.downcast::<crate::dump::PgDump>()?;
         if dump.schema() != self.url.schema {
             return Ok(Err(format!(
                 "the target schema `{}` is not the source's `{}` (pg_dump's objects name their schema), so the \
@@ -350,7 +350,7 @@ impl barge_core::SchemaRestore for PgTarget {
     }
 
     fn restore(&self, dump: &dyn barge_core::DumpedSchema, step: barge_core::RestoreStep<'_>) -> Result<()> {
-        let dump = crate::dump::downcast(dump)?;
+        let dump = dump.downcast::<crate::dump::PgDump>()?;
         let schema_exists = self.admin(|client| {
             let row =
                 runtime()

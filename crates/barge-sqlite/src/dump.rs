@@ -11,7 +11,6 @@
 
 use std::any::Any;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use barge_core::{DumpedSchema, Error, NotMigrated, RestoreStep, Result, SchemaObject};
 use rusqlite::{Connection, OpenFlags};
@@ -164,16 +163,4 @@ fn check_foreign_keys(conn: &Connection) -> Result<()> {
             ),
         )),
     }
-}
-
-/// Shares a dump with the runtime.
-pub fn shared(dump: SqliteDump) -> Arc<dyn DumpedSchema> {
-    Arc::new(dump)
-}
-
-/// The dump of a source for a target, if it is one of ours.
-pub fn downcast(dump: &dyn DumpedSchema) -> Result<&SqliteDump> {
-    dump.as_any()
-        .downcast_ref::<SqliteDump>()
-        .ok_or_else(|| Error::engine("restoring a schema", format!("a {} dump is not SQLite's", dump.engine())))
 }

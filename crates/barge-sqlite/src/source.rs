@@ -692,6 +692,6 @@ fn hex_bytes(s: &str) -> Option<Vec<u8>> {
 impl barge_core::SchemaDump for SqliteSource {
     fn dump_schema(&self) -> Result<std::result::Result<Arc<dyn barge_core::DumpedSchema>, String>> {
         let dump = self.with_conn(|conn| crate::dump::dump(conn, self.path.clone()))?;
-        Ok(dump.map(crate::dump::shared))
+        Ok(dump.map(|dump| Arc::new(dump) as Arc<dyn barge_core::DumpedSchema>))
     }
 }

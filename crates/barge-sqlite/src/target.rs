@@ -624,11 +624,11 @@ fn push_json(value: ValueRef<'_>, out: &mut String) {
 
 impl barge_core::SchemaRestore for SqliteTarget {
     fn check_restore(&self, dump: &dyn barge_core::DumpedSchema) -> Result<std::result::Result<(), String>> {
-        crate::dump::downcast(dump).map(|_| Ok(()))
+        dump.downcast::<crate::dump::SqliteDump>().map(|_| Ok(()))
     }
 
     fn restore(&self, dump: &dyn barge_core::DumpedSchema, step: barge_core::RestoreStep<'_>) -> Result<()> {
-        let dump = crate::dump::downcast(dump)?;
+        let dump = dump.downcast::<crate::dump::SqliteDump>()?;
         self.admin(|conn| dump.restore(conn, step))
     }
 }

@@ -25,23 +25,22 @@ fn read(path: PathBuf) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A script without the lines that make and enter its own database (the tests load it into one of theirs).
+fn without_lines(script: &str, prefixes: &[&str]) -> String {
+    script.lines().filter(|l| !prefixes.iter().any(|p| l.starts_with(p))).map(|l| format!("{l}\n")).collect()
+}
+
 /// Chinook's PostgreSQL edition, without the lines that make and enter its own database.
 fn load_chinook_pg(db: &PgDb) {
-    let sql: String = read(corpus("chinook/Chinook_PostgreSql.sql"))
-        .lines()
-        .filter(|l| !(l.starts_with("DROP DATABASE") || l.starts_with("CREATE DATABASE") || l.starts_with("\\c")))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    db.sql(&sql);
+    db.sql(&without_lines(
+        &read(corpus("chinook/Chinook_PostgreSql.sql")),
+        &["DROP DATABASE", "CREATE DATABASE", "\\c"],
+    ));
 }
 
 /// Chinook's MySQL edition into `db` (through the client's standard input: it is 600 KB).
 fn load_chinook_mysql(db: &MyDb) {
-    let sql: String = read(corpus("chinook/Chinook_MySql.sql"))
-        .lines()
-        .filter(|l| !(l.starts_with("DROP DATABASE") || l.starts_with("CREATE DATABASE") || l.starts_with("USE ")))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let sql = without_lines(&read(corpus("chinook/Chinook_MySql.sql")), &["DROP DATABASE", "CREATE DATABASE", "USE "]);
     let host = std::env::var("BARGE_TEST_MYSQL_HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("BARGE_TEST_MYSQL_PORT").unwrap_or_else(|_| "3306".into());
     let mut child = Command::new("mariadb")
@@ -397,4 +396,24 @@ fn sqlite_to_sqlite_keeps_every_kind_of_object_exactly() {
     assert_eq!(json["schema"]["mode"], "exact");
     let original = rusqlite::Connection::open_with_flags(&chinook, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     assert_eq!(sqlite_schema(&original), sqlite_schema(&dir.conn("chinook.db")));
+}
+
+#[test]
+fn a_sqlite_copy_whose_rows_break_their_foreign_keys_fails_naming_them() {
+    let dir = crate::support::Dir::new();
+    dir.sql(
+        "src.db",
+        "PRAGMA foreign_keys = OFF;
+         CREATE TABLE parent (id INTEGER PRIMARY KEY);
+         CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id));
+         INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1, 1), (2, 99);",
+    );
+    let (from, to) = (dir.url("src.db"), dir.url("dst.db"));
+    let run = barge(&["copy", "--from", &from, "--to", &to]);
+    run.assert_code(1);
+    assert!(run.stderr.contains("1 row(s) reference missing parents (first: `child` → `parent`)"), "{}", run.stderr);
+    // The rows themselves were copied as they are; the copy is just not called a success.
+    let orphans: i64 =
+        dir.conn("dst.db").query_row("SELECT count(*) FROM child WHERE parent_id = 99", [], |r| r.get(0)).unwrap();
+    assert_eq!(orphans, 1);
 }

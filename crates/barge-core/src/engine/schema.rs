@@ -80,6 +80,16 @@ pub trait DumpedSchema: Send + Sync + fmt::Debug {
     fn as_any(&self) -> &dyn Any;
 }
 
+impl dyn DumpedSchema + '_ {
+    /// The dump as its engine's own type `T`: what a target of that engine restores. Another
+    /// engine's dump is an error (the runtime restores a dump only into a target of its engine).
+    pub fn downcast<T: 'static>(&self) -> Result<&T> {
+        self.as_any().downcast_ref::<T>().ok_or_else(|| {
+            crate::Error::engine("restoring a schema", format!("a {} dump cannot be restored here", self.engine()))
+        })
+    }
+}
+
 /// Capability of a source: dumping its schema with the engine's own tools.
 pub trait SchemaDump: Send + Sync {
     /// The schema of every table the source lists (and everything they use), or why it cannot be
