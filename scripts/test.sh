@@ -35,9 +35,23 @@ python3 scripts/bench_readme.py --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+# When tests fail, say whether the shared servers are still up, and what their logs last said:
+# a server that went away mid-run fails every test after it, for a reason no test prints.
+servers_report() {
+  say "tests failed: the shared servers now"
+  pg_isready -h 127.0.0.1 -p 5432 >&2 || true
+  mariadb-admin --protocol=tcp -h 127.0.0.1 -P 3306 -uroot status >&2 || say "MariaDB does not answer"
+  for log in /var/log/mysql/error.log /var/log/postgresql/postgresql-*-main.log; do
+    [ -r "$log" ] || continue
+    say "last lines of $log"
+    tail -n 40 "$log" >&2
+  done
+  df -h /tmp /var/lib/mysql >&2 || true
+  free -m >&2 || true
+}
 say "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast || { servers_report; exit 1; }
 else
-  cargo test --workspace --no-fail-fast
+  cargo test --workspace --no-fail-fast || { servers_report; exit 1; }
 fi

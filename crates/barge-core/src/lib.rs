@@ -61,6 +61,17 @@ pub const META_DEFAULT_UNTRANSLATED: &str = "barge.default_untranslated";
 /// Field metadata key marking a MySQL `ON UPDATE CURRENT_TIMESTAMP` column (its expression),
 /// which has no column-level counterpart elsewhere: listed as not migrated.
 pub const META_ON_UPDATE: &str = "barge.on_update";
+/// Field metadata key holding an enumeration's labels, in their order, as a JSON array of strings
+/// (PostgreSQL enum types, MySQL `ENUM`; values travel as text). Each target creates its own
+/// enumeration: PostgreSQL a type, MySQL an `ENUM`, SQLite a CHECK constraint.
+pub const META_ENUM: &str = "barge.enum";
+/// Field metadata key naming a PostgreSQL enum column's type (`mood`, `"other"."mood"`), which a
+/// PostgreSQL target keeps; from other engines it names the type `<table>_<column>`.
+pub const META_ENUM_TYPE: &str = "barge.enum_type";
+/// Field metadata key holding a MySQL `SET`'s members, in their order, as a JSON array of strings
+/// (values travel as MySQL prints them: members joined by commas). MySQL recreates the `SET`;
+/// PostgreSQL and SQLite keep text with a CHECK that every member is one of them.
+pub const META_SET: &str = "barge.set";
 /// Field metadata key naming what a column holds beyond its Arrow type, the same in every engine:
 /// `json` for JSON documents carried as text (PostgreSQL json/jsonb, MySQL json, SQLite JSON),
 /// `uuid` for UUIDs carried as text (PostgreSQL uuid).

@@ -254,6 +254,23 @@ pub fn default_sql(field: &arrow_schema::Field, render: impl Fn(&str) -> Option<
     Some(default.clone())
 }
 
+/// The labels a field's metadata holds under `key` ([`crate::META_ENUM`], [`crate::META_SET`]).
+pub fn labels(field: &arrow_schema::Field, key: &str) -> Option<Vec<String>> {
+    serde_json::from_str(field.metadata().get(key)?).ok()
+}
+
+/// Records `labels` under `key` ([`crate::META_ENUM`], [`crate::META_SET`]) in field `metadata`.
+pub fn record_labels(labels: &[String], key: &str, metadata: &mut std::collections::HashMap<String, String>) {
+    metadata.insert(key.to_string(), serde_json::Value::from(labels).to_string());
+}
+
+/// The CHECK that keeps a text column to its enumeration ([`crate::META_ENUM`]), for a target
+/// without enumerations, with `literal` quoting a label for the target.
+pub fn enum_check(field: &arrow_schema::Field, column: &str, literal: impl Fn(&str) -> String) -> Option<String> {
+    let labels = labels(field, crate::META_ENUM)?;
+    Some(format!("CHECK ({column} IN ({}))", labels.iter().map(|l| literal(l)).collect::<Vec<_>>().join(", ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

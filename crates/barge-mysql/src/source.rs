@@ -8,8 +8,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
 use barge_core::types::record_default;
 use barge_core::{
-    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, META_ENGINE, META_IDENTITY,
-    META_LOGICAL, META_NATIVE_TYPE, Result, Scalar, TableInfo,
+    Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, META_ENGINE, META_ENUM,
+    META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, META_SET, Result, Scalar, TableInfo,
 };
 use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -301,6 +301,10 @@ impl MySource {
             ]);
             if kind == ColumnKind::scalar(Kind::Json) {
                 metadata.insert(META_LOGICAL.to_string(), LOGICAL_JSON.to_string());
+            }
+            if let Some(labels) = crate::types::labels_of(&column_type) {
+                let key = if column_type.to_ascii_lowercase().starts_with("set(") { META_SET } else { META_ENUM };
+                barge_core::types::record_labels(&labels, key, &mut metadata);
             }
             if !self.url.tinyint1_as_bool {
                 metadata.insert(META_TINYINT1_INTEGER.to_string(), "true".to_string());

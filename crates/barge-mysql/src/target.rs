@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arrow_array::RecordBatch;
 use arrow_schema::Field;
 use barge_core::{
-    BatchEncoder, Conflict, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, LOGICAL_UUID, META_IDENTITY, Result,
-    TableInfo, TableWriter, TargetColumn, WriteOptions, choose_column,
+    BatchEncoder, Conflict, Encoded, Error, ForeignKeyInfo, LOGICAL_JSON, LOGICAL_UUID, META_ENUM, META_IDENTITY,
+    META_SET, Result, TableInfo, TableWriter, TargetColumn, WriteOptions, choose_column,
 };
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
+
+use barge_core::types::labels;
 
 use crate::ENGINE;
 use crate::codec::{can_encode, decode_lines, encode_batch};
@@ -116,6 +118,9 @@ impl barge_core::Target for MyTarget {
             |logical, data_type| match (logical, barge_core::types::max_chars(field)) {
                 (Some(LOGICAL_JSON), _) => Some("json".into()),
                 (Some(LOGICAL_UUID), _) => Some("char(36)".into()),
+                // Enumerations and sets with their labels, in their order.
+                _ if let Some(labels) = labels(field, META_ENUM) => Some(format!("enum({})", literals(&labels))),
+                _ if let Some(members) = labels(field, META_SET) => Some(format!("set({})", literals(&members))),
                 // A declared length is kept where a utf8mb4 varchar can hold it (65,535 bytes).
                 (None, Some(n)) if n <= 16_383 => Some(format!("varchar({n})")),
                 // Text and blobs get the unbounded type here; `create_table` bounds key columns,
@@ -576,6 +581,11 @@ impl barge_core::RangeClearer for MyWriter {
         self.conn.exec(&format!("DELETE FROM {} WHERE {predicate}", quote(&self.table)), "clearing a range")?;
         Ok(self.conn.conn.affected_rows())
     }
+}
+
+/// Labels as MySQL string literals, comma-separated.
+fn literals(labels: &[String]) -> String {
+    labels.iter().map(|l| literal(l)).collect::<Vec<_>>().join(",")
 }
 
 /// MySQL's spelling of a portable default function for a column of type `native`, where the

@@ -53,6 +53,39 @@ fn type_params(column_type: &str) -> Option<&str> {
     column_type.split_once('(').and_then(|(_, p)| p.split_once(')')).map(|(p, _)| p)
 }
 
+/// The labels of an `enum(…)` or `set(…)` `COLUMN_TYPE`, in order, as MySQL quotes them there
+/// (quotes doubled, backslashes escaped): `enum('it''s','ok')` → `it's`, `ok`.
+pub fn labels_of(column_type: &str) -> Option<Vec<String>> {
+    let lower = column_type.to_ascii_lowercase();
+    if !lower.starts_with("enum(") && !lower.starts_with("set(") {
+        return None;
+    }
+    let inner = &column_type[column_type.find('(')? + 1..];
+    let mut labels = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        match chars.next()? {
+            '\'' => {}
+            ')' => return Some(labels),
+            ',' | ' ' => continue,
+            _ => return None,
+        }
+        let mut label = String::new();
+        loop {
+            match chars.next()? {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                '\\' => label.push(chars.next()?),
+                c => label.push(c),
+            }
+        }
+        labels.push(label);
+    }
+}
+
 /// The element column type of an array column created as `column_type`
 /// (`json COMMENT 'barge:array:bigint'` → `bigint`).
 pub fn array_element(column_type: &str) -> Option<&str> {
@@ -155,8 +188,14 @@ pub fn mapping() -> Vec<TypeMapping> {
         ),
         m("varchar(50)", "Text", Utf8).notes("utf8mb4; barge creates varchar(255) for a text key column"),
         m("longtext", "Text", Utf8).created().notes("also tinytext, text, mediumtext"),
-        m("enum('sad','ok','happy')", "Text", Utf8),
-        m("set('a','b','c')", "Text", Utf8),
+        m("enum('sad','ok','happy')", "Text", Utf8).notes(
+            "labels kept in order (barge.enum): PostgreSQL creates an enum type `<table>_<column>`, \
+             SQLite a CHECK (… IN …), MySQL the same ENUM",
+        ),
+        m("set('a','b','c')", "Text", Utf8).notes(
+            "members kept (barge.set), values as MySQL prints them (`a,c`): PostgreSQL text with a CHECK \
+             that each member is one of them, MySQL the same SET, SQLite plain TEXT",
+        ),
         m("json", "Json", Utf8).notes("MariaDB: longtext with a json_valid check; logical type json"),
         m("varbinary(20)", "Bytes", Binary)
             .notes("also binary(n); barge creates varbinary(255) for a binary key column"),
@@ -286,6 +325,16 @@ pub fn read_back(column_type: &str) -> Option<DataType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_and_set_labels_read_as_mysql_quotes_them() {
+        let labels = |t: &str| labels_of(t).map(|l| l.join("|"));
+        assert_eq!(labels("enum('it''s','a\\\\b','x,y','ok')").as_deref(), Some("it's|a\\b|x,y|ok"));
+        assert_eq!(labels("set('a','b','c')").as_deref(), Some("a|b|c"));
+        assert_eq!(labels("ENUM('')").as_deref(), Some(""));
+        assert_eq!(labels("varchar(10)"), None);
+        assert_eq!(labels("enum('unterminated"), None);
+    }
 
     #[test]
     fn column_types_refine_data_types() {

@@ -9,7 +9,7 @@ use arrow_schema::{Field, Schema};
 use barge_core::types::record_default;
 use barge_core::{
     Error, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, LOGICAL_JSON, LOGICAL_UUID, META_ENGINE,
-    META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Native, Result, Scalar, TableInfo,
+    META_ENUM, META_ENUM_TYPE, META_IDENTITY, META_LOGICAL, META_NATIVE_TYPE, Native, Result, Scalar, TableInfo,
 };
 use futures_util::StreamExt;
 use tokio_postgres::Client;
@@ -199,7 +199,10 @@ SELECT a.attname,
        coalesce((SELECT k.ord FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) WHERE k.attnum = a.attnum), 0)::int4
          AS pk_position,
        a.attidentity <> '' OR coalesce(pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false) AS generated,
-       pg_get_expr(d.adbin, d.adrelid) AS default_expression
+       pg_get_expr(d.adbin, d.adrelid) AS default_expression,
+       CASE WHEN t.typtype = 'e' THEN t.typname::text END AS enum_type,
+       (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid)
+         AS enum_labels
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -346,6 +349,12 @@ impl barge_core::Source for PgSource {
                     metadata.insert(META_IDENTITY.to_string(), "true".to_string());
                 } else {
                     record_default(row.get::<_, Option<String>>(6).as_deref(), &mut metadata);
+                }
+                if let (Some(enum_type), Some(labels)) =
+                    (row.get::<_, Option<String>>(7), row.get::<_, Option<Vec<String>>>(8))
+                {
+                    metadata.insert(META_ENUM_TYPE.to_string(), enum_type);
+                    barge_core::types::record_labels(&labels, META_ENUM, &mut metadata);
                 }
                 let not_null: bool = row.get(3);
                 fields.push(Field::new(column, resolved.arrow(), !not_null).with_metadata(metadata));

@@ -5,10 +5,11 @@
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
-use arrow_schema::Field;
+use arrow_schema::{DataType, Field};
+use barge_core::types::labels;
 use barge_core::{
-    BatchEncoder, Conflict, Encoded, Error, LOGICAL_JSON, LOGICAL_UUID, META_ENGINE, META_IDENTITY, META_NATIVE_TYPE,
-    Native, Result, TableWriter, TargetColumn, WriteOptions, choose_column,
+    BatchEncoder, Conflict, Encoded, Error, LOGICAL_JSON, LOGICAL_UUID, META_ENGINE, META_ENUM, META_ENUM_TYPE,
+    META_IDENTITY, META_NATIVE_TYPE, META_SET, Native, Result, TableWriter, TargetColumn, WriteOptions, choose_column,
 };
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -59,6 +60,16 @@ impl PgTarget {
             .block_on(client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.qualified(table)]))
             .map_err(pg_err("looking up a target table"))?;
         Ok(row.get(0))
+    }
+
+    /// The enumeration type of a column with [`META_ENUM`] labels, in the target's schema: the
+    /// source's own type name, or `<table>_<column>`.
+    fn enum_type(&self, table: &str, field: &Field) -> String {
+        let name = match field.metadata().get(META_ENUM_TYPE) {
+            Some(name) => name.clone(),
+            None => format!("{table}_{}", field.name()),
+        };
+        format!("{}.{}", quote(&self.url.schema), quote(&name))
     }
 
     /// Each column of an existing table: name, SQL type (enums as text, domains as their base) and
@@ -112,6 +123,9 @@ impl barge_core::Target for PgTarget {
     }
 
     fn column_for(&self, table: &str, field: &Field) -> Result<TargetColumn> {
+        if labels(field, META_ENUM).is_some() {
+            return Ok(TargetColumn { native_type: self.enum_type(table, field), read_back: DataType::Utf8 });
+        }
         choose_column(
             ENGINE,
             "PostgreSQL",
@@ -129,6 +143,21 @@ impl barge_core::Target for PgTarget {
     }
 
     fn table_ddl(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> String {
+        // Enumerations first: the type the source declared, or `<table>_<column>` for another
+        // engine's ENUM (as pgloader names them); one that exists already is taken as it is.
+        let types: String = columns
+            .iter()
+            .filter_map(|(f, c)| {
+                let labels = labels(f, META_ENUM)?;
+                let labels: Vec<String> = labels.iter().map(|l| literal(l)).collect();
+                Some(format!(
+                    "DO $barge$ BEGIN CREATE TYPE {} AS ENUM ({}); \
+                     EXCEPTION WHEN duplicate_object THEN NULL; END $barge$;\n",
+                    c.native_type,
+                    labels.join(", ")
+                ))
+            })
+            .collect();
         let defs: Vec<String> = columns
             .iter()
             .map(|(f, c)| {
@@ -140,7 +169,16 @@ impl barge_core::Target for PgTarget {
                     Some(default) if generated.is_empty() => format!(" DEFAULT {default}"),
                     _ => String::new(),
                 };
-                format!("{} {}{generated}{not_null}{default}", quote(f.name()), c.native_type)
+                // A MySQL SET stays text, held to its members.
+                let check = match labels(f, META_SET) {
+                    Some(members) if labels(f, META_ENUM).is_none() => format!(
+                        " CHECK ({column} = '' OR string_to_array({column}, ',') <@ ARRAY[{}]::text[])",
+                        members.iter().map(|m| literal(m)).collect::<Vec<_>>().join(", "),
+                        column = quote(f.name())
+                    ),
+                    _ => String::new(),
+                };
+                format!("{} {}{generated}{not_null}{default}{check}", quote(f.name()), c.native_type)
             })
             .collect();
         // The primary key is added by `finish_table`, after the data: building a B-tree over loaded
@@ -148,7 +186,7 @@ impl barge_core::Target for PgTarget {
         // COPY then ADD PRIMARY KEY). `key` is the source's, which `finish_table` sees again.
         let _ = key;
         format!(
-            "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {} (\n  {}\n)",
+            "CREATE SCHEMA IF NOT EXISTS {};\n{types}CREATE TABLE {} (\n  {}\n)",
             quote(&self.url.schema),
             self.qualified(name),
             defs.join(",\n  ")

@@ -111,7 +111,10 @@ pub fn mapping() -> Vec<TypeMapping> {
         m("character varying(20)", "Text", Utf8).samples(&["'x'", "''"]),
         m("character(5)", "Text", Utf8).samples(&["'ab'", "'abcde'"]).notes("keeps its padding"),
         m("name", "Text", Utf8).samples(&["'pg_name'"]),
-        m("citext", "Text", Utf8).notes("extension type; enums read as text too"),
+        m("citext", "Text", Utf8).notes(
+            "extension type; enums read as text too, their labels kept in order (barge.enum): \
+             MySQL creates the same ENUM, SQLite a CHECK (… IN …)",
+        ),
         m("\"char\"", "Char", Utf8).samples(&["'a'"]).notes("one byte"),
         m("json", "Json", Utf8).samples(&["'{\"b\": 1,  \"a\": [1, 2]}'"]).notes("logical type json"),
         m("jsonb", "Jsonb", Utf8)

@@ -129,7 +129,13 @@ impl barge_core::Target for SqliteTarget {
                 })
                 .map(|d| format!(" DEFAULT {d}"))
                 .unwrap_or_default();
-                format!("{} {}{not_null}{default}", quote(field.name()), column.native_type)
+                // An enumeration is text held to its labels.
+                let check = barge_core::types::enum_check(field, &quote(field.name()), |l| {
+                    format!("'{}'", l.replace('\'', "''"))
+                })
+                .map(|c| format!(" {c}"))
+                .unwrap_or_default();
+                format!("{} {}{not_null}{default}{check}", quote(field.name()), column.native_type)
             })
             .collect();
         if !key.is_empty() {

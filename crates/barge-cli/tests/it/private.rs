@@ -107,7 +107,9 @@ impl PrivateMy {
         let dir = tempfile::tempdir().unwrap();
         Command::new("chown").arg("mysql").arg(dir.path()).status().unwrap();
         let status = Command::new("mariadb-install-db")
-            .args(["--user=mysql", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            // --no-defaults first: the shared server's my.cnf (its socket, pid file and logs) is not
+            // this server's.
+            .args(["--no-defaults", "--user=mysql", "--auth-root-authentication-method=normal", "--skip-test-db"])
             .arg(format!("--datadir={}", dir.path().join("data").display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

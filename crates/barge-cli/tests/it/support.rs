@@ -164,6 +164,14 @@ impl PgDb {
 
 impl Drop for PgDb {
     fn drop(&mut self) {
+        // A test that failed because the server went away must not abort on a second panic here
+        // (that hides its own message).
+        if std::thread::panicking() {
+            let _ = std::panic::catch_unwind(|| {
+                pg_run("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            });
+            return;
+        }
         pg_run("postgres", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
     }
 }
@@ -218,6 +226,10 @@ impl MyDb {
 
 impl Drop for MyDb {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::panic::catch_unwind(|| my_run(None, &format!("DROP DATABASE IF EXISTS {}", self.name)));
+            return;
+        }
         my_run(None, &format!("DROP DATABASE IF EXISTS {}", self.name));
     }
 }
