@@ -23,8 +23,17 @@ ensure_mariadb() {
   done
   say "FATAL: MariaDB cannot be reached on 127.0.0.1:3306"; exit 1
 }
+# PostGIS: the geometry tests create the extension in their own databases.
+ensure_postgis() {
+  local major; major=$(ls /etc/postgresql | sort -n | tail -n1)
+  [ -e "/usr/share/postgresql/$major/extension/postgis.control" ] && return
+  say "PostGIS is not installed for PostgreSQL $major: installing postgresql-$major-postgis-3"
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-$major-postgis-3"; } >&2 \
+    || { say "FATAL: cannot install PostGIS (postgresql-$major-postgis-3)"; exit 1; }
+}
 ensure_postgres
 ensure_mariadb
+ensure_postgis
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -81,6 +81,14 @@ pub const META_LOGICAL: &str = "barge.logical";
 pub const LOGICAL_JSON: &str = "json";
 /// [`META_LOGICAL`] value for UUIDs carried as their 36-character text.
 pub const LOGICAL_UUID: &str = "uuid";
+/// [`META_LOGICAL`] value for geometries (MySQL/MariaDB spatial types, PostGIS `geometry`),
+/// carried as Arrow binary in one canonical layout, the one MySQL stores: the SRID as 4 bytes
+/// little-endian, then the geometry's WKB (2-D). Sources of other layouts (PostGIS EWKB) convert
+/// to it, so a geometry hashes alike in every engine.
+pub const LOGICAL_GEOMETRY: &str = "geometry";
+/// Field metadata key naming a geometry column's subtype, as OGC spells it (one of
+/// [`types::GEOMETRY_TYPES`]): MySQL's `POINT` column, PostGIS `geometry(Point)`.
+pub const META_GEOMETRY_TYPE: &str = "barge.geometry_type";
 /// Field metadata key naming the engine that declared [`META_NATIVE_TYPE`], so that a target of the
 /// same engine can keep the native type instead of going through the Arrow mapping.
 pub const META_ENGINE: &str = "barge.engine";

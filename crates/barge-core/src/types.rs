@@ -254,6 +254,24 @@ pub fn default_sql(field: &arrow_schema::Field, render: impl Fn(&str) -> Option<
     Some(default.clone())
 }
 
+/// The geometry subtypes every spatial engine has, as OGC spells them (MySQL's column types and
+/// PostGIS's type modifiers, case aside).
+pub const GEOMETRY_TYPES: &[&str] = &[
+    "Geometry",
+    "Point",
+    "LineString",
+    "Polygon",
+    "MultiPoint",
+    "MultiLineString",
+    "MultiPolygon",
+    "GeometryCollection",
+];
+
+/// The subtype in [`GEOMETRY_TYPES`] that `name` spells (`point`, `LINESTRING`, `Polygon`).
+pub fn geometry_type(name: &str) -> Option<&'static str> {
+    GEOMETRY_TYPES.iter().find(|t| t.eq_ignore_ascii_case(name.trim())).copied()
+}
+
 /// The labels a field's metadata holds under `key` ([`crate::META_ENUM`], [`crate::META_SET`]).
 pub fn labels(field: &arrow_schema::Field, key: &str) -> Option<Vec<String>> {
     serde_json::from_str(field.metadata().get(key)?).ok()

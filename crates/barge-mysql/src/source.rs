@@ -294,11 +294,18 @@ impl MySource {
                     reason: Some("barge has no mapping for it yet".into()),
                 }
             })?;
+            let spatial = crate::types::is_spatial(&data_type);
             let mut metadata = HashMap::from([
                 (META_NATIVE_TYPE.to_string(), column_type.clone()),
                 (META_DATA_TYPE.to_string(), data_type),
                 (META_ENGINE.to_string(), ENGINE.to_string()),
             ]);
+            if spatial {
+                metadata.insert(META_LOGICAL.to_string(), barge_core::LOGICAL_GEOMETRY.to_string());
+                if let Some(subtype) = barge_core::types::geometry_type(&column_type) {
+                    metadata.insert(barge_core::META_GEOMETRY_TYPE.to_string(), subtype.to_string());
+                }
+            }
             if kind == ColumnKind::scalar(Kind::Json) {
                 metadata.insert(META_LOGICAL.to_string(), LOGICAL_JSON.to_string());
             }

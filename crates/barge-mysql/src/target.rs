@@ -118,6 +118,12 @@ impl barge_core::Target for MyTarget {
             |logical, data_type| match (logical, barge_core::types::max_chars(field)) {
                 (Some(LOGICAL_JSON), _) => Some("json".into()),
                 (Some(LOGICAL_UUID), _) => Some("char(36)".into()),
+                (Some(barge_core::LOGICAL_GEOMETRY), _) => Some(
+                    field
+                        .metadata()
+                        .get(barge_core::META_GEOMETRY_TYPE)
+                        .map_or("geometry".into(), |t| t.to_ascii_lowercase()),
+                ),
                 // Enumerations and sets with their labels, in their order.
                 _ if let Some(labels) = labels(field, META_ENUM) => Some(format!("enum({})", literals(&labels))),
                 _ if let Some(members) = labels(field, META_SET) => Some(format!("set({})", literals(&members))),
@@ -187,8 +193,13 @@ impl barge_core::Target for MyTarget {
         conn.exec(STRICT_SESSION, "configuring a loading session")?;
         let types = describe(&mut conn, table)?;
         let type_of = |f: &Field| types.iter().find(|(n, _)| n == f.name()).map(|(_, t)| t.clone()).unwrap_or_default();
-        let binary: Vec<bool> =
-            fields.iter().map(|f| type_of(f).contains("blob") || type_of(f).contains("binary")).collect();
+        let binary: Vec<bool> = fields
+            .iter()
+            .map(|f| {
+                let t = type_of(f);
+                t.contains("blob") || t.contains("binary") || crate::types::is_spatial(&crate::types::data_type_of(&t))
+            })
+            .collect();
         let bits: Vec<bool> = fields.iter().map(|f| type_of(f).starts_with("bit")).collect();
         let columns = fields.iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
         // BIT columns take their binary digits through a variable: text would store the characters' bits.

@@ -5,7 +5,6 @@
 //! `COLUMN_TYPE` decides unsignedness, `tinyint(1)` and decimal precision. Values travel as text
 //! (the text protocol and LOAD DATA), in the forms of [`barge_core::text`].
 //!
-//! Not yet mapped (a clear error naming table, column and type): geometry types.
 
 use arrow_schema::{DataType, Field, IntervalUnit, TimeUnit};
 use barge_core::mapping::TypeMapping;
@@ -153,7 +152,24 @@ pub const MYSQL_TYPES: &[(&str, Kind)] = &[
     ("timestamp", Kind::Timestamp),
     ("time", Kind::Time),
     ("bit", Kind::Bit(1)),
+    ("geometry", Kind::Bytes),
+    ("point", Kind::Bytes),
+    ("linestring", Kind::Bytes),
+    ("polygon", Kind::Bytes),
+    ("multipoint", Kind::Bytes),
+    ("multilinestring", Kind::Bytes),
+    ("multipolygon", Kind::Bytes),
+    ("geometrycollection", Kind::Bytes),
 ];
+
+/// The spatial `DATA_TYPE`s: their values read and write as MySQL stores them (a 4-byte SRID,
+/// then WKB), which is barge's canonical geometry ([`barge_core::LOGICAL_GEOMETRY`]).
+pub fn is_spatial(data_type: &str) -> bool {
+    let data_type = data_type.to_ascii_lowercase();
+    MYSQL_TYPES[MYSQL_TYPES.iter().position(|(n, _)| *n == "geometry").unwrap_or(MYSQL_TYPES.len())..]
+        .iter()
+        .any(|(n, _)| *n == data_type)
+}
 
 /// Every MySQL/MariaDB column type barge maps, by `COLUMN_TYPE`, with its [`Kind`], its Arrow
 /// type and whether barge creates it for that Arrow type ([`column_type_for_arrow`] of a column
@@ -214,6 +230,12 @@ pub fn mapping() -> Vec<TypeMapping> {
             .notes("time(0-6); negative and > 24 h values kept (days 0, µs)"),
         m("bit(12)", "Bit", Utf8)
             .notes("n binary digits (`0101`), as PostgreSQL's bit(n) travels; written back with CONV"),
+        m("point", "Bytes", Binary).notes(
+            "also geometry, linestring, polygon, multipoint, multilinestring, multipolygon, geometrycollection: \
+             logical type geometry, as MySQL stores it \
+             (4-byte SRID, then WKB); PostgreSQL creates PostGIS geometry (bytea of the same bytes without PostGIS), \
+             SQLite a GEOMETRY blob",
+        ),
         m("json COMMENT 'barge:array:bigint'", "Int, array", List(Field::new("item", Int64, true).into()))
             .created()
             .notes(
@@ -344,7 +366,9 @@ mod tests {
         assert_eq!(resolve("decimal", "decimal(12,2)"), Some(Kind::Decimal(12, 2)));
         assert_eq!(resolve("decimal", "decimal(65,30)"), Some(Kind::DecimalText));
         assert_eq!(resolve("decimal", "decimal(20,0) unsigned"), Some(Kind::Decimal(20, 0)));
-        assert_eq!(resolve("geometry", "geometry"), None);
+        assert_eq!(resolve("geometry", "geometry"), Some(Kind::Bytes));
+        assert!(is_spatial("POINT") && is_spatial("geometrycollection") && !is_spatial("blob"));
+        assert_eq!(resolve("vector", "vector(3)"), None);
         assert_eq!(resolve("bit", "bit(12)"), Some(Kind::Bit(12)));
         assert_eq!(resolve("char", "char(5)"), Some(Kind::Char(5)));
         assert_eq!(resolve("char", "char"), Some(Kind::Char(1)));

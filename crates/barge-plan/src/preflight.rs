@@ -71,11 +71,17 @@ pub fn check_not_itself(source: &dyn Source, target: &dyn Target, plan: &Plan) -
     }
 }
 
-/// What barge's own DDL leaves out of created tables: defaults it does not translate, and
-/// MySQL's `ON UPDATE` clauses.
+/// What barge's own DDL leaves out of created tables: defaults it does not translate, MySQL's
+/// `ON UPDATE` clauses, and what a target column cannot keep of its type.
 fn untranslated(plan: &Plan, target: String) -> Vec<NotMigrated> {
     let mut lost = Vec::new();
     for table in plan.tables.iter().filter(|t| t.action == TableAction::Create) {
+        for column in &table.columns {
+            if let Some(note) = &column.target.note {
+                let name = format!("{}.{}", table.target_table, column.field.name());
+                lost.push(NotMigrated::new("column type", name, note.clone()));
+            }
+        }
         for field in table.output.schema.fields() {
             let name = format!("{}.{}", table.target_table, field.name());
             if let Some(expression) = field.metadata().get(barge_core::META_DEFAULT_UNTRANSLATED) {

@@ -28,6 +28,8 @@ pub enum Decoder {
     Text(BinaryBuilder),
     Jsonb(BinaryBuilder),
     Bytea(BinaryBuilder),
+    /// PostGIS EWKB, kept in barge's canonical geometry layout.
+    Geometry(BinaryBuilder),
     Uuid(StringBuilder),
     Date(Date32Builder),
     Time(Time64MicrosecondBuilder),
@@ -75,6 +77,7 @@ impl Decoder {
                 Decoder::Text(BinaryBuilder::with_capacity(capacity, capacity * 16))
             }
             (Codec::Bytea, _) => Decoder::Bytea(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            (Codec::Geometry, _) => Decoder::Geometry(BinaryBuilder::with_capacity(capacity, capacity * 32)),
             (Codec::Uuid, _) => Decoder::Uuid(StringBuilder::with_capacity(capacity, capacity * 36)),
             (Codec::Date, _) => Decoder::Date(Date32Builder::with_capacity(capacity)),
             (Codec::Time, _) => Decoder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
@@ -135,6 +138,7 @@ impl Decoder {
                 _ => return Err("unknown jsonb binary version".into()),
             },
             Decoder::Bytea(x) => x.append_value(b),
+            Decoder::Geometry(x) => x.append_value(crate::geometry::from_ewkb(b)?),
             Decoder::Uuid(x) => {
                 expect_len(b, 16, "uuid")?;
                 let mut text = String::with_capacity(36);
@@ -187,7 +191,7 @@ impl Decoder {
             Decoder::Float8(x) => x.append_null(),
             Decoder::Decimal(x, ..) | Decoder::Money(x) => x.append_null(),
             Decoder::NumericText(x) | Decoder::Uuid(x) => x.append_null(),
-            Decoder::Text(x) | Decoder::Jsonb(x) | Decoder::Bytea(x) => x.append_null(),
+            Decoder::Text(x) | Decoder::Jsonb(x) | Decoder::Bytea(x) | Decoder::Geometry(x) => x.append_null(),
             Decoder::Date(x) => x.append_null(),
             Decoder::Time(x) => x.append_null(),
             Decoder::Timestamp(x, _) => x.append_null(),
@@ -216,7 +220,7 @@ impl Decoder {
             Decoder::Text(x) | Decoder::Jsonb(x) => Arc::new(
                 StringArray::try_from_binary(x.finish()).map_err(|e| format!("text is not valid UTF-8 ({e})"))?,
             ),
-            Decoder::Bytea(x) => Arc::new(x.finish()),
+            Decoder::Bytea(x) | Decoder::Geometry(x) => Arc::new(x.finish()),
             Decoder::Date(x) => Arc::new(x.finish()),
             Decoder::Time(x) => Arc::new(x.finish()),
             Decoder::Timestamp(x, false) => Arc::new(x.finish()),

@@ -221,6 +221,13 @@ pub fn value_writer<'a>(array: &'a dyn Array, target: &TargetType) -> Option<Put
                 Ok(())
             })
         }
+        Codec::Geometry => {
+            let get = bytes(array)?;
+            Box::new(move |i, out| {
+                out.extend_from_slice(&crate::geometry::to_ewkb(get(i))?);
+                Ok(())
+            })
+        }
         Codec::Uuid => {
             if let Some(get) = strings(array) {
                 Box::new(move |i, out| {

@@ -26,6 +26,7 @@ pub mod decode;
 mod dump;
 /// Arrow → binary COPY (public for the micro-benchmarks in `benches/`).
 pub mod encode;
+pub mod geometry;
 pub mod ledger;
 mod source;
 mod target;

@@ -296,10 +296,13 @@ impl barge_core::Source for PgSource {
     }
 
     fn list_tables(&self) -> Result<Vec<String>> {
-        // Partitions and inheritance children are read through their parent, never twice.
+        // Partitions and inheritance children are read through their parent, never twice; an
+        // extension's own tables (PostGIS's spatial_ref_sys) come with the extension.
         let sql = "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                    WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
                      AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
+                     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                       AND d.objid = c.oid AND d.deptype = 'e')
                    ORDER BY c.relname";
         self.with_client(|client| {
             let rows = runtime().block_on(client.query(sql, &[&self.url.schema])).map_err(pg_err("listing tables"))?;
@@ -342,6 +345,12 @@ impl barge_core::Source for PgSource {
                     }
                     (false, Codec::Uuid) => {
                         metadata.insert(META_LOGICAL.to_string(), LOGICAL_UUID.to_string());
+                    }
+                    (false, Codec::Geometry) => {
+                        metadata.insert(META_LOGICAL.to_string(), barge_core::LOGICAL_GEOMETRY.to_string());
+                        if let Some(subtype) = crate::geometry::subtype(&declared) {
+                            metadata.insert(barge_core::META_GEOMETRY_TYPE.to_string(), subtype.to_string());
+                        }
                     }
                     _ => {}
                 }

@@ -8,8 +8,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field};
 use barge_core::types::labels;
 use barge_core::{
-    BatchEncoder, Conflict, Encoded, Error, LOGICAL_JSON, LOGICAL_UUID, META_ENGINE, META_ENUM, META_ENUM_TYPE,
-    META_IDENTITY, META_NATIVE_TYPE, META_SET, Native, Result, TableWriter, TargetColumn, WriteOptions, choose_column,
+    BatchEncoder, Conflict, Encoded, Error, LOGICAL_GEOMETRY, LOGICAL_JSON, LOGICAL_UUID, META_ENGINE, META_ENUM,
+    META_ENUM_TYPE, META_IDENTITY, META_NATIVE_TYPE, META_SET, Native, Result, TableWriter, TargetColumn, WriteOptions,
+    choose_column,
 };
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -33,12 +34,14 @@ const TEXT_OID: u32 = 25;
 pub struct PgTarget {
     url: PgUrl,
     admin: Mutex<Client>,
+    /// Whether PostGIS is available, once asked.
+    postgis: Mutex<Option<bool>>,
 }
 
 impl PgTarget {
     pub fn open(url: PgUrl) -> Result<Arc<Self>> {
         let client = connect(&url)?;
-        Ok(Arc::new(PgTarget { url, admin: Mutex::new(client) }))
+        Ok(Arc::new(PgTarget { url, admin: Mutex::new(client), postgis: Mutex::new(None) }))
     }
 
     fn qualified(&self, table: &str) -> String {
@@ -60,6 +63,24 @@ impl PgTarget {
             .block_on(client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&self.qualified(table)]))
             .map_err(pg_err("looking up a target table"))?;
         Ok(row.get(0))
+    }
+
+    /// Whether the target has PostGIS, or can create it (`CREATE EXTENSION` in the table's DDL).
+    fn postgis(&self) -> Result<bool> {
+        if let Some(known) = *self.postgis.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(known);
+        }
+        let available = self.admin(|client| {
+            let row = runtime()
+                .block_on(
+                    client
+                        .query_one("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'postgis')", &[]),
+                )
+                .map_err(pg_err("looking for PostGIS"))?;
+            Ok(row.get::<_, bool>(0))
+        })?;
+        *self.postgis.lock().unwrap_or_else(|e| e.into_inner()) = Some(available);
+        Ok(available)
     }
 
     /// The enumeration type of a column with [`META_ENUM`] labels, in the target's schema: the
@@ -124,7 +145,21 @@ impl barge_core::Target for PgTarget {
 
     fn column_for(&self, table: &str, field: &Field) -> Result<TargetColumn> {
         if labels(field, META_ENUM).is_some() {
-            return Ok(TargetColumn { native_type: self.enum_type(table, field), read_back: DataType::Utf8 });
+            return Ok(TargetColumn {
+                native_type: self.enum_type(table, field),
+                read_back: DataType::Utf8,
+                note: None,
+            });
+        }
+        if barge_core::logical_type(field) == Some(LOGICAL_GEOMETRY) && !self.postgis()? {
+            return Ok(TargetColumn {
+                native_type: "bytea".into(),
+                read_back: DataType::Binary,
+                note: Some(
+                    "PostGIS is not available on the target: kept as bytea, a 4-byte little-endian SRID then WKB"
+                        .into(),
+                ),
+            });
         }
         choose_column(
             ENGINE,
@@ -134,6 +169,7 @@ impl barge_core::Target for PgTarget {
             |logical, data_type| match (logical, barge_core::types::max_chars(field)) {
                 (Some(LOGICAL_JSON), _) => Some("jsonb".into()),
                 (Some(LOGICAL_UUID), _) => Some("uuid".into()),
+                (Some(LOGICAL_GEOMETRY), _) => Some(crate::geometry::column_type(field)),
                 // PostgreSQL's largest declared length.
                 (None, Some(n)) if n <= 10_485_760 => Some(format!("character varying({n})")),
                 _ => sql_type_for_arrow(data_type),
@@ -185,8 +221,13 @@ impl barge_core::Target for PgTarget {
         // rows beats maintaining it row by row (2M rows: 2.4 s with the key during COPY, 1.6 s for
         // COPY then ADD PRIMARY KEY). `key` is the source's, which `finish_table` sees again.
         let _ = key;
+        let postgis = if columns.iter().any(|(_, c)| c.native_type.starts_with("geometry")) {
+            "CREATE EXTENSION IF NOT EXISTS postgis;\n"
+        } else {
+            ""
+        };
         format!(
-            "CREATE SCHEMA IF NOT EXISTS {};\n{types}CREATE TABLE {} (\n  {}\n)",
+            "CREATE SCHEMA IF NOT EXISTS {};\n{postgis}{types}CREATE TABLE {} (\n  {}\n)",
             quote(&self.url.schema),
             self.qualified(name),
             defs.join(",\n  ")

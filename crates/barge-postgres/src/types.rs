@@ -31,6 +31,8 @@ pub enum Codec {
     Timestamp,
     TimestampTz,
     Interval,
+    /// PostGIS `geometry`: EWKB on the wire, barge's canonical geometry in Arrow.
+    Geometry,
     /// No binary codec in barge: selected as `::text`, written with text COPY.
     AsText,
 }
@@ -70,6 +72,7 @@ pub const PG_TYPES: &[(&str, Codec)] = &[
     ("bit", Codec::AsText),
     ("bit varying", Codec::AsText),
     ("tsvector", Codec::AsText),
+    ("geometry", Codec::Geometry),
 ];
 
 /// Every PostgreSQL type barge maps, with its codec, its Arrow type, whether barge creates it for
@@ -151,6 +154,18 @@ pub fn mapping() -> Vec<TypeMapping> {
         m("bit(3)", "AsText", Utf8).samples(&["B'101'"]).notes("as its binary digits"),
         m("bit varying(8)", "AsText", Utf8).samples(&["B'10101'"]).notes("as its binary digits"),
         m("tsvector", "AsText", Utf8).samples(&["'a fat cat'"]).notes("as text"),
+        m("geometry", "Geometry", Binary)
+            .samples(&[
+                "'SRID=4326;POINT(-71.06 42.36)'",
+                "'LINESTRING(0 0,1 1)'",
+                "'SRID=3857;POLYGON((0 0,10 0,10 10,0 10,0 0),(1 1,2 1,2 2,1 1))'",
+                "'GEOMETRYCOLLECTION(POINT(1 1),LINESTRING(0 0,5 5))'",
+            ])
+            .notes(
+                "PostGIS; also geometry(Point) and the other subtypes: logical type geometry, read as EWKB and \
+                 carried as MySQL stores geometries (4-byte SRID, then WKB); created for geometries from other \
+                 engines when the target has PostGIS (CREATE EXTENSION), else bytea, listed as not migrated",
+            ),
         m("integer[]", "Int4 (array)", List(Field::new("item", Int32, true).into()))
             .created()
             .notes("one dimension; every row's type as T[] is List(T)"),
@@ -253,7 +268,7 @@ impl PgColumnType {
             },
             Codec::Money => DataType::Decimal128(19, 2),
             Codec::Text | Codec::Char | Codec::Json | Codec::Jsonb | Codec::Uuid | Codec::AsText => DataType::Utf8,
-            Codec::Bytea => DataType::Binary,
+            Codec::Bytea | Codec::Geometry => DataType::Binary,
             Codec::Date => DataType::Date32,
             Codec::Time => DataType::Time64(TimeUnit::Microsecond),
             Codec::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),

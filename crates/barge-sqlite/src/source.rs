@@ -291,6 +291,9 @@ impl barge_core::Source for SqliteSource {
                 if metadata[META_NATIVE_TYPE].trim().eq_ignore_ascii_case("json") {
                     metadata.insert(META_LOGICAL.to_string(), LOGICAL_JSON.to_string());
                 }
+                if crate::types::is_geometry(&metadata[META_NATIVE_TYPE]) {
+                    metadata.insert(META_LOGICAL.to_string(), barge_core::LOGICAL_GEOMETRY.to_string());
+                }
                 record_default(default.as_deref(), &mut metadata);
                 // SQLite lets primary-key columns hold NULL unless declared NOT NULL; Arrow nullability
                 // follows the declaration, not the key.

@@ -109,6 +109,7 @@ impl barge_core::Target for SqliteTarget {
             field,
             |logical, data_type| match (logical, barge_core::types::max_chars(field)) {
                 (Some(LOGICAL_JSON), _) => Some("JSON".into()),
+                (Some(barge_core::LOGICAL_GEOMETRY), _) => Some("GEOMETRY".into()),
                 // SQLite enforces no length, but keeps the declaration (and its TEXT affinity).
                 (None, Some(n)) => Some(format!("VARCHAR({n})")),
                 _ => column_for_arrow(data_type).map(|c| c.native_type),

@@ -55,6 +55,7 @@ pub const DECLARED_TYPES: &[(&str, Family)] = &[
     ("JSON", Family::Text),
     ("UUID", Family::Text),
     ("BLOB", Family::Blob),
+    ("GEOMETRY", Family::Blob),
     ("", Family::Blob),
     ("BOOLEAN", Family::Boolean),
     ("BOOL", Family::Boolean),
@@ -69,6 +70,12 @@ pub const DECLARED_TYPES: &[(&str, Family)] = &[
     ("TIME", Family::Time),
     ("INTERVAL", Family::Interval),
 ];
+
+/// A declared `GEOMETRY` column holds geometries in barge's canonical layout (a 4-byte
+/// little-endian SRID, then WKB: [`barge_core::LOGICAL_GEOMETRY`]).
+pub fn is_geometry(declared: &str) -> bool {
+    declared.trim().eq_ignore_ascii_case("geometry")
+}
 
 /// The declared types barge reads and creates, one row per family (the names each family also
 /// covers are in [`DECLARED_TYPES`]), with the samples the round-trip tests use.
@@ -312,7 +319,7 @@ pub fn column_for_arrow(data_type: &DataType) -> Option<TargetColumn> {
         _ => return None,
     };
     let read_back = kind_of(&declared, "", "").ok()?.arrow();
-    Some(TargetColumn { native_type: declared, read_back })
+    Some(TargetColumn { native_type: declared, read_back, note: None })
 }
 
 #[cfg(test)]

@@ -28,12 +28,24 @@ fn every_mysql_type_round_trips_through_postgres_and_sqlite() {
     // MySQL → PostgreSQL types: unsigned extremes kept, tinyint(1) as boolean, TIME as interval.
     let types = pg.sql(
         "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute
-         WHERE attrelid = 'every_type'::regclass AND attname IN ('biu', 'flag', 'tm6', 'ts', 'js', 'iu')",
+         WHERE attrelid = 'every_type'::regclass AND attname IN ('biu', 'flag', 'tm6', 'ts', 'js', 'iu', 'pt', 'geo')",
     );
     assert_eq!(
         types[0][0].as_deref(),
-        Some("iu bigint, biu numeric(20,0), flag boolean, ts timestamp with time zone, tm6 interval, js jsonb")
+        Some(
+            "iu bigint, biu numeric(20,0), flag boolean, ts timestamp with time zone, tm6 interval, js jsonb, \
+             pt geometry(Point), geo geometry"
+        )
     );
+    // Geometries are PostGIS's own, with their SRIDs, and come back as the same spatial columns.
+    let srids = pg
+        .sql("SELECT ST_AsEWKT(pt) || ' ' || ST_SRID(geo) || ' ' || ST_GeometryType(geo) FROM every_type WHERE id = 1");
+    assert_eq!(srids[0][0].as_deref(), Some("SRID=4326;POINT(-71.06 42.36) 3857 ST_Polygon"));
+    // (SQLite declares GEOMETRY alone: the subtype comes back through PostgreSQL only.)
+    for (back, point) in [(&back, "`pt` point"), (&back2, "`pt` geometry")] {
+        let created = &back.sql("SHOW CREATE TABLE every_type")[0][1];
+        assert!(created.contains(point) && created.contains("`geo` geometry"), "{created}");
+    }
     assert_eq!(pg.sql("SELECT biu::text FROM every_type WHERE id = 1")[0][0].as_deref(), Some("18446744073709551615"));
 }
 

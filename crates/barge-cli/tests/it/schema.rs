@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::support::{MyDb, PgDb, barge};
+use crate::support::{MyDb, PgDb, barge, table};
 
 /// A file of the sample databases: `BARGE_CORPUS`, else `../shared/corpus` beside the project
 /// (where CI has it).
@@ -455,4 +455,46 @@ fn enumerations_and_sets_cross_engines_with_their_labels_in_order() {
     let conn = dir.conn("enum.db");
     assert!(conn.execute("INSERT INTO item (id, mood) VALUES (9, 'bad')", []).is_err(), "SQLite's CHECK refuses it");
     conn.execute("INSERT INTO item (id, mood) VALUES (9, 'it''s ok')", []).unwrap();
+}
+
+/// A PostGIS database copies exactly into PostgreSQL (the extension created, its own
+/// spatial_ref_sys filled by it, not copied), and its geometries cross into SQLite and MySQL and
+/// back with their subtypes and SRIDs, verified.
+#[test]
+fn postgis_geometries_copy_exactly_and_cross_engines_with_their_srids() {
+    let (source, exact, back) = (PgDb::new("gis_src"), PgDb::new("gis_exact"), PgDb::new("gis_back"));
+    let (my, dir) = (MyDb::new("gis_my"), crate::support::Dir::new());
+    source.sql(
+        "CREATE EXTENSION postgis;
+         CREATE TABLE place (id int PRIMARY KEY, name text NOT NULL, at geometry(Point, 4326), area geometry);
+         CREATE INDEX place_at ON place USING gist (at);
+         INSERT INTO place SELECT g, 'p' || g, ST_SetSRID(ST_MakePoint(g * 0.5, -g * 0.25), 4326),
+                CASE WHEN g % 3 = 0 THEN ST_Buffer(ST_MakePoint(g, g), 1.5) WHEN g % 3 = 1 THEN NULL
+                     ELSE ST_SetSRID('LINESTRING(0 0, 1 1, 2 0)'::geometry, 3857) END
+         FROM generate_series(1, 500) g;",
+    );
+    let json = copy_json(&source.url(), &exact.url());
+    assert_eq!(json["schema"]["mode"], "exact", "{}", json["schema"]);
+    assert_eq!(table(&json, "place")["verified"], true);
+    assert!(json["tables"].as_array().unwrap().iter().all(|t| t["table"] != "spatial_ref_sys"), "{json}");
+    assert_same_schema(&pg_schema(&source), &pg_schema(&exact));
+    let digest =
+        "SELECT md5(string_agg(id || ST_AsEWKT(at) || coalesce(ST_AsEWKT(area), '-'), ',' ORDER BY id)) FROM place";
+    assert_eq!(one(&exact, digest), one(&source, digest));
+    assert_eq!(
+        one(&exact, "SELECT count(*) FROM spatial_ref_sys"),
+        one(&source, "SELECT count(*) FROM spatial_ref_sys")
+    );
+
+    let lite = dir.url("gis.db");
+    for (from, to) in [(source.url(), lite.clone()), (lite.clone(), back.url()), (source.url(), my.url())] {
+        let run = barge(&["copy", "--from", &from, "--to", &to, "--json"]);
+        run.assert_code(0);
+        assert_eq!(table(&run.json(), "place")["verified"], true, "{from} → {to}");
+    }
+    assert_eq!(one(&back, digest), one(&source, digest), "PostgreSQL → SQLite → PostgreSQL");
+    let mine = my.sql("SELECT ST_AsText(at), ST_SRID(at), ST_SRID(area) FROM place WHERE id = 2");
+    assert_eq!(mine[0], ["POINT(1 -0.5)", "4326", "3857"]);
+    assert!(my.sql("SHOW CREATE TABLE place")[0][1].contains("`at` point"));
+    barge(&["verify", "--from", &my.url(), "--to", &back.url()]).assert_code(0);
 }

@@ -14,6 +14,9 @@ pub struct TargetColumn {
     /// The Arrow type the target's own mapping reads that column back as; comparing it with the
     /// source field's type (see [`crate::types::fidelity`]) says whether the move is exact.
     pub read_back: DataType,
+    /// What the column cannot keep in this target, when something (PostGIS missing: geometries
+    /// as bytea): the plan lists it as not migrated.
+    pub note: Option<String>,
 }
 
 /// The one way targets pick a column for a source field, shared so that engines only declare their
@@ -35,7 +38,7 @@ pub fn choose_column(
         _ => choose(logical_type(field), field.data_type()),
     };
     match native.and_then(|native| read_back(&native).map(|read_back| (native, read_back))) {
-        Some((native_type, read_back)) => Ok(TargetColumn { native_type, read_back }),
+        Some((native_type, read_back)) => Ok(TargetColumn { native_type, read_back, note: None }),
         None => Err(crate::Error::UnsupportedType {
             table: table.into(),
             column: field.name().clone(),

@@ -62,7 +62,8 @@ fn load(target: &dyn Target, table: &str, batch: &RecordBatch) {
 #[test]
 fn every_mapping_row_round_trips_as_scalar_and_array() {
     let db = TestDb::new("types");
-    let mut ddl = String::new();
+    // PostGIS for the geometry row (scripts/test.sh and .ci/run install it).
+    let mut ddl = String::from("CREATE EXTENSION IF NOT EXISTS postgis;\n");
     for (i, (sql_type, values)) in samples().iter().enumerate() {
         let rows: Vec<String> = values
             .iter()
