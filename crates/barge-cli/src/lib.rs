@@ -300,6 +300,10 @@ struct CopyArgs {
     /// space (what `barge bench` measures with).
     #[arg(long, hide = true)]
     sample_rows: Option<u64>,
+    /// Show the plan and write nothing: each table's partitions, DDL and columns (source type →
+    /// target type, exact or lossy), how the schema would be made, and what would not be migrated.
+    #[arg(long, conflicts_with_all = ["resume", "state"])]
+    dry_run: bool,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
@@ -620,6 +624,17 @@ fn options(tuning: &Tuning, verify: bool) -> ExecOptions {
 
 fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
     check_tuning(&args.tuning)?;
+    if args.dry_run {
+        let (preflight, _) = plan_copy(&args)?;
+        let title = format!("copy --dry-run, {} table(s)", preflight.plan.tables.len());
+        let report = preview::dry_run(&preflight, title)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}\ndry run: nothing was written", render::plan_body(&report));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = copy_between(&args)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -646,6 +661,21 @@ fn execute(
     )
 }
 
+/// A copy's preflight (writing nothing), and its source URL as the copy reads it.
+fn plan_copy(args: &CopyArgs) -> Result<(barge_plan::Preflight, String), Error> {
+    let from = args.endpoints.source_url()?;
+    let if_exists = match (args.resume, args.if_exists) {
+        (true, _) | (false, IfExistsArg::Append) => IfExists::Append,
+        (false, IfExistsArg::Fail) => IfExists::Fail,
+        (false, IfExistsArg::Truncate) => IfExists::Truncate,
+    };
+    let request = |_: &dyn barge_core::EngineFactory| {
+        Ok(CopyRequest { sample_rows: args.sample_rows, ..request(&args.endpoints, &args.tuning) })
+    };
+    let preflight = barge_plan::preflight(&engines::registry(), &from, &args.endpoints.to, request, if_exists)?;
+    Ok((preflight, from))
+}
+
 /// Plans (writing nothing), then copies. Shared by `copy` and `demo`.
 fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
     // The run is taken before anything else, so a second process on it is refused at once.
@@ -658,17 +688,8 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
         }
         None => None,
     };
-    let from = args.endpoints.source_url()?;
+    let (preflight, from) = plan_copy(args)?;
     let (from, to) = (from.as_str(), args.endpoints.to.as_str());
-    let if_exists = match (args.resume, args.if_exists) {
-        (true, _) | (false, IfExistsArg::Append) => IfExists::Append,
-        (false, IfExistsArg::Fail) => IfExists::Fail,
-        (false, IfExistsArg::Truncate) => IfExists::Truncate,
-    };
-    let request = |_: &dyn barge_core::EngineFactory| {
-        Ok(CopyRequest { sample_rows: args.sample_rows, ..request(&args.endpoints, &args.tuning) })
-    };
-    let preflight = barge_plan::preflight(&engines::registry(), from, to, request, if_exists)?;
     // The ledger starts once the plan is valid and before anything is written: a run refused for
     // bad input leaves the ledger of an earlier interrupted run to resume.
     let ledger = match store {
@@ -760,6 +781,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         state: None,
         resume: false,
         sample_rows: None,
+        dry_run: false,
         json: args.json,
     };
     let report = copy_between(&copy_args)?;

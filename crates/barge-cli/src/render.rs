@@ -275,6 +275,17 @@ pub fn verify_summary(report: &VerifyReport) -> String {
 
 /// The human form of a plan.
 pub fn plan_summary(report: &PlanReport) -> String {
+    let mut out = plan_body(report);
+    out.push_str(if report.ok {
+        "\nplan ok: `barge run` would start"
+    } else {
+        "\nplan has unaccepted risks: `barge run` would refuse to start"
+    });
+    out
+}
+
+/// A plan's tables (partitions, DDL, columns, risks), its schema's mode and what it would not migrate.
+pub fn plan_body(report: &PlanReport) -> String {
     let mut out = format!("plan of {}\n  from {}\n  to   {}\n", report.pipeline, report.source, report.target);
     for t in &report.tables {
         out.push_str(&format!(
@@ -325,17 +336,17 @@ pub fn plan_summary(report: &PlanReport) -> String {
                 c.name, c.source_type, c.target_type, c.fidelity
             ));
         }
-        out.push_str(&format!("  data sample: {} rows\n", t.sampled_rows));
+        // (A copy's dry run samples nothing.)
+        if t.sampled_rows > 0 || !t.risks.is_empty() {
+            out.push_str(&format!("  data sample: {} rows\n", t.sampled_rows));
+        }
         for r in &t.risks {
             let verdict = if r.accepted { "accepted" } else { "RISK" };
             out.push_str(&format!("    {verdict}: {}: {} — {}\n", r.column, r.risk.name(), r.detail));
         }
     }
-    out.push_str(if report.ok {
-        "\nplan ok: `barge run` would start"
-    } else {
-        "\nplan has unaccepted risks: `barge run` would refuse to start"
-    });
+    out.push('\n');
+    out.push_str(&schema_lines(Some(&report.schema), &report.not_migrated));
     out
 }
 

@@ -37,11 +37,12 @@ mod retry;
 mod stages;
 mod verify;
 
+pub use barge_plan::SchemaReport;
 pub use copy::run::copy;
 pub use ledger::Ledger;
 pub use options::ExecOptions;
 pub use progress::{NoProgress, Phase, Progress};
-pub use report::{CopyReport, SchemaReport, StageSeconds, TableReport, TableVerdict, VerifyReport, peak_rss_mb};
+pub use report::{CopyReport, StageSeconds, TableReport, TableVerdict, VerifyReport, peak_rss_mb};
 pub use retry::DEFAULT_RETRIES;
 pub use verify::run::verify;
 

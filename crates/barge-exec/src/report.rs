@@ -198,48 +198,10 @@ pub struct CopyReport {
     pub snapshot: Option<barge_core::SnapshotInfo>,
     /// How the target's schema was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema: Option<SchemaReport>,
+    pub schema: Option<barge_plan::SchemaReport>,
     /// Source objects the target does not have, with the reason.
     #[serde(default)]
     pub not_migrated: Vec<barge_core::NotMigrated>,
-}
-
-/// How a copy made the target's schema.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SchemaReport {
-    /// `exact` (the source engine's own dump, restored) or `translated` (built by barge).
-    pub mode: String,
-    /// For a same-engine copy built by barge: why the engine's dump was not used.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub why_not_exact: Option<String>,
-    /// Exact schemas: every object restored, by kind and name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub objects: Vec<barge_core::SchemaObject>,
-}
-
-impl SchemaReport {
-    pub fn of(plan: &barge_plan::SchemaPlan) -> Self {
-        match plan {
-            barge_plan::SchemaPlan::Exact(dump) => {
-                SchemaReport { mode: "exact".into(), why_not_exact: None, objects: dump.objects() }
-            }
-            barge_plan::SchemaPlan::Translated { why_not_exact } => {
-                SchemaReport { mode: "translated".into(), why_not_exact: why_not_exact.clone(), objects: Vec::new() }
-            }
-        }
-    }
-
-    /// `12 objects: 3 table, 2 index, …` in restore order of first appearance.
-    pub fn counts(&self) -> String {
-        let mut counts: Vec<(&str, usize)> = Vec::new();
-        for object in &self.objects {
-            match counts.iter_mut().find(|(kind, _)| *kind == object.kind) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((&object.kind, 1)),
-            }
-        }
-        counts.iter().map(|(kind, n)| format!("{n} {kind}")).collect::<Vec<_>>().join(", ")
-    }
 }
 
 impl CopyReport {

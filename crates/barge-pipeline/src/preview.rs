@@ -24,6 +24,10 @@ pub struct PlanReport {
     /// No unaccepted risk: `run` would start.
     pub ok: bool,
     pub tables: Vec<TablePreview>,
+    /// How the target's schema would be made (the engine's own dump, or barge's DDL, and why).
+    pub schema: barge_plan::SchemaReport,
+    /// What the target would not have, by kind and name, with the reason.
+    pub not_migrated: Vec<barge_core::NotMigrated>,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,15 +103,7 @@ pub fn prepare(
     let mut existing_reader: Option<Arc<dyn Source>> = None;
     let mut tables = Vec::with_capacity(preflight.plan.tables.len());
     for table in &preflight.plan.tables {
-        let existing = if table.action == TableAction::Create {
-            None
-        } else {
-            let reader = match &existing_reader {
-                Some(reader) => reader.clone(),
-                None => existing_reader.insert(preflight.open_target_reader()?).clone(),
-            };
-            Some(reader.table(&table.target_table)?.schema)
-        };
+        let existing = existing_schema(&preflight, table, &mut existing_reader)?;
         let accepted = pipeline.accepted(&table.target_table);
         let assessment = assess(
             sampler.as_ref(),
@@ -117,26 +113,63 @@ pub fn prepare(
             pipeline.source_timezone.is_some(),
             &accepted,
         )?;
-        tables.push(preview(pipeline, preflight.target.as_ref(), table, existing.as_deref(), assessment));
+        tables.push(preview(Some(pipeline), preflight.target.as_ref(), table, existing.as_deref(), assessment));
     }
-    let report = PlanReport {
-        pipeline: pipeline.path.display().to_string(),
+    let report = report(&preflight, pipeline.path.display().to_string(), tables);
+    Ok(Prepared { preflight, report })
+}
+
+/// The schema a table that exists already has in the target (read through one reader, opened the
+/// first time it is needed); `None` for a table to create.
+fn existing_schema(
+    preflight: &Preflight,
+    table: &barge_plan::TablePlan,
+    reader: &mut Option<Arc<dyn Source>>,
+) -> Result<Option<arrow_schema::SchemaRef>, Error> {
+    if table.action == TableAction::Create {
+        return Ok(None);
+    }
+    let reader = match reader {
+        Some(reader) => reader.clone(),
+        None => reader.insert(preflight.open_target_reader()?).clone(),
+    };
+    Ok(Some(reader.table(&table.target_table)?.schema))
+}
+
+fn report(preflight: &Preflight, title: String, tables: Vec<TablePreview>) -> PlanReport {
+    PlanReport {
+        pipeline: title,
         source: preflight.source.display_name(),
         target: preflight.target.display_name(),
         ok: tables.iter().all(|t| t.risks.iter().all(|r| r.accepted)),
         tables,
-    };
-    Ok(Prepared { preflight, report })
+        schema: barge_plan::SchemaReport::of(&preflight.plan.schema),
+        not_migrated: preflight.plan.not_migrated.clone(),
+    }
+}
+
+/// What a copy's preflight would do, as `plan` shows a pipeline's (`barge copy --dry-run`): the
+/// tables with their partitions, DDL and column mapping, the schema's mode and what would not be
+/// migrated. No data is sampled, and nothing is written.
+pub fn dry_run(preflight: &Preflight, title: String) -> Result<PlanReport, Error> {
+    let mut existing_reader: Option<Arc<dyn Source>> = None;
+    let mut tables = Vec::with_capacity(preflight.plan.tables.len());
+    for table in &preflight.plan.tables {
+        let existing = existing_schema(preflight, table, &mut existing_reader)?;
+        let nothing_sampled = barge_plan::Assessment { sampled_rows: 0, risks: Vec::new() };
+        tables.push(preview(None, preflight.target.as_ref(), table, existing.as_deref(), nothing_sampled));
+    }
+    Ok(report(preflight, title, tables))
 }
 
 fn preview(
-    pipeline: &Pipeline,
+    pipeline: Option<&Pipeline>,
     target: &dyn Target,
     table: &barge_plan::TablePlan,
     existing: Option<&arrow_schema::Schema>,
     assessment: barge_plan::Assessment,
 ) -> TablePreview {
-    let spec = pipeline.tables.iter().find(|t| t.target == table.target_table);
+    let spec = pipeline.and_then(|p| p.tables.iter().find(|t| t.target == table.target_table));
     let exprs: HashMap<&str, String> = spec
         .map(|s| s.columns.iter().filter_map(|c| Some((c.name.as_str(), c.expr.as_ref()?.to_string()))).collect())
         .unwrap_or_default();

@@ -498,3 +498,42 @@ fn postgis_geometries_copy_exactly_and_cross_engines_with_their_srids() {
     assert!(my.sql("SHOW CREATE TABLE place")[0][1].contains("`at` point"));
     barge(&["verify", "--from", &my.url(), "--to", &back.url()]).assert_code(0);
 }
+
+/// `copy --dry-run` shows what the copy would do — DDL, each column's source → target type with
+/// its fidelity, the schema's mode and what would not be migrated — and writes nothing.
+#[test]
+fn a_dry_run_shows_types_schema_and_what_is_not_migrated_and_writes_nothing() {
+    let (mysql, pg, dir) = (MyDb::new("dry_my"), PgDb::new("dry_pg"), crate::support::Dir::new());
+    mysql.sql(
+        "CREATE TABLE item (
+            id int NOT NULL AUTO_INCREMENT PRIMARY KEY,
+            mood enum('sad','ok') NOT NULL DEFAULT 'ok',
+            changed datetime NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
+            at point
+        );
+        INSERT INTO item (mood, at) VALUES ('sad', ST_GeomFromText('POINT(1 2)', 4326));
+        CREATE VIEW item_ids AS SELECT id FROM item;",
+    );
+    let run = barge(&["copy", "--from", &mysql.url(), "--to", &pg.url(), "--dry-run", "--json"]);
+    run.assert_code(0);
+    let json = run.json();
+    let item = &json["tables"][0];
+    assert_eq!(item["action"], "create", "{json}");
+    let column = |name: &str| item["columns"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+    assert_eq!(column("mood")["source_type"], "enum('sad','ok')");
+    assert_eq!(column("mood")["target_type"], r#""public"."item_mood""#);
+    assert_eq!(column("at")["target_type"], "geometry(Point)");
+    assert_eq!(column("at")["fidelity"], "exact");
+    assert!(item["ddl"].as_str().unwrap().contains("CREATE TYPE"), "{json}");
+    assert_eq!(json["schema"]["mode"], "translated");
+    let lost: Vec<&str> =
+        json["not_migrated"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert!(lost.contains(&"item.changed") && lost.contains(&"item_ids"), "{lost:?}");
+    assert_eq!(one(&pg, "SELECT count(*) FROM pg_class WHERE relname = 'item'"), "0", "nothing was written");
+
+    let run = barge(&["copy", "--from", &mysql.url(), "--to", &dir.url("dry.db"), "--dry-run"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("dry run: nothing was written"), "{}", run.stdout);
+    assert!(run.stdout.contains("not migrated: view item_ids"), "{}", run.stdout);
+    assert!(!dir.path("dry.db").exists(), "no SQLite file is created");
+}

@@ -135,7 +135,7 @@ pub fn copy(
     }
     let mut report = CopyReport::new(reports, started.elapsed().as_secs_f64());
     report.snapshot = Some(snapshot);
-    report.schema = Some(crate::report::SchemaReport::of(&plan.schema));
+    report.schema = Some(barge_plan::SchemaReport::of(&plan.schema));
     report.not_migrated = not_migrated;
     Ok(report)
 }
