@@ -226,6 +226,10 @@ struct Endpoints {
     /// Table (repeatable; default: every table of the source).
     #[arg(long = "table")]
     tables: Vec<String>,
+    /// Leave out the source tables this names: a name or a pattern with `*` and `?`
+    /// (repeatable; `--exclude 'audit_*'`). Not with --table.
+    #[arg(long, value_name = "PATTERN", conflicts_with = "tables")]
+    exclude: Vec<String>,
     /// MySQL/MariaDB source: read zero dates (`0000-00-00`, `2024-00-15`) as NULL, counted per
     /// column in the summary and the log (null, the default), or fail the table on the first (error).
     #[arg(long, value_enum)]
@@ -612,6 +616,7 @@ fn check_tuning(tuning: &Tuning) -> Result<(), Error> {
 fn request(endpoints: &Endpoints, tuning: &Tuning) -> CopyRequest {
     CopyRequest {
         tables: endpoints.tables.iter().map(TableRequest::named).collect(),
+        exclude: endpoints.exclude.clone(),
         partitions: tuning.partitions,
         workers: tuning.workers,
         ..CopyRequest::default()
@@ -670,7 +675,11 @@ fn plan_copy(args: &CopyArgs) -> Result<(barge_plan::Preflight, String), Error> 
         (false, IfExistsArg::Truncate) => IfExists::Truncate,
     };
     let request = |_: &dyn barge_core::EngineFactory| {
-        Ok(CopyRequest { sample_rows: args.sample_rows, ..request(&args.endpoints, &args.tuning) })
+        Ok(CopyRequest {
+            sample_rows: args.sample_rows,
+            isolate: !args.fail_fast,
+            ..request(&args.endpoints, &args.tuning)
+        })
     };
     let preflight = barge_plan::preflight(&engines::registry(), &from, &args.endpoints.to, request, if_exists)?;
     Ok((preflight, from))
@@ -732,7 +741,9 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if args.endpoints.tables.is_empty() {
         // Every table of the source was compared: one only the target has is a difference too.
         let source_tables = source.list_tables()?;
-        report.only_in_target = target.list_tables()?.into_iter().filter(|t| !source_tables.contains(t)).collect();
+        let left_out = barge_plan::excluded(&args.endpoints.exclude)?;
+        report.only_in_target =
+            target.list_tables()?.into_iter().filter(|t| !source_tables.contains(t) && !left_out(t)).collect();
         report.ok &= report.only_in_target.is_empty();
     }
     if args.json {
@@ -767,6 +778,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             from: format!("sqlite://{}", source_path.display()),
             to: format!("sqlite://{}", target_path.display()),
             tables: Vec::new(),
+            exclude: Vec::new(),
             zero_dates: None,
         },
         tuning: args.tuning.clone(),

@@ -345,6 +345,9 @@ pub fn plan_body(report: &PlanReport) -> String {
             out.push_str(&format!("    {verdict}: {}: {} — {}\n", r.column, r.risk.name(), r.detail));
         }
     }
+    for failed in &report.failed {
+        out.push_str(&format!("\ntable {}: CANNOT BE COPIED: {}\n", failed.table, failed.message));
+    }
     out.push('\n');
     out.push_str(&schema_lines(Some(&report.schema), &report.not_migrated));
     out

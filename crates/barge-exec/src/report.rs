@@ -204,6 +204,42 @@ pub struct CopyReport {
     pub not_migrated: Vec<barge_core::NotMigrated>,
 }
 
+impl TableReport {
+    /// The report of a table the plan set aside: failed, nothing written.
+    pub fn set_aside(failure: &barge_plan::TableFailure) -> Self {
+        TableReport {
+            table: failure.table.clone(),
+            target_table: failure.target_table.clone(),
+            status: "failed".into(),
+            error: Some(TableError {
+                kind: failure.kind.clone(),
+                message: failure.message.clone(),
+                column: failure.column.clone(),
+                target: format!("nothing was written to `{}`", failure.target_table),
+                usage: failure.usage,
+            }),
+            rows_read: 0,
+            rows_written: 0,
+            rows_rejected: 0,
+            partitions: 0,
+            seconds: 0.0,
+            verified: None,
+            diff: None,
+            notices: Vec::new(),
+            transformed: false,
+            retries: 0,
+            ranges_resumed: 0,
+            rows_deleted: 0,
+            watermark: None,
+            stages: Default::default(),
+            bytes_read: 0,
+            timeline: Vec::new(),
+            verify_timeline: Vec::new(),
+            rejects_file: None,
+        }
+    }
+}
+
 impl CopyReport {
     /// The report of a run of `seconds` over `tables`: ok unless a verification failed.
     pub fn new(tables: Vec<TableReport>, seconds: f64) -> Self {

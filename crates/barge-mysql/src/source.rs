@@ -291,7 +291,9 @@ impl MySource {
                     table: name.into(),
                     column: column.clone(),
                     type_name: column_type.clone(),
-                    reason: Some("barge has no mapping for it yet".into()),
+                    reason: Some(
+                        "barge has no mapping for it yet; `copy --exclude` the table to copy the others".into(),
+                    ),
                 }
             })?;
             let spatial = crate::types::is_spatial(&data_type);

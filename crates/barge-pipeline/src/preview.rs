@@ -28,6 +28,9 @@ pub struct PlanReport {
     pub schema: barge_plan::SchemaReport,
     /// What the target would not have, by kind and name, with the reason.
     pub not_migrated: Vec<barge_core::NotMigrated>,
+    /// Tables set aside: they cannot be copied, the others would be.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<barge_plan::TableFailure>,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +148,7 @@ fn report(preflight: &Preflight, title: String, tables: Vec<TablePreview>) -> Pl
         tables,
         schema: barge_plan::SchemaReport::of(&preflight.plan.schema),
         not_migrated: preflight.plan.not_migrated.clone(),
+        failed: preflight.plan.failed.clone(),
     }
 }
 

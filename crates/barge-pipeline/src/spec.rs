@@ -350,6 +350,9 @@ impl Pipeline {
             workers,
             conflict: self.conflict,
             budget: self.budget,
+            // A pipeline names its tables: one that cannot be planned stops the plan.
+            isolate: false,
+            exclude: Vec::new(),
             sample_rows: None,
         })
     }

@@ -19,7 +19,8 @@ pub mod risk;
 pub use barge_core::Risk;
 pub use plan::{
     ColumnPlan, CompileTransform, CopyRequest, IfExists, Incremental, Plan, SAMPLE_RANGES, SchemaPlan, SchemaReport,
-    SourcePlan, SourceTablePlan, TableAction, TablePlan, TableRequest, plan_sources, plan_targets, sample_ranges,
+    SourcePlan, SourceTablePlan, TableAction, TableFailure, TablePlan, TableRequest, excluded, plan_sources,
+    plan_targets, sample_ranges,
 };
 pub use preflight::{Preflight, plan_schema, preflight};
 pub use risk::{Assessment, ColumnRisk, assess};

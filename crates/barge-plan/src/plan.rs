@@ -96,6 +96,56 @@ pub struct CopyRequest {
     /// Copy about this many rows of each table: whole key ranges spread over the key space (a
     /// benchmark's representative sample), not the first rows.
     pub sample_rows: Option<u64>,
+    /// With `tables` empty: source tables to leave out, by name or `*`/`?` pattern.
+    pub exclude: Vec<String>,
+    /// A table that cannot be planned (a column type without a mapping) is set aside as failed
+    /// and the others are copied, when more than one is asked for (`copy` without --fail-fast).
+    pub isolate: bool,
+}
+
+/// A table set aside while planning: it cannot be copied, the others are.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableFailure {
+    pub table: String,
+    pub target_table: String,
+    pub kind: String,
+    pub message: String,
+    pub column: Option<String>,
+    /// Fixable input (exit 2 when every table failed so).
+    pub usage: bool,
+}
+
+impl TableFailure {
+    fn new(table: &str, target_table: &str, error: &Error) -> Self {
+        TableFailure {
+            table: table.into(),
+            target_table: target_table.into(),
+            kind: error.kind().into(),
+            message: error.to_string(),
+            column: error.table_column().1.map(str::to_string),
+            usage: error.is_usage(),
+        }
+    }
+}
+
+/// Whether a table name matches one of `patterns` (`*` any run of characters, `?` one, the rest
+/// literal and the whole name matched).
+pub fn excluded(patterns: &[String]) -> Result<impl Fn(&str) -> bool + use<>> {
+    let regexes = patterns
+        .iter()
+        .map(|p| {
+            let body = regex::escape(p).replace("\\*", ".*").replace("\\?", ".");
+            regex::Regex::new(&format!("^(?:{body})$"))
+                .map_err(|e| Error::Config(format!("--exclude {p}: not a pattern ({e})")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(move |name: &str| regexes.iter().any(|r| r.is_match(name)))
+}
+
+/// Whether planning sets a table aside for this error instead of stopping: a type the mapping
+/// does not have, on either side, is that table's alone.
+fn isolates(error: &Error) -> bool {
+    matches!(error, Error::UnsupportedType { .. })
 }
 
 /// Ranges a table is cut into before a sample picks some of them.
@@ -149,6 +199,10 @@ pub struct Incremental {
 #[derive(Clone, Debug)]
 pub struct SourcePlan {
     pub tables: Vec<SourceTablePlan>,
+    /// Tables set aside (see [`CopyRequest::isolate`]).
+    pub failed: Vec<TableFailure>,
+    /// Whether the target half sets tables aside too.
+    pub isolate: bool,
 }
 
 /// Describes and partitions the requested source tables. Touches only the source.
@@ -170,16 +224,35 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
                 source.display_name()
             )));
         }
-        names.into_iter().map(every).collect()
+        let excluded = excluded(&request.exclude)?;
+        let kept: Vec<String> = names.iter().filter(|n| !excluded(n)).cloned().collect();
+        if kept.is_empty() {
+            return Err(Error::Config(format!(
+                "--exclude {} leaves none of the source's {} table(s) to copy",
+                request.exclude.join(", "),
+                names.len()
+            )));
+        }
+        kept.into_iter().map(every).collect()
     } else {
         let mut requests = request.tables.clone();
         requests.dedup_by(|a, b| a.source == b.source && a.target == b.target);
         requests
     };
     let mut tables = Vec::with_capacity(requests.len());
+    let isolate = request.isolate && requests.len() > 1;
+    let mut failed = Vec::new();
     for table_request in requests {
         let name = table_request.source.clone();
-        let mut table = source.table(&name)?;
+        let mut table = match source.table(&name) {
+            Ok(table) => table,
+            Err(error) if isolate && isolates(&error) => {
+                tracing::error!("table `{name}` cannot be copied: {error}; going on with the other tables");
+                failed.push(TableFailure::new(&name, table_request.target.as_deref().unwrap_or(&name), &error));
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         if let Some(key) = &table_request.key {
             let columns = key
                 .iter()
@@ -248,7 +321,7 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
             incremental,
         });
     }
-    Ok(SourcePlan { tables })
+    Ok(SourcePlan { tables, failed, isolate })
 }
 
 /// The table as a transform delivers it. Key columns must reach the output unchanged (renaming is
@@ -349,6 +422,8 @@ impl SchemaPlan {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub tables: Vec<TablePlan>,
+    /// Tables set aside while planning: reported as failed, the others copied.
+    pub failed: Vec<TableFailure>,
     pub schema: SchemaPlan,
     /// Source objects the target will not have, with the reason.
     pub not_migrated: Vec<NotMigrated>,
@@ -359,6 +434,7 @@ pub struct Plan {
 /// here, for all tables, before the first row moves.
 pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExists) -> Result<Plan> {
     let mut tables = Vec::with_capacity(sources.tables.len());
+    let mut failed = sources.failed;
     for SourceTablePlan { source, output, transform, target_table, conflict, budget, ranges, incremental } in
         sources.tables
     {
@@ -380,29 +456,15 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
                 "table `{name}`: conflict mode {conflict:?} needs key columns (the source has no primary key; set `key`)"
             )));
         }
-        let mut columns = Vec::with_capacity(output.schema.fields().len());
-        for field in output.schema.fields() {
-            let column = target.column_for(&name, field)?;
-            let fidelity = fidelity(field.data_type(), &column.read_back);
-            match &fidelity {
-                Fidelity::Exact => {}
-                Fidelity::Lossy(why) => tracing::warn!(
-                    "table `{name}`, column `{}`: {} → {} is lossy: {why}",
-                    field.name(),
-                    field.data_type(),
-                    column.native_type
-                ),
-                Fidelity::Impossible => {
-                    return Err(Error::UnsupportedType {
-                        table: name,
-                        column: field.name().clone(),
-                        type_name: field.data_type().to_string(),
-                        reason: Some(format!("no mapping to a {} column", column.native_type)),
-                    });
-                }
+        let columns = match target_columns(target, &name, &output) {
+            Ok(columns) => columns,
+            Err(error) if sources.isolate && isolates(&error) => {
+                tracing::error!("table `{name}` cannot be copied: {error}; going on with the other tables");
+                failed.push(TableFailure::new(&source.name, &name, &error));
+                continue;
             }
-            columns.push(ColumnPlan { field: field.as_ref().clone(), target: column, fidelity });
-        }
+            Err(error) => return Err(error),
+        };
         tables.push(TablePlan {
             target_table,
             source,
@@ -416,7 +478,35 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
             incremental,
         });
     }
-    Ok(Plan { tables, schema: SchemaPlan::Translated { why_not_exact: None }, not_migrated: Vec::new() })
+    Ok(Plan { tables, failed, schema: SchemaPlan::Translated { why_not_exact: None }, not_migrated: Vec::new() })
+}
+
+/// The target column of every field of `output`, with its fidelity; an impossible one is an error.
+fn target_columns(target: &dyn Target, name: &str, output: &TableInfo) -> Result<Vec<ColumnPlan>> {
+    let mut columns = Vec::with_capacity(output.schema.fields().len());
+    for field in output.schema.fields() {
+        let column = target.column_for(name, field)?;
+        let fidelity = fidelity(field.data_type(), &column.read_back);
+        match &fidelity {
+            Fidelity::Exact => {}
+            Fidelity::Lossy(why) => tracing::warn!(
+                "table `{name}`, column `{}`: {} → {} is lossy: {why}",
+                field.name(),
+                field.data_type(),
+                column.native_type
+            ),
+            Fidelity::Impossible => {
+                return Err(Error::UnsupportedType {
+                    table: name.into(),
+                    column: field.name().clone(),
+                    type_name: field.data_type().to_string(),
+                    reason: Some(format!("no mapping to a {} column", column.native_type)),
+                });
+            }
+        }
+        columns.push(ColumnPlan { field: field.as_ref().clone(), target: column, fidelity });
+    }
+    Ok(columns)
 }
 
 /// How a copy made the target's schema.
@@ -460,6 +550,18 @@ impl SchemaReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exclude_patterns_match_whole_names_with_star_and_question_mark() {
+        let left_out = excluded(&["audit_*".into(), "t?".into(), "a.b".into()]).unwrap();
+        for name in ["audit_", "audit_2024", "t1", "a.b"] {
+            assert!(left_out(name), "{name}");
+        }
+        for name in ["my_audit_x", "t12", "t", "axb", "AUDIT_x"] {
+            assert!(!left_out(name), "{name}");
+        }
+        assert!(!excluded(&[]).unwrap()("anything"));
+    }
 
     #[test]
     fn samples_take_whole_ranges_spread_over_the_key_space() {

@@ -124,6 +124,12 @@ pub fn plan_schema(
     if !every_table {
         return translated("only some tables are copied (--table), and the schema dump holds every table");
     }
+    if let Some(failed) = plan.failed.first() {
+        return translated(&format!(
+            "table `{}` cannot be copied, and the schema dump holds every table",
+            failed.table
+        ));
+    }
     if let Some(table) = plan.tables.iter().find(|t| t.action != TableAction::Create) {
         return translated(&format!(
             "target table `{}` exists already, so barge creates no tables",

@@ -335,7 +335,7 @@ impl barge_core::Source for PgSource {
                     table: name.into(),
                     column: column.clone(),
                     type_name: declared.clone(),
-                    reason: Some("barge has no mapping for it".into()),
+                    reason: Some("barge has no mapping for it; `copy --exclude` the table to copy the others".into()),
                 })?;
                 let mut metadata =
                     HashMap::from([(META_NATIVE_TYPE.to_string(), sql_type), (META_ENGINE.to_string(), ENGINE.into())]);

@@ -81,6 +81,11 @@ pub fn copy(
             Err(error) => return Err(error),
         }
     }
+    // Tables the plan set aside: nothing of them was written.
+    for failure in &plan.failed {
+        run.ctx.progress.finished(&failure.table, crate::Phase::Copy, &format!("FAILED: {}", failure.message));
+        reports.push(crate::report::TableReport::set_aside(failure));
+    }
     let all_copied = reports.iter().all(|r| r.error.is_none());
     let mut not_migrated = plan.not_migrated.clone();
     if let Some(dump) = plan.schema.dump() {
@@ -97,8 +102,35 @@ pub fn copy(
     {
         let copied = |name: &str| reports.iter().any(|r| r.table == name && r.error.is_none());
         for table in plan.tables.iter().filter(|t| t.action == TableAction::Create && copied(&t.source.name)) {
+            // A key into a table that failed, or that this run left out and the target does not
+            // have, cannot be added: said, not attempted.
+            let mut foreign_keys = Vec::new();
+            for fk in &table.source.foreign_keys {
+                let why = match reports.iter().find(|r| r.table == fk.ref_table) {
+                    Some(r) if r.error.is_some() => Some(format!("table `{}` failed", fk.ref_table)),
+                    Some(_) => None,
+                    None if target.table_rows(&fk.ref_table)?.is_none() => {
+                        Some(format!("table `{}` is not copied and the target has none", fk.ref_table))
+                    }
+                    None => None,
+                };
+                match why {
+                    Some(why) => not_migrated.push(barge_core::NotMigrated::new(
+                        "foreign key",
+                        format!(
+                            "{}({}) → {}({})",
+                            table.target_table,
+                            fk.columns.join(", "),
+                            fk.ref_table,
+                            fk.ref_columns.join(", ")
+                        ),
+                        why,
+                    )),
+                    None => foreign_keys.push(fk.clone()),
+                }
+            }
             if objects.adds_foreign_keys() {
-                objects.add_foreign_keys(&table.target_table, &table.source.foreign_keys)?;
+                objects.add_foreign_keys(&table.target_table, &foreign_keys)?;
             } else {
                 not_migrated.extend(table.source.foreign_keys.iter().map(|fk| {
                     barge_core::NotMigrated::new(
