@@ -26,6 +26,10 @@ pub enum Error {
     #[error("table `{table}` not found in {database}")]
     UnknownTable { table: String, database: String },
 
+    /// A name given as a table is another kind of relation (a view, a sequence).
+    #[error("`{table}` in {database} is a {kind}, not a table: barge copies tables (copy the tables it reads)")]
+    NotATable { table: String, kind: String, database: String },
+
     /// A column named in a pipeline, or needed by a copy, does not exist.
     #[error("column `{column}` not found in table `{table}`")]
     UnknownColumn { table: String, column: String },
@@ -128,6 +132,7 @@ impl Error {
             Error::UnknownScheme { .. } => "unknown_scheme",
             Error::SourceNotFound(_) => "source_not_found",
             Error::UnknownTable { .. } => "unknown_table",
+            Error::NotATable { .. } => "not_a_table",
             Error::UnknownColumn { .. } => "unknown_column",
             Error::UnsupportedType { .. } => "unsupported_type",
             Error::TargetNotEmpty { .. } => "target_not_empty",
@@ -149,7 +154,10 @@ impl Error {
     /// The table and column an error names, where it names them.
     pub fn table_column(&self) -> (Option<&str>, Option<&str>) {
         match self {
-            Error::UnknownTable { table, .. } | Error::TargetNotEmpty { table, .. } | Error::RowsLost { table, .. } => {
+            Error::UnknownTable { table, .. }
+            | Error::NotATable { table, .. }
+            | Error::TargetNotEmpty { table, .. }
+            | Error::RowsLost { table, .. } => {
                 (Some(table), None)
             }
             Error::UnknownColumn { table, column }
@@ -174,6 +182,7 @@ impl Error {
                 | Error::UnknownScheme { .. }
                 | Error::SourceNotFound(_)
                 | Error::UnknownTable { .. }
+                | Error::NotATable { .. }
                 | Error::UnknownColumn { .. }
                 | Error::UnsupportedType { .. }
                 | Error::TargetNotEmpty { .. }

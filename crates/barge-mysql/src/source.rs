@@ -248,7 +248,17 @@ impl MySource {
             "looking up a table",
         )?;
         if text(&exists[0][0]) == "0" {
-            return Err(Error::UnknownTable { table: name.into(), database: self.url.display.clone() });
+            let other = conn.rows(
+                &format!(
+                    "SELECT LOWER(TABLE_TYPE) FROM information_schema.TABLES
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table}"
+                ),
+                "looking up a table",
+            )?;
+            return Err(match other.first().map(|row| text(&row[0])) {
+                Some(kind) => Error::NotATable { table: name.into(), kind, database: self.url.display.clone() },
+                None => Error::UnknownTable { table: name.into(), database: self.url.display.clone() },
+            });
         }
         let estimated: u64 = text(&exists[0][1]).parse().unwrap_or(0);
         let columns = conn.rows(

@@ -315,14 +315,21 @@ impl barge_core::Source for PgSource {
             let rt = runtime();
             let found = rt
                 .block_on(client.query_opt(
-                    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                    "SELECT c.oid, CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                            WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' WHEN 'c' THEN 'composite type'
+                            WHEN 'i' THEN 'index' WHEN 'I' THEN 'index' WHEN 'r' THEN NULL WHEN 'p' THEN NULL
+                            ELSE 'relation of kind ' || c.relkind::text END
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relname = $2",
                     &[&self.url.schema, &name],
                 ))
                 .map_err(pg_err("looking up a table"))?;
             let Some(found) = found else {
                 return Err(Error::UnknownTable { table: name.into(), database: self.url.display.clone() });
             };
+            if let Some(kind) = found.get::<_, Option<String>>(1) {
+                return Err(Error::NotATable { table: name.into(), kind, database: self.url.display.clone() });
+            }
             let oid: u32 = found.get(0);
             let rows = rt.block_on(client.query(DESCRIBE, &[&oid])).map_err(pg_err("describing a table"))?;
             let mut fields = Vec::with_capacity(rows.len());

@@ -264,7 +264,13 @@ impl barge_core::Source for SqliteSource {
                 })
                 .map_err(sqlite_err("looking up a table"))?;
             if !exists {
-                return Err(Error::UnknownTable { table: name.into(), database: self.display.clone() });
+                let kind: Option<String> = conn
+                    .query_row("SELECT type FROM sqlite_schema WHERE name = ?1 AND type <> 'table'", [name], |r| r.get(0))
+                    .ok();
+                return Err(match kind {
+                    Some(kind) => Error::NotATable { table: name.into(), kind, database: self.display.clone() },
+                    None => Error::UnknownTable { table: name.into(), database: self.display.clone() },
+                });
             }
             let mut stmt = conn
                 .prepare(&format!("PRAGMA table_info({})", quote(name)))

@@ -222,3 +222,29 @@ fn a_source_with_no_tables_is_an_error_naming_where_tables_are() {
     dir.sql("t.db", "CREATE TABLE x (id INTEGER PRIMARY KEY);");
     assert_usage_error(&barge(&["verify", "--from", &my.url(), "--to", &to]), "has no tables");
 }
+
+#[test]
+fn a_view_named_as_a_table_is_called_a_view_on_every_engine() {
+    let dir = Dir::new();
+    dir.sql("s.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); CREATE VIEW tv AS SELECT id FROM t;");
+    let pg = PgDb::new("a_view");
+    pg.sql("CREATE TABLE t (id int PRIMARY KEY); CREATE VIEW tv AS SELECT id FROM t; CREATE MATERIALIZED VIEW tm AS SELECT id FROM t; CREATE SEQUENCE ts;");
+    let my = MyDb::new("a_view");
+    my.sql("CREATE TABLE t (id int PRIMARY KEY); CREATE VIEW tv AS SELECT id FROM t;");
+    let to = dir.url("t.db");
+    let cases = [
+        (dir.url("s.db"), "tv", "`tv` in"),
+        (pg.url(), "tv", "is a view, not a table"),
+        (pg.url(), "tm", "is a materialized view, not a table"),
+        (pg.url(), "ts", "is a sequence, not a table"),
+        (my.url(), "tv", "is a view, not a table"),
+    ];
+    for (from, name, needle) in cases {
+        let run = barge(&["copy", "--from", &from, "--to", &to, "--table", name]);
+        assert_usage_error(&run, needle);
+        assert!(run.stderr.contains("is a view") || name != "tv", "{}", run.stderr);
+        let run = barge(&["copy", "--from", &from, "--to", &to, "--table", name, "--json"]);
+        assert_eq!(run.json()["error"]["kind"], "not_a_table", "{}", run.stdout);
+        assert!(!exists(&dir.path("t.db")), "nothing written for {from} {name}");
+    }
+}
