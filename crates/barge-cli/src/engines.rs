@@ -14,3 +14,11 @@ pub const FILE_LEDGER_SCHEME: &str = "sqlite";
 pub fn ledger_url(spec: &str) -> String {
     if spec.contains("://") { spec.to_string() } else { format!("{FILE_LEDGER_SCHEME}://{spec}") }
 }
+
+/// The files a ledger at `spec` keeps on this machine (none for a ledger in a server).
+pub fn ledger_files(spec: &str) -> Vec<std::path::PathBuf> {
+    match barge_sqlite::parse_url(&ledger_url(spec)) {
+        Ok(path) => barge_sqlite::ledger::SqliteLedger::files(&path),
+        Err(_) => Vec::new(),
+    }
+}

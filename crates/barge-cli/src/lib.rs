@@ -467,6 +467,59 @@ fn open_ledger(spec: &str) -> Result<Arc<dyn barge_core::ledger::LedgerStore>, E
     engines::registry().open_ledger(&engines::ledger_url(spec))
 }
 
+/// The ledger files a run is about to make: removed again when the run stops before its ledger
+/// has started (bad input, a plan refused), so a run that wrote nothing leaves no state file.
+/// Files that were there before are never touched.
+struct NewLedgerFiles {
+    made: Vec<std::path::PathBuf>,
+}
+
+impl NewLedgerFiles {
+    fn before(spec: &str) -> NewLedgerFiles {
+        NewLedgerFiles { made: engines::ledger_files(spec).into_iter().filter(|f| !f.exists()).collect() }
+    }
+
+    /// The ledger has started: its files stay, to resume or to read.
+    fn keep(mut self) {
+        self.made.clear();
+    }
+}
+
+impl Drop for NewLedgerFiles {
+    fn drop(&mut self) {
+        for file in &self.made {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// An earlier run of `name` the ledger holds that did not finish (when not resuming it): the
+/// store, for a hint to `--resume` it.
+fn unfinished(store: &dyn barge_core::ledger::LedgerStore, name: &str, resuming: bool) -> Option<String> {
+    if resuming {
+        return None;
+    }
+    let record = store.unfinished(name).ok()??;
+    let done: usize = record.tables.values().map(|t| t.done.len()).sum();
+    let planned: usize = record.tables.values().map(|t| t.ranges.len()).sum();
+    Some(format!("{} holds an unfinished run ({done} of {planned} ranges committed)", store.describe()))
+}
+
+/// A target table that holds rows, with the fix this command accepts, and `--resume` first when
+/// the ledger holds an earlier run that did not finish.
+fn target_not_empty_fix(error: Error, fix: &str, earlier: Option<String>) -> Error {
+    match error {
+        Error::TargetNotEmpty { table, rows, .. } => {
+            let fix = match earlier {
+                Some(earlier) => format!("{earlier}: pass --resume to finish it; or {fix}"),
+                None => fix.to_string(),
+            };
+            Error::TargetNotEmpty { table, rows, fix }
+        }
+        other => other,
+    }
+}
+
 /// Refuses, before anything is opened, a `--state` no registered engine can keep a ledger in.
 fn check_ledger(spec: &str) -> Result<(), Error> {
     let engine = engines::registry().for_url(&engines::ledger_url(spec))?;
@@ -512,6 +565,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (name, default_spec) = default_state(&pipeline);
     let state_spec = args.state.clone().unwrap_or(default_spec);
     check_ledger(&state_spec)?;
+    let new_files = NewLedgerFiles::before(&state_spec);
     if args.resume {
         // The ledger decides what the target holds: nothing is truncated or refused as non-empty.
         pipeline.if_exists = IfExists::Append;
@@ -520,13 +574,18 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The run is taken before planning, so a second process on it is refused at once.
     store.acquire(&name, &barge_core::ledger::Holder::current())?;
     let watermarks = watermarks(store.as_ref(), &name, &pipeline)?;
-    let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &watermarks, args.detect_deletes)?;
+    let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &watermarks, args.detect_deletes)
+        .map_err(|e| {
+            let fix = r#"set `if_exists = "truncate"` or `"append"` under [defaults] in the pipeline"#;
+            target_not_empty_fix(e, fix, unfinished(store.as_ref(), &name, args.resume))
+        })?;
     if !prepared.report.ok {
         return Err(preview::risks_error(&prepared.report).into());
     }
     // The ledger starts once the plan is accepted and before anything is written (see copy).
     let print = fingerprint(&[&pipeline.text, &pipeline.source, &pipeline.target]);
     let ledger = Ledger::open(store, &name, &print, args.resume)?;
+    new_files.keep();
     for table in &prepared.report.tables {
         for risk in table.risks.iter().filter(|r| r.accepted) {
             tracing::warn!(
@@ -688,6 +747,7 @@ fn plan_copy(args: &CopyArgs) -> Result<(barge_plan::Preflight, String), Error> 
 /// Plans (writing nothing), then copies. Shared by `copy` and `demo`.
 fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
     // The run is taken before anything else, so a second process on it is refused at once.
+    let new_files = args.state.as_deref().map(NewLedgerFiles::before);
     let store = match &args.state {
         Some(spec) => {
             check_ledger(spec)?;
@@ -697,7 +757,10 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
         }
         None => None,
     };
-    let (preflight, from) = plan_copy(args)?;
+    let (preflight, from) = plan_copy(args).map_err(|e| {
+        let earlier = store.as_ref().and_then(|store| unfinished(store.as_ref(), "copy", args.resume));
+        target_not_empty_fix(e, "use --if-exists truncate or append", earlier)
+    })?;
     let (from, to) = (from.as_str(), args.endpoints.to.as_str());
     // The ledger starts once the plan is valid and before anything is written: a run refused for
     // bad input leaves the ledger of an earlier interrupted run to resume.
@@ -710,6 +773,9 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
         }
         None => None,
     };
+    if let Some(files) = new_files {
+        files.keep();
+    }
     let progress = render::progress();
     let options = ExecOptions {
         foreign_keys: !args.no_foreign_keys,

@@ -51,16 +51,23 @@ impl Bars {
 
 impl Progress for Bars {
     fn started(&self, table: &str, phase: Phase, total_rows: u64) {
+        // 80 columns: a 20-column name, a bar taking what is left, counts, rate, and an ETA only
+        // once there is a rate to base it on.
         let style = ProgressStyle::with_template(
-            "{prefix:<24} {bar:30.cyan/blue} {human_pos:>11}/{human_len:<11} rows {rate:>14} ETA {eta:<4} {msg}",
+            "{prefix:20!} {wide_bar:.cyan/blue} {human_pos:>11}/{human_len:<11} {rate:>12} {eta_once:<9}",
         )
         .expect("valid template")
         .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
             let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
         })
+        .with_key("eta_once", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            if state.pos() > 0 && state.per_sec() >= 1.0 {
+                let _ = write!(w, "ETA {:#}", indicatif::HumanDuration(state.eta()));
+            }
+        })
         .progress_chars("=> ");
         let bar = self.multi.add(ProgressBar::new(total_rows.max(1)).with_style(style));
-        bar.set_prefix(format!("{table} ({})", phase_name(phase)));
+        bar.set_prefix(bar_prefix(table, phase));
         bar.enable_steady_tick(Duration::from_millis(200));
         self.bars.lock().expect("bars lock").insert((table.to_string(), phase_name(phase)), bar);
     }
@@ -77,9 +84,21 @@ impl Progress for Bars {
     fn finished(&self, table: &str, phase: Phase, summary: &str) {
         if let Some(bar) = self.bar(table, phase) {
             bar.set_length(bar.position().max(1));
+            bar.set_style(ProgressStyle::with_template("{prefix:20!} {wide_msg}").expect("valid template"));
             bar.finish_with_message(summary.to_string());
         }
     }
+}
+
+/// A bar's name: the table, cut to fit with an ellipsis, then the phase.
+fn bar_prefix(table: &str, phase: Phase) -> String {
+    const NAME: usize = 13;
+    let name: String = if table.chars().count() > NAME {
+        table.chars().take(NAME - 1).chain(std::iter::once('…')).collect()
+    } else {
+        table.to_string()
+    };
+    format!("{name:<NAME$} {}", phase_name(phase))
 }
 
 /// One line per finished phase, for logs and pipes.
@@ -105,15 +124,7 @@ pub fn progress() -> Box<dyn Progress> {
 }
 
 fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    barge_core::text::count(n)
 }
 
 fn keys_line(kind: &str, keys: &[serde_json::Value], total: u64) -> Option<String> {
@@ -126,15 +137,37 @@ fn keys_line(kind: &str, keys: &[serde_json::Value], total: u64) -> Option<Strin
     Some(format!("    {kind:<8} {}{more}", shown.join(" ")))
 }
 
+/// The changed rows with the columns that differ in each, `[7] (email, name)`, then every
+/// column with the number of changed rows it differs in.
+fn changed_lines(diff: &barge_verify::KeyDiff) -> Vec<String> {
+    if diff.changed_columns.is_empty() {
+        return keys_line("changed", &diff.changed, diff.changed_total).into_iter().collect();
+    }
+    const SHOWN: usize = 10;
+    let shown: Vec<String> = diff
+        .changed_columns
+        .iter()
+        .take(SHOWN)
+        .map(|c| {
+            let columns: Vec<&str> =
+                c["columns"].as_array().map(|a| a.iter().filter_map(|n| n.as_str()).collect()).unwrap_or_default();
+            format!("{} ({})", c["key"], columns.join(", "))
+        })
+        .collect();
+    let total = diff.changed_total;
+    let more = if total as usize > shown.len() { format!(" … ({total} in all)") } else { String::new() };
+    let by_column: Vec<String> =
+        diff.changed_by_column.iter().map(|(column, rows)| format!("{column} in {} rows", thousands(*rows))).collect();
+    vec![format!("    changed  {}{more}", shown.join(" ")), format!("    columns  {}", by_column.join(", "))]
+}
+
 fn diff_lines(diff: &barge_verify::KeyDiff) -> Vec<String> {
-    let mut lines: Vec<String> = [
-        keys_line("missing", &diff.missing, diff.missing_total),
-        keys_line("extra", &diff.extra, diff.extra_total),
-        keys_line("changed", &diff.changed, diff.changed_total),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let mut lines: Vec<String> =
+        [keys_line("missing", &diff.missing, diff.missing_total), keys_line("extra", &diff.extra, diff.extra_total)]
+            .into_iter()
+            .flatten()
+            .chain(changed_lines(diff))
+            .collect();
     for entry in diff.duplicated.iter().take(10) {
         lines.push(format!(
             "    key {} present {} times, expected {}",
@@ -149,8 +182,10 @@ fn diff_lines(diff: &barge_verify::KeyDiff) -> Vec<String> {
 
 /// The human summary of a copy.
 pub fn copy_summary(report: &CopyReport) -> String {
+    // 80 columns with names up to 32 characters; a longer name widens its column, never cut.
+    let name = report.tables.iter().map(|t| t.table.chars().count()).max().unwrap_or(0).clamp(5, 32);
     let mut out =
-        format!("{:<24} {:>12} {:>10} {:>9} {:>13}  verified\n", "table", "rows", "ranges", "seconds", "rows/s");
+        format!("{:<name$} {:>11} {:>6} {:>7} {:>10}  verified\n", "table", "rows", "ranges", "seconds", "rows/s");
     for t in &report.tables {
         let rate = if t.seconds > 0.0 { (t.rows_written as f64 / t.seconds) as u64 } else { 0 };
         let verified = match (&t.error, t.verified) {
@@ -160,7 +195,7 @@ pub fn copy_summary(report: &CopyReport) -> String {
             (None, None) => "skipped",
         };
         out.push_str(&format!(
-            "{:<24} {:>12} {:>10} {:>9.2} {:>13}  {verified}\n",
+            "{:<name$} {:>11} {:>6} {:>7.2} {:>10}  {verified}\n",
             t.table,
             thousands(t.rows_written),
             t.partitions,
@@ -356,6 +391,14 @@ pub fn plan_body(report: &PlanReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bar_names_fit_their_column() {
+        assert_eq!(bar_prefix("orders", Phase::Copy), "orders        copy");
+        let long = bar_prefix("customer_addresses_archive", Phase::Verify);
+        assert_eq!(long, "customer_add… verify");
+        assert_eq!(long.chars().count(), 20);
+    }
 
     #[test]
     fn thousands_are_grouped() {

@@ -39,10 +39,8 @@ pub enum Error {
     UnsupportedType { table: String, column: String, type_name: String, reason: Option<String> },
 
     /// `--if-exists fail` and the target table already holds rows.
-    #[error(
-        "target table `{table}` already holds {rows} rows; nothing was written (use --if-exists truncate or append)"
-    )]
-    TargetNotEmpty { table: String, rows: u64 },
+    #[error("target table `{table}` already holds {rows} rows; nothing was written ({fix})")]
+    TargetNotEmpty { table: String, rows: u64, fix: String },
 
     /// A configuration or usage problem not covered by a more specific variant.
     #[error("{0}")]
@@ -157,9 +155,7 @@ impl Error {
             Error::UnknownTable { table, .. }
             | Error::NotATable { table, .. }
             | Error::TargetNotEmpty { table, .. }
-            | Error::RowsLost { table, .. } => {
-                (Some(table), None)
-            }
+            | Error::RowsLost { table, .. } => (Some(table), None),
             Error::UnknownColumn { table, column }
             | Error::UnsupportedType { table, column, .. }
             | Error::BadValue { table, column, .. } => (Some(table), Some(column)),

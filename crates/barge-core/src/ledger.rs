@@ -112,6 +112,19 @@ pub trait LedgerStore: Send + Sync {
     /// error saying so.
     fn resume(&self, name: &str, fingerprint: &str) -> Result<RunRecord>;
 
+    /// The fingerprint run `name` was started with and whether it finished; `None` when no run of
+    /// that name was ever started.
+    fn run_state(&self, name: &str) -> Result<Option<(String, bool)>>;
+
+    /// What run `name` left when it started and did not finish: the run a `--resume` would
+    /// continue (whose fingerprint it must match).
+    fn unfinished(&self, name: &str) -> Result<Option<RunRecord>> {
+        match self.run_state(name)? {
+            Some((fingerprint, false)) => self.resume(name, &fingerprint).map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Records a table's planned ranges and its target action.
     fn plan_table(&self, name: &str, table: &str, action: &str, ranges: &[KeyRange]) -> Result<()>;
 

@@ -443,7 +443,10 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
             (None, _) => TableAction::Create,
             (Some(0), _) | (Some(_), IfExists::Append) => TableAction::Append,
             (Some(_), IfExists::Truncate) => TableAction::Truncate,
-            (Some(rows), IfExists::Fail) => return Err(Error::TargetNotEmpty { table: name, rows }),
+            (Some(rows), IfExists::Fail) => {
+                let fix = "use --if-exists truncate or append".into();
+                return Err(Error::TargetNotEmpty { table: name, rows, fix });
+            }
         };
         if action != TableAction::Create {
             let existing = target.table_columns(&name)?;

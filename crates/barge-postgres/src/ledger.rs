@@ -203,6 +203,13 @@ impl LedgerStore for PgLedger {
         })
     }
 
+    fn run_state(&self, name: &str) -> Result<Option<(String, bool)>> {
+        self.tx("reading the ledger", async |tx, s| {
+            let sql = format!("SELECT fingerprint, finished_at IS NOT NULL FROM {s}.runs WHERE name = $1");
+            Ok(tx.query_opt(&sql, &[&name]).await?.map(|r| (r.get(0), r.get(1))))
+        })
+    }
+
     fn finish(&self, name: &str) -> Result<()> {
         self.tx("recording a finished run in the ledger", async |tx, s| {
             tx.execute(&format!("UPDATE {s}.runs SET finished_at = now() WHERE name = $1"), &[&name]).await.map(drop)

@@ -59,6 +59,15 @@ pub struct SqliteLedger {
 }
 
 impl SqliteLedger {
+    /// Every file a ledger at `path` may make: the database, its WAL and shared-memory files, a
+    /// rollback journal, and the lock file.
+    pub fn files(path: &Path) -> Vec<PathBuf> {
+        let base = path.display().to_string();
+        let mut files = vec![path.to_path_buf()];
+        files.extend(["-wal", "-shm", "-journal", ".lock"].map(|tail| PathBuf::from(format!("{base}{tail}"))));
+        files
+    }
+
     /// Opens (creating if needed) the state file at `path`.
     pub fn open(path: &Path) -> Result<SqliteLedger> {
         let conn = Connection::open(path)
@@ -218,6 +227,15 @@ impl LedgerStore for SqliteLedger {
         self.tx("recording a finished table in the state file", |tx| {
             tx.execute("UPDATE barge_tables SET finished = 1 WHERE name = ?1 AND source_table = ?2", [name, table])
                 .map(drop)
+        })
+    }
+
+    fn run_state(&self, name: &str) -> Result<Option<(String, bool)>> {
+        self.tx("reading the state file", |tx| {
+            tx.query_row("SELECT fingerprint, finished_at IS NOT NULL FROM barge_runs WHERE name = ?1", [name], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
         })
     }
 

@@ -265,7 +265,9 @@ impl barge_core::Source for SqliteSource {
                 .map_err(sqlite_err("looking up a table"))?;
             if !exists {
                 let kind: Option<String> = conn
-                    .query_row("SELECT type FROM sqlite_schema WHERE name = ?1 AND type <> 'table'", [name], |r| r.get(0))
+                    .query_row("SELECT type FROM sqlite_schema WHERE name = ?1 AND type <> 'table'", [name], |r| {
+                        r.get(0)
+                    })
                     .ok();
                 return Err(match kind {
                     Some(kind) => Error::NotATable { table: name.into(), kind, database: self.display.clone() },

@@ -20,11 +20,19 @@ pub const NARROW_FANOUT: usize = 16;
 /// Keys listed per kind in a report; the totals count them all.
 pub const MAX_KEYS_LISTED: usize = 1000;
 
+/// One keyed row of a side: its hash, its key, how many rows hold that key (more than 1 only in a
+/// table without a unique key) and a hash per column, to name the columns of a changed row.
+pub struct KeyedRow {
+    pub hash: u128,
+    pub key: Value,
+    pub count: u64,
+    pub columns: Box<[u64]>,
+}
+
 /// The rows of one side of a range, ready to be diffed.
 pub enum RowSet {
-    /// Key bytes → (row hash, key as JSON, rows with that key: more than 1 only in a table without
-    /// a unique key).
-    Keyed(HashMap<Vec<u8>, (u128, Value, u64)>),
+    /// Key bytes → the row, with the table's column names.
+    Keyed { rows: HashMap<Vec<u8>, KeyedRow>, names: Vec<String> },
     /// For tables without a primary key: row hash → (occurrences, row as JSON).
     Multiset(HashMap<u128, (u64, Value)>),
 }
@@ -38,6 +46,12 @@ pub struct KeyDiff {
     pub extra: Vec<Value>,
     /// In both, with different values.
     pub changed: Vec<Value>,
+    /// The first changed rows with the columns that differ: `{"key": […], "columns": ["email"]}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_columns: Vec<Value>,
+    /// Every changed row counted under each column that differs in it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub changed_by_column: std::collections::BTreeMap<String, u64>,
     pub missing_total: u64,
     pub extra_total: u64,
     pub changed_total: u64,
@@ -68,6 +82,12 @@ impl KeyDiff {
         take(&mut self.missing, other.missing);
         take(&mut self.extra, other.extra);
         take(&mut self.changed, other.changed);
+        self.changed_columns.extend(other.changed_columns);
+        self.changed_columns.sort_by(|a, b| compare_keys(&a["key"], &b["key"]));
+        self.changed_columns.truncate(MAX_KEYS_LISTED);
+        for (column, rows) in other.changed_by_column {
+            *self.changed_by_column.entry(column).or_default() += rows;
+        }
         self.duplicated.extend(other.duplicated);
         self.duplicated.sort_by(|a, b| compare_keys(&a["key"], &b["key"]));
         self.duplicated.truncate(MAX_KEYS_LISTED);
@@ -133,43 +153,65 @@ pub fn collect_rows(source: &dyn Source, table: &TableInfo, range: &KeyRange, ba
             }
         } else {
             let keys = RowEncoder::for_columns(&table.name, &batch, &key_indices)?;
+            let columns = (0..batch.num_columns())
+                .map(|i| RowEncoder::for_columns(&table.name, &batch, &[i]))
+                .collect::<Result<Vec<_>>>()?;
             for row in 0..batch.num_rows() {
                 let hash = rows.row_hash(row, &mut scratch);
                 let mut key = Vec::new();
                 keys.encode_row(row, &mut key);
-                keyed
-                    .entry(key)
-                    .and_modify(|(_, _, count): &mut (u128, Value, u64)| *count += 1)
-                    .or_insert_with(|| (hash, keys.json_row(row), 1));
+                keyed.entry(key).and_modify(|found: &mut KeyedRow| found.count += 1).or_insert_with(|| KeyedRow {
+                    hash,
+                    key: keys.json_row(row),
+                    count: 1,
+                    columns: columns.iter().map(|c| c.row_hash(row, &mut scratch) as u64).collect(),
+                });
             }
         }
         Ok(())
     })?;
-    Ok(if key_indices.is_empty() { RowSet::Multiset(multiset) } else { RowSet::Keyed(keyed) })
+    Ok(if key_indices.is_empty() {
+        RowSet::Multiset(multiset)
+    } else {
+        RowSet::Keyed { rows: keyed, names: table.schema.fields().iter().map(|f| f.name().clone()).collect() }
+    })
 }
 
 /// Diffs two sides of the same range. Listed keys are sorted for stable reports.
 pub fn row_diff(source: RowSet, target: RowSet) -> KeyDiff {
     let mut diff = KeyDiff::default();
     let (mut missing, mut extra, mut changed) = (Vec::new(), Vec::new(), Vec::new());
-    let mut duplicated = Vec::new();
+    let (mut duplicated, mut changed_columns) = (Vec::new(), Vec::new());
     match (source, target) {
-        (RowSet::Keyed(src), RowSet::Keyed(mut tgt)) => {
-            for (key, (hash, json, expected)) in src {
+        (RowSet::Keyed { rows: src, names }, RowSet::Keyed { rows: mut tgt, .. }) => {
+            for (key, row) in src {
                 match tgt.remove(&key) {
-                    None => missing.push(json),
-                    Some((_, _, present)) if present != expected => {
-                        duplicated.push(serde_json::json!({"key": json, "present": present, "expected": expected}));
+                    None => missing.push(row.key),
+                    Some(there) if there.count != row.count => {
+                        let (present, expected) = (there.count, row.count);
+                        duplicated.push(serde_json::json!({"key": row.key, "present": present, "expected": expected}));
                     }
-                    Some((other, _, _)) if other != hash => changed.push(json),
+                    Some(there) if there.hash != row.hash => {
+                        let differ: Vec<&String> = names
+                            .iter()
+                            .zip(row.columns.iter().zip(there.columns.iter()))
+                            .filter(|(_, (a, b))| a != b)
+                            .map(|(name, _)| name)
+                            .collect();
+                        for name in &differ {
+                            *diff.changed_by_column.entry(name.to_string()).or_default() += 1;
+                        }
+                        changed_columns.push(serde_json::json!({"key": row.key, "columns": differ}));
+                        changed.push(row.key);
+                    }
                     Some(_) => {}
                 }
             }
-            for (_, json, present) in tgt.into_values() {
-                if present > 1 {
-                    duplicated.push(serde_json::json!({"key": json, "present": present, "expected": 0}));
+            for there in tgt.into_values() {
+                if there.count > 1 {
+                    duplicated.push(serde_json::json!({"key": there.key, "present": there.count, "expected": 0}));
                 } else {
-                    extra.push(json);
+                    extra.push(there.key);
                 }
             }
         }
@@ -188,7 +230,7 @@ pub fn row_diff(source: RowSet, target: RowSet) -> KeyDiff {
         // One side keyed and the other not cannot happen: both sides are described with the same key.
         (source, target) => {
             let rows = |s: &RowSet| match s {
-                RowSet::Keyed(m) => m.values().map(|(_, _, c)| *c as usize).sum::<usize>(),
+                RowSet::Keyed { rows, .. } => rows.values().map(|r| r.count as usize).sum::<usize>(),
                 RowSet::Multiset(m) => m.values().map(|(c, _)| *c as usize).sum(),
             };
             diff.missing_total = rows(&source) as u64;
@@ -207,6 +249,9 @@ pub fn row_diff(source: RowSet, target: RowSet) -> KeyDiff {
         list.truncate(MAX_KEYS_LISTED);
         *out = list;
     }
+    changed_columns.sort_by(|a, b| compare_keys(&a["key"], &b["key"]));
+    changed_columns.truncate(MAX_KEYS_LISTED);
+    diff.changed_columns = changed_columns;
     diff.duplicated_total = duplicated.len() as u64;
     duplicated.sort_by(|a, b| compare_keys(&a["key"], &b["key"]));
     duplicated.truncate(MAX_KEYS_LISTED);

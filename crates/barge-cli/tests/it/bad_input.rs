@@ -248,3 +248,53 @@ fn a_view_named_as_a_table_is_called_a_view_on_every_engine() {
         assert!(!exists(&dir.path("t.db")), "nothing written for {from} {name}");
     }
 }
+
+/// The files a SQLite ledger at `path` may leave.
+fn ledger_files(path: &std::path::Path) -> Vec<String> {
+    ["", "-wal", "-shm", "-journal", ".lock"]
+        .iter()
+        .map(|tail| format!("{}{tail}", path.display()))
+        .filter(|f| exists(std::path::Path::new(f)))
+        .collect()
+}
+
+#[test]
+fn a_run_refused_before_writing_leaves_no_state_file_and_a_target_with_rows_hints_at_resume() {
+    let dir = Dir::new();
+    source(&dir);
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    let state = dir.path("copy.state.db");
+    let state_arg = state.display().to_string();
+    // Refused before anything was written: a missing table, a bad --where-like input.
+    let run = barge(&["copy", "--from", &from, "--to", &to, "--table", "nope", "--state", &state_arg]);
+    assert_usage_error(&run, "table `nope` not found");
+    assert_eq!(ledger_files(&state), Vec::<String>::new(), "no state file behind a refused copy");
+    // A pipeline run refused the same way leaves no NAME.state.db beside the pipeline.
+    let file = dir.path("nightly.toml");
+    std::fs::write(&file, format!("source = \"{from}\"\ntarget = \"{to}\"\n[[tables]]\nsource = \"nope\"\n")).unwrap();
+    barge(&["run", &file.display().to_string()]).assert_code(2);
+    assert_eq!(ledger_files(&dir.path("nightly.state.db")), Vec::<String>::new());
+    assert!(!exists(&dir.path("t.db")), "nothing written");
+
+    // A finished copy keeps its ledger; a refused second copy leaves that ledger as it was.
+    barge(&["copy", "--from", &from, "--to", &to, "--state", &state_arg]).assert_code(0);
+    assert!(exists(&state), "the ledger of a run that wrote stays");
+    let run = barge(&["copy", "--from", &from, "--to", &to, "--state", &state_arg]);
+    assert_usage_error(&run, "target table `t` already holds 1 rows; nothing was written (use --if-exists");
+    assert!(!run.stderr.contains("--resume"), "a finished run is not one to resume: {}", run.stderr);
+    assert!(exists(&state), "an earlier ledger is never removed");
+
+    // The ledger as an interrupted run leaves it: the hint names --resume, which finishes it.
+    let ledger = rusqlite::Connection::open(&state).unwrap();
+    ledger.execute_batch("UPDATE barge_runs SET finished_at = NULL; DELETE FROM barge_ranges_done;").unwrap();
+    drop(ledger);
+    let run = barge(&["copy", "--from", &from, "--to", &to, "--state", &state_arg]);
+    assert_usage_error(&run, "holds an unfinished run (0 of 1 ranges committed): pass --resume to finish it");
+    barge(&["copy", "--from", &from, "--to", &to, "--state", &state_arg, "--resume"]).assert_code(0);
+
+    // A pipeline run says it in the pipeline's words, not with flags `run` does not take.
+    std::fs::write(&file, format!("source = \"{from}\"\ntarget = \"{to}\"\n[[tables]]\nsource = \"t\"\n")).unwrap();
+    let run = barge(&["run", &file.display().to_string()]);
+    assert_usage_error(&run, r#"set `if_exists = "truncate"`"#);
+    assert!(!run.stderr.contains("--if-exists"), "{}", run.stderr);
+}

@@ -55,10 +55,18 @@ fn names_a_deleted_an_added_and_a_changed_row() {
     assert_eq!(t["missing"], json!([[42]]));
     assert_eq!(t["extra"], json!([[5000]]));
     assert_eq!(t["changed"], json!([[7]]));
+    assert_eq!(t["changed_columns"], json!([{"key": [7], "columns": ["v"]}]), "the column that differs");
+    assert_eq!(t["changed_by_column"], json!({"v": 1}));
     assert_eq!(
         (t["missing_total"].as_u64(), t["extra_total"].as_u64(), t["changed_total"].as_u64()),
         (Some(1), Some(1), Some(1))
     );
+    // The human report names them too.
+    let (from, to) = (dir.url("s.db"), dir.url("t.db"));
+    let run = barge(&["verify", "--from", &from, "--to", &to]);
+    run.assert_code(3);
+    assert!(run.stdout.contains("changed  [7] (v)"), "{}", run.stdout);
+    assert!(run.stdout.contains("columns  v in 1 rows"), "{}", run.stdout);
 }
 
 #[test]
@@ -72,6 +80,7 @@ fn narrows_large_ranges_down_to_the_changed_keys() {
     run.assert_code(3);
     let t = table(&run.json(), "t").clone();
     assert_eq!(t["changed"], json!([[3], [150001]]));
+    assert_eq!(t["changed_by_column"], json!({"n": 2}), "narrowed ranges name their columns: {t}");
     assert_eq!(t["missing"], json!([[199999]]));
 }
 
@@ -88,6 +97,7 @@ fn composite_and_text_keys_are_reported_as_arrays() {
     let run = verify(&dir, &[]);
     run.assert_code(3);
     assert_eq!(table(&run.json(), "c")["changed"], json!([["eu", 2]]));
+    assert_eq!(table(&run.json(), "c")["changed_columns"], json!([{"key": ["eu", 2], "columns": ["v"]}]));
 }
 
 #[test]
@@ -167,4 +177,20 @@ fn a_table_only_the_target_has_is_a_difference() {
     assert!(barge(&["verify", "--from", &from, "--to", &to]).stdout.contains("tables only in the target: stray"));
     // Narrowed by --table, only that table is compared.
     verify(&dir, &["--table", "t"]).assert_code(0);
+}
+
+#[test]
+fn a_changed_row_across_engines_names_every_column_that_differs() {
+    let my = MyDb::new("changed_columns");
+    my.sql(
+        "CREATE TABLE p (id int PRIMARY KEY, name varchar(20), price decimal(8,2), seen datetime);
+         INSERT INTO p VALUES (1, 'a', 1.50, '2024-01-01 00:00:00'), (2, 'b', 2.50, '2024-01-02 00:00:00');",
+    );
+    let pg = PgDb::new("changed_columns");
+    barge(&["copy", "--from", &my.url(), "--to", &pg.url()]).assert_code(0);
+    pg.sql("UPDATE p SET price = 9.99, seen = seen + interval '1 second' WHERE id = 2");
+    let run = barge(&["verify", "--from", &my.url(), "--to", &pg.url(), "--json"]);
+    run.assert_code(3);
+    let t = table(&run.json(), "p").clone();
+    assert_eq!(t["changed_columns"], json!([{"key": [2], "columns": ["price", "seen"]}]), "{t}");
 }

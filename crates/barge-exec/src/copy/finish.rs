@@ -81,8 +81,14 @@ impl TableCopy<'_> {
         let (_, rows_written, rows_rejected) = self.rows();
         let copy_seconds = self.started.elapsed().as_secs_f64();
         let copy_timeline = self.counters.timeline.finish(rows_written);
-        let rejected_note = if rows_rejected > 0 { format!(", {rows_rejected} rejected") } else { String::new() };
-        progress.finished(name, Phase::Copy, &format!("{rows_written} rows{rejected_note} in {copy_seconds:.2}s"));
+        let count = barge_core::text::count;
+        let rejected_note =
+            if rows_rejected > 0 { format!(", {} rejected", count(rows_rejected)) } else { String::new() };
+        progress.finished(
+            name,
+            Phase::Copy,
+            &format!("{} rows{rejected_note} in {copy_seconds:.2}s", count(rows_written)),
+        );
         // An incremental table's watermark is recorded once its rows are committed.
         if let (Some(ledger), Some(Incremental { until: Some(until), .. })) =
             (&self.run.options.ledger, &self.table.incremental)

@@ -181,7 +181,7 @@ impl Comparison<'_> {
 /// Reports a table's verdict to progress (the line a user sees per table).
 pub(crate) fn announce(verdict: &TableVerdict, ctx: Ctx<'_>) {
     let summary = if verdict.matched {
-        format!("verified: {} rows match", verdict.source_rows)
+        format!("{} rows match", barge_core::text::count(verdict.source_rows))
     } else {
         let diff = &verdict.diff;
         let duplicated =
