@@ -84,6 +84,20 @@ enum Command {
     /// Measure throughput on a sample of each table, per worker count, in a scratch place of the
     /// target it creates and drops, and forecast the whole copy.
     Bench(BenchArgs),
+    /// List the tables of a database: estimated rows, size, key, and why one cannot be copied.
+    Tables(TablesArgs),
+}
+
+#[derive(Args)]
+struct TablesArgs {
+    /// Database URL (postgres://, mysql://, sqlite://).
+    url: String,
+    /// Leave out tables whose name matches (`*` and `?` wildcards; repeatable).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -393,6 +407,7 @@ impl Command {
             Command::Plan(args) => args.json,
             Command::Run(args) => args.pipeline.json,
             Command::Bench(args) => args.json,
+            Command::Tables(args) => args.json,
         }
     }
 }
@@ -425,7 +440,48 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => plan(args),
         Command::Run(args) => run_pipeline(args),
         Command::Bench(args) => bench(args),
+        Command::Tables(args) => tables(args),
     }
+}
+
+/// `barge tables URL`: what a copy of this database would read.
+fn tables(args: TablesArgs) -> anyhow::Result<ExitCode> {
+    let source = engines::registry().for_url(&args.url)?.open_source(&args.url)?;
+    let left_out = barge_plan::excluded(&args.exclude)?;
+    let mut listed = Vec::new();
+    for name in source.list_tables()?.into_iter().filter(|t| !left_out(t)) {
+        let bytes = source.table_bytes(&name)?;
+        let entry = match source.table(&name) {
+            Ok(info) => {
+                let names = |cols: &[usize]| -> Vec<String> {
+                    cols.iter().map(|&i| info.schema.field(i).name().clone()).collect()
+                };
+                let key = match &info.key {
+                    barge_core::KeySpec::Primary(cols) => {
+                        serde_json::json!({"kind": "primary", "columns": names(cols)})
+                    }
+                    barge_core::KeySpec::Locator(locator) => serde_json::json!({"kind": "locator", "locator": locator}),
+                    barge_core::KeySpec::None => serde_json::json!({"kind": "none"}),
+                };
+                serde_json::json!({"table": name, "estimated_rows": info.estimated_rows, "bytes": bytes,
+                                   "columns": info.schema.fields().len(), "key": key})
+            }
+            // A table that cannot be described is listed with the reason a copy would give.
+            Err(error) if error.is_usage() => {
+                let (_, column) = error.table_column();
+                serde_json::json!({"table": name, "bytes": bytes, "error": {"kind": error.kind(),
+                                   "message": error.to_string(), "column": column}})
+            }
+            Err(error) => return Err(error.into()),
+        };
+        listed.push(entry);
+    }
+    if args.json {
+        println!("{}", serde_json::json!({"ok": true, "database": source.display_name(), "tables": listed}));
+    } else {
+        println!("{}", render::tables(&source.display_name(), &listed));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_pipeline(args: &PipelineArgs) -> Result<(barge_pipeline::Pipeline, usize, usize), Error> {

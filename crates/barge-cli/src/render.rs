@@ -180,6 +180,32 @@ fn diff_lines(diff: &barge_verify::KeyDiff) -> Vec<String> {
     lines
 }
 
+/// The tables of a database as `barge tables` lists them (each a JSON entry of its report).
+pub fn tables(database: &str, tables: &[serde_json::Value]) -> String {
+    let name = tables.iter().filter_map(|t| t["table"].as_str()).map(|n| n.chars().count()).max().unwrap_or(0);
+    let name = name.clamp(5, 32);
+    let mut out =
+        format!("{database}: {} table(s)\n{:<name$} {:>13} {:>11}  key\n", tables.len(), "table", "~rows", "size");
+    for t in tables {
+        let rows = t["estimated_rows"].as_u64().map_or("-".into(), thousands);
+        let size = t["bytes"].as_u64().map_or("-".into(), |b| indicatif::HumanBytes(b).to_string());
+        let key = match (t["key"]["kind"].as_str(), &t["error"]) {
+            (_, serde_json::Value::Object(error)) => {
+                format!("CANNOT BE COPIED: {}", error["message"].as_str().unwrap_or_default())
+            }
+            (Some("primary"), _) => {
+                let columns: Vec<&str> =
+                    t["key"]["columns"].as_array().into_iter().flatten().filter_map(|c| c.as_str()).collect();
+                columns.join(", ")
+            }
+            (Some("locator"), _) => format!("no key (ranges over {})", t["key"]["locator"].as_str().unwrap_or("?")),
+            _ => "no key (read in one range)".into(),
+        };
+        out.push_str(&format!("{:<name$} {rows:>13} {size:>11}  {key}\n", t["table"].as_str().unwrap_or_default()));
+    }
+    out.trim_end().to_string()
+}
+
 /// The human summary of a copy.
 pub fn copy_summary(report: &CopyReport) -> String {
     // 80 columns with names up to 32 characters; a longer name widens its column, never cut.

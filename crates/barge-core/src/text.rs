@@ -322,6 +322,19 @@ pub fn parse_interval(s: &str) -> Option<(i32, i32, i64)> {
     Some((months.parse().ok()?, days.parse().ok()?, if negative { -micros } else { micros }))
 }
 
+/// A count as people read it, the one number format of barge's messages: `1,234,567`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,17 +424,4 @@ mod tests {
             prop_assert_eq!(parse_date(&text), Some(days));
         }
     }
-}
-
-/// A count as people read it, the one number format of barge's messages: `1,234,567`.
-pub fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -591,6 +591,18 @@ impl barge_core::Source for MySource {
         crate::conn::identity(&mut connect(&self.url)?).map(Some)
     }
 
+    fn table_bytes(&self, name: &str) -> Result<Option<u64>> {
+        let rows = connect(&self.url)?.rows(
+            &format!(
+                "SELECT DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {}",
+                literal(name)
+            ),
+            "measuring a table",
+        )?;
+        Ok(rows.first().and_then(|r| text(&r[0]).parse().ok()))
+    }
+
     fn namespaces_with_tables(&self) -> Result<Vec<String>> {
         let rows = connect(&self.url)?.rows(
             "SELECT DISTINCT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE'

@@ -285,6 +285,21 @@ impl barge_core::Source for PgSource {
         self.with_client(|client| crate::conn::identity(client, &self.url.schema).map(Some))
     }
 
+    fn table_bytes(&self, name: &str) -> Result<Option<u64>> {
+        // A partitioned table's bytes are its partitions'.
+        // (pg_partition_tree lists nothing for a table that is not partitioned.)
+        let sql = "SELECT COALESCE((SELECT sum(pg_total_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t),
+                                   pg_total_relation_size(c.oid))::bigint
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = $1 AND c.relname = $2";
+        self.with_client(|client| {
+            let row = runtime()
+                .block_on(client.query_opt(sql, &[&self.url.schema, &name]))
+                .map_err(pg_err("measuring a table"))?;
+            Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(|b| b as u64))
+        })
+    }
+
     fn namespaces_with_tables(&self) -> Result<Vec<String>> {
         let sql = "SELECT DISTINCT n.nspname::text FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid
                    WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')

@@ -256,6 +256,20 @@ impl barge_core::Source for SqliteSource {
         })
     }
 
+    fn table_bytes(&self, name: &str) -> Result<Option<u64>> {
+        // The table's pages and its indexes' (the dbstat table is compiled into the bundled SQLite).
+        self.with_conn(|conn| {
+            conn.query_row(
+                "SELECT sum(pgsize) FROM dbstat WHERE name = ?1
+                    OR name IN (SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = ?1)",
+                [name],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|b| b.map(|b| b as u64))
+            .or(Ok(None))
+        })
+    }
+
     fn table(&self, name: &str) -> Result<TableInfo> {
         self.with_conn(|conn| {
             let exists: bool = conn

@@ -537,3 +537,60 @@ fn a_dry_run_shows_types_schema_and_what_is_not_migrated_and_writes_nothing() {
     assert!(run.stdout.contains("not migrated: view item_ids"), "{}", run.stdout);
     assert!(!dir.path("dry.db").exists(), "no SQLite file is created");
 }
+
+/// `barge tables URL` on the sample databases of every engine, and on tables a copy would refuse.
+#[test]
+fn barge_tables_lists_rows_size_and_key_and_names_what_cannot_be_copied() {
+    let listed = |url: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["tables", url, "--json"];
+        args.extend_from_slice(extra);
+        let run = barge(&args);
+        run.assert_code(0);
+        run.json()
+    };
+    let entry = |json: &serde_json::Value, name: &str| -> serde_json::Value {
+        json["tables"].as_array().unwrap().iter().find(|t| t["table"] == name).cloned().unwrap_or_else(|| {
+            panic!("no {name} in {json}");
+        })
+    };
+    let sqlite = format!("sqlite://{}", corpus("chinook/Chinook_Sqlite.sqlite").display());
+    let pg = PgDb::new("tables");
+    load_chinook_pg(&pg);
+    pg.sql(
+        "ANALYZE; CREATE TABLE events (at date NOT NULL, v int) PARTITION BY RANGE (at);
+         CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+         INSERT INTO events SELECT '2024-01-01'::date + (i % 300), i FROM generate_series(1, 5000) i; ANALYZE events;
+         CREATE VIEW top_albums AS SELECT 1 AS n;",
+    );
+    let my = MyDb::new("tables");
+    load_chinook_mysql(&my);
+    my.sql("CREATE TABLE hosts (id int PRIMARY KEY, addr inet6); ANALYZE TABLE Track;");
+    for url in [sqlite.clone(), pg.url(), my.url()] {
+        let json = listed(&url, &[]);
+        let track = entry(&json, if url.starts_with("postgres") { "track" } else { "Track" });
+        assert_eq!(track["key"]["kind"], "primary", "{track}");
+        assert!(track["key"]["columns"].as_array().unwrap().len() == 1, "{track}");
+        let rows = track["estimated_rows"].as_u64().unwrap();
+        assert!((2500..=4500).contains(&rows), "Track holds 3,503 rows, estimated {rows}: {url}");
+        assert!(track["bytes"].as_u64().unwrap() > 50_000, "{track}");
+        let playlist_track = entry(&json, if url.starts_with("postgres") { "playlist_track" } else { "PlaylistTrack" });
+        assert_eq!(playlist_track["key"]["columns"].as_array().unwrap().len(), 2, "a composite key: {playlist_track}");
+        // The human form: one line per table, the key's columns named.
+        let run = barge(&["tables", &url]);
+        run.assert_code(0);
+        assert!(run.stdout.lines().count() >= 12, "{}", run.stdout);
+    }
+    let json = listed(&pg.url(), &["--exclude", "play*"]);
+    assert!(json["tables"].as_array().unwrap().iter().all(|t| !t["table"].as_str().unwrap().starts_with("play")));
+    let events = entry(&json, "events");
+    assert!(events["estimated_rows"].as_u64().unwrap() >= 4000, "a partitioned table counts its partitions: {events}");
+    assert!(events["bytes"].as_u64().unwrap() > 0, "{events}");
+    assert!(
+        json["tables"].as_array().unwrap().iter().all(|t| t["table"] != "top_albums" && t["table"] != "events_2024")
+    );
+    let hosts = entry(&listed(&my.url(), &[]), "hosts");
+    assert_eq!(hosts["error"]["kind"], "unsupported_type", "{hosts}");
+    assert_eq!(hosts["error"]["column"], "addr", "{hosts}");
+    let run = barge(&["tables", &my.url()]);
+    assert!(run.stdout.contains("CANNOT BE COPIED"), "{}", run.stdout);
+}

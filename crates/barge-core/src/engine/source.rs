@@ -99,6 +99,13 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// The bytes table `name` takes in the database, its indexes included, as the engine's
+    /// statistics say (for `barge tables`). `None`: this engine cannot tell cheaply.
+    fn table_bytes(&self, name: &str) -> Result<Option<u64>> {
+        let _ = name;
+        Ok(None)
+    }
+
     /// The other schemas (PostgreSQL) or databases (MySQL) of this server that hold tables, for the
     /// message about a source with none (a mistyped name, most often).
     fn namespaces_with_tables(&self) -> Result<Vec<String>> {
