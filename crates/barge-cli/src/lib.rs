@@ -182,6 +182,24 @@ struct PipelineArgs {
     json: bool,
 }
 
+/// What to do with a value the target cannot store (`--unrepresentable`).
+#[derive(Clone, Copy, ValueEnum)]
+enum ValuePolicyArg {
+    Error,
+    Null,
+    Reject,
+}
+
+impl From<ValuePolicyArg> for barge_core::values::ValuePolicy {
+    fn from(arg: ValuePolicyArg) -> Self {
+        match arg {
+            ValuePolicyArg::Error => Self::Error,
+            ValuePolicyArg::Null => Self::Null,
+            ValuePolicyArg::Reject => Self::Reject,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum IfExistsArg {
     Fail,
@@ -307,6 +325,18 @@ struct CopyArgs {
     /// again, with exponential backoff.
     #[arg(long, default_value_t = barge_exec::DEFAULT_RETRIES)]
     retries: u32,
+    /// A value the target cannot store in any column (NaN or ±Infinity into MySQL, text holding
+    /// NUL into PostgreSQL): `error` stops the table naming the row, `null` writes NULL, `reject`
+    /// writes the row to the reject file (needs --error-budget).
+    #[arg(long, value_enum, default_value_t = ValuePolicyArg::Error)]
+    unrepresentable: ValuePolicyArg,
+    /// Rows that may be rejected, a count (`100`) or a share of the rows read (`0.5%`), before the
+    /// run stops; rejected rows go to --rejects.
+    #[arg(long, value_name = "N|P%")]
+    error_budget: Option<String>,
+    /// Where `<table>.rejects.jsonl` files go.
+    #[arg(long, value_name = "DIR", default_value = "rejects")]
+    rejects: PathBuf,
     /// Keep the run's ledger here (a SQLite file, or postgres://…), so that --resume can continue it.
     #[arg(long)]
     state: Option<String>,
@@ -657,6 +687,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = ExecOptions {
         rejects: Some(Arc::new(RejectLog::new(&pipeline.rejects_dir))),
         run_budget: pipeline.error_budget,
+        unrepresentable: pipeline.unrepresentable,
         retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
         ledger: Some(ledger),
         snapshot_lock: !args.no_lock,
@@ -764,6 +795,23 @@ fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
     Ok(copy_exit(&report))
 }
 
+/// A copy's error budget and where its rejected rows go; `--unrepresentable reject` needs a budget.
+fn copy_budget(args: &CopyArgs) -> Result<(barge_core::Budget, Option<Arc<RejectLog>>), Error> {
+    let budget = match &args.error_budget {
+        Some(text) => {
+            barge_core::Budget::parse(text).map_err(|what| Error::Config(format!("--error-budget: {what}")))?
+        }
+        None => barge_core::Budget::None,
+    };
+    if matches!(args.unrepresentable, ValuePolicyArg::Reject) && !budget.tolerates_rejects() {
+        return Err(Error::Config(
+            "--unrepresentable reject needs --error-budget N|P% (how many rows may be rejected)".into(),
+        ));
+    }
+    let rejects = budget.tolerates_rejects().then(|| Arc::new(RejectLog::new(&args.rejects)));
+    Ok((budget, rejects))
+}
+
 /// Runs a preflight's plan: the copy, verifying with a reader of the target opened when needed.
 fn execute(
     preflight: &barge_plan::Preflight,
@@ -789,12 +837,14 @@ fn plan_copy(args: &CopyArgs) -> Result<(barge_plan::Preflight, String), Error> 
         (false, IfExistsArg::Fail) => IfExists::Fail,
         (false, IfExistsArg::Truncate) => IfExists::Truncate,
     };
+    // Each table may reject as many rows as the run (`--error-budget`).
+    let (budget, _) = copy_budget(args)?;
     let request = |_: &dyn barge_core::EngineFactory| {
-        Ok(CopyRequest {
-            sample_rows: args.sample_rows,
-            isolate: !args.fail_fast,
-            ..request(&args.endpoints, &args.tuning)
-        })
+        let mut request = request(&args.endpoints, &args.tuning);
+        for table in &mut request.tables {
+            table.budget = budget;
+        }
+        Ok(CopyRequest { sample_rows: args.sample_rows, isolate: !args.fail_fast, budget, ..request })
     };
     let preflight = barge_plan::preflight(&engines::registry(), &from, &args.endpoints.to, request, if_exists)?;
     Ok((preflight, from))
@@ -802,6 +852,7 @@ fn plan_copy(args: &CopyArgs) -> Result<(barge_plan::Preflight, String), Error> 
 
 /// Plans (writing nothing), then copies. Shared by `copy` and `demo`.
 fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
+    let (run_budget, rejects) = copy_budget(args)?;
     // The run is taken before anything else, so a second process on it is refused at once.
     let new_files = args.state.as_deref().map(NewLedgerFiles::before);
     let store = match &args.state {
@@ -834,6 +885,9 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
     }
     let progress = render::progress();
     let options = ExecOptions {
+        unrepresentable: args.unrepresentable.into(),
+        run_budget,
+        rejects,
         foreign_keys: !args.no_foreign_keys,
         retries: args.retries,
         ledger,
@@ -912,6 +966,9 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         no_lock: false,
         fail_fast: false,
         retries: barge_exec::DEFAULT_RETRIES,
+        unrepresentable: ValuePolicyArg::Error,
+        error_budget: None,
+        rejects: PathBuf::from("rejects"),
         state: None,
         resume: false,
         sample_rows: None,

@@ -36,6 +36,7 @@ pub mod synthetic;
 pub mod text;
 pub mod types;
 pub mod url;
+pub mod values;
 
 pub use engine::{
     ArrowPassthrough, BatchEncoder, BatchSize, Conflict, DumpedSchema, Encoded, EngineFactory, KeyDeletes,

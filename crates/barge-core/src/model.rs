@@ -244,6 +244,8 @@ pub enum Risk {
     NaiveTimestamp,
     /// The type mapping itself loses information (see `types::fidelity`).
     LossyType,
+    /// Values the target cannot store in any column (NaN into MySQL, NUL in text into PostgreSQL).
+    Unrepresentable,
 }
 
 impl Risk {
@@ -256,6 +258,7 @@ impl Risk {
             Risk::BadValue => "bad_value",
             Risk::NaiveTimestamp => "naive_timestamp",
             Risk::LossyType => "lossy_type",
+            Risk::Unrepresentable => "unrepresentable",
         }
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct CopyJob<'a> {
     pub hash: bool,
     /// Digest buckets inside each range, when the key allows them.
     pub buckets: Option<&'a Buckets>,
+    /// Values the target cannot store, and what to do with one.
+    pub unstorable: (barge_core::values::Unstorable, barge_core::values::ValuePolicy),
 }
 
 impl CopyJob<'_> {
@@ -66,6 +68,8 @@ pub(crate) struct CopyCounters {
     pub rows_rejected: AtomicU64,
     /// Range attempts that failed transiently and were done again.
     pub retries: AtomicU64,
+    /// Values the target cannot store written as NULL, by column (ranges that committed).
+    pub nulled: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Rows written over time.
     pub timeline: crate::report::Timeline,
 }
@@ -79,4 +83,6 @@ pub(crate) struct RangeTally {
     pub written: AtomicU64,
     pub rejected: AtomicU64,
     pub rejects: Mutex<Vec<Reject>>,
+    /// Values written as NULL in this attempt, by column.
+    pub nulled: Mutex<std::collections::BTreeMap<String, u64>>,
 }

@@ -34,6 +34,9 @@ pub struct ExecOptions {
     /// Stop the run at the first table that fails (`--fail-fast`), instead of reporting it and
     /// going on with the others.
     pub fail_fast: bool,
+    /// What to do with a value the target cannot store in any column (NaN into MySQL, NUL in text
+    /// into PostgreSQL): stop the table, write NULL, or reject the row.
+    pub unrepresentable: barge_core::values::ValuePolicy,
 }
 
 impl ExecOptions {
@@ -56,6 +59,7 @@ impl ExecOptions {
             ledger: None,
             snapshot_lock: true,
             fail_fast: false,
+            unrepresentable: Default::default(),
         }
     }
 }

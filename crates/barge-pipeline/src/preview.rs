@@ -115,6 +115,7 @@ pub fn prepare(
             SAMPLE_ROWS,
             pipeline.source_timezone.is_some(),
             &accepted,
+            (preflight.target.unstorable(), pipeline.unrepresentable),
         )?;
         tables.push(preview(Some(pipeline), preflight.target.as_ref(), table, existing.as_deref(), assessment));
     }

@@ -40,6 +40,7 @@ struct DefaultsModel {
     error_budget: Option<Spanned<BudgetValue>>,
     conflict: Option<Conflict>,
     retries: Option<u32>,
+    unrepresentable: Option<barge_core::values::ValuePolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +114,8 @@ pub struct Pipeline {
     pub retries: Option<u32>,
     /// The whole run's budget of rejected rows.
     pub error_budget: Budget,
+    /// What to do with values the target cannot store (`[defaults] unrepresentable`).
+    pub unrepresentable: barge_core::values::ValuePolicy,
     /// Where `<table>.rejects.jsonl` files go.
     pub rejects_dir: PathBuf,
     /// The time zone naive source timestamps are in (declaring it acknowledges naive timestamps).
@@ -269,6 +272,16 @@ impl Pipeline {
             });
         }
         let base = path.parent().unwrap_or(Path::new("."));
+        let unrepresentable = defaults.unrepresentable.unwrap_or_default();
+        let tolerant = run_budget.tolerates_rejects()
+            || default_budget.tolerates_rejects()
+            || tables.iter().any(|t| t.budget.tolerates_rejects());
+        if unrepresentable == barge_core::values::ValuePolicy::Reject && !tolerant {
+            return Err(Error::Config(format!(
+                "{}: [defaults] unrepresentable = \"reject\" needs an error_budget (how many rows may be rejected)",
+                path.display()
+            )));
+        }
         Ok(Pipeline {
             path: path.to_path_buf(),
             text: text.to_string(),
@@ -281,6 +294,7 @@ impl Pipeline {
             verify: defaults.verify.unwrap_or(true),
             retries: defaults.retries,
             error_budget: run_budget,
+            unrepresentable,
             rejects_dir: base.join(model.rejects.as_deref().unwrap_or("rejects")),
             source_timezone: model.source_timezone.clone(),
             tables,

@@ -46,7 +46,9 @@ pub fn assess(
     sample_rows: usize,
     timezone_declared: bool,
     accepted: &HashMap<String, Vec<Risk>>,
+    unstorable: (barge_core::values::Unstorable, barge_core::values::ValuePolicy),
 ) -> Result<Assessment> {
+    let mut unrepresentable: HashMap<String, (u64, String)> = HashMap::new();
     let output = table.output.schema.clone();
     let mut stats: Vec<ColumnStats> = output.fields().iter().map(|_| ColumnStats::default()).collect();
     let mut found: Vec<(String, Risk, String)> = Vec::new();
@@ -80,6 +82,13 @@ pub fn assess(
                 for (stats, column) in stats.iter_mut().zip(batch.columns()) {
                     stats.add(column.as_ref());
                 }
+                for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                    if let Some((_, reason)) = unstorable.0.scan(column).into_iter().next() {
+                        let found = unstorable.0.scan(column).len() as u64;
+                        let entry = unrepresentable.entry(field.name().clone()).or_insert((0, reason));
+                        entry.0 += found;
+                    }
+                }
                 if taken >= per_range {
                     enough = true;
                     return Err(Error::Cancelled);
@@ -96,6 +105,14 @@ pub fn assess(
     }
     for (column, (rows, reason)) in transform_failures {
         found.push((column, Risk::BadValue, format!("the transform fails for {rows} sampled row(s): {reason}")));
+    }
+    for (column, (values, reason)) in unrepresentable {
+        let policy = unstorable.1;
+        found.push((
+            column,
+            Risk::Unrepresentable,
+            format!("{values} sampled value(s): {reason} (policy: {})", policy.name()),
+        ));
     }
     for notice in source.notices(&table.source.name) {
         found.push((notice.column.clone(), notice.risk, notice.message.clone()));
@@ -131,7 +148,9 @@ pub fn assess(
     let risks = found
         .into_iter()
         .map(|(column, risk, detail)| ColumnRisk {
-            accepted: accepted.get(&column).is_some_and(|r| r.contains(&risk)),
+            // A policy other than `error` says what happens to unrepresentable values.
+            accepted: accepted.get(&column).is_some_and(|r| r.contains(&risk))
+                || (risk == Risk::Unrepresentable && unstorable.1 != barge_core::values::ValuePolicy::Error),
             column,
             risk,
             detail,

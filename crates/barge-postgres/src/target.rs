@@ -116,6 +116,10 @@ impl PgTarget {
 }
 
 impl barge_core::Target for PgTarget {
+    fn unstorable(&self) -> barge_core::values::Unstorable {
+        barge_core::values::Unstorable { non_finite_floats: false, nul_in_text: true, engine: "PostgreSQL" }
+    }
+
     fn display_name(&self) -> String {
         self.url.display.clone()
     }

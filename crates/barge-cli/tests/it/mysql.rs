@@ -515,3 +515,100 @@ fn huge_values_copy_from_postgres_into_mariadb_exactly() {
     let got = my.sql("SELECT id, coalesce(md5(t), 'null'), md5(b) FROM huge ORDER BY id");
     assert_eq!(got, expected);
 }
+
+/// NaN and infinities into MySQL, NUL in text into PostgreSQL: `error` names the row and the fix,
+/// `null` writes NULL and says how many, `reject` writes the rows to the reject file by key.
+#[test]
+fn values_a_target_cannot_store_follow_the_chosen_policy() {
+    let pg = PgDb::new("unrepresentable");
+    pg.sql(
+        "CREATE TABLE f (id int PRIMARY KEY, r real, d double precision NOT NULL);
+         INSERT INTO f VALUES (1, 'NaN', 1), (2, 2.5, '-Infinity'), (3, 3, 3), (4, 'Infinity', 4);",
+    );
+    let dir = crate::support::Dir::new();
+    let rejects = dir.path("rejects").display().to_string();
+    let copy = |policy: &str, extra: &[&str]| {
+        let my = MyDb::new("unrepresentable");
+        let (from, url) = (pg.url(), my.url());
+        let mut args = vec!["copy", "--from", &from, "--to", &url, "--json", "--unrepresentable", policy];
+        args.extend_from_slice(extra);
+        (barge(&args), my)
+    };
+    // error (the default): the table stops at the first such value, naming column, key and fix.
+    let (run, _my) = copy("error", &[]);
+    run.assert_code(1);
+    let message = run.json()["tables"][0]["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("column `r` at key 1: MySQL cannot store NaN"), "{}", run.stdout);
+    assert!(message.contains("--unrepresentable null|reject"), "{message}");
+    // null: a NOT NULL column cannot take it, and says to reject instead.
+    let (run, _my) = copy("null", &[]);
+    run.assert_code(1);
+    assert!(run.stdout.contains("column `d` at key 2: MySQL cannot store -Infinity, and the column is NOT NULL"));
+    // reject without a budget is a usage error before anything is written.
+    let (run, my) = copy("reject", &[]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("--unrepresentable reject needs --error-budget"), "{}", run.stderr);
+    assert_eq!(my.sql("SHOW TABLES"), Vec::<Vec<String>>::new());
+    // reject: the rows go to the reject file with their key and reason; the rest is exact.
+    let (run, my) = copy("reject", &["--error-budget", "10", "--rejects", &rejects]);
+    run.assert_code(0);
+    let f = table(&run.json(), "f").clone();
+    assert_eq!((f["rows_written"].as_u64(), f["rows_rejected"].as_u64()), (Some(1), Some(3)), "{f}");
+    assert_eq!(f["verified"], true, "{f}");
+    assert_eq!(my.sql("SELECT id, r, d FROM f"), vec![vec!["3".to_string(), "3".into(), "3".into()]]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path("rejects/f.rejects.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut got: Vec<(String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            (l["key"]["id"].to_string(), l["column"].as_str().unwrap().into(), l["reason"].as_str().unwrap().into())
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("1".into(), "r".into(), "MySQL cannot store NaN".into()),
+            ("2".into(), "d".into(), "MySQL cannot store -Infinity".into()),
+            ("4".into(), "r".into(), "MySQL cannot store +Infinity".into()),
+        ]
+    );
+    // null on a nullable column: NULL written, counted in the table's notices.
+    pg.sql("UPDATE f SET d = 0 WHERE id = 2");
+    let (run, my) = copy("null", &[]);
+    run.assert_code(0);
+    let f = table(&run.json(), "f").clone();
+    assert!(f["notices"].to_string().contains("column `r`: 2 value(s) MySQL cannot store written as NULL"), "{f}");
+    assert_eq!(my.sql("SELECT count(*) FROM f WHERE r IS NULL"), vec![vec!["2".to_string()]]);
+
+    // MariaDB text holding NUL into PostgreSQL, and a pipeline's plan that finds it first.
+    let source = MyDb::new("nul_text");
+    source.sql("CREATE TABLE t (id int PRIMARY KEY, s varchar(10)); INSERT INTO t VALUES (1, CONCAT('a', CHAR(0), 'b')), (2, 'ok');");
+    let target = PgDb::new("nul_text");
+    let run = barge(&["copy", "--from", &source.url(), "--to", &target.url(), "--unrepresentable", "null"]);
+    run.assert_code(0);
+    assert_eq!(target.sql("SELECT id FROM t WHERE s IS NULL"), vec![vec![Some("1".to_string())]]);
+    let file = dir.path("nul.toml");
+    let text = |policy: &str| {
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\n[defaults]\nif_exists = \"truncate\"\nunrepresentable = \"{policy}\"\n",
+            source.url(),
+            target.url()
+        )
+    };
+    std::fs::write(&file, text("error")).unwrap();
+    let plan = barge(&["plan", &file.display().to_string(), "--json"]);
+    plan.assert_code(2);
+    let risks = plan.json()["tables"][0]["risks"].to_string();
+    assert!(risks.contains("unrepresentable") && risks.contains("PostgreSQL text cannot hold the NUL"), "{risks}");
+    barge(&["run", &file.display().to_string()]).assert_code(2);
+    std::fs::write(&file, text("null")).unwrap();
+    barge(&["plan", &file.display().to_string()]).assert_code(0);
+    std::fs::write(&file, text("reject")).unwrap();
+    let run = barge(&["plan", &file.display().to_string()]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("unrepresentable = \"reject\" needs an error_budget"), "{}", run.stderr);
+}

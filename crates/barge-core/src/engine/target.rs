@@ -53,6 +53,13 @@ pub trait Target: Send + Sync {
         Ok(None)
     }
 
+    /// Values this target refuses in any column of a kind (MySQL: NaN and infinities;
+    /// PostgreSQL: NUL in text), which a copy finds before writing and handles by its
+    /// [`crate::values::ValuePolicy`]. The default refuses nothing.
+    fn unstorable(&self) -> crate::values::Unstorable {
+        crate::values::Unstorable::default()
+    }
+
     /// The most bytes one row may hold in this target, and the setting that raises it (MySQL:
     /// `max_allowed_packet`), where that is less than its types could hold.
     fn row_limit(&self) -> Result<Option<RowLimit>> {

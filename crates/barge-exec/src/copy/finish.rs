@@ -74,7 +74,14 @@ impl TableCopy<'_> {
         if !overlap {
             self.finish()?;
         }
-        let notices: Vec<String> = self.run.source.notices(name).iter().map(ToString::to_string).collect();
+        let mut notices: Vec<String> = self.run.source.notices(name).iter().map(ToString::to_string).collect();
+        let engine = self.run.target.unstorable().engine;
+        for (column, values) in self.counters.nulled.lock().expect("nulled lock").iter() {
+            notices.push(format!(
+                "column `{column}`: {} value(s) {engine} cannot store written as NULL (--unrepresentable null)",
+                barge_core::text::count(*values)
+            ));
+        }
         for notice in &notices {
             tracing::warn!("table `{name}`: {notice}");
         }

@@ -52,6 +52,13 @@ pub(crate) fn copy_ranges(job: &CopyJob<'_>, counters: &CopyCounters) -> Result<
         pending = failed.iter().map(|&id| &job.ranges[id]).collect();
     }
     job.flush_rejects(&tallies, 0..tallies.len())?;
+    let mut nulled = counters.nulled.lock().expect("nulled lock");
+    for tally in &tallies {
+        for (column, values) in std::mem::take(&mut *tally.nulled.lock().expect("nulled lock")) {
+            *nulled.entry(column).or_default() += values;
+        }
+    }
+    drop(nulled);
     Ok(into_digests(digests))
 }
 
@@ -115,6 +122,7 @@ fn forget_attempt(counters: &CopyCounters, tally: &RangeTally, digest: &std::syn
     counters.rows_read.fetch_sub(tally.read.swap(0, Ordering::Relaxed), Ordering::Relaxed);
     counters.rows_written.fetch_sub(tally.written.swap(0, Ordering::Relaxed), Ordering::Relaxed);
     tally.rejects.lock().expect("rejects lock").clear();
+    tally.nulled.lock().expect("nulled lock").clear();
     counters.rows_rejected.fetch_sub(tally.rejected.swap(0, Ordering::Relaxed), Ordering::Relaxed);
     digest.lock().expect("digest lock").iter_mut().for_each(|d| *d = Digest::default());
 }

@@ -186,6 +186,7 @@ impl<'a> TableCopy<'a> {
             ledger: None,
             hash: false,
             buckets: None,
+            unstorable: (self.run.target.unstorable(), options.unrepresentable),
         }
     }
 

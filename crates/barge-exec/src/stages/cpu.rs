@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use arrow_array::RecordBatch;
+use barge_core::values::ValuePolicy;
 use barge_core::{BatchEncoder, Encoded, Error, Native, Result};
 use barge_verify::bucket_digests;
 use crossbeam_channel::Sender;
@@ -54,6 +55,7 @@ impl CpuStage<'_> {
         let job = self.job;
         self.tallies[range].read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         let batch = self.transform(range, batch)?;
+        let batch = self.unstorable(range, batch)?;
         if job.hash {
             add_digests(&self.digests[range], bucket_digests(&job.output.name, &batch, job.buckets, range)?);
         }
@@ -73,6 +75,75 @@ impl CpuStage<'_> {
             job.reject(self.counters, &self.tallies[range], (&batch, row, key), failure)?;
         }
         Ok(out.batch)
+    }
+
+    /// Values the target cannot store (see [`barge_core::values`]), found before they are hashed
+    /// and handled by the run's policy: an error naming the row, NULL, or the row rejected.
+    fn unstorable(&self, range: usize, batch: RecordBatch) -> Result<RecordBatch> {
+        let job = self.job;
+        let (limits, policy) = job.unstorable;
+        let schema = batch.schema();
+        if !schema.fields().iter().any(|f| limits.applies_to(f.data_type())) {
+            return Ok(batch);
+        }
+        let key: Vec<usize> = job.output.key_columns().iter().filter_map(|name| schema.index_of(name).ok()).collect();
+        let mut columns = batch.columns().to_vec();
+        let mut rejected: std::collections::BTreeMap<usize, (String, String)> = Default::default();
+        for (i, field) in schema.fields().iter().enumerate() {
+            if !limits.applies_to(field.data_type()) {
+                continue;
+            }
+            let found = limits.scan(&columns[i]);
+            let Some((first, reason)) = found.first().cloned() else { continue };
+            let stop = |why: String| {
+                let shown: Vec<String> = barge_core::rejects::columns_json(&batch, first, key.iter().copied())
+                    .values()
+                    .map(ToString::to_string)
+                    .collect();
+                Error::BadValue {
+                    table: job.table.name.clone(),
+                    column: field.name().clone(),
+                    key: (!shown.is_empty()).then(|| shown.join(", ")),
+                    reason: format!("{reason}{why}"),
+                }
+            };
+            match policy {
+                ValuePolicy::Error => {
+                    return Err(stop(
+                        "; say what to do with such values: --unrepresentable null|reject (pipelines: \
+                         `unrepresentable = \"null\"` or `\"reject\"`)"
+                            .into(),
+                    ));
+                }
+                ValuePolicy::Null if !field.is_nullable() => {
+                    return Err(stop(
+                        ", and the column is NOT NULL so it cannot be written as NULL: --unrepresentable reject".into(),
+                    ));
+                }
+                ValuePolicy::Null => {
+                    let rows: Vec<usize> = found.iter().map(|(row, _)| *row).collect();
+                    columns[i] = barge_core::values::nulled(&columns[i], &rows)?;
+                    let mut nulled = self.tallies[range].nulled.lock().expect("nulled lock");
+                    *nulled.entry(field.name().clone()).or_default() += rows.len() as u64;
+                }
+                ValuePolicy::Reject => {
+                    for (row, reason) in found {
+                        rejected.entry(row).or_insert_with(|| (field.name().clone(), reason));
+                    }
+                }
+            }
+        }
+        let batch = RecordBatch::try_new(schema, columns)?;
+        if rejected.is_empty() {
+            return Ok(batch);
+        }
+        let mut keep = vec![true; batch.num_rows()];
+        for (row, (column, reason)) in rejected {
+            keep[row] = false;
+            let failure = RowFailure { column: Some(column), reason, stage: "write" };
+            job.reject(self.counters, &self.tallies[range], (&batch, row, &key), failure)?;
+        }
+        Ok(arrow_select::filter::filter_record_batch(&batch, &arrow_array::BooleanArray::from(keep))?)
     }
 
     /// The batch as its writer takes it: the rows as the source sent them when the target takes
