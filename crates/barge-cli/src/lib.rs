@@ -453,13 +453,21 @@ fn init_logging(verbose: u8) {
         (1, _) => LevelFilter::INFO,
         _ => LevelFilter::DEBUG,
     };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+    // barge's own crates at the asked level; drivers and libraries only warn (their debug lines
+    // would bury barge's).
+    use tracing_subscriber::layer::SubscriberExt;
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_target("barge", level)
+        .with_default(level.min(LevelFilter::WARN));
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::TRACE)
         .with_target(false)
         .without_time()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(|| render::LogWriter)
-        .try_init();
+        .finish()
+        .with(targets);
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {

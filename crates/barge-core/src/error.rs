@@ -119,7 +119,10 @@ impl Error {
     /// A driver error with context: [`Error::Transient`] when the engine says retrying may help,
     /// else [`Error::Engine`]. Callers must make sure neither carries a password.
     pub fn driver(context: impl Into<String>, err: impl fmt::Display, transient: bool) -> Self {
-        let (context, message) = (context.into(), err.to_string());
+        // One line: an engine's message may span several (its detail, a statement).
+        let message: String =
+            err.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        let context = context.into();
         if transient { Error::Transient { context, message } } else { Error::Engine { context, message } }
     }
 

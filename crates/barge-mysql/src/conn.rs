@@ -121,6 +121,10 @@ pub struct LocalConn {
 }
 
 pub fn describe(e: &mysql_async::Error) -> String {
+    if let mysql_async::Error::Server(server) = e {
+        // The server's error number and SQLSTATE, for -v.
+        tracing::info!("MySQL error {} (SQLSTATE {}): {}", server.code, server.state, server.message);
+    }
     e.to_string()
 }
 

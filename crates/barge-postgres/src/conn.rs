@@ -188,6 +188,21 @@ async fn open(url: &PgUrl) -> Result<Client, tokio_postgres::Error> {
 /// A driver error as text: the server's message for database errors, the cause chain otherwise.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
+        // The server's whole report, for -v; the message keeps one line of it.
+        tracing::info!(
+            "PostgreSQL {} {}: {}{}{}{}{}",
+            db.severity(),
+            db.code().code(),
+            db.message(),
+            db.detail().map(|d| format!("; detail: {d}")).unwrap_or_default(),
+            db.hint().map(|h| format!("; hint: {h}")).unwrap_or_default(),
+            db.where_().map(|w| format!("; where: {w}")).unwrap_or_default(),
+            [db.schema(), db.table(), db.column(), db.constraint()]
+                .iter()
+                .flatten()
+                .map(|n| format!("; {n}"))
+                .collect::<String>(),
+        );
         let mut message = db.message().to_string();
         if let Some(detail) = db.detail() {
             message.push_str(&format!(" ({detail})"));

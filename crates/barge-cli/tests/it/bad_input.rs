@@ -298,3 +298,42 @@ fn a_run_refused_before_writing_leaves_no_state_file_and_a_target_with_rows_hint
     assert_usage_error(&run, r#"set `if_exists = "truncate"`"#);
     assert!(!run.stderr.contains("--if-exists"), "{}", run.stderr);
 }
+
+#[test]
+fn verbose_logs_the_plan_and_phases_and_very_verbose_each_range_and_engine_detail() {
+    let dir = Dir::new();
+    dir.sql(
+        "s.db",
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000) INSERT INTO t SELECT x, 'v' FROM c;",
+    );
+    let from = dir.url("s.db");
+    let quiet = barge(&["copy", "--from", &from, "--to", &dir.url("q.db")]);
+    quiet.assert_code(0);
+    assert!(!quiet.stderr.contains("INFO") && !quiet.stderr.contains("DEBUG"), "{}", quiet.stderr);
+    let run = barge(&["-v", "copy", "--from", &from, "--to", &dir.url("v.db"), "--partitions", "3"]);
+    run.assert_code(0);
+    for line in [
+        "plan: table `t` → `t` (created): 3 range(s), ~3,000 rows estimated, key (id)",
+        "table `t`: 3,000 rows read, 3,000 written, 0 rejected in",
+        "table `t`: verified in",
+    ] {
+        assert!(run.stderr.contains(line), "-v lacks {line:?}: {}", run.stderr);
+    }
+    assert!(!run.stderr.contains("range 0 committed"), "ranges only with -vv: {}", run.stderr);
+    let run = barge(&["-vv", "copy", "--from", &from, "--to", &dir.url("vv.db"), "--partitions", "3"]);
+    run.assert_code(0);
+    for range in 0..3 {
+        assert!(run.stderr.contains(&format!("table `t`: range {range} committed, 1000 rows")), "{}", run.stderr);
+    }
+    // An engine's error is one line; -v adds the server's own report (code, detail).
+    let pg = PgDb::new("verbose");
+    pg.sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (5, 'there already');");
+    let run = barge(&["-v", "copy", "--from", &from, "--to", &pg.url(), "--if-exists", "append", "--fail-fast"]);
+    run.assert_code(1);
+    let error: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error.len(), 1, "{}", run.stderr);
+    assert!(error[0].contains("duplicate key value violates unique constraint"), "{}", run.stderr);
+    assert!(run.stderr.contains("PostgreSQL ERROR 23505: duplicate key value"), "{}", run.stderr);
+    assert!(run.stderr.contains("detail: Key (id)=(5) already exists"), "{}", run.stderr);
+}

@@ -34,6 +34,24 @@ impl TableCopy<'_> {
     /// that fails transiently (its connection lost) is done again like any range, after a
     /// backoff: engines build idempotently (what an earlier attempt built is kept).
     fn finish(&self) -> Result<()> {
+        let started = Instant::now();
+        self.build()?;
+        if self.needs_finishing() {
+            tracing::info!(
+                "table `{}`: key, indexes and constraints built in {:.2}s",
+                self.name(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        match &self.run.options.ledger {
+            Some(ledger) => ledger.table_finished(self.name()),
+            None => Ok(()),
+        }
+    }
+
+    /// The objects of a created table built after its rows: the source's own (exact schema), or
+    /// barge's (key, indexes).
+    fn build(&self) -> Result<()> {
         if self.needs_finishing()
             && let Some(dump) = self.run.schema
         {
@@ -46,10 +64,7 @@ impl TableCopy<'_> {
                 objects.finish_table(&self.table.target_table, &self.table.output)
             })?;
         }
-        match &self.run.options.ledger {
-            Some(ledger) => ledger.table_finished(self.name()),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// A table barge created whose indexes an interrupted run did not build yet. Indexes are
@@ -111,7 +126,14 @@ impl TableCopy<'_> {
                     "source digest does not cover every row read",
                 ));
             }
-            self.verify(digests, overlap, &verify_progress)?
+            let verified = self.verify(digests, overlap, &verify_progress)?;
+            let outcome = match &verified.0 {
+                Some(v) if v.matched => "target equals source",
+                Some(_) => "MISMATCH",
+                None => "not compared",
+            };
+            tracing::info!("table `{name}`: verified in {:.2}s: {outcome}", verify_started.elapsed().as_secs_f64());
+            verified
         } else {
             (None, 0)
         };

@@ -66,6 +66,25 @@ pub fn copy(
         reader: OnceLock::new(),
         run_rejected: AtomicU64::new(0),
     };
+    for (table, layout) in plan.tables.iter().zip(&layouts) {
+        let key = table.output.key_columns().join(", ");
+        let action = match table.action {
+            TableAction::Create => "created",
+            TableAction::Truncate => "truncated",
+            TableAction::Append => "appended to",
+        };
+        tracing::info!(
+            "plan: table `{}` → `{}` ({action}): {} range(s), ~{} rows estimated, key ({})",
+            table.source.name,
+            table.target_table,
+            layout.ranges.len(),
+            barge_core::text::count(table.source.estimated_rows),
+            if key.is_empty() { "none" } else { &key },
+        );
+    }
+    for failure in &plan.failed {
+        tracing::info!("plan: table `{}` set aside: {}", failure.table, failure.message);
+    }
     let mut reports = Vec::with_capacity(plan.tables.len());
     for (table, layout) in plan.tables.iter().zip(&layouts) {
         let mut copy = TableCopy::new(&run, table, layout);

@@ -66,8 +66,18 @@ impl<'a> TableCopy<'a> {
             let (source, table) = (self.run.source, self.table);
             self.buckets = bucket_layout(source, &table.source, &table.output, &self.layout.ranges)?;
         }
+        let copying = std::time::Instant::now();
         let digests = self.copy_rows()?;
         self.check_accounting()?;
+        let (read, written, rejected) = self.rows();
+        tracing::info!(
+            "table `{}`: {} rows read, {} written, {} rejected in {:.2}s",
+            self.name(),
+            barge_core::text::count(read),
+            barge_core::text::count(written),
+            barge_core::text::count(rejected),
+            copying.elapsed().as_secs_f64()
+        );
         let finished = self.finish_and_verify(digests)?;
         Ok(self.report(finished))
     }

@@ -151,6 +151,10 @@ impl WriteLoop<'_, '_> {
         }
         connected(&mut self.writer)?.commit()?;
         let committed: Vec<usize> = self.open.drain().map(|(range, _)| range).collect();
+        for &range in &committed {
+            let rows = self.side.tallies[range].written.load(std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!("table `{}`: range {range} committed, {rows} rows", self.side.job.table.name);
+        }
         self.side.job.flush_rejects(self.side.tallies, committed.iter().copied())?;
         self.side.record_done(&committed)
     }
