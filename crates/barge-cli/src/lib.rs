@@ -277,6 +277,38 @@ enum ZeroDates {
 impl Endpoints {
     /// The source URL with the options given as flags (`--zero-dates` is the MySQL engine's
     /// `zero_dates` URL parameter).
+    /// The source URL as read (with `--zero-dates`, and turned to the schema that qualified
+    /// `--table` names give), and the table names alone.
+    fn resolved(&self) -> Result<(String, Vec<String>), Error> {
+        let from = self.source_url()?;
+        if !self.tables.iter().any(|t| t.contains('.')) {
+            return Ok((from, self.tables.clone()));
+        }
+        let engine = engines::registry().for_url(&from)?;
+        // A table whose own name holds a dot stays as it is.
+        let listed = engine.open_source(&from)?.list_tables()?;
+        let (mut namespace, mut names): (Option<&str>, Vec<String>) = (None, Vec::new());
+        for table in &self.tables {
+            match table.split_once('.') {
+                Some((schema, name)) if !listed.contains(table) => {
+                    if let Some(other) = namespace.filter(|n| *n != schema) {
+                        return Err(Error::Config(format!(
+                            "--table names tables of `{other}` and of `{schema}`: one schema per run \
+                             (copy each in a run of its own)"
+                        )));
+                    }
+                    namespace = Some(schema);
+                    names.push(name.to_string());
+                }
+                _ => names.push(table.clone()),
+            }
+        }
+        match namespace {
+            Some(schema) => Ok((engine.in_namespace(&from, schema)?, names)),
+            None => Ok((from, names)),
+        }
+    }
+
     fn source_url(&self) -> Result<String, Error> {
         let Some(zero_dates) = self.zero_dates else { return Ok(self.from.clone()) };
         let engine = engines::registry().for_url(&self.from)?;
@@ -767,9 +799,9 @@ fn check_tuning(tuning: &Tuning) -> Result<(), Error> {
     Ok(())
 }
 
-fn request(endpoints: &Endpoints, tuning: &Tuning) -> CopyRequest {
+fn request(endpoints: &Endpoints, tables: &[String], tuning: &Tuning) -> CopyRequest {
     CopyRequest {
-        tables: endpoints.tables.iter().map(TableRequest::named).collect(),
+        tables: tables.iter().map(TableRequest::named).collect(),
         exclude: endpoints.exclude.clone(),
         partitions: tuning.partitions,
         workers: tuning.workers,
@@ -839,7 +871,7 @@ fn execute(
 
 /// A copy's preflight (writing nothing), and its source URL as the copy reads it.
 fn plan_copy(args: &CopyArgs) -> Result<(barge_plan::Preflight, String), Error> {
-    let from = args.endpoints.source_url()?;
+    let (from, tables) = args.endpoints.resolved()?;
     let if_exists = match (args.resume, args.if_exists) {
         (true, _) | (false, IfExistsArg::Append) => IfExists::Append,
         (false, IfExistsArg::Fail) => IfExists::Fail,
@@ -848,7 +880,7 @@ fn plan_copy(args: &CopyArgs) -> Result<(barge_plan::Preflight, String), Error> 
     // Each table may reject as many rows as the run (`--error-budget`).
     let (budget, _) = copy_budget(args)?;
     let request = |_: &dyn barge_core::EngineFactory| {
-        let mut request = request(&args.endpoints, &args.tuning);
+        let mut request = request(&args.endpoints, &tables, &args.tuning);
         for table in &mut request.tables {
             table.budget = budget;
         }
@@ -908,7 +940,7 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     check_tuning(&args.tuning)?;
-    let from = &args.endpoints.source_url()?;
+    let (from, tables) = &args.endpoints.resolved()?;
     let to = &args.endpoints.to;
     let registry = engines::registry();
     let source_engine = registry.for_url(from)?;
@@ -918,7 +950,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         Error::SourceNotFound(db) => Error::Config(format!("target database not found: {db}")),
         other => other,
     })?;
-    let plan = plan_sources(source.as_ref(), &request(&args.endpoints, &args.tuning))?;
+    let plan = plan_sources(source.as_ref(), &request(&args.endpoints, tables, &args.tuning))?;
     let progress = render::progress();
     let mut report =
         barge_exec::verify(source.as_ref(), target.as_ref(), &plan, &options(&args.tuning, true), progress.as_ref())?;

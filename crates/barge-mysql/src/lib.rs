@@ -55,6 +55,20 @@ impl EngineFactory for MyEngine {
         parse_url(url).map(|_| ())
     }
 
+    fn in_namespace(&self, url: &str, namespace: &str) -> Result<String> {
+        parse_url(url)?;
+        // The database is the path after the authority (whose password may hold `/` unencoded).
+        let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+        let authority = base.rfind('@').map_or(base.find("://").map_or(0, |i| i + 3), |i| i + 1);
+        let host_end = base[authority..].find('/').map_or(base.len(), |i| authority + i);
+        let mut out = format!("{}/{namespace}", &base[..host_end]);
+        if let Some(query) = query {
+            out.push('?');
+            out.push_str(query);
+        }
+        Ok(out)
+    }
+
     fn same_database(&self, a: &str, b: &str) -> bool {
         match (parse_url(a), parse_url(b)) {
             (Ok(a), Ok(b)) => {
@@ -145,5 +159,23 @@ impl barge_core::ScratchSpace for MyEngine {
         let parsed = parse_url(scratch_url)?;
         let mut conn = conn::connect(&parsed)?;
         conn.exec(&format!("DROP DATABASE IF EXISTS {}", conn::quote(&parsed.database)), "dropping a scratch database")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use barge_core::EngineFactory;
+
+    use super::MyEngine;
+
+    #[test]
+    fn another_database_of_the_same_server_keeps_credentials_and_parameters() {
+        let turned = |url: &str| MyEngine.in_namespace(url, "shop").unwrap();
+        assert_eq!(turned("mysql://root@127.0.0.1:3306/app"), "mysql://root@127.0.0.1:3306/shop");
+        assert_eq!(
+            turned("mysql://u:p%2Fss@db:3306/app?local_infile=false"),
+            "mysql://u:p%2Fss@db:3306/shop?local_infile=false"
+        );
+        assert_eq!(turned("mariadb://root@localhost/app"), "mariadb://root@localhost/shop");
     }
 }

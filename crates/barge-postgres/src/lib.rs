@@ -71,6 +71,11 @@ impl EngineFactory for PgEngine {
         parse_url(url).map(|_| ())
     }
 
+    fn in_namespace(&self, url: &str, namespace: &str) -> Result<String> {
+        parse_url(url)?;
+        Ok(barge_core::url::with_param(url, "schema", namespace))
+    }
+
     fn same_database(&self, a: &str, b: &str) -> bool {
         match (parse_url(a), parse_url(b)) {
             (Ok(a), Ok(b)) => {

@@ -79,6 +79,15 @@ impl EngineFactory for SqliteEngine {
         &["sqlite"]
     }
 
+    fn in_namespace(&self, url: &str, namespace: &str) -> Result<String> {
+        match namespace {
+            "main" => Ok(url.to_string()),
+            _ => Err(Error::Config(format!(
+                "`{namespace}.…`: a SQLite database has one schema, `main`; name the table alone"
+            ))),
+        }
+    }
+
     fn check_url(&self, url: &str) -> Result<()> {
         parse_url(url).map(|_| ())
     }

@@ -337,3 +337,48 @@ fn verbose_logs_the_plan_and_phases_and_very_verbose_each_range_and_engine_detai
     assert!(run.stderr.contains("PostgreSQL ERROR 23505: duplicate key value"), "{}", run.stderr);
     assert!(run.stderr.contains("detail: Key (id)=(5) already exists"), "{}", run.stderr);
 }
+
+#[test]
+fn schema_qualified_table_names_read_from_that_schema_on_every_engine() {
+    let dir = Dir::new();
+    let pg = PgDb::new("qualified");
+    pg.sql(
+        "CREATE SCHEMA sales; CREATE TABLE sales.orders (id int PRIMARY KEY, v text);
+         INSERT INTO sales.orders VALUES (1, 'a'), (2, 'b'); CREATE SCHEMA hr; CREATE TABLE hr.people (id int PRIMARY KEY);",
+    );
+    let to = dir.url("pg.db");
+    let run = barge(&["copy", "--from", &pg.url(), "--to", &to, "--table", "sales.orders", "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "orders")["rows_written"], 2, "{}", run.stdout);
+    barge(&["verify", "--from", &pg.url(), "--to", &to, "--table", "sales.orders"]).assert_code(0);
+    let run = barge(&[
+        "copy",
+        "--from",
+        &pg.url(),
+        "--to",
+        &dir.url("x.db"),
+        "--table",
+        "sales.orders",
+        "--table",
+        "hr.people",
+    ]);
+    assert_usage_error(&run, "--table names tables of `sales` and of `hr`: one schema per run");
+    assert!(!exists(&dir.path("x.db")));
+
+    // MySQL: another database of the same server.
+    let (home, other) = (MyDb::new("qualified_home"), MyDb::new("qualified_other"));
+    other.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (7);");
+    home.sql("CREATE TABLE t (id int PRIMARY KEY);");
+    let qualified = format!("{}.t", other.name);
+    let run = barge(&["copy", "--from", &home.url(), "--to", &dir.url("my.db"), "--table", &qualified, "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "t")["rows_written"], 1, "{}", run.stdout);
+
+    // SQLite: `main.` is the one schema; a table whose own name holds a dot is found by it.
+    dir.sql("s.db", "CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1); CREATE TABLE \"a.b\" (id INTEGER PRIMARY KEY);");
+    let from = dir.url("s.db");
+    barge(&["copy", "--from", &from, "--to", &dir.url("m.db"), "--table", "main.t"]).assert_code(0);
+    barge(&["copy", "--from", &from, "--to", &dir.url("d.db"), "--table", "a.b"]).assert_code(0);
+    let run = barge(&["copy", "--from", &from, "--to", &dir.url("o.db"), "--table", "temp.t"]);
+    assert_usage_error(&run, "a SQLite database has one schema, `main`");
+}

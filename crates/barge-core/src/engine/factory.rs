@@ -26,6 +26,13 @@ pub trait EngineFactory: Send + Sync {
         a == b
     }
 
+    /// `url` turned to `namespace` of the same server (a PostgreSQL schema, a MySQL database), for
+    /// a schema-qualified `--table schema.name`. The default: this engine has none.
+    fn in_namespace(&self, url: &str, namespace: &str) -> Result<String> {
+        let _ = url;
+        Err(Error::Config(format!("`{namespace}.…`: {} tables are not named by schema", self.name())))
+    }
+
     /// Scratch places and synthetic data, for `barge bench`.
     fn scratch(&self) -> Option<&dyn ScratchSpace> {
         None
