@@ -425,6 +425,17 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
+            if e.use_stderr() && std::env::args().any(|a| a == "--json") {
+                // `--json` prints one object even when the command line itself is wrong.
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+                let report = serde_json::json!({
+                    "ok": false,
+                    "exit_code": EXIT_USAGE,
+                    "error": {"kind": "usage", "message": first, "table": null, "column": null},
+                });
+                println!("{report}");
+            }
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
@@ -947,7 +958,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let target_engine = registry.for_url(to)?;
     let source = source_engine.open_source(from)?;
     let target: Arc<dyn Source> = target_engine.open_source(to).map_err(|e| match e {
-        Error::SourceNotFound(db) => Error::Config(format!("target database not found: {db}")),
+        Error::SourceNotFound(db) => Error::TargetNotFound(db),
         other => other,
     })?;
     let plan = plan_sources(source.as_ref(), &request(&args.endpoints, tables, &args.tuning))?;

@@ -22,6 +22,11 @@ pub enum Error {
     #[error("source database not found: {0}")]
     SourceNotFound(String),
 
+    /// The target database does not exist (a server's database: barge creates tables, not
+    /// databases).
+    #[error("target database not found: {0} (create it first)")]
+    TargetNotFound(String),
+
     /// A table named on the command line or in a pipeline does not exist.
     #[error("table `{table}` not found in {database}")]
     UnknownTable { table: String, database: String },
@@ -31,8 +36,16 @@ pub enum Error {
     NotATable { table: String, kind: String, database: String },
 
     /// A column named in a pipeline, or needed by a copy, does not exist.
-    #[error("column `{column}` not found in table `{table}`")]
-    UnknownColumn { table: String, column: String },
+    #[error("column `{column}` not found in {side} table `{table}`")]
+    UnknownColumn { side: &'static str, table: String, column: String },
+
+    /// A target table that exists has a column the copy cannot fill: NOT NULL, no default, and
+    /// not among the columns copied.
+    #[error(
+        "target table `{table}` has column `{column}` NOT NULL without a default, which the source does not fill: \
+         give it a default, drop it, or fill it from a pipeline's `columns`"
+    )]
+    UnfilledColumn { table: String, column: String },
 
     /// A column's type has no mapping (or cannot be represented in the target).
     #[error("unsupported type: table `{table}`, column `{column}`, type `{type_name}`{}", reason_suffix(.reason))]
@@ -132,9 +145,11 @@ impl Error {
             Error::InvalidUrl { .. } => "invalid_url",
             Error::UnknownScheme { .. } => "unknown_scheme",
             Error::SourceNotFound(_) => "source_not_found",
+            Error::TargetNotFound(_) => "target_not_found",
             Error::UnknownTable { .. } => "unknown_table",
             Error::NotATable { .. } => "not_a_table",
             Error::UnknownColumn { .. } => "unknown_column",
+            Error::UnfilledColumn { .. } => "unfilled_column",
             Error::UnsupportedType { .. } => "unsupported_type",
             Error::TargetNotEmpty { .. } => "target_not_empty",
             Error::Config(_) => "config",
@@ -159,7 +174,8 @@ impl Error {
             | Error::NotATable { table, .. }
             | Error::TargetNotEmpty { table, .. }
             | Error::RowsLost { table, .. } => (Some(table), None),
-            Error::UnknownColumn { table, column }
+            Error::UnknownColumn { table, column, .. }
+            | Error::UnfilledColumn { table, column }
             | Error::UnsupportedType { table, column, .. }
             | Error::BadValue { table, column, .. } => (Some(table), Some(column)),
             _ => (None, None),
@@ -180,9 +196,11 @@ impl Error {
             Error::InvalidUrl { .. }
                 | Error::UnknownScheme { .. }
                 | Error::SourceNotFound(_)
+                | Error::TargetNotFound(_)
                 | Error::UnknownTable { .. }
                 | Error::NotATable { .. }
                 | Error::UnknownColumn { .. }
+                | Error::UnfilledColumn { .. }
                 | Error::UnsupportedType { .. }
                 | Error::TargetNotEmpty { .. }
                 | Error::Config(_)

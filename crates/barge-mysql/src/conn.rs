@@ -155,9 +155,11 @@ pub fn connect(url: &MyUrl) -> Result<LocalConn> {
         .enable_time()
         .build()
         .map_err(|e| Error::engine("starting a connection runtime", e))?;
-    let conn = rt
-        .block_on(Conn::new(url.opts.clone()))
-        .map_err(|e| Error::Connect { target: url.display.clone(), reason: describe(&e) })?;
+    let conn = rt.block_on(Conn::new(url.opts.clone())).map_err(|e| match &e {
+        // ER_BAD_DB_ERROR: a database that does not exist is input to fix.
+        mysql_async::Error::Server(server) if server.code == 1049 => Error::SourceNotFound(url.display.clone()),
+        _ => Error::Connect { target: url.display.clone(), reason: describe(&e) },
+    })?;
     Ok(LocalConn { conn, rt })
 }
 

@@ -451,6 +451,11 @@ impl barge_core::Source for MySource {
         connect(&self.url)?.max_allowed_packet()
     }
 
+    fn check_filter(&self, table: &TableInfo) -> Result<()> {
+        let sql = format!("SELECT 1 FROM {} WHERE {} LIMIT 0", quote(&table.name), table.filtered("1".into()));
+        connect(&self.url)?.rows(&sql, "checking the row filter").map(drop)
+    }
+
     fn widest_row(&self, table: &TableInfo, columns: &[usize]) -> Result<Option<u64>> {
         let sum: Vec<String> =
             columns.iter().map(|&i| format!("coalesce(length({}), 0)", quote(table.schema.field(i).name()))).collect();

@@ -47,7 +47,10 @@ pub struct MyTarget {
 
 impl MyTarget {
     pub fn open(url: MyUrl) -> Result<Arc<Self>> {
-        let mut conn = connect(&url)?;
+        let mut conn = connect(&url).map_err(|e| match e {
+            Error::SourceNotFound(db) => Error::TargetNotFound(db),
+            other => other,
+        })?;
         warn_unless_durable(&mut conn);
         let packet = conn.max_allowed_packet()?;
         Ok(Arc::new(MyTarget { url, infile_refused: Arc::new(AtomicBool::new(false)), packet }))
@@ -182,6 +185,24 @@ impl barge_core::Target for MyTarget {
 
     fn truncate_table(&self, name: &str) -> Result<()> {
         self.conn()?.exec(&format!("TRUNCATE TABLE {}", quote(name)), "truncating a table")
+    }
+
+    fn required_columns(&self, name: &str) -> Result<Vec<String>> {
+        let rows = self.conn()?.rows(
+            &format!(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {} AND IS_NULLABLE = 'NO'
+                   AND COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%'
+                   AND EXTRA NOT LIKE '%GENERATED%' AND EXTRA NOT LIKE '%VIRTUAL%' AND EXTRA NOT LIKE '%PERSISTENT%'
+                 ORDER BY ORDINAL_POSITION",
+                literal(name)
+            ),
+            "describing a target table",
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(r[0].as_deref().unwrap_or_default()).into_owned())
+            .collect())
     }
 
     fn table_columns(&self, name: &str) -> Result<Vec<String>> {

@@ -73,9 +73,11 @@ impl TransformSpec {
         let schema = table.schema.as_ref();
         let config = |what: String| Error::Config(format!("table `{}`: {what}", table.name));
         let index = |column: &str| {
-            schema
-                .index_of(column)
-                .map_err(|_| Error::UnknownColumn { table: table.name.clone(), column: column.to_string() })
+            schema.index_of(column).map_err(|_| Error::UnknownColumn {
+                side: "source",
+                table: table.name.clone(),
+                column: column.to_string(),
+            })
         };
         for dropped in &self.drop {
             index(dropped)?;
@@ -167,12 +169,11 @@ impl TransformSpec {
     fn node(&self, table: &TableInfo, expr: &Expr, column: &str) -> Result<Node> {
         let bad = |what: String| Error::Config(format!("table `{}`, column `{column}`: {what}", table.name));
         Ok(match expr {
-            Expr::Column(name) => Node::Column(
-                table
-                    .schema
-                    .index_of(name)
-                    .map_err(|_| Error::UnknownColumn { table: table.name.clone(), column: name.clone() })?,
-            ),
+            Expr::Column(name) => Node::Column(table.schema.index_of(name).map_err(|_| Error::UnknownColumn {
+                side: "source",
+                table: table.name.clone(),
+                column: name.clone(),
+            })?),
             Expr::Literal(literal) => Node::Literal(literal.clone()),
             Expr::Call(name, args) => {
                 let func = Func::resolve(name, args, self.hash_key.is_some()).map_err(bad)?;
@@ -797,7 +798,7 @@ mod tests {
     fn bad_specs_are_configuration_errors() {
         let error = |spec: TransformSpec| spec.compile(&table()).unwrap_err().to_string();
         let one = |c: ColumnSpec| TransformSpec { columns: vec![c], ..TransformSpec::default() };
-        assert_eq!(error(one(column("x", "lower(nope)"))), "column `nope` not found in table `users`");
+        assert_eq!(error(one(column("x", "lower(nope)"))), "column `nope` not found in source table `users`");
         assert!(error(one(column("x", "shout(email)"))).contains("unknown function shout()"));
         assert!(error(one(column("x", "lower(email, name)"))).contains("lower() takes 1 argument(s), not 2"));
         assert!(error(one(column("x", "hash(email)"))).contains("hash_key"));

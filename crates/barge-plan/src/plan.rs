@@ -257,26 +257,38 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
             let columns = key
                 .iter()
                 .map(|k| {
-                    table
-                        .schema
-                        .index_of(k)
-                        .map_err(|_| Error::UnknownColumn { table: name.clone(), column: k.clone() })
+                    table.schema.index_of(k).map_err(|_| Error::UnknownColumn {
+                        side: "source",
+                        table: name.clone(),
+                        column: k.clone(),
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             table.key = KeySpec::Primary(columns);
         }
         table.filter = table_request.filter.clone();
+        // The first statements that apply a `where` are the planner's: one the source refuses is
+        // input to fix, said before anything runs.
+        let refused_filter = |error: Error| match (&table.filter, error) {
+            (Some(filter), Error::Engine { message, .. }) => {
+                Error::Config(format!("table `{name}`: the source refuses `where = \"{filter}\"`: {message}"))
+            }
+            (_, error) => error,
+        };
+        if table.filter.is_some() {
+            source.check_filter(&table).map_err(refused_filter)?;
+        }
         let incremental = match &table_request.watermark {
             Some(column) => {
                 if table.schema.index_of(column).is_err() {
-                    return Err(Error::UnknownColumn { table: name.clone(), column: column.clone() });
+                    return Err(Error::UnknownColumn { side: "source", table: name.clone(), column: column.clone() });
                 }
                 if !table.key.is_primary() {
                     return Err(Error::Config(format!(
                         "table `{name}` is incremental but has no key to upsert by: set `key`"
                     )));
                 }
-                let until = source.column_max(&table, column)?;
+                let until = source.column_max(&table, column).map_err(refused_filter)?;
                 table.window = table_request.since.clone().map(|since| (column.clone(), since));
                 Some(Incremental {
                     column: column.clone(),
@@ -301,7 +313,7 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
             ),
             KeySpec::None => tracing::warn!("table `{name}` has no primary key: copying it as one range"),
         }
-        let mut ranges = plan_ranges(source, &table, &KeyRange::all(), parts)?;
+        let mut ranges = plan_ranges(source, &table, &KeyRange::all(), parts).map_err(refused_filter)?;
         if let Some(rows) = request.sample_rows {
             ranges = sample_ranges(ranges, table.estimated_rows, rows);
         }
@@ -451,7 +463,11 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
         if action != TableAction::Create {
             let existing = target.table_columns(&name)?;
             if let Some(missing) = output.schema.fields().iter().find(|f| !existing.contains(f.name())) {
-                return Err(Error::UnknownColumn { table: name, column: missing.name().clone() });
+                return Err(Error::UnknownColumn { side: "target", table: name, column: missing.name().clone() });
+            }
+            let filled = |column: &String| output.schema.fields().iter().any(|f| f.name() == column);
+            if let Some(column) = target.required_columns(&name)?.into_iter().find(|c| !filled(c)) {
+                return Err(Error::UnfilledColumn { table: name, column });
             }
         }
         if conflict != Conflict::Error && !output.key.is_primary() {

@@ -243,8 +243,11 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
 /// Opens a session. Connection problems name the server (password redacted), never the password.
 pub fn connect(url: &PgUrl) -> Result<Client> {
     let rt = runtime();
-    let client =
-        rt.block_on(open(url)).map_err(|e| Error::Connect { target: url.display.clone(), reason: describe(&e) })?;
+    let client = rt.block_on(open(url)).map_err(|e| match e.code() {
+        // A database that does not exist is input to fix, not a connection failure.
+        Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => Error::SourceNotFound(url.display.clone()),
+        _ => Error::Connect { target: url.display.clone(), reason: describe(&e) },
+    })?;
     rt.block_on(client.batch_execute(SESSION_SETUP)).map_err(pg_err("configuring the session"))?;
     Ok(client)
 }

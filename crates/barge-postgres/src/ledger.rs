@@ -25,7 +25,10 @@ impl PgLedger {
     pub fn open(url: &str) -> Result<PgLedger> {
         let parsed = parse_url(url)?;
         let schema = if url.contains("schema=") { parsed.schema.clone() } else { "barge_state".to_string() };
-        let client = connect(&parsed)?;
+        let client = connect(&parsed).map_err(|e| match e {
+            Error::SourceNotFound(db) => Error::Config(format!("the ledger's database (--state) not found: {db}")),
+            other => other,
+        })?;
         let s = quote(&schema);
         let ddl = format!(
             "CREATE SCHEMA IF NOT EXISTS {s};

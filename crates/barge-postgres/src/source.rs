@@ -454,6 +454,15 @@ impl barge_core::Source for PgSource {
         Ok(Some(crate::MAX_MESSAGE_BYTES))
     }
 
+    fn check_filter(&self, table: &TableInfo) -> Result<()> {
+        let sql =
+            format!("SELECT 1 FROM {} WHERE {} LIMIT 0", self.qualified(&table.name), table.filtered("true".into()));
+        self.with_client(|client| {
+            runtime().block_on(client.query(&sql, &[])).map_err(pg_err("checking the row filter"))?;
+            Ok(())
+        })
+    }
+
     fn widest_row(&self, table: &TableInfo, columns: &[usize]) -> Result<Option<u64>> {
         let sum: Vec<String> = columns
             .iter()

@@ -40,7 +40,10 @@ pub struct PgTarget {
 
 impl PgTarget {
     pub fn open(url: PgUrl) -> Result<Arc<Self>> {
-        let client = connect(&url)?;
+        let client = connect(&url).map_err(|e| match e {
+            Error::SourceNotFound(db) => Error::TargetNotFound(db),
+            other => other,
+        })?;
         Ok(Arc::new(PgTarget { url, admin: Mutex::new(client), postgis: Mutex::new(None) }))
     }
 
@@ -255,6 +258,19 @@ impl barge_core::Target for PgTarget {
         })
     }
 
+    fn required_columns(&self, name: &str) -> Result<Vec<String>> {
+        let sql = "SELECT a.attname::text FROM pg_attribute a
+                   WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+                     AND a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
+                   ORDER BY a.attnum";
+        self.admin(|client| {
+            let rows = runtime()
+                .block_on(client.query(sql, &[&self.qualified(name)]))
+                .map_err(pg_err("describing a target table"))?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn table_columns(&self, name: &str) -> Result<Vec<String>> {
         Ok(self.describe(name)?.into_iter().map(|(n, _, _)| n).collect())
     }
@@ -264,10 +280,9 @@ impl barge_core::Target for PgTarget {
         let targets = fields
             .iter()
             .map(|f| {
-                let (_, sql_type, element_oid) = described
-                    .iter()
-                    .find(|(n, _, _)| n == f.name())
-                    .ok_or_else(|| Error::UnknownColumn { table: table.into(), column: f.name().clone() })?;
+                let (_, sql_type, element_oid) = described.iter().find(|(n, _, _)| n == f.name()).ok_or_else(|| {
+                    Error::UnknownColumn { side: "target", table: table.into(), column: f.name().clone() }
+                })?;
                 let column = resolve(sql_type).ok_or_else(|| Error::UnsupportedType {
                     table: table.into(),
                     column: f.name().clone(),

@@ -358,6 +358,11 @@ impl barge_core::Source for SqliteSource {
         })
     }
 
+    fn check_filter(&self, table: &TableInfo) -> Result<()> {
+        let query = format!("SELECT 1 FROM {} WHERE {} LIMIT 0", quote(&table.name), table.filtered("1".into()));
+        self.with_conn(|conn| conn.prepare(&query).map(drop).map_err(sqlite_err("checking the row filter")))
+    }
+
     fn widest_row(&self, table: &TableInfo, columns: &[usize]) -> Result<Option<u64>> {
         let sum: Vec<String> = columns
             .iter()

@@ -157,6 +157,22 @@ impl barge_core::Target for SqliteTarget {
         })
     }
 
+    fn required_columns(&self, name: &str) -> Result<Vec<String>> {
+        // A lone INTEGER PRIMARY KEY is the rowid, which fills itself.
+        self.admin(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT name FROM pragma_table_info(?1) WHERE \"notnull\" AND dflt_value IS NULL
+                       AND NOT (pk = 1 AND upper(type) = 'INTEGER'
+                                AND (SELECT count(*) FROM pragma_table_info(?1) WHERE pk > 0) = 1)
+                     ORDER BY cid",
+                )
+                .map_err(sqlite_err("describing a target table"))?;
+            let names = stmt.query_map([name], |r| r.get::<_, String>(0)).map_err(sqlite_err("describing a table"))?;
+            names.collect::<rusqlite::Result<Vec<_>>>().map_err(sqlite_err("describing a table"))
+        })
+    }
+
     fn table_columns(&self, name: &str) -> Result<Vec<String>> {
         self.admin(|conn| {
             let mut stmt = conn

@@ -114,7 +114,7 @@ fn a_missing_target_column_is_named() {
     source(&dir);
     dir.sql("t.db", "CREATE TABLE t (id INTEGER PRIMARY KEY);");
     let (from, to) = (dir.url("s.db"), dir.url("t.db"));
-    assert_usage_error(&barge(&["copy", "--from", &from, "--to", &to]), "column `v` not found in table `t`");
+    assert_usage_error(&barge(&["copy", "--from", &from, "--to", &to]), "column `v` not found in target table `t`");
 }
 
 #[test]
@@ -381,4 +381,123 @@ fn schema_qualified_table_names_read_from_that_schema_on_every_engine() {
     barge(&["copy", "--from", &from, "--to", &dir.url("d.db"), "--table", "a.b"]).assert_code(0);
     let run = barge(&["copy", "--from", &from, "--to", &dir.url("o.db"), "--table", "temp.t"]);
     assert_usage_error(&run, "a SQLite database has one schema, `main`");
+}
+
+/// Every bad input of the list, the same way: exit 2, one `error:` line naming the
+/// problem, exactly one JSON object on stdout with `--json`, no password anywhere (stdout, stderr,
+/// files left behind) and nothing written.
+#[test]
+fn every_bad_input_is_exit_2_one_line_one_json_object_no_password_nothing_written() {
+    const SECRET: &str = "s3cr#t"; // written percent-encoded below
+    let dir = Dir::new();
+    let pg = PgDb::new("bad_inputs");
+    pg.sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b'); CREATE VIEW tv AS SELECT id FROM t;");
+    let from = pg.url().replacen("postgres@", "postgres:s3cr%23t@", 1);
+    assert!(from.contains("s3cr%23t"), "{from}");
+    let fresh = dir.url("fresh.db");
+    dir.sql("narrow.db", "CREATE TABLE t (id INTEGER PRIMARY KEY);");
+    dir.sql("wide.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, extra TEXT NOT NULL);");
+    dir.sql("full.db", "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (9, 'z');");
+    let pipeline = dir.path("bad_where.toml");
+    std::fs::write(
+        &pipeline,
+        format!("source = \"{from}\"\ntarget = \"{fresh}\"\n[[tables]]\nsource = \"t\"\nwhere = \"id >>>\"\n"),
+    )
+    .unwrap();
+    let pipeline = pipeline.display().to_string();
+    let missing_pg = from.replace(&pg.name, "zz_no_such_database");
+    let localhost = from.replace("127.0.0.1", "localhost");
+    let typo = format!("{from}&schema=pubic");
+    let (narrow, wide, full) = (dir.url("narrow.db"), dir.url("wide.db"), dir.url("full.db"));
+    let missing_file = dir.url("missing.db");
+    let mysql_state = "mysql://root@127.0.0.1:3306/x".to_string();
+    let copy = |to: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["copy".to_string(), "--from".into(), from.clone(), "--to".into(), to.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (copy(&fresh, &["--table", "nope"]), "table `nope` not found"),
+        (copy(&fresh, &["--table", "tv"]), "is a view, not a table"),
+        (vec!["copy".into(), "--from".into(), typo.clone(), "--to".into(), fresh.clone()], "has no tables"),
+        (
+            vec!["copy".into(), "--from".into(), missing_pg.clone(), "--to".into(), fresh.clone()],
+            "source database not found",
+        ),
+        (
+            vec![
+                "copy".into(),
+                "--from".into(),
+                "mysql://root@127.0.0.1:3306/zz_no_such_db".into(),
+                "--to".into(),
+                fresh.clone(),
+            ],
+            "source database not found",
+        ),
+        (
+            vec!["copy".into(), "--from".into(), missing_file.clone(), "--to".into(), fresh.clone()],
+            "source database not found",
+        ),
+        (
+            vec![
+                "copy".into(),
+                "--from".into(),
+                from.clone(),
+                "--to".into(),
+                localhost.clone(),
+                "--if-exists".into(),
+                "truncate".into(),
+            ],
+            "same database",
+        ),
+        (copy(&narrow, &[]), "column `v` not found in target table `t`"),
+        (copy(&wide, &[]), "target table `t` has column `extra` NOT NULL without a default"),
+        (copy(&full, &[]), "target table `t` already holds 1 rows"),
+        (vec!["copy".into(), "--from".into(), "not a url".into(), "--to".into(), fresh.clone()], "invalid URL"),
+        (copy("oracle://scott:s3cr%23t@db/prod", &[]), "unsupported URL scheme `oracle`"),
+        (copy(&fresh, &["--unrepresentable", "reject"]), "--unrepresentable reject needs --error-budget"),
+        (copy(&fresh, &["--error-budget", "lots"]), "--error-budget: `lots` is neither a row count nor a percentage"),
+        (copy(&fresh, &["--exclude", "*"]), "leaves none of the source's"),
+        (copy(&fresh, &["--workers", "0"]), "must be at least 1"),
+        (copy(&fresh, &["--state", &mysql_state]), "cannot keep a run ledger (--state)"),
+        (copy(&fresh, &["--no-such-flag"]), "unexpected argument '--no-such-flag'"),
+        (
+            vec!["verify".into(), "--from".into(), from.clone(), "--to".into(), missing_file.clone()],
+            "target database not found",
+        ),
+        (vec!["run".into(), pipeline.clone()], "id >>>"),
+        (vec!["plan".into(), pipeline.clone()], "id >>>"),
+    ];
+    for (args, needle) in &cases {
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.push("--json");
+        let run = barge(&args);
+        let shown = format!("{args:?}\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+        assert_eq!(run.code, 2, "{shown}");
+        let first = run.stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error: ") && first.contains(needle), "first line lacks {needle:?}: {shown}");
+        assert_eq!(run.stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{shown}");
+        let json: serde_json::Value =
+            serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {shown}"));
+        assert_eq!((json["ok"].as_bool(), json["exit_code"].as_u64()), (Some(false), Some(2)), "{shown}");
+        assert!(json["error"]["kind"].as_str().is_some_and(|k| !k.is_empty()), "{shown}");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| m.contains(needle)), "{shown}");
+        for secret in [SECRET, "s3cr%23t"] {
+            assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret), "password shown: {shown}");
+        }
+        // Nothing written: no new file, the prepared targets as they were, the source intact.
+        assert!(!exists(&dir.path("fresh.db")), "{shown}");
+        assert_eq!((dir.count("narrow.db", "t"), dir.count("wide.db", "t"), dir.count("full.db", "t")), (0, 0, 1));
+        assert_eq!(pg.sql("SELECT count(*) FROM t")[0][0].as_deref(), Some("2"), "{shown}");
+        let mut files: Vec<String> = std::fs::read_dir(dir.path(""))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["bad_where.toml", "full.db", "narrow.db", "wide.db"], "no state or reject files: {shown}");
+        for file in &files {
+            let bytes = std::fs::read(dir.path(file)).unwrap();
+            assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "{file} holds the password");
+        }
+    }
 }

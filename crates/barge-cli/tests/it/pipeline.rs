@@ -600,7 +600,7 @@ fn pipeline_file_errors_name_the_line_or_the_variable() {
     );
     let run = barge(&["plan", &pipeline(&dir, &bad_column)]);
     run.assert_code(2);
-    assert!(run.stderr.contains("column `mail` not found in table `users`"), "{}", run.stderr);
+    assert!(run.stderr.contains("column `mail` not found in source table `users`"), "{}", run.stderr);
     let key_transformed = bad_column
         .replace("name = \\\"e\\\", expr = \\\"lower(mail)\\\"", "")
         .replace("{ name = \"e\", expr = \"lower(mail)\" }", "{ name = \"id\", expr = \"cast(id, 'text')\" }");

@@ -99,6 +99,14 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// Has the source parse and resolve `table`'s row filter (a pipeline's `where`) without
+    /// reading a row (`… WHERE filter LIMIT 0`), so a filter it refuses is an error before
+    /// anything runs. The default checks nothing.
+    fn check_filter(&self, table: &TableInfo) -> Result<()> {
+        let _ = table;
+        Ok(())
+    }
+
     /// The bytes table `name` takes in the database, its indexes included, as the engine's
     /// statistics say (for `barge tables`). `None`: this engine cannot tell cheaply.
     fn table_bytes(&self, name: &str) -> Result<Option<u64>> {

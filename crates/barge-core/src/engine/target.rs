@@ -53,6 +53,13 @@ pub trait Target: Send + Sync {
         Ok(None)
     }
 
+    /// The columns of existing table `name` that an INSERT must fill: NOT NULL, without a
+    /// default, not generated (identity, auto-increment, a SQLite rowid alias fill themselves).
+    fn required_columns(&self, name: &str) -> Result<Vec<String>> {
+        let _ = name;
+        Ok(Vec::new())
+    }
+
     /// Values this target refuses in any column of a kind (MySQL: NaN and infinities;
     /// PostgreSQL: NUL in text), which a copy finds before writing and handles by its
     /// [`crate::values::ValuePolicy`]. The default refuses nothing.

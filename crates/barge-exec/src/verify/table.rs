@@ -202,11 +202,11 @@ pub(crate) fn align(target: TableInfo, source: &TableInfo) -> Result<TableInfo> 
         .fields()
         .iter()
         .map(|f| {
-            target
-                .schema
-                .field_with_name(f.name())
-                .cloned()
-                .map_err(|_| Error::UnknownColumn { table: target.name.clone(), column: f.name().clone() })
+            target.schema.field_with_name(f.name()).cloned().map_err(|_| Error::UnknownColumn {
+                side: "target",
+                table: target.name.clone(),
+                column: f.name().clone(),
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let key = match (&source.key, target.key) {
