@@ -584,7 +584,8 @@ fn plan(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     } else {
         Default::default()
     };
-    let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &watermarks, false)?;
+    let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &watermarks, false)
+        .map_err(|e| target_not_empty_fix(e, PIPELINE_IF_EXISTS, None))?;
     if args.json {
         println!("{}", serde_json::to_string(&prepared.report)?);
     } else {
@@ -629,6 +630,9 @@ impl Drop for NewLedgerFiles {
         }
     }
 }
+
+/// What a pipeline says instead of `--if-exists`.
+const PIPELINE_IF_EXISTS: &str = r#"set `if_exists = "truncate"` or `"append"` under [defaults] in the pipeline"#;
 
 /// An earlier run of `name` the ledger holds that did not finish (when not resuming it): the
 /// store, for a hint to `--resume` it.
@@ -712,10 +716,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     store.acquire(&name, &barge_core::ledger::Holder::current())?;
     let watermarks = watermarks(store.as_ref(), &name, &pipeline)?;
     let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &watermarks, args.detect_deletes)
-        .map_err(|e| {
-            let fix = r#"set `if_exists = "truncate"` or `"append"` under [defaults] in the pipeline"#;
-            target_not_empty_fix(e, fix, unfinished(store.as_ref(), &name, args.resume))
-        })?;
+        .map_err(|e| target_not_empty_fix(e, PIPELINE_IF_EXISTS, unfinished(store.as_ref(), &name, args.resume)))?;
     if !prepared.report.ok {
         return Err(preview::risks_error(&prepared.report).into());
     }

@@ -116,7 +116,7 @@ pub struct TableFailure {
 }
 
 impl TableFailure {
-    fn new(table: &str, target_table: &str, error: &Error) -> Self {
+    pub fn new(table: &str, target_table: &str, error: &Error) -> Self {
         TableFailure {
             table: table.into(),
             target_table: target_table.into(),

@@ -294,9 +294,11 @@ fn a_run_refused_before_writing_leaves_no_state_file_and_a_target_with_rows_hint
 
     // A pipeline run says it in the pipeline's words, not with flags `run` does not take.
     std::fs::write(&file, format!("source = \"{from}\"\ntarget = \"{to}\"\n[[tables]]\nsource = \"t\"\n")).unwrap();
-    let run = barge(&["run", &file.display().to_string()]);
-    assert_usage_error(&run, r#"set `if_exists = "truncate"`"#);
-    assert!(!run.stderr.contains("--if-exists"), "{}", run.stderr);
+    for command in ["run", "plan"] {
+        let run = barge(&[command, &file.display().to_string()]);
+        assert_usage_error(&run, r#"set `if_exists = "truncate"`"#);
+        assert!(!run.stderr.contains("--if-exists"), "{command}: {}", run.stderr);
+    }
 }
 
 #[test]

@@ -612,3 +612,30 @@ fn values_a_target_cannot_store_follow_the_chosen_policy() {
     run.assert_code(2);
     assert!(run.stderr.contains("unrepresentable = \"reject\" needs an error_budget"), "{}", run.stderr);
 }
+
+/// A CREATE TABLE the target refuses (MariaDB's 64-character names) fails that table alone.
+#[test]
+fn a_table_whose_create_the_target_refuses_fails_alone() {
+    let dir = crate::support::Dir::new();
+    let long = "x".repeat(70);
+    dir.sql(
+        "s.db",
+        &format!(
+            "CREATE TABLE good (id INTEGER PRIMARY KEY); INSERT INTO good VALUES (1), (2);
+             CREATE TABLE {long} (id INTEGER PRIMARY KEY); INSERT INTO {long} VALUES (1);"
+        ),
+    );
+    let my = MyDb::new("refused_ddl");
+    let run = barge(&["copy", "--from", &dir.url("s.db"), "--to", &my.url(), "--json"]);
+    run.assert_code(4);
+    let json = run.json();
+    let (good, bad) = (table(&json, "good"), table(&json, &long));
+    assert_eq!((good["status"].as_str(), good["verified"].as_bool()), (Some("copied"), Some(true)), "{json}");
+    assert_eq!(bad["status"], "failed", "{json}");
+    assert!(bad["error"]["message"].as_str().unwrap().contains("Incorrect table name"), "{json}");
+    assert_eq!(bad["error"]["target"], format!("nothing was written to `{long}`"), "{json}");
+    assert_eq!(my.sql("SELECT count(*) FROM good"), vec![vec!["2".to_string()]]);
+    // --fail-fast: the refused statement stops the run.
+    let my = MyDb::new("refused_ddl_ff");
+    barge(&["copy", "--from", &dir.url("s.db"), "--to", &my.url(), "--fail-fast"]).assert_code(1);
+}

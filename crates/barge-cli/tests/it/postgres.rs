@@ -124,9 +124,11 @@ fn connection_problems_are_clear_and_never_show_the_password() {
     run.assert_code(1);
     assert!(run.stderr.contains("cannot connect to postgres://postgres:***@127.0.0.1:1/nope"), "{}", run.stderr);
     assert!(!run.stderr.contains("hunter2"));
+    // A database that does not exist is input to fix (exit 2), said as the target's.
     let run = barge(&["copy", "--from", &src, "--to", "postgres://postgres:hunter2@127.0.0.1:5432/no_such_db_barge"]);
-    run.assert_code(1);
-    assert!(run.stderr.contains("no_such_db_barge") && !run.stderr.contains("hunter2"), "{}", run.stderr);
+    run.assert_code(2);
+    assert!(run.stderr.contains("target database not found: postgres://postgres:***@127.0.0.1:5432/no_such_db_barge"));
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
     let run = barge(&["copy", "--from", &src, "--to", "postgres://u:hunter2@host/db?sslmode=sometimes"]);
     run.assert_code(2);
     assert!(run.stderr.contains("unknown sslmode") && !run.stderr.contains("hunter2"), "{}", run.stderr);

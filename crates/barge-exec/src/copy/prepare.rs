@@ -68,22 +68,33 @@ pub(crate) fn check_capabilities(target: &dyn Target, plan: &Plan, options: &Exe
 }
 
 /// Creates or empties the target tables as planned: an exact schema restores the source's own
-/// dump of its types, functions and tables (in one transaction) instead of barge's DDL.
-pub(crate) fn prepare_targets(target: &dyn Target, plan: &Plan) -> Result<()> {
+/// dump of its types, functions and tables (in one transaction) instead of barge's DDL. Returns,
+/// per table, the error of a CREATE or TRUNCATE the target refused: that table fails alone
+/// (unless `fail_fast`, when the first such error is the run's).
+pub(crate) fn prepare_targets(target: &dyn Target, plan: &Plan, fail_fast: bool) -> Result<Vec<Option<Error>>> {
     if let Some(dump) = plan.schema.dump() {
         restorer(target)?.restore(dump, RestoreStep::Tables)?;
     }
+    let mut refused = Vec::with_capacity(plan.tables.len());
     for table in &plan.tables {
-        match table.action {
-            TableAction::Create if plan.schema.dump().is_some() => {}
+        let prepared = match table.action {
+            TableAction::Create if plan.schema.dump().is_some() => Ok(()),
             TableAction::Create => {
                 let columns: Vec<_> = table.columns.iter().map(|c| (c.field.clone(), c.target.clone())).collect();
                 let key: Vec<String> = table.output.key_columns().into_iter().map(str::to_string).collect();
-                target.create_table(&table.target_table, &columns, &key)?;
+                target.create_table(&table.target_table, &columns, &key)
             }
-            TableAction::Truncate => target.truncate_table(&table.target_table)?,
-            TableAction::Append => {}
+            TableAction::Truncate => target.truncate_table(&table.target_table),
+            TableAction::Append => Ok(()),
+        };
+        match prepared {
+            Ok(()) => refused.push(None),
+            Err(error) if !fail_fast && !matches!(error, Error::Transient { .. }) => {
+                tracing::error!("table `{}`: the target refused to prepare it: {error}", table.target_table);
+                refused.push(Some(error));
+            }
+            Err(error) => return Err(error),
         }
     }
-    Ok(())
+    Ok(refused)
 }

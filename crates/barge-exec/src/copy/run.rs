@@ -55,7 +55,7 @@ pub fn copy(
     check_capabilities(target, plan, options)?;
     let layouts = layouts(plan, options)?;
     let snapshot = pin_snapshot(source, options)?;
-    prepare_targets(target, plan)?;
+    let refused = prepare_targets(target, plan, options.fail_fast)?;
     let run = CopyRun {
         source,
         target,
@@ -86,7 +86,14 @@ pub fn copy(
         tracing::info!("plan: table `{}` set aside: {}", failure.table, failure.message);
     }
     let mut reports = Vec::with_capacity(plan.tables.len());
-    for (table, layout) in plan.tables.iter().zip(&layouts) {
+    for ((table, layout), refused) in plan.tables.iter().zip(&layouts).zip(refused) {
+        if let Some(error) = refused {
+            // Its CREATE or TRUNCATE was refused: nothing of it was written.
+            let failure = barge_plan::TableFailure::new(&table.source.name, &table.target_table, &error);
+            run.ctx.progress.finished(&table.source.name, crate::Phase::Copy, &format!("FAILED: {error}"));
+            reports.push(crate::report::TableReport::set_aside(&failure));
+            continue;
+        }
         let mut copy = TableCopy::new(&run, table, layout);
         match copy.run() {
             Ok(report) => reports.push(report),
