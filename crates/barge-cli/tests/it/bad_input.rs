@@ -189,10 +189,21 @@ fn passwords_written_unencoded_never_print() {
         "postgres://postgres:se#cr/et?x@127.0.0.1:1/db",
         "mysql://root:p@ss#w/rd@127.0.0.1:1/db",
         "postgres://u:a:b%c?d#e@f@127.0.0.1:1/db",
+        "postgres://u:pässwörd☃@127.0.0.1:1/db",
+        "mysql://root:密码/x@127.0.0.1:1/db",
     ] {
         let secret = &url[url.find("//").unwrap() + 2..url.rfind('@').unwrap()];
         let secret = &secret[secret.find(':').unwrap() + 1..];
-        for args in [vec!["copy", "--from", url, "--to", &to, "--json"], vec!["verify", "--from", url, "--to", &to]] {
+        let pipeline = dir.path("p.toml");
+        std::fs::write(&pipeline, format!("source = \"{url}\"\ntarget = \"{to}\"\n")).unwrap();
+        let pipeline = pipeline.display().to_string();
+        for args in [
+            vec!["copy", "--from", url, "--to", &to, "--json"],
+            vec!["verify", "--from", url, "--to", &to],
+            vec!["tables", url, "--json"],
+            vec!["plan", &pipeline, "--json"],
+            vec!["-vv", "run", &pipeline, "--json"],
+        ] {
             let run = barge(&args);
             assert_ne!(run.code, 0);
             for shown in [&run.stdout, &run.stderr] {

@@ -639,3 +639,27 @@ fn a_table_whose_create_the_target_refuses_fails_alone() {
     let my = MyDb::new("refused_ddl_ff");
     barge(&["copy", "--from", &dir.url("s.db"), "--to", &my.url(), "--fail-fast"]).assert_code(1);
 }
+
+/// A foreign key the target refuses (the source holds a child row without its parent, as MySQL
+/// allows with FOREIGN_KEY_CHECKS=0) fails its table, whose rows stay copied; exit 4.
+#[test]
+fn a_foreign_key_the_target_refuses_fails_its_table_not_the_run() {
+    let my = MyDb::new("refused_fk");
+    my.sql(
+        "CREATE TABLE parent (id int PRIMARY KEY);
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int, CONSTRAINT child_parent FOREIGN KEY (parent_id) REFERENCES parent (id));
+         INSERT INTO parent VALUES (1);
+         SET FOREIGN_KEY_CHECKS = 0; INSERT INTO child VALUES (10, 1), (11, 99); SET FOREIGN_KEY_CHECKS = 1;",
+    );
+    let pg = PgDb::new("refused_fk");
+    let run = barge(&["copy", "--from", &my.url(), "--to", &pg.url(), "--json"]);
+    run.assert_code(4);
+    let json = run.json();
+    let (parent, child) = (table(&json, "parent"), table(&json, "child"));
+    assert_eq!(parent["status"], "copied", "{json}");
+    assert_eq!((child["status"].as_str(), child["verified"].as_bool()), (Some("failed"), Some(true)), "{json}");
+    let message = child["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("adding its foreign keys") && message.contains("child_parent"), "{json}");
+    assert!(child["error"]["target"].as_str().unwrap().contains("holds its rows as copied and verified"), "{json}");
+    assert_eq!(pg.sql("SELECT count(*) FROM child")[0][0].as_deref(), Some("2"));
+}

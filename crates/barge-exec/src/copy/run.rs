@@ -127,6 +127,7 @@ pub fn copy(
         && let Some(objects) = target.schema_objects()
     {
         let copied = |name: &str| reports.iter().any(|r| r.table == name && r.error.is_none());
+        let mut refused_keys = Vec::new();
         for table in plan.tables.iter().filter(|t| t.action == TableAction::Create && copied(&t.source.name)) {
             // A key into a table that failed, or that this run left out and the target does not
             // have, cannot be added: said, not attempted.
@@ -156,7 +157,29 @@ pub fn copy(
                 }
             }
             if objects.adds_foreign_keys() {
-                objects.add_foreign_keys(&table.target_table, &foreign_keys)?;
+                match objects.add_foreign_keys(&table.target_table, &foreign_keys) {
+                    Ok(()) => {}
+                    // A key the target refuses (rows without their parent) fails its table,
+                    // whose rows stay as copied and verified; the others are not affected.
+                    Err(error) if !options.fail_fast && is_table_failure(&error) => {
+                        tracing::error!("table `{}`: its foreign keys were refused: {error}", table.target_table);
+                        refused_keys.push((
+                            table.source.name.clone(),
+                            crate::report::TableError {
+                                kind: error.kind().into(),
+                                message: format!("adding its foreign keys: {error}"),
+                                column: None,
+                                target: format!(
+                                    "`{}` holds its rows as copied and verified; some or all of its foreign keys are \
+                                 missing: fix the rows they refuse, then add them",
+                                    table.target_table
+                                ),
+                                usage: false,
+                            },
+                        ));
+                    }
+                    Err(error) => return Err(error),
+                }
             } else {
                 not_migrated.extend(table.source.foreign_keys.iter().map(|fk| {
                     barge_core::NotMigrated::new(
@@ -174,6 +197,12 @@ pub fn copy(
                         ),
                     )
                 }));
+            }
+        }
+        for (name, error) in refused_keys {
+            if let Some(report) = reports.iter_mut().find(|r| r.table == name) {
+                report.status = "failed".into();
+                report.error = Some(error);
             }
         }
     }
