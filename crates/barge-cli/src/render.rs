@@ -261,6 +261,9 @@ pub fn copy_summary(report: &CopyReport) -> String {
         }
     }
     out.push_str(&schema_lines(report.schema.as_ref(), &report.not_migrated));
+    if !report.views.is_empty() {
+        out.push_str(&format!("views created after the rows: {}\n", report.views.join(", ")));
+    }
     match &report.snapshot {
         Some(snapshot) if snapshot.consistent => out.push_str(&format!("source as of {}\n", snapshot.detail)),
         Some(snapshot) => out
@@ -411,6 +414,12 @@ pub fn plan_body(report: &PlanReport) -> String {
     }
     out.push('\n');
     out.push_str(&schema_lines(Some(&report.schema), &report.not_migrated));
+    if !report.views.is_empty() {
+        out.push_str(&format!(
+            "views, created after the rows if the target takes their SQL: {}\n",
+            report.views.join(", ")
+        ));
+    }
     out
 }
 

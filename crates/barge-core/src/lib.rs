@@ -42,7 +42,7 @@ pub use engine::{
     ArrowPassthrough, BatchEncoder, BatchSize, Conflict, DumpedSchema, Encoded, EngineFactory, KeyDeletes,
     LedgerStores, Native, NotMigrated, RangeClearer, Registry, RestoreStep, RowLimit, SchemaDump, SchemaObject,
     SchemaObjects, SchemaRestore, ScratchSpace, SnapshotInfo, SnapshotReads, Source, TableWriter, Target, TargetColumn,
-    Transform, Transformed, WriteOptions, choose_column, logical_type,
+    Transform, Transformed, ViewDef, WriteOptions, choose_column, logical_type,
 };
 pub use error::{Error, Result};
 pub use model::{ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Notice, Risk, Scalar, TableInfo};

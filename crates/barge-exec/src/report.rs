@@ -202,6 +202,9 @@ pub struct CopyReport {
     /// Source objects the target does not have, with the reason.
     #[serde(default)]
     pub not_migrated: Vec<barge_core::NotMigrated>,
+    /// The source's views created on the target (a copy that builds the schema itself).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<String>,
 }
 
 impl TableReport {
@@ -254,6 +257,7 @@ impl CopyReport {
             snapshot: None,
             schema: None,
             not_migrated: Vec::new(),
+            views: Vec::new(),
         }
     }
 }

@@ -588,6 +588,22 @@ impl barge_core::Source for MySource {
         Ok(rows.iter().map(|r| barge_core::SchemaObject { kind: text(&r[0]), name: text(&r[1]) }).collect())
     }
 
+    fn views(&self) -> Result<Vec<barge_core::ViewDef>> {
+        let mut conn = connect(&self.url)?;
+        let rows = conn.rows(
+            "SELECT TABLE_NAME, VIEW_DEFINITION, DATABASE() FROM information_schema.VIEWS
+             WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME",
+            "reading view definitions",
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| barge_core::ViewDef {
+                name: text(&r[0]),
+                select: crate::types::portable_select(&text(&r[1]), &text(&r[2])),
+            })
+            .collect())
+    }
+
     fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
         Some(self)
     }

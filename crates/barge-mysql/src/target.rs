@@ -187,6 +187,13 @@ impl barge_core::Target for MyTarget {
         self.conn()?.exec(&format!("TRUNCATE TABLE {}", quote(name)), "truncating a table")
     }
 
+    fn create_view(&self, name: &str, select: &str) -> Result<()> {
+        // Portable SQL quotes names in double quotes: ANSI_QUOTES for this session's statement.
+        let mut conn = self.conn()?;
+        conn.exec("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')", "configuring a session")?;
+        conn.exec(&format!("CREATE VIEW \"{}\" AS {select}", name.replace('"', "\"\"")), "creating a view")
+    }
+
     fn required_columns(&self, name: &str) -> Result<Vec<String>> {
         let rows = self.conn()?.rows(
             &format!(

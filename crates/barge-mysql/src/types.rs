@@ -344,8 +344,64 @@ pub fn read_back(column_type: &str) -> Option<DataType> {
     ColumnKind::resolve(&data_type_of(column_type), column_type, true).map(|c| c.arrow())
 }
 
+/// A view's SELECT as MySQL stores it (every name in backticks, qualified by its database) in
+/// portable SQL: names unqualified and in double quotes. Backticks inside string literals are
+/// left alone.
+pub fn portable_select(select: &str, database: &str) -> String {
+    let qualifier = format!("`{}`.", database.replace('`', "``"));
+    let mut out = String::with_capacity(select.len());
+    let mut rest = select;
+    let mut quote: Option<char> = None;
+    while let Some(c) = rest.chars().next() {
+        match (quote, c) {
+            (None, '`') if rest.starts_with(&qualifier) => {
+                rest = &rest[qualifier.len()..];
+                continue;
+            }
+            (None, '`') => {
+                // An identifier: to the closing backtick (`` inside it is one backtick).
+                let mut name = String::new();
+                let mut chars = rest[1..].char_indices();
+                let mut end = rest.len();
+                while let Some((i, ch)) = chars.next() {
+                    if ch == '`' {
+                        if rest[1 + i + 1..].starts_with('`') {
+                            name.push('`');
+                            chars.next();
+                            continue;
+                        }
+                        end = 1 + i + 1;
+                        break;
+                    }
+                    name.push(ch);
+                }
+                out.push('"');
+                out.push_str(&name.replace('"', "\"\""));
+                out.push('"');
+                rest = &rest[end..];
+                continue;
+            }
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), ch) if ch == q => quote = None,
+            _ => {}
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn view_selects_lose_their_database_and_backticks() {
+        let stored = "select `app`.`t`.`id` AS `id`,'a`b' AS `q`,`app`.`t`.`we``ird` AS `x` from `app`.`t` where `app`.`t`.`id` > 1";
+        assert_eq!(
+            super::portable_select(stored, "app"),
+            "select \"t\".\"id\" AS \"id\",'a`b' AS \"q\",\"t\".\"we`ird\" AS \"x\" from \"t\" where \"t\".\"id\" > 1"
+        );
+    }
+
     use super::*;
 
     #[test]

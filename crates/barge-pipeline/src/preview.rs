@@ -28,6 +28,9 @@ pub struct PlanReport {
     pub schema: barge_plan::SchemaReport,
     /// What the target would not have, by kind and name, with the reason.
     pub not_migrated: Vec<barge_core::NotMigrated>,
+    /// The source's views a copy creates after the rows, where the target takes their SQL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<String>,
     /// Tables set aside: they cannot be copied, the others would be.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<barge_plan::TableFailure>,
@@ -149,6 +152,7 @@ fn report(preflight: &Preflight, title: String, tables: Vec<TablePreview>) -> Pl
         tables,
         schema: barge_plan::SchemaReport::of(&preflight.plan.schema),
         not_migrated: preflight.plan.not_migrated.clone(),
+        views: preflight.plan.views.iter().map(|v| v.name.clone()).collect(),
         failed: preflight.plan.failed.clone(),
     }
 }

@@ -439,6 +439,9 @@ pub struct Plan {
     pub schema: SchemaPlan,
     /// Source objects the target will not have, with the reason.
     pub not_migrated: Vec<NotMigrated>,
+    /// Views of a whole database copied with barge's own DDL, created after the rows when the
+    /// target takes their SQL (listed as not migrated when it does not).
+    pub views: Vec<barge_core::ViewDef>,
 }
 
 /// Checks every table against the target and decides each table's action. Writes nothing: a
@@ -497,7 +500,13 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
             incremental,
         });
     }
-    Ok(Plan { tables, failed, schema: SchemaPlan::Translated { why_not_exact: None }, not_migrated: Vec::new() })
+    Ok(Plan {
+        tables,
+        failed,
+        schema: SchemaPlan::Translated { why_not_exact: None },
+        not_migrated: Vec::new(),
+        views: Vec::new(),
+    })
 }
 
 /// The target column of every field of `output`, with its fidelity; an impossible one is an error.

@@ -221,8 +221,12 @@ pub fn preflight(
                     SchemaPlan::Translated { why_not_exact: Some(why) } => format!("not copied: {why}"),
                     _ => format!("barge does not translate this kind of object into {}", target_engine.name()),
                 };
-                plan.not_migrated
-                    .extend(source.other_objects()?.into_iter().map(|o| NotMigrated::new(o.kind, o.name, why.clone())));
+                // Plain views are tried on the target after the rows; the rest stays behind.
+                plan.views = source.views()?;
+                let tried =
+                    |o: &barge_core::SchemaObject| o.kind == "view" && plan.views.iter().any(|v| v.name == o.name);
+                let others: Vec<_> = source.other_objects()?.into_iter().filter(|o| !tried(o)).collect();
+                plan.not_migrated.extend(others.into_iter().map(|o| NotMigrated::new(o.kind, o.name, why.clone())));
             }
         }
     }

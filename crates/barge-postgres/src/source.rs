@@ -277,6 +277,31 @@ impl barge_core::Source for PgSource {
         })
     }
 
+    fn views(&self) -> Result<Vec<barge_core::ViewDef>> {
+        // Plain views not made by an extension, with the schema off the search path so that
+        // their SELECT names the tables unqualified.
+        let sql = "SELECT c.relname::text, pg_get_viewdef(c.oid, true)
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = $1 AND c.relkind = 'v'
+                     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                       AND d.objid = c.oid AND d.deptype = 'e')
+                   ORDER BY c.oid";
+        self.with_client(|client| {
+            let rt = runtime();
+            rt.block_on(client.batch_execute(&format!("SET search_path = {}", quote(&self.url.schema))))
+                .map_err(pg_err("reading view definitions"))?;
+            let rows = rt.block_on(client.query(sql, &[&self.url.schema])).map_err(pg_err("reading view definitions"));
+            rt.block_on(client.batch_execute("RESET search_path")).map_err(pg_err("reading view definitions"))?;
+            Ok(rows?
+                .iter()
+                .map(|r| {
+                    let select: String = r.get(1);
+                    barge_core::ViewDef { name: r.get(0), select: select.trim().trim_end_matches(';').to_string() }
+                })
+                .collect())
+        })
+    }
+
     fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
         Some(self)
     }

@@ -258,6 +258,22 @@ impl barge_core::Target for PgTarget {
         })
     }
 
+    fn create_view(&self, name: &str, select: &str) -> Result<()> {
+        // The SELECT names its tables unqualified: resolved in the target's schema.
+        let sql = format!(
+            "BEGIN; SET LOCAL search_path = {}; CREATE VIEW {} AS {select}; COMMIT",
+            crate::conn::quote(&self.url.schema),
+            self.qualified(name)
+        );
+        self.admin(|client| {
+            let rt = runtime();
+            rt.block_on(client.batch_execute(&sql)).map_err(|e| {
+                let _ = rt.block_on(client.batch_execute("ROLLBACK"));
+                Error::engine(format!("creating view `{name}`"), crate::conn::describe(&e))
+            })
+        })
+    }
+
     fn required_columns(&self, name: &str) -> Result<Vec<String>> {
         let sql = "SELECT a.attname::text FROM pg_attribute a
                    WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped

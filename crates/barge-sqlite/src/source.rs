@@ -230,6 +230,32 @@ impl barge_core::Source for SqliteSource {
         })
     }
 
+    fn views(&self) -> Result<Vec<barge_core::ViewDef>> {
+        // The SELECT after `CREATE VIEW name [(columns)] AS`, as written.
+        let statement =
+            regex::Regex::new(r#"(?is)^\s*CREATE\s+(?:TEMP\s+|TEMPORARY\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|\S+)\s+AS\s+(.*)$"#)
+                .expect("a valid pattern");
+        self.with_conn(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'view' ORDER BY rowid")
+                .map_err(sqlite_err("reading view definitions"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(sqlite_err("reading view definitions"))?;
+            let mut views = Vec::new();
+            for row in rows {
+                let (name, sql) = row.map_err(sqlite_err("reading view definitions"))?;
+                if let Some(select) = statement.captures(&sql).and_then(|c| c.get(1)) {
+                    views.push(barge_core::ViewDef {
+                        name,
+                        select: select.as_str().trim().trim_end_matches(';').to_string(),
+                    });
+                }
+            }
+            Ok(views)
+        })
+    }
+
     fn snapshots(&self) -> Option<&dyn barge_core::SnapshotReads> {
         Some(self)
     }

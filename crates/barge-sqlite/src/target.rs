@@ -157,6 +157,13 @@ impl barge_core::Target for SqliteTarget {
         })
     }
 
+    fn create_view(&self, name: &str, select: &str) -> Result<()> {
+        self.admin(|conn| {
+            conn.execute_batch(&format!("CREATE VIEW {} AS {select}", quote(name)))
+                .map_err(|e| Error::engine(format!("creating view `{name}`"), e))
+        })
+    }
+
     fn required_columns(&self, name: &str) -> Result<Vec<String>> {
         // A lone INTEGER PRIMARY KEY is the rowid, which fills itself.
         self.admin(|conn| {

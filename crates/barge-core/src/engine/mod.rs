@@ -36,7 +36,7 @@ mod transform;
 
 pub use encode::{ArrowPassthrough, BatchEncoder, Encoded, Native, TargetColumn, choose_column, logical_type};
 pub use factory::{EngineFactory, LedgerStores, Registry, ScratchSpace};
-pub use schema::{DumpedSchema, NotMigrated, RestoreStep, SchemaDump, SchemaObject, SchemaRestore};
+pub use schema::{DumpedSchema, NotMigrated, RestoreStep, SchemaDump, SchemaObject, SchemaRestore, ViewDef};
 pub use source::{BatchSize, SnapshotInfo, SnapshotReads, Source};
 pub use target::{Conflict, KeyDeletes, RangeClearer, RowLimit, SchemaObjects, TableWriter, Target, WriteOptions};
 pub use transform::{Transform, Transformed};

@@ -22,6 +22,15 @@ pub struct SchemaObject {
     pub name: String,
 }
 
+/// A view of the source, for a copy that builds the target schema itself: its name and its
+/// SELECT in portable SQL (identifiers in double quotes, not qualified by the source's schema
+/// or database), which a target of another engine tries as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewDef {
+    pub name: String,
+    pub select: String,
+}
+
 /// An object of the source the target will not have, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotMigrated {

@@ -127,6 +127,12 @@ pub trait Source: Send + Sync {
         Ok(None)
     }
 
+    /// The source's plain views (not materialized ones), in portable SQL, for a copy that builds
+    /// the target schema itself to create after the rows (see [`super::ViewDef`]).
+    fn views(&self) -> Result<Vec<super::ViewDef>> {
+        Ok(Vec::new())
+    }
+
     /// Reading every range as of one instant.
     fn snapshots(&self) -> Option<&dyn SnapshotReads> {
         None

@@ -60,6 +60,13 @@ pub trait Target: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Creates view `name` as `select` (portable SQL from another engine, see
+    /// [`super::ViewDef`]); an error when the target refuses it. The default creates none.
+    fn create_view(&self, name: &str, select: &str) -> Result<()> {
+        let _ = (name, select);
+        Err(crate::Error::unsupported(self.display_name(), "create views"))
+    }
+
     /// Values this target refuses in any column of a kind (MySQL: NaN and infinities;
     /// PostgreSQL: NUL in text), which a copy finds before writing and handles by its
     /// [`crate::values::ValuePolicy`]. The default refuses nothing.

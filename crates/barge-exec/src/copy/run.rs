@@ -207,6 +207,7 @@ pub fn copy(
         }
     }
     // A run with a failed table is not finished: `--resume` completes it after the fix.
+    let views = create_views(target, &plan.views, &mut not_migrated);
     if let Some(ledger) = options.ledger.as_ref().filter(|_| all_copied) {
         ledger.finish()?;
     }
@@ -224,7 +225,45 @@ pub fn copy(
     report.snapshot = Some(snapshot);
     report.schema = Some(barge_plan::SchemaReport::of(&plan.schema));
     report.not_migrated = not_migrated;
+    report.views = views;
     Ok(report)
+}
+
+/// Creates the source's views on the target, after every row: in rounds, so a view over another
+/// view waits for it; one the target refuses in the last round is listed as not migrated with the
+/// target's reason. Returns the views created.
+fn create_views(
+    target: &dyn Target,
+    views: &[barge_core::ViewDef],
+    not_migrated: &mut Vec<barge_core::NotMigrated>,
+) -> Vec<String> {
+    let mut created = Vec::new();
+    let mut pending: Vec<&barge_core::ViewDef> = views.iter().collect();
+    loop {
+        let mut refused = Vec::new();
+        let before = pending.len();
+        for view in pending {
+            match target.create_view(&view.name, &view.select) {
+                Ok(()) => {
+                    tracing::info!("view `{}` created", view.name);
+                    created.push(view.name.clone());
+                }
+                Err(error) => refused.push((view, error)),
+            }
+        }
+        if refused.is_empty() || refused.len() == before {
+            for (view, error) in refused {
+                tracing::warn!("view `{}` not created: {error}", view.name);
+                not_migrated.push(barge_core::NotMigrated::new(
+                    "view",
+                    &view.name,
+                    format!("the target refused its SQL: {error}"),
+                ));
+            }
+            return created;
+        }
+        pending = refused.into_iter().map(|(view, _)| view).collect();
+    }
 }
 
 /// Whether `error` is one table's failure (the others can go on) rather than the run's.
