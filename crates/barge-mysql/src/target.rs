@@ -187,6 +187,10 @@ impl barge_core::Target for MyTarget {
         self.conn()?.exec(&format!("TRUNCATE TABLE {}", quote(name)), "truncating a table")
     }
 
+    fn drop_table(&self, name: &str) -> Result<()> {
+        self.conn()?.exec(&format!("DROP TABLE {}", quote(name)), "dropping a table")
+    }
+
     fn create_view(&self, name: &str, select: &str) -> Result<()> {
         // Portable SQL quotes names in double quotes: ANSI_QUOTES for this session's statement.
         let mut conn = self.conn()?;

@@ -258,6 +258,15 @@ impl barge_core::Target for PgTarget {
         })
     }
 
+    fn drop_table(&self, name: &str) -> Result<()> {
+        // Not CASCADE: an object that depends on the table keeps it.
+        self.admin(|client| {
+            runtime()
+                .block_on(client.batch_execute(&format!("DROP TABLE {}", self.qualified(name))))
+                .map_err(|e| Error::engine(format!("dropping `{name}`"), crate::conn::describe(&e)))
+        })
+    }
+
     fn create_view(&self, name: &str, select: &str) -> Result<()> {
         // The SELECT names its tables unqualified: resolved in the target's schema.
         let sql = format!(

@@ -157,6 +157,13 @@ impl barge_core::Target for SqliteTarget {
         })
     }
 
+    fn drop_table(&self, name: &str) -> Result<()> {
+        self.admin(|conn| {
+            conn.execute_batch(&format!("DROP TABLE {}", quote(name)))
+                .map_err(|e| Error::engine(format!("dropping table `{name}`"), e))
+        })
+    }
+
     fn create_view(&self, name: &str, select: &str) -> Result<()> {
         self.admin(|conn| {
             conn.execute_batch(&format!("CREATE VIEW {} AS {select}", quote(name)))

@@ -60,6 +60,13 @@ pub trait Target: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Drops table `name`, which this run created and could not fill (a failed table, so that a
+    /// rerun starts clean). The default cannot.
+    fn drop_table(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Err(crate::Error::unsupported(self.display_name(), "drop tables"))
+    }
+
     /// Creates view `name` as `select` (portable SQL from another engine, see
     /// [`super::ViewDef`]); an error when the target refuses it. The default creates none.
     fn create_view(&self, name: &str, select: &str) -> Result<()> {

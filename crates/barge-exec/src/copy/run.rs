@@ -142,17 +142,9 @@ pub fn copy(
                     None => None,
                 };
                 match why {
-                    Some(why) => not_migrated.push(barge_core::NotMigrated::new(
-                        "foreign key",
-                        format!(
-                            "{}({}) → {}({})",
-                            table.target_table,
-                            fk.columns.join(", "),
-                            fk.ref_table,
-                            fk.ref_columns.join(", ")
-                        ),
-                        why,
-                    )),
+                    Some(why) => {
+                        not_migrated.push(barge_core::NotMigrated::new("foreign key", fk_name(table, fk), why))
+                    }
                     None => foreign_keys.push(fk.clone()),
                 }
             }
@@ -184,13 +176,7 @@ pub fn copy(
                 not_migrated.extend(table.source.foreign_keys.iter().map(|fk| {
                     barge_core::NotMigrated::new(
                         "foreign key",
-                        format!(
-                            "{}({}) → {}({})",
-                            table.target_table,
-                            fk.columns.join(", "),
-                            fk.ref_table,
-                            fk.ref_columns.join(", ")
-                        ),
+                        fk_name(table, fk),
                         format!(
                             "{} cannot add a foreign key to a table after its rows are loaded",
                             target.display_name()
@@ -227,6 +213,11 @@ pub fn copy(
     report.not_migrated = not_migrated;
     report.views = views;
     Ok(report)
+}
+
+/// A foreign key as the summary names it: `child(parent_id) → parent(id)`.
+fn fk_name(table: &barge_plan::TablePlan, fk: &barge_core::ForeignKeyInfo) -> String {
+    format!("{}({}) → {}({})", table.target_table, fk.columns.join(", "), fk.ref_table, fk.ref_columns.join(", "))
 }
 
 /// Creates the source's views on the target, after every row: in rounds, so a view over another

@@ -89,6 +89,16 @@ impl<'a> TableCopy<'a> {
             (Some(_), _) => {
                 "its committed ranges are in the ledger: fix the cause and --resume to finish it".to_string()
             }
+            // Made by barge's own DDL in this run, with no ledger to resume it: dropped again, so
+            // a rerun starts clean (a table restored from the source's dump may have dependants).
+            (None, true) if self.run.schema.is_none() => match self.run.target.drop_table(&self.table.target_table) {
+                Ok(()) => format!("barge created `{}` and dropped it again: rerun once fixed", self.table.target_table),
+                Err(drop) => format!(
+                    "barge created `{}` and it holds {rows_written} row(s) (dropping it failed: {drop}): drop it, \
+                     or rerun with --if-exists truncate",
+                    self.table.target_table
+                ),
+            },
             (None, true) => format!(
                 "barge created `{}` and it holds {rows_written} row(s): drop it, or rerun with --if-exists truncate",
                 self.table.target_table
