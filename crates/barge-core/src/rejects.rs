@@ -94,6 +94,12 @@ pub fn row_json(batch: &RecordBatch, row: usize) -> serde_json::Map<String, serd
 }
 
 /// The given columns of row `row` as a JSON object (see [`row_json`]).
+/// The key of row `row` as a message shows it (`1, "eu"`), or `None` for a table without one.
+pub fn key_shown(batch: &RecordBatch, row: usize, key: &[usize]) -> Option<String> {
+    let shown: Vec<String> = columns_json(batch, row, key.iter().copied()).values().map(ToString::to_string).collect();
+    (!shown.is_empty()).then(|| shown.join(", "))
+}
+
 pub fn columns_json(
     batch: &RecordBatch,
     row: usize,

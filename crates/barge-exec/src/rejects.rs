@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use arrow_array::RecordBatch;
-use barge_core::rejects::{columns_json, row_json};
+use barge_core::rejects::{columns_json, key_shown, row_json};
 use barge_core::{Budget, Error, KeySpec, Reject, Result, TableInfo};
 
 use crate::job::{CopyCounters, CopyJob, RangeTally};
@@ -35,18 +35,17 @@ impl CopyJob<'_> {
         failure: RowFailure,
     ) -> Result<()> {
         let RowFailure { column, reason, stage } = failure;
-        let key_json = columns_json(batch, row, key.iter().copied());
         let (Some(log), true) =
             (self.rejects, self.budget.tolerates_rejects() || self.run_rejects.1.tolerates_rejects())
         else {
-            let shown = key_json.values().map(ToString::to_string).collect::<Vec<_>>().join(", ");
             return Err(Error::BadValue {
                 table: self.table.name.clone(),
                 column: column.unwrap_or_else(|| "-".into()),
-                key: (!key_json.is_empty()).then_some(shown),
+                key: key_shown(batch, row, key),
                 reason: format!("{reason} (no error_budget: the first bad row stops the copy)"),
             });
         };
+        let key_json = columns_json(batch, row, key.iter().copied());
         let reject = Reject { key: key_json, column, reason, stage: stage.into(), row: row_json(batch, row) };
         tally.rejects.lock().expect("rejects lock").push(reject);
         tally.rejected.fetch_add(1, Ordering::Relaxed);

@@ -83,10 +83,10 @@ pub fn assess(
                     stats.add(column.as_ref());
                 }
                 for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-                    if let Some((_, reason)) = unstorable.0.scan(column).into_iter().next() {
-                        let found = unstorable.0.scan(column).len() as u64;
-                        let entry = unrepresentable.entry(field.name().clone()).or_insert((0, reason));
-                        entry.0 += found;
+                    let found = unstorable.0.scan(column);
+                    if let Some((_, reason)) = found.first() {
+                        let entry = unrepresentable.entry(field.name().clone()).or_insert((0, reason.clone()));
+                        entry.0 += found.len() as u64;
                     }
                 }
                 if taken >= per_range {

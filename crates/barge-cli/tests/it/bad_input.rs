@@ -473,6 +473,7 @@ fn every_bad_input_is_exit_2_one_line_one_json_object_no_password_nothing_writte
         (copy(&fresh, &["--exclude", "*"]), "leaves none of the source's"),
         (copy(&fresh, &["--workers", "0"]), "must be at least 1"),
         (copy(&fresh, &["--state", &mysql_state]), "cannot keep a run ledger (--state)"),
+        (copy(&fresh, &["--state", &missing_pg]), "the ledger's database (--state) not found"),
         (copy(&fresh, &["--no-such-flag"]), "unexpected argument '--no-such-flag'"),
         (
             vec!["verify".into(), "--from".into(), from.clone(), "--to".into(), missing_file.clone()],

@@ -607,13 +607,14 @@ fn views_cross_engines_when_the_target_takes_their_sql_and_are_listed_when_not()
         "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INTEGER); INSERT INTO t VALUES (1, 'a', 5), (2, 'b', 7), (3, 'c', 9);
          CREATE VIEW big AS SELECT id, v FROM t WHERE n > 6;
          CREATE VIEW bigger AS SELECT id FROM big WHERE id > 2;
+         CREATE VIEW all_big AS SELECT count(*) AS n FROM big;
          CREATE VIEW joined AS SELECT group_concat(v) AS g FROM t;",
     );
     let pg = PgDb::new("views");
     let run = barge(&["copy", "--from", &dir.url("s.db"), "--to", &pg.url(), "--json"]);
     run.assert_code(0);
     let json = run.json();
-    assert_eq!(json["views"], serde_json::json!(["big", "bigger"]), "{json}");
+    assert_eq!(json["views"], serde_json::json!(["big", "bigger", "all_big"]), "{json}");
     let refused = json["not_migrated"].as_array().unwrap().iter().find(|o| o["name"] == "joined").cloned();
     let refused = refused.unwrap_or_else(|| panic!("joined is listed: {json}"));
     assert_eq!(refused["kind"], "view");
@@ -623,11 +624,21 @@ fn views_cross_engines_when_the_target_takes_their_sql_and_are_listed_when_not()
     let my = MyDb::new("views");
     let run = barge(&["copy", "--from", &pg.url(), "--to", &my.url(), "--json"]);
     run.assert_code(0);
-    assert_eq!(run.json()["views"], serde_json::json!(["big", "bigger"]), "{}", run.stdout);
+    assert_eq!(run.json()["views"], serde_json::json!(["big", "bigger", "all_big"]), "{}", run.stdout);
     assert_eq!(my.sql("SELECT v FROM big ORDER BY id"), vec![vec!["b".to_string()], vec!["c".to_string()]]);
+    // MariaDB lists views by name: `all_big` comes before the `big` it reads, which PostgreSQL
+    // checks, so it is created in a second round.
+    let again = PgDb::new("views_again");
+    let run = barge(&["copy", "--from", &my.url(), "--to", &again.url(), "--json"]);
+    run.assert_code(0);
+    assert_eq!(run.json()["views"], serde_json::json!(["big", "bigger", "all_big"]), "{}", run.stdout);
+    assert_eq!(again.sql("SELECT n FROM all_big"), vec![vec![Some("2".to_string())]]);
+    // SQLite resolves a view's names when it is read, so it takes them in MariaDB's order.
     let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("back.db"), "--json"]);
     run.assert_code(0);
-    assert_eq!(run.json()["views"], serde_json::json!(["big", "bigger"]), "{}", run.stdout);
+    assert_eq!(run.json()["views"], serde_json::json!(["all_big", "big", "bigger"]), "{}", run.stdout);
+    let n: i64 = dir.conn("back.db").query_row("SELECT n FROM all_big", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 2);
     let ids: i64 = dir.conn("back.db").query_row("SELECT sum(id) FROM bigger", [], |r| r.get(0)).unwrap();
     assert_eq!(ids, 3);
     // The dry run says which views it would try.

@@ -83,6 +83,8 @@ impl<'a> TableCopy<'a> {
     }
 
     /// The report of a table that failed with `error`: what it did, and the target's condition.
+    /// A table barge's own DDL created in a run without a ledger is dropped here first, so that
+    /// the condition reported is the one the target is left in.
     pub(crate) fn failed(&self, error: &Error) -> TableReport {
         let (rows_read, rows_written, rows_rejected) = self.rows();
         let target = match (&self.run.options.ledger, self.layout.created) {

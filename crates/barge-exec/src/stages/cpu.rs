@@ -95,17 +95,11 @@ impl CpuStage<'_> {
             }
             let found = limits.scan(&columns[i]);
             let Some((first, reason)) = found.first().cloned() else { continue };
-            let stop = |why: String| {
-                let shown: Vec<String> = barge_core::rejects::columns_json(&batch, first, key.iter().copied())
-                    .values()
-                    .map(ToString::to_string)
-                    .collect();
-                Error::BadValue {
-                    table: job.table.name.clone(),
-                    column: field.name().clone(),
-                    key: (!shown.is_empty()).then(|| shown.join(", ")),
-                    reason: format!("{reason}{why}"),
-                }
+            let stop = |why: String| Error::BadValue {
+                table: job.table.name.clone(),
+                column: field.name().clone(),
+                key: barge_core::rejects::key_shown(&batch, first, &key),
+                reason: format!("{reason}{why}"),
             };
             match policy {
                 ValuePolicy::Error => {
