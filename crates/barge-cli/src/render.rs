@@ -392,6 +392,12 @@ pub fn plan_body(report: &PlanReport) -> String {
                 out.push_str(&format!("    {line}\n"));
             }
         }
+        if !t.checks.is_empty() {
+            out.push_str("  checks, added after the rows if the target takes them:\n");
+            for check in &t.checks {
+                out.push_str(&format!("    {check}\n"));
+            }
+        }
         out.push_str("  columns:\n");
         for c in &t.columns {
             let expr = c.expr.as_ref().map(|e| format!("  = {e}")).unwrap_or_default();

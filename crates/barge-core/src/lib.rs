@@ -25,6 +25,7 @@
 //! Arrow record batches are the only thing that crosses an engine boundary.
 
 pub mod arrays;
+pub mod checks;
 pub mod engine;
 pub mod error;
 pub mod json;
@@ -45,7 +46,9 @@ pub use engine::{
     Transform, Transformed, ViewDef, WriteOptions, choose_column, logical_type,
 };
 pub use error::{Error, Result};
-pub use model::{ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Notice, Risk, Scalar, TableInfo};
+pub use model::{
+    CheckInfo, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Notice, Risk, Scalar, TableInfo,
+};
 pub use rejects::{Budget, Reject, RejectLog};
 
 /// Field metadata key holding the column's declared type in its source engine (e.g. `VARCHAR(100)`).

@@ -143,12 +143,24 @@ pub struct TableInfo {
     pub indexes: Vec<IndexInfo>,
     /// Foreign keys, added after every table is loaded when asked to (`--foreign-keys`).
     pub foreign_keys: Vec<ForeignKeyInfo>,
+    /// CHECK constraints, for a target of another engine (a same-engine copy restores the
+    /// source's own dump): tried once the table's rows are loaded, listed when refused.
+    pub checks: Vec<CheckInfo>,
     /// A row filter in the source's SQL (a pipeline's `where`), applied by the engine to every
     /// read, sample and statistic of this table. Engines describe tables without one.
     pub filter: Option<String>,
     /// Only rows whose column is at least this value (an incremental table's watermark), applied
     /// like `filter`; the engine renders the value in the column's type.
     pub window: Option<(String, Scalar)>,
+}
+
+/// A CHECK constraint: its name and its condition in portable SQL (identifiers in double quotes
+/// where they need quoting, no engine-specific casts), which a target of another engine tries as
+/// it is, after the rows (so it also proves the rows satisfy it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInfo {
+    pub name: String,
+    pub expr: String,
 }
 
 /// An index over plain columns.

@@ -427,6 +427,7 @@ impl MySource {
                 }
             }
         }
+        let checks = checks(conn, name, &table, &schema)?;
         Ok(TableInfo {
             name: name.into(),
             schema: Arc::new(schema),
@@ -434,10 +435,46 @@ impl MySource {
             estimated_rows: estimated,
             indexes,
             foreign_keys: foreign_keys.into_iter().map(|(_, fk)| fk).collect(),
+            checks,
             filter: None,
             window: None,
         })
     }
+}
+
+/// The table's CHECK constraints, conditions in portable SQL (names in double quotes). A column's
+/// own check is named `<table>_<column>_check` (MariaDB names it after the column); the
+/// `json_valid()` check MariaDB gives a JSON column is the column's type, not a constraint.
+/// MySQL 8, whose catalog lists checks differently, gives none.
+fn checks(conn: &mut LocalConn, name: &str, table: &str, schema: &Schema) -> Result<Vec<barge_core::CheckInfo>> {
+    let rows = conn.rows(
+        &format!(
+            "SELECT CONSTRAINT_NAME, LEVEL, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS
+             WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = {table} ORDER BY CONSTRAINT_NAME"
+        ),
+        "describing CHECK constraints",
+    );
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(error) => {
+            tracing::debug!("table `{name}`: CHECK constraints not read: {error}");
+            return Ok(Vec::new());
+        }
+    };
+    let mut checks = Vec::new();
+    for row in rows {
+        let (constraint, level, clause) = (text(&row[0]), text(&row[1]), text(&row[2]));
+        let json = schema.field_with_name(&constraint).is_ok_and(|f| {
+            f.metadata().get(META_LOGICAL).is_some_and(|l| l == LOGICAL_JSON)
+                && clause.replace(' ', "") == format!("json_valid(`{}`)", constraint.replace('`', "``"))
+        });
+        if level == "Column" && json {
+            continue;
+        }
+        let check_name = if level == "Column" { format!("{name}_{constraint}_check") } else { constraint };
+        checks.push(barge_core::CheckInfo { name: check_name, expr: crate::types::portable_select(&clause, "") });
+    }
+    Ok(checks)
 }
 
 impl barge_core::Source for MySource {
@@ -619,6 +656,7 @@ impl barge_core::Source for MySource {
             .iter()
             .map(|r| barge_core::ViewDef {
                 name: text(&r[0]),
+                columns: Vec::new(),
                 select: crate::types::portable_select(&text(&r[1]), &text(&r[2])),
             })
             .collect())

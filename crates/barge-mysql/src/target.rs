@@ -45,6 +45,11 @@ pub struct MyTarget {
     packet: Option<u64>,
 }
 
+/// A name in double quotes (portable SQL, read under ANSI_QUOTES).
+fn ansi_quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 impl MyTarget {
     pub fn open(url: MyUrl) -> Result<Arc<Self>> {
         let mut conn = connect(&url).map_err(|e| match e {
@@ -54,6 +59,13 @@ impl MyTarget {
         warn_unless_durable(&mut conn);
         let packet = conn.max_allowed_packet()?;
         Ok(Arc::new(MyTarget { url, infile_refused: Arc::new(AtomicBool::new(false)), packet }))
+    }
+
+    /// Runs `ddl`, which quotes names in double quotes (portable SQL), under ANSI_QUOTES.
+    fn ansi_quotes(&self, ddl: &str, context: &'static str) -> Result<()> {
+        let mut conn = self.conn()?;
+        conn.exec("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')", "configuring a session")?;
+        conn.exec(ddl, context)
     }
 
     fn conn(&self) -> Result<LocalConn> {
@@ -191,11 +203,18 @@ impl barge_core::Target for MyTarget {
         self.conn()?.exec(&format!("DROP TABLE {}", quote(name)), "dropping a table")
     }
 
-    fn create_view(&self, name: &str, select: &str) -> Result<()> {
-        // Portable SQL quotes names in double quotes: ANSI_QUOTES for this session's statement.
-        let mut conn = self.conn()?;
-        conn.exec("SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')", "configuring a session")?;
-        conn.exec(&format!("CREATE VIEW \"{}\" AS {select}", name.replace('"', "\"\"")), "creating a view")
+    fn create_view(&self, view: &barge_core::ViewDef) -> Result<()> {
+        self.ansi_quotes(&view.create_sql(ansi_quote), "creating a view")
+    }
+
+    fn add_check(&self, table: &str, check: &barge_core::CheckInfo) -> Result<()> {
+        let ddl = format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})",
+            ansi_quote(table),
+            ansi_quote(&check.name),
+            check.expr
+        );
+        self.ansi_quotes(&ddl, "adding a CHECK constraint")
     }
 
     fn required_columns(&self, name: &str) -> Result<Vec<String>> {

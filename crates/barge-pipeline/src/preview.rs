@@ -53,6 +53,10 @@ pub struct TablePreview {
     pub partitions: Vec<PartitionPreview>,
     /// The CREATE TABLE barge will run (`None` when the table exists).
     pub ddl: Option<String>,
+    /// The source's CHECK constraints, added after the rows where the target takes them
+    /// (`name: CHECK (condition)`; none when the table exists or the schema is the source's dump).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
     pub columns: Vec<ColumnPreview>,
     pub sampled_rows: u64,
     pub risks: Vec<ColumnRisk>,
@@ -143,7 +147,11 @@ fn existing_schema(
     Ok(Some(reader.table(&table.target_table)?.schema))
 }
 
-fn report(preflight: &Preflight, title: String, tables: Vec<TablePreview>) -> PlanReport {
+fn report(preflight: &Preflight, title: String, mut tables: Vec<TablePreview>) -> PlanReport {
+    if preflight.plan.schema.dump().is_some() {
+        // The source's own dump holds them.
+        tables.iter_mut().for_each(|t| t.checks.clear());
+    }
     PlanReport {
         pipeline: title,
         source: preflight.source.display_name(),
@@ -236,6 +244,12 @@ fn preview(
             .iter()
             .map(|r| PartitionPreview { id: r.id, lo: r.lo.clone(), hi: r.hi.clone(), estimated_rows: per_range })
             .collect(),
+        checks: match (table.action, &table.transform) {
+            (TableAction::Create, None) => {
+                table.source.checks.iter().map(|c| format!("{}: CHECK ({})", c.name, c.expr)).collect()
+            }
+            _ => Vec::new(),
+        },
         ddl,
         columns,
         sampled_rows: assessment.sampled_rows,

@@ -674,6 +674,7 @@ mod tests {
             estimated_rows: 0,
             indexes: Vec::new(),
             foreign_keys: Vec::new(),
+            checks: Vec::new(),
             filter: None,
             window: None,
         }

@@ -365,6 +365,7 @@ fn output_table(table: &TableInfo, transform: &dyn Transform) -> Result<TableInf
         estimated_rows: table.estimated_rows,
         indexes: Vec::new(),
         foreign_keys: Vec::new(),
+        checks: Vec::new(),
         filter: None,
         window: None,
     })

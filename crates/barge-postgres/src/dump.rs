@@ -210,22 +210,6 @@ pub fn dump(url: &PgUrl) -> Result<std::result::Result<PgDump, String>> {
         let params: &[&(dyn tokio_postgres::types::ToSql + Sync)] = if sql.contains("$1") { &[&schema] } else { &[] };
         rt.block_on(client.query(sql, params)).map_err(pg_err(context))
     };
-    // Inheritance children are read through their parent, so their rows would land in it.
-    let children: Vec<String> = rows(
-        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND NOT c.relispartition
-         ORDER BY 1",
-        "listing inheritance children",
-    )?
-    .iter()
-    .map(|r| r.get(0))
-    .collect();
-    if !children.is_empty() {
-        return Ok(Err(format!(
-            "tables inheriting from others ({}) are copied through their parent, so the schema is rebuilt by barge",
-            children.join(", ")
-        )));
-    }
     // `-n` dumps no extension by itself: every one the database has (PL/pgSQL comes with it).
     let extensions: Vec<String> =
         rows("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1", "listing extensions")?

@@ -34,6 +34,10 @@ pub struct PgSource {
     /// The pinned snapshot: its id, and the session that exported it, kept idle in its
     /// transaction for as long as the source is open (the snapshot lives only that long).
     snapshot: Mutex<Option<(String, Client)>>,
+    /// Partitioned tables by name (`true`), as described: their rows are their partitions', read
+    /// through them. Any other table's rows are its own (`FROM ONLY`), so an inheritance parent
+    /// never reads its children's rows, which are copied with the children.
+    partitioned: Mutex<HashMap<String, bool>>,
 }
 
 impl PgSource {
@@ -44,6 +48,7 @@ impl PgSource {
             pool: Mutex::new(vec![client]),
             readers: Mutex::new(Vec::new()),
             snapshot: Mutex::new(None),
+            partitioned: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -107,6 +112,30 @@ impl PgSource {
 
     fn qualified(&self, table: &str) -> String {
         format!("{}.{}", quote(&self.url.schema), quote(table))
+    }
+
+    /// What a statement reads a table's rows from: `ONLY schema.table`, or the table itself
+    /// when it is partitioned (its rows are its partitions').
+    fn rows_of(&self, table: &str) -> Result<String> {
+        let known = self.partitioned.lock().expect("partitioned lock").get(table).copied();
+        let partitioned = match known {
+            Some(p) => p,
+            None => {
+                let p = self.with_client(|client| {
+                    let row = runtime()
+                        .block_on(client.query_opt(
+                            "SELECT c.relkind = 'p' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                             WHERE n.nspname = $1 AND c.relname = $2",
+                            &[&self.url.schema, &table],
+                        ))
+                        .map_err(pg_err("looking up a table"))?;
+                    Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+                })?;
+                self.partitioned.lock().expect("partitioned lock").insert(table.to_string(), p);
+                p
+            }
+        };
+        Ok(if partitioned { self.qualified(table) } else { format!("ONLY {}", self.qualified(table)) })
     }
 }
 
@@ -234,6 +263,16 @@ FROM pg_constraint c JOIN pg_class rc ON rc.oid = c.confrelid
 WHERE c.conrelid = $1 AND c.contype = 'f'
 ORDER BY c.conname";
 
+/// CHECK constraints (inherited ones too: they hold for the table's own rows), as PostgreSQL
+/// prints them, with the columns they name as `quote_ident` spells them.
+const CHECKS: &str = "
+SELECT c.conname::text, pg_get_expr(c.conbin, c.conrelid, true),
+       array(SELECT quote_ident(a.attname) FROM unnest(c.conkey) AS k(n)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n)
+FROM pg_constraint c
+WHERE c.conrelid = $1 AND c.contype = 'c'
+ORDER BY c.conname";
+
 /// Objects of the schema besides tables and what belongs to them; extension members left out.
 const OTHER_OBJECTS: &str = "
 SELECT kind, name FROM (
@@ -251,13 +290,20 @@ SELECT kind, name FROM (
   SELECT 'trigger', t.tgname::text || ' on ' || c.relname::text, t.oid, 'pg_trigger'::regclass
   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = $1 AND NOT t.tgisinternal
+  UNION ALL
+  -- Inheritance (not partitions): another engine gets each table with all its columns and rows.
+  SELECT 'inheritance', c.relname::text || ' inherits ' || p.relname::text, c.oid, 'pg_class'::regclass
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = $1 AND NOT c.relispartition
 ) o
 WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.catalog AND d.objid = o.oid AND d.deptype = 'e')
 ORDER BY 1, 2";
 
-/// The table and every inheritance or partition descendant.
+/// The table and every partition below it (not inheritance children: they are tables of their own).
 const TREE: &str = "WITH RECURSIVE tree(oid) AS (
-  SELECT $1::oid UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid)";
+  SELECT $1::oid UNION ALL SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid
+                           JOIN pg_class p ON p.oid = i.inhrelid WHERE p.relispartition)";
 
 impl barge_core::Source for PgSource {
     fn display_name(&self) -> String {
@@ -296,7 +342,11 @@ impl barge_core::Source for PgSource {
                 .iter()
                 .map(|r| {
                     let select: String = r.get(1);
-                    barge_core::ViewDef { name: r.get(0), select: select.trim().trim_end_matches(';').to_string() }
+                    barge_core::ViewDef {
+                        name: r.get(0),
+                        columns: Vec::new(),
+                        select: select.trim().trim_end_matches(';').to_string(),
+                    }
                 })
                 .collect())
         })
@@ -336,11 +386,11 @@ impl barge_core::Source for PgSource {
     }
 
     fn list_tables(&self) -> Result<Vec<String>> {
-        // Partitions and inheritance children are read through their parent, never twice; an
+        // Partitions are read through their parent, never twice; inheritance children are tables
+        // of their own (each row is read from the table that holds it, `FROM ONLY`); an
         // extension's own tables (PostGIS's spatial_ref_sys) come with the extension.
         let sql = "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                    WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-                     AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
                      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                                        AND d.objid = c.oid AND d.deptype = 'e')
                    ORDER BY c.relname";
@@ -358,7 +408,7 @@ impl barge_core::Source for PgSource {
                     "SELECT c.oid, CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
                             WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' WHEN 'c' THEN 'composite type'
                             WHEN 'i' THEN 'index' WHEN 'I' THEN 'index' WHEN 'r' THEN NULL WHEN 'p' THEN NULL
-                            ELSE 'relation of kind ' || c.relkind::text END
+                            ELSE 'relation of kind ' || c.relkind::text END, c.relkind = 'p'
                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                      WHERE n.nspname = $1 AND c.relname = $2",
                     &[&self.url.schema, &name],
@@ -371,6 +421,7 @@ impl barge_core::Source for PgSource {
                 return Err(Error::NotATable { table: name.into(), kind, database: self.url.display.clone() });
             }
             let oid: u32 = found.get(0);
+            self.partitioned.lock().expect("partitioned lock").insert(name.to_string(), found.get(2));
             let rows = rt.block_on(client.query(DESCRIBE, &[&oid])).map_err(pg_err("describing a table"))?;
             let mut fields = Vec::with_capacity(rows.len());
             let mut key: Vec<(i32, usize)> = Vec::new();
@@ -433,8 +484,9 @@ impl barge_core::Source for PgSource {
             let mut estimated_rows = stats.get::<_, f64>(0) as u64;
             if stats.get::<_, Option<bool>>(1).unwrap_or(false) {
                 // Never analysed: the estimate is meaningless, and partitioning depends on it.
+                let from = if found.get(2) { self.qualified(name) } else { format!("ONLY {}", self.qualified(name)) };
                 let count = rt
-                    .block_on(client.query_one(&format!("SELECT count(*) FROM {}", self.qualified(name)), &[]))
+                    .block_on(client.query_one(&format!("SELECT count(*) FROM {from}"), &[]))
                     .map_err(pg_err("counting rows"))?;
                 estimated_rows = u64::try_from(count.get::<_, i64>(0)).unwrap_or(0);
             }
@@ -462,6 +514,22 @@ impl barge_core::Source for PgSource {
                     on_update: ForeignKeyInfo::action(r.get(5)),
                 })
                 .collect();
+            let mut checks = Vec::new();
+            for row in rt.block_on(client.query(CHECKS, &[&oid])).map_err(pg_err("describing CHECK constraints"))? {
+                let (check, condition, columns): (String, String, Vec<String>) = (row.get(0), row.get(1), row.get(2));
+                // barge's own CHECK for a MySQL SET: the column's members, as MySQL gave them.
+                if let [column] = columns.as_slice()
+                    && let Some(members) = crate::checks::set_members(&condition, column)
+                    && let Some(i) = fields.iter().position(|f| quote(f.name()) == *column || f.name() == column)
+                {
+                    let mut metadata: HashMap<String, String> =
+                        fields[i].metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    barge_core::types::record_labels(&members, barge_core::META_SET, &mut metadata);
+                    fields[i] = fields[i].clone().with_metadata(metadata);
+                    continue;
+                }
+                checks.push(barge_core::CheckInfo { name: check, expr: crate::checks::portable_condition(&condition) });
+            }
             Ok(TableInfo {
                 name: name.into(),
                 schema: Arc::new(Schema::new(fields)),
@@ -469,6 +537,7 @@ impl barge_core::Source for PgSource {
                 estimated_rows,
                 indexes,
                 foreign_keys,
+                checks,
                 filter: None,
                 window: None,
             })
@@ -481,7 +550,7 @@ impl barge_core::Source for PgSource {
 
     fn check_filter(&self, table: &TableInfo) -> Result<()> {
         let sql =
-            format!("SELECT 1 FROM {} WHERE {} LIMIT 0", self.qualified(&table.name), table.filtered("true".into()));
+            format!("SELECT 1 FROM {} WHERE {} LIMIT 0", self.rows_of(&table.name)?, table.filtered("true".into()));
         self.with_client(|client| {
             runtime().block_on(client.query(&sql, &[])).map_err(pg_err("checking the row filter"))?;
             Ok(())
@@ -504,7 +573,7 @@ impl barge_core::Source for PgSource {
         let sql = format!(
             "SELECT max({})::int8 FROM {} WHERE {}",
             sum.join(" + "),
-            self.qualified(&table.name),
+            self.rows_of(&table.name)?,
             table.filtered("true".into())
         );
         self.with_client(|client| {
@@ -519,7 +588,7 @@ impl barge_core::Source for PgSource {
         let sql = format!(
             "SELECT {} FROM {} WHERE {}",
             expr.replace("{0}", &quote(column)),
-            self.qualified(&table.name),
+            self.rows_of(&table.name)?,
             table.filtered("true".into())
         );
         self.with_client(|client| {
@@ -533,7 +602,7 @@ impl barge_core::Source for PgSource {
 
     fn key_stats(&self, table: &TableInfo, range: &KeyRange) -> Result<KeyStats> {
         let predicate = range_predicate(table, range);
-        let qualified = self.qualified(&table.name);
+        let qualified = self.rows_of(&table.name)?;
         self.with_client(|client| {
             let rt = runtime();
             if let KeySpec::Locator(_) = table.key {
@@ -621,7 +690,7 @@ impl barge_core::Source for PgSource {
         let sql = format!(
             "SELECT {} FROM {}{sampling} WHERE {} ORDER BY {}",
             select.join(", "),
-            self.qualified(&table.name),
+            self.rows_of(&table.name)?,
             range_predicate(table, range),
             order.join(", ")
         );
@@ -711,7 +780,7 @@ impl PgSource {
         let sql = format!(
             "COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT binary)",
             list.join(", "),
-            self.qualified(&table.name),
+            self.rows_of(&table.name)?,
             range_predicate(table, range)
         );
         // A connection of its own while it reads (see `conn::LocalConn` for why), reused by the

@@ -51,6 +51,36 @@ impl PgTarget {
         format!("{}.{}", quote(&self.url.schema), quote(table))
     }
 
+    /// What a statement that counts or removes a table's rows names: `ONLY schema.table`, so an
+    /// inheritance parent's statement leaves its children's rows alone, or the table itself when
+    /// it is partitioned (its rows are its partitions').
+    fn rows_of(&self, client: &Client, table: &str) -> Result<String> {
+        let row =
+            runtime()
+                .block_on(client.query_opt(
+                    "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)",
+                    &[&self.qualified(table)],
+                ))
+                .map_err(pg_err("looking up a target table"))?;
+        Ok(match row {
+            Some(r) if r.get::<_, bool>(0) => self.qualified(table),
+            _ => format!("ONLY {}", self.qualified(table)),
+        })
+    }
+
+    /// Runs `ddl` (names unqualified) in one transaction with the target's schema first on the
+    /// search path.
+    fn in_schema(&self, ddl: &str, context: impl FnOnce() -> String) -> Result<()> {
+        let sql = format!("BEGIN; SET LOCAL search_path = {}; {ddl}; COMMIT", crate::conn::quote(&self.url.schema));
+        self.admin(|client| {
+            let rt = runtime();
+            rt.block_on(client.batch_execute(&sql)).map_err(|e| {
+                let _ = rt.block_on(client.batch_execute("ROLLBACK"));
+                Error::engine(context(), crate::conn::describe(&e))
+            })
+        })
+    }
+
     /// Runs `f` on the admin connection, reconnecting first when the server closed it (a restart:
     /// the retried ranges of a run need a live connection to describe the table again).
     fn admin<T>(&self, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
@@ -144,7 +174,7 @@ impl barge_core::Target for PgTarget {
                 return Ok(None);
             }
             let row = runtime()
-                .block_on(client.query_one(&format!("SELECT count(*) FROM {}", self.qualified(table)), &[]))
+                .block_on(client.query_one(&format!("SELECT count(*) FROM {}", self.rows_of(client, table)?), &[]))
                 .map_err(pg_err("counting target rows"))?;
             Ok(Some(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)))
         })
@@ -253,7 +283,7 @@ impl barge_core::Target for PgTarget {
     fn truncate_table(&self, name: &str) -> Result<()> {
         self.admin(|client| {
             runtime()
-                .block_on(client.batch_execute(&format!("TRUNCATE {}", self.qualified(name))))
+                .block_on(client.batch_execute(&format!("TRUNCATE {}", self.rows_of(client, name)?)))
                 .map_err(|e| Error::engine(format!("truncating `{name}`"), crate::conn::describe(&e)))
         })
     }
@@ -267,20 +297,20 @@ impl barge_core::Target for PgTarget {
         })
     }
 
-    fn create_view(&self, name: &str, select: &str) -> Result<()> {
+    fn create_view(&self, view: &barge_core::ViewDef) -> Result<()> {
         // The SELECT names its tables unqualified: resolved in the target's schema.
-        let sql = format!(
-            "BEGIN; SET LOCAL search_path = {}; CREATE VIEW {} AS {select}; COMMIT",
-            crate::conn::quote(&self.url.schema),
-            self.qualified(name)
+        let ddl = view.create_sql(crate::conn::quote);
+        self.in_schema(&ddl, || format!("creating view `{}`", view.name))
+    }
+
+    fn add_check(&self, table: &str, check: &barge_core::CheckInfo) -> Result<()> {
+        let ddl = format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})",
+            crate::conn::quote(table),
+            crate::conn::quote(&check.name),
+            check.expr
         );
-        self.admin(|client| {
-            let rt = runtime();
-            rt.block_on(client.batch_execute(&sql)).map_err(|e| {
-                let _ = rt.block_on(client.batch_execute("ROLLBACK"));
-                Error::engine(format!("creating view `{name}`"), crate::conn::describe(&e))
-            })
-        })
+        self.in_schema(&ddl, || format!("adding CHECK constraint `{}` to `{table}`", check.name))
     }
 
     fn required_columns(&self, name: &str) -> Result<Vec<String>> {
@@ -399,7 +429,7 @@ impl barge_core::Target for PgTarget {
         Ok(Box::new(PgWriter {
             conn,
             table: table.into(),
-            qualified: self.qualified(table),
+            rows_of: self.admin(|client| self.rows_of(client, table))?,
             types: described.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect(),
             copy,
             staging,
@@ -428,7 +458,8 @@ impl barge_core::KeyDeletes for PgTarget {
             |c: &str| described.iter().find(|(n, _, _)| n == c).map_or("text".to_string(), |(_, t, _)| t.clone());
         let types: Vec<String> = columns.iter().map(|c| type_of(c)).collect();
         let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
-        let statements = barge_sql::delete_statements(&self.qualified(table), &quoted, keys, |i, v| match v {
+        let rows_of = self.admin(|client| self.rows_of(client, table))?;
+        let statements = barge_sql::delete_statements(&rows_of, &quoted, keys, |i, v| match v {
             serde_json::Value::Null => "NULL".to_string(),
             serde_json::Value::String(s) => format!("{}::{}", literal(s), types[i]),
             other => format!("{}::{}", literal(&other.to_string()), types[i]),
@@ -700,7 +731,8 @@ struct Staging {
 struct PgWriter {
     conn: LocalConn,
     table: String,
-    qualified: String,
+    /// The table as statements that remove its own rows name it (see `PgTarget::rows_of`).
+    rows_of: String,
     /// Column name → SQL type, for literals of key bounds.
     types: std::collections::HashMap<String, String>,
     copy: String,
@@ -791,7 +823,7 @@ impl barge_core::RangeClearer for PgWriter {
         let predicate = barge_core::model::range_predicate(&quoted, range, "true", |i, value| {
             crate::source::bound_literal(value, self.types.get(&columns[i]).map_or("text", String::as_str))
         });
-        let sql = format!("DELETE FROM {} WHERE {predicate}", self.qualified);
+        let sql = format!("DELETE FROM {} WHERE {predicate}", self.rows_of);
         let (client, table) = (&self.conn.client, &self.table);
         let begin = !self.in_transaction;
         let deleted = self.conn.rt.block_on(async {
@@ -821,6 +853,7 @@ mod tests {
                 .map(|n| IndexInfo { name: n.to_string(), columns: vec!["a".into()], unique: false })
                 .collect(),
             foreign_keys: Vec::new(),
+            checks: Vec::new(),
             filter: None,
             window: None,
         }

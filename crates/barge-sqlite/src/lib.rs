@@ -10,6 +10,7 @@
 //! URLs: `sqlite://relative/path.db` or `sqlite:///absolute/path.db`. Type mapping: [`types`].
 //! Tables without a primary key are ranged over by `rowid`.
 
+mod checks;
 pub mod demo;
 mod dump;
 pub mod ledger;

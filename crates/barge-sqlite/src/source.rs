@@ -233,7 +233,7 @@ impl barge_core::Source for SqliteSource {
     fn views(&self) -> Result<Vec<barge_core::ViewDef>> {
         // The SELECT after `CREATE VIEW name [(columns)] AS`, as written.
         let statement =
-            regex::Regex::new(r#"(?is)^\s*CREATE\s+(?:TEMP\s+|TEMPORARY\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|\S+)\s+AS\s+(.*)$"#)
+            regex::Regex::new(r#"(?is)^\s*CREATE\s+(?:TEMP\s+|TEMPORARY\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|[^\s(]+)\s*(?:\(([^)]*)\))?\s*AS\s+(.*)$"#)
                 .expect("a valid pattern");
         self.with_conn(|conn| {
             let mut stmt = conn
@@ -245,12 +245,26 @@ impl barge_core::Source for SqliteSource {
             let mut views = Vec::new();
             for row in rows {
                 let (name, sql) = row.map_err(sqlite_err("reading view definitions"))?;
-                if let Some(select) = statement.captures(&sql).and_then(|c| c.get(1)) {
-                    views.push(barge_core::ViewDef {
-                        name,
-                        select: select.as_str().trim().trim_end_matches(';').to_string(),
-                    });
-                }
+                let Some(captures) = statement.captures(&sql) else { continue };
+                let Some(select) = captures.get(2) else { continue };
+                // `CREATE VIEW v (a, b) AS …`: the view's own column names.
+                let columns = captures.get(1).map_or(Vec::new(), |list| {
+                    list.as_str()
+                        .split(',')
+                        .map(|c| {
+                            let c = c.trim();
+                            match c.as_bytes().first() {
+                                Some(b'"' | b'`' | b'[') => barge_core::checks::unquoted(c),
+                                _ => c.to_string(),
+                            }
+                        })
+                        .collect()
+                });
+                views.push(barge_core::ViewDef {
+                    name,
+                    columns,
+                    select: select.as_str().trim().trim_end_matches(';').to_string(),
+                });
             }
             Ok(views)
         })
@@ -339,8 +353,9 @@ impl barge_core::Source for SqliteSource {
                 if metadata[META_NATIVE_TYPE].trim().eq_ignore_ascii_case("json") {
                     metadata.insert(META_LOGICAL.to_string(), LOGICAL_JSON.to_string());
                 }
-                if crate::types::is_geometry(&metadata[META_NATIVE_TYPE]) {
+                if let Some(subtype) = barge_core::types::geometry_type(&metadata[META_NATIVE_TYPE]) {
                     metadata.insert(META_LOGICAL.to_string(), barge_core::LOGICAL_GEOMETRY.to_string());
+                    metadata.insert(barge_core::META_GEOMETRY_TYPE.to_string(), subtype.to_string());
                 }
                 record_default(default.as_deref(), &mut metadata);
                 // SQLite lets primary-key columns hold NULL unless declared NOT NULL; Arrow nullability
@@ -368,6 +383,31 @@ impl barge_core::Source for SqliteSource {
                 metadata.insert(META_IDENTITY.to_string(), "true".to_string());
                 fields[*pk] = field.with_metadata(metadata);
             }
+            // CHECK constraints, from the table's statement: the one barge writes for an
+            // enumeration (`"col" IN ('a', 'b')` on a text column) is the column's labels again.
+            let create: String = conn
+                .query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1", [name], |r| r.get(0))
+                .map_err(sqlite_err("describing a table"))?;
+            let mut checks = Vec::new();
+            for (n, check) in crate::checks::table_checks(&create).into_iter().enumerate() {
+                if let Some(column) = &check.column
+                    && let Some(i) = fields.iter().position(|f| f.name() == column)
+                    && fields[i].data_type() == &arrow_schema::DataType::Utf8
+                    && let Some(labels) = barge_core::checks::in_list(&check.condition, column)
+                {
+                    let mut metadata: HashMap<String, String> =
+                        fields[i].metadata().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    barge_core::types::record_labels(&labels, barge_core::META_ENUM, &mut metadata);
+                    fields[i] = fields[i].clone().with_metadata(metadata);
+                    continue;
+                }
+                let check_name = match (check.name, &check.column) {
+                    (Some(given), _) => given,
+                    (None, Some(column)) => format!("{name}_{column}_check"),
+                    (None, None) => format!("{name}_check{}", n + 1),
+                };
+                checks.push(barge_core::CheckInfo { name: check_name, expr: check.condition });
+            }
             let estimated_rows: i64 = conn
                 .query_row(&format!("SELECT count(*) FROM {}", quote(name)), [], |r| r.get(0))
                 .map_err(sqlite_err("counting rows"))?;
@@ -378,6 +418,7 @@ impl barge_core::Source for SqliteSource {
                 estimated_rows: u64::try_from(estimated_rows).unwrap_or(0),
                 indexes,
                 foreign_keys,
+                checks,
                 filter: None,
                 window: None,
             })

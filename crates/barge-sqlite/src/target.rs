@@ -109,7 +109,13 @@ impl barge_core::Target for SqliteTarget {
             field,
             |logical, data_type| match (logical, barge_core::types::max_chars(field)) {
                 (Some(LOGICAL_JSON), _) => Some("JSON".into()),
-                (Some(barge_core::LOGICAL_GEOMETRY), _) => Some("GEOMETRY".into()),
+                // The subtype as SpatiaLite declares it (`POINT`), so it comes back.
+                (Some(barge_core::LOGICAL_GEOMETRY), _) => Some(
+                    field
+                        .metadata()
+                        .get(barge_core::META_GEOMETRY_TYPE)
+                        .map_or("GEOMETRY".to_string(), |t| t.to_ascii_uppercase()),
+                ),
                 // SQLite enforces no length, but keeps the declaration (and its TEXT affinity).
                 (None, Some(n)) => Some(format!("VARCHAR({n})")),
                 _ => column_for_arrow(data_type).map(|c| c.native_type),
@@ -164,10 +170,63 @@ impl barge_core::Target for SqliteTarget {
         })
     }
 
-    fn create_view(&self, name: &str, select: &str) -> Result<()> {
+    fn add_check(&self, table: &str, check: &barge_core::CheckInfo) -> Result<()> {
+        let context = || format!("adding CHECK constraint `{}` to `{table}`", check.name);
         self.admin(|conn| {
-            conn.execute_batch(&format!("CREATE VIEW {} AS {select}", quote(name)))
-                .map_err(|e| Error::engine(format!("creating view `{name}`"), e))
+            // SQLite must know every function it calls (a prepared query proves it) and every row
+            // must satisfy it (NULL passes, as in a CHECK).
+            let violating: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {} WHERE NOT ({})", quote(table), check.expr), [], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| Error::engine(context(), e))?;
+            if violating > 0 {
+                return Err(Error::engine(context(), format!("{violating} row(s) do not satisfy it")));
+            }
+            // SQLite adds no constraint to an existing table: its statement in the schema gets
+            // the constraint (as sqlite-utils adds foreign keys), once a table of the new
+            // statement has been created in the temp schema, which proves it is valid.
+            let create: String = conn
+                .query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
+                .map_err(|e| Error::engine(context(), e))?;
+            let columns_at = crate::checks::columns_start(&create)
+                .ok_or_else(|| Error::engine(context(), "the table's statement has no column list"))?;
+            let end = create
+                .rfind(')')
+                .filter(|&e| e > columns_at)
+                .ok_or_else(|| Error::engine(context(), "the table's statement has no column list"))?;
+            let altered = format!(
+                "{}, CONSTRAINT {} CHECK ({}){}",
+                create[..end].trim_end(),
+                quote(&check.name),
+                check.expr,
+                &create[end..]
+            );
+            conn.execute_batch(&format!(
+                "CREATE TEMP TABLE \"barge_check_probe\" {}; DROP TABLE temp.\"barge_check_probe\"",
+                &altered[columns_at..]
+            ))
+            .map_err(|e| Error::engine(context(), e))?;
+            let version: i64 =
+                conn.query_row("PRAGMA schema_version", [], |r| r.get(0)).map_err(|e| Error::engine(context(), e))?;
+            let tx = conn.unchecked_transaction().map_err(|e| Error::engine(context(), e))?;
+            tx.execute_batch("PRAGMA writable_schema = ON").map_err(|e| Error::engine(context(), e))?;
+            let updated = tx.execute(
+                "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = ?2",
+                [altered.as_str(), table],
+            );
+            let finished =
+                tx.execute_batch(&format!("PRAGMA schema_version = {}; PRAGMA writable_schema = OFF", version + 1));
+            updated.map_err(|e| Error::engine(context(), e))?;
+            finished.map_err(|e| Error::engine(context(), e))?;
+            tx.commit().map_err(|e| Error::engine(context(), e))
+        })
+    }
+
+    fn create_view(&self, view: &barge_core::ViewDef) -> Result<()> {
+        self.admin(|conn| {
+            conn.execute_batch(&view.create_sql(quote))
+                .map_err(|e| Error::engine(format!("creating view `{}`", view.name), e))
         })
     }
 

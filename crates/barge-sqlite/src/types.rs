@@ -56,6 +56,13 @@ pub const DECLARED_TYPES: &[(&str, Family)] = &[
     ("UUID", Family::Text),
     ("BLOB", Family::Blob),
     ("GEOMETRY", Family::Blob),
+    ("POINT", Family::Blob),
+    ("LINESTRING", Family::Blob),
+    ("POLYGON", Family::Blob),
+    ("MULTIPOINT", Family::Blob),
+    ("MULTILINESTRING", Family::Blob),
+    ("MULTIPOLYGON", Family::Blob),
+    ("GEOMETRYCOLLECTION", Family::Blob),
     ("", Family::Blob),
     ("BOOLEAN", Family::Boolean),
     ("BOOL", Family::Boolean),
@@ -71,10 +78,11 @@ pub const DECLARED_TYPES: &[(&str, Family)] = &[
     ("INTERVAL", Family::Interval),
 ];
 
-/// A declared `GEOMETRY` column holds geometries in barge's canonical layout (a 4-byte
+/// A column declared `GEOMETRY` or as one of its subtypes (`POINT`, `MULTIPOLYGON`, …, as
+/// SpatiaLite and GeoPackage declare them) holds geometries in barge's canonical layout (a 4-byte
 /// little-endian SRID, then WKB: [`barge_core::LOGICAL_GEOMETRY`]).
 pub fn is_geometry(declared: &str) -> bool {
-    declared.trim().eq_ignore_ascii_case("geometry")
+    barge_core::types::geometry_type(declared).is_some()
 }
 
 /// The declared types barge reads and creates, one row per family (the names each family also

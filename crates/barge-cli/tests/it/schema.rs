@@ -114,6 +114,11 @@ fn postgres_to_postgres_keeps_every_kind_of_object_exactly() {
         "SELECT count(*) FROM account",
         "SELECT count(*) FROM measurement_2025",
         "SELECT count(*) FROM ONLY measurement",
+        "SELECT count(*) FROM ONLY city",
+        "SELECT count(*) FROM ONLY capital",
+        "SELECT count(*) FROM ONLY note",
+        "SELECT count(*) FROM ONLY urgent_note",
+        "SELECT md5(string_agg(c::text, ',' ORDER BY id)) FROM city c",
         "SELECT count(*) FROM bookings_per_account",
         "SELECT last_value FROM ticket_seq",
         "SELECT md5(string_agg(a::text, ',' ORDER BY id)) FROM account a",
@@ -448,14 +453,109 @@ fn enumerations_and_sets_cross_engines_with_their_labels_in_order() {
         "happy true"
     );
 
+    // Back in MySQL: the ENUM, and the SET from the CHECK that held the text to its members.
     copy_json(&pg.url(), &back.url());
     let created = &back.sql("SHOW CREATE TABLE item")[0][1];
     assert!(created.contains(&format!("`mood` {declared} NOT NULL DEFAULT 'happy'")), "{created}");
+    assert!(created.contains("`tags` set('a','b','c')"), "{created}");
 
     copy_json(&mysql.url(), &dir.url("enum.db"));
     let conn = dir.conn("enum.db");
     assert!(conn.execute("INSERT INTO item (id, mood) VALUES (9, 'bad')", []).is_err(), "SQLite's CHECK refuses it");
     conn.execute("INSERT INTO item (id, mood) VALUES (9, 'it''s ok')", []).unwrap();
+    // SQLite's CHECK is read back as the enumeration it holds.
+    let from_lite = PgDb::new("enum_lite");
+    copy_json(&dir.url("enum.db"), &from_lite.url());
+    assert_eq!(one(&from_lite, "SELECT enum_range(NULL::item_mood)::text"), r#"{sad,"it's ok",happy}"#);
+    assert_eq!(one(&from_lite, "SELECT count(*) FROM item WHERE mood = 'it''s ok'"), "2");
+}
+
+/// CHECK constraints cross every engine once the rows are in (which proves the rows satisfy
+/// them); one whose SQL a target refuses is listed as not migrated with the target's reason.
+#[test]
+fn check_constraints_cross_engines_and_one_a_target_refuses_is_listed() {
+    let (pg, my, back) = (PgDb::new("check_pg"), MyDb::new("check_my"), PgDb::new("check_back"));
+    let dir = crate::support::Dir::new();
+    pg.sql(
+        "CREATE TABLE product (
+            id int PRIMARY KEY,
+            price numeric(8,2) CHECK (price > 0),
+            status text NOT NULL CHECK (status IN ('new', 'sold')),
+            code varchar(8),
+            qty int,
+            doc json,
+            CONSTRAINT code_shape CHECK (code LIKE 'P%' AND qty >= 0),
+            CONSTRAINT code_digits CHECK (code ~ '^P[0-9]+$'));
+         INSERT INTO product SELECT i, i * 1.5, CASE WHEN i % 2 = 0 THEN 'new' ELSE 'sold' END, 'P' || i, i, '{}'
+         FROM generate_series(1, 20) i;",
+    );
+    let kept = ["code_shape", "product_price_check", "product_status_check"];
+    let refused_checks = |json: &serde_json::Value| -> Vec<String> {
+        json["not_migrated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "check constraint")
+            .map(|o| o["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let json = copy_json(&pg.url(), &my.url());
+    assert_eq!(refused_checks(&json), ["product.code_digits"], "{}", json["not_migrated"]);
+    let names: Vec<String> = my
+        .sql(
+            "SELECT CONSTRAINT_NAME FROM information_schema.CHECK_CONSTRAINTS
+             WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = 'product' AND CONSTRAINT_NAME <> 'doc'
+             ORDER BY 1",
+        )
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(names, kept);
+    assert!(my.sql("SELECT 1 FROM product WHERE id = 1").len() == 1);
+    for bad in ["(100, -1, 'new', 'P1', 1)", "(100, 1, 'lost', 'P1', 1)", "(100, 1, 'new', 'X1', 1)"] {
+        let out = Command::new("mariadb")
+            .args([
+                "-h127.0.0.1",
+                "-uroot",
+                &my.name,
+                "-e",
+                &format!("INSERT INTO product (id, price, status, code, qty) VALUES {bad}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "MariaDB took {bad}");
+    }
+
+    // MariaDB → SQLite (the JSON column's own json_valid() check is its type, not a constraint).
+    let lite = dir.url("check.db");
+    let json = copy_json(&my.url(), &lite);
+    assert!(refused_checks(&json).is_empty(), "{}", json["not_migrated"]);
+    let conn = dir.conn("check.db");
+    assert!(conn.execute("INSERT INTO product (id, price, status) VALUES (100, -1, 'new')", []).is_err());
+    assert!(conn.execute("INSERT INTO product (id, price, status) VALUES (100, 1, 'lost')", []).is_err());
+    conn.execute("INSERT INTO product (id, price, status, code, qty) VALUES (100, 1, 'new', 'P100', 0)", []).unwrap();
+    conn.execute("DELETE FROM product WHERE id = 100", []).unwrap();
+
+    // SQLite → PostgreSQL: the same three, enforced.
+    let json = copy_json(&lite, &back.url());
+    assert!(refused_checks(&json).is_empty(), "{}", json["not_migrated"]);
+    assert_eq!(
+        one(
+            &back,
+            "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE contype = 'c' AND conrelid = 'product'::regclass"
+        ),
+        kept.join(",")
+    );
+    assert!(refused(&back, "INSERT INTO product (id, price, status) VALUES (100, -1, 'new')"));
+    assert!(refused(&back, "INSERT INTO product (id, price, status, code, qty) VALUES (100, 1, 'new', 'P1', -1)"));
+    assert_eq!(one(&back, "SELECT count(*) FROM product WHERE status = 'new'"), "10");
+
+    // A dry run shows the checks it will try.
+    let fresh = PgDb::new("check_dry");
+    let run = barge(&["copy", "--from", &lite, "--to", &fresh.url(), "--dry-run"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("checks, added after the rows if the target takes them"), "{}", run.stdout);
+    assert!(run.stdout.contains("product_price_check: CHECK (\"price\" > 0)"), "{}", run.stdout);
 }
 
 /// A PostGIS database copies exactly into PostgreSQL (the extension created, its own
@@ -497,6 +597,19 @@ fn postgis_geometries_copy_exactly_and_cross_engines_with_their_srids() {
     let mine = my.sql("SELECT ST_AsText(at), ST_SRID(at), ST_SRID(area) FROM place WHERE id = 2");
     assert_eq!(mine[0], ["POINT(1 -0.5)", "4326", "3857"]);
     assert!(my.sql("SHOW CREATE TABLE place")[0][1].contains("`at` point"));
+    // The subtype survives SQLite, declared as SpatiaLite does.
+    let declared: String = dir
+        .conn("gis.db")
+        .query_row("SELECT type FROM pragma_table_info('place') WHERE name = 'at'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(declared, "POINT");
+    assert_eq!(
+        one(
+            &back,
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'place'::regclass AND attname = 'at'"
+        ),
+        "geometry(Point)"
+    );
     barge(&["verify", "--from", &my.url(), "--to", &back.url()]).assert_code(0);
 }
 
@@ -608,35 +721,39 @@ fn views_cross_engines_when_the_target_takes_their_sql_and_are_listed_when_not()
          CREATE VIEW big AS SELECT id, v FROM t WHERE n > 6;
          CREATE VIEW bigger AS SELECT id FROM big WHERE id > 2;
          CREATE VIEW all_big AS SELECT count(*) AS n FROM big;
-         CREATE VIEW joined AS SELECT group_concat(v) AS g FROM t;",
+         CREATE VIEW joined AS SELECT group_concat(v) AS g FROM t;
+         CREATE VIEW named (ident, label) AS SELECT id, v FROM t;",
     );
     let pg = PgDb::new("views");
     let run = barge(&["copy", "--from", &dir.url("s.db"), "--to", &pg.url(), "--json"]);
     run.assert_code(0);
     let json = run.json();
-    assert_eq!(json["views"], serde_json::json!(["big", "bigger", "all_big"]), "{json}");
+    assert_eq!(json["views"], serde_json::json!(["big", "bigger", "all_big", "named"]), "{json}");
     let refused = json["not_migrated"].as_array().unwrap().iter().find(|o| o["name"] == "joined").cloned();
     let refused = refused.unwrap_or_else(|| panic!("joined is listed: {json}"));
     assert_eq!(refused["kind"], "view");
     assert!(refused["reason"].as_str().unwrap().contains("group_concat"), "{refused}");
     assert_eq!(pg.sql("SELECT id FROM bigger"), vec![vec![Some("3".to_string())]]);
+    // A view's own column names (`CREATE VIEW named (ident, label)`) are kept.
+    assert_eq!(pg.sql("SELECT label FROM named WHERE ident = 2"), vec![vec![Some("b".to_string())]]);
     // PostgreSQL → MariaDB → SQLite: each engine's own spelling of the views travels on.
     let my = MyDb::new("views");
     let run = barge(&["copy", "--from", &pg.url(), "--to", &my.url(), "--json"]);
     run.assert_code(0);
-    assert_eq!(run.json()["views"], serde_json::json!(["big", "bigger", "all_big"]), "{}", run.stdout);
+    assert_eq!(run.json()["views"], serde_json::json!(["big", "bigger", "all_big", "named"]), "{}", run.stdout);
     assert_eq!(my.sql("SELECT v FROM big ORDER BY id"), vec![vec!["b".to_string()], vec!["c".to_string()]]);
+    assert_eq!(my.sql("SELECT label FROM named WHERE ident = 3"), vec![vec!["c".to_string()]]);
     // MariaDB lists views by name: `all_big` comes before the `big` it reads, which PostgreSQL
     // checks, so it is created in a second round.
     let again = PgDb::new("views_again");
     let run = barge(&["copy", "--from", &my.url(), "--to", &again.url(), "--json"]);
     run.assert_code(0);
-    assert_eq!(run.json()["views"], serde_json::json!(["big", "bigger", "all_big"]), "{}", run.stdout);
+    assert_eq!(run.json()["views"], serde_json::json!(["big", "bigger", "named", "all_big"]), "{}", run.stdout);
     assert_eq!(again.sql("SELECT n FROM all_big"), vec![vec![Some("2".to_string())]]);
     // SQLite resolves a view's names when it is read, so it takes them in MariaDB's order.
     let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("back.db"), "--json"]);
     run.assert_code(0);
-    assert_eq!(run.json()["views"], serde_json::json!(["all_big", "big", "bigger"]), "{}", run.stdout);
+    assert_eq!(run.json()["views"], serde_json::json!(["all_big", "big", "bigger", "named"]), "{}", run.stdout);
     let n: i64 = dir.conn("back.db").query_row("SELECT n FROM all_big", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 2);
     let ids: i64 = dir.conn("back.db").query_row("SELECT sum(id) FROM bigger", [], |r| r.get(0)).unwrap();
@@ -650,4 +767,50 @@ fn views_cross_engines_when_the_target_takes_their_sql_and_are_listed_when_not()
         "{}",
         dry.stdout
     );
+}
+
+/// PostgreSQL inheritance: each row is copied once, into the table that holds it in the source.
+/// Another engine gets every child as a table of its own with all its columns, and the
+/// inheritance is listed as not migrated; a parent copied alone leaves its children's rows be.
+#[test]
+fn inheritance_children_are_tables_of_their_own_and_each_row_is_copied_once() {
+    let (pg, my, into) = (PgDb::new("inh_src"), MyDb::new("inh_my"), PgDb::new("inh_into"));
+    let dir = crate::support::Dir::new();
+    let schema = "CREATE TABLE city (id integer PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE capital (country char(2) NOT NULL) INHERITS (city);";
+    pg.sql(&format!(
+        "{schema}
+         INSERT INTO city SELECT i, 'city ' || i FROM generate_series(1, 50) i;
+         INSERT INTO capital SELECT i, 'capital ' || i, 'FR' FROM generate_series(51, 60) i;"
+    ));
+    for to in [my.url(), dir.url("inh.db")] {
+        let json = copy_json(&pg.url(), &to);
+        assert_eq!(table(&json, "city")["rows_written"], 50, "{json}");
+        assert_eq!(table(&json, "capital")["rows_written"], 10, "{json}");
+        let listed = json["not_migrated"].as_array().unwrap();
+        assert!(
+            listed.iter().any(|o| o["kind"] == "inheritance" && o["name"] == "capital inherits city"),
+            "{listed:?}"
+        );
+    }
+    assert_eq!(my.sql("SELECT count(*), min(country) FROM capital"), vec![vec!["10".to_string(), "FR".to_string()]]);
+    assert_eq!(my.sql("SELECT count(*) FROM city"), vec![vec!["50".to_string()]]);
+    // Into an existing inheritance pair, the parent alone, truncated first: the child's rows stay.
+    into.sql(&format!("{schema} INSERT INTO capital VALUES (99, 'kept', 'DE'); INSERT INTO city VALUES (98, 'gone');"));
+    let run = barge(&[
+        "copy",
+        "--from",
+        &pg.url(),
+        "--to",
+        &into.url(),
+        "--table",
+        "city",
+        "--if-exists",
+        "truncate",
+        "--json",
+    ]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "city")["verified"], true, "{}", run.stdout);
+    assert_eq!(one(&into, "SELECT count(*) FROM ONLY city"), "50");
+    assert_eq!(one(&into, "SELECT string_agg(name, ',') FROM capital"), "kept");
 }

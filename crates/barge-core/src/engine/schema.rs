@@ -28,7 +28,22 @@ pub struct SchemaObject {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewDef {
     pub name: String,
+    /// The view's own column names (`CREATE VIEW v (a, b) AS …`); empty: the SELECT's.
+    #[serde(default)]
+    pub columns: Vec<String>,
     pub select: String,
+}
+
+impl ViewDef {
+    /// `CREATE VIEW name [(columns)] AS select`, with `quote` quoting names for the target.
+    pub fn create_sql(&self, quote: impl Fn(&str) -> String) -> String {
+        let columns = if self.columns.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", self.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "))
+        };
+        format!("CREATE VIEW {}{columns} AS {}", quote(&self.name), self.select)
+    }
 }
 
 /// An object of the source the target will not have, and why.

@@ -67,11 +67,18 @@ pub trait Target: Send + Sync {
         Err(crate::Error::unsupported(self.display_name(), "drop tables"))
     }
 
-    /// Creates view `name` as `select` (portable SQL from another engine, see
-    /// [`super::ViewDef`]); an error when the target refuses it. The default creates none.
-    fn create_view(&self, name: &str, select: &str) -> Result<()> {
-        let _ = (name, select);
+    /// Creates `view` (portable SQL from another engine, see [`super::ViewDef`]); an error when
+    /// the target refuses it. The default creates none.
+    fn create_view(&self, view: &super::ViewDef) -> Result<()> {
+        let _ = view;
         Err(crate::Error::unsupported(self.display_name(), "create views"))
+    }
+
+    /// Adds `check` (portable SQL from another engine) to loaded table `table`, which proves its
+    /// rows satisfy it; an error when the target refuses it. The default adds none.
+    fn add_check(&self, table: &str, check: &crate::CheckInfo) -> Result<()> {
+        let _ = (table, check);
+        Err(crate::Error::unsupported(self.display_name(), "add CHECK constraints"))
     }
 
     /// Values this target refuses in any column of a kind (MySQL: NaN and infinities;

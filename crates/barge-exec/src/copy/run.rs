@@ -192,6 +192,9 @@ pub fn copy(
             }
         }
     }
+    if plan.schema.dump().is_none() {
+        add_checks(target, plan, &reports, &mut not_migrated);
+    }
     // A run with a failed table is not finished: `--resume` completes it after the fix.
     let views = create_views(target, &plan.views, &mut not_migrated);
     if let Some(ledger) = options.ledger.as_ref().filter(|_| all_copied) {
@@ -220,6 +223,42 @@ fn fk_name(table: &barge_plan::TablePlan, fk: &barge_core::ForeignKeyInfo) -> St
     format!("{}({}) → {}({})", table.target_table, fk.columns.join(", "), fk.ref_table, fk.ref_columns.join(", "))
 }
 
+/// Adds the source's CHECK constraints to the tables this run created and filled (a check the
+/// target refuses, in its SQL or for a row, is listed as not migrated with the target's reason).
+/// A table whose columns a pipeline transforms keeps none: its conditions name source columns.
+fn add_checks(
+    target: &dyn Target,
+    plan: &Plan,
+    reports: &[crate::report::TableReport],
+    not_migrated: &mut Vec<barge_core::NotMigrated>,
+) {
+    let copied = |name: &str| reports.iter().any(|r| r.table == name && r.error.is_none());
+    for table in plan.tables.iter().filter(|t| t.action == TableAction::Create && copied(&t.source.name)) {
+        for check in &table.source.checks {
+            let name = format!("{}.{}", table.target_table, check.name);
+            if table.transform.is_some() {
+                not_migrated.push(barge_core::NotMigrated::new(
+                    "check constraint",
+                    name,
+                    "the pipeline transforms this table's columns, and barge does not rewrite CHECK conditions",
+                ));
+                continue;
+            }
+            match target.add_check(&table.target_table, check) {
+                Ok(()) => tracing::info!("check constraint `{name}` added"),
+                Err(error) => {
+                    tracing::warn!("check constraint `{name}` not added: {error}");
+                    not_migrated.push(barge_core::NotMigrated::new(
+                        "check constraint",
+                        name,
+                        format!("the target refused `{}`: {error}", check.expr),
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Creates the source's views on the target, after every row: in rounds, so a view over another
 /// view waits for it; one the target refuses in the last round is listed as not migrated with the
 /// target's reason. Returns the views created.
@@ -234,7 +273,7 @@ fn create_views(
         let mut refused = Vec::new();
         let before = pending.len();
         for view in pending {
-            match target.create_view(&view.name, &view.select) {
+            match target.create_view(view) {
                 Ok(()) => {
                     tracing::info!("view `{}` created", view.name);
                     created.push(view.name.clone());

@@ -223,6 +223,7 @@ pub(crate) fn align(target: TableInfo, source: &TableInfo) -> Result<TableInfo> 
         estimated_rows: target.estimated_rows,
         indexes: Vec::new(),
         foreign_keys: Vec::new(),
+        checks: Vec::new(),
         filter: None,
         window: None,
     })
