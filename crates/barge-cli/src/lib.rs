@@ -162,6 +162,9 @@ struct RunArgs {
     /// Stop at the first table that fails (see `barge copy --fail-fast`).
     #[arg(long)]
     fail_fast: bool,
+    /// Do not add the source's foreign keys to the tables the run creates (see `barge copy`).
+    #[arg(long)]
+    no_foreign_keys: bool,
 }
 
 #[derive(Args)]
@@ -744,6 +747,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         ledger: Some(ledger),
         snapshot_lock: !args.no_lock,
         fail_fast: args.fail_fast,
+        foreign_keys: !args.no_foreign_keys,
         batch_bytes: args.pipeline.batch_bytes,
         ..ExecOptions::new(workers, batch_rows, pipeline.verify)
     };

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use arrow_schema::Field;
 use barge_core::types::{Fidelity, fidelity};
 use barge_core::{
-    Budget, Conflict, DumpedSchema, Error, KeyRange, KeySpec, NotMigrated, Result, Scalar, Source, TableInfo, Target,
-    TargetColumn, Transform,
+    Budget, Conflict, DumpedSchema, Error, ForeignKeyInfo, IndexInfo, KeyRange, KeySpec, NotMigrated, Result, Scalar,
+    Source, TableInfo, Target, TargetColumn, Transform,
 };
 use serde::{Deserialize, Serialize};
 
@@ -203,6 +203,9 @@ pub struct SourcePlan {
     pub failed: Vec<TableFailure>,
     /// Whether the target half sets tables aside too.
     pub isolate: bool,
+    /// What the plan already knows will not reach the target (a pipeline's index over a dropped
+    /// column).
+    pub not_migrated: Vec<NotMigrated>,
 }
 
 /// Describes and partitions the requested source tables. Touches only the source.
@@ -242,6 +245,7 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
     let mut tables = Vec::with_capacity(requests.len());
     let isolate = request.isolate && requests.len() > 1;
     let mut failed = Vec::new();
+    let mut not_migrated = Vec::new();
     for table_request in requests {
         let name = table_request.source.clone();
         let mut table = match source.table(&name) {
@@ -319,7 +323,7 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
         }
         let transform = table_request.transform.as_ref().map(|compile| compile(&table)).transpose()?;
         let output = match &transform {
-            Some(transform) => output_table(&table, transform.as_ref())?,
+            Some(transform) => output_table(&table, transform.as_ref(), &mut not_migrated)?,
             None => table.clone(),
         };
         tables.push(SourceTablePlan {
@@ -333,12 +337,17 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
             incremental,
         });
     }
-    Ok(SourcePlan { tables, failed, isolate })
+    map_references(&mut tables, &mut not_migrated);
+    Ok(SourcePlan { tables, failed, isolate, not_migrated })
 }
 
 /// The table as a transform delivers it. Key columns must reach the output unchanged (renaming is
 /// fine): ranges, digests and reject files identify rows by them.
-fn output_table(table: &TableInfo, transform: &dyn Transform) -> Result<TableInfo> {
+fn output_table(
+    table: &TableInfo,
+    transform: &dyn Transform,
+    not_migrated: &mut Vec<NotMigrated>,
+) -> Result<TableInfo> {
     let key = match &table.key {
         KeySpec::Primary(columns) => KeySpec::Primary(
             columns
@@ -358,17 +367,95 @@ fn output_table(table: &TableInfo, transform: &dyn Transform) -> Result<TableInf
         // Rows without a key are compared as a multiset; the locator is not a column.
         other => other.clone(),
     };
+    // Indexes and foreign keys whose columns all reach the target unchanged (renamed or not)
+    // follow their columns; the others are listed. Foreign keys' referenced side is mapped once
+    // every table is planned (see `map_references`).
+    let output = transform.output_schema();
+    let renamed = |columns: &[String]| -> Option<Vec<String>> {
+        columns
+            .iter()
+            .map(|c| Some(output.field(transform.passthrough(table.schema.index_of(c).ok()?)?).name().clone()))
+            .collect()
+    };
+    let why = "its columns do not all reach the target unchanged (the pipeline drops or computes one)";
+    let mut indexes = Vec::new();
+    for index in &table.indexes {
+        match renamed(&index.columns) {
+            Some(columns) => indexes.push(IndexInfo { columns, ..index.clone() }),
+            None => not_migrated.push(NotMigrated::new("index", format!("{}.{}", table.name, index.name), why)),
+        }
+    }
+    let mut foreign_keys = Vec::new();
+    for fk in &table.foreign_keys {
+        match renamed(&fk.columns) {
+            Some(columns) => foreign_keys.push(ForeignKeyInfo { columns, ..fk.clone() }),
+            None => not_migrated.push(NotMigrated::new("foreign key", fk_label(&table.name, fk), why)),
+        }
+    }
     Ok(TableInfo {
         name: table.name.clone(),
-        schema: transform.output_schema(),
+        schema: output,
         key,
         estimated_rows: table.estimated_rows,
-        indexes: Vec::new(),
-        foreign_keys: Vec::new(),
+        indexes,
+        foreign_keys,
         checks: Vec::new(),
         filter: None,
         window: None,
     })
+}
+
+/// A foreign key as plans list it: `child(a, b) → parent(x, y)`.
+fn fk_label(table: &str, fk: &ForeignKeyInfo) -> String {
+    format!("{table}({}) → {}({})", fk.columns.join(", "), fk.ref_table, fk.ref_columns.join(", "))
+}
+
+/// Points each table's foreign keys at what the tables they reference become in this plan: the
+/// referenced table's target name and its key columns as its transform names them. A key whose
+/// referenced columns do not all reach the target unchanged is listed instead. A referenced table
+/// the plan does not copy keeps its name (the copy checks that the target has it).
+fn map_references(tables: &mut [SourceTablePlan], not_migrated: &mut Vec<NotMigrated>) {
+    let mapped: Vec<Vec<Option<ForeignKeyInfo>>> = tables
+        .iter()
+        .map(|t| {
+            t.output
+                .foreign_keys
+                .iter()
+                .map(|fk| {
+                    let Some(parent) = tables.iter().find(|p| p.source.name == fk.ref_table) else {
+                        return Some(fk.clone());
+                    };
+                    let ref_columns = fk
+                        .ref_columns
+                        .iter()
+                        .map(|c| {
+                            let i = parent.source.schema.index_of(c).ok()?;
+                            let o = match &parent.transform {
+                                Some(transform) => transform.passthrough(i)?,
+                                None => i,
+                            };
+                            Some(parent.output.schema.field(o).name().clone())
+                        })
+                        .collect::<Option<Vec<_>>>()?;
+                    Some(ForeignKeyInfo { ref_table: parent.target_table.clone(), ref_columns, ..fk.clone() })
+                })
+                .collect()
+        })
+        .collect();
+    for (table, keys) in tables.iter_mut().zip(mapped) {
+        let before = std::mem::take(&mut table.output.foreign_keys);
+        for (fk, kept) in before.into_iter().zip(keys) {
+            match kept {
+                Some(fk) => table.output.foreign_keys.push(fk),
+                None => not_migrated.push(NotMigrated::new(
+                    "foreign key",
+                    fk_label(&table.source.name, &fk),
+                    "the columns it references do not all reach the target unchanged (the pipeline drops or \
+                     computes one)",
+                )),
+            }
+        }
+    }
 }
 
 fn auto_partitions(rows: u64, workers: usize) -> usize {
@@ -505,7 +592,7 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
         tables,
         failed,
         schema: SchemaPlan::Translated { why_not_exact: None },
-        not_migrated: Vec::new(),
+        not_migrated: sources.not_migrated,
         views: Vec::new(),
     })
 }

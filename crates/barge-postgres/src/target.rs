@@ -107,7 +107,16 @@ impl PgTarget {
             let row = runtime()
                 .block_on(
                     client
-                        .query_one("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'postgis')", &[]),
+                        // Installed in the database, or installable by this user: PostGIS is not a
+                        // trusted extension, so only a superuser can create it.
+                        .query_one(
+                            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'postgis')
+                                 OR EXISTS (SELECT 1 FROM pg_available_extension_versions
+                                            WHERE name = 'postgis'
+                                              AND (trusted OR (SELECT rolsuper FROM pg_roles
+                                                               WHERE rolname = current_user)))",
+                            &[],
+                        ),
                 )
                 .map_err(pg_err("looking for PostGIS"))?;
             Ok(row.get::<_, bool>(0))
@@ -193,7 +202,8 @@ impl barge_core::Target for PgTarget {
                 native_type: "bytea".into(),
                 read_back: DataType::Binary,
                 note: Some(
-                    "PostGIS is not available on the target: kept as bytea, a 4-byte little-endian SRID then WKB"
+                    "PostGIS is not available on the target (not installed, and this user cannot create it): kept \
+                     as bytea, a 4-byte little-endian SRID then WKB"
                         .into(),
                 ),
             });

@@ -684,3 +684,72 @@ fn a_key_override_lets_a_keyless_table_upsert() {
     run.assert_code(2);
     assert!(run.stderr.contains("needs key columns"), "{}", run.stderr);
 }
+
+/// `run` keeps the indexes, unique constraints and foreign keys whose columns still reach the
+/// target after renames (of columns and tables), and lists the ones over a dropped column.
+#[test]
+fn run_keeps_indexes_and_foreign_keys_through_renames_and_lists_what_a_drop_breaks() {
+    let (my, pg, dir) = (MyDb::new("pipe_fk"), PgDb::new("pipe_fk"), Dir::new());
+    my.sql(
+        "CREATE TABLE parent (id int PRIMARY KEY, code varchar(10) NOT NULL, UNIQUE KEY parent_code (code));
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int NOT NULL, note varchar(20), secret varchar(20),
+             KEY child_note (note), KEY child_secret (secret),
+             CONSTRAINT child_parent FOREIGN KEY (parent_id) REFERENCES parent (id) ON DELETE CASCADE);
+         INSERT INTO parent VALUES (1, 'a'), (2, 'b');
+         INSERT INTO child VALUES (1, 1, 'x', 's'), (2, 2, 'y', 's'), (3, 2, 'z', NULL);",
+    );
+    let file = pipeline(
+        &dir,
+        &format!(
+            r#"source = "{}"
+target = "{}"
+
+[[tables]]
+source = "parent"
+target = "owner"
+columns = [{{ name = "owner_key", from = "id" }}, {{ name = "label", from = "code" }}]
+
+[[tables]]
+source = "child"
+drop = ["secret"]
+columns = [{{ name = "owner_id", from = "parent_id" }}, {{ name = "remark", from = "note" }}]
+"#,
+            my.url(),
+            pg.url()
+        ),
+    );
+    let run = barge(&["run", &file, "--json"]);
+    run.assert_code(0);
+    let json = run.json();
+    let listed: Vec<(String, String)> = json["not_migrated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["kind"].as_str().unwrap().to_string(), o["name"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(listed, [("index".to_string(), "child.child_secret".to_string())], "{json}");
+    let q = |sql: &str| pg.sql(sql).into_iter().map(|r| r[0].clone().unwrap_or_default()).collect::<Vec<_>>();
+    assert_eq!(
+        q(
+            "SELECT indexdef FROM pg_indexes WHERE tablename IN ('owner', 'child') AND indexname NOT LIKE '%pkey' ORDER BY 1"
+        ),
+        [
+            r#"CREATE INDEX child_note ON public.child USING btree (remark)"#,
+            // MariaDB's own index for the foreign key, under the key's name.
+            r#"CREATE INDEX child_parent ON public.child USING btree (owner_id)"#,
+            r#"CREATE UNIQUE INDEX parent_code ON public.owner USING btree (label)"#,
+        ]
+    );
+    assert_eq!(
+        q("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'f'"),
+        ["FOREIGN KEY (owner_id) REFERENCES owner(owner_key) ON UPDATE RESTRICT ON DELETE CASCADE"]
+    );
+    // The key works as the source's did: a child without its owner is refused, a delete cascades.
+    let refused = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &pg.url(), "-c", "INSERT INTO child (id, owner_id) VALUES (9, 99)"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    pg.sql("DELETE FROM owner WHERE owner_key = 2");
+    assert_eq!(q("SELECT count(*) FROM child"), ["1"]);
+}

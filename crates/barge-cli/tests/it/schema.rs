@@ -814,3 +814,53 @@ fn inheritance_children_are_tables_of_their_own_and_each_row_is_copied_once() {
     assert_eq!(one(&into, "SELECT count(*) FROM ONLY city"), "50");
     assert_eq!(one(&into, "SELECT string_agg(name, ',') FROM capital"), "kept");
 }
+
+/// A target without PostGIS (here: a user who cannot create it, as PostGIS is not a trusted
+/// extension) gets each geometry as bytea in barge's canonical layout, said in the plan and in
+/// `not_migrated`; the values verify.
+#[test]
+fn without_postgis_geometries_land_as_bytea_said_in_the_plan_and_verify() {
+    struct Role(String);
+    impl Drop for Role {
+        fn drop(&mut self) {
+            let _ = std::panic::catch_unwind(|| {
+                crate::support::pg_run("postgres", &format!("DROP ROLE IF EXISTS {}", self.0))
+            });
+        }
+    }
+    // Declared first, dropped last: after the database it owns.
+    let role = Role(format!("barge_cli_nogis_{}", std::process::id()));
+    let (my, pg) = (MyDb::new("nogis_my"), PgDb::new("nogis_pg"));
+    crate::support::pg_run("postgres", &format!("DROP ROLE IF EXISTS {0}; CREATE ROLE {0} LOGIN", role.0));
+    crate::support::pg_run("postgres", &format!("ALTER DATABASE {} OWNER TO {}", pg.name, role.0));
+    my.sql(
+        "CREATE TABLE place (id int PRIMARY KEY, at point, area geometry);
+         INSERT INTO place VALUES (1, ST_GeomFromText('POINT(1 2)', 4326), NULL),
+                                  (2, NULL, ST_GeomFromText('LINESTRING(0 0, 1 1)', 3857));",
+    );
+    let url = pg.url().replacen("postgres@", &format!("{}@", role.0), 1);
+    let run = barge(&["copy", "--from", &my.url(), "--to", &url, "--dry-run", "--json"]);
+    run.assert_code(0);
+    let json = run.json();
+    let at = json["tables"][0]["columns"].as_array().unwrap().iter().find(|c| c["name"] == "at").unwrap().clone();
+    assert_eq!(at["target_type"], "bytea", "{json}");
+    assert!(json["not_migrated"].to_string().contains("PostGIS is not available"), "{json}");
+
+    let json = copy_json(&my.url(), &url);
+    assert_eq!(table(&json, "place")["verified"], true);
+    let listed = json["not_migrated"].to_string();
+    assert!(listed.contains("PostGIS is not available"), "{listed}");
+    assert_eq!(one(&pg, "SELECT count(*) FROM pg_extension WHERE extname = 'postgis'"), "0");
+    assert_eq!(
+        one(
+            &pg,
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'place'::regclass AND attname = 'at'"
+        ),
+        "bytea"
+    );
+    // The SRID, little-endian, then the WKB MySQL stores.
+    assert_eq!(
+        one(&pg, "SELECT encode(at, 'hex') FROM place WHERE id = 1"),
+        "e61000000101000000000000000000f03f0000000000000040"
+    );
+}

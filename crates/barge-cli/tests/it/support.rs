@@ -122,7 +122,7 @@ fn pg_server() -> String {
     std::env::var("BARGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-fn pg_run(db: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+pub fn pg_run(db: &str, sql: &str) -> Vec<Vec<Option<String>>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(&format!("{}/{db}", pg_server()), tokio_postgres::NoTls)

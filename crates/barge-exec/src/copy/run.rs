@@ -132,8 +132,8 @@ pub fn copy(
             // A key into a table that failed, or that this run left out and the target does not
             // have, cannot be added: said, not attempted.
             let mut foreign_keys = Vec::new();
-            for fk in &table.source.foreign_keys {
-                let why = match reports.iter().find(|r| r.table == fk.ref_table) {
+            for fk in &table.output.foreign_keys {
+                let why = match reports.iter().find(|r| r.target_table == fk.ref_table) {
                     Some(r) if r.error.is_some() => Some(format!("table `{}` failed", fk.ref_table)),
                     Some(_) => None,
                     None if target.table_rows(&fk.ref_table)?.is_none() => {
@@ -173,7 +173,7 @@ pub fn copy(
                     Err(error) => return Err(error),
                 }
             } else {
-                not_migrated.extend(table.source.foreign_keys.iter().map(|fk| {
+                not_migrated.extend(table.output.foreign_keys.iter().map(|fk| {
                     barge_core::NotMigrated::new(
                         "foreign key",
                         fk_name(table, fk),
