@@ -6,9 +6,10 @@
 //!   `TYPES.md` by [`check_doc_table`] in a unit test),
 //! * the DDL rules' check ([`check_mapping`]: every row resolves to its Arrow type, and every Arrow
 //!   type a row is created for comes back as itself), and
-//! * the end-to-end round trips (`barge-cli`'s engine matrix builds a table with one column per row
-//!   with [`TypeMapping::samples`] and copies it through every engine pair; each engine's type tests
-//!   round-trip every row's samples through Arrow and back).
+//! * the end-to-end round trips: `barge-cli`'s `mappings` tests build one table per row with
+//!   [`TypeMapping::samples`] and copy them into every engine, verified (a value the target cannot
+//!   hold rejected with its reason, never lost); each engine's type tests round-trip every row's
+//!   samples through Arrow and back; MySQL's rows are the columns of its every-type fixture.
 //!
 //! So a new row cannot go undocumented or untested.
 

@@ -46,9 +46,15 @@ pub struct Unstorable {
     pub non_finite_floats: bool,
     /// The NUL character (U+0000) in text.
     pub nul_in_text: bool,
+    /// The days since 1970-01-01 that dates and timestamps must fall in (MySQL: years 0 to 9999),
+    /// where the engine holds fewer than Arrow's.
+    pub days: Option<(i32, i32)>,
     /// The engine, for messages ("MySQL cannot store NaN").
     pub engine: &'static str,
 }
+
+/// MySQL's DATE and DATETIME range, 0000-01-01 to 9999-12-31, in days since 1970-01-01.
+pub const MYSQL_DAYS: (i32, i32) = (-719_528, 2_932_896);
 
 impl Unstorable {
     /// Whether a column of this type can hold a value the target refuses.
@@ -56,6 +62,7 @@ impl Unstorable {
         match data_type {
             DataType::Float16 | DataType::Float32 | DataType::Float64 => self.non_finite_floats,
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => self.nul_in_text,
+            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => self.days.is_some(),
             _ => false,
         }
     }
@@ -99,6 +106,56 @@ impl Unstorable {
                 nul_rows(array.as_string::<i64>().iter(), engine, &mut found)
             }
             DataType::Utf8View if self.nul_in_text => nul_rows(array.as_string_view().iter(), engine, &mut found),
+            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) if let Some((lo, hi)) = self.days => {
+                // Each value's day, and the value as barge writes it.
+                let per_day = |unit: &arrow_schema::TimeUnit| match unit {
+                    arrow_schema::TimeUnit::Second => 86_400i64,
+                    arrow_schema::TimeUnit::Millisecond => 86_400_000,
+                    arrow_schema::TimeUnit::Microsecond => 86_400_000_000,
+                    arrow_schema::TimeUnit::Nanosecond => 86_400_000_000_000,
+                };
+                let days: Vec<Option<i64>> = match array.data_type() {
+                    DataType::Date32 => array
+                        .as_primitive::<arrow_array::types::Date32Type>()
+                        .iter()
+                        .map(|v| v.map(i64::from))
+                        .collect(),
+                    DataType::Date64 => array
+                        .as_primitive::<arrow_array::types::Date64Type>()
+                        .iter()
+                        .map(|v| v.map(|ms| ms.div_euclid(86_400_000)))
+                        .collect(),
+                    DataType::Timestamp(unit, _) => {
+                        let per_day = per_day(unit);
+                        let raw: Vec<Option<i64>> = match unit {
+                            arrow_schema::TimeUnit::Second => {
+                                array.as_primitive::<arrow_array::types::TimestampSecondType>().iter().collect()
+                            }
+                            arrow_schema::TimeUnit::Millisecond => {
+                                array.as_primitive::<arrow_array::types::TimestampMillisecondType>().iter().collect()
+                            }
+                            arrow_schema::TimeUnit::Microsecond => {
+                                array.as_primitive::<arrow_array::types::TimestampMicrosecondType>().iter().collect()
+                            }
+                            arrow_schema::TimeUnit::Nanosecond => {
+                                array.as_primitive::<arrow_array::types::TimestampNanosecondType>().iter().collect()
+                            }
+                        };
+                        raw.into_iter().map(|v| v.map(|v| v.div_euclid(per_day))).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for (row, day) in days.into_iter().enumerate() {
+                    if let Some(day) = day.filter(|d| *d < i64::from(lo) || *d > i64::from(hi)) {
+                        let mut shown = String::new();
+                        crate::text::format_date(
+                            i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX }),
+                            &mut shown,
+                        );
+                        found.push((row, format!("{engine} dates cannot hold the day {shown} (years 0 to 9999 only)")));
+                    }
+                }
+            }
             _ => {}
         }
         found
@@ -132,8 +189,10 @@ mod tests {
 
     use super::*;
 
-    const MYSQL: Unstorable = Unstorable { non_finite_floats: true, nul_in_text: false, engine: "MySQL" };
-    const POSTGRES: Unstorable = Unstorable { non_finite_floats: false, nul_in_text: true, engine: "PostgreSQL" };
+    const MYSQL: Unstorable =
+        Unstorable { non_finite_floats: true, nul_in_text: false, days: Some(MYSQL_DAYS), engine: "MySQL" };
+    const POSTGRES: Unstorable =
+        Unstorable { non_finite_floats: false, nul_in_text: true, days: None, engine: "PostgreSQL" };
 
     #[test]
     fn non_finite_floats_and_nul_characters_are_found_by_row() {
@@ -148,6 +207,31 @@ mod tests {
         assert_eq!(POSTGRES.scan(&text).into_iter().map(|(r, _)| r).collect::<Vec<_>>(), vec![0]);
         assert!(MYSQL.scan(&text).is_empty());
         assert!(MYSQL.applies_to(&DataType::Float32) && !MYSQL.applies_to(&DataType::Utf8));
+    }
+
+    #[test]
+    fn dates_outside_mysqls_years_are_found_by_row() {
+        let day = |s: &str| crate::text::parse_date(s).unwrap();
+        assert_eq!((day("0000-01-01"), day("9999-12-31")), MYSQL_DAYS);
+        let dates: ArrayRef = Arc::new(arrow_array::Date32Array::from(vec![
+            Some(day("0000-01-01")),
+            Some(MYSQL_DAYS.0 - 1),
+            None,
+            Some(day("9999-12-31")),
+            Some(MYSQL_DAYS.1 + 1),
+        ]));
+        let found = MYSQL.scan(&dates);
+        assert_eq!(found.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![1, 4]);
+        assert!(found[1].1.starts_with("MySQL dates cannot hold the day 10000-01-01"), "{}", found[1].1);
+        // Timestamps by their day, before the epoch too (div_euclid).
+        let micros = 86_400_000_000i64;
+        let stamps: ArrayRef = Arc::new(arrow_array::TimestampMicrosecondArray::from(vec![
+            Some(i64::from(MYSQL_DAYS.0) * micros),
+            Some(i64::from(MYSQL_DAYS.0) * micros - 1),
+            Some((i64::from(MYSQL_DAYS.1) + 1) * micros - 1),
+        ]));
+        assert_eq!(MYSQL.scan(&stamps).into_iter().map(|(r, _)| r).collect::<Vec<_>>(), vec![1]);
+        assert!(POSTGRES.scan(&dates).is_empty() && !POSTGRES.applies_to(&DataType::Date32));
     }
 
     #[test]

@@ -24,8 +24,8 @@ pub(crate) struct CopyJob<'a> {
     /// Where rejected rows go; `None` (or [`Budget::None`]) makes the first bad row fail the copy.
     pub rejects: Option<&'a RejectLog>,
     pub budget: Budget,
-    /// Rejects other tables of the run had, and the run's budget.
-    pub run_rejects: (u64, Budget),
+    /// Rows other tables of the run rejected and read, and the run's budget.
+    pub run_rejects: (u64, u64, Budget),
     pub target_table: &'a str,
     pub fields: &'a [Field],
     pub ranges: &'a [KeyRange],

@@ -36,7 +36,7 @@ impl CopyJob<'_> {
     ) -> Result<()> {
         let RowFailure { column, reason, stage } = failure;
         let (Some(log), true) =
-            (self.rejects, self.budget.tolerates_rejects() || self.run_rejects.1.tolerates_rejects())
+            (self.rejects, self.budget.tolerates_rejects() || self.run_rejects.2.tolerates_rejects())
         else {
             return Err(Error::BadValue {
                 table: self.table.name.clone(),
@@ -59,8 +59,9 @@ impl CopyJob<'_> {
                 file: log.path(&self.table.name).display().to_string(),
             });
         }
-        let (earlier, run_budget) = self.run_rejects;
-        if run_budget != Budget::None && run_budget.exceeded(earlier + rejected, read) {
+        // The run's budget against the run's rows: this table's and those of the tables before it.
+        let (earlier, earlier_read, run_budget) = self.run_rejects;
+        if run_budget != Budget::None && run_budget.exceeded(earlier + rejected, earlier_read + read) {
             return Err(Error::BudgetExceeded {
                 scope: "the run".into(),
                 rejected: earlier + rejected,

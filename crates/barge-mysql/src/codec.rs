@@ -430,7 +430,12 @@ fn put<'a>(a: &'a dyn Array) -> Option<Put<'a>> {
         DataType::Float32 => {
             let p = a.as_primitive::<Float32Type>();
             // f32's own shortest form: widening to f64 first would print 0.1f32 as 0.10000000149…
-            Box::new(move |i, out: &mut String| push_float(p.value(i), out))
+            // Except next to f32::MAX, whose shortest form reads as a double above FLOAT's range
+            // (3.4028235e38 > 3.402823466e38): its exact double is in range and reads back as it.
+            Box::new(move |i, out: &mut String| {
+                let v = p.value(i);
+                if v.is_finite() && v.abs() > 3.4028e38 { push_float(f64::from(v), out) } else { push_float(v, out) }
+            })
         }
         DataType::Float64 => {
             let p = a.as_primitive::<Float64Type>();

@@ -602,7 +602,19 @@ impl barge_core::Source for MySource {
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let kinds = kinds(table)?;
-        let list = table.schema.fields().iter().map(|f| quote(f.name())).collect::<Vec<_>>().join(", ");
+        // The text protocol prints a FLOAT with 6 significant digits (0.123457): as a DOUBLE it
+        // comes with every digit, and reads back as the same f32.
+        let list = table
+            .schema
+            .fields()
+            .iter()
+            .zip(&kinds)
+            .map(|(f, kind)| match *kind == ColumnKind::scalar(Kind::Float) {
+                true => format!("CAST({0} AS DOUBLE) AS {0}", quote(f.name())),
+                false => quote(f.name()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!("SELECT {list} FROM {} WHERE {}", quote(&table.name), range_predicate(table, range));
         // A connection of its own while it reads, reused by the next range read only when this
         // one read its rows to the end (pinned: a session of the snapshot, given back).

@@ -108,7 +108,12 @@ fn describe(conn: &mut LocalConn, table: &str) -> Result<Vec<(String, String)>> 
 
 impl barge_core::Target for MyTarget {
     fn unstorable(&self) -> barge_core::values::Unstorable {
-        barge_core::values::Unstorable { non_finite_floats: true, nul_in_text: false, engine: "MySQL" }
+        barge_core::values::Unstorable {
+            non_finite_floats: true,
+            nul_in_text: false,
+            days: Some(barge_core::values::MYSQL_DAYS),
+            engine: "MySQL",
+        }
     }
 
     fn display_name(&self) -> String {

@@ -159,7 +159,7 @@ impl PgTarget {
 
 impl barge_core::Target for PgTarget {
     fn unstorable(&self) -> barge_core::values::Unstorable {
-        barge_core::values::Unstorable { non_finite_floats: false, nul_in_text: true, engine: "PostgreSQL" }
+        barge_core::values::Unstorable { non_finite_floats: false, nul_in_text: true, days: None, engine: "PostgreSQL" }
     }
 
     fn display_name(&self) -> String {

@@ -7,6 +7,7 @@ mod bench;
 mod copy;
 mod durability;
 mod faults;
+mod mappings;
 mod matrix;
 mod mysql;
 mod pipeline;

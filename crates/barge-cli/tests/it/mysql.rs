@@ -670,3 +670,25 @@ fn a_foreign_key_the_target_refuses_fails_its_table_not_the_run() {
     assert!(child["error"]["target"].as_str().unwrap().contains("holds its rows as copied and verified"), "{json}");
     assert_eq!(pg.sql("SELECT count(*) FROM child")[0][0].as_deref(), Some("2"));
 }
+
+/// A MySQL FLOAT keeps every digit of its f32 (the text protocol prints only 6 of them), both
+/// ways, checked by the databases' own comparisons.
+#[test]
+fn mysql_float_columns_keep_every_digit_both_ways() {
+    let (my, pg, back) = (MyDb::new("float_my"), PgDb::new("float_pg"), MyDb::new("float_back"));
+    my.sql(
+        "CREATE TABLE f (id int PRIMARY KEY, c float);
+         INSERT INTO f VALUES (1, 0.12345678), (2, 1.17549435e-38), (3, 3.4028234e38), (4, -98765.4321);",
+    );
+    barge(&["copy", "--from", &my.url(), "--to", &pg.url()]).assert_code(0);
+    let exact = pg.sql(
+        "SELECT count(*) FROM f WHERE c IN (0.12345678::real, 1.17549435e-38::real, 3.4028234e38::real, -98765.4321::real)",
+    );
+    assert_eq!(exact[0][0].as_deref(), Some("4"));
+    barge(&["copy", "--from", &pg.url(), "--to", &back.url()]).assert_code(0);
+    let same = back.sql(&format!(
+        "SELECT count(*) FROM f b JOIN {}.f s ON s.id = b.id AND CAST(s.c AS DOUBLE) = CAST(b.c AS DOUBLE)",
+        my.name
+    ));
+    assert_eq!(same[0][0], "4");
+}

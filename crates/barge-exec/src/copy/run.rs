@@ -25,8 +25,9 @@ pub(crate) struct CopyRun<'a> {
     pub ctx: Ctx<'a>,
     /// The target opened for reading, once the first verification needs it.
     reader: OnceLock<Arc<dyn Source>>,
-    /// Rows rejected by the tables copied so far (against the run's budget).
+    /// Rows rejected and read by the tables copied so far (against the run's budget).
     pub run_rejected: AtomicU64,
+    pub run_read: AtomicU64,
 }
 
 impl CopyRun<'_> {
@@ -65,6 +66,7 @@ pub fn copy(
         ctx: Ctx { pool: &pool, workers: options.workers, batch: options.batch(), progress },
         reader: OnceLock::new(),
         run_rejected: AtomicU64::new(0),
+        run_read: AtomicU64::new(0),
     };
     for (table, layout) in plan.tables.iter().zip(&layouts) {
         let key = table.output.key_columns().join(", ");

@@ -199,7 +199,11 @@ impl<'a> TableCopy<'a> {
             },
             rejects: options.rejects.as_deref(),
             budget: table.budget,
-            run_rejects: (self.run.run_rejected.load(Ordering::Relaxed), options.run_budget),
+            run_rejects: (
+                self.run.run_rejected.load(Ordering::Relaxed),
+                self.run.run_read.load(Ordering::Relaxed),
+                options.run_budget,
+            ),
             target_table: &table.target_table,
             fields,
             ranges,
@@ -217,6 +221,7 @@ impl<'a> TableCopy<'a> {
     fn check_accounting(&self) -> Result<()> {
         let (read, written, rejected) = self.rows();
         self.run.run_rejected.fetch_add(rejected, Ordering::Relaxed);
+        self.run.run_read.fetch_add(read, Ordering::Relaxed);
         if self.table.budget.exceeded(rejected, read) && rejected > 0 {
             let log = self.run.options.rejects.as_ref().expect("rejects need a reject log");
             return Err(Error::BudgetExceeded {
