@@ -393,7 +393,7 @@ pub fn plan_body(report: &PlanReport) -> String {
             }
         }
         if !t.checks.is_empty() {
-            out.push_str("  checks, added after the rows if the target takes them:\n");
+            out.push_str("  indexes and checks, added after the rows if the target takes them:\n");
             for check in &t.checks {
                 out.push_str(&format!("    {check}\n"));
             }

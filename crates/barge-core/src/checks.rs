@@ -56,6 +56,20 @@ pub fn unquoted(piece: &str) -> String {
     }
 }
 
+/// Whether `text` is one name, bare (`email`) or quoted (`"Odd Name"`), not an expression.
+pub fn is_name(text: &str) -> bool {
+    let text = text.trim();
+    match pieces(text, true).as_slice() {
+        [(true, piece)] => !piece.starts_with('\''),
+        [(false, piece)] => {
+            !piece.is_empty()
+                && piece.chars().all(|c| c.is_alphanumeric() || c == '_')
+                && !piece.starts_with(|c: char| c.is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
 /// The strings of a list of SQL string literals (`'a', 'it''s'`); `None` for anything else.
 pub fn literal_list(list: &str) -> Option<Vec<String>> {
     let mut values = Vec::new();
@@ -122,5 +136,7 @@ mod tests {
         assert_eq!(in_list("mood NOT IN ('a')", "mood"), None);
         assert_eq!(in_list("mood IN ()", "mood"), None);
         assert_eq!(literal_list("'a', 'b',"), None);
+        assert!(is_name("email") && is_name(r#""Odd ""Name""#) && is_name("`x`"));
+        assert!(!is_name("lower(email)") && !is_name("'a'") && !is_name("a + 1") && !is_name("1"));
     }
 }

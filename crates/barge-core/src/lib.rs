@@ -47,7 +47,7 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use model::{
-    CheckInfo, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Notice, Risk, Scalar, TableInfo,
+    CheckInfo, ForeignKeyInfo, IndexInfo, Key, KeyRange, KeySpec, KeyStats, Notice, Risk, Scalar, SqlIndex, TableInfo,
 };
 pub use rejects::{Budget, Reject, RejectLog};
 

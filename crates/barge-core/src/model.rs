@@ -146,6 +146,9 @@ pub struct TableInfo {
     /// CHECK constraints, for a target of another engine (a same-engine copy restores the
     /// source's own dump): tried once the table's rows are loaded, listed when refused.
     pub checks: Vec<CheckInfo>,
+    /// Indexes over expressions or with a predicate (partial indexes), for a target of another
+    /// engine like `checks`: tried once the rows are loaded, listed when refused.
+    pub sql_indexes: Vec<SqlIndex>,
     /// A row filter in the source's SQL (a pipeline's `where`), applied by the engine to every
     /// read, sample and statistic of this table. Engines describe tables without one.
     pub filter: Option<String>,
@@ -161,6 +164,42 @@ pub struct TableInfo {
 pub struct CheckInfo {
     pub name: String,
     pub expr: String,
+}
+
+/// An index whose keys are expressions or that has a predicate, in portable SQL (see
+/// [`CheckInfo`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqlIndex {
+    pub name: String,
+    pub unique: bool,
+    /// Each key: a column name or an expression.
+    pub keys: Vec<String>,
+    /// The partial index's WHERE condition.
+    pub predicate: Option<String>,
+    /// The index method where it is not the engine's default B-tree (PostgreSQL's `gin`, …).
+    pub method: Option<String>,
+}
+
+impl SqlIndex {
+    /// `CREATE [UNIQUE] INDEX name ON table [USING method] (keys) [WHERE predicate]`, names quoted
+    /// by `quote`; each key in parentheses unless it is a bare or quoted name (an expression key
+    /// needs them; a column in them would be an expression in SQLite).
+    pub fn create_sql(&self, table: &str, quote: impl Fn(&str) -> String, using: bool) -> String {
+        let keys: Vec<String> =
+            self.keys.iter().map(|k| if crate::checks::is_name(k) { k.clone() } else { format!("({k})") }).collect();
+        format!(
+            "CREATE {}INDEX {} ON {}{} ({}){}",
+            if self.unique { "UNIQUE " } else { "" },
+            quote(&self.name),
+            quote(table),
+            match (&self.method, using) {
+                (Some(method), true) => format!(" USING {method}"),
+                _ => String::new(),
+            },
+            keys.join(", "),
+            self.predicate.as_ref().map(|p| format!(" WHERE {p}")).unwrap_or_default()
+        )
+    }
 }
 
 /// An index over plain columns.

@@ -436,6 +436,7 @@ impl MySource {
             indexes,
             foreign_keys: foreign_keys.into_iter().map(|(_, fk)| fk).collect(),
             checks,
+            sql_indexes: Vec::new(),
             filter: None,
             window: None,
         })

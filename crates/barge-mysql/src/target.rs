@@ -212,6 +212,16 @@ impl barge_core::Target for MyTarget {
         self.ansi_quotes(&view.create_sql(ansi_quote), "creating a view")
     }
 
+    fn add_index(&self, table: &str, index: &barge_core::SqlIndex) -> Result<()> {
+        if index.predicate.is_some() {
+            return Err(Error::unsupported(self.display_name(), "build partial indexes (MySQL has none)"));
+        }
+        if let Some(method) = &index.method {
+            return Err(Error::unsupported(self.display_name(), format!("build `{method}` indexes")));
+        }
+        self.ansi_quotes(&index.create_sql(table, ansi_quote, false), "building an index")
+    }
+
     fn add_check(&self, table: &str, check: &barge_core::CheckInfo) -> Result<()> {
         let ddl = format!(
             "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})",

@@ -53,8 +53,9 @@ pub struct TablePreview {
     pub partitions: Vec<PartitionPreview>,
     /// The CREATE TABLE barge will run (`None` when the table exists).
     pub ddl: Option<String>,
-    /// The source's CHECK constraints, added after the rows where the target takes them
-    /// (`name: CHECK (condition)`; none when the table exists or the schema is the source's dump).
+    /// The source's expression and partial indexes and CHECK constraints, added after the rows
+    /// where the target takes them (`name: CREATE INDEX …`, `name: CHECK (condition)`; none when
+    /// the table exists or the schema is the source's dump).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
     pub columns: Vec<ColumnPreview>,
@@ -245,9 +246,13 @@ fn preview(
             .map(|r| PartitionPreview { id: r.id, lo: r.lo.clone(), hi: r.hi.clone(), estimated_rows: per_range })
             .collect(),
         checks: match (table.action, &table.transform) {
-            (TableAction::Create, None) => {
-                table.source.checks.iter().map(|c| format!("{}: CHECK ({})", c.name, c.expr)).collect()
-            }
+            (TableAction::Create, None) => table
+                .source
+                .sql_indexes
+                .iter()
+                .map(|i| format!("{}: {}", i.name, i.create_sql(&table.target_table, |n| format!("\"{n}\""), true)))
+                .chain(table.source.checks.iter().map(|c| format!("{}: CHECK ({})", c.name, c.expr)))
+                .collect(),
             _ => Vec::new(),
         },
         ddl,

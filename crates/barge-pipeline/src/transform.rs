@@ -675,6 +675,7 @@ mod tests {
             indexes: Vec::new(),
             foreign_keys: Vec::new(),
             checks: Vec::new(),
+            sql_indexes: Vec::new(),
             filter: None,
             window: None,
         }

@@ -400,6 +400,7 @@ fn output_table(
         indexes,
         foreign_keys,
         checks: Vec::new(),
+        sql_indexes: Vec::new(),
         filter: None,
         window: None,
     })

@@ -247,9 +247,13 @@ SELECT ic.relname, i.indisunique,
        array(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
              WHERE k.ord <= i.indnkeyatts ORDER BY k.ord),
-       i.indexprs IS NULL AND i.indpred IS NULL AND 0 <> ALL (i.indkey::int2[])
-FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+       i.indexprs IS NULL AND i.indpred IS NULL AND 0 <> ALL (i.indkey::int2[]),
+       array(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) AS k ORDER BY k),
+       pg_get_expr(i.indpred, i.indrelid, true), am.amname::text
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
 WHERE i.indrelid = $1 AND NOT i.indisprimary
+  -- An exclusion constraint's index is the constraint's, which no other engine has.
+  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.contype = 'x')
 ORDER BY ic.relname";
 
 const FOREIGN_KEYS: &str = "
@@ -491,14 +495,23 @@ impl barge_core::Source for PgSource {
                 estimated_rows = u64::try_from(count.get::<_, i64>(0)).unwrap_or(0);
             }
             let mut indexes = Vec::new();
+            // Over expressions, partial or of another method than B-tree: in portable SQL, tried
+            // on the target after the rows.
+            let mut sql_indexes = Vec::new();
             for row in rt.block_on(client.query(INDEXES, &[&oid])).map_err(pg_err("describing indexes"))? {
                 let index: String = row.get(0);
-                if row.get::<_, bool>(3) {
+                let method: String = row.get(6);
+                if row.get::<_, bool>(3) && method == "btree" {
                     indexes.push(IndexInfo { name: index, columns: row.get(2), unique: row.get(1) });
                 } else {
-                    tracing::warn!(
-                        "table `{name}`: index `{index}` has expressions or a predicate and is not recreated"
-                    );
+                    let keys: Vec<String> = row.get(4);
+                    sql_indexes.push(barge_core::SqlIndex {
+                        name: index,
+                        unique: row.get(1),
+                        keys: keys.iter().map(|k| crate::checks::portable_condition(k)).collect(),
+                        predicate: row.get::<_, Option<String>>(5).map(|p| crate::checks::portable_condition(&p)),
+                        method: (method != "btree").then_some(method),
+                    });
                 }
             }
             let foreign_keys = rt
@@ -538,6 +551,7 @@ impl barge_core::Source for PgSource {
                 indexes,
                 foreign_keys,
                 checks,
+                sql_indexes,
                 filter: None,
                 window: None,
             })

@@ -313,6 +313,11 @@ impl barge_core::Target for PgTarget {
         self.in_schema(&ddl, || format!("creating view `{}`", view.name))
     }
 
+    fn add_index(&self, table: &str, index: &barge_core::SqlIndex) -> Result<()> {
+        let ddl = index.create_sql(table, crate::conn::quote, true);
+        self.in_schema(&ddl, || format!("building index `{}` of `{table}`", index.name))
+    }
+
     fn add_check(&self, table: &str, check: &barge_core::CheckInfo) -> Result<()> {
         let ddl = format!(
             "ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})",
@@ -864,6 +869,7 @@ mod tests {
                 .collect(),
             foreign_keys: Vec::new(),
             checks: Vec::new(),
+            sql_indexes: Vec::new(),
             filter: None,
             window: None,
         }

@@ -89,6 +89,20 @@ fn portable(condition: &str) -> String {
         .collect()
 }
 
+/// The keys and the WHERE condition of `create` (a `CREATE INDEX` statement), in portable SQL.
+pub fn index_parts(create: &str) -> Option<(Vec<String>, Option<String>)> {
+    let mask = quoted_bytes(create);
+    let parts = definitions(create, &mask);
+    let &(_, end) = parts.last()?;
+    let keys = parts.iter().map(|&(s, e)| portable(create[s..e].trim())).collect();
+    let rest = create[end + 1..].trim();
+    let predicate = rest
+        .get(..5)
+        .filter(|w| w.eq_ignore_ascii_case("where"))
+        .map(|_| portable(rest[5..].trim().trim_end_matches(';').trim()));
+    Some((keys, predicate))
+}
+
 /// The CHECK constraints of `create` (a `CREATE TABLE` statement as `sqlite_schema` keeps it).
 pub fn table_checks(create: &str) -> Vec<Check> {
     let mask = quoted_bytes(create);
@@ -187,5 +201,19 @@ mod tests {
             ]
         );
         assert!(table_checks("CREATE TABLE t (a, b)").is_empty());
+    }
+
+    #[test]
+    fn index_keys_and_predicates_are_read() {
+        assert_eq!(
+            index_parts(
+                r#"CREATE UNIQUE INDEX "i (x)" ON [t] (lower(`email`), "b") WHERE deleted IS NULL AND b > 'x)'"#
+            ),
+            Some((
+                vec![r#"lower("email")"#.to_string(), r#""b""#.to_string()],
+                Some("deleted IS NULL AND b > 'x)'".into())
+            ))
+        );
+        assert_eq!(index_parts("CREATE INDEX i ON t (a + b)"), Some((vec!["a + b".to_string()], None)));
     }
 }

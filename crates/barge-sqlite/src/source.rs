@@ -110,16 +110,19 @@ impl SqliteSource {
 
 /// Indexes over plain columns (created indexes and UNIQUE constraints; the primary key and
 /// expression indexes excluded) and foreign keys.
-fn describe_constraints(conn: &Connection, table: &str) -> Result<(Vec<IndexInfo>, Vec<ForeignKeyInfo>)> {
+type Constraints = (Vec<IndexInfo>, Vec<barge_core::SqlIndex>, Vec<ForeignKeyInfo>);
+
+fn describe_constraints(conn: &Connection, table: &str) -> Result<Constraints> {
     let failed = sqlite_err("describing indexes");
     let mut list = conn.prepare(&format!("PRAGMA index_list({})", quote(table))).map_err(failed)?;
-    let listed: Vec<(String, bool, String)> = list
-        .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?)))
+    let listed: Vec<(String, bool, String, bool)> = list
+        .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .map_err(sqlite_err("describing indexes"))?
         .collect::<rusqlite::Result<_>>()
         .map_err(sqlite_err("describing indexes"))?;
     let mut indexes = Vec::new();
-    for (name, unique, origin) in listed {
+    let mut sql_indexes = Vec::new();
+    for (name, unique, origin, partial) in listed {
         if origin == "pk" {
             continue;
         }
@@ -131,8 +134,19 @@ fn describe_constraints(conn: &Connection, table: &str) -> Result<(Vec<IndexInfo
             .collect::<rusqlite::Result<_>>()
             .map_err(sqlite_err("describing indexes"))?;
         match columns.into_iter().collect::<Option<Vec<_>>>() {
-            Some(columns) => indexes.push(IndexInfo { name, columns, unique }),
-            None => tracing::warn!("table `{table}`: index `{name}` is over expressions and is not recreated"),
+            Some(columns) if !partial => indexes.push(IndexInfo { name, columns, unique }),
+            // Over expressions or partial: its keys and condition from its statement.
+            _ => {
+                let create: String = conn
+                    .query_row("SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = ?1", [&name], |r| {
+                        r.get(0)
+                    })
+                    .map_err(sqlite_err("describing indexes"))?;
+                let (keys, predicate) = crate::checks::index_parts(&create).ok_or_else(|| {
+                    Error::engine("describing indexes", format!("index `{name}`: cannot read its keys from `{create}`"))
+                })?;
+                sql_indexes.push(barge_core::SqlIndex { name, unique, keys, predicate, method: None });
+            }
         }
     }
     let mut fks = conn
@@ -169,7 +183,7 @@ fn describe_constraints(conn: &Connection, table: &str) -> Result<(Vec<IndexInfo
             )),
         }
     }
-    Ok((indexes, foreign_keys.into_iter().map(|(_, fk)| fk).collect()))
+    Ok((indexes, sql_indexes, foreign_keys.into_iter().map(|(_, fk)| fk).collect()))
 }
 
 fn scalar_of(value: ValueRef<'_>) -> Scalar {
@@ -366,7 +380,7 @@ impl barge_core::Source for SqliteSource {
                 }
             }
             let key = KeySpec::from_key_positions(key, KeySpec::Locator(ROWID.into()));
-            let (indexes, foreign_keys) = describe_constraints(conn, name)?;
+            let (indexes, sql_indexes, foreign_keys) = describe_constraints(conn, name)?;
             // AUTOINCREMENT marks the INTEGER PRIMARY KEY as a generated identity.
             let autoincrement: bool = conn
                 .query_row(
@@ -419,6 +433,7 @@ impl barge_core::Source for SqliteSource {
                 indexes,
                 foreign_keys,
                 checks,
+                sql_indexes,
                 filter: None,
                 window: None,
             })

@@ -170,6 +170,16 @@ impl barge_core::Target for SqliteTarget {
         })
     }
 
+    fn add_index(&self, table: &str, index: &barge_core::SqlIndex) -> Result<()> {
+        if let Some(method) = &index.method {
+            return Err(Error::unsupported(self.display_name(), format!("build `{method}` indexes")));
+        }
+        self.admin(|conn| {
+            conn.execute_batch(&index.create_sql(table, quote, false))
+                .map_err(|e| Error::engine(format!("building index `{}` of `{table}`", index.name), e))
+        })
+    }
+
     fn add_check(&self, table: &str, check: &barge_core::CheckInfo) -> Result<()> {
         let context = || format!("adding CHECK constraint `{}` to `{table}`", check.name);
         self.admin(|conn| {

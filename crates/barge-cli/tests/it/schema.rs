@@ -554,7 +554,7 @@ fn check_constraints_cross_engines_and_one_a_target_refuses_is_listed() {
     let fresh = PgDb::new("check_dry");
     let run = barge(&["copy", "--from", &lite, "--to", &fresh.url(), "--dry-run"]);
     run.assert_code(0);
-    assert!(run.stdout.contains("checks, added after the rows if the target takes them"), "{}", run.stdout);
+    assert!(run.stdout.contains("indexes and checks, added after the rows if the target takes them"), "{}", run.stdout);
     assert!(run.stdout.contains("product_price_check: CHECK (\"price\" > 0)"), "{}", run.stdout);
 }
 
@@ -863,4 +863,65 @@ fn without_postgis_geometries_land_as_bytea_said_in_the_plan_and_verify() {
         one(&pg, "SELECT encode(at, 'hex') FROM place WHERE id = 1"),
         "e61000000101000000000000000000f03f0000000000000040"
     );
+}
+
+/// Indexes over expressions and partial indexes cross into engines that have them (SQLite,
+/// PostgreSQL) and keep working there; MariaDB, which has neither, lists them, as does every
+/// engine without the source's index method.
+#[test]
+fn expression_and_partial_indexes_cross_engines_and_are_listed_where_the_target_has_none() {
+    let (pg, my, back, dir) =
+        (PgDb::new("xidx_pg"), MyDb::new("xidx_my"), PgDb::new("xidx_back"), crate::support::Dir::new());
+    pg.sql(
+        "CREATE TABLE person (id int PRIMARY KEY, email text NOT NULL, deleted_at timestamp, tags text[], handle text);
+         CREATE UNIQUE INDEX person_email_lower ON person (lower(email));
+         CREATE UNIQUE INDEX person_live_handle ON person (handle) WHERE deleted_at IS NULL;
+         CREATE INDEX person_tags ON person USING gin (tags);
+         INSERT INTO person VALUES (1, 'Ann@x.io', NULL, '{a}', 'ann'), (2, 'bo@x.io', '2024-01-01', '{b}', 'bo'),
+                                   (3, 'cy@x.io', NULL, '{}', 'bo');",
+    );
+    let listed = |json: &serde_json::Value| -> Vec<String> {
+        let mut names: Vec<String> = json["not_migrated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "index")
+            .map(|o| o["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    // PostgreSQL → SQLite: both indexes, enforced; the GIN index listed.
+    let lite = dir.url("xidx.db");
+    let json = copy_json(&pg.url(), &lite);
+    assert_eq!(listed(&json), ["person.person_tags"], "{}", json["not_migrated"]);
+    let conn = dir.conn("xidx.db");
+    assert!(
+        conn.execute("INSERT INTO person (id, email) VALUES (9, 'ANN@x.io')", []).is_err(),
+        "lower(email) is unique"
+    );
+    assert!(
+        conn.execute("INSERT INTO person (id, email, handle) VALUES (9, 'dd@x.io', 'bo')", []).is_err(),
+        "a live handle is unique"
+    );
+    conn.execute("INSERT INTO person (id, email, deleted_at, handle) VALUES (9, 'dd@x.io', '2024-01-01', 'bo')", [])
+        .unwrap();
+    conn.execute("DELETE FROM person WHERE id >= 9", []).unwrap();
+    // SQLite → PostgreSQL: the same two indexes again.
+    let json = copy_json(&lite, &back.url());
+    assert!(listed(&json).is_empty(), "{}", json["not_migrated"]);
+    let defs = back
+        .sql("SELECT indexdef FROM pg_indexes WHERE tablename = 'person' AND indexname <> 'person_pkey' ORDER BY 1");
+    let defs: Vec<String> = defs.into_iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(
+        defs,
+        [
+            "CREATE UNIQUE INDEX person_email_lower ON public.person USING btree (lower(email))",
+            "CREATE UNIQUE INDEX person_live_handle ON public.person USING btree (handle) WHERE (deleted_at IS NULL)",
+        ]
+    );
+    // PostgreSQL → MariaDB: no functional or partial indexes there, said by name.
+    let json = copy_json(&pg.url(), &my.url());
+    assert_eq!(listed(&json), ["person.person_email_lower", "person.person_live_handle", "person.person_tags"]);
+    assert_eq!(my.sql("SELECT count(*) FROM person"), vec![vec!["3".to_string()]]);
 }

@@ -74,6 +74,13 @@ pub trait Target: Send + Sync {
         Err(crate::Error::unsupported(self.display_name(), "create views"))
     }
 
+    /// Builds `index` (portable SQL from another engine) on loaded table `table`; an error when
+    /// the target refuses it. The default builds none.
+    fn add_index(&self, table: &str, index: &crate::SqlIndex) -> Result<()> {
+        let _ = (table, index);
+        Err(crate::Error::unsupported(self.display_name(), "build indexes over expressions or with a predicate"))
+    }
+
     /// Adds `check` (portable SQL from another engine) to loaded table `table`, which proves its
     /// rows satisfy it; an error when the target refuses it. The default adds none.
     fn add_check(&self, table: &str, check: &crate::CheckInfo) -> Result<()> {

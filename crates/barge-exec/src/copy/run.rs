@@ -225,9 +225,10 @@ fn fk_name(table: &barge_plan::TablePlan, fk: &barge_core::ForeignKeyInfo) -> St
     format!("{}({}) → {}({})", table.target_table, fk.columns.join(", "), fk.ref_table, fk.ref_columns.join(", "))
 }
 
-/// Adds the source's CHECK constraints to the tables this run created and filled (a check the
-/// target refuses, in its SQL or for a row, is listed as not migrated with the target's reason).
-/// A table whose columns a pipeline transforms keeps none: its conditions name source columns.
+/// Adds the source's CHECK constraints and expression or partial indexes to the tables this run
+/// created and filled (one the target refuses, in its SQL or for a row, is listed as not migrated
+/// with the target's reason). A table whose columns a pipeline transforms keeps none: their SQL
+/// names source columns.
 fn add_checks(
     target: &dyn Target,
     plan: &Plan,
@@ -236,6 +237,23 @@ fn add_checks(
 ) {
     let copied = |name: &str| reports.iter().any(|r| r.table == name && r.error.is_none());
     for table in plan.tables.iter().filter(|t| t.action == TableAction::Create && copied(&t.source.name)) {
+        for index in &table.source.sql_indexes {
+            let name = format!("{}.{}", table.target_table, index.name);
+            let refused = match table.transform {
+                Some(_) => {
+                    Err("the pipeline transforms this table's columns, and barge does not rewrite index expressions"
+                        .to_string())
+                }
+                None => target.add_index(&table.target_table, index).map_err(|e| format!("the target refused it: {e}")),
+            };
+            match refused {
+                Ok(()) => tracing::info!("index `{name}` built"),
+                Err(why) => {
+                    tracing::warn!("index `{name}` not built: {why}");
+                    not_migrated.push(barge_core::NotMigrated::new("index", name, why));
+                }
+            }
+        }
         for check in &table.source.checks {
             let name = format!("{}.{}", table.target_table, check.name);
             if table.transform.is_some() {

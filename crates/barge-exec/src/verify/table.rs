@@ -224,6 +224,7 @@ pub(crate) fn align(target: TableInfo, source: &TableInfo) -> Result<TableInfo> 
         indexes: Vec::new(),
         foreign_keys: Vec::new(),
         checks: Vec::new(),
+        sql_indexes: Vec::new(),
         filter: None,
         window: None,
     })
