@@ -93,6 +93,10 @@ pub const LOGICAL_GEOMETRY: &str = "geometry";
 /// Field metadata key naming a geometry column's subtype, as OGC spells it (one of
 /// [`types::GEOMETRY_TYPES`]): MySQL's `POINT` column, PostGIS `geometry(Point)`.
 pub const META_GEOMETRY_TYPE: &str = "barge.geometry_type";
+/// Field metadata key marking a fixed-length character column (PostgreSQL's `character(n)`,
+/// MySQL's `char(n)`) with its length: values read padded to it, so a target of another engine
+/// keeps the type with its padding semantics (SQLite, which pads nothing, sets none).
+pub const META_FIXED_CHARS: &str = "barge.fixed_chars";
 /// Field metadata key naming the engine that declared [`META_NATIVE_TYPE`], so that a target of the
 /// same engine can keep the native type instead of going through the Arrow mapping.
 pub const META_ENGINE: &str = "barge.engine";

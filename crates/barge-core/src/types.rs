@@ -235,6 +235,13 @@ pub fn max_chars(field: &arrow_schema::Field) -> Option<u32> {
     rest.split(')').next()?.trim().parse().ok().filter(|n| *n > 0)
 }
 
+/// The length of a fixed-length character column ([`crate::META_FIXED_CHARS`]), where it is also
+/// the declared length a target keeps.
+pub fn fixed_chars(field: &arrow_schema::Field) -> Option<u32> {
+    let n = field.metadata().get(crate::META_FIXED_CHARS)?.parse().ok()?;
+    (max_chars(field) == Some(n)).then_some(n)
+}
+
 /// A column's default as `render` spells the [`portable_default`] it carries
 /// ([`crate::META_DEFAULT`]) for the target: a literal as is, except 0/1 for a boolean column
 /// (MySQL's `tinyint(1) DEFAULT 1`), which is FALSE/TRUE; a token through `render`, which returns

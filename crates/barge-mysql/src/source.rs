@@ -312,6 +312,9 @@ impl MySource {
                 (META_DATA_TYPE.to_string(), data_type),
                 (META_ENGINE.to_string(), ENGINE.to_string()),
             ]);
+            if let Some(n) = column_type.to_ascii_lowercase().strip_prefix("char(").and_then(|n| n.strip_suffix(')')) {
+                metadata.insert(barge_core::META_FIXED_CHARS.to_string(), n.to_string());
+            }
             if spatial {
                 metadata.insert(META_LOGICAL.to_string(), barge_core::LOGICAL_GEOMETRY.to_string());
                 if let Some(subtype) = barge_core::types::geometry_type(&column_type) {

@@ -151,6 +151,11 @@ impl barge_core::Target for MyTarget {
                 // Enumerations and sets with their labels, in their order.
                 _ if let Some(labels) = labels(field, META_ENUM) => Some(format!("enum({})", literals(&labels))),
                 _ if let Some(members) = labels(field, META_SET) => Some(format!("set({})", literals(&members))),
+                // Fixed-length text stays fixed-length (values arrive padded; MySQL strips
+                // the padding it adds back).
+                (None, Some(n)) if n <= 255 && barge_core::types::fixed_chars(field).is_some() => {
+                    Some(format!("char({n})"))
+                }
                 // A declared length is kept where a utf8mb4 varchar can hold it (65,535 bytes).
                 (None, Some(n)) if n <= 16_383 => Some(format!("varchar({n})")),
                 // Text and blobs get the unbounded type here; `create_table` bounds key columns,

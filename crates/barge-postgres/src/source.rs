@@ -433,6 +433,7 @@ impl barge_core::Source for PgSource {
                 let column: String = row.get(0);
                 let sql_type: String = row.get(1);
                 let declared: String = row.get(2);
+                let fixed = declared.strip_prefix("character(").and_then(|n| n.strip_suffix(')')).map(str::to_string);
                 let resolved = resolve(&sql_type).ok_or_else(|| Error::UnsupportedType {
                     table: name.into(),
                     column: column.clone(),
@@ -455,6 +456,9 @@ impl barge_core::Source for PgSource {
                         }
                     }
                     _ => {}
+                }
+                if let Some(n) = fixed {
+                    metadata.insert(barge_core::META_FIXED_CHARS.to_string(), n);
                 }
                 if row.get::<_, bool>(5) {
                     metadata.insert(META_IDENTITY.to_string(), "true".to_string());

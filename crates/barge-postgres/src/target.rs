@@ -217,7 +217,10 @@ impl barge_core::Target for PgTarget {
                 (Some(LOGICAL_JSON), _) => Some("jsonb".into()),
                 (Some(LOGICAL_UUID), _) => Some("uuid".into()),
                 (Some(LOGICAL_GEOMETRY), _) => Some(crate::geometry::column_type(field)),
-                // PostgreSQL's largest declared length.
+                // PostgreSQL's largest declared length; fixed-length text stays fixed-length.
+                (None, Some(n)) if n <= 10_485_760 && barge_core::types::fixed_chars(field).is_some() => {
+                    Some(format!("character({n})"))
+                }
                 (None, Some(n)) if n <= 10_485_760 => Some(format!("character varying({n})")),
                 _ => sql_type_for_arrow(data_type),
             },

@@ -117,6 +117,7 @@ impl barge_core::Target for SqliteTarget {
                         .map_or("GEOMETRY".to_string(), |t| t.to_ascii_uppercase()),
                 ),
                 // SQLite enforces no length, but keeps the declaration (and its TEXT affinity).
+                (None, Some(n)) if barge_core::types::fixed_chars(field).is_some() => Some(format!("CHAR({n})")),
                 (None, Some(n)) => Some(format!("VARCHAR({n})")),
                 _ => column_for_arrow(data_type).map(|c| c.native_type),
             },

@@ -327,14 +327,24 @@ fn char_padding_compares_alike_in_mysql_and_postgres() {
         my.sql("SELECT CONCAT('[', code, ']'), CONCAT('[', label, ']') FROM c WHERE id = 1"),
         [["[ab]", "[x  ]"]]
     );
-    // And back: a MySQL CHAR(5) arrives padded, as PostgreSQL's own char(5) would read.
+    // And back: a MySQL CHAR(5) becomes PostgreSQL's own character(5), its values padded.
     let run = barge(&["copy", "--from", &my.url(), "--to", &back.url(), "--json"]);
     run.assert_code(0);
     assert_eq!(table(&run.json(), "c")["verified"], true);
-    let padded = back.sql("SELECT '[' || code || ']' FROM c WHERE id IN (1, 4, 5) ORDER BY id");
+    let types = back.sql("SELECT string_agg(format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'c'::regclass AND attnum > 1");
+    assert_eq!(types[0][0].as_deref(), Some("character(5), character varying(10)"));
+    let padded = back.sql("SELECT octet_length(code) FROM c WHERE id IN (1, 4, 5) ORDER BY id");
     let padded: Vec<_> = padded.into_iter().flatten().flatten().collect();
-    assert_eq!(padded, ["[ab   ]", "[ a   ]", "[é🚀   ]"]);
+    assert_eq!(padded, ["5", "5", "9"]);
+    assert_eq!(back.sql("SELECT id FROM c WHERE code = 'ab'")[0][0].as_deref(), Some("1"), "compared as char(5)");
     barge(&["verify", "--from", &pg.url(), "--to", &back.url()]).assert_code(0);
+    // A table barge creates keeps the fixed length too.
+    let fresh = MyDb::new("charpad_fresh");
+    let run = barge(&["copy", "--from", &pg.url(), "--to", &fresh.url(), "--json"]);
+    run.assert_code(0);
+    assert_eq!(table(&run.json(), "c")["verified"], true);
+    let created = &fresh.sql("SHOW CREATE TABLE c")[0][1];
+    assert!(created.contains("`code` char(5)") && created.contains("`label` varchar(10)"), "{created}");
 }
 
 /// A MySQL source keeps a range read's connection for the next read; one the server ended while
