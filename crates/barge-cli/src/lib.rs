@@ -1016,7 +1016,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tuning: args.tuning.clone(),
         if_exists: IfExistsArg::Fail,
         no_verify: false,
-        // SQLite cannot add foreign keys to loaded tables; the demo's target is SQLite.
+        // SQLite → SQLite restores the source's own statements, foreign keys inline.
         no_foreign_keys: true,
         foreign_keys: false,
         no_lock: false,

@@ -381,16 +381,23 @@ impl barge_core::Source for SqliteSource {
             }
             let key = KeySpec::from_key_positions(key, KeySpec::Locator(ROWID.into()));
             let (indexes, sql_indexes, foreign_keys) = describe_constraints(conn, name)?;
-            // AUTOINCREMENT marks the INTEGER PRIMARY KEY as a generated identity.
-            let autoincrement: bool = conn
+            // A lone INTEGER PRIMARY KEY is the rowid, which SQLite fills itself (AUTOINCREMENT
+            // only keeps it from reusing numbers): a generated identity, as AUTO_INCREMENT and
+            // PostgreSQL's identity columns are. A WITHOUT ROWID table has no rowid.
+            let without_rowid: bool = conn
                 .query_row(
-                    "SELECT count(*) > 0 FROM sqlite_schema WHERE name = ?1 AND upper(sql) LIKE '%AUTOINCREMENT%'",
+                    "SELECT count(*) > 0 FROM sqlite_schema WHERE name = ?1 AND upper(sql) LIKE '%WITHOUT%ROWID%'",
                     [name],
                     |r| r.get(0),
                 )
                 .map_err(sqlite_err("describing a table"))?;
-            if let (true, KeySpec::Primary(cols)) = (autoincrement, &key)
+            if let KeySpec::Primary(cols) = &key
                 && let [pk] = cols.as_slice()
+                && !without_rowid
+                && fields[*pk]
+                    .metadata()
+                    .get(META_NATIVE_TYPE)
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("integer"))
             {
                 let field = fields[*pk].clone();
                 let mut metadata = field.metadata().clone();

@@ -194,43 +194,9 @@ impl barge_core::Target for SqliteTarget {
             if violating > 0 {
                 return Err(Error::engine(context(), format!("{violating} row(s) do not satisfy it")));
             }
-            // SQLite adds no constraint to an existing table: its statement in the schema gets
-            // the constraint (as sqlite-utils adds foreign keys), once a table of the new
-            // statement has been created in the temp schema, which proves it is valid.
-            let create: String = conn
-                .query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
-                .map_err(|e| Error::engine(context(), e))?;
-            let columns_at = crate::checks::columns_start(&create)
-                .ok_or_else(|| Error::engine(context(), "the table's statement has no column list"))?;
-            let end = create
-                .rfind(')')
-                .filter(|&e| e > columns_at)
-                .ok_or_else(|| Error::engine(context(), "the table's statement has no column list"))?;
-            let altered = format!(
-                "{}, CONSTRAINT {} CHECK ({}){}",
-                create[..end].trim_end(),
-                quote(&check.name),
-                check.expr,
-                &create[end..]
-            );
-            conn.execute_batch(&format!(
-                "CREATE TEMP TABLE \"barge_check_probe\" {}; DROP TABLE temp.\"barge_check_probe\"",
-                &altered[columns_at..]
-            ))
-            .map_err(|e| Error::engine(context(), e))?;
-            let version: i64 =
-                conn.query_row("PRAGMA schema_version", [], |r| r.get(0)).map_err(|e| Error::engine(context(), e))?;
-            let tx = conn.unchecked_transaction().map_err(|e| Error::engine(context(), e))?;
-            tx.execute_batch("PRAGMA writable_schema = ON").map_err(|e| Error::engine(context(), e))?;
-            let updated = tx.execute(
-                "UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = ?2",
-                [altered.as_str(), table],
-            );
-            let finished =
-                tx.execute_batch(&format!("PRAGMA schema_version = {}; PRAGMA writable_schema = OFF", version + 1));
-            updated.map_err(|e| Error::engine(context(), e))?;
-            finished.map_err(|e| Error::engine(context(), e))?;
-            tx.commit().map_err(|e| Error::engine(context(), e))
+            append_constraints(conn, table, &[format!("CONSTRAINT {} CHECK ({})", quote(&check.name), check.expr)])
+                .map(drop)
+                .map_err(|e| Error::engine(context(), e))
         })
     }
 
@@ -361,20 +327,92 @@ impl barge_core::SchemaObjects for SqliteTarget {
         })
     }
 
-    fn adds_foreign_keys(&self) -> bool {
-        false
-    }
-
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[barge_core::ForeignKeyInfo]) -> Result<()> {
-        if !foreign_keys.is_empty() {
-            // SQLite has no ALTER TABLE ADD CONSTRAINT; recreating the table would copy it again.
-            tracing::warn!(
-                "table `{table}`: {} foreign key(s) not added: SQLite cannot add constraints to an existing table",
-                foreign_keys.len()
-            );
+        if foreign_keys.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let context = format!("adding the foreign keys of `{table}`");
+        let list = |cols: &[String]| cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        let clauses: Vec<String> = foreign_keys
+            .iter()
+            .map(|fk| {
+                let mut clause = format!(
+                    "{}FOREIGN KEY ({}) REFERENCES {} ({})",
+                    fk.name.as_ref().map(|n| format!("CONSTRAINT {} ", quote(n))).unwrap_or_default(),
+                    list(&fk.columns),
+                    quote(&fk.ref_table),
+                    list(&fk.ref_columns)
+                );
+                for (event, action) in [("DELETE", &fk.on_delete), ("UPDATE", &fk.on_update)] {
+                    if let Some(action) = action {
+                        clause.push_str(&format!(" ON {event} {action}"));
+                    }
+                }
+                clause
+            })
+            .collect();
+        self.admin(|conn| {
+            let before = append_constraints(conn, table, &clauses).map_err(|e| Error::engine(&context, e))?;
+            // The rows must have their parents, as the other engines check when a key is added:
+            // otherwise the statement goes back to what it was.
+            let mut stmt = conn
+                .prepare("SELECT parent, count(*) FROM pragma_foreign_key_check(?1) GROUP BY parent ORDER BY parent")
+                .map_err(|e| Error::engine(&context, e))?;
+            let orphans: Vec<(String, i64)> = stmt
+                .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(|e| Error::engine(&context, e))?;
+            if orphans.is_empty() {
+                return Ok(());
+            }
+            replace_statement(conn, table, &before).map_err(|e| Error::engine(&context, e))?;
+            let said: Vec<String> = orphans
+                .iter()
+                .map(|(parent, n)| {
+                    let names: Vec<&str> = foreign_keys
+                        .iter()
+                        .filter(|fk| &fk.ref_table == parent)
+                        .filter_map(|fk| fk.name.as_deref())
+                        .collect();
+                    format!("{n} row(s) reference no row of `{parent}` ({})", names.join(", "))
+                })
+                .collect();
+            Err(Error::engine(&context, said.join("; ")))
+        })
     }
+}
+
+/// Adds `clauses` (table constraints) to loaded table `table`. SQLite adds no constraint to an
+/// existing table: the table's statement in the schema gets them (as sqlite-utils adds foreign
+/// keys), once a table of the new statement has been created in the temp schema, which proves it
+/// valid; the schema's version moves on, so every connection reads the new statement. Returns the
+/// statement it replaced.
+fn append_constraints(conn: &Connection, table: &str, clauses: &[String]) -> std::result::Result<String, String> {
+    let create: String = conn
+        .query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    let columns_at = crate::checks::columns_start(&create).ok_or("the table's statement has no column list")?;
+    let end = create.rfind(')').filter(|&e| e > columns_at).ok_or("the table's statement has no column list")?;
+    let altered = format!("{}, {}{}", create[..end].trim_end(), clauses.join(", "), &create[end..]);
+    conn.execute_batch(&format!(
+        "CREATE TEMP TABLE \"barge_constraint_probe\" {}; DROP TABLE temp.\"barge_constraint_probe\"",
+        &altered[columns_at..]
+    ))
+    .map_err(|e| e.to_string())?;
+    replace_statement(conn, table, &altered)?;
+    Ok(create)
+}
+
+/// Sets `table`'s statement in the schema to `create` (see [`append_constraints`]).
+fn replace_statement(conn: &Connection, table: &str, create: &str) -> std::result::Result<(), String> {
+    let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0)).map_err(|e| e.to_string())?;
+    let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+    tx.execute_batch("PRAGMA writable_schema = ON").map_err(|e| e.to_string())?;
+    let updated = tx.execute("UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND name = ?2", [create, table]);
+    let finished = tx.execute_batch(&format!("PRAGMA schema_version = {}; PRAGMA writable_schema = OFF", version + 1));
+    updated.map_err(|e| e.to_string())?;
+    finished.map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())
 }
 
 struct SqliteWriter {

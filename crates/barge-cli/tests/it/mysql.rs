@@ -679,6 +679,20 @@ fn a_foreign_key_the_target_refuses_fails_its_table_not_the_run() {
     assert!(message.starts_with("adding its foreign keys") && message.contains("child_parent"), "{json}");
     assert!(child["error"]["target"].as_str().unwrap().contains("holds its rows as copied and verified"), "{json}");
     assert_eq!(pg.sql("SELECT count(*) FROM child")[0][0].as_deref(), Some("2"));
+    // SQLite too: its statement gets the key only when every row has its parent.
+    let dir = Dir::new();
+    let run = barge(&["copy", "--from", &my.url(), "--to", &dir.url("fk.db"), "--json"]);
+    run.assert_code(4);
+    let json = run.json();
+    let child = table(&json, "child");
+    assert_eq!((child["status"].as_str(), child["verified"].as_bool()), (Some("failed"), Some(true)), "{json}");
+    let message = child["error"]["message"].as_str().unwrap();
+    assert!(message.contains("1 row(s) reference no row of `parent` (child_parent)"), "{message}");
+    let conn = dir.conn("fk.db");
+    let keys: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_list('child')", [], |r| r.get(0)).unwrap();
+    assert_eq!(keys, 0, "the statement went back");
+    let rows: i64 = conn.query_row("SELECT count(*) FROM child", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 2);
 }
 
 /// A MySQL FLOAT keeps every digit of its f32 (the text protocol prints only 6 of them), both
