@@ -943,8 +943,7 @@ enum Side<'a> {
 
 fn describe(side: &Side) -> Described {
     let mut tables = std::collections::BTreeMap::new();
-    let foreign_keys;
-    match side {
+    let foreign_keys = match side {
         Side::Pg(db) => {
             for table in db.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1") {
                 let table = table[0].clone().unwrap();
@@ -959,7 +958,7 @@ fn describe(side: &Side) -> Described {
                     .collect();
                 tables.insert(table, (rows, columns));
             }
-            foreign_keys = one(db, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'").parse().unwrap();
+            one(db, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'").parse().unwrap()
         }
         Side::My(db) => {
             for table in db.sql("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1") {
@@ -975,11 +974,11 @@ fn describe(side: &Side) -> Described {
                     .collect();
                 tables.insert(table, (rows, columns));
             }
-            foreign_keys = db.sql(
+            db.sql(
                 "SELECT count(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()",
             )[0][0]
                 .parse()
-                .unwrap();
+                .unwrap()
         }
         Side::Lite(conn) => {
             let names: Vec<String> = conn
@@ -1005,9 +1004,9 @@ fn describe(side: &Side) -> Described {
                 fks += keys as usize;
                 tables.insert(table, (rows.to_string(), columns));
             }
-            foreign_keys = fks;
+            fks
         }
-    }
+    };
     Described { tables, foreign_keys }
 }
 
