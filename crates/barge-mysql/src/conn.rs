@@ -9,7 +9,14 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 use tokio::runtime::Runtime;
 
 /// Session settings: UTC for TIMESTAMP columns, utf8mb4 for 4-byte UTF-8.
-const SESSION_SETUP: &[&str] = &["SET time_zone = '+00:00'", "SET NAMES utf8mb4 COLLATE utf8mb4_bin"];
+const SESSION_SETUP: &[&str] = &[
+    "SET time_zone = '+00:00'",
+    "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
+    // A key of 0 is a key, not a request for the next AUTO_INCREMENT value (as mysqldump sets it):
+    // loaded into an AUTO_INCREMENT column, or when one is made AUTO_INCREMENT after the load.
+    "SET SESSION sql_mode = IF(@@SESSION.sql_mode = '', 'NO_AUTO_VALUE_ON_ZERO', \
+                               CONCAT(@@SESSION.sql_mode, ',NO_AUTO_VALUE_ON_ZERO'))",
+];
 
 /// A parsed `mysql://` URL.
 #[derive(Clone)]

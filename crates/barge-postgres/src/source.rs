@@ -300,6 +300,26 @@ SELECT kind, name FROM (
   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
   JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = $1 AND NOT c.relispartition
+  UNION ALL
+  -- Generated columns (another engine gets the table without them), exclusion constraints,
+  -- domains (their columns get the base type) and comments.
+  SELECT 'generated column', c.relname::text || '.' || a.attname::text, c.oid, 'pg_class'::regclass
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attgenerated <> '' AND NOT a.attisdropped
+  UNION ALL
+  SELECT 'exclusion constraint', c.relname::text || '.' || k.conname::text, k.oid, 'pg_constraint'::regclass
+  FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = $1 AND k.contype = 'x'
+  UNION ALL
+  SELECT 'domain', t.typname::text, t.oid, 'pg_type'::regclass
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = $1 AND t.typtype = 'd'
+  UNION ALL
+  SELECT 'comment', CASE WHEN d.objsubid = 0 THEN 'on table ' || c.relname::text
+                         ELSE 'on column ' || c.relname::text || '.' || a.attname::text END, c.oid, 'pg_class'::regclass
+  FROM pg_description d JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid
+  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
 ) o
 WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.catalog AND d.objid = o.oid AND d.deptype = 'e')
 ORDER BY 1, 2";

@@ -25,7 +25,16 @@ use crate::types::{Codec, resolve, sql_type_for_arrow};
 /// a range as done right after its commit, and a server crash must not lose what the ledger holds
 /// (with `off`, 5 of 8 crash runs lost committed ranges). One flush per group commit (a few per
 /// table) costs nothing measurable: the data's WAL is written during the load either way.
-const LOADING_SESSION: &str = "SET synchronous_commit = on";
+/// Tables load in parallel, in no order: a superuser's loading session skips foreign-key checks
+/// and triggers (`session_replication_role = replica`, as pgcopydb loads), so a child's rows may
+/// come before their parent's in tables that already have their keys (a rerun); the copy's
+/// verification proves every row is the source's. Another user's session checks them.
+const LOADING_SESSION: &str = "SET synchronous_commit = on;
+    DO $$ BEGIN
+      IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        SET session_replication_role = replica;
+      END IF;
+    END $$";
 /// The largest COPY data message a writer sends.
 const COPY_IN_PIECE_BYTES: usize = 1 << 20;
 /// `pg_type.oid` of `text`.
@@ -298,6 +307,35 @@ impl barge_core::Target for PgTarget {
             runtime()
                 .block_on(client.batch_execute(&format!("TRUNCATE {}", self.rows_of(client, name)?)))
                 .map_err(|e| Error::engine(format!("truncating `{name}`"), crate::conn::describe(&e)))
+        })
+    }
+
+    fn truncate_tables(&self, names: &[String]) -> Result<()> {
+        // One statement: PostgreSQL allows it when every table referencing one of them is in it.
+        // An empty table that references one (a child a failed run left empty) joins it, which
+        // removes nothing; one with rows does not, and PostgreSQL refuses, as it must.
+        self.admin(|client| {
+            let rt = runtime();
+            let qualified: Vec<String> = names.iter().map(|n| self.qualified(n)).collect();
+            let children = rt
+                .block_on(client.query(
+                    "SELECT DISTINCT c.conrelid::regclass::text FROM pg_constraint c
+                     WHERE c.contype = 'f' AND c.confrelid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) t)
+                       AND c.conrelid <> ALL (SELECT to_regclass(t) FROM unnest($1::text[]) t)",
+                    &[&qualified],
+                ))
+                .map_err(pg_err("truncating tables"))?;
+            let mut list = names.iter().map(|n| self.rows_of(client, n)).collect::<Result<Vec<_>>>()?;
+            for child in children.iter().map(|r| r.get::<_, String>(0)) {
+                let empty = rt
+                    .block_on(client.query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM {child})"), &[]))
+                    .map_err(pg_err("truncating tables"))?;
+                if empty.get::<_, bool>(0) {
+                    list.push(child);
+                }
+            }
+            rt.block_on(client.batch_execute(&format!("TRUNCATE {}", list.join(", "))))
+                .map_err(|e| Error::engine("truncating tables", crate::conn::describe(&e)))
         })
     }
 

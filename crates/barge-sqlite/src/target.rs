@@ -164,6 +164,18 @@ impl barge_core::Target for SqliteTarget {
         })
     }
 
+    fn truncate_tables(&self, names: &[String]) -> Result<()> {
+        // In one transaction, keys checked at its end (when every table is empty).
+        self.admin(|conn| {
+            let deletes: Vec<String> = names.iter().map(|n| format!("DELETE FROM {};", quote(n))).collect();
+            conn.execute_batch(&format!("BEGIN; PRAGMA defer_foreign_keys = ON; {} COMMIT;", deletes.join(" ")))
+                .map_err(|e| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Error::engine("truncating tables", e)
+                })
+        })
+    }
+
     fn drop_table(&self, name: &str) -> Result<()> {
         self.admin(|conn| {
             conn.execute_batch(&format!("DROP TABLE {}", quote(name)))

@@ -1112,3 +1112,73 @@ fn corpus_every_edition_into_every_engine_keeps_tables_rows_columns_and_foreign_
         }
     }
 }
+
+/// What a PostgreSQL schema has and another engine does not get is listed by kind and name:
+/// generated columns, exclusion constraints, domains and comments.
+#[test]
+fn postgres_objects_another_engine_does_not_get_are_listed_by_kind_and_name() {
+    let (pg, dir) = (PgDb::new("unlisted"), crate::support::Dir::new());
+    pg.sql(
+        "CREATE EXTENSION IF NOT EXISTS btree_gist;
+         CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
+         CREATE TABLE room (id int PRIMARY KEY, size positive, area int GENERATED ALWAYS AS (size * 2) STORED,
+                            during tsrange, EXCLUDE USING gist (id WITH =, during WITH &&));
+         COMMENT ON TABLE room IS 'bookable rooms';
+         COMMENT ON COLUMN room.size IS 'square metres';
+         INSERT INTO room (id, size, during) VALUES (1, 10, '[2025-01-01,2025-01-02)');",
+    );
+    let json = copy_json(&pg.url(), &dir.url("rooms.db"));
+    let listed: Vec<String> = json["not_migrated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| format!("{} {}", o["kind"].as_str().unwrap(), o["name"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        "generated column room.area",
+        "exclusion constraint room.room_id_during_excl",
+        "domain positive",
+        "comment on table room",
+        "comment on column room.size",
+    ] {
+        assert!(listed.iter().any(|l| l == expected), "{expected} in {listed:?}");
+    }
+    assert_eq!(table(&json, "room")["verified"], true);
+}
+
+/// A rerun into the tables an earlier copy made, foreign keys and all (`--if-exists truncate`,
+/// as a nightly job runs): the tables are emptied together and loaded in any order, on every
+/// engine, and the keys still hold afterwards.
+#[test]
+fn a_rerun_with_truncate_into_tables_with_their_foreign_keys_works_on_every_engine() {
+    let my = MyDb::new("rerun_src");
+    my.sql(
+        "CREATE TABLE parent (id int PRIMARY KEY, name varchar(10));
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int NOT NULL, CONSTRAINT child_parent FOREIGN KEY (parent_id) REFERENCES parent (id));
+         INSERT INTO parent SELECT seq, 'p' FROM seq_1_to_300;
+         INSERT INTO child SELECT seq, 1 + seq % 300 FROM seq_1_to_3000;",
+    );
+    let (pg, target_my, dir) = (PgDb::new("rerun_pg"), MyDb::new("rerun_my"), crate::support::Dir::new());
+    for to in [pg.url(), target_my.url(), dir.url("rerun.db")] {
+        copy_json(&my.url(), &to);
+        let run = barge(&[
+            "copy",
+            "--from",
+            &my.url(),
+            "--to",
+            &to,
+            "--if-exists",
+            "truncate",
+            "--partitions",
+            "4",
+            "--json",
+        ]);
+        run.assert_code(0);
+        assert_eq!(table(&run.json(), "child")["rows_written"], 3000, "{to}: {}", run.stdout);
+    }
+    assert_eq!(one(&pg, "SELECT count(*) FROM child"), "3000");
+    assert!(refused(&pg, "INSERT INTO child VALUES (99999, 99999)"), "the key still holds");
+    assert_eq!(target_my.sql("SELECT count(*) FROM child")[0][0], "3000");
+    let conn = dir.conn("rerun.db");
+    assert!(conn.execute_batch("PRAGMA foreign_keys = ON; INSERT INTO child VALUES (99999, 99999)").is_err());
+}

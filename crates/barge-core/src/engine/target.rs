@@ -31,6 +31,12 @@ pub trait Target: Send + Sync {
     /// Removes every row of `name`.
     fn truncate_table(&self, name: &str) -> Result<()>;
 
+    /// Removes every row of all of `names` at once, so that foreign keys between them (which
+    /// the copy adds again) do not refuse it. The default empties them one by one.
+    fn truncate_tables(&self, names: &[String]) -> Result<()> {
+        names.iter().try_for_each(|name| self.truncate_table(name))
+    }
+
     /// A writer with its own connection and transaction, loading `columns` of `table`.
     fn writer(&self, table: &str, columns: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>>;
 

@@ -75,6 +75,11 @@ pub(crate) fn prepare_targets(target: &dyn Target, plan: &Plan, fail_fast: bool)
     if let Some(dump) = plan.schema.dump() {
         restorer(target)?.restore(dump, RestoreStep::Tables)?;
     }
+    // Tables emptied together first (keys between them would refuse one alone); if the target
+    // refuses that, each is emptied alone below, and one it refuses fails alone.
+    let emptied: Vec<String> =
+        plan.tables.iter().filter(|t| t.action == TableAction::Truncate).map(|t| t.target_table.clone()).collect();
+    let together = !emptied.is_empty() && target.truncate_tables(&emptied).is_ok();
     let mut refused = Vec::with_capacity(plan.tables.len());
     for table in &plan.tables {
         let prepared = match table.action {
@@ -84,6 +89,7 @@ pub(crate) fn prepare_targets(target: &dyn Target, plan: &Plan, fail_fast: bool)
                 let key: Vec<String> = table.output.key_columns().into_iter().map(str::to_string).collect();
                 target.create_table(&table.target_table, &columns, &key)
             }
+            TableAction::Truncate if together => Ok(()),
             TableAction::Truncate => target.truncate_table(&table.target_table),
             TableAction::Append => Ok(()),
         };
