@@ -97,6 +97,9 @@ pub const META_GEOMETRY_TYPE: &str = "barge.geometry_type";
 /// MySQL's `char(n)`) with its length: values read padded to it, so a target of another engine
 /// keeps the type with its padding semantics (SQLite, which pads nothing, sets none).
 pub const META_FIXED_CHARS: &str = "barge.fixed_chars";
+/// Field metadata key holding a column's comment (PostgreSQL's `COMMENT ON COLUMN`, MySQL's
+/// `COMMENT '…'`).
+pub const META_COMMENT: &str = "barge.comment";
 /// Field metadata key naming the engine that declared [`META_NATIVE_TYPE`], so that a target of the
 /// same engine can keep the native type instead of going through the Arrow mapping.
 pub const META_ENGINE: &str = "barge.engine";

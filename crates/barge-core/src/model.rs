@@ -149,6 +149,8 @@ pub struct TableInfo {
     /// Indexes over expressions or with a predicate (partial indexes), for a target of another
     /// engine like `checks`: tried once the rows are loaded, listed when refused.
     pub sql_indexes: Vec<SqlIndex>,
+    /// The table's comment (its columns' are in their fields' [`crate::META_COMMENT`]).
+    pub comment: Option<String>,
     /// A row filter in the source's SQL (a pipeline's `where`), applied by the engine to every
     /// read, sample and statistic of this table. Engines describe tables without one.
     pub filter: Option<String>,

@@ -173,7 +173,22 @@ pub fn connect(url: &MyUrl) -> Result<LocalConn> {
 impl LocalConn {
     /// Runs a query and collects every row's columns as optional text bytes (text protocol).
     pub fn rows(&mut self, sql: &str, context: &'static str) -> Result<Vec<Vec<Option<Vec<u8>>>>> {
-        let rows: Vec<mysql_async::Row> = self.rt.block_on(self.conn.query(sql)).map_err(my_err(context))?;
+        // MariaDB 10.11 builds an information_schema result in a temporary Aria table, whose file
+        // another session's work can remove under it ("Error on delete of …", error 6): the query
+        // is read-only, so it is asked again, a few times.
+        let mut attempt = 0;
+        let rows: Vec<mysql_async::Row> = loop {
+            match self.rt.block_on(self.conn.query(sql)) {
+                Err(mysql_async::Error::Server(e))
+                    if e.code == 6 && attempt < 3 && sql.contains("information_schema") =>
+                {
+                    attempt += 1;
+                    tracing::debug!("{context}: {} (asking again)", e.message);
+                    std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+                }
+                other => break other.map_err(my_err(context))?,
+            }
+        };
         Ok(rows
             .into_iter()
             .map(|row| {

@@ -293,7 +293,8 @@ impl MySource {
             }
             // A JSON column barge created for arrays names their element type in its comment.
             let comment = text(&row[6]);
-            if comment.starts_with(crate::types::ARRAY_COMMENT) && data_type == "json" {
+            let array = comment.starts_with(crate::types::ARRAY_COMMENT) && data_type == "json";
+            if array {
                 column_type = format!("json COMMENT '{comment}'");
             }
             let kind = ColumnKind::resolve(&data_type, &column_type, self.url.tinyint1_as_bool).ok_or_else(|| {
@@ -312,6 +313,9 @@ impl MySource {
                 (META_DATA_TYPE.to_string(), data_type),
                 (META_ENGINE.to_string(), ENGINE.to_string()),
             ]);
+            if !array && !comment.is_empty() {
+                metadata.insert(barge_core::META_COMMENT.to_string(), comment.clone());
+            }
             if let Some(n) = column_type.to_ascii_lowercase().strip_prefix("char(").and_then(|n| n.strip_suffix(')')) {
                 metadata.insert(barge_core::META_FIXED_CHARS.to_string(), n.to_string());
             }
@@ -431,6 +435,16 @@ impl MySource {
             }
         }
         let checks = checks(conn, name, &table, &schema)?;
+        let table_comment = conn
+            .rows(
+                &format!(
+                    "SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table}"
+                ),
+                "describing a table",
+            )?
+            .first()
+            .map(|r| text(&r[0]))
+            .filter(|c| !c.is_empty());
         Ok(TableInfo {
             name: name.into(),
             schema: Arc::new(schema),
@@ -440,6 +454,7 @@ impl MySource {
             foreign_keys: foreign_keys.into_iter().map(|(_, fk)| fk).collect(),
             checks,
             sql_indexes: Vec::new(),
+            comment: table_comment,
             filter: None,
             window: None,
         })

@@ -184,7 +184,10 @@ impl barge_core::Target for MyTarget {
                 // A comment (array columns name their element type in one) goes last.
                 let (native, comment) = match native.split_once(" COMMENT ") {
                     Some((native, comment)) => (native.to_string(), format!(" COMMENT {comment}")),
-                    None => (native, String::new()),
+                    None => match f.metadata().get(barge_core::META_COMMENT) {
+                        Some(comment) => (native, format!(" COMMENT {}", literal(comment))),
+                        None => (native, String::new()),
+                    },
                 };
                 format!("{} {native}{not_null}{default}{comment}", quote(f.name()))
             })
@@ -207,6 +210,14 @@ impl barge_core::Target for MyTarget {
 
     fn truncate_table(&self, name: &str) -> Result<()> {
         self.conn()?.exec(&format!("TRUNCATE TABLE {}", quote(name)), "truncating a table")
+    }
+
+    fn keeps_comments(&self) -> bool {
+        true
+    }
+
+    fn comment_table(&self, name: &str, comment: &str) -> Result<()> {
+        self.conn()?.exec(&format!("ALTER TABLE {} COMMENT = {}", quote(name), literal(comment)), "commenting a table")
     }
 
     fn truncate_tables(&self, names: &[String]) -> Result<()> {

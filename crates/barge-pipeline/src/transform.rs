@@ -676,6 +676,7 @@ mod tests {
             foreign_keys: Vec::new(),
             checks: Vec::new(),
             sql_indexes: Vec::new(),
+            comment: None,
             filter: None,
             window: None,
         }

@@ -401,6 +401,7 @@ fn output_table(
         foreign_keys,
         checks: Vec::new(),
         sql_indexes: Vec::new(),
+        comment: None,
         filter: None,
         window: None,
     })

@@ -73,9 +73,21 @@ pub fn check_not_itself(source: &dyn Source, target: &dyn Target, plan: &Plan) -
 
 /// What barge's own DDL leaves out of created tables: defaults it does not translate, MySQL's
 /// `ON UPDATE` clauses, and what a target column cannot keep of its type.
-fn untranslated(plan: &Plan, target: String) -> Vec<NotMigrated> {
+fn untranslated(plan: &Plan, target: String, keeps_comments: bool) -> Vec<NotMigrated> {
     let mut lost = Vec::new();
     for table in plan.tables.iter().filter(|t| t.action == TableAction::Create) {
+        if !keeps_comments {
+            let why = format!("{target} has no comments");
+            if table.output.comment.is_some() {
+                lost.push(NotMigrated::new("comment", format!("on table {}", table.target_table), why.clone()));
+            }
+            for field in
+                table.output.schema.fields().iter().filter(|f| f.metadata().contains_key(barge_core::META_COMMENT))
+            {
+                let name = format!("on column {}.{}", table.target_table, field.name());
+                lost.push(NotMigrated::new("comment", name, why.clone()));
+            }
+        }
         for column in &table.columns {
             if let Some(note) = &column.target.note {
                 let name = format!("{}.{}", table.target_table, column.field.name());
@@ -214,7 +226,7 @@ pub fn preflight(
     match plan.schema.dump() {
         Some(dump) => plan.not_migrated.extend(dump.not_migrated()),
         None => {
-            plan.not_migrated.extend(untranslated(&plan, target.display_name()));
+            plan.not_migrated.extend(untranslated(&plan, target.display_name(), target.keeps_comments()));
             // A whole database copied: what it has besides tables stays behind, said by name.
             if request.tables.is_empty() {
                 let why = match &plan.schema {

@@ -231,7 +231,8 @@ SELECT a.attname,
        pg_get_expr(d.adbin, d.adrelid) AS default_expression,
        CASE WHEN t.typtype = 'e' THEN t.typname::text END AS enum_type,
        (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid)
-         AS enum_labels
+         AS enum_labels,
+       col_description(a.attrelid, a.attnum) AS comment
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -301,8 +302,8 @@ SELECT kind, name FROM (
   JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = $1 AND NOT c.relispartition
   UNION ALL
-  -- Generated columns (another engine gets the table without them), exclusion constraints,
-  -- domains (their columns get the base type) and comments.
+  -- Generated columns (another engine gets the table without them), exclusion constraints and
+  -- domains (their columns get the base type).
   SELECT 'generated column', c.relname::text || '.' || a.attname::text, c.oid, 'pg_class'::regclass
   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attgenerated <> '' AND NOT a.attisdropped
@@ -313,13 +314,6 @@ SELECT kind, name FROM (
   UNION ALL
   SELECT 'domain', t.typname::text, t.oid, 'pg_type'::regclass
   FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE n.nspname = $1 AND t.typtype = 'd'
-  UNION ALL
-  SELECT 'comment', CASE WHEN d.objsubid = 0 THEN 'on table ' || c.relname::text
-                         ELSE 'on column ' || c.relname::text || '.' || a.attname::text END, c.oid, 'pg_class'::regclass
-  FROM pg_description d JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass
-  JOIN pg_namespace n ON n.oid = c.relnamespace
-  LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid
-  WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
 ) o
 WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.catalog AND d.objid = o.oid AND d.deptype = 'e')
 ORDER BY 1, 2";
@@ -480,6 +474,9 @@ impl barge_core::Source for PgSource {
                 if let Some(n) = fixed {
                     metadata.insert(barge_core::META_FIXED_CHARS.to_string(), n);
                 }
+                if let Some(comment) = row.get::<_, Option<String>>(9) {
+                    metadata.insert(barge_core::META_COMMENT.to_string(), comment);
+                }
                 if row.get::<_, bool>(5) {
                     metadata.insert(META_IDENTITY.to_string(), "true".to_string());
                 } else {
@@ -576,6 +573,10 @@ impl barge_core::Source for PgSource {
                 foreign_keys,
                 checks,
                 sql_indexes,
+                comment: rt
+                    .block_on(client.query_one("SELECT obj_description($1, 'pg_class')", &[&oid]))
+                    .map_err(pg_err("describing a table"))?
+                    .get(0),
                 filter: None,
                 window: None,
             })

@@ -285,8 +285,20 @@ impl barge_core::Target for PgTarget {
         } else {
             ""
         };
+        let comments: String = columns
+            .iter()
+            .filter_map(|(f, _)| {
+                let comment = f.metadata().get(barge_core::META_COMMENT)?;
+                Some(format!(
+                    ";\nCOMMENT ON COLUMN {}.{} IS {}",
+                    self.qualified(name),
+                    quote(f.name()),
+                    literal(comment)
+                ))
+            })
+            .collect();
         format!(
-            "CREATE SCHEMA IF NOT EXISTS {};\n{postgis}{types}CREATE TABLE {} (\n  {}\n)",
+            "CREATE SCHEMA IF NOT EXISTS {};\n{postgis}{types}CREATE TABLE {} (\n  {}\n){comments}",
             quote(&self.url.schema),
             self.qualified(name),
             defs.join(",\n  ")
@@ -307,6 +319,19 @@ impl barge_core::Target for PgTarget {
             runtime()
                 .block_on(client.batch_execute(&format!("TRUNCATE {}", self.rows_of(client, name)?)))
                 .map_err(|e| Error::engine(format!("truncating `{name}`"), crate::conn::describe(&e)))
+        })
+    }
+
+    fn keeps_comments(&self) -> bool {
+        true
+    }
+
+    fn comment_table(&self, name: &str, comment: &str) -> Result<()> {
+        let sql = format!("COMMENT ON TABLE {} IS {}", self.qualified(name), literal(comment));
+        self.admin(|client| {
+            runtime()
+                .block_on(client.batch_execute(&sql))
+                .map_err(|e| Error::engine(format!("commenting `{name}`"), crate::conn::describe(&e)))
         })
     }
 
@@ -911,6 +936,7 @@ mod tests {
             foreign_keys: Vec::new(),
             checks: Vec::new(),
             sql_indexes: Vec::new(),
+            comment: None,
             filter: None,
             window: None,
         }

@@ -441,6 +441,7 @@ impl barge_core::Source for SqliteSource {
                 foreign_keys,
                 checks,
                 sql_indexes,
+                comment: None,
                 filter: None,
                 window: None,
             })

@@ -249,6 +249,8 @@ fn a_row_changed_on_its_way_in_is_found_while_the_key_builds() {
            FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP
              EXECUTE format('CREATE TRIGGER tamper BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION public.tamper()',
                             r.object_identity);
+             -- Firing in barge's loading sessions too, which run as replicas (no triggers).
+             EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER tamper', r.object_identity);
            END LOOP;
          END $$;
          CREATE EVENT TRIGGER arm ON ddl_command_end WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION arm();",

@@ -1182,3 +1182,25 @@ fn a_rerun_with_truncate_into_tables_with_their_foreign_keys_works_on_every_engi
     let conn = dir.conn("rerun.db");
     assert!(conn.execute_batch("PRAGMA foreign_keys = ON; INSERT INTO child VALUES (99999, 99999)").is_err());
 }
+
+/// Table and column comments cross between PostgreSQL and MySQL both ways (SQLite has none: the
+/// plan lists them, see above).
+#[test]
+fn comments_cross_between_postgres_and_mysql_both_ways() {
+    let (pg, my, back) = (PgDb::new("comment_pg"), MyDb::new("comment_my"), PgDb::new("comment_back"));
+    pg.sql(
+        "CREATE TABLE item (id int PRIMARY KEY, price numeric(8,2), note text);
+         COMMENT ON TABLE item IS 'what we sell';
+         COMMENT ON COLUMN item.price IS 'in euros, VAT ''included''';
+         INSERT INTO item VALUES (1, 2.50, NULL);",
+    );
+    let json = copy_json(&pg.url(), &my.url());
+    assert!(!json["not_migrated"].to_string().contains("comment"), "{}", json["not_migrated"]);
+    let created = &my.sql("SHOW CREATE TABLE item")[0][1];
+    assert!(created.contains("COMMENT 'in euros, VAT ''included'''"), "{created}");
+    assert!(created.contains("COMMENT='what we sell'"), "{created}");
+    copy_json(&my.url(), &back.url());
+    assert_eq!(one(&back, "SELECT obj_description('item'::regclass, 'pg_class')"), "what we sell");
+    assert_eq!(one(&back, "SELECT col_description('item'::regclass, 2)"), "in euros, VAT 'included'");
+    assert_eq!(one(&back, "SELECT count(*) FROM pg_description WHERE objoid = 'item'::regclass"), "2");
+}

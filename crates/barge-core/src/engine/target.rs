@@ -28,6 +28,19 @@ pub trait Target: Send + Sync {
     /// Creates `name` with the given columns; `key` names the primary-key columns.
     fn create_table(&self, name: &str, columns: &[(Field, TargetColumn)], key: &[String]) -> Result<()>;
 
+    /// Whether tables this target creates keep comments: columns' from their fields'
+    /// [`crate::META_COMMENT`] (in [`Self::table_ddl`]) and the table's by [`Self::comment_table`].
+    /// The plan lists the comments of a target that does not.
+    fn keeps_comments(&self) -> bool {
+        false
+    }
+
+    /// Sets the comment of table `name`, which this run created.
+    fn comment_table(&self, name: &str, comment: &str) -> Result<()> {
+        let _ = (name, comment);
+        Err(crate::Error::unsupported(self.display_name(), "keep comments"))
+    }
+
     /// Removes every row of `name`.
     fn truncate_table(&self, name: &str) -> Result<()>;
 

@@ -87,7 +87,12 @@ pub(crate) fn prepare_targets(target: &dyn Target, plan: &Plan, fail_fast: bool)
             TableAction::Create => {
                 let columns: Vec<_> = table.columns.iter().map(|c| (c.field.clone(), c.target.clone())).collect();
                 let key: Vec<String> = table.output.key_columns().into_iter().map(str::to_string).collect();
-                target.create_table(&table.target_table, &columns, &key)
+                target.create_table(&table.target_table, &columns, &key).and_then(|()| {
+                    match (&table.output.comment, target.keeps_comments()) {
+                        (Some(comment), true) => target.comment_table(&table.target_table, comment),
+                        _ => Ok(()),
+                    }
+                })
             }
             TableAction::Truncate if together => Ok(()),
             TableAction::Truncate => target.truncate_table(&table.target_table),

@@ -225,6 +225,7 @@ pub(crate) fn align(target: TableInfo, source: &TableInfo) -> Result<TableInfo> 
         foreign_keys: Vec::new(),
         checks: Vec::new(),
         sql_indexes: Vec::new(),
+        comment: None,
         filter: None,
         window: None,
     })
