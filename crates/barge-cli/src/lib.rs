@@ -16,6 +16,7 @@
 mod bench;
 mod engines;
 mod render;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +87,9 @@ enum Command {
     Bench(BenchArgs),
     /// List the tables of a database: estimated rows, size, key, and why one cannot be copied.
     Tables(TablesArgs),
+    /// Copy tables, then keep the target current with the source's committed changes (PostgreSQL
+    /// logical decoding) until stopped, or `--until caught-up`.
+    Sync(sync::SyncArgs),
 }
 
 #[derive(Args)]
@@ -250,7 +254,7 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
 }
 
 /// The two databases and the tables of a copy or a verification.
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct Endpoints {
     /// Source database URL: sqlite://path.db, postgres://user@host:5432/db, mysql://user@host:3306/db.
     #[arg(long)]
@@ -484,6 +488,7 @@ impl Command {
             Command::Run(args) => args.pipeline.json,
             Command::Bench(args) => args.json,
             Command::Tables(args) => args.json,
+            Command::Sync(args) => args.json,
         }
     }
 }
@@ -525,6 +530,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_pipeline(args),
         Command::Bench(args) => bench(args),
         Command::Tables(args) => tables(args),
+        Command::Sync(args) => sync::sync(args),
     }
 }
 
@@ -908,17 +914,30 @@ fn plan_copy(args: &CopyArgs) -> Result<(barge_plan::Preflight, String), Error> 
 
 /// Plans (writing nothing), then copies. Shared by `copy` and `demo`.
 fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
+    copy_between_with(args, None)
+}
+
+/// [`copy_between`], with the ledger store `held` open already (by `sync`, which holds it for
+/// the whole run) instead of opening `--state`.
+fn copy_between_with(
+    args: &CopyArgs,
+    held: Option<Arc<dyn barge_core::ledger::LedgerStore>>,
+) -> Result<barge_exec::CopyReport, Error> {
     let (run_budget, rejects) = copy_budget(args)?;
     // The run is taken before anything else, so a second process on it is refused at once.
-    let new_files = args.state.as_deref().map(NewLedgerFiles::before);
-    let store = match &args.state {
-        Some(spec) => {
+    let new_files = args.state.as_deref().filter(|_| held.is_none()).map(NewLedgerFiles::before);
+    let store = match (&args.state, held) {
+        (_, Some(store)) => {
+            store.acquire("copy", &barge_core::ledger::Holder::current())?;
+            Some(store)
+        }
+        (Some(spec), None) => {
             check_ledger(spec)?;
             let store = open_ledger(spec)?;
             store.acquire("copy", &barge_core::ledger::Holder::current())?;
             Some(store)
         }
-        None => None,
+        (None, None) => None,
     };
     let (preflight, from) = plan_copy(args).map_err(|e| {
         let earlier = store.as_ref().and_then(|store| unfinished(store.as_ref(), "copy", args.resume));
@@ -971,11 +990,15 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut report =
         barge_exec::verify(source.as_ref(), target.as_ref(), &plan, &options(&args.tuning, true), progress.as_ref())?;
     if args.endpoints.tables.is_empty() {
-        // Every table of the source was compared: one only the target has is a difference too.
+        // Every table of the source was compared: one only the target has is a difference too
+        // (but not `barge_sync`, where `barge sync` keeps its positions).
         let source_tables = source.list_tables()?;
         let left_out = barge_plan::excluded(&args.endpoints.exclude)?;
-        report.only_in_target =
-            target.list_tables()?.into_iter().filter(|t| !source_tables.contains(t) && !left_out(t)).collect();
+        report.only_in_target = target
+            .list_tables()?
+            .into_iter()
+            .filter(|t| !source_tables.contains(t) && !left_out(t) && t != barge_core::POSITIONS_TABLE)
+            .collect();
         report.ok &= report.only_in_target.is_empty();
     }
     if args.json {

@@ -40,8 +40,9 @@ pub mod url;
 pub mod values;
 
 pub use engine::{
-    ArrowPassthrough, BatchEncoder, BatchSize, Conflict, DumpedSchema, Encoded, EngineFactory, KeyDeletes,
-    LedgerStores, Native, NotMigrated, RangeClearer, Registry, RestoreStep, RowLimit, SchemaDump, SchemaObject,
+    ArrowPassthrough, BatchEncoder, BatchSize, Change, ChangeBatch, ChangeFeed, ChangeKind, ChangePositions,
+    ChangeWriter, Conflict, DumpedSchema, Encoded, EngineFactory, KeyDeletes, KeyRows, LedgerStores, Native,
+    NotMigrated, POSITIONS_TABLE, RangeClearer, Registry, RestoreStep, RowLimit, SchemaDump, SchemaObject,
     SchemaObjects, SchemaRestore, ScratchSpace, SnapshotInfo, SnapshotReads, Source, TableWriter, Target, TargetColumn,
     Transform, Transformed, ViewDef, WriteOptions, choose_column, logical_type,
 };

@@ -35,6 +35,7 @@ mod rejects;
 mod report;
 mod retry;
 mod stages;
+mod sync;
 mod verify;
 
 pub use barge_plan::SchemaReport;
@@ -44,6 +45,7 @@ pub use options::ExecOptions;
 pub use progress::{NoProgress, Phase, Progress};
 pub use report::{CopyReport, StageSeconds, TableReport, TableVerdict, VerifyReport, peak_rss_mb};
 pub use retry::DEFAULT_RETRIES;
+pub use sync::{SyncOptions, SyncStatus, SyncTable, sync};
 pub use verify::run::verify;
 
 /// Batches buffered between the readers and the CPU stage, per reader.

@@ -393,23 +393,89 @@ impl barge_core::Target for MyTarget {
     fn key_deletes(&self) -> Option<&dyn barge_core::KeyDeletes> {
         Some(self)
     }
+
+    fn change_positions(&self) -> Option<&dyn barge_core::ChangePositions> {
+        Some(self)
+    }
+}
+
+/// A key value as a MySQL literal.
+fn key_literal(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "NULL".to_string(),
+        serde_json::Value::String(s) => literal(s),
+        serde_json::Value::Bool(b) => i32::from(*b).to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Deletes `keys` from `table` over `conn`; returns the rows deleted.
+fn delete_keys_over(conn: &mut LocalConn, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+    let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+    let mut deleted = 0;
+    for sql in barge_sql::delete_statements(&quote(table), &quoted, keys, |_, v| key_literal(v)) {
+        conn.exec(&sql, "deleting rows by key")?;
+        deleted += conn.conn.affected_rows();
+    }
+    Ok(deleted)
 }
 
 impl barge_core::KeyDeletes for MyTarget {
     fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+        delete_keys_over(&mut self.conn()?, table, columns, keys)
+    }
+}
+
+const POSITIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS barge_sync (stream varchar(255) NOT NULL, \
+     tbl varchar(255) NOT NULL, position bigint unsigned NOT NULL, \
+     updated timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (stream, tbl)) ENGINE = InnoDB";
+
+fn record_sql(stream: &str, table: &str, position: u64) -> String {
+    format!(
+        "INSERT INTO barge_sync (stream, tbl, position) VALUES ({}, {}, {position}) ON DUPLICATE KEY UPDATE \
+         position = VALUES(position), updated = CURRENT_TIMESTAMP(6)",
+        literal(stream),
+        literal(table)
+    )
+}
+
+impl barge_core::ChangePositions for MyTarget {
+    fn positions(&self, stream: &str) -> Result<Vec<(String, u64)>> {
         let mut conn = self.conn()?;
-        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
-        let mut deleted = 0;
-        for sql in barge_sql::delete_statements(&quote(table), &quoted, keys, |_, v| match v {
-            serde_json::Value::Null => "NULL".to_string(),
-            serde_json::Value::String(s) => literal(s),
-            serde_json::Value::Bool(b) => i32::from(*b).to_string(),
-            other => other.to_string(),
-        }) {
-            conn.exec(&sql, "deleting rows gone from the source")?;
-            deleted += conn.conn.affected_rows();
+        let exists = conn.value(
+            "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'barge_sync'",
+            "looking up barge_sync",
+        )?;
+        if exists.as_deref() != Some("1") {
+            return Ok(Vec::new());
         }
-        Ok(deleted)
+        let rows = conn.rows(
+            &format!("SELECT tbl, position FROM barge_sync WHERE stream = {}", literal(stream)),
+            "reading change positions",
+        )?;
+        rows.into_iter()
+            .map(|row| {
+                let text = |i: usize| {
+                    row.get(i).cloned().flatten().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+                };
+                let position = text(1)
+                    .parse()
+                    .map_err(|_| Error::engine("reading change positions", format!("`{}` is no position", text(1))))?;
+                Ok((text(0), position))
+            })
+            .collect()
+    }
+
+    fn record(&self, stream: &str, table: &str, position: u64) -> Result<()> {
+        let mut conn = self.conn()?;
+        conn.exec(POSITIONS_DDL, "creating barge_sync")?;
+        conn.exec(&record_sql(stream, table, position), "recording a change position")
+    }
+
+    fn forget(&self, stream: &str) -> Result<()> {
+        let mut conn = self.conn()?;
+        conn.exec(POSITIONS_DDL, "creating barge_sync")?;
+        conn.exec(&format!("DELETE FROM barge_sync WHERE stream = {}", literal(stream)), "forgetting change positions")
     }
 }
 
@@ -679,6 +745,38 @@ impl TableWriter for MyWriter {
 
     fn range_clearer(&mut self) -> Option<&mut dyn barge_core::RangeClearer> {
         Some(self)
+    }
+
+    fn change_writer(&mut self) -> Option<&mut dyn barge_core::ChangeWriter> {
+        Some(self)
+    }
+}
+
+impl MyWriter {
+    fn begin(&mut self) -> Result<()> {
+        if !self.in_transaction {
+            self.conn.exec("START TRANSACTION", "starting a transaction")?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+}
+
+impl barge_core::ChangeWriter for MyWriter {
+    fn truncate(&mut self) -> Result<()> {
+        // DELETE, as TRUNCATE would commit the transaction.
+        self.begin()?;
+        self.conn.exec(&format!("DELETE FROM {}", quote(&self.table)), "applying a TRUNCATE")
+    }
+
+    fn delete_keys(&mut self, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+        self.begin()?;
+        delete_keys_over(&mut self.conn, &self.table, columns, keys)
+    }
+
+    fn record_position(&mut self, stream: &str, table: &str, position: u64) -> Result<()> {
+        self.begin()?;
+        self.conn.exec(&record_sql(stream, table, position), "recording a change position")
     }
 }
 

@@ -20,6 +20,7 @@
 //! are read in `ctid` block ranges. Partitioned and inherited tables are read through their parent
 //! (children included) and never listed on their own.
 
+mod changes;
 mod checks;
 mod conn;
 /// Binary COPY → Arrow (public for the micro-benchmarks in `benches/`).

@@ -25,7 +25,7 @@ const COPY_CHUNK_BYTES: usize = 1 << 20;
 const CTID: &str = "ctid";
 
 pub struct PgSource {
-    url: PgUrl,
+    pub(crate) url: PgUrl,
     pool: Mutex<Vec<Client>>,
     /// Connections of range reads that read to the end, for the next range read (on any
     /// thread): a new connection costs a new server process, which must also fault in the shared
@@ -103,20 +103,20 @@ impl PgSource {
         self.pool.lock().expect("pool lock").push(client);
     }
 
-    fn with_client<T>(&self, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_client<T>(&self, f: impl FnOnce(&Client) -> Result<T>) -> Result<T> {
         let client = self.take()?;
         let result = f(&client);
         self.give_back(client);
         result
     }
 
-    fn qualified(&self, table: &str) -> String {
+    pub(crate) fn qualified(&self, table: &str) -> String {
         format!("{}.{}", quote(&self.url.schema), quote(table))
     }
 
     /// What a statement reads a table's rows from: `ONLY schema.table`, or the table itself
     /// when it is partitioned (its rows are its partitions').
-    fn rows_of(&self, table: &str) -> Result<String> {
+    pub(crate) fn rows_of(&self, table: &str) -> Result<String> {
         let known = self.partitioned.lock().expect("partitioned lock").get(table).copied();
         let partitioned = match known {
             Some(p) => p,
@@ -157,7 +157,7 @@ pub fn column_types(table: &TableInfo) -> Result<Vec<PgColumnType>> {
         .collect()
 }
 
-fn native_of(table: &TableInfo, column: &str) -> String {
+pub(crate) fn native_of(table: &TableInfo, column: &str) -> String {
     table
         .schema
         .field_with_name(column)
@@ -207,7 +207,7 @@ fn range_predicate(table: &TableInfo, range: &KeyRange) -> String {
 }
 
 /// The SELECT-list expression reading a column: types without a binary codec are cast to text.
-fn select_expr(name: &str, column: &PgColumnType) -> String {
+pub(crate) fn select_expr(name: &str, column: &PgColumnType) -> String {
     match (column.codec, column.array) {
         (Codec::AsText, false) => format!("{}::text", quote(name)),
         (Codec::AsText, true) => format!("{}::text[]", quote(name)),
@@ -329,6 +329,10 @@ impl barge_core::Source for PgSource {
     }
 
     fn schema_dump(&self) -> Option<&dyn barge_core::SchemaDump> {
+        Some(self)
+    }
+
+    fn change_feed(&self) -> Option<&dyn barge_core::ChangeFeed> {
         Some(self)
     }
 

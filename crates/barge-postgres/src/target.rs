@@ -516,6 +516,7 @@ impl barge_core::Target for PgTarget {
             staging,
             isolate: options.isolate_rows,
             in_transaction: false,
+            positions: self.qualified(barge_core::POSITIONS_TABLE),
         }))
     }
 
@@ -530,6 +531,76 @@ impl barge_core::Target for PgTarget {
     fn key_deletes(&self) -> Option<&dyn barge_core::KeyDeletes> {
         Some(self)
     }
+
+    fn change_positions(&self) -> Option<&dyn barge_core::ChangePositions> {
+        Some(self)
+    }
+}
+
+/// A key value as a literal of its column's SQL type.
+fn key_literal(value: &serde_json::Value, sql_type: &str) -> String {
+    match value {
+        serde_json::Value::Null => "NULL".to_string(),
+        serde_json::Value::String(s) => format!("{}::{sql_type}", literal(s)),
+        other => format!("{}::{sql_type}", literal(&other.to_string())),
+    }
+}
+
+impl barge_core::ChangePositions for PgTarget {
+    fn positions(&self, stream: &str) -> Result<Vec<(String, u64)>> {
+        let table = self.qualified(barge_core::POSITIONS_TABLE);
+        self.admin(|client| {
+            let rt = runtime();
+            let exists: bool = rt
+                .block_on(client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]))
+                .map_err(pg_err("looking up barge_sync"))?
+                .get(0);
+            if !exists {
+                return Ok(Vec::new());
+            }
+            let rows = rt
+                .block_on(client.query(&format!("SELECT tbl, position FROM {table} WHERE stream = $1"), &[&stream]))
+                .map_err(pg_err("reading change positions"))?;
+            Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64)).collect())
+        })
+    }
+
+    fn record(&self, stream: &str, table: &str, position: u64) -> Result<()> {
+        let positions = self.qualified(barge_core::POSITIONS_TABLE);
+        let sql = record_sql(&positions);
+        self.admin(|client| {
+            let rt = runtime();
+            rt.block_on(client.batch_execute(&positions_ddl(&positions))).map_err(pg_err("creating barge_sync"))?;
+            rt.block_on(client.execute(sql.as_str(), &[&stream, &table, &(position as i64)]))
+                .map_err(pg_err("recording a change position"))?;
+            Ok(())
+        })
+    }
+
+    fn forget(&self, stream: &str) -> Result<()> {
+        let table = self.qualified(barge_core::POSITIONS_TABLE);
+        self.admin(|client| {
+            let rt = runtime();
+            rt.block_on(client.batch_execute(&positions_ddl(&table))).map_err(pg_err("creating barge_sync"))?;
+            rt.block_on(client.execute(&format!("DELETE FROM {table} WHERE stream = $1"), &[&stream]))
+                .map_err(pg_err("forgetting change positions"))?;
+            Ok(())
+        })
+    }
+}
+
+fn positions_ddl(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (stream text NOT NULL, tbl text NOT NULL, position int8 NOT NULL, \
+         updated timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream, tbl))"
+    )
+}
+
+fn record_sql(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (stream, tbl, position) VALUES ($1, $2, $3) ON CONFLICT (stream, tbl) DO UPDATE SET \
+         position = EXCLUDED.position, updated = now()"
+    )
 }
 
 impl barge_core::KeyDeletes for PgTarget {
@@ -540,11 +611,7 @@ impl barge_core::KeyDeletes for PgTarget {
         let types: Vec<String> = columns.iter().map(|c| type_of(c)).collect();
         let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         let rows_of = self.admin(|client| self.rows_of(client, table))?;
-        let statements = barge_sql::delete_statements(&rows_of, &quoted, keys, |i, v| match v {
-            serde_json::Value::Null => "NULL".to_string(),
-            serde_json::Value::String(s) => format!("{}::{}", literal(s), types[i]),
-            other => format!("{}::{}", literal(&other.to_string()), types[i]),
-        });
+        let statements = barge_sql::delete_statements(&rows_of, &quoted, keys, |i, v| key_literal(v, &types[i]));
         let mut deleted = 0;
         for sql in statements {
             deleted += self.admin(|client| {
@@ -821,6 +888,8 @@ struct PgWriter {
     /// Each write inside a savepoint, so a refused batch leaves nothing behind.
     isolate: bool,
     in_transaction: bool,
+    /// The qualified `barge_sync` table, for change positions.
+    positions: String,
 }
 
 impl TableWriter for PgWriter {
@@ -895,6 +964,52 @@ impl TableWriter for PgWriter {
 
     fn range_clearer(&mut self) -> Option<&mut dyn barge_core::RangeClearer> {
         Some(self)
+    }
+
+    fn change_writer(&mut self) -> Option<&mut dyn barge_core::ChangeWriter> {
+        Some(self)
+    }
+}
+
+impl PgWriter {
+    /// Runs `sql` in the writer's transaction (beginning it), returning the rows it touched.
+    fn in_transaction(&mut self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<u64> {
+        let (client, table) = (&self.conn.client, &self.table);
+        let begin = !self.in_transaction;
+        let touched = self.conn.rt.block_on(async {
+            if begin {
+                client.batch_execute("BEGIN").await?;
+            }
+            client.execute(sql, params).await
+        });
+        self.in_transaction = true;
+        touched.map_err(|e| crate::conn::error_of(format!("applying changes to `{table}`"), &e))
+    }
+}
+
+impl barge_core::ChangeWriter for PgWriter {
+    fn truncate(&mut self) -> Result<()> {
+        // DELETE rather than TRUNCATE: the source's TRUNCATE emptied the tables that reference
+        // this one too, each applied by a writer of its own.
+        self.in_transaction(&format!("DELETE FROM {}", self.rows_of), &[])?;
+        Ok(())
+    }
+
+    fn delete_keys(&mut self, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+        let types: Vec<String> =
+            columns.iter().map(|c| self.types.get(c).cloned().unwrap_or_else(|| "text".into())).collect();
+        let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+        let statements = barge_sql::delete_statements(&self.rows_of, &quoted, keys, |i, v| key_literal(v, &types[i]));
+        let mut deleted = 0;
+        for sql in statements {
+            deleted += self.in_transaction(&sql, &[])?;
+        }
+        Ok(deleted)
+    }
+
+    fn record_position(&mut self, stream: &str, table: &str, position: u64) -> Result<()> {
+        self.in_transaction(&record_sql(&self.positions), &[&stream, &table, &(position as i64)])?;
+        Ok(())
     }
 }
 

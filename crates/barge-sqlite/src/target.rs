@@ -284,39 +284,89 @@ impl barge_core::Target for SqliteTarget {
     fn key_deletes(&self) -> Option<&dyn barge_core::KeyDeletes> {
         Some(self)
     }
+
+    fn change_positions(&self) -> Option<&dyn barge_core::ChangePositions> {
+        Some(self)
+    }
 }
 
 impl barge_core::KeyDeletes for SqliteTarget {
     fn delete_keys(&self, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
-        let lhs = format!("({})", columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "));
-        let one = format!("({})", vec!["?"; columns.len()].join(", "));
+        self.admin(|conn| delete_keys_over(conn, table, columns, keys))
+    }
+}
+
+/// Deletes `keys` from `table` over `conn`; returns the rows deleted.
+fn delete_keys_over(conn: &Connection, table: &str, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+    let lhs = format!("({})", columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "));
+    let one = format!("({})", vec!["?"; columns.len()].join(", "));
+    let mut deleted = 0;
+    for chunk in keys.chunks(barge_sql::DELETE_CHUNK) {
+        let sql =
+            format!("DELETE FROM {} WHERE {lhs} IN ({})", quote(table), vec![one.as_str(); chunk.len()].join(", "));
+        let values: Vec<rusqlite::types::Value> = chunk
+            .iter()
+            .flat_map(|key| barge_sql::key_values(key))
+            .map(|v| match v {
+                serde_json::Value::Null => rusqlite::types::Value::Null,
+                serde_json::Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => rusqlite::types::Value::Integer(i),
+                    None => rusqlite::types::Value::Real(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                serde_json::Value::String(s) => rusqlite::types::Value::Text(s.clone()),
+                other => rusqlite::types::Value::Text(other.to_string()),
+            })
+            .collect();
+        deleted +=
+            conn.execute(&sql, rusqlite::params_from_iter(values)).map_err(sqlite_err("deleting rows by key"))? as u64;
+    }
+    Ok(deleted)
+}
+
+const POSITIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS barge_sync (stream TEXT NOT NULL, tbl TEXT NOT NULL, \
+     position INTEGER NOT NULL, updated TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (stream, tbl))";
+const RECORD_SQL: &str = "INSERT INTO barge_sync (stream, tbl, position) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (stream, tbl) DO UPDATE SET position = excluded.position, updated = CURRENT_TIMESTAMP";
+
+impl barge_core::ChangePositions for SqliteTarget {
+    fn positions(&self, stream: &str) -> Result<Vec<(String, u64)>> {
         self.admin(|conn| {
-            let mut deleted = 0;
-            for chunk in keys.chunks(barge_sql::DELETE_CHUNK) {
-                let sql = format!(
-                    "DELETE FROM {} WHERE {lhs} IN ({})",
-                    quote(table),
-                    vec![one.as_str(); chunk.len()].join(", ")
-                );
-                let values: Vec<rusqlite::types::Value> = chunk
-                    .iter()
-                    .flat_map(|key| barge_sql::key_values(key))
-                    .map(|v| match v {
-                        serde_json::Value::Null => rusqlite::types::Value::Null,
-                        serde_json::Value::Bool(b) => rusqlite::types::Value::Integer(i64::from(*b)),
-                        serde_json::Value::Number(n) => match n.as_i64() {
-                            Some(i) => rusqlite::types::Value::Integer(i),
-                            None => rusqlite::types::Value::Real(n.as_f64().unwrap_or(f64::NAN)),
-                        },
-                        serde_json::Value::String(s) => rusqlite::types::Value::Text(s.clone()),
-                        other => rusqlite::types::Value::Text(other.to_string()),
-                    })
-                    .collect();
-                deleted += conn
-                    .execute(&sql, rusqlite::params_from_iter(values))
-                    .map_err(sqlite_err("deleting rows gone from the source"))? as u64;
+            let exists: bool = conn
+                .query_row(
+                    "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'barge_sync'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite_err("looking up barge_sync"))?;
+            if !exists {
+                return Ok(Vec::new());
             }
-            Ok(deleted)
+            let mut stmt = conn
+                .prepare("SELECT tbl, position FROM barge_sync WHERE stream = ?1")
+                .map_err(sqlite_err("reading change positions"))?;
+            let rows = stmt
+                .query_map([stream], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+                .map_err(sqlite_err("reading change positions"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sqlite_err("reading change positions"))
+        })
+    }
+
+    fn record(&self, stream: &str, table: &str, position: u64) -> Result<()> {
+        self.admin(|conn| {
+            conn.execute_batch(POSITIONS_DDL).map_err(sqlite_err("creating barge_sync"))?;
+            conn.execute(RECORD_SQL, rusqlite::params![stream, table, position as i64])
+                .map_err(sqlite_err("recording a change position"))?;
+            Ok(())
+        })
+    }
+
+    fn forget(&self, stream: &str) -> Result<()> {
+        self.admin(|conn| {
+            conn.execute_batch(POSITIONS_DDL).map_err(sqlite_err("creating barge_sync"))?;
+            conn.execute("DELETE FROM barge_sync WHERE stream = ?1", [stream])
+                .map_err(sqlite_err("forgetting change positions"))?;
+            Ok(())
         })
     }
 }
@@ -496,6 +546,42 @@ impl TableWriter for SqliteWriter {
 
     fn range_clearer(&mut self) -> Option<&mut dyn barge_core::RangeClearer> {
         Some(self)
+    }
+
+    fn change_writer(&mut self) -> Option<&mut dyn barge_core::ChangeWriter> {
+        Some(self)
+    }
+}
+
+impl SqliteWriter {
+    fn begin(&mut self) -> Result<()> {
+        if !self.in_transaction {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_err("starting a transaction"))?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+}
+
+impl barge_core::ChangeWriter for SqliteWriter {
+    fn truncate(&mut self) -> Result<()> {
+        self.begin()?;
+        self.conn
+            .execute_batch(&format!("DELETE FROM {}", quote(&self.table)))
+            .map_err(sqlite_err("applying a TRUNCATE"))
+    }
+
+    fn delete_keys(&mut self, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
+        self.begin()?;
+        delete_keys_over(&self.conn, &self.table, columns, keys)
+    }
+
+    fn record_position(&mut self, stream: &str, table: &str, position: u64) -> Result<()> {
+        self.begin()?;
+        self.conn
+            .execute(RECORD_SQL, rusqlite::params![stream, table, position as i64])
+            .map_err(sqlite_err("recording a change position"))?;
+        Ok(())
     }
 }
 

@@ -16,4 +16,5 @@ mod private;
 mod schema;
 mod snapshot;
 mod support;
+mod sync;
 mod verify;

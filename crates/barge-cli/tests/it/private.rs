@@ -9,12 +9,23 @@ use std::time::{Duration, Instant};
 pub struct PrivatePg {
     dir: tempfile::TempDir,
     port: u16,
+    /// Server settings beyond the defaults (`-c name=value …`).
+    settings: String,
 }
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 impl PrivatePg {
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A server with logical decoding (`wal_level = logical`), for change capture.
+    pub fn start_logical() -> Self {
+        Self::start_with("-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10")
+    }
+
+    fn start_with(settings: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap();
@@ -27,7 +38,7 @@ impl PrivatePg {
             .status()
             .expect("initdb (PostgreSQL 15) must be installed");
         assert!(status.success(), "initdb failed");
-        let server = PrivatePg { dir, port };
+        let server = PrivatePg { dir, port, settings: settings.into() };
         server.pg_ctl(&["start"]);
         server
     }
@@ -45,8 +56,12 @@ impl PrivatePg {
     fn pg_ctl_mode(&self, mode: &str, action: &[&str]) {
         // fsync=off: no data reaches the disk sooner, but a stop of the server (not of the
         // machine) keeps what the server wrote to the OS, which is what a crash test needs.
-        let options =
-            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
+            self.port,
+            self.dir.path().display(),
+            self.settings
+        );
         let status = Command::new("runuser")
             .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "-w", "-m", mode, "-o", &options])
             .arg("-D")
@@ -65,10 +80,26 @@ impl PrivatePg {
     }
 
     pub fn sql(&self, sql: &str) -> String {
+        self.sql_in("postgres", sql)
+    }
+
+    /// The URL of database `db` on this server.
+    pub fn url_of(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+    }
+
+    /// Runs `sql` in database `db`, failing the test when psql does; returns its unaligned output.
+    pub fn sql_in(&self, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-Atc", sql])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", db])
+            .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql])
             .output()
             .unwrap();
+        assert!(
+            out.status.success() || db == "postgres",
+            "psql failed: {}\n{sql}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 

@@ -9,11 +9,14 @@
 //!                 key_stats, sample_keys, read_range        (provided defaults);
 //!                                                       snapshots()      → SnapshotReads  (one instant)
 //!                                                       schema_dump()    → SchemaDump     (exact schema)
+//!                                                       change_feed()    → ChangeFeed     (sync)
 //!  Target         display_name, table_rows,             schema_objects() → SchemaObjects  (indexes,
 //!                 table_columns, column_for, table_ddl,                     identity, foreign keys)
 //!                 create_table, truncate_table, writer  key_deletes()    → KeyDeletes     (--detect-deletes)
 //!                                                       schema_restore() → SchemaRestore  (exact schema)
+//!                                                       change_positions() → ChangePositions (sync)
 //!  TableWriter    write, commit                         range_clearer()  → RangeClearer   (--resume)
+//!                                                       change_writer()  → ChangeWriter   (sync)
 //! ```
 //!
 //! The data path these traits serve: `Source::read_range` → Arrow batch → (transform, hash on the
@@ -27,6 +30,7 @@
 //! blocks on it inside these methods, doing any CPU-heavy decode on the calling thread.
 //! No SQL is built here: SQL engines share their dialect helpers through `barge-sql`.
 
+mod changes;
 mod encode;
 mod factory;
 mod schema;
@@ -34,6 +38,9 @@ mod source;
 mod target;
 mod transform;
 
+pub use changes::{
+    Change, ChangeBatch, ChangeFeed, ChangeKind, ChangePositions, ChangeWriter, KeyRows, POSITIONS_TABLE,
+};
 pub use encode::{ArrowPassthrough, BatchEncoder, Encoded, Native, TargetColumn, choose_column, logical_type};
 pub use factory::{EngineFactory, LedgerStores, Registry, ScratchSpace};
 pub use schema::{DumpedSchema, NotMigrated, RestoreStep, SchemaDump, SchemaObject, SchemaRestore, ViewDef};

@@ -143,6 +143,11 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// Feeding committed changes (`barge sync`).
+    fn change_feed(&self) -> Option<&dyn super::ChangeFeed> {
+        None
+    }
+
     /// The objects of the source besides its tables, their indexes, keys and defaults (views,
     /// functions, procedures, triggers, events, sequences no column owns): what a copy that
     /// builds the target schema itself does not carry, and lists as not migrated.

@@ -134,6 +134,11 @@ pub trait Target: Send + Sync {
     fn key_deletes(&self) -> Option<&dyn KeyDeletes> {
         None
     }
+
+    /// Keeping the positions change streams applied up to (`barge sync`).
+    fn change_positions(&self) -> Option<&dyn super::ChangePositions> {
+        None
+    }
 }
 
 /// A target's limit on the bytes of one row.
@@ -210,6 +215,11 @@ pub trait TableWriter: Send {
 
     /// Clearing key ranges inside the open transaction (resuming a run).
     fn range_clearer(&mut self) -> Option<&mut dyn RangeClearer> {
+        None
+    }
+
+    /// Applying changes with their position inside the writer's transaction (`barge sync`).
+    fn change_writer(&mut self) -> Option<&mut dyn super::ChangeWriter> {
         None
     }
 }

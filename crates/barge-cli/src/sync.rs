@@ -1,0 +1,329 @@
+//! `barge sync`: a bulk copy exactly as `copy` does it, then the source's committed changes,
+//! applied until stopped (SIGINT/SIGTERM) or `--until caught-up`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use barge_core::Error;
+use clap::{Args, ValueEnum};
+
+use super::{
+    CopyArgs, EXIT_PARTIAL, Endpoints, IfExistsArg, Tuning, ValuePolicyArg, check_ledger, check_tuning,
+    copy_between_with, copy_exit, engines, fingerprint, open_ledger, plan_copy, render,
+};
+
+#[derive(Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[command(flatten)]
+    tuning: Tuning,
+    /// The sync's ledger (a SQLite file, or postgres://…): its bulk copy resumes from it, and it
+    /// keeps a second sync of the same stream from running.
+    #[arg(long)]
+    state: String,
+    /// Stop once every change committed before the command started is applied (exit 0).
+    #[arg(long, value_enum)]
+    until: Option<Until>,
+    /// Remove the stream: its replication slot and publication on the source, and its positions
+    /// in the target; says how much WAL the slot was keeping.
+    #[arg(long)]
+    drop: bool,
+    /// The stream's name (letters, digits, `_`); the slot and publication are `barge_<name>`
+    /// (default: from the two databases and the tables).
+    #[arg(long)]
+    stream: Option<String>,
+    /// What the bulk copy does when a target table already holds rows.
+    #[arg(long, value_enum, default_value_t = IfExistsArg::Fail)]
+    if_exists: IfExistsArg,
+    /// Skip the bulk copy's verification.
+    #[arg(long)]
+    no_verify: bool,
+    /// Do not recreate the source's foreign keys (see `barge copy`).
+    #[arg(long)]
+    no_foreign_keys: bool,
+    /// Changes read and applied per batch, about (whole source transactions).
+    #[arg(long, default_value_t = 20_000)]
+    batch_changes: usize,
+    /// Warn when the stream's slot keeps more WAL than this on the source.
+    #[arg(long, value_parser = super::parse_bytes, default_value = "1GiB")]
+    max_retained: usize,
+    /// One JSON status object a second on stdout, and a final one.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Until {
+    /// Every change committed before the command started.
+    CaughtUp,
+}
+
+/// A stream name: what a slot name may hold, short enough for `barge_` before it.
+fn stream_name(args: &SyncArgs, from: &str, tables: &[String]) -> Result<String, Error> {
+    let name = match &args.stream {
+        Some(name) => name.clone(),
+        None => format!("s{}", &fingerprint(&[from, &args.endpoints.to, &tables.join(",")])[..16]),
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 50
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(Error::Config(format!(
+            "--stream `{name}`: use 1 to 50 lowercase letters, digits and `_` (it names a replication slot)"
+        )));
+    }
+    Ok(name)
+}
+
+pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    check_tuning(&args.tuning)?;
+    let (from, tables) = args.endpoints.resolved()?;
+    let registry = engines::registry();
+    let source_engine = registry.for_url(&from)?;
+    let target_engine = registry.for_url(&args.endpoints.to)?;
+    let source = source_engine.open_source(&from)?;
+    let Some(feed) = source.change_feed() else {
+        return Err(Error::Config(format!(
+            "a {} source has no change stream: sync reads PostgreSQL's logical decoding (copy a {0} database \
+             with `barge copy`, or run incremental pipelines)",
+            source_engine.name()
+        ))
+        .into());
+    };
+    let stream = stream_name(&args, &from, &tables)?;
+    check_ledger(&args.state)?;
+    let store = open_ledger(&args.state)?;
+    store.acquire("sync", &barge_core::ledger::Holder::current())?;
+    if args.drop {
+        return drop_stream(feed, target_engine, &args.endpoints.to, &stream, args.json);
+    }
+    let target = target_engine.open_target(&args.endpoints.to)?;
+    let positions = target
+        .change_positions()
+        .ok_or_else(|| Error::unsupported(target_engine.name(), "keep change positions (sync)"))?;
+    let recorded = positions.positions(&stream)?;
+    let start = match recorded.iter().find(|(table, _)| table.is_empty()) {
+        Some((_, start)) => *start,
+        None => bulk(&args, feed, &stream, &store, &from)?.map_or(0, |s| s),
+    };
+    if start == 0 {
+        // The bulk copy failed: its report said why (the stream is kept for a rerun).
+        return Ok(ExitCode::from(super::EXIT_RUNTIME));
+    }
+    // The tables as the copy planned them (nothing is written: the target tables exist); a
+    // table that no longer plans (its columns changed) stops, the others go on.
+    let (plans, stopped) = plan_tables(&args, source.as_ref())?;
+    let until = match args.until {
+        Some(Until::CaughtUp) => Some(feed.current_position()?),
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let options = barge_exec::SyncOptions {
+        stream: &stream,
+        until,
+        batch_changes: args.batch_changes.max(1),
+        stop,
+        idle: Duration::from_millis(200),
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let max_retained = args.max_retained as u64;
+    let mut warned = false;
+    let mut on_status = |status: &barge_exec::SyncStatus| {
+        if args.json {
+            println!("{}", serde_json::to_string(status).unwrap_or_default());
+        } else if terminal {
+            eprint!(
+                "\r{}: applied {} (lag {} bytes), {:.0} changes/s, {} changes   ",
+                status.phase, status.applied_position, status.lag_bytes, status.changes_per_s, status.applied_total
+            );
+        }
+        if let Some(retained) = status.retained_bytes.filter(|&r| r > max_retained && !warned) {
+            warned = true;
+            eprintln!(
+                "warning: the stream's replication slot keeps {} of WAL on the source (over --max-retained): \
+                 keep sync running, or remove the stream with `barge sync --drop`",
+                indicatif::HumanBytes(retained)
+            );
+        }
+    };
+    let mut last = barge_exec::sync(feed, target.as_ref(), &plans, start, &options, &mut on_status)?;
+    last.tables.extend(stopped);
+    if !args.json {
+        if terminal {
+            eprintln!();
+        }
+        println!(
+            "sync {}: applied up to {} ({} changes in {} transactions){}",
+            stream,
+            last.applied_position,
+            last.applied_total,
+            last.transactions,
+            if last.caught_up { ", caught up" } else { ", stopped" }
+        );
+        for table in &last.tables {
+            println!(
+                "  {:<30} {:>10} upserted {:>10} deleted{}",
+                table.table,
+                table.upserted,
+                table.deleted,
+                table.error.as_ref().map(|e| format!("  FAILED: {e}")).unwrap_or_default()
+            );
+        }
+    }
+    let failed: Vec<_> = last.tables.iter().filter(|t| t.error.is_some()).collect();
+    for table in &failed {
+        eprintln!("error: table `{}` stopped syncing: {}", table.table, table.error.as_deref().unwrap_or(""));
+    }
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+}
+
+/// The plans of the stream's tables: all at once, or, when that fails, one by one, so that a
+/// table whose source changed (a column added or dropped) is reported stopped with the reason
+/// and the others go on.
+fn plan_tables(
+    args: &SyncArgs,
+    source: &dyn barge_core::Source,
+) -> Result<(Vec<barge_plan::TablePlan>, Vec<barge_exec::SyncTable>), Error> {
+    let all = copy_args(args, IfExistsArg::Append, false);
+    let whole = match plan_copy(&all) {
+        Ok((preflight, _)) => return Ok((preflight.plan.tables, Vec::new())),
+        Err(e) if e.is_usage() => e,
+        Err(e) => return Err(e),
+    };
+    let names = if args.endpoints.tables.is_empty() {
+        let left_out = barge_plan::excluded(&args.endpoints.exclude)?;
+        source.list_tables()?.into_iter().filter(|t| !left_out(t)).collect()
+    } else {
+        args.endpoints.tables.clone()
+    };
+    let (mut plans, mut stopped) = (Vec::new(), Vec::new());
+    for name in names {
+        let mut one = copy_args(args, IfExistsArg::Append, false);
+        one.endpoints.tables = vec![name.clone()];
+        one.endpoints.exclude.clear();
+        match plan_copy(&one) {
+            Ok((preflight, _)) => plans.extend(preflight.plan.tables),
+            Err(e) => stopped.push(barge_exec::SyncTable {
+                table: name,
+                error: Some(format!("{e}: the table no longer matches the target, sync of it stopped (copy it again)")),
+                ..Default::default()
+            }),
+        }
+    }
+    if plans.is_empty() {
+        return Err(whole);
+    }
+    Ok((plans, stopped))
+}
+
+fn copy_args(args: &SyncArgs, if_exists: IfExistsArg, resume: bool) -> CopyArgs {
+    CopyArgs {
+        endpoints: args.endpoints.clone(),
+        tuning: args.tuning.clone(),
+        if_exists,
+        no_verify: args.no_verify,
+        no_foreign_keys: args.no_foreign_keys,
+        foreign_keys: false,
+        fail_fast: false,
+        no_lock: false,
+        retries: barge_exec::DEFAULT_RETRIES,
+        unrepresentable: ValuePolicyArg::Error,
+        error_budget: None,
+        rejects: "rejects".into(),
+        state: Some(args.state.clone()),
+        resume,
+        sample_rows: None,
+        dry_run: false,
+        json: args.json,
+    }
+}
+
+/// The first run's bulk copy: the stream is opened first (so every change from then on is kept),
+/// then the tables are copied as `copy` does, resuming an interrupted bulk copy from the ledger.
+/// Returns the stream's start, recorded in the target once the copy succeeded; `None` when it
+/// did not (its report says why).
+fn bulk(
+    args: &SyncArgs,
+    feed: &dyn barge_core::ChangeFeed,
+    stream: &str,
+    store: &Arc<dyn barge_core::ledger::LedgerStore>,
+    from: &str,
+) -> Result<Option<u64>, Error> {
+    let resume = store.unfinished("copy")?.is_some();
+    let copy = copy_args(args, args.if_exists, resume);
+    // Everything is checked before anything is created: the plan, then the source's settings.
+    let (preflight, _) = plan_copy(&copy).map_err(|e| match e {
+        Error::TargetNotEmpty { .. } if !resume => {
+            Error::Config(format!("{e}; sync copies into empty tables (--if-exists truncate empties them first)"))
+        }
+        other => other,
+    })?;
+    let infos: Vec<_> = preflight.plan.tables.iter().map(|t| t.source.clone()).collect();
+    feed.check(&infos)?;
+    drop(preflight);
+    let start = feed.open_stream(stream, &infos)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"phase": "bulk", "stream": stream, "start_position": feed.describe_position(start),
+                               "tables": infos.iter().map(|t| t.name.clone()).collect::<Vec<_>>()})
+        );
+    } else {
+        eprintln!("sync {stream}: stream opened at {} ({from}); bulk copy", feed.describe_position(start));
+    }
+    let report = copy_between_with(&copy, Some(store.clone()))?;
+    if args.json {
+        println!("{}", serde_json::json!({"phase": "bulk", "report": report}));
+    } else {
+        println!("{}", render::copy_summary(&report));
+    }
+    if copy_exit(&report) != ExitCode::SUCCESS {
+        eprintln!(
+            "error: the bulk copy did not finish cleanly: fix the cause and run sync again (the stream keeps the \
+             changes meanwhile), or remove it with `barge sync --drop`"
+        );
+        return Ok(None);
+    }
+    let target = engines::registry().for_url(&args.endpoints.to)?.open_target(&args.endpoints.to)?;
+    target
+        .change_positions()
+        .ok_or_else(|| Error::unsupported(target.display_name(), "keep change positions (sync)"))?
+        .record(stream, "", start)?;
+    Ok(Some(start))
+}
+
+fn drop_stream(
+    feed: &dyn barge_core::ChangeFeed,
+    target_engine: &dyn barge_core::EngineFactory,
+    to: &str,
+    stream: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let retained = feed.drop_stream(stream)?;
+    let target = target_engine.open_target(to)?;
+    if let Some(positions) = target.change_positions() {
+        positions.forget(stream)?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"stream": stream, "dropped": retained.is_some(), "retained_bytes": retained})
+        );
+    } else {
+        match retained {
+            Some(bytes) => {
+                println!("sync {stream}: dropped (its slot was keeping {} of WAL)", indicatif::HumanBytes(bytes))
+            }
+            None => println!("sync {stream}: no such stream on the source (positions in the target forgotten)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

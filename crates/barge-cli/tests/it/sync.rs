@@ -1,0 +1,255 @@
+//! `barge sync`: a bulk copy, then change capture from PostgreSQL (a private server with
+//! `wal_level = logical`) into every target engine. Rows are compared with each engine's own
+//! client, not with barge's verification.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::private::PrivatePg;
+use crate::support::{Dir, MyDb, barge};
+
+const SCHEMA: &str = "
+    CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, big text, qty int NOT NULL DEFAULT 0);
+    INSERT INTO items SELECT g, 'n' || g, CASE WHEN g % 10 = 0 THEN repeat(md5(g::text), 400) END, g
+      FROM generate_series(1, 20000) g;
+    CREATE TABLE pairs (a int, b text, v int, PRIMARY KEY (a, b));
+    INSERT INTO pairs SELECT g % 50, 'k' || (g / 50), g FROM generate_series(1, 2000) g;";
+
+/// Writes of every kind, numbered `round` so that each call changes other rows.
+fn writes(round: i32) -> String {
+    let base = 100_000 * round;
+    format!(
+        "BEGIN; UPDATE items SET qty = qty + 1 WHERE id % 13 = {m}; DELETE FROM items WHERE id % 17 = {m};
+         INSERT INTO items SELECT {base} + g, 'new' || g, NULL, g FROM generate_series(1, 3000) g; COMMIT;
+         UPDATE items SET id = id + 1000000 WHERE id BETWEEN {lo} AND {lo} + 9;
+         UPDATE items SET name = name || '+' WHERE id % 10 = 0 AND id < 2000;
+         UPDATE items SET big = 'rewritten ' || id WHERE id = {lo} + 20;
+         UPDATE pairs SET v = v + 1 WHERE a = {m}; DELETE FROM pairs WHERE a = {m} + 1;
+         UPDATE pairs SET b = b || 'x' WHERE a = {m} + 2;",
+        m = round % 13,
+        lo = 100 + round * 50
+    )
+}
+
+/// The rows of both tables as text, in key order, as any engine renders these columns.
+const ITEMS: &str = "SELECT id, name, coalesce(length(big), -1), qty FROM items ORDER BY id";
+const PAIRS: &str = "SELECT a, b, v FROM pairs ORDER BY a, b";
+
+fn pg_rows(server: &PrivatePg, db: &str) -> (String, String) {
+    (server.sql_in(db, ITEMS), server.sql_in(db, PAIRS))
+}
+
+fn my_rows(db: &MyDb) -> (String, String) {
+    let join = |rows: Vec<Vec<String>>| rows.iter().map(|r| r.join("|")).collect::<Vec<_>>().join("\n");
+    (join(db.sql(&ITEMS.replace("length(big)", "char_length(big)"))), join(db.sql(PAIRS)))
+}
+
+fn lite_rows(dir: &Dir, name: &str) -> (String, String) {
+    let conn = dir.conn(name);
+    let rows = |sql: &str| {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            Ok((0..n)
+                .map(|i| match r.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    other => format!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+        .join("\n")
+    };
+    (rows(ITEMS), rows(PAIRS))
+}
+
+fn sync_caught_up(from: &str, to: &str, state: &str) -> serde_json::Value {
+    let run = barge(&["sync", "--from", from, "--to", to, "--state", state, "--until", "caught-up", "--json"]);
+    run.assert_code(0);
+    let last = run.stdout.lines().last().expect("a final status");
+    let status: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(status["caught_up"], true, "{}", run.stdout);
+    status
+}
+
+/// Writes running on the source while `during` runs, in a thread of their own.
+fn writing_during<T>(server: &PrivatePg, rounds: std::ops::Range<i32>, during: impl FnOnce() -> T) -> T {
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for round in rounds {
+                server.sql_in("src", &writes(round));
+            }
+        });
+        let out = during();
+        writer.join().unwrap();
+        out
+    })
+}
+
+#[test]
+fn sync_follows_writes_during_and_after_the_bulk_copy_into_every_engine() {
+    let server = PrivatePg::start_logical();
+    server.sql("CREATE DATABASE src");
+    server.sql("CREATE DATABASE dst");
+    server.sql_in("src", SCHEMA);
+    let from = server.url_of("src");
+    let dir = Dir::new();
+    let my = MyDb::new("sync");
+    let targets = [server.url_of("dst"), my.url(), dir.url("t.db")];
+    let states: Vec<String> = (0..3).map(|i| dir.path(&format!("s{i}.db")).display().to_string()).collect();
+    // First runs: the bulk copies, while the source is written to.
+    writing_during(&server, 1..4, || {
+        for (to, state) in targets.iter().zip(&states) {
+            let run = barge(&["sync", "--from", &from, "--to", to, "--state", state, "--until", "caught-up"]);
+            run.assert_code(0);
+        }
+    });
+    // Writes after the bulk copy, a large transaction and a TRUNCATE among them.
+    server.sql_in("src", &writes(5));
+    server.sql_in("src", "UPDATE items SET qty = qty + 7 WHERE id <= 15000");
+    server.sql_in("src", "TRUNCATE pairs; INSERT INTO pairs VALUES (1, 'again', 1), (2, 'again', 2)");
+    // An update that leaves the large (TOASTed) value alone: pgoutput sends it as unchanged.
+    server.sql_in("src", "UPDATE items SET qty = -1 WHERE id = 30");
+    for (to, state) in targets.iter().zip(&states) {
+        let status = sync_caught_up(&from, to, state);
+        assert!(status["applied_total"].as_u64().unwrap() > 15_000, "{status}");
+    }
+    let expected = pg_rows(&server, "src");
+    assert!(expected.0.lines().count() > 20_000);
+    let row30 = expected.0.lines().find(|l| l.starts_with("30|")).unwrap();
+    assert!(row30.ends_with("|12800|-1"), "the TOASTed value is kept: {row30}");
+    assert_eq!(pg_rows(&server, "dst"), expected, "PostgreSQL target");
+    assert_eq!(my_rows(&my), expected, "MariaDB target");
+    assert_eq!(lite_rows(&dir, "t.db"), expected, "SQLite target");
+    // barge's own verification agrees, and does not count `barge_sync` as a stray table.
+    for to in &targets {
+        barge(&["verify", "--from", &from, "--to", to]).assert_code(0);
+    }
+    // A rerun with nothing new applies nothing.
+    let status = sync_caught_up(&from, &targets[0], &states[0]);
+    assert_eq!(status["applied_total"], 0, "{status}");
+    // The stream goes with --drop: slot and publication.
+    let run = barge(&["sync", "--from", &from, "--to", &targets[0], "--state", &states[0], "--drop"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("dropped"), "{}", run.stdout);
+    assert_eq!(server.sql_in("src", "SELECT count(*) FROM pg_replication_slots"), "2");
+    assert_eq!(server.sql_in("src", "SELECT count(*) FROM pg_publication"), "2");
+}
+
+/// Waits until a JSON status line on `stdout` of the child shows changes applied.
+fn wait_for_applied(child: &mut std::process::Child, at_least: u64) {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let applied = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["applied_total"].as_u64())
+                .unwrap_or(0);
+            if tx.send(applied).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(applied) = rx.recv_timeout(Duration::from_secs(1))
+            && applied >= at_least
+        {
+            return;
+        }
+    }
+    panic!("sync applied fewer than {at_least} changes in 60 s");
+}
+
+fn spawn_sync(from: &str, to: &str, state: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["sync", "--from", from, "--to", to, "--state", state, "--json", "--batch-changes", "500"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn sync_killed_mid_stream_or_stopped_by_sigterm_continues_exactly() {
+    let server = PrivatePg::start_logical();
+    server.sql("CREATE DATABASE src");
+    server.sql("CREATE DATABASE dst");
+    server.sql_in("src", SCHEMA);
+    let (from, to) = (server.url_of("src"), server.url_of("dst"));
+    let dir = Dir::new();
+    let state = dir.path("s.db").display().to_string();
+    sync_caught_up(&from, &to, &state);
+    // kill -9 while it applies a stream of small transactions.
+    let mut child = spawn_sync(&from, &to, &state);
+    writing_during(&server, 1..3, || wait_for_applied(&mut child, 1));
+    server.sql_in("src", "UPDATE items SET qty = qty + 1 WHERE id <= 20000");
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    server.sql_in("src", &writes(4));
+    sync_caught_up(&from, &to, &state);
+    assert_eq!(pg_rows(&server, "dst"), pg_rows(&server, "src"), "after kill -9");
+    // SIGTERM: the batch in flight is finished, the position recorded, exit 0.
+    let mut child = spawn_sync(&from, &to, &state);
+    server.sql_in("src", &writes(6));
+    wait_for_applied(&mut child, 1);
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "sync stops cleanly on SIGTERM");
+    server.sql_in("src", &writes(7));
+    sync_caught_up(&from, &to, &state);
+    assert_eq!(pg_rows(&server, "dst"), pg_rows(&server, "src"), "after SIGTERM");
+}
+
+#[test]
+fn sync_stops_a_table_whose_columns_change_and_goes_on_with_the_others() {
+    let server = PrivatePg::start_logical();
+    server.sql("CREATE DATABASE src");
+    server.sql("CREATE DATABASE dst");
+    server.sql_in("src", SCHEMA);
+    let (from, to) = (server.url_of("src"), server.url_of("dst"));
+    let dir = Dir::new();
+    let state = dir.path("s.db").display().to_string();
+    sync_caught_up(&from, &to, &state);
+    server.sql_in("src", "ALTER TABLE pairs ADD COLUMN extra int; UPDATE pairs SET extra = 1 WHERE a = 3");
+    server.sql_in("src", "UPDATE items SET qty = 99 WHERE id = 5");
+    let run = barge(&["sync", "--from", &from, "--to", &to, "--state", &state, "--until", "caught-up"]);
+    run.assert_code(4);
+    assert!(run.stderr.contains("`pairs` stopped syncing: column `extra` not found"), "{}", run.stderr);
+    assert_eq!(server.sql_in("dst", "SELECT qty FROM items WHERE id = 5"), "99", "the other table goes on");
+}
+
+#[test]
+fn sync_names_missing_prerequisites_and_creates_nothing() {
+    let dir = Dir::new();
+    let state = dir.path("s.db").display().to_string();
+    // The shared server runs with wal_level = replica.
+    let src = crate::support::PgDb::new("sync_src");
+    src.sql("CREATE TABLE t (id int PRIMARY KEY)");
+    let target = dir.url("t.db");
+    let run = barge(&["sync", "--from", &src.url(), "--to", &target, "--state", &state, "--until", "caught-up"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("wal_level = logical"), "{}", run.stderr);
+    assert!(!dir.path("t.db").exists() || dir.count("t.db", "sqlite_schema") == 0, "nothing was created");
+    // A keyless table, on a server that has logical decoding.
+    let server = PrivatePg::start_logical();
+    server.sql("CREATE DATABASE src");
+    server.sql_in("src", "CREATE TABLE loose (a int, b text)");
+    let run = barge(&["sync", "--from", &server.url_of("src"), "--to", &target, "--state", &state]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("`loose` has no primary key"), "{}", run.stderr);
+    assert_eq!(server.sql_in("src", "SELECT count(*) FROM pg_replication_slots"), "0", "no slot was created");
+    // SQLite is no change source.
+    dir.sql("a.db", "CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    let run = barge(&["sync", "--from", &dir.url("a.db"), "--to", &dir.url("b.db"), "--state", &state]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("has no change stream"), "{}", run.stderr);
+}

@@ -1,0 +1,319 @@
+//! Change capture after a bulk copy: the source's committed changes applied to the target, in
+//! batches, each table's batch in one target transaction with the position it reaches.
+//!
+//! ```text
+//!  ChangeFeed::read_changes ─▶ per table: changed keys (distinct), TRUNCATE, column changes
+//!       │  (changes at or before the table's recorded position are skipped: applied already)
+//!       ▼
+//!  ChangeFeed::read_keys: the keys' current rows and the keys gone, in one source snapshot
+//!       ▼
+//!  writer (upsert), in one transaction: TRUNCATE → delete gone keys → upsert rows (transform,
+//!  encode as the copy does) → record_position(stream, table, end) → commit
+//!       ▼
+//!  ChangeFeed::confirm(end): the source frees what every table has
+//! ```
+//!
+//! Why rows are read back rather than taken from the change records: the bulk copy starts after
+//! the stream (its position is recorded first), so changes it already saw are replayed over it.
+//! A replayed change writes the row as the source holds it now, never an older version, so a
+//! row only moves forward in time; a key the source no longer holds is deleted. Replaying a
+//! change twice is harmless, every column's value comes from the same reader as the bulk copy's
+//! (PostgreSQL's unchanged TOAST values included), and the target holds, at every commit, rows the
+//! source held. Once the stream has passed a position, every row changed before it matches the
+//! source as of some moment after it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use barge_core::{ChangeFeed, ChangeKind, Conflict, Error, Result, Target, WriteOptions};
+use barge_plan::TablePlan;
+use serde::Serialize;
+
+/// What a sync run does.
+pub struct SyncOptions<'a> {
+    /// The stream's name (slot and publication are named after it).
+    pub stream: &'a str,
+    /// Stop once every change committed before this position is applied (`--until caught-up`).
+    pub until: Option<u64>,
+    /// Changes read per batch, about (whole transactions).
+    pub batch_changes: usize,
+    /// Set by SIGINT/SIGTERM: finish the batch in flight, then stop.
+    pub stop: Arc<AtomicBool>,
+    /// How long to wait for changes when there are none.
+    pub idle: Duration,
+}
+
+/// One table's changes applied in a sync run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncTable {
+    pub table: String,
+    /// Rows written (inserted or updated) by changes.
+    pub upserted: u64,
+    /// Rows deleted by changes.
+    pub deleted: u64,
+    pub truncates: u64,
+    /// The position this table holds every change up to.
+    pub applied_position: Option<String>,
+    /// Why the table stopped applying changes (the others go on).
+    pub error: Option<String>,
+}
+
+/// A sync run's state, reported once a second while it runs and at its end.
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncStatus {
+    pub phase: &'static str,
+    pub stream: String,
+    pub source_position: String,
+    pub applied_position: String,
+    pub lag_bytes: u64,
+    pub changes_per_s: f64,
+    pub applied_total: u64,
+    pub transactions: u64,
+    /// Bytes of the source's log the stream keeps.
+    pub retained_bytes: Option<u64>,
+    pub caught_up: bool,
+    pub tables: Vec<SyncTable>,
+}
+
+struct TableState<'a> {
+    plan: &'a TablePlan,
+    applied: u64,
+    report: SyncTable,
+    failed: bool,
+}
+
+/// Applies the stream's changes to the target until `options.until` is reached or a stop is
+/// asked. Each table starts from the position it recorded, else from `start` (where the stream
+/// began, before the bulk copy).
+pub fn sync(
+    feed: &dyn ChangeFeed,
+    target: &dyn Target,
+    tables: &[TablePlan],
+    start: u64,
+    options: &SyncOptions<'_>,
+    status: &mut dyn FnMut(&SyncStatus),
+) -> Result<SyncStatus> {
+    let positions = target
+        .change_positions()
+        .ok_or_else(|| Error::unsupported(target.display_name(), "keep change positions (sync)"))?;
+    let recorded: HashMap<String, u64> = positions.positions(options.stream)?.into_iter().collect();
+    let mut states: Vec<TableState<'_>> = tables
+        .iter()
+        .map(|plan| {
+            let applied = recorded.get(&plan.target_table).copied().unwrap_or(start).max(start);
+            TableState {
+                plan,
+                applied,
+                report: SyncTable {
+                    table: plan.source.name.clone(),
+                    applied_position: Some(feed.describe_position(applied)),
+                    ..SyncTable::default()
+                },
+                failed: false,
+            }
+        })
+        .collect();
+    let infos: Vec<barge_core::TableInfo> = tables.iter().map(|t| t.source.clone()).collect();
+    let mut applied_to = recorded.get("").copied().unwrap_or(start).max(start);
+    let (mut applied_total, mut transactions) = (0u64, 0u64);
+    let started = Instant::now();
+    let mut last_status = Instant::now();
+    let mut caught_up = false;
+    let snapshot = |states: &[TableState<'_>], applied_to: u64, applied_total, transactions, caught_up| {
+        let source = feed.current_position().unwrap_or(applied_to);
+        SyncStatus {
+            phase: if caught_up || options.until.is_none() { "streaming" } else { "catch-up" },
+            stream: options.stream.to_string(),
+            source_position: feed.describe_position(source),
+            applied_position: feed.describe_position(applied_to),
+            lag_bytes: source.saturating_sub(applied_to),
+            changes_per_s: applied_total as f64 / started.elapsed().as_secs_f64().max(1e-3),
+            applied_total,
+            transactions,
+            retained_bytes: feed.retained_bytes(options.stream).ok().flatten(),
+            caught_up,
+            tables: states.iter().map(|s| s.report.clone()).collect(),
+        }
+    };
+    loop {
+        if options.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let batch = feed.read_changes(options.stream, &infos, options.until, options.batch_changes)?;
+        let Some(end) = batch.end else {
+            if let Some(until) = options.until {
+                // Nothing committed before `until` is left: every change it asks for is applied.
+                feed.confirm(options.stream, until.max(applied_to))?;
+                applied_to = applied_to.max(until);
+                caught_up = true;
+                break;
+            }
+            if last_status.elapsed() >= Duration::from_secs(1) {
+                status(&snapshot(&states, applied_to, applied_total, transactions, false));
+                last_status = Instant::now();
+            }
+            sleep_unless_stopped(options.idle, &options.stop);
+            continue;
+        };
+        transactions += batch.transactions;
+        let work = group(&batch.changes, &states);
+        for state in states.iter_mut() {
+            let Some(changes) = work.get(state.plan.source.name.as_str()) else { continue };
+            if state.failed {
+                continue;
+            }
+            match apply_table(feed, target, state, changes, options.stream, end) {
+                Ok(n) => {
+                    applied_total += n;
+                    state.applied = end;
+                    state.report.applied_position = Some(feed.describe_position(end));
+                }
+                Err(error) => {
+                    tracing::error!(table = %state.plan.source.name, "sync stopped for this table: {error}");
+                    state.failed = true;
+                    state.report.error = Some(error.to_string());
+                }
+            }
+        }
+        positions.record(options.stream, "", end)?;
+        feed.confirm(options.stream, end)?;
+        applied_to = end;
+        if last_status.elapsed() >= Duration::from_secs(1) {
+            status(&snapshot(&states, applied_to, applied_total, transactions, false));
+            last_status = Instant::now();
+        }
+    }
+    let last = snapshot(&states, applied_to, applied_total, transactions, caught_up);
+    status(&last);
+    Ok(last)
+}
+
+fn sleep_unless_stopped(idle: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + idle;
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20).min(idle));
+    }
+}
+
+/// One table's share of a batch.
+#[derive(Default)]
+struct TableWork {
+    truncate: bool,
+    keys: Vec<Vec<Option<String>>>,
+    /// Column lists the source described the table with (DDL shows as a new list).
+    columns: Vec<Vec<String>>,
+}
+
+/// The batch's changes by table, without the ones a table applied already (at or before its
+/// recorded position: a batch read again after a crash), keys once each.
+fn group<'c>(changes: &'c [barge_core::Change], states: &[TableState<'_>]) -> HashMap<&'c str, TableWork> {
+    let applied: HashMap<&str, u64> = states.iter().map(|s| (s.plan.source.name.as_str(), s.applied)).collect();
+    let mut work: HashMap<&str, TableWork> = HashMap::new();
+    let mut seen: HashMap<&str, HashSet<&Vec<Option<String>>>> = HashMap::new();
+    for change in changes {
+        let Some(&done) = applied.get(change.table.as_str()) else { continue };
+        let entry = work.entry(change.table.as_str()).or_default();
+        match &change.kind {
+            ChangeKind::Columns(columns) => entry.columns.push(columns.clone()),
+            _ if change.position <= done => {}
+            ChangeKind::Truncate => entry.truncate = true,
+            ChangeKind::Row(key) => {
+                if seen.entry(change.table.as_str()).or_default().insert(key) {
+                    entry.keys.push(key.clone());
+                }
+            }
+        }
+    }
+    work
+}
+
+/// Keys looked up in the source per statement.
+const KEYS_PER_LOOKUP: usize = 5_000;
+
+/// Applies one table's share of a batch in one target transaction; returns the rows changed.
+fn apply_table(
+    feed: &dyn ChangeFeed,
+    target: &dyn Target,
+    state: &mut TableState<'_>,
+    work: &TableWork,
+    stream: &str,
+    end: u64,
+) -> Result<u64> {
+    let plan = state.plan;
+    let source = &plan.source;
+    let expected: Vec<&str> = source.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    if let Some(columns) = work.columns.iter().find(|c| c.iter().map(String::as_str).ne(expected.iter().copied())) {
+        return Err(Error::Config(format!(
+            "the source's `{}` changed its columns to ({}) from ({}): sync of this table stopped (copy it again, \
+             then sync)",
+            source.name,
+            columns.join(", "),
+            expected.join(", ")
+        )));
+    }
+    if !work.truncate && work.keys.is_empty() {
+        return Ok(0);
+    }
+    let fields: Vec<arrow_schema::Field> = plan.columns.iter().map(|c| c.field.clone()).collect();
+    let key: Vec<String> = plan.output.key_columns().iter().map(|k| k.to_string()).collect();
+    let options = WriteOptions { conflict: Conflict::Upsert, key: key.clone(), isolate_rows: false };
+    let encoder = target.encoder(&plan.target_table, &fields)?;
+    let mut writer = target.writer(&plan.target_table, &fields, &options)?;
+    let mut changed = 0;
+    if work.truncate {
+        writer.change_writer().ok_or_else(|| Error::unsupported(target.display_name(), "apply changes"))?.truncate()?;
+        state.report.truncates += 1;
+    }
+    for keys in work.keys.chunks(KEYS_PER_LOOKUP) {
+        let found = feed.read_keys(source, keys)?;
+        let mut gone = Vec::new();
+        for batch in &found.absent {
+            let indices: Vec<usize> = (0..batch.num_columns()).collect();
+            let encoder = barge_verify::RowEncoder::for_columns(&source.name, batch, &indices)?;
+            gone.extend((0..batch.num_rows()).map(|row| encoder.json_row(row)));
+        }
+        if !gone.is_empty() {
+            let writer =
+                writer.change_writer().ok_or_else(|| Error::unsupported(target.display_name(), "apply changes"))?;
+            let deleted = writer.delete_keys(&key, &gone)?;
+            state.report.deleted += deleted;
+            changed += deleted;
+        }
+        for batch in found.rows {
+            let batch = match plan.transform.as_deref() {
+                Some(transform) => {
+                    let out = transform.apply(&batch)?;
+                    if let Some((row, column, reason)) = out.failures.first() {
+                        return Err(Error::BadValue {
+                            table: source.name.clone(),
+                            column: column.clone(),
+                            key: barge_core::rejects::key_shown(&batch, *row, &key_indices(source, &batch)),
+                            reason: reason.clone(),
+                        });
+                    }
+                    out.batch
+                }
+                None => batch,
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let written = writer.write(encoder.encode(batch)?)?;
+            state.report.upserted += written;
+            changed += written;
+        }
+    }
+    writer.change_writer().ok_or_else(|| Error::unsupported(target.display_name(), "apply changes"))?.record_position(
+        stream,
+        &plan.target_table,
+        end,
+    )?;
+    writer.commit()?;
+    Ok(changed)
+}
+
+fn key_indices(table: &barge_core::TableInfo, batch: &arrow_array::RecordBatch) -> Vec<usize> {
+    table.key_columns().iter().filter_map(|k| batch.schema().index_of(k).ok()).collect()
+}

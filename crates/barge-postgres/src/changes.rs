@@ -1,0 +1,545 @@
+//! Change capture from PostgreSQL: logical decoding with the built-in `pgoutput` plugin (protocol
+//! 1, text values), read through the SQL interface, so that an ordinary connection does it.
+//!
+//! ```text
+//!  open_stream: CREATE PUBLICATION barge_<stream> FOR TABLE …, then
+//!               pg_create_logical_replication_slot('barge_<stream>', 'pgoutput')
+//!  read_changes: pg_logical_slot_peek_binary_changes(slot, upto, n, proto_version 1, publication)
+//!               → Begin, Relation, Insert/Update/Delete (keys), Truncate, Commit (end LSN)
+//!  confirm:     pg_replication_slot_advance(slot, lsn) once the target committed up to lsn
+//!  read_keys:   the rows of the changed keys, and the keys gone, in one REPEATABLE READ transaction
+//! ```
+//!
+//! Peeking leaves the slot where it is: a change is freed only when the target has it, so a crash
+//! anywhere in between reads it again. Positions are LSNs as integers.
+
+use std::collections::HashMap;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Schema, SchemaRef};
+use barge_core::{Change, ChangeBatch, ChangeKind, Error, KeyRows, KeySpec, Result, TableInfo};
+use futures_util::StreamExt;
+
+use crate::conn::{connect_local, literal, pg_err, quote, runtime};
+use crate::decode::{CopyParser, FeedError};
+use crate::source::{PgSource, column_types, native_of, select_expr};
+
+/// Slot and publication of stream `name`.
+fn object_name(name: &str) -> String {
+    format!("barge_{name}")
+}
+
+/// An LSN (`16/B374D848`) as an integer.
+pub fn parse_lsn(text: &str) -> Result<u64> {
+    let (high, low) =
+        text.split_once('/').ok_or_else(|| Error::engine("reading a WAL position", format!("`{text}` is no LSN")))?;
+    let part = |p: &str| {
+        u64::from_str_radix(p, 16).map_err(|_| Error::engine("reading a WAL position", format!("`{text}` is no LSN")))
+    };
+    Ok((part(high)? << 32) | part(low)?)
+}
+
+/// An integer LSN as PostgreSQL writes it.
+pub fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+impl barge_core::ChangeFeed for PgSource {
+    fn check(&self, tables: &[TableInfo]) -> Result<()> {
+        let display = self.url.display.clone();
+        let (wal_level, slots_max, slots_used, super_or_replication, version): (String, i64, i64, bool, i32) = self
+            .with_client(|client| {
+                let row = runtime()
+                    .block_on(client.query_one(
+                        "SELECT current_setting('wal_level'), current_setting('max_replication_slots')::int8,
+                                (SELECT count(*) FROM pg_replication_slots),
+                                (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user),
+                                current_setting('server_version_num')::int4",
+                        &[],
+                    ))
+                    .map_err(pg_err("checking the source's replication settings"))?;
+                Ok((row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+            })?;
+        if version < 100_000 {
+            return Err(Error::Config(format!(
+                "source {display}: change capture needs PostgreSQL 10 or later (pgoutput); this server is {version}"
+            )));
+        }
+        if wal_level != "logical" {
+            return Err(Error::Config(format!(
+                "source {display}: change capture needs wal_level = logical (it is `{wal_level}`): run \
+                 `ALTER SYSTEM SET wal_level = logical` on the source and restart it"
+            )));
+        }
+        if slots_max <= slots_used {
+            return Err(Error::Config(format!(
+                "source {display}: no free replication slot (max_replication_slots = {slots_max}, {slots_used} in \
+                 use): raise max_replication_slots on the source and restart it, or drop a slot no one uses"
+            )));
+        }
+        if !super_or_replication {
+            return Err(Error::Config(format!(
+                "source {display}: change capture needs the REPLICATION privilege: run `ALTER ROLE <user> \
+                 REPLICATION` as a superuser"
+            )));
+        }
+        for table in tables {
+            if !matches!(table.key, KeySpec::Primary(_)) {
+                return Err(Error::Config(format!(
+                    "source table `{}` has no primary key: sync applies changes by key (add a primary key, or \
+                     leave the table out with --exclude)",
+                    table.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn stream_exists(&self, name: &str) -> Result<bool> {
+        let slot = object_name(name);
+        self.with_client(|client| {
+            let row = runtime()
+                .block_on(
+                    client
+                        .query_one("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", &[&slot]),
+                )
+                .map_err(pg_err("looking up a replication slot"))?;
+            Ok(row.get(0))
+        })
+    }
+
+    fn open_stream(&self, name: &str, tables: &[TableInfo]) -> Result<u64> {
+        let object = object_name(name);
+        let list: Vec<String> = tables.iter().map(|t| self.qualified(&t.name)).collect();
+        self.with_client(|client| {
+            let rt = runtime();
+            // The publication first: the slot decodes every change after it is created, and each
+            // change looks the publication up as the catalog was then.
+            let exists: bool = rt
+                .block_on(
+                    client.query_one("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", &[&object]),
+                )
+                .map_err(pg_err("looking up a publication"))?
+                .get(0);
+            let publication = if exists {
+                format!("ALTER PUBLICATION {} SET TABLE {}", quote(&object), list.join(", "))
+            } else {
+                format!("CREATE PUBLICATION {} FOR TABLE {}", quote(&object), list.join(", "))
+            };
+            rt.block_on(client.batch_execute(&publication)).map_err(pg_err("creating the stream's publication"))?;
+            let found = rt
+                .block_on(client.query_opt(
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&object],
+                ))
+                .map_err(pg_err("looking up a replication slot"))?;
+            let lsn: String = match found {
+                Some(row) => row.get(0),
+                None => rt
+                    .block_on(client.query_one(
+                        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                        &[&object],
+                    ))
+                    .map_err(pg_err("creating the stream's replication slot"))?
+                    .get(0),
+            };
+            parse_lsn(&lsn)
+        })
+    }
+
+    fn current_position(&self) -> Result<u64> {
+        self.with_client(|client| {
+            let row = runtime()
+                .block_on(client.query_one("SELECT pg_current_wal_lsn()::text", &[]))
+                .map_err(pg_err("reading the source's WAL position"))?;
+            parse_lsn(&row.get::<_, String>(0))
+        })
+    }
+
+    fn read_changes(&self, name: &str, tables: &[TableInfo], upto: Option<u64>, max: usize) -> Result<ChangeBatch> {
+        let object = object_name(name);
+        let upto = upto.map(lsn_text);
+        let max = i32::try_from(max.max(1)).unwrap_or(i32::MAX);
+        let local = connect_local(&self.url)?;
+        let mut decoder = Decoder::new(&self.url.schema, tables);
+        local.rt.block_on(async {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&object, &upto, &max, &object];
+            let rows = local
+                .client
+                .query_raw(
+                    "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3, \
+                     'proto_version', '1', 'publication_names', $4)",
+                    params,
+                )
+                .await
+                .map_err(pg_err("reading the source's changes"))?;
+            futures_util::pin_mut!(rows);
+            while let Some(row) = rows.next().await {
+                let row = row.map_err(pg_err("reading the source's changes"))?;
+                decoder.message(row.get::<_, &[u8]>(0))?;
+            }
+            Ok::<(), Error>(())
+        })?;
+        Ok(decoder.batch)
+    }
+
+    fn confirm(&self, name: &str, position: u64) -> Result<()> {
+        let object = object_name(name);
+        self.with_client(|client| {
+            // The slot cannot go back, nor past what was written: a position behind where it is
+            // (a retried batch) is no move.
+            runtime()
+                .block_on(client.execute(
+                    "SELECT pg_replication_slot_advance($1, least($2::text::pg_lsn, pg_current_wal_lsn()))
+                       FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn < $2::text::pg_lsn",
+                    &[&object, &lsn_text(position)],
+                ))
+                .map_err(pg_err("confirming applied changes to the replication slot"))?;
+            Ok(())
+        })
+    }
+
+    fn retained_bytes(&self, name: &str) -> Result<Option<u64>> {
+        let object = object_name(name);
+        self.with_client(|client| {
+            let row = runtime()
+                .block_on(client.query_opt(
+                    "SELECT (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&object],
+                ))
+                .map_err(pg_err("measuring the WAL a slot keeps"))?;
+            Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)).map(|b| b.max(0) as u64))
+        })
+    }
+
+    fn drop_stream(&self, name: &str) -> Result<Option<u64>> {
+        let retained = self.retained_bytes(name)?;
+        let object = object_name(name);
+        self.with_client(|client| {
+            let rt = runtime();
+            if retained.is_some() {
+                rt.block_on(client.execute("SELECT pg_drop_replication_slot($1)", &[&object]))
+                    .map_err(pg_err("dropping the stream's replication slot"))?;
+            }
+            rt.block_on(client.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote(&object))))
+                .map_err(pg_err("dropping the stream's publication"))?;
+            Ok(())
+        })?;
+        Ok(retained)
+    }
+
+    fn describe_position(&self, position: u64) -> String {
+        lsn_text(position)
+    }
+
+    fn read_keys(&self, table: &TableInfo, keys: &[Vec<Option<String>>]) -> Result<KeyRows> {
+        let mut found = KeyRows::default();
+        if keys.is_empty() {
+            return Ok(found);
+        }
+        let key_columns = table.key_columns();
+        let natives: Vec<String> = key_columns.iter().map(|c| native_of(table, c)).collect();
+        let values: Vec<String> = keys
+            .iter()
+            .map(|key| {
+                let items: Vec<String> = key
+                    .iter()
+                    .zip(&natives)
+                    .map(|(value, native)| match value {
+                        Some(text) => format!("{}::{native}", literal(text)),
+                        None => format!("NULL::{native}"),
+                    })
+                    .collect();
+                format!("({})", items.join(", "))
+            })
+            .collect();
+        let aliases: Vec<String> = (0..key_columns.len()).map(|i| format!("barge_k{i}")).collect();
+        let matches: Vec<String> =
+            key_columns.iter().zip(&aliases).map(|(c, a)| format!("t.{} = v.{a}", quote(c))).collect();
+        let keys_list = format!("(VALUES {}) AS v({})", values.join(", "), aliases.join(", "));
+        // A pipeline's `where`: a row that left it is gone from the target too.
+        let filter = table.filter.as_ref().map(|f| format!(" AND ({f})")).unwrap_or_default();
+        let rows_of = self.rows_of(&table.name)?;
+        let columns = column_types(table)?;
+        let list: Vec<String> = table
+            .schema
+            .fields()
+            .iter()
+            .zip(&columns)
+            .map(|(f, c)| format!("t.{}", select_expr(f.name(), c)))
+            .collect();
+        let rows_sql = format!(
+            "COPY (SELECT {} FROM {rows_of} AS t WHERE EXISTS (SELECT 1 FROM {keys_list} WHERE {}){filter}) TO \
+             STDOUT (FORMAT binary)",
+            list.join(", "),
+            matches.join(" AND ")
+        );
+        // The absent keys, read back in the key columns' types (as the rows' keys decode).
+        let key_fields: Vec<arrow_schema::Field> =
+            key_columns.iter().map(|c| table.schema.field_with_name(c).expect("key column").clone()).collect();
+        let key_schema: SchemaRef = std::sync::Arc::new(Schema::new(key_fields));
+        let key_table = TableInfo { schema: key_schema.clone(), ..table.clone() };
+        let key_types = column_types(&key_table)?;
+        let absent_list: Vec<String> = key_columns
+            .iter()
+            .zip(&aliases)
+            .zip(&key_types)
+            .map(|((c, a), t)| select_expr(a, t).replace(&quote(a), &format!("v.{a}")) + &format!(" AS {}", quote(c)))
+            .collect();
+        let absent_sql = format!(
+            "COPY (SELECT {} FROM {keys_list} WHERE NOT EXISTS (SELECT 1 FROM {rows_of} AS t WHERE {}{filter})) TO \
+             STDOUT (FORMAT binary)",
+            absent_list.join(", "),
+            matches.join(" AND ")
+        );
+        let local = connect_local(&self.url)?;
+        local
+            .rt
+            .block_on(local.client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            .map_err(pg_err("reading changed rows"))?;
+        found.rows = copy_batches(&local, &rows_sql, table.schema.clone(), &columns, &table.name)?;
+        found.absent = copy_batches(&local, &absent_sql, key_schema, &key_types, &table.name)?;
+        local.rt.block_on(local.client.batch_execute("COMMIT")).map_err(pg_err("reading changed rows"))?;
+        Ok(found)
+    }
+}
+
+/// Rows a `COPY … TO STDOUT (FORMAT binary)` sends, as batches of `schema`.
+fn copy_batches(
+    local: &crate::conn::LocalConn,
+    sql: &str,
+    schema: SchemaRef,
+    columns: &[crate::types::PgColumnType],
+    table: &str,
+) -> Result<Vec<RecordBatch>> {
+    let mut parser = CopyParser::new(schema.clone(), columns, 8192);
+    local
+        .rt
+        .block_on(async {
+            let stream = local.client.copy_out(sql).await?;
+            futures_util::pin_mut!(stream);
+            while let Some(data) = stream.next().await {
+                parser.append(&data?);
+            }
+            Ok::<(), tokio_postgres::Error>(())
+        })
+        .map_err(pg_err("reading changed rows"))?;
+    let mut batches = Vec::new();
+    let mut emit = |batch: RecordBatch, _: Option<bytes::Bytes>| {
+        batches.push(batch);
+        Ok(())
+    };
+    let decoded = parser.parse(&mut emit).and_then(|()| parser.finish(&mut emit));
+    match decoded {
+        Ok(()) => Ok(batches),
+        Err(FeedError::Emit(e)) => Err(e),
+        Err(FeedError::Decode(e)) => Err(Error::BadValue {
+            table: table.into(),
+            column: schema.field(e.column).name().clone(),
+            key: None,
+            reason: e.reason,
+        }),
+    }
+}
+
+/// A relation as pgoutput described it.
+struct Relation {
+    table: String,
+    columns: Vec<String>,
+}
+
+/// pgoutput messages → changes, buffered per transaction until its commit gives their position.
+struct Decoder {
+    schema: String,
+    relations: HashMap<u32, Relation>,
+    pending: Vec<(String, ChangeKind)>,
+    batch: ChangeBatch,
+    /// Key column indexes per relation, in the table's key order.
+    keys: HashMap<u32, Vec<usize>>,
+    /// Primary-key column names by table.
+    key_names: HashMap<String, Vec<String>>,
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.at.checked_add(n).filter(|&end| end <= self.data.len()).ok_or_else(truncated)?;
+        let bytes = &self.data[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn i16(&mut self) -> Result<i16> {
+        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    fn cstr(&mut self) -> Result<String> {
+        let rest = &self.data[self.at..];
+        let end = rest.iter().position(|&b| b == 0).ok_or_else(truncated)?;
+        let text = String::from_utf8_lossy(&rest[..end]).into_owned();
+        self.at += end + 1;
+        Ok(text)
+    }
+    /// A tuple: per column NULL, unchanged TOAST (`None` inside `Some`… kept apart), or text.
+    fn tuple(&mut self) -> Result<Vec<Value>> {
+        let n = self.i16()?.max(0) as usize;
+        (0..n)
+            .map(|_| match self.u8()? {
+                b'n' => Ok(Value::Null),
+                b'u' => Ok(Value::Unchanged),
+                b't' | b'b' => {
+                    let len = self.u32()? as usize;
+                    Ok(Value::Text(String::from_utf8_lossy(self.take(len)?).into_owned()))
+                }
+                other => Err(Error::engine("decoding a change", format!("unknown tuple value kind {other:#x}"))),
+            })
+            .collect()
+    }
+}
+
+enum Value {
+    Null,
+    Unchanged,
+    Text(String),
+}
+
+fn truncated() -> Error {
+    Error::engine("decoding a change", "a pgoutput message ended early")
+}
+
+impl Decoder {
+    fn new(schema: &str, tables: &[TableInfo]) -> Self {
+        Decoder {
+            key_names: tables
+                .iter()
+                .map(|t| (t.name.clone(), t.key_columns().into_iter().map(str::to_string).collect()))
+                .collect(),
+            schema: schema.into(),
+            relations: HashMap::new(),
+            pending: Vec::new(),
+            batch: ChangeBatch::default(),
+            keys: HashMap::new(),
+        }
+    }
+
+    fn message(&mut self, data: &[u8]) -> Result<()> {
+        let mut r = Reader { data, at: 0 };
+        match r.u8()? {
+            b'B' => self.pending.clear(),
+            b'C' => {
+                let (_flags, _commit, end) = (r.u8()?, r.u64()?, r.u64()?);
+                self.batch.changes.extend(self.pending.drain(..).map(|(table, kind)| Change {
+                    table,
+                    position: end,
+                    kind,
+                }));
+                self.batch.end = Some(end);
+                self.batch.transactions += 1;
+            }
+            b'R' => {
+                let id = r.u32()?;
+                let (namespace, name) = (r.cstr()?, r.cstr()?);
+                let _identity = r.u8()?;
+                let n = r.i16()?.max(0) as usize;
+                let mut columns = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let _flags = r.u8()?;
+                    columns.push(r.cstr()?);
+                    let (_type, _modifier) = (r.u32()?, r.u32()?);
+                }
+                if namespace == self.schema && self.key_names.contains_key(&name) {
+                    self.pending.push((name.clone(), ChangeKind::Columns(columns.clone())));
+                    self.keys.remove(&id);
+                    self.relations.insert(id, Relation { table: name, columns });
+                }
+            }
+            b'I' => {
+                let id = r.u32()?;
+                let _new = r.u8()?;
+                let tuple = r.tuple()?;
+                self.row(id, &tuple)?;
+            }
+            b'U' => {
+                let id = r.u32()?;
+                let mut kind = r.u8()?;
+                if kind == b'K' || kind == b'O' {
+                    let old = r.tuple()?;
+                    self.row(id, &old)?;
+                    kind = r.u8()?;
+                }
+                if kind != b'N' {
+                    return Err(Error::engine("decoding a change", "an update without its new row"));
+                }
+                let new = r.tuple()?;
+                self.row(id, &new)?;
+            }
+            b'D' => {
+                let id = r.u32()?;
+                let _old = r.u8()?;
+                let old = r.tuple()?;
+                self.row(id, &old)?;
+            }
+            b'T' => {
+                let n = r.u32()? as usize;
+                let _options = r.u8()?;
+                for _ in 0..n {
+                    let id = r.u32()?;
+                    if let Some(relation) = self.relations.get(&id) {
+                        self.pending.push((relation.table.clone(), ChangeKind::Truncate));
+                    }
+                }
+            }
+            // Type, origin and logical messages carry no row.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The key of a row change; key columns are found by the primary key's names once per
+    /// relation (the relation's flags mark the replica identity, which may be every column).
+    fn row(&mut self, id: u32, tuple: &[Value]) -> Result<()> {
+        let Some(relation) = self.relations.get(&id) else {
+            return Ok(());
+        };
+        let key = match self.keys.get(&id) {
+            Some(key) => key.clone(),
+            None => {
+                let key = self.key_indexes(&relation.table, &relation.columns);
+                self.keys.insert(id, key.clone());
+                key
+            }
+        };
+        let table = relation.table.clone();
+        let values: Vec<Option<String>> = key
+            .iter()
+            .map(|&i| match tuple.get(i) {
+                Some(Value::Text(text)) => Ok(Some(text.clone())),
+                Some(Value::Null) | None => Ok(None),
+                Some(Value::Unchanged) => {
+                    Err(Error::engine("decoding a change", format!("a key column of `{table}` came as unchanged")))
+                }
+            })
+            .collect::<Result<_>>()?;
+        self.pending.push((table, ChangeKind::Row(values)));
+        Ok(())
+    }
+
+    /// The primary key's columns in the relation, in key order.
+    fn key_indexes(&self, table: &str, columns: &[String]) -> Vec<usize> {
+        self.key_names
+            .get(table)
+            .map(|names| names.iter().filter_map(|name| columns.iter().position(|c| c == name)).collect())
+            .unwrap_or_default()
+    }
+}
