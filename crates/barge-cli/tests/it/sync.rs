@@ -90,12 +90,36 @@ fn writing_during<T>(server: &PrivatePg, rounds: std::ops::Range<i32>, during: i
     })
 }
 
-#[test]
-fn sync_follows_writes_during_and_after_the_bulk_copy_into_every_engine() {
+/// A private server with logical decoding, its database `src` holding [`SCHEMA`], and `dst`.
+fn logical_source() -> PrivatePg {
     let server = PrivatePg::start_logical();
     server.sql("CREATE DATABASE src");
     server.sql("CREATE DATABASE dst");
     server.sql_in("src", SCHEMA);
+    server
+}
+
+/// `src` synced into `dst` once (caught up), with the state file in `_dir`.
+struct Synced {
+    server: PrivatePg,
+    from: String,
+    to: String,
+    _dir: Dir,
+    state: String,
+}
+
+fn synced() -> Synced {
+    let server = logical_source();
+    let (from, to) = (server.url_of("src"), server.url_of("dst"));
+    let _dir = Dir::new();
+    let state = _dir.path("s.db").display().to_string();
+    sync_caught_up(&from, &to, &state);
+    Synced { server, from, to, _dir, state }
+}
+
+#[test]
+fn sync_follows_writes_during_and_after_the_bulk_copy_into_every_engine() {
+    let server = logical_source();
     let from = server.url_of("src");
     let dir = Dir::new();
     let my = MyDb::new("sync");
@@ -178,14 +202,7 @@ fn spawn_sync(from: &str, to: &str, state: &str) -> std::process::Child {
 
 #[test]
 fn sync_killed_mid_stream_or_stopped_by_sigterm_continues_exactly() {
-    let server = PrivatePg::start_logical();
-    server.sql("CREATE DATABASE src");
-    server.sql("CREATE DATABASE dst");
-    server.sql_in("src", SCHEMA);
-    let (from, to) = (server.url_of("src"), server.url_of("dst"));
-    let dir = Dir::new();
-    let state = dir.path("s.db").display().to_string();
-    sync_caught_up(&from, &to, &state);
+    let Synced { server, from, to, _dir, state } = synced();
     // kill -9 while it applies a stream of small transactions.
     let mut child = spawn_sync(&from, &to, &state);
     writing_during(&server, 1..3, || wait_for_applied(&mut child, 1));
@@ -211,14 +228,7 @@ fn sync_killed_mid_stream_or_stopped_by_sigterm_continues_exactly() {
 
 #[test]
 fn sync_stops_a_table_whose_columns_change_and_goes_on_with_the_others() {
-    let server = PrivatePg::start_logical();
-    server.sql("CREATE DATABASE src");
-    server.sql("CREATE DATABASE dst");
-    server.sql_in("src", SCHEMA);
-    let (from, to) = (server.url_of("src"), server.url_of("dst"));
-    let dir = Dir::new();
-    let state = dir.path("s.db").display().to_string();
-    sync_caught_up(&from, &to, &state);
+    let Synced { server, from, to, _dir, state } = synced();
     server.sql_in("src", "ALTER TABLE pairs ADD COLUMN extra int; UPDATE pairs SET extra = 1 WHERE a = 3");
     server.sql_in("src", "UPDATE items SET qty = 99 WHERE id = 5");
     let run = barge(&["sync", "--from", &from, "--to", &to, "--state", &state, "--until", "caught-up"]);
