@@ -132,6 +132,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         batch_changes: args.batch_changes.max(1),
         stop,
         idle: Duration::from_millis(200),
+        stopped,
     };
     let terminal = std::io::stderr().is_terminal();
     let max_retained = args.max_retained as u64;
@@ -154,8 +155,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
-    let mut last = barge_exec::sync(feed, target.as_ref(), &plans, start, &options, &mut on_status)?;
-    last.tables.extend(stopped);
+    let last = barge_exec::sync(feed, target.as_ref(), &plans, start, &options, &mut on_status)?;
     if !args.json {
         if terminal {
             eprintln!();

@@ -43,6 +43,8 @@ pub struct SyncOptions<'a> {
     pub stop: Arc<AtomicBool>,
     /// How long to wait for changes when there are none.
     pub idle: Duration,
+    /// Tables stopped before the run (they no longer plan): reported with the others.
+    pub stopped: Vec<SyncTable>,
 }
 
 /// One table's changes applied in a sync run.
@@ -134,14 +136,14 @@ pub fn sync(
             transactions,
             retained_bytes: feed.retained_bytes(options.stream).ok().flatten(),
             caught_up,
-            tables: states.iter().map(|s| s.report.clone()).collect(),
+            tables: states.iter().map(|s| s.report.clone()).chain(options.stopped.iter().cloned()).collect(),
         }
     };
     loop {
         if options.stop.load(Ordering::SeqCst) {
             break;
         }
-        let batch = feed.read_changes(options.stream, &infos, options.until, options.batch_changes)?;
+        let batch = feed.read_changes(options.stream, &infos, applied_to, options.until, options.batch_changes)?;
         let Some(end) = batch.end else {
             if let Some(until) = options.until {
                 // Nothing committed before `until` is left: every change it asks for is applied.
@@ -204,6 +206,8 @@ struct TableWork {
     keys: Vec<Vec<Option<String>>>,
     /// Column lists the source described the table with (DDL shows as a new list).
     columns: Vec<Vec<String>>,
+    /// DDL statements on the table.
+    ddl: Vec<String>,
 }
 
 /// The batch's changes by table, without the ones a table applied already (at or before its
@@ -218,6 +222,7 @@ fn group<'c>(changes: &'c [barge_core::Change], states: &[TableState<'_>]) -> Ha
         match &change.kind {
             ChangeKind::Columns(columns) => entry.columns.push(columns.clone()),
             _ if change.position <= done => {}
+            ChangeKind::Ddl(statement) => entry.ddl.push(statement.clone()),
             ChangeKind::Truncate => entry.truncate = true,
             ChangeKind::Row(key) => {
                 if seen.entry(change.table.as_str()).or_default().insert(key) {
@@ -251,6 +256,12 @@ fn apply_table(
             source.name,
             columns.join(", "),
             expected.join(", ")
+        )));
+    }
+    if let Some(statement) = work.ddl.first() {
+        return Err(Error::Config(format!(
+            "the source ran `{statement}` on `{}`: sync of this table stopped (copy it again, then sync)",
+            source.name
         )));
     }
     if !work.truncate && work.keys.is_empty() {

@@ -19,6 +19,7 @@
 //! constraints, so barge does not. Differences handled between MariaDB 10.11 and MySQL 8: MariaDB's JSON is LONGTEXT
 //! with a `json_valid` check (recognised as JSON); MySQL 8 has LOCAL INFILE off (INSERT fallback).
 
+mod changes;
 /// Text protocol → Arrow and Arrow → LOAD DATA (public for the micro-benchmarks in `benches/`).
 pub mod codec;
 mod conn;

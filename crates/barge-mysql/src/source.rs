@@ -29,7 +29,7 @@ const META_DATA_TYPE: &str = "barge.mysql.data_type";
 const META_TINYINT1_INTEGER: &str = "barge.mysql.tinyint1_integer";
 
 pub struct MySource {
-    url: MyUrl,
+    pub(crate) url: MyUrl,
     /// (table, column) → zero dates read as NULL, for `notices`.
     zero_dates: Mutex<HashMap<(String, String), u64>>,
     /// Connections of range reads that read to the end, for the next range read.
@@ -162,6 +162,23 @@ fn finish(schema: &arrow_schema::SchemaRef, decoders: &mut [Decoder]) -> Result<
 
 fn text(v: &Option<Vec<u8>>) -> String {
     v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+}
+
+/// The columns of `table` as a SELECT reads them. The text protocol prints a FLOAT with 6
+/// significant digits (0.123457): as a DOUBLE it comes with every digit, and reads back as the
+/// same f32.
+pub(crate) fn select_list(table: &TableInfo, kinds: &[ColumnKind]) -> String {
+    table
+        .schema
+        .fields()
+        .iter()
+        .zip(kinds)
+        .map(|(f, kind)| match *kind == ColumnKind::scalar(Kind::Float) {
+            true => format!("CAST({0} AS DOUBLE) AS {0}", quote(f.name())),
+            false => quote(f.name()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The kind of each column, from its metadata.
@@ -621,19 +638,7 @@ impl barge_core::Source for MySource {
         emit: &mut dyn FnMut(RecordBatch) -> Result<()>,
     ) -> Result<()> {
         let kinds = kinds(table)?;
-        // The text protocol prints a FLOAT with 6 significant digits (0.123457): as a DOUBLE it
-        // comes with every digit, and reads back as the same f32.
-        let list = table
-            .schema
-            .fields()
-            .iter()
-            .zip(&kinds)
-            .map(|(f, kind)| match *kind == ColumnKind::scalar(Kind::Float) {
-                true => format!("CAST({0} AS DOUBLE) AS {0}", quote(f.name())),
-                false => quote(f.name()),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = select_list(table, &kinds);
         let sql = format!("SELECT {list} FROM {} WHERE {}", quote(&table.name), range_predicate(table, range));
         // A connection of its own while it reads, reused by the next range read only when this
         // one read its rows to the end (pinned: a session of the snapshot, given back).
@@ -659,6 +664,10 @@ impl barge_core::Source for MySource {
     }
 
     fn schema_dump(&self) -> Option<&dyn barge_core::SchemaDump> {
+        Some(self)
+    }
+
+    fn change_feed(&self) -> Option<&dyn barge_core::ChangeFeed> {
         Some(self)
     }
 
@@ -745,7 +754,7 @@ impl barge_core::Source for MySource {
 
 impl MySource {
     /// Reads `range` on `local`; returns the zero dates read as NULL per column.
-    fn read_range_on(
+    pub(crate) fn read_range_on(
         &self,
         local: &mut LocalConn,
         table: &TableInfo,

@@ -156,7 +156,15 @@ impl barge_core::ChangeFeed for PgSource {
         })
     }
 
-    fn read_changes(&self, name: &str, tables: &[TableInfo], upto: Option<u64>, max: usize) -> Result<ChangeBatch> {
+    fn read_changes(
+        &self,
+        name: &str,
+        tables: &[TableInfo],
+        _after: u64,
+        upto: Option<u64>,
+        max: usize,
+    ) -> Result<ChangeBatch> {
+        // The slot keeps the stream's place: it gives what was not confirmed.
         let object = object_name(name);
         let upto = upto.map(lsn_text);
         let max = i32::try_from(max.max(1)).unwrap_or(i32::MAX);

@@ -263,3 +263,166 @@ fn sync_names_missing_prerequisites_and_creates_nothing() {
     run.assert_code(2);
     assert!(run.stderr.contains("has no change stream"), "{}", run.stderr);
 }
+
+// --- MariaDB sources: a private server with a row-based binlog. ---
+
+const BINLOG: &[&str] = &["--log-bin=binlog", "--binlog-format=ROW", "--binlog-row-image=FULL", "--server-id=1"];
+
+const MY_SCHEMA: &str = "CREATE DATABASE src; USE src;
+    CREATE TABLE items (id int PRIMARY KEY, name varchar(40) NOT NULL, big mediumtext, qty int NOT NULL DEFAULT 0);
+    INSERT INTO items SELECT seq, concat('n', seq), IF(seq % 10 = 0, repeat(md5(seq), 400), NULL), seq
+      FROM seq_1_to_20000;
+    CREATE TABLE pairs (a int, b varchar(20), v int, PRIMARY KEY (a, b));
+    INSERT INTO pairs SELECT seq % 50, concat('k', seq DIV 50), seq FROM seq_1_to_2000;
+    CREATE TABLE wide (id int unsigned PRIMARY KEY, v int);
+    INSERT INTO wide VALUES (4294967295, 1), (1, 2), (2147483648, 3);";
+
+/// [`writes`] in MariaDB's dialect, with the unsigned table too.
+fn my_writes(round: i32) -> String {
+    let (base, m, lo) = (100_000 * round, round % 13, 100 + round * 50);
+    format!(
+        "USE src; START TRANSACTION; UPDATE items SET qty = qty + 1 WHERE id % 13 = {m};
+         DELETE FROM items WHERE id % 17 = {m};
+         INSERT INTO items SELECT {base} + seq, concat('new', seq), NULL, seq FROM seq_1_to_3000; COMMIT;
+         UPDATE items SET id = id + 1000000 WHERE id BETWEEN {lo} AND {lo} + 9;
+         UPDATE items SET name = concat(name, '+') WHERE id % 10 = 0 AND id < 2000;
+         UPDATE items SET big = concat('rewritten ', id) WHERE id = {lo} + 20;
+         UPDATE pairs SET v = v + 1 WHERE a = {m}; DELETE FROM pairs WHERE a = {m} + 1;
+         UPDATE pairs SET b = concat(b, 'x') WHERE a = {m} + 2;
+         UPDATE wide SET v = v + 1 WHERE id = 4294967295; INSERT INTO wide VALUES (4000000000 + {round}, {round});"
+    )
+}
+
+const WIDE: &str = "SELECT id, v FROM wide ORDER BY id";
+
+fn join_rows(rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    rows.into_iter().map(|r| r.join("|")).collect::<Vec<_>>().join("\n")
+}
+
+/// Items, pairs and wide, as text, from the private MariaDB's `src`.
+fn my_source_rows(server: &crate::private::PrivateMy) -> [String; 3] {
+    let sql = |q: &str| server.sql(&format!("USE src; {q}")).unwrap().replace('\t', "|");
+    [sql(&ITEMS.replace("length(big)", "char_length(big)")), sql(PAIRS), sql(WIDE)]
+}
+
+#[test]
+fn sync_from_mariadb_follows_writes_during_and_after_the_bulk_copy_into_every_engine() {
+    let server = crate::private::PrivateMy::start(BINLOG);
+    server.sql(MY_SCHEMA).expect("schema");
+    let from = server.url("src");
+    let dir = Dir::new();
+    let (pg, my) = (crate::support::PgDb::new("sync_my"), MyDb::new("sync_my"));
+    let targets = [pg.url(), my.url(), dir.url("t.db")];
+    let states: Vec<String> = (0..3).map(|i| dir.path(&format!("s{i}.db")).display().to_string()).collect();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for round in 1..4 {
+                server.sql(&my_writes(round)).expect("writes");
+            }
+        });
+        for (to, state) in targets.iter().zip(&states) {
+            barge(&["sync", "--from", &from, "--to", to, "--state", state, "--until", "caught-up"]).assert_code(0);
+        }
+        writer.join().unwrap();
+    });
+    server.sql(&my_writes(5)).expect("writes");
+    server.sql("USE src; UPDATE items SET qty = qty + 7 WHERE id <= 15000").unwrap();
+    server.sql("USE src; TRUNCATE pairs; INSERT INTO pairs VALUES (1, 'again', 1), (2, 'again', 2)").unwrap();
+    for (to, state) in targets.iter().zip(&states) {
+        let status = sync_caught_up(&from, to, state);
+        assert!(status["applied_total"].as_u64().unwrap() > 15_000, "{status}");
+    }
+    let expected = my_source_rows(&server);
+    assert!(expected[2].contains("4294967295|"), "{}", expected[2]);
+    let pg_text =
+        |q: &str| join_rows(pg.sql(q).into_iter().map(|r| r.into_iter().map(|v| v.unwrap_or_default()).collect()));
+    assert_eq!([pg_text(ITEMS), pg_text(PAIRS), pg_text(WIDE)], expected, "PostgreSQL target");
+    let my_text = |q: &str| join_rows(my.sql(q));
+    assert_eq!(
+        [my_text(&ITEMS.replace("length(big)", "char_length(big)")), my_text(PAIRS), my_text(WIDE)],
+        expected,
+        "MariaDB target"
+    );
+    let (items, pairs) = lite_rows(&dir, "t.db");
+    let wide = join_rows(
+        dir.conn("t.db")
+            .prepare(WIDE)
+            .unwrap()
+            .query_map([], |r| Ok(vec![r.get::<_, i64>(0)?.to_string(), r.get::<_, i64>(1)?.to_string()]))
+            .unwrap()
+            .map(Result::unwrap),
+    );
+    assert_eq!([items, pairs, wide], expected, "SQLite target");
+    for to in &targets {
+        barge(&["verify", "--from", &from, "--to", to]).assert_code(0);
+    }
+}
+
+#[test]
+fn sync_from_mariadb_killed_mid_stream_continues_and_ddl_stops_its_table() {
+    let server = crate::private::PrivateMy::start(BINLOG);
+    server.sql(MY_SCHEMA).expect("schema");
+    let from = server.url("src");
+    let dir = Dir::new();
+    let pg = crate::support::PgDb::new("sync_my_kill");
+    let (to, state) = (pg.url(), dir.path("s.db").display().to_string());
+    sync_caught_up(&from, &to, &state);
+    let mut child = spawn_sync(&from, &to, &state);
+    server.sql(&my_writes(1)).unwrap();
+    wait_for_applied(&mut child, 1);
+    server.sql("USE src; UPDATE items SET qty = qty + 1 WHERE id <= 20000").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    server.sql(&my_writes(2)).unwrap();
+    sync_caught_up(&from, &to, &state);
+    let pg_text =
+        |q: &str| join_rows(pg.sql(q).into_iter().map(|r| r.into_iter().map(|v| v.unwrap_or_default()).collect()));
+    assert_eq!([pg_text(ITEMS), pg_text(PAIRS), pg_text(WIDE)], my_source_rows(&server), "after kill -9");
+    // DDL on one table while sync runs stops that table, naming the statement; the others go
+    // on, and the run ends with exit 4.
+    let log = dir.path("status.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["sync", "--from", &from, "--to", &to, "--state", &state, "--json"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    // Once it streams (its first status line), the DDL comes.
+    while std::fs::read_to_string(&log).unwrap().lines().next().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "sync printed no status");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.sql("USE src; ALTER TABLE pairs ADD COLUMN extra int NULL; UPDATE items SET qty = 99 WHERE id = 5").unwrap();
+    while pg.sql("SELECT qty FROM items WHERE id = 5")[0][0].as_deref() != Some("99") {
+        assert!(started.elapsed() < Duration::from_secs(60), "the other table's change was not applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    let last: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log).unwrap().lines().last().unwrap()).unwrap();
+    let pairs = last["tables"].as_array().unwrap().iter().find(|t| t["table"] == "pairs").unwrap();
+    assert!(pairs["error"].as_str().unwrap().contains("ALTER TABLE pairs ADD COLUMN extra int NULL"), "{pairs}");
+}
+
+#[test]
+fn sync_from_mariadb_names_binlog_settings_it_needs() {
+    let dir = Dir::new();
+    let state = dir.path("s.db").display().to_string();
+    for (options, message) in [
+        (&[][..], "a binary log"),
+        (&["--log-bin=binlog", "--binlog-format=STATEMENT", "--server-id=1"][..], "binlog_format = ROW"),
+        (
+            &["--log-bin=binlog", "--binlog-format=ROW", "--binlog-row-image=MINIMAL", "--server-id=1"][..],
+            "binlog_row_image = FULL",
+        ),
+    ] {
+        let server = crate::private::PrivateMy::start(options);
+        server.sql("CREATE DATABASE src; CREATE TABLE src.t (id int PRIMARY KEY)").unwrap();
+        let run = barge(&["sync", "--from", &server.url("src"), "--to", &dir.url("t.db"), "--state", &state]);
+        run.assert_code(2);
+        assert!(run.stderr.contains(message), "{options:?}: {}", run.stderr);
+    }
+}

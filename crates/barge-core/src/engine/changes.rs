@@ -30,8 +30,11 @@ pub enum ChangeKind {
     Row(Vec<Option<String>>),
     /// Every row of the table went.
     Truncate,
-    /// The table's columns as the source now describes them changed (DDL): the names, in order.
+    /// The table's columns as the source now describes them (PostgreSQL sends them before a
+    /// table's changes): the names, in order. A list other than the planned one is DDL.
     Columns(Vec<String>),
+    /// A DDL statement on the table (MySQL logs them as statements).
+    Ddl(String),
 }
 
 /// Changes read from a feed: whole transactions, in commit order.
@@ -71,9 +74,18 @@ pub trait ChangeFeed: Send + Sync {
     /// The source's current position: every transaction committed so far ends at or before it.
     fn current_position(&self) -> Result<u64>;
 
-    /// The changes to `tables` in stream `name` not yet confirmed, of transactions that committed
-    /// before `upto` (`None`: all so far), whole transactions of about `max` changes at most.
-    fn read_changes(&self, name: &str, tables: &[TableInfo], upto: Option<u64>, max: usize) -> Result<ChangeBatch>;
+    /// The changes to `tables` in stream `name` after position `after` (the target holds every
+    /// change up to it; a source that keeps the stream's place itself may go by that instead), of
+    /// transactions that committed before `upto` (`None`: all so far), whole transactions of
+    /// about `max` changes at most.
+    fn read_changes(
+        &self,
+        name: &str,
+        tables: &[TableInfo],
+        after: u64,
+        upto: Option<u64>,
+        max: usize,
+    ) -> Result<ChangeBatch>;
 
     /// The target applied every change up to `position`: the source may free them.
     fn confirm(&self, name: &str, position: u64) -> Result<()>;
