@@ -133,6 +133,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         stop,
         idle: Duration::from_millis(200),
         stopped,
+        replan: &|old: &barge_plan::TablePlan| replan(&args, source.as_ref(), target.as_ref(), old),
     };
     let terminal = std::io::stderr().is_terminal();
     let max_retained = args.max_retained as u64;
@@ -205,12 +206,15 @@ fn plan_tables(
         args.endpoints.tables.clone()
     };
     let (mut plans, mut stopped) = (Vec::new(), Vec::new());
+    let target = engines::registry().for_url(&args.endpoints.to)?.open_target(&args.endpoints.to)?;
     for name in names {
-        let mut one = copy_args(args, IfExistsArg::Append, false);
-        one.endpoints.tables = vec![name.clone()];
-        one.endpoints.exclude.clear();
-        match plan_copy(&one) {
-            Ok((preflight, _)) => plans.extend(preflight.plan.tables),
+        let planned = plan_one(args, &name).or_else(|e| {
+            // A column the source added while sync was not running is carried as in a run.
+            add_columns(source, target.as_ref(), &name, None).map_err(|why| format!("{e} ({why})"))?;
+            plan_one(args, &name).map_err(|e| e.to_string())
+        });
+        match planned {
+            Ok(plan) => plans.push(plan),
             Err(e) => stopped.push(barge_exec::SyncTable {
                 table: name,
                 error: Some(format!("{e}: the table no longer matches the target, sync of it stopped (copy it again)")),
@@ -222,6 +226,75 @@ fn plan_tables(
         return Err(whole);
     }
     Ok((plans, stopped))
+}
+
+/// The plan of one table, as it is now.
+fn plan_one(args: &SyncArgs, name: &str) -> Result<barge_plan::TablePlan, Error> {
+    let mut one = copy_args(args, IfExistsArg::Append, false);
+    one.endpoints.tables = vec![name.to_string()];
+    one.endpoints.exclude.clear();
+    let (preflight, _) = plan_copy(&one)?;
+    preflight.plan.tables.into_iter().next().ok_or_else(|| Error::Config(format!("source table `{name}` is gone")))
+}
+
+/// Adds to the target the columns the source's `table` has and the target's lacks, when every
+/// one of them is nullable without a default (rows already copied hold NULL in them on both
+/// sides), and nothing else changed against `old` (the plan sync ran with): a dropped or renamed
+/// column, or one whose type changed, is an error saying so.
+fn add_columns(
+    source: &dyn barge_core::Source,
+    target: &dyn barge_core::Target,
+    table: &str,
+    old: Option<&barge_plan::TablePlan>,
+) -> Result<(), String> {
+    let now = source.table(table).map_err(|e| e.to_string())?;
+    let present = target.table_columns(table).map_err(|e| e.to_string())?;
+    let native = |f: &arrow_schema::Field| f.metadata().get(barge_core::META_NATIVE_TYPE).cloned();
+    if let Some(gone) = present.iter().find(|c| now.schema.field_with_name(c).is_err()) {
+        return Err(format!("column `{gone}` is no longer in the source"));
+    }
+    if let Some(old) = old {
+        for field in old.source.schema.fields() {
+            match now.schema.field_with_name(field.name()) {
+                Err(_) => return Err(format!("column `{}` is no longer in the source", field.name())),
+                Ok(f) if native(f) != native(field) || f.data_type() != field.data_type() => {
+                    return Err(format!(
+                        "column `{}` changed its type to {}",
+                        field.name(),
+                        native(f).unwrap_or_else(|| f.data_type().to_string())
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    for field in now.schema.fields().iter().filter(|f| !present.contains(f.name())) {
+        let has_default = field.metadata().contains_key(barge_core::META_DEFAULT)
+            || field.metadata().contains_key(barge_core::META_DEFAULT_UNTRANSLATED);
+        if !field.is_nullable() || has_default {
+            return Err(format!(
+                "the source added column `{}`{}: only a nullable column without a default is carried on",
+                field.name(),
+                if has_default { " with a default" } else { " NOT NULL" }
+            ));
+        }
+        let column = target.column_for(table, field).map_err(|e| e.to_string())?;
+        target.add_column(table, field, &column).map_err(|e| e.to_string())?;
+        tracing::info!(table, column = %field.name(), "the source added a column: added to the target");
+    }
+    Ok(())
+}
+
+/// A table's plan again after DDL on the source (see [`barge_exec::SyncOptions::replan`]).
+fn replan(
+    args: &SyncArgs,
+    source: &dyn barge_core::Source,
+    target: &dyn barge_core::Target,
+    old: &barge_plan::TablePlan,
+) -> barge_core::Result<barge_plan::TablePlan> {
+    let name = &old.source.name;
+    add_columns(source, target, name, Some(old)).map_err(Error::Config)?;
+    plan_one(args, name)
 }
 
 fn copy_args(args: &SyncArgs, if_exists: IfExistsArg, resume: bool) -> CopyArgs {

@@ -45,6 +45,10 @@ pub struct SyncOptions<'a> {
     pub idle: Duration,
     /// Tables stopped before the run (they no longer plan): reported with the others.
     pub stopped: Vec<SyncTable>,
+    /// A table's plan again after the source changed its schema (DDL): the caller carries what
+    /// it can (an added nullable column without a default, added to the target too), else an
+    /// error saying why the table stops.
+    pub replan: &'a (dyn Fn(&TablePlan) -> Result<TablePlan> + Sync),
 }
 
 /// One table's changes applied in a sync run.
@@ -70,6 +74,9 @@ pub struct SyncStatus {
     pub source_position: String,
     pub applied_position: String,
     pub lag_bytes: u64,
+    /// Seconds from the last applied transaction's commit on the source to its apply (0 once
+    /// nothing is waiting).
+    pub lag_seconds: f64,
     pub changes_per_s: f64,
     pub applied_total: u64,
     pub transactions: u64,
@@ -79,8 +86,8 @@ pub struct SyncStatus {
     pub tables: Vec<SyncTable>,
 }
 
-struct TableState<'a> {
-    plan: &'a TablePlan,
+struct TableState {
+    plan: TablePlan,
     applied: u64,
     report: SyncTable,
     failed: bool,
@@ -101,12 +108,12 @@ pub fn sync(
         .change_positions()
         .ok_or_else(|| Error::unsupported(target.display_name(), "keep change positions (sync)"))?;
     let recorded: HashMap<String, u64> = positions.positions(options.stream)?.into_iter().collect();
-    let mut states: Vec<TableState<'_>> = tables
+    let mut states: Vec<TableState> = tables
         .iter()
         .map(|plan| {
             let applied = recorded.get(&plan.target_table).copied().unwrap_or(start).max(start);
             TableState {
-                plan,
+                plan: plan.clone(),
                 applied,
                 report: SyncTable {
                     table: plan.source.name.clone(),
@@ -117,13 +124,14 @@ pub fn sync(
             }
         })
         .collect();
-    let infos: Vec<barge_core::TableInfo> = tables.iter().map(|t| t.source.clone()).collect();
+    let mut infos: Vec<barge_core::TableInfo> = tables.iter().map(|t| t.source.clone()).collect();
     let mut applied_to = recorded.get("").copied().unwrap_or(start).max(start);
     let (mut applied_total, mut transactions) = (0u64, 0u64);
     let started = Instant::now();
     let mut last_status = Instant::now();
     let mut caught_up = false;
-    let snapshot = |states: &[TableState<'_>], applied_to: u64, applied_total, transactions, caught_up| {
+    let mut lag_seconds = 0.0;
+    let snapshot = |states: &[TableState], applied_to: u64, applied_total, transactions, caught_up, lag_seconds| {
         let source = feed.current_position().unwrap_or(applied_to);
         SyncStatus {
             phase: if caught_up || options.until.is_none() { "streaming" } else { "catch-up" },
@@ -131,6 +139,7 @@ pub fn sync(
             source_position: feed.describe_position(source),
             applied_position: feed.describe_position(applied_to),
             lag_bytes: source.saturating_sub(applied_to),
+            lag_seconds,
             changes_per_s: applied_total as f64 / started.elapsed().as_secs_f64().max(1e-3),
             applied_total,
             transactions,
@@ -152,8 +161,9 @@ pub fn sync(
                 caught_up = true;
                 break;
             }
+            lag_seconds = 0.0;
             if last_status.elapsed() >= Duration::from_secs(1) {
-                status(&snapshot(&states, applied_to, applied_total, transactions, false));
+                status(&snapshot(&states, applied_to, applied_total, transactions, false, lag_seconds));
                 last_status = Instant::now();
             }
             sleep_unless_stopped(options.idle, &options.stop);
@@ -164,6 +174,12 @@ pub fn sync(
         for state in states.iter_mut() {
             let Some(changes) = work.get(state.plan.source.name.as_str()) else { continue };
             if state.failed {
+                continue;
+            }
+            if let Err(error) = evolve(state, changes, options.replan, &mut infos) {
+                tracing::error!(table = %state.plan.source.name, "sync stopped for this table: {error}");
+                state.failed = true;
+                state.report.error = Some(error.to_string());
                 continue;
             }
             match apply_table(feed, target, state, changes, options.stream, end) {
@@ -182,12 +198,16 @@ pub fn sync(
         positions.record(options.stream, "", end)?;
         feed.confirm(options.stream, end)?;
         applied_to = end;
+        if let Some(at) = batch.committed_at {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            lag_seconds = (now.as_secs_f64() - at).max(0.0);
+        }
         if last_status.elapsed() >= Duration::from_secs(1) {
-            status(&snapshot(&states, applied_to, applied_total, transactions, false));
+            status(&snapshot(&states, applied_to, applied_total, transactions, false, lag_seconds));
             last_status = Instant::now();
         }
     }
-    let last = snapshot(&states, applied_to, applied_total, transactions, caught_up);
+    let last = snapshot(&states, applied_to, applied_total, transactions, caught_up, lag_seconds);
     status(&last);
     Ok(last)
 }
@@ -212,7 +232,7 @@ struct TableWork {
 
 /// The batch's changes by table, without the ones a table applied already (at or before its
 /// recorded position: a batch read again after a crash), keys once each.
-fn group<'c>(changes: &'c [barge_core::Change], states: &[TableState<'_>]) -> HashMap<&'c str, TableWork> {
+fn group<'c>(changes: &'c [barge_core::Change], states: &[TableState]) -> HashMap<&'c str, TableWork> {
     let applied: HashMap<&str, u64> = states.iter().map(|s| (s.plan.source.name.as_str(), s.applied)).collect();
     let mut work: HashMap<&str, TableWork> = HashMap::new();
     let mut seen: HashMap<&str, HashSet<&Vec<Option<String>>>> = HashMap::new();
@@ -234,6 +254,37 @@ fn group<'c>(changes: &'c [barge_core::Change], states: &[TableState<'_>]) -> Ha
     work
 }
 
+/// Follows a schema change the batch shows for the table (a new column list, a DDL statement):
+/// the table is planned again with `replan` and goes on with its new plan, or stops with why.
+fn evolve(
+    state: &mut TableState,
+    work: &TableWork,
+    replan: &dyn Fn(&TablePlan) -> Result<TablePlan>,
+    infos: &mut [barge_core::TableInfo],
+) -> Result<()> {
+    let source = &state.plan.source;
+    let expected: Vec<&str> = source.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let columns = work.columns.iter().find(|c| c.iter().map(String::as_str).ne(expected.iter().copied()));
+    let what = match (columns, work.ddl.first()) {
+        (_, Some(statement)) => format!("the source ran `{statement}` on `{}`", source.name),
+        (Some(columns), None) => format!(
+            "the source's `{}` changed its columns to ({}) from ({})",
+            source.name,
+            columns.join(", "),
+            expected.join(", ")
+        ),
+        (None, None) => return Ok(()),
+    };
+    let plan = replan(&state.plan)
+        .map_err(|e| Error::Config(format!("{what}: {e}; sync of this table stopped (copy it again, then sync)")))?;
+    tracing::info!(table = %plan.source.name, "{what}: carried on");
+    if let Some(info) = infos.iter_mut().find(|i| i.name == plan.source.name) {
+        *info = plan.source.clone();
+    }
+    state.plan = plan;
+    Ok(())
+}
+
 /// Keys looked up in the source per statement.
 const KEYS_PER_LOOKUP: usize = 5_000;
 
@@ -241,29 +292,13 @@ const KEYS_PER_LOOKUP: usize = 5_000;
 fn apply_table(
     feed: &dyn ChangeFeed,
     target: &dyn Target,
-    state: &mut TableState<'_>,
+    state: &mut TableState,
     work: &TableWork,
     stream: &str,
     end: u64,
 ) -> Result<u64> {
-    let plan = state.plan;
+    let plan = &state.plan;
     let source = &plan.source;
-    let expected: Vec<&str> = source.schema.fields().iter().map(|f| f.name().as_str()).collect();
-    if let Some(columns) = work.columns.iter().find(|c| c.iter().map(String::as_str).ne(expected.iter().copied())) {
-        return Err(Error::Config(format!(
-            "the source's `{}` changed its columns to ({}) from ({}): sync of this table stopped (copy it again, \
-             then sync)",
-            source.name,
-            columns.join(", "),
-            expected.join(", ")
-        )));
-    }
-    if let Some(statement) = work.ddl.first() {
-        return Err(Error::Config(format!(
-            "the source ran `{statement}` on `{}`: sync of this table stopped (copy it again, then sync)",
-            source.name
-        )));
-    }
     if !work.truncate && work.keys.is_empty() {
         return Ok(0);
     }

@@ -303,6 +303,7 @@ impl barge_core::ChangeFeed for MySource {
             while let Some(event) = stream.next().await {
                 let event = event.map_err(my_err("reading the binlog"))?;
                 let offset = u64::from(event.header().log_pos());
+                let committed_at = f64::from(event.header().timestamp());
                 let at = position(file, offset);
                 let data = event.read_data().map_err(|e| Error::engine("decoding a binlog event", e))?;
                 let commit = match data {
@@ -364,6 +365,7 @@ impl barge_core::ChangeFeed for MySource {
                 read += pending.len();
                 batch.changes.extend(pending.drain(..).map(|(table, kind)| Change { table, position: at, kind }));
                 batch.end = Some(at);
+                batch.committed_at = Some(committed_at);
                 batch.transactions += 1;
                 if read >= max {
                     break;

@@ -397,6 +397,12 @@ impl barge_core::Target for MyTarget {
     fn change_positions(&self) -> Option<&dyn barge_core::ChangePositions> {
         Some(self)
     }
+
+    fn add_column(&self, table: &str, field: &arrow_schema::Field, column: &barge_core::TargetColumn) -> Result<()> {
+        let sql =
+            format!("ALTER TABLE {} ADD COLUMN {} {} NULL", quote(table), quote(field.name()), column.native_type);
+        self.conn()?.exec(&sql, "adding a column")
+    }
 }
 
 /// A key value as a MySQL literal.

@@ -446,7 +446,8 @@ impl Decoder {
         match r.u8()? {
             b'B' => self.pending.clear(),
             b'C' => {
-                let (_flags, _commit, end) = (r.u8()?, r.u64()?, r.u64()?);
+                let (_flags, _commit, end, micros) = (r.u8()?, r.u64()?, r.u64()?, r.u64()? as i64);
+                self.batch.committed_at = Some(micros as f64 / 1e6 + crate::wire::PG_EPOCH_MICROS as f64 / 1e6);
                 self.batch.changes.extend(self.pending.drain(..).map(|(table, kind)| Change {
                     table,
                     position: end,

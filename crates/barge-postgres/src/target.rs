@@ -535,6 +535,20 @@ impl barge_core::Target for PgTarget {
     fn change_positions(&self) -> Option<&dyn barge_core::ChangePositions> {
         Some(self)
     }
+
+    fn add_column(&self, table: &str, field: &Field, column: &TargetColumn) -> Result<()> {
+        let sql = format!(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+            self.qualified(table),
+            quote(field.name()),
+            column.native_type
+        );
+        self.admin(|client| {
+            runtime()
+                .block_on(client.batch_execute(&sql))
+                .map_err(|e| crate::conn::error_of(format!("adding a column to `{table}`"), &e))
+        })
+    }
 }
 
 /// A key value as a literal of its column's SQL type.

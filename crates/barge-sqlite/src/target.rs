@@ -288,6 +288,11 @@ impl barge_core::Target for SqliteTarget {
     fn change_positions(&self) -> Option<&dyn barge_core::ChangePositions> {
         Some(self)
     }
+
+    fn add_column(&self, table: &str, field: &arrow_schema::Field, column: &barge_core::TargetColumn) -> Result<()> {
+        let sql = format!("ALTER TABLE {} ADD COLUMN {} {}", quote(table), quote(field.name()), column.native_type);
+        self.admin(|conn| conn.execute_batch(&sql).map_err(sqlite_err("adding a column")))
+    }
 }
 
 impl barge_core::KeyDeletes for SqliteTarget {

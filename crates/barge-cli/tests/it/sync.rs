@@ -226,15 +226,72 @@ fn sync_killed_mid_stream_or_stopped_by_sigterm_continues_exactly() {
     assert_eq!(pg_rows(&server, "dst"), pg_rows(&server, "src"), "after SIGTERM");
 }
 
+/// A `sync --json` of its own, its status lines going to `log`, once it has printed the first.
+fn spawn_streaming(from: &str, to: &str, state: &str, log: &std::path::Path) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["sync", "--from", from, "--to", to, "--state", state, "--json"])
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("a first status line", || std::fs::read_to_string(log).unwrap().lines().next().is_some());
+    child
+}
+
+#[track_caller]
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(60), "waited 60 s for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM to `child`; its exit code and its last status line.
+fn stop(mut child: std::process::Child, log: &std::path::Path) -> (Option<i32>, serde_json::Value) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let code = child.wait().unwrap().code();
+    let text = std::fs::read_to_string(log).unwrap();
+    (code, serde_json::from_str(text.lines().last().unwrap()).unwrap())
+}
+
+fn table_error(status: &serde_json::Value, table: &str) -> String {
+    let entry = status["tables"].as_array().unwrap().iter().find(|t| t["table"] == table).unwrap();
+    entry["error"].as_str().unwrap_or_default().to_string()
+}
+
 #[test]
-fn sync_stops_a_table_whose_columns_change_and_goes_on_with_the_others() {
+fn sync_carries_an_added_nullable_column_and_stops_a_table_on_other_ddl() {
     let Synced { server, from, to, _dir, state } = synced();
-    server.sql_in("src", "ALTER TABLE pairs ADD COLUMN extra int; UPDATE pairs SET extra = 1 WHERE a = 3");
-    server.sql_in("src", "UPDATE items SET qty = 99 WHERE id = 5");
+    let log = _dir.path("status.jsonl");
+    let child = spawn_streaming(&from, &to, &state, &log);
+    // A nullable column without a default: added to the target, its values carried.
+    server.sql_in("src", "ALTER TABLE pairs ADD COLUMN extra int; UPDATE pairs SET extra = a * 10 WHERE a < 5");
+    let with_extra = "SELECT a, b, v, extra FROM pairs ORDER BY a, b";
+    let has_extra =
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'pairs' AND column_name = 'extra'";
+    wait_until("the added column's values", || {
+        server.sql_in("dst", has_extra) == "1"
+            && server.sql_in("dst", "SELECT count(*) FROM pairs WHERE extra IS NOT NULL") != "0"
+            && server.sql_in("dst", with_extra) == server.sql_in("src", with_extra)
+    });
+    // A NOT NULL column with a default stops its table; the other goes on.
+    server.sql_in(
+        "src",
+        "ALTER TABLE items ADD COLUMN flag int NOT NULL DEFAULT 0; UPDATE items SET qty = 5 WHERE id = 7",
+    );
+    server.sql_in("src", "UPDATE pairs SET v = -5 WHERE a = 4");
+    wait_until("the other table's change", || server.sql_in("dst", "SELECT min(v) FROM pairs WHERE a = 4") == "-5");
+    let (code, last) = stop(child, &log);
+    assert_eq!(code, Some(4), "{last}");
+    assert!(table_error(&last, "items").contains("only a nullable column without a default"), "{last}");
+    assert_eq!(table_error(&last, "pairs"), "", "{last}");
+    // A column added while sync is not running is carried too when it starts.
+    server.sql_in("src", "ALTER TABLE pairs ADD COLUMN note text; UPDATE pairs SET note = 'n' WHERE a = 1");
     let run = barge(&["sync", "--from", &from, "--to", &to, "--state", &state, "--until", "caught-up"]);
     run.assert_code(4);
-    assert!(run.stderr.contains("`pairs` stopped syncing: column `extra` not found"), "{}", run.stderr);
-    assert_eq!(server.sql_in("dst", "SELECT qty FROM items WHERE id = 5"), "99", "the other table goes on");
+    let all = "SELECT a, b, v, extra, note FROM pairs ORDER BY a, b";
+    assert_eq!(server.sql_in("dst", all), server.sql_in("src", all));
 }
 
 #[test]
@@ -379,32 +436,26 @@ fn sync_from_mariadb_killed_mid_stream_continues_and_ddl_stops_its_table() {
     let pg_text =
         |q: &str| join_rows(pg.sql(q).into_iter().map(|r| r.into_iter().map(|v| v.unwrap_or_default()).collect()));
     assert_eq!([pg_text(ITEMS), pg_text(PAIRS), pg_text(WIDE)], my_source_rows(&server), "after kill -9");
-    // DDL on one table while sync runs stops that table, naming the statement; the others go
-    // on, and the run ends with exit 4.
+    // An added nullable column is carried; other DDL on a table stops it, naming the
+    // statement; the others go on, and the run ends with exit 4.
     let log = dir.path("status.jsonl");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_barge"))
-        .args(["sync", "--from", &from, "--to", &to, "--state", &state, "--json"])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
+    let child = spawn_streaming(&from, &to, &state, &log);
+    server
+        .sql("USE src; ALTER TABLE pairs ADD COLUMN extra int NULL; UPDATE pairs SET extra = 7 WHERE a = 10")
         .unwrap();
-    let started = Instant::now();
-    // Once it streams (its first status line), the DDL comes.
-    while std::fs::read_to_string(&log).unwrap().lines().next().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(60), "sync printed no status");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server.sql("USE src; ALTER TABLE pairs ADD COLUMN extra int NULL; UPDATE items SET qty = 99 WHERE id = 5").unwrap();
-    while pg.sql("SELECT qty FROM items WHERE id = 5")[0][0].as_deref() != Some("99") {
-        assert!(started.elapsed() < Duration::from_secs(60), "the other table's change was not applied");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(4));
-    let last: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&log).unwrap().lines().last().unwrap()).unwrap();
-    let pairs = last["tables"].as_array().unwrap().iter().find(|t| t["table"] == "pairs").unwrap();
-    assert!(pairs["error"].as_str().unwrap().contains("ALTER TABLE pairs ADD COLUMN extra int NULL"), "{pairs}");
+    let has_extra =
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'pairs' AND column_name = 'extra'";
+    wait_until("the added column's values", || {
+        pg.sql(has_extra)[0][0].as_deref() == Some("1")
+            && pg.sql("SELECT count(*) FROM pairs WHERE extra = 7")[0][0].as_deref() != Some("0")
+    });
+    server.sql("USE src; ALTER TABLE pairs DROP COLUMN v; UPDATE items SET qty = 99 WHERE id = 5").unwrap();
+    wait_until("the other table's change", || {
+        pg.sql("SELECT qty FROM items WHERE id = 5")[0][0].as_deref() == Some("99")
+    });
+    let (code, last) = stop(child, &log);
+    assert_eq!(code, Some(4), "{last}");
+    assert!(table_error(&last, "pairs").contains("ALTER TABLE pairs DROP COLUMN v"), "{last}");
 }
 
 #[test]

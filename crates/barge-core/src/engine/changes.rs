@@ -45,6 +45,8 @@ pub struct ChangeBatch {
     pub end: Option<u64>,
     /// Source transactions the batch holds.
     pub transactions: u64,
+    /// When the last transaction read committed on the source (seconds since the Unix epoch).
+    pub committed_at: Option<f64>,
 }
 
 /// The rows [`ChangeFeed::read_keys`] found, and the keys it did not.

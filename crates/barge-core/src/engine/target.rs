@@ -44,6 +44,13 @@ pub trait Target: Send + Sync {
     /// Removes every row of `name`.
     fn truncate_table(&self, name: &str) -> Result<()>;
 
+    /// Adds a nullable column without a default to existing table `table` (a column the source
+    /// added while `sync` runs). The default cannot.
+    fn add_column(&self, table: &str, field: &Field, column: &TargetColumn) -> Result<()> {
+        let _ = (table, field, column);
+        Err(crate::Error::unsupported(self.display_name(), "add columns"))
+    }
+
     /// Removes every row of all of `names` at once, so that foreign keys between them (which
     /// the copy adds again) do not refuse it. The default empties them one by one.
     fn truncate_tables(&self, names: &[String]) -> Result<()> {
