@@ -30,6 +30,12 @@
 #           ≤ 150 MB each, as for narrow rows).
 # soak:     the crash test of the suite (a private PostgreSQL target stopped with -m immediate after
 #           N committed ranges, then --resume, checked row by row) over 50 kill points.
+# cdc:      change capture (`barge sync`) on private servers it starts: PostgreSQL → PostgreSQL apply
+#           of a backlog of ROWS changes (200,000 by default; single-row update transactions, then
+#           1000-row insert transactions) against PostgreSQL's own logical replication
+#           (CREATE PUBLICATION / CREATE SUBSCRIPTION between two clusters, catching up the same
+#           backlog); MariaDB → PostgreSQL apply rate of ROWS single-row update transactions; and
+#           the bulk phase of a first `sync` against `barge copy` of the same 1,000,000-row table.
 # micro:    the criterion micro-benchmarks of benches/hot_paths.rs (`cargo bench -p barge-benches`).
 # The end-to-end sections alternate raw / barge --no-verify / barge (verified) for three rounds and
 # print medians, ratios and barge's peak RSS.
@@ -37,9 +43,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 case "$what" in
-  sqlite|postgres|pipeline|forecast|mysql|memory|soak|micro|all) ;;
+  sqlite|postgres|pipeline|forecast|mysql|memory|soak|cdc|micro|all) ;;
   readme) exec python3 scripts/bench_readme.py ;;
-  *) echo "usage: scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|memory|soak|micro|all|readme] [ROWS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|memory|soak|cdc|micro|all|readme] [ROWS]" >&2; exit 2 ;;
 esac
 cargo build --release --quiet
 barge=$PWD/target/release/barge
@@ -421,6 +427,142 @@ section_soak() {
   echo "soak_seconds=$(( SECONDS - started ))"
 }
 
+# --- Change capture: private servers -----------------------------------------------------------
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# wal_retrieve_retry_interval: the launcher starts a re-enabled subscription's apply worker within
+# 100 ms instead of up to 5 s after its last one ended (which would be timed as the native apply).
+cdc_pg_start() { # $1 directory, $2 port
+  mkdir -p "$1"; chmod 755 "$1"; chown postgres "$1"
+  runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D "$1/data" -U postgres -A trust --no-sync >/dev/null
+  runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$1/data" -l "$1/log" -w -o "-p $2 -k $1 \
+    -c listen_addresses=127.0.0.1 -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10 \
+    -c shared_buffers=256MB -c wal_retrieve_retry_interval=100ms" start >/dev/null
+}
+cdc_pg_stop() { runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$1/data" -m fast stop >/dev/null || true; }
+cdc_cleanup() {
+  cdc_pg_stop "$cdc/pub"; cdc_pg_stop "$cdc/sub"
+  [ -n "${cdc_my_pid:-}" ] && kill "$cdc_my_pid" 2>/dev/null && wait "$cdc_my_pid" 2>/dev/null
+  rm -rf "$cdc"
+}
+pub() { psql -h 127.0.0.1 -p "$pub_port" -U postgres -qAt -v ON_ERROR_STOP=1 "$@"; }
+sub() { psql -h 127.0.0.1 -p "$sub_port" -U postgres -qAt -v ON_ERROR_STOP=1 "$@"; }
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(round($(now) - $1, 3))"; }
+# Seconds until the native subscriber shows marker round $1 (it applies in commit order, so every
+# change before the marker is applied then), from ENABLE.
+native_catch_up() {
+  local t0; t0=$(now)
+  sub -d nat -c "ALTER SUBSCRIPTION s ENABLE"
+  until [ "$(sub -d nat -c 'SELECT round FROM m')" = "$1" ]; do sleep 0.05; done
+  elapsed "$t0"
+  sub -d nat -c "ALTER SUBSCRIPTION s DISABLE"
+  # The walsender of the disabled subscription goes away before the next backlog is written.
+  until [ "$(pub -d src -c "SELECT count(*) FROM pg_stat_replication WHERE application_name = 's'")" = 0 ]; do sleep 0.1; done
+}
+barge_catch_up() { # $1 from, $2 to, $3 state, then more sync arguments: seconds of `sync --until caught-up`
+  local t0; t0=$(now)
+  "$barge" sync --from "$1" --to "$2" --state "$3" "${@:4}" --until caught-up >/dev/null 2>"$work/sync.err" \
+    || { cat "$work/sync.err" >&2; exit 1; }
+  elapsed "$t0"
+}
+section_cdc() {
+  cdc=$(mktemp -d /tmp/barge-cdc.XXXXXX); chmod 755 "$cdc"
+  trap cdc_cleanup EXIT
+  pub_port=$(free_port); cdc_pg_start "$cdc/pub" "$pub_port"
+  sub_port=$(free_port); cdc_pg_start "$cdc/sub" "$sub_port"
+  local src="postgres://postgres@127.0.0.1:$pub_port/src" brg="postgres://postgres@127.0.0.1:$sub_port/brg"
+  pub -d postgres -c "CREATE DATABASE src"; sub -d postgres -c "CREATE DATABASE nat" -c "CREATE DATABASE brg"
+  local ddl="CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL, pad text NOT NULL); CREATE TABLE m (id int PRIMARY KEY, round int NOT NULL)"
+  pub -d src -c "$ddl" -c "INSERT INTO t SELECT g, 0, md5(g::text) FROM generate_series(1, $rows) g" \
+    -c "INSERT INTO m VALUES (1, 0)" -c "CREATE PUBLICATION p FOR TABLE t, m" \
+    -c "CREATE PROCEDURE upd(n int) LANGUAGE plpgsql AS \$\$ BEGIN FOR i IN 1..n LOOP
+          UPDATE t SET v = v + 1 WHERE id = i; COMMIT; END LOOP; END \$\$" \
+    -c "CREATE PROCEDURE ins(n int, base int) LANGUAGE plpgsql AS \$\$ BEGIN FOR j IN 0..n / 1000 - 1 LOOP
+          INSERT INTO t SELECT base + j * 1000 + g, 1, 'x' FROM generate_series(1, 1000) g; COMMIT; END LOOP; END \$\$"
+  sub -d nat -c "$ddl" -c "CREATE SUBSCRIPTION s CONNECTION 'host=127.0.0.1 port=$pub_port dbname=src user=postgres' PUBLICATION p"
+  until [ "$(sub -d nat -c "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'")" = 0 ]; do sleep 0.2; done
+  "$barge" sync --from "$src" --to "$brg" --state "$cdc/state.db" --until caught-up --table t --table m >/dev/null 2>&1
+  sub -d nat -c "ALTER SUBSCRIPTION s DISABLE"
+  until [ "$(pub -d src -c "SELECT count(*) FROM pg_stat_replication WHERE application_name = 's'")" = 0 ]; do sleep 0.1; done
+  echo "cdc_changes=$rows"
+  local round=0 kind
+  for kind in updates inserts; do
+    : >"$work/native.txt"; : >"$work/barge.txt"
+    for r in 1 2 3; do
+      round=$((round + 1))
+      if [ "$kind" = updates ]; then pub -d src -c "CALL upd($rows)"; else pub -d src -c "CALL ins($rows, $((round * 10000000)))"; fi
+      pub -d src -c "UPDATE m SET round = $round"
+      native_catch_up "$round" >>"$work/native.txt"
+      barge_catch_up "$src" "$brg" "$cdc/state.db" --table t --table m >>"$work/barge.txt"
+      echo "cdc $kind round $r: native $(tail -1 "$work/native.txt")s, barge $(tail -1 "$work/barge.txt")s" >&2
+    done
+    local native barge_s
+    native=$(median <"$work/native.txt"); barge_s=$(median <"$work/barge.txt")
+    echo "cdc_${kind}_native_seconds=$native"
+    echo "cdc_${kind}_barge_seconds=$barge_s"
+    echo "cdc_${kind}_speedup=$(ratio "$native" "$barge_s")"
+  done
+  # Both subscribers hold what the source holds.
+  local want; want=$(pub -d src -c "SELECT count(*), sum(v) FROM t")
+  [ "$(sub -d brg -c "SELECT count(*), sum(v) FROM t")" = "$want" ] || { echo "barge's copy differs" >&2; exit 1; }
+  # MariaDB → PostgreSQL: single-row update transactions from a binlog.
+  local my_port; my_port=$(free_port)
+  mkdir -p "$cdc/my"; chown mysql "$cdc/my"
+  mariadb-install-db --no-defaults --user=mysql --datadir="$cdc/my/data" --auth-root-authentication-method=normal >/dev/null 2>&1
+  /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$cdc/my/data" --port="$my_port" --bind-address=127.0.0.1 \
+    --socket="$cdc/my/sock" --log-bin=binlog --binlog-format=ROW --binlog-row-image=FULL --server-id=1 \
+    --innodb-flush-log-at-trx-commit=2 --innodb-buffer-pool-size=512M >/dev/null 2>&1 &
+  cdc_my_pid=$!
+  local my=(--protocol=tcp -h 127.0.0.1 -P "$my_port" -uroot)
+  until mariadb "${my[@]}" -e 'SELECT 1' >/dev/null 2>&1; do sleep 0.2; done
+  mariadb "${my[@]}" <<SQL
+CREATE DATABASE src; USE src; CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL, pad varchar(40) NOT NULL);
+INSERT INTO t SELECT seq, 0, md5(seq) FROM seq_1_to_$rows;
+DELIMITER //
+CREATE PROCEDURE upd(n int) BEGIN DECLARE i int DEFAULT 1; WHILE i <= n DO UPDATE t SET v = v + 1 WHERE id = i; SET i = i + 1; END WHILE; END//
+DELIMITER ;
+SQL
+  sub -d postgres -c "CREATE DATABASE myd"
+  local mysrc="mysql://root@127.0.0.1:$my_port/src" mydst="postgres://postgres@127.0.0.1:$sub_port/myd"
+  "$barge" sync --from "$mysrc" --to "$mydst" --state "$cdc/mystate.db" --until caught-up >/dev/null 2>&1
+  : >"$work/barge.txt"
+  for r in 1 2 3; do
+    mariadb "${my[@]}" src -e "CALL upd($rows)"
+    barge_catch_up "$mysrc" "$mydst" "$cdc/mystate.db" >>"$work/barge.txt"
+    echo "cdc mariadb round $r: barge $(tail -1 "$work/barge.txt")s" >&2
+  done
+  local my_s; my_s=$(median <"$work/barge.txt")
+  echo "cdc_mariadb_seconds=$my_s"
+  echo "cdc_mariadb_changes_per_s=$(python3 -c "print(round($rows / $my_s))")"
+  [ "$(sub -d myd -c "SELECT count(*), sum(v) FROM t")" = "$(mariadb "${my[@]}" src -N -B -e 'SELECT count(*), sum(v) FROM t' | tr '\t' '|')" ] \
+    || { echo "the MariaDB → PostgreSQL copy differs" >&2; exit 1; }
+  # The bulk phase of a first sync against `barge copy` of the same table.
+  pub -d src -c "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, pad text NOT NULL)" \
+    -c "INSERT INTO big SELECT g, g, md5(g::text) FROM generate_series(1, 1000000) g" -c "VACUUM ANALYZE big"
+  : >"$work/copy.txt"; : >"$work/bulk.txt"
+  for r in 1 2 3; do
+    sub -d postgres -c "DROP DATABASE IF EXISTS bulk" -c "CREATE DATABASE bulk"
+    local t0; t0=$(now)
+    "$barge" copy --from "$src" --to "postgres://postgres@127.0.0.1:$sub_port/bulk" --table big >/dev/null 2>&1
+    elapsed "$t0" >>"$work/copy.txt"
+    sub -d postgres -c "DROP DATABASE IF EXISTS bulk" -c "CREATE DATABASE bulk"
+    rm -f "$cdc/bulk.db"*
+    t0=$(now)
+    "$barge" sync --from "$src" --to "postgres://postgres@127.0.0.1:$sub_port/bulk" --table big --state "$cdc/bulk.db" \
+      --stream "bulk$r" --until caught-up >/dev/null 2>&1
+    elapsed "$t0" >>"$work/bulk.txt"
+    "$barge" sync --from "$src" --to "postgres://postgres@127.0.0.1:$sub_port/bulk" --table big --state "$cdc/bulk.db" \
+      --stream "bulk$r" --drop >/dev/null 2>&1
+    echo "cdc bulk round $r: copy $(tail -1 "$work/copy.txt")s, sync $(tail -1 "$work/bulk.txt")s" >&2
+  done
+  local c b; c=$(median <"$work/copy.txt"); b=$(median <"$work/bulk.txt")
+  echo "cdc_bulk_rows=1000000"
+  echo "cdc_bulk_copy_seconds=$c"
+  echo "cdc_bulk_sync_seconds=$b"
+  echo "cdc_bulk_ratio=$(ratio "$b" "$c")"
+  cdc_cleanup; trap - EXIT
+}
+
 # --- Recording ---------------------------------------------------------------------------------
 machine() {
   echo "machine_cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
@@ -459,5 +601,6 @@ run forecast 2000000
 run mysql 2000000
 run memory 0
 run soak 0
+run cdc 200000
 run micro 0
 python3 scripts/bench_readme.py

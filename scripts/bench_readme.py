@@ -53,7 +53,7 @@ def table(header, rows):
 
 def machine():
     results = [r for r in (load(s) for s in ("postgres", "mysql", "sqlite", "forecast", "pipeline", "micro", "memory",
-                                             "soak")) if r]
+                                             "soak", "cdc")) if r]
     if not results:
         return "No results recorded yet."
     r = max(results, key=lambda r: r["date"])
@@ -226,6 +226,29 @@ def soak():
                   [[r["soak_kill_points"], r["soak_exact"], r["soak_seconds"]]]) + "\n\n" + provenance(r))
 
 
+def cdc():
+    r = load("cdc")
+    if not r:
+        return missing("cdc")
+    n = int(r["cdc_changes"])
+    rows = []
+    for kind, what, goal in (("updates", "single-row update transactions", 1.0), ("inserts", "1000-row insert transactions", 2.0)):
+        speedup = float(r[f"cdc_{kind}_speedup"])
+        rows.append([f"PostgreSQL → PostgreSQL, {n:,} changes as {what}", "PostgreSQL logical replication (subscription)",
+                     num(r[f"cdc_{kind}_native_seconds"]), num(r[f"cdc_{kind}_barge_seconds"]),
+                     f"**{speedup:.2f}×** native", f"≥ {goal:g}×", "met" if speedup >= goal else "not met"])
+    rate = int(r["cdc_mariadb_changes_per_s"])
+    rows.append([f"MariaDB → PostgreSQL, {n:,} single-row update transactions", "–", "–",
+                 num(r["cdc_mariadb_seconds"]), f"**{rate:,}** changes/s", "≥ 50,000/s", "met" if rate >= 50000 else "not met"])
+    bulk = float(r["cdc_bulk_ratio"])
+    rows.append([f"bulk phase of a first sync, {int(r['cdc_bulk_rows']):,} rows", "`barge copy` of the same table",
+                 num(r["cdc_bulk_copy_seconds"]), num(r["cdc_bulk_sync_seconds"]), f"**{bulk:.2f}×** copy", "≤ 1.1×",
+                 "met" if bulk <= 1.1 else "not met"])
+    return (table(["workload (a backlog caught up)", "reference", "reference s", "barge s", "result", "goal", ""], rows)
+            + "\n\nMedians of three rounds; each round writes a new backlog on the source, then the native subscriber "
+            "(enabled) and `barge sync --until caught-up` each catch it up. " + provenance(r))
+
+
 BLOCKS = {
     "machine": machine,
     "end-to-end": end_to_end,
@@ -235,6 +258,7 @@ BLOCKS = {
     "micro": micro,
     "memory": memory,
     "soak": soak,
+    "cdc": cdc,
 }
 
 

@@ -46,7 +46,7 @@ pub struct SyncArgs {
     #[arg(long)]
     no_foreign_keys: bool,
     /// Changes read and applied per batch, about (whole source transactions).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 100_000)]
     batch_changes: usize,
     /// Warn when the stream's slot keeps more WAL than this on the source.
     #[arg(long, value_parser = super::parse_bytes, default_value = "1GiB")]

@@ -286,7 +286,7 @@ fn evolve(
 }
 
 /// Keys looked up in the source per statement.
-const KEYS_PER_LOOKUP: usize = 5_000;
+const KEYS_PER_LOOKUP: usize = 20_000;
 
 /// Applies one table's share of a batch in one target transaction; returns the rows changed.
 fn apply_table(

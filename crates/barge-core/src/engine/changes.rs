@@ -102,8 +102,8 @@ pub trait ChangeFeed: Send + Sync {
     /// A position as the source writes it (PostgreSQL: `0/16B3748`).
     fn describe_position(&self, position: u64) -> String;
 
-    /// The current rows of `table` whose keys (as in [`ChangeKind::Row`]) are `keys`, and the
-    /// keys no row holds, read in one snapshot.
+    /// The current rows of `table` whose keys (as in [`ChangeKind::Row`]) are `keys` (distinct),
+    /// and the keys no row holds, read in one snapshot.
     fn read_keys(&self, table: &TableInfo, keys: &[Vec<Option<String>>]) -> Result<KeyRows>;
 }
 
