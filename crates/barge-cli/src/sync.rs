@@ -45,6 +45,10 @@ pub struct SyncArgs {
     /// Do not recreate the source's foreign keys (see `barge copy`).
     #[arg(long)]
     no_foreign_keys: bool,
+    /// Times a batch that fails transiently (a lost connection, a server restarted) is tried
+    /// again, with exponential backoff.
+    #[arg(long, default_value_t = 10)]
+    retries: u32,
     /// Changes read and applied per batch, about (whole source transactions).
     #[arg(long, default_value_t = 100_000)]
     batch_changes: usize,
@@ -132,6 +136,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         batch_changes: args.batch_changes.max(1),
         stop,
         idle: Duration::from_millis(200),
+        retries: args.retries,
         stopped,
         replan: &|old: &barge_plan::TablePlan| replan(&args, source.as_ref(), target.as_ref(), old),
     };

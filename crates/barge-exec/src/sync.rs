@@ -43,6 +43,8 @@ pub struct SyncOptions<'a> {
     pub stop: Arc<AtomicBool>,
     /// How long to wait for changes when there are none.
     pub idle: Duration,
+    /// Times a batch that fails transiently (lost connection, restarted server) is tried again.
+    pub retries: u32,
     /// Tables stopped before the run (they no longer plan): reported with the others.
     pub stopped: Vec<SyncTable>,
     /// A table's plan again after the source changed its schema (DDL): the caller carries what
@@ -152,7 +154,9 @@ pub fn sync(
         if options.stop.load(Ordering::SeqCst) {
             break;
         }
-        let batch = feed.read_changes(options.stream, &infos, applied_to, options.until, options.batch_changes)?;
+        let batch = crate::retry::retrying(options.retries, options.stream, "reading changes", || {
+            feed.read_changes(options.stream, &infos, applied_to, options.until, options.batch_changes)
+        })?;
         let Some(end) = batch.end else {
             if let Some(until) = options.until {
                 // Nothing committed before `until` is left: every change it asks for is applied.
@@ -182,9 +186,18 @@ pub fn sync(
                 state.report.error = Some(error.to_string());
                 continue;
             }
-            match apply_table(feed, target, state, changes, options.stream, end) {
+            // A lost connection or a restarted server: the batch is applied again (idempotent:
+            // the rows are read anew, nothing was committed).
+            let name = state.plan.source.name.clone();
+            let applied = crate::retry::retrying(options.retries, &name, "applying changes", || {
+                apply_table(feed, target, state, changes, options.stream, end)
+            });
+            match applied {
                 Ok(n) => {
-                    applied_total += n;
+                    applied_total += n.upserted + n.deleted;
+                    state.report.upserted += n.upserted;
+                    state.report.deleted += n.deleted;
+                    state.report.truncates += n.truncates;
                     state.applied = end;
                     state.report.applied_position = Some(feed.describe_position(end));
                 }
@@ -195,8 +208,10 @@ pub fn sync(
                 }
             }
         }
-        positions.record(options.stream, "", end)?;
-        feed.confirm(options.stream, end)?;
+        crate::retry::retrying(options.retries, options.stream, "recording the position", || {
+            positions.record(options.stream, "", end)?;
+            feed.confirm(options.stream, end)
+        })?;
         applied_to = end;
         if let Some(at) = batch.committed_at {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -292,25 +307,25 @@ const KEYS_PER_LOOKUP: usize = 20_000;
 fn apply_table(
     feed: &dyn ChangeFeed,
     target: &dyn Target,
-    state: &mut TableState,
+    state: &TableState,
     work: &TableWork,
     stream: &str,
     end: u64,
-) -> Result<u64> {
+) -> Result<Applied> {
     let plan = &state.plan;
     let source = &plan.source;
     if !work.truncate && work.keys.is_empty() {
-        return Ok(0);
+        return Ok(Applied::default());
     }
     let fields: Vec<arrow_schema::Field> = plan.columns.iter().map(|c| c.field.clone()).collect();
     let key: Vec<String> = plan.output.key_columns().iter().map(|k| k.to_string()).collect();
     let options = WriteOptions { conflict: Conflict::Upsert, key: key.clone(), isolate_rows: false };
     let encoder = target.encoder(&plan.target_table, &fields)?;
     let mut writer = target.writer(&plan.target_table, &fields, &options)?;
-    let mut changed = 0;
+    let mut applied = Applied::default();
     if work.truncate {
         writer.change_writer().ok_or_else(|| Error::unsupported(target.display_name(), "apply changes"))?.truncate()?;
-        state.report.truncates += 1;
+        applied.truncates += 1;
     }
     for keys in work.keys.chunks(KEYS_PER_LOOKUP) {
         let found = feed.read_keys(source, keys)?;
@@ -324,8 +339,7 @@ fn apply_table(
             let writer =
                 writer.change_writer().ok_or_else(|| Error::unsupported(target.display_name(), "apply changes"))?;
             let deleted = writer.delete_keys(&key, &gone)?;
-            state.report.deleted += deleted;
-            changed += deleted;
+            applied.deleted += deleted;
         }
         for batch in found.rows {
             let batch = match plan.transform.as_deref() {
@@ -347,8 +361,7 @@ fn apply_table(
                 continue;
             }
             let written = writer.write(encoder.encode(batch)?)?;
-            state.report.upserted += written;
-            changed += written;
+            applied.upserted += written;
         }
     }
     writer.change_writer().ok_or_else(|| Error::unsupported(target.display_name(), "apply changes"))?.record_position(
@@ -357,7 +370,15 @@ fn apply_table(
         end,
     )?;
     writer.commit()?;
-    Ok(changed)
+    Ok(applied)
+}
+
+/// What one table's batch changed, counted once it committed.
+#[derive(Default)]
+struct Applied {
+    upserted: u64,
+    deleted: u64,
+    truncates: u64,
 }
 
 fn key_indices(table: &barge_core::TableInfo, batch: &arrow_array::RecordBatch) -> Vec<usize> {

@@ -477,3 +477,28 @@ fn sync_from_mariadb_names_binlog_settings_it_needs() {
         assert!(run.stderr.contains(message), "{options:?}: {}", run.stderr);
     }
 }
+
+#[test]
+fn sync_goes_on_through_restarts_of_the_target_and_of_the_source() {
+    let source = logical_source();
+    let target = PrivatePg::start();
+    target.sql("CREATE DATABASE dst");
+    let (from, to) = (source.url_of("src"), target.url_of("dst"));
+    let dir = Dir::new();
+    let state = dir.path("s.db").display().to_string();
+    sync_caught_up(&from, &to, &state);
+    let log = dir.path("status.jsonl");
+    let child = spawn_streaming(&from, &to, &state, &log);
+    // The target restarts while changes are applied, then the source does.
+    writing_during(&source, 1..4, || {
+        std::thread::sleep(Duration::from_millis(300));
+        target.pg_ctl(&["restart"]);
+    });
+    source.pg_ctl(&["restart"]);
+    source.sql_in("src", &writes(5));
+    wait_until("the changes after the restarts", || target.sql_in("dst", PAIRS) == source.sql_in("src", PAIRS));
+    let (code, last) = stop(child, &log);
+    assert_eq!(code, Some(0), "sync went on through both restarts: {last}");
+    sync_caught_up(&from, &to, &state);
+    assert_eq!(pg_rows(&target, "dst"), pg_rows(&source, "src"));
+}
