@@ -507,9 +507,10 @@ section_cdc() {
   [ "$(sub -d brg -c "SELECT count(*), sum(v) FROM t")" = "$want" ] || { echo "barge's copy differs" >&2; exit 1; }
   # MariaDB → PostgreSQL: single-row update transactions from a binlog.
   local my_port; my_port=$(free_port)
-  mkdir -p "$cdc/my"; chown mysql "$cdc/my"
-  mariadb-install-db --no-defaults --user=mysql --datadir="$cdc/my/data" --auth-root-authentication-method=normal >/dev/null 2>&1
-  /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$cdc/my/data" --port="$my_port" --bind-address=127.0.0.1 \
+  mkdir -p "$cdc/my/tmp"; chown -R mysql "$cdc/my"
+  mariadb-install-db --no-defaults --user=mysql --datadir="$cdc/my/data" --tmpdir="$cdc/my/tmp" \
+    --auth-root-authentication-method=normal >/dev/null 2>&1
+  /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$cdc/my/data" --tmpdir="$cdc/my/tmp" --port="$my_port" --bind-address=127.0.0.1 \
     --socket="$cdc/my/sock" --log-bin=binlog --binlog-format=ROW --binlog-row-image=FULL --server-id=1 \
     --innodb-flush-log-at-trx-commit=2 --innodb-buffer-pool-size=512M >/dev/null 2>&1 &
   cdc_my_pid=$!

@@ -136,12 +136,17 @@ pub struct PrivateMy {
 impl PrivateMy {
     pub fn start(options: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        Command::new("chown").arg("mysql").arg(dir.path()).status().unwrap();
+        // A temporary directory of its own: MariaDB names its temporary tables after its pid in
+        // tmpdir and clears what it finds there, so servers sharing /tmp (the shared one too)
+        // remove each other's (seen: parallel mariadb-install-db failing on a vanished table).
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        Command::new("chown").arg("-R").arg("mysql").arg(dir.path()).status().unwrap();
         let status = Command::new("mariadb-install-db")
             // --no-defaults first: the shared server's my.cnf (its socket, pid file and logs) is not
             // this server's.
             .args(["--no-defaults", "--user=mysql", "--auth-root-authentication-method=normal", "--skip-test-db"])
             .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .arg(format!("--tmpdir={}", dir.path().join("tmp").display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -162,6 +167,7 @@ impl PrivateMy {
             .arg(format!("--port={}", self.port))
             .arg(format!("--socket={}", self.dir.path().join("sock").display()))
             .arg(format!("--pid-file={}", self.dir.path().join("pid").display()))
+            .arg(format!("--tmpdir={}", self.dir.path().join("tmp").display()))
             .args(&self.options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
