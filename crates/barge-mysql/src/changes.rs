@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use barge_core::{Change, ChangeBatch, ChangeKind, Error, KeyRows, KeySpec, Result, TableInfo};
+use barge_core::{Change, ChangeBatch, ChangeKind, Error, KeyRows, Result, TableInfo};
 use futures_util::StreamExt;
 use mysql_async::Value;
 use mysql_async::binlog::events::EventData;
@@ -204,14 +204,8 @@ impl barge_core::ChangeFeed for MySource {
                  (MariaDB: REPLICATION REPLICA, BINLOG MONITOR)",
             );
         }
+        barge_core::keyed_for_sync(tables)?;
         for table in tables {
-            if !matches!(table.key, KeySpec::Primary(_)) {
-                return Err(Error::Config(format!(
-                    "source table `{}` has no primary key: sync applies changes by key (add a primary key, or \
-                     leave the table out with --exclude)",
-                    table.name
-                )));
-            }
             for column in table.key_columns() {
                 let native = table
                     .schema
@@ -476,7 +470,7 @@ mod tests {
         let table = |name: &str| TableInfo {
             name: name.into(),
             schema: std::sync::Arc::new(arrow_schema::Schema::empty()),
-            key: KeySpec::None,
+            key: barge_core::KeySpec::None,
             estimated_rows: 0,
             indexes: vec![],
             foreign_keys: vec![],

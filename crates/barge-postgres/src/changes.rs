@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
-use barge_core::{Change, ChangeBatch, ChangeKind, Error, KeyRows, KeySpec, Result, TableInfo};
+use barge_core::{Change, ChangeBatch, ChangeKind, Error, KeyRows, Result, TableInfo};
 use futures_util::StreamExt;
 
 use crate::conn::{connect_local, literal, pg_err, quote, runtime};
@@ -83,16 +83,7 @@ impl barge_core::ChangeFeed for PgSource {
                  REPLICATION` as a superuser"
             )));
         }
-        for table in tables {
-            if !matches!(table.key, KeySpec::Primary(_)) {
-                return Err(Error::Config(format!(
-                    "source table `{}` has no primary key: sync applies changes by key (add a primary key, or \
-                     leave the table out with --exclude)",
-                    table.name
-                )));
-            }
-        }
-        Ok(())
+        barge_core::keyed_for_sync(tables)
     }
 
     fn stream_exists(&self, name: &str) -> Result<bool> {

@@ -40,6 +40,7 @@ mod transform;
 
 pub use changes::{
     Change, ChangeBatch, ChangeFeed, ChangeKind, ChangePositions, ChangeWriter, KeyRows, POSITIONS_TABLE,
+    keyed as keyed_for_sync,
 };
 pub use encode::{ArrowPassthrough, BatchEncoder, Encoded, Native, TargetColumn, choose_column, logical_type};
 pub use factory::{EngineFactory, LedgerStores, Registry, ScratchSpace};
