@@ -103,7 +103,12 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let store = open_ledger(&args.state)?;
     store.acquire("sync", &barge_core::ledger::Holder::current())?;
     if args.drop {
-        return drop_stream(feed, target_engine, &args.endpoints.to, &stream, args.json);
+        // The slot first: it keeps the source's WAL, whether or not the target answers.
+        let retained = feed.drop_stream(&stream)?;
+        if let Some(positions) = target_engine.open_target(&args.endpoints.to)?.change_positions() {
+            positions.forget(&stream)?;
+        }
+        return Ok(dropped(&stream, retained, args.json));
     }
     let target = target_engine.open_target(&args.endpoints.to)?;
     let positions = target
@@ -112,15 +117,15 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let recorded = positions.positions(&stream)?;
     let start = match recorded.iter().find(|(table, _)| table.is_empty()) {
         Some((_, start)) => *start,
-        None => bulk(&args, feed, &stream, &store, &from)?.map_or(0, |s| s),
+        None => match bulk(&args, feed, positions, &stream, &store, &from)? {
+            Some(start) => start,
+            // The bulk copy failed: its report said why (the stream is kept for a rerun).
+            None => return Ok(ExitCode::from(super::EXIT_RUNTIME)),
+        },
     };
-    if start == 0 {
-        // The bulk copy failed: its report said why (the stream is kept for a rerun).
-        return Ok(ExitCode::from(super::EXIT_RUNTIME));
-    }
     // The tables as the copy planned them (nothing is written: the target tables exist); a
     // table that no longer plans (its columns changed) stops, the others go on.
-    let (plans, stopped) = plan_tables(&args, source.as_ref())?;
+    let (plans, stopped) = plan_tables(&args, source.as_ref(), target.as_ref())?;
     let until = match args.until {
         Some(Until::CaughtUp) => Some(feed.current_position()?),
         None => None,
@@ -197,6 +202,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
 fn plan_tables(
     args: &SyncArgs,
     source: &dyn barge_core::Source,
+    target: &dyn barge_core::Target,
 ) -> Result<(Vec<barge_plan::TablePlan>, Vec<barge_exec::SyncTable>), Error> {
     let all = copy_args(args, IfExistsArg::Append, false);
     let whole = match plan_copy(&all) {
@@ -211,11 +217,10 @@ fn plan_tables(
         args.endpoints.tables.clone()
     };
     let (mut plans, mut stopped) = (Vec::new(), Vec::new());
-    let target = engines::registry().for_url(&args.endpoints.to)?.open_target(&args.endpoints.to)?;
     for name in names {
         let planned = plan_one(args, &name).or_else(|e| {
             // A column the source added while sync was not running is carried as in a run.
-            add_columns(source, target.as_ref(), &name, None).map_err(|why| format!("{e} ({why})"))?;
+            add_columns(source, target, &name, None).map_err(|why| format!("{e} ({why})"))?;
             plan_one(args, &name).map_err(|e| e.to_string())
         });
         match planned {
@@ -258,19 +263,16 @@ fn add_columns(
     if let Some(gone) = present.iter().find(|c| now.schema.field_with_name(c).is_err()) {
         return Err(format!("column `{gone}` is no longer in the source"));
     }
-    if let Some(old) = old {
-        for field in old.source.schema.fields() {
-            match now.schema.field_with_name(field.name()) {
-                Err(_) => return Err(format!("column `{}` is no longer in the source", field.name())),
-                Ok(f) if native(f) != native(field) || f.data_type() != field.data_type() => {
-                    return Err(format!(
-                        "column `{}` changed its type to {}",
-                        field.name(),
-                        native(f).unwrap_or_else(|| f.data_type().to_string())
-                    ));
-                }
-                Ok(_) => {}
-            }
+    // (Every column of `old` is in the target, so one gone from the source was found above.)
+    for field in old.iter().flat_map(|old| old.source.schema.fields().iter()) {
+        if let Ok(f) = now.schema.field_with_name(field.name())
+            && (native(f) != native(field) || f.data_type() != field.data_type())
+        {
+            return Err(format!(
+                "column `{}` changed its type to {}",
+                field.name(),
+                native(f).unwrap_or_else(|| f.data_type().to_string())
+            ));
         }
     }
     for field in now.schema.fields().iter().filter(|f| !present.contains(f.name())) {
@@ -331,6 +333,7 @@ fn copy_args(args: &SyncArgs, if_exists: IfExistsArg, resume: bool) -> CopyArgs 
 fn bulk(
     args: &SyncArgs,
     feed: &dyn barge_core::ChangeFeed,
+    positions: &dyn barge_core::ChangePositions,
     stream: &str,
     store: &Arc<dyn barge_core::ledger::LedgerStore>,
     from: &str,
@@ -370,26 +373,12 @@ fn bulk(
         );
         return Ok(None);
     }
-    let target = engines::registry().for_url(&args.endpoints.to)?.open_target(&args.endpoints.to)?;
-    target
-        .change_positions()
-        .ok_or_else(|| Error::unsupported(target.display_name(), "keep change positions (sync)"))?
-        .record(stream, "", start)?;
+    positions.record(stream, "", start)?;
     Ok(Some(start))
 }
 
-fn drop_stream(
-    feed: &dyn barge_core::ChangeFeed,
-    target_engine: &dyn barge_core::EngineFactory,
-    to: &str,
-    stream: &str,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let retained = feed.drop_stream(stream)?;
-    let target = target_engine.open_target(to)?;
-    if let Some(positions) = target.change_positions() {
-        positions.forget(stream)?;
-    }
+/// Says what `--drop` removed: the stream's slot, and the WAL it was keeping.
+fn dropped(stream: &str, retained: Option<u64>, json: bool) -> ExitCode {
     if json {
         println!(
             "{}",
@@ -403,5 +392,5 @@ fn drop_stream(
             None => println!("sync {stream}: no such stream on the source (positions in the target forgotten)"),
         }
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }

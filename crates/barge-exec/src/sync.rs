@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use barge_core::{ChangeFeed, ChangeKind, Conflict, Error, Result, Target, WriteOptions};
+use barge_core::{
+    BatchEncoder, ChangeFeed, ChangeKind, ChangeWriter, Conflict, Error, Result, TableWriter, Target, WriteOptions,
+};
 use barge_plan::TablePlan;
 use serde::Serialize;
 
@@ -93,6 +95,18 @@ struct TableState {
     applied: u64,
     report: SyncTable,
     failed: bool,
+    /// The table's writer and encoder, kept from batch to batch (a writer starts a new
+    /// transaction at each commit); dropped when a batch fails or the plan changes.
+    writer: Option<(Box<dyn TableWriter>, Arc<dyn BatchEncoder>)>,
+}
+
+impl TableState {
+    /// The table stops applying changes, for `error`; the other tables go on.
+    fn stop(&mut self, error: &Error) {
+        tracing::error!(table = %self.plan.source.name, "sync stopped for this table: {error}");
+        self.failed = true;
+        self.report.error = Some(error.to_string());
+    }
 }
 
 /// Applies the stream's changes to the target until `options.until` is reached or a stop is
@@ -123,9 +137,11 @@ pub fn sync(
                     ..SyncTable::default()
                 },
                 failed: false,
+                writer: None,
             }
         })
         .collect();
+    let apply = Apply { feed, target, stream: options.stream };
     let mut infos: Vec<barge_core::TableInfo> = tables.iter().map(|t| t.source.clone()).collect();
     let mut applied_to = recorded.get("").copied().unwrap_or(start).max(start);
     let (mut applied_total, mut transactions) = (0u64, 0u64);
@@ -181,16 +197,14 @@ pub fn sync(
                 continue;
             }
             if let Err(error) = evolve(state, changes, options.replan, &mut infos) {
-                tracing::error!(table = %state.plan.source.name, "sync stopped for this table: {error}");
-                state.failed = true;
-                state.report.error = Some(error.to_string());
+                state.stop(&error);
                 continue;
             }
             // A lost connection or a restarted server: the batch is applied again (idempotent:
             // the rows are read anew, nothing was committed).
             let name = state.plan.source.name.clone();
             let applied = crate::retry::retrying(options.retries, &name, "applying changes", || {
-                apply_table(feed, target, state, changes, options.stream, end)
+                apply_table(&apply, state, changes, end)
             });
             match applied {
                 Ok(n) => {
@@ -201,11 +215,7 @@ pub fn sync(
                     state.applied = end;
                     state.report.applied_position = Some(feed.describe_position(end));
                 }
-                Err(error) => {
-                    tracing::error!(table = %state.plan.source.name, "sync stopped for this table: {error}");
-                    state.failed = true;
-                    state.report.error = Some(error.to_string());
-                }
+                Err(error) => state.stop(&error),
             }
         }
         crate::retry::retrying(options.retries, options.stream, "recording the position", || {
@@ -297,38 +307,66 @@ fn evolve(
         *info = plan.source.clone();
     }
     state.plan = plan;
+    state.writer = None;
     Ok(())
 }
 
 /// Keys looked up in the source per statement.
 const KEYS_PER_LOOKUP: usize = 20_000;
 
-/// Applies one table's share of a batch in one target transaction; returns the rows changed.
-fn apply_table(
-    feed: &dyn ChangeFeed,
-    target: &dyn Target,
-    state: &TableState,
-    work: &TableWork,
-    stream: &str,
-    end: u64,
-) -> Result<Applied> {
-    let plan = &state.plan;
-    let source = &plan.source;
+/// Applies one table's share of a batch in one target transaction; returns what it changed. A
+/// batch that fails leaves no writer behind: the next attempt opens one anew.
+fn apply_table(apply: &Apply<'_>, state: &mut TableState, work: &TableWork, end: u64) -> Result<Applied> {
+    let target = apply.target;
     if !work.truncate && work.keys.is_empty() {
         return Ok(Applied::default());
     }
-    let fields: Vec<arrow_schema::Field> = plan.columns.iter().map(|c| c.field.clone()).collect();
+    let plan = &state.plan;
     let key: Vec<String> = plan.output.key_columns().iter().map(|k| k.to_string()).collect();
-    let options = WriteOptions { conflict: Conflict::Upsert, key: key.clone(), isolate_rows: false };
-    let encoder = target.encoder(&plan.target_table, &fields)?;
-    let mut writer = target.writer(&plan.target_table, &fields, &options)?;
+    if state.writer.is_none() {
+        let fields: Vec<arrow_schema::Field> = plan.columns.iter().map(|c| c.field.clone()).collect();
+        let options = WriteOptions { conflict: Conflict::Upsert, key: key.clone(), isolate_rows: false };
+        let encoder = target.encoder(&plan.target_table, &fields)?;
+        state.writer = Some((target.writer(&plan.target_table, &fields, &options)?, encoder));
+    }
+    let (writer, encoder) = state.writer.as_mut().expect("opened above");
+    let applied = apply_batch(apply, plan, &key, (writer.as_mut(), encoder.as_ref()), work, end);
+    if applied.is_err() {
+        state.writer = None;
+    }
+    applied
+}
+
+/// Where changes come from and go to.
+struct Apply<'a> {
+    feed: &'a dyn ChangeFeed,
+    target: &'a dyn Target,
+    stream: &'a str,
+}
+
+impl Apply<'_> {
+    /// The writer's capability to apply changes.
+    fn changes<'w>(&self, writer: &'w mut dyn TableWriter) -> Result<&'w mut dyn ChangeWriter> {
+        writer.change_writer().ok_or_else(|| Error::unsupported(self.target.display_name(), "apply changes"))
+    }
+}
+
+fn apply_batch(
+    apply: &Apply<'_>,
+    plan: &TablePlan,
+    key: &[String],
+    (writer, encoder): (&mut dyn TableWriter, &dyn BatchEncoder),
+    work: &TableWork,
+    end: u64,
+) -> Result<Applied> {
+    let source = &plan.source;
     let mut applied = Applied::default();
     if work.truncate {
-        writer.change_writer().ok_or_else(|| Error::unsupported(target.display_name(), "apply changes"))?.truncate()?;
+        apply.changes(writer)?.truncate()?;
         applied.truncates += 1;
     }
     for keys in work.keys.chunks(KEYS_PER_LOOKUP) {
-        let found = feed.read_keys(source, keys)?;
+        let found = apply.feed.read_keys(source, keys)?;
         let mut gone = Vec::new();
         for batch in &found.absent {
             let indices: Vec<usize> = (0..batch.num_columns()).collect();
@@ -336,10 +374,7 @@ fn apply_table(
             gone.extend((0..batch.num_rows()).map(|row| encoder.json_row(row)));
         }
         if !gone.is_empty() {
-            let writer =
-                writer.change_writer().ok_or_else(|| Error::unsupported(target.display_name(), "apply changes"))?;
-            let deleted = writer.delete_keys(&key, &gone)?;
-            applied.deleted += deleted;
+            applied.deleted += apply.changes(writer)?.delete_keys(key, &gone)?;
         }
         for batch in found.rows {
             let batch = match plan.transform.as_deref() {
@@ -349,7 +384,7 @@ fn apply_table(
                         return Err(Error::BadValue {
                             table: source.name.clone(),
                             column: column.clone(),
-                            key: barge_core::rejects::key_shown(&batch, *row, &key_indices(source, &batch)),
+                            key: barge_core::rejects::key_shown(&batch, *row, crate::rejects::key_columns(source)),
                             reason: reason.clone(),
                         });
                     }
@@ -357,18 +392,12 @@ fn apply_table(
                 }
                 None => batch,
             };
-            if batch.num_rows() == 0 {
-                continue;
+            if batch.num_rows() > 0 {
+                applied.upserted += writer.write(encoder.encode(batch)?)?;
             }
-            let written = writer.write(encoder.encode(batch)?)?;
-            applied.upserted += written;
         }
     }
-    writer.change_writer().ok_or_else(|| Error::unsupported(target.display_name(), "apply changes"))?.record_position(
-        stream,
-        &plan.target_table,
-        end,
-    )?;
+    apply.changes(writer)?.record_position(apply.stream, &plan.target_table, end)?;
     writer.commit()?;
     Ok(applied)
 }
@@ -379,8 +408,4 @@ struct Applied {
     upserted: u64,
     deleted: u64,
     truncates: u64,
-}
-
-fn key_indices(table: &barge_core::TableInfo, batch: &arrow_array::RecordBatch) -> Vec<usize> {
-    table.key_columns().iter().filter_map(|k| batch.schema().index_of(k).ok()).collect()
 }

@@ -226,11 +226,6 @@ impl barge_core::ChangeFeed for MySource {
         Ok(())
     }
 
-    fn stream_exists(&self, _name: &str) -> Result<bool> {
-        // The server keeps nothing for a stream: it exists where its positions are recorded.
-        Ok(true)
-    }
-
     fn open_stream(&self, _name: &str, _tables: &[TableInfo]) -> Result<u64> {
         self.current_position()
     }

@@ -20,7 +20,7 @@ use arrow_schema::{Schema, SchemaRef};
 use barge_core::{Change, ChangeBatch, ChangeKind, Error, KeyRows, Result, TableInfo};
 use futures_util::StreamExt;
 
-use crate::conn::{connect_local, literal, pg_err, quote, runtime};
+use crate::conn::{literal, pg_err, quote, runtime};
 use crate::decode::{CopyParser, FeedError};
 use crate::source::{PgSource, column_types, native_of, select_expr};
 
@@ -86,19 +86,6 @@ impl barge_core::ChangeFeed for PgSource {
         barge_core::keyed_for_sync(tables)
     }
 
-    fn stream_exists(&self, name: &str) -> Result<bool> {
-        let slot = object_name(name);
-        self.with_client(|client| {
-            let row = runtime()
-                .block_on(
-                    client
-                        .query_one("SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", &[&slot]),
-                )
-                .map_err(pg_err("looking up a replication slot"))?;
-            Ok(row.get(0))
-        })
-    }
-
     fn open_stream(&self, name: &str, tables: &[TableInfo]) -> Result<u64> {
         let object = object_name(name);
         let list: Vec<String> = tables.iter().map(|t| self.qualified(&t.name)).collect();
@@ -159,7 +146,7 @@ impl barge_core::ChangeFeed for PgSource {
         let object = object_name(name);
         let upto = upto.map(lsn_text);
         let max = i32::try_from(max.max(1)).unwrap_or(i32::MAX);
-        let local = connect_local(&self.url)?;
+        let local = self.local()?;
         let mut decoder = Decoder::new(&self.url.schema, tables);
         local.rt.block_on(async {
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&object, &upto, &max, &object];
@@ -179,6 +166,7 @@ impl barge_core::ChangeFeed for PgSource {
             }
             Ok::<(), Error>(())
         })?;
+        self.keep(local);
         Ok(decoder.batch)
     }
 
@@ -238,17 +226,15 @@ impl barge_core::ChangeFeed for PgSource {
         }
         let key_columns = table.key_columns();
         let natives: Vec<String> = key_columns.iter().map(|c| native_of(table, c)).collect();
+        // A key value as a literal of its column's type.
+        let value = |value: &Option<String>, native: &str| match value {
+            Some(text) => format!("{}::{native}", literal(text)),
+            None => format!("NULL::{native}"),
+        };
         let values: Vec<String> = keys
             .iter()
             .map(|key| {
-                let items: Vec<String> = key
-                    .iter()
-                    .zip(&natives)
-                    .map(|(value, native)| match value {
-                        Some(text) => format!("{}::{native}", literal(text)),
-                        None => format!("NULL::{native}"),
-                    })
-                    .collect();
+                let items: Vec<String> = key.iter().zip(&natives).map(|(v, native)| value(v, native)).collect();
                 format!("({})", items.join(", "))
             })
             .collect();
@@ -273,13 +259,7 @@ impl barge_core::ChangeFeed for PgSource {
             [column] => format!(
                 "t.{} = ANY(ARRAY[{}])",
                 quote(column),
-                keys.iter()
-                    .map(|k| match &k[0] {
-                        Some(text) => format!("{}::{}", literal(text), natives[0]),
-                        None => format!("NULL::{}", natives[0]),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                keys.iter().map(|k| value(&k[0], &natives[0])).collect::<Vec<_>>().join(", ")
             ),
             _ => format!("EXISTS (SELECT 1 FROM {keys_list} WHERE {})", matches.join(" AND ")),
         };
@@ -297,7 +277,7 @@ impl barge_core::ChangeFeed for PgSource {
             .iter()
             .zip(&aliases)
             .zip(&key_types)
-            .map(|((c, a), t)| select_expr(a, t).replace(&quote(a), &format!("v.{a}")) + &format!(" AS {}", quote(c)))
+            .map(|((c, a), t)| format!("v.{} AS {}", select_expr(a, t), quote(c)))
             .collect();
         let absent_sql = format!(
             "COPY (SELECT {} FROM {keys_list} WHERE NOT EXISTS (SELECT 1 FROM {rows_of} AS t WHERE {}{filter})) TO \
@@ -305,7 +285,7 @@ impl barge_core::ChangeFeed for PgSource {
             absent_list.join(", "),
             matches.join(" AND ")
         );
-        let local = connect_local(&self.url)?;
+        let local = self.local()?;
         local
             .rt
             .block_on(local.client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
@@ -317,6 +297,7 @@ impl barge_core::ChangeFeed for PgSource {
             found.absent = copy_batches(&local, &absent_sql, key_schema, &key_types, &table.name)?;
         }
         local.rt.block_on(local.client.batch_execute("COMMIT")).map_err(pg_err("reading changed rows"))?;
+        self.keep(local);
         Ok(found)
     }
 }
@@ -359,10 +340,11 @@ fn copy_batches(
     }
 }
 
-/// A relation as pgoutput described it.
+/// A synced table as pgoutput described it.
 struct Relation {
     table: String,
-    columns: Vec<String>,
+    /// Where the primary key's columns are in its tuples, in key order.
+    key: Vec<usize>,
 }
 
 /// pgoutput messages → changes, buffered per transaction until its commit gives their position.
@@ -371,9 +353,7 @@ struct Decoder {
     relations: HashMap<u32, Relation>,
     pending: Vec<(String, ChangeKind)>,
     batch: ChangeBatch,
-    /// Key column indexes per relation, in the table's key order.
-    keys: HashMap<u32, Vec<usize>>,
-    /// Primary-key column names by table.
+    /// Primary-key column names by table: the tables synced.
     key_names: HashMap<String, Vec<String>>,
 }
 
@@ -408,8 +388,9 @@ impl<'a> Reader<'a> {
         self.at += end + 1;
         Ok(text)
     }
-    /// A tuple: per column NULL, unchanged TOAST (`None` inside `Some`… kept apart), or text.
-    fn tuple(&mut self) -> Result<Vec<Value>> {
+    /// A tuple: per column NULL, an unchanged TOAST value, or its text (borrowed: only the key's
+    /// values are kept).
+    fn tuple(&mut self) -> Result<Vec<Value<'a>>> {
         let n = self.i16()?.max(0) as usize;
         (0..n)
             .map(|_| match self.u8()? {
@@ -417,7 +398,7 @@ impl<'a> Reader<'a> {
                 b'u' => Ok(Value::Unchanged),
                 b't' | b'b' => {
                     let len = self.u32()? as usize;
-                    Ok(Value::Text(String::from_utf8_lossy(self.take(len)?).into_owned()))
+                    Ok(Value::Text(self.take(len)?))
                 }
                 other => Err(Error::engine("decoding a change", format!("unknown tuple value kind {other:#x}"))),
             })
@@ -425,10 +406,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-enum Value {
+enum Value<'a> {
     Null,
     Unchanged,
-    Text(String),
+    Text(&'a [u8]),
 }
 
 fn truncated() -> Error {
@@ -446,7 +427,6 @@ impl Decoder {
             relations: HashMap::new(),
             pending: Vec::new(),
             batch: ChangeBatch::default(),
-            keys: HashMap::new(),
         }
     }
 
@@ -476,10 +456,10 @@ impl Decoder {
                     columns.push(r.cstr()?);
                     let (_type, _modifier) = (r.u32()?, r.u32()?);
                 }
-                if namespace == self.schema && self.key_names.contains_key(&name) {
-                    self.pending.push((name.clone(), ChangeKind::Columns(columns.clone())));
-                    self.keys.remove(&id);
-                    self.relations.insert(id, Relation { table: name, columns });
+                if let Some(names) = self.key_names.get(&name).filter(|_| namespace == self.schema) {
+                    let key = names.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
+                    self.pending.push((name.clone(), ChangeKind::Columns(columns)));
+                    self.relations.insert(id, Relation { table: name, key });
                 }
             }
             b'I' => {
@@ -524,40 +504,25 @@ impl Decoder {
         Ok(())
     }
 
-    /// The key of a row change; key columns are found by the primary key's names once per
-    /// relation (the relation's flags mark the replica identity, which may be every column).
-    fn row(&mut self, id: u32, tuple: &[Value]) -> Result<()> {
+    /// The key of a row change (the relation's flags mark the replica identity, which may be
+    /// every column: the key is found by the primary key's names).
+    fn row(&mut self, id: u32, tuple: &[Value<'_>]) -> Result<()> {
         let Some(relation) = self.relations.get(&id) else {
             return Ok(());
         };
-        let key = match self.keys.get(&id) {
-            Some(key) => key.clone(),
-            None => {
-                let key = self.key_indexes(&relation.table, &relation.columns);
-                self.keys.insert(id, key.clone());
-                key
-            }
-        };
-        let table = relation.table.clone();
-        let values: Vec<Option<String>> = key
+        let values: Vec<Option<String>> = relation
+            .key
             .iter()
             .map(|&i| match tuple.get(i) {
-                Some(Value::Text(text)) => Ok(Some(text.clone())),
+                Some(Value::Text(text)) => Ok(Some(String::from_utf8_lossy(text).into_owned())),
                 Some(Value::Null) | None => Ok(None),
-                Some(Value::Unchanged) => {
-                    Err(Error::engine("decoding a change", format!("a key column of `{table}` came as unchanged")))
-                }
+                Some(Value::Unchanged) => Err(Error::engine(
+                    "decoding a change",
+                    format!("a key column of `{}` came as unchanged", relation.table),
+                )),
             })
             .collect::<Result<_>>()?;
-        self.pending.push((table, ChangeKind::Row(values)));
+        self.pending.push((relation.table.clone(), ChangeKind::Row(values)));
         Ok(())
-    }
-
-    /// The primary key's columns in the relation, in key order.
-    fn key_indexes(&self, table: &str, columns: &[String]) -> Vec<usize> {
-        self.key_names
-            .get(table)
-            .map(|names| names.iter().filter_map(|name| columns.iter().position(|c| c == name)).collect())
-            .unwrap_or_default()
     }
 }

@@ -91,6 +91,21 @@ impl PgSource {
         Ok((local, stream))
     }
 
+    /// A connection of [`Self::readers`], or a new one: for a read outside the range reads,
+    /// given back with [`Self::keep`] once it is done with.
+    pub(crate) fn local(&self) -> Result<LocalConn> {
+        let kept = self.readers.lock().expect("reader pool lock").pop();
+        match kept {
+            Some(local) if !local.client.is_closed() => Ok(local),
+            _ => connect_local(&self.url),
+        }
+    }
+
+    /// Keeps `local`, idle outside any transaction, for the next read.
+    pub(crate) fn keep(&self, local: LocalConn) {
+        self.readers.lock().expect("reader pool lock").push(local);
+    }
+
     fn take(&self) -> Result<Client> {
         let pooled = self.pool.lock().expect("pool lock").pop();
         match pooled {

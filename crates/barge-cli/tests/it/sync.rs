@@ -217,12 +217,33 @@ fn sync_killed_mid_stream_or_stopped_by_sigterm_continues_exactly() {
     let mut child = spawn_sync(&from, &to, &state);
     server.sql_in("src", &writes(6));
     wait_for_applied(&mut child, 1);
+    // A second sync of the same stream is refused while this one runs, naming the run.
+    let second = barge(&["sync", "--from", &from, "--to", &to, "--state", &state, "--until", "caught-up"]);
+    second.assert_code(2);
+    assert!(second.stderr.contains("sync"), "{}", second.stderr);
+    assert!(second.stderr.contains(&child.id().to_string()), "names the holder: {}", second.stderr);
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "sync stops cleanly on SIGTERM");
     server.sql_in("src", &writes(7));
-    sync_caught_up(&from, &to, &state);
+    // Past --max-retained, a warning says how much WAL the slot keeps, and what to do.
+    let run = barge(&[
+        "sync",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--state",
+        &state,
+        "--until",
+        "caught-up",
+        "--max-retained",
+        "1",
+    ]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("warning: the stream's replication slot keeps"), "{}", run.stderr);
+    assert!(run.stderr.contains("barge sync --drop"), "{}", run.stderr);
     assert_eq!(pg_rows(&server, "dst"), pg_rows(&server, "src"), "after SIGTERM");
 }
 
@@ -456,6 +477,14 @@ fn sync_from_mariadb_killed_mid_stream_continues_and_ddl_stops_its_table() {
     let (code, last) = stop(child, &log);
     assert_eq!(code, Some(4), "{last}");
     assert!(table_error(&last, "pairs").contains("ALTER TABLE pairs DROP COLUMN v"), "{last}");
+    // The binlog that holds the stream's position is purged: sync says so, and what to do.
+    server.sql("FLUSH BINARY LOGS; UPDATE src.items SET qty = 1 WHERE id = 6; FLUSH BINARY LOGS").unwrap();
+    let newest =
+        server.sql("SHOW BINARY LOGS").unwrap().lines().last().unwrap().split('\t').next().unwrap().to_string();
+    server.sql(&format!("PURGE BINARY LOGS TO '{newest}'")).unwrap();
+    let run = barge(&["sync", "--from", &from, "--to", &to, "--state", &state, "--until", "caught-up"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("is no longer on the server"), "{}", run.stderr);
 }
 
 #[test]

@@ -65,9 +65,6 @@ pub trait ChangeFeed: Send + Sync {
     /// needs, and keys on every table. An error names what to change and how.
     fn check(&self, tables: &[TableInfo]) -> Result<()>;
 
-    /// Whether the stream `name` exists on the source.
-    fn stream_exists(&self, name: &str) -> Result<bool>;
-
     /// Creates stream `name` over `tables` (PostgreSQL: a publication and a logical replication
     /// slot), keeping every change committed from now on until [`Self::confirm`]; an existing
     /// stream is kept. Returns the position it starts at.
