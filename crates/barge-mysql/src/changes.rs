@@ -29,13 +29,48 @@ fn position(file: u64, offset: u64) -> u64 {
     (file << 32) | (offset & 0xFFFF_FFFF)
 }
 
-/// The number a binlog file's name ends with (`binlog.000012` → 12).
+/// The number a binlog file's name ends with (`binlog.000012` → 12): digits only after the
+/// last dot, else an error (never a number read from what follows the name).
 fn file_number(name: &str) -> Result<u64> {
-    // A rotate event's name may come with the event's checksum bytes after it: digits only.
     name.rsplit_once('.')
-        .map(|(_, n)| n.chars().take_while(char::is_ascii_digit).collect::<String>())
-        .and_then(|n| n.parse().ok())
+        .filter(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        .and_then(|(_, n)| n.parse().ok())
         .ok_or_else(|| Error::engine("reading the binlog position", format!("`{name}` is no binlog file name")))
+}
+
+/// What a query event is to the reader, by its statement and whether a transaction is open.
+#[derive(Debug, PartialEq, Eq)]
+enum Statement {
+    /// `BEGIN` (MariaDB's GTID event, as a replica without GTID capability sees it).
+    Begin,
+    /// `COMMIT`: the open transaction's end (non-transactional tables log no XID).
+    Commit,
+    /// `ROLLBACK`: the open transaction ends. The server logs one after changes to tables
+    /// that cannot roll back (MyISAM), which stay: its keys are read back like a commit's (a key
+    /// read back that did not change is harmless).
+    Rollback,
+    /// A statement inside the open transaction (`SAVEPOINT`, …), or an event the server
+    /// replaced with a comment for this replica (`# Dummy event replacing …`, an Annotate_rows).
+    Inside,
+    /// A statement outside any transaction (DDL): it commits by itself.
+    Standalone,
+}
+
+fn statement_kind(statement: &str, in_transaction: bool) -> Statement {
+    let upper = statement.trim().to_ascii_uppercase();
+    if upper.starts_with('#') || upper.is_empty() {
+        Statement::Inside
+    } else if upper == "BEGIN" {
+        Statement::Begin
+    } else if upper == "COMMIT" {
+        Statement::Commit
+    } else if upper == "ROLLBACK" {
+        Statement::Rollback
+    } else if in_transaction {
+        Statement::Inside
+    } else {
+        Statement::Standalone
+    }
 }
 
 fn text_of(row: &[Option<Vec<u8>>], i: usize) -> String {
@@ -289,6 +324,12 @@ impl barge_core::ChangeFeed for MySource {
             let mut file = start_file;
             let mut pending: Vec<(String, ChangeKind)> = Vec::new();
             let mut read = 0usize;
+            // The server opens a dump with a made-up Rotate event naming the file asked for; it
+            // comes before the format description, so its name still ends with the event's
+            // checksum, which may begin with a digit (`binlog.000001` + `2…`). The file is known:
+            // only rotations after a format description move it.
+            let mut described = false;
+            let mut in_transaction = false;
             while let Some(event) = stream.next().await {
                 let event = event.map_err(my_err("reading the binlog"))?;
                 let offset = u64::from(event.header().log_pos());
@@ -296,29 +337,44 @@ impl barge_core::ChangeFeed for MySource {
                 let at = position(file, offset);
                 let data = event.read_data().map_err(|e| Error::engine("decoding a binlog event", e))?;
                 let commit = match data {
-                    Some(EventData::RotateEvent(rotate)) => {
-                        file = file_number(&rotate.name())?;
+                    Some(EventData::FormatDescriptionEvent(_)) => {
+                        described = true;
                         false
                     }
-                    Some(EventData::XidEvent(_)) => true,
+                    Some(EventData::RotateEvent(rotate)) => {
+                        if described {
+                            file = file_number(&rotate.name())?;
+                        }
+                        false
+                    }
+                    Some(EventData::XidEvent(_)) => {
+                        in_transaction = false;
+                        true
+                    }
                     Some(EventData::QueryEvent(query)) => {
                         let statement = query.query().trim().to_string();
-                        let upper = statement.to_ascii_uppercase();
-                        if upper == "BEGIN" {
-                            pending.clear();
-                            false
-                        } else if upper == "COMMIT" {
-                            true
-                        } else {
-                            // DDL commits by itself: a transaction of its own.
-                            if query.schema() == database.as_str() || statement.contains(&format!("{database}.")) {
-                                match ddl_target(&statement, tables) {
+                        match statement_kind(&statement, in_transaction) {
+                            Statement::Begin => {
+                                pending.clear();
+                                in_transaction = true;
+                                false
+                            }
+                            Statement::Commit | Statement::Rollback => {
+                                in_transaction = false;
+                                true
+                            }
+                            Statement::Inside => false,
+                            Statement::Standalone => {
+                                // DDL commits by itself: a transaction of its own.
+                                let ours =
+                                    query.schema() == database.as_str() || statement.contains(&format!("{database}."));
+                                match ddl_target(&statement, tables).filter(|_| ours) {
                                     Some((table, true)) => pending.push((table.into(), ChangeKind::Truncate)),
                                     Some((table, false)) => pending.push((table.into(), ChangeKind::Ddl(statement))),
                                     None => {}
                                 }
+                                true
                             }
-                            true
                         }
                     }
                     Some(EventData::RowsEvent(rows)) => {
@@ -456,8 +512,22 @@ mod tests {
     fn positions_order_across_files() {
         assert!(position(2, 4) > position(1, 0xFFFF_FFF0));
         assert_eq!(file_number("binlog.000012").unwrap(), 12);
-        assert_eq!(file_number("binlog.000003\u{1}\u{ff}").unwrap(), 3);
         assert!(file_number("binlog").is_err());
+        // A name with checksum bytes after it is refused, never read as another file.
+        assert!(file_number("binlog.0000012\u{d6}w\u{f3}").is_err());
+    }
+
+    #[test]
+    fn only_begin_commit_and_statements_outside_a_transaction_delimit_one() {
+        assert_eq!(statement_kind("BEGIN", false), Statement::Begin);
+        assert_eq!(statement_kind("COMMIT", true), Statement::Commit);
+        assert_eq!(statement_kind("ROLLBACK", true), Statement::Rollback);
+        // MariaDB replaces an Annotate_rows event with a comment for a replica that did not
+        // ask for them: inside its transaction, it commits nothing.
+        assert_eq!(statement_kind("# Dummy event replacing event type 160", true), Statement::Inside);
+        assert_eq!(statement_kind("# Dummy event replacing event type 160", false), Statement::Inside);
+        assert_eq!(statement_kind("SAVEPOINT `a`", true), Statement::Inside);
+        assert_eq!(statement_kind("ALTER TABLE t ADD c int", false), Statement::Standalone);
     }
 
     #[test]

@@ -487,6 +487,52 @@ fn sync_from_mariadb_killed_mid_stream_continues_and_ddl_stops_its_table() {
     assert!(run.stderr.contains("is no longer on the server"), "{}", run.stderr);
 }
 
+/// Regression: a sync that started exactly at some transaction boundaries applied nothing and
+/// said it was caught up. The server opens a dump with a made-up Rotate event whose name still
+/// ends with its checksum; where that checksum began with a digit, the file number was misread
+/// (`binlog.000001` + `2…` → file 12), so the first commit looked past the end. MariaDB's comment
+/// standing for an Annotate_rows event was also taken for a commit, mid-transaction. The
+/// checksum depends only on the offset, so among enough boundaries some always hit it.
+#[test]
+fn sync_from_mariadb_continues_from_every_transaction_boundary() {
+    let server = crate::private::PrivateMy::start(BINLOG);
+    server
+        .sql("CREATE DATABASE src; CREATE TABLE src.t (id int PRIMARY KEY, v int); INSERT INTO src.t VALUES (1, 0)")
+        .unwrap();
+    let from = server.url("src");
+    let dir = Dir::new();
+    let (to, state) = (dir.url("t.db"), dir.path("s.db").display().to_string());
+    sync_caught_up(&from, &to, &state);
+    // Transactions of two statements each (an Annotate_rows event apiece), and the binlog
+    // position after each.
+    let script: String = (0..80)
+        .map(|i| {
+            format!(
+                "BEGIN; UPDATE src.t SET v = v + 1 WHERE id = 1; INSERT INTO src.t VALUES ({}, {i}); COMMIT; \
+                 SHOW BINLOG STATUS;",
+                i + 2
+            )
+        })
+        .collect();
+    let boundaries: Vec<u64> = server
+        .sql(&script)
+        .unwrap()
+        .lines()
+        .map(|line| (1u64 << 32) | line.split('\t').nth(1).unwrap().parse::<u64>().unwrap())
+        .collect();
+    assert_eq!(boundaries.len(), 80);
+    let target = dir.conn("t.db");
+    for (i, at) in boundaries.iter().enumerate() {
+        target.execute("UPDATE barge_sync SET position = ?1", [*at as i64]).unwrap();
+        let status = sync_caught_up(&from, &to, &state);
+        let after = (boundaries.len() - 1 - i) as u64;
+        assert_eq!(status["transactions"].as_u64(), Some(after), "from boundary {i} ({at}): {status}");
+        // Keys once per batch: each inserted row, and row 1 when anything changed.
+        let keys = after + u64::from(after > 0);
+        assert_eq!(status["applied_total"].as_u64(), Some(keys), "from boundary {i} ({at}): {status}");
+    }
+}
+
 #[test]
 fn sync_from_mariadb_names_binlog_settings_it_needs() {
     let dir = Dir::new();
