@@ -87,8 +87,9 @@ enum Command {
     Bench(BenchArgs),
     /// List the tables of a database: estimated rows, size, key, and why one cannot be copied.
     Tables(TablesArgs),
-    /// Copy tables, then keep the target current with the source's committed changes (PostgreSQL
-    /// logical decoding) until stopped, or `--until caught-up`.
+    /// Copy tables (of two URLs, or a pipeline file's), then keep the target current with the
+    /// source's committed changes (PostgreSQL logical decoding, MySQL's binlog) until stopped,
+    /// or `--until caught-up`.
     Sync(sync::SyncArgs),
 }
 
@@ -746,16 +747,11 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let progress = render::progress();
     let options = ExecOptions {
-        rejects: Some(Arc::new(RejectLog::new(&pipeline.rejects_dir))),
-        run_budget: pipeline.error_budget,
-        unrepresentable: pipeline.unrepresentable,
-        retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
-        ledger: Some(ledger),
         snapshot_lock: !args.no_lock,
         fail_fast: args.fail_fast,
         foreign_keys: !args.no_foreign_keys,
         batch_bytes: args.pipeline.batch_bytes,
-        ..ExecOptions::new(workers, batch_rows, pipeline.verify)
+        ..pipeline_options(&pipeline, workers, batch_rows, ledger)
     };
     let report = execute(&prepared.preflight, &options, progress.as_ref())?;
     if args.pipeline.json {
@@ -766,6 +762,24 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{}", render::copy_summary(&report));
     }
     Ok(copy_exit(&report))
+}
+
+/// What a pipeline file sets for its run: budgets, rejects, retries, the value policy and
+/// verification (shared by `run` and `sync PIPELINE`).
+fn pipeline_options(
+    pipeline: &barge_pipeline::Pipeline,
+    workers: usize,
+    batch_rows: usize,
+    ledger: Ledger,
+) -> ExecOptions {
+    ExecOptions {
+        rejects: Some(Arc::new(RejectLog::new(&pipeline.rejects_dir))),
+        run_budget: pipeline.error_budget,
+        unrepresentable: pipeline.unrepresentable,
+        retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
+        ledger: Some(ledger),
+        ..ExecOptions::new(workers, batch_rows, pipeline.verify)
+    }
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {

@@ -1,7 +1,9 @@
 //! `barge sync`: a bulk copy exactly as `copy` does it, then the source's committed changes,
 //! applied until stopped (SIGINT/SIGTERM) or `--until caught-up`.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,15 +12,39 @@ use std::time::Duration;
 use barge_core::Error;
 use clap::{Args, ValueEnum};
 
+use barge_pipeline::{Pipeline, PipelineTable, preview};
+use barge_plan::{IfExists, Preflight, TablePlan};
+
 use super::{
-    CopyArgs, EXIT_PARTIAL, Endpoints, IfExistsArg, Tuning, ValuePolicyArg, check_ledger, check_tuning,
-    copy_between_with, copy_exit, engines, fingerprint, open_ledger, plan_copy, render,
+    CopyArgs, EXIT_PARTIAL, Endpoints, IfExistsArg, Tuning, ValuePolicyArg, ZeroDates, check_ledger, check_tuning,
+    copy_between_with, copy_exit, engines, execute, fingerprint, open_ledger, pipeline_options, plan_copy, render,
 };
 
 #[derive(Args)]
 pub struct SyncArgs {
-    #[command(flatten)]
-    endpoints: Endpoints,
+    /// A pipeline file (see pipelines/README.md): its source, target and tables, with their
+    /// filters, renames, drops and transforms, applied to changes exactly as to the bulk copy.
+    /// Instead of --from and --to.
+    #[arg(conflicts_with_all = ["from", "to", "tables", "exclude", "zero_dates"])]
+    pipeline: Option<PathBuf>,
+    /// Source database URL: postgres://user@host:5432/db or mysql://user@host:3306/db.
+    #[arg(long, required_unless_present = "pipeline")]
+    from: Option<String>,
+    /// Target database URL (PostgreSQL, MySQL/MariaDB or SQLite).
+    #[arg(long, required_unless_present = "pipeline")]
+    to: Option<String>,
+    /// Table (repeatable; default: every table of the source).
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    /// Leave out the source tables this names: a name or a pattern with `*` and `?`
+    /// (repeatable). Not with --table.
+    #[arg(long, value_name = "PATTERN", conflicts_with = "tables")]
+    exclude: Vec<String>,
+    /// MySQL/MariaDB source: zero dates read as NULL (null, the default) or an error (see `copy`).
+    #[arg(long, value_enum)]
+    zero_dates: Option<ZeroDates>,
+    /// Readers, writers and CPU threads of the bulk copy (a pipeline's own `workers` and
+    /// `batch_rows` win over these).
     #[command(flatten)]
     tuning: Tuning,
     /// The sync's ledger (a SQLite file, or postgres://…): its bulk copy resumes from it, and it
@@ -67,10 +93,10 @@ enum Until {
 }
 
 /// A stream name: what a slot name may hold, short enough for `barge_` before it.
-fn stream_name(args: &SyncArgs, from: &str, tables: &[String]) -> Result<String, Error> {
+fn stream_name(args: &SyncArgs, from: &str, to: &str, tables: &[String]) -> Result<String, Error> {
     let name = match &args.stream {
         Some(name) => name.clone(),
-        None => format!("s{}", &fingerprint(&[from, &args.endpoints.to, &tables.join(",")])[..16]),
+        None => format!("s{}", &fingerprint(&[from, to, &tables.join(",")])[..16]),
     };
     let valid = !name.is_empty()
         && name.len() <= 50
@@ -83,12 +109,138 @@ fn stream_name(args: &SyncArgs, from: &str, tables: &[String]) -> Result<String,
     Ok(name)
 }
 
+/// What a sync moves: the tables of two URLs (planned as `copy` plans them), or a pipeline's
+/// (planned as `run` plans them, with their filters and transforms).
+enum Moves {
+    Urls(Endpoints),
+    Pipeline(Box<Pipeline>),
+}
+
+impl Moves {
+    fn of(args: &SyncArgs) -> Result<Moves, Error> {
+        let Some(path) = &args.pipeline else {
+            return Ok(Moves::Urls(Endpoints {
+                from: args.from.clone().unwrap_or_default(),
+                to: args.to.clone().unwrap_or_default(),
+                tables: args.tables.clone(),
+                exclude: args.exclude.clone(),
+                zero_dates: args.zero_dates,
+            }));
+        };
+        let pipeline = Pipeline::load(path)?;
+        if let Some(table) = pipeline.tables.iter().find(|t| t.incremental.is_some()) {
+            return Err(Error::Config(format!(
+                "pipeline {}: table `{}` is incremental (a watermark): sync keeps every table current by change \
+                 capture, deletes included; remove its `incremental` settings to sync it",
+                path.display(),
+                table.source
+            )));
+        }
+        Ok(Moves::Pipeline(Box::new(pipeline)))
+    }
+
+    /// The source URL as read, the target URL, and the tables named (none: every table).
+    fn databases(&self) -> Result<(String, String, Vec<String>), Error> {
+        match self {
+            Moves::Urls(endpoints) => {
+                let (from, tables) = endpoints.resolved()?;
+                Ok((from, endpoints.to.clone(), tables))
+            }
+            Moves::Pipeline(p) => {
+                Ok((p.source.clone(), p.target.clone(), p.tables.iter().map(|t| t.source.clone()).collect()))
+            }
+        }
+    }
+
+    /// Every table planned (writing nothing), or only source table `only`, with `if_exists`.
+    fn preflight(&self, args: &SyncArgs, if_exists: IfExistsArg, only: Option<&str>) -> Result<Preflight, Error> {
+        match self {
+            Moves::Urls(endpoints) => {
+                let mut copy = copy_args(args, endpoints, if_exists, false);
+                if let Some(name) = only {
+                    copy.endpoints.tables = vec![name.to_string()];
+                    copy.endpoints.exclude.clear();
+                }
+                Ok(plan_copy(&copy)?.0)
+            }
+            Moves::Pipeline(pipeline) => {
+                let pipeline = pipeline_for(pipeline, if_exists, only);
+                let workers = pipeline.workers.unwrap_or(args.tuning.workers);
+                let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &HashMap::new(), false)?;
+                if !prepared.report.ok {
+                    return Err(preview::risks_error(&prepared.report));
+                }
+                Ok(prepared.preflight)
+            }
+        }
+    }
+
+    /// The bulk copy, into the ledger `store` (which sync holds), resuming an interrupted one.
+    fn copy(
+        &self,
+        args: &SyncArgs,
+        store: &Arc<dyn barge_core::ledger::LedgerStore>,
+        resume: bool,
+    ) -> Result<barge_exec::CopyReport, Error> {
+        let pipeline = match self {
+            Moves::Urls(endpoints) => {
+                return copy_between_with(&copy_args(args, endpoints, args.if_exists, resume), Some(store.clone()));
+            }
+            Moves::Pipeline(pipeline) => pipeline,
+        };
+        store.acquire("copy", &barge_core::ledger::Holder::current())?;
+        let if_exists = if resume { IfExistsArg::Append } else { args.if_exists };
+        let preflight = self.preflight(args, if_exists, None)?;
+        let print = fingerprint(&[&pipeline.text, &pipeline.source, &pipeline.target]);
+        let ledger = barge_exec::Ledger::open(store.clone(), "copy", &print, resume)?;
+        let workers = pipeline.workers.unwrap_or(args.tuning.workers);
+        let batch_rows = pipeline.batch_rows.unwrap_or(args.tuning.batch_rows);
+        let mut options = barge_exec::ExecOptions {
+            foreign_keys: !args.no_foreign_keys,
+            batch_bytes: args.tuning.batch_bytes,
+            ..pipeline_options(pipeline, workers, batch_rows, ledger)
+        };
+        options.verify &= !args.no_verify;
+        execute(&preflight, &options, render::progress().as_ref())
+    }
+}
+
+/// The pipeline as sync plans it: the bulk copy's `if_exists` (`--if-exists`, not the file's:
+/// sync copies into empty tables unless told), and only table `only` when asked (as the file
+/// has it, else as it is in the source).
+fn pipeline_for(pipeline: &Pipeline, if_exists: IfExistsArg, only: Option<&str>) -> Pipeline {
+    let mut pipeline = pipeline.clone();
+    pipeline.if_exists = match if_exists {
+        IfExistsArg::Fail => IfExists::Fail,
+        IfExistsArg::Truncate => IfExists::Truncate,
+        IfExistsArg::Append => IfExists::Append,
+    };
+    if let Some(name) = only {
+        let table = pipeline.tables.iter().find(|t| t.source == name).cloned().unwrap_or_else(|| PipelineTable {
+            source: name.to_string(),
+            target: name.to_string(),
+            key: None,
+            filter: None,
+            conflict: pipeline.conflict,
+            budget: pipeline.budget,
+            partitions: None,
+            columns: Vec::new(),
+            drop: Vec::new(),
+            accept: HashMap::new(),
+            incremental: None,
+        });
+        pipeline.tables = vec![table];
+    }
+    pipeline
+}
+
 pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     check_tuning(&args.tuning)?;
-    let (from, tables) = args.endpoints.resolved()?;
+    let moves = Moves::of(&args)?;
+    let (from, to, tables) = moves.databases()?;
     let registry = engines::registry();
     let source_engine = registry.for_url(&from)?;
-    let target_engine = registry.for_url(&args.endpoints.to)?;
+    let target_engine = registry.for_url(&to)?;
     let source = source_engine.open_source(&from)?;
     let Some(feed) = source.change_feed() else {
         return Err(Error::Config(format!(
@@ -98,26 +250,26 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     };
-    let stream = stream_name(&args, &from, &tables)?;
+    let stream = stream_name(&args, &from, &to, &tables)?;
     check_ledger(&args.state)?;
     let store = open_ledger(&args.state)?;
     store.acquire("sync", &barge_core::ledger::Holder::current())?;
     if args.drop {
         // The slot first: it keeps the source's WAL, whether or not the target answers.
         let retained = feed.drop_stream(&stream)?;
-        if let Some(positions) = target_engine.open_target(&args.endpoints.to)?.change_positions() {
+        if let Some(positions) = target_engine.open_target(&to)?.change_positions() {
             positions.forget(&stream)?;
         }
         return Ok(dropped(&stream, retained, args.json));
     }
-    let target = target_engine.open_target(&args.endpoints.to)?;
+    let target = target_engine.open_target(&to)?;
     let positions = target
         .change_positions()
         .ok_or_else(|| Error::unsupported(target_engine.name(), "keep change positions (sync)"))?;
     let recorded = positions.positions(&stream)?;
     let start = match recorded.iter().find(|(table, _)| table.is_empty()) {
         Some((_, start)) => *start,
-        None => match bulk(&args, feed, positions, &stream, &store, &from)? {
+        None => match bulk(&args, &moves, feed, positions, &stream, &store, &from)? {
             Some(start) => start,
             // The bulk copy failed: its report said why (the stream is kept for a rerun).
             None => return Ok(ExitCode::from(super::EXIT_RUNTIME)),
@@ -125,7 +277,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     };
     // The tables as the copy planned them (nothing is written: the target tables exist); a
     // table that no longer plans (its columns changed) stops, the others go on.
-    let (plans, stopped) = plan_tables(&args, source.as_ref(), target.as_ref())?;
+    let (plans, stopped) = plan_tables(&args, &moves, source.as_ref(), target.as_ref())?;
     let until = match args.until {
         Some(Until::CaughtUp) => Some(feed.current_position()?),
         None => None,
@@ -143,7 +295,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         idle: Duration::from_millis(200),
         retries: args.retries,
         stopped,
-        replan: &|old: &barge_plan::TablePlan| replan(&args, source.as_ref(), target.as_ref(), old),
+        replan: &|old: &TablePlan| replan(&args, &moves, source.as_ref(), target.as_ref(), old),
     };
     let terminal = std::io::stderr().is_terminal();
     let max_retained = args.max_retained as u64;
@@ -201,27 +353,28 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
 /// and the others go on.
 fn plan_tables(
     args: &SyncArgs,
+    moves: &Moves,
     source: &dyn barge_core::Source,
     target: &dyn barge_core::Target,
-) -> Result<(Vec<barge_plan::TablePlan>, Vec<barge_exec::SyncTable>), Error> {
-    let all = copy_args(args, IfExistsArg::Append, false);
-    let whole = match plan_copy(&all) {
-        Ok((preflight, _)) => return Ok((preflight.plan.tables, Vec::new())),
+) -> Result<(Vec<TablePlan>, Vec<barge_exec::SyncTable>), Error> {
+    let whole = match moves.preflight(args, IfExistsArg::Append, None) {
+        Ok(preflight) => return Ok((preflight.plan.tables, Vec::new())),
         Err(e) if e.is_usage() => e,
         Err(e) => return Err(e),
     };
-    let names = if args.endpoints.tables.is_empty() {
-        let left_out = barge_plan::excluded(&args.endpoints.exclude)?;
+    let (_, _, named) = moves.databases()?;
+    let names = if named.is_empty() {
+        let left_out = barge_plan::excluded(&args.exclude)?;
         source.list_tables()?.into_iter().filter(|t| !left_out(t)).collect()
     } else {
-        args.endpoints.tables.clone()
+        named
     };
     let (mut plans, mut stopped) = (Vec::new(), Vec::new());
     for name in names {
-        let planned = plan_one(args, &name).or_else(|e| {
+        let planned = plan_one(args, moves, &name).or_else(|e| {
             // A column the source added while sync was not running is carried as in a run.
             add_columns(source, target, &name, None).map_err(|why| format!("{e} ({why})"))?;
-            plan_one(args, &name).map_err(|e| e.to_string())
+            plan_one(args, moves, &name).map_err(|e| e.to_string())
         });
         match planned {
             Ok(plan) => plans.push(plan),
@@ -239,11 +392,8 @@ fn plan_tables(
 }
 
 /// The plan of one table, as it is now.
-fn plan_one(args: &SyncArgs, name: &str) -> Result<barge_plan::TablePlan, Error> {
-    let mut one = copy_args(args, IfExistsArg::Append, false);
-    one.endpoints.tables = vec![name.to_string()];
-    one.endpoints.exclude.clear();
-    let (preflight, _) = plan_copy(&one)?;
+fn plan_one(args: &SyncArgs, moves: &Moves, name: &str) -> Result<TablePlan, Error> {
+    let preflight = moves.preflight(args, IfExistsArg::Append, Some(name))?;
     preflight.plan.tables.into_iter().next().ok_or_else(|| Error::Config(format!("source table `{name}` is gone")))
 }
 
@@ -255,7 +405,7 @@ fn add_columns(
     source: &dyn barge_core::Source,
     target: &dyn barge_core::Target,
     table: &str,
-    old: Option<&barge_plan::TablePlan>,
+    old: Option<&TablePlan>,
 ) -> Result<(), String> {
     let now = source.table(table).map_err(|e| e.to_string())?;
     let present = target.table_columns(table).map_err(|e| e.to_string())?;
@@ -295,18 +445,19 @@ fn add_columns(
 /// A table's plan again after DDL on the source (see [`barge_exec::SyncOptions::replan`]).
 fn replan(
     args: &SyncArgs,
+    moves: &Moves,
     source: &dyn barge_core::Source,
     target: &dyn barge_core::Target,
-    old: &barge_plan::TablePlan,
-) -> barge_core::Result<barge_plan::TablePlan> {
+    old: &TablePlan,
+) -> barge_core::Result<TablePlan> {
     let name = &old.source.name;
     add_columns(source, target, name, Some(old)).map_err(Error::Config)?;
-    plan_one(args, name)
+    plan_one(args, moves, name)
 }
 
-fn copy_args(args: &SyncArgs, if_exists: IfExistsArg, resume: bool) -> CopyArgs {
+fn copy_args(args: &SyncArgs, endpoints: &Endpoints, if_exists: IfExistsArg, resume: bool) -> CopyArgs {
     CopyArgs {
-        endpoints: args.endpoints.clone(),
+        endpoints: endpoints.clone(),
         tuning: args.tuning.clone(),
         if_exists,
         no_verify: args.no_verify,
@@ -332,6 +483,7 @@ fn copy_args(args: &SyncArgs, if_exists: IfExistsArg, resume: bool) -> CopyArgs 
 /// did not (its report says why).
 fn bulk(
     args: &SyncArgs,
+    moves: &Moves,
     feed: &dyn barge_core::ChangeFeed,
     positions: &dyn barge_core::ChangePositions,
     stream: &str,
@@ -339,9 +491,9 @@ fn bulk(
     from: &str,
 ) -> Result<Option<u64>, Error> {
     let resume = store.unfinished("copy")?.is_some();
-    let copy = copy_args(args, args.if_exists, resume);
     // Everything is checked before anything is created: the plan, then the source's settings.
-    let (preflight, _) = plan_copy(&copy).map_err(|e| match e {
+    let if_exists = if resume { IfExistsArg::Append } else { args.if_exists };
+    let preflight = moves.preflight(args, if_exists, None).map_err(|e| match e {
         Error::TargetNotEmpty { .. } if !resume => {
             Error::Config(format!("{e}; sync copies into empty tables (--if-exists truncate empties them first)"))
         }
@@ -360,7 +512,7 @@ fn bulk(
     } else {
         eprintln!("sync {stream}: stream opened at {} ({from}); bulk copy", feed.describe_position(start));
     }
-    let report = copy_between_with(&copy, Some(store.clone()))?;
+    let report = moves.copy(args, store, resume)?;
     if args.json {
         println!("{}", serde_json::json!({"phase": "bulk", "report": report}));
     } else {

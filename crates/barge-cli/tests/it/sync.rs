@@ -165,6 +165,91 @@ fn sync_follows_writes_during_and_after_the_bulk_copy_into_every_engine() {
 }
 
 /// Waits until a JSON status line on `stdout` of the child shows changes applied.
+/// A pipeline's table: renamed (`goods`), a renamed key column, a renamed, a computed and a
+/// dropped column, and a row filter, over `items`; `pairs` as it is.
+const RESHAPE: &str = r#"
+source = "${SYNC_FROM}"
+target = "${SYNC_TO}"
+
+[[tables]]
+source = "items"
+target = "goods"
+where = "qty < 5000"
+drop = ["big"]
+columns = [
+  { name = "item_id", from = "id" },
+  { name = "label", expr = "upper(name)" },
+  { name = "stock", from = "qty" },
+  { name = "tag", expr = "concat(name, '#', qty)" },
+]
+
+[[tables]]
+source = "pairs"
+"#;
+
+/// The source's items as the pipeline reshapes them, in key order.
+const GOODS_EXPECTED: &str = "SELECT id, upper(name), qty, name || '#' || qty FROM items WHERE qty < 5000 ORDER BY id";
+const GOODS: &str = "SELECT item_id, label, stock, tag FROM goods ORDER BY item_id";
+
+#[test]
+fn sync_with_a_pipeline_applies_its_renames_transforms_and_filter_to_every_change() {
+    let server = logical_source();
+    let from = server.url_of("src");
+    let dir = Dir::new();
+    let file = dir.path("reshape.toml");
+    std::fs::write(&file, RESHAPE).unwrap();
+    let file = file.display().to_string();
+    let my = MyDb::new("sync_pipe");
+    for (i, to) in [server.url_of("dst"), my.url()].iter().enumerate() {
+        let state = dir.path(&format!("s{i}.db")).display().to_string();
+        let sync = || {
+            let run = crate::support::barge_env(
+                &["sync", &file, "--state", &state, "--until", "caught-up", "--json"],
+                &[("SYNC_FROM", &from), ("SYNC_TO", to)],
+            );
+            run.assert_code(0);
+            serde_json::from_str::<serde_json::Value>(run.stdout.lines().last().unwrap()).unwrap()
+        };
+        writing_during(&server, 10 * i as i32 + 1..10 * i as i32 + 3, sync);
+        // Rows that leave the filter (qty raised past it) are deleted; rows that enter it come.
+        server.sql_in(
+            "src",
+            &format!(
+                "{} UPDATE items SET qty = 6000 WHERE id BETWEEN 30 AND 60; UPDATE items SET qty = 1 \
+                 WHERE id BETWEEN 100 AND 110; UPDATE items SET qty = 7000 WHERE id = 4000;",
+                writes(10 * i as i32 + 5)
+            ),
+        );
+        let status = sync();
+        assert_eq!(status["caught_up"], true, "{status}");
+        let expected = (server.sql_in("src", GOODS_EXPECTED), server.sql_in("src", PAIRS));
+        assert!(expected.0.contains("\n105|N105|1|n105#1\n"), "{}", expected.0);
+        let got = if i == 0 {
+            (server.sql_in("dst", GOODS), server.sql_in("dst", PAIRS))
+        } else {
+            let join = |rows: Vec<Vec<String>>| rows.iter().map(|r| r.join("|")).collect::<Vec<_>>().join("\n");
+            (join(my.sql(GOODS)), join(my.sql(PAIRS)))
+        };
+        assert_eq!(got, expected, "into {to}");
+        assert!(!got.0.contains("\n45|"), "a row that left the filter is deleted");
+        assert!(status["tables"].as_array().unwrap().iter().any(|t| t["table"] == "items"), "{status}");
+    }
+    // A pipeline table that is incremental is refused: sync keeps every table current itself.
+    let incremental = dir.path("incremental.toml");
+    std::fs::write(
+        &incremental,
+        "source = \"${SYNC_FROM}\"\ntarget = \"${SYNC_TO}\"\n[[tables]]\nsource = \"items\"\n\
+         mode = \"incremental\"\nwatermark = \"qty\"\n",
+    )
+    .unwrap();
+    let run = crate::support::barge_env(
+        &["sync", &incremental.display().to_string(), "--state", &dir.path("s9.db").display().to_string()],
+        &[("SYNC_FROM", &from), ("SYNC_TO", &server.url_of("dst"))],
+    );
+    run.assert_code(2);
+    assert!(run.stderr.contains("is incremental"), "{}", run.stderr);
+}
+
 fn wait_for_applied(child: &mut std::process::Child, at_least: u64) {
     use std::io::BufRead;
     let stdout = child.stdout.take().unwrap();
