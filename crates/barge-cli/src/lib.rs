@@ -403,6 +403,18 @@ struct VerifyArgs {
     endpoints: Endpoints,
     #[command(flatten)]
     tuning: Tuning,
+    /// The `barge sync` stream that keeps the target current (default: the one the target's
+    /// barge_sync table names, when there is one): differences are re-checked once it applied
+    /// past the position they were read at, and only those that persist are reported.
+    #[arg(long)]
+    stream: Option<String>,
+    /// Seconds to wait for the stream to apply past a position before reporting the differences
+    /// as they are.
+    #[arg(long, default_value_t = 60)]
+    recheck_timeout: u64,
+    /// Report differences as the first pass saw them, without waiting for a sync stream.
+    #[arg(long, conflicts_with = "stream")]
+    no_recheck: bool,
     /// Print a JSON report on stdout.
     #[arg(long)]
     json: bool,
@@ -1000,9 +1012,42 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         other => other,
     })?;
     let plan = plan_sources(source.as_ref(), &request(&args.endpoints, tables, &args.tuning))?;
+    // A target that `barge sync` keeps current: its stream's positions, read from the target.
+    let positions_target = match (args.no_recheck, source.change_feed()) {
+        (false, Some(_)) => Some(target_engine.open_target(to)?),
+        _ => None,
+    };
+    let positions = positions_target.as_ref().and_then(|t| t.change_positions());
+    let stream = match (positions, &args.stream) {
+        (Some(positions), named) => live_stream(positions, named.as_deref(), to)?,
+        (None, Some(_)) => {
+            return Err(Error::Config(format!(
+                "--stream: the source {} has no change stream to wait for",
+                source.display_name()
+            ))
+            .into());
+        }
+        (None, None) => None,
+    };
+    let live = match (stream.as_deref(), source.change_feed(), positions) {
+        (Some(stream), Some(feed), Some(positions)) => Some(barge_exec::LiveStream {
+            feed,
+            positions,
+            stream,
+            timeout: std::time::Duration::from_secs(args.recheck_timeout),
+            rounds: VERIFY_RECHECKS,
+        }),
+        _ => None,
+    };
     let progress = render::progress();
-    let mut report =
-        barge_exec::verify(source.as_ref(), target.as_ref(), &plan, &options(&args.tuning, true), progress.as_ref())?;
+    let mut report = barge_exec::verify(
+        source.as_ref(),
+        target.as_ref(),
+        &plan,
+        &options(&args.tuning, true),
+        progress.as_ref(),
+        live.as_ref(),
+    )?;
     if args.endpoints.tables.is_empty() {
         // Every table of the source was compared: one only the target has is a difference too
         // (but not `barge_sync`, where `barge sync` keeps its positions).
@@ -1021,6 +1066,35 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         println!("{}", render::verify_summary(&report));
     }
     Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+}
+
+/// Re-checks of what still differs under a live stream: a key written again and again may
+/// differ at every read; one that differs three times after the stream passed it is reported.
+const VERIFY_RECHECKS: usize = 3;
+
+/// The sync stream a verification waits for: the one named (which must have positions in the
+/// target), else the only one the target has, else none.
+fn live_stream(
+    positions: &dyn barge_core::ChangePositions,
+    named: Option<&str>,
+    to: &str,
+) -> Result<Option<String>, Error> {
+    let streams = positions.streams()?;
+    match named {
+        Some(name) if streams.iter().any(|s| s == name) => Ok(Some(name.to_string())),
+        Some(name) => Err(Error::Config(format!(
+            "--stream {name}: the target {} holds no positions of it (streams there: {})",
+            barge_core::url::redact(to),
+            if streams.is_empty() { "none".to_string() } else { streams.join(", ") }
+        ))),
+        None if streams.len() > 1 => Err(Error::Config(format!(
+            "the target {} is kept by several sync streams ({}): name the one to wait for with --stream, or \
+             --no-recheck",
+            barge_core::url::redact(to),
+            streams.join(", ")
+        ))),
+        None => Ok(streams.into_iter().next()),
+    }
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {

@@ -333,6 +333,23 @@ pub fn verify_summary(report: &VerifyReport) -> String {
     if !report.only_in_target.is_empty() {
         out.push_str(&format!("tables only in the target: {}\n", report.only_in_target.join(", ")));
     }
+    if let Some(recheck) = report.recheck.as_ref().filter(|r| r.rounds > 0 || r.timed_out) {
+        let in_flight: u64 = report.tables.iter().map(|t| t.in_flight).sum();
+        let at = recheck.position.as_deref().unwrap_or("?");
+        out.push_str(&if recheck.timed_out {
+            format!(
+                "sync stream {} did not apply past {at} in time (is sync running?): differences as last seen\n",
+                recheck.stream
+            )
+        } else {
+            format!(
+                "re-checked {} time(s) once sync stream {} applied past {at}: {} key(s) were changes in flight\n",
+                recheck.rounds,
+                recheck.stream,
+                thousands(in_flight)
+            )
+        });
+    }
     out.push_str(if report.ok { "target equals source" } else { "target differs from source" });
     out
 }

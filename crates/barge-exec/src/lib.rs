@@ -46,7 +46,7 @@ pub use progress::{NoProgress, Phase, Progress};
 pub use report::{CopyReport, StageSeconds, TableReport, TableVerdict, VerifyReport, peak_rss_mb};
 pub use retry::DEFAULT_RETRIES;
 pub use sync::{SyncOptions, SyncStatus, SyncTable, sync};
-pub use verify::run::verify;
+pub use verify::run::{LiveStream, Recheck, verify};
 
 /// Batches buffered between the readers and the CPU stage, per reader.
 pub const READ_QUEUE_PER_READER: usize = 2;

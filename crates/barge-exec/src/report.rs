@@ -280,6 +280,14 @@ pub struct TableVerdict {
     pub matched: bool,
     #[serde(flatten)]
     pub diff: KeyDiff,
+    /// Keys that differed while a change stream was applying them and matched once it had
+    /// (`verify` under `sync`): changes in flight, not differences.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub in_flight: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A whole verification.
@@ -292,6 +300,9 @@ pub struct VerifyReport {
     /// a difference too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub only_in_target: Vec<String>,
+    /// How differences were re-checked while a change stream kept the target current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<crate::verify::run::Recheck>,
 }
 
 #[cfg(test)]

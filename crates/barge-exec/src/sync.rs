@@ -182,6 +182,16 @@ pub fn sync(
                 break;
             }
             lag_seconds = 0.0;
+            // Nothing to apply, and the read covered the source up to `scanned`: the stream
+            // holds every change before it (so a verification waiting for the stream to pass a
+            // position sees it pass on a quiet source, and the slot frees its WAL).
+            if let Some(scanned) = batch.scanned.filter(|&s| s > applied_to) {
+                crate::retry::retrying(options.retries, options.stream, "recording the position", || {
+                    positions.record(options.stream, "", scanned)?;
+                    feed.confirm(options.stream, scanned)
+                })?;
+                applied_to = scanned;
+            }
             if last_status.elapsed() >= Duration::from_secs(1) {
                 status(&snapshot(&states, applied_to, applied_total, transactions, false, lag_seconds));
                 last_status = Instant::now();

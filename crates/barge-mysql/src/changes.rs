@@ -330,6 +330,10 @@ impl barge_core::ChangeFeed for MySource {
             // only rotations after a format description move it.
             let mut described = false;
             let mut in_transaction = false;
+            // The end of the last event read outside a transaction, and whether the read went
+            // to the binlog's end (not cut short by `max` or `upto`).
+            let mut boundary = None;
+            let mut to_the_end = true;
             while let Some(event) = stream.next().await {
                 let event = event.map_err(my_err("reading the binlog"))?;
                 let offset = u64::from(event.header().log_pos());
@@ -344,6 +348,7 @@ impl barge_core::ChangeFeed for MySource {
                     Some(EventData::RotateEvent(rotate)) => {
                         if described {
                             file = file_number(&rotate.name())?;
+                            boundary = None;
                         }
                         false
                     }
@@ -401,10 +406,14 @@ impl barge_core::ChangeFeed for MySource {
                     }
                     _ => false,
                 };
+                if !in_transaction && offset != 0 {
+                    boundary = Some(position(file, offset));
+                }
                 if !commit || offset == 0 {
                     continue;
                 }
                 if upto.is_some_and(|upto| at > upto) {
+                    to_the_end = false;
                     break;
                 }
                 read += pending.len();
@@ -413,8 +422,12 @@ impl barge_core::ChangeFeed for MySource {
                 batch.committed_at = Some(committed_at);
                 batch.transactions += 1;
                 if read >= max {
+                    to_the_end = false;
                     break;
                 }
+            }
+            if to_the_end && !in_transaction {
+                batch.scanned = boundary.filter(|&b| b >= after);
             }
             // The dump connection is dropped, not reused.
             drop(stream);

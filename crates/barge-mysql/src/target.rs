@@ -483,6 +483,24 @@ impl barge_core::ChangePositions for MyTarget {
         conn.exec(POSITIONS_DDL, "creating barge_sync")?;
         conn.exec(&format!("DELETE FROM barge_sync WHERE stream = {}", literal(stream)), "forgetting change positions")
     }
+
+    fn streams(&self) -> Result<Vec<String>> {
+        let mut conn = self.conn()?;
+        let exists = conn.value(
+            "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'barge_sync'",
+            "looking up barge_sync",
+        )?;
+        if exists.as_deref() != Some("1") {
+            return Ok(Vec::new());
+        }
+        let rows = conn.rows("SELECT DISTINCT stream FROM barge_sync ORDER BY stream", "listing change streams")?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.first().cloned().flatten().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+            })
+            .collect())
+    }
 }
 
 impl barge_core::SchemaObjects for MyTarget {

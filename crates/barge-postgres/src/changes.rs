@@ -126,9 +126,11 @@ impl barge_core::ChangeFeed for PgSource {
     }
 
     fn current_position(&self) -> Result<u64> {
+        // The flushed end of the WAL, not the inserted one: logical decoding reads up to what is
+        // flushed, and a commit inserted but not yet flushed is not decoded yet.
         self.with_client(|client| {
             let row = runtime()
-                .block_on(client.query_one("SELECT pg_current_wal_lsn()::text", &[]))
+                .block_on(client.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]))
                 .map_err(pg_err("reading the source's WAL position"))?;
             parse_lsn(&row.get::<_, String>(0))
         })
@@ -148,7 +150,16 @@ impl barge_core::ChangeFeed for PgSource {
         let max = i32::try_from(max.max(1)).unwrap_or(i32::MAX);
         let local = self.local()?;
         let mut decoder = Decoder::new(&self.url.schema, tables);
-        local.rt.block_on(async {
+        let mut messages = 0usize;
+        let flushed = local.rt.block_on(async {
+            // Everything committed before this is decoded by the read below, which reads up to
+            // the flushed end as it is when it starts.
+            let flushed: String = local
+                .client
+                .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+                .await
+                .map_err(pg_err("reading the source's WAL position"))?
+                .get(0);
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&object, &upto, &max, &object];
             let rows = local
                 .client
@@ -163,11 +174,21 @@ impl barge_core::ChangeFeed for PgSource {
             while let Some(row) = rows.next().await {
                 let row = row.map_err(pg_err("reading the source's changes"))?;
                 decoder.message(row.get::<_, &[u8]>(0))?;
+                messages += 1;
             }
-            Ok::<(), Error>(())
+            Ok::<String, Error>(flushed)
         })?;
         self.keep(local);
-        Ok(decoder.batch)
+        let mut batch = decoder.batch;
+        // Fewer messages than asked for: the read was not cut short by `max`.
+        if messages < max as usize {
+            let flushed = parse_lsn(&flushed)?;
+            batch.scanned = Some(match upto.as_deref().map(parse_lsn).transpose()? {
+                Some(upto) => flushed.min(upto),
+                None => flushed,
+            });
+        }
+        Ok(batch)
     }
 
     fn confirm(&self, name: &str, position: u64) -> Result<()> {

@@ -601,6 +601,24 @@ impl barge_core::ChangePositions for PgTarget {
             Ok(())
         })
     }
+
+    fn streams(&self) -> Result<Vec<String>> {
+        let table = self.qualified(barge_core::POSITIONS_TABLE);
+        self.admin(|client| {
+            let rt = runtime();
+            let exists: bool = rt
+                .block_on(client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]))
+                .map_err(pg_err("looking up barge_sync"))?
+                .get(0);
+            if !exists {
+                return Ok(Vec::new());
+            }
+            let rows = rt
+                .block_on(client.query(&format!("SELECT DISTINCT stream FROM {table} ORDER BY stream"), &[]))
+                .map_err(pg_err("listing change streams"))?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+    }
 }
 
 fn positions_ddl(table: &str) -> String {

@@ -374,6 +374,26 @@ impl barge_core::ChangePositions for SqliteTarget {
             Ok(())
         })
     }
+
+    fn streams(&self) -> Result<Vec<String>> {
+        self.admin(|conn| {
+            let exists: bool = conn
+                .query_row(
+                    "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'barge_sync'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite_err("looking up barge_sync"))?;
+            if !exists {
+                return Ok(Vec::new());
+            }
+            let mut stmt = conn
+                .prepare("SELECT DISTINCT stream FROM barge_sync ORDER BY stream")
+                .map_err(sqlite_err("listing change streams"))?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sqlite_err("listing change streams"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sqlite_err("listing change streams"))
+        })
+    }
 }
 
 impl barge_core::SchemaObjects for SqliteTarget {

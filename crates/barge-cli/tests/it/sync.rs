@@ -344,6 +344,66 @@ fn spawn_streaming(from: &str, to: &str, state: &str, log: &std::path::Path) -> 
     child
 }
 
+/// `barge verify --json` as a child process, its stdout to `out`.
+fn spawn_verify(from: &str, to: &str, extra: &[&str], out: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["verify", "--from", from, "--to", to, "--json"])
+        .args(extra)
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn verify_report(mut child: std::process::Child, out: &std::path::Path) -> (Option<i32>, serde_json::Value) {
+    let code = child.wait().unwrap().code();
+    (code, serde_json::from_str(std::fs::read_to_string(out).unwrap().trim()).unwrap())
+}
+
+#[test]
+fn verify_under_a_running_sync_rechecks_differences_once_the_stream_passed_them() {
+    let Synced { server, from, to, _dir: dir, state } = synced();
+    let log = dir.path("status.jsonl");
+    let out = dir.path("verify.json");
+    // Changes the target has not got yet: sync is not running. Verify's first pass sees them,
+    // then it waits for the stream; sync starts and applies them; the re-check finds none.
+    server.sql_in("src", "UPDATE items SET qty = qty + 1 WHERE id <= 150; DELETE FROM pairs WHERE a = 3");
+    let verify = spawn_verify(&from, &to, &[], &out);
+    std::thread::sleep(Duration::from_millis(1500));
+    let child = spawn_streaming(&from, &to, &state, &log);
+    let (code, report) = verify_report(verify, &out);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["recheck"]["rounds"].as_u64().unwrap() >= 1, "{report}");
+    let in_flight: u64 =
+        report["tables"].as_array().unwrap().iter().map(|t| t["in_flight"].as_u64().unwrap_or(0)).sum();
+    assert!(in_flight >= 150, "the changes in flight are counted: {report}");
+    // A real difference (planted in the target) persists through every re-check and is
+    // reported with its key; the quiet source's stream still moves past each position.
+    server.sql_in("dst", "UPDATE items SET name = 'planted' WHERE id = 7");
+    let (code, report) = verify_report(spawn_verify(&from, &to, &[], &out), &out);
+    assert_eq!(code, Some(3), "{report}");
+    let items = report["tables"].as_array().unwrap().iter().find(|t| t["table"] == "items").unwrap();
+    assert_eq!(items["changed"], serde_json::json!([[7]]), "{report}");
+    assert_eq!(report["recheck"]["rounds"], 3, "{report}");
+    assert_eq!(report["recheck"]["timed_out"], false, "{report}");
+    let (code, _) = stop(child, &log);
+    assert_eq!(code, Some(0));
+    // With sync stopped, the wait ends at --recheck-timeout and says so.
+    let started = Instant::now();
+    let (code, report) = verify_report(spawn_verify(&from, &to, &["--recheck-timeout", "1"], &out), &out);
+    assert_eq!(code, Some(3), "{report}");
+    assert_eq!(report["recheck"]["timed_out"], true, "{report}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // --no-recheck reports the first pass; a stream the target does not hold is refused.
+    let (code, report) = verify_report(spawn_verify(&from, &to, &["--no-recheck"], &out), &out);
+    assert_eq!(code, Some(3), "{report}");
+    assert!(report.get("recheck").is_none(), "{report}");
+    let run = barge(&["verify", "--from", &from, "--to", &to, "--stream", "nosuch"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("holds no positions of it"), "{}", run.stderr);
+}
+
 #[track_caller]
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();

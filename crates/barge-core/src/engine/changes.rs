@@ -47,6 +47,10 @@ pub struct ChangeBatch {
     pub transactions: u64,
     /// When the last transaction read committed on the source (seconds since the Unix epoch).
     pub committed_at: Option<f64>,
+    /// A position the read covered entirely, when it read everything the source had (not cut
+    /// short by `max` or `upto`): every transaction committed before it is in this batch or an
+    /// earlier one. Lets a quiet stream move on without a change to apply.
+    pub scanned: Option<u64>,
 }
 
 /// The rows [`ChangeFeed::read_keys`] found, and the keys it did not.
@@ -117,6 +121,10 @@ pub trait ChangePositions: Send + Sync {
 
     /// Forgets every position of `stream`.
     fn forget(&self, stream: &str) -> Result<()>;
+
+    /// The streams that recorded positions here (none when the table does not exist); creates
+    /// nothing.
+    fn streams(&self) -> Result<Vec<String>>;
 }
 
 /// Capability of a writer: applying changes inside its open transaction, with the position they

@@ -37,20 +37,9 @@ struct Outcome {
 }
 
 impl Comparison<'_> {
-    /// Compares the table. Digests already taken (the source's while copying, the target's while
-    /// its key built) are used as they are; the others are read now.
-    pub(crate) fn run(
-        &self,
-        source_digests: Option<RangeDigests>,
-        target_digests: Option<RangeDigests>,
-        ctx: Ctx<'_>,
-    ) -> Result<TableVerdict> {
-        let verdict = self.compare(source_digests, target_digests, ctx)?;
-        announce(&verdict, ctx);
-        Ok(verdict)
-    }
-
-    /// [`Self::run`] without announcing the verdict (a first comparison that deletes may change).
+    /// Compares the table, without announcing the verdict (a first comparison that deletes may
+    /// change). Digests already taken (the source's while copying, the target's while its key
+    /// built) are used as they are; the others are read now.
     pub(crate) fn compare(
         &self,
         source_digests: Option<RangeDigests>,
@@ -90,6 +79,7 @@ impl Comparison<'_> {
             target_rows: outcome.target_total.rows,
             matched: outcome.matched,
             diff: outcome.diff,
+            in_flight: 0,
         };
         Ok((verdict, outcome.mismatched))
     }
