@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use barge_core::{
-    BatchEncoder, ChangeFeed, ChangeKind, ChangeWriter, Conflict, Error, Result, TableWriter, Target, WriteOptions,
+    BatchEncoder, ChangeFeed, ChangeKind, ChangeWriter, Conflict, Error, KeyRows, Result, TableWriter, Target,
+    WriteOptions,
 };
 use barge_plan::TablePlan;
 use serde::Serialize;
@@ -323,6 +324,8 @@ fn evolve(
 
 /// Keys looked up in the source per statement.
 const KEYS_PER_LOOKUP: usize = 20_000;
+/// Lookups read ahead of the writer: one is written while the next is read.
+const LOOKUPS_AHEAD: usize = 1;
 
 /// Applies one table's share of a batch in one target transaction; returns what it changed. A
 /// batch that fails leaves no writer behind: the next attempt opens one anew.
@@ -375,8 +378,42 @@ fn apply_batch(
         apply.changes(writer)?.truncate()?;
         applied.truncates += 1;
     }
-    for keys in work.keys.chunks(KEYS_PER_LOOKUP) {
-        let found = apply.feed.read_keys(source, keys)?;
+    // The next lookup reads from the source while the rows of the one before are written to
+    // the target (a thread of its own: both are I/O).
+    std::thread::scope(|scope| -> Result<()> {
+        let (lookups, found_rows) = crossbeam_channel::bounded::<Result<KeyRows>>(LOOKUPS_AHEAD);
+        let feed = apply.feed;
+        scope.spawn(move || {
+            for keys in work.keys.chunks(KEYS_PER_LOOKUP) {
+                let found = feed.read_keys(source, keys);
+                let failed = found.is_err();
+                // The writer gone (it failed) or this lookup failed: nothing more to read.
+                if lookups.send(found).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for found in found_rows {
+            write_found(apply, plan, key, (&mut *writer, encoder), found?, &mut applied)?;
+        }
+        Ok(())
+    })?;
+    apply.changes(writer)?.record_position(apply.stream, &plan.target_table, end)?;
+    writer.commit()?;
+    Ok(applied)
+}
+
+/// Writes one lookup's rows (transformed as the copy does) and deletes its keys gone.
+fn write_found(
+    apply: &Apply<'_>,
+    plan: &TablePlan,
+    key: &[String],
+    (writer, encoder): (&mut dyn TableWriter, &dyn BatchEncoder),
+    found: KeyRows,
+    applied: &mut Applied,
+) -> Result<()> {
+    let source = &plan.source;
+    {
         let mut gone = Vec::new();
         for batch in &found.absent {
             let indices: Vec<usize> = (0..batch.num_columns()).collect();
@@ -407,9 +444,7 @@ fn apply_batch(
             }
         }
     }
-    apply.changes(writer)?.record_position(apply.stream, &plan.target_table, end)?;
-    writer.commit()?;
-    Ok(applied)
+    Ok(())
 }
 
 /// What one table's batch changed, counted once it committed.

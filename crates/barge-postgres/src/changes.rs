@@ -274,13 +274,15 @@ impl barge_core::ChangeFeed for PgSource {
             .zip(&columns)
             .map(|(f, c)| format!("t.{}", select_expr(f.name(), c)))
             .collect();
-        // One key column: `= ANY(ARRAY[…])`, which the key's index serves whatever the table's
-        // size; a composite key: a semi-join against the keys.
+        // One key column: `= ANY('{…}'::type[])`, which the key's index serves whatever the
+        // table's size (one array literal: 20,000 keys parse in a fraction of the time 20,000
+        // cast literals take); a composite key: a semi-join against the keys.
         let wanted = match key_columns.as_slice() {
             [column] => format!(
-                "t.{} = ANY(ARRAY[{}])",
+                "t.{} = ANY({}::{}[])",
                 quote(column),
-                keys.iter().map(|k| value(&k[0], &natives[0])).collect::<Vec<_>>().join(", ")
+                literal(&array_text(keys.iter().map(|k| k[0].as_deref()))),
+                natives[0]
             ),
             _ => format!("EXISTS (SELECT 1 FROM {keys_list} WHERE {})", matches.join(" AND ")),
         };
@@ -321,6 +323,32 @@ impl barge_core::ChangeFeed for PgSource {
         self.keep(local);
         Ok(found)
     }
+}
+
+/// Values as the text of a PostgreSQL array (`{"1","it\"s",NULL}`): each element quoted, with
+/// `"` and `\` escaped, so any text the element's type reads from is kept as it is.
+fn array_text<'v>(values: impl Iterator<Item = Option<&'v str>>) -> String {
+    let mut out = String::from("{");
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match value {
+            None => out.push_str("NULL"),
+            Some(text) => {
+                out.push('"');
+                for c in text.chars() {
+                    if c == '"' || c == '\\' {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            }
+        }
+    }
+    out.push('}');
+    out
 }
 
 /// Rows a `COPY … TO STDOUT (FORMAT binary)` sends, as batches of `schema`.
@@ -545,5 +573,17 @@ impl Decoder {
             .collect::<Result<_>>()?;
         self.pending.push((relation.table.clone(), ChangeKind::Row(values)));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_text_quotes_every_element_and_escapes_quotes_and_backslashes() {
+        let values = [Some("1"), Some(r#"it"s"#), Some(r"back\slash"), None, Some("{a,b}"), Some("")];
+        assert_eq!(array_text(values.into_iter()), r#"{"1","it\"s","back\\slash",NULL,"{a,b}",""}"#);
+        assert_eq!(array_text(std::iter::empty()), "{}");
     }
 }
