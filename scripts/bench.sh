@@ -502,7 +502,42 @@ section_cdc() {
     echo "cdc_${kind}_barge_seconds=$barge_s"
     echo "cdc_${kind}_speedup=$(ratio "$native" "$barge_s")"
   done
-  # Both subscribers hold what the source holds.
+  # Lag at a steady 5,000 changes/s: sync streams (--json, a status a second) while one session
+  # commits single-row updates at that rate for 30 s (synchronous_commit off, so the rate is the
+  # source's to keep); each status's lag_seconds from the 5th second on, and the sync process's
+  # RSS each second.
+  pub -d src -c "CREATE PROCEDURE steady(rate int, secs int) LANGUAGE plpgsql AS \$\$
+      DECLARE t0 timestamptz := clock_timestamp(); n bigint := 0;
+      BEGIN WHILE clock_timestamp() < t0 + secs * interval '1 second' LOOP
+        WHILE n < (extract(epoch FROM clock_timestamp() - t0) * rate)::bigint LOOP
+          UPDATE t SET v = v + 1 WHERE id = 1 + (n % $rows); COMMIT; n := n + 1; END LOOP;
+        PERFORM pg_sleep(0.005); END LOOP; END \$\$"
+  "$barge" sync --from "$src" --to "$brg" --state "$cdc/state.db" --table t --table m --json >"$work/lag.jsonl" 2>/dev/null &
+  local sync_pid=$!
+  : >"$work/rss.txt"
+  ( while kill -0 "$sync_pid" 2>/dev/null; do
+      awk '/VmRSS/ {print $2}' "/proc/$sync_pid/status" >>"$work/rss.txt" 2>/dev/null; sleep 1; done ) &
+  local sampler=$! t_lag; t_lag=$(now)
+  local before; before=$(pub -d src -c "SELECT sum(v) FROM t")
+  pub -d src -c "SET synchronous_commit = off" -c "CALL steady(5000, 30)"
+  local wrote_s; wrote_s=$(elapsed "$t_lag")
+  local wrote; wrote=$(pub -d src -c "SELECT sum(v) - $before FROM t")
+  sleep 3
+  kill -TERM "$sync_pid"; wait "$sync_pid" || true; wait "$sampler" 2>/dev/null || true
+  python3 - "$work/lag.jsonl" "$work/rss.txt" "$wrote" "$wrote_s" <<'PY'
+import json, statistics, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+lags = [l["lag_seconds"] for l in lines[5:-4] if "lag_seconds" in l]
+rss = [int(x) / 1024 for x in open(sys.argv[2]).read().split()]
+print(f"cdc_lag_rate={round(int(sys.argv[3]) / float(sys.argv[4]))}")
+print(f"cdc_lag_median_seconds={statistics.median(lags):.3f}")
+print(f"cdc_lag_max_seconds={max(lags):.3f}")
+print(f"cdc_lag_rss_start_mb={statistics.median(rss[3:8]):.1f}")
+print(f"cdc_lag_rss_end_mb={statistics.median(rss[-6:-1]):.1f}")
+PY
+  # Both subscribers hold what the source holds (the native one catches up the steady writes).
+  pub -d src -c "UPDATE m SET round = 99"
+  native_catch_up 99 >/dev/null
   local want; want=$(pub -d src -c "SELECT count(*), sum(v) FROM t")
   [ "$(sub -d brg -c "SELECT count(*), sum(v) FROM t")" = "$want" ] || { echo "barge's copy differs" >&2; exit 1; }
   # MariaDB → PostgreSQL: single-row update transactions from a binlog.
