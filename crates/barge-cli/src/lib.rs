@@ -395,6 +395,10 @@ struct CopyArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
+    /// Tables without a primary key are keyed by a unique index over NOT NULL columns (set by
+    /// `sync`, which applies changes by key; no flag).
+    #[arg(skip)]
+    unique_key: bool,
 }
 
 #[derive(Args)]
@@ -932,7 +936,13 @@ fn plan_copy(args: &CopyArgs) -> Result<(barge_plan::Preflight, String), Error> 
         for table in &mut request.tables {
             table.budget = budget;
         }
-        Ok(CopyRequest { sample_rows: args.sample_rows, isolate: !args.fail_fast, budget, ..request })
+        Ok(CopyRequest {
+            sample_rows: args.sample_rows,
+            isolate: !args.fail_fast,
+            budget,
+            unique_key: args.unique_key,
+            ..request
+        })
     };
     let preflight = barge_plan::preflight(&engines::registry(), &from, &args.endpoints.to, request, if_exists)?;
     Ok((preflight, from))
@@ -1141,6 +1151,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         sample_rows: None,
         dry_run: false,
         json: args.json,
+        unique_key: false,
     };
     let report = copy_between(&copy_args)?;
     if args.json {

@@ -210,6 +210,7 @@ impl Moves {
 /// has it, else as it is in the source).
 fn pipeline_for(pipeline: &Pipeline, if_exists: IfExistsArg, only: Option<&str>) -> Pipeline {
     let mut pipeline = pipeline.clone();
+    pipeline.unique_key = true;
     pipeline.if_exists = match if_exists {
         IfExistsArg::Fail => IfExists::Fail,
         IfExistsArg::Truncate => IfExists::Truncate,
@@ -474,6 +475,7 @@ fn copy_args(args: &SyncArgs, endpoints: &Endpoints, if_exists: IfExistsArg, res
         sample_rows: None,
         dry_run: false,
         json: args.json,
+        unique_key: true,
     }
 }
 

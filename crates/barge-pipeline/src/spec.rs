@@ -124,6 +124,9 @@ pub struct Pipeline {
     /// Conflict mode and error budget of tables the file does not list (when it lists none).
     pub conflict: Conflict,
     pub budget: Budget,
+    /// Tables without a primary key are keyed by a unique index over NOT NULL columns (not from
+    /// the file: `sync` sets it, as it applies changes by key).
+    pub unique_key: bool,
     hash_key: Option<[u8; 32]>,
 }
 
@@ -300,6 +303,7 @@ impl Pipeline {
             tables,
             conflict: defaults.conflict.unwrap_or_default(),
             budget: default_budget,
+            unique_key: false,
             hash_key,
         })
     }
@@ -366,6 +370,7 @@ impl Pipeline {
             budget: self.budget,
             // A pipeline names its tables: one that cannot be planned stops the plan.
             isolate: false,
+            unique_key: self.unique_key,
             exclude: Vec::new(),
             sample_rows: None,
         })

@@ -101,6 +101,9 @@ pub struct CopyRequest {
     /// A table that cannot be planned (a column type without a mapping) is set aside as failed
     /// and the others are copied, when more than one is asked for (`copy` without --fail-fast).
     pub isolate: bool,
+    /// A table without a primary key (and without a `key` asked for) is keyed by its first
+    /// unique index over NOT NULL columns, when it has one (`sync` applies changes by key).
+    pub unique_key: bool,
 }
 
 /// A table set aside while planning: it cannot be copied, the others are.
@@ -144,6 +147,17 @@ pub fn excluded(patterns: &[String]) -> Result<impl Fn(&str) -> bool + use<>> {
 
 /// Whether planning sets a table aside for this error instead of stopping: a type the mapping
 /// does not have, on either side, is that table's alone.
+/// The columns of `table`'s first unique index whose columns are all NOT NULL: a key.
+fn unique_not_null_key(table: &TableInfo) -> Option<Vec<usize>> {
+    table.indexes.iter().filter(|index| index.unique && !index.columns.is_empty()).find_map(|index| {
+        index
+            .columns
+            .iter()
+            .map(|c| table.schema.index_of(c).ok().filter(|&i| !table.schema.field(i).is_nullable()))
+            .collect()
+    })
+}
+
 fn isolates(error: &Error) -> bool {
     matches!(error, Error::UnsupportedType { .. })
 }
@@ -268,6 +282,12 @@ pub fn plan_sources(source: &dyn Source, request: &CopyRequest) -> Result<Source
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            table.key = KeySpec::Primary(columns);
+        } else if request.unique_key
+            && !table.key.is_primary()
+            && let Some(columns) = unique_not_null_key(&table)
+        {
+            tracing::info!(table = %name, "no primary key: keyed by a unique index over NOT NULL columns");
             table.key = KeySpec::Primary(columns);
         }
         table.filter = table_request.filter.clone();

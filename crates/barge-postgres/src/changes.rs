@@ -44,6 +44,61 @@ pub fn lsn_text(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
+impl PgSource {
+    /// The table's replica identity covers the key sync applies its changes by: PostgreSQL logs
+    /// a deleted (or re-keyed) row by its identity alone, and refuses UPDATE and DELETE on a
+    /// published table that has none, so a table without one is refused before its publication
+    /// exists.
+    fn check_replica_identity(&self, table: &TableInfo) -> Result<()> {
+        let qualified = self.qualified(&table.name);
+        let (identity, columns): (String, Vec<String>) = self.with_client(|client| {
+            let row = runtime()
+                .block_on(client.query_one(
+                    "SELECT c.relreplident::text,
+                            coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum)
+                                        FROM pg_index i
+                                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                                       WHERE i.indrelid = c.oid
+                                         AND ((c.relreplident = 'd' AND i.indisprimary)
+                                              OR (c.relreplident = 'i' AND i.indisreplident))), '{}')
+                       FROM pg_class c WHERE c.oid = $1::text::regclass",
+                    &[&qualified],
+                ))
+                .map_err(pg_err("reading a table's replica identity"))?;
+            Ok((row.get(0), row.get(1)))
+        })?;
+        let key = table.key_columns();
+        if identity == "f" || (!columns.is_empty() && key.iter().all(|k| columns.iter().any(|c| c == k))) {
+            return Ok(());
+        }
+        let index = table
+            .indexes
+            .iter()
+            .find(|i| i.unique && i.columns.iter().map(String::as_str).eq(key.iter().copied()))
+            .map_or_else(|| "<a unique index over them>".to_string(), |i| quote(&i.name));
+        let fix = format!("ALTER TABLE {qualified} REPLICA IDENTITY USING INDEX {index}");
+        let key = key.join(", ");
+        Err(Error::Config(if columns.is_empty() {
+            format!(
+                "source {}: table `{}` has no replica identity (no primary key{}): once it is published, \
+                 PostgreSQL refuses its UPDATEs and DELETEs; give it a primary key, or run `{fix}` (key: {key})",
+                self.url.display,
+                table.name,
+                if identity == "n" { ", REPLICA IDENTITY NOTHING" } else { "" }
+            )
+        } else {
+            format!(
+                "source {}: table `{}`: sync applies changes by ({key}), which its replica identity ({}) does not \
+                 cover (PostgreSQL logs a deleted row by its identity): run `{fix}`, or `ALTER TABLE {qualified} \
+                 REPLICA IDENTITY FULL`",
+                self.url.display,
+                table.name,
+                columns.join(", ")
+            )
+        }))
+    }
+}
+
 impl barge_core::ChangeFeed for PgSource {
     fn check(&self, tables: &[TableInfo]) -> Result<()> {
         let display = self.url.display.clone();
@@ -83,7 +138,11 @@ impl barge_core::ChangeFeed for PgSource {
                  REPLICATION` as a superuser"
             )));
         }
-        barge_core::keyed_for_sync(tables)
+        barge_core::keyed_for_sync(tables)?;
+        for table in tables {
+            self.check_replica_identity(table)?;
+        }
+        Ok(())
     }
 
     fn open_stream(&self, name: &str, tables: &[TableInfo]) -> Result<u64> {

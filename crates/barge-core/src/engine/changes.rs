@@ -144,13 +144,14 @@ pub trait ChangeWriter {
 /// The table targets keep change positions in.
 pub const POSITIONS_TABLE: &str = "barge_sync";
 
-/// Sync applies changes by key: every table needs a primary key (an error naming the first that
-/// has none, and what to do).
+/// Sync applies changes by key: every table needs a primary key, or a unique index over NOT NULL
+/// columns that planning took as its key (an error naming the first that has neither, and what
+/// to do).
 pub fn keyed(tables: &[TableInfo]) -> Result<()> {
     match tables.iter().find(|t| !matches!(t.key, crate::KeySpec::Primary(_))) {
         Some(table) => Err(crate::Error::Config(format!(
-            "source table `{}` has no primary key: sync applies changes by key (add a primary key, or leave the \
-             table out with --exclude)",
+            "source table `{}` has no primary key (nor a unique index over NOT NULL columns): sync applies \
+             changes by key (add a primary key, or leave the table out with --exclude)",
             table.name
         ))),
         None => Ok(()),
