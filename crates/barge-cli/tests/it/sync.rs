@@ -733,6 +733,35 @@ fn sync_keys_a_table_without_a_primary_key_by_a_unique_not_null_index() {
     assert_eq!(got.join("\n"), my.sql(&format!("USE src; {CODES}")).unwrap().replace('\t', "|"));
 }
 
+/// The same re-check rule with a MariaDB source: the stream's position is a binlog offset, and
+/// differences are re-checked, and one planted in the target persists.
+#[test]
+fn verify_under_a_running_sync_from_mariadb_rechecks_differences_once_the_stream_passed_them() {
+    let server = crate::private::PrivateMy::start(BINLOG);
+    server.sql(MY_SCHEMA).expect("schema");
+    let from = server.url("src");
+    let dir = Dir::new();
+    let pg = crate::support::PgDb::new("sync_my_verify");
+    let (to, state) = (pg.url(), dir.path("s.db").display().to_string());
+    sync_caught_up(&from, &to, &state);
+    let (log, out) = (dir.path("status.jsonl"), dir.path("verify.json"));
+    server.sql("USE src; UPDATE items SET qty = qty + 1 WHERE id <= 150; DELETE FROM pairs WHERE a = 3").unwrap();
+    let verify = spawn_verify(&from, &to, &[], &out);
+    std::thread::sleep(Duration::from_millis(1500));
+    let child = spawn_streaming(&from, &to, &state, &log);
+    let (code, report) = verify_report(verify, &out);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report["recheck"]["rounds"].as_u64().unwrap() >= 1, "{report}");
+    pg.sql("UPDATE items SET name = 'planted' WHERE id = 7");
+    let (code, report) = verify_report(spawn_verify(&from, &to, &[], &out), &out);
+    assert_eq!(code, Some(3), "{report}");
+    assert_eq!(report["recheck"]["timed_out"], false, "the stream was at the position: {report}");
+    let items = report["tables"].as_array().unwrap().iter().find(|t| t["table"] == "items").unwrap();
+    assert_eq!(items["changed"], serde_json::json!([[7]]), "{report}");
+    let (code, _) = stop(child, &log);
+    assert_eq!(code, Some(0));
+}
+
 #[test]
 fn sync_from_mariadb_names_binlog_settings_it_needs() {
     let dir = Dir::new();
