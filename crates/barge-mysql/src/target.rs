@@ -445,14 +445,19 @@ fn record_sql(stream: &str, table: &str, position: u64) -> String {
     )
 }
 
+/// Whether the target has the `barge_sync` table (reading positions creates nothing).
+fn positions_exist(conn: &mut LocalConn) -> Result<bool> {
+    let exists = conn.value(
+        "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'barge_sync'",
+        "looking up barge_sync",
+    )?;
+    Ok(exists.as_deref() == Some("1"))
+}
+
 impl barge_core::ChangePositions for MyTarget {
     fn positions(&self, stream: &str) -> Result<Vec<(String, u64)>> {
         let mut conn = self.conn()?;
-        let exists = conn.value(
-            "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'barge_sync'",
-            "looking up barge_sync",
-        )?;
-        if exists.as_deref() != Some("1") {
+        if !positions_exist(&mut conn)? {
             return Ok(Vec::new());
         }
         let rows = conn.rows(
@@ -486,11 +491,7 @@ impl barge_core::ChangePositions for MyTarget {
 
     fn streams(&self) -> Result<Vec<String>> {
         let mut conn = self.conn()?;
-        let exists = conn.value(
-            "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'barge_sync'",
-            "looking up barge_sync",
-        )?;
-        if exists.as_deref() != Some("1") {
+        if !positions_exist(&mut conn)? {
             return Ok(Vec::new());
         }
         let rows = conn.rows("SELECT DISTINCT stream FROM barge_sync ORDER BY stream", "listing change streams")?;

@@ -560,16 +560,20 @@ fn key_literal(value: &serde_json::Value, sql_type: &str) -> String {
     }
 }
 
+/// Whether the target has its `barge_sync` table, `table` (reading positions creates nothing).
+fn positions_exist(client: &tokio_postgres::Client, table: &str) -> Result<bool> {
+    Ok(runtime()
+        .block_on(client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]))
+        .map_err(pg_err("looking up barge_sync"))?
+        .get(0))
+}
+
 impl barge_core::ChangePositions for PgTarget {
     fn positions(&self, stream: &str) -> Result<Vec<(String, u64)>> {
         let table = self.qualified(barge_core::POSITIONS_TABLE);
         self.admin(|client| {
             let rt = runtime();
-            let exists: bool = rt
-                .block_on(client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]))
-                .map_err(pg_err("looking up barge_sync"))?
-                .get(0);
-            if !exists {
+            if !positions_exist(client, &table)? {
                 return Ok(Vec::new());
             }
             let rows = rt
@@ -606,11 +610,7 @@ impl barge_core::ChangePositions for PgTarget {
         let table = self.qualified(barge_core::POSITIONS_TABLE);
         self.admin(|client| {
             let rt = runtime();
-            let exists: bool = rt
-                .block_on(client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]))
-                .map_err(pg_err("looking up barge_sync"))?
-                .get(0);
-            if !exists {
+            if !positions_exist(client, &table)? {
                 return Ok(Vec::new());
             }
             let rows = rt

@@ -334,17 +334,18 @@ const POSITIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS barge_sync (stream TEXT 
 const RECORD_SQL: &str = "INSERT INTO barge_sync (stream, tbl, position) VALUES (?1, ?2, ?3) \
      ON CONFLICT (stream, tbl) DO UPDATE SET position = excluded.position, updated = CURRENT_TIMESTAMP";
 
+/// Whether the target has the `barge_sync` table (reading positions creates nothing).
+fn positions_exist(conn: &Connection) -> Result<bool> {
+    conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'barge_sync'", [], |r| {
+        r.get(0)
+    })
+    .map_err(sqlite_err("looking up barge_sync"))
+}
+
 impl barge_core::ChangePositions for SqliteTarget {
     fn positions(&self, stream: &str) -> Result<Vec<(String, u64)>> {
         self.admin(|conn| {
-            let exists: bool = conn
-                .query_row(
-                    "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'barge_sync'",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(sqlite_err("looking up barge_sync"))?;
-            if !exists {
+            if !positions_exist(conn)? {
                 return Ok(Vec::new());
             }
             let mut stmt = conn
@@ -377,14 +378,7 @@ impl barge_core::ChangePositions for SqliteTarget {
 
     fn streams(&self) -> Result<Vec<String>> {
         self.admin(|conn| {
-            let exists: bool = conn
-                .query_row(
-                    "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'barge_sync'",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(sqlite_err("looking up barge_sync"))?;
-            if !exists {
+            if !positions_exist(conn)? {
                 return Ok(Vec::new());
             }
             let mut stmt = conn
