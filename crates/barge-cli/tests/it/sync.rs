@@ -344,6 +344,12 @@ fn spawn_streaming(from: &str, to: &str, state: &str, log: &std::path::Path) -> 
     child
 }
 
+/// Sessions of the current database whose last statement read a stream's applied position:
+/// with sync not started, only a verification waiting for the stream reads it (its first pass
+/// is over, so the differences it saw are the changes sync has not applied yet).
+const WAITING_FOR_THE_STREAM: &str = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+     AND query LIKE 'SELECT tbl, position FROM %barge_sync%' AND pid <> pg_backend_pid()";
+
 /// `barge verify --json` as a child process, its stdout to `out`.
 fn spawn_verify(from: &str, to: &str, extra: &[&str], out: &std::path::Path) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_barge"))
@@ -369,7 +375,7 @@ fn verify_under_a_running_sync_rechecks_differences_once_the_stream_passed_them(
     // then it waits for the stream; sync starts and applies them; the re-check finds none.
     server.sql_in("src", "UPDATE items SET qty = qty + 1 WHERE id <= 150; DELETE FROM pairs WHERE a = 3");
     let verify = spawn_verify(&from, &to, &[], &out);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until("verify to wait for the stream", || server.sql_in("dst", WAITING_FOR_THE_STREAM) != "0");
     let child = spawn_streaming(&from, &to, &state, &log);
     let (code, report) = verify_report(verify, &out);
     assert_eq!(code, Some(0), "{report}");
@@ -747,7 +753,7 @@ fn verify_under_a_running_sync_from_mariadb_rechecks_differences_once_the_stream
     let (log, out) = (dir.path("status.jsonl"), dir.path("verify.json"));
     server.sql("USE src; UPDATE items SET qty = qty + 1 WHERE id <= 150; DELETE FROM pairs WHERE a = 3").unwrap();
     let verify = spawn_verify(&from, &to, &[], &out);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until("verify to wait for the stream", || pg.sql(WAITING_FOR_THE_STREAM)[0][0].as_deref() != Some("0"));
     let child = spawn_streaming(&from, &to, &state, &log);
     let (code, report) = verify_report(verify, &out);
     assert_eq!(code, Some(0), "{report}");
