@@ -306,8 +306,13 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(status).unwrap_or_default());
         } else if terminal {
             eprint!(
-                "\r{}: applied {} (lag {} bytes), {:.0} changes/s, {} changes   ",
-                status.phase, status.applied_position, status.lag_bytes, status.changes_per_s, status.applied_total
+                "\r{}: applied {} (lag {:.1} s, {}), {:.0} changes/s, {} changes   ",
+                status.phase,
+                status.applied_position,
+                status.lag_seconds,
+                indicatif::HumanBytes(status.lag_bytes),
+                status.changes_per_s,
+                barge_core::text::count(status.applied_total)
             );
         }
         if let Some(retained) = status.retained_bytes.filter(|&r| r > max_retained && !warned) {
