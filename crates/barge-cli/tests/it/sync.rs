@@ -486,6 +486,24 @@ fn sync_names_missing_prerequisites_and_creates_nothing() {
     run.assert_code(2);
     assert!(run.stderr.contains("`loose` has no primary key"), "{}", run.stderr);
     assert_eq!(server.sql_in("src", "SELECT count(*) FROM pg_replication_slots"), "0", "no slot was created");
+    // A user without the REPLICATION privilege; then every slot taken.
+    server.sql_in(
+        "src",
+        "DROP TABLE loose; CREATE TABLE t (id int PRIMARY KEY); CREATE ROLE plain LOGIN; GRANT SELECT ON t TO plain",
+    );
+    let plain = server.url_of("src").replacen("postgres@", "plain@", 1);
+    let run = barge(&["sync", "--from", &plain, "--to", &target, "--state", &state]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("needs the REPLICATION privilege"), "{}", run.stderr);
+    server.sql_in(
+        "src",
+        "SELECT pg_create_logical_replication_slot('taken' || g, 'pgoutput') FROM generate_series(1, 10) g",
+    );
+    let run = barge(&["sync", "--from", &server.url_of("src"), "--to", &target, "--state", &state]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("no free replication slot (max_replication_slots = 10, 10 in use)"), "{}", run.stderr);
+    assert_eq!(server.sql_in("src", "SELECT count(*) FROM pg_publication"), "0", "no publication was created");
+    server.sql_in("src", "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
     // SQLite is no change source.
     dir.sql("a.db", "CREATE TABLE t (id INTEGER PRIMARY KEY)");
     let run = barge(&["sync", "--from", &dir.url("a.db"), "--to", &dir.url("b.db"), "--state", &state]);
@@ -782,10 +800,33 @@ fn sync_from_mariadb_names_binlog_settings_it_needs() {
     ] {
         let server = crate::private::PrivateMy::start(options);
         server.sql("CREATE DATABASE src; CREATE TABLE src.t (id int PRIMARY KEY)").unwrap();
-        let run = barge(&["sync", "--from", &server.url("src"), "--to", &dir.url("t.db"), "--state", &state]);
+        let run = barge(&[
+            "sync",
+            "--from",
+            &server.url("src"),
+            "--to",
+            &dir.url("t.db"),
+            "--state",
+            &state,
+            "--until",
+            "caught-up",
+        ]);
         run.assert_code(2);
         assert!(run.stderr.contains(message), "{options:?}: {}", run.stderr);
     }
+    // A user who may read the tables but not the binlog. (A server_id of 0, which MySQL refuses
+    // to replicate from, cannot be set on MariaDB: its least is 1.)
+    let server = crate::private::PrivateMy::start(BINLOG);
+    server
+        .sql(
+            "CREATE DATABASE src; CREATE TABLE src.t (id int PRIMARY KEY); CREATE USER plain@'%'; \
+             GRANT SELECT ON src.* TO plain@'%'",
+        )
+        .unwrap();
+    let plain = server.url("src").replacen("root@", "plain@", 1);
+    let run = barge(&["sync", "--from", &plain, "--to", &dir.url("t.db"), "--state", &state, "--until", "caught-up"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("GRANT REPLICATION SLAVE, REPLICATION CLIENT"), "{}", run.stderr);
 }
 
 #[test]
