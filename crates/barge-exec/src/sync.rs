@@ -243,6 +243,15 @@ pub fn sync(
             last_status = Instant::now();
         }
     }
+    // Rows written with their keys leave a PostgreSQL sequence behind them: an application's
+    // first insert into the target would take a key the source already gave.
+    if let Some(objects) = target.schema_objects() {
+        for state in states.iter_mut().filter(|s| !s.failed) {
+            if let Err(error) = objects.continue_identities(&state.plan.target_table) {
+                state.stop(&error);
+            }
+        }
+    }
     let last = snapshot(&states, applied_to, applied_total, transactions, caught_up, lag_seconds);
     status(&last);
     Ok(last)

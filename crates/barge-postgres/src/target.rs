@@ -786,6 +786,35 @@ impl barge_core::SchemaObjects for PgTarget {
         true
     }
 
+    fn continue_identities(&self, table: &str) -> Result<()> {
+        let qualified = self.qualified(table);
+        self.admin(|client| {
+            let rt = runtime();
+            let generators = rt
+                .block_on(client.query(
+                    "SELECT a.attname::text, pg_get_serial_sequence($1, a.attname)
+                       FROM pg_attribute a
+                      WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                        AND pg_get_serial_sequence($1, a.attname) IS NOT NULL",
+                    &[&qualified],
+                ))
+                .map_err(pg_err("listing a table's identity generators"))?;
+            for row in generators {
+                let (column, sequence): (String, String) = (row.get(0), row.get(1));
+                // The next value a generator gives is last_value + 1 once it was called.
+                let statement = format!(
+                    "SELECT setval({seq}, m + 1, false) FROM (SELECT max({col}) AS m FROM {qualified}) AS x
+                      WHERE m >= (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {sequence})",
+                    seq = literal(&sequence),
+                    col = quote(&column),
+                );
+                rt.block_on(client.batch_execute(&statement))
+                    .map_err(|e| crate::conn::error_of(format!("moving `{table}`'s identity past its keys"), &e))?;
+            }
+            Ok(())
+        })
+    }
+
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[barge_core::ForeignKeyInfo]) -> Result<()> {
         self.admin(|client| {
             for fk in foreign_keys {

@@ -177,6 +177,14 @@ pub trait SchemaObjects: Send + Sync {
 
     /// Adds foreign keys once every table is loaded (so load order does not matter).
     fn add_foreign_keys(&self, table: &str, foreign_keys: &[ForeignKeyInfo]) -> Result<()>;
+
+    /// Moves `table`'s identity generators forward past the largest value its rows hold, never
+    /// back: rows written with their keys (as `sync` writes them) do not move a PostgreSQL
+    /// sequence. Nothing by default: MySQL's AUTO_INCREMENT and SQLite's rowid follow the keys
+    /// written.
+    fn continue_identities(&self, _table: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Capability: deleting rows by key.
