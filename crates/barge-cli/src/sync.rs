@@ -152,6 +152,31 @@ impl Moves {
         }
     }
 
+    /// The target table source table `table` goes to.
+    fn target_of(&self, table: &str) -> String {
+        match self {
+            Moves::Pipeline(p) => p.tables.iter().find(|t| t.source == table).map_or(table, |t| &t.target).to_string(),
+            Moves::Urls(_) => table.to_string(),
+        }
+    }
+
+    /// The source columns behind the target table's `present` columns: a pipeline's renamed
+    /// column is its `from`, a computed one none, any other its own name.
+    fn source_columns(&self, table: &str, present: &[String]) -> Vec<String> {
+        let spec = match self {
+            Moves::Pipeline(p) => p.tables.iter().find(|t| t.source == table),
+            Moves::Urls(_) => None,
+        };
+        present
+            .iter()
+            .filter_map(|column| match spec.and_then(|t| t.columns.iter().find(|c| &c.name == column)) {
+                Some(c) if c.expr.is_some() => None,
+                Some(c) => Some(c.from.clone().unwrap_or_else(|| column.clone())),
+                None => Some(column.clone()),
+            })
+            .collect()
+    }
+
     /// Every table planned (writing nothing), or only source table `only`, with `if_exists`.
     fn preflight(&self, args: &SyncArgs, if_exists: IfExistsArg, only: Option<&str>) -> Result<Preflight, Error> {
         match self {
@@ -379,7 +404,10 @@ fn plan_tables(
     for name in names {
         let planned = plan_one(args, moves, &name).or_else(|e| {
             // A column the source added while sync was not running is carried as in a run.
-            add_columns(source, target, &name, None).map_err(|why| format!("{e} ({why})"))?;
+            let target_table = moves.target_of(&name);
+            let present = target.table_columns(&target_table).map_err(|e| e.to_string())?;
+            let known = moves.source_columns(&name, &present);
+            add_columns(source, target, (&name, &target_table), &known, None).map_err(|why| format!("{e} ({why})"))?;
             plan_one(args, moves, &name).map_err(|e| e.to_string())
         });
         match planned {
@@ -403,23 +431,24 @@ fn plan_one(args: &SyncArgs, moves: &Moves, name: &str) -> Result<TablePlan, Err
     preflight.plan.tables.into_iter().next().ok_or_else(|| Error::Config(format!("source table `{name}` is gone")))
 }
 
-/// Adds to the target the columns the source's `table` has and the target's lacks, when every
-/// one of them is nullable without a default (rows already copied hold NULL in them on both
-/// sides), and nothing else changed against `old` (the plan sync ran with): a dropped or renamed
-/// column, or one whose type changed, is an error saying so.
+/// Adds to the target table the columns the source's `table` gained, when every one of them is
+/// nullable without a default (rows already copied hold NULL in them on both sides), and
+/// nothing else changed: a dropped or renamed column, or one whose type changed, is an error
+/// saying so. `known` are the source columns the target already holds (a pipeline renames,
+/// drops and computes columns); `old` is the plan sync ran with, when it ran with one.
 fn add_columns(
     source: &dyn barge_core::Source,
     target: &dyn barge_core::Target,
-    table: &str,
+    (table, target_table): (&str, &str),
+    known: &[String],
     old: Option<&TablePlan>,
 ) -> Result<(), String> {
     let now = source.table(table).map_err(|e| e.to_string())?;
-    let present = target.table_columns(table).map_err(|e| e.to_string())?;
+    let present = target.table_columns(target_table).map_err(|e| e.to_string())?;
     let native = |f: &arrow_schema::Field| f.metadata().get(barge_core::META_NATIVE_TYPE).cloned();
-    if let Some(gone) = present.iter().find(|c| now.schema.field_with_name(c).is_err()) {
+    if let Some(gone) = known.iter().find(|c| now.schema.field_with_name(c).is_err()) {
         return Err(format!("column `{gone}` is no longer in the source"));
     }
-    // (Every column of `old` is in the target, so one gone from the source was found above.)
     for field in old.iter().flat_map(|old| old.source.schema.fields().iter()) {
         if let Ok(f) = now.schema.field_with_name(field.name())
             && (native(f) != native(field) || f.data_type() != field.data_type())
@@ -431,7 +460,9 @@ fn add_columns(
             ));
         }
     }
-    for field in now.schema.fields().iter().filter(|f| !present.contains(f.name())) {
+    // A new source column passes through a pipeline's transform under its own name.
+    let added = now.schema.fields().iter().filter(|f| !known.contains(f.name()) && !present.contains(f.name()));
+    for field in added {
         let has_default = field.metadata().contains_key(barge_core::META_DEFAULT)
             || field.metadata().contains_key(barge_core::META_DEFAULT_UNTRANSLATED);
         if !field.is_nullable() || has_default {
@@ -441,8 +472,8 @@ fn add_columns(
                 if has_default { " with a default" } else { " NOT NULL" }
             ));
         }
-        let column = target.column_for(table, field).map_err(|e| e.to_string())?;
-        target.add_column(table, field, &column).map_err(|e| e.to_string())?;
+        let column = target.column_for(target_table, field).map_err(|e| e.to_string())?;
+        target.add_column(target_table, field, &column).map_err(|e| e.to_string())?;
         tracing::info!(table, column = %field.name(), "the source added a column: added to the target");
     }
     Ok(())
@@ -457,7 +488,8 @@ fn replan(
     old: &TablePlan,
 ) -> barge_core::Result<TablePlan> {
     let name = &old.source.name;
-    add_columns(source, target, name, Some(old)).map_err(Error::Config)?;
+    let known: Vec<String> = old.source.schema.fields().iter().map(|f| f.name().clone()).collect();
+    add_columns(source, target, (name, &old.target_table), &known, Some(old)).map_err(Error::Config)?;
     plan_one(args, moves, name)
 }
 

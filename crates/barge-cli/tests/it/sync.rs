@@ -233,6 +233,21 @@ fn sync_with_a_pipeline_applies_its_renames_transforms_and_filter_to_every_chang
         assert_eq!(got, expected, "into {to}");
         assert!(!got.0.contains("\n45|"), "a row that left the filter is deleted");
         assert!(status["tables"].as_array().unwrap().iter().any(|t| t["table"] == "items"), "{status}");
+        // A nullable column the source adds while sync is stopped passes through the pipeline's
+        // transform into the renamed table, with its values.
+        let note = format!("note_{i}");
+        server.sql_in(
+            "src",
+            &format!("ALTER TABLE items ADD COLUMN {note} text; UPDATE items SET {note} = 'n' || id WHERE id < 60"),
+        );
+        let status = sync();
+        assert!(status["tables"].as_array().unwrap().iter().all(|t| t["error"].is_null()), "{status}");
+        let with_note = format!("SELECT count(*) FROM goods WHERE {note} LIKE 'n%'");
+        let expected =
+            server.sql_in("src", &format!("SELECT count(*) FROM items WHERE {note} LIKE 'n%' AND qty < 5000"));
+        let got = if i == 0 { server.sql_in("dst", &with_note) } else { my.sql(&with_note)[0][0].clone() };
+        assert_eq!(got, expected, "into {to}");
+        assert_ne!(expected, "0");
     }
     // A pipeline table that is incremental is refused: sync keeps every table current itself.
     let incremental = dir.path("incremental.toml");
