@@ -150,6 +150,7 @@ pub fn sync(
     let mut last_status = Instant::now();
     let mut caught_up = false;
     let mut lag_seconds = 0.0;
+    let mut last_idle_record: Option<Instant> = None;
     let snapshot = |states: &[TableState], applied_to: u64, applied_total, transactions, caught_up, lag_seconds| {
         let source = feed.current_position().unwrap_or(applied_to);
         SyncStatus {
@@ -186,12 +187,17 @@ pub fn sync(
             // Nothing to apply, and the read covered the source up to `scanned`: the stream
             // holds every change before it (so a verification waiting for the stream to pass a
             // position sees it pass on a quiet source, and the slot frees its WAL).
-            if let Some(scanned) = batch.scanned.filter(|&s| s > applied_to) {
+            // At most once a second: recording writes to the target, and where the target shares
+            // the source's server that write moves the source's WAL on too.
+            if let Some(scanned) = batch.scanned.filter(|&s| s > applied_to)
+                && last_idle_record.is_none_or(|at| at.elapsed() >= IDLE_RECORD_EVERY)
+            {
                 crate::retry::retrying(options.retries, options.stream, "recording the position", || {
                     positions.record(options.stream, "", scanned)?;
                     feed.confirm(options.stream, scanned)
                 })?;
                 applied_to = scanned;
+                last_idle_record = Some(Instant::now());
             }
             if last_status.elapsed() >= Duration::from_secs(1) {
                 status(&snapshot(&states, applied_to, applied_total, transactions, false, lag_seconds));
@@ -330,6 +336,9 @@ fn evolve(
     state.writer = None;
     Ok(())
 }
+
+/// How often an idle stream records the position its reads covered.
+const IDLE_RECORD_EVERY: Duration = Duration::from_secs(1);
 
 /// Keys looked up in the source per statement.
 const KEYS_PER_LOOKUP: usize = 20_000;
