@@ -431,35 +431,33 @@ fn write_found(
     applied: &mut Applied,
 ) -> Result<()> {
     let source = &plan.source;
-    {
-        let mut gone = Vec::new();
-        for batch in &found.absent {
-            let indices: Vec<usize> = (0..batch.num_columns()).collect();
-            let encoder = barge_verify::RowEncoder::for_columns(&source.name, batch, &indices)?;
-            gone.extend((0..batch.num_rows()).map(|row| encoder.json_row(row)));
-        }
-        if !gone.is_empty() {
-            applied.deleted += apply.changes(writer)?.delete_keys(key, &gone)?;
-        }
-        for batch in found.rows {
-            let batch = match plan.transform.as_deref() {
-                Some(transform) => {
-                    let out = transform.apply(&batch)?;
-                    if let Some((row, column, reason)) = out.failures.first() {
-                        return Err(Error::BadValue {
-                            table: source.name.clone(),
-                            column: column.clone(),
-                            key: barge_core::rejects::key_shown(&batch, *row, crate::rejects::key_columns(source)),
-                            reason: reason.clone(),
-                        });
-                    }
-                    out.batch
+    let mut gone = Vec::new();
+    for batch in &found.absent {
+        let indices: Vec<usize> = (0..batch.num_columns()).collect();
+        let encoder = barge_verify::RowEncoder::for_columns(&source.name, batch, &indices)?;
+        gone.extend((0..batch.num_rows()).map(|row| encoder.json_row(row)));
+    }
+    if !gone.is_empty() {
+        applied.deleted += apply.changes(writer)?.delete_keys(key, &gone)?;
+    }
+    for batch in found.rows {
+        let batch = match plan.transform.as_deref() {
+            Some(transform) => {
+                let out = transform.apply(&batch)?;
+                if let Some((row, column, reason)) = out.failures.first() {
+                    return Err(Error::BadValue {
+                        table: source.name.clone(),
+                        column: column.clone(),
+                        key: barge_core::rejects::key_shown(&batch, *row, crate::rejects::key_columns(source)),
+                        reason: reason.clone(),
+                    });
                 }
-                None => batch,
-            };
-            if batch.num_rows() > 0 {
-                applied.upserted += writer.write(encoder.encode(batch)?)?;
+                out.batch
             }
+            None => batch,
+        };
+        if batch.num_rows() > 0 {
+            applied.upserted += writer.write(encoder.encode(batch)?)?;
         }
     }
     Ok(())
