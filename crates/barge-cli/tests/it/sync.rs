@@ -846,6 +846,58 @@ fn after_sync_an_insert_into_the_target_takes_a_key_past_the_synced_ones() {
     assert_eq!(new_key, (max + 1).to_string());
 }
 
+/// The pipeline form from a MariaDB source into SQLite: the binlog's changes go through the same
+/// renames, computed columns and `where` as the bulk copy.
+#[test]
+fn sync_with_a_pipeline_from_mariadb_reshapes_every_change() {
+    let server = crate::private::PrivateMy::start(BINLOG);
+    server.sql(MY_SCHEMA).expect("schema");
+    let dir = Dir::new();
+    let file = dir.path("reshape.toml");
+    std::fs::write(&file, RESHAPE).unwrap();
+    let (file, from, to) = (file.display().to_string(), server.url("src"), dir.url("t.db"));
+    let state = dir.path("s.db").display().to_string();
+    let sync = || {
+        let run = crate::support::barge_env(
+            &["sync", &file, "--state", &state, "--until", "caught-up", "--json"],
+            &[("SYNC_FROM", &from), ("SYNC_TO", &to)],
+        );
+        run.assert_code(0);
+    };
+    sync();
+    server
+        .sql(&format!(
+            "{} UPDATE items SET qty = 6000 WHERE id BETWEEN 30 AND 60; UPDATE items SET qty = 1 WHERE id BETWEEN 100 \
+             AND 110;",
+            my_writes(3)
+        ))
+        .unwrap();
+    sync();
+    let expected = server
+        .sql("USE src; SELECT id, upper(name), qty, concat(name, '#', qty) FROM items WHERE qty < 5000 ORDER BY id")
+        .unwrap()
+        .replace('\t', "|");
+    let got: Vec<String> = dir
+        .conn("t.db")
+        .prepare(GOODS)
+        .unwrap()
+        .query_map([], |r| {
+            Ok(format!(
+                "{}|{}|{}|{}",
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(got.join("\n") == expected, "the SQLite target differs from the source as reshaped");
+    assert!(expected.contains("\n101|N101|1|n101#1\n"), "a row that entered the filter");
+    assert!(!expected.contains("\n45|"), "a row that left the filter");
+}
+
 #[test]
 fn sync_from_mariadb_names_binlog_settings_it_needs() {
     let dir = Dir::new();
