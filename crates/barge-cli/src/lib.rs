@@ -1022,25 +1022,17 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         other => other,
     })?;
     let plan = plan_sources(source.as_ref(), &request(&args.endpoints, tables, &args.tuning))?;
-    // A target that `barge sync` keeps current: its stream's positions, read from the target.
-    let positions_target = match (args.no_recheck, source.change_feed()) {
-        (false, Some(_)) => Some(target_engine.open_target(to)?),
-        _ => None,
-    };
+    // A target that `barge sync` keeps current: the stream's positions are read from the target.
+    let feed = source.change_feed().filter(|_| !args.no_recheck);
+    if feed.is_none() && args.stream.is_some() {
+        let why = format!("--stream: the source {} has no change stream to wait for", source.display_name());
+        return Err(Error::Config(why).into());
+    }
+    let positions_target = feed.map(|_| target_engine.open_target(to)).transpose()?;
     let positions = positions_target.as_ref().and_then(|t| t.change_positions());
-    let stream = match (positions, &args.stream) {
-        (Some(positions), named) => live_stream(positions, named.as_deref(), to)?,
-        (None, Some(_)) => {
-            return Err(Error::Config(format!(
-                "--stream: the source {} has no change stream to wait for",
-                source.display_name()
-            ))
-            .into());
-        }
-        (None, None) => None,
-    };
-    let live = match (stream.as_deref(), source.change_feed(), positions) {
-        (Some(stream), Some(feed), Some(positions)) => Some(barge_exec::LiveStream {
+    let stream = positions.map(|p| live_stream(p, args.stream.as_deref(), to)).transpose()?.flatten();
+    let live = match (feed, positions, stream.as_deref()) {
+        (Some(feed), Some(positions), Some(stream)) => Some(barge_exec::LiveStream {
             feed,
             positions,
             stream,

@@ -282,12 +282,8 @@ pub struct TableVerdict {
     pub diff: KeyDiff,
     /// Keys that differed while a change stream was applying them and matched once it had
     /// (`verify` under `sync`): changes in flight, not differences.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "barge_verify::is_zero")]
     pub in_flight: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// A whole verification.

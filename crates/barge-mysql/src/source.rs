@@ -160,7 +160,8 @@ fn finish(schema: &arrow_schema::SchemaRef, decoders: &mut [Decoder]) -> Result<
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-fn text(v: &Option<Vec<u8>>) -> String {
+/// A text-protocol value as text (NULL: empty).
+pub(crate) fn text(v: &Option<Vec<u8>>) -> String {
     v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
 }
 

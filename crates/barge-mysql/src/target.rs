@@ -495,12 +495,7 @@ impl barge_core::ChangePositions for MyTarget {
             return Ok(Vec::new());
         }
         let rows = conn.rows("SELECT DISTINCT stream FROM barge_sync ORDER BY stream", "listing change streams")?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                row.first().cloned().flatten().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-            })
-            .collect())
+        Ok(rows.iter().map(|row| row.first().map(crate::source::text).unwrap_or_default()).collect())
     }
 }
 

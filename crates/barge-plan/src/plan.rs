@@ -145,8 +145,6 @@ pub fn excluded(patterns: &[String]) -> Result<impl Fn(&str) -> bool + use<>> {
     Ok(move |name: &str| regexes.iter().any(|r| r.is_match(name)))
 }
 
-/// Whether planning sets a table aside for this error instead of stopping: a type the mapping
-/// does not have, on either side, is that table's alone.
 /// The columns of `table`'s first unique index whose columns are all NOT NULL: a key.
 fn unique_not_null_key(table: &TableInfo) -> Option<Vec<usize>> {
     table.indexes.iter().filter(|index| index.unique && !index.columns.is_empty()).find_map(|index| {
@@ -158,6 +156,8 @@ fn unique_not_null_key(table: &TableInfo) -> Option<Vec<usize>> {
     })
 }
 
+/// Whether planning sets a table aside for this error instead of stopping: a type the mapping
+/// does not have, on either side, is that table's alone.
 fn isolates(error: &Error) -> bool {
     matches!(error, Error::UnsupportedType { .. })
 }

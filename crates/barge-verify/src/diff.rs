@@ -63,7 +63,8 @@ pub struct KeyDiff {
     pub duplicated_total: u64,
 }
 
-fn is_zero(n: &u64) -> bool {
+/// For `skip_serializing_if`: a count of zero is left out of reports.
+pub fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 

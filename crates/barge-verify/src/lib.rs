@@ -55,6 +55,8 @@ mod digest;
 mod encoding;
 mod lanes;
 
-pub use diff::{KeyDiff, KeyedRow, MAX_KEYS_LISTED, RowSet, collect_rows, narrow_range, range_digest, row_diff};
+pub use diff::{
+    KeyDiff, KeyedRow, MAX_KEYS_LISTED, RowSet, collect_rows, is_zero, narrow_range, range_digest, row_diff,
+};
 pub use digest::{Buckets, Digest, Routes, batch_digest, bucket_digests, is_bucket_key, routed_digests};
 pub use encoding::{HashScratch, RowEncoder, json_value};

@@ -250,19 +250,22 @@ fn sync_with_a_pipeline_applies_its_renames_transforms_and_filter_to_every_chang
         assert_ne!(expected, "0");
     }
     // A pipeline table that is incremental is refused: sync keeps every table current itself.
-    let incremental = dir.path("incremental.toml");
-    std::fs::write(
-        &incremental,
-        "source = \"${SYNC_FROM}\"\ntarget = \"${SYNC_TO}\"\n[[tables]]\nsource = \"items\"\n\
-         mode = \"incremental\"\nwatermark = \"qty\"\n",
-    )
-    .unwrap();
-    let run = crate::support::barge_env(
-        &["sync", &incremental.display().to_string(), "--state", &dir.path("s9.db").display().to_string()],
-        &[("SYNC_FROM", &from), ("SYNC_TO", &server.url_of("dst"))],
-    );
+    let tables = "[[tables]]\nsource = \"items\"\nmode = \"incremental\"\nwatermark = \"qty\"\n";
+    let run = sync_once_with_pipeline(&dir, "incremental", tables, &from, &server.url_of("dst"));
     run.assert_code(2);
     assert!(run.stderr.contains("is incremental"), "{}", run.stderr);
+}
+
+/// `barge sync NAME.toml` once, with a pipeline of `tables` (its `[[tables]]` entries) from
+/// `from` to `to`, the file and its state `NAME.db` in `dir`.
+fn sync_once_with_pipeline(dir: &Dir, name: &str, tables: &str, from: &str, to: &str) -> crate::support::Run {
+    let file = dir.path(&format!("{name}.toml"));
+    std::fs::write(&file, format!("source = \"${{SYNC_FROM}}\"\ntarget = \"${{SYNC_TO}}\"\n{tables}")).unwrap();
+    let state = dir.path(&format!("{name}.db")).display().to_string();
+    crate::support::barge_env(
+        &["sync", &file.display().to_string(), "--state", &state],
+        &[("SYNC_FROM", from), ("SYNC_TO", to)],
+    )
 }
 
 fn wait_for_applied(child: &mut std::process::Child, at_least: u64) {
@@ -423,6 +426,16 @@ fn verify_under_a_running_sync_rechecks_differences_once_the_stream_passed_them(
     let run = barge(&["verify", "--from", &from, "--to", &to, "--stream", "nosuch"]);
     run.assert_code(2);
     assert!(run.stderr.contains("holds no positions of it"), "{}", run.stderr);
+    // A target two streams keep: which one to wait for must be named.
+    server.sql_in("dst", "INSERT INTO barge_sync (stream, tbl, position) VALUES ('other', '', 0)");
+    let run = barge(&["verify", "--from", &from, "--to", &to]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("is kept by several sync streams"), "{}", run.stderr);
+    // A source with no change stream has none to wait for.
+    dir.sql("a.db", "CREATE TABLE t (id INTEGER PRIMARY KEY)");
+    let run = barge(&["verify", "--from", &dir.url("a.db"), "--to", &dir.url("a.db"), "--stream", "other"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("has no change stream to wait for"), "{}", run.stderr);
 }
 
 #[track_caller]
@@ -620,15 +633,31 @@ fn sync_from_mariadb_follows_writes_during_and_after_the_bulk_copy_into_every_en
     }
 }
 
-#[test]
-fn sync_from_mariadb_killed_mid_stream_continues_and_ddl_stops_its_table() {
+/// A private MariaDB with a binlog holding [`MY_SCHEMA`], synced once (caught up) into a
+/// PostgreSQL database named after `name`, with the state file in `dir`.
+struct MySynced {
+    server: crate::private::PrivateMy,
+    from: String,
+    pg: crate::support::PgDb,
+    dir: Dir,
+    to: String,
+    state: String,
+}
+
+fn my_synced(name: &str) -> MySynced {
     let server = crate::private::PrivateMy::start(BINLOG);
     server.sql(MY_SCHEMA).expect("schema");
     let from = server.url("src");
     let dir = Dir::new();
-    let pg = crate::support::PgDb::new("sync_my_kill");
+    let pg = crate::support::PgDb::new(name);
     let (to, state) = (pg.url(), dir.path("s.db").display().to_string());
     sync_caught_up(&from, &to, &state);
+    MySynced { server, from, pg, dir, to, state }
+}
+
+#[test]
+fn sync_from_mariadb_killed_mid_stream_continues_and_ddl_stops_its_table() {
+    let MySynced { server, from, pg, dir, to, state } = my_synced("sync_my_kill");
     let mut child = spawn_sync(&from, &to, &state);
     server.sql(&my_writes(1)).unwrap();
     wait_for_applied(&mut child, 1);
@@ -743,6 +772,13 @@ fn sync_keys_a_table_without_a_primary_key_by_a_unique_not_null_index() {
     assert_eq!(server.sql_in("src", "SELECT count(*) FROM pg_replication_slots"), "0", "nothing was created");
     assert_eq!(server.sql_in("src", "SELECT count(*) FROM pg_publication"), "0", "nothing was created");
     server.sql_in("src", "ALTER TABLE codes REPLICA IDENTITY USING INDEX codes_code_key");
+    // A key the replica identity does not cover (a pipeline's `key`) is refused too.
+    server.sql("CREATE DATABASE dst2");
+    let tables = "[[tables]]\nsource = \"codes\"\nkey = [\"v\"]\n";
+    let run = sync_once_with_pipeline(&dir, "by_v", tables, &from, &server.url_of("dst2"));
+    run.assert_code(2);
+    assert!(run.stderr.contains("sync applies changes by (v), which its replica identity (code)"), "{}", run.stderr);
+    assert_eq!(server.sql_in("src", "SELECT count(*) FROM pg_replication_slots"), "0", "nothing was created");
     sync_caught_up(&from, &to, &state);
     server.sql_in("src", CODES_WRITES);
     let status = sync_caught_up(&from, &to, &state);
@@ -776,13 +812,7 @@ fn sync_keys_a_table_without_a_primary_key_by_a_unique_not_null_index() {
 /// differences are re-checked, and one planted in the target persists.
 #[test]
 fn verify_under_a_running_sync_from_mariadb_rechecks_differences_once_the_stream_passed_them() {
-    let server = crate::private::PrivateMy::start(BINLOG);
-    server.sql(MY_SCHEMA).expect("schema");
-    let from = server.url("src");
-    let dir = Dir::new();
-    let pg = crate::support::PgDb::new("sync_my_verify");
-    let (to, state) = (pg.url(), dir.path("s.db").display().to_string());
-    sync_caught_up(&from, &to, &state);
+    let MySynced { server, from, pg, dir, to, state } = my_synced("sync_my_verify");
     let (log, out) = (dir.path("status.jsonl"), dir.path("verify.json"));
     server.sql("USE src; UPDATE items SET qty = qty + 1 WHERE id <= 150; DELETE FROM pairs WHERE a = 3").unwrap();
     let verify = spawn_verify(&from, &to, &[], &out);

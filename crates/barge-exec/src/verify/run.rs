@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use barge_core::{ChangeFeed, ChangePositions, KeyRange, Result, Source, TableInfo};
 use barge_plan::SourcePlan;
+use barge_verify::Buckets;
 use serde::Serialize;
 
 use crate::ExecOptions;
@@ -69,95 +70,108 @@ pub fn verify(
     let ctx = Ctx { pool: &pool, workers: options.workers, batch: options.batch(), progress };
     let started = Instant::now();
     let targets = plan.tables.iter().map(|t| target.table(&t.source.name)).collect::<Result<Vec<_>>>()?;
-    let mut verdicts = Vec::with_capacity(plan.tables.len());
-    let mut differing: Vec<Vec<KeyRange>> = Vec::with_capacity(plan.tables.len());
-    for (table, target_info) in plan.tables.iter().zip(&targets) {
+    let sides = Sides { source, target, plan, targets };
+    let mut tables = Vec::with_capacity(plan.tables.len());
+    for (i, table) in plan.tables.iter().enumerate() {
         let buckets = bucket_layout(source, &table.source, &table.source, &table.ranges)?;
-        let comparison = Comparison {
-            source,
-            source_info: &table.source,
-            target,
-            target_info: target_info.clone(),
-            ranges: &table.ranges,
-            buckets: buckets.as_ref(),
-        };
-        let (verdict, mismatched) = comparison.compare_ranges(None, None, ctx)?;
-        // A table compared as one multiset (no key) is compared whole again.
-        let again = if !table.source.key.is_primary() && !verdict.matched { table.ranges.clone() } else { mismatched };
-        if live.is_none() || verdict.matched {
-            announce(&verdict, ctx);
+        let checked = sides.compare(i, &table.ranges, buckets.as_ref(), ctx)?;
+        // Under a live stream, a difference is announced once the re-checks are over.
+        if live.is_none() || checked.verdict.matched {
+            announce(&checked.verdict, ctx);
         }
-        verdicts.push(verdict);
-        differing.push(again);
+        tables.push(checked);
     }
     let recheck = match live {
-        Some(live) => Some(recheck(source, target, plan, &targets, live, &mut verdicts, &mut differing, ctx)?),
+        Some(live) => Some(recheck(&sides, live, &mut tables, ctx)?),
         None => None,
     };
     Ok(VerifyReport {
-        ok: verdicts.iter().all(|t| t.matched),
+        ok: tables.iter().all(|t| t.verdict.matched),
         seconds: started.elapsed().as_secs_f64(),
-        tables: verdicts,
+        tables: tables.into_iter().map(|t| t.verdict).collect(),
         only_in_target: Vec::new(),
         recheck,
     })
 }
 
+/// The two sides of a verification, with each table of the plan as the target describes it.
+struct Sides<'a> {
+    source: &'a dyn Source,
+    target: &'a dyn Source,
+    plan: &'a SourcePlan,
+    targets: Vec<TableInfo>,
+}
+
+/// A table's verdict, and the key ranges a re-check compares again.
+struct Checked {
+    verdict: TableVerdict,
+    differing: Vec<KeyRange>,
+}
+
+impl Sides<'_> {
+    /// Table `i` of the plan compared over `ranges`.
+    fn compare(&self, i: usize, ranges: &[KeyRange], buckets: Option<&Buckets>, ctx: Ctx<'_>) -> Result<Checked> {
+        let table = &self.plan.tables[i];
+        let comparison = Comparison {
+            source: self.source,
+            source_info: &table.source,
+            target: self.target,
+            target_info: self.targets[i].clone(),
+            ranges,
+            buckets,
+        };
+        let (verdict, mismatched) = comparison.compare_ranges(None, None, ctx)?;
+        // A table compared as one multiset (no key) has no ranges of its own that differ: it is
+        // compared whole again.
+        let differing = match (table.source.key.is_primary(), verdict.matched) {
+            (true, _) => mismatched,
+            (false, true) => Vec::new(),
+            (false, false) => table.ranges.clone(),
+        };
+        Ok(Checked { verdict, differing })
+    }
+}
+
 /// Re-compares the ranges that differ once the stream applied past the source's position, up to
 /// `live.rounds` times, keeping what differs in the last re-check; announces every verdict left.
-#[allow(clippy::too_many_arguments)]
-fn recheck(
-    source: &dyn Source,
-    target: &dyn Source,
-    plan: &SourcePlan,
-    targets: &[TableInfo],
-    live: &LiveStream<'_>,
-    verdicts: &mut [TableVerdict],
-    differing: &mut [Vec<KeyRange>],
-    ctx: Ctx<'_>,
-) -> Result<Recheck> {
+fn recheck(sides: &Sides<'_>, live: &LiveStream<'_>, tables: &mut [Checked], ctx: Ctx<'_>) -> Result<Recheck> {
     let mut report =
         Recheck { stream: live.stream.to_string(), rounds: 0, position: None, waited_seconds: 0.0, timed_out: false };
-    while report.rounds < live.rounds && verdicts.iter().any(|v| !v.matched) {
+    while report.rounds < live.rounds && tables.iter().any(|t| !t.verdict.matched) {
         let at = live.feed.current_position()?;
-        report.position = Some(live.feed.describe_position(at));
+        let position = live.feed.describe_position(at);
         let waiting = Instant::now();
         let reached = applied_past(live, at)?;
         report.waited_seconds += waiting.elapsed().as_secs_f64();
+        report.position = Some(position.clone());
         if !reached {
             report.timed_out = true;
             break;
         }
         report.rounds += 1;
-        for (i, table) in plan.tables.iter().enumerate() {
-            if verdicts[i].matched {
-                continue;
-            }
-            let comparison = Comparison {
-                source,
-                source_info: &table.source,
-                target,
-                target_info: targets[i].clone(),
-                ranges: &differing[i],
-                buckets: None,
-            };
-            let (again, mismatched) = comparison.compare_ranges(None, None, ctx)?;
-            let before = &verdicts[i];
+        for (i, checked) in tables.iter_mut().enumerate().filter(|(_, t)| !t.verdict.matched) {
+            let again = sides.compare(i, &checked.differing, None, ctx)?;
+            let before = &checked.verdict;
             let differed = before.diff.missing_total + before.diff.extra_total + before.diff.changed_total;
-            let differs = again.diff.missing_total + again.diff.extra_total + again.diff.changed_total;
-            let in_flight = before.in_flight + differed.saturating_sub(differs);
-            tracing::info!(table = %table.source.name, "re-checked after the stream passed {}: {differs} of {differed} key(s) still differ", report.position.as_deref().unwrap_or(""));
+            let differs =
+                again.verdict.diff.missing_total + again.verdict.diff.extra_total + again.verdict.diff.changed_total;
+            tracing::info!(
+                table = %before.table,
+                "re-checked after the stream passed {position}: {differs} of {differed} key(s) still differ"
+            );
             // The whole table's counts stay the first pass's; the verdict and the keys are the
             // re-check's.
-            verdicts[i] =
-                TableVerdict { source_rows: before.source_rows, target_rows: before.target_rows, in_flight, ..again };
-            if table.source.key.is_primary() {
-                differing[i] = mismatched;
-            }
+            let verdict = TableVerdict {
+                source_rows: before.source_rows,
+                target_rows: before.target_rows,
+                in_flight: before.in_flight + differed.saturating_sub(differs),
+                ..again.verdict
+            };
+            *checked = Checked { verdict, differing: again.differing };
         }
     }
-    for verdict in verdicts.iter().filter(|v| !v.matched || v.in_flight > 0) {
-        announce(verdict, ctx);
+    for checked in tables.iter().filter(|t| !t.verdict.matched || t.verdict.in_flight > 0) {
+        announce(&checked.verdict, ctx);
     }
     Ok(report)
 }
