@@ -268,6 +268,16 @@ impl TableInfo {
         }
     }
 
+    /// The columns change capture identifies this table's rows by: its key, or every column
+    /// where it has none (the whole row, as PostgreSQL's REPLICA IDENTITY FULL logs it; equal rows
+    /// are then one value held some number of times).
+    pub fn change_key(&self) -> Vec<&str> {
+        match &self.key {
+            KeySpec::Primary(_) => self.key_columns(),
+            _ => self.schema.fields().iter().map(|f| f.name().as_str()).collect(),
+        }
+    }
+
     /// Names of the columns that ranges are expressed over: the primary key, or the locator.
     pub fn range_columns(&self) -> Vec<String> {
         match &self.key {

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use arrow_array::RecordBatch;
 use barge_core::{
     BatchEncoder, ChangeFeed, ChangeKind, ChangeWriter, Conflict, Error, KeyRows, Result, TableWriter, Target,
     WriteOptions,
@@ -356,7 +357,10 @@ fn apply_table(apply: &Apply<'_>, state: &mut TableState, work: &TableWork, end:
     let key: Vec<String> = plan.output.key_columns().iter().map(|k| k.to_string()).collect();
     if state.writer.is_none() {
         let fields: Vec<arrow_schema::Field> = plan.columns.iter().map(|c| c.field.clone()).collect();
-        let options = WriteOptions { conflict: Conflict::Upsert, key: key.clone(), isolate_rows: false };
+        // A table without a key gets its changed rows deleted, then written anew (see
+        // `write_found`): plain inserts.
+        let conflict = if key.is_empty() { Conflict::Error } else { Conflict::Upsert };
+        let options = WriteOptions { conflict, key: key.clone(), isolate_rows: false };
         let encoder = target.encoder(&plan.target_table, &fields)?;
         state.writer = Some((target.writer(&plan.target_table, &fields, &options)?, encoder));
     }
@@ -422,6 +426,11 @@ fn apply_batch(
 }
 
 /// Writes one lookup's rows (transformed as the copy does) and deletes its keys gone.
+///
+/// A table without a key (its rows matched whole, see [`barge_core::TableInfo::change_key`]):
+/// the target should hold each changed row as many times as the source does now, so every copy
+/// of each changed row is deleted, then the source's copies are written. Replayed, that
+/// converges as upserts do.
 fn write_found(
     apply: &Apply<'_>,
     plan: &TablePlan,
@@ -431,6 +440,26 @@ fn write_found(
     applied: &mut Applied,
 ) -> Result<()> {
     let source = &plan.source;
+    if key.is_empty() {
+        let rows: Vec<RecordBatch> = found.rows.iter().map(|b| transformed(plan, b.clone())).collect::<Result<_>>()?;
+        for batch in found.absent {
+            let batch = transformed(plan, batch)?;
+            if batch.num_rows() > 0 {
+                applied.deleted += apply.changes(writer)?.delete_rows(encoder.encode(batch)?)?;
+            }
+        }
+        for batch in &rows {
+            if batch.num_rows() > 0 {
+                apply.changes(writer)?.delete_rows(encoder.encode(batch.clone())?)?;
+            }
+        }
+        for batch in rows {
+            if batch.num_rows() > 0 {
+                applied.upserted += writer.write(encoder.encode(batch)?)?;
+            }
+        }
+        return Ok(());
+    }
     let mut gone = Vec::new();
     for batch in &found.absent {
         let indices: Vec<usize> = (0..batch.num_columns()).collect();
@@ -441,26 +470,30 @@ fn write_found(
         applied.deleted += apply.changes(writer)?.delete_keys(key, &gone)?;
     }
     for batch in found.rows {
-        let batch = match plan.transform.as_deref() {
-            Some(transform) => {
-                let out = transform.apply(&batch)?;
-                if let Some((row, column, reason)) = out.failures.first() {
-                    return Err(Error::BadValue {
-                        table: source.name.clone(),
-                        column: column.clone(),
-                        key: barge_core::rejects::key_shown(&batch, *row, crate::rejects::key_columns(source)),
-                        reason: reason.clone(),
-                    });
-                }
-                out.batch
-            }
-            None => batch,
-        };
+        let batch = transformed(plan, batch)?;
         if batch.num_rows() > 0 {
             applied.upserted += writer.write(encoder.encode(batch)?)?;
         }
     }
     Ok(())
+}
+
+/// Source rows as the target takes them: through the pipeline's transform, as the copy's.
+fn transformed(plan: &TablePlan, batch: RecordBatch) -> Result<RecordBatch> {
+    let Some(transform) = plan.transform.as_deref() else {
+        return Ok(batch);
+    };
+    let source = &plan.source;
+    let out = transform.apply(&batch)?;
+    if let Some((row, column, reason)) = out.failures.first() {
+        return Err(Error::BadValue {
+            table: source.name.clone(),
+            column: column.clone(),
+            key: barge_core::rejects::key_shown(&batch, *row, crate::rejects::key_columns(source)),
+            reason: reason.clone(),
+        });
+    }
+    Ok(out.batch)
 }
 
 /// What one table's batch changed, counted once it committed.

@@ -352,18 +352,38 @@ impl barge_core::Target for MyTarget {
             }
         };
         let packet = self.packet.map_or(INSERT_BYTES * 2, |p| usize::try_from(p).unwrap_or(usize::MAX));
+        let load_into = |into: &str| {
+            format!(
+                "LOAD DATA LOCAL INFILE 'barge' INTO TABLE {into} CHARACTER SET binary \
+                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){set_clause}",
+                load_columns.join(", ")
+            )
+        };
+        // Rows deleted whole (changes to a table without a key): staged in a copy of the table's
+        // columns, then every row equal to one of them (`<=>`: NULL equals NULL) deleted.
+        let gone = {
+            let stage = quote(&format!("barge_gone_{table}"));
+            let equal: Vec<String> = fields.iter().map(|f| format!("t.{0} <=> g.{0}", quote(f.name()))).collect();
+            Gone {
+                create: format!(
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} AS SELECT {columns} FROM {} LIMIT 0",
+                    quote(table)
+                ),
+                load: load_into(&stage),
+                insert: format!("INSERT INTO {stage} ({columns}) VALUES "),
+                delete: format!("DELETE t FROM {} AS t JOIN {stage} AS g ON {}", quote(table), equal.join(" AND ")),
+                empty: format!("DELETE FROM {stage}"),
+            }
+        };
         Ok(Box::new(MyWriter {
             conn,
             insert_bytes: INSERT_BYTES.min(packet / 2).max(1),
             table: table.into(),
             merge,
             isolate: options.isolate_rows,
-            load: format!(
-                "LOAD DATA LOCAL INFILE 'barge' INTO TABLE {into} CHARACTER SET binary \
-                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){set_clause}",
-                load_columns.join(", ")
-            ),
+            load: load_into(&into),
             insert: format!("INSERT INTO {into} ({columns}) VALUES "),
+            gone,
             binary,
             bits,
             use_infile: self.url.local_infile,
@@ -585,9 +605,19 @@ impl BatchEncoder for LoadDataEncoder {
     }
 }
 
+/// The statements deleting rows whole: a staging table's, its loads, the delete, emptying it.
+struct Gone {
+    create: String,
+    load: String,
+    insert: String,
+    delete: String,
+    empty: String,
+}
+
 struct MyWriter {
     conn: LocalConn,
     table: String,
+    gone: Gone,
     /// Conflict modes: the statements merging the staging table into the table, then emptying it.
     merge: Option<(String, String)>,
     /// Each write inside a savepoint, so a refused batch leaves nothing behind.
@@ -606,17 +636,17 @@ struct MyWriter {
 }
 
 impl MyWriter {
-    fn load_data(&mut self, data: Bytes) -> std::result::Result<u64, mysql_async::Error> {
+    fn load_data(&mut self, data: Bytes, load: &str) -> std::result::Result<u64, mysql_async::Error> {
         let LocalConn { conn, rt } = &mut self.conn;
         conn.set_infile_handler(async move {
             let chunk: std::io::Result<Bytes> = Ok(data);
             Ok(Box::pin(futures_util::stream::iter([chunk])) as mysql_async::InfileData)
         });
-        rt.block_on(conn.query_drop(&self.load))?;
+        rt.block_on(conn.query_drop(load))?;
         Ok(conn.affected_rows())
     }
 
-    fn insert_rows(&mut self, bytes: &[u8]) -> std::result::Result<u64, mysql_async::Error> {
+    fn insert_rows(&mut self, bytes: &[u8], insert: &str) -> std::result::Result<u64, mysql_async::Error> {
         let rows = decode_lines(bytes);
         let mut written = 0;
         let mut start = 0;
@@ -654,7 +684,7 @@ impl MyWriter {
                     format!("({})", fields.join(", "))
                 })
                 .collect();
-            let sql = format!("{}{}", self.insert, values.join(", "));
+            let sql = format!("{insert}{}", values.join(", "));
             let LocalConn { conn, rt } = &mut self.conn;
             rt.block_on(conn.query_drop(sql))?;
             written += conn.affected_rows();
@@ -697,8 +727,22 @@ impl MyWriter {
 
     /// Loads one payload into the table (or the staging table, then merges it).
     fn load(&mut self, rows: usize, bytes: Bytes) -> Result<u64> {
+        let (load, insert) = (self.load.clone(), self.insert.clone());
+        let written = self.load_with(rows, bytes, &load, &insert)?;
+        if let Some((merge, empty)) = self.merge.clone() {
+            let LocalConn { conn, rt } = &mut self.conn;
+            let merged = rt.block_on(conn.query_drop(&merge));
+            merged.map_err(|e| self.failure(e))?;
+            self.check_warnings()?;
+            self.conn.exec(&empty, "emptying the staging table")?;
+        }
+        Ok(written)
+    }
+
+    /// Loads one payload with `load` (LOAD DATA), or `insert` where the server refuses it.
+    fn load_with(&mut self, rows: usize, bytes: Bytes, load: &str, insert: &str) -> Result<u64> {
         let written = if self.use_infile && !self.infile_refused.load(Ordering::Relaxed) {
-            match self.load_data(bytes.clone()) {
+            match self.load_data(bytes.clone(), load) {
                 Ok(n) => n,
                 Err(mysql_async::Error::Server(e)) if LOCAL_INFILE_REFUSED.contains(&e.code) => {
                     if !self.infile_refused.swap(true, Ordering::Relaxed) {
@@ -707,12 +751,12 @@ impl MyWriter {
                             e.message
                         );
                     }
-                    self.insert_rows(&bytes).map_err(|e| self.failure(e))?
+                    self.insert_rows(&bytes, insert).map_err(|e| self.failure(e))?
                 }
                 Err(e) => return Err(self.failure(e)),
             }
         } else {
-            self.insert_rows(&bytes).map_err(|e| self.failure(e))?
+            self.insert_rows(&bytes, insert).map_err(|e| self.failure(e))?
         };
         self.check_warnings()?;
         if written != rows as u64 {
@@ -722,13 +766,6 @@ impl MyWriter {
             } else {
                 Error::engine(format!("loading `{}`", self.table), reason)
             });
-        }
-        if let Some((merge, empty)) = self.merge.clone() {
-            let LocalConn { conn, rt } = &mut self.conn;
-            let merged = rt.block_on(conn.query_drop(&merge));
-            merged.map_err(|e| self.failure(e))?;
-            self.check_warnings()?;
-            self.conn.exec(&empty, "emptying the staging table")?;
         }
         Ok(written)
     }
@@ -792,6 +829,22 @@ impl barge_core::ChangeWriter for MyWriter {
     fn delete_keys(&mut self, columns: &[String], keys: &[serde_json::Value]) -> Result<u64> {
         self.begin()?;
         delete_keys_over(&mut self.conn, &self.table, columns, keys)
+    }
+
+    fn delete_rows(&mut self, rows: Encoded) -> Result<u64> {
+        let Encoded::Bytes { rows, bytes } = rows else {
+            return Err(Error::Config("the MySQL writer takes LOAD DATA payloads".into()));
+        };
+        self.begin()?;
+        let Gone { create, load, insert, delete, empty } = &self.gone;
+        let (create, load, insert, delete, empty) =
+            (create.clone(), load.clone(), insert.clone(), delete.clone(), empty.clone());
+        self.conn.exec(&create, "staging rows to delete")?;
+        self.load_with(rows, bytes, &load, &insert)?;
+        self.conn.exec(&delete, "deleting changed rows")?;
+        let deleted = self.conn.conn.affected_rows();
+        self.conn.exec(&empty, "emptying the staging table")?;
+        Ok(deleted)
     }
 
     fn record_position(&mut self, stream: &str, table: &str, position: u64) -> Result<()> {

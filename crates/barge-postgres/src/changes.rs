@@ -71,6 +71,15 @@ impl PgSource {
         if identity == "f" || (!columns.is_empty() && key.iter().all(|k| columns.iter().any(|c| c == k))) {
             return Ok(());
         }
+        if key.is_empty() {
+            return Err(Error::Config(format!(
+                "source {}: table `{}` has no primary key (nor a unique index over NOT NULL columns): sync applies \
+                 changes by key; give it a primary key, or run `ALTER TABLE {qualified} REPLICA IDENTITY FULL` \
+                 (PostgreSQL then logs whole rows, and sync matches rows by all their columns), or leave the \
+                 table out with --exclude",
+                self.url.display, table.name
+            )));
+        }
         let index = table
             .indexes
             .iter()
@@ -138,7 +147,8 @@ impl barge_core::ChangeFeed for PgSource {
                  REPLICATION` as a superuser"
             )));
         }
-        barge_core::keyed_for_sync(tables)?;
+        // A table without a key is matched by its whole rows where REPLICA IDENTITY FULL logs
+        // them (checked with the others' identities).
         for table in tables {
             self.check_replica_identity(table)?;
         }
@@ -304,7 +314,10 @@ impl barge_core::ChangeFeed for PgSource {
         if keys.is_empty() {
             return Ok(found);
         }
-        let key_columns = table.key_columns();
+        let key_columns = table.change_key();
+        // A table without a key: rows are matched by all their columns, as their text (NULL-safe,
+        // and defined for types without an equality operator, json and point among them).
+        let whole_row = !table.key.is_primary();
         let natives: Vec<String> = key_columns.iter().map(|c| native_of(table, c)).collect();
         // A key value as a literal of its column's type.
         let value = |value: &Option<String>, native: &str| match value {
@@ -319,8 +332,16 @@ impl barge_core::ChangeFeed for PgSource {
             })
             .collect();
         let aliases: Vec<String> = (0..key_columns.len()).map(|i| format!("barge_k{i}")).collect();
-        let matches: Vec<String> =
-            key_columns.iter().zip(&aliases).map(|(c, a)| format!("t.{} = v.{a}", quote(c))).collect();
+        let matches: Vec<String> = if whole_row {
+            let row = |items: Vec<String>| format!("ROW({})::text", items.join(", "));
+            vec![format!(
+                "{} = {}",
+                row(key_columns.iter().map(|c| format!("t.{}", quote(c))).collect()),
+                row(aliases.iter().map(|a| format!("v.{a}")).collect())
+            )]
+        } else {
+            key_columns.iter().zip(&aliases).map(|(c, a)| format!("t.{} = v.{a}", quote(c))).collect()
+        };
         let keys_list = format!("(VALUES {}) AS v({})", values.join(", "), aliases.join(", "));
         let rows_of = self.rows_of(&table.name)?;
         let columns = column_types(table)?;
@@ -339,7 +360,7 @@ impl barge_core::ChangeFeed for PgSource {
         // hash or scan the whole table, whose statistics lag behind a stream of inserts); a
         // composite key: a semi-join against the keys.
         let from = match key_columns.as_slice() {
-            [column] => format!(
+            [column] if !whole_row => format!(
                 "unnest({}::{}[]) AS barge_keys(barge_key) CROSS JOIN LATERAL (SELECT * FROM {rows_of} AS t WHERE \
                  t.{} = barge_keys.barge_key{filter} OFFSET 0) AS t",
                 literal(&array_text(keys.iter().map(|k| k[0].as_deref()))),
@@ -381,7 +402,7 @@ impl barge_core::ChangeFeed for PgSource {
         found.rows = copy_batches(&local, &rows_sql, table.schema.clone(), &columns, &table.name)?;
         // Every key found (the keys asked for are distinct): none is gone, no need to ask.
         let rows: usize = found.rows.iter().map(RecordBatch::num_rows).sum();
-        if rows < keys.len() {
+        if rows < keys.len() || whole_row {
             found.absent = copy_batches(&local, &absent_sql, key_schema, &key_types, &table.name)?;
         }
         local.rt.block_on(local.client.batch_execute("COMMIT")).map_err(pg_err("reading changed rows"))?;
@@ -457,7 +478,7 @@ fn copy_batches(
 /// A synced table as pgoutput described it.
 struct Relation {
     table: String,
-    /// Where the primary key's columns are in its tuples, in key order.
+    /// Where the change key's columns are in its tuples, in key order.
     key: Vec<usize>,
 }
 
@@ -467,7 +488,7 @@ struct Decoder {
     relations: HashMap<u32, Relation>,
     pending: Vec<(String, ChangeKind)>,
     batch: ChangeBatch,
-    /// Primary-key column names by table: the tables synced.
+    /// Change-key column names by table (see [`TableInfo::change_key`]): the tables synced.
     key_names: HashMap<String, Vec<String>>,
 }
 
@@ -535,7 +556,7 @@ impl Decoder {
         Decoder {
             key_names: tables
                 .iter()
-                .map(|t| (t.name.clone(), t.key_columns().into_iter().map(str::to_string).collect()))
+                .map(|t| (t.name.clone(), t.change_key().into_iter().map(str::to_string).collect()))
                 .collect(),
             schema: schema.into(),
             relations: HashMap::new(),
@@ -585,15 +606,26 @@ impl Decoder {
             b'U' => {
                 let id = r.u32()?;
                 let mut kind = r.u8()?;
+                let mut old = None;
                 if kind == b'K' || kind == b'O' {
-                    let old = r.tuple()?;
-                    self.row(id, &old)?;
+                    let tuple = r.tuple()?;
+                    self.row(id, &tuple)?;
+                    old = Some(tuple);
                     kind = r.u8()?;
                 }
                 if kind != b'N' {
                     return Err(Error::engine("decoding a change", "an update without its new row"));
                 }
-                let new = r.tuple()?;
+                let mut new = r.tuple()?;
+                // An unchanged TOAST value is the old row's (REPLICA IDENTITY FULL logs it whole):
+                // a whole-row key needs it.
+                if let Some(old) = old.filter(|o| o.len() == new.len()) {
+                    for (value, before) in new.iter_mut().zip(old) {
+                        if matches!(value, Value::Unchanged) {
+                            *value = before;
+                        }
+                    }
+                }
                 self.row(id, &new)?;
             }
             b'D' => {
@@ -619,7 +651,7 @@ impl Decoder {
     }
 
     /// The key of a row change (the relation's flags mark the replica identity, which may be
-    /// every column: the key is found by the primary key's names).
+    /// every column: the key is found by the change key's names).
     fn row(&mut self, id: u32, tuple: &[Value<'_>]) -> Result<()> {
         let Some(relation) = self.relations.get(&id) else {
             return Ok(());

@@ -467,35 +467,42 @@ impl barge_core::Target for PgTarget {
                 .any(|f| target_sql(f.name()).and_then(|t| resolve(&t)).is_some_and(|t| t.codec == Codec::AsText));
         let names_plain: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
         let on_conflict = barge_sql::on_conflict_clause(options, &names_plain, quote)?;
-        let staging = needs_staging.then(|| {
-            let stage = quote(&format!("barge_stage_{table}"));
-            let as_text: Vec<String> = fields
-                .iter()
-                .map(|f| {
-                    let sql_type = target_sql(f.name()).unwrap_or_default();
-                    match resolve(&sql_type) {
-                        Some(t) if t.codec == Codec::AsText && t.array => format!("{}::text[] AS {0}", quote(f.name())),
-                        Some(t) if t.codec == Codec::AsText => format!("{}::text AS {0}", quote(f.name())),
-                        _ => quote(f.name()),
-                    }
-                })
-                .collect();
-            let cast_back: Vec<String> = fields
-                .iter()
-                .map(|f| match target_sql(f.name()) {
-                    Some(t) if resolve(&t).is_some_and(|r| r.codec == Codec::AsText) => {
-                        format!("{}::{t}", quote(f.name()))
-                    }
+        // A staging table's columns (text where the column has no binary codec), and their values
+        // in the target's types again.
+        let as_text: Vec<String> = fields
+            .iter()
+            .map(|f| {
+                let sql_type = target_sql(f.name()).unwrap_or_default();
+                match resolve(&sql_type) {
+                    Some(t) if t.codec == Codec::AsText && t.array => format!("{}::text[] AS {0}", quote(f.name())),
+                    Some(t) if t.codec == Codec::AsText => format!("{}::text AS {0}", quote(f.name())),
                     _ => quote(f.name()),
-                })
-                .collect();
-            Staging {
-                create: format!(
+                }
+            })
+            .collect();
+        let cast_back: Vec<String> = fields
+            .iter()
+            .map(|f| match target_sql(f.name()) {
+                Some(t) if resolve(&t).is_some_and(|r| r.codec == Codec::AsText) => format!("{}::{t}", quote(f.name())),
+                _ => quote(f.name()),
+            })
+            .collect();
+        let stage_sql = |stage: &str| {
+            (
+                format!(
                     "CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {} FROM {} WITH NO DATA",
                     as_text.join(", "),
                     self.qualified(table)
                 ),
-                copy: format!("COPY {stage} ({}) FROM STDIN (FORMAT binary)", names.join(", ")),
+                format!("COPY {stage} ({}) FROM STDIN (FORMAT binary)", names.join(", ")),
+            )
+        };
+        let staging = needs_staging.then(|| {
+            let stage = quote(&format!("barge_stage_{table}"));
+            let (create, copy) = stage_sql(&stage);
+            Staging {
+                create,
+                copy,
                 // Copied values of GENERATED ALWAYS identity columns go in as they are, as COPY
                 // takes them.
                 apply: format!(
@@ -506,11 +513,29 @@ impl barge_core::Target for PgTarget {
                 ),
             }
         });
+        let rows_of = self.admin(|client| self.rows_of(client, table))?;
+        // Rows deleted whole (changes to a table without a key): staged, then every row whose
+        // columns' text is a staged row's (NULL-safe, and defined for types without equality).
+        let gone = {
+            let stage = quote(&format!("barge_gone_{table}"));
+            let (create, copy) = stage_sql(&stage);
+            let row = |items: Vec<String>| format!("ROW({})::text", items.join(", "));
+            Staging {
+                create,
+                copy,
+                apply: format!(
+                    "DELETE FROM {rows_of} AS t WHERE {} IN (SELECT {} FROM {stage})",
+                    row(names.iter().map(|n| format!("t.{n}")).collect()),
+                    row(cast_back.clone())
+                ),
+            }
+        };
         let copy = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.qualified(table), names.join(", "));
         Ok(Box::new(PgWriter {
             conn,
             table: table.into(),
-            rows_of: self.admin(|client| self.rows_of(client, table))?,
+            gone,
+            rows_of,
             types: described.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect(),
             copy,
             staging,
@@ -940,6 +965,8 @@ struct Staging {
 struct PgWriter {
     conn: LocalConn,
     table: String,
+    /// Stages rows to delete whole, then deletes the rows equal to them.
+    gone: Staging,
     /// The table as statements that remove its own rows name it (see `PgTarget::rows_of`).
     rows_of: String,
     /// Column name → SQL type, for literals of key bounds.
@@ -1064,6 +1091,35 @@ impl barge_core::ChangeWriter for PgWriter {
         let mut deleted = 0;
         for sql in statements {
             deleted += self.in_transaction(&sql, &[])?;
+        }
+        Ok(deleted)
+    }
+
+    fn delete_rows(&mut self, rows: Encoded) -> Result<u64> {
+        let Encoded::Bytes { rows, bytes } = rows else {
+            return Err(Error::Config("the PostgreSQL writer takes COPY payloads".into()));
+        };
+        self.in_transaction("SELECT 1", &[])?;
+        let (client, gone, table) = (&self.conn.client, &self.gone, &self.table);
+        let deleted = self.conn.rt.block_on(async {
+            client.batch_execute(&gone.create).await?;
+            let sink = client.copy_in::<_, Bytes>(gone.copy.as_str()).await?;
+            futures_util::pin_mut!(sink);
+            for start in (0..bytes.len()).step_by(COPY_IN_PIECE_BYTES) {
+                sink.feed(bytes.slice(start..bytes.len().min(start + COPY_IN_PIECE_BYTES))).await?;
+            }
+            let staged = sink.finish().await?;
+            let deleted = client.execute(gone.apply.as_str(), &[]).await?;
+            client.batch_execute(&format!("TRUNCATE {}", quote(&format!("barge_gone_{table}")))).await?;
+            Ok::<(u64, u64), tokio_postgres::Error>((staged, deleted))
+        });
+        let (staged, deleted) =
+            deleted.map_err(|e| crate::conn::error_of(format!("applying changes to `{table}`"), &e))?;
+        if staged != rows as u64 {
+            return Err(Error::engine(
+                format!("applying changes to `{table}`"),
+                format!("staged {staged} of {rows} rows"),
+            ));
         }
         Ok(deleted)
     }

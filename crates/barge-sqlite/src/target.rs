@@ -595,6 +595,42 @@ impl barge_core::ChangeWriter for SqliteWriter {
         delete_keys_over(&self.conn, &self.table, columns, keys)
     }
 
+    fn delete_rows(&mut self, rows: Encoded) -> Result<u64> {
+        let Encoded::Arrow(batch) = rows else {
+            return Err(Error::Config("the SQLite writer takes Arrow batches".into()));
+        };
+        self.begin()?;
+        // Staged in a temporary table of the table's columns (their affinities too, so a value
+        // is stored there as in the table), then every row equal to one deleted (`IS`: NULL
+        // equals NULL).
+        let stage = format!("barge_gone_{}", self.table);
+        let list = self.columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+        self.conn
+            .execute_batch(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {list} FROM main.{} WHERE 0",
+                quote(&stage),
+                quote(&self.table)
+            ))
+            .map_err(sqlite_err("staging rows to delete"))?;
+        let into = format!("temp.{}", quote(&stage));
+        let full = insert_sql(&stage, &self.columns, self.rows_per_insert, "");
+        self.insert_into(&batch, &stage, &full, "")?;
+        let equal: Vec<String> = self.columns.iter().map(|c| format!("t.{0} IS g.{0}", quote(c))).collect();
+        let deleted = self
+            .conn
+            .execute(
+                &format!(
+                    "DELETE FROM main.{} AS t WHERE EXISTS (SELECT 1 FROM {into} AS g WHERE {})",
+                    quote(&self.table),
+                    equal.join(" AND ")
+                ),
+                [],
+            )
+            .map_err(sqlite_err("deleting changed rows"))?;
+        self.conn.execute_batch(&format!("DELETE FROM {into}")).map_err(sqlite_err("emptying the staging table"))?;
+        Ok(deleted as u64)
+    }
+
     fn record_position(&mut self, stream: &str, table: &str, position: u64) -> Result<()> {
         self.begin()?;
         self.conn
@@ -621,6 +657,12 @@ impl barge_core::RangeClearer for SqliteWriter {
 
 impl SqliteWriter {
     fn insert(&mut self, batch: &RecordBatch) -> Result<u64> {
+        let (into, full, on_conflict) = (self.table.clone(), self.full_insert.clone(), self.on_conflict.clone());
+        self.insert_into(batch, &into, &full, &on_conflict)
+    }
+
+    /// Inserts `batch` into table `into`, full chunks with statement `full_insert`.
+    fn insert_into(&mut self, batch: &RecordBatch, into: &str, full_insert: &str, on_conflict: &str) -> Result<u64> {
         let binders = binders(&self.table, batch)?;
         let (table, isolate) = (&self.table, self.isolate);
         let failed = |e: rusqlite::Error| {
@@ -632,12 +674,11 @@ impl SqliteWriter {
         };
         let mut scratch = vec![String::new(); self.columns.len()];
         let tail_rows = batch.num_rows() % self.rows_per_insert;
-        let tail_insert = (tail_rows > 0).then(|| insert_sql(&self.table, &self.columns, tail_rows, &self.on_conflict));
+        let tail_insert = (tail_rows > 0).then(|| insert_sql(into, &self.columns, tail_rows, on_conflict));
         let mut start = 0;
         while start < batch.num_rows() {
             let rows = self.rows_per_insert.min(batch.num_rows() - start);
-            let sql =
-                if rows == self.rows_per_insert { &self.full_insert } else { tail_insert.as_ref().expect("tail") };
+            let sql = if rows == self.rows_per_insert { full_insert } else { tail_insert.as_deref().expect("tail") };
             let mut stmt = self.conn.prepare_cached(sql).map_err(failed)?;
             let mut param = 1;
             for row in start..start + rows {

@@ -513,6 +513,7 @@ fn sync_names_missing_prerequisites_and_creates_nothing() {
     let run = barge(&["sync", "--from", &server.url_of("src"), "--to", &target, "--state", &state]);
     run.assert_code(2);
     assert!(run.stderr.contains("`loose` has no primary key"), "{}", run.stderr);
+    assert!(run.stderr.contains(r#"ALTER TABLE "public"."loose" REPLICA IDENTITY FULL"#), "{}", run.stderr);
     assert_eq!(server.sql_in("src", "SELECT count(*) FROM pg_replication_slots"), "0", "no slot was created");
     // A user without the REPLICATION privilege; then every slot taken.
     server.sql_in(
@@ -994,4 +995,123 @@ fn sync_goes_on_through_restarts_of_the_target_and_of_the_source() {
     assert_eq!(code, Some(0), "sync went on through both restarts: {last}");
     sync_caught_up(&from, &to, &state);
     assert_eq!(pg_rows(&target, "dst"), pg_rows(&source, "src"));
+}
+
+// --- A table without a key: PostgreSQL's REPLICA IDENTITY FULL, rows matched whole. ---
+
+const LOOSE: &str = "
+    CREATE TABLE loose (a int, b text, f float8, j json, big text);
+    ALTER TABLE loose REPLICA IDENTITY FULL;
+    INSERT INTO loose SELECT g % 100, CASE WHEN g % 7 = 0 THEN NULL ELSE 'b' || (g % 30) END, (g % 9) + 0.5,
+        CASE WHEN g % 5 = 0 THEN NULL ELSE json_build_object('k', g % 4, 'pad', ' x ') END,
+        CASE WHEN g % 50 = 0 THEN repeat(md5(g::text), 400) END
+      FROM generate_series(1, 3000) g;
+    INSERT INTO loose SELECT * FROM loose WHERE a < 20;";
+
+/// Writes to `loose` touching some copies of equal rows, NULLs and the TOASTed values.
+fn loose_writes(round: i32) -> String {
+    let m = (round * 7) % 90;
+    format!(
+        "UPDATE loose SET f = f + 1 WHERE a = {m};
+         DELETE FROM loose WHERE ctid IN (SELECT ctid FROM loose WHERE a = {m} + 1 LIMIT 3);
+         INSERT INTO loose SELECT * FROM loose WHERE a = {m} + 2;
+         UPDATE loose SET b = NULL WHERE a = {m} + 3 AND b IS NOT NULL;
+         UPDATE loose SET a = a + 1000 WHERE ctid = (SELECT ctid FROM loose WHERE a = {m} + 4 LIMIT 1);
+         BEGIN; INSERT INTO loose VALUES ({m} + 5, NULL, NULL, NULL, NULL), ({m} + 5, NULL, NULL, NULL, NULL);
+           DELETE FROM loose WHERE ctid = (SELECT ctid FROM loose WHERE a = {m} + 5 AND b IS NULL AND f IS NULL LIMIT 1);
+         COMMIT;"
+    )
+}
+
+/// `loose`'s rows as text, sorted (with their copies), as each engine renders them.
+fn loose_rows(lines: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut rows: Vec<String> = lines.into_iter().collect();
+    rows.sort();
+    rows
+}
+
+/// The same rows, each as many times: else the counts and the first row that differs.
+fn assert_same_rows(got: Vec<String>, expected: &[String], what: &str) {
+    if got != expected {
+        let first = got.iter().zip(expected).position(|(g, e)| g != e).unwrap_or(got.len().min(expected.len()));
+        panic!(
+            "{what}: {} rows, the source {}; first difference at {first}: {:?} where the source has {:?}",
+            got.len(),
+            expected.len(),
+            got.get(first),
+            expected.get(first)
+        );
+    }
+}
+const LOOSE_PG: &str =
+    "SELECT a, coalesce(b, '<null>'), coalesce(f::text, '<null>'), coalesce(length(big), -1) FROM loose";
+
+#[test]
+fn sync_matches_whole_rows_of_a_table_with_replica_identity_full_into_every_engine() {
+    let server = PrivatePg::start_logical();
+    server.sql("CREATE DATABASE src");
+    server.sql("CREATE DATABASE dst");
+    server.sql_in("src", LOOSE);
+    let from = server.url_of("src");
+    let dir = Dir::new();
+    let my = MyDb::new("loose");
+    let targets = [server.url_of("dst"), my.url(), dir.url("t.db")];
+    let states: Vec<String> = (0..3).map(|i| dir.path(&format!("s{i}.db")).display().to_string()).collect();
+    // The bulk copies run while the source is written to: changes they saw are replayed.
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for round in 1..4 {
+                server.sql_in("src", &loose_writes(round));
+            }
+        });
+        for (to, state) in targets.iter().zip(&states) {
+            barge(&["sync", "--from", &from, "--to", to, "--state", state, "--until", "caught-up"]).assert_code(0);
+        }
+        writer.join().unwrap();
+    });
+    for round in 4..8 {
+        server.sql_in("src", &loose_writes(round));
+    }
+    // Updates leaving the TOASTed value alone (pgoutput: unchanged; the old row has it).
+    server.sql_in("src", "UPDATE loose SET f = f + 0.25 WHERE big IS NOT NULL");
+    for (to, state) in targets.iter().zip(&states) {
+        let status = sync_caught_up(&from, to, state);
+        assert!(status["applied_total"].as_u64().unwrap() > 50, "{status}");
+    }
+    let expected = loose_rows(server.sql_in("src", LOOSE_PG).lines().map(str::to_string));
+    assert!(expected.len() > 3000, "{}", expected.len());
+    assert!(expected.windows(2).any(|w| w[0] == w[1]), "the source holds equal rows");
+    let toasted = server.sql_in("src", "SELECT count(*) FROM loose WHERE big IS NOT NULL AND f - floor(f) = 0.75");
+    assert_ne!(toasted, "0");
+    assert_same_rows(loose_rows(server.sql_in("dst", LOOSE_PG).lines().map(str::to_string)), &expected, "PostgreSQL");
+    assert_eq!(
+        server.sql_in("dst", "SELECT count(*) FROM loose WHERE j::text LIKE '%\"pad\" : \" x \"%'"),
+        server.sql_in("src", "SELECT count(*) FROM loose WHERE j::text LIKE '%\"pad\" : \" x \"%'"),
+        "json values kept as they are"
+    );
+    let my_sql = "SELECT a, coalesce(b, '<null>'), coalesce(CAST(f AS CHAR), '<null>'), coalesce(char_length(big), -1) \
+                  FROM loose";
+    assert_same_rows(loose_rows(my.sql(my_sql).into_iter().map(|r| r.join("|"))), &expected, "MariaDB");
+    let conn = dir.conn("t.db");
+    let lite_sql =
+        "SELECT a, coalesce(b, '<null>'), coalesce(CAST(f AS TEXT), '<null>'), coalesce(length(big), -1) FROM loose";
+    let lite: Vec<String> = conn
+        .prepare(lite_sql)
+        .unwrap()
+        .query_map([], |r| {
+            Ok(format!(
+                "{}|{}|{}|{}",
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_same_rows(loose_rows(lite), &expected, "SQLite");
+    for to in &targets {
+        barge(&["verify", "--from", &from, "--to", to]).assert_code(0);
+    }
 }

@@ -26,7 +26,8 @@ pub struct Change {
 pub enum ChangeKind {
     /// The row with this key was inserted, updated or deleted (an update that changed the key
     /// names both keys). The values are the key columns' text in the source's own form, in the
-    /// order of [`TableInfo::key_columns`]; `None` is SQL NULL.
+    /// order of [`TableInfo::change_key`] (every column, for a table without a key); `None` is
+    /// SQL NULL.
     Row(Vec<Option<String>>),
     /// Every row of the table went.
     Truncate,
@@ -104,7 +105,8 @@ pub trait ChangeFeed: Send + Sync {
     fn describe_position(&self, position: u64) -> String;
 
     /// The current rows of `table` whose keys (as in [`ChangeKind::Row`]) are `keys` (distinct),
-    /// and the keys no row holds, read in one snapshot.
+    /// and the keys no row holds, read in one snapshot. For a table without a key every row
+    /// equal to a key is returned (each copy of it), and the absent keys as rows of the table.
     fn read_keys(&self, table: &TableInfo, keys: &[Vec<Option<String>>]) -> Result<KeyRows>;
 }
 
@@ -136,6 +138,11 @@ pub trait ChangeWriter {
     /// Deletes the rows whose key `columns` hold one of `keys` (JSON arrays, as
     /// [`super::KeyDeletes::delete_keys`] takes them). Returns the rows deleted.
     fn delete_keys(&mut self, columns: &[String], keys: &[serde_json::Value]) -> Result<u64>;
+
+    /// Deletes every row equal, column by column with NULL equal to NULL, to one of `rows`
+    /// (encoded by the writer's table's encoder): how a table without a key loses the rows a
+    /// change replaced. Returns the rows deleted.
+    fn delete_rows(&mut self, rows: crate::Encoded) -> Result<u64>;
 
     /// Records that `table` of `stream` holds every change up to `position`.
     fn record_position(&mut self, stream: &str, table: &str, position: u64) -> Result<()>;
