@@ -179,6 +179,18 @@ impl Moves {
 
     /// Every table planned (writing nothing), or only source table `only`, with `if_exists`.
     fn preflight(&self, args: &SyncArgs, if_exists: IfExistsArg, only: Option<&str>) -> Result<Preflight, Error> {
+        self.planned(args, if_exists, only, false)
+    }
+
+    /// [`Self::preflight`]; `ranges`: with the bulk copy's key ranges (else each table is one
+    /// range, planned without counting or sampling the source: what applying changes needs).
+    fn planned(
+        &self,
+        args: &SyncArgs,
+        if_exists: IfExistsArg,
+        only: Option<&str>,
+        ranges: bool,
+    ) -> Result<Preflight, Error> {
         match self {
             Moves::Urls(endpoints) => {
                 let mut copy = copy_args(args, endpoints, if_exists, false);
@@ -186,10 +198,19 @@ impl Moves {
                     copy.endpoints.tables = vec![name.to_string()];
                     copy.endpoints.exclude.clear();
                 }
+                if !ranges {
+                    copy.tuning.partitions = Some(1);
+                }
                 Ok(plan_copy(&copy)?.0)
             }
             Moves::Pipeline(pipeline) => {
-                let pipeline = pipeline_for(pipeline, if_exists, only);
+                let mut pipeline = pipeline_for(pipeline, if_exists, only);
+                if !ranges {
+                    pipeline.partitions = Some(1);
+                    for table in &mut pipeline.tables {
+                        table.partitions = Some(1);
+                    }
+                }
                 let workers = pipeline.workers.unwrap_or(args.tuning.workers);
                 let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &HashMap::new(), false)?;
                 if !prepared.report.ok {
@@ -215,7 +236,7 @@ impl Moves {
         };
         store.acquire("copy", &barge_core::ledger::Holder::current())?;
         let if_exists = if resume { IfExistsArg::Append } else { args.if_exists };
-        let preflight = self.preflight(args, if_exists, None)?;
+        let preflight = self.planned(args, if_exists, None, true)?;
         let print = fingerprint(&[&pipeline.text, &pipeline.source, &pipeline.target]);
         let ledger = barge_exec::Ledger::open(store.clone(), "copy", &print, resume)?;
         let workers = pipeline.workers.unwrap_or(args.tuning.workers);

@@ -124,6 +124,10 @@ impl barge_core::Target for MyTarget {
         crate::conn::identity(&mut self.conn()?).map(Some)
     }
 
+    fn table_exists(&self, table: &str) -> Result<bool> {
+        Ok(!describe(&mut self.conn()?, table)?.is_empty())
+    }
+
     fn table_rows(&self, table: &str) -> Result<Option<u64>> {
         let mut conn = self.conn()?;
         if describe(&mut conn, table)?.is_empty() {

@@ -564,7 +564,12 @@ pub fn plan_targets(target: &dyn Target, sources: SourcePlan, if_exists: IfExist
         sources.tables
     {
         let name = target_table.clone();
-        let action = match (target.table_rows(&name)?, if_exists) {
+        // Appending: whether the table exists is all that matters (no count of a large table).
+        let rows = match if_exists {
+            IfExists::Append => target.table_exists(&name)?.then_some(0),
+            _ => target.table_rows(&name)?,
+        };
+        let action = match (rows, if_exists) {
             (None, _) => TableAction::Create,
             (Some(0), _) | (Some(_), IfExists::Append) => TableAction::Append,
             (Some(_), IfExists::Truncate) => TableAction::Truncate,

@@ -23,6 +23,7 @@ use futures_util::StreamExt;
 use crate::conn::{literal, pg_err, quote, runtime};
 use crate::decode::{CopyParser, FeedError};
 use crate::source::{PgSource, column_types, native_of, select_expr};
+use crate::stream::{StreamState, Streaming};
 
 /// Slot and publication of stream `name`.
 fn object_name(name: &str) -> String {
@@ -209,12 +210,37 @@ impl barge_core::ChangeFeed for PgSource {
         &self,
         name: &str,
         tables: &[TableInfo],
-        _after: u64,
+        after: u64,
         upto: Option<u64>,
         max: usize,
     ) -> Result<ChangeBatch> {
-        // The slot keeps the stream's place: it gives what was not confirmed.
+        // The target holds every change before `upto`: nothing to read (a session would wait
+        // for a sign it will not get, the server having nothing past what was confirmed).
+        if upto.is_some_and(|u| u <= after) {
+            return Ok(ChangeBatch { scanned: upto, ..ChangeBatch::default() });
+        }
         let object = object_name(name);
+        {
+            let mut state = self.streaming.lock().expect("streaming lock");
+            if matches!(&*state, StreamState::Open(s) if s.name() != name) {
+                *state = StreamState::Closed;
+            }
+            if matches!(*state, StreamState::Closed) {
+                *state = match Streaming::open(&self.url, name, &object, after, tables)? {
+                    Some(stream) => StreamState::Open(Box::new(stream)),
+                    None => StreamState::Unavailable,
+                };
+            }
+            if let StreamState::Open(stream) = &mut *state {
+                let read = stream.read(tables, upto, max);
+                if read.is_err() {
+                    // A new session starts from what the target holds.
+                    *state = StreamState::Closed;
+                }
+                return read;
+            }
+        }
+        // The slot keeps the stream's place: it gives what was not confirmed.
         let upto = upto.map(lsn_text);
         let max = i32::try_from(max.max(1)).unwrap_or(i32::MAX);
         let local = self.local()?;
@@ -261,6 +287,12 @@ impl barge_core::ChangeFeed for PgSource {
     }
 
     fn confirm(&self, name: &str, position: u64) -> Result<()> {
+        if let StreamState::Open(stream) = &*self.streaming.lock().expect("streaming lock")
+            && stream.name() == name
+        {
+            stream.confirm(position);
+            return Ok(());
+        }
         let object = object_name(name);
         self.with_client(|client| {
             // The slot cannot go back, nor past what was written: a position behind where it is
@@ -289,7 +321,17 @@ impl barge_core::ChangeFeed for PgSource {
         })
     }
 
+    fn close(&self, name: &str) {
+        let mut state = self.streaming.lock().expect("streaming lock");
+        if matches!(&*state, StreamState::Open(s) if s.name() == name)
+            && let StreamState::Open(stream) = std::mem::replace(&mut *state, StreamState::Closed)
+        {
+            stream.close();
+        }
+    }
+
     fn drop_stream(&self, name: &str) -> Result<Option<u64>> {
+        self.close(name);
         let retained = self.retained_bytes(name)?;
         let object = object_name(name);
         self.with_client(|client| {
@@ -478,16 +520,18 @@ fn copy_batches(
 /// A synced table as pgoutput described it.
 struct Relation {
     table: String,
+    /// Its columns, in the order of its tuples.
+    columns: Vec<String>,
     /// Where the change key's columns are in its tuples, in key order.
     key: Vec<usize>,
 }
 
 /// pgoutput messages → changes, buffered per transaction until its commit gives their position.
-struct Decoder {
+pub(crate) struct Decoder {
     schema: String,
     relations: HashMap<u32, Relation>,
     pending: Vec<(String, ChangeKind)>,
-    batch: ChangeBatch,
+    pub(crate) batch: ChangeBatch,
     /// Change-key column names by table (see [`TableInfo::change_key`]): the tables synced.
     key_names: HashMap<String, Vec<String>>,
 }
@@ -552,33 +596,56 @@ fn truncated() -> Error {
 }
 
 impl Decoder {
-    fn new(schema: &str, tables: &[TableInfo]) -> Self {
-        Decoder {
-            key_names: tables
-                .iter()
-                .map(|t| (t.name.clone(), t.change_key().into_iter().map(str::to_string).collect()))
-                .collect(),
+    pub(crate) fn new(schema: &str, tables: &[TableInfo]) -> Self {
+        let mut decoder = Decoder {
+            key_names: HashMap::new(),
             schema: schema.into(),
             relations: HashMap::new(),
             pending: Vec::new(),
             batch: ChangeBatch::default(),
+        };
+        decoder.set_tables(tables);
+        decoder
+    }
+
+    /// The tables synced, as they are planned now (a decoder kept from read to read follows
+    /// their plans); the relations described already take their keys anew.
+    pub(crate) fn set_tables(&mut self, tables: &[TableInfo]) {
+        self.key_names =
+            tables.iter().map(|t| (t.name.clone(), t.change_key().into_iter().map(str::to_string).collect())).collect();
+        for relation in self.relations.values_mut() {
+            if let Some(names) = self.key_names.get(&relation.table) {
+                relation.key = names.iter().filter_map(|k| relation.columns.iter().position(|c| c == k)).collect();
+            }
         }
     }
 
-    fn message(&mut self, data: &[u8]) -> Result<()> {
+    /// A transaction begins: its changes are kept until its commit.
+    pub(crate) fn begin(&mut self) {
+        self.pending.clear();
+    }
+
+    /// The transaction committed, ending at `end`: its changes, at that position.
+    pub(crate) fn commit(&mut self, end: u64) -> Vec<Change> {
+        self.pending.drain(..).map(|(table, kind)| Change { table, position: end, kind }).collect()
+    }
+
+    /// Adds a committed transaction's changes to the batch.
+    pub(crate) fn add(&mut self, changes: Vec<Change>, end: u64, micros: i64) {
+        self.batch.committed_at = Some(micros as f64 / 1e6 + crate::wire::PG_EPOCH_MICROS as f64 / 1e6);
+        self.batch.changes.extend(changes);
+        self.batch.end = Some(end);
+        self.batch.transactions += 1;
+    }
+
+    pub(crate) fn message(&mut self, data: &[u8]) -> Result<()> {
         let mut r = Reader { data, at: 0 };
         match r.u8()? {
-            b'B' => self.pending.clear(),
+            b'B' => self.begin(),
             b'C' => {
                 let (_flags, _commit, end, micros) = (r.u8()?, r.u64()?, r.u64()?, r.u64()? as i64);
-                self.batch.committed_at = Some(micros as f64 / 1e6 + crate::wire::PG_EPOCH_MICROS as f64 / 1e6);
-                self.batch.changes.extend(self.pending.drain(..).map(|(table, kind)| Change {
-                    table,
-                    position: end,
-                    kind,
-                }));
-                self.batch.end = Some(end);
-                self.batch.transactions += 1;
+                let changes = self.commit(end);
+                self.add(changes, end, micros);
             }
             b'R' => {
                 let id = r.u32()?;
@@ -593,8 +660,8 @@ impl Decoder {
                 }
                 if let Some(names) = self.key_names.get(&name).filter(|_| namespace == self.schema) {
                     let key = names.iter().filter_map(|k| columns.iter().position(|c| c == k)).collect();
-                    self.pending.push((name.clone(), ChangeKind::Columns(columns)));
-                    self.relations.insert(id, Relation { table: name, key });
+                    self.pending.push((name.clone(), ChangeKind::Columns(columns.clone())));
+                    self.relations.insert(id, Relation { table: name, columns, key });
                 }
             }
             b'I' => {

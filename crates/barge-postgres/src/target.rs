@@ -186,6 +186,10 @@ impl barge_core::Target for PgTarget {
         self.admin(|client| crate::conn::identity(client, &self.url.schema).map(Some))
     }
 
+    fn table_exists(&self, table: &str) -> Result<bool> {
+        self.admin(|client| self.exists(client, table))
+    }
+
     fn table_rows(&self, table: &str) -> Result<Option<u64>> {
         self.admin(|client| {
             if !self.exists(client, table)? {
@@ -531,10 +535,15 @@ impl barge_core::Target for PgTarget {
             }
         };
         let copy = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.qualified(table), names.join(", "));
+        let has_text_columns = fields
+            .iter()
+            .any(|f| target_sql(f.name()).and_then(|t| resolve(&t)).is_some_and(|t| t.codec == Codec::AsText));
+        let direct = (options.conflict == Conflict::Upsert && !options.isolate_rows && !has_text_columns).then_some(0);
         Ok(Box::new(PgWriter {
             conn,
             table: table.into(),
             gone,
+            direct,
             rows_of,
             types: described.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect(),
             copy,
@@ -961,12 +970,20 @@ struct Staging {
     apply: String,
 }
 
+/// Upserts: batches a plain COPY into the table may take (changes inserting new rows), tried
+/// first inside a savepoint; after a batch it refused (a key already there), this many batches
+/// go the staged way before the next try.
+const DIRECT_RETRY_AFTER: u32 = 16;
+
 /// Owns a private connection (see `conn::LocalConn`): the writer thread drives its own socket.
 struct PgWriter {
     conn: LocalConn,
     table: String,
     /// Stages rows to delete whole, then deletes the rows equal to them.
     gone: Staging,
+    /// Upserts where a plain COPY may do (no column staged as text, no row isolation): the
+    /// batches to go before the next try (see [`DIRECT_RETRY_AFTER`]).
+    direct: Option<u32>,
     /// The table as statements that remove its own rows name it (see `PgTarget::rows_of`).
     rows_of: String,
     /// Column name → SQL type, for literals of key bounds.
@@ -1001,6 +1018,47 @@ impl TableWriter for PgWriter {
         }
         if isolate {
             self.conn.rt.block_on(client.batch_execute("SAVEPOINT barge_batch")).map_err(failed)?;
+        }
+        // Upserting rows that are all new (inserts streaming in): a plain COPY into the table
+        // does it without the staging table's second write, and a key already there refuses the
+        // whole COPY, rolled back to the savepoint, and the batch goes the staged way.
+        if let Some(wait) = self.direct {
+            if wait == 0 {
+                let direct = self.conn.rt.block_on(async {
+                    client.batch_execute("SAVEPOINT barge_direct").await?;
+                    let sink = client.copy_in::<_, Bytes>(copy.as_str()).await?;
+                    futures_util::pin_mut!(sink);
+                    for start in (0..bytes.len()).step_by(COPY_IN_PIECE_BYTES) {
+                        sink.feed(bytes.slice(start..bytes.len().min(start + COPY_IN_PIECE_BYTES))).await?;
+                    }
+                    sink.finish().await
+                });
+                match direct {
+                    Ok(copied) => {
+                        self.conn
+                            .rt
+                            .block_on(client.batch_execute("RELEASE SAVEPOINT barge_direct"))
+                            .map_err(pg_err("ending a savepoint"))?;
+                        if copied != rows as u64 {
+                            return Err(Error::engine(
+                                format!("loading `{table}`"),
+                                format!("COPY stored {copied} of {rows} rows"),
+                            ));
+                        }
+                        return Ok(copied);
+                    }
+                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                        self.conn
+                            .rt
+                            .block_on(client.batch_execute("ROLLBACK TO SAVEPOINT barge_direct"))
+                            .map_err(pg_err("ending a savepoint"))?;
+                        self.direct = Some(DIRECT_RETRY_AFTER);
+                    }
+                    Err(e) => return Err(failed(e)),
+                }
+            } else {
+                self.direct = Some(wait - 1);
+            }
         }
         let copied = self.conn.rt.block_on(async {
             let statement = match staging {

@@ -15,6 +15,11 @@ pub trait Target: Send + Sync {
     /// Rows in `table`, or `None` when the table does not exist.
     fn table_rows(&self, table: &str) -> Result<Option<u64>>;
 
+    /// Whether `table` exists (without counting its rows, where the engine can tell).
+    fn table_exists(&self, table: &str) -> Result<bool> {
+        Ok(self.table_rows(table)?.is_some())
+    }
+
     /// Column names of an existing table, in order.
     fn table_columns(&self, name: &str) -> Result<Vec<String>>;
 
