@@ -222,14 +222,7 @@ pub fn sync(
             // the rows are read anew, nothing was committed).
             let name = state.plan.source.name.clone();
             let applied = crate::retry::retrying(options.retries, &name, "applying changes", || {
-                let applied = apply_table(&apply, state, changes, end);
-                if applied.is_err() {
-                    // A session streaming changes holds the source's shutdown until it confirms
-                    // what it was sent, and the apply may need that source: it ends, and the
-                    // next read opens one from what the target holds.
-                    feed.close(options.stream);
-                }
-                applied
+                apply_table(&apply, state, changes, end)
             });
             match applied {
                 Ok(n) => {
@@ -257,7 +250,6 @@ pub fn sync(
             last_status = Instant::now();
         }
     }
-    feed.close(options.stream);
     // Rows written with their keys leave a PostgreSQL sequence behind them: an application's
     // first insert into the target would take a key the source already gave.
     if let Some(objects) = target.schema_objects() {

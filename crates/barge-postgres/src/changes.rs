@@ -23,7 +23,6 @@ use futures_util::StreamExt;
 use crate::conn::{literal, pg_err, quote, runtime};
 use crate::decode::{CopyParser, FeedError};
 use crate::source::{PgSource, column_types, native_of, select_expr};
-use crate::stream::{StreamState, Streaming};
 
 /// Slot and publication of stream `name`.
 fn object_name(name: &str) -> String {
@@ -214,32 +213,11 @@ impl barge_core::ChangeFeed for PgSource {
         upto: Option<u64>,
         max: usize,
     ) -> Result<ChangeBatch> {
-        // The target holds every change before `upto`: nothing to read (a session would wait
-        // for a sign it will not get, the server having nothing past what was confirmed).
+        // The target holds every change before `upto`: nothing to read.
         if upto.is_some_and(|u| u <= after) {
             return Ok(ChangeBatch { scanned: upto, ..ChangeBatch::default() });
         }
         let object = object_name(name);
-        {
-            let mut state = self.streaming.lock().expect("streaming lock");
-            if matches!(&*state, StreamState::Open(s) if s.name() != name) {
-                *state = StreamState::Closed;
-            }
-            if matches!(*state, StreamState::Closed) {
-                *state = match Streaming::open(&self.url, name, &object, after, tables)? {
-                    Some(stream) => StreamState::Open(Box::new(stream)),
-                    None => StreamState::Unavailable,
-                };
-            }
-            if let StreamState::Open(stream) = &mut *state {
-                let read = stream.read(tables, upto, max);
-                if read.is_err() {
-                    // A new session starts from what the target holds.
-                    *state = StreamState::Closed;
-                }
-                return read;
-            }
-        }
         // The slot keeps the stream's place: it gives what was not confirmed.
         let upto = upto.map(lsn_text);
         let max = i32::try_from(max.max(1)).unwrap_or(i32::MAX);
@@ -287,12 +265,6 @@ impl barge_core::ChangeFeed for PgSource {
     }
 
     fn confirm(&self, name: &str, position: u64) -> Result<()> {
-        if let StreamState::Open(stream) = &*self.streaming.lock().expect("streaming lock")
-            && stream.name() == name
-        {
-            stream.confirm(position);
-            return Ok(());
-        }
         let object = object_name(name);
         self.with_client(|client| {
             // The slot cannot go back, nor past what was written: a position behind where it is
@@ -321,17 +293,7 @@ impl barge_core::ChangeFeed for PgSource {
         })
     }
 
-    fn close(&self, name: &str) {
-        let mut state = self.streaming.lock().expect("streaming lock");
-        if matches!(&*state, StreamState::Open(s) if s.name() == name)
-            && let StreamState::Open(stream) = std::mem::replace(&mut *state, StreamState::Closed)
-        {
-            stream.close();
-        }
-    }
-
     fn drop_stream(&self, name: &str) -> Result<Option<u64>> {
-        self.close(name);
         let retained = self.retained_bytes(name)?;
         let object = object_name(name);
         self.with_client(|client| {

@@ -30,9 +30,6 @@ const IO_THREADS: usize = 2;
 const SESSION_SETUP: &str =
     "SET client_encoding = 'UTF8'; SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'; SET extra_float_digits = 3";
 
-/// [`SESSION_SETUP`] as a replication session's startup `options` (it takes no SET).
-pub(crate) const REPLICATION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c extra_float_digits=3";
-
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {

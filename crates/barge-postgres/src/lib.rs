@@ -31,7 +31,6 @@ pub mod encode;
 pub mod geometry;
 pub mod ledger;
 mod source;
-mod stream;
 mod target;
 #[cfg(feature = "tls")]
 mod tls;

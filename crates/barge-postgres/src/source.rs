@@ -38,8 +38,6 @@ pub struct PgSource {
     /// through them. Any other table's rows are its own (`FROM ONLY`), so an inheritance parent
     /// never reads its children's rows, which are copied with the children.
     partitioned: Mutex<HashMap<String, bool>>,
-    /// The replication session change capture reads through, once opened.
-    pub(crate) streaming: Mutex<crate::stream::StreamState>,
 }
 
 impl PgSource {
@@ -51,7 +49,6 @@ impl PgSource {
             readers: Mutex::new(Vec::new()),
             snapshot: Mutex::new(None),
             partitioned: Mutex::new(HashMap::new()),
-            streaming: Mutex::new(crate::stream::StreamState::Closed),
         }))
     }
 

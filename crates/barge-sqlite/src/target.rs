@@ -81,6 +81,18 @@ impl barge_core::Target for SqliteTarget {
         Ok(self.path.canonicalize().ok().map(|p| format!("SQLite file {}", p.display())))
     }
 
+    fn table_exists(&self, table: &str) -> Result<bool> {
+        if !self.path.exists() {
+            return Ok(false);
+        }
+        self.admin(|conn| {
+            conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| {
+                r.get(0)
+            })
+            .map_err(sqlite_err("looking up a target table"))
+        })
+    }
+
     fn table_rows(&self, table: &str) -> Result<Option<u64>> {
         if !self.path.exists() {
             return Ok(None);

@@ -25,11 +25,6 @@ impl PrivatePg {
         Self::start_with("-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10")
     }
 
-    /// [`Self::start_logical`] with `settings` after its own (a later setting wins).
-    pub fn start_logical_with(settings: &str) -> Self {
-        Self::start_with(&format!("-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10 {settings}"))
-    }
-
     fn start_with(settings: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -192,26 +192,6 @@ const GOODS_EXPECTED: &str = "SELECT id, upper(name), qty, name || '#' || qty FR
 const GOODS: &str = "SELECT item_id, label, stock, tag FROM goods ORDER BY item_id";
 
 #[test]
-fn sync_reads_through_the_sql_interface_where_the_source_allows_no_replication_session() {
-    // No walsender to stream from: the slot's changes are read with SQL functions instead.
-    let server = PrivatePg::start_logical_with("-c max_wal_senders=0");
-    server.sql("CREATE DATABASE src");
-    server.sql("CREATE DATABASE dst");
-    server.sql_in("src", SCHEMA);
-    let (from, to) = (server.url_of("src"), server.url_of("dst"));
-    let dir = Dir::new();
-    let state = dir.path("s.db").display().to_string();
-    writing_during(&server, 1..3, || {
-        barge(&["sync", "--from", &from, "--to", &to, "--state", &state, "--until", "caught-up"]).assert_code(0);
-    });
-    server.sql_in("src", &writes(4));
-    let run = barge(&["sync", "--from", &from, "--to", &to, "--state", &state, "--until", "caught-up"]);
-    run.assert_code(0);
-    assert!(run.stderr.contains("changes are read through the SQL interface"), "{}", run.stderr);
-    assert_eq!(pg_rows(&server, "dst"), pg_rows(&server, "src"));
-}
-
-#[test]
 fn sync_with_a_pipeline_applies_its_renames_transforms_and_filter_to_every_change() {
     let server = logical_source();
     let from = server.url_of("src");

@@ -94,10 +94,6 @@ pub trait ChangeFeed: Send + Sync {
     /// The target applied every change up to `position`: the source may free them.
     fn confirm(&self, name: &str, position: u64) -> Result<()>;
 
-    /// The run reads no more from stream `name`: a session kept open for it ends (once the
-    /// last confirmation reached the source).
-    fn close(&self, _name: &str) {}
-
     /// Bytes of the source's log that stream `name` keeps (`None`: it does not exist).
     fn retained_bytes(&self, name: &str) -> Result<Option<u64>>;
 
