@@ -46,25 +46,26 @@ fn my_rows(db: &MyDb) -> (String, String) {
 
 fn lite_rows(dir: &Dir, name: &str) -> (String, String) {
     let conn = dir.conn(name);
-    let rows = |sql: &str| {
-        let mut stmt = conn.prepare(sql).unwrap();
-        let n = stmt.column_count();
-        stmt.query_map([], |r| {
-            Ok((0..n)
-                .map(|i| match r.get_ref(i).unwrap() {
-                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
-                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                    other => format!("{other:?}"),
-                })
-                .collect::<Vec<_>>()
-                .join("|"))
-        })
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
-        .join("\n")
-    };
-    (rows(ITEMS), rows(PAIRS))
+    (lite_lines(&conn, ITEMS).join("\n"), lite_lines(&conn, PAIRS).join("\n"))
+}
+
+/// The rows `sql` returns from a SQLite database, each as its values joined by `|`.
+fn lite_lines(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        Ok((0..n)
+            .map(|i| match r.get_ref(i).unwrap() {
+                rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join("|"))
+    })
+    .unwrap()
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap()
 }
 
 fn sync_caught_up(from: &str, to: &str, state: &str) -> serde_json::Value {
@@ -908,22 +909,7 @@ fn sync_with_a_pipeline_from_mariadb_reshapes_every_change() {
         .sql("USE src; SELECT id, upper(name), qty, concat(name, '#', qty) FROM items WHERE qty < 5000 ORDER BY id")
         .unwrap()
         .replace('\t', "|");
-    let got: Vec<String> = dir
-        .conn("t.db")
-        .prepare(GOODS)
-        .unwrap()
-        .query_map([], |r| {
-            Ok(format!(
-                "{}|{}|{}|{}",
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?
-            ))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let got = lite_lines(&dir.conn("t.db"), GOODS);
     assert!(got.join("\n") == expected, "the SQLite target differs from the source as reshaped");
     assert!(expected.contains("\n101|N101|1|n101#1\n"), "a row that entered the filter");
     assert!(!expected.contains("\n45|"), "a row that left the filter");
@@ -1092,25 +1078,9 @@ fn sync_matches_whole_rows_of_a_table_with_replica_identity_full_into_every_engi
     let my_sql = "SELECT a, coalesce(b, '<null>'), coalesce(CAST(f AS CHAR), '<null>'), coalesce(char_length(big), -1) \
                   FROM loose";
     assert_same_rows(loose_rows(my.sql(my_sql).into_iter().map(|r| r.join("|"))), &expected, "MariaDB");
-    let conn = dir.conn("t.db");
     let lite_sql =
         "SELECT a, coalesce(b, '<null>'), coalesce(CAST(f AS TEXT), '<null>'), coalesce(length(big), -1) FROM loose";
-    let lite: Vec<String> = conn
-        .prepare(lite_sql)
-        .unwrap()
-        .query_map([], |r| {
-            Ok(format!(
-                "{}|{}|{}|{}",
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?
-            ))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_same_rows(loose_rows(lite), &expected, "SQLite");
+    assert_same_rows(loose_rows(lite_lines(&dir.conn("t.db"), lite_sql)), &expected, "SQLite");
     for to in &targets {
         barge(&["verify", "--from", &from, "--to", to]).assert_code(0);
     }
