@@ -22,7 +22,7 @@
 //! source held. Once the stream has passed a position, every row changed before it matches the
 //! source as of some moment after it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -66,6 +66,8 @@ pub struct SyncTable {
     /// Rows deleted by changes.
     pub deleted: u64,
     pub truncates: u64,
+    /// Changed rows read back from the source (the others came whole with their change).
+    pub read_back: u64,
     /// The position this table holds every change up to.
     pub applied_position: Option<String>,
     /// Why the table stopped applying changes (the others go on).
@@ -222,7 +224,7 @@ pub fn sync(
             // the rows are read anew, nothing was committed).
             let name = state.plan.source.name.clone();
             let applied = crate::retry::retrying(options.retries, &name, "applying changes", || {
-                apply_table(&apply, state, changes, end)
+                apply_table(&apply, state, (changes, batch.images.get(name.as_str())), end)
             });
             match applied {
                 Ok(n) => {
@@ -230,6 +232,7 @@ pub fn sync(
                     state.report.upserted += n.upserted;
                     state.report.deleted += n.deleted;
                     state.report.truncates += n.truncates;
+                    state.report.read_back += n.read_back;
                     state.applied = end;
                     state.report.applied_position = Some(feed.describe_position(end));
                 }
@@ -275,7 +278,10 @@ fn sleep_unless_stopped(idle: Duration, stop: &AtomicBool) {
 #[derive(Default)]
 struct TableWork {
     truncate: bool,
+    /// Keys whose rows are read back from the source.
     keys: Vec<Vec<Option<String>>>,
+    /// Rows the changes left, by their number in the batch's images of the table.
+    images: Vec<u32>,
     /// Column lists the source described the table with (DDL shows as a new list).
     columns: Vec<Vec<String>>,
     /// DDL statements on the table.
@@ -283,23 +289,45 @@ struct TableWork {
 }
 
 /// The batch's changes by table, without the ones a table applied already (at or before its
-/// recorded position: a batch read again after a crash), keys once each.
+/// recorded position: a batch read again after a crash), keys once each, by their last change:
+/// a row image the source logged, else read back. A TRUNCATE makes the changes before it moot.
 fn group<'c>(changes: &'c [barge_core::Change], states: &[TableState]) -> HashMap<&'c str, TableWork> {
+    type Keys<'k> = (Vec<&'k Vec<Option<String>>>, HashMap<&'k Vec<Option<String>>, Option<u32>>);
     let applied: HashMap<&str, u64> = states.iter().map(|s| (s.plan.source.name.as_str(), s.applied)).collect();
     let mut work: HashMap<&str, TableWork> = HashMap::new();
-    let mut seen: HashMap<&str, HashSet<&Vec<Option<String>>>> = HashMap::new();
+    let mut last: HashMap<&str, Keys<'c>> = HashMap::new();
     for change in changes {
         let Some(&done) = applied.get(change.table.as_str()) else { continue };
         let entry = work.entry(change.table.as_str()).or_default();
-        match &change.kind {
-            ChangeKind::Columns(columns) => entry.columns.push(columns.clone()),
-            _ if change.position <= done => {}
-            ChangeKind::Ddl(statement) => entry.ddl.push(statement.clone()),
-            ChangeKind::Truncate => entry.truncate = true,
-            ChangeKind::Row(key) => {
-                if seen.entry(change.table.as_str()).or_default().insert(key) {
-                    entry.keys.push(key.clone());
-                }
+        let (key, image) = match &change.kind {
+            ChangeKind::Columns(columns) => {
+                entry.columns.push(columns.clone());
+                continue;
+            }
+            _ if change.position <= done => continue,
+            ChangeKind::Ddl(statement) => {
+                entry.ddl.push(statement.clone());
+                continue;
+            }
+            ChangeKind::Truncate => {
+                entry.truncate = true;
+                last.remove(change.table.as_str());
+                continue;
+            }
+            ChangeKind::Row(key) => (key, None),
+            ChangeKind::Image { key, image } => (key, Some(*image)),
+        };
+        let (order, state) = last.entry(change.table.as_str()).or_default();
+        if state.insert(key, image).is_none() {
+            order.push(key);
+        }
+    }
+    for (table, (order, state)) in last {
+        let entry = work.entry(table).or_default();
+        for key in order {
+            match state[key] {
+                Some(image) => entry.images.push(image),
+                None => entry.keys.push(key.clone()),
             }
         }
     }
@@ -348,9 +376,14 @@ const LOOKUPS_AHEAD: usize = 1;
 
 /// Applies one table's share of a batch in one target transaction; returns what it changed. A
 /// batch that fails leaves no writer behind: the next attempt opens one anew.
-fn apply_table(apply: &Apply<'_>, state: &mut TableState, work: &TableWork, end: u64) -> Result<Applied> {
+fn apply_table(
+    apply: &Apply<'_>,
+    state: &mut TableState,
+    (work, images): (&TableWork, Option<&Vec<RecordBatch>>),
+    end: u64,
+) -> Result<Applied> {
     let target = apply.target;
-    if !work.truncate && work.keys.is_empty() {
+    if !work.truncate && work.keys.is_empty() && work.images.is_empty() {
         return Ok(Applied::default());
     }
     let plan = &state.plan;
@@ -365,7 +398,7 @@ fn apply_table(apply: &Apply<'_>, state: &mut TableState, work: &TableWork, end:
         state.writer = Some((target.writer(&plan.target_table, &fields, &options)?, encoder));
     }
     let (writer, encoder) = state.writer.as_mut().expect("opened above");
-    let applied = apply_batch(apply, plan, &key, (writer.as_mut(), encoder.as_ref()), work, end);
+    let applied = apply_batch(apply, plan, &key, (writer.as_mut(), encoder.as_ref()), (work, images), end);
     if applied.is_err() {
         state.writer = None;
     }
@@ -391,14 +424,24 @@ fn apply_batch(
     plan: &TablePlan,
     key: &[String],
     (writer, encoder): (&mut dyn TableWriter, &dyn BatchEncoder),
-    work: &TableWork,
+    (work, images): (&TableWork, Option<&Vec<RecordBatch>>),
     end: u64,
 ) -> Result<Applied> {
     let source = &plan.source;
-    let mut applied = Applied::default();
+    let mut applied = Applied { read_back: work.keys.len() as u64, ..Applied::default() };
     if work.truncate {
         apply.changes(writer)?.truncate()?;
         applied.truncates += 1;
+    }
+    // The rows the source logged whole: upserted as they are, no read-back.
+    if !work.images.is_empty() {
+        let images = images.ok_or_else(|| Error::engine("applying changes", "row images missing from the batch"))?;
+        let all = arrow_select::concat::concat_batches(&source.schema, images)?;
+        let rows = arrow_select::take::take_record_batch(&all, &arrow_array::UInt32Array::from(work.images.clone()))?;
+        let rows = transformed(plan, rows)?;
+        if rows.num_rows() > 0 {
+            applied.upserted += writer.write(encoder.encode(rows)?)?;
+        }
     }
     // The next lookup reads from the source while the rows of the one before are written to
     // the target (a thread of its own: both are I/O).
@@ -502,4 +545,5 @@ struct Applied {
     upserted: u64,
     deleted: u64,
     truncates: u64,
+    read_back: u64,
 }

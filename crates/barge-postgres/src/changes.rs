@@ -223,22 +223,33 @@ impl barge_core::ChangeFeed for PgSource {
         let max = i32::try_from(max.max(1)).unwrap_or(i32::MAX);
         let local = self.local()?;
         let mut decoder = Decoder::new(&self.url.schema, tables);
+        let binary_keys = decoder.binary_keys();
         let mut messages = 0usize;
         let flushed = local.rt.block_on(async {
             // Everything committed before this is decoded by the read below, which reads up to
             // the flushed end as it is when it starts.
-            let flushed: String = local
+            let row = local
                 .client
-                .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+                .query_one(
+                    "SELECT pg_current_wal_flush_lsn()::text, current_setting('server_version_num')::int4 >= 140000",
+                    &[],
+                )
                 .await
-                .map_err(pg_err("reading the source's WAL position"))?
-                .get(0);
+                .map_err(pg_err("reading the source's WAL position"))?;
+            let (flushed, binary_known): (String, bool) = (row.get(0), row.get(1));
+            // Values in their binary form (pgoutput's `binary`, PostgreSQL 14 on) where every key
+            // reads back from it (see `KeyKind`): then rows logged whole are taken as they are
+            // (`ChangeKind::Image`), not read back.
+            let binary = if binary_known && binary_keys { ", 'binary', 'true'" } else { "" };
+            decoder.binary = !binary.is_empty();
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&object, &upto, &max, &object];
             let rows = local
                 .client
                 .query_raw(
-                    "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3, \
-                     'proto_version', '1', 'publication_names', $4)",
+                    &format!(
+                        "SELECT data FROM pg_logical_slot_peek_binary_changes($1, $2::text::pg_lsn, $3, \
+                         'proto_version', '1', 'publication_names', $4{binary})"
+                    ),
                     params,
                 )
                 .await
@@ -252,7 +263,9 @@ impl barge_core::ChangeFeed for PgSource {
             Ok::<String, Error>(flushed)
         })?;
         self.keep(local);
+        let images = decoder.take_images()?;
         let mut batch = decoder.batch;
+        batch.images = images;
         // Fewer messages than asked for: the read was not cut short by `max`.
         if messages < max as usize {
             let flushed = parse_lsn(&flushed)?;
@@ -441,6 +454,18 @@ fn array_text<'v>(values: impl Iterator<Item = Option<&'v str>>) -> String {
     out
 }
 
+/// A binary COPY stream held whole (header to trailer), as batches of `schema`.
+fn decode_copy(
+    data: &[u8],
+    schema: SchemaRef,
+    columns: &[crate::types::PgColumnType],
+    table: &str,
+) -> Result<Vec<RecordBatch>> {
+    let mut parser = CopyParser::new(schema.clone(), columns, 8192);
+    parser.append(data);
+    parsed(parser, &schema, table)
+}
+
 /// Rows a `COPY … TO STDOUT (FORMAT binary)` sends, as batches of `schema`.
 fn copy_batches(
     local: &crate::conn::LocalConn,
@@ -461,6 +486,11 @@ fn copy_batches(
             Ok::<(), tokio_postgres::Error>(())
         })
         .map_err(pg_err("reading changed rows"))?;
+    parsed(parser, &schema, table)
+}
+
+/// The batches of what `parser` was given (all of a COPY stream).
+fn parsed(mut parser: CopyParser, schema: &SchemaRef, table: &str) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
     let mut emit = |batch: RecordBatch, _: Option<bytes::Bytes>| {
         batches.push(batch);
@@ -496,6 +526,13 @@ pub(crate) struct Decoder {
     pub(crate) batch: ChangeBatch,
     /// Change-key column names by table (see [`TableInfo::change_key`]): the tables synced.
     key_names: HashMap<String, Vec<String>>,
+    /// How each table's key columns read back from binary values (`None`: some cannot).
+    key_kinds: HashMap<String, Option<Vec<KeyKind>>>,
+    /// Whether the values come in binary (asked for when every key reads back from it).
+    pub(crate) binary: bool,
+    /// Tables whose whole rows are kept (keyed, no row filter, every column decoded from its
+    /// binary form as a binary COPY of it would be).
+    imaging: HashMap<String, Imaging>,
 }
 
 struct Reader<'a> {
@@ -529,17 +566,21 @@ impl<'a> Reader<'a> {
         self.at += end + 1;
         Ok(text)
     }
-    /// A tuple: per column NULL, an unchanged TOAST value, or its text (borrowed: only the key's
-    /// values are kept).
+    /// A tuple: per column NULL, an unchanged TOAST value, its text or its binary form
+    /// (borrowed).
     fn tuple(&mut self) -> Result<Vec<Value<'a>>> {
         let n = self.i16()?.max(0) as usize;
         (0..n)
             .map(|_| match self.u8()? {
                 b'n' => Ok(Value::Null),
                 b'u' => Ok(Value::Unchanged),
-                b't' | b'b' => {
+                b't' => {
                     let len = self.u32()? as usize;
                     Ok(Value::Text(self.take(len)?))
+                }
+                b'b' => {
+                    let len = self.u32()? as usize;
+                    Ok(Value::Binary(self.take(len)?))
                 }
                 other => Err(Error::engine("decoding a change", format!("unknown tuple value kind {other:#x}"))),
             })
@@ -551,6 +592,60 @@ enum Value<'a> {
     Null,
     Unchanged,
     Text(&'a [u8]),
+    /// The type's binary form (its send function's, as binary COPY has it).
+    Binary(&'a [u8]),
+}
+
+/// How a key column's binary value is read back as the text its type takes in: the key types
+/// sync reads changes in binary for (any other key keeps the read in text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyKind {
+    Int2,
+    Int4,
+    Int8,
+    /// text, varchar, char, name, an enum's label: UTF-8 bytes both ways.
+    Text,
+    Uuid,
+}
+
+impl KeyKind {
+    /// The kind of a column of native (declared) type `native`.
+    fn of(native: &str) -> Option<KeyKind> {
+        let base = native.split('(').next().unwrap_or(native).trim();
+        Some(match base {
+            "smallint" => KeyKind::Int2,
+            "integer" => KeyKind::Int4,
+            "bigint" => KeyKind::Int8,
+            "text" | "character varying" | "character" | "name" => KeyKind::Text,
+            "uuid" => KeyKind::Uuid,
+            _ => return None,
+        })
+    }
+
+    /// `bytes` (a binary value of this kind) as text.
+    fn text(self, bytes: &[u8]) -> Option<String> {
+        Some(match self {
+            KeyKind::Int2 => i16::from_be_bytes(bytes.try_into().ok()?).to_string(),
+            KeyKind::Int4 => i32::from_be_bytes(bytes.try_into().ok()?).to_string(),
+            KeyKind::Int8 => i64::from_be_bytes(bytes.try_into().ok()?).to_string(),
+            KeyKind::Text => String::from_utf8(bytes.to_vec()).ok()?,
+            KeyKind::Uuid => {
+                let hex: String = <[u8; 16]>::try_from(bytes).ok()?.iter().map(|b| format!("{b:02x}")).collect();
+                format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+            }
+        })
+    }
+}
+
+/// A table whose changed rows, when logged whole in binary, are kept as rows of its schema.
+struct Imaging {
+    schema: SchemaRef,
+    types: Vec<crate::types::PgColumnType>,
+    /// Its columns, as its relation must list them.
+    columns: Vec<String>,
+    /// The rows as binary COPY tuples, and how many.
+    body: Vec<u8>,
+    rows: u32,
 }
 
 fn truncated() -> Error {
@@ -561,6 +656,9 @@ impl Decoder {
     pub(crate) fn new(schema: &str, tables: &[TableInfo]) -> Self {
         let mut decoder = Decoder {
             key_names: HashMap::new(),
+            key_kinds: HashMap::new(),
+            binary: false,
+            imaging: HashMap::new(),
             schema: schema.into(),
             relations: HashMap::new(),
             pending: Vec::new(),
@@ -570,11 +668,60 @@ impl Decoder {
         decoder
     }
 
+    /// Whether every table's key reads back from binary values (see [`KeyKind`]).
+    pub(crate) fn binary_keys(&self) -> bool {
+        self.key_kinds.values().all(Option::is_some)
+    }
+
+    /// The rows kept, by table, as batches of its schema (numbered in order).
+    pub(crate) fn take_images(&mut self) -> Result<HashMap<String, Vec<RecordBatch>>> {
+        let mut images = HashMap::new();
+        for (table, imaging) in &mut self.imaging {
+            if imaging.rows == 0 {
+                continue;
+            }
+            let mut copy = Vec::with_capacity(imaging.body.len() + 21);
+            copy.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+            copy.extend_from_slice(&[0; 8]);
+            copy.append(&mut imaging.body);
+            copy.extend_from_slice(&(-1i16).to_be_bytes());
+            imaging.rows = 0;
+            let batches = decode_copy(&copy, imaging.schema.clone(), &imaging.types, table)?;
+            images.insert(table.clone(), batches);
+        }
+        Ok(images)
+    }
+
     /// The tables synced, as they are planned now (a decoder kept from read to read follows
     /// their plans); the relations described already take their keys anew.
     pub(crate) fn set_tables(&mut self, tables: &[TableInfo]) {
         self.key_names =
             tables.iter().map(|t| (t.name.clone(), t.change_key().into_iter().map(str::to_string).collect())).collect();
+        // A table without a key is matched by the text of all its columns: no binary values.
+        self.key_kinds = tables
+            .iter()
+            .map(|t| {
+                let kinds = t
+                    .key
+                    .is_primary()
+                    .then(|| t.key_columns().iter().map(|c| KeyKind::of(&native_of(t, c))).collect::<Option<Vec<_>>>());
+                (t.name.clone(), kinds.flatten())
+            })
+            .collect();
+        self.imaging = tables
+            .iter()
+            .filter(|t| t.key.is_primary() && t.filter.is_none())
+            .filter_map(|t| {
+                let types = column_types(t).ok()?;
+                // A column read as text (cast in the copy's SELECT) has no binary COPY form here.
+                let plain =
+                    t.schema.fields().iter().zip(&types).all(|(f, c)| select_expr(f.name(), c) == quote(f.name()));
+                plain.then(|| {
+                    let columns = t.schema.fields().iter().map(|f| f.name().clone()).collect();
+                    (t.name.clone(), Imaging { schema: t.schema.clone(), types, columns, body: Vec::new(), rows: 0 })
+                })
+            })
+            .collect();
         for relation in self.relations.values_mut() {
             if let Some(names) = self.key_names.get(&relation.table) {
                 relation.key = names.iter().filter_map(|k| relation.columns.iter().position(|c| c == k)).collect();
@@ -630,7 +777,7 @@ impl Decoder {
                 let id = r.u32()?;
                 let _new = r.u8()?;
                 let tuple = r.tuple()?;
-                self.row(id, &tuple)?;
+                self.row(id, &tuple, true)?;
             }
             b'U' => {
                 let id = r.u32()?;
@@ -638,7 +785,7 @@ impl Decoder {
                 let mut old = None;
                 if kind == b'K' || kind == b'O' {
                     let tuple = r.tuple()?;
-                    self.row(id, &tuple)?;
+                    self.row(id, &tuple, false)?;
                     old = Some(tuple);
                     kind = r.u8()?;
                 }
@@ -655,13 +802,13 @@ impl Decoder {
                         }
                     }
                 }
-                self.row(id, &new)?;
+                self.row(id, &new, true)?;
             }
             b'D' => {
                 let id = r.u32()?;
                 let _old = r.u8()?;
                 let old = r.tuple()?;
-                self.row(id, &old)?;
+                self.row(id, &old, false)?;
             }
             b'T' => {
                 let n = r.u32()? as usize;
@@ -680,16 +827,27 @@ impl Decoder {
     }
 
     /// The key of a row change (the relation's flags mark the replica identity, which may be
-    /// every column: the key is found by the change key's names).
-    fn row(&mut self, id: u32, tuple: &[Value<'_>]) -> Result<()> {
+    /// every column: the key is found by the change key's names); `after`: the tuple is the row
+    /// after the change, kept whole where it can be (see [`Imaging`]).
+    fn row(&mut self, id: u32, tuple: &[Value<'_>], after: bool) -> Result<()> {
         let Some(relation) = self.relations.get(&id) else {
             return Ok(());
         };
+        let kinds = self.key_kinds.get(&relation.table).cloned().flatten();
         let values: Vec<Option<String>> = relation
             .key
             .iter()
-            .map(|&i| match tuple.get(i) {
+            .enumerate()
+            .map(|(k, &i)| match tuple.get(i) {
                 Some(Value::Text(text)) => Ok(Some(String::from_utf8_lossy(text).into_owned())),
+                Some(Value::Binary(bytes)) => {
+                    kinds.as_ref().and_then(|kinds| kinds.get(k)?.text(bytes)).map(Some).ok_or_else(|| {
+                        Error::engine(
+                            "decoding a change",
+                            format!("a key column of `{}` came in a binary form barge does not read", relation.table),
+                        )
+                    })
+                }
                 Some(Value::Null) | None => Ok(None),
                 Some(Value::Unchanged) => Err(Error::engine(
                     "decoding a change",
@@ -697,7 +855,25 @@ impl Decoder {
                 )),
             })
             .collect::<Result<_>>()?;
-        self.pending.push((relation.table.clone(), ChangeKind::Row(values)));
+        let whole = tuple.iter().all(|v| matches!(v, Value::Binary(_) | Value::Null));
+        let kind = match self.imaging.get_mut(&relation.table) {
+            Some(imaging) if after && self.binary && whole && imaging.columns == relation.columns => {
+                imaging.body.extend_from_slice(&(tuple.len() as i16).to_be_bytes());
+                for value in tuple {
+                    match value {
+                        Value::Binary(bytes) => {
+                            imaging.body.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+                            imaging.body.extend_from_slice(bytes);
+                        }
+                        _ => imaging.body.extend_from_slice(&(-1i32).to_be_bytes()),
+                    }
+                }
+                imaging.rows += 1;
+                ChangeKind::Image { key: values, image: imaging.rows - 1 }
+            }
+            _ => ChangeKind::Row(values),
+        };
+        self.pending.push((relation.table.clone(), kind));
         Ok(())
     }
 }
@@ -705,6 +881,20 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_keys_read_back_as_the_text_their_types_take_in() {
+        assert_eq!(KeyKind::of("integer"), Some(KeyKind::Int4));
+        assert_eq!(KeyKind::of("character varying(20)"), Some(KeyKind::Text));
+        assert_eq!(KeyKind::of("numeric(10,2)"), None, "no binary read for other key types");
+        assert_eq!(KeyKind::Int2.text(&(-7i16).to_be_bytes()).as_deref(), Some("-7"));
+        assert_eq!(KeyKind::Int4.text(&i32::MIN.to_be_bytes()).as_deref(), Some("-2147483648"));
+        assert_eq!(KeyKind::Int8.text(&i64::MAX.to_be_bytes()).as_deref(), Some("9223372036854775807"));
+        assert_eq!(KeyKind::Int4.text(&[0, 1]), None, "a value of the wrong width");
+        assert_eq!(KeyKind::Text.text("é x".as_bytes()).as_deref(), Some("é x"));
+        let uuid = [0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11];
+        assert_eq!(KeyKind::Uuid.text(&uuid).as_deref(), Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
+    }
 
     #[test]
     fn array_text_quotes_every_element_and_escapes_quotes_and_backslashes() {

@@ -142,6 +142,11 @@ fn sync_follows_writes_during_and_after_the_bulk_copy_into_every_engine() {
     for (to, state) in targets.iter().zip(&states) {
         let status = sync_caught_up(&from, to, state);
         assert!(status["applied_total"].as_u64().unwrap() > 15_000, "{status}");
+        // Rows PostgreSQL logged whole (in binary) are applied as logged; deleted keys, old keys
+        // of re-keyed rows and rows with an unchanged TOAST value are read back.
+        let items = status["tables"].as_array().unwrap().iter().find(|t| t["table"] == "items").unwrap();
+        let (upserted, read_back) = (items["upserted"].as_u64().unwrap(), items["read_back"].as_u64().unwrap());
+        assert!(read_back > 0 && read_back * 4 < upserted, "{items}");
     }
     let expected = pg_rows(&server, "src");
     assert!(expected.0.lines().count() > 20_000);

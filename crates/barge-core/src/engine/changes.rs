@@ -29,6 +29,10 @@ pub enum ChangeKind {
     /// order of [`TableInfo::change_key`] (every column, for a table without a key); `None` is
     /// SQL NULL.
     Row(Vec<Option<String>>),
+    /// As [`ChangeKind::Row`], and the source logged every value of the row after the change:
+    /// row `image` of the table's [`ChangeBatch::images`] holds them, so the row need not be
+    /// read back.
+    Image { key: Vec<Option<String>>, image: u32 },
     /// Every row of the table went.
     Truncate,
     /// The table's columns as the source now describes them (PostgreSQL sends them before a
@@ -52,6 +56,9 @@ pub struct ChangeBatch {
     /// short by `max` or `upto`): every transaction committed before it is in this batch or an
     /// earlier one. Lets a quiet stream move on without a change to apply.
     pub scanned: Option<u64>,
+    /// Rows as changes left them, by table (in the table's schema, as [`ChangeFeed::read_keys`]
+    /// returns rows), numbered across the table's batches in order: see [`ChangeKind::Image`].
+    pub images: std::collections::HashMap<String, Vec<RecordBatch>>,
 }
 
 /// The rows [`ChangeFeed::read_keys`] found, and the keys it did not.
