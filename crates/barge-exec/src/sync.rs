@@ -2,25 +2,28 @@
 //! batches, each table's batch in one target transaction with the position it reaches.
 //!
 //! ```text
-//!  ChangeFeed::read_changes ─▶ per table: changed keys (distinct), TRUNCATE, column changes
-//!       │  (changes at or before the table's recorded position are skipped: applied already)
+//!  ChangeFeed::read_changes ─▶ per table: changed keys (distinct, by their last change: a row
+//!       │  image or not), TRUNCATE, column changes (changes at or before the table's recorded
+//!       │  position are skipped: applied already)
 //!       ▼
-//!  ChangeFeed::read_keys: the keys' current rows and the keys gone, in one source snapshot
+//!  ChangeFeed::read_keys (keys without an image): their current rows and the keys gone, in
+//!  one source snapshot
 //!       ▼
-//!  writer (upsert), in one transaction: TRUNCATE → delete gone keys → upsert rows (transform,
-//!  encode as the copy does) → record_position(stream, table, end) → commit
+//!  writer (upsert), in one transaction: TRUNCATE → image rows → delete gone keys → upsert
+//!  rows read (transform, encode as the copy does) → record_position(stream, table, end) → commit
 //!       ▼
 //!  ChangeFeed::confirm(end): the source frees what every table has
 //! ```
 //!
-//! Why rows are read back rather than taken from the change records: the bulk copy starts after
-//! the stream (its position is recorded first), so changes it already saw are replayed over it.
-//! A replayed change writes the row as the source holds it now, never an older version, so a
-//! row only moves forward in time; a key the source no longer holds is deleted. Replaying a
-//! change twice is harmless, every column's value comes from the same reader as the bulk copy's
-//! (PostgreSQL's unchanged TOAST values included), and the target holds, at every commit, rows the
-//! source held. Once the stream has passed a position, every row changed before it matches the
-//! source as of some moment after it.
+//! Rows the source logged whole (PostgreSQL's binary row images, [`ChangeKind::Image`]) are
+//! upserted as logged; the others are read back (`ChangeFeed::read_keys`): deletes, old keys,
+//! unchanged TOAST values, filtered tables. The bulk copy starts after the stream (its position
+//! is recorded first), so changes it already saw are replayed over it: applied by key, by each
+//! key's last change, that converges. A read-back writes the row as the source holds it now; an
+//! image, as it was at its change, so during the replay a row may step back before the copy's
+//! version and forward again. Replaying a change twice is harmless, and once the stream has
+//! passed a position, every row changed before it matches the source as of some moment after
+//! it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
