@@ -446,13 +446,30 @@ fn apply_batch(
             applied.upserted += writer.write(encoder.encode(rows)?)?;
         }
     }
+    // A table without a key: a row logged before the source added columns lacks them, and holds
+    // NULL in them now (sync carries only nullable columns added without a default).
+    let columns = source.schema.fields().len();
+    let padded: Vec<Vec<Option<String>>>;
+    let keys = if key.is_empty() && work.keys.iter().any(|k| k.len() < columns) {
+        // Padded, a row's key from before and after the columns came may be the same: once.
+        let mut seen = std::collections::HashSet::new();
+        padded = work
+            .keys
+            .iter()
+            .map(|k| k.iter().cloned().chain(std::iter::repeat(None)).take(columns).collect::<Vec<_>>())
+            .filter(|k| seen.insert(k.clone()))
+            .collect();
+        &padded
+    } else {
+        &work.keys
+    };
     // The next lookup reads from the source while the rows of the one before are written to
     // the target (a thread of its own: both are I/O).
     std::thread::scope(|scope| -> Result<()> {
         let (lookups, found_rows) = crossbeam_channel::bounded::<Result<KeyRows>>(LOOKUPS_AHEAD);
         let feed = apply.feed;
         scope.spawn(move || {
-            for keys in work.keys.chunks(KEYS_PER_LOOKUP) {
+            for keys in keys.chunks(KEYS_PER_LOOKUP) {
                 let found = feed.read_keys(source, keys);
                 let failed = found.is_err();
                 // The writer gone (it failed) or this lookup failed: nothing more to read.

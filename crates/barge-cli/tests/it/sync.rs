@@ -1065,6 +1065,12 @@ fn sync_matches_whole_rows_of_a_table_with_replica_identity_full_into_every_engi
     }
     // Updates leaving the TOASTed value alone (pgoutput: unchanged; the old row has it).
     server.sql_in("src", "UPDATE loose SET f = f + 0.25 WHERE big IS NOT NULL");
+    // A column added between changes: rows changed before it hold NULL in it.
+    server.sql_in(
+        "src",
+        "UPDATE loose SET b = 'before' WHERE a = 31; ALTER TABLE loose ADD COLUMN extra int;
+         UPDATE loose SET extra = 1 WHERE a = 32; UPDATE loose SET b = 'after' WHERE a = 31 AND f < 3",
+    );
     for (to, state) in targets.iter().zip(&states) {
         let status = sync_caught_up(&from, to, state);
         assert!(status["applied_total"].as_u64().unwrap() > 50, "{status}");
@@ -1086,6 +1092,11 @@ fn sync_matches_whole_rows_of_a_table_with_replica_identity_full_into_every_engi
     let lite_sql =
         "SELECT a, coalesce(b, '<null>'), coalesce(CAST(f AS TEXT), '<null>'), coalesce(length(big), -1) FROM loose";
     assert_same_rows(loose_rows(lite_lines(&dir.conn("t.db"), lite_sql)), &expected, "SQLite");
+    let extra = "SELECT count(*), count(extra) FROM loose";
+    let want = server.sql_in("src", extra);
+    assert_eq!(server.sql_in("dst", extra), want, "the added column");
+    assert_eq!(my.sql(extra)[0].join("|"), want);
+    assert_eq!(lite_lines(&dir.conn("t.db"), extra).join(""), want);
     for to in &targets {
         barge(&["verify", "--from", &from, "--to", to]).assert_code(0);
     }
