@@ -465,10 +465,10 @@ impl barge_core::Target for PgTarget {
         let target_sql = |name: &str| described.iter().find(|(n, _, _)| n == name).map(|(_, t, _)| t.clone());
         // Columns without a binary codec (inet, tsvector, …) arrive as text in a staging table and
         // are cast by the server on the way in.
-        let needs_staging = options.conflict != Conflict::Error
-            || fields
-                .iter()
-                .any(|f| target_sql(f.name()).and_then(|t| resolve(&t)).is_some_and(|t| t.codec == Codec::AsText));
+        let has_text_columns = fields
+            .iter()
+            .any(|f| target_sql(f.name()).and_then(|t| resolve(&t)).is_some_and(|t| t.codec == Codec::AsText));
+        let needs_staging = options.conflict != Conflict::Error || has_text_columns;
         let names_plain: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
         let on_conflict = barge_sql::on_conflict_clause(options, &names_plain, quote)?;
         // A staging table's columns (text where the column has no binary codec), and their values
@@ -535,9 +535,6 @@ impl barge_core::Target for PgTarget {
             }
         };
         let copy = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.qualified(table), names.join(", "));
-        let has_text_columns = fields
-            .iter()
-            .any(|f| target_sql(f.name()).and_then(|t| resolve(&t)).is_some_and(|t| t.codec == Codec::AsText));
         let direct = (options.conflict == Conflict::Upsert && !options.isolate_rows && !has_text_columns).then_some(0);
         Ok(Box::new(PgWriter {
             conn,
@@ -1004,9 +1001,8 @@ impl TableWriter for PgWriter {
         };
         let begin = !self.in_transaction;
         self.in_transaction = true;
-        let (client, staging, copy, isolate) = (&self.conn.client, &self.staging, &self.copy, self.isolate);
-        let table = &self.table;
-        let failed = |e: tokio_postgres::Error| {
+        let isolate = self.isolate;
+        let loading = |e: tokio_postgres::Error, table: &str| {
             if isolate && is_row_error(&e) {
                 Error::RowRejected { reason: crate::conn::describe(&e) }
             } else {
@@ -1014,52 +1010,17 @@ impl TableWriter for PgWriter {
             }
         };
         if begin {
-            self.conn.rt.block_on(client.batch_execute("BEGIN")).map_err(failed)?;
+            self.conn.rt.block_on(self.conn.client.batch_execute("BEGIN")).map_err(|e| loading(e, &self.table))?;
         }
         if isolate {
-            self.conn.rt.block_on(client.batch_execute("SAVEPOINT barge_batch")).map_err(failed)?;
+            let savepoint = self.conn.client.batch_execute("SAVEPOINT barge_batch");
+            self.conn.rt.block_on(savepoint).map_err(|e| loading(e, &self.table))?;
         }
-        // Upserting rows that are all new (inserts streaming in): a plain COPY into the table
-        // does it without the staging table's second write, and a key already there refuses the
-        // whole COPY, rolled back to the savepoint, and the batch goes the staged way.
-        if let Some(wait) = self.direct {
-            if wait == 0 {
-                let direct = self.conn.rt.block_on(async {
-                    client.batch_execute("SAVEPOINT barge_direct").await?;
-                    let sink = client.copy_in::<_, Bytes>(copy.as_str()).await?;
-                    futures_util::pin_mut!(sink);
-                    for start in (0..bytes.len()).step_by(COPY_IN_PIECE_BYTES) {
-                        sink.feed(bytes.slice(start..bytes.len().min(start + COPY_IN_PIECE_BYTES))).await?;
-                    }
-                    sink.finish().await
-                });
-                match direct {
-                    Ok(copied) => {
-                        self.conn
-                            .rt
-                            .block_on(client.batch_execute("RELEASE SAVEPOINT barge_direct"))
-                            .map_err(pg_err("ending a savepoint"))?;
-                        if copied != rows as u64 {
-                            return Err(Error::engine(
-                                format!("loading `{table}`"),
-                                format!("COPY stored {copied} of {rows} rows"),
-                            ));
-                        }
-                        return Ok(copied);
-                    }
-                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                        self.conn
-                            .rt
-                            .block_on(client.batch_execute("ROLLBACK TO SAVEPOINT barge_direct"))
-                            .map_err(pg_err("ending a savepoint"))?;
-                        self.direct = Some(DIRECT_RETRY_AFTER);
-                    }
-                    Err(e) => return Err(failed(e)),
-                }
-            } else {
-                self.direct = Some(wait - 1);
-            }
+        if let Some(copied) = self.try_direct(rows, &bytes)? {
+            return Ok(copied);
         }
+        let (client, staging, copy, table) = (&self.conn.client, &self.staging, &self.copy, &self.table);
+        let failed = |e: tokio_postgres::Error| loading(e, table);
         let copied = self.conn.rt.block_on(async {
             let statement = match staging {
                 Some(s) => {
@@ -1068,14 +1029,7 @@ impl TableWriter for PgWriter {
                 }
                 None => copy,
             };
-            let sink = client.copy_in::<_, Bytes>(statement.as_str()).await?;
-            futures_util::pin_mut!(sink);
-            // In pieces: the connection copies each message into its write buffer, so one
-            // message per batch would hold a second copy of a batch of huge values.
-            for start in (0..bytes.len()).step_by(COPY_IN_PIECE_BYTES) {
-                sink.feed(bytes.slice(start..bytes.len().min(start + COPY_IN_PIECE_BYTES))).await?;
-            }
-            let copied = sink.finish().await?;
+            let copied = copy_in(client, statement, &bytes).await?;
             if let Some(s) = staging {
                 client.batch_execute(&s.apply).await?;
             }
@@ -1117,7 +1071,57 @@ impl TableWriter for PgWriter {
     }
 }
 
+/// Sends `bytes` (a binary COPY payload) with COPY `statement`; returns the rows it stored.
+async fn copy_in(client: &Client, statement: &str, bytes: &Bytes) -> std::result::Result<u64, tokio_postgres::Error> {
+    let sink = client.copy_in::<_, Bytes>(statement).await?;
+    futures_util::pin_mut!(sink);
+    // In pieces: the connection copies each message into its write buffer, so one message per
+    // batch would hold a second copy of a batch of huge values.
+    for start in (0..bytes.len()).step_by(COPY_IN_PIECE_BYTES) {
+        sink.feed(bytes.slice(start..bytes.len().min(start + COPY_IN_PIECE_BYTES))).await?;
+    }
+    sink.finish().await
+}
+
 impl PgWriter {
+    /// Upserting rows that are all new (inserts streaming in): a plain COPY into the table does
+    /// it without the staging table's second write. A key already there refuses the whole COPY,
+    /// rolled back to its savepoint: `None`, and this batch and the next [`DIRECT_RETRY_AFTER`]
+    /// go the staged way.
+    fn try_direct(&mut self, rows: usize, bytes: &Bytes) -> Result<Option<u64>> {
+        match self.direct {
+            None => return Ok(None),
+            Some(wait) if wait > 0 => {
+                self.direct = Some(wait - 1);
+                return Ok(None);
+            }
+            Some(_) => {}
+        }
+        let (client, copy, table) = (&self.conn.client, &self.copy, &self.table);
+        let savepoint =
+            |end: &str| self.conn.rt.block_on(client.batch_execute(end)).map_err(pg_err("ending a savepoint"));
+        let direct = self.conn.rt.block_on(async {
+            client.batch_execute("SAVEPOINT barge_direct").await?;
+            copy_in(client, copy, bytes).await
+        });
+        match direct {
+            Ok(copied) => {
+                savepoint("RELEASE SAVEPOINT barge_direct")?;
+                if copied != rows as u64 {
+                    let stored = format!("COPY stored {copied} of {rows} rows");
+                    return Err(Error::engine(format!("loading `{table}`"), stored));
+                }
+                Ok(Some(copied))
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                savepoint("ROLLBACK TO SAVEPOINT barge_direct")?;
+                self.direct = Some(DIRECT_RETRY_AFTER);
+                Ok(None)
+            }
+            Err(e) => Err(crate::conn::error_of(format!("loading `{table}`"), &e)),
+        }
+    }
+
     /// Runs `sql` in the writer's transaction (beginning it), returning the rows it touched.
     fn in_transaction(&mut self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<u64> {
         let (client, table) = (&self.conn.client, &self.table);
@@ -1161,12 +1165,7 @@ impl barge_core::ChangeWriter for PgWriter {
         let (client, gone, table) = (&self.conn.client, &self.gone, &self.table);
         let deleted = self.conn.rt.block_on(async {
             client.batch_execute(&gone.create).await?;
-            let sink = client.copy_in::<_, Bytes>(gone.copy.as_str()).await?;
-            futures_util::pin_mut!(sink);
-            for start in (0..bytes.len()).step_by(COPY_IN_PIECE_BYTES) {
-                sink.feed(bytes.slice(start..bytes.len().min(start + COPY_IN_PIECE_BYTES))).await?;
-            }
-            let staged = sink.finish().await?;
+            let staged = copy_in(client, &gone.copy, &bytes).await?;
             let deleted = client.execute(gone.apply.as_str(), &[]).await?;
             client.batch_execute(&format!("TRUNCATE {}", quote(&format!("barge_gone_{table}")))).await?;
             Ok::<(u64, u64), tokio_postgres::Error>((staged, deleted))
