@@ -642,10 +642,15 @@ struct MyWriter {
 impl MyWriter {
     fn load_data(&mut self, data: Bytes, load: &str) -> std::result::Result<u64, mysql_async::Error> {
         let LocalConn { conn, rt } = &mut self.conn;
-        conn.set_infile_handler(async move {
-            let chunk: std::io::Result<Bytes> = Ok(data);
-            Ok(Box::pin(futures_util::stream::iter([chunk])) as mysql_async::InfileData)
-        });
+        // In pieces of at most half a packet: the client sends each piece as a packet, and a
+        // payload of wide rows (a sync batch of large values) may pass `max_allowed_packet`; the
+        // server joins the pieces, wherever they cut the rows.
+        let piece = self.insert_bytes;
+        let pieces: Vec<std::io::Result<Bytes>> =
+            (0..data.len()).step_by(piece).map(|start| Ok(data.slice(start..data.len().min(start + piece)))).collect();
+        conn.set_infile_handler(
+            async move { Ok(Box::pin(futures_util::stream::iter(pieces)) as mysql_async::InfileData) },
+        );
         rt.block_on(conn.query_drop(load))?;
         Ok(conn.affected_rows())
     }

@@ -357,6 +357,34 @@ fn sync_killed_mid_stream_or_stopped_by_sigterm_continues_exactly() {
 }
 
 /// A `sync --json` of its own, its status lines going to `log`, once it has printed the first.
+#[test]
+fn sync_killed_mid_batch_into_mariadb_and_sqlite_continues_exactly() {
+    // Each target engine commits a batch with its position in one transaction of its own.
+    let server = logical_source();
+    let from = server.url_of("src");
+    let dir = Dir::new();
+    let my = MyDb::new("sync_kill");
+    type Rows<'a> = &'a dyn Fn() -> (String, String);
+    let targets: [(i32, String, Rows); 2] =
+        [(3, my.url(), &|| my_rows(&my)), (5, dir.url("t.db"), &|| lite_rows(&dir, "t.db"))];
+    for (round, to, rows) in targets {
+        let state = dir.path(&format!("s{round}.db")).display().to_string();
+        sync_caught_up(&from, &to, &state);
+        let mut child = spawn_sync(&from, &to, &state);
+        server.sql_in("src", &writes(round));
+        wait_for_applied(&mut child, 1);
+        // kill -9 while a 20,000-row transaction is applied (its 2,000 rows with an unchanged
+        // 12.8 kB value are read back: one LOAD DATA payload larger than a MariaDB packet).
+        server.sql_in("src", "UPDATE items SET qty = qty + 1 WHERE id <= 20000");
+        std::thread::sleep(Duration::from_millis(300));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        server.sql_in("src", &writes(round + 1));
+        sync_caught_up(&from, &to, &state);
+        assert_eq!(rows(), pg_rows(&server, "src"), "{to} after kill -9");
+    }
+}
+
 fn spawn_streaming(from: &str, to: &str, state: &str, log: &std::path::Path) -> std::process::Child {
     let child = Command::new(env!("CARGO_BIN_EXE_barge"))
         .args(["sync", "--from", from, "--to", to, "--state", state, "--json"])
