@@ -611,8 +611,40 @@ fn join_rows(rows: impl IntoIterator<Item = Vec<String>>) -> String {
 
 /// Items, pairs and wide, as text, from the private MariaDB's `src`.
 fn my_source_rows(server: &crate::private::PrivateMy) -> [String; 3] {
-    let sql = |q: &str| server.sql(&format!("USE src; {q}")).unwrap().replace('\t', "|");
+    my_rows_in(server, "src")
+}
+
+/// Items, pairs and wide, as text, from database `db` of a private MariaDB.
+fn my_rows_in(server: &crate::private::PrivateMy, db: &str) -> [String; 3] {
+    let sql = |q: &str| server.sql(&format!("USE {db}; {q}")).unwrap_or_default().replace('\t', "|");
     [sql(&ITEMS.replace("length(big)", "char_length(big)")), sql(PAIRS), sql(WIDE)]
+}
+
+#[test]
+fn sync_from_mariadb_goes_on_through_crashes_of_a_mariadb_target_and_of_the_source() {
+    let mut source = crate::private::PrivateMy::start(BINLOG);
+    source.sql(MY_SCHEMA).unwrap();
+    let mut target = crate::private::PrivateMy::start(&[]);
+    target.sql("CREATE DATABASE dst").unwrap();
+    let (from, to) = (source.url("src"), target.url("dst"));
+    let dir = Dir::new();
+    let state = dir.path("s.db").display().to_string();
+    sync_caught_up(&from, &to, &state);
+    let log = dir.path("status.jsonl");
+    let child = spawn_streaming(&from, &to, &state, &log);
+    // The target is killed (SIGKILL, InnoDB recovers) while changes are applied, then the
+    // source is (its binlog goes on in a new file).
+    source.sql(&my_writes(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    target.crash_and_restart();
+    source.sql(&my_writes(2)).unwrap();
+    source.crash_and_restart();
+    source.sql(&my_writes(3)).unwrap();
+    wait_until("the changes after the crashes", || my_rows_in(&target, "dst") == my_source_rows(&source));
+    let (code, last) = stop(child, &log);
+    assert_eq!(code, Some(0), "sync went on through both crashes: {last}");
+    sync_caught_up(&from, &to, &state);
+    assert_eq!(my_rows_in(&target, "dst"), my_source_rows(&source));
 }
 
 #[test]
