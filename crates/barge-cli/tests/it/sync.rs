@@ -356,7 +356,6 @@ fn sync_killed_mid_stream_or_stopped_by_sigterm_continues_exactly() {
     assert_eq!(pg_rows(&server, "dst"), pg_rows(&server, "src"), "after SIGTERM");
 }
 
-/// A `sync --json` of its own, its status lines going to `log`, once it has printed the first.
 #[test]
 fn sync_killed_mid_batch_into_mariadb_and_sqlite_continues_exactly() {
     // Each target engine commits a batch with its position in one transaction of its own.
@@ -385,6 +384,7 @@ fn sync_killed_mid_batch_into_mariadb_and_sqlite_continues_exactly() {
     }
 }
 
+/// A `sync --json` of its own, its status lines going to `log`, once it has printed the first.
 fn spawn_streaming(from: &str, to: &str, state: &str, log: &std::path::Path) -> std::process::Child {
     let child = Command::new(env!("CARGO_BIN_EXE_barge"))
         .args(["sync", "--from", from, "--to", to, "--state", state, "--json"])
