@@ -599,19 +599,33 @@ fn positions_exist(client: &tokio_postgres::Client, table: &str) -> Result<bool>
         .get(0))
 }
 
-impl barge_core::ChangePositions for PgTarget {
-    fn positions(&self, stream: &str) -> Result<Vec<(String, u64)>> {
+impl PgTarget {
+    /// The rows `query` (its `{}` the qualified `barge_sync`) reads, for `context`; none where
+    /// the table does not exist (reading creates nothing).
+    fn positions_rows(
+        &self,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        context: &'static str,
+    ) -> Result<Vec<tokio_postgres::Row>> {
         let table = self.qualified(barge_core::POSITIONS_TABLE);
         self.admin(|client| {
-            let rt = runtime();
             if !positions_exist(client, &table)? {
                 return Ok(Vec::new());
             }
-            let rows = rt
-                .block_on(client.query(&format!("SELECT tbl, position FROM {table} WHERE stream = $1"), &[&stream]))
-                .map_err(pg_err("reading change positions"))?;
-            Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64)).collect())
+            runtime().block_on(client.query(&query.replace("{}", &table), params)).map_err(pg_err(context))
         })
+    }
+}
+
+impl barge_core::ChangePositions for PgTarget {
+    fn positions(&self, stream: &str) -> Result<Vec<(String, u64)>> {
+        let rows = self.positions_rows(
+            "SELECT tbl, position FROM {} WHERE stream = $1",
+            &[&stream],
+            "reading change positions",
+        )?;
+        Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64)).collect())
     }
 
     fn record(&self, stream: &str, table: &str, position: u64) -> Result<()> {
@@ -638,17 +652,9 @@ impl barge_core::ChangePositions for PgTarget {
     }
 
     fn streams(&self) -> Result<Vec<String>> {
-        let table = self.qualified(barge_core::POSITIONS_TABLE);
-        self.admin(|client| {
-            let rt = runtime();
-            if !positions_exist(client, &table)? {
-                return Ok(Vec::new());
-            }
-            let rows = rt
-                .block_on(client.query(&format!("SELECT DISTINCT stream FROM {table} ORDER BY stream"), &[]))
-                .map_err(pg_err("listing change streams"))?;
-            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
-        })
+        let rows =
+            self.positions_rows("SELECT DISTINCT stream FROM {} ORDER BY stream", &[], "listing change streams")?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 }
 
