@@ -504,22 +504,24 @@ fn write_found(
 ) -> Result<()> {
     let source = &plan.source;
     if key.is_empty() {
-        let rows: Vec<RecordBatch> = found.rows.iter().map(|b| transformed(plan, b.clone())).collect::<Result<_>>()?;
-        for batch in found.absent {
-            let batch = transformed(plan, batch)?;
-            if batch.num_rows() > 0 {
-                applied.deleted += apply.changes(writer)?.delete_rows(encoder.encode(batch)?)?;
-            }
+        let encoded = |batches: Vec<RecordBatch>| -> Result<Vec<barge_core::Encoded>> {
+            batches
+                .into_iter()
+                .map(|b| transformed(plan, b))
+                .filter(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0))
+                .map(|b| encoder.encode(b?))
+                .collect()
+        };
+        let (rows, absent) = (encoded(found.rows)?, encoded(found.absent)?);
+        for gone in absent {
+            applied.deleted += apply.changes(writer)?.delete_rows(gone)?;
         }
+        // Every copy first, then the source's: equal rows may come in two batches.
         for batch in &rows {
-            if batch.num_rows() > 0 {
-                apply.changes(writer)?.delete_rows(encoder.encode(batch.clone())?)?;
-            }
+            apply.changes(writer)?.delete_rows(batch.clone())?;
         }
         for batch in rows {
-            if batch.num_rows() > 0 {
-                applied.upserted += writer.write(encoder.encode(batch)?)?;
-            }
+            applied.upserted += writer.write(batch)?;
         }
         return Ok(());
     }

@@ -490,9 +490,7 @@ impl barge_core::ChangePositions for MyTarget {
         )?;
         rows.into_iter()
             .map(|row| {
-                let text = |i: usize| {
-                    row.get(i).cloned().flatten().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-                };
+                let text = |i: usize| row.get(i).map(crate::source::text).unwrap_or_default();
                 let position = text(1)
                     .parse()
                     .map_err(|_| Error::engine("reading change positions", format!("`{}` is no position", text(1))))?;

@@ -519,17 +519,17 @@ struct Relation {
 }
 
 /// pgoutput messages → changes, buffered per transaction until its commit gives their position.
-pub(crate) struct Decoder {
+struct Decoder {
     schema: String,
     relations: HashMap<u32, Relation>,
     pending: Vec<(String, ChangeKind)>,
-    pub(crate) batch: ChangeBatch,
+    batch: ChangeBatch,
     /// Change-key column names by table (see [`TableInfo::change_key`]): the tables synced.
     key_names: HashMap<String, Vec<String>>,
     /// How each table's key columns read back from binary values (`None`: some cannot).
     key_kinds: HashMap<String, Option<Vec<KeyKind>>>,
     /// Whether the values come in binary (asked for when every key reads back from it).
-    pub(crate) binary: bool,
+    binary: bool,
     /// Tables whose whole rows are kept (keyed, no row filter, every column decoded from its
     /// binary form as a binary COPY of it would be).
     imaging: HashMap<String, Imaging>,
@@ -653,28 +653,53 @@ fn truncated() -> Error {
 }
 
 impl Decoder {
-    pub(crate) fn new(schema: &str, tables: &[TableInfo]) -> Self {
-        let mut decoder = Decoder {
-            key_names: HashMap::new(),
-            key_kinds: HashMap::new(),
+    fn new(schema: &str, tables: &[TableInfo]) -> Self {
+        let key_names =
+            tables.iter().map(|t| (t.name.clone(), t.change_key().into_iter().map(str::to_string).collect())).collect();
+        // A table without a key is matched by the text of all its columns: no binary values.
+        let key_kinds = tables
+            .iter()
+            .map(|t| {
+                let kinds = t
+                    .key
+                    .is_primary()
+                    .then(|| t.key_columns().iter().map(|c| KeyKind::of(&native_of(t, c))).collect::<Option<Vec<_>>>());
+                (t.name.clone(), kinds.flatten())
+            })
+            .collect();
+        let imaging = tables
+            .iter()
+            .filter(|t| t.key.is_primary() && t.filter.is_none())
+            .filter_map(|t| {
+                let types = column_types(t).ok()?;
+                // A column read as text (cast in the copy's SELECT) has no binary COPY form here.
+                let plain =
+                    t.schema.fields().iter().zip(&types).all(|(f, c)| select_expr(f.name(), c) == quote(f.name()));
+                plain.then(|| {
+                    let columns = t.schema.fields().iter().map(|f| f.name().clone()).collect();
+                    (t.name.clone(), Imaging { schema: t.schema.clone(), types, columns, body: Vec::new(), rows: 0 })
+                })
+            })
+            .collect();
+        Decoder {
+            key_names,
+            key_kinds,
             binary: false,
-            imaging: HashMap::new(),
+            imaging,
             schema: schema.into(),
             relations: HashMap::new(),
             pending: Vec::new(),
             batch: ChangeBatch::default(),
-        };
-        decoder.set_tables(tables);
-        decoder
+        }
     }
 
     /// Whether every table's key reads back from binary values (see [`KeyKind`]).
-    pub(crate) fn binary_keys(&self) -> bool {
+    fn binary_keys(&self) -> bool {
         self.key_kinds.values().all(Option::is_some)
     }
 
     /// The rows kept, by table, as batches of its schema (numbered in order).
-    pub(crate) fn take_images(&mut self) -> Result<HashMap<String, Vec<RecordBatch>>> {
+    fn take_images(&mut self) -> Result<HashMap<String, Vec<RecordBatch>>> {
         let mut images = HashMap::new();
         for (table, imaging) in &mut self.imaging {
             if imaging.rows == 0 {
@@ -692,69 +717,20 @@ impl Decoder {
         Ok(images)
     }
 
-    /// The tables synced, as they are planned now (a decoder kept from read to read follows
-    /// their plans); the relations described already take their keys anew.
-    pub(crate) fn set_tables(&mut self, tables: &[TableInfo]) {
-        self.key_names =
-            tables.iter().map(|t| (t.name.clone(), t.change_key().into_iter().map(str::to_string).collect())).collect();
-        // A table without a key is matched by the text of all its columns: no binary values.
-        self.key_kinds = tables
-            .iter()
-            .map(|t| {
-                let kinds = t
-                    .key
-                    .is_primary()
-                    .then(|| t.key_columns().iter().map(|c| KeyKind::of(&native_of(t, c))).collect::<Option<Vec<_>>>());
-                (t.name.clone(), kinds.flatten())
-            })
-            .collect();
-        self.imaging = tables
-            .iter()
-            .filter(|t| t.key.is_primary() && t.filter.is_none())
-            .filter_map(|t| {
-                let types = column_types(t).ok()?;
-                // A column read as text (cast in the copy's SELECT) has no binary COPY form here.
-                let plain =
-                    t.schema.fields().iter().zip(&types).all(|(f, c)| select_expr(f.name(), c) == quote(f.name()));
-                plain.then(|| {
-                    let columns = t.schema.fields().iter().map(|f| f.name().clone()).collect();
-                    (t.name.clone(), Imaging { schema: t.schema.clone(), types, columns, body: Vec::new(), rows: 0 })
-                })
-            })
-            .collect();
-        for relation in self.relations.values_mut() {
-            if let Some(names) = self.key_names.get(&relation.table) {
-                relation.key = names.iter().filter_map(|k| relation.columns.iter().position(|c| c == k)).collect();
-            }
-        }
-    }
-
-    /// A transaction begins: its changes are kept until its commit.
-    pub(crate) fn begin(&mut self) {
-        self.pending.clear();
-    }
-
-    /// The transaction committed, ending at `end`: its changes, at that position.
-    pub(crate) fn commit(&mut self, end: u64) -> Vec<Change> {
-        self.pending.drain(..).map(|(table, kind)| Change { table, position: end, kind }).collect()
-    }
-
-    /// Adds a committed transaction's changes to the batch.
-    pub(crate) fn add(&mut self, changes: Vec<Change>, end: u64, micros: i64) {
-        self.batch.committed_at = Some(micros as f64 / 1e6 + crate::wire::PG_EPOCH_MICROS as f64 / 1e6);
-        self.batch.changes.extend(changes);
-        self.batch.end = Some(end);
-        self.batch.transactions += 1;
-    }
-
-    pub(crate) fn message(&mut self, data: &[u8]) -> Result<()> {
+    fn message(&mut self, data: &[u8]) -> Result<()> {
         let mut r = Reader { data, at: 0 };
         match r.u8()? {
-            b'B' => self.begin(),
+            b'B' => self.pending.clear(),
             b'C' => {
                 let (_flags, _commit, end, micros) = (r.u8()?, r.u64()?, r.u64()?, r.u64()? as i64);
-                let changes = self.commit(end);
-                self.add(changes, end, micros);
+                self.batch.committed_at = Some(micros as f64 / 1e6 + crate::wire::PG_EPOCH_MICROS as f64 / 1e6);
+                self.batch.changes.extend(self.pending.drain(..).map(|(table, kind)| Change {
+                    table,
+                    position: end,
+                    kind,
+                }));
+                self.batch.end = Some(end);
+                self.batch.transactions += 1;
             }
             b'R' => {
                 let id = r.u32()?;

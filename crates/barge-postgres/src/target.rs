@@ -524,15 +524,12 @@ impl barge_core::Target for PgTarget {
             let stage = quote(&format!("barge_gone_{table}"));
             let (create, copy) = stage_sql(&stage);
             let row = |items: Vec<String>| format!("ROW({})::text", items.join(", "));
-            Staging {
-                create,
-                copy,
-                apply: format!(
-                    "DELETE FROM {rows_of} AS t WHERE {} IN (SELECT {} FROM {stage})",
-                    row(names.iter().map(|n| format!("t.{n}")).collect()),
-                    row(cast_back.clone())
-                ),
-            }
+            let delete = format!(
+                "DELETE FROM {rows_of} AS t WHERE {} IN (SELECT {} FROM {stage})",
+                row(names.iter().map(|n| format!("t.{n}")).collect()),
+                row(cast_back.clone())
+            );
+            GoneRows { stage: Staging { create, copy, apply: delete }, empty: format!("TRUNCATE {stage}") }
         };
         let copy = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.qualified(table), names.join(", "));
         let direct = (options.conflict == Conflict::Upsert && !options.isolate_rows && !has_text_columns).then_some(0);
@@ -973,6 +970,13 @@ struct Staging {
     apply: String,
 }
 
+/// Rows deleted whole: their staging table (`apply` deletes the rows equal to a staged one), and
+/// the statement emptying it.
+struct GoneRows {
+    stage: Staging,
+    empty: String,
+}
+
 /// Upserts: batches a plain COPY into the table may take (changes inserting new rows), tried
 /// first inside a savepoint; after a batch it refused (a key already there), this many batches
 /// go the staged way before the next try.
@@ -983,7 +987,7 @@ struct PgWriter {
     conn: LocalConn,
     table: String,
     /// Stages rows to delete whole, then deletes the rows equal to them.
-    gone: Staging,
+    gone: GoneRows,
     /// Upserts where a plain COPY may do (no column staged as text, no row isolation): the
     /// batches to go before the next try (see [`DIRECT_RETRY_AFTER`]).
     direct: Option<u32>,
@@ -1005,28 +1009,23 @@ impl TableWriter for PgWriter {
         let Encoded::Bytes { rows, bytes } = batch else {
             return Err(Error::Config("the PostgreSQL writer takes COPY payloads".into()));
         };
-        let begin = !self.in_transaction;
-        self.in_transaction = true;
+        self.begin()?;
         let isolate = self.isolate;
-        let loading = |e: tokio_postgres::Error, table: &str| {
+        if isolate {
+            let savepoint = self.conn.client.batch_execute("SAVEPOINT barge_batch");
+            self.conn.rt.block_on(savepoint).map_err(pg_err("setting a savepoint"))?;
+        }
+        if let Some(copied) = self.try_direct(rows, &bytes)? {
+            return Ok(copied);
+        }
+        let (client, staging, copy, table) = (&self.conn.client, &self.staging, &self.copy, &self.table);
+        let failed = |e: tokio_postgres::Error| {
             if isolate && is_row_error(&e) {
                 Error::RowRejected { reason: crate::conn::describe(&e) }
             } else {
                 crate::conn::error_of(format!("loading `{table}`"), &e)
             }
         };
-        if begin {
-            self.conn.rt.block_on(self.conn.client.batch_execute("BEGIN")).map_err(|e| loading(e, &self.table))?;
-        }
-        if isolate {
-            let savepoint = self.conn.client.batch_execute("SAVEPOINT barge_batch");
-            self.conn.rt.block_on(savepoint).map_err(|e| loading(e, &self.table))?;
-        }
-        if let Some(copied) = self.try_direct(rows, &bytes)? {
-            return Ok(copied);
-        }
-        let (client, staging, copy, table) = (&self.conn.client, &self.staging, &self.copy, &self.table);
-        let failed = |e: tokio_postgres::Error| loading(e, table);
         let copied = self.conn.rt.block_on(async {
             let statement = match staging {
                 Some(s) => {
@@ -1130,16 +1129,19 @@ impl PgWriter {
 
     /// Runs `sql` in the writer's transaction (beginning it), returning the rows it touched.
     fn in_transaction(&mut self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<u64> {
-        let (client, table) = (&self.conn.client, &self.table);
-        let begin = !self.in_transaction;
-        let touched = self.conn.rt.block_on(async {
-            if begin {
-                client.batch_execute("BEGIN").await?;
-            }
-            client.execute(sql, params).await
-        });
-        self.in_transaction = true;
-        touched.map_err(|e| crate::conn::error_of(format!("applying changes to `{table}`"), &e))
+        self.begin()?;
+        let touched = self.conn.rt.block_on(self.conn.client.execute(sql, params));
+        touched.map_err(|e| crate::conn::error_of(format!("applying changes to `{}`", self.table), &e))
+    }
+
+    /// Opens the writer's transaction, unless it is open.
+    fn begin(&mut self) -> Result<()> {
+        if !self.in_transaction {
+            let begun = self.conn.rt.block_on(self.conn.client.batch_execute("BEGIN"));
+            begun.map_err(|e| crate::conn::error_of(format!("starting a transaction on `{}`", self.table), &e))?;
+            self.in_transaction = true;
+        }
+        Ok(())
     }
 }
 
@@ -1167,13 +1169,13 @@ impl barge_core::ChangeWriter for PgWriter {
         let Encoded::Bytes { rows, bytes } = rows else {
             return Err(Error::Config("the PostgreSQL writer takes COPY payloads".into()));
         };
-        self.in_transaction("SELECT 1", &[])?;
+        self.begin()?;
         let (client, gone, table) = (&self.conn.client, &self.gone, &self.table);
         let deleted = self.conn.rt.block_on(async {
-            client.batch_execute(&gone.create).await?;
-            let staged = copy_in(client, &gone.copy, &bytes).await?;
-            let deleted = client.execute(gone.apply.as_str(), &[]).await?;
-            client.batch_execute(&format!("TRUNCATE {}", quote(&format!("barge_gone_{table}")))).await?;
+            client.batch_execute(&gone.stage.create).await?;
+            let staged = copy_in(client, &gone.stage.copy, &bytes).await?;
+            let deleted = client.execute(gone.stage.apply.as_str(), &[]).await?;
+            client.batch_execute(&gone.empty).await?;
             Ok::<(u64, u64), tokio_postgres::Error>((staged, deleted))
         });
         let (staged, deleted) =
@@ -1200,16 +1202,9 @@ impl barge_core::RangeClearer for PgWriter {
             crate::source::bound_literal(value, self.types.get(&columns[i]).map_or("text", String::as_str))
         });
         let sql = format!("DELETE FROM {} WHERE {predicate}", self.rows_of);
-        let (client, table) = (&self.conn.client, &self.table);
-        let begin = !self.in_transaction;
-        let deleted = self.conn.rt.block_on(async {
-            if begin {
-                client.batch_execute("BEGIN").await?;
-            }
-            client.execute(sql.as_str(), &[]).await
-        });
-        self.in_transaction = true;
-        deleted.map_err(|e| crate::conn::error_of(format!("clearing a range of `{table}`"), &e))
+        self.begin()?;
+        let deleted = self.conn.rt.block_on(self.conn.client.execute(sql.as_str(), &[]));
+        deleted.map_err(|e| crate::conn::error_of(format!("clearing a range of `{}`", self.table), &e))
     }
 }
 

@@ -85,27 +85,14 @@ impl barge_core::Target for SqliteTarget {
         if !self.path.exists() {
             return Ok(false);
         }
-        self.admin(|conn| {
-            conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| {
-                r.get(0)
-            })
-            .map_err(sqlite_err("looking up a target table"))
-        })
+        self.admin(|conn| table_exists_in(conn, table))
     }
 
     fn table_rows(&self, table: &str) -> Result<Option<u64>> {
-        if !self.path.exists() {
+        if !self.table_exists(table)? {
             return Ok(None);
         }
         self.admin(|conn| {
-            let exists: bool = conn
-                .query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| {
-                    r.get(0)
-                })
-                .map_err(sqlite_err("looking up a target table"))?;
-            if !exists {
-                return Ok(None);
-            }
             let rows: i64 = conn
                 .query_row(&format!("SELECT count(*) FROM {}", quote(table)), [], |r| r.get(0))
                 .map_err(sqlite_err("counting target rows"))?;
@@ -348,26 +335,44 @@ const RECORD_SQL: &str = "INSERT INTO barge_sync (stream, tbl, position) VALUES 
 
 /// Whether the target has the `barge_sync` table (reading positions creates nothing).
 fn positions_exist(conn: &Connection) -> Result<bool> {
-    conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'barge_sync'", [], |r| {
-        r.get(0)
-    })
-    .map_err(sqlite_err("looking up barge_sync"))
+    table_exists_in(conn, barge_core::POSITIONS_TABLE)
 }
 
-impl barge_core::ChangePositions for SqliteTarget {
-    fn positions(&self, stream: &str) -> Result<Vec<(String, u64)>> {
+/// Whether the database of `conn` has table `table`.
+fn table_exists_in(conn: &Connection, table: &str) -> Result<bool> {
+    conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))
+        .map_err(sqlite_err("looking up a table"))
+}
+
+impl SqliteTarget {
+    /// The rows `query` reads from `barge_sync`, each through `row`, for `context`; none where the
+    /// table does not exist (reading creates nothing).
+    fn positions_rows<T>(
+        &self,
+        query: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        context: &'static str,
+    ) -> Result<Vec<T>> {
         self.admin(|conn| {
             if !positions_exist(conn)? {
                 return Ok(Vec::new());
             }
-            let mut stmt = conn
-                .prepare("SELECT tbl, position FROM barge_sync WHERE stream = ?1")
-                .map_err(sqlite_err("reading change positions"))?;
-            let rows = stmt
-                .query_map([stream], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
-                .map_err(sqlite_err("reading change positions"))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sqlite_err("reading change positions"))
+            let mut stmt = conn.prepare(query).map_err(sqlite_err(context))?;
+            let rows = stmt.query_map(params, row).map_err(sqlite_err(context))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sqlite_err(context))
         })
+    }
+}
+
+impl barge_core::ChangePositions for SqliteTarget {
+    fn positions(&self, stream: &str) -> Result<Vec<(String, u64)>> {
+        self.positions_rows(
+            "SELECT tbl, position FROM barge_sync WHERE stream = ?1",
+            [stream],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
+            "reading change positions",
+        )
     }
 
     fn record(&self, stream: &str, table: &str, position: u64) -> Result<()> {
@@ -389,16 +394,12 @@ impl barge_core::ChangePositions for SqliteTarget {
     }
 
     fn streams(&self) -> Result<Vec<String>> {
-        self.admin(|conn| {
-            if !positions_exist(conn)? {
-                return Ok(Vec::new());
-            }
-            let mut stmt = conn
-                .prepare("SELECT DISTINCT stream FROM barge_sync ORDER BY stream")
-                .map_err(sqlite_err("listing change streams"))?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sqlite_err("listing change streams"))?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sqlite_err("listing change streams"))
-        })
+        self.positions_rows(
+            "SELECT DISTINCT stream FROM barge_sync ORDER BY stream",
+            [],
+            |r| r.get::<_, String>(0),
+            "listing change streams",
+        )
     }
 }
 

@@ -64,8 +64,9 @@ pub struct Native {
     pub bytes: bytes::Bytes,
 }
 
-/// A batch ready for a writer: encoding runs on the CPU pool, the writer only does I/O.
-#[derive(Debug)]
+/// A batch ready for a writer: encoding runs on the CPU pool, the writer only does I/O. Cloning
+/// shares the payload.
+#[derive(Clone, Debug)]
 pub enum Encoded {
     /// The writer consumes Arrow directly (e.g. binding prepared-statement parameters).
     Arrow(RecordBatch),
