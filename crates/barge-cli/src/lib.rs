@@ -15,6 +15,7 @@
 
 mod bench;
 mod engines;
+mod migrate;
 mod render;
 mod sync;
 
@@ -91,6 +92,10 @@ enum Command {
     /// source's committed changes (PostgreSQL logical decoding, MySQL's binlog) until stopped,
     /// or `--until caught-up`.
     Sync(sync::SyncArgs),
+    /// A zero-downtime migration of a live database (blue-green): `start` copies and keeps the
+    /// target current and validated, `switchover` moves the writes with a short freeze, then
+    /// `rollback` or `complete`; `status` shows where it is.
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(Args)]
@@ -506,6 +511,7 @@ impl Command {
             Command::Bench(args) => args.json,
             Command::Tables(args) => args.json,
             Command::Sync(args) => args.json,
+            Command::Migrate(args) => args.json(),
         }
     }
 }
@@ -548,6 +554,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench(args),
         Command::Tables(args) => tables(args),
         Command::Sync(args) => sync::sync(args),
+        Command::Migrate(args) => migrate::migrate(args),
     }
 }
 

@@ -84,6 +84,32 @@ pub struct SyncArgs {
     /// One JSON status object a second on stdout, and a final one.
     #[arg(long)]
     pub json: bool,
+    /// Prints nothing on stdout (`barge migrate` reports for it).
+    #[arg(skip)]
+    pub quiet: bool,
+}
+
+/// What drives a sync from outside (`barge migrate`): when to stop, and what to tell.
+pub struct Control<'a> {
+    /// Set to stop after the batch in flight.
+    pub stop: Arc<AtomicBool>,
+    /// Told each status (once a second, and the last).
+    pub status: &'a mut dyn FnMut(&barge_exec::SyncStatus),
+    /// Told each table's changed keys once applied (see [`barge_exec::SyncOptions::changed`]).
+    pub changed: Option<&'a (dyn Fn(&str, &[Vec<Option<String>>]) + Sync)>,
+}
+
+impl SyncArgs {
+    /// Sync arguments from words, as the command line takes them (`barge migrate` syncs both ways).
+    pub fn parse_from(words: &[String]) -> Result<SyncArgs, Error> {
+        #[derive(clap::Parser)]
+        #[command(no_binary_name = true)]
+        struct Words {
+            #[command(flatten)]
+            args: SyncArgs,
+        }
+        <Words as clap::Parser>::try_parse_from(words).map(|w| w.args).map_err(|e| Error::Config(e.to_string()))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -282,6 +308,16 @@ fn pipeline_for(pipeline: &Pipeline, if_exists: IfExistsArg, only: Option<&str>)
 }
 
 pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    sync_with(args, Control { stop, status: &mut |_| {}, changed: None })
+}
+
+/// [`sync`], stopped and watched by `control`.
+pub fn sync_with(args: SyncArgs, control: Control<'_>) -> anyhow::Result<ExitCode> {
     check_tuning(&args.tuning)?;
     let moves = Moves::of(&args)?;
     let (from, to, tables) = moves.databases()?;
@@ -329,16 +365,13 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         Some(Until::CaughtUp) => Some(feed.current_position()?),
         None => None,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
+    let Control { stop, status: tell, changed } = control;
     let options = barge_exec::SyncOptions {
         stream: &stream,
         until,
         batch_changes: args.batch_changes.max(1),
         stop,
+        changed,
         idle: Duration::from_millis(200),
         retries: args.retries,
         stopped,
@@ -348,7 +381,9 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let max_retained = args.max_retained as u64;
     let mut warned = false;
     let mut on_status = |status: &barge_exec::SyncStatus| {
-        if args.json {
+        tell(status);
+        if args.quiet {
+        } else if args.json {
             println!("{}", serde_json::to_string(status).unwrap_or_default());
         } else if terminal {
             eprint!(
@@ -371,7 +406,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let last = barge_exec::sync(feed, target.as_ref(), &plans, start, &options, &mut on_status)?;
-    if !args.json {
+    if !args.json && !args.quiet {
         if terminal {
             eprintln!();
         }
@@ -563,7 +598,7 @@ fn bulk(
     feed.check(&infos)?;
     drop(preflight);
     let start = feed.open_stream(stream, &infos)?;
-    if args.json {
+    if args.json && !args.quiet {
         println!(
             "{}",
             serde_json::json!({"phase": "bulk", "stream": stream, "start_position": feed.describe_position(start),
@@ -573,7 +608,9 @@ fn bulk(
         eprintln!("sync {stream}: stream opened at {} ({from}); bulk copy", feed.describe_position(start));
     }
     let report = moves.copy(args, store, resume)?;
-    if args.json {
+    if args.quiet {
+        eprintln!("{}", render::copy_summary(&report));
+    } else if args.json {
         println!("{}", serde_json::json!({"phase": "bulk", "report": report}));
     } else {
         println!("{}", render::copy_summary(&report));

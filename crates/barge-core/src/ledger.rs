@@ -142,4 +142,11 @@ pub trait LedgerStore: Send + Sync {
 
     /// Records a high-water mark; called only after the rows up to it are committed.
     fn set_watermark(&self, name: &str, table: &str, value: &Scalar) -> Result<()>;
+
+    /// A document kept under run `name` and `key` (JSON text), e.g. a migration's phase and
+    /// status, which processes other than the run's owner read and write; `None` when absent.
+    fn document(&self, name: &str, key: &str) -> Result<Option<String>>;
+
+    /// Replaces (or creates) the document under run `name` and `key`.
+    fn set_document(&self, name: &str, key: &str, body: &str) -> Result<()>;
 }

@@ -44,7 +44,7 @@ pub use engine::{
     ChangeWriter, Conflict, DumpedSchema, Encoded, EngineFactory, KeyDeletes, KeyRows, LedgerStores, Native,
     NotMigrated, POSITIONS_TABLE, RangeClearer, Registry, RestoreStep, RowLimit, SchemaDump, SchemaObject,
     SchemaObjects, SchemaRestore, ScratchSpace, SnapshotInfo, SnapshotReads, Source, TableWriter, Target, TargetColumn,
-    Transform, Transformed, ViewDef, WriteOptions, choose_column, keyed_for_sync, logical_type,
+    Transform, Transformed, ViewDef, WriteFreeze, WriteOptions, choose_column, keyed_for_sync, logical_type,
 };
 pub use error::{Error, Result};
 pub use model::{

@@ -58,10 +58,13 @@ pub struct SyncOptions<'a> {
     /// it can (an added nullable column without a default, added to the target too), else an
     /// error saying why the table stops.
     pub replan: &'a (dyn Fn(&TablePlan) -> Result<TablePlan> + Sync),
+    /// Told each table's changed keys (by source table) once its share of a batch committed:
+    /// what `barge migrate` samples its shadow reads from.
+    pub changed: Option<&'a (dyn Fn(&str, &[Vec<Option<String>>]) + Sync)>,
 }
 
 /// One table's changes applied in a sync run.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct SyncTable {
     pub table: String,
     /// Rows written (inserted or updated) by changes.
@@ -213,7 +216,7 @@ pub fn sync(
             continue;
         };
         transactions += batch.transactions;
-        let work = group(&batch.changes, &states);
+        let work = group(&batch.changes, &states, options.changed.is_some());
         for state in states.iter_mut() {
             let Some(changes) = work.get(state.plan.source.name.as_str()) else { continue };
             if state.failed {
@@ -238,6 +241,9 @@ pub fn sync(
                     state.report.read_back += n.read_back;
                     state.applied = end;
                     state.report.applied_position = Some(feed.describe_position(end));
+                    if let Some(told) = options.changed {
+                        told(&name, &changes.changed);
+                    }
                 }
                 Err(error) => state.stop(&error),
             }
@@ -289,12 +295,14 @@ struct TableWork {
     columns: Vec<Vec<String>>,
     /// DDL statements on the table.
     ddl: Vec<String>,
+    /// Every key changed, once each (only when asked: [`SyncOptions::changed`]).
+    changed: Vec<Vec<Option<String>>>,
 }
 
 /// The batch's changes by table, without the ones a table applied already (at or before its
 /// recorded position: a batch read again after a crash), keys once each, by their last change:
 /// a row image the source logged, else read back. A TRUNCATE makes the changes before it moot.
-fn group<'c>(changes: &'c [barge_core::Change], states: &[TableState]) -> HashMap<&'c str, TableWork> {
+fn group<'c>(changes: &'c [barge_core::Change], states: &[TableState], keep: bool) -> HashMap<&'c str, TableWork> {
     type Keys<'k> = (Vec<&'k Vec<Option<String>>>, HashMap<&'k Vec<Option<String>>, Option<u32>>);
     let applied: HashMap<&str, u64> = states.iter().map(|s| (s.plan.source.name.as_str(), s.applied)).collect();
     let mut work: HashMap<&str, TableWork> = HashMap::new();
@@ -327,6 +335,9 @@ fn group<'c>(changes: &'c [barge_core::Change], states: &[TableState]) -> HashMa
     }
     for (table, (order, state)) in last {
         let entry = work.entry(table).or_default();
+        if keep {
+            entry.changed = order.iter().map(|k| (*k).clone()).collect();
+        }
         for key in order {
             match state[key] {
                 Some(image) => entry.images.push(image),

@@ -422,6 +422,10 @@ impl barge_core::Target for MyTarget {
         Some(self)
     }
 
+    fn write_freeze(&self) -> Option<&dyn barge_core::WriteFreeze> {
+        Some(self)
+    }
+
     fn add_column(&self, table: &str, field: &arrow_schema::Field, column: &barge_core::TargetColumn) -> Result<()> {
         let sql =
             format!("ALTER TABLE {} ADD COLUMN {} {} NULL", quote(table), quote(field.name()), column.native_type);
@@ -508,7 +512,12 @@ impl barge_core::ChangePositions for MyTarget {
     fn forget(&self, stream: &str) -> Result<()> {
         let mut conn = self.conn()?;
         conn.exec(POSITIONS_DDL, "creating barge_sync")?;
-        conn.exec(&format!("DELETE FROM barge_sync WHERE stream = {}", literal(stream)), "forgetting change positions")
+        conn.exec(&format!("DELETE FROM barge_sync WHERE stream = {}", literal(stream)), "forgetting change positions")?;
+        // The last stream gone, so is the table barge made for them.
+        if conn.value("SELECT count(*) FROM barge_sync", "forgetting change positions")?.as_deref() == Some("0") {
+            conn.exec("DROP TABLE IF EXISTS barge_sync", "dropping barge_sync")?;
+        }
+        Ok(())
     }
 
     fn streams(&self) -> Result<Vec<String>> {
@@ -518,6 +527,31 @@ impl barge_core::ChangePositions for MyTarget {
         }
         let rows = conn.rows("SELECT DISTINCT stream FROM barge_sync ORDER BY stream", "listing change streams")?;
         Ok(rows.iter().map(|row| row.first().map(crate::source::text).unwrap_or_default()).collect())
+    }
+}
+
+/// The server's `read_only`: it stops the writes of every user without SUPER (MariaDB: READ_ONLY
+/// ADMIN), on every database of the server; barge's user needs that privilege to write through it
+/// (the reverse sync of a migration).
+impl barge_core::WriteFreeze for MyTarget {
+    fn freeze_method(&self) -> String {
+        "SET GLOBAL read_only = ON (the whole server; users with SUPER or READ_ONLY ADMIN, as barge's must be, \
+         still write)"
+            .into()
+    }
+
+    fn freeze(&self) -> Result<String> {
+        // Waits for transactions in flight to commit; then writes of other users fail (1290).
+        self.conn()?.exec("SET GLOBAL read_only = ON", "freezing writes (SET GLOBAL read_only = ON)")?;
+        Ok(String::new())
+    }
+
+    fn unfreeze(&self, _token: &str) -> Result<()> {
+        self.conn()?.exec("SET GLOBAL read_only = OFF", "unfreezing writes (SET GLOBAL read_only = OFF)")
+    }
+
+    fn frozen(&self) -> Result<bool> {
+        Ok(self.conn()?.value("SELECT @@GLOBAL.read_only", "reading read_only")?.as_deref() == Some("1"))
     }
 }
 

@@ -18,5 +18,5 @@ pub mod preview;
 pub mod spec;
 pub mod transform;
 
-pub use spec::{Pipeline, PipelineTable};
+pub use spec::{Migration, Pipeline, PipelineTable};
 pub use transform::{ColumnSpec, Compiled, TransformSpec};

@@ -27,6 +27,59 @@ struct FileModel {
     defaults: DefaultsModel,
     #[serde(default)]
     tables: Vec<TableModel>,
+    migration: Option<Migration>,
+}
+
+/// The `[migration]` section: how `barge migrate` runs a zero-downtime migration.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Migration {
+    /// `blue-green` (the default): copy, keep current, validate, switch over with a way back.
+    #[serde(default = "Migration::blue_green")]
+    pub strategy: String,
+    /// The lag (seconds) under which catching up turns into validating.
+    #[serde(default = "Migration::five")]
+    pub catch_up_lag: f64,
+    /// Share of changed keys read from both sides and compared (shadow reads), in percent.
+    #[serde(default = "Migration::one")]
+    pub shadow_reads: f64,
+    /// Persistent mismatches a switchover tolerates, as a share of the rows compared (0: none).
+    #[serde(default)]
+    pub error_threshold: f64,
+    /// Seconds between the starts of two full verification passes while validating.
+    #[serde(default = "Migration::verify_every")]
+    pub verify_every: u64,
+    /// The switchover's default `--max-lag` (seconds).
+    #[serde(default = "Migration::five")]
+    pub max_lag: f64,
+    /// The switchover's default `--freeze-timeout` (seconds).
+    #[serde(default = "Migration::freeze_timeout")]
+    pub freeze_timeout: f64,
+    /// A shell command run at the freeze point of a switchover (and of a rollback), once the
+    /// other side is ready to take writes: e.g. to repoint a connection pooler. It gets
+    /// `BARGE_MIGRATE_EVENT` (`switchover` or `rollback`) in its environment; exiting non-zero
+    /// aborts the switch.
+    pub hook: Option<String>,
+    /// The migration's name in the state store (default: from the pipeline file's name).
+    pub name: Option<String>,
+}
+
+impl Migration {
+    fn blue_green() -> String {
+        "blue-green".into()
+    }
+    fn five() -> f64 {
+        5.0
+    }
+    fn one() -> f64 {
+        1.0
+    }
+    fn verify_every() -> u64 {
+        60
+    }
+    fn freeze_timeout() -> f64 {
+        30.0
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +180,8 @@ pub struct Pipeline {
     /// Tables without a primary key are keyed by a unique index over NOT NULL columns (not from
     /// the file: `sync` sets it, as it applies changes by key).
     pub unique_key: bool,
+    /// The `[migration]` section, when the file has one.
+    pub migration: Option<Migration>,
     hash_key: Option<[u8; 32]>,
 }
 
@@ -203,6 +258,25 @@ impl Pipeline {
         {
             if value == Some(0) {
                 return Err(Error::Config(format!("{shown}: defaults.{name} must be at least 1")));
+            }
+        }
+        if let Some(m) = &model.migration {
+            if m.strategy != "blue-green" {
+                return Err(Error::Config(format!(
+                    "{shown}: [migration] strategy `{}`: the strategy barge migrate runs is `blue-green`",
+                    m.strategy
+                )));
+            }
+            let shares = [("shadow_reads", m.shadow_reads, 100.0), ("error_threshold", m.error_threshold, 1.0)];
+            for (name, value, max) in shares {
+                if !(0.0..=max).contains(&value) {
+                    return Err(Error::Config(format!("{shown}: [migration] {name} must be between 0 and {max}")));
+                }
+            }
+            for (name, value) in [("catch_up_lag", m.catch_up_lag), ("max_lag", m.max_lag), ("freeze_timeout", m.freeze_timeout)] {
+                if !(value > 0.0 && value.is_finite()) {
+                    return Err(Error::Config(format!("{shown}: [migration] {name} must be a positive number of seconds")));
+                }
             }
         }
         let run_budget = budget(&model.error_budget, Budget::None)?;
@@ -304,6 +378,7 @@ impl Pipeline {
             conflict: defaults.conflict.unwrap_or_default(),
             budget: default_budget,
             unique_key: false,
+            migration: model.migration.clone(),
             hash_key,
         })
     }

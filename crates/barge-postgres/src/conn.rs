@@ -27,8 +27,14 @@ const IO_THREADS: usize = 2;
 
 /// Settings every barge session uses, so values mean the same in every session: UTF-8, ISO dates,
 /// UTC, and floats printed with full precision when anything is cast to text.
-const SESSION_SETUP: &str =
-    "SET client_encoding = 'UTF8'; SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'; SET extra_float_digits = 3";
+/// A database frozen by `barge migrate` (`default_transaction_read_only`) stays writable to barge
+/// itself: its reverse sync writes into a frozen source.
+const SESSION_SETUP: &str = "SET client_encoding = 'UTF8'; SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'; \
+     SET extra_float_digits = 3; SET default_transaction_read_only = off";
+
+/// The `application_name` of barge's sessions (unless the URL sets one): a write freeze ends
+/// every other session of the database, never these.
+pub const APPLICATION_NAME: &str = "barge";
 
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -138,6 +144,9 @@ pub fn parse_url(url: &str) -> Result<PgUrl> {
         return Err(invalid("no database name: use postgres://user@host:port/DATABASE".into()));
     }
     config.connect_timeout(CONNECT_TIMEOUT);
+    if config.get_application_name().is_none() {
+        config.application_name(APPLICATION_NAME);
+    }
     config.ssl_mode(match tls {
         TlsMode::Disable => SslMode::Disable,
         TlsMode::Prefer if cfg!(feature = "tls") => SslMode::Prefer,

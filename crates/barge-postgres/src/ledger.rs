@@ -45,7 +45,10 @@ impl PgLedger {
              CREATE TABLE IF NOT EXISTS {s}.owners (name text PRIMARY KEY, holder jsonb NOT NULL);
              CREATE TABLE IF NOT EXISTS {s}.watermarks (
                name text NOT NULL, source_table text NOT NULL, value text NOT NULL,
-               updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, source_table));"
+               updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, source_table));
+             CREATE TABLE IF NOT EXISTS {s}.documents (
+               name text NOT NULL, key text NOT NULL, body text NOT NULL,
+               updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, key));"
         );
         // Two processes creating the schema at once can collide; the loser's tables exist then.
         runtime().block_on(client.batch_execute(&ddl)).map_err(pg_err("creating the ledger schema"))?;
@@ -236,6 +239,27 @@ impl LedgerStore for PgLedger {
                      ON CONFLICT (name, source_table) DO UPDATE SET value = EXCLUDED.value, updated_at = now()"
                 ),
                 &[&name, &table, &value],
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn document(&self, name: &str, key: &str) -> Result<Option<String>> {
+        self.tx("reading the ledger", async |tx, s| {
+            let sql = format!("SELECT body FROM {s}.documents WHERE name = $1 AND key = $2");
+            Ok(tx.query_opt(&sql, &[&name, &key]).await?.map(|r| r.get(0)))
+        })
+    }
+
+    fn set_document(&self, name: &str, key: &str, body: &str) -> Result<()> {
+        self.tx("writing the ledger", async |tx, s| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {s}.documents (name, key, body) VALUES ($1, $2, $3)
+                     ON CONFLICT (name, key) DO UPDATE SET body = EXCLUDED.body, updated_at = now()"
+                ),
+                &[&name, &key, &body],
             )
             .await
             .map(drop)

@@ -564,6 +564,10 @@ impl barge_core::Target for PgTarget {
         Some(self)
     }
 
+    fn write_freeze(&self) -> Option<&dyn barge_core::WriteFreeze> {
+        Some(self)
+    }
+
     fn add_column(&self, table: &str, field: &Field, column: &TargetColumn) -> Result<()> {
         let sql = format!(
             "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
@@ -644,6 +648,15 @@ impl barge_core::ChangePositions for PgTarget {
             rt.block_on(client.batch_execute(&positions_ddl(&table))).map_err(pg_err("creating barge_sync"))?;
             rt.block_on(client.execute(&format!("DELETE FROM {table} WHERE stream = $1"), &[&stream]))
                 .map_err(pg_err("forgetting change positions"))?;
+            // The last stream gone, so is the table barge made for them.
+            let left: i64 = rt
+                .block_on(client.query_one(&format!("SELECT count(*) FROM {table}"), &[]))
+                .map_err(pg_err("forgetting change positions"))?
+                .get(0);
+            if left == 0 {
+                rt.block_on(client.batch_execute(&format!("DROP TABLE IF EXISTS {table}")))
+                    .map_err(pg_err("dropping barge_sync"))?;
+            }
             Ok(())
         })
     }
@@ -652,6 +665,104 @@ impl barge_core::ChangePositions for PgTarget {
         let rows =
             self.positions_rows("SELECT DISTINCT stream FROM {} ORDER BY stream", &[], "listing change streams")?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+}
+
+/// Sessions of this database other than barge's own (and this one): what a freeze ends.
+const OTHER_SESSIONS: &str = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() \
+     AND backend_type = 'client backend' AND application_name IS DISTINCT FROM 'barge'";
+
+/// How long a freeze waits for the sessions it ended to be gone.
+const SESSIONS_GONE: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl PgTarget {
+    /// Ends the other sessions `filter` (SQL over `pg_stat_activity`) selects, and waits until
+    /// they are gone (their transactions rolled back). Returns how many were ended.
+    fn end_sessions(&self, client: &tokio_postgres::Client, filter: &str) -> Result<i64> {
+        let rt = runtime();
+        let ended: i64 = rt
+            .block_on(client.query_one(&format!("SELECT count(pg_terminate_backend(pid)) {OTHER_SESSIONS} {filter}"), &[]))
+            .map_err(pg_err("ending the database's other sessions"))?
+            .get(0);
+        let deadline = std::time::Instant::now() + SESSIONS_GONE;
+        loop {
+            let left: i64 = rt
+                .block_on(client.query_one(
+                    &format!("SELECT count(*) {OTHER_SESSIONS} {filter} AND state IS DISTINCT FROM 'idle'"),
+                    &[],
+                ))
+                .map_err(pg_err("waiting for ended sessions"))?
+                .get(0);
+            // A session ended mid-transaction is gone once its rollback is done; an idle one
+            // has nothing to roll back.
+            if left == 0 || std::time::Instant::now() > deadline {
+                return Ok(ended);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    fn database(&self, client: &tokio_postgres::Client) -> Result<String> {
+        Ok(runtime()
+            .block_on(client.query_one("SELECT current_database()", &[]))
+            .map_err(pg_err("naming the database"))?
+            .get(0))
+    }
+}
+
+impl barge_core::WriteFreeze for PgTarget {
+    fn freeze_method(&self) -> String {
+        "ALTER DATABASE … SET default_transaction_read_only = on, then every other session of the database ended \
+         (barge's own sessions, application_name `barge`, stay writable)"
+            .into()
+    }
+
+    fn freeze(&self) -> Result<String> {
+        self.admin(|client| {
+            let database = self.database(client)?;
+            let rt = runtime();
+            let token: String = rt
+                .block_on(client.query_one("SELECT now()::text", &[]))
+                .map_err(pg_err("reading the time"))?
+                .get(0);
+            rt.block_on(
+                client.batch_execute(&format!("ALTER DATABASE {} SET default_transaction_read_only = on", quote(&database))),
+            )
+            .map_err(pg_err("freezing writes (ALTER DATABASE … SET default_transaction_read_only)"))?;
+            // Sessions opened before the setting write as before: ended (an application
+            // reconnects, read-only, and its writes fail with SQLSTATE 25006).
+            let ended = self.end_sessions(client, "")?;
+            tracing::info!(%database, ended, "writes frozen");
+            Ok(token)
+        })
+    }
+
+    fn unfreeze(&self, token: &str) -> Result<()> {
+        self.admin(|client| {
+            let database = self.database(client)?;
+            runtime()
+                .block_on(client.batch_execute(&format!("ALTER DATABASE {} RESET default_transaction_read_only", quote(&database))))
+                .map_err(pg_err("unfreezing writes (ALTER DATABASE … RESET default_transaction_read_only)"))?;
+            // Sessions opened during the freeze are read-only for life: ended, so they reconnect
+            // writable.
+            let since = if token.is_empty() { String::new() } else { format!("AND backend_start >= {}::timestamptz", literal(token)) };
+            self.end_sessions(client, &since)?;
+            Ok(())
+        })
+    }
+
+    fn frozen(&self) -> Result<bool> {
+        self.admin(|client| {
+            Ok(runtime()
+                .block_on(client.query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase \
+                     WHERE d.datname = current_database() AND s.setrole = 0 \
+                     AND 'default_transaction_read_only=on' = ANY (s.setconfig))",
+                    &[],
+                ))
+                .map_err(pg_err("reading the database's settings"))?
+                .get(0))
+        })
     }
 }
 

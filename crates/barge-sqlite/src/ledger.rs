@@ -45,6 +45,13 @@ CREATE TABLE IF NOT EXISTS barge_watermarks (
   value TEXT NOT NULL,
   updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
   PRIMARY KEY (name, source_table)
+);
+CREATE TABLE IF NOT EXISTS barge_documents (
+  name TEXT NOT NULL,
+  key TEXT NOT NULL,
+  body TEXT NOT NULL,
+  updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+  PRIMARY KEY (name, key)
 );";
 
 /// A ledger store in a SQLite file. A run it owns is locked by an exclusive `flock` on the file
@@ -268,6 +275,20 @@ impl LedgerStore for SqliteLedger {
                 params![name, table, json(value)],
             )
             .map(drop)
+        })
+    }
+
+    fn document(&self, name: &str, key: &str) -> Result<Option<String>> {
+        self.tx("reading the state file", |tx| {
+            tx.query_row("SELECT body FROM barge_documents WHERE name = ?1 AND key = ?2", [name, key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn set_document(&self, name: &str, key: &str, body: &str) -> Result<()> {
+        self.tx("writing the state file", |tx| {
+            tx.execute("INSERT OR REPLACE INTO barge_documents (name, key, body) VALUES (?1, ?2, ?3)", [name, key, body])
+                .map(drop)
         })
     }
 }

@@ -151,6 +151,30 @@ pub trait Target: Send + Sync {
     fn change_positions(&self) -> Option<&dyn super::ChangePositions> {
         None
     }
+
+    /// Stopping the application's writes to the database (`barge migrate`'s switchover).
+    fn write_freeze(&self) -> Option<&dyn WriteFreeze> {
+        None
+    }
+}
+
+/// Capability: the database made read-only to every session but barge's own, and writable again
+/// (the write freeze of `barge migrate switchover` and `rollback`).
+pub trait WriteFreeze: Send + Sync {
+    /// How the freeze is made, for messages (`default_transaction_read_only on database app, …`).
+    fn freeze_method(&self) -> String;
+
+    /// Stops writes: once it returns, no transaction of another session commits on this database
+    /// until [`Self::unfreeze`] (a session that was writing is ended or waited for). Returns a
+    /// token to give [`Self::unfreeze`] (it may run in another process). Freezing a frozen
+    /// database is harmless.
+    fn freeze(&self) -> Result<String>;
+
+    /// Lets writes through again; `token` is what [`Self::freeze`] returned (empty when lost).
+    fn unfreeze(&self, token: &str) -> Result<()>;
+
+    /// Whether the database is frozen now.
+    fn frozen(&self) -> Result<bool>;
 }
 
 /// A target's limit on the bytes of one row.

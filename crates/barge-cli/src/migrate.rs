@@ -1,0 +1,1527 @@
+//! `barge migrate`: a zero-downtime (blue-green) migration of a live database.
+//!
+//! ```text
+//!  planned ─▶ copying ─▶ catching-up ─▶ validating ─switchover─▶ switched ─complete─▶ completed
+//!   (start)   (bulk)     (lag > catch_up_lag)  (verify + shadow reads)   │ (reverse sync)
+//!                                                                        └─rollback─▶ rolled-back
+//! ```
+//!
+//! `migrate start` is the one long-running process: it runs the forward sync (bulk copy, then
+//! change capture), verifies every table again and again and compares a sample of the changed
+//! keys on both sides (shadow reads) while validating, and after a switchover runs the reverse
+//! sync (target → source). It writes its live status to the state store once a second. The
+//! other commands run from any shell: they read that status, and `switchover`, `rollback` and
+//! `complete` change the phase in the state store, which `start` follows within a quarter of a
+//! second. The phase, its history and every switch window are kept in the state store, so a
+//! `start` killed in any phase continues where it was.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use barge_core::Error;
+use barge_core::ledger::LedgerStore;
+use barge_pipeline::{Migration, Pipeline};
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use super::{EXIT_MISMATCH, EXIT_RUNTIME, check_ledger, default_state, engines, open_ledger};
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    #[command(subcommand)]
+    command: MigrateCommand,
+}
+
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// Run the migration: bulk copy, change capture, continuous validation; after a switchover,
+    /// the reverse sync. Runs until the migration is completed or rolled back (or SIGINT/SIGTERM;
+    /// start it again to continue).
+    Start(Common),
+    /// The phase and its history, lag, change rate, verification coverage, mismatches and the
+    /// switchover's preconditions.
+    Status(Common),
+    /// Freeze the source's writes, drain, verify, move the target's sequences on, start the
+    /// reverse sync, run the hook: the target takes the writes from now on.
+    Switchover(Switch),
+    /// After a switchover: freeze the target, drain the reverse sync, verify, move the source's
+    /// sequences on and let it take writes again.
+    Rollback(Switch),
+    /// End the migration: stop the reverse sync and remove the streams barge made on both sides.
+    Complete(Common),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// The pipeline file, with its `[migration]` section.
+    pipeline: PathBuf,
+    /// Where the migration's state is kept (a SQLite file or postgres://…; default
+    /// NAME.state.db beside the pipeline file).
+    #[arg(long)]
+    state: Option<String>,
+    /// JSON on stdout (`start`: one status object a second).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Clone)]
+struct Switch {
+    #[command(flatten)]
+    common: Common,
+    /// Refuse unless the lag is at most this many seconds (default: the pipeline's `max_lag`).
+    #[arg(long)]
+    max_lag: Option<f64>,
+    /// Give up (and unfreeze) when the switch takes longer than this many seconds (default:
+    /// the pipeline's `freeze_timeout`).
+    #[arg(long)]
+    freeze_timeout: Option<f64>,
+}
+
+/// The phases of a migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Planned,
+    Copying,
+    CatchingUp,
+    Validating,
+    Switched,
+    Completed,
+    RolledBack,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Planned => "planned",
+            Phase::Copying => "copying",
+            Phase::CatchingUp => "catching-up",
+            Phase::Validating => "validating",
+            Phase::Switched => "switched",
+            Phase::Completed => "completed",
+            Phase::RolledBack => "rolled-back",
+        }
+    }
+
+    /// Phases in which the forward sync runs.
+    fn forward(self) -> bool {
+        matches!(self, Phase::Planned | Phase::Copying | Phase::CatchingUp | Phase::Validating)
+    }
+}
+
+/// One step of the phase history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Step {
+    phase: Phase,
+    at: String,
+    note: String,
+}
+
+/// A switchover's or rollback's write freeze.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Window {
+    /// From the freeze to the other side taking writes (the hook run).
+    freeze_ms: u64,
+    at: String,
+    /// The position drained to before the switch.
+    drained_to: String,
+    /// Tables verified during the freeze.
+    verified: Vec<String>,
+    /// Rows compared by that verification.
+    rows_verified: u64,
+    /// Each step's milliseconds: freeze, drain, verify, sequences, stream, hook.
+    steps: BTreeMap<String, u64>,
+}
+
+/// The migration as the state store keeps it (document `migration`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    phase: Phase,
+    since: String,
+    history: Vec<Step>,
+    /// The tables migrated (same names on both sides).
+    tables: Vec<String>,
+    /// The forward stream (source → target) and the reverse one (target → source).
+    forward: String,
+    reverse: String,
+    /// While the source is frozen: the freeze's token (to unfreeze it).
+    source_frozen: Option<String>,
+    target_frozen: Option<String>,
+    switchover: Option<Window>,
+    rollback: Option<Window>,
+    /// Why the last switchover or rollback failed.
+    last_error: Option<String>,
+    /// Nothing barge made is left (after `complete`).
+    cleaned: bool,
+}
+
+impl Record {
+    fn enter(&mut self, phase: Phase, note: impl Into<String>) {
+        self.phase = phase;
+        self.since = now_text();
+        self.history.push(Step { phase, at: self.since.clone(), note: note.into() });
+    }
+}
+
+/// Coverage of the continuous verification.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Coverage {
+    /// Full passes over every table completed.
+    passes: u64,
+    /// The pass running now: tables done of all.
+    tables_done: usize,
+    tables_total: usize,
+    /// Rows compared by the last full pass.
+    rows_compared: u64,
+    /// Keys that differed while a change was in flight and matched once it was applied.
+    in_flight: u64,
+    last_pass_finished: Option<String>,
+    last_pass_seconds: f64,
+}
+
+/// What the shadow reads did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Shadow {
+    /// Share of changed keys read from both sides, in percent.
+    percent: f64,
+    /// Keys sampled and compared.
+    compared: u64,
+    /// Keys that differed, then matched once the stream passed them.
+    in_flight: u64,
+    /// Keys waiting to be checked again.
+    pending: usize,
+}
+
+/// A difference that lasted after the stream passed it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Mismatch {
+    table: String,
+    key: serde_json::Value,
+    /// `missing` (not in the target), `extra` (only in the target) or `changed`.
+    kind: String,
+    /// `verification` or `shadow read`.
+    found_by: String,
+    since: String,
+}
+
+/// The running `migrate start` (document `live`), written about once a second.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Live {
+    pid: u32,
+    /// Seconds since the epoch of the last write.
+    updated: f64,
+    running: bool,
+    /// `forward` (source → target) or `reverse`.
+    direction: String,
+    lag_seconds: f64,
+    lag_bytes: u64,
+    changes_per_s: f64,
+    applied_total: u64,
+    source_position: String,
+    applied_position: String,
+    tables: Vec<barge_exec::SyncTable>,
+    verification: Coverage,
+    shadow: Shadow,
+    mismatches: Vec<Mismatch>,
+    /// Per table: when a change to it was last applied, and when a verification of it that
+    /// found no difference last started (seconds since the epoch).
+    changed_at: BTreeMap<String, f64>,
+    verified_at: BTreeMap<String, f64>,
+}
+
+impl Live {
+    /// Persistent mismatches per row compared.
+    fn error_rate(&self) -> f64 {
+        let compared = self.shadow.compared + self.verification.rows_compared;
+        self.mismatches.len() as f64 / compared.max(1) as f64
+    }
+
+    /// The tables changed since their last clean verification.
+    fn unverified(&self, tables: &[String]) -> Vec<String> {
+        tables
+            .iter()
+            .filter(|t| match (self.changed_at.get(*t), self.verified_at.get(*t)) {
+                (_, None) => true,
+                (Some(changed), Some(verified)) => changed >= verified,
+                (None, Some(_)) => false,
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the `start` process wrote within the last few seconds.
+    fn fresh(&self) -> bool {
+        self.running && now() - self.updated < STALE_AFTER
+    }
+}
+
+/// A `start` that has not written its status for this long is not running.
+const STALE_AFTER: f64 = 5.0;
+
+/// How often `start` reads the phase the other commands may have changed.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// Times a differing key is checked again after the stream passed it before it is persistent.
+const RECHECKS: u32 = 3;
+
+fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn now_text() -> String {
+    let micros = (now() * 1e6) as i64;
+    let mut text = String::new();
+    barge_core::text::format_datetime(micros, true, &mut text);
+    text
+}
+
+/// A pipeline file's migration, opened.
+struct Opened {
+    pipeline: Pipeline,
+    settings: Migration,
+    name: String,
+    state: String,
+    store: Arc<dyn LedgerStore>,
+}
+
+const RECORD: &str = "migration";
+const LIVE: &str = "live";
+
+impl Opened {
+    fn open(common: &Common) -> Result<Opened, Error> {
+        let pipeline = Pipeline::load(&common.pipeline)?;
+        let Some(settings) = pipeline.migration.clone() else {
+            return Err(Error::Config(format!(
+                "pipeline {}: no [migration] section (barge migrate needs one; `strategy = \"blue-green\"` is enough)",
+                common.pipeline.display()
+            )));
+        };
+        let (stem, default) = default_state(&pipeline);
+        let name = settings.name.clone().unwrap_or(stem);
+        let state = common.state.clone().unwrap_or(default);
+        check_ledger(&state)?;
+        let store = open_ledger(&state)?;
+        Ok(Opened { pipeline, settings, name, state, store })
+    }
+
+    fn record(&self) -> Result<Option<Record>, Error> {
+        self.store
+            .document(&self.name, RECORD)?
+            .map(|body| serde_json::from_str(&body).map_err(|e| Error::engine("reading the migration's state", e)))
+            .transpose()
+    }
+
+    /// The record, which must exist (`start` makes it).
+    fn existing(&self) -> Result<Record, Error> {
+        self.record()?.ok_or_else(|| {
+            Error::Config(format!(
+                "{} holds no migration `{}`: run `barge migrate start {}` first",
+                self.store.describe(),
+                self.name,
+                self.pipeline.path.display()
+            ))
+        })
+    }
+
+    fn save(&self, record: &Record) -> Result<(), Error> {
+        let body = serde_json::to_string(record).map_err(|e| Error::engine("writing the migration's state", e))?;
+        self.store.set_document(&self.name, RECORD, &body)
+    }
+
+    fn live(&self) -> Result<Live, Error> {
+        Ok(self
+            .store
+            .document(&self.name, LIVE)?
+            .and_then(|body| serde_json::from_str(&body).ok())
+            .unwrap_or_default())
+    }
+
+    fn save_live(&self, live: &Live) -> Result<(), Error> {
+        let body = serde_json::to_string(live).map_err(|e| Error::engine("writing the migration's status", e))?;
+        self.store.set_document(&self.name, LIVE, &body)
+    }
+
+    /// Stream names from the migration's name: what a slot name may hold.
+    fn streams(&self) -> (String, String) {
+        let mut base: String = self
+            .name
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(40)
+            .collect();
+        base.insert_str(0, "m_");
+        (base.clone(), format!("{base}_rev"))
+    }
+}
+
+impl MigrateArgs {
+    pub fn json(&self) -> bool {
+        match &self.command {
+            MigrateCommand::Start(c) | MigrateCommand::Status(c) | MigrateCommand::Complete(c) => c.json,
+            MigrateCommand::Switchover(s) | MigrateCommand::Rollback(s) => s.common.json,
+        }
+    }
+}
+
+pub fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        MigrateCommand::Start(common) => start(&common),
+        MigrateCommand::Status(common) => status(&common),
+        MigrateCommand::Switchover(switch) => switchover(&switch),
+        MigrateCommand::Rollback(switch) => rollback(&switch),
+        MigrateCommand::Complete(common) => complete(&common),
+    }
+}
+
+/// The two databases, each opened as a source (to read changes and rows) and as a target (to
+/// write, freeze, and keep positions).
+struct Sides {
+    source: Arc<dyn barge_core::Source>,
+    target: Arc<dyn barge_core::Source>,
+    source_out: Arc<dyn barge_core::Target>,
+    target_out: Arc<dyn barge_core::Target>,
+}
+
+impl Sides {
+    fn open(pipeline: &Pipeline) -> Result<Sides, Error> {
+        let registry = engines::registry();
+        let (from, to) = (pipeline.source.clone(), pipeline.target.clone());
+        let (source_engine, target_engine) = (registry.for_url(&from)?, registry.for_url(&to)?);
+        Ok(Sides {
+            source: source_engine.open_source(&from)?,
+            target: target_engine.open_source(&to)?,
+            source_out: source_engine.open_target(&from)?,
+            target_out: target_engine.open_target(&to)?,
+        })
+    }
+
+    /// (source, target), or (target, source) for `reverse`.
+    fn feed(&self, reverse: bool) -> Result<&dyn barge_core::ChangeFeed, Error> {
+        let side = if reverse { &self.target } else { &self.source };
+        side.change_feed().ok_or_else(|| {
+            Error::Config(format!(
+                "{} has no change stream: a migration syncs both ways (PostgreSQL or MySQL/MariaDB on each side)",
+                side.display_name()
+            ))
+        })
+    }
+
+    fn positions(&self, reverse: bool) -> Result<&dyn barge_core::ChangePositions, Error> {
+        let side = if reverse { &self.source_out } else { &self.target_out };
+        side.change_positions().ok_or_else(|| Error::unsupported(side.display_name(), "keep change positions"))
+    }
+
+    fn freeze(&self, target: bool) -> Result<&dyn barge_core::WriteFreeze, Error> {
+        let side = if target { &self.target_out } else { &self.source_out };
+        side.write_freeze().ok_or_else(|| Error::unsupported(side.display_name(), "freeze writes (migrate)"))
+    }
+
+    /// Where a stream has applied everything before (its recorded start-or-idle position).
+    fn applied(&self, stream: &str, reverse: bool) -> Result<Option<u64>, Error> {
+        Ok(self.positions(reverse)?.positions(stream)?.into_iter().find(|(t, _)| t.is_empty()).map(|(_, p)| p))
+    }
+}
+
+/// What `start` checks before anything is made: a migration must be able to run both ways.
+fn preflight(opened: &Opened, sides: &Sides) -> Result<Vec<String>, Error> {
+    let path = opened.pipeline.path.display();
+    for table in &opened.pipeline.tables {
+        let reshaped = table.target != table.source
+            || table.filter.is_some()
+            || !table.columns.is_empty()
+            || !table.drop.is_empty()
+            || table.incremental.is_some();
+        if reshaped {
+            return Err(Error::Config(format!(
+                "pipeline {path}: table `{}` is renamed, filtered or transformed: a migration syncs back after the \
+                 switchover, so each table must arrive as it is (drop `target`, `where`, `columns`, `drop` and \
+                 `mode`)",
+                table.source
+            )));
+        }
+    }
+    sides.feed(false)?;
+    sides.feed(true)?;
+    sides.freeze(false)?;
+    sides.freeze(true)?;
+    // The reverse stream's prerequisites on the target's server, before the first row moves.
+    sides.feed(true)?.check(&[])?;
+    let tables: Vec<String> = if opened.pipeline.tables.is_empty() {
+        sides.source.list_tables()?
+    } else {
+        opened.pipeline.tables.iter().map(|t| t.source.clone()).collect()
+    };
+    if tables.is_empty() {
+        return Err(Error::Config(format!("{}: no tables to migrate", sides.source.display_name())));
+    }
+    Ok(tables)
+}
+
+/// Sync arguments for one direction.
+fn sync_args(opened: &Opened, record: &Record, reverse: bool) -> Result<super::sync::SyncArgs, Error> {
+    let mut argv: Vec<String> = Vec::new();
+    let state = opened.state.clone();
+    if reverse {
+        argv.extend(["--from".into(), opened.pipeline.target.clone(), "--to".into(), opened.pipeline.source.clone()]);
+        for table in &record.tables {
+            argv.extend(["--table".into(), table.clone()]);
+        }
+        argv.extend(["--stream".into(), record.reverse.clone(), "--if-exists".into(), "append".into()]);
+    } else {
+        argv.push(opened.pipeline.path.display().to_string());
+        argv.extend(["--stream".into(), record.forward.clone()]);
+    }
+    argv.extend(["--state".into(), state, "--batch-changes".into(), "20000".into()]);
+    let mut args = super::sync::SyncArgs::parse_from(&argv)?;
+    args.quiet = true;
+    Ok(args)
+}
+
+/// What the threads of `start` share.
+struct Shared {
+    opened: Opened,
+    sides: Sides,
+    record: Mutex<Record>,
+    live: Mutex<Live>,
+    /// SIGINT/SIGTERM: stop everything.
+    quit: Arc<AtomicBool>,
+    json: bool,
+}
+
+impl Shared {
+    fn phase(&self) -> Phase {
+        self.record.lock().expect("record lock").phase
+    }
+
+    /// Moves the phase on from `from` to `to`, as the store holds it now (another command may
+    /// have moved it meanwhile: then nothing changes).
+    fn advance(&self, from: Phase, to: Phase, note: &str) -> Result<(), Error> {
+        let mut current = self.opened.existing()?;
+        if current.phase == from {
+            current.enter(to, note);
+            self.opened.save(&current)?;
+            eprintln!("migrate {}: {} ({note})", self.opened.name, to.name());
+        }
+        *self.record.lock().expect("record lock") = current;
+        Ok(())
+    }
+}
+
+fn start(common: &Common) -> anyhow::Result<ExitCode> {
+    let opened = Opened::open(common)?;
+    let sides = Sides::open(&opened.pipeline)?;
+    let record = match opened.record()? {
+        Some(record) => record,
+        None => {
+            let tables = preflight(&opened, &sides)?;
+            let (forward, reverse) = opened.streams();
+            let mut record = Record {
+                phase: Phase::Planned,
+                since: now_text(),
+                history: Vec::new(),
+                tables,
+                forward,
+                reverse,
+                source_frozen: None,
+                target_frozen: None,
+                switchover: None,
+                rollback: None,
+                last_error: None,
+                cleaned: false,
+            };
+            record.enter(Phase::Planned, format!("strategy {}", opened.settings.strategy));
+            opened.save(&record)?;
+            record
+        }
+    };
+    if matches!(record.phase, Phase::Completed | Phase::RolledBack) {
+        eprintln!("migrate {}: the migration is {}: nothing to run", opened.name, record.phase.name());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let quit = Arc::new(AtomicBool::new(false));
+    {
+        let quit = quit.clone();
+        let _ = ctrlc::set_handler(move || quit.store(true, Ordering::SeqCst));
+    }
+    let shared = Shared {
+        live: Mutex::new(Live {
+            pid: std::process::id(),
+            running: true,
+            shadow: Shadow { percent: opened.settings.shadow_reads, ..Shadow::default() },
+            ..opened.live()?
+        }),
+        opened,
+        sides,
+        record: Mutex::new(record),
+        quit,
+        json: common.json,
+    };
+    let shared = &shared;
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| reporter(shared, &done));
+        let (keys, sampled) = std::sync::mpsc::sync_channel::<(String, TextKey)>(SHADOW_QUEUE);
+        scope.spawn(|| shadow_reads(shared, sampled, &done));
+        scope.spawn(|| verifier(shared, &done));
+        let result = directions(shared, keys);
+        done.store(true, Ordering::SeqCst);
+        result
+    });
+    let mut live = shared.live.lock().expect("live lock").clone();
+    live.running = false;
+    live.updated = now();
+    shared.opened.save_live(&live)?;
+    result
+}
+
+/// Sampled keys waiting for their shadow read, at most (more are not sampled).
+const SHADOW_QUEUE: usize = 10_000;
+
+/// Runs the sync the phase asks for, one direction after the other, until the migration ends or
+/// SIGINT/SIGTERM.
+fn directions(shared: &Shared, keys: std::sync::mpsc::SyncSender<(String, TextKey)>) -> anyhow::Result<ExitCode> {
+    let opened = &shared.opened;
+    let percent = opened.settings.shadow_reads;
+    let sample = move |table: &str, changed: &[Vec<Option<String>>]| {
+        {
+            let mut live = shared.live.lock().expect("live lock");
+            live.changed_at.insert(table.to_string(), now());
+        }
+        if percent <= 0.0 || shared.phase() != Phase::Validating {
+            return;
+        }
+        for key in changed {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(table.as_bytes());
+            for part in key {
+                hasher.update(part.as_deref().unwrap_or("\u{0}").as_bytes());
+                hasher.update(&[0]);
+            }
+            let bucket = u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes")) % 10_000;
+            if (bucket as f64) < percent * 100.0 {
+                let _ = keys.try_send((table.to_string(), key.clone()));
+            }
+        }
+    };
+    loop {
+        if shared.quit.load(Ordering::SeqCst) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let record = shared.record.lock().expect("record lock").clone();
+        let reverse = match record.phase {
+            Phase::Completed | Phase::RolledBack => {
+                eprintln!("migrate {}: {}: done", opened.name, record.phase.name());
+                return Ok(ExitCode::SUCCESS);
+            }
+            Phase::Switched => true,
+            _ => false,
+        };
+        if !reverse && matches!(record.phase, Phase::Planned | Phase::Copying) {
+            let copied = shared.sides.applied(&record.forward, false)?.is_some();
+            let (to, note) = if copied {
+                (Phase::CatchingUp, "the bulk copy is done")
+            } else {
+                (Phase::Copying, "stream opened, bulk copy")
+            };
+            if record.phase != to {
+                shared.advance(record.phase, to, note)?;
+            }
+        }
+        shared.live.lock().expect("live lock").direction = if reverse { "reverse" } else { "forward" }.into();
+        // Stopped when SIGINT/SIGTERM comes or the phase leaves this direction's.
+        let stop = Arc::new(AtomicBool::new(false));
+        let code = std::thread::scope(|scope| -> anyhow::Result<ExitCode> {
+            let watching = stop.clone();
+            let watcher = scope.spawn(move || watch(shared, reverse, &watching));
+            let catch_up = opened.settings.catch_up_lag;
+            let mut tell = |status: &barge_exec::SyncStatus| {
+                {
+                    let mut live = shared.live.lock().expect("live lock");
+                    live.lag_seconds = status.lag_seconds;
+                    live.lag_bytes = status.lag_bytes;
+                    live.changes_per_s = status.changes_per_s;
+                    live.applied_total = status.applied_total;
+                    live.source_position = status.source_position.clone();
+                    live.applied_position = status.applied_position.clone();
+                    live.tables = status.tables.clone();
+                }
+                let phase = shared.phase();
+                let moved = match phase {
+                    Phase::Copying => shared.advance(phase, Phase::CatchingUp, "the bulk copy is done"),
+                    Phase::CatchingUp if status.lag_seconds <= catch_up => {
+                        shared.advance(phase, Phase::Validating, &format!("lag {:.2} s", status.lag_seconds))
+                    }
+                    _ => Ok(()),
+                };
+                if let Err(e) = moved {
+                    tracing::warn!("recording the phase: {e}");
+                }
+            };
+            let control = super::sync::Control {
+                stop: stop.clone(),
+                status: &mut tell,
+                changed: if reverse { None } else { Some(&sample) },
+            };
+            let code = super::sync::sync_with(sync_args(opened, &record, reverse)?, control);
+            stop.store(true, Ordering::SeqCst);
+            let _ = watcher.join();
+            code
+        })?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+    }
+}
+
+/// Sets `stop` when SIGINT/SIGTERM comes or the phase (as the store holds it) leaves the
+/// direction's; keeps the shared record current.
+fn watch(shared: &Shared, reverse: bool, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        if shared.quit.load(Ordering::SeqCst) {
+            break;
+        }
+        match shared.opened.record() {
+            Ok(Some(record)) => {
+                let phase = record.phase;
+                *shared.record.lock().expect("record lock") = record;
+                let stays = if reverse { phase == Phase::Switched } else { phase.forward() };
+                if !stays {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("reading the migration's state: {e}"),
+        }
+        std::thread::sleep(WATCH_EVERY);
+    }
+    stop.store(true, Ordering::SeqCst);
+}
+
+/// Writes the live status once a second (and prints it with `--json`, or a line every ten
+/// seconds on stderr).
+fn reporter(shared: &Shared, done: &AtomicBool) {
+    let mut last_line = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        let live = {
+            let mut live = shared.live.lock().expect("live lock");
+            live.updated = now();
+            live.clone()
+        };
+        if let Err(e) = shared.opened.save_live(&live) {
+            tracing::warn!("writing the migration's status: {e}");
+        }
+        let record = shared.record.lock().expect("record lock").clone();
+        if shared.json {
+            println!("{}", serde_json::to_string(&report(&shared.opened, &record, &live, None)).unwrap_or_default());
+        } else if last_line.elapsed() >= Duration::from_secs(10) {
+            eprintln!(
+                "migrate {}: {} ({}), lag {:.2} s, {:.0} changes/s, {} verification pass(es), {} mismatch(es)",
+                shared.opened.name,
+                record.phase.name(),
+                live.direction,
+                live.lag_seconds,
+                live.changes_per_s,
+                live.verification.passes,
+                live.mismatches.len()
+            );
+            last_line = Instant::now();
+        }
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until && !done.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Rows of one table on both sides, to compare.
+struct TablePair {
+    source: barge_core::TableInfo,
+    target: barge_core::TableInfo,
+    key: Vec<String>,
+}
+
+/// A key as sync names it: each value's text (a number as written, a string as it is).
+type TextKey = Vec<Option<String>>;
+
+/// Each row's canonical hash, by its key.
+fn rows_by_key(table: &str, key: &[String], rows: &barge_core::KeyRows) -> Result<HashMap<TextKey, u128>, Error> {
+    let mut out = HashMap::new();
+    let mut scratch = Vec::new();
+    for batch in &rows.rows {
+        let schema = batch.schema();
+        let indices: Vec<usize> = key
+            .iter()
+            .map(|k| schema.index_of(k).map_err(|_| Error::engine("shadow read", format!("no key column `{k}`"))))
+            .collect::<Result<_, _>>()?;
+        let keys = barge_verify::RowEncoder::for_columns(table, batch, &indices)?;
+        let values = barge_verify::RowEncoder::new(table, batch)?;
+        for row in 0..batch.num_rows() {
+            let serde_json::Value::Array(parts) = keys.json_row(row) else { continue };
+            let text = parts
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s),
+                    other => Some(other.to_string()),
+                })
+                .collect();
+            out.insert(text, values.row_hash(row, &mut scratch));
+        }
+    }
+    Ok(out)
+}
+
+/// A key whose sides differed, waiting for the stream to pass `position`.
+struct Pending {
+    table: String,
+    key: TextKey,
+    position: u64,
+    rounds: u32,
+}
+
+/// Reads sampled changed keys from both sides and compares them; a key that differs is read
+/// again once the stream passed the source's position of the read, and counted persistent when
+/// it still differs after [`RECHECKS`] such reads.
+fn shadow_reads(shared: &Shared, sampled: std::sync::mpsc::Receiver<(String, TextKey)>, done: &AtomicBool) {
+    let mut pairs: HashMap<String, TablePair> = HashMap::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    while !done.load(Ordering::SeqCst) {
+        let mut batch: Vec<(String, Vec<Option<String>>)> = Vec::new();
+        if let Ok(first) = sampled.recv_timeout(Duration::from_millis(500)) {
+            batch.push(first);
+            batch.extend(sampled.try_iter().take(2_000));
+        }
+        if shared.phase() != Phase::Validating {
+            pending.clear();
+            continue;
+        }
+        if let Err(e) = shadow_round(shared, &mut pairs, &mut pending, batch) {
+            tracing::warn!("shadow reads: {e}");
+        }
+        shared.live.lock().expect("live lock").shadow.pending = pending.len();
+    }
+}
+
+fn shadow_round(
+    shared: &Shared,
+    pairs: &mut HashMap<String, TablePair>,
+    pending: &mut Vec<Pending>,
+    fresh: Vec<(String, Vec<Option<String>>)>,
+) -> Result<(), Error> {
+    let sides = &shared.sides;
+    let forward = shared.record.lock().expect("record lock").forward.clone();
+    let applied = sides.applied(&forward, false)?.unwrap_or(0);
+    // Fresh keys, and pending ones the stream has passed.
+    let mut due: Vec<(String, Vec<Option<String>>, u32)> = fresh.into_iter().map(|(t, k)| (t, k, 0)).collect();
+    pending.retain(|p| {
+        if p.position <= applied {
+            due.push((p.table.clone(), p.key.clone(), p.rounds));
+            false
+        } else {
+            true
+        }
+    });
+    if due.is_empty() {
+        return Ok(());
+    }
+    let mut by_table: BTreeMap<String, Vec<(Vec<Option<String>>, u32)>> = BTreeMap::new();
+    for (table, key, rounds) in due {
+        by_table.entry(table).or_default().push((key, rounds));
+    }
+    let (source_feed, target_feed) = (sides.feed(false)?, sides.feed(true)?);
+    for (table, keys) in by_table {
+        if !pairs.contains_key(&table) {
+            let source = sides.source.table(&table)?;
+            let target = sides.target.table(&table)?;
+            let key = source.change_key().iter().map(|k| k.to_string()).collect();
+            pairs.insert(table.clone(), TablePair { source, target, key });
+        }
+        let pair = &pairs[&table];
+        let texts: Vec<TextKey> = keys.iter().map(|(k, _)| k.clone()).collect();
+        let on_source = rows_by_key(&table, &pair.key, &source_feed.read_keys(&pair.source, &texts)?)?;
+        let on_target = rows_by_key(&table, &pair.key, &target_feed.read_keys(&pair.target, &texts)?)?;
+        // Every change committed before this is applied once the stream passes it.
+        let position = source_feed.current_position()?;
+        let mut live = shared.live.lock().expect("live lock");
+        for (key, rounds) in keys {
+            let (here, there) = (on_source.get(&key), on_target.get(&key));
+            let shown = serde_json::Value::Array(
+                key.iter().map(|v| v.clone().map_or(serde_json::Value::Null, serde_json::Value::String)).collect(),
+            );
+            if here == there {
+                live.shadow.compared += 1;
+                if rounds > 0 {
+                    live.shadow.in_flight += 1;
+                }
+                live.mismatches.retain(|m| !(m.table == table && m.found_by == SHADOW && m.key == shown));
+            } else if rounds + 1 >= RECHECKS {
+                live.shadow.compared += 1;
+                let kind = match (here, there) {
+                    (Some(_), None) => "missing",
+                    (None, Some(_)) => "extra",
+                    _ => "changed",
+                };
+                if !live.mismatches.iter().any(|m| m.table == table && m.key == shown) {
+                    live.mismatches.push(Mismatch {
+                        table: table.clone(),
+                        key: shown,
+                        kind: kind.into(),
+                        found_by: SHADOW.into(),
+                        since: now_text(),
+                    });
+                }
+            } else {
+                pending.push(Pending { table: table.clone(), key, position, rounds: rounds + 1 });
+            }
+        }
+    }
+    Ok(())
+}
+
+const SHADOW: &str = "shadow read";
+
+/// Verifies every table again and again while validating (a pass at most every `verify_every`
+/// seconds), waiting out changes in flight as `barge verify` does under a live sync.
+fn verifier(shared: &Shared, done: &AtomicBool) {
+    let every = Duration::from_secs(shared.opened.settings.verify_every);
+    let mut last: Option<Instant> = None;
+    while !done.load(Ordering::SeqCst) {
+        let due = last.is_none_or(|at| at.elapsed() >= every);
+        if shared.phase() != Phase::Validating || !due {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        last = Some(Instant::now());
+        if let Err(e) = verify_pass(shared, done) {
+            tracing::warn!("verification pass: {e}");
+        }
+    }
+}
+
+fn verify_pass(shared: &Shared, done: &AtomicBool) -> Result<(), Error> {
+    let record = shared.record.lock().expect("record lock").clone();
+    let sides = &shared.sides;
+    let started = Instant::now();
+    {
+        let mut live = shared.live.lock().expect("live lock");
+        live.verification.tables_done = 0;
+        live.verification.tables_total = record.tables.len();
+    }
+    let (mut rows, mut in_flight) = (0u64, 0u64);
+    for table in &record.tables {
+        if done.load(Ordering::SeqCst) || shared.phase() != Phase::Validating {
+            return Ok(());
+        }
+        let at = now();
+        let live_stream = barge_exec::LiveStream {
+            feed: sides.feed(false)?,
+            positions: sides.positions(false)?,
+            stream: &record.forward,
+            timeout: Duration::from_secs(60),
+            rounds: RECHECKS as usize,
+        };
+        let report = verify_between(sides, &shared.opened.pipeline, std::slice::from_ref(table), Some(&live_stream))?;
+        let mut live = shared.live.lock().expect("live lock");
+        live.mismatches.retain(|m| !(m.table == *table && m.found_by == VERIFICATION));
+        for verdict in &report.tables {
+            rows += verdict.source_rows;
+            in_flight += verdict.in_flight;
+            if verdict.diff.is_empty() {
+                live.verified_at.insert(table.clone(), at);
+                continue;
+            }
+            let kinds = [("missing", &verdict.diff.missing), ("extra", &verdict.diff.extra), ("changed", &verdict.diff.changed)];
+            for (kind, keys) in kinds {
+                for key in keys {
+                    live.mismatches.push(Mismatch {
+                        table: table.clone(),
+                        key: key.clone(),
+                        kind: kind.into(),
+                        found_by: VERIFICATION.into(),
+                        since: now_text(),
+                    });
+                }
+            }
+        }
+        live.verification.tables_done += 1;
+    }
+    let mut live = shared.live.lock().expect("live lock");
+    live.verification.passes += 1;
+    live.verification.rows_compared = rows;
+    live.verification.in_flight += in_flight;
+    live.verification.last_pass_finished = Some(now_text());
+    live.verification.last_pass_seconds = started.elapsed().as_secs_f64();
+    Ok(())
+}
+
+const VERIFICATION: &str = "verification";
+
+/// Verifies `tables` of the two sides (exact when `live` is none: the source is frozen and the
+/// stream drained).
+fn verify_between(
+    sides: &Sides,
+    pipeline: &Pipeline,
+    tables: &[String],
+    live: Option<&barge_exec::LiveStream<'_>>,
+) -> Result<barge_exec::VerifyReport, Error> {
+    let request = barge_plan::CopyRequest {
+        tables: tables.iter().map(barge_plan::TableRequest::named).collect(),
+        workers: pipeline.workers.unwrap_or_else(super::default_workers),
+        ..barge_plan::CopyRequest::default()
+    };
+    let plan = barge_plan::plan_sources(sides.source.as_ref(), &request)?;
+    let options = barge_exec::ExecOptions::new(
+        request.workers,
+        pipeline.batch_rows.unwrap_or(super::DEFAULT_BATCH_ROWS),
+        true,
+    );
+    barge_exec::verify(sides.source.as_ref(), sides.target.as_ref(), &plan, &options, &barge_exec::NoProgress, live)
+}
+
+/// One precondition of a switchover.
+#[derive(Clone, Debug, Serialize)]
+struct Precondition {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+/// The status as `status` shows it and `start --json` prints it.
+#[derive(Clone, Debug, Serialize)]
+struct Report {
+    migration: String,
+    state: String,
+    phase: Phase,
+    since: String,
+    history: Vec<Step>,
+    running: bool,
+    direction: String,
+    lag_seconds: f64,
+    lag_bytes: u64,
+    changes_per_s: f64,
+    applied_total: u64,
+    applied_position: String,
+    source_position: String,
+    tables: Vec<barge_exec::SyncTable>,
+    verification: Coverage,
+    shadow: Shadow,
+    mismatches: Vec<Mismatch>,
+    error_rate: f64,
+    error_threshold: f64,
+    unverified_tables: Vec<String>,
+    /// Whether `switchover` would go ahead now, and each check.
+    switchover_allowed: bool,
+    preconditions: Vec<Precondition>,
+    source_frozen: bool,
+    target_frozen: bool,
+    switchover: Option<Window>,
+    rollback: Option<Window>,
+    last_error: Option<String>,
+    cleaned: bool,
+}
+
+fn report(opened: &Opened, record: &Record, live: &Live, max_lag: Option<f64>) -> Report {
+    let preconditions = preconditions(opened, record, live, max_lag);
+    Report {
+        migration: opened.name.clone(),
+        state: opened.store.describe(),
+        phase: record.phase,
+        since: record.since.clone(),
+        history: record.history.clone(),
+        running: live.fresh(),
+        direction: live.direction.clone(),
+        lag_seconds: live.lag_seconds,
+        lag_bytes: live.lag_bytes,
+        changes_per_s: live.changes_per_s,
+        applied_total: live.applied_total,
+        applied_position: live.applied_position.clone(),
+        source_position: live.source_position.clone(),
+        tables: live.tables.clone(),
+        verification: live.verification.clone(),
+        shadow: live.shadow.clone(),
+        mismatches: live.mismatches.clone(),
+        error_rate: live.error_rate(),
+        error_threshold: opened.settings.error_threshold,
+        unverified_tables: live.unverified(&record.tables),
+        switchover_allowed: preconditions.iter().all(|p| p.ok),
+        preconditions,
+        source_frozen: record.source_frozen.is_some(),
+        target_frozen: record.target_frozen.is_some(),
+        switchover: record.switchover.clone(),
+        rollback: record.rollback.clone(),
+        last_error: record.last_error.clone(),
+        cleaned: record.cleaned,
+    }
+}
+
+fn preconditions(opened: &Opened, record: &Record, live: &Live, max_lag: Option<f64>) -> Vec<Precondition> {
+    let max_lag = max_lag.unwrap_or(opened.settings.max_lag);
+    let threshold = opened.settings.error_threshold;
+    vec![
+        Precondition {
+            name: "phase",
+            ok: record.phase == Phase::Validating,
+            detail: format!("the phase is {} (a switchover needs validating)", record.phase.name()),
+        },
+        Precondition {
+            name: "running",
+            ok: live.fresh(),
+            detail: if live.fresh() {
+                format!("migrate start is running (pid {})", live.pid)
+            } else {
+                "migrate start is not running (it drains the changes during the switch): start it".into()
+            },
+        },
+        Precondition {
+            name: "lag",
+            ok: live.fresh() && live.lag_seconds <= max_lag,
+            detail: format!("lag {:.2} s (at most {max_lag} s)", live.lag_seconds),
+        },
+        Precondition {
+            name: "verified",
+            ok: live.verification.passes > 0,
+            detail: format!("{} full verification pass(es) done", live.verification.passes),
+        },
+        Precondition {
+            name: "mismatches",
+            ok: live.error_rate() <= threshold,
+            detail: format!(
+                "{} persistent mismatch(es) in {} rows compared: rate {:.6} (threshold {threshold})",
+                live.mismatches.len(),
+                live.shadow.compared + live.verification.rows_compared,
+                live.error_rate()
+            ),
+        },
+    ]
+}
+
+fn status(common: &Common) -> anyhow::Result<ExitCode> {
+    let opened = Opened::open(common)?;
+    let record = opened.existing()?;
+    let live = opened.live()?;
+    let report = report(&opened, &record, &live, None);
+    if common.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", render_status(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_status(r: &Report) -> String {
+    let mut out = format!("migration {} ({})\nphase: {} since {}\n", r.migration, r.state, r.phase.name(), r.since);
+    for step in &r.history {
+        out.push_str(&format!("  {}  {:<12} {}\n", step.at, step.phase.name(), step.note));
+    }
+    out.push_str(&format!(
+        "migrate start: {}\nlag: {:.2} s ({} bytes), {:.0} changes/s, {} changes applied ({})\n",
+        if r.running { format!("running, {}", r.direction) } else { "not running".into() },
+        r.lag_seconds,
+        r.lag_bytes,
+        r.changes_per_s,
+        r.applied_total,
+        r.direction
+    ));
+    out.push_str(&format!(
+        "verification: {} pass(es), this one {}/{} tables, {} rows compared in the last, {} key(s) in flight\n",
+        r.verification.passes,
+        r.verification.tables_done,
+        r.verification.tables_total,
+        r.verification.rows_compared,
+        r.verification.in_flight
+    ));
+    out.push_str(&format!(
+        "shadow reads: {}% of changed keys, {} compared, {} in flight, {} pending\n",
+        r.shadow.percent, r.shadow.compared, r.shadow.in_flight, r.shadow.pending
+    ));
+    out.push_str(&format!(
+        "mismatches: {} (rate {:.6}, threshold {})\n",
+        r.mismatches.len(),
+        r.error_rate,
+        r.error_threshold
+    ));
+    for m in r.mismatches.iter().take(20) {
+        out.push_str(&format!("  {} {} {} (by {}, since {})\n", m.table, m.key, m.kind, m.found_by, m.since));
+    }
+    out.push_str(&format!("switchover: {}\n", if r.switchover_allowed { "allowed" } else { "not allowed" }));
+    for p in &r.preconditions {
+        out.push_str(&format!("  [{}] {}: {}\n", if p.ok { "x" } else { " " }, p.name, p.detail));
+    }
+    for (what, window) in [("switchover", &r.switchover), ("rollback", &r.rollback)] {
+        if let Some(w) = window {
+            out.push_str(&format!("{what}: at {}, writes frozen {} ms, drained to {}\n", w.at, w.freeze_ms, w.drained_to));
+        }
+    }
+    if r.source_frozen || r.target_frozen {
+        out.push_str(&format!(
+            "frozen: {}\n",
+            [(r.source_frozen, "source"), (r.target_frozen, "target")]
+                .iter()
+                .filter(|(f, _)| *f)
+                .map(|(_, s)| *s)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(error) = &r.last_error {
+        out.push_str(&format!("last error: {error}\n"));
+    }
+    out.trim_end().to_string()
+}
+
+/// A refusal: nothing was changed (exit 3).
+fn refuse(json: bool, what: &str, reasons: &[String]) -> ExitCode {
+    if json {
+        println!("{}", serde_json::json!({"ok": false, "refused": what, "reasons": reasons}));
+    } else {
+        eprintln!("error: {what} refused, nothing changed:");
+        for reason in reasons {
+            eprintln!("  - {reason}");
+        }
+    }
+    ExitCode::from(EXIT_MISMATCH)
+}
+
+/// Runs the pipeline's hook for `event`, if it has one.
+fn run_hook(settings: &Migration, event: &str) -> Result<(), Error> {
+    let Some(hook) = &settings.hook else { return Ok(()) };
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(hook)
+        .env("BARGE_MIGRATE_EVENT", event)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| Error::engine("running the hook", e))?;
+    if !status.success() {
+        return Err(Error::engine("running the hook", format!("it exited with {status}")));
+    }
+    Ok(())
+}
+
+/// Times the steps of a switch.
+struct Steps {
+    started: Instant,
+    last: Instant,
+    steps: BTreeMap<String, u64>,
+    deadline: Instant,
+}
+
+impl Steps {
+    fn new(timeout: f64) -> Steps {
+        let now = Instant::now();
+        Steps { started: now, last: now, steps: BTreeMap::new(), deadline: now + Duration::from_secs_f64(timeout) }
+    }
+
+    fn done(&mut self, step: &str) -> Result<(), Error> {
+        self.steps.insert(step.to_string(), self.last.elapsed().as_millis() as u64);
+        self.last = Instant::now();
+        if Instant::now() > self.deadline {
+            return Err(Error::engine("switching", format!("the freeze timeout passed (after {step})")));
+        }
+        Ok(())
+    }
+}
+
+/// Waits until `stream` applied everything before `position`, or the deadline.
+fn drain(sides: &Sides, stream: &str, reverse: bool, position: u64, deadline: Instant) -> Result<(), Error> {
+    loop {
+        if sides.applied(stream, reverse)?.is_some_and(|p| p >= position) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::engine(
+                "draining the changes",
+                "the freeze timeout passed before the stream applied the last changes (is migrate start running?)",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn switchover(args: &Switch) -> anyhow::Result<ExitCode> {
+    let opened = Opened::open(&args.common)?;
+    let mut record = opened.existing()?;
+    let live = opened.live()?;
+    let failed: Vec<String> =
+        preconditions(&opened, &record, &live, args.max_lag).into_iter().filter(|p| !p.ok).map(|p| p.detail).collect();
+    if !failed.is_empty() {
+        return Ok(refuse(args.common.json, "switchover", &failed));
+    }
+    let sides = Sides::open(&opened.pipeline)?;
+    let timeout = args.freeze_timeout.unwrap_or(opened.settings.freeze_timeout);
+    let mut steps = Steps::new(timeout);
+    let freeze = sides.freeze(false)?;
+    let token = freeze.freeze()?;
+    record.source_frozen = Some(token.clone());
+    opened.save(&record)?;
+    let result = switch(&opened, &sides, &mut record, &live, &mut steps);
+    match result {
+        Ok(mut window) => {
+            window.freeze_ms = steps.started.elapsed().as_millis() as u64;
+            window.steps = steps.steps;
+            record.switchover = Some(window.clone());
+            record.last_error = None;
+            record.enter(Phase::Switched, format!("writes frozen {} ms", window.freeze_ms));
+            opened.save(&record)?;
+            if args.common.json {
+                println!("{}", serde_json::json!({"ok": true, "phase": "switched", "switchover": window}));
+            } else {
+                println!(
+                    "migrate {}: switched over; the source's writes were frozen {} ms (drained to {}, verified {} \
+                     table(s), {} rows); the reverse sync keeps the source current",
+                    opened.name,
+                    window.freeze_ms,
+                    window.drained_to,
+                    window.verified.len(),
+                    window.rows_verified
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            // Back to where it was: the source takes writes again, no reverse stream is left.
+            let undone = freeze.unfreeze(&token);
+            if let Ok(feed) = sides.feed(true) {
+                let _ = feed.drop_stream(&record.reverse);
+            }
+            if let Ok(positions) = sides.positions(true) {
+                let _ = positions.forget(&record.reverse);
+            }
+            record.source_frozen = if undone.is_ok() { None } else { Some(token) };
+            let message = format!(
+                "switchover failed after {} ms: {error}; the source {}",
+                steps.started.elapsed().as_millis(),
+                match &undone {
+                    Ok(()) => "takes writes again".to_string(),
+                    Err(e) => format!("could not be unfrozen ({e}): run `barge migrate rollback` to retry"),
+                }
+            );
+            record.last_error = Some(message.clone());
+            opened.save(&record)?;
+            if args.common.json {
+                println!("{}", serde_json::json!({"ok": false, "phase": record.phase, "error": message}));
+            } else {
+                eprintln!("error: {message}");
+            }
+            Ok(ExitCode::from(EXIT_RUNTIME))
+        }
+    }
+}
+
+/// The steps of a switchover once the source is frozen.
+fn switch(opened: &Opened, sides: &Sides, record: &mut Record, live: &Live, steps: &mut Steps) -> Result<Window, Error> {
+    steps.done("freeze")?;
+    let source_feed = sides.feed(false)?;
+    let position = source_feed.current_position()?;
+    drain(sides, &record.forward, false, position, steps.deadline)?;
+    steps.done("drain")?;
+    // The tables changed since their last clean verification, exact now (nothing moves).
+    let changed = live.unverified(&record.tables);
+    let mut rows = 0;
+    if !changed.is_empty() {
+        let report = verify_between(sides, &opened.pipeline, &changed, None)?;
+        rows = report.tables.iter().map(|t| t.source_rows).sum();
+        if let Some(t) = report.tables.iter().find(|t| !t.diff.is_empty()) {
+            return Err(Error::engine(
+                "verifying the frozen tables",
+                format!(
+                    "`{}` differs: {} missing, {} extra, {} changed (first keys: {})",
+                    t.table,
+                    t.diff.missing_total,
+                    t.diff.extra_total,
+                    t.diff.changed_total,
+                    serde_json::to_string(&[&t.diff.missing, &t.diff.extra, &t.diff.changed]).unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    steps.done("verify")?;
+    if let Some(objects) = sides.target_out.schema_objects() {
+        for table in &record.tables {
+            objects.continue_identities(table)?;
+        }
+    }
+    steps.done("sequences")?;
+    // The reverse stream starts here: every write the target takes from now on goes back.
+    let target_feed = sides.feed(true)?;
+    let infos: Vec<barge_core::TableInfo> =
+        record.tables.iter().map(|t| sides.target.table(t)).collect::<Result<_, _>>()?;
+    target_feed.check(&infos)?;
+    let start = target_feed.open_stream(&record.reverse, &infos)?;
+    sides.positions(true)?.record(&record.reverse, "", start)?;
+    steps.done("reverse stream")?;
+    run_hook(&opened.settings, "switchover")?;
+    steps.done("hook")?;
+    Ok(Window {
+        freeze_ms: 0,
+        at: now_text(),
+        drained_to: source_feed.describe_position(position),
+        verified: changed,
+        rows_verified: rows,
+        steps: BTreeMap::new(),
+    })
+}
+
+fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
+    let opened = Opened::open(&args.common)?;
+    let mut record = opened.existing()?;
+    let live = opened.live()?;
+    let mut reasons = Vec::new();
+    if record.phase != Phase::Switched {
+        reasons.push(format!("the phase is {} (a rollback follows a switchover)", record.phase.name()));
+    }
+    if !live.fresh() {
+        reasons.push("migrate start is not running (it drains the reverse sync during the rollback): start it".into());
+    }
+    if !reasons.is_empty() {
+        return Ok(refuse(args.common.json, "rollback", &reasons));
+    }
+    let sides = Sides::open(&opened.pipeline)?;
+    let timeout = args.freeze_timeout.unwrap_or(opened.settings.freeze_timeout);
+    let mut steps = Steps::new(timeout);
+    let freeze = sides.freeze(true)?;
+    let token = freeze.freeze()?;
+    record.target_frozen = Some(token.clone());
+    opened.save(&record)?;
+    let result = (|| -> Result<Window, Error> {
+        steps.done("freeze")?;
+        let target_feed = sides.feed(true)?;
+        let position = target_feed.current_position()?;
+        drain(&sides, &record.reverse, true, position, steps.deadline)?;
+        steps.done("drain")?;
+        let report = verify_between(&sides, &opened.pipeline, &record.tables, None)?;
+        if let Some(t) = report.tables.iter().find(|t| !t.diff.is_empty()) {
+            return Err(Error::engine(
+                "verifying the frozen tables",
+                format!("`{}` differs: {} missing, {} extra, {} changed", t.table, t.diff.missing_total, t.diff.extra_total, t.diff.changed_total),
+            ));
+        }
+        steps.done("verify")?;
+        if let Some(objects) = sides.source_out.schema_objects() {
+            for table in &record.tables {
+                objects.continue_identities(table)?;
+            }
+        }
+        steps.done("sequences")?;
+        if let Some(token) = &record.source_frozen {
+            sides.freeze(false)?.unfreeze(token)?;
+        }
+        steps.done("unfreeze source")?;
+        run_hook(&opened.settings, "rollback")?;
+        steps.done("hook")?;
+        Ok(Window {
+            freeze_ms: 0,
+            at: now_text(),
+            drained_to: target_feed.describe_position(position),
+            verified: record.tables.clone(),
+            rows_verified: report.tables.iter().map(|t| t.source_rows).sum(),
+            steps: BTreeMap::new(),
+        })
+    })();
+    match result {
+        Ok(mut window) => {
+            window.freeze_ms = steps.started.elapsed().as_millis() as u64;
+            window.steps = steps.steps;
+            record.source_frozen = None;
+            record.rollback = Some(window.clone());
+            record.last_error = None;
+            record.enter(Phase::RolledBack, format!("writes frozen {} ms", window.freeze_ms));
+            opened.save(&record)?;
+            if args.common.json {
+                println!("{}", serde_json::json!({"ok": true, "phase": "rolled-back", "rollback": window}));
+            } else {
+                println!(
+                    "migrate {}: rolled back; writes were frozen {} ms; the source takes writes again (the target \
+                     stays read-only; `barge migrate complete` removes what barge made)",
+                    opened.name, window.freeze_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            let undone = freeze.unfreeze(&token);
+            record.target_frozen = if undone.is_ok() { None } else { Some(token) };
+            let message = format!(
+                "rollback failed after {} ms: {error}; the target {}",
+                steps.started.elapsed().as_millis(),
+                if undone.is_ok() { "takes writes again" } else { "could not be unfrozen" }
+            );
+            record.last_error = Some(message.clone());
+            opened.save(&record)?;
+            if args.common.json {
+                println!("{}", serde_json::json!({"ok": false, "phase": record.phase, "error": message}));
+            } else {
+                eprintln!("error: {message}");
+            }
+            Ok(ExitCode::from(EXIT_RUNTIME))
+        }
+    }
+}
+
+fn complete(common: &Common) -> anyhow::Result<ExitCode> {
+    let opened = Opened::open(common)?;
+    let mut record = opened.existing()?;
+    if !matches!(record.phase, Phase::Switched | Phase::RolledBack | Phase::Completed) {
+        let reason = format!(
+            "the phase is {}: complete follows a switchover (or a rollback)",
+            record.phase.name()
+        );
+        return Ok(refuse(common.json, "complete", &[reason]));
+    }
+    if record.phase == Phase::Switched {
+        record.enter(Phase::Completed, "reverse sync stopped");
+    } else if record.phase == Phase::RolledBack {
+        record.history.push(Step { phase: Phase::RolledBack, at: now_text(), note: "completed".into() });
+    }
+    opened.save(&record)?;
+    // `start` follows the phase within a second and stops; its streams are removed after.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while opened.live()?.fresh() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if opened.live()?.fresh() {
+        return Err(Error::engine("completing", "migrate start did not stop within 30 s").into());
+    }
+    let sides = Sides::open(&opened.pipeline)?;
+    let mut removed = Vec::new();
+    for (stream, reverse) in [(&record.forward, false), (&record.reverse, true)] {
+        let retained = sides.feed(reverse)?.drop_stream(stream)?;
+        sides.positions(reverse)?.forget(stream)?;
+        removed.push(serde_json::json!({"stream": stream, "on": if reverse { "target" } else { "source" },
+                                        "existed": retained.is_some()}));
+    }
+    record.cleaned = true;
+    opened.save(&record)?;
+    let frozen: Vec<&str> =
+        [(record.source_frozen.is_some(), "source"), (record.target_frozen.is_some(), "target")]
+            .into_iter()
+            .filter(|(f, _)| *f)
+            .map(|(_, s)| s)
+            .collect();
+    if common.json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": true, "phase": record.phase, "removed": removed, "read_only": frozen})
+        );
+    } else {
+        println!(
+            "migrate {}: {}; removed both streams (slots, publications and positions){}",
+            opened.name,
+            record.phase.name(),
+            if frozen.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; the {} stays read-only, as retired: `barge migrate complete` does not reopen it",
+                    frozen.join(" and ")
+                )
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
