@@ -52,7 +52,17 @@ enum MigrateCommand {
     /// sequences on and let it take writes again.
     Rollback(Switch),
     /// End the migration: stop the reverse sync and remove the streams barge made on both sides.
-    Complete(Common),
+    Complete(Finish),
+}
+
+#[derive(Args, Clone)]
+struct Finish {
+    #[command(flatten)]
+    common: Common,
+    /// Also let the retired side (the source after a switchover, the target after a rollback)
+    /// take writes again; by default it stays read-only.
+    #[arg(long)]
+    reopen: bool,
 }
 
 #[derive(Args, Clone)]
@@ -219,6 +229,9 @@ struct Live {
     direction: String,
     lag_seconds: f64,
     lag_bytes: u64,
+    /// When the sync last reported (seconds since the epoch): a sync that stopped reporting
+    /// (waiting on a lock, a server gone) is lagging by that long at least.
+    status_at: f64,
     changes_per_s: f64,
     applied_total: u64,
     source_position: String,
@@ -251,6 +264,12 @@ impl Live {
             })
             .cloned()
             .collect()
+    }
+
+    /// The lag, counting the time the sync has not reported for (it reports once a second).
+    fn lag(&self) -> f64 {
+        let silent = if self.status_at > 0.0 { (self.updated - self.status_at - 1.0).max(0.0) } else { 0.0 };
+        self.lag_seconds + silent
     }
 
     /// Whether the `start` process wrote within the last few seconds.
@@ -300,6 +319,7 @@ impl Opened {
                 common.pipeline.display()
             )));
         };
+        check_reversible(&pipeline)?;
         let (stem, default) = default_state(&pipeline);
         let name = settings.name.clone().unwrap_or(stem);
         let state = common.state.clone().unwrap_or(default);
@@ -362,7 +382,8 @@ impl Opened {
 impl MigrateArgs {
     pub fn json(&self) -> bool {
         match &self.command {
-            MigrateCommand::Start(c) | MigrateCommand::Status(c) | MigrateCommand::Complete(c) => c.json,
+            MigrateCommand::Start(c) | MigrateCommand::Status(c) => c.json,
+            MigrateCommand::Complete(f) => f.common.json,
             MigrateCommand::Switchover(s) | MigrateCommand::Rollback(s) => s.common.json,
         }
     }
@@ -374,7 +395,7 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         MigrateCommand::Status(common) => status(&common),
         MigrateCommand::Switchover(switch) => switchover(&switch),
         MigrateCommand::Rollback(switch) => rollback(&switch),
-        MigrateCommand::Complete(common) => complete(&common),
+        MigrateCommand::Complete(finish) => complete(&finish),
     }
 }
 
@@ -427,10 +448,10 @@ impl Sides {
     }
 }
 
-/// What `start` checks before anything is made: a migration must be able to run both ways.
-fn preflight(opened: &Opened, sides: &Sides) -> Result<Vec<String>, Error> {
-    let path = opened.pipeline.path.display();
-    for table in &opened.pipeline.tables {
+/// A migration syncs back after the switchover: each table must arrive as it is.
+fn check_reversible(pipeline: &Pipeline) -> Result<(), Error> {
+    let path = pipeline.path.display();
+    for table in &pipeline.tables {
         let reshaped = table.target != table.source
             || table.filter.is_some()
             || !table.columns.is_empty()
@@ -445,6 +466,11 @@ fn preflight(opened: &Opened, sides: &Sides) -> Result<Vec<String>, Error> {
             )));
         }
     }
+    Ok(())
+}
+
+/// What `start` checks before anything is made: a migration must be able to run both ways.
+fn preflight(opened: &Opened, sides: &Sides) -> Result<Vec<String>, Error> {
     sides.feed(false)?;
     sides.feed(true)?;
     sides.freeze(false)?;
@@ -632,7 +658,14 @@ fn directions(shared: &Shared, keys: std::sync::mpsc::SyncSender<(String, TextKe
                 shared.advance(record.phase, to, note)?;
             }
         }
-        shared.live.lock().expect("live lock").direction = if reverse { "reverse" } else { "forward" }.into();
+        {
+            let mut live = shared.live.lock().expect("live lock");
+            live.direction = if reverse { "reverse" } else { "forward" }.into();
+            // Silence counts from here until the sync first reports (a copy, a wait on a lock).
+            if live.status_at == 0.0 {
+                live.status_at = now();
+            }
+        }
         // Stopped when SIGINT/SIGTERM comes or the phase leaves this direction's.
         let stop = Arc::new(AtomicBool::new(false));
         let code = std::thread::scope(|scope| -> anyhow::Result<ExitCode> {
@@ -643,6 +676,7 @@ fn directions(shared: &Shared, keys: std::sync::mpsc::SyncSender<(String, TextKe
                 {
                     let mut live = shared.live.lock().expect("live lock");
                     live.lag_seconds = status.lag_seconds;
+                    live.status_at = now();
                     live.lag_bytes = status.lag_bytes;
                     live.changes_per_s = status.changes_per_s;
                     live.applied_total = status.applied_total;
@@ -688,7 +722,14 @@ fn watch(shared: &Shared, reverse: bool, stop: &AtomicBool) {
         match shared.opened.record() {
             Ok(Some(record)) => {
                 let phase = record.phase;
+                let forward = record.forward.clone();
                 *shared.record.lock().expect("record lock") = record;
+                // The bulk copy is done once the stream's start is recorded in the target.
+                if phase == Phase::Copying && matches!(shared.sides.applied(&forward, false), Ok(Some(_))) {
+                    if let Err(e) = shared.advance(phase, Phase::CatchingUp, "the bulk copy is done") {
+                        tracing::warn!("recording the phase: {e}");
+                    }
+                }
                 let stays = if reverse { phase == Phase::Switched } else { phase.forward() };
                 if !stays {
                     break;
@@ -724,7 +765,7 @@ fn reporter(shared: &Shared, done: &AtomicBool) {
                 shared.opened.name,
                 record.phase.name(),
                 live.direction,
-                live.lag_seconds,
+                live.lag(),
                 live.changes_per_s,
                 live.verification.passes,
                 live.mismatches.len()
@@ -1035,7 +1076,7 @@ fn report(opened: &Opened, record: &Record, live: &Live, max_lag: Option<f64>) -
         history: record.history.clone(),
         running: live.fresh(),
         direction: live.direction.clone(),
-        lag_seconds: live.lag_seconds,
+        lag_seconds: live.lag(),
         lag_bytes: live.lag_bytes,
         changes_per_s: live.changes_per_s,
         applied_total: live.applied_total,
@@ -1079,8 +1120,8 @@ fn preconditions(opened: &Opened, record: &Record, live: &Live, max_lag: Option<
         },
         Precondition {
             name: "lag",
-            ok: live.fresh() && live.lag_seconds <= max_lag,
-            detail: format!("lag {:.2} s (at most {max_lag} s)", live.lag_seconds),
+            ok: live.fresh() && live.lag() <= max_lag,
+            detail: format!("lag {:.2} s (at most {max_lag} s)", live.lag()),
         },
         Precondition {
             name: "verified",
@@ -1463,7 +1504,8 @@ fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn complete(common: &Common) -> anyhow::Result<ExitCode> {
+fn complete(finish: &Finish) -> anyhow::Result<ExitCode> {
+    let common = &finish.common;
     let opened = Opened::open(common)?;
     let mut record = opened.existing()?;
     if !matches!(record.phase, Phase::Switched | Phase::RolledBack | Phase::Completed) {
@@ -1495,6 +1537,13 @@ fn complete(common: &Common) -> anyhow::Result<ExitCode> {
         removed.push(serde_json::json!({"stream": stream, "on": if reverse { "target" } else { "source" },
                                         "existed": retained.is_some()}));
     }
+    if finish.reopen {
+        for (token, target) in [(record.source_frozen.take(), false), (record.target_frozen.take(), true)] {
+            if let Some(token) = token {
+                sides.freeze(target)?.unfreeze(&token)?;
+            }
+        }
+    }
     record.cleaned = true;
     opened.save(&record)?;
     let frozen: Vec<&str> =
@@ -1517,7 +1566,7 @@ fn complete(common: &Common) -> anyhow::Result<ExitCode> {
                 String::new()
             } else {
                 format!(
-                    "; the {} stays read-only, as retired: `barge migrate complete` does not reopen it",
+                    "; the {} stays read-only, as retired (`barge migrate complete --reopen` lets it take writes)",
                     frozen.join(" and ")
                 )
             }

@@ -572,6 +572,9 @@ fn copy_args(args: &SyncArgs, endpoints: &Endpoints, if_exists: IfExistsArg, res
     }
 }
 
+/// The `barge_sync` entry of a stream's start while its bulk copy runs (no table has this name).
+const PENDING_START: &str = "(start)";
+
 /// The first run's bulk copy: the stream is opened first (so every change from then on is kept),
 /// then the tables are copied as `copy` does, resuming an interrupted bulk copy from the ledger.
 /// Returns the stream's start, recorded in the target once the copy succeeded; `None` when it
@@ -585,6 +588,16 @@ fn bulk(
     store: &Arc<dyn barge_core::ledger::LedgerStore>,
     from: &str,
 ) -> Result<Option<u64>, Error> {
+    // Where the stream began, once a first run opened it: kept (a MySQL binlog position is not
+    // kept on the server), so that a copy resumed after a crash replays every change since.
+    let pending = positions.positions(stream)?.into_iter().find(|(t, _)| t == PENDING_START).map(|(_, p)| p);
+    if let Some(start) = pending
+        && matches!(store.run_state("copy")?, Some((_, true)))
+    {
+        // The copy finished and the run stopped before recording it.
+        positions.record(stream, "", start)?;
+        return Ok(Some(start));
+    }
     let resume = store.unfinished("copy")?.is_some();
     // Everything is checked before anything is created: the plan, then the source's settings.
     let if_exists = if resume { IfExistsArg::Append } else { args.if_exists };
@@ -597,7 +610,12 @@ fn bulk(
     let infos: Vec<_> = preflight.plan.tables.iter().map(|t| t.source.clone()).collect();
     feed.check(&infos)?;
     drop(preflight);
-    let start = feed.open_stream(stream, &infos)?;
+    let opened = feed.open_stream(stream, &infos)?;
+    let start = match pending {
+        Some(start) if resume => start,
+        _ => opened,
+    };
+    positions.record(stream, PENDING_START, start)?;
     if args.json && !args.quiet {
         println!(
             "{}",

@@ -8,6 +8,7 @@ mod copy;
 mod durability;
 mod faults;
 mod mappings;
+mod migrate;
 mod matrix;
 mod mysql;
 mod pipeline;

@@ -79,6 +79,10 @@ impl PrivatePg {
         format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn sql(&self, sql: &str) -> String {
         self.sql_in("postgres", sql)
     }
@@ -192,6 +196,10 @@ impl PrivateMy {
 
     pub fn url(&self, database: &str) -> String {
         format!("mysql://root@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn sql(&self, sql: &str) -> Option<String> {
