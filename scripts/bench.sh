@@ -36,6 +36,11 @@
 #           (CREATE PUBLICATION / CREATE SUBSCRIPTION between two clusters, catching up the same
 #           backlog); MariaDB → PostgreSQL apply rate of ROWS single-row update transactions; and
 #           the bulk phase of a first `sync` against `barge copy` of the same 1,000,000-row table.
+# migrate:  the write-freeze windows of `barge migrate` (blue-green) on private servers it starts,
+#           PostgreSQL → PostgreSQL and MariaDB → PostgreSQL, each three times: a fresh migration of
+#           ROWS rows (100,000 by default) validating while an application user commits single-row
+#           inserts at 1,000 rows/s on the source; `switchover` (its `freeze_ms`); the same writer
+#           on the target; `rollback` (its `freeze_ms`); `complete`. Medians are recorded.
 # micro:    the criterion micro-benchmarks of benches/hot_paths.rs (`cargo bench -p barge-benches`).
 # The end-to-end sections alternate raw / barge --no-verify / barge (verified) for three rounds and
 # print medians, ratios and barge's peak RSS.
@@ -43,9 +48,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 case "$what" in
-  sqlite|postgres|pipeline|forecast|mysql|memory|soak|cdc|micro|all) ;;
+  sqlite|postgres|pipeline|forecast|mysql|memory|soak|cdc|migrate|micro|all) ;;
   readme) exec python3 scripts/bench_readme.py ;;
-  *) echo "usage: scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|memory|soak|cdc|micro|all|readme] [ROWS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|memory|soak|cdc|migrate|micro|all|readme] [ROWS]" >&2; exit 2 ;;
 esac
 cargo build --release --quiet
 barge=$PWD/target/release/barge
@@ -440,6 +445,7 @@ cdc_pg_start() { # $1 directory, $2 port
 }
 cdc_pg_stop() { runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$1/data" -m fast stop >/dev/null || true; }
 cdc_cleanup() {
+  [ -n "${migrate_pid:-}" ] && kill "$migrate_pid" 2>/dev/null
   cdc_pg_stop "$cdc/pub"; cdc_pg_stop "$cdc/sub"
   [ -n "${cdc_my_pid:-}" ] && kill "$cdc_my_pid" 2>/dev/null && wait "$cdc_my_pid" 2>/dev/null
   rm -rf "$cdc"
@@ -599,6 +605,104 @@ SQL
   cdc_cleanup; trap - EXIT
 }
 
+# --- Zero-downtime migration: write-freeze windows ------------------------------------------------
+migrate_round() { # $1 pair (pg or my), $2 round: prints "switchover_ms rollback_ms"
+  local pair=$1 r=$2 m="$cdc/m$1$2"
+  mkdir -p "$m"
+  local src dst="postgres://postgres@127.0.0.1:$sub_port/dst$1$r"
+  sub -d postgres -c "CREATE DATABASE dst$1$r"
+  sub -d "dst$1$r" -c "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO appuser" \
+    -c "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO appuser"
+  if [ "$pair" = pg ]; then
+    src="postgres://postgres@127.0.0.1:$pub_port/src$r"
+    pub -d postgres -c "CREATE DATABASE src$r"
+    pub -d "src$r" -c "CREATE TABLE orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(12,2))" \
+      -c "INSERT INTO orders (customer, amount) SELECT 'c' || g, g FROM generate_series(1, $rows) g" \
+      -c "GRANT ALL ON orders, orders_id_seq TO appuser" -c "$steady_pg"
+  else
+    src="mysql://root@127.0.0.1:$my_port/src$r"
+    mariadb "${my[@]}" <<SQL
+CREATE DATABASE src$r; USE src$r;
+CREATE TABLE orders (id bigint AUTO_INCREMENT PRIMARY KEY, customer varchar(40) NOT NULL, amount decimal(12,2));
+INSERT INTO orders (customer, amount) SELECT concat('c', seq), seq FROM seq_1_to_$rows;
+GRANT ALL ON src$r.* TO 'app'@'%'; GRANT ALL ON src$r.* TO 'app'@'localhost';
+DELIMITER //
+$steady_my//
+DELIMITER ;
+SQL
+  fi
+  printf 'source = "%s"\ntarget = "%s"\n[migration]\nverify_every = 2\n' "$src" "$dst" >"$m/mig.toml"
+  "$barge" migrate start "$m/mig.toml" --state "$m/state.db" >/dev/null 2>"$m/start.log" &
+  local start_pid=$!
+  migrate_pid=$start_pid
+  until "$barge" migrate status "$m/mig.toml" --state "$m/state.db" --json 2>/dev/null \
+      | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("switchover_allowed") else 1)' 2>/dev/null
+  do sleep 0.5; done
+  # The application: 1,000 single-row inserts a second, each committed, until a freeze stops it.
+  if [ "$pair" = pg ]; then
+    psql -h 127.0.0.1 -p "$pub_port" -U appuser -d "src$r" -qAt -c "CALL steady(1000, 120)" >/dev/null 2>&1 &
+  else
+    mariadb --protocol=tcp -h 127.0.0.1 -P "$my_port" -uapp -D "src$r" -e "CALL steady(1000, 120)" >/dev/null 2>&1 &
+  fi
+  local writer=$!
+  sleep 5
+  local sw; sw=$("$barge" migrate switchover "$m/mig.toml" --state "$m/state.db" --json)
+  wait "$writer" 2>/dev/null || true
+  sub -d "dst$1$r" -c "$steady_pg"
+  psql -h 127.0.0.1 -p "$sub_port" -U appuser -d "dst$1$r" -qAt -c "CALL steady(1000, 120)" >/dev/null 2>&1 &
+  writer=$!
+  sleep 5
+  local rb; rb=$("$barge" migrate rollback "$m/mig.toml" --state "$m/state.db" --json)
+  wait "$writer" 2>/dev/null || true
+  "$barge" migrate complete "$m/mig.toml" --state "$m/state.db" --reopen >/dev/null
+  wait "$start_pid" || true
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["switchover"]["freeze_ms"], json.loads(sys.argv[2])["rollback"]["freeze_ms"])' "$sw" "$rb"
+}
+section_migrate() {
+  cdc=$(mktemp -d /tmp/barge-migrate.XXXXXX); chmod 755 "$cdc"
+  trap cdc_cleanup EXIT
+  pub_port=$(free_port); cdc_pg_start "$cdc/pub" "$pub_port"
+  sub_port=$(free_port); cdc_pg_start "$cdc/sub" "$sub_port"
+  pub -d postgres -c "CREATE ROLE appuser LOGIN"; sub -d postgres -c "CREATE ROLE appuser LOGIN"
+  steady_pg="CREATE OR REPLACE PROCEDURE steady(rate int, secs int) LANGUAGE plpgsql AS \$\$
+      DECLARE t0 timestamptz := clock_timestamp(); n bigint := 0;
+      BEGIN WHILE clock_timestamp() < t0 + secs * interval '1 second' LOOP
+        WHILE n < (extract(epoch FROM clock_timestamp() - t0) * rate)::bigint LOOP
+          INSERT INTO orders (customer, amount) VALUES ('app', 1); COMMIT; n := n + 1; END LOOP;
+        PERFORM pg_sleep(0.005); END LOOP; END \$\$"
+  steady_my="CREATE PROCEDURE steady(rate int, secs int) SQL SECURITY INVOKER BEGIN
+      DECLARE t0 double DEFAULT unix_timestamp(now(6)); DECLARE n bigint DEFAULT 0;
+      WHILE unix_timestamp(now(6)) < t0 + secs DO
+        WHILE n < (unix_timestamp(now(6)) - t0) * rate DO
+          INSERT INTO orders (customer, amount) VALUES ('app', 1); SET n = n + 1; END WHILE;
+        DO sleep(0.005); END WHILE; END"
+  my_port=$(free_port)
+  mkdir -p "$cdc/my/tmp"; chown -R mysql "$cdc/my"
+  mariadb-install-db --no-defaults --user=mysql --datadir="$cdc/my/data" --tmpdir="$cdc/my/tmp" \
+    --auth-root-authentication-method=normal >/dev/null 2>&1
+  /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$cdc/my/data" --tmpdir="$cdc/my/tmp" --port="$my_port" \
+    --bind-address=127.0.0.1 --socket="$cdc/my/sock" --log-bin=binlog --binlog-format=ROW --binlog-row-image=FULL \
+    --server-id=1 >/dev/null 2>&1 &
+  cdc_my_pid=$!
+  my=(--protocol=tcp -h 127.0.0.1 -P "$my_port" -uroot)
+  until mariadb "${my[@]}" -e 'SELECT 1' >/dev/null 2>&1; do sleep 0.2; done
+  mariadb "${my[@]}" -e "CREATE USER 'app'@'%'; CREATE USER 'app'@'localhost'"
+  echo "migrate_rows=$rows"
+  echo "migrate_writer_rows_per_s=1000"
+  local pair r
+  for pair in pg my; do
+    : >"$work/switch.txt"; : >"$work/rollback.txt"
+    for r in 1 2 3; do
+      read -r sw rb < <(migrate_round "$pair" "$r")
+      echo "$sw" >>"$work/switch.txt"; echo "$rb" >>"$work/rollback.txt"
+      echo "migrate $pair round $r: switchover $sw ms, rollback $rb ms" >&2
+    done
+    local name; name=$([ "$pair" = pg ] && echo postgres_to_postgres || echo mariadb_to_postgres)
+    echo "migrate_${name}_switchover_ms=$(median <"$work/switch.txt")"
+    echo "migrate_${name}_rollback_ms=$(median <"$work/rollback.txt")"
+  done
+}
+
 # --- Recording ---------------------------------------------------------------------------------
 machine() {
   echo "machine_cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
@@ -638,5 +742,6 @@ run mysql 2000000
 run memory 0
 run soak 0
 run cdc 200000
+run migrate 100000
 run micro 0
 python3 scripts/bench_readme.py

@@ -353,30 +353,20 @@ impl Opened {
     }
 
     fn live(&self) -> Result<Live, Error> {
-        Ok(self
-            .store
-            .document(&self.name, LIVE)?
-            .and_then(|body| serde_json::from_str(&body).ok())
-            .unwrap_or_default())
+        Ok(self.store.document(&self.name, LIVE)?.and_then(|body| serde_json::from_str(&body).ok()).unwrap_or_default())
     }
 
     fn save_live(&self, live: &Live) -> Result<(), Error> {
         let body = serde_json::to_string(live).map_err(|e| Error::engine("writing the migration's status", e))?;
         self.store.set_document(&self.name, LIVE, &body)
     }
+}
 
-    /// Stream names from the migration's name: what a slot name may hold.
-    fn streams(&self) -> (String, String) {
-        let mut base: String = self
-            .name
-            .to_ascii_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .take(40)
-            .collect();
-        base.insert_str(0, "m_");
-        (base.clone(), format!("{base}_rev"))
-    }
+/// The forward and reverse streams of migration `name`: what a slot name may hold.
+fn stream_names(name: &str) -> (String, String) {
+    let base: String =
+        name.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).take(40).collect();
+    (format!("m_{base}"), format!("m_{base}_rev"))
 }
 
 impl MigrateArgs {
@@ -540,12 +530,14 @@ impl Shared {
 
 fn start(common: &Common) -> anyhow::Result<ExitCode> {
     let opened = Opened::open(common)?;
+    // One `start` per migration: a second is refused (exit 2) naming the first.
+    opened.store.acquire(&format!("migrate {}", opened.name), &barge_core::ledger::Holder::current())?;
     let sides = Sides::open(&opened.pipeline)?;
     let record = match opened.record()? {
         Some(record) => record,
         None => {
             let tables = preflight(&opened, &sides)?;
-            let (forward, reverse) = opened.streams();
+            let (forward, reverse) = stream_names(&opened.name);
             let mut record = Record {
                 phase: Phase::Planned,
                 since: now_text(),
@@ -725,10 +717,11 @@ fn watch(shared: &Shared, reverse: bool, stop: &AtomicBool) {
                 let forward = record.forward.clone();
                 *shared.record.lock().expect("record lock") = record;
                 // The bulk copy is done once the stream's start is recorded in the target.
-                if phase == Phase::Copying && matches!(shared.sides.applied(&forward, false), Ok(Some(_))) {
-                    if let Err(e) = shared.advance(phase, Phase::CatchingUp, "the bulk copy is done") {
-                        tracing::warn!("recording the phase: {e}");
-                    }
+                if phase == Phase::Copying
+                    && matches!(shared.sides.applied(&forward, false), Ok(Some(_)))
+                    && let Err(e) = shared.advance(phase, Phase::CatchingUp, "the bulk copy is done")
+                {
+                    tracing::warn!("recording the phase: {e}");
                 }
                 let stays = if reverse { phase == Phase::Switched } else { phase.forward() };
                 if !stays {
@@ -858,7 +851,7 @@ fn shadow_round(
     let forward = shared.record.lock().expect("record lock").forward.clone();
     let applied = sides.applied(&forward, false)?.unwrap_or(0);
     // Fresh keys, and pending ones the stream has passed.
-    let mut due: Vec<(String, Vec<Option<String>>, u32)> = fresh.into_iter().map(|(t, k)| (t, k, 0)).collect();
+    let mut due: Vec<(String, TextKey, u32)> = fresh.into_iter().map(|(t, k)| (t, k, 0)).collect();
     pending.retain(|p| {
         if p.position <= applied {
             due.push((p.table.clone(), p.key.clone(), p.rounds));
@@ -870,7 +863,7 @@ fn shadow_round(
     if due.is_empty() {
         return Ok(());
     }
-    let mut by_table: BTreeMap<String, Vec<(Vec<Option<String>>, u32)>> = BTreeMap::new();
+    let mut by_table: BTreeMap<String, Vec<(TextKey, u32)>> = BTreeMap::new();
     for (table, key, rounds) in due {
         by_table.entry(table).or_default().push((key, rounds));
     }
@@ -976,7 +969,11 @@ fn verify_pass(shared: &Shared, done: &AtomicBool) -> Result<(), Error> {
                 live.verified_at.insert(table.clone(), at);
                 continue;
             }
-            let kinds = [("missing", &verdict.diff.missing), ("extra", &verdict.diff.extra), ("changed", &verdict.diff.changed)];
+            let kinds = [
+                ("missing", &verdict.diff.missing),
+                ("extra", &verdict.diff.extra),
+                ("changed", &verdict.diff.changed),
+            ];
             for (kind, keys) in kinds {
                 for key in keys {
                     live.mismatches.push(Mismatch {
@@ -1016,11 +1013,8 @@ fn verify_between(
         ..barge_plan::CopyRequest::default()
     };
     let plan = barge_plan::plan_sources(sides.source.as_ref(), &request)?;
-    let options = barge_exec::ExecOptions::new(
-        request.workers,
-        pipeline.batch_rows.unwrap_or(super::DEFAULT_BATCH_ROWS),
-        true,
-    );
+    let options =
+        barge_exec::ExecOptions::new(request.workers, pipeline.batch_rows.unwrap_or(super::DEFAULT_BATCH_ROWS), true);
     barge_exec::verify(sides.source.as_ref(), sides.target.as_ref(), &plan, &options, &barge_exec::NoProgress, live)
 }
 
@@ -1195,7 +1189,10 @@ fn render_status(r: &Report) -> String {
     }
     for (what, window) in [("switchover", &r.switchover), ("rollback", &r.rollback)] {
         if let Some(w) = window {
-            out.push_str(&format!("{what}: at {}, writes frozen {} ms, drained to {}\n", w.at, w.freeze_ms, w.drained_to));
+            out.push_str(&format!(
+                "{what}: at {}, writes frozen {} ms, drained to {}\n",
+                w.at, w.freeze_ms, w.drained_to
+            ));
         }
     }
     if r.source_frozen || r.target_frozen {
@@ -1355,7 +1352,13 @@ fn switchover(args: &Switch) -> anyhow::Result<ExitCode> {
 }
 
 /// The steps of a switchover once the source is frozen.
-fn switch(opened: &Opened, sides: &Sides, record: &mut Record, live: &Live, steps: &mut Steps) -> Result<Window, Error> {
+fn switch(
+    opened: &Opened,
+    sides: &Sides,
+    record: &mut Record,
+    live: &Live,
+    steps: &mut Steps,
+) -> Result<Window, Error> {
     steps.done("freeze")?;
     let source_feed = sides.feed(false)?;
     let position = source_feed.current_position()?;
@@ -1439,7 +1442,10 @@ fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
         if let Some(t) = report.tables.iter().find(|t| !t.diff.is_empty()) {
             return Err(Error::engine(
                 "verifying the frozen tables",
-                format!("`{}` differs: {} missing, {} extra, {} changed", t.table, t.diff.missing_total, t.diff.extra_total, t.diff.changed_total),
+                format!(
+                    "`{}` differs: {} missing, {} extra, {} changed",
+                    t.table, t.diff.missing_total, t.diff.extra_total, t.diff.changed_total
+                ),
             ));
         }
         steps.done("verify")?;
@@ -1509,10 +1515,7 @@ fn complete(finish: &Finish) -> anyhow::Result<ExitCode> {
     let opened = Opened::open(common)?;
     let mut record = opened.existing()?;
     if !matches!(record.phase, Phase::Switched | Phase::RolledBack | Phase::Completed) {
-        let reason = format!(
-            "the phase is {}: complete follows a switchover (or a rollback)",
-            record.phase.name()
-        );
+        let reason = format!("the phase is {}: complete follows a switchover (or a rollback)", record.phase.name());
         return Ok(refuse(common.json, "complete", &[reason]));
     }
     if record.phase == Phase::Switched {
@@ -1546,17 +1549,13 @@ fn complete(finish: &Finish) -> anyhow::Result<ExitCode> {
     }
     record.cleaned = true;
     opened.save(&record)?;
-    let frozen: Vec<&str> =
-        [(record.source_frozen.is_some(), "source"), (record.target_frozen.is_some(), "target")]
-            .into_iter()
-            .filter(|(f, _)| *f)
-            .map(|(_, s)| s)
-            .collect();
+    let frozen: Vec<&str> = [(record.source_frozen.is_some(), "source"), (record.target_frozen.is_some(), "target")]
+        .into_iter()
+        .filter(|(f, _)| *f)
+        .map(|(_, s)| s)
+        .collect();
     if common.json {
-        println!(
-            "{}",
-            serde_json::json!({"ok": true, "phase": record.phase, "removed": removed, "read_only": frozen})
-        );
+        println!("{}", serde_json::json!({"ok": true, "phase": record.phase, "removed": removed, "read_only": frozen}));
     } else {
         println!(
             "migrate {}: {}; removed both streams (slots, publications and positions){}",
@@ -1573,4 +1572,72 @@ fn complete(finish: &Finish) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_named_as_status_shows_them() {
+        for phase in [
+            Phase::Planned,
+            Phase::Copying,
+            Phase::CatchingUp,
+            Phase::Validating,
+            Phase::Switched,
+            Phase::Completed,
+            Phase::RolledBack,
+        ] {
+            assert_eq!(serde_json::to_value(phase).unwrap(), phase.name());
+            assert_eq!(phase.forward(), !matches!(phase, Phase::Switched | Phase::Completed | Phase::RolledBack));
+        }
+    }
+
+    #[test]
+    fn a_table_is_unverified_until_a_clean_pass_started_after_its_last_change() {
+        let tables = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let mut live = Live::default();
+        assert_eq!(live.unverified(&tables), tables, "nothing verified yet");
+        live.verified_at.insert("a".into(), 10.0);
+        live.verified_at.insert("b".into(), 10.0);
+        live.changed_at.insert("b".into(), 12.0);
+        live.changed_at.insert("c".into(), 5.0);
+        assert_eq!(live.unverified(&tables), ["b", "c"]);
+    }
+
+    #[test]
+    fn the_lag_counts_the_time_the_sync_has_not_reported() {
+        let mut live = Live { lag_seconds: 0.2, updated: 100.0, status_at: 99.5, ..Live::default() };
+        assert_eq!(live.lag(), 0.2, "a report within the second");
+        live.status_at = 96.0;
+        assert!((live.lag() - 3.2).abs() < 1e-9, "{}", live.lag());
+        live.status_at = 0.0;
+        assert_eq!(live.lag(), 0.2, "no report yet in this process");
+    }
+
+    #[test]
+    fn the_error_rate_is_persistent_mismatches_per_row_compared() {
+        let mut live = Live::default();
+        assert_eq!(live.error_rate(), 0.0);
+        live.verification.rows_compared = 900;
+        live.shadow.compared = 100;
+        live.mismatches.push(Mismatch {
+            table: "t".into(),
+            key: serde_json::json!([1]),
+            kind: "changed".into(),
+            found_by: VERIFICATION.into(),
+            since: String::new(),
+        });
+        assert_eq!(live.error_rate(), 0.001);
+    }
+
+    #[test]
+    fn streams_are_named_as_slots_may_be() {
+        let (forward, reverse) =
+            stream_names("Orders-Migration 2026 with a name far longer than any replication slot may be");
+        assert_eq!(forward, "m_orders_migration_2026_with_a_name_far_lo");
+        assert_eq!(reverse, format!("{forward}_rev"));
+        assert!(reverse.len() <= 50);
+    }
 }

@@ -96,7 +96,7 @@ pub struct Control<'a> {
     /// Told each status (once a second, and the last).
     pub status: &'a mut dyn FnMut(&barge_exec::SyncStatus),
     /// Told each table's changed keys once applied (see [`barge_exec::SyncOptions::changed`]).
-    pub changed: Option<&'a (dyn Fn(&str, &[Vec<Option<String>>]) + Sync)>,
+    pub changed: Option<&'a barge_exec::ChangedKeys<'a>>,
 }
 
 impl SyncArgs {

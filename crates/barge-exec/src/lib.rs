@@ -45,7 +45,7 @@ pub use options::ExecOptions;
 pub use progress::{NoProgress, Phase, Progress};
 pub use report::{CopyReport, StageSeconds, TableReport, TableVerdict, VerifyReport, peak_rss_mb};
 pub use retry::DEFAULT_RETRIES;
-pub use sync::{SyncOptions, SyncStatus, SyncTable, sync};
+pub use sync::{ChangedKeys, SyncOptions, SyncStatus, SyncTable, sync};
 pub use verify::run::{LiveStream, Recheck, verify};
 
 /// Batches buffered between the readers and the CPU stage, per reader.

@@ -60,8 +60,11 @@ pub struct SyncOptions<'a> {
     pub replan: &'a (dyn Fn(&TablePlan) -> Result<TablePlan> + Sync),
     /// Told each table's changed keys (by source table) once its share of a batch committed:
     /// what `barge migrate` samples its shadow reads from.
-    pub changed: Option<&'a (dyn Fn(&str, &[Vec<Option<String>>]) + Sync)>,
+    pub changed: Option<&'a ChangedKeys<'a>>,
 }
+
+/// Told a table's changed keys (see [`SyncOptions::changed`]).
+pub type ChangedKeys<'a> = dyn Fn(&str, &[Vec<Option<String>>]) + Sync + 'a;
 
 /// One table's changes applied in a sync run.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]

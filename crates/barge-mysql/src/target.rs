@@ -512,7 +512,10 @@ impl barge_core::ChangePositions for MyTarget {
     fn forget(&self, stream: &str) -> Result<()> {
         let mut conn = self.conn()?;
         conn.exec(POSITIONS_DDL, "creating barge_sync")?;
-        conn.exec(&format!("DELETE FROM barge_sync WHERE stream = {}", literal(stream)), "forgetting change positions")?;
+        conn.exec(
+            &format!("DELETE FROM barge_sync WHERE stream = {}", literal(stream)),
+            "forgetting change positions",
+        )?;
         // The last stream gone, so is the table barge made for them.
         if conn.value("SELECT count(*) FROM barge_sync", "forgetting change positions")?.as_deref() == Some("0") {
             conn.exec("DROP TABLE IF EXISTS barge_sync", "dropping barge_sync")?;

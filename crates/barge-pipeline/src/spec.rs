@@ -273,9 +273,13 @@ impl Pipeline {
                     return Err(Error::Config(format!("{shown}: [migration] {name} must be between 0 and {max}")));
                 }
             }
-            for (name, value) in [("catch_up_lag", m.catch_up_lag), ("max_lag", m.max_lag), ("freeze_timeout", m.freeze_timeout)] {
+            for (name, value) in
+                [("catch_up_lag", m.catch_up_lag), ("max_lag", m.max_lag), ("freeze_timeout", m.freeze_timeout)]
+            {
                 if !(value > 0.0 && value.is_finite()) {
-                    return Err(Error::Config(format!("{shown}: [migration] {name} must be a positive number of seconds")));
+                    return Err(Error::Config(format!(
+                        "{shown}: [migration] {name} must be a positive number of seconds"
+                    )));
                 }
             }
         }

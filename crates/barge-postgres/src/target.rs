@@ -681,7 +681,9 @@ impl PgTarget {
     fn end_sessions(&self, client: &tokio_postgres::Client, filter: &str) -> Result<i64> {
         let rt = runtime();
         let ended: i64 = rt
-            .block_on(client.query_one(&format!("SELECT count(pg_terminate_backend(pid)) {OTHER_SESSIONS} {filter}"), &[]))
+            .block_on(
+                client.query_one(&format!("SELECT count(pg_terminate_backend(pid)) {OTHER_SESSIONS} {filter}"), &[]),
+            )
             .map_err(pg_err("ending the database's other sessions"))?
             .get(0);
         let deadline = std::time::Instant::now() + SESSIONS_GONE;
@@ -721,12 +723,13 @@ impl barge_core::WriteFreeze for PgTarget {
         self.admin(|client| {
             let database = self.database(client)?;
             let rt = runtime();
-            let token: String = rt
-                .block_on(client.query_one("SELECT now()::text", &[]))
-                .map_err(pg_err("reading the time"))?
-                .get(0);
+            let token: String =
+                rt.block_on(client.query_one("SELECT now()::text", &[])).map_err(pg_err("reading the time"))?.get(0);
             rt.block_on(
-                client.batch_execute(&format!("ALTER DATABASE {} SET default_transaction_read_only = on", quote(&database))),
+                client.batch_execute(&format!(
+                    "ALTER DATABASE {} SET default_transaction_read_only = on",
+                    quote(&database)
+                )),
             )
             .map_err(pg_err("freezing writes (ALTER DATABASE … SET default_transaction_read_only)"))?;
             // Sessions opened before the setting write as before: ended (an application
@@ -741,11 +744,20 @@ impl barge_core::WriteFreeze for PgTarget {
         self.admin(|client| {
             let database = self.database(client)?;
             runtime()
-                .block_on(client.batch_execute(&format!("ALTER DATABASE {} RESET default_transaction_read_only", quote(&database))))
+                .block_on(
+                    client.batch_execute(&format!(
+                        "ALTER DATABASE {} RESET default_transaction_read_only",
+                        quote(&database)
+                    )),
+                )
                 .map_err(pg_err("unfreezing writes (ALTER DATABASE … RESET default_transaction_read_only)"))?;
             // Sessions opened during the freeze are read-only for life: ended, so they reconnect
             // writable.
-            let since = if token.is_empty() { String::new() } else { format!("AND backend_start >= {}::timestamptz", literal(token)) };
+            let since = if token.is_empty() {
+                String::new()
+            } else {
+                format!("AND backend_start >= {}::timestamptz", literal(token))
+            };
             self.end_sessions(client, &since)?;
             Ok(())
         })

@@ -287,8 +287,11 @@ impl LedgerStore for SqliteLedger {
 
     fn set_document(&self, name: &str, key: &str, body: &str) -> Result<()> {
         self.tx("writing the state file", |tx| {
-            tx.execute("INSERT OR REPLACE INTO barge_documents (name, key, body) VALUES (?1, ?2, ?3)", [name, key, body])
-                .map(drop)
+            tx.execute(
+                "INSERT OR REPLACE INTO barge_documents (name, key, body) VALUES (?1, ?2, ?3)",
+                [name, key, body],
+            )
+            .map(drop)
         })
     }
 }

@@ -154,7 +154,7 @@ impl App {
                             Ok(_) => {
                                 let mut log = log.lock().unwrap();
                                 log.writes[usize::from(on_target)] += 1;
-                                if n % 3 == 0 {
+                                if n.is_multiple_of(3) {
                                     log.inserted.push(note.clone());
                                 }
                                 break;
@@ -230,8 +230,9 @@ impl Migration {
             &pipeline,
             format!(
                 "source = \"{from}\"\ntarget = \"{to}\"\n\n[migration]\nverify_every = 1\nshadow_reads = 100\n\
-                 hook = \"printf %s \\\"$BARGE_MIGRATE_EVENT\\\" > '{}'\"\n{extra}",
-                side.display()
+                 hook = \"test ! -e '{fail}' && printf %s \\\"$BARGE_MIGRATE_EVENT\\\" > '{}'\"\n{extra}",
+                side.display(),
+                fail = dir.path("fail").display()
             ),
         )
         .unwrap();
@@ -380,10 +381,8 @@ fn migrate_postgres_to_postgres_switches_over_rolls_back_and_completes_while_an_
     let (server, other) = (PrivatePg::start_logical(), PrivatePg::start_logical());
     server.sql("CREATE DATABASE src");
     other.sql("CREATE DATABASE dst");
-    let (source, target) = (
-        Db::Pg { port: server.port(), db: "src".into() },
-        Db::Pg { port: other.port(), db: "dst".into() },
-    );
+    let (source, target) =
+        (Db::Pg { port: server.port(), db: "src".into() }, Db::Pg { port: other.port(), db: "dst".into() });
     source.admin(&format!("{PG_APP} {}", PG_SCHEMA));
     target.admin(PG_APP);
     // Held back on the target by transactions that are not done: the bulk copy's last step (the
@@ -405,7 +404,8 @@ fn migrate_postgres_to_postgres_switches_over_rolls_back_and_completes_while_an_
     std::thread::sleep(Duration::from_secs(1));
     m.kill();
     m.spawn();
-    let apply_held = target.hold("BEGIN; INSERT INTO barge_sync (stream, tbl, position) VALUES ('m_mig', 'orders', 0);");
+    let apply_held =
+        target.hold("BEGIN; INSERT INTO barge_sync (stream, tbl, position) VALUES ('m_mig', 'orders', 0);");
     copy_held.end("ROLLBACK;");
     let status = m.wait_phase("catching-up");
     assert_eq!(status["history"].as_array().unwrap().len(), 3, "{status:#}");
@@ -429,7 +429,11 @@ fn migrate_postgres_to_postgres_switches_over_rolls_back_and_completes_while_an_
     target.admin("UPDATE customers SET name = 'planted' WHERE id = 3");
     wait_until("the planted mismatch", || {
         let status = m.status();
-        status["mismatches"].as_array().unwrap().iter().any(|x| x["table"] == "customers" && x["key"] == serde_json::json!([3]))
+        status["mismatches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["table"] == "customers" && x["key"] == serde_json::json!([3]))
     });
     let reasons = refused(&m.run("switchover", &["--json"]));
     assert!(reasons.contains("1 persistent mismatch"), "{reasons}");
@@ -500,7 +504,8 @@ fn migrate_postgres_to_postgres_switches_over_rolls_back_and_completes_while_an_
     let status = m.status();
     assert_eq!(status["phase"], "rolled-back");
     assert_eq!(status["cleaned"], true);
-    let phases: Vec<&str> = status["history"].as_array().unwrap().iter().map(|s| s["phase"].as_str().unwrap()).collect();
+    let phases: Vec<&str> =
+        status["history"].as_array().unwrap().iter().map(|s| s["phase"].as_str().unwrap()).collect();
     assert_eq!(phases[..6], ["planned", "copying", "catching-up", "validating", "switched", "rolled-back"]);
     m.run("complete", &["--reopen"]).assert_code(0);
     assert_eq!(pg_frozen(&target), "off");
@@ -508,8 +513,10 @@ fn migrate_postgres_to_postgres_switches_over_rolls_back_and_completes_while_an_
 
 fn my_app_user(server: &PrivateMy, db: &str) {
     server
-        .sql(&format!("CREATE USER IF NOT EXISTS 'app'@'%'; CREATE USER IF NOT EXISTS 'app'@'localhost'; \
-                       GRANT ALL ON {db}.* TO 'app'@'%'; GRANT ALL ON {db}.* TO 'app'@'localhost'"))
+        .sql(&format!(
+            "CREATE USER IF NOT EXISTS 'app'@'%'; CREATE USER IF NOT EXISTS 'app'@'localhost'; \
+                       GRANT ALL ON {db}.* TO 'app'@'%'; GRANT ALL ON {db}.* TO 'app'@'localhost'"
+        ))
         .expect("app user");
 }
 
@@ -535,6 +542,20 @@ fn migrate_mariadb_to_postgres_switches_over_and_the_reverse_sync_keeps_the_sour
     let app = App::start(source.clone(), target.clone(), m.side.clone(), 0);
     m.spawn();
     m.wait_allowed();
+    // A switchover whose hook fails: the source takes writes again, the phase stays, and
+    // status says what happened.
+    std::fs::write(m.dir.path("fail"), "").unwrap();
+    let run = m.run("switchover", &["--json"]);
+    run.assert_code(1);
+    assert!(run.stdout.contains("running the hook"), "{}", run.stdout);
+    assert_eq!(my.sql("SELECT @@GLOBAL.read_only").as_deref(), Some("0"));
+    let status = m.status();
+    assert_eq!(status["phase"], "validating");
+    assert!(status["last_error"].as_str().unwrap().contains("the source takes writes again"), "{status:#}");
+    // No reverse stream is left behind.
+    assert!(pg_leftovers(&target).starts_with("0 slots, 0 publications"), "{}", pg_leftovers(&target));
+    app.wait_writes(0, 10);
+    std::fs::remove_file(m.dir.path("fail")).unwrap();
     let run = m.run("switchover", &["--json"]);
     run.assert_code(0);
     assert_eq!(my.sql("SELECT @@GLOBAL.read_only").as_deref(), Some("1"));
@@ -552,7 +573,10 @@ fn migrate_mariadb_to_postgres_switches_over_and_the_reverse_sync_keeps_the_sour
     run.assert_code(0);
     assert_eq!(m.ended(), Some(0), "{}", m.log());
     assert_eq!(pg_leftovers(&target), "0 slots, 0 publications, 0 barge_sync");
-    assert_eq!(my.sql("SELECT count(*) FROM information_schema.TABLES WHERE TABLE_NAME = 'barge_sync'").as_deref(), Some("0"));
+    assert_eq!(
+        my.sql("SELECT count(*) FROM information_schema.TABLES WHERE TABLE_NAME = 'barge_sync'").as_deref(),
+        Some("0")
+    );
     // The retired source stays read-only until reopened.
     assert_eq!(my.sql("SELECT @@GLOBAL.read_only").as_deref(), Some("1"));
     m.run("complete", &["--reopen"]).assert_code(0);
@@ -596,7 +620,10 @@ fn migrate_postgres_to_mariadb_switches_over_and_rolls_back_with_every_write_on_
     source.app("INSERT INTO orders (customer) VALUES ('after')").unwrap();
     m.run("complete", &[]).assert_code(0);
     assert_eq!(pg_leftovers(&source), "0 slots, 0 publications, 0 barge_sync");
-    assert_eq!(my.sql("SELECT count(*) FROM information_schema.TABLES WHERE TABLE_NAME = 'barge_sync'").as_deref(), Some("0"));
+    assert_eq!(
+        my.sql("SELECT count(*) FROM information_schema.TABLES WHERE TABLE_NAME = 'barge_sync'").as_deref(),
+        Some("0")
+    );
 }
 
 /// What a migration refuses before anything is made (exit 2): a pipeline without a
@@ -612,7 +639,8 @@ fn migrate_refuses_a_reshaped_table_and_a_missing_section_before_connecting() {
     run.assert_code(2);
     assert!(run.stderr.contains("no [migration] section"), "{}", run.stderr);
     let reshaped = dir.path("reshaped.toml");
-    std::fs::write(&reshaped, format!("{urls}[migration]\n[[tables]]\nsource = \"orders\"\ntarget = \"sales\"\n")).unwrap();
+    std::fs::write(&reshaped, format!("{urls}[migration]\n[[tables]]\nsource = \"orders\"\ntarget = \"sales\"\n"))
+        .unwrap();
     let run = barge(&["migrate", "start", reshaped.to_str().unwrap(), "--state", &state]);
     run.assert_code(2);
     assert!(run.stderr.contains("table `orders` is renamed, filtered or transformed"), "{}", run.stderr);

@@ -46,7 +46,7 @@ pub use encode::{ArrowPassthrough, BatchEncoder, Encoded, Native, TargetColumn, 
 pub use factory::{EngineFactory, LedgerStores, Registry, ScratchSpace};
 pub use schema::{DumpedSchema, NotMigrated, RestoreStep, SchemaDump, SchemaObject, SchemaRestore, ViewDef};
 pub use source::{BatchSize, SnapshotInfo, SnapshotReads, Source};
-pub use target::{Conflict, KeyDeletes, RangeClearer, RowLimit, SchemaObjects, TableWriter, Target, WriteFreeze,
-    WriteOptions,
+pub use target::{
+    Conflict, KeyDeletes, RangeClearer, RowLimit, SchemaObjects, TableWriter, Target, WriteFreeze, WriteOptions,
 };
 pub use transform::{Transform, Transformed};
