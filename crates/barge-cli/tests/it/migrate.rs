@@ -403,6 +403,8 @@ fn migrate_postgres_to_postgres_switches_over_rolls_back_and_completes_while_an_
     // kill -9 while copying, then start again: the bulk copy resumes.
     std::thread::sleep(Duration::from_secs(1));
     m.kill();
+    // The killed process's session would record the start once the row is free: ended first.
+    target.admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock'");
     m.spawn();
     let apply_held =
         target.hold("BEGIN; INSERT INTO barge_sync (stream, tbl, position) VALUES ('m_mig', 'orders', 0);");

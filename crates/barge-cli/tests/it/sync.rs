@@ -1161,3 +1161,57 @@ fn sync_matches_whole_rows_of_a_table_with_replica_identity_full_into_every_engi
         barge(&["verify", "--from", &from, "--to", to]).assert_code(0);
     }
 }
+
+/// A MySQL binlog position is kept nowhere on the server: a sync stopped after its bulk copy and
+/// before it recorded the stream's start continues from the first start (kept in the target
+/// while the copy ran), so the changes made meanwhile are applied.
+#[test]
+fn sync_from_mariadb_stopped_after_its_bulk_copy_applies_every_change_since_its_first_start() {
+    use std::io::Write;
+    let server = crate::private::PrivateMy::start(BINLOG);
+    server.sql(MY_SCHEMA).expect("schema");
+    let from = server.url("src");
+    let dir = Dir::new();
+    let pg = crate::support::PgDb::new("sync_my_stopped");
+    let (to, state) = (pg.url(), dir.path("s.db").display().to_string());
+    // The stream's start, recorded once the copy is done, waits on a transaction not done.
+    pg.sql(
+        "CREATE TABLE barge_sync (stream text NOT NULL, tbl text NOT NULL, position int8 NOT NULL,
+           updated timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream, tbl))",
+    );
+    let mut held = Command::new("psql")
+        .args([&to, "-At"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(held.stdin.as_mut().unwrap(), "BEGIN; INSERT INTO barge_sync VALUES ('s1', '', 0);").unwrap();
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%barge_sync%'";
+    wait_until("the held row", || {
+        pg.sql("SELECT count(*) FROM pg_locks WHERE mode = 'RowExclusiveLock'")[0][0].as_deref() != Some("0")
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["sync", "--from", &from, "--to", &to, "--state", &state, "--stream", "s1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the copy to wait on the held row", || pg.sql(waiting)[0][0].as_deref() == Some("1"));
+    server.sql(&my_writes(1)).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The killed sync's session would record the start once the row is free: ended first.
+    pg.sql(&waiting.replace("count(*)", "pg_terminate_backend(pid)"));
+    wait_until("the killed sync's session to end", || pg.sql(waiting)[0][0].as_deref() == Some("0"));
+    held.kill().unwrap();
+    held.wait().unwrap();
+    let run =
+        barge(&["sync", "--from", &from, "--to", &to, "--state", &state, "--stream", "s1", "--until", "caught-up"]);
+    run.assert_code(0);
+    // Nothing is copied again: the copy was done.
+    assert!(!run.stdout.contains("copied"), "{}\n{}", run.stdout, run.stderr);
+    let pg_text =
+        |q: &str| join_rows(pg.sql(q).into_iter().map(|r| r.into_iter().map(|v| v.unwrap_or_default()).collect()));
+    assert_eq!([pg_text(ITEMS), pg_text(PAIRS), pg_text(WIDE)], my_source_rows(&server));
+}
