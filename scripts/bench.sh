@@ -637,7 +637,10 @@ SQL
   migrate_pid=$start_pid
   until "$barge" migrate status "$m/mig.toml" --state "$m/state.db" --json 2>/dev/null \
       | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("switchover_allowed") else 1)' 2>/dev/null
-  do sleep 0.5; done
+  do
+    kill -0 "$start_pid" 2>/dev/null || { cat "$m/start.log" >&2; exit 1; }
+    sleep 0.5
+  done
   # The application: 1,000 single-row inserts a second, each committed, until a freeze stops it.
   if [ "$pair" = pg ]; then
     psql -h 127.0.0.1 -p "$pub_port" -U appuser -d "src$r" -qAt -c "CALL steady(1000, 120)" >/dev/null 2>&1 &
@@ -648,6 +651,11 @@ SQL
   sleep 5
   local sw; sw=$("$barge" migrate switchover "$m/mig.toml" --state "$m/state.db" --json)
   wait "$writer" 2>/dev/null || true
+  # What the writer committed in its 5 s (and the switchover), as a check of its rate.
+  local wrote
+  if [ "$pair" = pg ]; then wrote=$(pub -d "src$r" -c "SELECT count(*) FROM orders WHERE customer = 'app'")
+  else wrote=$(mariadb "${my[@]}" -N -e "SELECT count(*) FROM src$r.orders WHERE customer = 'app'"); fi
+  echo "$wrote" >>"$work/wrote.txt"
   sub -d "dst$1$r" -c "$steady_pg"
   psql -h 127.0.0.1 -p "$sub_port" -U appuser -d "dst$1$r" -qAt -c "CALL steady(1000, 120)" >/dev/null 2>&1 &
   writer=$!
@@ -690,6 +698,7 @@ section_migrate() {
   echo "migrate_rows=$rows"
   echo "migrate_writer_rows_per_s=1000"
   local pair r
+  : >"$work/wrote.txt"
   for pair in pg my; do
     : >"$work/switch.txt"; : >"$work/rollback.txt"
     for r in 1 2 3; do
@@ -701,6 +710,7 @@ section_migrate() {
     echo "migrate_${name}_switchover_ms=$(median <"$work/switch.txt")"
     echo "migrate_${name}_rollback_ms=$(median <"$work/rollback.txt")"
   done
+  echo "migrate_writer_rows_in_5s_min=$(sort -n "$work/wrote.txt" | head -1)"
 }
 
 # --- Recording ---------------------------------------------------------------------------------

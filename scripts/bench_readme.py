@@ -53,7 +53,7 @@ def table(header, rows):
 
 def machine():
     results = [r for r in (load(s) for s in ("postgres", "mysql", "sqlite", "forecast", "pipeline", "micro", "memory",
-                                             "soak", "cdc")) if r]
+                                             "soak", "cdc", "migrate")) if r]
     if not results:
         return "No results recorded yet."
     r = max(results, key=lambda r: r["date"])
@@ -256,6 +256,24 @@ def cdc():
             "(enabled) and `barge sync --until caught-up` each catch it up. " + provenance(r))
 
 
+def migrate():
+    r = load("migrate")
+    if not r:
+        return missing("migrate")
+    rows = []
+    for name, pair in (("postgres_to_postgres", "PostgreSQL → PostgreSQL"), ("mariadb_to_postgres", "MariaDB → PostgreSQL")):
+        for what in ("switchover", "rollback"):
+            ms = int(r[f"migrate_{name}_{what}_ms"])
+            rows.append([pair, f"`migrate {what}`", f"**{ms:,} ms**", "< 2,000 ms", "met" if ms < 2000 else "not met"])
+    return (table(["pair", "command", "writes frozen (median of 3)", "goal", ""], rows)
+            + f"\n\nEach round is a fresh migration of {int(r['migrate_rows']):,} rows, validating while an application "
+            f"user commits {int(r['migrate_writer_rows_per_s']):,} single-row inserts a second on the side that takes "
+            "writes" + (f" (the fewest rows a source writer committed before its freeze, in 5 s: "
+                        f"{int(r['migrate_writer_rows_in_5s_min']):,})" if "migrate_writer_rows_in_5s_min" in r else "")
+            + "; the window is barge's `freeze_ms` (freeze, drain, verify the changed tables, sequences, reverse "
+            "stream, hook). " + provenance(r))
+
+
 BLOCKS = {
     "machine": machine,
     "end-to-end": end_to_end,
@@ -266,6 +284,7 @@ BLOCKS = {
     "memory": memory,
     "soak": soak,
     "cdc": cdc,
+    "migrate": migrate,
 }
 
 

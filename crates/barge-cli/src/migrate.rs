@@ -222,6 +222,8 @@ struct Mismatch {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Live {
     pid: u32,
+    /// The host `start` runs on.
+    host: String,
     /// Seconds since the epoch of the last write.
     updated: f64,
     running: bool,
@@ -530,8 +532,18 @@ impl Shared {
 
 fn start(common: &Common) -> anyhow::Result<ExitCode> {
     let opened = Opened::open(common)?;
-    // One `start` per migration: a second is refused (exit 2) naming the first.
-    opened.store.acquire(&format!("migrate {}", opened.name), &barge_core::ledger::Holder::current())?;
+    // One `start` per migration (its sync also takes the state store's lease, which refuses a
+    // second one; this says so before the second could touch the live status).
+    let live = opened.live()?;
+    let here = barge_core::ledger::Holder::current().host;
+    let gone = live.host == here && !std::path::Path::new(&format!("/proc/{}", live.pid)).exists();
+    if live.fresh() && !gone {
+        return Err(Error::Config(format!(
+            "migrate start is already running for `{}` (pid {}): one start per migration",
+            opened.name, live.pid
+        ))
+        .into());
+    }
     let sides = Sides::open(&opened.pipeline)?;
     let record = match opened.record()? {
         Some(record) => record,
@@ -569,6 +581,7 @@ fn start(common: &Common) -> anyhow::Result<ExitCode> {
     let shared = Shared {
         live: Mutex::new(Live {
             pid: std::process::id(),
+            host: barge_core::ledger::Holder::current().host,
             running: true,
             shadow: Shadow { percent: opened.settings.shadow_reads, ..Shadow::default() },
             ..opened.live()?

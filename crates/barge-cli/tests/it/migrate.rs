@@ -423,6 +423,10 @@ fn migrate_postgres_to_postgres_switches_over_rolls_back_and_completes_while_an_
     apply_held.end("ROLLBACK;");
     m.wait_phase("validating");
     let status = m.wait_allowed();
+    // One start per migration.
+    let second = m.run("start", &[]);
+    second.assert_code(2);
+    assert!(second.stderr.contains("already running"), "{}", second.stderr);
     assert!(status["shadow"]["compared"].as_u64().unwrap() > 0, "{status:#}");
     assert!(status["verification"]["passes"].as_u64().unwrap() > 0, "{status:#}");
 
