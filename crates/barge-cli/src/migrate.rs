@@ -246,6 +246,9 @@ struct Live {
     /// found no difference last started (seconds since the epoch).
     changed_at: BTreeMap<String, f64>,
     verified_at: BTreeMap<String, f64>,
+    /// Per table: the position the stream had applied to it when its last clean verification
+    /// started. A switchover verifies again each table the stream applied changes to since.
+    verified_position: BTreeMap<String, u64>,
 }
 
 impl Live {
@@ -432,6 +435,11 @@ impl Sides {
     fn freeze(&self, target: bool) -> Result<&dyn barge_core::WriteFreeze, Error> {
         let side = if target { &self.target_out } else { &self.source_out };
         side.write_freeze().ok_or_else(|| Error::unsupported(side.display_name(), "freeze writes (migrate)"))
+    }
+
+    /// The position a stream applied each table to (tables it never changed have none).
+    fn table_positions(&self, stream: &str, reverse: bool) -> Result<HashMap<String, u64>, Error> {
+        Ok(self.positions(reverse)?.positions(stream)?.into_iter().filter(|(t, _)| !t.is_empty()).collect())
     }
 
     /// Where a stream has applied everything before (its recorded start-or-idle position).
@@ -965,6 +973,7 @@ fn verify_pass(shared: &Shared, done: &AtomicBool) -> Result<(), Error> {
             return Ok(());
         }
         let at = now();
+        let position = sides.table_positions(&record.forward, false)?.get(table).copied().unwrap_or(0);
         let live_stream = barge_exec::LiveStream {
             feed: sides.feed(false)?,
             positions: sides.positions(false)?,
@@ -980,6 +989,7 @@ fn verify_pass(shared: &Shared, done: &AtomicBool) -> Result<(), Error> {
             in_flight += verdict.in_flight;
             if verdict.diff.is_empty() {
                 live.verified_at.insert(table.clone(), at);
+                live.verified_position.insert(table.clone(), position);
                 continue;
             }
             let kinds = [
@@ -1129,6 +1139,14 @@ fn preconditions(opened: &Opened, record: &Record, live: &Live, max_lag: Option<
             name: "lag",
             ok: live.fresh() && live.lag() <= max_lag,
             detail: format!("lag {:.2} s (at most {max_lag} s)", live.lag()),
+        },
+        Precondition {
+            name: "tables",
+            ok: live.tables.iter().all(|t| t.error.is_none()),
+            detail: match live.tables.iter().find(|t| t.error.is_some()) {
+                Some(t) => format!("table `{}` stopped syncing: {}", t.table, t.error.as_deref().unwrap_or("")),
+                None => "every table syncs".into(),
+            },
         },
         Precondition {
             name: "verified",
@@ -1377,8 +1395,18 @@ fn switch(
     let position = source_feed.current_position()?;
     drain(sides, &record.forward, false, position, steps.deadline)?;
     steps.done("drain")?;
-    // The tables changed since their last clean verification, exact now (nothing moves).
-    let changed = live.unverified(&record.tables);
+    // The tables the stream changed since their last clean verification, verified again: exact
+    // now (nothing moves).
+    let applied = sides.table_positions(&record.forward, false)?;
+    let changed: Vec<String> = record
+        .tables
+        .iter()
+        .filter(|t| match live.verified_position.get(*t) {
+            Some(verified) => applied.get(*t).is_some_and(|p| p > verified),
+            None => true,
+        })
+        .cloned()
+        .collect();
     let mut rows = 0;
     if !changed.is_empty() {
         let report = verify_between(sides, &opened.pipeline, &changed, None)?;
@@ -1451,8 +1479,22 @@ fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
         let position = target_feed.current_position()?;
         drain(&sides, &record.reverse, true, position, steps.deadline)?;
         steps.done("drain")?;
-        let report = verify_between(&sides, &opened.pipeline, &record.tables, None)?;
-        if let Some(t) = report.tables.iter().find(|t| !t.diff.is_empty()) {
+        // The tables the reverse sync changed (or stopped on): the others are as the switchover
+        // verified them, the source frozen since.
+        let changed_back = sides.table_positions(&record.reverse, true)?;
+        let stopped: Vec<&str> = live.tables.iter().filter(|t| t.error.is_some()).map(|t| t.table.as_str()).collect();
+        let verified: Vec<String> = record
+            .tables
+            .iter()
+            .filter(|t| changed_back.contains_key(*t) || stopped.contains(&t.as_str()))
+            .cloned()
+            .collect();
+        let report = match verified.is_empty() {
+            true => None,
+            false => Some(verify_between(&sides, &opened.pipeline, &verified, None)?),
+        };
+        let tables = report.as_ref().map_or(&[][..], |r| &r.tables[..]);
+        if let Some(t) = tables.iter().find(|t| !t.diff.is_empty()) {
             return Err(Error::engine(
                 "verifying the frozen tables",
                 format!(
@@ -1478,8 +1520,8 @@ fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
             freeze_ms: 0,
             at: now_text(),
             drained_to: target_feed.describe_position(position),
-            verified: record.tables.clone(),
-            rows_verified: report.tables.iter().map(|t| t.source_rows).sum(),
+            verified,
+            rows_verified: tables.iter().map(|t| t.source_rows).sum(),
             steps: BTreeMap::new(),
         })
     })();
