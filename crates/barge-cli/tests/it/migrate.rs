@@ -466,6 +466,9 @@ fn migrate_postgres_to_postgres_switches_over_rolls_back_and_completes_while_an_
     let out: Value = serde_json::from_str(&run.stdout).unwrap();
     let freeze_ms = out["switchover"]["freeze_ms"].as_u64().unwrap();
     assert!(freeze_ms < 10_000, "{out:#}");
+    // Verified in the freeze: the table the application writes to, not the one nobody changed
+    // since its last clean pass.
+    assert_eq!(out["switchover"]["verified"], serde_json::json!(["orders"]), "{out:#}");
     assert_eq!(std::fs::read_to_string(&m.side).unwrap(), "switchover");
     assert_eq!(pg_frozen(&source), "on");
     app.wait_writes(1, 30);
@@ -486,6 +489,8 @@ fn migrate_postgres_to_postgres_switches_over_rolls_back_and_completes_while_an_
     app.pause();
     let run = m.run("rollback", &["--json"]);
     run.assert_code(0);
+    let out: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(out["rollback"]["verified"], serde_json::json!(["orders"]), "{out:#}");
     assert_eq!(std::fs::read_to_string(&m.side).unwrap(), "rollback");
     assert_eq!(m.ended(), Some(0), "{}", m.log());
     assert_same(&source, &target, "after the rollback");
