@@ -623,7 +623,11 @@ fn bulk(
                                "tables": infos.iter().map(|t| t.name.clone()).collect::<Vec<_>>()})
         );
     } else {
-        eprintln!("sync {stream}: stream opened at {} ({from}); bulk copy", feed.describe_position(start));
+        eprintln!(
+            "sync {stream}: stream opened at {} ({}); bulk copy",
+            feed.describe_position(start),
+            barge_core::url::redact(from)
+        );
     }
     let report = moves.copy(args, store, resume)?;
     if args.quiet {

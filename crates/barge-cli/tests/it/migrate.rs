@@ -604,11 +604,19 @@ fn migrate_postgres_to_mariadb_switches_over_and_rolls_back_with_every_write_on_
     my.sql("CREATE DATABASE dst").expect("database");
     my_app_user(&my, "dst");
     let target = Db::My { port: my.port(), db: "dst".into() };
-    let mut m = Migration::new(&pg.url_of("src"), &my.url("dst"), "");
+    // A password in the source's URL (the private server trusts, so it is never asked for):
+    // it shows nowhere.
+    let secret = "s3cret-pw";
+    let from = pg.url_of("src").replace("postgres@", &format!("postgres:{secret}@"));
+    let mut m = Migration::new(&from, &my.url("dst"), "");
     let app = App::start(source.clone(), target.clone(), m.side.clone(), 0);
     m.spawn();
-    m.wait_allowed();
-    m.run("switchover", &["--json"]).assert_code(0);
+    let status = m.wait_allowed();
+    let switched = m.run("switchover", &["--json"]);
+    switched.assert_code(0);
+    for shown in [status.to_string(), switched.stdout, switched.stderr, m.run("status", &[]).stdout, m.log()] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
     app.wait_writes(1, 30);
     app.pause();
     wait_until("the reverse sync", || source.rows() == target.rows());
