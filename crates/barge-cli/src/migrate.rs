@@ -1286,9 +1286,16 @@ impl Steps {
         Steps { started: now, last: now, steps: BTreeMap::new(), deadline: now + Duration::from_secs_f64(timeout) }
     }
 
-    fn done(&mut self, step: &str) -> Result<(), Error> {
+    /// Records `step`'s time, whatever it took: for the last steps, after which the switch
+    /// must not be undone (the application may already write to the other side).
+    fn mark(&mut self, step: &str) {
         self.steps.insert(step.to_string(), self.last.elapsed().as_millis() as u64);
         self.last = Instant::now();
+    }
+
+    /// Records `step`'s time; an error once the freeze timeout passed.
+    fn done(&mut self, step: &str) -> Result<(), Error> {
+        self.mark(step);
         if Instant::now() > self.deadline {
             return Err(Error::engine("switching", format!("the freeze timeout passed (after {step})")));
         }
@@ -1312,67 +1319,146 @@ fn drain(sides: &Sides, stream: &str, reverse: bool, position: u64, deadline: In
     }
 }
 
+/// What a write freeze is for: a switchover freezes the source, a rollback the target.
+#[derive(Clone, Copy, PartialEq)]
+enum Switching {
+    Over,
+    Back,
+}
+
+impl Switching {
+    fn command(self) -> &'static str {
+        match self {
+            Switching::Over => "switchover",
+            Switching::Back => "rollback",
+        }
+    }
+
+    /// The side frozen: the one that stops taking writes.
+    fn frozen(self) -> &'static str {
+        match self {
+            Switching::Over => "source",
+            Switching::Back => "target",
+        }
+    }
+}
+
 fn switchover(args: &Switch) -> anyhow::Result<ExitCode> {
     let opened = Opened::open(&args.common)?;
-    let mut record = opened.existing()?;
+    let record = opened.existing()?;
     let live = opened.live()?;
     let failed: Vec<String> =
         preconditions(&opened, &record, &live, args.max_lag).into_iter().filter(|p| !p.ok).map(|p| p.detail).collect();
     if !failed.is_empty() {
         return Ok(refuse(args.common.json, "switchover", &failed));
     }
+    under_freeze(&opened, args, record, Switching::Over, |sides, record, steps| {
+        switch(&opened, sides, record, &live, steps)
+    })
+}
+
+fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
+    let opened = Opened::open(&args.common)?;
+    let record = opened.existing()?;
+    let live = opened.live()?;
+    let mut reasons = Vec::new();
+    if record.phase != Phase::Switched {
+        reasons.push(format!("the phase is {} (a rollback follows a switchover)", record.phase.name()));
+    }
+    if !live.fresh() {
+        reasons.push("migrate start is not running (it drains the reverse sync during the rollback): start it".into());
+    }
+    if !reasons.is_empty() {
+        return Ok(refuse(args.common.json, "rollback", &reasons));
+    }
+    under_freeze(&opened, args, record, Switching::Back, |sides, record, steps| {
+        switch_back(&opened, sides, record, &live, steps)
+    })
+}
+
+/// Freezes the side `switching` stops, runs `steps_of` under the freeze, and records the
+/// outcome: the new phase and the window, or, when a step failed or the timeout passed, the
+/// freeze undone (and a half-made reverse stream removed) with what happened in `last_error`.
+fn under_freeze(
+    opened: &Opened,
+    args: &Switch,
+    mut record: Record,
+    switching: Switching,
+    steps_of: impl FnOnce(&Sides, &mut Record, &mut Steps) -> Result<Window, Error>,
+) -> anyhow::Result<ExitCode> {
     let sides = Sides::open(&opened.pipeline)?;
-    let timeout = args.freeze_timeout.unwrap_or(opened.settings.freeze_timeout);
-    let mut steps = Steps::new(timeout);
-    let freeze = sides.freeze(false)?;
+    let mut steps = Steps::new(args.freeze_timeout.unwrap_or(opened.settings.freeze_timeout));
+    let on_target = switching == Switching::Back;
+    let freeze = sides.freeze(on_target)?;
     let token = freeze.freeze()?;
-    record.source_frozen = Some(token.clone());
+    *frozen_token(&mut record, on_target) = Some(token.clone());
     opened.save(&record)?;
-    let result = switch(&opened, &sides, &mut record, &live, &mut steps);
-    match result {
+    let (command, json) = (switching.command(), args.common.json);
+    match steps_of(&sides, &mut record, &mut steps) {
         Ok(mut window) => {
             window.freeze_ms = steps.started.elapsed().as_millis() as u64;
             window.steps = steps.steps;
-            record.switchover = Some(window.clone());
             record.last_error = None;
-            record.enter(Phase::Switched, format!("writes frozen {} ms", window.freeze_ms));
+            let note = format!("writes frozen {} ms", window.freeze_ms);
+            let said = match switching {
+                Switching::Over => {
+                    record.switchover = Some(window.clone());
+                    record.enter(Phase::Switched, note);
+                    format!(
+                        "switched over; the source's writes were frozen {} ms (drained to {}, verified {} table(s), \
+                         {} rows); the reverse sync keeps the source current",
+                        window.freeze_ms,
+                        window.drained_to,
+                        window.verified.len(),
+                        window.rows_verified
+                    )
+                }
+                Switching::Back => {
+                    record.source_frozen = None;
+                    record.rollback = Some(window.clone());
+                    record.enter(Phase::RolledBack, note);
+                    format!(
+                        "rolled back; the target's writes were frozen {} ms (verified {} table(s), {} rows); the \
+                         source takes writes again (the target stays read-only; `barge migrate complete` removes what \
+                         barge made)",
+                        window.freeze_ms,
+                        window.verified.len(),
+                        window.rows_verified
+                    )
+                }
+            };
             opened.save(&record)?;
-            if args.common.json {
-                println!("{}", serde_json::json!({"ok": true, "phase": "switched", "switchover": window}));
+            if json {
+                println!("{}", serde_json::json!({"ok": true, "phase": record.phase, command: window}));
             } else {
-                println!(
-                    "migrate {}: switched over; the source's writes were frozen {} ms (drained to {}, verified {} \
-                     table(s), {} rows); the reverse sync keeps the source current",
-                    opened.name,
-                    window.freeze_ms,
-                    window.drained_to,
-                    window.verified.len(),
-                    window.rows_verified
-                );
+                println!("migrate {}: {said}", opened.name);
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            // Back to where it was: the source takes writes again, no reverse stream is left.
             let undone = freeze.unfreeze(&token);
-            if let Ok(feed) = sides.feed(true) {
-                let _ = feed.drop_stream(&record.reverse);
+            if switching == Switching::Over {
+                // No reverse stream is left: the target is not the one taking writes.
+                if let Ok(feed) = sides.feed(true) {
+                    let _ = feed.drop_stream(&record.reverse);
+                }
+                if let Ok(positions) = sides.positions(true) {
+                    let _ = positions.forget(&record.reverse);
+                }
             }
-            if let Ok(positions) = sides.positions(true) {
-                let _ = positions.forget(&record.reverse);
-            }
-            record.source_frozen = if undone.is_ok() { None } else { Some(token) };
+            *frozen_token(&mut record, on_target) = if undone.is_ok() { None } else { Some(token) };
             let message = format!(
-                "switchover failed after {} ms: {error}; the source {}",
+                "{command} failed after {} ms: {error}; the {} {}",
                 steps.started.elapsed().as_millis(),
+                switching.frozen(),
                 match &undone {
                     Ok(()) => "takes writes again".to_string(),
-                    Err(e) => format!("could not be unfrozen ({e}): run `barge migrate rollback` to retry"),
+                    Err(e) => format!("could not be unfrozen ({e}): run `barge migrate {command}` again"),
                 }
             );
             record.last_error = Some(message.clone());
             opened.save(&record)?;
-            if args.common.json {
+            if json {
                 println!("{}", serde_json::json!({"ok": false, "phase": record.phase, "error": message}));
             } else {
                 eprintln!("error: {message}");
@@ -1380,6 +1466,44 @@ fn switchover(args: &Switch) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_RUNTIME))
         }
     }
+}
+
+/// Where the record keeps the freeze token of the source or the target.
+fn frozen_token(record: &mut Record, target: bool) -> &mut Option<String> {
+    if target { &mut record.target_frozen } else { &mut record.source_frozen }
+}
+
+/// Verifies `tables` exactly (the side that takes writes is frozen and the stream drained): an
+/// error naming the first table that differs. Returns the rows compared.
+fn verify_frozen(sides: &Sides, pipeline: &Pipeline, tables: &[String]) -> Result<u64, Error> {
+    if tables.is_empty() {
+        return Ok(0);
+    }
+    let report = verify_between(sides, pipeline, tables, None)?;
+    if let Some(t) = report.tables.iter().find(|t| !t.diff.is_empty()) {
+        return Err(Error::engine(
+            "verifying the frozen tables",
+            format!(
+                "`{}` differs: {} missing, {} extra, {} changed (first keys: {})",
+                t.table,
+                t.diff.missing_total,
+                t.diff.extra_total,
+                t.diff.changed_total,
+                serde_json::to_string(&[&t.diff.missing, &t.diff.extra, &t.diff.changed]).unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(report.tables.iter().map(|t| t.source_rows).sum())
+}
+
+/// Moves the identity/serial generators of `tables` in `side` past the keys its rows hold.
+fn continue_identities(side: &dyn barge_core::Target, tables: &[String]) -> Result<(), Error> {
+    if let Some(objects) = side.schema_objects() {
+        for table in tables {
+            objects.continue_identities(table)?;
+        }
+    }
+    Ok(())
 }
 
 /// The steps of a switchover once the source is frozen.
@@ -1407,30 +1531,9 @@ fn switch(
         })
         .cloned()
         .collect();
-    let mut rows = 0;
-    if !changed.is_empty() {
-        let report = verify_between(sides, &opened.pipeline, &changed, None)?;
-        rows = report.tables.iter().map(|t| t.source_rows).sum();
-        if let Some(t) = report.tables.iter().find(|t| !t.diff.is_empty()) {
-            return Err(Error::engine(
-                "verifying the frozen tables",
-                format!(
-                    "`{}` differs: {} missing, {} extra, {} changed (first keys: {})",
-                    t.table,
-                    t.diff.missing_total,
-                    t.diff.extra_total,
-                    t.diff.changed_total,
-                    serde_json::to_string(&[&t.diff.missing, &t.diff.extra, &t.diff.changed]).unwrap_or_default()
-                ),
-            ));
-        }
-    }
+    let rows = verify_frozen(sides, &opened.pipeline, &changed)?;
     steps.done("verify")?;
-    if let Some(objects) = sides.target_out.schema_objects() {
-        for table in &record.tables {
-            objects.continue_identities(table)?;
-        }
-    }
+    continue_identities(sides.target_out.as_ref(), &record.tables)?;
     steps.done("sequences")?;
     // The reverse stream starts here: every write the target takes from now on goes back.
     let target_feed = sides.feed(true)?;
@@ -1440,8 +1543,9 @@ fn switch(
     let start = target_feed.open_stream(&record.reverse, &infos)?;
     sides.positions(true)?.record(&record.reverse, "", start)?;
     steps.done("reverse stream")?;
+    // The last step: once the hook repointed the application, the switch stands.
     run_hook(&opened.settings, "switchover")?;
-    steps.done("hook")?;
+    steps.mark("hook");
     Ok(Window {
         freeze_ms: 0,
         at: now_text(),
@@ -1452,117 +1556,49 @@ fn switch(
     })
 }
 
-fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
-    let opened = Opened::open(&args.common)?;
-    let mut record = opened.existing()?;
-    let live = opened.live()?;
-    let mut reasons = Vec::new();
-    if record.phase != Phase::Switched {
-        reasons.push(format!("the phase is {} (a rollback follows a switchover)", record.phase.name()));
+/// The steps of a rollback once the target is frozen.
+fn switch_back(
+    opened: &Opened,
+    sides: &Sides,
+    record: &mut Record,
+    live: &Live,
+    steps: &mut Steps,
+) -> Result<Window, Error> {
+    steps.done("freeze")?;
+    let target_feed = sides.feed(true)?;
+    let position = target_feed.current_position()?;
+    drain(sides, &record.reverse, true, position, steps.deadline)?;
+    steps.done("drain")?;
+    // The tables the reverse sync changed (or stopped on): the others are as the switchover
+    // verified them, the source frozen since.
+    let changed_back = sides.table_positions(&record.reverse, true)?;
+    let stopped: Vec<&str> = live.tables.iter().filter(|t| t.error.is_some()).map(|t| t.table.as_str()).collect();
+    let verified: Vec<String> = record
+        .tables
+        .iter()
+        .filter(|t| changed_back.contains_key(*t) || stopped.contains(&t.as_str()))
+        .cloned()
+        .collect();
+    let rows = verify_frozen(sides, &opened.pipeline, &verified)?;
+    steps.done("verify")?;
+    continue_identities(sides.source_out.as_ref(), &record.tables)?;
+    steps.done("sequences")?;
+    run_hook(&opened.settings, "rollback")?;
+    steps.done("hook")?;
+    // The last step: the source takes writes again (until then a failure leaves it frozen and
+    // the target writable, as before the rollback).
+    if let Some(token) = &record.source_frozen {
+        sides.freeze(false)?.unfreeze(token)?;
     }
-    if !live.fresh() {
-        reasons.push("migrate start is not running (it drains the reverse sync during the rollback): start it".into());
-    }
-    if !reasons.is_empty() {
-        return Ok(refuse(args.common.json, "rollback", &reasons));
-    }
-    let sides = Sides::open(&opened.pipeline)?;
-    let timeout = args.freeze_timeout.unwrap_or(opened.settings.freeze_timeout);
-    let mut steps = Steps::new(timeout);
-    let freeze = sides.freeze(true)?;
-    let token = freeze.freeze()?;
-    record.target_frozen = Some(token.clone());
-    opened.save(&record)?;
-    let result = (|| -> Result<Window, Error> {
-        steps.done("freeze")?;
-        let target_feed = sides.feed(true)?;
-        let position = target_feed.current_position()?;
-        drain(&sides, &record.reverse, true, position, steps.deadline)?;
-        steps.done("drain")?;
-        // The tables the reverse sync changed (or stopped on): the others are as the switchover
-        // verified them, the source frozen since.
-        let changed_back = sides.table_positions(&record.reverse, true)?;
-        let stopped: Vec<&str> = live.tables.iter().filter(|t| t.error.is_some()).map(|t| t.table.as_str()).collect();
-        let verified: Vec<String> = record
-            .tables
-            .iter()
-            .filter(|t| changed_back.contains_key(*t) || stopped.contains(&t.as_str()))
-            .cloned()
-            .collect();
-        let report = match verified.is_empty() {
-            true => None,
-            false => Some(verify_between(&sides, &opened.pipeline, &verified, None)?),
-        };
-        let tables = report.as_ref().map_or(&[][..], |r| &r.tables[..]);
-        if let Some(t) = tables.iter().find(|t| !t.diff.is_empty()) {
-            return Err(Error::engine(
-                "verifying the frozen tables",
-                format!(
-                    "`{}` differs: {} missing, {} extra, {} changed",
-                    t.table, t.diff.missing_total, t.diff.extra_total, t.diff.changed_total
-                ),
-            ));
-        }
-        steps.done("verify")?;
-        if let Some(objects) = sides.source_out.schema_objects() {
-            for table in &record.tables {
-                objects.continue_identities(table)?;
-            }
-        }
-        steps.done("sequences")?;
-        if let Some(token) = &record.source_frozen {
-            sides.freeze(false)?.unfreeze(token)?;
-        }
-        steps.done("unfreeze source")?;
-        run_hook(&opened.settings, "rollback")?;
-        steps.done("hook")?;
-        Ok(Window {
-            freeze_ms: 0,
-            at: now_text(),
-            drained_to: target_feed.describe_position(position),
-            verified,
-            rows_verified: tables.iter().map(|t| t.source_rows).sum(),
-            steps: BTreeMap::new(),
-        })
-    })();
-    match result {
-        Ok(mut window) => {
-            window.freeze_ms = steps.started.elapsed().as_millis() as u64;
-            window.steps = steps.steps;
-            record.source_frozen = None;
-            record.rollback = Some(window.clone());
-            record.last_error = None;
-            record.enter(Phase::RolledBack, format!("writes frozen {} ms", window.freeze_ms));
-            opened.save(&record)?;
-            if args.common.json {
-                println!("{}", serde_json::json!({"ok": true, "phase": "rolled-back", "rollback": window}));
-            } else {
-                println!(
-                    "migrate {}: rolled back; writes were frozen {} ms; the source takes writes again (the target \
-                     stays read-only; `barge migrate complete` removes what barge made)",
-                    opened.name, window.freeze_ms
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(error) => {
-            let undone = freeze.unfreeze(&token);
-            record.target_frozen = if undone.is_ok() { None } else { Some(token) };
-            let message = format!(
-                "rollback failed after {} ms: {error}; the target {}",
-                steps.started.elapsed().as_millis(),
-                if undone.is_ok() { "takes writes again" } else { "could not be unfrozen" }
-            );
-            record.last_error = Some(message.clone());
-            opened.save(&record)?;
-            if args.common.json {
-                println!("{}", serde_json::json!({"ok": false, "phase": record.phase, "error": message}));
-            } else {
-                eprintln!("error: {message}");
-            }
-            Ok(ExitCode::from(EXIT_RUNTIME))
-        }
-    }
+    steps.mark("unfreeze source");
+    Ok(Window {
+        freeze_ms: 0,
+        at: now_text(),
+        drained_to: target_feed.describe_position(position),
+        verified,
+        rows_verified: rows,
+        steps: BTreeMap::new(),
+    })
 }
 
 fn complete(finish: &Finish) -> anyhow::Result<ExitCode> {

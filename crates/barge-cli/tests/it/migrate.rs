@@ -624,9 +624,18 @@ fn migrate_postgres_to_mariadb_switches_over_and_rolls_back_with_every_write_on_
     app.resume();
     app.wait_writes(1, 30);
     app.pause();
+    // A rollback whose hook fails: the target takes writes again, the source stays frozen.
+    std::fs::write(m.dir.path("fail"), "").unwrap();
+    let run = m.run("rollback", &["--json"]);
+    run.assert_code(1);
+    assert_eq!(my.sql("SELECT @@GLOBAL.read_only").as_deref(), Some("0"));
+    assert_eq!(pg_frozen(&source), "on");
+    assert_eq!(m.status()["phase"], "switched");
+    std::fs::remove_file(m.dir.path("fail")).unwrap();
     let run = m.run("rollback", &["--json"]);
     run.assert_code(0);
     assert_eq!(my.sql("SELECT @@GLOBAL.read_only").as_deref(), Some("1"));
+    assert_eq!(pg_frozen(&source), "off");
     assert_eq!(m.ended(), Some(0), "{}", m.log());
     assert_same(&source, &target, "after the rollback");
     app.resume();
