@@ -243,9 +243,10 @@ impl Migration {
     fn spawn(&mut self) {
         assert!(self.start.is_none());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path("start.log")).unwrap();
+        let json = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path("start.jsonl")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_barge"))
-            .args(["migrate", "start", &self.pipeline, "--state", &self.state])
-            .stdout(Stdio::null())
+            .args(["migrate", "start", &self.pipeline, "--state", &self.state, "--json"])
+            .stdout(json)
             .stderr(log)
             .spawn()
             .unwrap();
@@ -592,6 +593,12 @@ fn migrate_mariadb_to_postgres_switches_over_and_the_reverse_sync_keeps_the_sour
     assert_eq!(my.sql("SELECT @@GLOBAL.read_only").as_deref(), Some("1"));
     m.run("complete", &["--reopen"]).assert_code(0);
     assert_eq!(my.sql("SELECT @@GLOBAL.read_only").as_deref(), Some("0"));
+    // `start --json`: a status object a second, through the phases it ran in.
+    let lines = std::fs::read_to_string(m.dir.path("start.jsonl")).unwrap();
+    let statuses: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let phases: std::collections::BTreeSet<&str> = statuses.iter().map(|v| v["phase"].as_str().unwrap()).collect();
+    assert!(phases.contains("validating") && phases.contains("switched"), "{phases:?}");
+    assert!(statuses.iter().all(|v| v["preconditions"].is_array() && v["lag_seconds"].is_number()));
 }
 
 #[test]
