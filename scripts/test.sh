@@ -31,9 +31,17 @@ ensure_postgis() {
   { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-$major-postgis-3"; } >&2 \
     || { say "FATAL: cannot install PostGIS (postgresql-$major-postgis-3)"; exit 1; }
 }
+# Headless Chromium and its WebDriver: the status page's browser test.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return
+  say "Chromium or chromedriver is not installed: installing chromium and chromium-driver"
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; } >&2 \
+    || { say "FATAL: cannot install chromium and chromium-driver"; exit 1; }
+}
 ensure_postgres
 ensure_mariadb
 ensure_postgis
+ensure_chromium
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

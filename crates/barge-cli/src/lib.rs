@@ -17,6 +17,7 @@ mod bench;
 mod engines;
 mod migrate;
 mod render;
+mod status_page;
 mod sync;
 
 use std::path::PathBuf;

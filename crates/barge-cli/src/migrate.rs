@@ -41,7 +41,7 @@ enum MigrateCommand {
     /// Run the migration: bulk copy, change capture, continuous validation; after a switchover,
     /// the reverse sync. Runs until the migration is completed or rolled back (or SIGINT/SIGTERM;
     /// start it again to continue).
-    Start(Common),
+    Start(StartArgs),
     /// The phase and its history, lag, change rate, verification coverage, mismatches and the
     /// switchover's preconditions.
     Status(Common),
@@ -76,6 +76,15 @@ struct Common {
     /// JSON on stdout (`start`: one status object a second).
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args, Clone)]
+struct StartArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Serve a live status page (and `/status.json`) at this address, e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "HOST:PORT")]
+    status_addr: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -377,7 +386,8 @@ fn stream_names(name: &str) -> (String, String) {
 impl MigrateArgs {
     pub fn json(&self) -> bool {
         match &self.command {
-            MigrateCommand::Start(c) | MigrateCommand::Status(c) => c.json,
+            MigrateCommand::Start(s) => s.common.json,
+            MigrateCommand::Status(c) => c.json,
             MigrateCommand::Complete(f) => f.common.json,
             MigrateCommand::Switchover(s) | MigrateCommand::Rollback(s) => s.common.json,
         }
@@ -386,7 +396,7 @@ impl MigrateArgs {
 
 pub fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        MigrateCommand::Start(common) => start(&common),
+        MigrateCommand::Start(args) => start(&args),
         MigrateCommand::Status(common) => status(&common),
         MigrateCommand::Switchover(switch) => switchover(&switch),
         MigrateCommand::Rollback(switch) => rollback(&switch),
@@ -517,7 +527,12 @@ struct Shared {
     /// SIGINT/SIGTERM: stop everything.
     quit: Arc<AtomicBool>,
     json: bool,
+    /// (seconds since the epoch, lag, changes/s), once a second, for the status page.
+    series: Mutex<std::collections::VecDeque<[f64; 3]>>,
 }
+
+/// Seconds of lag history the status page draws.
+const SERIES: usize = 600;
 
 impl Shared {
     fn phase(&self) -> Phase {
@@ -538,7 +553,8 @@ impl Shared {
     }
 }
 
-fn start(common: &Common) -> anyhow::Result<ExitCode> {
+fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
+    let common = &args.common;
     let opened = Opened::open(common)?;
     // One `start` per migration (its sync also takes the state store's lease, which refuses a
     // second one; this says so before the second could touch the live status).
@@ -599,8 +615,19 @@ fn start(common: &Common) -> anyhow::Result<ExitCode> {
         record: Mutex::new(record),
         quit,
         json: common.json,
+        series: Mutex::new(std::collections::VecDeque::new()),
     };
-    let shared = &shared;
+    let shared = Arc::new(shared);
+    let _page = match &args.status_addr {
+        Some(addr) => {
+            let serving = shared.clone();
+            let server = super::status_page::serve(addr, Arc::new(move || page_status(&serving)))?;
+            eprintln!("migrate {}: status page at http://{}/", shared.opened.name, server.addr);
+            Some(server)
+        }
+        None => None,
+    };
+    let shared = &*shared;
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
         scope.spawn(|| reporter(shared, &done));
@@ -616,6 +643,16 @@ fn start(common: &Common) -> anyhow::Result<ExitCode> {
     live.updated = now();
     shared.opened.save_live(&live)?;
     result
+}
+
+/// The status page's `status.json`: the status `--json` prints, with the lag history.
+fn page_status(shared: &Shared) -> String {
+    let record = shared.record.lock().expect("record lock").clone();
+    let live = shared.live.lock().expect("live lock").clone();
+    let mut value = serde_json::to_value(report(&shared.opened, &record, &live, None)).unwrap_or_default();
+    let series: Vec<[f64; 3]> = shared.series.lock().expect("series lock").iter().copied().collect();
+    value["series"] = serde_json::json!(series);
+    value.to_string()
 }
 
 /// Sampled keys waiting for their shadow read, at most (more are not sampled).
@@ -767,6 +804,13 @@ fn reporter(shared: &Shared, done: &AtomicBool) {
             live.updated = now();
             live.clone()
         };
+        {
+            let mut series = shared.series.lock().expect("series lock");
+            series.push_back([live.updated, live.lag(), live.changes_per_s]);
+            while series.len() > SERIES {
+                series.pop_front();
+            }
+        }
         if let Err(e) = shared.opened.save_live(&live) {
             tracing::warn!("writing the migration's status: {e}");
         }

@@ -84,6 +84,9 @@ pub struct SyncArgs {
     /// One JSON status object a second on stdout, and a final one.
     #[arg(long)]
     pub json: bool,
+    /// Serve a live status page (and `/status.json`) at this address, e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "HOST:PORT")]
+    status_addr: Option<String>,
     /// Prints nothing on stdout (`barge migrate` reports for it).
     #[arg(skip)]
     pub quiet: bool,
@@ -313,7 +316,39 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
-    sync_with(args, Control { stop, status: &mut |_| {}, changed: None })
+    // The status page shows the last status, with the lag of each one.
+    type Seen = (serde_json::Value, std::collections::VecDeque<[f64; 3]>);
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::new(std::sync::Mutex::new((
+        serde_json::json!({"phase": "bulk copy", "lag_seconds": 0.0, "changes_per_s": 0.0, "applied_total": 0}),
+        std::collections::VecDeque::new(),
+    )));
+    let _page = match &args.status_addr {
+        Some(addr) => {
+            let serving = seen.clone();
+            let server = super::status_page::serve(
+                addr,
+                Arc::new(move || {
+                    let (status, series) = &*serving.lock().expect("status lock");
+                    let mut status = status.clone();
+                    status["series"] = serde_json::json!(series);
+                    status.to_string()
+                }),
+            )?;
+            eprintln!("sync: status page at http://{}/", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
+    let mut tell = |status: &barge_exec::SyncStatus| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let (last, series) = &mut *seen.lock().expect("status lock");
+        *last = serde_json::to_value(status).unwrap_or_default();
+        series.push_back([now.as_secs_f64(), status.lag_seconds, status.changes_per_s]);
+        while series.len() > 600 {
+            series.pop_front();
+        }
+    };
+    sync_with(args, Control { stop, status: &mut tell, changed: None })
 }
 
 /// [`sync`], stopped and watched by `control`.

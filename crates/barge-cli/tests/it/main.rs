@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod bench;
+mod browser;
 mod copy;
 mod durability;
 mod faults;

@@ -241,11 +241,16 @@ impl Migration {
     }
 
     fn spawn(&mut self) {
+        self.spawn_with(&[]);
+    }
+
+    fn spawn_with(&mut self, extra: &[&str]) {
         assert!(self.start.is_none());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path("start.log")).unwrap();
         let json = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path("start.jsonl")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_barge"))
             .args(["migrate", "start", &self.pipeline, "--state", &self.state, "--json"])
+            .args(extra)
             .stdout(json)
             .stderr(log)
             .spawn()
@@ -682,4 +687,45 @@ fn migrate_refuses_a_reshaped_table_and_a_missing_section_before_connecting() {
     assert!(!dir.path("s.db").exists(), "a refused migration makes no state file");
     let run = barge(&["migrate", "status", plain.to_str().unwrap(), "--state", &state]);
     run.assert_code(2);
+}
+
+/// The status page in a real browser (headless Chromium): it loads with no request but to
+/// barge's own address, follows the phase without a reload, and lists a planted mismatch.
+#[test]
+fn migrate_status_page_follows_the_migration_in_a_browser() {
+    let server = PrivatePg::start_logical();
+    server.sql("CREATE DATABASE src");
+    server.sql("CREATE DATABASE dst");
+    let (source, target) =
+        (Db::Pg { port: server.port(), db: "src".into() }, Db::Pg { port: server.port(), db: "dst".into() });
+    source.admin(&format!("{PG_APP} {PG_SCHEMA}"));
+    target.admin(PG_APP);
+    let mut m = Migration::new(&server.url_of("src"), &server.url_of("dst"), "");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let page = format!("http://127.0.0.1:{port}/");
+    m.spawn_with(&["--status-addr", &format!("127.0.0.1:{port}")]);
+    wait_until("the status page", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let browser = crate::browser::Browser::start();
+    browser.goto(&page);
+    browser.wait_text("phase", |p| p == "validating");
+    browser.wait_text("allowed", |a| a == "allowed");
+    assert!(browser.text("preconditions").contains("lag"), "{}", browser.text("preconditions"));
+    // A planted difference shows up with its key, and the switchover is no longer allowed.
+    target.admin("UPDATE customers SET name = 'planted' WHERE id = 3");
+    let mismatches = browser.wait_text("mismatches", |t| t.contains("[3]"));
+    assert!(mismatches.contains("customers") && mismatches.contains("changed"), "{mismatches}");
+    assert_eq!(browser.text("allowed"), "not allowed");
+    target.admin("UPDATE customers SET name = 'name 3' WHERE id = 3");
+    browser.wait_text("mismatch-count", |n| n == "0");
+    m.wait_allowed();
+    // The phase changes under the open page.
+    m.run("switchover", &["--json"]).assert_code(0);
+    browser.wait_text("phase", |p| p == "switched");
+    assert!(browser.text("windows").contains("switchover: writes frozen"), "{}", browser.text("windows"));
+    assert!(browser.text("timeline").contains("validating"), "{}", browser.text("timeline"));
+    // Nothing was fetched from anywhere but barge's own address.
+    let requested = browser.requested();
+    assert!(requested.iter().any(|u| u.ends_with("/status.json")), "{requested:?}");
+    let elsewhere: Vec<&String> = requested.iter().filter(|u| !u.starts_with(&page)).collect();
+    assert!(elsewhere.is_empty(), "requests elsewhere: {elsewhere:?}");
 }

@@ -1215,3 +1215,46 @@ fn sync_from_mariadb_stopped_after_its_bulk_copy_applies_every_change_since_its_
         |q: &str| join_rows(pg.sql(q).into_iter().map(|r| r.into_iter().map(|v| v.unwrap_or_default()).collect()));
     assert_eq!([pg_text(ITEMS), pg_text(PAIRS), pg_text(WIDE)], my_source_rows(&server));
 }
+
+/// `sync --status-addr`: the status page in a real browser follows the stream (its phase, the
+/// tables' counts), fetching nothing from elsewhere.
+#[test]
+fn sync_status_page_shows_the_stream_in_a_browser() {
+    let server = logical_source();
+    let (from, to) = (server.url_of("src"), server.url_of("dst"));
+    let dir = Dir::new();
+    let state = dir.path("s.db").display().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["sync", "--from", &from, "--to", &to, "--state", &state])
+        .args(["--status-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the status page", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let browser = crate::browser::Browser::start();
+    let page = format!("http://127.0.0.1:{port}/");
+    browser.goto(&page);
+    browser.wait_text("phase", |p| p == "streaming");
+    server.sql_in("src", &writes(1));
+    // The tables' rows, as the page shows them: items' upserts counted once applied.
+    let rows =
+        "return [...document.querySelectorAll('#tables tbody tr')].map(r => [...r.cells].map(c => c.textContent))";
+    wait_until("the applied writes on the page", || {
+        let shown = browser.eval(rows);
+        shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r[0] == "items" && r[1].as_str().unwrap().parse::<u64>().unwrap() >= 3000)
+    });
+    let shown = browser.eval(rows);
+    assert!(shown.as_array().unwrap().iter().any(|r| r[0] == "pairs"), "{shown}");
+    // The switchover's checklist belongs to migrations: not shown for a sync.
+    assert_eq!(browser.eval("return document.getElementById('allowed').closest('section').style.display"), "none");
+    let requested = browser.requested();
+    assert!(requested.iter().all(|u| u.starts_with(&page)), "{requested:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
