@@ -154,11 +154,20 @@ struct Window {
     rows_verified: u64,
     /// Each step's milliseconds: freeze, drain, verify, sequences, stream, hook.
     steps: BTreeMap<String, u64>,
+    /// Big-bang: from the source's freeze, before the copy, to the switch (the downtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    downtime_ms: Option<u64>,
 }
 
 /// The migration as the state store keeps it (document `migration`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Record {
+    /// `blue-green`, `big-bang` (the source frozen from the start) or `shadow` (never switches).
+    #[serde(default = "blue_green")]
+    strategy: String,
+    /// Big-bang: when the source was frozen (seconds since the epoch), for the downtime.
+    #[serde(default)]
+    frozen_since: Option<f64>,
     phase: Phase,
     since: String,
     history: Vec<Step>,
@@ -177,6 +186,13 @@ struct Record {
     /// Nothing barge made is left (after `complete`).
     cleaned: bool,
 }
+
+fn blue_green() -> String {
+    "blue-green".into()
+}
+
+const BIG_BANG: &str = "big-bang";
+const SHADOW_STRATEGY: &str = "shadow";
 
 impl Record {
     fn enter(&mut self, phase: Phase, note: impl Into<String>) {
@@ -575,6 +591,8 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
             let tables = preflight(&opened, &sides)?;
             let (forward, reverse) = stream_names(&opened.name);
             let mut record = Record {
+                strategy: opened.settings.strategy.clone(),
+                frozen_since: None,
                 phase: Phase::Planned,
                 since: now_text(),
                 history: Vec::new(),
@@ -596,6 +614,16 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     if matches!(record.phase, Phase::Completed | Phase::RolledBack) {
         eprintln!("migrate {}: the migration is {}: nothing to run", opened.name, record.phase.name());
         return Ok(ExitCode::SUCCESS);
+    }
+    let mut record = record;
+    if record.strategy == BIG_BANG && record.phase == Phase::Planned && record.source_frozen.is_none() {
+        // Big-bang: the source takes no writes from before the copy until the switch.
+        let token = sides.freeze(false)?.freeze()?;
+        record.source_frozen = Some(token);
+        record.frozen_since = Some(now());
+        record.history.push(Step { phase: Phase::Planned, at: now_text(), note: "source frozen (big-bang)".into() });
+        opened.save(&record)?;
+        eprintln!("migrate {}: the source is frozen until the switch (big-bang)", opened.name);
     }
     let quit = Arc::new(AtomicBool::new(false));
     {
@@ -1166,6 +1194,17 @@ fn preconditions(opened: &Opened, record: &Record, live: &Live, max_lag: Option<
     let threshold = opened.settings.error_threshold;
     vec![
         Precondition {
+            name: "strategy",
+            ok: record.strategy != SHADOW_STRATEGY,
+            detail: if record.strategy == SHADOW_STRATEGY {
+                "the shadow strategy never switches: it keeps the target current and validated (end it with \
+                 `migrate complete`)"
+                    .into()
+            } else {
+                format!("strategy {}", record.strategy)
+            },
+        },
+        Precondition {
             name: "phase",
             ok: record.phase == Phase::Validating,
             detail: format!("the phase is {} (a switchover needs validating)", record.phase.name()),
@@ -1405,6 +1444,9 @@ fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
     let opened = Opened::open(&args.common)?;
     let record = opened.existing()?;
     let live = opened.live()?;
+    if record.strategy == BIG_BANG && record.phase.forward() {
+        return abandon_big_bang(&opened, record, args.common.json);
+    }
     let mut reasons = Vec::new();
     if record.phase != Phase::Switched {
         reasons.push(format!("the phase is {} (a rollback follows a switchover)", record.phase.name()));
@@ -1418,6 +1460,25 @@ fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
     under_freeze(&opened, args, record, Switching::Back, |sides, record, steps| {
         switch_back(&opened, sides, record, &live, steps)
     })
+}
+
+/// A big-bang rolled back before its switch: the source, frozen since before the copy, takes
+/// writes again (the target never took any); `start` ends.
+fn abandon_big_bang(opened: &Opened, mut record: Record, json: bool) -> anyhow::Result<ExitCode> {
+    let sides = Sides::open(&opened.pipeline)?;
+    if let Some(token) = &record.source_frozen {
+        sides.freeze(false)?.unfreeze(token)?;
+    }
+    record.source_frozen = None;
+    let downtime = record.frozen_since.map(|at| ((now() - at) * 1000.0) as u64);
+    record.enter(Phase::RolledBack, "big-bang abandoned before its switch: the source takes writes again");
+    opened.save(&record)?;
+    if json {
+        println!("{}", serde_json::json!({"ok": true, "phase": record.phase, "downtime_ms": downtime}));
+    } else {
+        println!("migrate {}: rolled back before the switch; the source takes writes again", opened.name);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Freezes the side `switching` stops, runs `steps_of` under the freeze, and records the
@@ -1434,7 +1495,12 @@ fn under_freeze(
     let mut steps = Steps::new(args.freeze_timeout.unwrap_or(opened.settings.freeze_timeout));
     let on_target = switching == Switching::Back;
     let freeze = sides.freeze(on_target)?;
-    let token = freeze.freeze()?;
+    // Big-bang: the source has been frozen since before the copy, and stays so if this fails.
+    let kept = frozen_token(&mut record, on_target).clone().filter(|_| switching == Switching::Over);
+    let token = match &kept {
+        Some(token) => token.clone(),
+        None => freeze.freeze()?,
+    };
     *frozen_token(&mut record, on_target) = Some(token.clone());
     opened.save(&record)?;
     let (command, json) = (switching.command(), args.common.json);
@@ -1442,6 +1508,9 @@ fn under_freeze(
         Ok(mut window) => {
             window.freeze_ms = steps.started.elapsed().as_millis() as u64;
             window.steps = steps.steps;
+            if switching == Switching::Over {
+                window.downtime_ms = record.frozen_since.map(|at| ((now() - at) * 1000.0) as u64);
+            }
             record.last_error = None;
             let note = format!("writes frozen {} ms", window.freeze_ms);
             let said = match switching {
@@ -1480,7 +1549,7 @@ fn under_freeze(
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            let undone = freeze.unfreeze(&token);
+            let undone = if kept.is_some() { Err(Error::Config("big-bang".into())) } else { freeze.unfreeze(&token) };
             if switching == Switching::Over {
                 // No reverse stream is left: the target is not the one taking writes.
                 if let Ok(feed) = sides.feed(true) {
@@ -1497,6 +1566,7 @@ fn under_freeze(
                 switching.frozen(),
                 match &undone {
                     Ok(()) => "takes writes again".to_string(),
+                    Err(_) if kept.is_some() => "stays read-only (big-bang: until a switchover or rollback)".into(),
                     Err(e) => format!("could not be unfrozen ({e}): run `barge migrate {command}` again"),
                 }
             );
@@ -1597,6 +1667,7 @@ fn switch(
         verified: changed,
         rows_verified: rows,
         steps: BTreeMap::new(),
+        downtime_ms: None,
     })
 }
 
@@ -1642,6 +1713,7 @@ fn switch_back(
         verified,
         rows_verified: rows,
         steps: BTreeMap::new(),
+        downtime_ms: None,
     })
 }
 
@@ -1649,11 +1721,14 @@ fn complete(finish: &Finish) -> anyhow::Result<ExitCode> {
     let common = &finish.common;
     let opened = Opened::open(common)?;
     let mut record = opened.existing()?;
-    if !matches!(record.phase, Phase::Switched | Phase::RolledBack | Phase::Completed) {
+    let shadow = record.strategy == SHADOW_STRATEGY;
+    if !shadow && !matches!(record.phase, Phase::Switched | Phase::RolledBack | Phase::Completed) {
         let reason = format!("the phase is {}: complete follows a switchover (or a rollback)", record.phase.name());
         return Ok(refuse(common.json, "complete", &[reason]));
     }
-    if record.phase == Phase::Switched {
+    if shadow && record.phase.forward() {
+        record.enter(Phase::Completed, "shadow ended: the target was kept current and validated");
+    } else if record.phase == Phase::Switched {
         record.enter(Phase::Completed, "reverse sync stopped");
     } else if record.phase == Phase::RolledBack {
         record.history.push(Step { phase: Phase::RolledBack, at: now_text(), note: "completed".into() });

@@ -30,6 +30,9 @@ struct FileModel {
     migration: Option<Migration>,
 }
 
+/// The strategies `barge migrate` runs.
+pub const STRATEGIES: [&str; 3] = ["blue-green", "big-bang", "shadow"];
+
 /// The `[migration]` section: how `barge migrate` runs a zero-downtime migration.
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -261,10 +264,11 @@ impl Pipeline {
             }
         }
         if let Some(m) = &model.migration {
-            if m.strategy != "blue-green" {
+            if !STRATEGIES.contains(&m.strategy.as_str()) {
                 return Err(Error::Config(format!(
-                    "{shown}: [migration] strategy `{}`: the strategy barge migrate runs is `blue-green`",
-                    m.strategy
+                    "{shown}: [migration] strategy `{}`: barge migrate runs {}",
+                    m.strategy,
+                    STRATEGIES.map(|s| format!("`{s}`")).join(", ")
                 )));
             }
             let shares = [("shadow_reads", m.shadow_reads, 100.0), ("error_threshold", m.error_threshold, 1.0)];

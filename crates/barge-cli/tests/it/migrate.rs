@@ -729,3 +729,98 @@ fn migrate_status_page_follows_the_migration_in_a_browser() {
     let elsewhere: Vec<&String> = requested.iter().filter(|u| !u.starts_with(&page)).collect();
     assert!(elsewhere.is_empty(), "requests elsewhere: {elsewhere:?}");
 }
+
+/// A private server with logical decoding holding `src` (the schema, an application user) and
+/// an empty `dst` the application user may write in.
+fn one_server() -> (PrivatePg, Db, Db) {
+    let server = PrivatePg::start_logical();
+    server.sql("CREATE DATABASE src");
+    server.sql("CREATE DATABASE dst");
+    let (source, target) =
+        (Db::Pg { port: server.port(), db: "src".into() }, Db::Pg { port: server.port(), db: "dst".into() });
+    source.admin(&format!("{PG_APP} {PG_SCHEMA}"));
+    target.admin(PG_APP);
+    (server, source, target)
+}
+
+/// `strategy = "shadow"`: the target is kept current and validated while the application writes
+/// to the source; a switchover is refused; `complete` ends it, leaving nothing behind.
+#[test]
+fn migrate_shadow_keeps_the_target_current_and_validated_and_never_switches() {
+    let (server, source, target) = one_server();
+    let mut m = Migration::new(&server.url_of("src"), &server.url_of("dst"), "strategy = \"shadow\"\n");
+    let app = App::start(source.clone(), target.clone(), m.side.clone(), 0);
+    m.spawn();
+    m.wait_phase("validating");
+    wait_until("two verification passes and shadow reads", || {
+        let status = m.status();
+        status["verification"]["passes"].as_u64().unwrap() >= 2 && status["shadow"]["compared"].as_u64().unwrap() > 0
+    });
+    let status = m.status();
+    assert_eq!(status["switchover_allowed"], false, "{status:#}");
+    let reasons = refused(&m.run("switchover", &["--json"]));
+    assert!(reasons.contains("never switches"), "{reasons}");
+    assert_eq!(pg_frozen(&source), "off");
+    app.pause();
+    wait_until("the target to catch up", || source.rows() == target.rows());
+    assert_same(&source, &target, "shadowing");
+    app.resume();
+    app.wait_writes(0, 10);
+    m.run("complete", &["--json"]).assert_code(0);
+    assert_eq!(m.ended(), Some(0), "{}", m.log());
+    let log = app.finish();
+    assert!(log.failed.is_empty() && log.writes[1] == 0, "{:?} {:?}", log.failed, log.writes);
+    assert_eq!(pg_leftovers(&source), "0 slots, 0 publications, 0 barge_sync");
+    assert_eq!(pg_leftovers(&target), "0 slots, 0 publications, 0 barge_sync");
+    assert_eq!(pg_frozen(&source), "off");
+    assert_eq!(m.status()["phase"], "completed");
+}
+
+/// `strategy = "big-bang"`: the source is frozen before the copy and stays so; the switchover
+/// reports the downtime from that freeze; a rollback before the switch lets the source write.
+#[test]
+fn migrate_big_bang_freezes_the_source_before_the_copy_and_reports_the_downtime() {
+    let (server, source, target) = one_server();
+    let mut m = Migration::new(&server.url_of("src"), &server.url_of("dst"), "strategy = \"big-bang\"\n");
+    let app = App::start(source.clone(), target.clone(), m.side.clone(), 0);
+    app.wait_writes(0, 5);
+    m.spawn();
+    m.wait_allowed();
+    assert_eq!(pg_frozen(&source), "on");
+    // No write reaches the source while it is frozen: the application retries.
+    let before = app.writes()[0];
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(app.writes()[0], before);
+    assert_same(&source, &target, "validating a frozen source");
+    let run = m.run("switchover", &["--json"]);
+    run.assert_code(0);
+    let out: Value = serde_json::from_str(&run.stdout).unwrap();
+    let (freeze, downtime) =
+        (out["switchover"]["freeze_ms"].as_u64().unwrap(), out["switchover"]["downtime_ms"].as_u64().unwrap());
+    assert!(downtime > freeze && downtime > 1000, "{out:#}");
+    app.wait_writes(1, 20);
+    app.pause();
+    wait_until("the reverse sync", || source.rows() == target.rows());
+    assert_same(&source, &target, "after the switch");
+    let log = app.finish();
+    assert!(log.failed.is_empty() && log.retries > 0, "{:?} {}", log.failed, log.retries);
+    m.run("complete", &[]).assert_code(0);
+    assert_eq!(m.ended(), Some(0), "{}", m.log());
+    assert_eq!(pg_frozen(&source), "on", "the retired source stays read-only");
+
+    // A big-bang abandoned before its switch: the source takes writes again.
+    server.sql("CREATE DATABASE dst2");
+    let again = Db::Pg { port: server.port(), db: "dst2".into() };
+    again.admin(PG_APP);
+    m.run("complete", &["--reopen"]).assert_code(0);
+    let mut second = Migration::new(&server.url_of("src"), &server.url_of("dst2"), "strategy = \"big-bang\"\n");
+    second.spawn();
+    second.wait_allowed();
+    assert_eq!(pg_frozen(&source), "on");
+    second.run("rollback", &["--json"]).assert_code(0);
+    assert_eq!(second.ended(), Some(0), "{}", second.log());
+    assert_eq!(pg_frozen(&source), "off");
+    source.app("INSERT INTO orders (customer) VALUES ('after')").unwrap();
+    second.run("complete", &[]).assert_code(0);
+    assert_eq!(pg_leftovers(&source), "0 slots, 0 publications, 0 barge_sync");
+}
