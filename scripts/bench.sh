@@ -666,6 +666,28 @@ SQL
   wait "$start_pid" || true
   python3 -c 'import json,sys; print(json.loads(sys.argv[1])["switchover"]["freeze_ms"], json.loads(sys.argv[2])["rollback"]["freeze_ms"])' "$sw" "$rb"
 }
+migrate_big_bang_round() { # $1 round: prints the switchover's downtime_ms (from the freeze before the copy)
+  local r=$1 m="$cdc/bb$1"
+  mkdir -p "$m"
+  pub -d postgres -c "CREATE DATABASE bbsrc$r"; sub -d postgres -c "CREATE DATABASE bbdst$r"
+  pub -d "bbsrc$r" -c "CREATE TABLE orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(12,2))" \
+    -c "INSERT INTO orders (customer, amount) SELECT 'c' || g, g FROM generate_series(1, $rows) g"
+  printf 'source = "%s"\ntarget = "%s"\n[migration]\nstrategy = "big-bang"\nverify_every = 2\n' \
+    "postgres://postgres@127.0.0.1:$pub_port/bbsrc$r" "postgres://postgres@127.0.0.1:$sub_port/bbdst$r" >"$m/mig.toml"
+  "$barge" migrate start "$m/mig.toml" --state "$m/state.db" >/dev/null 2>"$m/start.log" &
+  local start_pid=$!
+  migrate_pid=$start_pid
+  until "$barge" migrate status "$m/mig.toml" --state "$m/state.db" --json 2>/dev/null \
+      | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("switchover_allowed") else 1)' 2>/dev/null
+  do
+    kill -0 "$start_pid" 2>/dev/null || { cat "$m/start.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  local sw; sw=$("$barge" migrate switchover "$m/mig.toml" --state "$m/state.db" --json)
+  "$barge" migrate complete "$m/mig.toml" --state "$m/state.db" --reopen >/dev/null
+  wait "$start_pid" || true
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["switchover"]["downtime_ms"])' "$sw"
+}
 section_migrate() {
   cdc=$(mktemp -d /tmp/barge-migrate.XXXXXX); chmod 755 "$cdc"
   trap cdc_cleanup EXIT
@@ -711,6 +733,11 @@ section_migrate() {
     echo "migrate_${name}_rollback_ms=$(median <"$work/rollback.txt")"
   done
   echo "migrate_writer_rows_in_5s_min=$(sort -n "$work/wrote.txt" | head -1)"
+  : >"$work/bigbang.txt"
+  for r in 1 2 3; do
+    migrate_big_bang_round "$r" | tee -a "$work/bigbang.txt" | sed "s/^/migrate big-bang round $r: downtime ms /" >&2
+  done
+  echo "migrate_big_bang_downtime_ms=$(median <"$work/bigbang.txt")"
 }
 
 # --- Recording ---------------------------------------------------------------------------------
