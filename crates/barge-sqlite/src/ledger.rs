@@ -80,8 +80,22 @@ impl SqliteLedger {
         let conn = Connection::open(path)
             .map_err(|e| Error::Config(format!("cannot open the state file {}: {e}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_err("setting busy timeout"))?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-            .map_err(sqlite_err("configuring the state file"))?;
+        // Another process writing the file (a running `migrate start` while `migrate status`
+        // opens it) can make setting the journal mode fail at once with SQLITE_BUSY, which the
+        // busy timeout does not wait for: tried again for as long.
+        let started = std::time::Instant::now();
+        loop {
+            match conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                        && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(sqlite_err("configuring the state file")(e)),
+            }
+        }
         conn.execute_batch(SCHEMA).map_err(|e| {
             Error::Config(format!("{} is not a barge state file (or cannot be written): {e}", path.display()))
         })?;
@@ -299,6 +313,38 @@ impl LedgerStore for SqliteLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ledger_opens_while_another_connection_keeps_writing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let writer = SqliteLedger::open(&path).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    writer.set_document("m", "live", &n.to_string()).unwrap();
+                    n += 1;
+                }
+            });
+            // Others open, read and close it all along (each close may checkpoint the log).
+            let others: Vec<_> = (0..3)
+                .map(|_| {
+                    scope.spawn(|| {
+                        for _ in 0..100 {
+                            let reader = SqliteLedger::open(&path).unwrap();
+                            reader.document("m", "live").unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for other in others {
+                other.join().unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
 
     #[test]
     fn a_ledger_survives_reopening_and_refuses_another_fingerprint() {
