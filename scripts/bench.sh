@@ -606,6 +606,16 @@ SQL
 }
 
 # --- Zero-downtime migration: write-freeze windows ------------------------------------------------
+# Waits until `migrate status` allows the switchover of migration $1 (its directory), whose
+# `migrate start` is pid $2 (its log is shown if it ends first).
+migrate_wait_allowed() {
+  until "$barge" migrate status "$1/mig.toml" --state "$1/state.db" --json 2>/dev/null \
+      | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("switchover_allowed") else 1)' 2>/dev/null
+  do
+    kill -0 "$2" 2>/dev/null || { cat "$1/start.log" >&2; exit 1; }
+    sleep 0.2
+  done
+}
 migrate_round() { # $1 pair (pg or my), $2 round: prints "switchover_ms rollback_ms"
   local pair=$1 r=$2 m="$cdc/m$1$2"
   mkdir -p "$m"
@@ -635,12 +645,7 @@ SQL
   "$barge" migrate start "$m/mig.toml" --state "$m/state.db" >/dev/null 2>"$m/start.log" &
   local start_pid=$!
   migrate_pid=$start_pid
-  until "$barge" migrate status "$m/mig.toml" --state "$m/state.db" --json 2>/dev/null \
-      | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("switchover_allowed") else 1)' 2>/dev/null
-  do
-    kill -0 "$start_pid" 2>/dev/null || { cat "$m/start.log" >&2; exit 1; }
-    sleep 0.5
-  done
+  migrate_wait_allowed "$m" "$start_pid"
   # The application: 1,000 single-row inserts a second, each committed, until a freeze stops it.
   if [ "$pair" = pg ]; then
     psql -h 127.0.0.1 -p "$pub_port" -U appuser -d "src$r" -qAt -c "CALL steady(1000, 120)" >/dev/null 2>&1 &
@@ -677,12 +682,7 @@ migrate_big_bang_round() { # $1 round: prints the switchover's downtime_ms (from
   "$barge" migrate start "$m/mig.toml" --state "$m/state.db" >/dev/null 2>"$m/start.log" &
   local start_pid=$!
   migrate_pid=$start_pid
-  until "$barge" migrate status "$m/mig.toml" --state "$m/state.db" --json 2>/dev/null \
-      | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("switchover_allowed") else 1)' 2>/dev/null
-  do
-    kill -0 "$start_pid" 2>/dev/null || { cat "$m/start.log" >&2; exit 1; }
-    sleep 0.2
-  done
+  migrate_wait_allowed "$m" "$start_pid"
   local sw; sw=$("$barge" migrate switchover "$m/mig.toml" --state "$m/state.db" --json)
   "$barge" migrate complete "$m/mig.toml" --state "$m/state.db" --reopen >/dev/null
   wait "$start_pid" || true

@@ -655,13 +655,18 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let done = Arc::new(AtomicBool::new(false));
+    // Not waited for at the end: a pass may be waiting (up to its timeout) for a stream that
+    // has stopped; its results no longer matter then.
+    {
+        let (shared, done) = (shared.clone(), done.clone());
+        std::thread::spawn(move || verifier(&shared, &done));
+    }
     let shared = &*shared;
-    let done = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
         scope.spawn(|| reporter(shared, &done));
         let (keys, sampled) = std::sync::mpsc::sync_channel::<(String, TextKey)>(SHADOW_QUEUE);
         scope.spawn(|| shadow_reads(shared, sampled, &done));
-        scope.spawn(|| verifier(shared, &done));
         let result = directions(shared, keys);
         done.store(true, Ordering::SeqCst);
         result
@@ -1054,6 +1059,10 @@ fn verify_pass(shared: &Shared, done: &AtomicBool) -> Result<(), Error> {
             rounds: RECHECKS as usize,
         };
         let report = verify_between(sides, &shared.opened.pipeline, std::slice::from_ref(table), Some(&live_stream))?;
+        // A pass the switchover overtook (its stream stopped while it waited): not recorded.
+        if shared.phase() != Phase::Validating {
+            return Ok(());
+        }
         let mut live = shared.live.lock().expect("live lock");
         live.mismatches.retain(|m| !(m.table == *table && m.found_by == VERIFICATION));
         for verdict in &report.tables {
@@ -1620,6 +1629,17 @@ fn continue_identities(side: &dyn barge_core::Target, tables: &[String]) -> Resu
     Ok(())
 }
 
+/// Under a freeze: waits until `stream` applied everything the frozen side committed; the
+/// position drained to, as shown.
+fn drain_frozen(sides: &Sides, stream: &str, reverse: bool, steps: &mut Steps) -> Result<String, Error> {
+    steps.done("freeze")?;
+    let feed = sides.feed(reverse)?;
+    let position = feed.current_position()?;
+    drain(sides, stream, reverse, position, steps.deadline)?;
+    steps.done("drain")?;
+    Ok(feed.describe_position(position))
+}
+
 /// The steps of a switchover once the source is frozen.
 fn switch(
     opened: &Opened,
@@ -1628,11 +1648,7 @@ fn switch(
     live: &Live,
     steps: &mut Steps,
 ) -> Result<Window, Error> {
-    steps.done("freeze")?;
-    let source_feed = sides.feed(false)?;
-    let position = source_feed.current_position()?;
-    drain(sides, &record.forward, false, position, steps.deadline)?;
-    steps.done("drain")?;
+    let drained_to = drain_frozen(sides, &record.forward, false, steps)?;
     // The tables the stream changed since their last clean verification, verified again: exact
     // now (nothing moves).
     let applied = sides.table_positions(&record.forward, false)?;
@@ -1663,7 +1679,7 @@ fn switch(
     Ok(Window {
         freeze_ms: 0,
         at: now_text(),
-        drained_to: source_feed.describe_position(position),
+        drained_to,
         verified: changed,
         rows_verified: rows,
         steps: BTreeMap::new(),
@@ -1679,11 +1695,7 @@ fn switch_back(
     live: &Live,
     steps: &mut Steps,
 ) -> Result<Window, Error> {
-    steps.done("freeze")?;
-    let target_feed = sides.feed(true)?;
-    let position = target_feed.current_position()?;
-    drain(sides, &record.reverse, true, position, steps.deadline)?;
-    steps.done("drain")?;
+    let drained_to = drain_frozen(sides, &record.reverse, true, steps)?;
     // The tables the reverse sync changed (or stopped on): the others are as the switchover
     // verified them, the source frozen since.
     let changed_back = sides.table_positions(&record.reverse, true)?;
@@ -1709,7 +1721,7 @@ fn switch_back(
     Ok(Window {
         freeze_ms: 0,
         at: now_text(),
-        drained_to: target_feed.describe_position(position),
+        drained_to,
         verified,
         rows_verified: rows,
         steps: BTreeMap::new(),

@@ -350,6 +350,15 @@ fn assert_same(source: &Db, target: &Db, when: &str) {
     }
 }
 
+/// With the application paused: waits until the sync named `what` brought both sides to the
+/// same rows, then lets the application write again.
+fn caught_up(app: &App, source: &Db, target: &Db, what: &str) {
+    app.pause();
+    wait_until(what, || source.rows() == target.rows());
+    assert_same(source, target, what);
+    app.resume();
+}
+
 /// The refusal's reasons, as `--json` gives them.
 fn refused(run: &crate::support::Run) -> String {
     run.assert_code(3);
@@ -482,10 +491,7 @@ fn migrate_postgres_to_postgres_switches_over_rolls_back_and_completes_while_an_
     m.kill();
     m.spawn();
     app.wait_writes(1, 30);
-    app.pause();
-    wait_until("the reverse sync", || source.rows() == target.rows());
-    assert_same(&source, &target, "after the reverse sync");
-    app.resume();
+    caught_up(&app, &source, &target, "the reverse sync");
     app.wait_writes(1, 30);
     let status = m.status();
     assert_eq!((status["phase"].as_str(), status["direction"].as_str()), (Some("switched"), Some("reverse")));
@@ -577,10 +583,7 @@ fn migrate_mariadb_to_postgres_switches_over_and_the_reverse_sync_keeps_the_sour
     run.assert_code(0);
     assert_eq!(my.sql("SELECT @@GLOBAL.read_only").as_deref(), Some("1"));
     app.wait_writes(1, 30);
-    app.pause();
-    wait_until("the reverse sync", || source.rows() == target.rows());
-    assert_same(&source, &target, "after the reverse sync");
-    app.resume();
+    caught_up(&app, &source, &target, "the reverse sync");
     app.wait_writes(1, 10);
     let log = app.finish();
     assert!(log.failed.is_empty(), "{:?}", log.failed);
@@ -630,10 +633,7 @@ fn migrate_postgres_to_mariadb_switches_over_and_rolls_back_with_every_write_on_
         assert!(!shown.contains(secret), "{shown}");
     }
     app.wait_writes(1, 30);
-    app.pause();
-    wait_until("the reverse sync", || source.rows() == target.rows());
-    assert_same(&source, &target, "after the reverse sync");
-    app.resume();
+    caught_up(&app, &source, &target, "the reverse sync");
     app.wait_writes(1, 30);
     app.pause();
     // A rollback whose hook fails: the target takes writes again, the source stays frozen.
@@ -761,10 +761,7 @@ fn migrate_shadow_keeps_the_target_current_and_validated_and_never_switches() {
     let reasons = refused(&m.run("switchover", &["--json"]));
     assert!(reasons.contains("never switches"), "{reasons}");
     assert_eq!(pg_frozen(&source), "off");
-    app.pause();
-    wait_until("the target to catch up", || source.rows() == target.rows());
-    assert_same(&source, &target, "shadowing");
-    app.resume();
+    caught_up(&app, &source, &target, "the target to catch up");
     app.wait_writes(0, 10);
     m.run("complete", &["--json"]).assert_code(0);
     assert_eq!(m.ended(), Some(0), "{}", m.log());
