@@ -176,6 +176,9 @@ struct RunArgs {
     /// Do not add the source's foreign keys to the tables the run creates (see `barge copy`).
     #[arg(long)]
     no_foreign_keys: bool,
+    /// Serve a live status page (and `/status.json`) of the copy at this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    status_addr: Option<String>,
 }
 
 #[derive(Args)]
@@ -769,7 +772,20 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let progress = render::progress();
+    let progress = Arc::new(status_page::Watched::new(render::progress()));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _page = match &args.status_addr {
+        Some(addr) => {
+            let (watched, done) = (progress.clone(), done.clone());
+            let server = status_page::serve(
+                addr,
+                Arc::new(move || watched.status(done.load(std::sync::atomic::Ordering::SeqCst))),
+            )?;
+            eprintln!("run: status page at http://{}/", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
     let options = ExecOptions {
         snapshot_lock: !args.no_lock,
         fail_fast: args.fail_fast,
@@ -778,6 +794,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         ..pipeline_options(&pipeline, workers, batch_rows, ledger)
     };
     let report = execute(&prepared.preflight, &options, progress.as_ref())?;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
     if args.pipeline.json {
         let mut value = serde_json::to_value(&report)?;
         value["plan"] = serde_json::to_value(&prepared.report)?;

@@ -96,3 +96,79 @@ mod tests {
         assert!(error.is_usage() && error.to_string().contains("cannot listen"), "{error}");
     }
 }
+
+/// Progress that also keeps each table's counts, for the status page of a copy (`run`).
+pub struct Watched {
+    inner: Box<dyn barge_exec::Progress>,
+    tables: std::sync::Mutex<std::collections::BTreeMap<String, TableProgress>>,
+    started: std::time::Instant,
+}
+
+/// One table's progress, as the page shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+struct TableProgress {
+    table: String,
+    /// `copy` or `verify`.
+    step: &'static str,
+    /// An estimate, from the plan.
+    total_rows: u64,
+    rows: u64,
+    /// The phase's one-line summary once it ended.
+    summary: Option<String>,
+}
+
+impl Watched {
+    pub fn new(inner: Box<dyn barge_exec::Progress>) -> Watched {
+        Watched { inner, tables: Default::default(), started: std::time::Instant::now() }
+    }
+
+    /// The status object of the copy: `phase` (`copying` until `done`), rows done and their
+    /// rate, and each table's progress.
+    pub fn status(&self, done: bool) -> String {
+        let tables: Vec<TableProgress> = self.tables.lock().expect("progress lock").values().cloned().collect();
+        let rows: u64 = tables.iter().filter(|t| t.step == "copy").map(|t| t.rows).sum();
+        serde_json::json!({
+            "phase": if done { "done" } else { "copying" },
+            "applied_total": rows,
+            "changes_per_s": rows as f64 / self.started.elapsed().as_secs_f64().max(1e-3),
+            "progress": tables,
+        })
+        .to_string()
+    }
+
+    fn update(&self, table: &str, phase: barge_exec::Phase, f: impl FnOnce(&mut TableProgress)) {
+        let step = match phase {
+            barge_exec::Phase::Copy => "copy",
+            barge_exec::Phase::Verify => "verify",
+        };
+        let mut tables = self.tables.lock().expect("progress lock");
+        let entry = tables.entry(table.to_string()).or_insert_with(|| TableProgress {
+            table: table.to_string(),
+            step,
+            total_rows: 0,
+            rows: 0,
+            summary: None,
+        });
+        if entry.step != step {
+            *entry = TableProgress { table: table.to_string(), step, total_rows: 0, rows: 0, summary: None };
+        }
+        f(entry);
+    }
+}
+
+impl barge_exec::Progress for Watched {
+    fn started(&self, table: &str, phase: barge_exec::Phase, total_rows: u64) {
+        self.update(table, phase, |t| t.total_rows = total_rows);
+        self.inner.started(table, phase, total_rows);
+    }
+
+    fn advance(&self, table: &str, phase: barge_exec::Phase, rows: u64) {
+        self.update(table, phase, |t| t.rows += rows);
+        self.inner.advance(table, phase, rows);
+    }
+
+    fn finished(&self, table: &str, phase: barge_exec::Phase, summary: &str) {
+        self.update(table, phase, |t| t.summary = Some(summary.to_string()));
+        self.inner.finished(table, phase, summary);
+    }
+}

@@ -753,3 +753,60 @@ columns = [{{ name = "owner_id", from = "parent_id" }}, {{ name = "remark", from
     pg.sql("DELETE FROM owner WHERE owner_key = 2");
     assert_eq!(q("SELECT count(*) FROM child"), ["1"]);
 }
+
+/// `run --status-addr`: the status page in a real browser shows the copy while it runs (held
+/// here by a lock on the target table), fetching nothing from elsewhere.
+#[test]
+fn run_status_page_shows_the_copy_in_a_browser() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = Dir::new();
+    dir.sql(
+        "s.db",
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+         INSERT INTO items SELECT i, 'n' || i FROM n;",
+    );
+    let pg = PgDb::new("run_page");
+    pg.sql("CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL)");
+    let mut held = Command::new("psql")
+        .args([&pg.url(), "-At"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(held.stdin.as_mut().unwrap(), "BEGIN; LOCK TABLE items IN SHARE MODE;").unwrap();
+    let file = pipeline(
+        &dir,
+        &format!("source = \"{}\"\ntarget = \"{}\"\n[defaults]\nif_exists = \"append\"\n", dir.url("s.db"), pg.url()),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["run", &file, "--state", &dir.path("r.state.db").display().to_string()])
+        .args(["--status-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no status page");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let browser = crate::browser::Browser::start();
+    let page = format!("http://127.0.0.1:{port}/");
+    browser.goto(&page);
+    assert_eq!(browser.wait_text("phase", |p| !p.is_empty() && p != "…"), "copying");
+    let progress = browser.wait_text("progress", |t| t.contains("items"));
+    assert!(progress.contains("copy"), "{progress}");
+    assert_eq!(browser.eval("return document.getElementById('allowed').closest('section').style.display"), "none");
+    let requested = browser.requested();
+    assert!(requested.iter().all(|u| u.starts_with(&page)), "{requested:?}");
+    // The lock gone, the copy finishes.
+    writeln!(held.stdin.as_mut().unwrap(), "COMMIT;").unwrap();
+    drop(held.stdin.take());
+    held.wait().unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(0));
+    assert_eq!(pg.sql("SELECT count(*) FROM items")[0][0].as_deref(), Some("5000"));
+}
