@@ -179,6 +179,9 @@ struct RunArgs {
     /// Serve a live status page (and `/status.json`) of the copy at this address.
     #[arg(long, value_name = "HOST:PORT")]
     status_addr: Option<String>,
+    /// Serve metrics in Prometheus' text format at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 #[derive(Args)]
@@ -774,18 +777,14 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let progress = Arc::new(status_page::Watched::new(render::progress()));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let _page = match &args.status_addr {
-        Some(addr) => {
-            let (watched, done) = (progress.clone(), done.clone());
-            let server = status_page::serve(
-                addr,
-                Arc::new(move || watched.status(done.load(std::sync::atomic::Ordering::SeqCst))),
-            )?;
-            eprintln!("run: status page at http://{}/", server.addr);
-            Some(server)
+    let served = {
+        let (watched, done, counted) = (progress.clone(), done.clone(), progress.clone());
+        status_page::Served {
+            status: Arc::new(move || watched.status(done.load(std::sync::atomic::Ordering::SeqCst))),
+            metrics: Arc::new(move || counted.metrics()),
         }
-        None => None,
     };
+    let _served = status_page::serve_at(args.status_addr.as_deref(), args.metrics_addr.as_deref(), &served, "run")?;
     let options = ExecOptions {
         snapshot_lock: !args.no_lock,
         fail_fast: args.fail_fast,

@@ -85,6 +85,9 @@ struct StartArgs {
     /// Serve a live status page (and `/status.json`) at this address, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "HOST:PORT")]
     status_addr: Option<String>,
+    /// Serve metrics in Prometheus' text format at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -646,15 +649,19 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         series: Mutex::new(std::collections::VecDeque::new()),
     };
     let shared = Arc::new(shared);
-    let _page = match &args.status_addr {
-        Some(addr) => {
-            let serving = shared.clone();
-            let server = super::status_page::serve(addr, Arc::new(move || page_status(&serving)))?;
-            eprintln!("migrate {}: status page at http://{}/", shared.opened.name, server.addr);
-            Some(server)
+    let served = {
+        let (status, metrics) = (shared.clone(), shared.clone());
+        super::status_page::Served {
+            status: Arc::new(move || page_status(&status)),
+            metrics: Arc::new(move || migrate_metrics(&metrics)),
         }
-        None => None,
     };
+    let _served = super::status_page::serve_at(
+        args.status_addr.as_deref(),
+        args.metrics_addr.as_deref(),
+        &served,
+        &format!("migrate {}", shared.opened.name),
+    )?;
     let done = Arc::new(AtomicBool::new(false));
     // Not waited for at the end: a pass may be waiting (up to its timeout) for a stream that
     // has stopped; its results no longer matter then.
@@ -676,6 +683,72 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     live.updated = now();
     shared.opened.save_live(&live)?;
     result
+}
+
+/// The migration's metrics: its sync's, and the phase, the validation and the verdict.
+fn migrate_metrics(shared: &Shared) -> String {
+    let record = shared.record.lock().expect("record lock").clone();
+    let live = shared.live.lock().expect("live lock").clone();
+    let report = report(&shared.opened, &record, &live, None);
+    let mut metrics = super::status_page::Metrics::default();
+    super::status_page::sync_metrics(&mut metrics, &serde_json::to_value(&report).unwrap_or_default());
+    metrics.family("barge_migrate_phase", "gauge", "1 for the migration's phase.");
+    for phase in [
+        Phase::Planned,
+        Phase::Copying,
+        Phase::CatchingUp,
+        Phase::Validating,
+        Phase::Switched,
+        Phase::Completed,
+        Phase::RolledBack,
+    ] {
+        metrics.sample(
+            "barge_migrate_phase",
+            &[("phase", phase.name())],
+            if phase == record.phase { 1.0 } else { 0.0 },
+        );
+    }
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    metrics
+        .one(
+            "barge_migrate_verification_passes_total",
+            "counter",
+            "Full verification passes.",
+            report.verification.passes as f64,
+        )
+        .one(
+            "barge_migrate_shadow_reads_total",
+            "counter",
+            "Changed keys compared on both sides.",
+            report.shadow.compared as f64,
+        )
+        .one(
+            "barge_migrate_persistent_mismatches",
+            "gauge",
+            "Keys that still differ after the stream passed them.",
+            report.mismatches.len() as f64,
+        )
+        .one("barge_migrate_error_rate", "gauge", "Persistent mismatches per row compared.", report.error_rate)
+        .one("barge_migrate_error_threshold", "gauge", "The error rate a switchover tolerates.", report.error_threshold)
+        .one(
+            "barge_migrate_switchover_allowed",
+            "gauge",
+            "1 when every switchover precondition holds.",
+            flag(report.switchover_allowed),
+        )
+        .one(
+            "barge_migrate_source_frozen",
+            "gauge",
+            "1 while the source's writes are frozen.",
+            flag(report.source_frozen),
+        )
+        .one(
+            "barge_migrate_target_frozen",
+            "gauge",
+            "1 while the target's writes are frozen.",
+            flag(report.target_frozen),
+        );
+    metrics.finish()
 }
 
 /// The status page's `status.json`: the status `--json` prints, with the lag history.

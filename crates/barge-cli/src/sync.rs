@@ -87,6 +87,9 @@ pub struct SyncArgs {
     /// Serve a live status page (and `/status.json`) at this address, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "HOST:PORT")]
     status_addr: Option<String>,
+    /// Serve metrics in Prometheus' text format at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
     /// Prints nothing on stdout (`barge migrate` reports for it).
     #[arg(skip)]
     pub quiet: bool,
@@ -322,23 +325,24 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         serde_json::json!({"phase": "bulk copy", "lag_seconds": 0.0, "changes_per_s": 0.0, "applied_total": 0}),
         std::collections::VecDeque::new(),
     )));
-    let _page = match &args.status_addr {
-        Some(addr) => {
-            let serving = seen.clone();
-            let server = super::status_page::serve(
-                addr,
-                Arc::new(move || {
-                    let (status, series) = &*serving.lock().expect("status lock");
-                    let mut status = status.clone();
-                    status["series"] = serde_json::json!(series);
-                    status.to_string()
-                }),
-            )?;
-            eprintln!("sync: status page at http://{}/", server.addr);
-            Some(server)
+    let served = {
+        let (status, metrics) = (seen.clone(), seen.clone());
+        super::status_page::Served {
+            status: Arc::new(move || {
+                let (status, series) = &*status.lock().expect("status lock");
+                let mut status = status.clone();
+                status["series"] = serde_json::json!(series);
+                status.to_string()
+            }),
+            metrics: Arc::new(move || {
+                let mut out = super::status_page::Metrics::default();
+                super::status_page::sync_metrics(&mut out, &metrics.lock().expect("status lock").0);
+                out.finish()
+            }),
         }
-        None => None,
     };
+    let _served =
+        super::status_page::serve_at(args.status_addr.as_deref(), args.metrics_addr.as_deref(), &served, "sync")?;
     let mut tell = |status: &barge_exec::SyncStatus| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let (last, series) = &mut *seen.lock().expect("status lock");

@@ -723,6 +723,14 @@ fn migrate_status_page_follows_the_migration_in_a_browser() {
     browser.wait_text("phase", |p| p == "switched");
     assert!(browser.text("windows").contains("switchover: writes frozen"), "{}", browser.text("windows"));
     assert!(browser.text("timeline").contains("validating"), "{}", browser.text("timeline"));
+    // The metrics at the same address say the same.
+    let samples = crate::support::scrape(&format!("127.0.0.1:{port}"));
+    let metric = |name: &str, label: Option<(&str, &str)>| crate::support::metric(&samples, name, label);
+    assert_eq!(metric("barge_migrate_phase", Some(("phase", "switched"))), Some(1.0), "{samples:?}");
+    assert_eq!(metric("barge_migrate_phase", Some(("phase", "validating"))), Some(0.0));
+    assert_eq!(metric("barge_migrate_source_frozen", None), Some(1.0));
+    assert_eq!(metric("barge_migrate_persistent_mismatches", None), Some(0.0));
+    assert!(metric("barge_migrate_verification_passes_total", None).is_some_and(|n| n >= 1.0));
     // Nothing was fetched from anywhere but barge's own address.
     let requested = browser.requested();
     assert!(requested.iter().any(|u| u.ends_with("/status.json")), "{requested:?}");

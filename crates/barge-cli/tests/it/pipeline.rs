@@ -803,6 +803,10 @@ fn run_status_page_shows_the_copy_in_a_browser() {
     assert_eq!(browser.eval("return document.getElementById('allowed').closest('section').style.display"), "none");
     let requested = browser.requested();
     assert!(requested.iter().all(|u| u.starts_with(&page)), "{requested:?}");
+    // The metrics at the same address: the table's copy begun, not done.
+    let samples = scrape(&format!("127.0.0.1:{port}"));
+    assert_eq!(metric(&samples, "barge_copy_table_done", Some(("table", "items"))), Some(0.0), "{samples:?}");
+    assert!(metric(&samples, "barge_copy_rows_estimated", Some(("table", "items"))).is_some());
     // The lock gone, the copy finishes.
     writeln!(held.stdin.as_mut().unwrap(), "COMMIT;").unwrap();
     drop(held.stdin.take());

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -378,4 +379,72 @@ impl TestDb for MyDb {
             my_run(Some(&name), sql);
         })
     }
+}
+
+/// One sample scraped from a `/metrics` endpoint.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Scrapes `http://{addr}/metrics` and parses Prometheus' text format, failing the test on a line
+/// that breaks it: every sample's family has a TYPE line before it, names are valid, counters end
+/// in `_total`, label values are quoted.
+pub fn scrape(addr: &str) -> Vec<Sample> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("200") && head.to_ascii_lowercase().contains("text/plain; version=0.0.4"), "{head}");
+    let valid = |n: &str| {
+        !n.is_empty()
+            && n.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut types = HashMap::new();
+    let mut samples = Vec::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(valid(name) && ["counter", "gauge"].contains(&kind), "{line}");
+            assert!(kind != "counter" || name.ends_with("_total"), "a counter's name ends in _total: {line}");
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let inner = rest.strip_suffix('}').unwrap_or_else(|| panic!("{line}"));
+                let labels = inner
+                    .split("\",")
+                    .map(|pair| {
+                        let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                        assert!(valid(k), "{line}");
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (name, labels)
+            }
+            None => (series, Vec::new()),
+        };
+        assert!(types.contains_key(name), "no TYPE before {line}");
+        samples.push(Sample { name: name.to_string(), labels, value });
+    }
+    samples
+}
+
+/// The value of the sample `name` with label `label` (if given), from a scrape.
+pub fn metric(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.name == name && label.is_none_or(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v)))
+        .map(|s| s.value)
 }

@@ -1225,9 +1225,11 @@ fn sync_status_page_shows_the_stream_in_a_browser() {
     let dir = Dir::new();
     let state = dir.path("s.db").display().to_string();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_barge"))
         .args(["sync", "--from", &from, "--to", &to, "--state", &state])
         .args(["--status-addr", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1255,6 +1257,13 @@ fn sync_status_page_shows_the_stream_in_a_browser() {
     assert_eq!(browser.eval("return document.getElementById('allowed').closest('section').style.display"), "none");
     let requested = browser.requested();
     assert!(requested.iter().all(|u| u.starts_with(&page)), "{requested:?}");
+    // `--metrics-addr`: Prometheus' text format, with the same counts.
+    let samples = crate::support::scrape(&format!("127.0.0.1:{metrics_port}"));
+    let upserted = crate::support::metric(&samples, "barge_sync_table_upserted_rows_total", Some(("table", "items")));
+    assert!(upserted.is_some_and(|n| n >= 3000.0), "{samples:?}");
+    assert!(crate::support::metric(&samples, "barge_sync_changes_applied_total", None).is_some_and(|n| n > 0.0));
+    assert_eq!(crate::support::metric(&samples, "barge_sync_table_stopped", Some(("table", "pairs"))), Some(0.0));
+    assert!(crate::support::metric(&samples, "barge_sync_lag_seconds", None).is_some());
     child.kill().unwrap();
     child.wait().unwrap();
 }
