@@ -547,11 +547,8 @@ struct Shared {
     quit: Arc<AtomicBool>,
     json: bool,
     /// (seconds since the epoch, lag, changes/s), once a second, for the status page.
-    series: Mutex<std::collections::VecDeque<[f64; 3]>>,
+    series: Mutex<super::status_page::Series>,
 }
-
-/// Seconds of lag history the status page draws.
-const SERIES: usize = 600;
 
 impl Shared {
     fn phase(&self) -> Phase {
@@ -646,7 +643,7 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         record: Mutex::new(record),
         quit,
         json: common.json,
-        series: Mutex::new(std::collections::VecDeque::new()),
+        series: Mutex::new(super::status_page::Series::default()),
     };
     let shared = Arc::new(shared);
     let served = {
@@ -755,10 +752,8 @@ fn migrate_metrics(shared: &Shared) -> String {
 fn page_status(shared: &Shared) -> String {
     let record = shared.record.lock().expect("record lock").clone();
     let live = shared.live.lock().expect("live lock").clone();
-    let mut value = serde_json::to_value(report(&shared.opened, &record, &live, None)).unwrap_or_default();
-    let series: Vec<[f64; 3]> = shared.series.lock().expect("series lock").iter().copied().collect();
-    value["series"] = serde_json::json!(series);
-    value.to_string()
+    let value = serde_json::to_value(report(&shared.opened, &record, &live, None)).unwrap_or_default();
+    shared.series.lock().expect("series lock").with(value)
 }
 
 /// Sampled keys waiting for their shadow read, at most (more are not sampled).
@@ -910,13 +905,7 @@ fn reporter(shared: &Shared, done: &AtomicBool) {
             live.updated = now();
             live.clone()
         };
-        {
-            let mut series = shared.series.lock().expect("series lock");
-            series.push_back([live.updated, live.lag(), live.changes_per_s]);
-            while series.len() > SERIES {
-                series.pop_front();
-            }
-        }
+        shared.series.lock().expect("series lock").push(live.updated, live.lag(), live.changes_per_s);
         if let Err(e) = shared.opened.save_live(&live) {
             tracing::warn!("writing the migration's status: {e}");
         }

@@ -141,12 +141,48 @@ mod tests {
     }
 
     #[test]
+    fn the_series_keeps_the_last_ten_minutes() {
+        let mut series = Series::default();
+        for second in 0..700 {
+            series.push(f64::from(second), 0.5, 10.0);
+        }
+        let shown: serde_json::Value = serde_json::from_str(&series.with(serde_json::json!({"phase": "x"}))).unwrap();
+        let samples = shown["series"].as_array().unwrap();
+        assert_eq!(samples.len(), 600);
+        assert_eq!(samples[0], serde_json::json!([100.0, 0.5, 10.0]));
+        assert_eq!(shown["phase"], "x");
+    }
+
+    #[test]
     fn an_address_taken_is_a_configuration_error() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap().to_string();
         let error =
             serve(&addr, Served { status: Arc::new(String::new), metrics: Arc::new(String::new) }).err().unwrap();
         assert!(error.is_usage() && error.to_string().contains("cannot listen"), "{error}");
+    }
+}
+
+/// The last ten minutes of lag and change rate, a sample a second, that the page draws.
+#[derive(Default)]
+pub struct Series(std::collections::VecDeque<[f64; 3]>);
+
+impl Series {
+    /// Samples kept: ten minutes at one a second.
+    const KEPT: usize = 600;
+
+    /// Adds a sample: seconds since the epoch, lag in seconds, changes a second.
+    pub fn push(&mut self, at: f64, lag: f64, rate: f64) {
+        self.0.push_back([at, lag, rate]);
+        while self.0.len() > Self::KEPT {
+            self.0.pop_front();
+        }
+    }
+
+    /// `status` (a JSON object) with the samples as its `series`.
+    pub fn with(&self, mut status: serde_json::Value) -> String {
+        status["series"] = serde_json::json!(self.0);
+        status.to_string()
     }
 }
 

@@ -320,19 +320,17 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
     // The status page shows the last status, with the lag of each one.
-    type Seen = (serde_json::Value, std::collections::VecDeque<[f64; 3]>);
+    type Seen = (serde_json::Value, super::status_page::Series);
     let seen: Arc<std::sync::Mutex<Seen>> = Arc::new(std::sync::Mutex::new((
         serde_json::json!({"phase": "bulk copy", "lag_seconds": 0.0, "changes_per_s": 0.0, "applied_total": 0}),
-        std::collections::VecDeque::new(),
+        super::status_page::Series::default(),
     )));
     let served = {
         let (status, metrics) = (seen.clone(), seen.clone());
         super::status_page::Served {
             status: Arc::new(move || {
                 let (status, series) = &*status.lock().expect("status lock");
-                let mut status = status.clone();
-                status["series"] = serde_json::json!(series);
-                status.to_string()
+                series.with(status.clone())
             }),
             metrics: Arc::new(move || {
                 let mut out = super::status_page::Metrics::default();
@@ -347,10 +345,7 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let (last, series) = &mut *seen.lock().expect("status lock");
         *last = serde_json::to_value(status).unwrap_or_default();
-        series.push_back([now.as_secs_f64(), status.lag_seconds, status.changes_per_s]);
-        while series.len() > 600 {
-            series.pop_front();
-        }
+        series.push(now.as_secs_f64(), status.lag_seconds, status.changes_per_s);
     };
     sync_with(args, Control { stop, status: &mut tell, changed: None })
 }

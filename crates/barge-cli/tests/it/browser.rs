@@ -17,7 +17,7 @@ impl Browser {
     /// Starts chromedriver on a free port and opens a headless Chromium session that logs every
     /// network request (the `performance` log).
     pub fn start() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::support::free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -25,11 +25,7 @@ impl Browser {
             .spawn()
             .expect("chromedriver (Debian's chromium-driver) must be installed");
         let mut browser = Browser { driver, port, session: String::new() };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::support::wait_for_port(port);
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {

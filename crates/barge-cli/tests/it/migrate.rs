@@ -3,9 +3,8 @@
 //! what the write freeze refuses, and follows the switch through the pipeline's hook. Rows are
 //! compared with each engine's own client, not with barge's verification.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::private::{PrivateMy, PrivatePg};
-use crate::support::{Dir, barge};
+use crate::support::{Dir, Held, barge, free_port, wait_for_port};
 
 /// One side of a migration, reached with its engine's command-line client.
 #[derive(Clone)]
@@ -64,41 +63,15 @@ impl Db {
 
     /// A session held open (a lock, an uncommitted row) until [`Held::end`].
     fn hold(&self, sql: &str) -> Held {
-        let mut command = match self {
-            Db::Pg { port, db } => {
-                let mut c = Command::new("psql");
-                c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-d", db, "-U", "postgres", "-At"]);
-                c
-            }
+        match self {
+            Db::Pg { port, db } => Held::psql(&format!("postgres://postgres@127.0.0.1:{port}/{db}"), sql),
             Db::My { .. } => unreachable!("held sessions are PostgreSQL's here"),
-        };
-        let mut child = command.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        writeln!(child.stdin.as_mut().unwrap(), "{sql}").unwrap();
-        Held(child)
+        }
     }
 }
 
 const ORDERS: &str = "SELECT id, customer, amount, coalesce(note, '-') FROM orders ORDER BY id";
 const CUSTOMERS: &str = "SELECT id, name FROM customers ORDER BY id";
-
-struct Held(Child);
-
-impl Held {
-    /// Ends the session with `sql` (COMMIT or ROLLBACK).
-    fn end(mut self, sql: &str) {
-        let mut stdin = self.0.stdin.take().unwrap();
-        writeln!(stdin, "{sql}").unwrap();
-        drop(stdin);
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The application: writes of every kind to the side the hook last named (`switchover`: the
 /// target, else the source), each retried until it goes through (a frozen database refuses it,
@@ -627,6 +600,19 @@ fn migrate_postgres_to_mariadb_switches_over_and_rolls_back_with_every_write_on_
     let app = App::start(source.clone(), target.clone(), m.side.clone(), 0);
     m.spawn();
     let status = m.wait_allowed();
+    // Refused before a switchover: a rollback and a complete (exit 3, nothing changed).
+    assert!(refused(&m.run("rollback", &["--json"])).contains("a rollback follows a switchover"));
+    assert!(refused(&m.run("complete", &["--json"])).contains("complete follows a switchover"));
+    // A switchover over its --freeze-timeout is undone: the source takes writes again, and
+    // no reverse stream is left.
+    let run = m.run("switchover", &["--json", "--freeze-timeout", "0.001"]);
+    run.assert_code(1);
+    assert!(run.stdout.contains("the freeze timeout passed"), "{}", run.stdout);
+    assert_eq!(pg_frozen(&source), "off");
+    assert!(pg_leftovers(&source).ends_with("0 barge_sync"), "{}", pg_leftovers(&source));
+    assert_eq!(m.status()["phase"], "validating");
+    app.wait_writes(0, 5);
+    m.wait_allowed();
     let switched = m.run("switchover", &["--json"]);
     switched.assert_code(0);
     for shown in [status.to_string(), switched.stdout, switched.stderr, m.run("status", &[]).stdout, m.log()] {
@@ -689,10 +675,9 @@ fn migrate_refuses_a_reshaped_table_and_a_missing_section_before_connecting() {
     run.assert_code(2);
 }
 
-/// The status page in a real browser (headless Chromium): it loads with no request but to
-/// barge's own address, follows the phase without a reload, and lists a planted mismatch.
-#[test]
-fn migrate_status_page_follows_the_migration_in_a_browser() {
+/// A private server with logical decoding holding `src` (the schema, an application user) and
+/// an empty `dst` the application user may write in.
+fn one_server() -> (PrivatePg, Db, Db) {
     let server = PrivatePg::start_logical();
     server.sql("CREATE DATABASE src");
     server.sql("CREATE DATABASE dst");
@@ -700,11 +685,19 @@ fn migrate_status_page_follows_the_migration_in_a_browser() {
         (Db::Pg { port: server.port(), db: "src".into() }, Db::Pg { port: server.port(), db: "dst".into() });
     source.admin(&format!("{PG_APP} {PG_SCHEMA}"));
     target.admin(PG_APP);
+    (server, source, target)
+}
+
+/// The status page in a real browser (headless Chromium): it loads with no request but to
+/// barge's own address, follows the phase without a reload, and lists a planted mismatch.
+#[test]
+fn migrate_status_page_follows_the_migration_in_a_browser() {
+    let (server, _source, target) = one_server();
     let mut m = Migration::new(&server.url_of("src"), &server.url_of("dst"), "");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let page = format!("http://127.0.0.1:{port}/");
     m.spawn_with(&["--status-addr", &format!("127.0.0.1:{port}")]);
-    wait_until("the status page", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    wait_for_port(port);
     let browser = crate::browser::Browser::start();
     browser.goto(&page);
     browser.wait_text("phase", |p| p == "validating");
@@ -736,19 +729,6 @@ fn migrate_status_page_follows_the_migration_in_a_browser() {
     assert!(requested.iter().any(|u| u.ends_with("/status.json")), "{requested:?}");
     let elsewhere: Vec<&String> = requested.iter().filter(|u| !u.starts_with(&page)).collect();
     assert!(elsewhere.is_empty(), "requests elsewhere: {elsewhere:?}");
-}
-
-/// A private server with logical decoding holding `src` (the schema, an application user) and
-/// an empty `dst` the application user may write in.
-fn one_server() -> (PrivatePg, Db, Db) {
-    let server = PrivatePg::start_logical();
-    server.sql("CREATE DATABASE src");
-    server.sql("CREATE DATABASE dst");
-    let (source, target) =
-        (Db::Pg { port: server.port(), db: "src".into() }, Db::Pg { port: server.port(), db: "dst".into() });
-    source.admin(&format!("{PG_APP} {PG_SCHEMA}"));
-    target.admin(PG_APP);
-    (server, source, target)
 }
 
 /// `strategy = "shadow"`: the target is kept current and validated while the application writes

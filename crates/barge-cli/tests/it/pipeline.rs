@@ -758,7 +758,6 @@ columns = [{{ name = "owner_id", from = "parent_id" }}, {{ name = "remark", from
 /// here by a lock on the target table), fetching nothing from elsewhere.
 #[test]
 fn run_status_page_shows_the_copy_in_a_browser() {
-    use std::io::Write;
     use std::process::{Command, Stdio};
     let dir = Dir::new();
     dir.sql(
@@ -769,19 +768,12 @@ fn run_status_page_shows_the_copy_in_a_browser() {
     );
     let pg = PgDb::new("run_page");
     pg.sql("CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL)");
-    let mut held = Command::new("psql")
-        .args([&pg.url(), "-At"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(held.stdin.as_mut().unwrap(), "BEGIN; LOCK TABLE items IN SHARE MODE;").unwrap();
+    let held = Held::psql(&pg.url(), "BEGIN; LOCK TABLE items IN SHARE MODE;");
     let file = pipeline(
         &dir,
         &format!("source = \"{}\"\ntarget = \"{}\"\n[defaults]\nif_exists = \"append\"\n", dir.url("s.db"), pg.url()),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mut run = Command::new(env!("CARGO_BIN_EXE_barge"))
         .args(["run", &file, "--state", &dir.path("r.state.db").display().to_string()])
         .args(["--status-addr", &format!("127.0.0.1:{port}")])
@@ -789,11 +781,7 @@ fn run_status_page_shows_the_copy_in_a_browser() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no status page");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for_port(port);
     let browser = crate::browser::Browser::start();
     let page = format!("http://127.0.0.1:{port}/");
     browser.goto(&page);
@@ -808,9 +796,7 @@ fn run_status_page_shows_the_copy_in_a_browser() {
     assert_eq!(metric(&samples, "barge_copy_table_done", Some(("table", "items"))), Some(0.0), "{samples:?}");
     assert!(metric(&samples, "barge_copy_rows_estimated", Some(("table", "items"))).is_some());
     // The lock gone, the copy finishes.
-    writeln!(held.stdin.as_mut().unwrap(), "COMMIT;").unwrap();
-    drop(held.stdin.take());
-    held.wait().unwrap();
+    held.end("COMMIT;");
     assert_eq!(run.wait().unwrap().code(), Some(0));
     assert_eq!(pg.sql("SELECT count(*) FROM items")[0][0].as_deref(), Some("5000"));
 }

@@ -27,7 +27,7 @@ impl PrivatePg {
 
     fn start_with(settings: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::support::free_port();
         Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap();
         let data = dir.path().join("data");
         let status = Command::new("runuser")
@@ -156,7 +156,7 @@ impl PrivateMy {
             .status()
             .expect("mariadb-install-db (MariaDB server) must be installed");
         assert!(status.success(), "mariadb-install-db failed");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = crate::support::free_port();
         let mut server =
             PrivateMy { dir, port, options: options.iter().map(|o| o.to_string()).collect(), server: None };
         server.run();

@@ -448,3 +448,54 @@ pub fn metric(samples: &[Sample], name: &str, label: Option<(&str, &str)>) -> Op
         .find(|s| s.name == name && label.is_none_or(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v)))
         .map(|s| s.value)
 }
+
+/// A port free on the loopback address now (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits (up to 60 s) until something listens on loopback port `port`.
+pub fn wait_for_port(port: u16) {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "nothing listens on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A PostgreSQL session held open by psql (a lock, an uncommitted row) until [`Held::end`];
+/// killed if the test ends first.
+pub struct Held(std::process::Child);
+
+impl Held {
+    /// Opens a session on `url` and runs `sql` in it (e.g. `BEGIN; LOCK TABLE …;`).
+    pub fn psql(url: &str, sql: &str) -> Held {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = Command::new("psql")
+            .args([url, "-At"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.as_mut().unwrap(), "{sql}").unwrap();
+        Held(child)
+    }
+
+    /// Ends the session with `sql` (COMMIT or ROLLBACK) and waits for psql to exit.
+    pub fn end(mut self, sql: &str) {
+        use std::io::Write;
+        let mut stdin = self.0.stdin.take().unwrap();
+        writeln!(stdin, "{sql}").unwrap();
+        drop(stdin);
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

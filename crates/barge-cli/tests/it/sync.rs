@@ -1167,7 +1167,6 @@ fn sync_matches_whole_rows_of_a_table_with_replica_identity_full_into_every_engi
 /// while the copy ran), so the changes made meanwhile are applied.
 #[test]
 fn sync_from_mariadb_stopped_after_its_bulk_copy_applies_every_change_since_its_first_start() {
-    use std::io::Write;
     let server = crate::private::PrivateMy::start(BINLOG);
     server.sql(MY_SCHEMA).expect("schema");
     let from = server.url("src");
@@ -1179,14 +1178,7 @@ fn sync_from_mariadb_stopped_after_its_bulk_copy_applies_every_change_since_its_
         "CREATE TABLE barge_sync (stream text NOT NULL, tbl text NOT NULL, position int8 NOT NULL,
            updated timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream, tbl))",
     );
-    let mut held = Command::new("psql")
-        .args([&to, "-At"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(held.stdin.as_mut().unwrap(), "BEGIN; INSERT INTO barge_sync VALUES ('s1', '', 0);").unwrap();
+    let held = crate::support::Held::psql(&to, "BEGIN; INSERT INTO barge_sync VALUES ('s1', '', 0);");
     let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%barge_sync%'";
     wait_until("the held row", || {
         pg.sql("SELECT count(*) FROM pg_locks WHERE mode = 'RowExclusiveLock'")[0][0].as_deref() != Some("0")
@@ -1204,8 +1196,7 @@ fn sync_from_mariadb_stopped_after_its_bulk_copy_applies_every_change_since_its_
     // The killed sync's session would record the start once the row is free: ended first.
     pg.sql(&waiting.replace("count(*)", "pg_terminate_backend(pid)"));
     wait_until("the killed sync's session to end", || pg.sql(waiting)[0][0].as_deref() == Some("0"));
-    held.kill().unwrap();
-    held.wait().unwrap();
+    drop(held);
     let run =
         barge(&["sync", "--from", &from, "--to", &to, "--state", &state, "--stream", "s1", "--until", "caught-up"]);
     run.assert_code(0);
@@ -1224,8 +1215,7 @@ fn sync_status_page_shows_the_stream_in_a_browser() {
     let (from, to) = (server.url_of("src"), server.url_of("dst"));
     let dir = Dir::new();
     let state = dir.path("s.db").display().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, metrics_port) = (crate::support::free_port(), crate::support::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_barge"))
         .args(["sync", "--from", &from, "--to", &to, "--state", &state])
         .args(["--status-addr", &format!("127.0.0.1:{port}")])
@@ -1234,7 +1224,7 @@ fn sync_status_page_shows_the_stream_in_a_browser() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_until("the status page", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    crate::support::wait_for_port(port);
     let browser = crate::browser::Browser::start();
     let page = format!("http://127.0.0.1:{port}/");
     browser.goto(&page);
