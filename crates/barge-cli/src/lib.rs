@@ -755,6 +755,8 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The run is taken before planning, so a second process on it is refused at once.
     store.acquire(&name, &barge_core::ledger::Holder::current())?;
     let watermarks = watermarks(store.as_ref(), &name, &pipeline)?;
+    // A versioned target schema: the versions before the rows make the tables the copy fills.
+    let mut versions_applied = apply_versions(&pipeline, barge_pipeline::versions::Stage::BeforeData)?;
     let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &watermarks, args.detect_deletes)
         .map_err(|e| target_not_empty_fix(e, PIPELINE_IF_EXISTS, unfinished(store.as_ref(), &name, args.resume)))?;
     if !prepared.report.ok {
@@ -794,14 +796,41 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let report = execute(&prepared.preflight, &options, progress.as_ref())?;
     done.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Then the versions after the rows (indexes, foreign keys, backfills and their NOT NULLs),
+    // once every table is in.
+    if pipeline.schema.is_some() {
+        if report.tables.iter().all(|t| t.error.is_none()) {
+            versions_applied.extend(apply_versions(&pipeline, barge_pipeline::versions::Stage::All)?);
+        } else {
+            eprintln!(
+                "schema: the versions after the rows were not applied (the copy did not finish); a rerun applies them"
+            );
+        }
+    }
     if args.pipeline.json {
         let mut value = serde_json::to_value(&report)?;
         value["plan"] = serde_json::to_value(&prepared.report)?;
+        value["schema_versions_applied"] = serde_json::to_value(&versions_applied)?;
         println!("{value}");
     } else {
         println!("{}", render::copy_summary(&report));
     }
     Ok(copy_exit(&report))
+}
+
+/// Applies the pending versions of `stage` of the pipeline's versioned target schema (none
+/// without a `[schema]` section), saying which on stderr.
+fn apply_versions(
+    pipeline: &barge_pipeline::Pipeline,
+    stage: barge_pipeline::versions::Stage,
+) -> Result<Vec<barge_pipeline::versions::VersionStatus>, Error> {
+    let Some(spec) = &pipeline.schema else { return Ok(Vec::new()) };
+    let target = engines::registry().for_url(&pipeline.target)?.open_target(&pipeline.target)?;
+    let applied = barge_pipeline::versions::apply(spec, target.as_ref(), stage)?;
+    for version in &applied {
+        eprintln!("schema: applied {} ({}, checksum {})", version.name, version.stage, version.checksum);
+    }
+    Ok(applied)
 }
 
 /// What a pipeline file sets for its run: budgets, rejects, retries, the value policy and

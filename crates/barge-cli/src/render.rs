@@ -368,6 +368,16 @@ pub fn plan_summary(report: &PlanReport) -> String {
 /// A plan's tables (partitions, DDL, columns, risks), its schema's mode and what it would not migrate.
 pub fn plan_body(report: &PlanReport) -> String {
     let mut out = format!("plan of {}\n  from {}\n  to   {}\n", report.pipeline, report.source, report.target);
+    if !report.schema_versions.is_empty() {
+        out.push_str("schema versions:\n");
+        for v in &report.schema_versions {
+            let when = v.applied_on.as_deref().map(|at| format!(" on {at}")).unwrap_or_default();
+            out.push_str(&format!("  {:<32} {}{when}, {} (checksum {})\n", v.name, v.state, v.stage, v.checksum));
+        }
+        if report.schema_versions.iter().any(|v| v.state == "pending" && v.stage == "before the rows") {
+            out.push_str("  (the tables below are planned as the target is now: the pending versions run first)\n");
+        }
+    }
     for t in &report.tables {
         out.push_str(&format!(
             "\ntable {} → {} ({:?}, ~{} rows, key {}, conflict {:?}, error budget {})\n",

@@ -392,6 +392,11 @@ pub fn sync_with(args: SyncArgs, control: Control<'_>) -> anyhow::Result<ExitCod
             None => return Ok(ExitCode::from(super::EXIT_RUNTIME)),
         },
     };
+    // The versions after the rows (indexes, foreign keys, backfills and their NOT NULLs): once
+    // the bulk copy is in, before the changes since are applied.
+    if let Moves::Pipeline(pipeline) = &moves {
+        super::apply_versions(pipeline, barge_pipeline::versions::Stage::All)?;
+    }
     // The tables as the copy planned them (nothing is written: the target tables exist); a
     // table that no longer plans (its columns changed) stops, the others go on.
     let (plans, stopped) = plan_tables(&args, &moves, source.as_ref(), target.as_ref())?;
@@ -633,6 +638,10 @@ fn bulk(
         return Ok(Some(start));
     }
     let resume = store.unfinished("copy")?.is_some();
+    // A versioned target schema: the versions before the rows make the tables the copy fills.
+    if let Moves::Pipeline(pipeline) = moves {
+        super::apply_versions(pipeline, barge_pipeline::versions::Stage::BeforeData)?;
+    }
     // Everything is checked before anything is created: the plan, then the source's settings.
     let if_exists = if resume { IfExistsArg::Append } else { args.if_exists };
     let preflight = moves.preflight(args, if_exists, None).map_err(|e| match e {

@@ -43,8 +43,9 @@ pub use engine::{
     ArrowPassthrough, BatchEncoder, BatchSize, Change, ChangeBatch, ChangeFeed, ChangeKind, ChangePositions,
     ChangeWriter, Conflict, DumpedSchema, Encoded, EngineFactory, KeyDeletes, KeyRows, LedgerStores, Native,
     NotMigrated, POSITIONS_TABLE, RangeClearer, Registry, RestoreStep, RowLimit, SchemaDump, SchemaObject,
-    SchemaObjects, SchemaRestore, ScratchSpace, SnapshotInfo, SnapshotReads, Source, TableWriter, Target, TargetColumn,
-    Transform, Transformed, ViewDef, WriteFreeze, WriteOptions, choose_column, keyed_for_sync, logical_type,
+    SchemaObjects, SchemaRestore, ScratchSpace, SnapshotInfo, SnapshotReads, Source, SqlScripts, TableWriter, Target,
+    TargetColumn, Transform, Transformed, ViewDef, WriteFreeze, WriteOptions, choose_column, keyed_for_sync,
+    logical_type, script_label,
 };
 pub use error::{Error, Result};
 pub use model::{

@@ -426,6 +426,10 @@ impl barge_core::Target for MyTarget {
         Some(self)
     }
 
+    fn sql_scripts(&self) -> Option<&dyn barge_core::SqlScripts> {
+        Some(self)
+    }
+
     fn add_column(&self, table: &str, field: &arrow_schema::Field, column: &barge_core::TargetColumn) -> Result<()> {
         let sql =
             format!("ALTER TABLE {} ADD COLUMN {} {} NULL", quote(table), quote(field.name()), column.native_type);
@@ -536,6 +540,30 @@ impl barge_core::ChangePositions for MyTarget {
 /// The server's `read_only`: it stops the writes of every user without SUPER (MariaDB: READ_ONLY
 /// ADMIN), on every database of the server; barge's user needs that privilege to write through it
 /// (the reverse sync of a migration).
+impl barge_core::SqlScripts for MyTarget {
+    /// MySQL commits each DDL statement on its own: a transaction holds only the data statements
+    /// between them, so a failing script leaves the DDL before it in place.
+    fn run_scripts(&self, scripts: &[&str]) -> Result<()> {
+        let mut conn = self.conn()?;
+        conn.exec("START TRANSACTION", "starting a transaction")?;
+        for script in scripts {
+            if let Err(e) = conn.rt.block_on(mysql_async::prelude::Queryable::query_drop(&mut conn.conn, *script)) {
+                let _ = conn.exec("ROLLBACK", "rolling back");
+                return Err(crate::conn::error_of(barge_core::script_label(script), &e));
+            }
+        }
+        conn.exec("COMMIT", "committing the scripts")
+    }
+
+    fn query_text(&self, query: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let rows = self.conn()?.rows(query, "reading a query's rows")?;
+        Ok(rows
+            .into_iter()
+            .map(|row| row.into_iter().map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned())).collect())
+            .collect())
+    }
+}
+
 impl barge_core::WriteFreeze for MyTarget {
     fn freeze_method(&self) -> String {
         "SET GLOBAL read_only = ON (the whole server; users with SUPER or READ_ONLY ADMIN, as barge's must be, \

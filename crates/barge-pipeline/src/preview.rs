@@ -34,6 +34,9 @@ pub struct PlanReport {
     /// Tables set aside: they cannot be copied, the others would be.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<barge_plan::TableFailure>,
+    /// The pipeline's versioned target schema (`[schema]`): each version, applied or pending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_versions: Vec<crate::versions::VersionStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,6 +109,12 @@ pub fn prepare(
             "source_timezone = \"{zone}\": barge reads naive timestamps as UTC; only \"UTC\" can be declared"
         )));
     }
+    // The versioned target schema first: a changed or missing applied file is refused before
+    // anything else is looked at.
+    let versions = match &pipeline.schema {
+        Some(spec) => crate::versions::status(spec, registry.for_url(to)?.open_target(to)?.as_ref())?,
+        None => Vec::new(),
+    };
     let request =
         |target: &dyn barge_core::EngineFactory| pipeline.request(workers, target.name(), watermarks, detect_deletes);
     let preflight = barge_plan::preflight(registry, from, to, request, pipeline.if_exists)?;
@@ -127,7 +136,8 @@ pub fn prepare(
         )?;
         tables.push(preview(Some(pipeline), preflight.target.as_ref(), table, existing.as_deref(), assessment));
     }
-    let report = report(&preflight, pipeline.path.display().to_string(), tables);
+    let mut report = report(&preflight, pipeline.path.display().to_string(), tables);
+    report.schema_versions = versions;
     Ok(Prepared { preflight, report })
 }
 
@@ -163,6 +173,7 @@ fn report(preflight: &Preflight, title: String, mut tables: Vec<TablePreview>) -
         not_migrated: preflight.plan.not_migrated.clone(),
         views: preflight.plan.views.iter().map(|v| v.name.clone()).collect(),
         failed: preflight.plan.failed.clone(),
+        schema_versions: Vec::new(),
     }
 }
 

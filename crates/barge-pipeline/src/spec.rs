@@ -28,10 +28,32 @@ struct FileModel {
     #[serde(default)]
     tables: Vec<TableModel>,
     migration: Option<Migration>,
+    schema: Option<SchemaModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchemaModel {
+    path: Spanned<String>,
+    after_data: Option<i64>,
+    history_table: Option<String>,
+}
+
+/// The `[schema]` section: the target's schema as versioned SQL files (`V1__create.sql`,
+/// `V2__add_status.sql`, … the Flyway convention), applied in order with a history table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchemaVersions {
+    /// The folder holding the files (relative paths resolved against the pipeline file's folder).
+    pub dir: PathBuf,
+    /// Versions from this one on are applied once the rows are in (indexes, foreign keys, a
+    /// backfill and its NOT NULL); the ones before it, before the bulk copy. `None`: all before.
+    pub after_data: Option<i64>,
+    /// The history table in the target (default `barge_schema_history`).
+    pub history_table: String,
 }
 
 /// The strategies `barge migrate` runs.
-pub const STRATEGIES: [&str; 3] = ["blue-green", "big-bang", "shadow"];
+pub const STRATEGIES: [&str; 4] = ["blue-green", "big-bang", "shadow", "incremental"];
 
 /// The `[migration]` section: how `barge migrate` runs a zero-downtime migration.
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
@@ -65,6 +87,18 @@ pub struct Migration {
     pub hook: Option<String>,
     /// The migration's name in the state store (default: from the pipeline file's name).
     pub name: Option<String>,
+    /// The `incremental` strategy's waves (`[[migration.waves]]`), in order: each wave's tables
+    /// are copied, kept current and switched over on their own (`switchover --wave N`).
+    #[serde(default)]
+    pub waves: Vec<Wave>,
+}
+
+/// One wave of an `incremental` migration.
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Wave {
+    /// The source tables the wave moves.
+    pub tables: Vec<String>,
 }
 
 impl Migration {
@@ -185,6 +219,8 @@ pub struct Pipeline {
     pub unique_key: bool,
     /// The `[migration]` section, when the file has one.
     pub migration: Option<Migration>,
+    /// The `[schema]` section: versioned SQL files that make the target's schema.
+    pub schema: Option<SchemaVersions>,
     hash_key: Option<[u8; 32]>,
 }
 
@@ -270,6 +306,35 @@ impl Pipeline {
                     m.strategy,
                     STRATEGIES.map(|s| format!("`{s}`")).join(", ")
                 )));
+            }
+            match (m.strategy.as_str(), m.waves.is_empty()) {
+                ("incremental", true) => {
+                    return Err(Error::Config(format!(
+                        "{shown}: [migration] strategy `incremental` needs its waves: `[[migration.waves]]` with \
+                         `tables = [\"…\"]`, one section per wave"
+                    )));
+                }
+                ("incremental", false) => {}
+                (other, false) => {
+                    return Err(Error::Config(format!(
+                        "{shown}: [[migration.waves]] belong to strategy `incremental` (this migration is `{other}`)"
+                    )));
+                }
+                _ => {}
+            }
+            let mut seen: Vec<&str> = Vec::new();
+            for (i, wave) in m.waves.iter().enumerate() {
+                if wave.tables.is_empty() {
+                    return Err(Error::Config(format!("{shown}: [migration] wave {} names no table", i + 1)));
+                }
+                for table in &wave.tables {
+                    if seen.contains(&table.as_str()) {
+                        return Err(Error::Config(format!(
+                            "{shown}: [migration] table `{table}` is in two waves: each table moves in one"
+                        )));
+                    }
+                    seen.push(table);
+                }
             }
             let shares = [("shadow_reads", m.shadow_reads, 100.0), ("error_threshold", m.error_threshold, 1.0)];
             for (name, value, max) in shares {
@@ -387,6 +452,24 @@ impl Pipeline {
             budget: default_budget,
             unique_key: false,
             migration: model.migration.clone(),
+            schema: model
+                .schema
+                .as_ref()
+                .map(|m| -> Result<SchemaVersions> {
+                    let history_table = m.history_table.clone().unwrap_or_else(|| "barge_schema_history".into());
+                    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_';
+                    if history_table.is_empty() || !history_table.chars().all(plain) {
+                        return Err(Error::Config(format!(
+                            "{shown}: [schema] history_table `{history_table}` must be letters, digits and `_`"
+                        )));
+                    }
+                    let dir = base.join(interpolate(&m.path)?);
+                    if !dir.is_dir() {
+                        return Err(at(m.path.span(), format!("[schema] path {} is not a folder", dir.display())));
+                    }
+                    Ok(SchemaVersions { dir, after_data: m.after_data, history_table })
+                })
+                .transpose()?,
             hash_key,
         })
     }

@@ -568,6 +568,10 @@ impl barge_core::Target for PgTarget {
         Some(self)
     }
 
+    fn sql_scripts(&self) -> Option<&dyn barge_core::SqlScripts> {
+        Some(self)
+    }
+
     fn add_column(&self, table: &str, field: &Field, column: &TargetColumn) -> Result<()> {
         let sql = format!(
             "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
@@ -709,6 +713,37 @@ impl PgTarget {
             .block_on(client.query_one("SELECT current_database()", &[]))
             .map_err(pg_err("naming the database"))?
             .get(0))
+    }
+}
+
+impl barge_core::SqlScripts for PgTarget {
+    fn run_scripts(&self, scripts: &[&str]) -> Result<()> {
+        self.admin(|client| {
+            let rt = runtime();
+            rt.block_on(client.batch_execute("BEGIN")).map_err(pg_err("starting a transaction"))?;
+            for script in scripts {
+                if let Err(e) = rt.block_on(client.batch_execute(script)) {
+                    let _ = rt.block_on(client.batch_execute("ROLLBACK"));
+                    return Err(crate::conn::error_of(barge_core::script_label(script), &e));
+                }
+            }
+            rt.block_on(client.batch_execute("COMMIT")).map_err(pg_err("committing the scripts"))
+        })
+    }
+
+    fn query_text(&self, query: &str) -> Result<Vec<Vec<Option<String>>>> {
+        self.admin(|client| {
+            let messages = runtime().block_on(client.simple_query(query)).map_err(pg_err("reading a query's rows"))?;
+            Ok(messages
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => {
+                        Some((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect())
+                    }
+                    _ => None,
+                })
+                .collect())
+        })
     }
 }
 

@@ -288,9 +288,50 @@ impl barge_core::Target for SqliteTarget {
         Some(self)
     }
 
+    fn sql_scripts(&self) -> Option<&dyn barge_core::SqlScripts> {
+        Some(self)
+    }
+
     fn add_column(&self, table: &str, field: &arrow_schema::Field, column: &barge_core::TargetColumn) -> Result<()> {
         let sql = format!("ALTER TABLE {} ADD COLUMN {} {}", quote(table), quote(field.name()), column.native_type);
         self.admin(|conn| conn.execute_batch(&sql).map_err(sqlite_err("adding a column")))
+    }
+}
+
+impl barge_core::SqlScripts for SqliteTarget {
+    fn run_scripts(&self, scripts: &[&str]) -> Result<()> {
+        self.admin(|conn| {
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_err("starting a transaction"))?;
+            for script in scripts {
+                if let Err(e) = conn.execute_batch(script) {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(Error::engine(barge_core::script_label(script), e));
+                }
+            }
+            conn.execute_batch("COMMIT").map_err(sqlite_err("committing the scripts"))
+        })
+    }
+
+    fn query_text(&self, query: &str) -> Result<Vec<Vec<Option<String>>>> {
+        self.admin(|conn| {
+            let mut statement = conn.prepare(query).map_err(sqlite_err("preparing a query"))?;
+            let width = statement.column_count();
+            let mut rows = statement.query([]).map_err(sqlite_err("reading a query's rows"))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(sqlite_err("reading a query's rows"))? {
+                let mut values = Vec::with_capacity(width);
+                for i in 0..width {
+                    values.push(match row.get_ref(i).map_err(sqlite_err("reading a value"))? {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(n) => Some(n.to_string()),
+                        ValueRef::Real(x) => Some(x.to_string()),
+                        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                    });
+                }
+                out.push(values);
+            }
+            Ok(out)
+        })
     }
 }
 

@@ -20,3 +20,4 @@ mod snapshot;
 mod support;
 mod sync;
 mod verify;
+mod versions;

@@ -15,6 +15,8 @@
 //!                 create_table, truncate_table, writer  key_deletes()    → KeyDeletes     (--detect-deletes)
 //!                                                       schema_restore() → SchemaRestore  (exact schema)
 //!                                                       change_positions() → ChangePositions (sync)
+//!                                                       write_freeze()   → WriteFreeze    (migrate)
+//!                                                       sql_scripts()    → SqlScripts     (schema files)
 //!  TableWriter    write, commit                         range_clearer()  → RangeClearer   (--resume)
 //!                                                       change_writer()  → ChangeWriter   (sync)
 //! ```
@@ -47,6 +49,7 @@ pub use factory::{EngineFactory, LedgerStores, Registry, ScratchSpace};
 pub use schema::{DumpedSchema, NotMigrated, RestoreStep, SchemaDump, SchemaObject, SchemaRestore, ViewDef};
 pub use source::{BatchSize, SnapshotInfo, SnapshotReads, Source};
 pub use target::{
-    Conflict, KeyDeletes, RangeClearer, RowLimit, SchemaObjects, TableWriter, Target, WriteFreeze, WriteOptions,
+    Conflict, KeyDeletes, RangeClearer, RowLimit, SchemaObjects, SqlScripts, TableWriter, Target, WriteFreeze,
+    WriteOptions, script_label,
 };
 pub use transform::{Transform, Transformed};

@@ -156,6 +156,30 @@ pub trait Target: Send + Sync {
     fn write_freeze(&self) -> Option<&dyn WriteFreeze> {
         None
     }
+
+    /// Running SQL scripts: a pipeline's versioned schema files.
+    fn sql_scripts(&self) -> Option<&dyn SqlScripts> {
+        None
+    }
+}
+
+/// Capability: running SQL written for this engine (a pipeline's versioned schema files, applied
+/// in order with a history table) and reading a query's rows back as text.
+pub trait SqlScripts: Send + Sync {
+    /// Runs `scripts` in order, each holding one or more statements, in one transaction where the
+    /// engine's DDL is transactional (PostgreSQL, SQLite; MySQL commits each DDL statement). A
+    /// failure rolls back what it can and names the failing script's first line.
+    fn run_scripts(&self, scripts: &[&str]) -> Result<()>;
+
+    /// The rows of `query`, every value as text (`None`: NULL).
+    fn query_text(&self, query: &str) -> Result<Vec<Vec<Option<String>>>>;
+}
+
+/// What a script was, for an error about it: `running `ALTER TABLE …``, its first line that is
+/// not a comment, cut at 80 characters.
+pub fn script_label(script: &str) -> String {
+    let line = script.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with("--")).unwrap_or("");
+    format!("running `{}`", line.chars().take(80).collect::<String>())
 }
 
 /// Capability: the database made read-only to every session but barge's own, and writable again
