@@ -244,6 +244,85 @@ pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
     })
 }
 
+/// A pipeline's forecast, as `plan --forecast` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineForecast {
+    /// Rows copied per table by the bench's sample.
+    pub sample_rows: u64,
+    pub workers: usize,
+    /// The whole copy (rows, then its verification).
+    pub copy_seconds: f64,
+    /// Of which the verification.
+    pub verify_seconds: f64,
+    /// `big-bang` migrations: the source is frozen from before the copy to the switch, which
+    /// waits for one more full verification pass: copy + verification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downtime_seconds: Option<f64>,
+    pub tables: Vec<Forecast>,
+}
+
+/// Benchmarks `pipeline`'s tables at `workers` for about `seconds` and forecasts its copy (and a
+/// big-bang migration's downtime).
+pub fn forecast_pipeline(
+    pipeline: &barge_pipeline::Pipeline,
+    workers: usize,
+    seconds: f64,
+) -> Result<PipelineForecast, Error> {
+    let tables: Vec<String> = pipeline.tables.iter().map(|t| t.source.clone()).collect();
+    let workers_tried = [workers];
+    let report = run(&BenchOptions {
+        from: &pipeline.source,
+        to: &pipeline.target,
+        tables: &tables,
+        sample: Sample::Seconds(seconds),
+        workers: &workers_tried,
+        batch_rows: pipeline.batch_rows,
+    })?;
+    // The verification's share, per table, scaled as the rows are.
+    let verify_seconds: f64 = report
+        .runs
+        .first()
+        .map(|run| {
+            run.tables
+                .iter()
+                .filter(|t| t.rows > 0)
+                .map(|t| {
+                    let estimated =
+                        report.forecasts.iter().find(|f| f.table == t.table).map_or(0, |f| f.estimated_rows);
+                    t.stages.verify * estimated as f64 / t.rows as f64
+                })
+                .sum()
+        })
+        .unwrap_or(0.0);
+    let big_bang = pipeline.migration.as_ref().is_some_and(|m| m.strategy == "big-bang");
+    Ok(PipelineForecast {
+        sample_rows: report.sample_rows,
+        workers,
+        copy_seconds: report.forecast_seconds,
+        verify_seconds,
+        downtime_seconds: big_bang.then_some(report.forecast_seconds + verify_seconds),
+        tables: report.forecasts,
+    })
+}
+
+pub fn render_forecast(forecast: &PipelineForecast) -> String {
+    let mut out = format!(
+        "forecast (barge bench, {} rows sampled per table, {} worker(s)): the copy ~{:.1} s, its verification \
+         ~{:.1} s of it",
+        forecast.sample_rows, forecast.workers, forecast.copy_seconds, forecast.verify_seconds
+    );
+    for t in &forecast.tables {
+        out.push_str(&format!("\n  {}: ~{} rows in ~{:.1} s", t.table, t.estimated_rows, t.forecast_seconds));
+    }
+    if let Some(downtime) = forecast.downtime_seconds {
+        out.push_str(&format!(
+            "\nbig-bang downtime: ~{downtime:.1} s (the source frozen from before the copy until the switch: the \
+             copy, then one more verification pass)"
+        ));
+    }
+    out
+}
+
 /// Rows to sample per table: as asked, or sized from a calibration run at the largest worker count
 /// so that a run takes about `--sample-seconds`.
 fn size_sample(

@@ -81,7 +81,7 @@ enum Command {
     Demo(DemoArgs),
     /// Show what a pipeline file would do: partitions, DDL, column mapping and the risks found in a
     /// sample of the data. Writes nothing; exits 2 when a risk is not accepted.
-    Plan(PipelineArgs),
+    Plan(PlanArgs),
     /// Run a pipeline file: its plan, then copy (with transforms and reject files) and verify.
     Run(RunArgs),
     /// Measure throughput on a sample of each table, per worker count, in a scratch place of the
@@ -149,6 +149,20 @@ struct BenchArgs {
     /// Print the JSON report on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Also forecast the copy's time from a `barge bench` of the pipeline's tables (a sample
+    /// copied into a scratch place of the target, removed after), and for a `big-bang`
+    /// migration the downtime it means.
+    #[arg(long)]
+    forecast: bool,
+    /// About how long the forecast's sample copy runs, in seconds.
+    #[arg(long, default_value_t = 3.0, requires = "forecast")]
+    forecast_seconds: f64,
 }
 
 #[derive(Args)]
@@ -513,7 +527,7 @@ impl Command {
             Command::Copy(args) => args.json,
             Command::Verify(args) => args.json,
             Command::Demo(args) => args.json,
-            Command::Plan(args) => args.json,
+            Command::Plan(args) => args.pipeline.json,
             Command::Run(args) => args.pipeline.json,
             Command::Bench(args) => args.json,
             Command::Tables(args) => args.json,
@@ -615,8 +629,9 @@ fn load_pipeline(args: &PipelineArgs) -> Result<(barge_pipeline::Pipeline, usize
     Ok((pipeline, workers, batch_rows))
 }
 
-fn plan(args: PipelineArgs) -> anyhow::Result<ExitCode> {
-    let (pipeline, workers, _) = load_pipeline(&args)?;
+fn plan(plan_args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let args = &plan_args.pipeline;
+    let (pipeline, workers, _) = load_pipeline(args)?;
     // Incremental tables plan from the default ledger's watermarks; planning creates no ledger.
     let (name, spec) = default_state(&pipeline);
     let watermarks = if std::path::Path::new(&spec).exists() {
@@ -626,10 +641,22 @@ fn plan(args: PipelineArgs) -> anyhow::Result<ExitCode> {
     };
     let prepared = preview::prepare(&engines::registry(), &pipeline, workers, &watermarks, false)
         .map_err(|e| target_not_empty_fix(e, PIPELINE_IF_EXISTS, None))?;
+    let forecast = if plan_args.forecast {
+        Some(bench::forecast_pipeline(&pipeline, workers, plan_args.forecast_seconds)?)
+    } else {
+        None
+    };
     if args.json {
-        println!("{}", serde_json::to_string(&prepared.report)?);
+        let mut value = serde_json::to_value(&prepared.report)?;
+        if let Some(forecast) = &forecast {
+            value["forecast"] = serde_json::to_value(forecast)?;
+        }
+        println!("{value}");
     } else {
         println!("{}", render::plan_summary(&prepared.report));
+        if let Some(forecast) = &forecast {
+            println!("{}", bench::render_forecast(forecast));
+        }
     }
     if prepared.report.ok {
         Ok(ExitCode::SUCCESS)
@@ -649,24 +676,34 @@ fn open_ledger(spec: &str) -> Result<Arc<dyn barge_core::ledger::LedgerStore>, E
 /// has started (bad input, a plan refused), so a run that wrote nothing leaves no state file.
 /// Files that were there before are never touched.
 struct NewLedgerFiles {
-    made: Vec<std::path::PathBuf>,
+    spec: String,
+    /// The files that were there before (left alone).
+    existed: Vec<std::path::PathBuf>,
+    kept: bool,
 }
 
 impl NewLedgerFiles {
     fn before(spec: &str) -> NewLedgerFiles {
-        NewLedgerFiles { made: engines::ledger_files(spec).into_iter().filter(|f| !f.exists()).collect() }
+        let existed = engines::ledger_files(spec).into_iter().filter(|f| f.exists()).collect();
+        NewLedgerFiles { spec: spec.to_string(), existed, kept: false }
     }
 
     /// The ledger has started: its files stay, to resume or to read.
     fn keep(mut self) {
-        self.made.clear();
+        self.kept = true;
     }
 }
 
 impl Drop for NewLedgerFiles {
     fn drop(&mut self) {
-        for file in &self.made {
-            let _ = std::fs::remove_file(file);
+        if self.kept {
+            return;
+        }
+        // Listed now: a run's lock file is named after the run.
+        for file in engines::ledger_files(&self.spec) {
+            if file.exists() && !self.existed.contains(&file) {
+                let _ = std::fs::remove_file(file);
+            }
         }
     }
 }
@@ -1010,26 +1047,27 @@ fn copy_between(args: &CopyArgs) -> Result<barge_exec::CopyReport, Error> {
 /// the whole run) instead of opening `--state`.
 fn copy_between_with(
     args: &CopyArgs,
-    held: Option<Arc<dyn barge_core::ledger::LedgerStore>>,
+    held: Option<(Arc<dyn barge_core::ledger::LedgerStore>, String)>,
 ) -> Result<barge_exec::CopyReport, Error> {
     let (run_budget, rejects) = copy_budget(args)?;
     // The run is taken before anything else, so a second process on it is refused at once.
     let new_files = args.state.as_deref().filter(|_| held.is_none()).map(NewLedgerFiles::before);
+    let run = held.as_ref().map_or_else(|| "copy".to_string(), |(_, run)| run.clone());
     let store = match (&args.state, held) {
-        (_, Some(store)) => {
-            store.acquire("copy", &barge_core::ledger::Holder::current())?;
+        (_, Some((store, _))) => {
+            store.acquire(&run, &barge_core::ledger::Holder::current())?;
             Some(store)
         }
         (Some(spec), None) => {
             check_ledger(spec)?;
             let store = open_ledger(spec)?;
-            store.acquire("copy", &barge_core::ledger::Holder::current())?;
+            store.acquire(&run, &barge_core::ledger::Holder::current())?;
             Some(store)
         }
         (None, None) => None,
     };
     let (preflight, from) = plan_copy(args).map_err(|e| {
-        let earlier = store.as_ref().and_then(|store| unfinished(store.as_ref(), "copy", args.resume));
+        let earlier = store.as_ref().and_then(|store| unfinished(store.as_ref(), &run, args.resume));
         target_not_empty_fix(e, "use --if-exists truncate or append", earlier)
     })?;
     let (from, to) = (from.as_str(), args.endpoints.to.as_str());
@@ -1040,7 +1078,7 @@ fn copy_between_with(
             let if_exists = (args.if_exists as u8).to_string();
             let tables = args.endpoints.tables.join(",");
             let print = fingerprint(&[from, to, &tables, &if_exists]);
-            Some(Ledger::open(store, "copy", &print, args.resume)?)
+            Some(Ledger::open(store, &run, &print, args.resume)?)
         }
         None => None,
     };

@@ -76,6 +76,10 @@ struct Common {
     /// JSON on stdout (`start`: one status object a second).
     #[arg(long)]
     json: bool,
+    /// An `incremental` migration's wave (1, 2, …): the one to switch over, roll back, complete,
+    /// show, or (`start`) run alone. `start` without it runs every wave.
+    #[arg(long, value_name = "N")]
+    wave: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -195,6 +199,7 @@ fn blue_green() -> String {
 }
 
 const BIG_BANG: &str = "big-bang";
+const INCREMENTAL: &str = "incremental";
 const SHADOW_STRATEGY: &str = "shadow";
 
 impl Record {
@@ -331,13 +336,18 @@ fn now_text() -> String {
     text
 }
 
-/// A pipeline file's migration, opened.
+/// A pipeline file's migration, opened (or one wave of an `incremental` one).
+#[derive(Clone)]
 struct Opened {
     pipeline: Pipeline,
     settings: Migration,
     name: String,
     state: String,
     store: Arc<dyn LedgerStore>,
+    /// The wave (1, 2, …) of an incremental migration this is.
+    wave: Option<usize>,
+    /// The migration as messages name it (`orders wave 2`).
+    label: String,
 }
 
 const RECORD: &str = "migration";
@@ -358,12 +368,50 @@ impl Opened {
         let state = common.state.clone().unwrap_or(default);
         check_ledger(&state)?;
         let store = open_ledger(&state)?;
-        Ok(Opened { pipeline, settings, name, state, store })
+        let waves = settings.waves.len();
+        if let Some(wave) = common.wave
+            && !(1..=waves).contains(&wave)
+        {
+            return Err(Error::Config(if waves == 0 {
+                format!("--wave {wave}: migration `{name}` is not incremental (it has no waves)")
+            } else {
+                format!("--wave {wave}: migration `{name}` has waves 1 to {waves}")
+            }));
+        }
+        let label = name.clone();
+        let opened = Opened { pipeline, settings, name, state, store, wave: None, label };
+        Ok(match common.wave {
+            Some(wave) => opened.for_wave(wave),
+            None => opened,
+        })
+    }
+
+    /// Wave `wave` (1, 2, …) of this incremental migration.
+    fn for_wave(&self, wave: usize) -> Opened {
+        Opened { wave: Some(wave), label: format!("{} wave {wave}", self.name), ..self.clone() }
+    }
+
+    /// An incremental migration taken as a whole (no wave named).
+    fn umbrella(&self) -> bool {
+        self.settings.strategy == INCREMENTAL && self.wave.is_none()
+    }
+
+    /// The tables of this wave; `None` for a migration without waves.
+    fn wave_tables(&self) -> Option<&[String]> {
+        self.wave.map(|w| self.settings.waves[w - 1].tables.as_slice())
+    }
+
+    /// The key of document `base` (a wave keeps its own).
+    fn key(&self, base: &str) -> String {
+        match self.wave {
+            Some(wave) => format!("{base}-wave-{wave}"),
+            None => base.to_string(),
+        }
     }
 
     fn record(&self) -> Result<Option<Record>, Error> {
         self.store
-            .document(&self.name, RECORD)?
+            .document(&self.name, &self.key(RECORD))?
             .map(|body| serde_json::from_str(&body).map_err(|e| Error::engine("reading the migration's state", e)))
             .transpose()
     }
@@ -374,7 +422,7 @@ impl Opened {
             Error::Config(format!(
                 "{} holds no migration `{}`: run `barge migrate start {}` first",
                 self.store.describe(),
-                self.name,
+                self.label,
                 self.pipeline.path.display()
             ))
         })
@@ -382,16 +430,20 @@ impl Opened {
 
     fn save(&self, record: &Record) -> Result<(), Error> {
         let body = serde_json::to_string(record).map_err(|e| Error::engine("writing the migration's state", e))?;
-        self.store.set_document(&self.name, RECORD, &body)
+        self.store.set_document(&self.name, &self.key(RECORD), &body)
     }
 
     fn live(&self) -> Result<Live, Error> {
-        Ok(self.store.document(&self.name, LIVE)?.and_then(|body| serde_json::from_str(&body).ok()).unwrap_or_default())
+        Ok(self
+            .store
+            .document(&self.name, &self.key(LIVE))?
+            .and_then(|body| serde_json::from_str(&body).ok())
+            .unwrap_or_default())
     }
 
     fn save_live(&self, live: &Live) -> Result<(), Error> {
         let body = serde_json::to_string(live).map_err(|e| Error::engine("writing the migration's status", e))?;
-        self.store.set_document(&self.name, LIVE, &body)
+        self.store.set_document(&self.name, &self.key(LIVE), &body)
     }
 }
 
@@ -506,10 +558,23 @@ fn preflight(opened: &Opened, sides: &Sides) -> Result<Vec<String>, Error> {
     sides.freeze(true)?;
     // The reverse stream's prerequisites on the target's server, before the first row moves.
     sides.feed(true)?.check(&[])?;
-    let tables: Vec<String> = if opened.pipeline.tables.is_empty() {
+    let all: Vec<String> = if opened.pipeline.tables.is_empty() {
         sides.source.list_tables()?
     } else {
         opened.pipeline.tables.iter().map(|t| t.source.clone()).collect()
+    };
+    let tables = match opened.wave_tables() {
+        Some(wave) => {
+            if let Some(missing) = wave.iter().find(|t| !all.contains(t)) {
+                return Err(Error::Config(format!(
+                    "migration {}: table `{missing}` is not among the tables migrated ({})",
+                    opened.label,
+                    sides.source.display_name()
+                )));
+            }
+            wave.to_vec()
+        }
+        None => all,
     };
     if tables.is_empty() {
         return Err(Error::Config(format!("{}: no tables to migrate", sides.source.display_name())));
@@ -521,7 +586,14 @@ fn preflight(opened: &Opened, sides: &Sides) -> Result<Vec<String>, Error> {
 fn sync_args(opened: &Opened, record: &Record, reverse: bool) -> Result<super::sync::SyncArgs, Error> {
     let mut argv: Vec<String> = Vec::new();
     let state = opened.state.clone();
-    if reverse {
+    if opened.wave.is_some() && !reverse {
+        // A wave's own tables, each as it is (a migration reshapes none).
+        argv.extend(["--from".into(), opened.pipeline.source.clone(), "--to".into(), opened.pipeline.target.clone()]);
+        for table in &record.tables {
+            argv.extend(["--table".into(), table.clone()]);
+        }
+        argv.extend(["--stream".into(), record.forward.clone()]);
+    } else if reverse {
         argv.extend(["--from".into(), opened.pipeline.target.clone(), "--to".into(), opened.pipeline.source.clone()]);
         for table in &record.tables {
             argv.extend(["--table".into(), table.clone()]);
@@ -534,6 +606,8 @@ fn sync_args(opened: &Opened, record: &Record, reverse: bool) -> Result<super::s
     argv.extend(["--state".into(), state, "--batch-changes".into(), "20000".into()]);
     let mut args = super::sync::SyncArgs::parse_from(&argv)?;
     args.quiet = true;
+    // Each wave's syncs keep their runs apart in the shared state store.
+    args.runs = opened.wave.map(|w| format!("wave-{w}-")).unwrap_or_default();
     Ok(args)
 }
 
@@ -562,7 +636,7 @@ impl Shared {
         if current.phase == from {
             current.enter(to, note);
             self.opened.save(&current)?;
-            eprintln!("migrate {}: {} ({note})", self.opened.name, to.name());
+            eprintln!("migrate {}: {} ({note})", self.opened.label, to.name());
         }
         *self.record.lock().expect("record lock") = current;
         Ok(())
@@ -570,8 +644,70 @@ impl Shared {
 }
 
 fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
+    let opened = Opened::open(&args.common)?;
+    let quit = Arc::new(AtomicBool::new(false));
+    {
+        let quit = quit.clone();
+        let _ = ctrlc::set_handler(move || quit.store(true, Ordering::SeqCst));
+    }
+    if !opened.umbrella() {
+        return start_one(args, opened, quit);
+    }
+    // An incremental migration: every wave at once, each with its own streams and phases.
+    if args.status_addr.is_some() || args.metrics_addr.is_some() {
+        return Err(Error::Config(
+            "an incremental migration serves a status page per wave: start each wave on its own \
+             (`migrate start --wave N --status-addr …`)"
+                .into(),
+        )
+        .into());
+    }
+    check_waves(&opened, &Sides::open(&opened.pipeline)?)?;
+    let codes: Vec<anyhow::Result<ExitCode>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=opened.settings.waves.len())
+            .map(|wave| {
+                let (wave, quit) = (opened.for_wave(wave), quit.clone());
+                scope.spawn(move || {
+                    let code = start_one(args, wave, quit.clone());
+                    // A wave that fails stops the others: the migration is one run.
+                    if !matches!(code, Ok(c) if c == ExitCode::SUCCESS) {
+                        quit.store(true, Ordering::SeqCst);
+                    }
+                    code
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a wave panicked")))).collect()
+    });
+    for code in codes {
+        let code = code?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every table an incremental migration moves is in a wave (each in one: the pipeline checks).
+fn check_waves(opened: &Opened, sides: &Sides) -> Result<(), Error> {
+    let all: Vec<String> = if opened.pipeline.tables.is_empty() {
+        sides.source.list_tables()?
+    } else {
+        opened.pipeline.tables.iter().map(|t| t.source.clone()).collect()
+    };
+    let in_waves: Vec<&String> = opened.settings.waves.iter().flat_map(|w| &w.tables).collect();
+    if let Some(left) = all.iter().find(|t| !in_waves.contains(t)) {
+        return Err(Error::Config(format!(
+            "migration {}: table `{left}` is in no wave (each table moves in one of [[migration.waves]])",
+            opened.name
+        )));
+    }
+    Ok(())
+}
+
+/// `start` of one migration, or of one wave of an incremental one.
+fn start_one(args: &StartArgs, opened: Opened, quit: Arc<AtomicBool>) -> anyhow::Result<ExitCode> {
     let common = &args.common;
-    let opened = Opened::open(common)?;
     // One `start` per migration (its sync also takes the state store's lease, which refuses a
     // second one; this says so before the second could touch the live status).
     let live = opened.live()?;
@@ -580,7 +716,7 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
     if live.fresh() && !gone {
         return Err(Error::Config(format!(
             "migrate start is already running for `{}` (pid {}): one start per migration",
-            opened.name, live.pid
+            opened.label, live.pid
         ))
         .into());
     }
@@ -589,7 +725,10 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         Some(record) => record,
         None => {
             let tables = preflight(&opened, &sides)?;
-            let (forward, reverse) = stream_names(&opened.name);
+            let (forward, reverse) = match opened.wave {
+                Some(wave) => stream_names(&format!("{}_w{wave}", opened.name)),
+                None => stream_names(&opened.name),
+            };
             let mut record = Record {
                 strategy: opened.settings.strategy.clone(),
                 frozen_since: None,
@@ -612,7 +751,7 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if matches!(record.phase, Phase::Completed | Phase::RolledBack) {
-        eprintln!("migrate {}: the migration is {}: nothing to run", opened.name, record.phase.name());
+        eprintln!("migrate {}: the migration is {}: nothing to run", opened.label, record.phase.name());
         return Ok(ExitCode::SUCCESS);
     }
     let mut record = record;
@@ -623,12 +762,7 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         record.frozen_since = Some(now());
         record.history.push(Step { phase: Phase::Planned, at: now_text(), note: "source frozen (big-bang)".into() });
         opened.save(&record)?;
-        eprintln!("migrate {}: the source is frozen until the switch (big-bang)", opened.name);
-    }
-    let quit = Arc::new(AtomicBool::new(false));
-    {
-        let quit = quit.clone();
-        let _ = ctrlc::set_handler(move || quit.store(true, Ordering::SeqCst));
+        eprintln!("migrate {}: the source is frozen until the switch (big-bang)", opened.label);
     }
     let shared = Shared {
         live: Mutex::new(Live {
@@ -657,7 +791,7 @@ fn start(args: &StartArgs) -> anyhow::Result<ExitCode> {
         args.status_addr.as_deref(),
         args.metrics_addr.as_deref(),
         &served,
-        &format!("migrate {}", shared.opened.name),
+        &format!("migrate {}", shared.opened.label),
     )?;
     let done = Arc::new(AtomicBool::new(false));
     // Not waited for at the end: a pass may be waiting (up to its timeout) for a stream that
@@ -792,7 +926,7 @@ fn directions(shared: &Shared, keys: std::sync::mpsc::SyncSender<(String, TextKe
         let record = shared.record.lock().expect("record lock").clone();
         let reverse = match record.phase {
             Phase::Completed | Phase::RolledBack => {
-                eprintln!("migrate {}: {}: done", opened.name, record.phase.name());
+                eprintln!("migrate {}: {}: done", opened.label, record.phase.name());
                 return Ok(ExitCode::SUCCESS);
             }
             Phase::Switched => true,
@@ -915,7 +1049,7 @@ fn reporter(shared: &Shared, done: &AtomicBool) {
         } else if last_line.elapsed() >= Duration::from_secs(10) {
             eprintln!(
                 "migrate {}: {} ({}), lag {:.2} s, {:.0} changes/s, {} verification pass(es), {} mismatch(es)",
-                shared.opened.name,
+                shared.opened.label,
                 record.phase.name(),
                 live.direction,
                 live.lag(),
@@ -1196,6 +1330,12 @@ struct Precondition {
 #[derive(Clone, Debug, Serialize)]
 struct Report {
     migration: String,
+    /// The wave of an incremental migration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wave: Option<usize>,
+    /// Its tables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wave_tables: Option<Vec<String>>,
     state: String,
     phase: Phase,
     since: String,
@@ -1230,6 +1370,8 @@ fn report(opened: &Opened, record: &Record, live: &Live, max_lag: Option<f64>) -
     let preconditions = preconditions(opened, record, live, max_lag);
     Report {
         migration: opened.name.clone(),
+        wave: opened.wave,
+        wave_tables: opened.wave_tables().map(<[String]>::to_vec),
         state: opened.store.describe(),
         phase: record.phase,
         since: record.since.clone(),
@@ -1273,6 +1415,17 @@ fn preconditions(opened: &Opened, record: &Record, live: &Live, max_lag: Option<
                     .into()
             } else {
                 format!("strategy {}", record.strategy)
+            },
+        },
+        Precondition {
+            name: "waves",
+            ok: earlier_waves_switched(opened).is_none(),
+            detail: match (opened.wave, earlier_waves_switched(opened)) {
+                (None, _) => "no waves".into(),
+                (Some(wave), None) => format!("wave {wave}: every earlier wave is switched"),
+                (Some(wave), Some(earlier)) => {
+                    format!("wave {wave}: wave {earlier} is not switched yet (waves switch in order)")
+                }
             },
         },
         Precondition {
@@ -1320,8 +1473,36 @@ fn preconditions(opened: &Opened, record: &Record, live: &Live, max_lag: Option<
     ]
 }
 
+/// The first earlier wave of this one that has not switched over (none for the first wave, or a
+/// migration without waves).
+fn earlier_waves_switched(opened: &Opened) -> Option<usize> {
+    let wave = opened.wave?;
+    (1..wave).find(|earlier| {
+        !matches!(
+            opened.for_wave(*earlier).record(),
+            Ok(Some(r)) if matches!(r.phase, Phase::Switched | Phase::Completed)
+        )
+    })
+}
+
 fn status(common: &Common) -> anyhow::Result<ExitCode> {
     let opened = Opened::open(common)?;
+    if opened.umbrella() {
+        // Every wave's status, in order.
+        let mut reports = Vec::new();
+        for wave in 1..=opened.settings.waves.len() {
+            let wave = opened.for_wave(wave);
+            let record = wave.existing()?;
+            reports.push(report(&wave, &record, &wave.live()?, None));
+        }
+        if common.json {
+            println!("{}", serde_json::json!({"migration": opened.name, "strategy": INCREMENTAL, "waves": reports}));
+        } else {
+            let shown: Vec<String> = reports.iter().map(render_status).collect();
+            println!("{}", shown.join("\n"));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let record = opened.existing()?;
     let live = opened.live()?;
     let report = report(&opened, &record, &live, None);
@@ -1334,7 +1515,12 @@ fn status(common: &Common) -> anyhow::Result<ExitCode> {
 }
 
 fn render_status(r: &Report) -> String {
-    let mut out = format!("migration {} ({})\nphase: {} since {}\n", r.migration, r.state, r.phase.name(), r.since);
+    let wave = match (r.wave, &r.wave_tables) {
+        (Some(wave), Some(tables)) => format!(" wave {wave} ({})", tables.join(", ")),
+        _ => String::new(),
+    };
+    let mut out =
+        format!("migration {}{wave} ({})\nphase: {} since {}\n", r.migration, r.state, r.phase.name(), r.since);
     for step in &r.history {
         out.push_str(&format!("  {}  {:<12} {}\n", step.at, step.phase.name(), step.note));
     }
@@ -1411,9 +1597,15 @@ fn refuse(json: bool, what: &str, reasons: &[String]) -> ExitCode {
 }
 
 /// Runs the pipeline's hook for `event`, if it has one.
-fn run_hook(settings: &Migration, event: &str) -> Result<(), Error> {
-    let Some(hook) = &settings.hook else { return Ok(()) };
-    let status = std::process::Command::new("sh")
+/// An incremental migration's hook also gets `BARGE_MIGRATE_WAVE` (1, 2, …) and
+/// `BARGE_MIGRATE_TABLES` (the wave's tables, comma-separated).
+fn run_hook(opened: &Opened, event: &str) -> Result<(), Error> {
+    let Some(hook) = &opened.settings.hook else { return Ok(()) };
+    let mut command = std::process::Command::new("sh");
+    if let (Some(wave), Some(tables)) = (opened.wave, opened.wave_tables()) {
+        command.env("BARGE_MIGRATE_WAVE", wave.to_string()).env("BARGE_MIGRATE_TABLES", tables.join(","));
+    }
+    let status = command
         .arg("-c")
         .arg(hook)
         .env("BARGE_MIGRATE_EVENT", event)
@@ -1497,8 +1689,21 @@ impl Switching {
     }
 }
 
+/// An incremental migration switches, rolls back and completes wave by wave.
+fn one_wave(opened: &Opened, command: &str) -> Result<(), Error> {
+    if opened.umbrella() {
+        return Err(Error::Config(format!(
+            "migration {} is incremental: {command} one wave at a time (`--wave N`, 1 to {})",
+            opened.name,
+            opened.settings.waves.len()
+        )));
+    }
+    Ok(())
+}
+
 fn switchover(args: &Switch) -> anyhow::Result<ExitCode> {
     let opened = Opened::open(&args.common)?;
+    one_wave(&opened, "switch over")?;
     let record = opened.existing()?;
     let live = opened.live()?;
     let failed: Vec<String> =
@@ -1513,6 +1718,7 @@ fn switchover(args: &Switch) -> anyhow::Result<ExitCode> {
 
 fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
     let opened = Opened::open(&args.common)?;
+    one_wave(&opened, "roll back")?;
     let record = opened.existing()?;
     let live = opened.live()?;
     if record.strategy == BIG_BANG && record.phase.forward() {
@@ -1524,6 +1730,14 @@ fn rollback(args: &Switch) -> anyhow::Result<ExitCode> {
     }
     if !live.fresh() {
         reasons.push("migrate start is not running (it drains the reverse sync during the rollback): start it".into());
+    }
+    // Waves roll back in the reverse order they switched.
+    if let Some(wave) = opened.wave {
+        for later in wave + 1..=opened.settings.waves.len() {
+            if opened.for_wave(later).record()?.is_some_and(|r| r.phase == Phase::Switched) {
+                reasons.push(format!("wave {later} is switched: roll the later waves back first"));
+            }
+        }
     }
     if !reasons.is_empty() {
         return Ok(refuse(args.common.json, "rollback", &reasons));
@@ -1547,7 +1761,7 @@ fn abandon_big_bang(opened: &Opened, mut record: Record, json: bool) -> anyhow::
     if json {
         println!("{}", serde_json::json!({"ok": true, "phase": record.phase, "downtime_ms": downtime}));
     } else {
-        println!("migrate {}: rolled back before the switch; the source takes writes again", opened.name);
+        println!("migrate {}: rolled back before the switch; the source takes writes again", opened.label);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -1565,12 +1779,11 @@ fn under_freeze(
     let sides = Sides::open(&opened.pipeline)?;
     let mut steps = Steps::new(args.freeze_timeout.unwrap_or(opened.settings.freeze_timeout));
     let on_target = switching == Switching::Back;
-    let freeze = sides.freeze(on_target)?;
     // Big-bang: the source has been frozen since before the copy, and stays so if this fails.
     let kept = frozen_token(&mut record, on_target).clone().filter(|_| switching == Switching::Over);
     let token = match &kept {
         Some(token) => token.clone(),
-        None => freeze.freeze()?,
+        None => freeze_side(opened, &sides, on_target)?,
     };
     *frozen_token(&mut record, on_target) = Some(token.clone());
     opened.save(&record)?;
@@ -1615,12 +1828,16 @@ fn under_freeze(
             if json {
                 println!("{}", serde_json::json!({"ok": true, "phase": record.phase, command: window}));
             } else {
-                println!("migrate {}: {said}", opened.name);
+                println!("migrate {}: {said}", opened.label);
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            let undone = if kept.is_some() { Err(Error::Config("big-bang".into())) } else { freeze.unfreeze(&token) };
+            let undone = if kept.is_some() {
+                Err(Error::Config("big-bang".into()))
+            } else {
+                unfreeze_side(opened, &sides, on_target, &token)
+            };
             if switching == Switching::Over {
                 // No reverse stream is left: the target is not the one taking writes.
                 if let Ok(feed) = sides.feed(true) {
@@ -1652,6 +1869,30 @@ fn under_freeze(
         }
     }
 }
+
+/// Freezes the source (or the target): the whole database, or a wave's tables only.
+fn freeze_side(opened: &Opened, sides: &Sides, target: bool) -> Result<String, Error> {
+    let freeze = sides.freeze(target)?;
+    match opened.wave_tables() {
+        Some(tables) => {
+            freeze.freeze_tables(tables)?;
+            Ok(TABLES_FROZEN.into())
+        }
+        None => freeze.freeze(),
+    }
+}
+
+/// Undoes [`freeze_side`].
+fn unfreeze_side(opened: &Opened, sides: &Sides, target: bool, token: &str) -> Result<(), Error> {
+    let freeze = sides.freeze(target)?;
+    match opened.wave_tables() {
+        Some(tables) => freeze.unfreeze_tables(tables),
+        None => freeze.unfreeze(token),
+    }
+}
+
+/// The token of a wave's freeze (its tables' triggers need none).
+const TABLES_FROZEN: &str = "tables";
 
 /// Where the record keeps the freeze token of the source or the target.
 fn frozen_token(record: &mut Record, target: bool) -> &mut Option<String> {
@@ -1736,7 +1977,7 @@ fn switch(
     sides.positions(true)?.record(&record.reverse, "", start)?;
     steps.done("reverse stream")?;
     // The last step: once the hook repointed the application, the switch stands.
-    run_hook(&opened.settings, "switchover")?;
+    run_hook(opened, "switchover")?;
     steps.mark("hook");
     Ok(Window {
         freeze_ms: 0,
@@ -1772,12 +2013,12 @@ fn switch_back(
     steps.done("verify")?;
     continue_identities(sides.source_out.as_ref(), &record.tables)?;
     steps.done("sequences")?;
-    run_hook(&opened.settings, "rollback")?;
+    run_hook(opened, "rollback")?;
     steps.done("hook")?;
     // The last step: the source takes writes again (until then a failure leaves it frozen and
     // the target writable, as before the rollback).
     if let Some(token) = &record.source_frozen {
-        sides.freeze(false)?.unfreeze(token)?;
+        unfreeze_side(opened, sides, false, token)?;
     }
     steps.mark("unfreeze source");
     Ok(Window {
@@ -1794,6 +2035,7 @@ fn switch_back(
 fn complete(finish: &Finish) -> anyhow::Result<ExitCode> {
     let common = &finish.common;
     let opened = Opened::open(common)?;
+    one_wave(&opened, "complete")?;
     let mut record = opened.existing()?;
     let shadow = record.strategy == SHADOW_STRATEGY;
     if !shadow && !matches!(record.phase, Phase::Switched | Phase::RolledBack | Phase::Completed) {
@@ -1827,7 +2069,7 @@ fn complete(finish: &Finish) -> anyhow::Result<ExitCode> {
     if finish.reopen {
         for (token, target) in [(record.source_frozen.take(), false), (record.target_frozen.take(), true)] {
             if let Some(token) = token {
-                sides.freeze(target)?.unfreeze(&token)?;
+                unfreeze_side(&opened, &sides, target, &token)?;
             }
         }
     }
@@ -1843,7 +2085,7 @@ fn complete(finish: &Finish) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "migrate {}: {}; removed both streams (slots, publications and positions){}",
-            opened.name,
+            opened.label,
             record.phase.name(),
             if frozen.is_empty() {
                 String::new()

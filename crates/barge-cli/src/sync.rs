@@ -93,6 +93,17 @@ pub struct SyncArgs {
     /// Prints nothing on stdout (`barge migrate` reports for it).
     #[arg(skip)]
     pub quiet: bool,
+    /// Put before the names of the runs the sync keeps in its state store (`sync`, `copy`), so
+    /// that several syncs share one (the waves of `barge migrate`).
+    #[arg(skip)]
+    pub runs: String,
+}
+
+impl SyncArgs {
+    /// The name under which the state store keeps run `base` of this sync.
+    fn run(&self, base: &str) -> String {
+        format!("{}{base}", self.runs)
+    }
 }
 
 /// What drives a sync from outside (`barge migrate`): when to stop, and what to tell.
@@ -262,15 +273,16 @@ impl Moves {
     ) -> Result<barge_exec::CopyReport, Error> {
         let pipeline = match self {
             Moves::Urls(endpoints) => {
-                return copy_between_with(&copy_args(args, endpoints, args.if_exists, resume), Some(store.clone()));
+                let held = (store.clone(), args.run("copy"));
+                return copy_between_with(&copy_args(args, endpoints, args.if_exists, resume), Some(held));
             }
             Moves::Pipeline(pipeline) => pipeline,
         };
-        store.acquire("copy", &barge_core::ledger::Holder::current())?;
+        store.acquire(&args.run("copy"), &barge_core::ledger::Holder::current())?;
         let if_exists = if resume { IfExistsArg::Append } else { args.if_exists };
         let preflight = self.planned(args, if_exists, None, true)?;
         let print = fingerprint(&[&pipeline.text, &pipeline.source, &pipeline.target]);
-        let ledger = barge_exec::Ledger::open(store.clone(), "copy", &print, resume)?;
+        let ledger = barge_exec::Ledger::open(store.clone(), &args.run("copy"), &print, resume)?;
         let workers = pipeline.workers.unwrap_or(args.tuning.workers);
         let batch_rows = pipeline.batch_rows.unwrap_or(args.tuning.batch_rows);
         let mut options = barge_exec::ExecOptions {
@@ -370,7 +382,7 @@ pub fn sync_with(args: SyncArgs, control: Control<'_>) -> anyhow::Result<ExitCod
     let stream = stream_name(&args, &from, &to, &tables)?;
     check_ledger(&args.state)?;
     let store = open_ledger(&args.state)?;
-    store.acquire("sync", &barge_core::ledger::Holder::current())?;
+    store.acquire(&args.run("sync"), &barge_core::ledger::Holder::current())?;
     if args.drop {
         // The slot first: it keeps the source's WAL, whether or not the target answers.
         let retained = feed.drop_stream(&stream)?;
@@ -631,13 +643,13 @@ fn bulk(
     // kept on the server), so that a copy resumed after a crash replays every change since.
     let pending = positions.positions(stream)?.into_iter().find(|(t, _)| t == PENDING_START).map(|(_, p)| p);
     if let Some(start) = pending
-        && matches!(store.run_state("copy")?, Some((_, true)))
+        && matches!(store.run_state(&args.run("copy"))?, Some((_, true)))
     {
         // The copy finished and the run stopped before recording it.
         positions.record(stream, "", start)?;
         return Ok(Some(start));
     }
-    let resume = store.unfinished("copy")?.is_some();
+    let resume = store.unfinished(&args.run("copy"))?.is_some();
     // A versioned target schema: the versions before the rows make the tables the copy fills.
     if let Moves::Pipeline(pipeline) = moves {
         super::apply_versions(pipeline, barge_pipeline::versions::Stage::BeforeData)?;

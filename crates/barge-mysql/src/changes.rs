@@ -311,8 +311,11 @@ impl barge_core::ChangeFeed for MySource {
             .collect();
         let database = self.url.database.clone();
         // A server id of its own for the dump (a second replica with the same id would end the
-        // first's connection).
-        let server_id = 0x4000_0000 | (std::process::id() & 0x00FF_FFFF) | ((after as u32 & 0x3F) << 24);
+        // first's connection): one per dump, as several streams read at once (the waves of a
+        // migration).
+        static DUMPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dump = DUMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xFFF;
+        let server_id = 0x4000_0000 | ((std::process::id() & 0xFFFF) << 12) | dump;
         let LocalConn { conn, rt } = conn;
         let mut batch = ChangeBatch::default();
         rt.block_on(async {

@@ -584,6 +584,72 @@ impl barge_core::WriteFreeze for MyTarget {
     fn frozen(&self) -> Result<bool> {
         Ok(self.conn()?.value("SELECT @@GLOBAL.read_only", "reading read_only")?.as_deref() == Some("1"))
     }
+
+    fn freeze_tables(&self, tables: &[String]) -> Result<()> {
+        // Row triggers refuse the writes of sessions other than barge's (which set
+        // @barge_writer). Creating one waits for the metadata lock every transaction that used
+        // the table holds until it ends, and new writers wait behind it: once they exist, no
+        // earlier write is in flight and no later one gets through.
+        let mut conn = self.conn()?;
+        conn.exec(&format!("SET SESSION lock_wait_timeout = {FREEZE_LOCK_WAIT}"), "setting lock_wait_timeout")?;
+        let frozen = self.frozen_tables()?;
+        for table in tables.iter().filter(|t| !frozen.contains(t)) {
+            for (event, letter) in [("INSERT", 'i'), ("UPDATE", 'u'), ("DELETE", 'd')] {
+                let sql = format!(
+                    "CREATE TRIGGER {} BEFORE {event} ON {} FOR EACH ROW IF @barge_writer IS NULL THEN \
+                     SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = {}; END IF",
+                    quote(&frozen_trigger(letter, table)),
+                    quote(table),
+                    literal(&format!("table {table} is frozen by barge migrate (its wave is switching)"))
+                );
+                conn.exec(&sql, "freezing writes to a wave's table (CREATE TRIGGER)")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn unfreeze_tables(&self, tables: &[String]) -> Result<()> {
+        let mut conn = self.conn()?;
+        for (name, table) in frozen_triggers(&mut conn)? {
+            if tables.contains(&table) {
+                conn.exec(&format!("DROP TRIGGER IF EXISTS {}", quote(&name)), "unfreezing a table (DROP TRIGGER)")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn frozen_tables(&self) -> Result<Vec<String>> {
+        let mut tables: Vec<String> = frozen_triggers(&mut self.conn()?)?.into_iter().map(|(_, t)| t).collect();
+        tables.sort();
+        tables.dedup();
+        Ok(tables)
+    }
+}
+
+/// How long freezing a table waits for the transactions that used it (seconds).
+const FREEZE_LOCK_WAIT: u32 = 20;
+
+/// The name of the trigger freezing `table`'s writes of kind `letter` (i, u, d): at most 64
+/// characters, a long table name shortened with a hash of it.
+fn frozen_trigger(letter: char, table: &str) -> String {
+    let name = format!("barge_frozen_{letter}_{table}");
+    if name.len() <= 64 {
+        return name;
+    }
+    let hash = table.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let head: String = table.chars().take(30).collect();
+    format!("barge_frozen_{letter}_{head}_{hash:016x}")
+}
+
+/// barge's freezing triggers in the database: (trigger, table).
+fn frozen_triggers(conn: &mut LocalConn) -> Result<Vec<(String, String)>> {
+    let rows = conn.rows(
+        "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS
+         WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME LIKE 'barge\\_frozen\\_%'",
+        "listing frozen tables",
+    )?;
+    let text = |v: &Option<Vec<u8>>| v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+    Ok(rows.iter().map(|r| (text(&r[0]), text(&r[1]))).collect())
 }
 
 impl barge_core::SchemaObjects for MyTarget {

@@ -638,10 +638,16 @@ impl barge_core::ChangePositions for PgTarget {
         let sql = record_sql(&positions);
         self.admin(|client| {
             let rt = runtime();
-            rt.block_on(client.batch_execute(&positions_ddl(&positions))).map_err(pg_err("creating barge_sync"))?;
-            rt.block_on(client.execute(sql.as_str(), &[&stream, &table, &(position as i64)]))
-                .map_err(pg_err("recording a change position"))?;
-            Ok(())
+            // One transaction: the table cannot be dropped (by the last other stream's forget)
+            // between its creation and the row.
+            rt.block_on(client.batch_execute(&format!("BEGIN; {}", positions_ddl(&positions))))
+                .map_err(pg_err("creating barge_sync"))?;
+            let recorded = rt
+                .block_on(client.execute(sql.as_str(), &[&stream, &table, &(position as i64)]))
+                .map_err(pg_err("recording a change position"));
+            let end = if recorded.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            rt.block_on(client.batch_execute(end)).map_err(pg_err("recording a change position"))?;
+            recorded.map(|_| ())
         })
     }
 
@@ -650,17 +656,16 @@ impl barge_core::ChangePositions for PgTarget {
         self.admin(|client| {
             let rt = runtime();
             rt.block_on(client.batch_execute(&positions_ddl(&table))).map_err(pg_err("creating barge_sync"))?;
-            rt.block_on(client.execute(&format!("DELETE FROM {table} WHERE stream = $1"), &[&stream]))
-                .map_err(pg_err("forgetting change positions"))?;
-            // The last stream gone, so is the table barge made for them.
-            let left: i64 = rt
-                .block_on(client.query_one(&format!("SELECT count(*) FROM {table}"), &[]))
-                .map_err(pg_err("forgetting change positions"))?
-                .get(0);
-            if left == 0 {
-                rt.block_on(client.batch_execute(&format!("DROP TABLE IF EXISTS {table}")))
-                    .map_err(pg_err("dropping barge_sync"))?;
-            }
+            // The last stream gone, so is the table barge made for them (under the lock its
+            // creation takes, so that a stream recording its first position meanwhile waits).
+            let sql = format!(
+                "DO $barge$ BEGIN PERFORM pg_advisory_xact_lock({POSITIONS_LOCK});
+                   DELETE FROM {table} WHERE stream = {stream};
+                   IF NOT EXISTS (SELECT 1 FROM {table}) THEN DROP TABLE {table}; END IF;
+                 END $barge$",
+                stream = literal(stream)
+            );
+            rt.block_on(client.batch_execute(&sql)).map_err(pg_err("forgetting change positions"))?;
             Ok(())
         })
     }
@@ -747,6 +752,11 @@ impl barge_core::SqlScripts for PgTarget {
     }
 }
 
+/// The trigger that freezes one table's writes (an incremental migration's wave).
+const FROZEN_TRIGGER: &str = "barge_frozen";
+/// How long freezing a table waits for the transactions writing to it.
+const FREEZE_LOCK_TIMEOUT: &str = "20s";
+
 impl barge_core::WriteFreeze for PgTarget {
     fn freeze_method(&self) -> String {
         "ALTER DATABASE … SET default_transaction_read_only = on, then every other session of the database ended \
@@ -798,6 +808,65 @@ impl barge_core::WriteFreeze for PgTarget {
         })
     }
 
+    fn freeze_tables(&self, tables: &[String]) -> Result<()> {
+        // A statement trigger on each table refuses other sessions' writes (SQLSTATE 25006, as a
+        // read-only database does). Creating it takes a lock that waits for every transaction
+        // that wrote to the table to end, and that a new writer waits behind: once committed,
+        // no earlier write is in flight and no later one gets through.
+        let mut sql = format!(
+            "SET LOCAL lock_timeout = '{FREEZE_LOCK_TIMEOUT}';
+             CREATE OR REPLACE FUNCTION {schema}.barge_refuse_writes() RETURNS trigger LANGUAGE plpgsql AS $barge$
+             BEGIN
+               IF current_setting('application_name') = 'barge' THEN RETURN NULL; END IF;
+               RAISE EXCEPTION 'table %.% is frozen by barge migrate (its wave is switching)',
+                 TG_TABLE_SCHEMA, TG_TABLE_NAME USING ERRCODE = '25006';
+             END $barge$;",
+            schema = quote(&self.url.schema)
+        );
+        for table in tables {
+            let table = self.qualified(table);
+            sql.push_str(&format!(
+                "DROP TRIGGER IF EXISTS {FROZEN_TRIGGER} ON {table};
+                 CREATE TRIGGER {FROZEN_TRIGGER} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+                   FOR EACH STATEMENT EXECUTE FUNCTION {}.barge_refuse_writes();",
+                quote(&self.url.schema)
+            ));
+        }
+        self.admin(|client| {
+            let rt = runtime();
+            rt.block_on(client.batch_execute(&format!("BEGIN; {sql} COMMIT;"))).map_err(|e| {
+                let _ = rt.block_on(client.batch_execute("ROLLBACK"));
+                crate::conn::error_of("freezing writes to the wave's tables (CREATE TRIGGER barge_frozen)", &e)
+            })
+        })
+    }
+
+    fn unfreeze_tables(&self, tables: &[String]) -> Result<()> {
+        let sql: String = tables
+            .iter()
+            .map(|t| format!("DROP TRIGGER IF EXISTS {FROZEN_TRIGGER} ON {};", self.qualified(t)))
+            .collect();
+        self.admin(|client| {
+            runtime()
+                .block_on(client.batch_execute(&format!("BEGIN; {sql} COMMIT;")))
+                .map_err(pg_err("unfreezing writes to the wave's tables (DROP TRIGGER barge_frozen)"))
+        })
+    }
+
+    fn frozen_tables(&self) -> Result<Vec<String>> {
+        self.admin(|client| {
+            let rows = runtime()
+                .block_on(client.query(
+                    "SELECT c.relname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.tgname = $1 AND n.nspname = $2
+                     ORDER BY 1",
+                    &[&FROZEN_TRIGGER, &self.url.schema],
+                ))
+                .map_err(pg_err("listing frozen tables"))?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn frozen(&self) -> Result<bool> {
         self.admin(|client| {
             Ok(runtime()
@@ -813,12 +882,18 @@ impl barge_core::WriteFreeze for PgTarget {
     }
 }
 
+/// Creates the positions table unless it exists, under a lock that streams running at once (the
+/// waves of a migration) take in turn (two CREATE TABLE IF NOT EXISTS at once can both try).
 fn positions_ddl(table: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {table} (stream text NOT NULL, tbl text NOT NULL, position int8 NOT NULL, \
+        "SELECT pg_advisory_xact_lock({POSITIONS_LOCK}); \
+         CREATE TABLE IF NOT EXISTS {table} (stream text NOT NULL, tbl text NOT NULL, position int8 NOT NULL, \
          updated timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (stream, tbl))"
     )
 }
+
+/// The advisory lock taken to create or drop the positions table.
+const POSITIONS_LOCK: i64 = 0x6261_7267_6573_796e;
 
 fn record_sql(table: &str) -> String {
     format!(

@@ -55,14 +55,15 @@ CREATE TABLE IF NOT EXISTS barge_documents (
 );";
 
 /// A ledger store in a SQLite file. A run it owns is locked by an exclusive `flock` on the file
-/// `<ledger>.lock` beside it, held while the store is open: the kernel lets it go when the process
-/// dies, so a dead owner's run is taken over, and no lease can go stale. (Not the ledger file
-/// itself: closing another descriptor of a SQLite file drops SQLite's own POSIX locks on it.)
+/// `<ledger>.<run>.lock` beside it, held while the store is open: the kernel lets it go when the
+/// process dies, so a dead owner's run is taken over, and no lease can go stale; other runs in
+/// the file go on (the waves of a migration). (Not the ledger file itself: closing another
+/// descriptor of a SQLite file drops SQLite's own POSIX locks on it.)
 pub struct SqliteLedger {
     path: PathBuf,
     conn: Mutex<Connection>,
-    /// The lock file, while this store owns a run.
-    owned: Mutex<Option<std::fs::File>>,
+    /// The lock files of the runs this store owns.
+    owned: Mutex<std::collections::HashMap<String, std::fs::File>>,
 }
 
 impl SqliteLedger {
@@ -71,7 +72,18 @@ impl SqliteLedger {
     pub fn files(path: &Path) -> Vec<PathBuf> {
         let base = path.display().to_string();
         let mut files = vec![path.to_path_buf()];
-        files.extend(["-wal", "-shm", "-journal", ".lock"].map(|tail| PathBuf::from(format!("{base}{tail}"))));
+        files.extend(["-wal", "-shm", "-journal"].map(|tail| PathBuf::from(format!("{base}{tail}"))));
+        // The runs' lock files, as they are now.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                if file.starts_with(&format!("{name}.")) && file.ends_with(".lock") {
+                    files.push(path.with_file_name(file));
+                }
+            }
+        }
         files
     }
 
@@ -99,7 +111,7 @@ impl SqliteLedger {
         conn.execute_batch(SCHEMA).map_err(|e| {
             Error::Config(format!("{} is not a barge state file (or cannot be written): {e}", path.display()))
         })?;
-        Ok(SqliteLedger { path: path.to_path_buf(), conn: Mutex::new(conn), owned: Mutex::new(None) })
+        Ok(SqliteLedger { path: path.to_path_buf(), conn: Mutex::new(conn), owned: Mutex::new(Default::default()) })
     }
 
     fn tx<T>(
@@ -126,10 +138,11 @@ impl LedgerStore for SqliteLedger {
 
     fn acquire(&self, name: &str, holder: &Holder) -> Result<()> {
         let mut owned = self.owned.lock().expect("ledger lock");
-        if owned.is_some() {
+        if owned.contains_key(name) {
             return Ok(());
         }
-        let lock_path = PathBuf::from(format!("{}.lock", self.path.display()));
+        let plain: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let lock_path = PathBuf::from(format!("{}.{plain}.lock", self.path.display()));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -155,7 +168,7 @@ impl LedgerStore for SqliteLedger {
             tx.execute("INSERT OR REPLACE INTO barge_owners (name, holder) VALUES (?1, ?2)", [name, &json(holder)])
                 .map(|_| ())
         })?;
-        *owned = Some(file);
+        owned.insert(name.to_string(), file);
         Ok(())
     }
 

@@ -262,7 +262,7 @@ fn a_view_named_as_a_table_is_called_a_view_on_every_engine() {
 
 /// The files a SQLite ledger at `path` may leave.
 fn ledger_files(path: &std::path::Path) -> Vec<String> {
-    ["", "-wal", "-shm", "-journal", ".lock"]
+    ["", "-wal", "-shm", "-journal", ".copy.lock", ".lock"]
         .iter()
         .map(|tail| format!("{}{tail}", path.display()))
         .filter(|f| exists(std::path::Path::new(f)))

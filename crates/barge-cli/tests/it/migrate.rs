@@ -97,8 +97,22 @@ struct AppLog {
     busy: bool,
 }
 
+/// The application's `n`th write to the orders: an insert noted `w{n}`, an update or a delete.
+fn order_write(n: u64) -> String {
+    match n % 3 {
+        0 => format!("INSERT INTO orders (customer, amount, note) VALUES ('app', 1.00, 'w{n}')"),
+        1 => format!("UPDATE orders SET amount = amount + 1 WHERE id = {}", 100 + n * 7919 % 4000),
+        _ => format!("DELETE FROM orders WHERE id = {}", 5000 + n),
+    }
+}
+
 impl App {
     fn start(source: Db, target: Db, side: PathBuf, first: u64) -> App {
+        App::start_with(source, target, side, first, order_write)
+    }
+
+    /// An application whose `n`th write is `write(n)` (every third one an insert).
+    fn start_with(source: Db, target: Db, side: PathBuf, first: u64, write: fn(u64) -> String) -> App {
         let (stop, pause) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let log = Arc::new(std::sync::Mutex::new(AppLog::default()));
         let thread = {
@@ -114,11 +128,7 @@ impl App {
                     log.lock().unwrap().busy = true;
                     n += 1;
                     let note = format!("w{n}");
-                    let sql = match n % 3 {
-                        0 => format!("INSERT INTO orders (customer, amount, note) VALUES ('app', 1.00, '{note}')"),
-                        1 => format!("UPDATE orders SET amount = amount + 1 WHERE id = {}", 100 + n * 7919 % 4000),
-                        _ => format!("DELETE FROM orders WHERE id = {}", 5000 + n),
-                    };
+                    let sql = write(n);
                     let started = Instant::now();
                     loop {
                         let on_target = std::fs::read_to_string(&side).is_ok_and(|s| s.trim() == "switchover");
@@ -283,6 +293,23 @@ impl Migration {
             std::thread::sleep(Duration::from_millis(200));
         }
         panic!("the switchover was not allowed within 90 s: {last:#}\n{}", self.log());
+    }
+
+    /// Waits until wave `wave` of an incremental migration allows its switchover.
+    fn wait_wave_allowed(&self, wave: usize) -> Value {
+        let mut last = Value::Null;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(90) {
+            let run = self.run("status", &["--json", "--wave", &wave.to_string()]);
+            if run.code == 0 {
+                last = serde_json::from_str(&run.stdout).unwrap();
+                if last["switchover_allowed"] == true {
+                    return last;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("wave {wave}'s switchover was not allowed within 90 s: {last:#}\n{}", self.log());
     }
 
     fn log(&self) -> String {
@@ -767,6 +794,17 @@ fn migrate_shadow_keeps_the_target_current_and_validated_and_never_switches() {
 fn migrate_big_bang_freezes_the_source_before_the_copy_and_reports_the_downtime() {
     let (server, source, target) = one_server();
     let mut m = Migration::new(&server.url_of("src"), &server.url_of("dst"), "strategy = \"big-bang\"\n");
+    // The plan forecasts the downtime from a bench of the tables, and leaves nothing behind.
+    let plan = barge(&["plan", &m.pipeline, "--forecast", "--forecast-seconds", "1", "--json"]);
+    plan.assert_code(0);
+    let forecast = plan.json()["forecast"].clone();
+    let downtime = forecast["downtime_seconds"].as_f64().unwrap_or_else(|| panic!("{forecast:#}"));
+    assert!(downtime > 0.0 && downtime >= forecast["copy_seconds"].as_f64().unwrap(), "{forecast:#}");
+    let tables: Vec<&str> =
+        forecast["tables"].as_array().unwrap().iter().map(|t| t["table"].as_str().unwrap()).collect();
+    assert!(tables.contains(&"orders") && tables.contains(&"customers"), "{forecast:#}");
+    assert_eq!(target.admin("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'barge%'"), "0");
+    assert_eq!(target.admin("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "0");
     let app = App::start(source.clone(), target.clone(), m.side.clone(), 0);
     app.wait_writes(0, 5);
     m.spawn();
@@ -808,4 +846,175 @@ fn migrate_big_bang_freezes_the_source_before_the_copy_and_reports_the_downtime(
     source.app("INSERT INTO orders (customer) VALUES ('after')").unwrap();
     second.run("complete", &[]).assert_code(0);
     assert_eq!(pg_leftovers(&source), "0 slots, 0 publications, 0 barge_sync");
+}
+
+/// The application's `n`th write to the customers: an insert, a rename, a delete.
+fn customer_write(n: u64) -> String {
+    match n % 3 {
+        0 => format!("INSERT INTO customers VALUES ({}, 'new {n}')", 100_000 + n),
+        1 => format!("UPDATE customers SET name = 'renamed {n}' WHERE id = {}", 1 + n * 7 % 500),
+        _ => format!("DELETE FROM customers WHERE id = {}", 100_000 + n - 2),
+    }
+}
+
+/// `strategy = "incremental"`: the customers (wave 1) switch over while the orders (wave 2)
+/// keep syncing forward, each table written by an application that follows its wave's hook;
+/// waves switch in order and roll back in reverse; each wave's freeze holds only its tables.
+#[test]
+fn migrate_incremental_switches_wave_by_wave_while_later_waves_still_sync() {
+    let (server, source, target) = one_server();
+    let mut m = Migration::new(&server.url_of("src"), &server.url_of("dst"), "");
+    let sides = m.dir.path("sides");
+    std::fs::create_dir(&sides).unwrap();
+    std::fs::write(
+        &m.pipeline,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\n\n[migration]\nstrategy = \"incremental\"\nverify_every = 1\n\
+             shadow_reads = 100\nhook = \"printf %s \\\"$BARGE_MIGRATE_EVENT\\\" > '{}'/$BARGE_MIGRATE_WAVE\"\n\n\
+             [[migration.waves]]\ntables = [\"customers\"]\n\n[[migration.waves]]\ntables = [\"orders\"]\n",
+            server.url_of("src"),
+            server.url_of("dst"),
+            sides.display()
+        ),
+    )
+    .unwrap();
+    let customers = App::start_with(source.clone(), target.clone(), sides.join("1"), 0, customer_write);
+    let orders = App::start(source.clone(), target.clone(), sides.join("2"), 0);
+    m.spawn();
+    let wave = |n: usize| {
+        let run = m.run("status", &["--json", "--wave", &n.to_string()]);
+        if run.code == 2 && run.stderr.contains("holds no migration") {
+            return Value::Null;
+        }
+        run.assert_code(0);
+        serde_json::from_str::<Value>(&run.stdout).unwrap()
+    };
+    let started = Instant::now();
+    while !(wave(1)["switchover_allowed"] == true && wave(2)["phase"] == "validating") {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the waves did not get ready in 90 s: {:#}\n{:#}\n{}",
+            wave(1),
+            wave(2),
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Without a wave named, the switch is refused; and wave 2 cannot go before wave 1.
+    let run = m.run("switchover", &[]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("one wave at a time"), "{}", run.stderr);
+    let reasons = refused(&m.run("switchover", &["--json", "--wave", "2"]));
+    assert!(reasons.contains("wave 1 is not switched yet"), "{reasons}");
+    // `status` without a wave shows both.
+    let all = m.status();
+    assert_eq!(all["waves"].as_array().unwrap().len(), 2, "{all:#}");
+    assert_eq!(all["waves"][1]["wave_tables"], serde_json::json!(["orders"]));
+
+    let run = m.run("switchover", &["--json", "--wave", "1"]);
+    run.assert_code(0);
+    // Only the customers are frozen on the source: the orders still take the application's
+    // writes there, and the database is not read-only.
+    assert_eq!(pg_frozen(&source), "off");
+    let refused_write = source.app("INSERT INTO customers VALUES (999999, 'late')").unwrap_err();
+    assert!(refused_write.contains("frozen by barge migrate"), "{refused_write}");
+    orders.wait_writes(0, 20);
+    customers.wait_writes(1, 20);
+    assert_eq!(wave(1)["phase"], "switched");
+    assert_eq!(wave(2)["phase"], "validating");
+    // The customers come back to the source by wave 1's reverse sync; the orders go forward
+    // by wave 2's sync.
+    customers.pause();
+    orders.pause();
+    wait_until("both directions", || source.rows() == target.rows());
+    assert_same(&source, &target, "wave 1 switched, wave 2 syncing");
+    customers.resume();
+    orders.resume();
+    // Wave 2 follows; then wave 1 cannot roll back before it.
+    wait_until("wave 2 to allow its switchover", || wave(2)["switchover_allowed"] == true);
+    m.run("switchover", &["--json", "--wave", "2"]).assert_code(0);
+    orders.wait_writes(1, 20);
+    let reasons = refused(&m.run("rollback", &["--json", "--wave", "1"]));
+    assert!(reasons.contains("roll the later waves back first"), "{reasons}");
+    // Wave 2 rolls back (verifying the orders the target took): its orders are written on the
+    // source again, and every order the application inserted anywhere is there.
+    let run = m.run("rollback", &["--json", "--wave", "2"]);
+    run.assert_code(0);
+    let out: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(out["rollback"]["verified"], serde_json::json!(["orders"]), "{out:#}");
+    orders.wait_writes(0, 20);
+    customers.pause();
+    wait_until("the customers' reverse sync", || source.admin(CUSTOMERS) == target.admin(CUSTOMERS));
+    let (customers, orders) = (customers.finish(), orders.finish());
+    assert!(customers.failed.is_empty() && orders.failed.is_empty(), "{:?} {:?}", customers.failed, orders.failed);
+    let notes = source.admin("SELECT string_agg(note, ',') FROM orders WHERE note IS NOT NULL");
+    let notes: std::collections::HashSet<&str> = notes.split(',').collect();
+    let lost: Vec<&String> = orders.inserted.iter().filter(|n| !notes.contains(n.as_str())).collect();
+    assert!(lost.is_empty() && orders.writes[1] > 0, "orders lost: {lost:?}");
+    assert!(customers.retries > 0, "the customers' writes met the freeze");
+    for n in ["1", "2"] {
+        m.run("complete", &["--json", "--wave", n]).assert_code(0);
+    }
+    assert_eq!(m.ended(), Some(0), "{}", m.log());
+    assert_eq!(pg_leftovers(&source), "0 slots, 0 publications, 0 barge_sync");
+    assert_eq!(pg_leftovers(&target), "0 slots, 0 publications, 0 barge_sync");
+    // The retired customers stay frozen on the source until reopened; the orders were never.
+    assert!(source.app("INSERT INTO customers VALUES (999998, 'late')").is_err());
+    source.app("INSERT INTO orders (customer) VALUES ('after')").unwrap();
+    m.run("complete", &["--wave", "1", "--reopen"]).assert_code(0);
+    source.app("INSERT INTO customers VALUES (999998, 'late')").unwrap();
+}
+
+/// An incremental migration from MariaDB: a wave's freeze is triggers on its tables only (the
+/// server stays writable); barge's reverse sync writes through them, the application cannot.
+#[test]
+fn migrate_incremental_from_mariadb_freezes_only_the_switched_wave_s_tables() {
+    let my = PrivateMy::start(BINLOG);
+    my.sql(&format!("CREATE DATABASE src; USE src; {MY_SCHEMA}")).expect("schema");
+    my_app_user(&my, "src");
+    let pg = PrivatePg::start_logical();
+    pg.sql("CREATE DATABASE dst");
+    let (source, target) = (Db::My { port: my.port(), db: "src".into() }, Db::Pg { port: pg.port(), db: "dst".into() });
+    target.admin(PG_APP);
+    let mut m = Migration::new(&my.url("src"), &pg.url_of("dst"), "");
+    let sides = m.dir.path("sides");
+    std::fs::create_dir(&sides).unwrap();
+    std::fs::write(
+        &m.pipeline,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\n\n[migration]\nstrategy = \"incremental\"\nverify_every = 1\n\
+             hook = \"printf %s \\\"$BARGE_MIGRATE_EVENT\\\" > '{}'/$BARGE_MIGRATE_WAVE\"\n\n\
+             [[migration.waves]]\ntables = [\"orders\"]\n\n[[migration.waves]]\ntables = [\"customers\"]\n",
+            my.url("src"),
+            pg.url_of("dst"),
+            sides.display()
+        ),
+    )
+    .unwrap();
+    let orders = App::start(source.clone(), target.clone(), sides.join("1"), 0);
+    let customers = App::start_with(source.clone(), target.clone(), sides.join("2"), 0, customer_write);
+    m.spawn();
+    m.wait_wave_allowed(1);
+    m.run("switchover", &["--json", "--wave", "1"]).assert_code(0);
+    assert_eq!(my.sql("SELECT @@GLOBAL.read_only").as_deref(), Some("0"));
+    let refused_write = source.app("INSERT INTO orders (customer) VALUES ('late')").unwrap_err();
+    assert!(refused_write.contains("frozen by barge migrate"), "{refused_write}");
+    customers.wait_writes(0, 20);
+    orders.wait_writes(1, 20);
+    // The orders the target takes come back through the triggers; the customers go forward.
+    orders.pause();
+    customers.pause();
+    wait_until("both directions", || source.rows() == target.rows());
+    assert_same(&source, &target, "wave 1 switched, wave 2 syncing");
+    let (orders, customers) = (orders.finish(), customers.finish());
+    assert!(orders.failed.is_empty() && customers.failed.is_empty(), "{:?} {:?}", orders.failed, customers.failed);
+    assert!(orders.retries > 0, "the orders' writes met the freeze");
+    m.run("complete", &["--wave", "1", "--reopen"]).assert_code(0);
+    source.app("INSERT INTO orders (customer) VALUES ('reopened')").unwrap();
+    m.run("switchover", &["--wave", "2"]).assert_code(0);
+    m.run("complete", &["--wave", "2"]).assert_code(0);
+    assert_eq!(m.ended(), Some(0), "{}", m.log());
+    let triggers =
+        "SELECT group_concat(EVENT_OBJECT_TABLE) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = 'src'";
+    assert_eq!(my.sql(triggers).as_deref(), Some("customers,customers,customers"));
 }

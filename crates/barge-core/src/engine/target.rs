@@ -199,6 +199,26 @@ pub trait WriteFreeze: Send + Sync {
 
     /// Whether the database is frozen now.
     fn frozen(&self) -> Result<bool>;
+
+    /// Stops writes to `tables` only (an incremental migration's wave): once it returns, every
+    /// transaction of another session that wrote to them has committed or rolled back, and no
+    /// other session's write to them succeeds until [`Self::unfreeze_tables`]. barge's own
+    /// sessions still write. Freezing a frozen table is harmless. The default cannot.
+    fn freeze_tables(&self, tables: &[String]) -> Result<()> {
+        let _ = tables;
+        Err(crate::Error::unsupported("this database", "freeze writes to single tables"))
+    }
+
+    /// Lets writes to `tables` through again.
+    fn unfreeze_tables(&self, tables: &[String]) -> Result<()> {
+        let _ = tables;
+        Err(crate::Error::unsupported("this database", "freeze writes to single tables"))
+    }
+
+    /// The tables [`Self::freeze_tables`] froze, now.
+    fn frozen_tables(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A target's limit on the bytes of one row.
