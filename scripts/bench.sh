@@ -608,8 +608,8 @@ SQL
 # --- Zero-downtime migration: write-freeze windows ------------------------------------------------
 # Waits until `migrate status` allows the switchover of migration $1 (its directory), whose
 # `migrate start` is pid $2 (its log is shown if it ends first).
-migrate_wait_allowed() {
-  until "$barge" migrate status "$1/mig.toml" --state "$1/state.db" --json 2>/dev/null \
+migrate_wait_allowed() { # $3: the wave, for an incremental migration
+  until "$barge" migrate status "$1/mig.toml" --state "$1/state.db" --json ${3:+--wave "$3"} 2>/dev/null \
       | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("switchover_allowed") else 1)' 2>/dev/null
   do
     kill -0 "$2" 2>/dev/null || { cat "$1/start.log" >&2; exit 1; }
@@ -688,6 +688,48 @@ migrate_big_bang_round() { # $1 round: prints the switchover's downtime_ms (from
   wait "$start_pid" || true
   python3 -c 'import json,sys; print(json.loads(sys.argv[1])["switchover"]["downtime_ms"])' "$sw"
 }
+migrate_incremental_round() { # $1 round: prints wave 1's freeze_ms and the forecast and real big-bang downtime
+  local r=$1 m="$cdc/inc$1"
+  mkdir -p "$m"
+  pub -d postgres -c "CREATE DATABASE incsrc$r"; sub -d postgres -c "CREATE DATABASE incdst$r"
+  pub -d "incsrc$r" -c "CREATE TABLE orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(12,2))" \
+    -c "INSERT INTO orders (customer, amount) SELECT 'c' || g, g FROM generate_series(1, $rows) g" \
+    -c "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL)" \
+    -c "INSERT INTO customers SELECT g, 'n' || g FROM generate_series(1, $rows / 10) g" \
+    -c "GRANT ALL ON orders, orders_id_seq, customers TO appuser" -c "$steady_pg"
+  printf 'source = "%s"\ntarget = "%s"\n[migration]\nstrategy = "incremental"\nverify_every = 2\n%s\n%s\n' \
+    "postgres://postgres@127.0.0.1:$pub_port/incsrc$r" "postgres://postgres@127.0.0.1:$sub_port/incdst$r" \
+    '[[migration.waves]]
+tables = ["orders"]' '[[migration.waves]]
+tables = ["customers"]' >"$m/mig.toml"
+  "$barge" migrate start "$m/mig.toml" --state "$m/state.db" >/dev/null 2>"$m/start.log" &
+  local start_pid=$!
+  migrate_pid=$start_pid
+  migrate_wait_allowed "$m" "$start_pid" 1
+  # The application writes 1,000 orders a second while wave 1 (the orders) switches.
+  psql -h 127.0.0.1 -p "$pub_port" -U appuser -d "incsrc$r" -qAt -c "CALL steady(1000, 120)" >/dev/null 2>&1 &
+  local writer=$!
+  sleep 5
+  local sw; sw=$("$barge" migrate switchover "$m/mig.toml" --state "$m/state.db" --json --wave 1)
+  kill "$writer" 2>/dev/null || true; wait "$writer" 2>/dev/null || true
+  migrate_wait_allowed "$m" "$start_pid" 2
+  "$barge" migrate switchover "$m/mig.toml" --state "$m/state.db" --wave 2 >/dev/null
+  "$barge" migrate complete "$m/mig.toml" --state "$m/state.db" --wave 1 --reopen >/dev/null
+  "$barge" migrate complete "$m/mig.toml" --state "$m/state.db" --wave 2 --reopen >/dev/null
+  wait "$start_pid" || true
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["switchover"]["freeze_ms"])' "$sw"
+}
+big_bang_forecast() { # the downtime `plan --forecast` states for a big-bang of $rows rows (ms)
+  local m="$cdc/bbf"
+  mkdir -p "$m"
+  pub -d postgres -c "CREATE DATABASE bbfsrc"; sub -d postgres -c "CREATE DATABASE bbfdst"
+  pub -d bbfsrc -c "CREATE TABLE orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric(12,2))" \
+    -c "INSERT INTO orders (customer, amount) SELECT 'c' || g, g FROM generate_series(1, $rows) g" -c "ANALYZE orders"
+  printf 'source = "%s"\ntarget = "%s"\n[migration]\nstrategy = "big-bang"\n' \
+    "postgres://postgres@127.0.0.1:$pub_port/bbfsrc" "postgres://postgres@127.0.0.1:$sub_port/bbfdst" >"$m/mig.toml"
+  "$barge" plan "$m/mig.toml" --forecast --json 2>/dev/null \
+    | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["forecast"]["downtime_seconds"] * 1000))'
+}
 section_migrate() {
   cdc=$(mktemp -d /tmp/barge-migrate.XXXXXX); chmod 755 "$cdc"
   trap cdc_cleanup EXIT
@@ -738,6 +780,12 @@ section_migrate() {
     migrate_big_bang_round "$r" | tee -a "$work/bigbang.txt" | sed "s/^/migrate big-bang round $r: downtime ms /" >&2
   done
   echo "migrate_big_bang_downtime_ms=$(median <"$work/bigbang.txt")"
+  echo "migrate_big_bang_forecast_downtime_ms=$(big_bang_forecast)"
+  : >"$work/wave.txt"
+  for r in 1 2 3; do
+    migrate_incremental_round "$r" | tee -a "$work/wave.txt" | sed "s/^/migrate incremental round $r: wave 1 freeze ms /" >&2
+  done
+  echo "migrate_incremental_wave_switchover_ms=$(median <"$work/wave.txt")"
 }
 
 # --- Recording ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 //! | 4 | completed, but some tables failed (the others copied and verified) |
 
 mod bench;
+mod distributed;
 mod engines;
 mod migrate;
 mod render;
@@ -97,6 +98,11 @@ enum Command {
     /// target current and validated, `switchover` moves the writes with a short freeze, then
     /// `rollback` or `complete`; `status` shows where it is.
     Migrate(migrate::MigrateArgs),
+    /// Claim and copy ranges of distributed runs (`run --distributed`) kept in a PostgreSQL state
+    /// store, until they are done: start any number, on any machines.
+    Worker(distributed::WorkerArgs),
+    /// The distributed runs of a state store: ranges by state, the workers holding them, stalls.
+    Status(distributed::StatusArgs),
 }
 
 #[derive(Args)]
@@ -196,6 +202,14 @@ struct RunArgs {
     /// Serve metrics in Prometheus' text format at http://HOST:PORT/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Share the run with `barge worker` processes through the --state store (PostgreSQL): this
+    /// process plans, makes the tables, queues the ranges, waits for the workers, then finishes
+    /// and verifies.
+    #[arg(long, requires = "state")]
+    distributed: bool,
+    /// A distributed run: a range without progress for this many seconds is reported as stalled.
+    #[arg(long, default_value_t = 60.0)]
+    stall_after: f64,
 }
 
 #[derive(Args)]
@@ -533,6 +547,8 @@ impl Command {
             Command::Tables(args) => args.json,
             Command::Sync(args) => args.json,
             Command::Migrate(args) => args.json(),
+            Command::Worker(args) => args.json(),
+            Command::Status(args) => args.json(),
         }
     }
 }
@@ -576,6 +592,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Tables(args) => tables(args),
         Command::Sync(args) => sync::sync(args),
         Command::Migrate(args) => migrate::migrate(args),
+        Command::Worker(args) => distributed::worker(args),
+        Command::Status(args) => distributed::status(args),
     }
 }
 
@@ -824,14 +842,26 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let _served = status_page::serve_at(args.status_addr.as_deref(), args.metrics_addr.as_deref(), &served, "run")?;
-    let options = ExecOptions {
+    let mut options = ExecOptions {
         snapshot_lock: !args.no_lock,
         fail_fast: args.fail_fast,
         foreign_keys: !args.no_foreign_keys,
         batch_bytes: args.pipeline.batch_bytes,
         ..pipeline_options(&pipeline, workers, batch_rows, ledger)
     };
+    let mut prepared = prepared;
+    let shared = match args.distributed {
+        true => {
+            let (ledger, spec) = distribute(&args, &pipeline, &name, &print, &mut prepared, &options)?;
+            options.ledger = Some(ledger.clone());
+            Some((ledger, spec))
+        }
+        false => None,
+    };
     let report = execute(&prepared.preflight, &options, progress.as_ref())?;
+    if let Some((ledger, spec)) = &shared {
+        distributed::finished(ledger.store.as_ref(), &name, spec)?;
+    }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     // Then the versions after the rows (indexes, foreign keys, backfills and their NOT NULLs),
     // once every table is in.
@@ -853,6 +883,60 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{}", render::copy_summary(&report));
     }
     Ok(copy_exit(&report))
+}
+
+/// A distributed run's coordinator, before the usual finish: makes the tables and records the
+/// plan, queues the ranges for `barge worker` processes and waits until they copied them all;
+/// then `options` take the ledger as a `--resume` would (every range committed), so the run
+/// goes on to finish the tables and verify them.
+fn distribute(
+    args: &RunArgs,
+    pipeline: &barge_pipeline::Pipeline,
+    name: &str,
+    print: &str,
+    prepared: &mut preview::Prepared,
+    options: &ExecOptions,
+) -> Result<(Ledger, distributed::Spec), Error> {
+    let ledger = options.ledger.clone().expect("a distributed run keeps a ledger");
+    if ledger.store.work_queue().is_none() {
+        return Err(Error::Config(format!(
+            "{} cannot share a run: --distributed needs a PostgreSQL state store (--state postgres://…)",
+            ledger.store.describe()
+        )));
+    }
+    if args.resume {
+        return Err(Error::Config("a distributed run is not resumed with --resume: start it again".into()));
+    }
+    let plan = &prepared.preflight.plan;
+    if let Some(keyless) = plan.tables.iter().find(|t| !t.output.key.is_primary()) {
+        return Err(Error::Config(format!(
+            "table `{}` has no primary key: a distributed run clears and reloads the ranges of a worker that died,              which needs one (copy it without --distributed, or set `key`)",
+            keyless.source.name
+        )));
+    }
+    let engine = engines::registry().for_url(&pipeline.target)?;
+    if engine.name() == "sqlite" {
+        return Err(Error::Config(
+            "a distributed run writes from many processes and ends a lost worker's sessions: the target must be a              server (PostgreSQL, MySQL/MariaDB)"
+                .into(),
+        ));
+    }
+    let made =
+        execute(&prepared.preflight, &ExecOptions { prepare_only: true, ..options.clone() }, &barge_exec::NoProgress)?;
+    drop(made);
+    let spec = distributed::Spec {
+        pipeline: pipeline.text.clone(),
+        path: pipeline.path.display().to_string(),
+        fingerprint: print.to_string(),
+        state: "copying".into(),
+    };
+    distributed::coordinate(&ledger.store, name, &spec, plan, args.stall_after, args.pipeline.json)?;
+    // Every range is committed: the run goes on as a resume of itself.
+    let record = ledger.store.resume(name, print)?;
+    for table in &mut prepared.preflight.plan.tables {
+        table.action = barge_plan::TableAction::Append;
+    }
+    Ok((Ledger { resume: Some(record), ..ledger }, spec))
 }
 
 /// Applies the pending versions of `stage` of the pipeline's versioned target schema (none

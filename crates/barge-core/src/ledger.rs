@@ -149,4 +149,88 @@ pub trait LedgerStore: Send + Sync {
 
     /// Replaces (or creates) the document under run `name` and `key`.
     fn set_document(&self, name: &str, key: &str, body: &str) -> Result<()>;
+
+    /// The queue of a run shared by many processes (`--distributed` and `barge worker`).
+    fn work_queue(&self) -> Option<&dyn WorkQueue> {
+        None
+    }
+}
+
+/// One range of a distributed run, to copy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkItem {
+    pub table: String,
+    pub range: usize,
+    pub estimated_rows: u64,
+}
+
+/// A range a worker claimed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claim {
+    pub table: String,
+    pub range: usize,
+    /// 1 for the first claim of the range; more when an earlier holder lost it.
+    pub attempt: u32,
+    /// The target sessions an earlier holder of the range loaded it through: ended before the
+    /// range is cleared and loaded again, so that a holder that lost its lease cannot commit.
+    pub earlier_sessions: Vec<String>,
+    /// Who held it before (a worker that died or stopped).
+    pub earlier_owner: Option<String>,
+}
+
+/// A range of the queue as `barge status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QueuedRange {
+    pub table: String,
+    pub range: usize,
+    pub estimated_rows: u64,
+    /// `pending`, `claimed`, `done` or `failed`.
+    pub state: String,
+    pub owner: Option<String>,
+    pub attempt: u32,
+    /// Rows its holder reported at its last heartbeat.
+    pub rows_done: u64,
+    /// Seconds since its holder last reported progress, and until its lease runs out.
+    pub idle_seconds: f64,
+    pub lease_left_seconds: f64,
+    pub error: Option<String>,
+}
+
+/// Capability of a ledger store: a queue of ranges that any number of processes, on any number of
+/// machines, claim with leases (`FOR UPDATE SKIP LOCKED` in PostgreSQL) and complete. A lease runs
+/// out unless renewed; a range whose lease ran out is claimed again by another process, which
+/// first ends the target sessions the earlier holder loaded it through.
+pub trait WorkQueue: Send + Sync {
+    /// Puts `items` in run `run`'s queue (replacing what it held).
+    fn enqueue(&self, run: &str, items: &[WorkItem]) -> Result<()>;
+
+    /// Claims the largest pending range of `run` (or one whose lease ran out) for `worker`, for
+    /// `lease_seconds`; `None` when there is none to claim now.
+    fn claim(&self, run: &str, worker: &str, lease_seconds: f64) -> Result<Option<Claim>>;
+
+    /// Records a target session `worker` loads its claimed range through; `false` when the range
+    /// is no longer `worker`'s.
+    fn attach(&self, run: &str, worker: &str, table: &str, range: usize, session: &str) -> Result<bool>;
+
+    /// Renews `worker`'s lease on a range, with the rows it has done; `false` when the range is no
+    /// longer its (the lease ran out and another took it).
+    fn renew(&self, run: &str, worker: &str, table: &str, range: usize, lease_seconds: f64, rows: u64) -> Result<bool>;
+
+    /// Marks the range done and records it in the run's ledger, in one transaction, if it is still
+    /// `worker`'s; `false` otherwise (its rows are then cleared and loaded again by the new holder).
+    fn complete(&self, run: &str, worker: &str, table: &str, done: &RangeDone) -> Result<bool>;
+
+    /// Gives the range back after a failure (`error`): pending again, or `failed` after
+    /// `max_attempts` attempts.
+    fn release(&self, run: &str, worker: &str, table: &str, range: usize, error: &str, max_attempts: u32)
+    -> Result<()>;
+
+    /// Every range of `run`'s queue.
+    fn queue(&self, run: &str) -> Result<Vec<QueuedRange>>;
+
+    /// The runs that have a queue.
+    fn queued_runs(&self) -> Result<Vec<String>>;
+
+    /// Removes `run`'s queue (the run finished).
+    fn drop_queue(&self, run: &str) -> Result<()>;
 }

@@ -40,6 +40,23 @@ pub(crate) struct CopyJob<'a> {
     pub buckets: Option<&'a Buckets>,
     /// Values the target cannot store, and what to do with one.
     pub unstorable: (barge_core::values::Unstorable, barge_core::values::ValuePolicy),
+    /// A distributed run's worker: the guard over the range it holds.
+    pub fence: Option<&'a dyn crate::options::Fence>,
+}
+
+impl CopyJob<'_> {
+    /// Before a commit or a retry: an error when a distributed worker no longer holds its range.
+    pub(crate) fn still_held(&self) -> barge_core::Result<()> {
+        self.fence.map_or(Ok(()), |f| f.still_held())
+    }
+
+    /// Records a new writer's session with a distributed worker's fence.
+    pub(crate) fn writer_opened(&self, writer: &mut dyn barge_core::TableWriter) -> barge_core::Result<()> {
+        match self.fence {
+            Some(fence) => fence.writer_opened(writer.session_id()?),
+            None => Ok(()),
+        }
+    }
 }
 
 impl CopyJob<'_> {

@@ -39,9 +39,9 @@ mod sync;
 mod verify;
 
 pub use barge_plan::SchemaReport;
-pub use copy::run::copy;
+pub use copy::run::{copy, copy_range};
 pub use ledger::Ledger;
-pub use options::ExecOptions;
+pub use options::{ExecOptions, Fence};
 pub use progress::{NoProgress, Phase, Progress};
 pub use report::{CopyReport, StageSeconds, TableReport, TableVerdict, VerifyReport, peak_rss_mb};
 pub use retry::DEFAULT_RETRIES;

@@ -37,6 +37,21 @@ pub struct ExecOptions {
     /// What to do with a value the target cannot store in any column (NaN into MySQL, NUL in text
     /// into PostgreSQL): stop the table, write NULL, or reject the row.
     pub unrepresentable: barge_core::values::ValuePolicy,
+    /// Create and empty the target tables and record the plan in the ledger, then stop: the
+    /// coordinator of a distributed run, whose workers copy the ranges.
+    pub prepare_only: bool,
+    /// A distributed run's worker: the guard over the range it holds.
+    pub fence: Option<Arc<dyn Fence>>,
+}
+
+/// The guard a distributed run's worker keeps over the range it holds: its writers' sessions are
+/// recorded before they write (so that a worker taking the range over can end them), and before
+/// each commit and each retry the range must still be its.
+pub trait Fence: Send + Sync + std::fmt::Debug {
+    /// A writer opened a session (its id, where the target has one).
+    fn writer_opened(&self, session: Option<String>) -> barge_core::Result<()>;
+    /// An error when the range is no longer this worker's.
+    fn still_held(&self) -> barge_core::Result<()>;
 }
 
 impl ExecOptions {
@@ -60,6 +75,8 @@ impl ExecOptions {
             snapshot_lock: true,
             fail_fast: false,
             unrepresentable: Default::default(),
+            prepare_only: false,
+            fence: None,
         }
     }
 }

@@ -430,6 +430,37 @@ impl barge_core::Target for MyTarget {
         Some(self)
     }
 
+    fn end_sessions(&self, sessions: &[String]) -> Result<()> {
+        let ids: Vec<u64> = sessions.iter().filter_map(|s| s.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        for id in &ids {
+            // A session already gone (ER_NO_SUCH_THREAD, 1094) is what was wanted.
+            if let Err(e) = conn.rt.block_on(conn.conn.query_drop(format!("KILL CONNECTION {id}")))
+                && !matches!(&e, mysql_async::Error::Server(s) if s.code == 1094)
+            {
+                return Err(crate::conn::error_of("ending an earlier worker's sessions", &e));
+            }
+        }
+        let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left = conn.value(
+                &format!("SELECT count(*) FROM information_schema.PROCESSLIST WHERE ID IN ({list})"),
+                "waiting for ended sessions",
+            )?;
+            if left.as_deref() == Some("0") {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::engine("ending an earlier worker's sessions", "they are still there after 10 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     fn add_column(&self, table: &str, field: &arrow_schema::Field, column: &barge_core::TargetColumn) -> Result<()> {
         let sql =
             format!("ALTER TABLE {} ADD COLUMN {} {} NULL", quote(table), quote(field.name()), column.native_type);
@@ -936,6 +967,10 @@ impl TableWriter for MyWriter {
             self.in_transaction = false;
         }
         Ok(())
+    }
+
+    fn session_id(&mut self) -> Result<Option<String>> {
+        Ok(Some(self.conn.conn.id().to_string()))
     }
 
     fn range_clearer(&mut self) -> Option<&mut dyn barge_core::RangeClearer> {

@@ -4,7 +4,9 @@
 
 use std::sync::Mutex;
 
-use barge_core::ledger::{Holder, LedgerStore, RangeDone, RunRecord, TableLedger};
+use barge_core::ledger::{
+    Claim, Holder, LedgerStore, QueuedRange, RangeDone, RunRecord, TableLedger, WorkItem, WorkQueue,
+};
 use barge_core::{Error, KeyRange, Result, Scalar};
 use tokio_postgres::Client;
 
@@ -30,8 +32,12 @@ impl PgLedger {
             other => other,
         })?;
         let s = quote(&schema);
+        let schema_literal = crate::conn::literal(&schema);
+        // Under a lock: two processes creating the schema at once (a coordinator and its workers
+        // starting together) would collide.
         let ddl = format!(
-            "CREATE SCHEMA IF NOT EXISTS {s};
+            "SELECT pg_advisory_xact_lock(hashtextextended('barge ledger schema ' || {schema_literal}, 0));
+             CREATE SCHEMA IF NOT EXISTS {s};
              CREATE TABLE IF NOT EXISTS {s}.runs (
                name text PRIMARY KEY, fingerprint text NOT NULL,
                started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz);
@@ -48,9 +54,13 @@ impl PgLedger {
                updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, source_table));
              CREATE TABLE IF NOT EXISTS {s}.documents (
                name text NOT NULL, key text NOT NULL, body text NOT NULL,
-               updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, key));"
+               updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, key));
+             CREATE TABLE IF NOT EXISTS {s}.queue (
+               name text NOT NULL, source_table text NOT NULL, range_id int NOT NULL, estimated_rows bigint NOT NULL,
+               state text NOT NULL DEFAULT 'pending', owner text, lease_until timestamptz,
+               attempt int NOT NULL DEFAULT 0, sessions jsonb NOT NULL DEFAULT '[]', rows_done bigint NOT NULL DEFAULT 0,
+               progress_at timestamptz, error text, PRIMARY KEY (name, source_table, range_id));"
         );
-        // Two processes creating the schema at once can collide; the loser's tables exist then.
         runtime().block_on(client.batch_execute(&ddl)).map_err(pg_err("creating the ledger schema"))?;
         Ok(PgLedger { display: format!("{} (schema {schema})", parsed.display), schema, client: Mutex::new(client) })
     }
@@ -245,6 +255,10 @@ impl LedgerStore for PgLedger {
         })
     }
 
+    fn work_queue(&self) -> Option<&dyn WorkQueue> {
+        Some(self)
+    }
+
     fn document(&self, name: &str, key: &str) -> Result<Option<String>> {
         self.tx("reading the ledger", async |tx, s| {
             let sql = format!("SELECT body FROM {s}.documents WHERE name = $1 AND key = $2");
@@ -263,6 +277,157 @@ impl LedgerStore for PgLedger {
             )
             .await
             .map(drop)
+        })
+    }
+}
+
+/// The range a statement names: `name = $1 AND source_table = $2 AND range_id = $3`.
+const THE_RANGE: &str = "name = $1 AND source_table = $2 AND range_id = $3";
+
+impl WorkQueue for PgLedger {
+    fn enqueue(&self, run: &str, items: &[WorkItem]) -> Result<()> {
+        self.tx("filling the run's queue", async |tx, s| {
+            tx.execute(&format!("DELETE FROM {s}.queue WHERE name = $1"), &[&run]).await?;
+            let sql =
+                format!("INSERT INTO {s}.queue (name, source_table, range_id, estimated_rows) VALUES ($1, $2, $3, $4)");
+            for item in items {
+                tx.execute(&sql, &[&run, &item.table, &(item.range as i32), &(item.estimated_rows as i64)]).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn claim(&self, run: &str, worker: &str, lease_seconds: f64) -> Result<Option<Claim>> {
+        self.tx("claiming a range", async |tx, s| {
+            let pick = format!(
+                "SELECT source_table, range_id, owner, sessions::text FROM {s}.queue
+                 WHERE name = $1 AND (state = 'pending' OR (state = 'claimed' AND lease_until < clock_timestamp()))
+                 ORDER BY estimated_rows DESC, source_table, range_id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            );
+            let Some(row) = tx.query_opt(&pick, &[&run]).await? else { return Ok(None) };
+            let (table, range, owner, sessions): (String, i32, Option<String>, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let take = format!(
+                "UPDATE {s}.queue SET state = 'claimed', owner = $4,
+                   lease_until = clock_timestamp() + $5 * interval '1 second', attempt = attempt + 1,
+                   sessions = '[]', rows_done = 0, progress_at = clock_timestamp(), error = NULL
+                 WHERE {THE_RANGE} RETURNING attempt"
+            );
+            let attempt: i32 = tx.query_one(&take, &[&run, &table, &range, &worker, &lease_seconds]).await?.get(0);
+            Ok(Some(Claim {
+                table,
+                range: range as usize,
+                attempt: attempt as u32,
+                earlier_sessions: serde_json::from_str(&sessions).unwrap_or_default(),
+                earlier_owner: owner,
+            }))
+        })
+    }
+
+    fn attach(&self, run: &str, worker: &str, table: &str, range: usize, session: &str) -> Result<bool> {
+        self.tx("recording a target session", async |tx, s| {
+            let sql = format!(
+                "UPDATE {s}.queue SET sessions = sessions || to_jsonb($5::text)
+                 WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed'"
+            );
+            Ok(tx.execute(&sql, &[&run, &table, &(range as i32), &worker, &session]).await? == 1)
+        })
+    }
+
+    fn renew(&self, run: &str, worker: &str, table: &str, range: usize, lease_seconds: f64, rows: u64) -> Result<bool> {
+        self.tx("renewing a lease", async |tx, s| {
+            // A lease that ran out is not renewed, even if nobody took the range yet: another
+            // worker may take it at any moment, and end this one's sessions.
+            let sql = format!(
+                "UPDATE {s}.queue SET lease_until = clock_timestamp() + $5 * interval '1 second',
+                   progress_at = CASE WHEN rows_done <> $6 THEN clock_timestamp() ELSE progress_at END, rows_done = $6
+                 WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed' AND lease_until >= clock_timestamp()"
+            );
+            let rows = rows as i64;
+            Ok(tx.execute(&sql, &[&run, &table, &(range as i32), &worker, &lease_seconds, &rows]).await? == 1)
+        })
+    }
+
+    fn complete(&self, run: &str, worker: &str, table: &str, done: &RangeDone) -> Result<bool> {
+        self.tx("completing a range", async |tx, s| {
+            let range = done.range as i32;
+            let mark = format!(
+                "UPDATE {s}.queue SET state = 'done', lease_until = NULL, rows_done = $5, progress_at = clock_timestamp()
+                 WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed'"
+            );
+            if tx.execute(&mark, &[&run, &table, &range, &worker, &(done.rows_written as i64)]).await? != 1 {
+                return Ok(false);
+            }
+            let record = format!(
+                "INSERT INTO {s}.ranges_done (name, source_table, range_id, rows_read, rows_written, rows_rejected, digests)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (name, source_table, range_id) DO UPDATE SET rows_read = EXCLUDED.rows_read,
+                   rows_written = EXCLUDED.rows_written, rows_rejected = EXCLUDED.rows_rejected,
+                   digests = EXCLUDED.digests"
+            );
+            let (read, written, rejected) = (done.rows_read as i64, done.rows_written as i64, done.rows_rejected as i64);
+            tx.execute(&record, &[&run, &table, &range, &read, &written, &rejected, &done.digests]).await?;
+            Ok(true)
+        })
+    }
+
+    fn release(
+        &self,
+        run: &str,
+        worker: &str,
+        table: &str,
+        range: usize,
+        error: &str,
+        max_attempts: u32,
+    ) -> Result<()> {
+        self.tx("giving a range back", async |tx, s| {
+            let sql = format!(
+                "UPDATE {s}.queue SET state = CASE WHEN attempt >= $6 THEN 'failed' ELSE 'pending' END,
+                   owner = NULL, lease_until = NULL, error = $5
+                 WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed'"
+            );
+            tx.execute(&sql, &[&run, &table, &(range as i32), &worker, &error, &(max_attempts as i32)]).await.map(drop)
+        })
+    }
+
+    fn queue(&self, run: &str) -> Result<Vec<QueuedRange>> {
+        self.tx("reading the run's queue", async |tx, s| {
+            let sql = format!(
+                "SELECT source_table, range_id, estimated_rows, state, owner, attempt, rows_done,
+                   coalesce(extract(epoch FROM clock_timestamp() - progress_at), 0)::float8,
+                   coalesce(extract(epoch FROM lease_until - clock_timestamp()), 0)::float8, error
+                 FROM {s}.queue WHERE name = $1 ORDER BY source_table, range_id"
+            );
+            Ok(tx
+                .query(&sql, &[&run])
+                .await?
+                .iter()
+                .map(|r| QueuedRange {
+                    table: r.get(0),
+                    range: r.get::<_, i32>(1) as usize,
+                    estimated_rows: r.get::<_, i64>(2) as u64,
+                    state: r.get(3),
+                    owner: r.get(4),
+                    attempt: r.get::<_, i32>(5) as u32,
+                    rows_done: r.get::<_, i64>(6) as u64,
+                    idle_seconds: r.get(7),
+                    lease_left_seconds: r.get(8),
+                    error: r.get(9),
+                })
+                .collect())
+        })
+    }
+
+    fn queued_runs(&self) -> Result<Vec<String>> {
+        self.tx("reading the queues", async |tx, s| {
+            let sql = format!("SELECT DISTINCT name FROM {s}.queue ORDER BY name");
+            Ok(tx.query(&sql, &[]).await?.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn drop_queue(&self, run: &str) -> Result<()> {
+        self.tx("removing the run's queue", async |tx, s| {
+            tx.execute(&format!("DELETE FROM {s}.queue WHERE name = $1"), &[&run]).await.map(drop)
         })
     }
 }

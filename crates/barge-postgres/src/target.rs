@@ -572,6 +572,34 @@ impl barge_core::Target for PgTarget {
         Some(self)
     }
 
+    fn end_sessions(&self, sessions: &[String]) -> Result<()> {
+        let pids: Vec<i32> = sessions.iter().filter_map(|s| s.parse().ok()).collect();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        self.admin(|client| {
+            let rt = runtime();
+            rt.block_on(
+                client.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ANY($1)", &[&pids]),
+            )
+            .map_err(pg_err("ending an earlier worker's sessions"))?;
+            let deadline = std::time::Instant::now() + SESSIONS_GONE;
+            loop {
+                let left: i64 = rt
+                    .block_on(client.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", &[&pids]))
+                    .map_err(pg_err("waiting for ended sessions"))?
+                    .get(0);
+                if left == 0 {
+                    return Ok(());
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(Error::engine("ending an earlier worker's sessions", format!("{left} still there")));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        })
+    }
+
     fn add_column(&self, table: &str, field: &Field, column: &TargetColumn) -> Result<()> {
         let sql = format!(
             "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
@@ -1306,6 +1334,15 @@ impl TableWriter for PgWriter {
 
     fn change_writer(&mut self) -> Option<&mut dyn barge_core::ChangeWriter> {
         Some(self)
+    }
+
+    fn session_id(&mut self) -> Result<Option<String>> {
+        let row = self
+            .conn
+            .rt
+            .block_on(self.conn.client.query_one("SELECT pg_backend_pid()", &[]))
+            .map_err(pg_err("naming the writer's session"))?;
+        Ok(Some(row.get::<_, i32>(0).to_string()))
     }
 }
 

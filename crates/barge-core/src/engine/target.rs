@@ -161,6 +161,14 @@ pub trait Target: Send + Sync {
     fn sql_scripts(&self) -> Option<&dyn SqlScripts> {
         None
     }
+
+    /// Ends the sessions [`TableWriter::session_id`] named (a distributed run's worker that lost
+    /// its lease: its open transaction rolls back, and it cannot commit), and waits until they
+    /// are gone. Sessions already gone are no error. The default cannot (an embedded engine).
+    fn end_sessions(&self, sessions: &[String]) -> Result<()> {
+        let _ = sessions;
+        Err(crate::Error::unsupported(self.display_name(), "end another process's sessions (distributed runs)"))
+    }
 }
 
 /// Capability: running SQL written for this engine (a pipeline's versioned schema files, applied
@@ -300,6 +308,12 @@ pub trait TableWriter: Send {
     fn write(&mut self, batch: Encoded) -> Result<u64>;
     /// Makes everything written so far durable and visible, and starts a new transaction.
     fn commit(&mut self) -> Result<()>;
+
+    /// The server's id of this writer's session, which [`Target::end_sessions`] takes; `None`
+    /// where there is none (an embedded engine).
+    fn session_id(&mut self) -> Result<Option<String>> {
+        Ok(None)
+    }
 
     /// Clearing key ranges inside the open transaction (resuming a run).
     fn range_clearer(&mut self) -> Option<&mut dyn RangeClearer> {

@@ -225,7 +225,7 @@ impl TableCopy<'_> {
         let fields = self.fields();
         let job = self.job(whole, &fields, &ranges, barge_core::Conflict::Upsert);
         let counters = crate::job::CopyCounters::default();
-        crate::copy::ranges::copy_ranges(&job, &counters)?;
+        crate::copy::ranges::copy_ranges(&job, &counters, None)?;
         let written = counters.rows_written.load(Ordering::Relaxed);
         for (total, part) in
             [(&self.counters.rows_read, &counters.rows_read), (&self.counters.rows_written, &counters.rows_written)]

@@ -71,8 +71,15 @@ pub(crate) fn check_capabilities(target: &dyn Target, plan: &Plan, options: &Exe
 /// dump of its types, functions and tables (in one transaction) instead of barge's DDL. Returns,
 /// per table, the error of a CREATE or TRUNCATE the target refused: that table fails alone
 /// (unless `fail_fast`, when the first such error is the run's).
-pub(crate) fn prepare_targets(target: &dyn Target, plan: &Plan, fail_fast: bool) -> Result<Vec<Option<Error>>> {
-    if let Some(dump) = plan.schema.dump() {
+/// `resumed`: the ledger holds the run this one continues, which made the tables already (a
+/// distributed run's coordinator, once its workers copied every range).
+pub(crate) fn prepare_targets(
+    target: &dyn Target,
+    plan: &Plan,
+    fail_fast: bool,
+    resumed: bool,
+) -> Result<Vec<Option<Error>>> {
+    if let Some(dump) = plan.schema.dump().filter(|_| !resumed) {
         restorer(target)?.restore(dump, RestoreStep::Tables)?;
     }
     // Tables emptied together first (keys between them would refuse one alone); if the target

@@ -14,10 +14,14 @@ use crate::retry::{Transient, backoff, retrying};
 use crate::stages::pass::{PassState, copy_pass};
 
 /// Copies the table of `job`; returns the source digests of each range (zero when not hashing).
-pub(crate) fn copy_ranges(job: &CopyJob<'_>, counters: &CopyCounters) -> Result<RangeDigests> {
+/// `only`: the one range to copy (a distributed run's worker), the others left alone.
+pub(crate) fn copy_ranges(job: &CopyJob<'_>, counters: &CopyCounters, only: Option<usize>) -> Result<RangeDigests> {
     let digests = empty_digests(job.ranges, job.buckets);
     let tallies: Vec<RangeTally> = job.ranges.iter().map(|_| RangeTally::default()).collect();
     let mut pending = resume_ranges(job, counters, &digests)?;
+    if let Some(id) = only {
+        pending.retain(|r| r.id == id);
+    }
     if job.clears_ranges() {
         clear_ranges(job, &pending)?;
     }
@@ -35,6 +39,8 @@ pub(crate) fn copy_ranges(job: &CopyJob<'_>, counters: &CopyCounters) -> Result<
             job.flush_rejects(&tallies, 0..tallies.len())?;
             return Err(error);
         }
+        // A distributed worker that lost its range does not copy it again.
+        job.still_held()?;
         attempt += 1;
         counters.retries.fetch_add(failed.len() as u64, Ordering::Relaxed);
         for &range in &failed {
@@ -99,7 +105,7 @@ fn resume_ranges<'a>(job: &CopyJob<'a>, counters: &CopyCounters, digests: &Diges
 /// uncommitted row waited on a writer that waited on barge's own channels). Committing a clear
 /// before its range loads is safe: a range counts as done only once its load commits and the
 /// ledger records it, so one cleared but not loaded is cleared and loaded again next time.
-fn clear_ranges(job: &CopyJob<'_>, pending: &[&KeyRange]) -> Result<()> {
+pub(crate) fn clear_ranges(job: &CopyJob<'_>, pending: &[&KeyRange]) -> Result<()> {
     let key: Vec<String> = job.output.key_columns().into_iter().map(str::to_string).collect();
     let mut cleared = 0;
     retrying(job.retries, &job.table.name, "clearing ranges", || {

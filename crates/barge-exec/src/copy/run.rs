@@ -40,6 +40,69 @@ impl CopyRun<'_> {
     }
 }
 
+/// Copies range `range` of `table` (planned with its ranges as the run's ledger holds them) for a
+/// distributed run's worker: cleared first when `clear` (an earlier holder may have committed
+/// some of it), read, transformed, hashed and written through the stages, with the worker's
+/// fence (`options.fence`) checked before each commit. No DDL, finishing, verification or
+/// ledger: the worker records the range it returns.
+pub fn copy_range(
+    source: &dyn Source,
+    target: &dyn Target,
+    table: &barge_plan::TablePlan,
+    range: usize,
+    clear: bool,
+    options: &ExecOptions,
+    progress: &dyn Progress,
+) -> Result<barge_core::ledger::RangeDone> {
+    use std::sync::atomic::Ordering;
+    let pool = cpu_pool(options.workers)?;
+    let no_reader = || -> Result<Arc<dyn Source>> { Err(barge_core::Error::Config("no verification here".into())) };
+    let run = CopyRun {
+        source,
+        target,
+        target_reader: &no_reader,
+        options,
+        schema: None,
+        ctx: Ctx { pool: &pool, workers: options.workers, batch: options.batch(), progress },
+        reader: OnceLock::new(),
+        run_rejected: AtomicU64::new(0),
+        run_read: AtomicU64::new(0),
+    };
+    let layout = crate::copy::prepare::Layout { ranges: table.ranges.clone(), created: false };
+    let Some(wanted) = layout.ranges.iter().find(|r| r.id == range) else {
+        return Err(barge_core::Error::Config(format!("table `{}` has no range {range}", table.source.name)));
+    };
+    let mut copy = TableCopy::new(&run, table, &layout);
+    copy.buckets = crate::verify::buckets::bucket_layout(source, &table.source, &table.output, &layout.ranges)?;
+    let fields = copy.fields();
+    let mut job = copy.job(&table.source, &fields, &layout.ranges, table.conflict);
+    job.hash = true;
+    job.buckets = copy.buckets.as_ref();
+    if clear {
+        crate::copy::ranges::clear_ranges(&job, &[wanted])?;
+    }
+    let digests = crate::copy::ranges::copy_ranges(&job, &copy.counters, Some(range))?;
+    if let Some(log) = &options.rejects {
+        log.flush()?;
+    }
+    let c = &copy.counters;
+    let (read, written, rejected) = (
+        c.rows_read.load(Ordering::Relaxed),
+        c.rows_written.load(Ordering::Relaxed),
+        c.rows_rejected.load(Ordering::Relaxed),
+    );
+    if read != written + rejected {
+        return Err(barge_core::Error::RowsLost { table: table.source.name.clone(), read, written, rejected });
+    }
+    Ok(barge_core::ledger::RangeDone {
+        range,
+        rows_read: read,
+        rows_written: written,
+        rows_rejected: rejected,
+        digests: serde_json::to_string(&digests[range]).map_err(|e| barge_core::Error::engine("digests", e))?,
+    })
+}
+
 /// Executes `plan`: prepares every target table, copies each table, and (with `verify`) proves
 /// each copy against the source digests taken while copying. `target_reader` opens the target for
 /// reading, once, when the first verification needs it.
@@ -56,7 +119,17 @@ pub fn copy(
     check_capabilities(target, plan, options)?;
     let layouts = layouts(plan, options)?;
     let snapshot = pin_snapshot(source, options)?;
-    let refused = prepare_targets(target, plan, options.fail_fast)?;
+    let resumed = options.ledger.as_ref().is_some_and(|l| l.resume.is_some());
+    let refused = prepare_targets(target, plan, options.fail_fast, resumed)?;
+    if options.prepare_only {
+        // A distributed run's coordinator: its workers copy the ranges the ledger now holds.
+        if let Some(error) = refused.into_iter().flatten().next() {
+            return Err(error);
+        }
+        let mut report = CopyReport::new(Vec::new(), started.elapsed().as_secs_f64());
+        report.snapshot = Some(snapshot);
+        return Ok(report);
+    }
     let run = CopyRun {
         source,
         target,
@@ -130,7 +203,9 @@ pub fn copy(
     {
         let copied = |name: &str| reports.iter().any(|r| r.table == name && r.error.is_none());
         let mut refused_keys = Vec::new();
-        for table in plan.tables.iter().filter(|t| t.action == TableAction::Create && copied(&t.source.name)) {
+        // The tables barge made: in this run, or (resumed) in the run it continues.
+        let made = |name: &str| plan.tables.iter().zip(&layouts).any(|(t, l)| t.source.name == name && l.created);
+        for table in plan.tables.iter().filter(|t| made(&t.source.name) && copied(&t.source.name)) {
             // A key into a table that failed, or that this run left out and the target does not
             // have, cannot be added: said, not attempted.
             let mut foreign_keys = Vec::new();
@@ -195,7 +270,7 @@ pub fn copy(
         }
     }
     if plan.schema.dump().is_none() {
-        add_checks(target, plan, &reports, &mut not_migrated);
+        add_checks(target, plan, &layouts, &reports, &mut not_migrated);
     }
     // A run with a failed table is not finished: `--resume` completes it after the fix.
     let views = create_views(target, &plan.views, &mut not_migrated);
@@ -232,11 +307,13 @@ fn fk_name(table: &barge_plan::TablePlan, fk: &barge_core::ForeignKeyInfo) -> St
 fn add_checks(
     target: &dyn Target,
     plan: &Plan,
+    layouts: &[crate::copy::prepare::Layout],
     reports: &[crate::report::TableReport],
     not_migrated: &mut Vec<barge_core::NotMigrated>,
 ) {
     let copied = |name: &str| reports.iter().any(|r| r.table == name && r.error.is_none());
-    for table in plan.tables.iter().filter(|t| t.action == TableAction::Create && copied(&t.source.name)) {
+    let made = plan.tables.iter().zip(layouts).filter(|(_, l)| l.created).map(|(t, _)| t);
+    for table in made.filter(|t| copied(&t.source.name)) {
         for index in &table.source.sql_indexes {
             let name = format!("{}.{}", table.target_table, index.name);
             let refused = match table.transform {

@@ -164,7 +164,7 @@ impl<'a> TableCopy<'a> {
         });
         job.hash = self.compare;
         job.buckets = self.buckets.as_ref();
-        let copied = copy_ranges(&job, &self.counters);
+        let copied = copy_ranges(&job, &self.counters, None);
         if let Some(log) = &options.rejects {
             log.flush()?;
         }
@@ -213,6 +213,7 @@ impl<'a> TableCopy<'a> {
             hash: false,
             buckets: None,
             unstorable: (self.run.target.unstorable(), options.unrepresentable),
+            fence: options.fence.as_deref(),
         }
     }
 

@@ -31,7 +31,10 @@ pub(crate) fn copy_pass(job: &CopyJob<'_>, ranges: &[&KeyRange], state: &PassSta
     let opened = (0..writers)
         .map(|_| job.target.writer(job.target_table, job.fields, &job.write_options))
         .collect::<Result<Vec<_>>>();
-    let table_writers = match opened {
+    let table_writers = match opened.and_then(|mut writers| {
+        writers.iter_mut().try_for_each(|w| job.writer_opened(w.as_mut()))?;
+        Ok(writers)
+    }) {
         Ok(writers) => writers,
         Err(error) if error.is_transient() => {
             transient.fail(ranges.iter().map(|r| r.id), error);

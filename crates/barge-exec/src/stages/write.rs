@@ -103,7 +103,10 @@ pub(crate) fn write_loop(
         return Ok(()); // incomplete ranges: roll back rather than commit half a range
     }
     match state.writer.as_mut() {
-        Some(w) => w.commit(),
+        Some(w) => {
+            side.job.still_held()?;
+            w.commit()
+        }
         None => Ok(()),
     }
 }
@@ -149,6 +152,7 @@ impl WriteLoop<'_, '_> {
         if self.open.is_empty() || !self.open.values().all(|(got, announced)| Some(*got) == *announced) {
             return Ok(());
         }
+        self.side.job.still_held()?;
         connected(&mut self.writer)?.commit()?;
         let committed: Vec<usize> = self.open.drain().map(|(range, _)| range).collect();
         for &range in &committed {
@@ -165,7 +169,10 @@ impl WriteLoop<'_, '_> {
         drop(self.writer.take());
         self.side.transient.fail(self.open.drain().map(|(range, _)| range).chain([range]), error);
         let job = self.side.job;
-        self.writer = job.target.writer(job.target_table, job.fields, &job.write_options).ok();
+        self.writer = job.target.writer(job.target_table, job.fields, &job.write_options).ok().and_then(|mut w| {
+            // A writer whose session a distributed worker cannot record does not write.
+            job.writer_opened(w.as_mut()).ok().map(|()| w)
+        });
     }
 }
 

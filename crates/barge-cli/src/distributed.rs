@@ -1,0 +1,608 @@
+//! Many barge processes share one run through a PostgreSQL state store: `run --distributed` (the
+//! coordinator) plans the run, makes the target's tables, and puts every range in the store's
+//! queue; `barge worker` processes, on any machines, claim ranges with leases and copy them
+//! with the usual runtime; the coordinator then finishes the tables (indexes, foreign keys) and
+//! verifies, as `--resume` of a run whose ranges are all committed. `barge status` shows the
+//! queue.
+//!
+//! A lease runs out unless its worker renews it. A worker taking over a range whose lease ran out
+//! first ends the target sessions the earlier holder recorded for it (so a worker that was only
+//! stopped cannot commit when it wakes), then clears the range and loads it again; a worker
+//! checks its lease before each commit, and records the range done only while it still holds it.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use barge_core::Error;
+use barge_core::ledger::{LedgerStore, QueuedRange, WorkItem, WorkQueue};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use super::{check_ledger, engines, open_ledger};
+
+/// What the coordinator leaves in the store for the workers (document `distributed` of the run).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Spec {
+    /// The pipeline file as the coordinator read it (its `${ENV}` references resolved by each
+    /// worker from its own environment: no secret is stored).
+    pub pipeline: String,
+    /// Where it was, for its relative paths (rejects).
+    pub path: String,
+    /// The ledger fingerprint of the run.
+    pub fingerprint: String,
+    /// `copying` until the coordinator finishes; then `finished` (workers exit 0).
+    pub state: String,
+}
+
+pub const SPEC: &str = "distributed";
+
+/// The queue of the store `--state` names, or why not.
+fn queue_of(store: &dyn LedgerStore) -> Result<&dyn WorkQueue, Error> {
+    store.work_queue().ok_or_else(|| {
+        Error::Config(format!(
+            "{} cannot share a run between processes: --distributed and barge worker need a PostgreSQL state \
+             store (--state postgres://…)",
+            store.describe()
+        ))
+    })
+}
+
+/// The coordinator, once the tables are made and the ranges are in the ledger: enqueues them,
+/// waits until workers copied them all (saying how far they are), and returns. An error when a
+/// range failed for good.
+pub fn coordinate(
+    store: &Arc<dyn LedgerStore>,
+    run: &str,
+    spec: &Spec,
+    plan: &barge_plan::Plan,
+    stall_after: f64,
+    json: bool,
+) -> Result<(), Error> {
+    let queue = queue_of(store.as_ref())?;
+    let mut items = Vec::new();
+    for table in &plan.tables {
+        let each = table.source.estimated_rows / table.ranges.len().max(1) as u64;
+        for range in &table.ranges {
+            items.push(WorkItem { table: table.source.name.clone(), range: range.id, estimated_rows: each });
+        }
+    }
+    queue.enqueue(run, &items)?;
+    set_spec(store.as_ref(), run, spec)?;
+    eprintln!("run {run}: {} range(s) queued in {}; waiting for workers (barge worker)", items.len(), store.describe());
+    let mut last_line = Instant::now();
+    let mut stalled_said: Vec<(String, usize, u32)> = Vec::new();
+    loop {
+        let ranges = queue.queue(run)?;
+        let summary = Summary::of(&ranges);
+        if let Some(failed) = ranges.iter().find(|r| r.state == "failed") {
+            return Err(Error::engine(
+                format!("range {} of table `{}`", failed.range, failed.table),
+                format!("failed {} time(s): {}", failed.attempt, failed.error.as_deref().unwrap_or("")),
+            ));
+        }
+        for stall in ranges.iter().filter(|r| r.state == "claimed" && r.idle_seconds >= stall_after) {
+            let said = (stall.table.clone(), stall.range, stall.attempt);
+            if !stalled_said.contains(&said) {
+                eprintln!("warning: {}", stall_line(stall));
+                stalled_said.push(said);
+            }
+        }
+        if json {
+            println!("{}", serde_json::json!({"run": run, "phase": "distributed copy", "queue": summary}));
+        } else if last_line.elapsed() >= Duration::from_secs(5) || summary.done == summary.total {
+            eprintln!("{}", summary.line(run));
+            last_line = Instant::now();
+        }
+        if summary.done == summary.total {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(if json { 1000 } else { 250 }));
+    }
+}
+
+fn set_spec(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<(), Error> {
+    let body = serde_json::to_string(spec).map_err(|e| Error::engine("writing the run's spec", e))?;
+    store.set_document(run, SPEC, &body)
+}
+
+/// The coordinator finished the run: workers waiting on it exit.
+pub fn finished(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<(), Error> {
+    queue_of(store)?.drop_queue(run)?;
+    set_spec(store, run, &Spec { state: "finished".into(), ..spec.clone() })
+}
+
+/// A stalled range, as the coordinator's log and `status` name it.
+fn stall_line(r: &QueuedRange) -> String {
+    format!(
+        "{} range {} on {}: no progress for {:.0} s ({} rows done, lease {})",
+        r.table,
+        r.range,
+        r.owner.as_deref().unwrap_or("nobody"),
+        r.idle_seconds,
+        r.rows_done,
+        if r.lease_left_seconds > 0.0 {
+            format!("{:.0} s left", r.lease_left_seconds)
+        } else {
+            "ran out: another worker takes it".into()
+        }
+    )
+}
+
+/// The queue of a run, counted.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub total: usize,
+    pub pending: usize,
+    pub claimed: usize,
+    pub done: usize,
+    pub failed: usize,
+    pub rows_done: u64,
+    pub rows_estimated: u64,
+    /// Workers holding ranges now.
+    pub workers: Vec<String>,
+}
+
+impl Summary {
+    fn of(ranges: &[QueuedRange]) -> Summary {
+        let mut s = Summary { total: ranges.len(), ..Summary::default() };
+        for r in ranges {
+            match r.state.as_str() {
+                "pending" => s.pending += 1,
+                "claimed" => s.claimed += 1,
+                "done" => s.done += 1,
+                _ => s.failed += 1,
+            }
+            s.rows_done += r.rows_done;
+            s.rows_estimated += r.estimated_rows;
+            if let Some(owner) = r.owner.as_ref().filter(|_| r.state == "claimed")
+                && !s.workers.contains(owner)
+            {
+                s.workers.push(owner.clone());
+            }
+        }
+        s.workers.sort();
+        s
+    }
+
+    fn line(&self, run: &str) -> String {
+        format!(
+            "run {run}: {} of {} range(s) done, {} claimed by {} worker(s), {} pending; {} of ~{} rows",
+            self.done,
+            self.total,
+            self.claimed,
+            self.workers.len(),
+            self.pending,
+            barge_core::text::count(self.rows_done),
+            barge_core::text::count(self.rows_estimated)
+        )
+    }
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The PostgreSQL state store the coordinator (`run --distributed`) queues ranges in.
+    #[arg(long)]
+    state: String,
+    /// Work on this run only (default: any run with ranges to copy), and exit 0 once it is finished.
+    #[arg(long)]
+    run: Option<String>,
+    /// Ranges copied at once by this process.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Seconds a claimed range stays this worker's without a heartbeat (renewed every third of it).
+    #[arg(long, default_value_t = 30.0)]
+    lease: f64,
+    /// This worker's name in the queue (default: host-pid).
+    #[arg(long)]
+    name: Option<String>,
+    /// One JSON object per range on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl WorkerArgs {
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
+/// A run as a worker prepared it: the pipeline planned here, with the ranges the ledger holds.
+struct Prepared {
+    run: String,
+    source: Arc<dyn barge_core::Source>,
+    target: Arc<dyn barge_core::Target>,
+    plan: barge_plan::Plan,
+    options: barge_exec::ExecOptions,
+}
+
+fn prepare(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<Prepared, Error> {
+    let path = std::path::PathBuf::from(&spec.path);
+    let pipeline = barge_pipeline::Pipeline::parse(&spec.pipeline, &path, &|name| std::env::var(name).ok())?;
+    let registry = engines::registry();
+    let workers = 1;
+    let request = |target: &dyn barge_core::EngineFactory| {
+        pipeline.request(workers, target.name(), &std::collections::HashMap::new(), false)
+    };
+    let preflight =
+        barge_plan::preflight(&registry, &pipeline.source, &pipeline.target, request, barge_plan::IfExists::Append)?;
+    let record = store.resume(run, &spec.fingerprint)?;
+    let mut plan = preflight.plan;
+    for table in &mut plan.tables {
+        if let Some(ledger) = record.tables.get(&table.source.name) {
+            table.ranges = ledger.ranges.clone();
+        }
+    }
+    let mut options = barge_exec::ExecOptions {
+        rejects: Some(Arc::new(barge_core::RejectLog::new(&pipeline.rejects_dir))),
+        unrepresentable: pipeline.unrepresentable,
+        retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
+        ..barge_exec::ExecOptions::new(workers, pipeline.batch_rows.unwrap_or(super::DEFAULT_BATCH_ROWS), false)
+    };
+    options.snapshot_lock = false;
+    Ok(Prepared { run: run.to_string(), source: preflight.source, target: preflight.target, plan, options })
+}
+
+/// A worker's guard over the range it holds: renews the lease, records its writers' sessions.
+struct Lease {
+    queue_store: Arc<dyn LedgerStore>,
+    run: String,
+    worker: String,
+    table: String,
+    range: usize,
+    seconds: f64,
+    rows: Arc<AtomicU64>,
+    lost: AtomicBool,
+}
+
+impl Lease {
+    fn queue(&self) -> &dyn WorkQueue {
+        self.queue_store.work_queue().expect("a store with a queue")
+    }
+
+    fn renew(&self) -> bool {
+        if self.lost.load(Ordering::SeqCst) {
+            return false;
+        }
+        let held = self
+            .queue()
+            .renew(&self.run, &self.worker, &self.table, self.range, self.seconds, self.rows.load(Ordering::Relaxed))
+            .unwrap_or(false);
+        if !held {
+            self.lost.store(true, Ordering::SeqCst);
+        }
+        held
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::engine(
+            format!("range {} of table `{}`", self.range, self.table),
+            "this worker's lease ran out and another worker holds the range now: nothing more is committed",
+        )
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lease of {} range {} for {}", self.table, self.range, self.worker)
+    }
+}
+
+impl barge_exec::Fence for Lease {
+    fn writer_opened(&self, session: Option<String>) -> barge_core::Result<()> {
+        let Some(session) = session else { return Ok(()) };
+        if self.queue().attach(&self.run, &self.worker, &self.table, self.range, &session)? {
+            Ok(())
+        } else {
+            self.lost.store(true, Ordering::SeqCst);
+            Err(self.lost_error())
+        }
+    }
+
+    fn still_held(&self) -> barge_core::Result<()> {
+        if self.renew() { Ok(()) } else { Err(self.lost_error()) }
+    }
+}
+
+/// Counts the rows a range copy wrote, for the heartbeats.
+struct Rows(Arc<AtomicU64>);
+
+impl barge_exec::Progress for Rows {
+    fn started(&self, _: &str, _: barge_exec::Phase, _: u64) {}
+    fn advance(&self, _: &str, phase: barge_exec::Phase, rows: u64) {
+        if phase == barge_exec::Phase::Copy {
+            self.0.fetch_add(rows, Ordering::Relaxed);
+        }
+    }
+    fn finished(&self, _: &str, _: barge_exec::Phase, _: &str) {}
+}
+
+/// What one range copy did, as `--json` prints it.
+#[derive(Serialize)]
+struct Copied<'a> {
+    run: &'a str,
+    worker: &'a str,
+    table: &'a str,
+    range: usize,
+    attempt: u32,
+    rows: u64,
+    seconds: f64,
+    /// `done`, `lost` (the lease ran out: another holds it) or `failed`.
+    outcome: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    took_over_from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `barge worker`: claims ranges of the queued runs until they are done.
+pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    check_ledger(&args.state)?;
+    let store = open_ledger(&args.state)?;
+    queue_of(store.as_ref())?;
+    if args.workers == 0 || !(args.lease > 0.0 && args.lease.is_finite()) {
+        return Err(
+            Error::Config("--workers must be at least 1 and --lease a positive number of seconds".into()).into()
+        );
+    }
+    let host = barge_core::ledger::Holder::current().host;
+    let name = args.name.clone().unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let mut seen_any = false;
+    let mut prepared: std::collections::HashMap<String, Arc<Prepared>> = std::collections::HashMap::new();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(ExitCode::SUCCESS);
+        }
+        // The runs to work on: the one named, else every run with a queue, in turn.
+        let runs = match &args.run {
+            Some(run) => vec![run.clone()],
+            None => queue_of(store.as_ref())?.queued_runs()?,
+        };
+        if runs.is_empty() && seen_any {
+            eprintln!("worker {name}: no run left to work on");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut worked = false;
+        for run in runs {
+            let spec: Option<Spec> = store.document(&run, SPEC)?.and_then(|body| serde_json::from_str(&body).ok());
+            // None yet: started before the coordinator, waiting for the plan.
+            let Some(spec) = spec else { continue };
+            seen_any = true;
+            if spec.state == "finished" {
+                prepared.remove(&run);
+                if args.run.is_some() {
+                    eprintln!("worker {name}: run {run} is finished");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                continue;
+            }
+            let ready = match prepared.get(&run) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(prepare(store.as_ref(), &run, &spec)?);
+                    eprintln!("worker {name}: working on run {run} ({} table(s))", p.plan.tables.len());
+                    prepared.insert(run.clone(), p.clone());
+                    p
+                }
+            };
+            worked |= std::thread::scope(|scope| -> anyhow::Result<bool> {
+                let handles: Vec<_> = (0..args.workers)
+                    .map(|slot| {
+                        let (store, ready, stop) = (store.clone(), ready.clone(), stop.clone());
+                        let worker = if args.workers > 1 { format!("{name}/{slot}") } else { name.clone() };
+                        let args = &args;
+                        scope.spawn(move || claim_loop(&store, &ready, &worker, args, &stop))
+                    })
+                    .collect();
+                let mut any = false;
+                for handle in handles {
+                    any |= handle.join().map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
+                }
+                Ok(any)
+            })?;
+        }
+        if !worked {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Claims and copies ranges of the prepared run until none is left to claim now; whether it
+/// copied any.
+fn claim_loop(
+    store: &Arc<dyn LedgerStore>,
+    ready: &Prepared,
+    worker: &str,
+    args: &WorkerArgs,
+    stop: &AtomicBool,
+) -> anyhow::Result<bool> {
+    let queue = queue_of(store.as_ref())?;
+    let mut any = false;
+    while !stop.load(Ordering::SeqCst) {
+        let Some(claim) = queue.claim(&ready.run, worker, args.lease)? else { return Ok(any) };
+        any = true;
+        let Some(table) = ready.plan.tables.iter().find(|t| t.source.name == claim.table) else {
+            queue.release(&ready.run, worker, &claim.table, claim.range, "this worker did not plan the table", 3)?;
+            continue;
+        };
+        if !claim.earlier_sessions.is_empty() {
+            // The earlier holder's sessions end before the range is cleared: a holder that was
+            // only stopped cannot commit when it wakes.
+            ready.target.end_sessions(&claim.earlier_sessions)?;
+            tracing::warn!(
+                "worker {worker}: took over {} range {} from {} (its lease ran out), ending its session(s) {}",
+                claim.table,
+                claim.range,
+                claim.earlier_owner.as_deref().unwrap_or("an earlier attempt"),
+                claim.earlier_sessions.join(", ")
+            );
+        }
+        let rows = Arc::new(AtomicU64::new(0));
+        let lease = Arc::new(Lease {
+            queue_store: store.clone(),
+            run: ready.run.clone(),
+            worker: worker.to_string(),
+            table: claim.table.clone(),
+            range: claim.range,
+            seconds: args.lease,
+            rows: rows.clone(),
+            lost: AtomicBool::new(false),
+        });
+        let options = barge_exec::ExecOptions { fence: Some(lease.clone()), ..ready.options.clone() };
+        let started = Instant::now();
+        let done = Mutex::new(false);
+        let copied = std::thread::scope(|scope| {
+            // Heartbeats: the lease renewed every third of it, with the rows done.
+            scope.spawn(|| {
+                let every = Duration::from_secs_f64(args.lease / 3.0);
+                let mut last = Instant::now();
+                while !*done.lock().expect("done lock") {
+                    if last.elapsed() >= every {
+                        if !lease.renew() {
+                            return;
+                        }
+                        last = Instant::now();
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            });
+            let copied = barge_exec::copy_range(
+                ready.source.as_ref(),
+                ready.target.as_ref(),
+                table,
+                claim.range,
+                claim.attempt > 1,
+                &options,
+                &Rows(rows.clone()),
+            );
+            *done.lock().expect("done lock") = true;
+            copied
+        });
+        let (outcome, error, written) = match copied {
+            Ok(range_done) => {
+                if queue.complete(&ready.run, worker, &claim.table, &range_done)? {
+                    ("done", None, range_done.rows_written)
+                } else {
+                    // Committed after losing it: the new holder clears and loads it again.
+                    ("lost", Some("the lease ran out after the commit: the new holder reloads it".into()), 0)
+                }
+            }
+            Err(error) if lease.lost.load(Ordering::SeqCst) => ("lost", Some(error.to_string()), 0),
+            Err(error) => {
+                queue.release(&ready.run, worker, &claim.table, claim.range, &error.to_string(), 3)?;
+                ("failed", Some(error.to_string()), 0)
+            }
+        };
+        let report = Copied {
+            run: &ready.run,
+            worker,
+            table: &claim.table,
+            range: claim.range,
+            attempt: claim.attempt,
+            rows: written,
+            seconds: started.elapsed().as_secs_f64(),
+            outcome,
+            took_over_from: claim.earlier_owner.as_deref().filter(|_| claim.attempt > 1),
+            error,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            eprintln!(
+                "worker {worker}: {} range {} {outcome}: {} rows in {:.2} s{}",
+                report.table,
+                report.range,
+                report.rows,
+                report.seconds,
+                report.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(any)
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The PostgreSQL state store of the distributed runs.
+    #[arg(long)]
+    state: String,
+    /// The run to show (default: every run with a queue).
+    #[arg(long)]
+    run: Option<String>,
+    /// A range without progress for this many seconds is reported as stalled.
+    #[arg(long, default_value_t = 60.0)]
+    stall_after: f64,
+    /// Show it again every two seconds until the runs are done.
+    #[arg(long)]
+    watch: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+impl StatusArgs {
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
+/// `barge status`: ranges by state, the workers holding them, stalled ranges.
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    check_ledger(&args.state)?;
+    let store = open_ledger(&args.state)?;
+    let queue = queue_of(store.as_ref())?;
+    loop {
+        let runs = match &args.run {
+            Some(run) => vec![run.clone()],
+            None => queue.queued_runs()?,
+        };
+        let mut shown = Vec::new();
+        for run in &runs {
+            let ranges = queue.queue(run)?;
+            let spec: Option<Spec> = store.document(run, SPEC)?.and_then(|b| serde_json::from_str(&b).ok());
+            let stalled: Vec<&QueuedRange> =
+                ranges.iter().filter(|r| r.state == "claimed" && r.idle_seconds >= args.stall_after).collect();
+            shown.push(serde_json::json!({
+                "run": run,
+                "state": spec.as_ref().map_or("unknown", |s| s.state.as_str()),
+                "queue": Summary::of(&ranges),
+                "stalled": stalled.iter().map(|r| stall_line(r)).collect::<Vec<_>>(),
+                "ranges": ranges,
+            }));
+            if !args.json {
+                let summary = Summary::of(&ranges);
+                println!("{}", summary.line(run));
+                for r in ranges.iter().filter(|r| r.state == "claimed") {
+                    println!(
+                        "  {} range {}: {} (attempt {}), {} rows, lease {:.0} s left",
+                        r.table,
+                        r.range,
+                        r.owner.as_deref().unwrap_or("?"),
+                        r.attempt,
+                        r.rows_done,
+                        r.lease_left_seconds.max(0.0)
+                    );
+                }
+                for r in &stalled {
+                    println!("  stalled: {}", stall_line(r));
+                }
+                for r in ranges.iter().filter(|r| r.state == "failed") {
+                    println!("  failed: {} range {}: {}", r.table, r.range, r.error.as_deref().unwrap_or(""));
+                }
+            }
+        }
+        if args.json {
+            println!("{}", serde_json::json!({"runs": shown}));
+        }
+        let all_done = shown.iter().all(|r| r["queue"]["done"] == r["queue"]["total"]);
+        if !args.watch || all_done {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}

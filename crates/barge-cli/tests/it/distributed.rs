@@ -1,0 +1,276 @@
+//! Distributed runs: `run --distributed` (the coordinator) and `barge worker` processes standing
+//! in for machines, sharing one run through a PostgreSQL state store; workers killed with
+//! `kill -9` and stopped with SIGSTOP past their lease. Rows are compared with the engines' own
+//! clients, independently of barge's verification.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{Dir, MyDb, PgDb, barge};
+
+/// A `barge worker` process, its stdout (one JSON object per range) in `DIR/NAME.jsonl`.
+fn spawn_worker(dir: &Dir, state: &str, name: &str, extra: &[&str]) -> Child {
+    let out = std::fs::File::create(dir.path(&format!("{name}.jsonl"))).unwrap();
+    let err = std::fs::File::create(dir.path(&format!("{name}.log"))).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["worker", "--state", state, "--name", name, "--lease", "3", "--json"])
+        .args(extra)
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
+/// What a worker printed: one object per range it copied, lost or failed.
+fn ranges_of(dir: &Dir, name: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.path(&format!("{name}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The coordinator: `run PIPELINE --state STATE --distributed --json`.
+fn spawn_coordinator(dir: &Dir, pipeline: &str, state: &str) -> Child {
+    let out = std::fs::File::create(dir.path("coordinator.jsonl")).unwrap();
+    let err = std::fs::File::create(dir.path("coordinator.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["run", pipeline, "--state", state, "--distributed", "--json"])
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
+/// `barge status --json` of the state store.
+fn status(state: &str) -> Value {
+    let run = barge(&["status", "--state", state, "--json"]);
+    run.assert_code(0);
+    serde_json::from_str(run.stdout.lines().last().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+/// Waits until worker `name` holds a range; that range (table, range).
+fn wait_holding(state: &str, name: &str, dir: &Dir) -> (String, u64) {
+    let started = Instant::now();
+    loop {
+        let status = status(state);
+        let held = status["runs"].as_array().into_iter().flatten().find_map(|run| {
+            run["ranges"].as_array().into_iter().flatten().find(|r| r["state"] == "claimed" && r["owner"] == name)
+        });
+        if let Some(r) = held {
+            return (r["table"].as_str().unwrap().to_string(), r["range"].as_u64().unwrap());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{name} held no range in 60 s: {status:#}\n{}",
+            std::fs::read_to_string(dir.path("coordinator.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether range `held` is still claimed by `by`.
+fn still_holds(state: &str, held: &(String, u64), by: &str) -> bool {
+    status(state)["runs"].as_array().into_iter().flatten().any(|run| {
+        run["ranges"].as_array().into_iter().flatten().any(|r| {
+            r["table"] == held.0.as_str() && r["range"] == held.1 && r["owner"] == by && r["state"] == "claimed"
+        })
+    })
+}
+
+/// Waits until range `held` is another worker's than `was`.
+fn wait_taken(state: &str, held: &(String, u64), was: &str, dir: &Dir) {
+    let started = Instant::now();
+    loop {
+        let status = status(state);
+        let taken = status["runs"].as_array().into_iter().flatten().any(|run| {
+            run["ranges"].as_array().into_iter().flatten().any(|r| {
+                r["table"] == held.0.as_str() && r["range"] == held.1 && r["owner"] != was && !r["owner"].is_null()
+            })
+        });
+        if taken {
+            return;
+        }
+        let logs: String = ["w1", "w2", "w3"]
+            .iter()
+            .map(|n| std::fs::read_to_string(dir.path(&format!("{n}.log"))).unwrap_or_default())
+            .collect();
+        assert!(started.elapsed() < Duration::from_secs(60), "{held:?} not taken over in 60 s: {status}\n{logs}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_exit(child: &mut Child, what: &str, dir: &Dir) -> Option<i32> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill();
+            panic!("{what} did not end in 180 s: {}", std::fs::read_to_string(dir.path("coordinator.log")).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig}");
+}
+
+const CHECK: &str = "SELECT count(*), sum(hashtext(v)::numeric), sum(n) FROM big";
+
+#[test]
+fn a_distributed_run_survives_a_killed_and_a_stopped_worker_with_every_range_committed_once() {
+    let source = PgDb::new("dist_src");
+    source.sql(
+        "CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL, n numeric(12,2));
+         INSERT INTO big SELECT g, md5(g::text) || repeat('x', g % 50), g / 7.0 FROM generate_series(1, 1000000) g;
+         CREATE TABLE small (id int PRIMARY KEY, big_id int NOT NULL REFERENCES big, note text);
+         INSERT INTO small SELECT g, g * 3, 'n' || g FROM generate_series(1, 30000) g; ANALYZE;",
+    );
+    let target = PgDb::new("dist_dst");
+    let state_db = PgDb::new("dist_state");
+    let state = state_db.url();
+    let dir = Dir::new();
+    let pipeline = dir.path("dist.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\n[defaults]\npartitions = 10\nbatch_rows = 2000\n\
+             [[tables]]\nsource = \"big\"\n[[tables]]\nsource = \"small\"\n",
+            source.url(),
+            target.url()
+        ),
+    )
+    .unwrap();
+    // Workers start before the coordinator: they wait for its plan.
+    let mut workers: Vec<Child> = ["w1", "w2", "w3"].iter().map(|n| spawn_worker(&dir, &state, n, &[])).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut coordinator = spawn_coordinator(&dir, &pipeline.display().to_string(), &state);
+    // w1 dies mid-range; w2 stops mid-range past its lease and wakes up later.
+    wait_holding(&state, "w1", &dir);
+    workers[0].kill().unwrap();
+    workers[0].wait().unwrap();
+    // Stopped while it holds a range (not in the moment it completes one: then it goes on and
+    // is stopped again), and woken once another worker took that range over.
+    loop {
+        let held = wait_holding(&state, "w2", &dir);
+        signal(&workers[1], "-STOP");
+        std::thread::sleep(Duration::from_millis(300));
+        if still_holds(&state, &held, "w2") {
+            wait_taken(&state, &held, "w2", &dir);
+            signal(&workers[1], "-CONT");
+            break;
+        }
+        signal(&workers[1], "-CONT");
+    }
+    let code = wait_exit(&mut coordinator, "the coordinator", &dir);
+    let log = std::fs::read_to_string(dir.path("coordinator.log")).unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    let report: Value =
+        serde_json::from_str(std::fs::read_to_string(dir.path("coordinator.jsonl")).unwrap().lines().last().unwrap())
+            .unwrap();
+    assert_eq!(report["ok"], true, "{report:#}");
+    // Rows compared with PostgreSQL itself, not with barge's verification.
+    assert_eq!(target.sql(CHECK), source.sql(CHECK));
+    assert_eq!(
+        target.sql("SELECT count(*), sum(big_id) FROM small"),
+        source.sql("SELECT count(*), sum(big_id) FROM small")
+    );
+    // The finish: the key, and the foreign key, are there.
+    let fk = "SELECT count(*) FROM pg_constraint WHERE contype IN ('p', 'f') AND conrelid IN ('big'::regclass, 'small'::regclass)";
+    assert_eq!(target.sql(fk)[0][0].as_deref(), Some("3"));
+    // Every range committed once in the ledger, and the queue gone.
+    let done = state_db.sql("SELECT source_table, count(*) FROM barge_state.ranges_done GROUP BY 1 ORDER BY 1");
+    let done: Vec<(String, String)> =
+        done.into_iter().map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap())).collect();
+    assert_eq!(done, [("big".to_string(), "10".to_string()), ("small".to_string(), "10".to_string())]);
+    assert_eq!(state_db.sql("SELECT count(*) FROM barge_state.queue")[0][0].as_deref(), Some("0"));
+    // w2 woke up to a range it no longer held, and committed nothing of it; others took over
+    // w1's and w2's ranges.
+    let w2 = ranges_of(&dir, "w2");
+    assert!(w2.iter().any(|r| r["outcome"] == "lost"), "w2 printed: {w2:?}");
+    // (A range w2 took over from w1 may be the one it lost while stopped.)
+    let took_over: Vec<Value> =
+        ["w2", "w3"].iter().flat_map(|n| ranges_of(&dir, n)).filter(|r| r["attempt"].as_u64() > Some(1)).collect();
+    let from: Vec<&str> = took_over.iter().filter_map(|r| r["took_over_from"].as_str()).collect();
+    assert!(from.contains(&"w1") && from.contains(&"w2"), "ranges taken over: {took_over:?}");
+    // The workers left exit 0 once the run is finished.
+    for (i, worker) in workers.iter_mut().enumerate().skip(1) {
+        assert_eq!(wait_exit(worker, "a worker", &dir), Some(0), "worker {}", i + 1);
+    }
+}
+
+#[test]
+fn a_distributed_run_from_mariadb_two_runs_in_one_store_and_refusals() {
+    let my = MyDb::new("dist_my");
+    my.sql(
+        "CREATE TABLE big (id int PRIMARY KEY, v varchar(100) NOT NULL, n decimal(12,2));
+         INSERT INTO big SELECT seq, concat(md5(seq), repeat('x', seq % 50)), seq / 7 FROM seq_1_to_200000;",
+    );
+    let other = PgDb::new("dist_other_src");
+    other.sql(
+        "CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL, n numeric(12,2));
+               INSERT INTO big SELECT g, 'o' || g, g FROM generate_series(1, 50000) g;",
+    );
+    let (first, second) = (PgDb::new("dist_dst1"), PgDb::new("dist_dst2"));
+    let state_db = PgDb::new("dist_state2");
+    let state = state_db.url();
+    let dir = Dir::new();
+    let write = |name: &str, from: &str, to: &str| {
+        let path = dir.path(&format!("{name}.toml"));
+        std::fs::write(&path, format!("source = \"{from}\"\ntarget = \"{to}\"\n[defaults]\npartitions = 6\n")).unwrap();
+        path.display().to_string()
+    };
+    let (a, b) = (write("first", &my.url(), &first.url()), write("second", &other.url(), &second.url()));
+    // Two runs in one state store, at once, served by the same two workers.
+    let mut workers: Vec<Child> =
+        ["x1", "x2"].iter().map(|n| spawn_worker(&dir, &state, n, &["--workers", "2"])).collect();
+    let runs: Vec<Child> = [&a, &b]
+        .iter()
+        .map(|p| {
+            Command::new(env!("CARGO_BIN_EXE_barge"))
+                .args(["run", p, "--state", &state, "--distributed"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let check = "SELECT count(*), sum(n) FROM big";
+    let mine = my.sql(check);
+    assert_eq!(first.sql(check)[0], [Some(mine[0][0].clone()), Some(mine[0][1].clone())]);
+    let lengths = "SELECT sum(length(v)) FROM big";
+    assert_eq!(first.sql(lengths)[0][0].as_deref(), Some(my.sql("SELECT sum(char_length(v)) FROM big")[0][0].as_str()));
+    assert_eq!(second.sql(check), other.sql(check));
+    for worker in &mut workers {
+        let _ = worker.kill();
+        let _ = worker.wait();
+    }
+    let both: Vec<String> = ["x1", "x2"]
+        .iter()
+        .flat_map(|n| ranges_of(&dir, n))
+        .filter_map(|r| r["run"].as_str().map(str::to_string))
+        .collect();
+    assert!(both.contains(&"first".to_string()) && both.contains(&"second".to_string()), "{both:?}");
+    // A state file cannot share a run; a keyless table cannot be distributed: exit 2, nothing
+    // written.
+    other.sql("CREATE TABLE loose (a int, b text); INSERT INTO loose VALUES (1, 'x')");
+    let third = PgDb::new("dist_dst3");
+    let c = write("third", &other.url(), &third.url());
+    let run = barge(&["run", &c, "--state", &dir.path("s.db").display().to_string(), "--distributed"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("PostgreSQL state store"), "{}", run.stderr);
+    let run = barge(&["run", &c, "--state", &state, "--distributed"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("table `loose` has no primary key"), "{}", run.stderr);
+    assert_eq!(third.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0].as_deref(), Some("0"));
+}
