@@ -57,8 +57,10 @@ pub fn coordinate(
     run: &str,
     spec: &Spec,
     plan: &barge_plan::Plan,
+    target: &dyn barge_core::Target,
     stall_after: f64,
     json: bool,
+    shown: &Mutex<Option<(Summary, usize)>>,
 ) -> Result<(), Error> {
     let queue = queue_of(store.as_ref())?;
     let mut items = Vec::new();
@@ -76,6 +78,8 @@ pub fn coordinate(
     loop {
         let ranges = queue.queue(run)?;
         let summary = Summary::of(&ranges);
+        let stalled = ranges.iter().filter(|r| r.state == "claimed" && r.idle_seconds >= stall_after).count();
+        *shown.lock().expect("queue lock") = Some((summary.clone(), stalled));
         if let Some(failed) = ranges.iter().find(|r| r.state == "failed") {
             return Err(Error::engine(
                 format!("range {} of table `{}`", failed.range, failed.table),
@@ -85,7 +89,11 @@ pub fn coordinate(
         for stall in ranges.iter().filter(|r| r.state == "claimed" && r.idle_seconds >= stall_after) {
             let said = (stall.table.clone(), stall.range, stall.attempt);
             if !stalled_said.contains(&said) {
-                eprintln!("warning: {}", stall_line(stall));
+                let waits = target.session_waits(&stall.sessions).unwrap_or_else(|e| vec![format!("({e})")]);
+                eprintln!("warning: {}", stall_report(stall, &waits));
+                if json {
+                    println!("{}", serde_json::json!({"run": run, "stalled": stall, "waits": waits}));
+                }
                 stalled_said.push(said);
             }
         }
@@ -128,6 +136,79 @@ fn stall_line(r: &QueuedRange) -> String {
             "ran out: another worker takes it".into()
         }
     )
+}
+
+/// A stalled range with what its sessions wait on.
+fn stall_report(r: &QueuedRange, waits: &[String]) -> String {
+    match waits {
+        [] => stall_line(r),
+        waits => format!("{}; {}", stall_line(r), waits.join("; ")),
+    }
+}
+
+/// The coordinator's metrics: its run's ranges by state, rows, stalled ranges (none before the
+/// queue exists).
+pub fn queue_metrics(shown: &Mutex<Option<(Summary, usize)>>) -> String {
+    let Some((s, stalled)) = shown.lock().expect("queue lock").clone() else { return String::new() };
+    let mut m = super::status_page::Metrics::default();
+    m.family("barge_distributed_ranges", "gauge", "Ranges of the distributed run, by state.");
+    for (state, n) in [("pending", s.pending), ("claimed", s.claimed), ("done", s.done), ("failed", s.failed)] {
+        m.sample("barge_distributed_ranges", &[("state", state)], n as f64);
+    }
+    m.one(
+        "barge_distributed_rows_done",
+        "gauge",
+        "Rows the workers wrote, as their heartbeats said.",
+        s.rows_done as f64,
+    );
+    m.one("barge_distributed_workers", "gauge", "Workers holding ranges now.", s.workers.len() as f64);
+    m.one(
+        "barge_distributed_stalled_ranges",
+        "gauge",
+        "Claimed ranges without progress for --stall-after.",
+        stalled as f64,
+    );
+    m.finish()
+}
+
+/// A worker's counters, for its metrics.
+#[derive(Default)]
+struct WorkerCounts {
+    done: AtomicU64,
+    lost: AtomicU64,
+    failed: AtomicU64,
+    rows: AtomicU64,
+    held: AtomicU64,
+}
+
+impl WorkerCounts {
+    fn metrics(&self) -> String {
+        let mut m = super::status_page::Metrics::default();
+        m.family("barge_worker_ranges_total", "counter", "Ranges this worker finished, by outcome.");
+        for (outcome, n) in [("done", &self.done), ("lost", &self.lost), ("failed", &self.failed)] {
+            m.sample("barge_worker_ranges_total", &[("outcome", outcome)], n.load(Ordering::Relaxed) as f64);
+        }
+        m.one(
+            "barge_worker_rows_written_total",
+            "counter",
+            "Rows of ranges done.",
+            self.rows.load(Ordering::Relaxed) as f64,
+        );
+        m.one(
+            "barge_worker_ranges_held",
+            "gauge",
+            "Ranges this worker holds now.",
+            self.held.load(Ordering::Relaxed) as f64,
+        );
+        m.finish()
+    }
+
+    fn status(&self) -> String {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({"ranges_done": n(&self.done), "ranges_lost": n(&self.lost), "ranges_failed": n(&self.failed),
+                           "rows_written": n(&self.rows), "ranges_held": n(&self.held)})
+        .to_string()
+    }
 }
 
 /// The queue of a run, counted.
@@ -200,6 +281,9 @@ pub struct WorkerArgs {
     /// One JSON object per range on stdout.
     #[arg(long)]
     json: bool,
+    /// Serve this worker's metrics in Prometheus' text format at http://HOST:PORT/metrics.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
 }
 
 impl WorkerArgs {
@@ -353,6 +437,15 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
     }
+    let counts = Arc::new(WorkerCounts::default());
+    let served = {
+        let (status, metrics) = (counts.clone(), counts.clone());
+        super::status_page::Served {
+            status: Arc::new(move || status.status()),
+            metrics: Arc::new(move || metrics.metrics()),
+        }
+    };
+    let _served = super::status_page::serve_at(None, args.metrics_addr.as_deref(), &served, &format!("worker {name}"))?;
     let mut seen_any = false;
     let mut prepared: std::collections::HashMap<String, Arc<Prepared>> = std::collections::HashMap::new();
     loop {
@@ -394,10 +487,10 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             worked |= std::thread::scope(|scope| -> anyhow::Result<bool> {
                 let handles: Vec<_> = (0..args.workers)
                     .map(|slot| {
-                        let (store, ready, stop) = (store.clone(), ready.clone(), stop.clone());
+                        let (store, ready, stop, counts) = (store.clone(), ready.clone(), stop.clone(), counts.clone());
                         let worker = if args.workers > 1 { format!("{name}/{slot}") } else { name.clone() };
                         let args = &args;
-                        scope.spawn(move || claim_loop(&store, &ready, &worker, args, &stop))
+                        scope.spawn(move || claim_loop(&store, &ready, &worker, args, &stop, &counts))
                     })
                     .collect();
                 let mut any = false;
@@ -421,6 +514,7 @@ fn claim_loop(
     worker: &str,
     args: &WorkerArgs,
     stop: &AtomicBool,
+    counts: &WorkerCounts,
 ) -> anyhow::Result<bool> {
     let queue = queue_of(store.as_ref())?;
     let mut any = false;
@@ -455,6 +549,7 @@ fn claim_loop(
             lost: AtomicBool::new(false),
         });
         let options = barge_exec::ExecOptions { fence: Some(lease.clone()), ..ready.options.clone() };
+        counts.held.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let done = Mutex::new(false);
         let copied = std::thread::scope(|scope| {
@@ -499,6 +594,14 @@ fn claim_loop(
                 ("failed", Some(error.to_string()), 0)
             }
         };
+        counts.held.fetch_sub(1, Ordering::Relaxed);
+        counts.rows.fetch_add(written, Ordering::Relaxed);
+        match outcome {
+            "done" => &counts.done,
+            "lost" => &counts.lost,
+            _ => &counts.failed,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         let report = Copied {
             run: &ready.run,
             worker,
@@ -567,11 +670,30 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             let spec: Option<Spec> = store.document(run, SPEC)?.and_then(|b| serde_json::from_str(&b).ok());
             let stalled: Vec<&QueuedRange> =
                 ranges.iter().filter(|r| r.state == "claimed" && r.idle_seconds >= args.stall_after).collect();
+            // What the stalled ranges' target sessions wait on, when the target can be reached
+            // from here (its URL from this environment, as a worker's).
+            let target = match (&spec, stalled.is_empty()) {
+                (Some(spec), false) => {
+                    barge_pipeline::Pipeline::parse(&spec.pipeline, std::path::Path::new(&spec.path), &|name| {
+                        std::env::var(name).ok()
+                    })
+                    .ok()
+                    .and_then(|p| engines::registry().for_url(&p.target).ok()?.open_target(&p.target).ok())
+                }
+                _ => None,
+            };
+            let stall_lines: Vec<String> = stalled
+                .iter()
+                .map(|r| {
+                    let waits = target.as_ref().and_then(|t| t.session_waits(&r.sessions).ok()).unwrap_or_default();
+                    stall_report(r, &waits)
+                })
+                .collect();
             shown.push(serde_json::json!({
                 "run": run,
                 "state": spec.as_ref().map_or("unknown", |s| s.state.as_str()),
                 "queue": Summary::of(&ranges),
-                "stalled": stalled.iter().map(|r| stall_line(r)).collect::<Vec<_>>(),
+                "stalled": stall_lines,
                 "ranges": ranges,
             }));
             if !args.json {
@@ -588,8 +710,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                         r.lease_left_seconds.max(0.0)
                     );
                 }
-                for r in &stalled {
-                    println!("  stalled: {}", stall_line(r));
+                for line in &stall_lines {
+                    println!("  stalled: {line}");
                 }
                 for r in ranges.iter().filter(|r| r.state == "failed") {
                     println!("  failed: {} range {}: {}", r.table, r.range, r.error.as_deref().unwrap_or(""));

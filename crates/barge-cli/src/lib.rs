@@ -834,11 +834,13 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let progress = Arc::new(status_page::Watched::new(render::progress()));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A distributed run's queue, as its coordinator last read it.
+    let queue: Arc<std::sync::Mutex<Option<(distributed::Summary, usize)>>> = Arc::default();
     let served = {
-        let (watched, done, counted) = (progress.clone(), done.clone(), progress.clone());
+        let (watched, done, counted, queued) = (progress.clone(), done.clone(), progress.clone(), queue.clone());
         status_page::Served {
             status: Arc::new(move || watched.status(done.load(std::sync::atomic::Ordering::SeqCst))),
-            metrics: Arc::new(move || counted.metrics()),
+            metrics: Arc::new(move || counted.metrics() + &distributed::queue_metrics(&queued)),
         }
     };
     let _served = status_page::serve_at(args.status_addr.as_deref(), args.metrics_addr.as_deref(), &served, "run")?;
@@ -852,7 +854,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut prepared = prepared;
     let shared = match args.distributed {
         true => {
-            let (ledger, spec) = distribute(&args, &pipeline, &name, &print, &mut prepared, &options)?;
+            let (ledger, spec) = distribute(&args, &pipeline, (&name, &print), &mut prepared, &options, &queue)?;
             options.ledger = Some(ledger.clone());
             Some((ledger, spec))
         }
@@ -892,10 +894,10 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
 fn distribute(
     args: &RunArgs,
     pipeline: &barge_pipeline::Pipeline,
-    name: &str,
-    print: &str,
+    (name, print): (&str, &str),
     prepared: &mut preview::Prepared,
     options: &ExecOptions,
+    queue: &std::sync::Mutex<Option<(distributed::Summary, usize)>>,
 ) -> Result<(Ledger, distributed::Spec), Error> {
     let ledger = options.ledger.clone().expect("a distributed run keeps a ledger");
     if ledger.store.work_queue().is_none() {
@@ -930,7 +932,9 @@ fn distribute(
         fingerprint: print.to_string(),
         state: "copying".into(),
     };
-    distributed::coordinate(&ledger.store, name, &spec, plan, args.stall_after, args.pipeline.json)?;
+    let target = prepared.preflight.target.clone();
+    let json = args.pipeline.json;
+    distributed::coordinate(&ledger.store, name, &spec, plan, target.as_ref(), args.stall_after, json, queue)?;
     // Every range is committed: the run goes on as a resume of itself.
     let record = ledger.store.resume(name, print)?;
     for table in &mut prepared.preflight.plan.tables {

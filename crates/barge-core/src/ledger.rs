@@ -194,6 +194,9 @@ pub struct QueuedRange {
     pub idle_seconds: f64,
     pub lease_left_seconds: f64,
     pub error: Option<String>,
+    /// The target sessions its holder loads it through.
+    #[serde(default)]
+    pub sessions: Vec<String>,
 }
 
 /// Capability of a ledger store: a queue of ranges that any number of processes, on any number of

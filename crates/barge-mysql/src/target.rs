@@ -430,6 +430,49 @@ impl barge_core::Target for MyTarget {
         Some(self)
     }
 
+    fn session_waits(&self, sessions: &[String]) -> Result<Vec<String>> {
+        let ids: Vec<u64> = sessions.iter().filter_map(|s| s.parse().ok()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        let mut conn = self.conn()?;
+        let text =
+            |v: &Option<Vec<u8>>| v.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+        // Row locks: InnoDB's lock waits name the blocking transaction's session.
+        let blockers = conn.rows(
+            &format!(
+                "SELECT r.trx_mysql_thread_id, b.trx_mysql_thread_id, b.trx_state,
+                        TIMESTAMPDIFF(SECOND, b.trx_started, NOW()), coalesce(p.USER, '')
+                 FROM information_schema.INNODB_LOCK_WAITS w
+                 JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id
+                 JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id
+                 LEFT JOIN information_schema.PROCESSLIST p ON p.ID = b.trx_mysql_thread_id
+                 WHERE r.trx_mysql_thread_id IN ({list})"
+            ),
+            "reading lock waits",
+        )?;
+        let waits = conn.rows(
+            &format!(
+                "SELECT ID, coalesce(STATE, ''), TIME FROM information_schema.PROCESSLIST
+                 WHERE ID IN ({list}) AND STATE LIKE 'Waiting%' OR (ID IN ({list}) AND STATE IN ('update', 'updating'))"
+            ),
+            "reading what sessions wait on",
+        )?;
+        let mut lines = Vec::new();
+        for w in &waits {
+            let id = text(&w[0]);
+            let by: Vec<String> = blockers
+                .iter()
+                .filter(|b| text(&b[0]) == id)
+                .map(|b| format!("session {} ({} {} s, user {})", text(&b[1]), text(&b[2]), text(&b[3]), text(&b[4])))
+                .collect();
+            let by = if by.is_empty() { String::new() } else { format!(" held by {}", by.join(", ")) };
+            lines.push(format!("target session {id} waits: {} for {} s{by}", text(&w[1]), text(&w[2])));
+        }
+        Ok(lines)
+    }
+
     fn end_sessions(&self, sessions: &[String]) -> Result<()> {
         let ids: Vec<u64> = sessions.iter().filter_map(|s| s.parse().ok()).collect();
         if ids.is_empty() {

@@ -395,7 +395,7 @@ impl WorkQueue for PgLedger {
             let sql = format!(
                 "SELECT source_table, range_id, estimated_rows, state, owner, attempt, rows_done,
                    coalesce(extract(epoch FROM clock_timestamp() - progress_at), 0)::float8,
-                   coalesce(extract(epoch FROM lease_until - clock_timestamp()), 0)::float8, error
+                   coalesce(extract(epoch FROM lease_until - clock_timestamp()), 0)::float8, error, sessions::text
                  FROM {s}.queue WHERE name = $1 ORDER BY source_table, range_id"
             );
             Ok(tx
@@ -413,6 +413,7 @@ impl WorkQueue for PgLedger {
                     idle_seconds: r.get(7),
                     lease_left_seconds: r.get(8),
                     error: r.get(9),
+                    sessions: serde_json::from_str(r.get::<_, &str>(10)).unwrap_or_default(),
                 })
                 .collect())
         })

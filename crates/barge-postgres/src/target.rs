@@ -572,6 +572,49 @@ impl barge_core::Target for PgTarget {
         Some(self)
     }
 
+    fn session_waits(&self, sessions: &[String]) -> Result<Vec<String>> {
+        let pids: Vec<i32> = sessions.iter().filter_map(|s| s.parse().ok()).collect();
+        if pids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.admin(|client| {
+            let rt = runtime();
+            let waiting = rt
+                .block_on(client.query(
+                    "SELECT pid, coalesce(wait_event_type, ''), coalesce(wait_event, ''), coalesce(state, ''),
+                            pg_blocking_pids(pid) FROM pg_stat_activity
+                     WHERE pid = ANY($1) AND wait_event_type IS NOT NULL AND wait_event_type <> 'Client'",
+                    &[&pids],
+                ))
+                .map_err(pg_err("reading what sessions wait on"))?;
+            let mut lines = Vec::new();
+            for row in waiting {
+                let (pid, kind, event, blockers): (i32, String, String, Vec<i32>) =
+                    (row.get(0), row.get(1), row.get(2), row.get(4));
+                let held = rt
+                    .block_on(client.query(
+                        "SELECT pid, coalesce(state, ''), coalesce(usename::text, ''),
+                                coalesce(extract(epoch FROM now() - xact_start), 0)::float8,
+                                coalesce(application_name, '')
+                         FROM pg_stat_activity WHERE pid = ANY($1) ORDER BY pid",
+                        &[&blockers],
+                    ))
+                    .map_err(pg_err("reading who blocks a session"))?
+                    .iter()
+                    .map(|b| {
+                        let (pid, state, user, secs, app): (i32, String, String, f64, String) =
+                            (b.get(0), b.get(1), b.get(2), b.get(3), b.get(4));
+                        let app = if app.is_empty() { String::new() } else { format!(", application {app}") };
+                        format!("pid {pid} ({state} {secs:.0} s, user {user}{app})")
+                    })
+                    .collect::<Vec<_>>();
+                let by = if held.is_empty() { String::new() } else { format!(" held by {}", held.join(", ")) };
+                lines.push(format!("target session {pid} waits on {kind}/{event}{by}"));
+            }
+            Ok(lines)
+        })
+    }
+
     fn end_sessions(&self, sessions: &[String]) -> Result<()> {
         let pids: Vec<i32> = sessions.iter().filter_map(|s| s.parse().ok()).collect();
         if pids.is_empty() {

@@ -8,14 +8,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Dir, MyDb, PgDb, barge};
+use crate::support::{Dir, Held, MyDb, PgDb, barge};
 
 /// A `barge worker` process, its stdout (one JSON object per range) in `DIR/NAME.jsonl`.
 fn spawn_worker(dir: &Dir, state: &str, name: &str, extra: &[&str]) -> Child {
     let out = std::fs::File::create(dir.path(&format!("{name}.jsonl"))).unwrap();
     let err = std::fs::File::create(dir.path(&format!("{name}.log"))).unwrap();
     Command::new(env!("CARGO_BIN_EXE_barge"))
-        .args(["worker", "--state", state, "--name", name, "--lease", "3", "--json"])
+        .args(["worker", "--state", state, "--name", name, "--json"])
+        .args(if extra.contains(&"--lease") { &[][..] } else { &["--lease", "3"][..] })
         .args(extra)
         .stdout(out)
         .stderr(err)
@@ -33,11 +34,12 @@ fn ranges_of(dir: &Dir, name: &str) -> Vec<Value> {
 }
 
 /// The coordinator: `run PIPELINE --state STATE --distributed --json`.
-fn spawn_coordinator(dir: &Dir, pipeline: &str, state: &str) -> Child {
+fn spawn_coordinator(dir: &Dir, pipeline: &str, state: &str, extra: &[&str]) -> Child {
     let out = std::fs::File::create(dir.path("coordinator.jsonl")).unwrap();
     let err = std::fs::File::create(dir.path("coordinator.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_barge"))
         .args(["run", pipeline, "--state", state, "--distributed", "--json"])
+        .args(extra)
         .stdout(out)
         .stderr(err)
         .spawn()
@@ -150,7 +152,7 @@ fn a_distributed_run_survives_a_killed_and_a_stopped_worker_with_every_range_com
     // Workers start before the coordinator: they wait for its plan.
     let mut workers: Vec<Child> = ["w1", "w2", "w3"].iter().map(|n| spawn_worker(&dir, &state, n, &[])).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let mut coordinator = spawn_coordinator(&dir, &pipeline.display().to_string(), &state);
+    let mut coordinator = spawn_coordinator(&dir, &pipeline.display().to_string(), &state, &[]);
     // w1 dies mid-range; w2 stops mid-range past its lease and wakes up later.
     wait_holding(&state, "w1", &dir);
     workers[0].kill().unwrap();
@@ -273,4 +275,89 @@ fn a_distributed_run_from_mariadb_two_runs_in_one_store_and_refusals() {
     run.assert_code(2);
     assert!(run.stderr.contains("table `loose` has no primary key"), "{}", run.stderr);
     assert_eq!(third.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0].as_deref(), Some("0"));
+}
+
+/// A range that makes no progress is reported, by the coordinator and by `barge status`, with the
+/// target session that waits and the session that holds what it waits for.
+#[test]
+fn a_stalled_range_is_named_with_the_session_that_blocks_it() {
+    let source = PgDb::new("stall_src");
+    source.sql("CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL); INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 50000) g;");
+    let (target, state_db) = (PgDb::new("stall_dst"), PgDb::new("stall_state"));
+    let state = state_db.url();
+    let dir = Dir::new();
+    let pipeline = dir.path("stall.toml");
+    std::fs::write(
+        &pipeline,
+        format!("source = \"{}\"\ntarget = \"{}\"\n[defaults]\npartitions = 2\n", source.url(), target.url()),
+    )
+    .unwrap();
+    let (coordinator_port, worker_port) = (crate::support::free_port(), crate::support::free_port());
+    let coordinator_metrics = format!("127.0.0.1:{coordinator_port}");
+    let mut coordinator = spawn_coordinator(
+        &dir,
+        &pipeline.display().to_string(),
+        &state,
+        &["--stall-after", "2", "--metrics-addr", &coordinator_metrics],
+    );
+    // Once the coordinator made the table, a session of "the application" locks it.
+    let started = Instant::now();
+    while target.sql("SELECT count(*) FROM pg_tables WHERE tablename = 'big'")[0][0].as_deref() != Some("1") {
+        assert!(started.elapsed() < Duration::from_secs(60), "the coordinator made no table");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let held = Held::psql(&target.url(), "SET application_name = 'planted'; BEGIN; LOCK TABLE big IN SHARE MODE;");
+    let pid = loop {
+        let rows = target.sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'planted' AND state = 'idle in transaction'",
+        );
+        if let Some(pid) = rows.first().and_then(|r| r[0].clone()) {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let worker_metrics = format!("127.0.0.1:{worker_port}");
+    let mut worker = spawn_worker(&dir, &state, "s1", &["--lease", "30", "--metrics-addr", &worker_metrics]);
+    let blocked_by = format!("held by pid {pid} (idle in transaction");
+    let started = Instant::now();
+    let report = loop {
+        let lines = std::fs::read_to_string(dir.path("coordinator.jsonl")).unwrap_or_default();
+        let stalled =
+            lines.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| !v["stalled"].is_null());
+        if let Some(v) = stalled {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no stall reported: {}\n{}\n{}",
+            std::fs::read_to_string(dir.path("coordinator.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.path("s1.log")).unwrap_or_default(),
+            barge(&["status", "--state", &state, "--json"]).stdout
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let waits = report["waits"].to_string();
+    assert!(waits.contains("waits on Lock/relation") && waits.contains(&blocked_by), "{report:#}");
+    assert_eq!(report["stalled"]["owner"], "s1");
+    let log = std::fs::read_to_string(dir.path("coordinator.log")).unwrap();
+    assert!(log.contains("no progress for") && log.contains(&blocked_by), "{log}");
+    // The metrics say it too: the coordinator's queue, the worker's range held.
+    let samples = crate::support::scrape(&coordinator_metrics);
+    let metric = |name: &str, label| crate::support::metric(&samples, name, label);
+    assert_eq!(metric("barge_distributed_stalled_ranges", None), Some(1.0), "{samples:?}");
+    assert_eq!(metric("barge_distributed_ranges", Some(("state", "claimed"))), Some(1.0));
+    assert_eq!(metric("barge_distributed_workers", None), Some(1.0));
+    let samples = crate::support::scrape(&worker_metrics);
+    assert_eq!(crate::support::metric(&samples, "barge_worker_ranges_held", None), Some(1.0), "{samples:?}");
+    // `barge status` says the same, from this shell.
+    let run = barge(&["status", "--state", &state, "--stall-after", "2"]);
+    run.assert_code(0);
+    assert!(run.stdout.contains("stalled: big range") && run.stdout.contains(&blocked_by), "{}", run.stdout);
+    // The lock goes: the run finishes, exact.
+    held.end("ROLLBACK");
+    assert_eq!(wait_exit(&mut coordinator, "the coordinator", &dir), Some(0));
+    assert_eq!(target.sql("SELECT count(*), sum(id) FROM big"), source.sql("SELECT count(*), sum(id) FROM big"));
+    assert_eq!(wait_exit(&mut worker, "the worker", &dir), Some(0));
+    let done: Vec<Value> = ranges_of(&dir, "s1");
+    assert_eq!(done.iter().filter(|r| r["outcome"] == "done").count(), 2, "{done:?}");
 }

@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod browser;
 mod copy;
+mod deploy;
 mod distributed;
 mod durability;
 mod faults;

@@ -465,7 +465,7 @@ pub fn wait_for_port(port: u16) {
 
 /// A PostgreSQL session held open by psql (a lock, an uncommitted row) until [`Held::end`];
 /// killed if the test ends first.
-pub struct Held(std::process::Child);
+pub struct Held(pub std::process::Child);
 
 impl Held {
     /// Opens a session on `url` and runs `sql` in it (e.g. `BEGIN; LOCK TABLE …;`).

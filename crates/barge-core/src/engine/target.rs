@@ -169,6 +169,15 @@ pub trait Target: Send + Sync {
         let _ = sessions;
         Err(crate::Error::unsupported(self.display_name(), "end another process's sessions (distributed runs)"))
     }
+
+    /// What each of `sessions` (ids as [`TableWriter::session_id`] gives them) waits on now, as
+    /// the server says, and who holds what it waits for: one line per session that waits, e.g.
+    /// `target session 4412 waits on Lock/relation held by pid 4398 (idle in transaction 540 s,
+    /// user app)`. For the stall reports of long runs. The default knows nothing.
+    fn session_waits(&self, sessions: &[String]) -> Result<Vec<String>> {
+        let _ = sessions;
+        Ok(Vec::new())
+    }
 }
 
 /// Capability: running SQL written for this engine (a pipeline's versioned schema files, applied
