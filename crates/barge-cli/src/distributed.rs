@@ -49,6 +49,15 @@ fn queue_of(store: &dyn LedgerStore) -> Result<&dyn WorkQueue, Error> {
     })
 }
 
+/// How the coordinator watches the workers: `stall_after` seconds without progress is a stall;
+/// `json` prints the queue once a second; `shown` keeps the last queue for the metrics.
+#[derive(Clone, Copy)]
+pub struct Watch<'a> {
+    pub stall_after: f64,
+    pub json: bool,
+    pub shown: &'a Mutex<Option<(Summary, usize)>>,
+}
+
 /// The coordinator, once the tables are made and the ranges are in the ledger: enqueues them,
 /// waits until workers copied them all (saying how far they are), and returns. An error when a
 /// range failed for good.
@@ -58,10 +67,9 @@ pub fn coordinate(
     spec: &Spec,
     plan: &barge_plan::Plan,
     target: &dyn barge_core::Target,
-    stall_after: f64,
-    json: bool,
-    shown: &Mutex<Option<(Summary, usize)>>,
+    watch: &Watch<'_>,
 ) -> Result<(), Error> {
+    let Watch { stall_after, json, shown } = *watch;
     let queue = queue_of(store.as_ref())?;
     let mut items = Vec::new();
     for table in &plan.tables {

@@ -933,8 +933,8 @@ fn distribute(
         state: "copying".into(),
     };
     let target = prepared.preflight.target.clone();
-    let json = args.pipeline.json;
-    distributed::coordinate(&ledger.store, name, &spec, plan, target.as_ref(), args.stall_after, json, queue)?;
+    let watch = distributed::Watch { stall_after: args.stall_after, json: args.pipeline.json, shown: queue };
+    distributed::coordinate(&ledger.store, name, &spec, plan, target.as_ref(), &watch)?;
     // Every range is committed: the run goes on as a resume of itself.
     let record = ledger.store.resume(name, print)?;
     for table in &mut prepared.preflight.plan.tables {
