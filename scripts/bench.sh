@@ -41,6 +41,11 @@
 #           ROWS rows (100,000 by default) validating while an application user commits single-row
 #           inserts at 1,000 rows/s on the source; `switchover` (its `freeze_ms`); the same writer
 #           on the target; `rollback` (its `freeze_ms`); `complete`. Medians are recorded.
+# distributed: PostgreSQL → PostgreSQL of ROWS rows (2,000,000) by one `barge run --workers 4`
+#           against `run --distributed` with 1, 2 and 4 `barge worker` processes of 4, 2 and 1
+#           slots (the same total), each a median of three; and the claims per second the state
+#           store sustains (benches/queue_claims.rs: 20,000 ranges claimed and completed by 4
+#           connections).
 # micro:    the criterion micro-benchmarks of benches/hot_paths.rs (`cargo bench -p barge-benches`).
 # The end-to-end sections alternate raw / barge --no-verify / barge (verified) for three rounds and
 # print medians, ratios and barge's peak RSS.
@@ -48,9 +53,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 case "$what" in
-  sqlite|postgres|pipeline|forecast|mysql|memory|soak|cdc|migrate|micro|all) ;;
+  sqlite|postgres|pipeline|forecast|mysql|memory|soak|cdc|migrate|distributed|micro|all) ;;
   readme) exec python3 scripts/bench_readme.py ;;
-  *) echo "usage: scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|memory|soak|cdc|migrate|micro|all|readme] [ROWS]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [sqlite|postgres|pipeline|forecast|mysql|memory|soak|cdc|migrate|distributed|micro|all|readme] [ROWS]" >&2; exit 2 ;;
 esac
 cargo build --release --quiet
 barge=$PWD/target/release/barge
@@ -788,6 +793,67 @@ section_migrate() {
   echo "migrate_incremental_wave_switchover_ms=$(median <"$work/wave.txt")"
 }
 
+# --- Many machines: a distributed run against one process -----------------------------------------
+dist_pipeline() { # the pipeline of the distributed section
+  cat >"$work/dist.toml" <<TOML
+source = "$pg/barge_bench_src?sslmode=disable"
+target = "$pg/barge_bench_dst?sslmode=disable"
+[defaults]
+partitions = 32
+[[tables]]
+source = "orders"
+TOML
+}
+dist_single() { # one process, 4 workers: its wall seconds, from start to exit (as dist_run's)
+  pg_fresh barge_bench_dst barge_bench_state; pg_settle
+  local t0; t0=$(date +%s.%N)
+  "$barge" run "$work/dist.toml" --workers 4 --state "$pg/barge_bench_state?sslmode=disable" --json >"$work/dist.json" 2>/dev/null
+  local t1; t1=$(date +%s.%N)
+  python3 -c "import json; j = json.load(open('$work/dist.json')); assert j['ok'], j" >&2
+  python3 -c "print(f'{$t1 - $t0:.3f}')"
+}
+dist_run() { # $1 worker processes, $2 slots each: the coordinator's wall seconds, from start to exit
+  pg_fresh barge_bench_dst barge_bench_state; pg_settle
+  local state="$pg/barge_bench_state?sslmode=disable" pids=() i
+  for i in $(seq 1 "$1"); do
+    "$barge" worker --state "$state" --run dist --workers "$2" --name "b$i" >/dev/null 2>&1 &
+    pids+=($!)
+  done
+  local t0; t0=$(date +%s.%N)
+  "$barge" run "$work/dist.toml" --workers 4 --state "$state" --distributed --json >"$work/dist.json" 2>/dev/null
+  local t1; t1=$(date +%s.%N)
+  # The last line is the run's report (the ones before, the queue once a second).
+  python3 -c "import json; j = json.loads(open('$work/dist.json').read().splitlines()[-1]); assert j['ok'], j" >&2
+  for i in "${pids[@]}"; do wait "$i" || true; done
+  python3 -c "print(f'{$t1 - $t0:.3f}')"
+}
+section_distributed() {
+  pg_fresh barge_bench_src barge_bench_claims
+  echo "distributed: generating $rows rows" >&2
+  pg_orders barge_bench_src "$rows"
+  dist_pipeline
+  echo "distributed_rows=$rows"
+  cargo bench -p barge-benches --bench queue_claims --quiet -- "$pg/barge_bench_claims?sslmode=disable" 20000 4 \
+    | sed 's/^claims_/distributed_claims_/'
+  : >"$work/single.txt"
+  for r in 1 2 3; do dist_single >>"$work/single.txt"; echo "distributed round $r: one process $(tail -1 "$work/single.txt")s" >&2; done
+  local single; single=$(median <"$work/single.txt")
+  echo "distributed_single_seconds=$single"
+  local procs slots
+  for procs in 1 2 4; do
+    slots=$(( 4 / procs ))
+    : >"$work/dist.txt"
+    for r in 1 2 3; do
+      dist_run "$procs" "$slots" >>"$work/dist.txt"
+      echo "distributed round $r: $procs worker process(es) x $slots: $(tail -1 "$work/dist.txt")s" >&2
+    done
+    local d; d=$(median <"$work/dist.txt")
+    echo "distributed_${procs}x${slots}_seconds=$d"
+    echo "distributed_${procs}x${slots}_ratio=$(ratio "$d" "$single")"
+  done
+  pg_drop barge_bench_src barge_bench_dst barge_bench_state barge_bench_claims
+}
+
 # --- Recording ---------------------------------------------------------------------------------
 machine() {
   echo "machine_cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
@@ -828,5 +894,6 @@ run memory 0
 run soak 0
 run cdc 200000
 run migrate 100000
+run distributed 2000000
 run micro 0
 python3 scripts/bench_readme.py

@@ -105,16 +105,21 @@ pub fn coordinate(
                 stalled_said.push(said);
             }
         }
-        if json {
-            println!("{}", serde_json::json!({"run": run, "phase": "distributed copy", "queue": summary}));
-        } else if last_line.elapsed() >= Duration::from_secs(5) || summary.done == summary.total {
-            eprintln!("{}", summary.line(run));
+        // Read ten times a second (the run goes on as soon as the last range is in); said once a
+        // second with --json, every five seconds otherwise.
+        let every = Duration::from_secs(if json { 1 } else { 5 });
+        if last_line.elapsed() >= every || summary.done == summary.total {
+            if json {
+                println!("{}", serde_json::json!({"run": run, "phase": "distributed copy", "queue": summary}));
+            } else {
+                eprintln!("{}", summary.line(run));
+            }
             last_line = Instant::now();
         }
         if summary.done == summary.total {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(if json { 1000 } else { 250 }));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -311,7 +316,13 @@ struct Prepared {
 
 fn prepare(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<Prepared, Error> {
     let path = std::path::PathBuf::from(&spec.path);
-    let pipeline = barge_pipeline::Pipeline::parse(&spec.pipeline, &path, &|name| std::env::var(name).ok())?;
+    let mut pipeline = barge_pipeline::Pipeline::parse(&spec.pipeline, &path, &|name| std::env::var(name).ok())?;
+    // The ranges are the ledger's: planned here as one each, without counting or sampling the
+    // source (the coordinator did).
+    pipeline.partitions = Some(1);
+    for table in &mut pipeline.tables {
+        table.partitions = Some(1);
+    }
     let registry = engines::registry();
     let workers = 1;
     let request = |target: &dyn barge_core::EngineFactory| {
@@ -509,7 +520,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             })?;
         }
         if !worked {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }

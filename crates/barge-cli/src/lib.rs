@@ -860,9 +860,14 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         false => None,
     };
-    let report = execute(&prepared.preflight, &options, progress.as_ref())?;
+    let mut report = execute(&prepared.preflight, &options, progress.as_ref())?;
     if let Some((ledger, spec)) = &shared {
         distributed::finished(ledger.store.as_ref(), &name, spec)?;
+        // Every range came from a worker, each read at its own instant.
+        report.snapshot = Some(barge_core::SnapshotInfo {
+            consistent: false,
+            detail: "a distributed run: each range read by its worker at its own instant".into(),
+        });
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     // Then the versions after the rows (indexes, foreign keys, backfills and their NOT NULLs),
@@ -881,6 +886,9 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         value["plan"] = serde_json::to_value(&prepared.report)?;
         value["schema_versions_applied"] = serde_json::to_value(&versions_applied)?;
         println!("{value}");
+    } else if shared.is_some() {
+        let summary = render::copy_summary(&report);
+        println!("{}", summary.replace("were committed by the interrupted run and kept", "were copied by the workers"));
     } else {
         println!("{}", render::copy_summary(&report));
     }

@@ -20,6 +20,10 @@ pub struct PgLedger {
     display: String,
     schema: String,
     client: Mutex<Client>,
+    /// The queue's own connection (opened when first needed), whose commits do not wait for the
+    /// disk (see [`PgLedger::queue_run`]).
+    queue: Mutex<Option<Client>>,
+    url: crate::PgUrl,
 }
 
 impl PgLedger {
@@ -59,10 +63,19 @@ impl PgLedger {
                name text NOT NULL, source_table text NOT NULL, range_id int NOT NULL, estimated_rows bigint NOT NULL,
                state text NOT NULL DEFAULT 'pending', owner text, lease_until timestamptz,
                attempt int NOT NULL DEFAULT 0, sessions jsonb NOT NULL DEFAULT '[]', rows_done bigint NOT NULL DEFAULT 0,
-               progress_at timestamptz, error text, PRIMARY KEY (name, source_table, range_id));"
+               progress_at timestamptz, error text, PRIMARY KEY (name, source_table, range_id));
+             CREATE INDEX IF NOT EXISTS queue_pending ON {s}.queue (name, estimated_rows DESC, source_table, range_id)
+               WHERE state = 'pending';
+             CREATE INDEX IF NOT EXISTS queue_claimed ON {s}.queue (name, lease_until) WHERE state = 'claimed';"
         );
         runtime().block_on(client.batch_execute(&ddl)).map_err(pg_err("creating the ledger schema"))?;
-        Ok(PgLedger { display: format!("{} (schema {schema})", parsed.display), schema, client: Mutex::new(client) })
+        Ok(PgLedger {
+            display: format!("{} (schema {schema})", parsed.display),
+            schema,
+            client: Mutex::new(client),
+            queue: Mutex::new(None),
+            url: parsed,
+        })
     }
 
     /// Runs `f` in one transaction.
@@ -81,6 +94,31 @@ impl PgLedger {
                 Ok(value)
             })
             .map_err(pg_err(what))
+    }
+}
+
+impl PgLedger {
+    /// Runs `f` on the queue's connection, each statement its own transaction. Its commits need
+    /// not wait for the disk (`synchronous_commit = off`): a commit the store loses in a crash only
+    /// moves the queue back (a claim or a completion forgotten), and that is safe: a worker whose
+    /// store connection failed stops renewing and commits nothing more, and a range claimed again
+    /// is cleared and loaded again.
+    fn queue_run<T>(
+        &self,
+        what: &'static str,
+        f: impl AsyncFnOnce(&Client, &str) -> std::result::Result<T, tokio_postgres::Error>,
+    ) -> Result<T> {
+        let mut queue = self.queue.lock().expect("queue lock");
+        if queue.as_ref().is_none_or(Client::is_closed) {
+            let client = connect(&self.url)?;
+            runtime()
+                .block_on(client.batch_execute("SET synchronous_commit = off"))
+                .map_err(pg_err("opening the queue's connection"))?;
+            *queue = Some(client);
+        }
+        let client = queue.as_ref().expect("a queue connection");
+        let schema = quote(&self.schema);
+        runtime().block_on(f(client, &schema)).map_err(pg_err(what))
     }
 }
 
@@ -298,34 +336,38 @@ impl WorkQueue for PgLedger {
     }
 
     fn claim(&self, run: &str, worker: &str, lease_seconds: f64) -> Result<Option<Claim>> {
-        self.tx("claiming a range", async |tx, s| {
-            let pick = format!(
-                "SELECT source_table, range_id, owner, sessions::text FROM {s}.queue
-                 WHERE name = $1 AND (state = 'pending' OR (state = 'claimed' AND lease_until < clock_timestamp()))
-                 ORDER BY estimated_rows DESC, source_table, range_id LIMIT 1 FOR UPDATE SKIP LOCKED"
-            );
-            let Some(row) = tx.query_opt(&pick, &[&run]).await? else { return Ok(None) };
-            let (table, range, owner, sessions): (String, i32, Option<String>, String) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
-            let take = format!(
-                "UPDATE {s}.queue SET state = 'claimed', owner = $4,
-                   lease_until = clock_timestamp() + $5 * interval '1 second', attempt = attempt + 1,
-                   sessions = '[]', rows_done = 0, progress_at = clock_timestamp(), error = NULL
-                 WHERE {THE_RANGE} RETURNING attempt"
-            );
-            let attempt: i32 = tx.query_one(&take, &[&run, &table, &range, &worker, &lease_seconds]).await?.get(0);
-            Ok(Some(Claim {
-                table,
-                range: range as usize,
-                attempt: attempt as u32,
-                earlier_sessions: serde_json::from_str(&sessions).unwrap_or_default(),
-                earlier_owner: owner,
+        self.queue_run("claiming a range", async |tx, s| {
+            // One statement each: the largest pending range (by its partial index), else one
+            // whose lease ran out; the old holder and its sessions as they were.
+            let take = |which: &str| {
+                format!(
+                    "WITH pick AS (SELECT source_table, range_id, owner, sessions FROM {s}.queue
+                       WHERE name = $1 AND {which} LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     UPDATE {s}.queue q SET state = 'claimed', owner = $2,
+                       lease_until = clock_timestamp() + $3 * interval '1 second', attempt = q.attempt + 1,
+                       sessions = '[]', rows_done = 0, progress_at = clock_timestamp(), error = NULL
+                     FROM pick WHERE q.name = $1 AND q.source_table = pick.source_table AND q.range_id = pick.range_id
+                     RETURNING q.source_table, q.range_id, q.attempt, pick.owner, pick.sessions::text"
+                )
+            };
+            let pending = take("state = 'pending' ORDER BY estimated_rows DESC, source_table, range_id");
+            let expired = take("state = 'claimed' AND lease_until < clock_timestamp() ORDER BY lease_until");
+            let mut row = tx.query_opt(&pending, &[&run, &worker, &lease_seconds]).await?;
+            if row.is_none() {
+                row = tx.query_opt(&expired, &[&run, &worker, &lease_seconds]).await?;
+            }
+            Ok(row.map(|row| Claim {
+                table: row.get(0),
+                range: row.get::<_, i32>(1) as usize,
+                attempt: row.get::<_, i32>(2) as u32,
+                earlier_owner: row.get(3),
+                earlier_sessions: serde_json::from_str(row.get::<_, &str>(4)).unwrap_or_default(),
             }))
         })
     }
 
     fn attach(&self, run: &str, worker: &str, table: &str, range: usize, session: &str) -> Result<bool> {
-        self.tx("recording a target session", async |tx, s| {
+        self.queue_run("recording a target session", async |tx, s| {
             let sql = format!(
                 "UPDATE {s}.queue SET sessions = sessions || to_jsonb($5::text)
                  WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed'"
@@ -335,7 +377,7 @@ impl WorkQueue for PgLedger {
     }
 
     fn renew(&self, run: &str, worker: &str, table: &str, range: usize, lease_seconds: f64, rows: u64) -> Result<bool> {
-        self.tx("renewing a lease", async |tx, s| {
+        self.queue_run("renewing a lease", async |tx, s| {
             // A lease that ran out is not renewed, even if nobody took the range yet: another
             // worker may take it at any moment, and end this one's sessions.
             let sql = format!(
@@ -349,25 +391,23 @@ impl WorkQueue for PgLedger {
     }
 
     fn complete(&self, run: &str, worker: &str, table: &str, done: &RangeDone) -> Result<bool> {
-        self.tx("completing a range", async |tx, s| {
-            let range = done.range as i32;
-            let mark = format!(
-                "UPDATE {s}.queue SET state = 'done', lease_until = NULL, rows_done = $5, progress_at = clock_timestamp()
-                 WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed'"
-            );
-            if tx.execute(&mark, &[&run, &table, &range, &worker, &(done.rows_written as i64)]).await? != 1 {
-                return Ok(false);
-            }
-            let record = format!(
-                "INSERT INTO {s}.ranges_done (name, source_table, range_id, rows_read, rows_written, rows_rejected, digests)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+        self.queue_run("completing a range", async |client, s| {
+            // One statement: the range marked done, and recorded, only while `worker` holds it.
+            let sql = format!(
+                "WITH mark AS (
+                   UPDATE {s}.queue SET state = 'done', lease_until = NULL, rows_done = $6, progress_at = clock_timestamp()
+                   WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed' RETURNING 1)
+                 INSERT INTO {s}.ranges_done (name, source_table, range_id, rows_read, rows_written, rows_rejected, digests)
+                 SELECT $1, $2, $3, $5, $6, $7, $8 FROM mark
                  ON CONFLICT (name, source_table, range_id) DO UPDATE SET rows_read = EXCLUDED.rows_read,
                    rows_written = EXCLUDED.rows_written, rows_rejected = EXCLUDED.rows_rejected,
                    digests = EXCLUDED.digests"
             );
             let (read, written, rejected) = (done.rows_read as i64, done.rows_written as i64, done.rows_rejected as i64);
-            tx.execute(&record, &[&run, &table, &range, &read, &written, &rejected, &done.digests]).await?;
-            Ok(true)
+            let range = done.range as i32;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+                [&run, &table, &range, &worker, &read, &written, &rejected, &done.digests];
+            Ok(client.execute(&sql, &params).await? == 1)
         })
     }
 
@@ -380,7 +420,7 @@ impl WorkQueue for PgLedger {
         error: &str,
         max_attempts: u32,
     ) -> Result<()> {
-        self.tx("giving a range back", async |tx, s| {
+        self.queue_run("giving a range back", async |tx, s| {
             let sql = format!(
                 "UPDATE {s}.queue SET state = CASE WHEN attempt >= $6 THEN 'failed' ELSE 'pending' END,
                    owner = NULL, lease_until = NULL, error = $5

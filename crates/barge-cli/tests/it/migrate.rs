@@ -223,6 +223,25 @@ impl Migration {
         Migration { pipeline: pipeline.display().to_string(), state, side, dir, start: None }
     }
 
+    /// An incremental migration of one table per wave, in order; its hook writes each wave's
+    /// event to `sides/N` (returned), which that table's application follows.
+    fn waves(from: &str, to: &str, tables: &[&str]) -> (Migration, PathBuf) {
+        let m = Migration::new(from, to, "");
+        let sides = m.dir.path("sides");
+        std::fs::create_dir(&sides).unwrap();
+        let waves: String = tables.iter().map(|t| format!("\n[[migration.waves]]\ntables = [\"{t}\"]\n")).collect();
+        std::fs::write(
+            &m.pipeline,
+            format!(
+                "source = \"{from}\"\ntarget = \"{to}\"\n\n[migration]\nstrategy = \"incremental\"\nverify_every = 1\n\
+                 shadow_reads = 100\nhook = \"printf %s \\\"$BARGE_MIGRATE_EVENT\\\" > '{}'/$BARGE_MIGRATE_WAVE\"\n{waves}",
+                sides.display()
+            ),
+        )
+        .unwrap();
+        (m, sides)
+    }
+
     fn spawn(&mut self) {
         self.spawn_with(&[]);
     }
@@ -552,8 +571,9 @@ const MY_SCHEMA: &str = "
     CREATE TABLE customers (id int PRIMARY KEY, name varchar(40) NOT NULL);
     INSERT INTO customers SELECT seq, concat('name ', seq) FROM seq_1_to_500;";
 
-#[test]
-fn migrate_mariadb_to_postgres_switches_over_and_the_reverse_sync_keeps_the_source_current() {
+/// A private MariaDB with a binlog holding `src` (the schema, an application user) and a private
+/// PostgreSQL with an empty `dst` the application user may write in.
+fn mariadb_to_postgres() -> (PrivateMy, PrivatePg, Db, Db) {
     let my = PrivateMy::start(BINLOG);
     my.sql(&format!("CREATE DATABASE src; USE src; {MY_SCHEMA}")).expect("schema");
     my_app_user(&my, "src");
@@ -561,6 +581,12 @@ fn migrate_mariadb_to_postgres_switches_over_and_the_reverse_sync_keeps_the_sour
     pg.sql("CREATE DATABASE dst");
     let (source, target) = (Db::My { port: my.port(), db: "src".into() }, Db::Pg { port: pg.port(), db: "dst".into() });
     target.admin(PG_APP);
+    (my, pg, source, target)
+}
+
+#[test]
+fn migrate_mariadb_to_postgres_switches_over_and_the_reverse_sync_keeps_the_source_current() {
+    let (my, pg, source, target) = mariadb_to_postgres();
     let mut m = Migration::new(&my.url("src"), &pg.url_of("dst"), "");
     let app = App::start(source.clone(), target.clone(), m.side.clone(), 0);
     m.spawn();
@@ -863,21 +889,7 @@ fn customer_write(n: u64) -> String {
 #[test]
 fn migrate_incremental_switches_wave_by_wave_while_later_waves_still_sync() {
     let (server, source, target) = one_server();
-    let mut m = Migration::new(&server.url_of("src"), &server.url_of("dst"), "");
-    let sides = m.dir.path("sides");
-    std::fs::create_dir(&sides).unwrap();
-    std::fs::write(
-        &m.pipeline,
-        format!(
-            "source = \"{}\"\ntarget = \"{}\"\n\n[migration]\nstrategy = \"incremental\"\nverify_every = 1\n\
-             shadow_reads = 100\nhook = \"printf %s \\\"$BARGE_MIGRATE_EVENT\\\" > '{}'/$BARGE_MIGRATE_WAVE\"\n\n\
-             [[migration.waves]]\ntables = [\"customers\"]\n\n[[migration.waves]]\ntables = [\"orders\"]\n",
-            server.url_of("src"),
-            server.url_of("dst"),
-            sides.display()
-        ),
-    )
-    .unwrap();
+    let (mut m, sides) = Migration::waves(&server.url_of("src"), &server.url_of("dst"), &["customers", "orders"]);
     let customers = App::start_with(source.clone(), target.clone(), sides.join("1"), 0, customer_write);
     let orders = App::start(source.clone(), target.clone(), sides.join("2"), 0);
     m.spawn();
@@ -969,28 +981,8 @@ fn migrate_incremental_switches_wave_by_wave_while_later_waves_still_sync() {
 /// server stays writable); barge's reverse sync writes through them, the application cannot.
 #[test]
 fn migrate_incremental_from_mariadb_freezes_only_the_switched_wave_s_tables() {
-    let my = PrivateMy::start(BINLOG);
-    my.sql(&format!("CREATE DATABASE src; USE src; {MY_SCHEMA}")).expect("schema");
-    my_app_user(&my, "src");
-    let pg = PrivatePg::start_logical();
-    pg.sql("CREATE DATABASE dst");
-    let (source, target) = (Db::My { port: my.port(), db: "src".into() }, Db::Pg { port: pg.port(), db: "dst".into() });
-    target.admin(PG_APP);
-    let mut m = Migration::new(&my.url("src"), &pg.url_of("dst"), "");
-    let sides = m.dir.path("sides");
-    std::fs::create_dir(&sides).unwrap();
-    std::fs::write(
-        &m.pipeline,
-        format!(
-            "source = \"{}\"\ntarget = \"{}\"\n\n[migration]\nstrategy = \"incremental\"\nverify_every = 1\n\
-             hook = \"printf %s \\\"$BARGE_MIGRATE_EVENT\\\" > '{}'/$BARGE_MIGRATE_WAVE\"\n\n\
-             [[migration.waves]]\ntables = [\"orders\"]\n\n[[migration.waves]]\ntables = [\"customers\"]\n",
-            my.url("src"),
-            pg.url_of("dst"),
-            sides.display()
-        ),
-    )
-    .unwrap();
+    let (my, pg, source, target) = mariadb_to_postgres();
+    let (mut m, sides) = Migration::waves(&my.url("src"), &pg.url_of("dst"), &["orders", "customers"]);
     let orders = App::start(source.clone(), target.clone(), sides.join("1"), 0);
     let customers = App::start_with(source.clone(), target.clone(), sides.join("2"), 0, customer_write);
     m.spawn();
