@@ -82,7 +82,7 @@ pub fn coordinate(
     set_spec(store.as_ref(), run, spec)?;
     eprintln!("run {run}: {} range(s) queued in {}; waiting for workers (barge worker)", items.len(), store.describe());
     let mut last_line = Instant::now();
-    let mut stalled_said: Vec<(String, usize, u32)> = Vec::new();
+    let mut stalled_said: Vec<(String, usize, u32, bool)> = Vec::new();
     loop {
         let ranges = queue.queue(run)?;
         let summary = Summary::of(&ranges);
@@ -95,9 +95,10 @@ pub fn coordinate(
             ));
         }
         for stall in ranges.iter().filter(|r| r.state == "claimed" && r.idle_seconds >= stall_after) {
-            let said = (stall.table.clone(), stall.range, stall.attempt);
+            // Said once, and again once the server says what its sessions wait on.
+            let waits = target.session_waits(&stall.sessions).unwrap_or_else(|e| vec![format!("({e})")]);
+            let said = (stall.table.clone(), stall.range, stall.attempt, waits.is_empty());
             if !stalled_said.contains(&said) {
-                let waits = target.session_waits(&stall.sessions).unwrap_or_else(|e| vec![format!("({e})")]);
                 eprintln!("warning: {}", stall_report(stall, &waits));
                 if json {
                     println!("{}", serde_json::json!({"run": run, "stalled": stall, "waits": waits}));

@@ -18,6 +18,7 @@ mod distributed;
 mod engines;
 mod migrate;
 mod render;
+mod stalls;
 mod status_page;
 mod sync;
 
@@ -207,7 +208,8 @@ struct RunArgs {
     /// and verifies.
     #[arg(long, requires = "state")]
     distributed: bool,
-    /// A distributed run: a range without progress for this many seconds is reported as stalled.
+    /// A table (a distributed run: a range) without progress for this many seconds is reported
+    /// on stderr with what its target sessions wait on and who holds it.
     #[arg(long, default_value_t = 60.0)]
     stall_after: f64,
 }
@@ -435,6 +437,10 @@ struct CopyArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     json: bool,
+    /// A table whose copy makes no progress for this many seconds is reported on stderr, with
+    /// what its target sessions wait on and who holds it.
+    #[arg(long, default_value_t = 60.0)]
+    stall_after: f64,
     /// Tables without a primary key are keyed by a unique index over NOT NULL columns (set by
     /// `sync`, which applies changes by key; no flag).
     #[arg(skip)]
@@ -860,7 +866,15 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         false => None,
     };
-    let mut report = execute(&prepared.preflight, &options, progress.as_ref())?;
+    // A table that stops moving is reported with what its sessions wait on.
+    let sessions = stalls::sessions();
+    if options.fence.is_none() {
+        options.fence = Some(sessions.clone());
+    }
+    let target = prepared.preflight.target.clone();
+    let mut report = stalls::watching(target.as_ref(), &sessions, args.stall_after, progress.as_ref(), |progress| {
+        execute(&prepared.preflight, &options, progress)
+    })?;
     if let Some((ledger, spec)) = &shared {
         distributed::finished(ledger.store.as_ref(), &name, spec)?;
         // Every range came from a worker, each read at its own instant.
@@ -1193,7 +1207,11 @@ fn copy_between_with(
         fail_fast: args.fail_fast,
         ..options(&args.tuning, !args.no_verify)
     };
-    execute(&preflight, &options, progress.as_ref())
+    let sessions = stalls::sessions();
+    let options = ExecOptions { fence: Some(sessions.clone()), ..options };
+    stalls::watching(preflight.target.as_ref(), &sessions, args.stall_after, progress.as_ref(), |progress| {
+        execute(&preflight, &options, progress)
+    })
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -1327,6 +1345,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         rejects: PathBuf::from("rejects"),
         state: None,
         resume: false,
+        stall_after: 60.0,
         sample_rows: None,
         dry_run: false,
         json: args.json,

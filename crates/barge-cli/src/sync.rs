@@ -616,6 +616,7 @@ fn copy_args(args: &SyncArgs, endpoints: &Endpoints, if_exists: IfExistsArg, res
         rejects: "rejects".into(),
         state: Some(args.state.clone()),
         resume,
+        stall_after: 60.0,
         sample_rows: None,
         dry_run: false,
         json: args.json,

@@ -309,7 +309,7 @@ fn a_stalled_range_is_named_with_the_session_that_blocks_it() {
     let held = Held::psql(&target.url(), "SET application_name = 'planted'; BEGIN; LOCK TABLE big IN SHARE MODE;");
     let pid = loop {
         let rows = target.sql(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'planted' AND state = 'idle in transaction'",
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'planted' AND datname = current_database() AND state = 'idle in transaction'",
         );
         if let Some(pid) = rows.first().and_then(|r| r[0].clone()) {
             break pid;
@@ -322,14 +322,18 @@ fn a_stalled_range_is_named_with_the_session_that_blocks_it() {
     let started = Instant::now();
     let report = loop {
         let lines = std::fs::read_to_string(dir.path("coordinator.jsonl")).unwrap_or_default();
-        let stalled =
-            lines.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| !v["stalled"].is_null());
+        // (A first report may come before the session waits on the lock.)
+        let stalled = lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| !v["stalled"].is_null() && v["waits"].to_string().contains(&blocked_by));
         if let Some(v) = stalled {
             break v;
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "no stall reported: {}\n{}\n{}",
+            "no stall reported: {}\n{}\n{}\n{}",
+            lines.lines().filter(|l| l.contains("stalled")).take(2).collect::<Vec<_>>().join("\n"),
             std::fs::read_to_string(dir.path("coordinator.log")).unwrap_or_default(),
             std::fs::read_to_string(dir.path("s1.log")).unwrap_or_default(),
             barge(&["status", "--state", &state, "--json"]).stdout
@@ -360,4 +364,43 @@ fn a_stalled_range_is_named_with_the_session_that_blocks_it() {
     assert_eq!(wait_exit(&mut worker, "the worker", &dir), Some(0));
     let done: Vec<Value> = ranges_of(&dir, "s1");
     assert_eq!(done.iter().filter(|r| r["outcome"] == "done").count(), 2, "{done:?}");
+}
+
+/// A single-process `copy` whose target table is locked by another session says so while it
+/// waits, naming the session that holds the lock, and goes on once it is released.
+#[test]
+fn a_stalled_copy_names_the_session_that_blocks_it() {
+    let source = PgDb::new("stall1_src");
+    source.sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20000) g;");
+    let target = PgDb::new("stall1_dst");
+    target.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    let held = Held::psql(&target.url(), "SET application_name = 'planted_copy'; BEGIN; LOCK TABLE t IN SHARE MODE;");
+    let pid = loop {
+        let rows = target.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'planted_copy' AND datname = current_database() AND state = 'idle in transaction'");
+        if let Some(pid) = rows.first().and_then(|r| r[0].clone()) {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let dir = Dir::new();
+    let log = dir.path("copy.log");
+    let mut copy = Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["copy", "--from", &source.url(), "--to", &target.url(), "--if-exists", "append", "--stall-after", "1"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = format!("held by pid {pid} (idle in transaction");
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("table `t`: no progress for") && text.contains(&said) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no stall reported: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    held.end("ROLLBACK");
+    assert_eq!(wait_exit(&mut copy, "the copy", &dir), Some(0));
+    assert_eq!(target.sql("SELECT count(*) FROM t"), source.sql("SELECT count(*) FROM t"));
 }
