@@ -185,7 +185,7 @@ pub fn queue_metrics(shown: &Mutex<Option<(Summary, usize)>>) -> String {
     m.finish()
 }
 
-/// A worker's counters, for its metrics.
+/// A worker's counters, for its metrics and its status page.
 #[derive(Default)]
 struct WorkerCounts {
     done: AtomicU64,
@@ -193,6 +193,18 @@ struct WorkerCounts {
     failed: AtomicU64,
     rows: AtomicU64,
     held: AtomicU64,
+    /// The ranges it copies or copied (the last hundred), for the status page.
+    ranges: Mutex<std::collections::VecDeque<RangeRow>>,
+    started: std::sync::OnceLock<Instant>,
+}
+
+/// A range as the worker's status page shows it.
+struct RangeRow {
+    name: String,
+    rows: Arc<AtomicU64>,
+    /// `copy` while it runs, then `done`, `lost` or `failed`.
+    step: String,
+    summary: Option<String>,
 }
 
 impl WorkerCounts {
@@ -217,11 +229,62 @@ impl WorkerCounts {
         m.finish()
     }
 
-    fn status(&self) -> String {
+    /// The status page's object: the shape of a copy's (`progress` rows), one row per range.
+    fn status(&self, name: &str) -> String {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({"ranges_done": n(&self.done), "ranges_lost": n(&self.lost), "ranges_failed": n(&self.failed),
-                           "rows_written": n(&self.rows), "ranges_held": n(&self.held)})
+        let seconds = self.started.get_or_init(Instant::now).elapsed().as_secs_f64().max(1e-3);
+        let ranges = self.ranges.lock().expect("ranges lock");
+        let progress: Vec<serde_json::Value> = ranges
+            .iter()
+            .rev()
+            .map(|r| {
+                serde_json::json!({"table": r.name, "step": r.step, "rows": n(&r.rows), "total_rows": 0,
+                                   "summary": r.summary})
+            })
+            .collect();
+        serde_json::json!({
+            "stream": format!("worker {name}"),
+            "phase": if n(&self.held) > 0 { "copying" } else { "waiting for ranges" },
+            "applied_total": n(&self.rows),
+            "changes_per_s": n(&self.rows) as f64 / seconds,
+            "progress": progress,
+            "ranges_done": n(&self.done), "ranges_lost": n(&self.lost), "ranges_failed": n(&self.failed),
+            "ranges_held": n(&self.held),
+        })
         .to_string()
+    }
+
+    /// A range begins: shown with its rows as they are written.
+    fn begin(&self, table: &str, range: usize, rows: &Arc<AtomicU64>) {
+        self.started.get_or_init(Instant::now);
+        self.held.fetch_add(1, Ordering::Relaxed);
+        let mut ranges = self.ranges.lock().expect("ranges lock");
+        if ranges.len() >= 100 {
+            ranges.pop_front();
+        }
+        ranges.push_back(RangeRow {
+            name: format!("{table} range {range}"),
+            rows: rows.clone(),
+            step: "copy".into(),
+            summary: None,
+        });
+    }
+
+    /// A range ended with `outcome`, `written` rows.
+    fn end(&self, table: &str, range: usize, outcome: &str, written: u64, summary: String) {
+        self.held.fetch_sub(1, Ordering::Relaxed);
+        self.rows.fetch_add(written, Ordering::Relaxed);
+        match outcome {
+            "done" => &self.done,
+            "lost" => &self.lost,
+            _ => &self.failed,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        let name = format!("{table} range {range}");
+        if let Some(row) = self.ranges.lock().expect("ranges lock").iter_mut().rev().find(|r| r.name == name) {
+            row.step = outcome.to_string();
+            row.summary = Some(summary);
+        }
     }
 }
 
@@ -298,6 +361,10 @@ pub struct WorkerArgs {
     /// Serve this worker's metrics in Prometheus' text format at http://HOST:PORT/metrics.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<String>,
+    /// Serve a live status page (and `/status.json`) of this worker at this address: the ranges it
+    /// copies and copied, their rows and outcome.
+    #[arg(long, value_name = "HOST:PORT")]
+    status_addr: Option<String>,
 }
 
 impl WorkerArgs {
@@ -459,13 +526,18 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     let counts = Arc::new(WorkerCounts::default());
     let served = {
-        let (status, metrics) = (counts.clone(), counts.clone());
+        let (status, metrics, shown) = (counts.clone(), counts.clone(), name.clone());
         super::status_page::Served {
-            status: Arc::new(move || status.status()),
+            status: Arc::new(move || status.status(&shown)),
             metrics: Arc::new(move || metrics.metrics()),
         }
     };
-    let _served = super::status_page::serve_at(None, args.metrics_addr.as_deref(), &served, &format!("worker {name}"))?;
+    let _served = super::status_page::serve_at(
+        args.status_addr.as_deref(),
+        args.metrics_addr.as_deref(),
+        &served,
+        &format!("worker {name}"),
+    )?;
     let mut seen_any = false;
     let mut prepared: std::collections::HashMap<String, Arc<Prepared>> = std::collections::HashMap::new();
     loop {
@@ -569,7 +641,7 @@ fn claim_loop(
             lost: AtomicBool::new(false),
         });
         let options = barge_exec::ExecOptions { fence: Some(lease.clone()), ..ready.options.clone() };
-        counts.held.fetch_add(1, Ordering::Relaxed);
+        counts.begin(&claim.table, claim.range, &rows);
         let started = Instant::now();
         let done = Mutex::new(false);
         let copied = std::thread::scope(|scope| {
@@ -614,14 +686,12 @@ fn claim_loop(
                 ("failed", Some(error.to_string()), 0)
             }
         };
-        counts.held.fetch_sub(1, Ordering::Relaxed);
-        counts.rows.fetch_add(written, Ordering::Relaxed);
-        match outcome {
-            "done" => &counts.done,
-            "lost" => &counts.lost,
-            _ => &counts.failed,
-        }
-        .fetch_add(1, Ordering::Relaxed);
+        let summary = format!(
+            "{outcome}: {written} rows in {:.2} s{}",
+            started.elapsed().as_secs_f64(),
+            error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+        counts.end(&claim.table, claim.range, outcome, written, summary);
         let report = Copied {
             run: &ready.run,
             worker,

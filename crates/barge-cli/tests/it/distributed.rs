@@ -118,6 +118,18 @@ fn wait_exit(child: &mut Child, what: &str, dir: &Dir) -> Option<i32> {
     }
 }
 
+/// The body of `GET path` at `addr`.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(" 200 "), "{head}");
+    body.to_string()
+}
+
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig}");
@@ -317,7 +329,12 @@ fn a_stalled_range_is_named_with_the_session_that_blocks_it() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let worker_metrics = format!("127.0.0.1:{worker_port}");
-    let mut worker = spawn_worker(&dir, &state, "s1", &["--lease", "30", "--metrics-addr", &worker_metrics]);
+    let mut worker = spawn_worker(
+        &dir,
+        &state,
+        "s1",
+        &["--lease", "30", "--metrics-addr", &worker_metrics, "--status-addr", &worker_metrics],
+    );
     let blocked_by = format!("held by pid {pid} (idle in transaction");
     let started = Instant::now();
     let report = loop {
@@ -353,6 +370,13 @@ fn a_stalled_range_is_named_with_the_session_that_blocks_it() {
     assert_eq!(metric("barge_distributed_workers", None), Some(1.0));
     let samples = crate::support::scrape(&worker_metrics);
     assert_eq!(crate::support::metric(&samples, "barge_worker_ranges_held", None), Some(1.0), "{samples:?}");
+    // The worker's status page's object: the range it holds, copying.
+    let status = http_get(&worker_metrics, "/status.json");
+    let status: Value = serde_json::from_str(&status).unwrap_or_else(|e| panic!("{e}: {status}"));
+    assert_eq!(status["phase"], "copying", "{status:#}");
+    assert_eq!(status["progress"][0]["table"], "big range 0", "{status:#}");
+    assert_eq!(status["progress"][0]["step"], "copy", "{status:#}");
+    assert!(http_get(&worker_metrics, "/").contains("<html"), "the page");
     // `barge status` says the same, from this shell.
     let run = barge(&["status", "--state", &state, "--stall-after", "2"]);
     run.assert_code(0);
