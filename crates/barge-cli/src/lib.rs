@@ -901,8 +901,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         value["schema_versions_applied"] = serde_json::to_value(&versions_applied)?;
         println!("{value}");
     } else if shared.is_some() {
-        let summary = render::copy_summary(&report);
-        println!("{}", summary.replace("were committed by the interrupted run and kept", "were copied by the workers"));
+        println!("{}", render::copy_summary_kept(&report, "copied by the workers"));
     } else {
         println!("{}", render::copy_summary(&report));
     }

@@ -208,6 +208,12 @@ pub fn tables(database: &str, tables: &[serde_json::Value]) -> String {
 
 /// The human summary of a copy.
 pub fn copy_summary(report: &CopyReport) -> String {
+    copy_summary_kept(report, "committed by the interrupted run and kept")
+}
+
+/// [`copy_summary`], saying how the ranges a run found committed got there (a distributed run:
+/// its workers copied them).
+pub fn copy_summary_kept(report: &CopyReport, kept: &str) -> String {
     // 80 columns with names up to 32 characters; a longer name widens its column, never cut.
     let name = report.tables.iter().map(|t| t.table.chars().count()).max().unwrap_or(0).clamp(5, 32);
     let mut out =
@@ -245,10 +251,7 @@ pub fn copy_summary(report: &CopyReport) -> String {
             out.push_str(&format!("    rejected: {} rows, in {file}\n", thousands(t.rows_rejected)));
         }
         if t.ranges_resumed > 0 {
-            out.push_str(&format!(
-                "    resumed: {} of {} ranges were committed by the interrupted run and kept\n",
-                t.ranges_resumed, t.partitions
-            ));
+            out.push_str(&format!("    resumed: {} of {} ranges were {kept}\n", t.ranges_resumed, t.partitions));
         }
         if t.retries > 0 {
             out.push_str(&format!(

@@ -144,6 +144,11 @@ fn stage_of(spec: &SchemaVersions, version: i64) -> &'static str {
 /// the target applied must be there, unchanged, and no pending file may be older than the last
 /// version applied. Reads only.
 pub fn status(spec: &SchemaVersions, target: &dyn Target) -> Result<Vec<VersionStatus>, Error> {
+    Ok(checked(spec, target)?.1)
+}
+
+/// [`status`], with the files as read (what [`apply`] runs).
+fn checked(spec: &SchemaVersions, target: &dyn Target) -> Result<(Vec<File>, Vec<VersionStatus>), Error> {
     let files = files(&spec.dir)?;
     let applied = history(spec, target)?;
     let dir = spec.dir.display();
@@ -196,13 +201,13 @@ pub fn status(spec: &SchemaVersions, target: &dyn Target) -> Result<Vec<VersionS
                 .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
         });
     }
-    Ok(out)
+    Ok((files, out))
 }
 
 /// Applies the pending versions of `stage` to the target, in order, in one transaction where its
 /// DDL allows (after [`status`]'s checks). Returns the versions applied.
 pub fn apply(spec: &SchemaVersions, target: &dyn Target, stage: Stage) -> Result<Vec<VersionStatus>, Error> {
-    let known = status(spec, target)?;
+    let (files, known) = checked(spec, target)?;
     let pending: Vec<&VersionStatus> = known
         .iter()
         .filter(|v| v.state == "pending" && (stage == Stage::All || v.stage == "before the rows"))
@@ -210,7 +215,7 @@ pub fn apply(spec: &SchemaVersions, target: &dyn Target, stage: Stage) -> Result
     if pending.is_empty() {
         return Ok(Vec::new());
     }
-    let migrations: Vec<Migration> = files(&spec.dir)?.into_iter().map(|f| f.migration).collect();
+    let migrations: Vec<Migration> = files.into_iter().map(|f| f.migration).collect();
     let until = match (stage, spec.after_data) {
         (Stage::BeforeData, Some(after)) => {
             let before = i32::try_from(after.saturating_sub(1)).unwrap_or(i32::MAX);

@@ -120,14 +120,24 @@ fn wait_exit(child: &mut Child, what: &str, dir: &Dir) -> Option<i32> {
 
 /// The body of `GET path` at `addr`.
 fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.contains(" 200 "), "{head}");
-    body.to_string()
+    crate::support::http_get(addr, path).1
+}
+
+/// A session of "the application" holding `table` of `db` locked against writes (readers pass),
+/// and its pid.
+fn planted_lock(db: &PgDb, table: &str) -> (Held, String) {
+    let held =
+        Held::psql(&db.url(), &format!("SET application_name = 'planted'; BEGIN; LOCK TABLE {table} IN SHARE MODE;"));
+    loop {
+        let rows = db.sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'planted' AND datname = current_database() \
+             AND state = 'idle in transaction'",
+        );
+        if let Some(pid) = rows.first().and_then(|r| r[0].clone()) {
+            return (held, pid);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -318,16 +328,7 @@ fn a_stalled_range_is_named_with_the_session_that_blocks_it() {
         assert!(started.elapsed() < Duration::from_secs(60), "the coordinator made no table");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let held = Held::psql(&target.url(), "SET application_name = 'planted'; BEGIN; LOCK TABLE big IN SHARE MODE;");
-    let pid = loop {
-        let rows = target.sql(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'planted' AND datname = current_database() AND state = 'idle in transaction'",
-        );
-        if let Some(pid) = rows.first().and_then(|r| r[0].clone()) {
-            break pid;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (held, pid) = planted_lock(&target, "big");
     let worker_metrics = format!("127.0.0.1:{worker_port}");
     let mut worker = spawn_worker(
         &dir,
@@ -398,14 +399,7 @@ fn a_stalled_copy_names_the_session_that_blocks_it() {
     source.sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 20000) g;");
     let target = PgDb::new("stall1_dst");
     target.sql("CREATE TABLE t (id int PRIMARY KEY, v text)");
-    let held = Held::psql(&target.url(), "SET application_name = 'planted_copy'; BEGIN; LOCK TABLE t IN SHARE MODE;");
-    let pid = loop {
-        let rows = target.sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'planted_copy' AND datname = current_database() AND state = 'idle in transaction'");
-        if let Some(pid) = rows.first().and_then(|r| r[0].clone()) {
-            break pid;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (held, pid) = planted_lock(&target, "t");
     let dir = Dir::new();
     let log = dir.path("copy.log");
     let mut copy = Command::new(env!("CARGO_BIN_EXE_barge"))

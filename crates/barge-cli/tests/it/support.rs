@@ -392,13 +392,21 @@ pub struct Sample {
 /// Scrapes `http://{addr}/metrics` and parses Prometheus' text format, failing the test on a line
 /// that breaks it: every sample's family has a TYPE line before it, names are valid, counters end
 /// in `_total`, label values are quoted.
-pub fn scrape(addr: &str) -> Vec<Sample> {
+/// `GET path` at `addr`: the response's head and body.
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(" 200 "), "{head}");
+    (head.to_string(), body.to_string())
+}
+
+pub fn scrape(addr: &str) -> Vec<Sample> {
+    let (head, body) = http_get(addr, "/metrics");
+    let body = body.as_str();
     assert!(head.contains("200") && head.to_ascii_lowercase().contains("text/plain; version=0.0.4"), "{head}");
     let valid = |n: &str| {
         !n.is_empty()
