@@ -32,7 +32,8 @@ pub struct Spec {
     pub path: String,
     /// The ledger fingerprint of the run.
     pub fingerprint: String,
-    /// `copying` until the coordinator finishes; then `finished` (workers exit 0).
+    /// `copying` until the coordinator finishes; then `finished` (workers exit 0), or `failed`
+    /// when a range failed for good (workers of that run exit 1).
     pub state: String,
 }
 
@@ -89,6 +90,8 @@ pub fn coordinate(
         let stalled = ranges.iter().filter(|r| r.state == "claimed" && r.idle_seconds >= stall_after).count();
         *shown.lock().expect("queue lock") = Some((summary.clone(), stalled));
         if let Some(failed) = ranges.iter().find(|r| r.state == "failed") {
+            // Workers on this run stop (the queue stays, for `status`).
+            set_spec(store.as_ref(), run, &Spec { state: "failed".into(), ..spec.clone() })?;
             return Err(Error::engine(
                 format!("range {} of table `{}`", failed.range, failed.table),
                 format!("failed {} time(s): {}", failed.attempt, failed.error.as_deref().unwrap_or("")),
@@ -564,6 +567,13 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                 if args.run.is_some() {
                     eprintln!("worker {name}: run {run} is finished");
                     return Ok(ExitCode::SUCCESS);
+                }
+                continue;
+            }
+            if spec.state == "failed" {
+                if args.run.is_some() {
+                    eprintln!("worker {name}: run {run} failed (`barge status` shows why)");
+                    return Ok(ExitCode::from(super::EXIT_RUNTIME));
                 }
                 continue;
             }

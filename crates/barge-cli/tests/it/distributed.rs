@@ -422,3 +422,48 @@ fn a_stalled_copy_names_the_session_that_blocks_it() {
     assert_eq!(wait_exit(&mut copy, "the copy", &dir), Some(0));
     assert_eq!(target.sql("SELECT count(*) FROM t"), source.sql("SELECT count(*) FROM t"));
 }
+
+/// A range that fails for a reason of its own (not a lost lease) is given back and tried again;
+/// after three attempts the run fails (exit 1, naming the range, its table and the error), and
+/// its workers stop.
+#[test]
+fn a_range_that_fails_three_times_fails_the_run_and_stops_its_workers() {
+    let source = PgDb::new("fail_src");
+    source.sql("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t SELECT g, g FROM generate_series(1, 3000) g;");
+    let target = PgDb::new("fail_dst");
+    // The target refuses the rows of the second range (v >= 2000).
+    target.sql("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL CHECK (v < 2000))");
+    let state_db = PgDb::new("fail_state");
+    let state = state_db.url();
+    let dir = Dir::new();
+    let pipeline = dir.path("fail.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\n[defaults]\npartitions = 2\nif_exists = \"append\"\n",
+            source.url(),
+            target.url()
+        ),
+    )
+    .unwrap();
+    let mut worker = spawn_worker(&dir, &state, "f1", &["--run", "fail"]);
+    let mut coordinator = spawn_coordinator(&dir, &pipeline.display().to_string(), &state, &[]);
+    assert_eq!(wait_exit(&mut coordinator, "the coordinator", &dir), Some(1));
+    let log = std::fs::read_to_string(dir.path("coordinator.log")).unwrap();
+    assert!(log.contains("of table `t`") && log.contains("failed 3 time(s)") && log.contains("t_v_check"), "{log}");
+    assert_eq!(wait_exit(&mut worker, "the worker", &dir), Some(1));
+    let ranges = ranges_of(&dir, "f1");
+    let failed: Vec<&Value> = ranges.iter().filter(|r| r["outcome"] == "failed").collect();
+    assert_eq!(failed.len(), 3, "{ranges:?}");
+    assert!(failed.iter().all(|r| r["range"] == failed[0]["range"]), "{ranges:?}");
+    // Nothing of the failed range is in the target; the good one is, as the source has it.
+    assert_eq!(target.sql("SELECT count(*) FROM t WHERE v >= 2000")[0][0].as_deref(), Some("0"));
+    // The committed range holds the source's rows 1..n as they are (v = id there), whole.
+    let held = target.sql("SELECT count(*), min(id), max(id), sum(v - id) FROM t");
+    let n: i64 = held[0][0].as_deref().unwrap().parse().unwrap();
+    assert!(n > 0 && n < 2000, "{held:?}");
+    assert_eq!(held[0][1..], [Some("1".to_string()), Some(n.to_string()), Some("0".to_string())]);
+    let status = barge(&["status", "--state", &state, "--run", "fail"]);
+    status.assert_code(0);
+    assert!(status.stdout.contains("failed: t range"), "{}", status.stdout);
+}
