@@ -30,6 +30,10 @@ pub struct Spec {
     pub pipeline: String,
     /// Where it was, for its relative paths (rejects).
     pub path: String,
+    /// A `copy --distributed`: its arguments after `copy` (without `--state`, `--distributed`,
+    /// `--json`, `--stall-after`; its URLs hold no password), in place of a pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<Vec<String>>,
     /// The ledger fingerprint of the run.
     pub fingerprint: String,
     /// `copying` until the coordinator finishes; then `finished` (workers exit 0), or `failed`
@@ -386,10 +390,26 @@ struct Prepared {
 }
 
 fn prepare(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<Prepared, Error> {
+    let (preflight, mut options) = match &spec.copy {
+        Some(copy) => prepare_copy(copy)?,
+        None => prepare_pipeline(spec)?,
+    };
+    let record = store.resume(run, &spec.fingerprint)?;
+    let mut plan = preflight.plan;
+    for table in &mut plan.tables {
+        if let Some(ledger) = record.tables.get(&table.source.name) {
+            table.ranges = ledger.ranges.clone();
+        }
+    }
+    options.snapshot_lock = false;
+    Ok(Prepared { run: run.to_string(), source: preflight.source, target: preflight.target, plan, options })
+}
+
+/// A worker's plan of a pipeline run: the ranges are the ledger's, planned here as one each,
+/// without counting or sampling the source (the coordinator did).
+fn prepare_pipeline(spec: &Spec) -> Result<(barge_plan::Preflight, barge_exec::ExecOptions), Error> {
     let path = std::path::PathBuf::from(&spec.path);
     let mut pipeline = barge_pipeline::Pipeline::parse(&spec.pipeline, &path, &|name| std::env::var(name).ok())?;
-    // The ranges are the ledger's: planned here as one each, without counting or sampling the
-    // source (the coordinator did).
     pipeline.partitions = Some(1);
     for table in &mut pipeline.tables {
         table.partitions = Some(1);
@@ -401,21 +421,37 @@ fn prepare(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<Prepared, 
     };
     let preflight =
         barge_plan::preflight(&registry, &pipeline.source, &pipeline.target, request, barge_plan::IfExists::Append)?;
-    let record = store.resume(run, &spec.fingerprint)?;
-    let mut plan = preflight.plan;
-    for table in &mut plan.tables {
-        if let Some(ledger) = record.tables.get(&table.source.name) {
-            table.ranges = ledger.ranges.clone();
-        }
-    }
-    let mut options = barge_exec::ExecOptions {
+    let options = barge_exec::ExecOptions {
         rejects: Some(Arc::new(barge_core::RejectLog::new(&pipeline.rejects_dir))),
         unrepresentable: pipeline.unrepresentable,
         retries: pipeline.retries.unwrap_or(barge_exec::DEFAULT_RETRIES),
         ..barge_exec::ExecOptions::new(workers, pipeline.batch_rows.unwrap_or(super::DEFAULT_BATCH_ROWS), false)
     };
-    options.snapshot_lock = false;
-    Ok(Prepared { run: run.to_string(), source: preflight.source, target: preflight.target, plan, options })
+    Ok((preflight, options))
+}
+
+/// A worker's plan of a `copy --distributed`, from the copy's own arguments (as one range per
+/// table, into the tables the coordinator made).
+fn prepare_copy(copy: &[String]) -> Result<(barge_plan::Preflight, barge_exec::ExecOptions), Error> {
+    let argv = ["barge", "copy"].into_iter().map(String::from).chain(copy.iter().cloned());
+    let parsed = <super::Cli as clap::Parser>::try_parse_from(argv)
+        .map_err(|e| Error::Config(format!("the stored copy command does not parse: {}", e.kind())))?;
+    let super::Command::Copy(mut args) = parsed.command else {
+        return Err(Error::Config("the stored command is not a copy".into()));
+    };
+    args.tuning.partitions = Some(1);
+    args.tuning.workers = 1;
+    args.if_exists = super::IfExistsArg::Append;
+    let (preflight, _) = super::plan_copy(&args)?;
+    let (run_budget, rejects) = super::copy_budget(&args)?;
+    let options = barge_exec::ExecOptions {
+        unrepresentable: args.unrepresentable.into(),
+        run_budget,
+        rejects,
+        retries: args.retries,
+        ..super::options(&args.tuning, false)
+    };
+    Ok((preflight, options))
 }
 
 /// A worker's guard over the range it holds: renews the lease, records its writers' sessions.

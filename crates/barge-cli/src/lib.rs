@@ -441,6 +441,13 @@ struct CopyArgs {
     /// what its target sessions wait on and who holds it.
     #[arg(long, default_value_t = 60.0)]
     stall_after: f64,
+    /// Share the copy with `barge worker --run copy` processes through the --state store
+    /// (PostgreSQL), as `run --distributed` does: this process plans, makes the tables, queues
+    /// the ranges, waits for the workers, then finishes and verifies. The URLs must not hold a
+    /// password (the workers read the command from the store): give it through each process's
+    /// PGPASSWORD or MYSQL_PWD, or use a pipeline with `${ENV}` references.
+    #[arg(long, requires = "state", conflicts_with_all = ["resume", "dry_run"])]
+    distributed: bool,
     /// Tables without a primary key are keyed by a unique index over NOT NULL columns (set by
     /// `sync`, which applies changes by key; no flag).
     #[arg(skip)]
@@ -860,7 +867,16 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut prepared = prepared;
     let shared = match args.distributed {
         true => {
-            let (ledger, spec) = distribute(&args, &pipeline, (&name, &print), &mut prepared, &options, &queue)?;
+            let spec = distributed::Spec {
+                pipeline: pipeline.text.clone(),
+                path: pipeline.path.display().to_string(),
+                copy: None,
+                fingerprint: print.to_string(),
+                state: "copying".into(),
+            };
+            let watch = distributed::Watch { stall_after: args.stall_after, json: args.pipeline.json, shown: &queue };
+            let ledger = options.ledger.clone().expect("a run keeps a ledger");
+            let ledger = distribute(ledger, &pipeline.target, &mut prepared.preflight, &options, &spec, &watch)?;
             options.ledger = Some(ledger.clone());
             Some((ledger, spec))
         }
@@ -910,58 +926,50 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// A distributed run's coordinator, before the usual finish: makes the tables and records the
 /// plan, queues the ranges for `barge worker` processes and waits until they copied them all;
-/// then `options` take the ledger as a `--resume` would (every range committed), so the run
-/// goes on to finish the tables and verify them.
+/// then returns the ledger as a `--resume` would take it (every range committed), and the
+/// preflight's tables appended to, so the run goes on to finish the tables and verify them.
 fn distribute(
-    args: &RunArgs,
-    pipeline: &barge_pipeline::Pipeline,
-    (name, print): (&str, &str),
-    prepared: &mut preview::Prepared,
+    ledger: Ledger,
+    target_url: &str,
+    preflight: &mut barge_plan::Preflight,
     options: &ExecOptions,
-    queue: &std::sync::Mutex<Option<(distributed::Summary, usize)>>,
-) -> Result<(Ledger, distributed::Spec), Error> {
-    let ledger = options.ledger.clone().expect("a distributed run keeps a ledger");
+    spec: &distributed::Spec,
+    watch: &distributed::Watch<'_>,
+) -> Result<Ledger, Error> {
     if ledger.store.work_queue().is_none() {
         return Err(Error::Config(format!(
             "{} cannot share a run: --distributed needs a PostgreSQL state store (--state postgres://…)",
             ledger.store.describe()
         )));
     }
-    if args.resume {
+    if ledger.resume.is_some() {
         return Err(Error::Config("a distributed run is not resumed with --resume: start it again".into()));
     }
-    let plan = &prepared.preflight.plan;
+    let plan = &preflight.plan;
     if let Some(keyless) = plan.tables.iter().find(|t| !t.output.key.is_primary()) {
         return Err(Error::Config(format!(
-            "table `{}` has no primary key: a distributed run clears and reloads the ranges of a worker that died,              which needs one (copy it without --distributed, or set `key`)",
+            "table `{}` has no primary key: a distributed run clears and reloads the ranges of a worker that died, \
+             which needs one (copy it without --distributed, or set `key`)",
             keyless.source.name
         )));
     }
-    let engine = engines::registry().for_url(&pipeline.target)?;
-    if engine.name() == "sqlite" {
+    if engines::registry().for_url(target_url)?.name() == "sqlite" {
         return Err(Error::Config(
-            "a distributed run writes from many processes and ends a lost worker's sessions: the target must be a              server (PostgreSQL, MySQL/MariaDB)"
+            "a distributed run writes from many processes and ends a lost worker's sessions: the target must be a \
+             server (PostgreSQL, MySQL/MariaDB)"
                 .into(),
         ));
     }
-    let made =
-        execute(&prepared.preflight, &ExecOptions { prepare_only: true, ..options.clone() }, &barge_exec::NoProgress)?;
-    drop(made);
-    let spec = distributed::Spec {
-        pipeline: pipeline.text.clone(),
-        path: pipeline.path.display().to_string(),
-        fingerprint: print.to_string(),
-        state: "copying".into(),
-    };
-    let target = prepared.preflight.target.clone();
-    let watch = distributed::Watch { stall_after: args.stall_after, json: args.pipeline.json, shown: queue };
-    distributed::coordinate(&ledger.store, name, &spec, plan, target.as_ref(), &watch)?;
+    let options = ExecOptions { prepare_only: true, ledger: Some(ledger.clone()), ..options.clone() };
+    drop(execute(preflight, &options, &barge_exec::NoProgress)?);
+    let target = preflight.target.clone();
+    distributed::coordinate(&ledger.store, &ledger.name, spec, plan, target.as_ref(), watch)?;
     // Every range is committed: the run goes on as a resume of itself.
-    let record = ledger.store.resume(name, print)?;
-    for table in &mut prepared.preflight.plan.tables {
+    let record = ledger.store.resume(&ledger.name, &spec.fingerprint)?;
+    for table in &mut preflight.plan.tables {
         table.action = barge_plan::TableAction::Append;
     }
-    Ok((Ledger { resume: Some(record), ..ledger }, spec))
+    Ok(Ledger { resume: Some(record), ..ledger })
 }
 
 /// Applies the pending versions of `stage` of the pipeline's versioned target schema (none
@@ -1066,6 +1074,10 @@ fn options(tuning: &Tuning, verify: bool) -> ExecOptions {
 
 fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
     check_tuning(&args.tuning)?;
+    if args.distributed {
+        // Refused before anything is opened: a URL with a password.
+        distributed_copy_args(&args)?;
+    }
     if args.dry_run {
         let (preflight, _) = plan_copy(&args)?;
         let title = format!("copy --dry-run, {} table(s)", preflight.plan.tables.len());
@@ -1080,6 +1092,8 @@ fn copy(args: CopyArgs) -> anyhow::Result<ExitCode> {
     let report = copy_between(&args)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
+    } else if args.distributed {
+        println!("{}", render::copy_summary_kept(&report, "copied by the workers"));
     } else {
         println!("{}", render::copy_summary(&report));
     }
@@ -1182,13 +1196,10 @@ fn copy_between_with(
     let (from, to) = (from.as_str(), args.endpoints.to.as_str());
     // The ledger starts once the plan is valid and before anything is written: a run refused for
     // bad input leaves the ledger of an earlier interrupted run to resume.
+    let if_exists = (args.if_exists as u8).to_string();
+    let print = fingerprint(&[from, to, &args.endpoints.tables.join(","), &if_exists]);
     let ledger = match store {
-        Some(store) => {
-            let if_exists = (args.if_exists as u8).to_string();
-            let tables = args.endpoints.tables.join(",");
-            let print = fingerprint(&[from, to, &tables, &if_exists]);
-            Some(Ledger::open(store, &run, &print, args.resume)?)
-        }
+        Some(store) => Some(Ledger::open(store, &run, &print, args.resume)?),
         None => None,
     };
     if let Some(files) = new_files {
@@ -1206,11 +1217,70 @@ fn copy_between_with(
         fail_fast: args.fail_fast,
         ..options(&args.tuning, !args.no_verify)
     };
+    let (mut preflight, mut options) = (preflight, options);
+    let shared = match (args.distributed, options.ledger.clone()) {
+        (true, Some(ledger)) => {
+            let spec = distributed::Spec {
+                pipeline: String::new(),
+                path: String::new(),
+                copy: Some(distributed_copy_args(args)?),
+                fingerprint: print.clone(),
+                state: "copying".into(),
+            };
+            let queue = std::sync::Mutex::default();
+            let watch = distributed::Watch { stall_after: args.stall_after, json: args.json, shown: &queue };
+            let ledger = distribute(ledger, to, &mut preflight, &options, &spec, &watch)?;
+            options.ledger = Some(ledger.clone());
+            Some((ledger, spec))
+        }
+        _ => None,
+    };
     let sessions = stalls::sessions();
-    let options = ExecOptions { fence: Some(sessions.clone()), ..options };
-    stalls::watching(preflight.target.as_ref(), &sessions, args.stall_after, progress.as_ref(), |progress| {
-        execute(&preflight, &options, progress)
-    })
+    let options = ExecOptions { fence: options.fence.clone().or(Some(sessions.clone())), ..options };
+    let mut report =
+        stalls::watching(preflight.target.as_ref(), &sessions, args.stall_after, progress.as_ref(), |progress| {
+            execute(&preflight, &options, progress)
+        })?;
+    if let Some((ledger, spec)) = &shared {
+        distributed::finished(ledger.store.as_ref(), &ledger.name, spec)?;
+        report.snapshot = Some(barge_core::SnapshotInfo {
+            consistent: false,
+            detail: "a distributed copy: each range read by its worker at its own instant".into(),
+        });
+    }
+    Ok(report)
+}
+
+/// The arguments of this `copy --distributed` after `copy`, as its workers parse them again:
+/// without what only the coordinator uses (`--state`, `--distributed`, `--json`,
+/// `--stall-after`). Refused when a URL holds a password, which would then be stored.
+fn distributed_copy_args(args: &CopyArgs) -> Result<Vec<String>, Error> {
+    for (side, url) in [("--from", &args.endpoints.from), ("--to", &args.endpoints.to)] {
+        if barge_core::url::redact(url) != *url {
+            return Err(Error::Config(format!(
+                "{side} holds a password, and copy --distributed stores its command for the workers: give the \
+                 password through PGPASSWORD or MYSQL_PWD in each process's environment, or use a pipeline \
+                 with ${{ENV}} references (barge run PIPELINE --distributed)"
+            )));
+        }
+    }
+    let argv: Vec<String> = std::env::args().collect();
+    let Some(at) = argv.iter().position(|a| a == "copy") else {
+        return Err(Error::Config("copy --distributed: the command line has no `copy`".into()));
+    };
+    let mut kept = Vec::new();
+    let mut rest = argv[at + 1..].iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--distributed" | "--json" => {}
+            "--state" | "--stall-after" => {
+                rest.next();
+            }
+            other if other.starts_with("--state=") || other.starts_with("--stall-after=") => {}
+            _ => kept.push(arg.clone()),
+        }
+    }
+    Ok(kept)
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -1349,6 +1419,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         dry_run: false,
         json: args.json,
         unique_key: false,
+        distributed: false,
     };
     let report = copy_between(&copy_args)?;
     if args.json {

@@ -621,6 +621,7 @@ fn copy_args(args: &SyncArgs, endpoints: &Endpoints, if_exists: IfExistsArg, res
         dry_run: false,
         json: args.json,
         unique_key: true,
+        distributed: false,
     }
 }
 

@@ -467,3 +467,67 @@ fn a_range_that_fails_three_times_fails_the_run_and_stops_its_workers() {
     status.assert_code(0);
     assert!(status.stdout.contains("failed: t range"), "{}", status.stdout);
 }
+
+/// `copy --distributed`: the same sharing for a copy given by its flags. Workers parse the copy's
+/// own arguments from the store; a URL with a password is refused (it would be stored), exit 2,
+/// without printing it.
+#[test]
+fn a_distributed_copy_is_shared_by_workers_and_keeps_its_foreign_key() {
+    let source = PgDb::new("dcopy_src");
+    source.sql(
+        "CREATE TABLE parent (id int PRIMARY KEY, name varchar(20) NOT NULL);
+         CREATE TABLE child (id bigint PRIMARY KEY, parent_id int NOT NULL REFERENCES parent(id), amount numeric(10,2));
+         CREATE INDEX child_parent ON child (parent_id);
+         INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 500) g;
+         INSERT INTO child SELECT g, 1 + g % 500, g / 3.0 FROM generate_series(1, 120000) g;",
+    );
+    let target = PgDb::new("dcopy_dst");
+    let state_db = PgDb::new("dcopy_state");
+    let state = state_db.url();
+    let dir = Dir::new();
+    let mut workers: Vec<Child> =
+        ["c1", "c2"].iter().map(|n| spawn_worker(&dir, &state, n, &["--run", "copy"])).collect();
+    let copy = barge(&[
+        "copy",
+        "--from",
+        &source.url(),
+        "--to",
+        &target.url(),
+        "--partitions",
+        "4",
+        "--state",
+        &state,
+        "--distributed",
+        "--json",
+    ]);
+    copy.assert_code(0);
+    let report: Value = serde_json::from_str(copy.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    for worker in &mut workers {
+        assert_eq!(wait_exit(worker, "a worker", &dir), Some(0));
+    }
+    let copied: Vec<Value> = ["c1", "c2"].iter().flat_map(|n| ranges_of(&dir, n)).collect();
+    let done: Vec<&Value> = copied.iter().filter(|r| r["outcome"] == "done").collect();
+    assert_eq!(done.len(), 8, "{copied:?}");
+    assert!(done.iter().all(|r| r["run"] == "copy"), "{copied:?}");
+    let check =
+        "SELECT (SELECT count(*) FROM child), (SELECT sum(amount) FROM child), (SELECT sum(length(name)) FROM parent)";
+    assert_eq!(target.sql(check), source.sql(check));
+    let fk = "SELECT count(*) FROM pg_constraint WHERE conrelid = 'child'::regclass AND contype = 'f'";
+    assert_eq!(target.sql(fk)[0][0].as_deref(), Some("1"));
+    let index = "SELECT count(*) FROM pg_indexes WHERE tablename = 'child' AND indexname = 'child_parent'";
+    assert_eq!(target.sql(index)[0][0].as_deref(), Some("1"));
+    // A password in a URL would be stored for the workers: refused, and never printed.
+    let secret = source.url().replacen("postgres@", "postgres:s3cr3t-pw@", 1);
+    assert!(secret.contains("s3cr3t-pw"), "{secret}");
+    let other = PgDb::new("dcopy_dst2");
+    let refused = barge(&["copy", "--from", &secret, "--to", &other.url(), "--state", &state, "--distributed"]);
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("--from holds a password") && refused.stderr.contains("PGPASSWORD"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stdout.contains("s3cr3t") && !refused.stderr.contains("s3cr3t"), "{}", refused.stderr);
+    assert_eq!(other.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0].as_deref(), Some("0"));
+}
