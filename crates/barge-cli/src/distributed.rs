@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use barge_core::Error;
-use barge_core::ledger::{LedgerStore, QueuedRange, WorkItem, WorkQueue};
+use barge_core::ledger::{DigestClaim, LedgerStore, QueuedRange, WorkItem, WorkQueue};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
@@ -385,6 +385,8 @@ struct Prepared {
     run: String,
     source: Arc<dyn barge_core::Source>,
     target: Arc<dyn barge_core::Target>,
+    /// The target opened for reading: verification digest tasks.
+    reader: Arc<dyn barge_core::Source>,
     plan: barge_plan::Plan,
     options: barge_exec::ExecOptions,
 }
@@ -395,6 +397,7 @@ fn prepare(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<Prepared, 
         None => prepare_pipeline(spec)?,
     };
     let record = store.resume(run, &spec.fingerprint)?;
+    let reader = preflight.open_target_reader()?;
     let mut plan = preflight.plan;
     for table in &mut plan.tables {
         if let Some(ledger) = record.tables.get(&table.source.name) {
@@ -402,7 +405,7 @@ fn prepare(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<Prepared, 
         }
     }
     options.snapshot_lock = false;
-    Ok(Prepared { run: run.to_string(), source: preflight.source, target: preflight.target, plan, options })
+    Ok(Prepared { run: run.to_string(), source: preflight.source, target: preflight.target, reader, plan, options })
 }
 
 /// A worker's plan of a pipeline run: the ranges are the ledger's, planned here as one each,
@@ -657,7 +660,18 @@ fn claim_loop(
     let queue = queue_of(store.as_ref())?;
     let mut any = false;
     while !stop.load(Ordering::SeqCst) {
-        let Some(claim) = queue.claim(&ready.run, worker, args.lease)? else { return Ok(any) };
+        let Some(claim) = queue.claim(&ready.run, worker, args.lease)? else {
+            // No range left to copy: the verification's digest tasks, if the coordinator queued
+            // some.
+            match queue.claim_digest(&ready.run, worker, args.lease)? {
+                Some(task) => {
+                    digest_one(queue, ready, worker, args, task)?;
+                    any = true;
+                    continue;
+                }
+                None => return Ok(any),
+            }
+        };
         any = true;
         let Some(table) = ready.plan.tables.iter().find(|t| t.source.name == claim.table) else {
             queue.release(&ready.run, worker, &claim.table, claim.range, "this worker did not plan the table", 3)?;
@@ -764,6 +778,168 @@ fn claim_loop(
         }
     }
     Ok(any)
+}
+
+/// What one verification digest task did, as `--json` prints it.
+#[derive(Serialize)]
+struct Digested<'a> {
+    run: &'a str,
+    worker: &'a str,
+    table: &'a str,
+    /// The task's number among the table's.
+    digest: usize,
+    attempt: u32,
+    rows: u64,
+    seconds: f64,
+    /// `done`, `lost` (the lease ran out: another reads it again) or `failed`.
+    outcome: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Takes one verification digest task: reads its span of the target, records its digests.
+fn digest_one(
+    queue: &dyn WorkQueue,
+    ready: &Prepared,
+    worker: &str,
+    args: &WorkerArgs,
+    task: DigestClaim,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let done = Mutex::new(false);
+    let digested = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let every = Duration::from_secs_f64(args.lease / 3.0);
+            let mut last = Instant::now();
+            while !*done.lock().expect("done lock") {
+                if last.elapsed() >= every {
+                    let held = queue.renew_digest(&ready.run, worker, &task.table, task.item, args.lease);
+                    if !held.unwrap_or(false) {
+                        return;
+                    }
+                    last = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let digested = (|| -> Result<barge_exec::SharedDigests, Error> {
+            let parsed: barge_exec::DigestTask = serde_json::from_str(&task.payload)
+                .map_err(|e| Error::engine("reading a digest task from the store", e))?;
+            let table = ready
+                .plan
+                .tables
+                .iter()
+                .find(|t| t.source.name == parsed.table)
+                .ok_or_else(|| Error::Config(format!("this worker did not plan table `{}`", parsed.table)))?;
+            barge_exec::digest_task(ready.reader.as_ref(), table, &parsed, &ready.options)
+        })();
+        *done.lock().expect("done lock") = true;
+        digested
+    });
+    let (outcome, error, rows) = match digested {
+        Ok(digests) => {
+            let rows = digests.iter().flatten().map(|d| d.rows).sum();
+            let result = serde_json::to_string(&digests)?;
+            if queue.complete_digest(&ready.run, worker, &task.table, task.item, &result)? {
+                ("done", None, rows)
+            } else {
+                ("lost", Some("the lease ran out: another worker reads it again".to_string()), 0)
+            }
+        }
+        Err(error) => {
+            queue.release_digest(&ready.run, worker, &task.table, task.item, &error.to_string(), 3)?;
+            ("failed", Some(error.to_string()), 0)
+        }
+    };
+    let report = Digested {
+        run: &ready.run,
+        worker,
+        table: &task.table,
+        digest: task.item,
+        attempt: task.attempt,
+        rows,
+        seconds: started.elapsed().as_secs_f64(),
+        outcome,
+        error,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        eprintln!(
+            "worker {worker}: {} digests {} {outcome}: {} rows in {:.2} s{}",
+            report.table,
+            report.digest,
+            report.rows,
+            report.seconds,
+            report.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// The coordinator's side of the verification digests: each table's tasks queued in the store,
+/// taken by the workers; waits for them all.
+pub struct DigestsByWorkers {
+    store: Arc<dyn LedgerStore>,
+    run: String,
+}
+
+impl std::fmt::Debug for DigestsByWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "digests of run {} by its workers", self.run)
+    }
+}
+
+/// Digests of the run's verification taken by its workers.
+pub fn digests_by_workers(store: &Arc<dyn LedgerStore>, run: &str) -> Arc<dyn barge_exec::DigestShare> {
+    Arc::new(DigestsByWorkers { store: store.clone(), run: run.to_string() })
+}
+
+impl barge_exec::DigestShare for DigestsByWorkers {
+    fn digests(
+        &self,
+        table: &str,
+        tasks: Vec<barge_exec::DigestTask>,
+    ) -> barge_core::Result<Vec<barge_exec::SharedDigests>> {
+        let queue = queue_of(self.store.as_ref())?;
+        let payloads = tasks
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::engine("queueing digest tasks", e))?;
+        queue.enqueue_digests(&self.run, table, &payloads)?;
+        tracing::info!("table `{table}`: {} verification digest task(s) queued for the workers", payloads.len());
+        let mut said = Instant::now();
+        loop {
+            let items = queue.digest_items(&self.run, table)?;
+            if said.elapsed() >= Duration::from_secs(5) {
+                let done = items.iter().filter(|i| i.state == "done").count();
+                let held = items.iter().filter(|i| i.state == "claimed").count();
+                eprintln!(
+                    "run {}: verifying `{table}`: {done} of {} digest task(s) done, {held} held by workers",
+                    self.run,
+                    payloads.len()
+                );
+                said = Instant::now();
+            }
+            if let Some(failed) = items.iter().find(|i| i.state == "failed") {
+                return Err(Error::engine(
+                    format!("verifying `{table}`: digest task {}", failed.item),
+                    format!("failed {} time(s): {}", failed.attempt, failed.error.as_deref().unwrap_or("")),
+                ));
+            }
+            if items.len() == payloads.len() && items.iter().all(|i| i.state == "done") {
+                return items
+                    .iter()
+                    .map(|i| {
+                        serde_json::from_str(i.result.as_deref().unwrap_or(""))
+                            .map_err(|e| Error::engine("reading digests from the store", e))
+                    })
+                    .collect();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 #[derive(Args)]

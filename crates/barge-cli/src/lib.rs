@@ -878,6 +878,7 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
             let ledger = options.ledger.clone().expect("a run keeps a ledger");
             let ledger = distribute(ledger, &pipeline.target, &mut prepared.preflight, &options, &spec, &watch)?;
             options.ledger = Some(ledger.clone());
+            options.digests = Some(distributed::digests_by_workers(&ledger.store, &name));
             Some((ledger, spec))
         }
         false => None,
@@ -952,6 +953,21 @@ fn distribute(
              which needs one (copy it without --distributed, or set `key`)",
             keyless.source.name
         )));
+    }
+    // A range a lost worker held is cleared and loaded again: in a table appended to that holds
+    // rows, that would delete rows the run did not write.
+    for table in &plan.tables {
+        if table.action == barge_plan::TableAction::Append
+            && table.conflict == barge_core::Conflict::Error
+            && preflight.target.table_rows(&table.target_table)? != Some(0)
+        {
+            return Err(Error::Config(format!(
+                "table `{}` holds rows and is appended to: a distributed run clears and reloads the ranges of a \
+                 worker that died, which would delete rows it did not write (use --if-exists truncate, or \
+                 conflict = \"upsert\" in a pipeline)",
+                table.source.name
+            )));
+        }
     }
     if engines::registry().for_url(target_url)?.name() == "sqlite" {
         return Err(Error::Config(
@@ -1231,6 +1247,7 @@ fn copy_between_with(
             let watch = distributed::Watch { stall_after: args.stall_after, json: args.json, shown: &queue };
             let ledger = distribute(ledger, to, &mut preflight, &options, &spec, &watch)?;
             options.ledger = Some(ledger.clone());
+            options.digests = Some(distributed::digests_by_workers(&ledger.store, &ledger.name));
             Some((ledger, spec))
         }
         _ => None,

@@ -178,6 +178,29 @@ pub struct Claim {
     pub earlier_owner: Option<String>,
 }
 
+/// A verification digest task a worker claimed (see [`WorkQueue::claim_digest`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DigestClaim {
+    pub table: String,
+    pub item: usize,
+    /// The task, as the coordinator's runtime serialised it (opaque to stores).
+    pub payload: String,
+    pub attempt: u32,
+}
+
+/// A verification digest task of a run, as the coordinator reads it back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DigestItem {
+    pub item: usize,
+    /// `pending`, `claimed`, `done` or `failed`.
+    pub state: String,
+    pub owner: Option<String>,
+    pub attempt: u32,
+    /// The digests, once done (opaque to stores).
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
 /// A range of the queue as `barge status` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QueuedRange {
@@ -234,6 +257,34 @@ pub trait WorkQueue: Send + Sync {
     /// The runs that have a queue.
     fn queued_runs(&self) -> Result<Vec<String>>;
 
-    /// Removes `run`'s queue (the run finished).
+    /// Removes `run`'s queue and its digest tasks (the run finished).
     fn drop_queue(&self, run: &str) -> Result<()>;
+
+    /// Puts the verification digest tasks of `run`'s table `table` in the queue (replacing that
+    /// table's earlier ones): items `0..payloads.len()`, claimed like ranges.
+    fn enqueue_digests(&self, run: &str, table: &str, payloads: &[String]) -> Result<()>;
+
+    /// Claims a pending digest task of `run` (or one whose lease ran out) for `worker`.
+    fn claim_digest(&self, run: &str, worker: &str, lease_seconds: f64) -> Result<Option<DigestClaim>>;
+
+    /// Renews `worker`'s lease on a digest task; `false` when it is no longer its.
+    fn renew_digest(&self, run: &str, worker: &str, table: &str, item: usize, lease_seconds: f64) -> Result<bool>;
+
+    /// Records a digest task's result if `worker` still holds it; `false` otherwise (another
+    /// worker reads it again: digests only read).
+    fn complete_digest(&self, run: &str, worker: &str, table: &str, item: usize, result: &str) -> Result<bool>;
+
+    /// Gives a digest task back after a failure: pending again, or `failed` after `max_attempts`.
+    fn release_digest(
+        &self,
+        run: &str,
+        worker: &str,
+        table: &str,
+        item: usize,
+        error: &str,
+        max_attempts: u32,
+    ) -> Result<()>;
+
+    /// The digest tasks of `run`'s table `table`, by item.
+    fn digest_items(&self, run: &str, table: &str) -> Result<Vec<DigestItem>>;
 }

@@ -42,6 +42,9 @@ pub struct ExecOptions {
     pub prepare_only: bool,
     /// A distributed run's worker: the guard over the range it holds.
     pub fence: Option<Arc<dyn Fence>>,
+    /// A distributed run's coordinator: the target's verification digests are taken by the
+    /// workers, claimed like ranges.
+    pub digests: Option<Arc<dyn crate::DigestShare>>,
 }
 
 /// The guard a distributed run's worker keeps over the range it holds: its writers' sessions are
@@ -77,6 +80,7 @@ impl ExecOptions {
             unrepresentable: Default::default(),
             prepare_only: false,
             fence: None,
+            digests: None,
         }
     }
 }

@@ -5,7 +5,8 @@
 use std::sync::Mutex;
 
 use barge_core::ledger::{
-    Claim, Holder, LedgerStore, QueuedRange, RangeDone, RunRecord, TableLedger, WorkItem, WorkQueue,
+    Claim, DigestClaim, DigestItem, Holder, LedgerStore, QueuedRange, RangeDone, RunRecord, TableLedger, WorkItem,
+    WorkQueue,
 };
 use barge_core::{Error, KeyRange, Result, Scalar};
 use tokio_postgres::Client;
@@ -66,7 +67,11 @@ impl PgLedger {
                progress_at timestamptz, error text, PRIMARY KEY (name, source_table, range_id));
              CREATE INDEX IF NOT EXISTS queue_pending ON {s}.queue (name, estimated_rows DESC, source_table, range_id)
                WHERE state = 'pending';
-             CREATE INDEX IF NOT EXISTS queue_claimed ON {s}.queue (name, lease_until) WHERE state = 'claimed';"
+             CREATE INDEX IF NOT EXISTS queue_claimed ON {s}.queue (name, lease_until) WHERE state = 'claimed';
+             CREATE TABLE IF NOT EXISTS {s}.digest_tasks (
+               name text NOT NULL, source_table text NOT NULL, item int NOT NULL, payload text NOT NULL,
+               state text NOT NULL DEFAULT 'pending', owner text, lease_until timestamptz,
+               attempt int NOT NULL DEFAULT 0, result text, error text, PRIMARY KEY (name, source_table, item));"
         );
         runtime().block_on(client.batch_execute(&ddl)).map_err(pg_err("creating the ledger schema"))?;
         Ok(PgLedger {
@@ -468,7 +473,105 @@ impl WorkQueue for PgLedger {
 
     fn drop_queue(&self, run: &str) -> Result<()> {
         self.tx("removing the run's queue", async |tx, s| {
-            tx.execute(&format!("DELETE FROM {s}.queue WHERE name = $1"), &[&run]).await.map(drop)
+            tx.execute(&format!("DELETE FROM {s}.queue WHERE name = $1"), &[&run]).await?;
+            tx.execute(&format!("DELETE FROM {s}.digest_tasks WHERE name = $1"), &[&run]).await.map(drop)
+        })
+    }
+
+    fn enqueue_digests(&self, run: &str, table: &str, payloads: &[String]) -> Result<()> {
+        self.tx("queueing digest tasks", async |tx, s| {
+            tx.execute(&format!("DELETE FROM {s}.digest_tasks WHERE name = $1 AND source_table = $2"), &[&run, &table])
+                .await?;
+            let sql =
+                format!("INSERT INTO {s}.digest_tasks (name, source_table, item, payload) VALUES ($1, $2, $3, $4)");
+            for (item, payload) in payloads.iter().enumerate() {
+                tx.execute(&sql, &[&run, &table, &(item as i32), payload]).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn claim_digest(&self, run: &str, worker: &str, lease_seconds: f64) -> Result<Option<DigestClaim>> {
+        self.queue_run("claiming a digest task", async |client, s| {
+            let sql = format!(
+                "WITH pick AS (SELECT source_table, item FROM {s}.digest_tasks
+                   WHERE name = $1 AND (state = 'pending' OR (state = 'claimed' AND lease_until < clock_timestamp()))
+                   ORDER BY state DESC, source_table, item LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 UPDATE {s}.digest_tasks t SET state = 'claimed', owner = $2,
+                   lease_until = clock_timestamp() + $3 * interval '1 second', attempt = t.attempt + 1, error = NULL
+                 FROM pick WHERE t.name = $1 AND t.source_table = pick.source_table AND t.item = pick.item
+                 RETURNING t.source_table, t.item, t.payload, t.attempt"
+            );
+            Ok(client.query_opt(&sql, &[&run, &worker, &lease_seconds]).await?.map(|row| DigestClaim {
+                table: row.get(0),
+                item: row.get::<_, i32>(1) as usize,
+                payload: row.get(2),
+                attempt: row.get::<_, i32>(3) as u32,
+            }))
+        })
+    }
+
+    fn renew_digest(&self, run: &str, worker: &str, table: &str, item: usize, lease_seconds: f64) -> Result<bool> {
+        self.queue_run("renewing a digest task", async |client, s| {
+            let sql = format!(
+                "UPDATE {s}.digest_tasks SET lease_until = clock_timestamp() + $5 * interval '1 second'
+                 WHERE name = $1 AND source_table = $2 AND item = $3 AND owner = $4 AND state = 'claimed'
+                   AND lease_until >= clock_timestamp()"
+            );
+            Ok(client.execute(&sql, &[&run, &table, &(item as i32), &worker, &lease_seconds]).await? == 1)
+        })
+    }
+
+    fn complete_digest(&self, run: &str, worker: &str, table: &str, item: usize, result: &str) -> Result<bool> {
+        self.queue_run("recording a digest task", async |client, s| {
+            let sql = format!(
+                "UPDATE {s}.digest_tasks SET state = 'done', lease_until = NULL, result = $5
+                 WHERE name = $1 AND source_table = $2 AND item = $3 AND owner = $4 AND state = 'claimed'"
+            );
+            Ok(client.execute(&sql, &[&run, &table, &(item as i32), &worker, &result]).await? == 1)
+        })
+    }
+
+    fn release_digest(
+        &self,
+        run: &str,
+        worker: &str,
+        table: &str,
+        item: usize,
+        error: &str,
+        max_attempts: u32,
+    ) -> Result<()> {
+        self.queue_run("giving a digest task back", async |client, s| {
+            let sql = format!(
+                "UPDATE {s}.digest_tasks SET state = CASE WHEN attempt >= $6 THEN 'failed' ELSE 'pending' END,
+                   owner = NULL, lease_until = NULL, error = $5
+                 WHERE name = $1 AND source_table = $2 AND item = $3 AND owner = $4 AND state = 'claimed'"
+            );
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [&run, &table, &(item as i32), &worker, &error, &(max_attempts as i32)];
+            client.execute(&sql, &params).await.map(drop)
+        })
+    }
+
+    fn digest_items(&self, run: &str, table: &str) -> Result<Vec<DigestItem>> {
+        self.queue_run("reading digest tasks", async |client, s| {
+            let sql = format!(
+                "SELECT item, state, owner, attempt, result, error FROM {s}.digest_tasks
+                 WHERE name = $1 AND source_table = $2 ORDER BY item"
+            );
+            Ok(client
+                .query(&sql, &[&run, &table])
+                .await?
+                .iter()
+                .map(|r| DigestItem {
+                    item: r.get::<_, i32>(0) as usize,
+                    state: r.get(1),
+                    owner: r.get(2),
+                    attempt: r.get::<_, i32>(3) as u32,
+                    result: r.get(4),
+                    error: r.get(5),
+                })
+                .collect())
         })
     }
 }

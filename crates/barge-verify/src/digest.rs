@@ -43,7 +43,7 @@ impl std::ops::SubAssign for Digest {
 /// Digest buckets inside each key range, for a table keyed by one integer column: a mismatch then
 /// narrows to one bucket instead of re-reading its whole range. Rows are assigned by comparing
 /// integers, which every database orders the same way, so source and target agree on buckets.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Buckets {
     /// The key column's position in the schema (the same on both sides: they are aligned).
     pub key_column: usize,

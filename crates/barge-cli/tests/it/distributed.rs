@@ -285,6 +285,15 @@ fn a_distributed_run_from_mariadb_two_runs_in_one_store_and_refusals() {
         .filter_map(|r| r["run"].as_str().map(str::to_string))
         .collect();
     assert!(both.contains(&"first".to_string()) && both.contains(&"second".to_string()), "{both:?}");
+    // The first run's target digests were read by the workers while its coordinator built the
+    // key (spans of the table's row locator, each row routed to its key range): every row once.
+    let digested: u64 = ["x1", "x2"]
+        .iter()
+        .flat_map(|n| ranges_of(&dir, n))
+        .filter(|r| r["run"] == "first" && r.get("digest").is_some() && r["outcome"] == "done")
+        .map(|r| r["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(digested, 200_000);
     // A state file cannot share a run; a keyless table cannot be distributed: exit 2, nothing
     // written.
     other.sql("CREATE TABLE loose (a int, b text); INSERT INTO loose VALUES (1, 'x')");
@@ -388,7 +397,7 @@ fn a_stalled_range_is_named_with_the_session_that_blocks_it() {
     assert_eq!(target.sql("SELECT count(*), sum(id) FROM big"), source.sql("SELECT count(*), sum(id) FROM big"));
     assert_eq!(wait_exit(&mut worker, "the worker", &dir), Some(0));
     let done: Vec<Value> = ranges_of(&dir, "s1");
-    assert_eq!(done.iter().filter(|r| r["outcome"] == "done").count(), 2, "{done:?}");
+    assert_eq!(done.iter().filter(|r| r["outcome"] == "done" && r.get("range").is_some()).count(), 2, "{done:?}");
 }
 
 /// A single-process `copy` whose target table is locked by another session says so while it
@@ -507,9 +516,16 @@ fn a_distributed_copy_is_shared_by_workers_and_keeps_its_foreign_key() {
         assert_eq!(wait_exit(worker, "a worker", &dir), Some(0));
     }
     let copied: Vec<Value> = ["c1", "c2"].iter().flat_map(|n| ranges_of(&dir, n)).collect();
-    let done: Vec<&Value> = copied.iter().filter(|r| r["outcome"] == "done").collect();
+    let done: Vec<&Value> = copied.iter().filter(|r| r["outcome"] == "done" && r.get("range").is_some()).collect();
     assert_eq!(done.len(), 8, "{copied:?}");
     assert!(done.iter().all(|r| r["run"] == "copy"), "{copied:?}");
+    // The verification's target digests were read by the workers (by key range, once the
+    // coordinator restored the tables' keys), every target row once.
+    let digested: Vec<&Value> = copied.iter().filter(|r| r.get("digest").is_some()).collect();
+    assert!(digested.iter().all(|r| r["outcome"] == "done"), "{digested:?}");
+    let rows: u64 = digested.iter().map(|r| r["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 120_500, "{digested:?}");
+    assert!(report["tables"].as_array().unwrap().iter().all(|t| t["verified"] == true), "{report}");
     let check =
         "SELECT (SELECT count(*) FROM child), (SELECT sum(amount) FROM child), (SELECT sum(length(name)) FROM parent)";
     assert_eq!(target.sql(check), source.sql(check));
@@ -530,4 +546,70 @@ fn a_distributed_copy_is_shared_by_workers_and_keeps_its_foreign_key() {
     );
     assert!(!refused.stdout.contains("s3cr3t") && !refused.stderr.contains("s3cr3t"), "{}", refused.stderr);
     assert_eq!(other.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0].as_deref(), Some("0"));
+}
+
+/// The verification of a distributed run is real when the workers take its digests: a row the
+/// target changed on its way in (a trigger that fires even for barge's replica-role loads) is
+/// found, by key, exit 3. The tables exist already, so
+/// the workers read the target by key ranges once the coordinator has finished them.
+#[test]
+fn workers_digests_find_a_row_the_target_changed() {
+    let source = PgDb::new("ddig_src");
+    source.sql("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t SELECT g, g FROM generate_series(1, 40000) g;");
+    let target = PgDb::new("ddig_dst");
+    target.sql(
+        "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL);
+         CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.id = 7777 THEN NEW.v := NEW.v + 1; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER bump BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION bump();
+         ALTER TABLE t ENABLE ALWAYS TRIGGER bump;",
+    );
+    let state_db = PgDb::new("ddig_state");
+    let state = state_db.url();
+    let dir = Dir::new();
+    // Appending to a table that holds rows is refused (a lost worker's range would be cleared:
+    // rows the run did not write); the same table empty is taken.
+    target.sql("INSERT INTO t VALUES (-1, -1)");
+    let appended = barge(&[
+        "copy",
+        "--from",
+        &source.url(),
+        "--to",
+        &target.url(),
+        "--if-exists",
+        "append",
+        "--state",
+        &state,
+        "--distributed",
+    ]);
+    appended.assert_code(2);
+    assert!(appended.stderr.contains("table `t` holds rows and is appended to"), "{}", appended.stderr);
+    target.sql("DELETE FROM t");
+    let mut worker = spawn_worker(&dir, &state, "g1", &["--run", "copy", "--workers", "2"]);
+    let copy = barge(&[
+        "copy",
+        "--from",
+        &source.url(),
+        "--to",
+        &target.url(),
+        "--if-exists",
+        "append",
+        "--partitions",
+        "5",
+        "--state",
+        &state,
+        "--distributed",
+        "--json",
+    ]);
+    copy.assert_code(3);
+    let report: Value = serde_json::from_str(copy.stdout.lines().last().unwrap()).unwrap();
+    let table = &report["tables"][0];
+    assert_eq!(table["verified"], false, "{report}");
+    assert_eq!(table["diff"]["changed_total"], 1, "{report}");
+    assert_eq!(table["diff"]["changed"], serde_json::json!([[7777]]), "{report}");
+    assert_eq!(table["diff"]["missing_total"].as_u64().unwrap() + table["diff"]["extra_total"].as_u64().unwrap(), 0);
+    assert_eq!(wait_exit(&mut worker, "the worker", &dir), Some(0));
+    let digested: Vec<Value> = ranges_of(&dir, "g1").into_iter().filter(|r| r.get("digest").is_some()).collect();
+    assert_eq!(digested.len(), 5, "{digested:?}");
+    assert_eq!(digested.iter().map(|r| r["rows"].as_u64().unwrap()).sum::<u64>(), 40_000, "{digested:?}");
 }

@@ -7,13 +7,15 @@ use std::time::Instant;
 
 use barge_core::{Error, Result, Source, TableInfo};
 use barge_plan::Incremental;
+use barge_verify::is_bucket_key;
 
 use crate::copy::table::TableCopy;
 use crate::digests::{RangeDigests, sum};
 use crate::progress::Phase;
 use crate::report::{PhaseTimeline, StageSeconds, TableReport, TableVerdict};
 use crate::verify::overlap::digest_while_finishing;
-use crate::verify::table::Comparison;
+use crate::verify::shared::{DigestShare, DigestTask, by_range};
+use crate::verify::table::{Comparison, align};
 use crate::verify::transformed::TransformedSource;
 
 /// Rounds of deleting the keys a comparison lists as gone from the source, at most.
@@ -179,13 +181,21 @@ impl TableCopy<'_> {
             ranges: &self.layout.ranges,
             buckets: self.buckets.as_ref(),
         };
-        let target_digests = match self.buckets.as_ref().filter(|_| overlap) {
-            Some(buckets) => {
+        // A distributed run's workers take the target's digests (not of an incremental table,
+        // compared whole).
+        let share = self.run.options.digests.as_deref().filter(|_| table.incremental.is_none());
+        let target_digests = match (self.buckets.as_ref().filter(|_| overlap), share) {
+            (Some(buckets), share) => {
                 let finish = || self.finish();
                 let spans = (comparison.ranges, buckets);
-                digest_while_finishing(reader.as_ref(), &comparison.target_info, source_info, spans, &finish, ctx)?
+                let share = share.map(|s| (s, self.name()));
+                let info = &comparison.target_info;
+                digest_while_finishing(reader.as_ref(), info, source_info, spans, &finish, share, ctx)?
             }
-            None => None,
+            (None, Some(share)) if table.source.key.is_primary() => {
+                Some(self.shared_by_range(share, &comparison, source_info)?)
+            }
+            (None, _) => None,
         };
         let source_digests = table.incremental.is_none().then_some(digests);
         let (mut verdict, mismatched) = comparison.compare_ranges(source_digests, target_digests, ctx)?;
@@ -215,6 +225,35 @@ impl TableCopy<'_> {
         }
         crate::verify::table::announce(&verdict, ctx);
         Ok((self.run.options.verify.then_some(verdict), rows_deleted))
+    }
+
+    /// The target's digests per key range, each range read by a distributed run's worker (the
+    /// key is built: the table is not read while it builds).
+    fn shared_by_range(
+        &self,
+        share: &dyn DigestShare,
+        comparison: &Comparison<'_>,
+        source_info: &TableInfo,
+    ) -> Result<RangeDigests> {
+        let target_info = align(comparison.target_info.clone(), source_info)?;
+        // Buckets only where the target's key reads back as an integer (as the comparison does).
+        let buckets = self
+            .buckets
+            .as_ref()
+            .filter(|b| is_bucket_key(target_info.schema.field(b.key_column).data_type()))
+            .cloned();
+        let tasks = comparison
+            .ranges
+            .iter()
+            .map(|range| DigestTask {
+                table: self.name().to_string(),
+                span: range.clone(),
+                locator: None,
+                ranges: comparison.ranges.to_vec(),
+                buckets: buckets.clone(),
+            })
+            .collect();
+        by_range(share.digests(self.name(), tasks)?)
     }
 
     /// Copies `ranges` of the whole table again, upserting: an incremental table's rows the

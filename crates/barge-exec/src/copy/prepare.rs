@@ -33,7 +33,9 @@ pub(crate) fn layouts(plan: &Plan, options: &ExecOptions) -> Result<Vec<Layout>>
         // A table the interrupted run did not get to plan had nothing written: planned afresh.
         match ledger.earlier(name) {
             Some(earlier) => {
-                if earlier.action == "append" && table.conflict == Conflict::Error && !earlier.finished {
+                // (Nothing is cleared when every range is committed: only the finish is left.)
+                let clears = earlier.done.len() < earlier.ranges.len();
+                if earlier.action == "append" && table.conflict == Conflict::Error && !earlier.finished && clears {
                     return Err(Error::Config(format!(
                         "cannot resume table `{name}`: it was appended to, so ranges cannot be cleared and reloaded; \
                          set conflict = \"upsert\" (or \"skip\") for it, or run without --resume"

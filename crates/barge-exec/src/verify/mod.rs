@@ -6,5 +6,6 @@ pub(crate) mod buckets;
 pub(crate) mod digest;
 pub(crate) mod overlap;
 pub(crate) mod run;
+pub(crate) mod shared;
 pub(crate) mod table;
 pub(crate) mod transformed;
