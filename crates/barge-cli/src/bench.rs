@@ -80,6 +80,8 @@ pub struct BenchReport {
     pub forecasts: Vec<Forecast>,
     pub best_workers: usize,
     pub forecast_seconds: f64,
+    /// The forecast of a distributed run on many machines, and where it stops scaling.
+    pub scaling: Option<crate::scaling::ScalingModel>,
 }
 
 /// Seconds to move `rows` at `rows_per_s` (copy and verification both scale with rows).
@@ -153,6 +155,9 @@ pub fn rows_for_seconds(seconds: f64, rows_per_s: f64, tables: usize) -> u64 {
     if rows.is_finite() { (rows as u64).max(CALIBRATION_ROWS) } else { CALIBRATION_ROWS }
 }
 
+/// A 10 Gbit/s NIC, in MB/s.
+pub const DEFAULT_NETWORK_MB_PER_S: f64 = 1250.0;
+
 /// Options of a benchmark.
 pub struct BenchOptions<'a> {
     pub from: &'a str,
@@ -161,6 +166,10 @@ pub struct BenchOptions<'a> {
     pub sample: Sample,
     pub workers: &'a [usize],
     pub batch_rows: Option<usize>,
+    /// Machine counts the scaling model forecasts.
+    pub machines: &'a [usize],
+    /// Each NIC's bandwidth the scaling model assumes, MB/s.
+    pub network_mb_per_s: f64,
 }
 
 /// Runs the benchmark. The scratch place is removed at the end, on failure and on Ctrl-C.
@@ -229,7 +238,10 @@ pub fn run(options: &BenchOptions<'_>) -> Result<BenchReport, Error> {
         .map(|r| (r.workers, estimates.iter().filter_map(|(name, rows)| forecast_at(r, name, *rows)).sum::<f64>()))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .unwrap_or((1, 0.0));
+    let rows: u64 = estimates.iter().map(|(_, rows)| rows).sum();
+    let scaling = crate::scaling::model(&runs, rows, options.machines, options.network_mb_per_s);
     Ok(BenchReport {
+        scaling,
         source: source.display_name(),
         target: barge_core::url::redact(options.to),
         sample_rows,
@@ -277,6 +289,8 @@ pub fn forecast_pipeline(
         sample: Sample::Seconds(seconds),
         workers: &workers_tried,
         batch_rows: pipeline.batch_rows,
+        machines: &[],
+        network_mb_per_s: DEFAULT_NETWORK_MB_PER_S,
     })?;
     // The verification's share, per table, scaled as the rows are.
     let verify_seconds: f64 = report
@@ -479,6 +493,10 @@ pub fn render(report: &BenchReport) -> String {
         "forecast: the whole copy in {:.1}s with {} worker(s)",
         report.forecast_seconds, report.best_workers
     ));
+    if let Some(model) = report.scaling.as_ref().filter(|m| !m.points.is_empty()) {
+        out.push('\n');
+        out.push_str(&crate::scaling::render(model));
+    }
     out
 }
 

@@ -18,6 +18,7 @@ mod distributed;
 mod engines;
 mod migrate;
 mod render;
+mod scaling;
 mod stalls;
 mod status_page;
 mod sync;
@@ -150,6 +151,14 @@ struct BenchArgs {
     /// Rows per record batch.
     #[arg(long)]
     batch_rows: Option<usize>,
+    /// Machine counts the scaling model forecasts a distributed run on (`barge worker` on each,
+    /// with the best --workers count tried), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    machines: Vec<usize>,
+    /// Each machine's and server's network bandwidth the scaling model assumes, MB/s each way
+    /// (1250: 10 Gbit/s).
+    #[arg(long, default_value_t = bench::DEFAULT_NETWORK_MB_PER_S)]
+    network_mb_per_s: f64,
     /// Write report.html, report.json and throughput.svg into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -1022,6 +1031,12 @@ fn pipeline_options(
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.machines.contains(&0) || !(args.network_mb_per_s > 0.0 && args.network_mb_per_s.is_finite()) {
+        return Err(Error::Config(
+            "--machines takes counts of at least 1, --network-mb-per-s a positive number".into(),
+        )
+        .into());
+    }
     if !args.generate.is_empty() {
         let engine = engines::registry().for_url(&args.to)?;
         let scratch = engine.scratch().ok_or_else(|| Error::unsupported(engine.name(), "generate synthetic tables"))?;
@@ -1054,6 +1069,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         },
         workers: &args.workers,
         batch_rows: args.batch_rows,
+        machines: &args.machines,
+        network_mb_per_s: args.network_mb_per_s,
     };
     let report = bench::run(&options)?;
     if let Some(dir) = &args.report {

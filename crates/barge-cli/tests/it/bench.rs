@@ -124,6 +124,10 @@ fn bench_on_postgres_drops_its_scratch_schema_even_when_interrupted() {
         "20000",
         "--workers",
         "1,2",
+        "--machines",
+        "1,4,64",
+        "--network-mb-per-s",
+        "1000",
         "--json",
     ]);
     run.assert_code(0);
@@ -131,6 +135,29 @@ fn bench_on_postgres_drops_its_scratch_schema_even_when_interrupted() {
     assert_eq!(json["runs"].as_array().unwrap().len(), 2);
     assert!(json["forecast_seconds"].as_f64().unwrap() > 0.0);
     assert_eq!(scratch_schemas(), "0");
+    // The scaling model: one machine is what the best run did; more never forecast less; each
+    // forecast is the estimated rows at its rate; the servers' curves fitted from 1 and 2 streams.
+    let model = &json["scaling"];
+    let best = json["runs"].as_array().unwrap().iter().map(|r| r["rows_per_s"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!((model["machine_rows_per_s"].as_f64().unwrap() - best).abs() < 1e-6, "{model}");
+    assert_eq!(model["network_mb_per_s"], 1000.0);
+    assert_eq!(model["rows"], json["forecasts"][0]["estimated_rows"]);
+    let points = model["points"].as_array().unwrap();
+    assert_eq!(points.iter().map(|p| p["machines"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 4, 64]);
+    assert_eq!(points[0]["bound_by"], "machines", "{model}");
+    assert!((points[0]["rows_per_s"].as_f64().unwrap() - best).abs() < 1e-6, "{model}");
+    let rates: Vec<f64> = points.iter().map(|p| p["rows_per_s"].as_f64().unwrap()).collect();
+    assert!(rates.windows(2).all(|w| w[1] >= w[0]), "{model}");
+    for p in points {
+        let expected = model["rows"].as_f64().unwrap() / p["rows_per_s"].as_f64().unwrap();
+        assert!((p["seconds"].as_f64().unwrap() - expected).abs() < 1e-6, "{p}");
+    }
+    for side in ["source_reads", "target_writes"] {
+        assert_eq!(model[side]["measured_up_to"], 2, "{model}");
+        assert!(model[side]["single_rows_per_s"].as_f64().unwrap() > 0.0, "{model}");
+    }
+    let run = barge(&["bench", "--from", &src.url(), "--to", &dst.url(), "--machines", "0,2"]);
+    run.assert_code(2);
     // Interrupted (SIGINT, as Ctrl-C sends) while a run is loading: the scratch schema goes too.
     let child = Command::new(env!("CARGO_BIN_EXE_barge"))
         .args(["bench", "--from", &src.url(), "--to", &dst.url(), "--sample-rows", "400000", "--workers", "1,1,1"])
