@@ -113,8 +113,7 @@ pub fn coordinate(
                 stalled_said.push(said);
             }
         }
-        // Read ten times a second (the run goes on as soon as the last range is in); said once a
-        // second with --json, every five seconds otherwise.
+        // Said once a second with --json, every five seconds otherwise.
         let every = Duration::from_secs(if json { 1 } else { 5 });
         if last_line.elapsed() >= every || summary.done == summary.total {
             if json {
@@ -127,7 +126,9 @@ pub fn coordinate(
         if summary.done == summary.total {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // The run goes on as soon as the last range is in: read often while the queue is small
+        // enough for that to cost the store nothing.
+        std::thread::sleep(Duration::from_millis(if ranges.len() <= 2_000 { 25 } else { 250 }));
     }
 }
 
@@ -387,6 +388,8 @@ struct Prepared {
     target: Arc<dyn barge_core::Target>,
     /// The target opened for reading: verification digest tasks.
     reader: Arc<dyn barge_core::Source>,
+    /// Each table's target as digest tasks read it, described once.
+    described: Mutex<std::collections::HashMap<String, barge_core::TableInfo>>,
     plan: barge_plan::Plan,
     options: barge_exec::ExecOptions,
 }
@@ -405,7 +408,15 @@ fn prepare(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<Prepared, 
         }
     }
     options.snapshot_lock = false;
-    Ok(Prepared { run: run.to_string(), source: preflight.source, target: preflight.target, reader, plan, options })
+    Ok(Prepared {
+        run: run.to_string(),
+        source: preflight.source,
+        target: preflight.target,
+        reader,
+        described: Mutex::default(),
+        plan,
+        options,
+    })
 }
 
 /// A worker's plan of a pipeline run: the ranges are the ledger's, planned here as one each,
@@ -581,6 +592,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         &format!("worker {name}"),
     )?;
     let mut seen_any = false;
+    let mut idle = Duration::from_millis(10);
     let mut prepared: std::collections::HashMap<String, Arc<Prepared>> = std::collections::HashMap::new();
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -641,8 +653,11 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                 Ok(any)
             })?;
         }
+        // Idle: look again soon (work can appear at any moment: a plan, digest tasks), backing off
+        // to 200 ms so that many idle workers cost the store little.
+        idle = if worked { Duration::from_millis(10) } else { (idle * 2).min(Duration::from_millis(200)) };
         if !worked {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(idle);
         }
     }
 }
@@ -831,7 +846,16 @@ fn digest_one(
                 .iter()
                 .find(|t| t.source.name == parsed.table)
                 .ok_or_else(|| Error::Config(format!("this worker did not plan table `{}`", parsed.table)))?;
-            barge_exec::digest_task(ready.reader.as_ref(), table, &parsed, &ready.options)
+            let known = ready.described.lock().expect("described lock").get(&parsed.table).cloned();
+            let described = match known {
+                Some(described) => described,
+                None => {
+                    let described = barge_exec::describe_target(ready.reader.as_ref(), table)?;
+                    ready.described.lock().expect("described lock").insert(parsed.table.clone(), described.clone());
+                    described
+                }
+            };
+            barge_exec::digest_task(ready.reader.as_ref(), &described, &parsed, &ready.options)
         })();
         *done.lock().expect("done lock") = true;
         digested
@@ -937,7 +961,7 @@ impl barge_exec::DigestShare for DigestsByWorkers {
                     })
                     .collect();
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(25));
         }
     }
 }

@@ -47,7 +47,7 @@ pub use report::{CopyReport, StageSeconds, TableReport, TableVerdict, VerifyRepo
 pub use retry::DEFAULT_RETRIES;
 pub use sync::{ChangedKeys, SyncOptions, SyncStatus, SyncTable, sync};
 pub use verify::run::{LiveStream, Recheck, verify};
-pub use verify::shared::{DigestShare, DigestTask, SharedDigests, digest_task};
+pub use verify::shared::{DigestShare, DigestTask, SharedDigests, describe_target, digest_task};
 
 /// Batches buffered between the readers and the CPU stage, per reader.
 pub const READ_QUEUE_PER_READER: usize = 2;

@@ -42,19 +42,25 @@ pub trait DigestShare: Send + Sync + std::fmt::Debug {
     fn digests(&self, table: &str, tasks: Vec<DigestTask>) -> Result<Vec<SharedDigests>>;
 }
 
-/// A worker's part: the digests of `task` of `table` (as planned), read from `target` (the
-/// target opened for reading), with `options.workers` readers.
+/// The target table of `table` as a worker reads it for digest tasks: described once (a
+/// catalog read of ~0.1 s on PostgreSQL) and kept for every task of the table.
+pub fn describe_target(target: &dyn Source, table: &TablePlan) -> Result<TableInfo> {
+    let source_info = if table.transform.is_some() { &table.output } else { &table.source };
+    let source_info = TableInfo { window: None, ..source_info.clone() };
+    align(target.table(&table.target_table)?, &source_info)
+}
+
+/// A worker's part: the digests of `task`, read from `target` (the target opened for reading;
+/// `described` its table as [`describe_target`] gives it), with `options.workers` readers.
 pub fn digest_task(
     target: &dyn Source,
-    table: &TablePlan,
+    described: &TableInfo,
     task: &DigestTask,
     options: &ExecOptions,
 ) -> Result<SharedDigests> {
     let pool = cpu_pool(options.workers)?;
     let ctx = Ctx { pool: &pool, workers: options.workers, batch: options.batch(), progress: &NoProgress };
-    let source_info = if table.transform.is_some() { &table.output } else { &table.source };
-    let source_info = TableInfo { window: None, ..source_info.clone() };
-    let described = align(target.table(&table.target_table)?, &source_info)?;
+    let described = described.clone();
     match (&task.locator, &task.buckets) {
         (Some(locator), Some(buckets)) => {
             let routes = Routes::new(buckets, &task.ranges).ok_or_else(|| {
