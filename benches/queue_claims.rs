@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use barge_core::ledger::{LedgerStore, RangeDone, WorkItem};
+use barge_core::ledger::{LedgerStore, PieceOf, RangeDone, WorkItem};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
@@ -17,8 +17,15 @@ fn main() {
     let (ranges, threads): (usize, usize) = (ranges.parse().expect("RANGES"), threads.parse().expect("THREADS"));
     let run = format!("claims-bench-{}", std::process::id());
     let store = barge_postgres::ledger::PgLedger::open(url).expect("the state store");
-    let items: Vec<WorkItem> =
-        (0..ranges).map(|i| WorkItem { table: "t".into(), range: i, estimated_rows: (i % 97) as u64 }).collect();
+    let items: Vec<WorkItem> = (0..ranges)
+        .map(|i| WorkItem {
+            table: "t".into(),
+            range: i,
+            estimated_rows: (i % 97) as u64,
+            lo: "null".into(),
+            hi: "null".into(),
+        })
+        .collect();
     store.work_queue().expect("a queue").enqueue(&run, &items).expect("enqueue");
     let stores: Vec<Arc<dyn LedgerStore>> = (0..threads)
         .map(|_| {
@@ -44,7 +51,9 @@ fn main() {
                             rows_rejected: 0,
                             digests: "[]".into(),
                         };
-                        assert!(queue.complete(run, &worker, &claim.table, &done).expect("complete"));
+                        let piece = PieceOf { table: &claim.table, range: claim.range, piece: claim.piece };
+                        let merge = |parts: &[RangeDone]| Ok(parts[0].clone());
+                        assert!(queue.complete(run, &worker, piece, &done, &merge).expect("complete"));
                         n += 1;
                     }
                     n

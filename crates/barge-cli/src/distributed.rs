@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use barge_core::Error;
-use barge_core::ledger::{DigestClaim, LedgerStore, QueuedRange, WorkItem, WorkQueue};
+use barge_core::ledger::{
+    Advance, Claim, DigestClaim, LedgerStore, PieceOf, QueuedRange, RangeDone, WorkItem, WorkQueue,
+};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +44,11 @@ pub struct Spec {
 }
 
 pub const SPEC: &str = "distributed";
+
+/// Rows per chunk of a long range (`worker --chunk-rows`).
+pub const DEFAULT_CHUNK_ROWS: u64 = 1_000_000;
+/// Chunks of one range, at most.
+const MOST_CHUNKS: u64 = 64;
 
 /// The queue of the store `--state` names, or why not.
 fn queue_of(store: &dyn LedgerStore) -> Result<&dyn WorkQueue, Error> {
@@ -80,7 +87,13 @@ pub fn coordinate(
     for table in &plan.tables {
         let each = table.source.estimated_rows / table.ranges.len().max(1) as u64;
         for range in &table.ranges {
-            items.push(WorkItem { table: table.source.name.clone(), range: range.id, estimated_rows: each });
+            items.push(WorkItem {
+                table: table.source.name.clone(),
+                range: range.id,
+                estimated_rows: each,
+                lo: key_json(&range.lo),
+                hi: key_json(&range.hi),
+            });
         }
     }
     queue.enqueue(run, &items)?;
@@ -132,6 +145,15 @@ pub fn coordinate(
     }
 }
 
+/// A key bound as the queue keeps it (`null`: unbounded).
+fn key_json(key: &Option<Vec<barge_core::Scalar>>) -> String {
+    serde_json::to_string(key).expect("keys serialise")
+}
+
+fn key_of(text: &str) -> Result<Option<Vec<barge_core::Scalar>>, Error> {
+    serde_json::from_str(text).map_err(|e| Error::engine("reading a key bound from the queue", e))
+}
+
 fn set_spec(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<(), Error> {
     let body = serde_json::to_string(spec).map_err(|e| Error::engine("writing the run's spec", e))?;
     store.set_document(run, SPEC, &body)
@@ -143,12 +165,17 @@ pub fn finished(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<(), E
     set_spec(store, run, &Spec { state: "finished".into(), ..spec.clone() })
 }
 
+/// `range N`, or `range N piece P` for a remainder split off it.
+fn range_name(range: usize, piece: usize) -> String {
+    if piece == 0 { format!("range {range}") } else { format!("range {range} piece {piece}") }
+}
+
 /// A stalled range, as the coordinator's log and `status` name it.
 fn stall_line(r: &QueuedRange) -> String {
     format!(
-        "{} range {} on {}: no progress for {:.0} s ({} rows done, lease {})",
+        "{} {} on {}: no progress for {:.0} s ({} rows done, lease {})",
         r.table,
-        r.range,
+        range_name(r.range, r.piece),
         r.owner.as_deref().unwrap_or("nobody"),
         r.idle_seconds,
         r.rows_done,
@@ -363,6 +390,11 @@ pub struct WorkerArgs {
     /// This worker's name in the queue (default: host-pid).
     #[arg(long)]
     name: Option<String>,
+    /// A range of more rows than this is copied in chunks of about this many, each committed on
+    /// its own; a worker with nothing left to claim splits the chunks another worker has not
+    /// started off its range, and copies them itself (so a run does not wait on one long range).
+    #[arg(long, default_value_t = DEFAULT_CHUNK_ROWS)]
+    chunk_rows: u64,
     /// One JSON object per range on stdout.
     #[arg(long)]
     json: bool,
@@ -475,6 +507,7 @@ struct Lease {
     worker: String,
     table: String,
     range: usize,
+    piece: usize,
     seconds: f64,
     rows: Arc<AtomicU64>,
     lost: AtomicBool,
@@ -485,13 +518,17 @@ impl Lease {
         self.queue_store.work_queue().expect("a store with a queue")
     }
 
+    fn of(&self) -> PieceOf<'_> {
+        PieceOf { table: &self.table, range: self.range, piece: self.piece }
+    }
+
     fn renew(&self) -> bool {
         if self.lost.load(Ordering::SeqCst) {
             return false;
         }
         let held = self
             .queue()
-            .renew(&self.run, &self.worker, &self.table, self.range, self.seconds, self.rows.load(Ordering::Relaxed))
+            .renew(&self.run, &self.worker, self.of(), self.seconds, self.rows.load(Ordering::Relaxed))
             .unwrap_or(false);
         if !held {
             self.lost.store(true, Ordering::SeqCst);
@@ -516,7 +553,7 @@ impl std::fmt::Debug for Lease {
 impl barge_exec::Fence for Lease {
     fn writer_opened(&self, session: Option<String>) -> barge_core::Result<()> {
         let Some(session) = session else { return Ok(()) };
-        if self.queue().attach(&self.run, &self.worker, &self.table, self.range, &session)? {
+        if self.queue().attach(&self.run, &self.worker, self.of(), &session)? {
             Ok(())
         } else {
             self.lost.store(true, Ordering::SeqCst);
@@ -549,6 +586,8 @@ struct Copied<'a> {
     worker: &'a str,
     table: &'a str,
     range: usize,
+    /// 0: the range as planned; more: a remainder split off it.
+    piece: usize,
     attempt: u32,
     rows: u64,
     seconds: f64,
@@ -677,19 +716,22 @@ fn claim_loop(
     while !stop.load(Ordering::SeqCst) {
         let Some(claim) = queue.claim(&ready.run, worker, args.lease)? else {
             // No range left to copy: the verification's digest tasks, if the coordinator queued
-            // some.
-            match queue.claim_digest(&ready.run, worker, args.lease)? {
-                Some(task) => {
-                    digest_one(queue, ready, worker, args, task)?;
-                    any = true;
-                    continue;
-                }
-                None => return Ok(any),
+            // some; else the chunks another worker has not started of a long range.
+            if let Some(task) = queue.claim_digest(&ready.run, worker, args.lease)? {
+                digest_one(queue, ready, worker, args, task)?;
+                any = true;
+                continue;
             }
+            if split_one(queue, ready, worker)? {
+                any = true;
+                continue;
+            }
+            return Ok(any);
         };
         any = true;
+        let of = PieceOf { table: &claim.table, range: claim.range, piece: claim.piece };
         let Some(table) = ready.plan.tables.iter().find(|t| t.source.name == claim.table) else {
-            queue.release(&ready.run, worker, &claim.table, claim.range, "this worker did not plan the table", 3)?;
+            queue.release(&ready.run, worker, of, "this worker did not plan the table", 3)?;
             continue;
         };
         if !claim.earlier_sessions.is_empty() {
@@ -711,6 +753,7 @@ fn claim_loop(
             worker: worker.to_string(),
             table: claim.table.clone(),
             range: claim.range,
+            piece: claim.piece,
             seconds: args.lease,
             rows: rows.clone(),
             lost: AtomicBool::new(false),
@@ -734,30 +777,24 @@ fn claim_loop(
                     std::thread::sleep(Duration::from_millis(50));
                 }
             });
-            let copied = barge_exec::copy_range(
-                ready.source.as_ref(),
-                ready.target.as_ref(),
-                table,
-                claim.range,
-                claim.attempt > 1,
-                &options,
-                &Rows(rows.clone()),
-            );
+            let copied = copy_in_chunks(queue, ready, table, &claim, worker, args.chunk_rows, &options, &rows);
             *done.lock().expect("done lock") = true;
             copied
         });
+        let merge = |parts: &[RangeDone]| merge_pieces(parts);
         let (outcome, error, written) = match copied {
-            Ok(range_done) => {
-                if queue.complete(&ready.run, worker, &claim.table, &range_done)? {
-                    ("done", None, range_done.rows_written)
+            Ok(Some(piece_done)) => {
+                if queue.complete(&ready.run, worker, of, &piece_done, &merge)? {
+                    ("done", None, piece_done.rows_written)
                 } else {
                     // Committed after losing it: the new holder clears and loads it again.
                     ("lost", Some("the lease ran out after the commit: the new holder reloads it".into()), 0)
                 }
             }
+            Ok(None) => ("lost", Some("the lease ran out: another worker holds the range".into()), 0),
             Err(error) if lease.lost.load(Ordering::SeqCst) => ("lost", Some(error.to_string()), 0),
             Err(error) => {
-                queue.release(&ready.run, worker, &claim.table, claim.range, &error.to_string(), 3)?;
+                queue.release(&ready.run, worker, of, &error.to_string(), 3)?;
                 ("failed", Some(error.to_string()), 0)
             }
         };
@@ -772,6 +809,7 @@ fn claim_loop(
             worker,
             table: &claim.table,
             range: claim.range,
+            piece: claim.piece,
             attempt: claim.attempt,
             rows: written,
             seconds: started.elapsed().as_secs_f64(),
@@ -783,9 +821,9 @@ fn claim_loop(
             println!("{}", serde_json::to_string(&report)?);
         } else {
             eprintln!(
-                "worker {worker}: {} range {} {outcome}: {} rows in {:.2} s{}",
+                "worker {worker}: {} {} {outcome}: {} rows in {:.2} s{}",
                 report.table,
-                report.range,
+                range_name(report.range, report.piece),
                 report.rows,
                 report.seconds,
                 report.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
@@ -793,6 +831,127 @@ fn claim_loop(
         }
     }
     Ok(any)
+}
+
+/// Copies a claimed piece: in chunks of about `chunk_rows` rows (each committed on its own), the
+/// first chunk after clearing the piece when an earlier holder may have left rows of it; before
+/// each chunk the store says whether the piece was split (then it ends there). The piece's
+/// counts and digests; `None` when the lease was lost between chunks.
+#[allow(clippy::too_many_arguments)]
+fn copy_in_chunks(
+    queue: &dyn WorkQueue,
+    ready: &Prepared,
+    table: &barge_plan::TablePlan,
+    claim: &Claim,
+    worker: &str,
+    chunk_rows: u64,
+    options: &barge_exec::ExecOptions,
+    rows: &Arc<AtomicU64>,
+) -> Result<Option<RangeDone>, Error> {
+    let of = PieceOf { table: &claim.table, range: claim.range, piece: claim.piece };
+    let piece = barge_core::KeyRange { id: claim.range, lo: key_of(&claim.lo)?, hi: key_of(&claim.hi)? };
+    let parts = claim.estimated_rows.div_ceil(chunk_rows.max(1)).clamp(1, MOST_CHUNKS) as usize;
+    let chunks = if parts > 1 {
+        barge_plan::partition::plan_ranges(ready.source.as_ref(), &table.source, &piece, parts)?
+    } else {
+        vec![piece.clone()]
+    };
+    let bounds: Vec<&Option<Vec<barge_core::Scalar>>> = chunks.iter().skip(1).map(|c| &c.lo).collect();
+    let published = serde_json::to_string(&bounds).map_err(|e| Error::engine("publishing chunks", e))?;
+    let mut total: Option<RangeDone> = None;
+    for (i, chunk) in chunks.iter().enumerate() {
+        match queue.advance(&ready.run, worker, of, &published, i)? {
+            Advance::Lost => return Ok(None),
+            Advance::StopAt(at) => {
+                tracing::info!(
+                    "worker {worker}: {} range {} piece {}: chunks from {at} of {} were split off to another worker",
+                    claim.table,
+                    claim.range,
+                    claim.piece,
+                    chunks.len()
+                );
+                break;
+            }
+            Advance::Go => {}
+        }
+        let chunk = barge_core::KeyRange { id: claim.range, ..chunk.clone() };
+        let clear = (i == 0 && claim.attempt > 1).then_some(&piece);
+        let done = barge_exec::copy_piece(
+            ready.source.as_ref(),
+            ready.target.as_ref(),
+            table,
+            &chunk,
+            clear,
+            options,
+            &Rows(rows.clone()),
+        )?;
+        total = Some(match total {
+            None => done,
+            Some(before) => merge_pieces(&[before, done])?,
+        });
+    }
+    total
+        .map(Some)
+        .ok_or_else(|| Error::engine(format!("range {} of `{}`", claim.range, claim.table), "no chunk copied"))
+}
+
+/// The pieces (or chunks) of one range added up: counts, and digests bucket by bucket.
+fn merge_pieces(parts: &[RangeDone]) -> Result<RangeDone, Error> {
+    let mut digests: Vec<barge_verify::Digest> = Vec::new();
+    for part in parts {
+        let each: Vec<barge_verify::Digest> =
+            serde_json::from_str(&part.digests).map_err(|e| Error::engine("reading a piece's digests", e))?;
+        if digests.is_empty() {
+            digests = each;
+        } else if each.len() != digests.len() {
+            return Err(Error::engine("adding up a range's pieces", "their digests have different buckets"));
+        } else {
+            for (total, d) in digests.iter_mut().zip(each) {
+                *total += d;
+            }
+        }
+    }
+    Ok(RangeDone {
+        range: parts.first().map_or(0, |p| p.range),
+        rows_read: parts.iter().map(|p| p.rows_read).sum(),
+        rows_written: parts.iter().map(|p| p.rows_written).sum(),
+        rows_rejected: parts.iter().map(|p| p.rows_rejected).sum(),
+        digests: serde_json::to_string(&digests).map_err(|e| Error::engine("digests", e))?,
+    })
+}
+
+/// With nothing left to claim: splits the chunks another worker has not started off the largest
+/// range in progress (the second half of them), as a new piece to claim. Whether it split one.
+fn split_one(queue: &dyn WorkQueue, ready: &Prepared, worker: &str) -> Result<bool, Error> {
+    for candidate in queue.splittable(&ready.run)? {
+        if candidate.owner.as_deref() == Some(worker) {
+            continue;
+        }
+        let bounds: Vec<serde_json::Value> =
+            serde_json::from_str(&candidate.chunks).map_err(|e| Error::engine("reading published chunks", e))?;
+        let chunks = bounds.len() + 1;
+        // Chunks after the one in progress; at least two, so that both sides keep one.
+        let unstarted = chunks.saturating_sub(candidate.next_chunk + 1);
+        if unstarted < 2 {
+            continue;
+        }
+        let at = candidate.next_chunk + 1 + unstarted / 2;
+        let key = bounds[at - 1].to_string();
+        let rows = candidate.estimated_rows * (chunks - at) as u64 / chunks as u64;
+        let of = PieceOf { table: &candidate.table, range: candidate.range, piece: candidate.piece };
+        if queue.split(&ready.run, of, candidate.next_chunk, at, &key, rows)? {
+            eprintln!(
+                "worker {worker}: split {} range {} piece {} (held by {}) before chunk {at} of {chunks}: the rest \
+                 is a new piece",
+                candidate.table,
+                candidate.range,
+                candidate.piece,
+                candidate.owner.as_deref().unwrap_or("?")
+            );
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// What one verification digest task did, as `--json` prints it.
@@ -1037,9 +1196,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", summary.line(run));
                 for r in ranges.iter().filter(|r| r.state == "claimed") {
                     println!(
-                        "  {} range {}: {} (attempt {}), {} rows, lease {:.0} s left",
+                        "  {} {}: {} (attempt {}), {} rows, lease {:.0} s left",
                         r.table,
-                        r.range,
+                        range_name(r.range, r.piece),
                         r.owner.as_deref().unwrap_or("?"),
                         r.attempt,
                         r.rows_done,
@@ -1050,7 +1209,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     println!("  stalled: {line}");
                 }
                 for r in ranges.iter().filter(|r| r.state == "failed") {
-                    println!("  failed: {} range {}: {}", r.table, r.range, r.error.as_deref().unwrap_or(""));
+                    let name = range_name(r.range, r.piece);
+                    println!("  failed: {} {name}: {}", r.table, r.error.as_deref().unwrap_or(""));
                 }
             }
         }

@@ -162,6 +162,9 @@ pub struct WorkItem {
     pub table: String,
     pub range: usize,
     pub estimated_rows: u64,
+    /// The range's bounds, as the runtime serialises them (opaque to stores).
+    pub lo: String,
+    pub hi: String,
 }
 
 /// A range a worker claimed.
@@ -169,6 +172,12 @@ pub struct WorkItem {
 pub struct Claim {
     pub table: String,
     pub range: usize,
+    /// 0 for the range as planned; more for a remainder split off it (see [`WorkQueue::split`]).
+    pub piece: usize,
+    /// The piece's bounds (opaque: as enqueued, or the split's key).
+    pub lo: String,
+    pub hi: String,
+    pub estimated_rows: u64,
     /// 1 for the first claim of the range; more when an earlier holder lost it.
     pub attempt: u32,
     /// The target sessions an earlier holder of the range loaded it through: ended before the
@@ -176,6 +185,42 @@ pub struct Claim {
     pub earlier_sessions: Vec<String>,
     /// Who held it before (a worker that died or stopped).
     pub earlier_owner: Option<String>,
+}
+
+/// One claimed piece of a range, as the queue names it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PieceOf<'a> {
+    pub table: &'a str,
+    pub range: usize,
+    pub piece: usize,
+}
+
+/// What a holder is told when it starts a chunk of its piece (see [`WorkQueue::advance`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Advance {
+    /// Go on with the chunk.
+    Go,
+    /// The piece was split before chunk `n`: chunks from `n` on are another piece's.
+    StopAt(usize),
+    /// The lease ran out: another worker holds the piece.
+    Lost,
+}
+
+/// A claimed piece whose holder published its chunks, not split yet: what an idle worker may
+/// split (see [`WorkQueue::split`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Splittable {
+    pub table: String,
+    pub range: usize,
+    pub piece: usize,
+    /// The interior chunk boundaries the holder published (opaque JSON list of keys): chunk `i`
+    /// starts at boundary `i - 1`.
+    pub chunks: String,
+    /// The chunk the holder is copying; later ones are not started.
+    pub next_chunk: usize,
+    pub hi: String,
+    pub estimated_rows: u64,
+    pub owner: Option<String>,
 }
 
 /// A verification digest task a worker claimed (see [`WorkQueue::claim_digest`]).
@@ -206,6 +251,9 @@ pub struct DigestItem {
 pub struct QueuedRange {
     pub table: String,
     pub range: usize,
+    /// 0: the range as planned; more: a remainder split off it.
+    #[serde(default)]
+    pub piece: usize,
     pub estimated_rows: u64,
     /// `pending`, `claimed`, `done` or `failed`.
     pub state: String,
@@ -234,22 +282,51 @@ pub trait WorkQueue: Send + Sync {
     /// `lease_seconds`; `None` when there is none to claim now.
     fn claim(&self, run: &str, worker: &str, lease_seconds: f64) -> Result<Option<Claim>>;
 
-    /// Records a target session `worker` loads its claimed range through; `false` when the range
+    /// Records a target session `worker` loads its claimed piece through; `false` when the piece
     /// is no longer `worker`'s.
-    fn attach(&self, run: &str, worker: &str, table: &str, range: usize, session: &str) -> Result<bool>;
+    fn attach(&self, run: &str, worker: &str, piece: PieceOf<'_>, session: &str) -> Result<bool>;
 
-    /// Renews `worker`'s lease on a range, with the rows it has done; `false` when the range is no
+    /// Renews `worker`'s lease on a piece, with the rows it has done; `false` when the piece is no
     /// longer its (the lease ran out and another took it).
-    fn renew(&self, run: &str, worker: &str, table: &str, range: usize, lease_seconds: f64, rows: u64) -> Result<bool>;
+    fn renew(&self, run: &str, worker: &str, piece: PieceOf<'_>, lease_seconds: f64, rows: u64) -> Result<bool>;
 
-    /// Marks the range done and records it in the run's ledger, in one transaction, if it is still
-    /// `worker`'s; `false` otherwise (its rows are then cleared and loaded again by the new holder).
-    fn complete(&self, run: &str, worker: &str, table: &str, done: &RangeDone) -> Result<bool>;
+    /// The holder starts chunk `chunk` of its piece (`chunks`: the interior boundaries, published
+    /// with the first chunk, opaque): whether to go on, or where an idle worker split the piece.
+    fn advance(&self, run: &str, worker: &str, piece: PieceOf<'_>, chunks: &str, chunk: usize) -> Result<Advance>;
 
-    /// Gives the range back after a failure (`error`): pending again, or `failed` after
+    /// Claimed pieces of `run` whose holders published chunks and that were not split yet.
+    fn splittable(&self, run: &str) -> Result<Vec<Splittable>>;
+
+    /// Splits a claimed piece at chunk `at` (`key` its first key, opaque) while its holder is still
+    /// on chunk `next_chunk`: the piece ends at `key`, and a new pending piece of the same range
+    /// covers `key` to its old end (`estimated_rows` of it). `false` when the holder moved on, or
+    /// it was split already.
+    fn split(
+        &self,
+        run: &str,
+        piece: PieceOf<'_>,
+        next_chunk: usize,
+        at: usize,
+        key: &str,
+        estimated_rows: u64,
+    ) -> Result<bool>;
+
+    /// Marks the piece done with what it copied, if it is still `worker`'s (`false` otherwise: its
+    /// rows are then cleared and loaded again by the new holder); once every piece of its range is
+    /// done, records the range in the run's ledger as `merge` adds the pieces up (the runtime
+    /// knows its digests; one piece is recorded as it is), in the same transaction.
+    fn complete(
+        &self,
+        run: &str,
+        worker: &str,
+        piece: PieceOf<'_>,
+        done: &RangeDone,
+        merge: &dyn Fn(&[RangeDone]) -> Result<RangeDone>,
+    ) -> Result<bool>;
+
+    /// Gives the piece back after a failure (`error`): pending again, or `failed` after
     /// `max_attempts` attempts.
-    fn release(&self, run: &str, worker: &str, table: &str, range: usize, error: &str, max_attempts: u32)
-    -> Result<()>;
+    fn release(&self, run: &str, worker: &str, piece: PieceOf<'_>, error: &str, max_attempts: u32) -> Result<()>;
 
     /// Every range of `run`'s queue.
     fn queue(&self, run: &str) -> Result<Vec<QueuedRange>>;

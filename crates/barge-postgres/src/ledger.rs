@@ -5,8 +5,8 @@
 use std::sync::Mutex;
 
 use barge_core::ledger::{
-    Claim, DigestClaim, DigestItem, Holder, LedgerStore, QueuedRange, RangeDone, RunRecord, TableLedger, WorkItem,
-    WorkQueue,
+    Advance, Claim, DigestClaim, DigestItem, Holder, LedgerStore, PieceOf, QueuedRange, RangeDone, RunRecord,
+    Splittable, TableLedger, WorkItem, WorkQueue,
 };
 use barge_core::{Error, KeyRange, Result, Scalar};
 use tokio_postgres::Client;
@@ -60,14 +60,17 @@ impl PgLedger {
              CREATE TABLE IF NOT EXISTS {s}.documents (
                name text NOT NULL, key text NOT NULL, body text NOT NULL,
                updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (name, key));
-             CREATE TABLE IF NOT EXISTS {s}.queue (
-               name text NOT NULL, source_table text NOT NULL, range_id int NOT NULL, estimated_rows bigint NOT NULL,
+             CREATE TABLE IF NOT EXISTS {s}.work_queue (
+               name text NOT NULL, source_table text NOT NULL, range_id int NOT NULL, piece int NOT NULL,
+               estimated_rows bigint NOT NULL, lo text NOT NULL, hi text NOT NULL,
                state text NOT NULL DEFAULT 'pending', owner text, lease_until timestamptz,
                attempt int NOT NULL DEFAULT 0, sessions jsonb NOT NULL DEFAULT '[]', rows_done bigint NOT NULL DEFAULT 0,
-               progress_at timestamptz, error text, PRIMARY KEY (name, source_table, range_id));
-             CREATE INDEX IF NOT EXISTS queue_pending ON {s}.queue (name, estimated_rows DESC, source_table, range_id)
-               WHERE state = 'pending';
-             CREATE INDEX IF NOT EXISTS queue_claimed ON {s}.queue (name, lease_until) WHERE state = 'claimed';
+               progress_at timestamptz, error text, chunks text, next_chunk int, split_chunk int,
+               rows_read bigint, rows_rejected bigint, digests text,
+               PRIMARY KEY (name, source_table, range_id, piece));
+             CREATE INDEX IF NOT EXISTS work_queue_pending
+               ON {s}.work_queue (name, estimated_rows DESC, source_table, range_id, piece) WHERE state = 'pending';
+             CREATE INDEX IF NOT EXISTS work_queue_claimed ON {s}.work_queue (name, lease_until) WHERE state = 'claimed';
              CREATE TABLE IF NOT EXISTS {s}.digest_tasks (
                name text NOT NULL, source_table text NOT NULL, item int NOT NULL, payload text NOT NULL,
                state text NOT NULL DEFAULT 'pending', owner text, lease_until timestamptz,
@@ -324,17 +327,20 @@ impl LedgerStore for PgLedger {
     }
 }
 
-/// The range a statement names: `name = $1 AND source_table = $2 AND range_id = $3`.
-const THE_RANGE: &str = "name = $1 AND source_table = $2 AND range_id = $3";
+/// The piece a statement names: `name = $1 AND source_table = $2 AND range_id = $3 AND piece = $4`.
+const THE_PIECE: &str = "name = $1 AND source_table = $2 AND range_id = $3 AND piece = $4";
 
 impl WorkQueue for PgLedger {
     fn enqueue(&self, run: &str, items: &[WorkItem]) -> Result<()> {
         self.tx("filling the run's queue", async |tx, s| {
-            tx.execute(&format!("DELETE FROM {s}.queue WHERE name = $1"), &[&run]).await?;
-            let sql =
-                format!("INSERT INTO {s}.queue (name, source_table, range_id, estimated_rows) VALUES ($1, $2, $3, $4)");
+            tx.execute(&format!("DELETE FROM {s}.work_queue WHERE name = $1"), &[&run]).await?;
+            let sql = format!(
+                "INSERT INTO {s}.work_queue (name, source_table, range_id, piece, estimated_rows, lo, hi)
+                 VALUES ($1, $2, $3, 0, $4, $5, $6)"
+            );
             for item in items {
-                tx.execute(&sql, &[&run, &item.table, &(item.range as i32), &(item.estimated_rows as i64)]).await?;
+                let (range, rows) = (item.range as i32, item.estimated_rows as i64);
+                tx.execute(&sql, &[&run, &item.table, &range, &rows, &item.lo, &item.hi]).await?;
             }
             Ok(())
         })
@@ -342,20 +348,24 @@ impl WorkQueue for PgLedger {
 
     fn claim(&self, run: &str, worker: &str, lease_seconds: f64) -> Result<Option<Claim>> {
         self.queue_run("claiming a range", async |tx, s| {
-            // One statement each: the largest pending range (by its partial index), else one
-            // whose lease ran out; the old holder and its sessions as they were.
+            // One statement each: the largest pending piece (by its partial index), else one whose
+            // lease ran out; the old holder and its sessions as they were. A piece split while its
+            // holder was lost keeps its new end (`hi`); its chunks are the new holder's to publish.
             let take = |which: &str| {
                 format!(
-                    "WITH pick AS (SELECT source_table, range_id, owner, sessions FROM {s}.queue
+                    "WITH pick AS (SELECT source_table, range_id, piece, owner, sessions FROM {s}.work_queue
                        WHERE name = $1 AND {which} LIMIT 1 FOR UPDATE SKIP LOCKED)
-                     UPDATE {s}.queue q SET state = 'claimed', owner = $2,
+                     UPDATE {s}.work_queue q SET state = 'claimed', owner = $2,
                        lease_until = clock_timestamp() + $3 * interval '1 second', attempt = q.attempt + 1,
-                       sessions = '[]', rows_done = 0, progress_at = clock_timestamp(), error = NULL
-                     FROM pick WHERE q.name = $1 AND q.source_table = pick.source_table AND q.range_id = pick.range_id
-                     RETURNING q.source_table, q.range_id, q.attempt, pick.owner, pick.sessions::text"
+                       sessions = '[]', rows_done = 0, progress_at = clock_timestamp(), error = NULL,
+                       chunks = NULL, next_chunk = NULL, split_chunk = NULL
+                     FROM pick WHERE q.name = $1 AND q.source_table = pick.source_table
+                       AND q.range_id = pick.range_id AND q.piece = pick.piece
+                     RETURNING q.source_table, q.range_id, q.piece, q.attempt, pick.owner, pick.sessions::text,
+                       q.lo, q.hi, q.estimated_rows"
                 )
             };
-            let pending = take("state = 'pending' ORDER BY estimated_rows DESC, source_table, range_id");
+            let pending = take("state = 'pending' ORDER BY estimated_rows DESC, source_table, range_id, piece");
             let expired = take("state = 'claimed' AND lease_until < clock_timestamp() ORDER BY lease_until");
             let mut row = tx.query_opt(&pending, &[&run, &worker, &lease_seconds]).await?;
             if row.is_none() {
@@ -364,84 +374,216 @@ impl WorkQueue for PgLedger {
             Ok(row.map(|row| Claim {
                 table: row.get(0),
                 range: row.get::<_, i32>(1) as usize,
-                attempt: row.get::<_, i32>(2) as u32,
-                earlier_owner: row.get(3),
-                earlier_sessions: serde_json::from_str(row.get::<_, &str>(4)).unwrap_or_default(),
+                piece: row.get::<_, i32>(2) as usize,
+                attempt: row.get::<_, i32>(3) as u32,
+                earlier_owner: row.get(4),
+                earlier_sessions: serde_json::from_str(row.get::<_, &str>(5)).unwrap_or_default(),
+                lo: row.get(6),
+                hi: row.get(7),
+                estimated_rows: row.get::<_, i64>(8) as u64,
             }))
         })
     }
 
-    fn attach(&self, run: &str, worker: &str, table: &str, range: usize, session: &str) -> Result<bool> {
+    fn attach(&self, run: &str, worker: &str, piece: PieceOf<'_>, session: &str) -> Result<bool> {
         self.queue_run("recording a target session", async |tx, s| {
             let sql = format!(
-                "UPDATE {s}.queue SET sessions = sessions || to_jsonb($5::text)
-                 WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed'"
+                "UPDATE {s}.work_queue SET sessions = sessions || to_jsonb($6::text)
+                 WHERE {THE_PIECE} AND owner = $5 AND state = 'claimed'"
             );
-            Ok(tx.execute(&sql, &[&run, &table, &(range as i32), &worker, &session]).await? == 1)
+            let (range, n) = (piece.range as i32, piece.piece as i32);
+            Ok(tx.execute(&sql, &[&run, &piece.table, &range, &n, &worker, &session]).await? == 1)
         })
     }
 
-    fn renew(&self, run: &str, worker: &str, table: &str, range: usize, lease_seconds: f64, rows: u64) -> Result<bool> {
+    fn renew(&self, run: &str, worker: &str, piece: PieceOf<'_>, lease_seconds: f64, rows: u64) -> Result<bool> {
         self.queue_run("renewing a lease", async |tx, s| {
-            // A lease that ran out is not renewed, even if nobody took the range yet: another
+            // A lease that ran out is not renewed, even if nobody took the piece yet: another
             // worker may take it at any moment, and end this one's sessions.
             let sql = format!(
-                "UPDATE {s}.queue SET lease_until = clock_timestamp() + $5 * interval '1 second',
-                   progress_at = CASE WHEN rows_done <> $6 THEN clock_timestamp() ELSE progress_at END, rows_done = $6
-                 WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed' AND lease_until >= clock_timestamp()"
+                "UPDATE {s}.work_queue SET lease_until = clock_timestamp() + $6 * interval '1 second',
+                   progress_at = CASE WHEN rows_done <> $7 THEN clock_timestamp() ELSE progress_at END, rows_done = $7
+                 WHERE {THE_PIECE} AND owner = $5 AND state = 'claimed' AND lease_until >= clock_timestamp()"
             );
-            let rows = rows as i64;
-            Ok(tx.execute(&sql, &[&run, &table, &(range as i32), &worker, &lease_seconds, &rows]).await? == 1)
+            let (range, n, rows) = (piece.range as i32, piece.piece as i32, rows as i64);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                [&run, &piece.table, &range, &n, &worker, &lease_seconds, &rows];
+            Ok(tx.execute(&sql, &params).await? == 1)
         })
     }
 
-    fn complete(&self, run: &str, worker: &str, table: &str, done: &RangeDone) -> Result<bool> {
-        self.queue_run("completing a range", async |client, s| {
-            // One statement: the range marked done, and recorded, only while `worker` holds it.
+    fn advance(&self, run: &str, worker: &str, piece: PieceOf<'_>, chunks: &str, chunk: usize) -> Result<Advance> {
+        self.queue_run("starting a chunk", async |client, s| {
+            // Under the piece's row lock: a split (which needs next_chunk unchanged) happens
+            // either before this (and is returned) or after (and starts past this chunk).
             let sql = format!(
-                "WITH mark AS (
-                   UPDATE {s}.queue SET state = 'done', lease_until = NULL, rows_done = $6, progress_at = clock_timestamp()
-                   WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed' RETURNING 1)
-                 INSERT INTO {s}.ranges_done (name, source_table, range_id, rows_read, rows_written, rows_rejected, digests)
-                 SELECT $1, $2, $3, $5, $6, $7, $8 FROM mark
-                 ON CONFLICT (name, source_table, range_id) DO UPDATE SET rows_read = EXCLUDED.rows_read,
-                   rows_written = EXCLUDED.rows_written, rows_rejected = EXCLUDED.rows_rejected,
-                   digests = EXCLUDED.digests"
+                "UPDATE {s}.work_queue SET next_chunk = $7, chunks = coalesce(chunks, $6)
+                 WHERE {THE_PIECE} AND owner = $5 AND state = 'claimed' AND lease_until >= clock_timestamp()
+                 RETURNING split_chunk"
             );
-            let (read, written, rejected) = (done.rows_read as i64, done.rows_written as i64, done.rows_rejected as i64);
-            let range = done.range as i32;
+            let (range, n, chunk) = (piece.range as i32, piece.piece as i32, chunk as i32);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                [&run, &piece.table, &range, &n, &worker, &chunks, &chunk];
+            Ok(match client.query_opt(&sql, &params).await? {
+                None => Advance::Lost,
+                Some(row) => match row.get::<_, Option<i32>>(0) {
+                    Some(at) if chunk >= at => Advance::StopAt(at as usize),
+                    _ => Advance::Go,
+                },
+            })
+        })
+    }
+
+    fn splittable(&self, run: &str) -> Result<Vec<Splittable>> {
+        self.queue_run("reading splittable pieces", async |client, s| {
+            let sql = format!(
+                "SELECT source_table, range_id, piece, chunks, next_chunk, hi, estimated_rows, owner
+                 FROM {s}.work_queue
+                 WHERE name = $1 AND state = 'claimed' AND chunks IS NOT NULL AND split_chunk IS NULL
+                   AND lease_until >= clock_timestamp()
+                 ORDER BY estimated_rows DESC"
+            );
+            Ok(client
+                .query(&sql, &[&run])
+                .await?
+                .iter()
+                .map(|r| Splittable {
+                    table: r.get(0),
+                    range: r.get::<_, i32>(1) as usize,
+                    piece: r.get::<_, i32>(2) as usize,
+                    chunks: r.get(3),
+                    next_chunk: r.get::<_, Option<i32>>(4).unwrap_or(0) as usize,
+                    hi: r.get(5),
+                    estimated_rows: r.get::<_, i64>(6) as u64,
+                    owner: r.get(7),
+                })
+                .collect())
+        })
+    }
+
+    fn split(
+        &self,
+        run: &str,
+        piece: PieceOf<'_>,
+        next_chunk: usize,
+        at: usize,
+        key: &str,
+        estimated_rows: u64,
+    ) -> Result<bool> {
+        self.queue_run("splitting a piece", async |client, s| {
+            // One statement: the piece ends at `key` (while its holder is still on `next_chunk`),
+            // and the remainder is a new pending piece of the same range.
+            let sql = format!(
+                "WITH cut AS (
+                   UPDATE {s}.work_queue SET split_chunk = $6, hi = $7,
+                     estimated_rows = greatest(estimated_rows - $8, 0)
+                   WHERE {THE_PIECE} AND state = 'claimed' AND split_chunk IS NULL AND next_chunk = $5
+                     AND $6 > $5
+                   RETURNING (SELECT hi FROM {s}.work_queue WHERE {THE_PIECE}) AS old_hi)
+                 INSERT INTO {s}.work_queue (name, source_table, range_id, piece, estimated_rows, lo, hi)
+                 SELECT $1, $2, $3,
+                   (SELECT max(piece) + 1 FROM {s}.work_queue WHERE name = $1 AND source_table = $2 AND range_id = $3),
+                   $8, $7, old_hi FROM cut"
+            );
+            let (range, n, next, at, rows) =
+                (piece.range as i32, piece.piece as i32, next_chunk as i32, at as i32, estimated_rows as i64);
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-                [&run, &table, &range, &worker, &read, &written, &rejected, &done.digests];
+                [&run, &piece.table, &range, &n, &next, &at, &key, &rows];
             Ok(client.execute(&sql, &params).await? == 1)
         })
     }
 
-    fn release(
+    fn complete(
         &self,
         run: &str,
         worker: &str,
-        table: &str,
-        range: usize,
-        error: &str,
-        max_attempts: u32,
-    ) -> Result<()> {
+        piece: PieceOf<'_>,
+        done: &RangeDone,
+        merge: &dyn Fn(&[RangeDone]) -> Result<RangeDone>,
+    ) -> Result<bool> {
+        let (range, n) = (piece.range as i32, piece.piece as i32);
+        let (read, written, rejected) = (done.rows_read as i64, done.rows_written as i64, done.rows_rejected as i64);
+        let mut merged: Option<Result<RangeDone>> = None;
+        let held = self.queue_run("completing a range", async |client, s| {
+            client.batch_execute("BEGIN").await?;
+            let mark = format!(
+                "UPDATE {s}.work_queue SET state = 'done', lease_until = NULL, rows_done = $6, rows_read = $7,
+                   rows_rejected = $8, digests = $9, progress_at = clock_timestamp()
+                 WHERE {THE_PIECE} AND owner = $5 AND state = 'claimed'"
+            );
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+                [&run, &piece.table, &range, &n, &worker, &written, &read, &rejected, &done.digests];
+            if client.execute(&mark, &params).await? != 1 {
+                client.batch_execute("ROLLBACK").await?;
+                return Ok(false);
+            }
+            // Every piece of the range, locked: the last one done records the range.
+            let pieces = format!(
+                "SELECT state, rows_read, rows_done, rows_rejected, digests FROM {s}.work_queue
+                 WHERE name = $1 AND source_table = $2 AND range_id = $3 ORDER BY piece FOR UPDATE"
+            );
+            let rows = client.query(&pieces, &[&run, &piece.table, &range]).await?;
+            if rows.iter().any(|r| r.get::<_, &str>(0) != "done") {
+                client.batch_execute("COMMIT").await?;
+                return Ok(true);
+            }
+            let parts: Vec<RangeDone> = rows
+                .iter()
+                .map(|r| RangeDone {
+                    range: piece.range,
+                    rows_read: r.get::<_, Option<i64>>(1).unwrap_or(0) as u64,
+                    rows_written: r.get::<_, i64>(2) as u64,
+                    rows_rejected: r.get::<_, Option<i64>>(3).unwrap_or(0) as u64,
+                    digests: r.get::<_, Option<String>>(4).unwrap_or_default(),
+                })
+                .collect();
+            let whole = match merge(&parts) {
+                Ok(whole) => whole,
+                Err(error) => {
+                    client.batch_execute("ROLLBACK").await?;
+                    merged = Some(Err(error));
+                    return Ok(false);
+                }
+            };
+            let record = format!(
+                "INSERT INTO {s}.ranges_done (name, source_table, range_id, rows_read, rows_written, rows_rejected, digests)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (name, source_table, range_id) DO UPDATE SET rows_read = EXCLUDED.rows_read,
+                   rows_written = EXCLUDED.rows_written, rows_rejected = EXCLUDED.rows_rejected,
+                   digests = EXCLUDED.digests"
+            );
+            let (r, w, j) = (whole.rows_read as i64, whole.rows_written as i64, whole.rows_rejected as i64);
+            client.execute(&record, &[&run, &piece.table, &range, &r, &w, &j, &whole.digests]).await?;
+            client.batch_execute("COMMIT").await?;
+            Ok(true)
+        });
+        match (held, merged) {
+            (_, Some(Err(error))) => Err(error),
+            (held, _) => held,
+        }
+    }
+
+    fn release(&self, run: &str, worker: &str, piece: PieceOf<'_>, error: &str, max_attempts: u32) -> Result<()> {
         self.queue_run("giving a range back", async |tx, s| {
             let sql = format!(
-                "UPDATE {s}.queue SET state = CASE WHEN attempt >= $6 THEN 'failed' ELSE 'pending' END,
-                   owner = NULL, lease_until = NULL, error = $5
-                 WHERE {THE_RANGE} AND owner = $4 AND state = 'claimed'"
+                "UPDATE {s}.work_queue SET state = CASE WHEN attempt >= $7 THEN 'failed' ELSE 'pending' END,
+                   owner = NULL, lease_until = NULL, error = $6
+                 WHERE {THE_PIECE} AND owner = $5 AND state = 'claimed'"
             );
-            tx.execute(&sql, &[&run, &table, &(range as i32), &worker, &error, &(max_attempts as i32)]).await.map(drop)
+            let (range, n, max) = (piece.range as i32, piece.piece as i32, max_attempts as i32);
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                [&run, &piece.table, &range, &n, &worker, &error, &max];
+            tx.execute(&sql, &params).await.map(drop)
         })
     }
 
     fn queue(&self, run: &str) -> Result<Vec<QueuedRange>> {
         self.tx("reading the run's queue", async |tx, s| {
             let sql = format!(
-                "SELECT source_table, range_id, estimated_rows, state, owner, attempt, rows_done,
+                "SELECT source_table, range_id, piece, estimated_rows, state, owner, attempt, rows_done,
                    coalesce(extract(epoch FROM clock_timestamp() - progress_at), 0)::float8,
                    coalesce(extract(epoch FROM lease_until - clock_timestamp()), 0)::float8, error, sessions::text
-                 FROM {s}.queue WHERE name = $1 ORDER BY source_table, range_id"
+                 FROM {s}.work_queue WHERE name = $1 ORDER BY source_table, range_id, piece"
             );
             Ok(tx
                 .query(&sql, &[&run])
@@ -450,15 +592,16 @@ impl WorkQueue for PgLedger {
                 .map(|r| QueuedRange {
                     table: r.get(0),
                     range: r.get::<_, i32>(1) as usize,
-                    estimated_rows: r.get::<_, i64>(2) as u64,
-                    state: r.get(3),
-                    owner: r.get(4),
-                    attempt: r.get::<_, i32>(5) as u32,
-                    rows_done: r.get::<_, i64>(6) as u64,
-                    idle_seconds: r.get(7),
-                    lease_left_seconds: r.get(8),
-                    error: r.get(9),
-                    sessions: serde_json::from_str(r.get::<_, &str>(10)).unwrap_or_default(),
+                    piece: r.get::<_, i32>(2) as usize,
+                    estimated_rows: r.get::<_, i64>(3) as u64,
+                    state: r.get(4),
+                    owner: r.get(5),
+                    attempt: r.get::<_, i32>(6) as u32,
+                    rows_done: r.get::<_, i64>(7) as u64,
+                    idle_seconds: r.get(8),
+                    lease_left_seconds: r.get(9),
+                    error: r.get(10),
+                    sessions: serde_json::from_str(r.get::<_, &str>(11)).unwrap_or_default(),
                 })
                 .collect())
         })
@@ -466,14 +609,14 @@ impl WorkQueue for PgLedger {
 
     fn queued_runs(&self) -> Result<Vec<String>> {
         self.tx("reading the queues", async |tx, s| {
-            let sql = format!("SELECT DISTINCT name FROM {s}.queue ORDER BY name");
+            let sql = format!("SELECT DISTINCT name FROM {s}.work_queue ORDER BY name");
             Ok(tx.query(&sql, &[]).await?.iter().map(|r| r.get(0)).collect())
         })
     }
 
     fn drop_queue(&self, run: &str) -> Result<()> {
         self.tx("removing the run's queue", async |tx, s| {
-            tx.execute(&format!("DELETE FROM {s}.queue WHERE name = $1"), &[&run]).await?;
+            tx.execute(&format!("DELETE FROM {s}.work_queue WHERE name = $1"), &[&run]).await?;
             tx.execute(&format!("DELETE FROM {s}.digest_tasks WHERE name = $1"), &[&run]).await.map(drop)
         })
     }

@@ -213,7 +213,7 @@ fn a_distributed_run_survives_a_killed_and_a_stopped_worker_with_every_range_com
     let done: Vec<(String, String)> =
         done.into_iter().map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap())).collect();
     assert_eq!(done, [("big".to_string(), "10".to_string()), ("small".to_string(), "10".to_string())]);
-    assert_eq!(state_db.sql("SELECT count(*) FROM barge_state.queue")[0][0].as_deref(), Some("0"));
+    assert_eq!(state_db.sql("SELECT count(*) FROM barge_state.work_queue")[0][0].as_deref(), Some("0"));
     // w2 woke up to a range it no longer held, and committed nothing of it; others took over
     // w1's and w2's ranges.
     let w2 = ranges_of(&dir, "w2");
@@ -612,4 +612,72 @@ fn workers_digests_find_a_row_the_target_changed() {
     let digested: Vec<Value> = ranges_of(&dir, "g1").into_iter().filter(|r| r.get("digest").is_some()).collect();
     assert_eq!(digested.len(), 5, "{digested:?}");
     assert_eq!(digested.iter().map(|r| r["rows"].as_u64().unwrap()).sum::<u64>(), 40_000, "{digested:?}");
+}
+
+/// A long range is copied in chunks; a worker with nothing left to claim splits the chunks its
+/// holder has not started off it and copies them itself. Here the holder is held up on its first
+/// chunk (an application's uncommitted row with one of its keys), so the run would otherwise wait
+/// on it: the second worker takes the second half meanwhile, and the range is recorded once, with
+/// both pieces' rows and digests added up (the verification passes).
+#[test]
+fn an_idle_worker_splits_the_unstarted_chunks_off_a_long_range() {
+    let source = PgDb::new("split_src");
+    source.sql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL);
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 60000) g; ANALYZE t;",
+    );
+    let target = PgDb::new("split_dst");
+    target.sql("CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL)");
+    let state_db = PgDb::new("split_state");
+    let state = state_db.url();
+    let dir = Dir::new();
+    // The application's row with key 5: the first chunk's load waits for its transaction.
+    let held = Held::psql(&target.url(), "BEGIN; INSERT INTO t VALUES (5, 'the application');");
+    let chunks = ["--run", "copy", "--chunk-rows", "10000"];
+    let mut first = spawn_worker(&dir, &state, "a", &chunks);
+    let out = std::fs::File::create(dir.path("coordinator.jsonl")).unwrap();
+    let mut coordinator = Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["copy", "--from", &source.url(), "--to", &target.url(), "--if-exists", "append"])
+        .args(["--partitions", "1", "--state", &state, "--distributed", "--json"])
+        .stdout(out)
+        .stderr(std::fs::File::create(dir.path("coordinator.log")).unwrap())
+        .spawn()
+        .unwrap();
+    assert_eq!(wait_holding(&state, "a", &dir), ("t".to_string(), 0));
+    let mut second = spawn_worker(&dir, &state, "b", &chunks);
+    // The second worker splits off chunks 3..6 of range 0 and copies them while `a` waits.
+    let started = Instant::now();
+    while !ranges_of(&dir, "b").iter().any(|r| r["piece"] == 1 && r["outcome"] == "done") {
+        let log = std::fs::read_to_string(dir.path("b.log")).unwrap_or_default();
+        assert!(started.elapsed() < Duration::from_secs(60), "no piece split off and copied: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(dir.path("b.log")).unwrap();
+    assert!(log.contains("split t range 0 piece 0 (held by a) before chunk 3 of 6"), "{log}");
+    held.end("ROLLBACK");
+    assert_eq!(wait_exit(&mut coordinator, "the coordinator", &dir), Some(0));
+    for worker in [&mut first, &mut second] {
+        assert_eq!(wait_exit(worker, "a worker", &dir), Some(0));
+    }
+    let report: Value =
+        serde_json::from_str(std::fs::read_to_string(dir.path("coordinator.jsonl")).unwrap().lines().last().unwrap())
+            .unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["tables"][0]["verified"], true, "{report}");
+    let check = "SELECT count(*), sum(id), sum(hashtext(v)::numeric) FROM t";
+    assert_eq!(target.sql(check), source.sql(check));
+    // Each worker copied one piece of range 0: the holder its first three chunks, the other the
+    // rest; the ledger records the range once, with every row.
+    let piece = |name: &str, n: u64| {
+        let copied: Vec<Value> = ranges_of(&dir, name).into_iter().filter(|r| r.get("range").is_some()).collect();
+        let done: Vec<&Value> = copied.iter().filter(|r| r["outcome"] == "done").collect();
+        assert_eq!(done.len(), 1, "{name}: {copied:?}");
+        assert_eq!((done[0]["range"].as_u64(), done[0]["piece"].as_u64()), (Some(0), Some(n)), "{copied:?}");
+        done[0]["rows"].as_u64().unwrap()
+    };
+    let (kept, split) = (piece("a", 0), piece("b", 1));
+    assert_eq!(kept + split, 60_000);
+    assert!((25_000..=35_000).contains(&split), "{split}");
+    let ledger = state_db.sql("SELECT range_id, rows_written FROM barge_state.ranges_done WHERE name = 'copy'");
+    assert_eq!(ledger, [[Some("0".to_string()), Some("60000".to_string())]]);
 }

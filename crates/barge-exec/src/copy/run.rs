@@ -54,7 +54,26 @@ pub fn copy_range(
     options: &ExecOptions,
     progress: &dyn Progress,
 ) -> Result<barge_core::ledger::RangeDone> {
+    let Some(wanted) = table.ranges.iter().find(|r| r.id == range) else {
+        return Err(barge_core::Error::Config(format!("table `{}` has no range {range}", table.source.name)));
+    };
+    copy_piece(source, target, table, wanted, clear.then_some(wanted), options, progress)
+}
+
+/// [`copy_range`] of a piece of a planned range: `piece` (its id the planned range's) holds keys
+/// within that range; its digests follow the planned range's buckets, so the pieces of a range
+/// add up to the range's. `clear`: the keys cleared first.
+pub fn copy_piece(
+    source: &dyn Source,
+    target: &dyn Target,
+    table: &barge_plan::TablePlan,
+    piece: &barge_core::KeyRange,
+    clear: Option<&barge_core::KeyRange>,
+    options: &ExecOptions,
+    progress: &dyn Progress,
+) -> Result<barge_core::ledger::RangeDone> {
     use std::sync::atomic::Ordering;
+    let range = piece.id;
     let pool = cpu_pool(options.workers)?;
     let no_reader = || -> Result<Arc<dyn Source>> { Err(barge_core::Error::Config("no verification here".into())) };
     let run = CopyRun {
@@ -69,17 +88,20 @@ pub fn copy_range(
         run_read: AtomicU64::new(0),
     };
     let layout = crate::copy::prepare::Layout { ranges: table.ranges.clone(), created: false };
-    let Some(wanted) = layout.ranges.iter().find(|r| r.id == range) else {
+    if !layout.ranges.iter().any(|r| r.id == range) {
         return Err(barge_core::Error::Config(format!("table `{}` has no range {range}", table.source.name)));
-    };
+    }
     let mut copy = TableCopy::new(&run, table, &layout);
+    // Buckets of the planned ranges; the range read is the piece.
     copy.buckets = crate::verify::buckets::bucket_layout(source, &table.source, &table.output, &layout.ranges)?;
+    let ranges: Vec<barge_core::KeyRange> =
+        layout.ranges.iter().map(|r| if r.id == range { piece.clone() } else { r.clone() }).collect();
     let fields = copy.fields();
-    let mut job = copy.job(&table.source, &fields, &layout.ranges, table.conflict);
+    let mut job = copy.job(&table.source, &fields, &ranges, table.conflict);
     job.hash = true;
     job.buckets = copy.buckets.as_ref();
-    if clear {
-        crate::copy::ranges::clear_ranges(&job, &[wanted])?;
+    if let Some(clear) = clear {
+        crate::copy::ranges::clear_ranges(&job, &[clear])?;
     }
     let digests = crate::copy::ranges::copy_ranges(&job, &copy.counters, Some(range))?;
     if let Some(log) = &options.rejects {
