@@ -693,8 +693,8 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             })?;
         }
         // Idle: look again soon (work can appear at any moment: a plan, digest tasks), backing off
-        // to 200 ms so that many idle workers cost the store little.
-        idle = if worked { Duration::from_millis(10) } else { (idle * 2).min(Duration::from_millis(200)) };
+        // to 50 ms (each look is an index lookup or two in the store).
+        idle = if worked { Duration::from_millis(10) } else { (idle * 2).min(Duration::from_millis(50)) };
         if !worked {
             std::thread::sleep(idle);
         }

@@ -609,7 +609,16 @@ impl WorkQueue for PgLedger {
 
     fn queued_runs(&self) -> Result<Vec<String>> {
         self.tx("reading the queues", async |tx, s| {
-            let sql = format!("SELECT DISTINCT name FROM {s}.work_queue ORDER BY name");
+            // The distinct names by a walk of the primary key's index (one probe per run), not a
+            // scan of every queued range: idle workers ask this often.
+            let sql = format!(
+                "WITH RECURSIVE runs AS (
+                   (SELECT name FROM {s}.work_queue ORDER BY name LIMIT 1)
+                   UNION ALL
+                   SELECT (SELECT q.name FROM {s}.work_queue q WHERE q.name > runs.name ORDER BY q.name LIMIT 1)
+                   FROM runs WHERE runs.name IS NOT NULL)
+                 SELECT name FROM runs WHERE name IS NOT NULL"
+            );
             Ok(tx.query(&sql, &[]).await?.iter().map(|r| r.get(0)).collect())
         })
     }
