@@ -761,25 +761,9 @@ fn claim_loop(
         let options = barge_exec::ExecOptions { fence: Some(lease.clone()), ..ready.options.clone() };
         counts.begin(&claim.table, claim.range, &rows);
         let started = Instant::now();
-        let done = Mutex::new(false);
-        let copied = std::thread::scope(|scope| {
-            // Heartbeats: the lease renewed every third of it, with the rows done.
-            scope.spawn(|| {
-                let every = Duration::from_secs_f64(args.lease / 3.0);
-                let mut last = Instant::now();
-                while !*done.lock().expect("done lock") {
-                    if last.elapsed() >= every {
-                        if !lease.renew() {
-                            return;
-                        }
-                        last = Instant::now();
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            });
-            let copied = copy_in_chunks(queue, ready, table, &claim, worker, args.chunk_rows, &options, &rows);
-            *done.lock().expect("done lock") = true;
-            copied
+        // Heartbeats: the lease renewed with the rows done.
+        let copied = with_heartbeats(args.lease, &|| lease.renew(), || {
+            copy_in_chunks(queue, ready, table, &claim, worker, args.chunk_rows, &options, &rows)
         });
         let merge = |parts: &[RangeDone]| merge_pieces(parts);
         let (outcome, error, written) = match copied {
@@ -831,6 +815,30 @@ fn claim_loop(
         }
     }
     Ok(any)
+}
+
+/// Runs `work` while a thread renews its lease every third of `lease` seconds (until `renew`
+/// says it is lost).
+fn with_heartbeats<T>(lease: f64, renew: &(dyn Fn() -> bool + Sync), work: impl FnOnce() -> T) -> T {
+    let done = Mutex::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let every = Duration::from_secs_f64(lease / 3.0);
+            let mut last = Instant::now();
+            while !*done.lock().expect("done lock") {
+                if last.elapsed() >= every {
+                    if !renew() {
+                        return;
+                    }
+                    last = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let value = work();
+        *done.lock().expect("done lock") = true;
+        value
+    })
 }
 
 /// Copies a claimed piece: in chunks of about `chunk_rows` rows (each committed on its own), the
@@ -980,44 +988,26 @@ fn digest_one(
     task: DigestClaim,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let done = Mutex::new(false);
-    let digested = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let every = Duration::from_secs_f64(args.lease / 3.0);
-            let mut last = Instant::now();
-            while !*done.lock().expect("done lock") {
-                if last.elapsed() >= every {
-                    let held = queue.renew_digest(&ready.run, worker, &task.table, task.item, args.lease);
-                    if !held.unwrap_or(false) {
-                        return;
-                    }
-                    last = Instant::now();
-                }
-                std::thread::sleep(Duration::from_millis(50));
+    let renew = || queue.renew_digest(&ready.run, worker, &task.table, task.item, args.lease).unwrap_or(false);
+    let digested = with_heartbeats(args.lease, &renew, || -> Result<barge_exec::SharedDigests, Error> {
+        let parsed: barge_exec::DigestTask = serde_json::from_str(&task.payload)
+            .map_err(|e| Error::engine("reading a digest task from the store", e))?;
+        let table = ready
+            .plan
+            .tables
+            .iter()
+            .find(|t| t.source.name == parsed.table)
+            .ok_or_else(|| Error::Config(format!("this worker did not plan table `{}`", parsed.table)))?;
+        let known = ready.described.lock().expect("described lock").get(&parsed.table).cloned();
+        let described = match known {
+            Some(described) => described,
+            None => {
+                let described = barge_exec::describe_target(ready.reader.as_ref(), table)?;
+                ready.described.lock().expect("described lock").insert(parsed.table.clone(), described.clone());
+                described
             }
-        });
-        let digested = (|| -> Result<barge_exec::SharedDigests, Error> {
-            let parsed: barge_exec::DigestTask = serde_json::from_str(&task.payload)
-                .map_err(|e| Error::engine("reading a digest task from the store", e))?;
-            let table = ready
-                .plan
-                .tables
-                .iter()
-                .find(|t| t.source.name == parsed.table)
-                .ok_or_else(|| Error::Config(format!("this worker did not plan table `{}`", parsed.table)))?;
-            let known = ready.described.lock().expect("described lock").get(&parsed.table).cloned();
-            let described = match known {
-                Some(described) => described,
-                None => {
-                    let described = barge_exec::describe_target(ready.reader.as_ref(), table)?;
-                    ready.described.lock().expect("described lock").insert(parsed.table.clone(), described.clone());
-                    described
-                }
-            };
-            barge_exec::digest_task(ready.reader.as_ref(), &described, &parsed, &ready.options)
-        })();
-        *done.lock().expect("done lock") = true;
-        digested
+        };
+        barge_exec::digest_task(ready.reader.as_ref(), &described, &parsed, &ready.options)
     });
     let (outcome, error, rows) = match digested {
         Ok(digests) => {
