@@ -676,6 +676,11 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
                     p
                 }
             };
+            // One question to the store before the slots ask theirs (three each): idle workers
+            // (during the coordinator's finish, or waiting on a long range) cost it little.
+            if !queue_of(store.as_ref())?.has_work(&run)? {
+                continue;
+            }
             worked |= std::thread::scope(|scope| -> anyhow::Result<bool> {
                 let handles: Vec<_> = (0..args.workers)
                     .map(|slot| {

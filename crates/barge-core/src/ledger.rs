@@ -294,6 +294,10 @@ pub trait WorkQueue: Send + Sync {
     /// with the first chunk, opaque): whether to go on, or where an idle worker split the piece.
     fn advance(&self, run: &str, worker: &str, piece: PieceOf<'_>, chunks: &str, chunk: usize) -> Result<Advance>;
 
+    /// Whether a worker of `run` has anything to do now: a piece to claim (pending, or its lease
+    /// ran out), a digest task to claim, or a piece whose holder published chunks to split.
+    fn has_work(&self, run: &str) -> Result<bool>;
+
     /// Claimed pieces of `run` whose holders published chunks and that were not split yet.
     fn splittable(&self, run: &str) -> Result<Vec<Splittable>>;
 

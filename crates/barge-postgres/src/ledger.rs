@@ -434,6 +434,19 @@ impl WorkQueue for PgLedger {
         })
     }
 
+    fn has_work(&self, run: &str) -> Result<bool> {
+        self.queue_run("looking for work", async |client, s| {
+            let sql = format!(
+                "SELECT EXISTS (SELECT 1 FROM {s}.work_queue WHERE name = $1 AND state = 'pending')
+                   OR EXISTS (SELECT 1 FROM {s}.work_queue WHERE name = $1 AND state = 'claimed'
+                     AND (lease_until < clock_timestamp() OR (chunks IS NOT NULL AND split_chunk IS NULL)))
+                   OR EXISTS (SELECT 1 FROM {s}.digest_tasks WHERE name = $1
+                     AND (state = 'pending' OR (state = 'claimed' AND lease_until < clock_timestamp())))"
+            );
+            Ok(client.query_one(&sql, &[&run]).await?.get(0))
+        })
+    }
+
     fn splittable(&self, run: &str) -> Result<Vec<Splittable>> {
         self.queue_run("reading splittable pieces", async |client, s| {
             let sql = format!(

@@ -43,6 +43,9 @@ const TEXT_OID: u32 = 25;
 pub struct PgTarget {
     url: PgUrl,
     admin: Mutex<Client>,
+    /// Loading sessions of writers that finished cleanly, for the next writers (a distributed
+    /// run's worker opens writers range after range).
+    writers: Arc<Mutex<Vec<LocalConn>>>,
     /// Whether PostGIS is available, once asked.
     postgis: Mutex<Option<bool>>,
 }
@@ -53,7 +56,12 @@ impl PgTarget {
             Error::SourceNotFound(db) => Error::TargetNotFound(db),
             other => other,
         })?;
-        Ok(Arc::new(PgTarget { url, admin: Mutex::new(client), postgis: Mutex::new(None) }))
+        Ok(Arc::new(PgTarget {
+            url,
+            admin: Mutex::new(client),
+            writers: Arc::default(),
+            postgis: Mutex::new(None),
+        }))
     }
 
     fn qualified(&self, table: &str) -> String {
@@ -457,10 +465,16 @@ impl barge_core::Target for PgTarget {
 
     fn writer(&self, table: &str, fields: &[Field], options: &WriteOptions) -> Result<Box<dyn TableWriter>> {
         let described = self.describe(table)?;
-        let conn = connect_local(&self.url)?;
-        conn.rt
-            .block_on(conn.client.batch_execute(LOADING_SESSION))
-            .map_err(pg_err("configuring a loading session"))?;
+        let conn = match self.pooled_writer() {
+            Some(conn) => conn,
+            None => {
+                let conn = connect_local(&self.url)?;
+                conn.rt
+                    .block_on(conn.client.batch_execute(LOADING_SESSION))
+                    .map_err(pg_err("configuring a loading session"))?;
+                conn
+            }
+        };
         let names: Vec<String> = fields.iter().map(|f| quote(f.name())).collect();
         let target_sql = |name: &str| described.iter().find(|(n, _, _)| n == name).map(|(_, t, _)| t.clone());
         // Columns without a binary codec (inet, tsvector, …) arrive as text in a staging table and
@@ -534,7 +548,9 @@ impl barge_core::Target for PgTarget {
         let copy = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", self.qualified(table), names.join(", "));
         let direct = (options.conflict == Conflict::Upsert && !options.isolate_rows && !has_text_columns).then_some(0);
         Ok(Box::new(PgWriter {
-            conn,
+            conn: Some(conn),
+            pool: self.writers.clone(),
+            used_temp: false,
             table: table.into(),
             gone,
             direct,
@@ -1288,7 +1304,13 @@ const DIRECT_RETRY_AFTER: u32 = 16;
 
 /// Owns a private connection (see `conn::LocalConn`): the writer thread drives its own socket.
 struct PgWriter {
-    conn: LocalConn,
+    /// Its loading session (`None` only once dropped).
+    conn: Option<LocalConn>,
+    /// Where its session goes when the writer is done with it cleanly.
+    pool: Arc<Mutex<Vec<LocalConn>>>,
+    /// It made a temporary staging table, whose shape is this writer's: the session is not
+    /// reused.
+    used_temp: bool,
     table: String,
     /// Stages rows to delete whole, then deletes the rows equal to them.
     gone: GoneRows,
@@ -1308,6 +1330,42 @@ struct PgWriter {
     positions: String,
 }
 
+/// Loading sessions kept for reuse, at most.
+const POOLED_WRITERS: usize = 16;
+
+impl PgTarget {
+    /// A loading session a finished writer left, still answering; `None` when there is none.
+    fn pooled_writer(&self) -> Option<LocalConn> {
+        loop {
+            let conn = self.writers.lock().expect("writer pool lock").pop()?;
+            // Its server session may have been ended meanwhile (a distributed run ends a lost
+            // worker's sessions): asked once before it is used.
+            if conn.rt.block_on(conn.client.simple_query("SELECT 1")).is_ok() {
+                return Some(conn);
+            }
+        }
+    }
+}
+
+impl PgWriter {
+    fn conn(&self) -> &LocalConn {
+        self.conn.as_ref().expect("a writer's session")
+    }
+}
+
+impl Drop for PgWriter {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        // Only a session left outside any transaction, without temporary tables, goes back.
+        if !self.in_transaction && !self.used_temp && !conn.client.is_closed() {
+            let mut pool = self.pool.lock().expect("writer pool lock");
+            if pool.len() < POOLED_WRITERS {
+                pool.push(conn);
+            }
+        }
+    }
+}
+
 impl TableWriter for PgWriter {
     fn write(&mut self, batch: Encoded) -> Result<u64> {
         let Encoded::Bytes { rows, bytes } = batch else {
@@ -1316,13 +1374,14 @@ impl TableWriter for PgWriter {
         self.begin()?;
         let isolate = self.isolate;
         if isolate {
-            let savepoint = self.conn.client.batch_execute("SAVEPOINT barge_batch");
-            self.conn.rt.block_on(savepoint).map_err(pg_err("setting a savepoint"))?;
+            let savepoint = self.conn().client.batch_execute("SAVEPOINT barge_batch");
+            self.conn().rt.block_on(savepoint).map_err(pg_err("setting a savepoint"))?;
         }
         if let Some(copied) = self.try_direct(rows, &bytes)? {
             return Ok(copied);
         }
-        let (client, staging, copy, table) = (&self.conn.client, &self.staging, &self.copy, &self.table);
+        self.used_temp |= self.staging.is_some();
+        let (client, staging, copy, table) = (&self.conn().client, &self.staging, &self.copy, &self.table);
         let failed = |e: tokio_postgres::Error| {
             if isolate && is_row_error(&e) {
                 Error::RowRejected { reason: crate::conn::describe(&e) }
@@ -1330,7 +1389,7 @@ impl TableWriter for PgWriter {
                 crate::conn::error_of(format!("loading `{table}`"), &e)
             }
         };
-        let copied = self.conn.rt.block_on(async {
+        let copied = self.conn().rt.block_on(async {
             let statement = match staging {
                 Some(s) => {
                     client.batch_execute(&s.create).await?;
@@ -1350,7 +1409,7 @@ impl TableWriter for PgWriter {
             } else {
                 "ROLLBACK TO SAVEPOINT barge_batch"
             };
-            self.conn.rt.block_on(client.batch_execute(end)).map_err(pg_err("ending a savepoint"))?;
+            self.conn().rt.block_on(client.batch_execute(end)).map_err(pg_err("ending a savepoint"))?;
         }
         let copied = copied.map_err(failed)?;
         if copied != rows as u64 {
@@ -1362,9 +1421,9 @@ impl TableWriter for PgWriter {
     fn commit(&mut self) -> Result<()> {
         if self.in_transaction {
             let table = &self.table;
-            self.conn
+            self.conn()
                 .rt
-                .block_on(self.conn.client.batch_execute("COMMIT"))
+                .block_on(self.conn().client.batch_execute("COMMIT"))
                 .map_err(|e| crate::conn::error_of(format!("committing `{table}`"), &e))?;
             self.in_transaction = false;
         }
@@ -1381,9 +1440,9 @@ impl TableWriter for PgWriter {
 
     fn session_id(&mut self) -> Result<Option<String>> {
         let row = self
-            .conn
+            .conn()
             .rt
-            .block_on(self.conn.client.query_one("SELECT pg_backend_pid()", &[]))
+            .block_on(self.conn().client.query_one("SELECT pg_backend_pid()", &[]))
             .map_err(pg_err("naming the writer's session"))?;
         Ok(Some(row.get::<_, i32>(0).to_string()))
     }
@@ -1415,10 +1474,10 @@ impl PgWriter {
             }
             Some(_) => {}
         }
-        let (client, copy, table) = (&self.conn.client, &self.copy, &self.table);
+        let (client, copy, table) = (&self.conn().client, &self.copy, &self.table);
         let savepoint =
-            |end: &str| self.conn.rt.block_on(client.batch_execute(end)).map_err(pg_err("ending a savepoint"));
-        let direct = self.conn.rt.block_on(async {
+            |end: &str| self.conn().rt.block_on(client.batch_execute(end)).map_err(pg_err("ending a savepoint"));
+        let direct = self.conn().rt.block_on(async {
             client.batch_execute("SAVEPOINT barge_direct").await?;
             copy_in(client, copy, bytes).await
         });
@@ -1443,14 +1502,14 @@ impl PgWriter {
     /// Runs `sql` in the writer's transaction (beginning it), returning the rows it touched.
     fn in_transaction(&mut self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<u64> {
         self.begin()?;
-        let touched = self.conn.rt.block_on(self.conn.client.execute(sql, params));
+        let touched = self.conn().rt.block_on(self.conn().client.execute(sql, params));
         touched.map_err(|e| crate::conn::error_of(format!("applying changes to `{}`", self.table), &e))
     }
 
     /// Opens the writer's transaction, unless it is open.
     fn begin(&mut self) -> Result<()> {
         if !self.in_transaction {
-            let begun = self.conn.rt.block_on(self.conn.client.batch_execute("BEGIN"));
+            let begun = self.conn().rt.block_on(self.conn().client.batch_execute("BEGIN"));
             begun.map_err(|e| crate::conn::error_of(format!("starting a transaction on `{}`", self.table), &e))?;
             self.in_transaction = true;
         }
@@ -1483,8 +1542,9 @@ impl barge_core::ChangeWriter for PgWriter {
             return Err(Error::Config("the PostgreSQL writer takes COPY payloads".into()));
         };
         self.begin()?;
-        let (client, gone, table) = (&self.conn.client, &self.gone, &self.table);
-        let deleted = self.conn.rt.block_on(async {
+        self.used_temp = true;
+        let (client, gone, table) = (&self.conn().client, &self.gone, &self.table);
+        let deleted = self.conn().rt.block_on(async {
             client.batch_execute(&gone.stage.create).await?;
             let staged = copy_in(client, &gone.stage.copy, &bytes).await?;
             let deleted = client.execute(gone.stage.apply.as_str(), &[]).await?;
@@ -1516,7 +1576,7 @@ impl barge_core::RangeClearer for PgWriter {
         });
         let sql = format!("DELETE FROM {} WHERE {predicate}", self.rows_of);
         self.begin()?;
-        let deleted = self.conn.rt.block_on(self.conn.client.execute(sql.as_str(), &[]));
+        let deleted = self.conn().rt.block_on(self.conn().client.execute(sql.as_str(), &[]));
         deleted.map_err(|e| crate::conn::error_of(format!("clearing a range of `{}`", self.table), &e))
     }
 }
