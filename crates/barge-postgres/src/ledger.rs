@@ -66,7 +66,7 @@ impl PgLedger {
                state text NOT NULL DEFAULT 'pending', owner text, lease_until timestamptz,
                attempt int NOT NULL DEFAULT 0, sessions jsonb NOT NULL DEFAULT '[]', rows_done bigint NOT NULL DEFAULT 0,
                progress_at timestamptz, error text, chunks text, next_chunk int, split_chunk int,
-               rows_read bigint, rows_rejected bigint, digests text,
+               rows_read bigint, rows_rejected bigint, digests text, split boolean NOT NULL DEFAULT false,
                PRIMARY KEY (name, source_table, range_id, piece));
              CREATE INDEX IF NOT EXISTS work_queue_pending
                ON {s}.work_queue (name, estimated_rows DESC, source_table, range_id, piece) WHERE state = 'pending';
@@ -488,15 +488,15 @@ impl WorkQueue for PgLedger {
             // and the remainder is a new pending piece of the same range.
             let sql = format!(
                 "WITH cut AS (
-                   UPDATE {s}.work_queue SET split_chunk = $6, hi = $7,
+                   UPDATE {s}.work_queue SET split_chunk = $6, hi = $7, split = true,
                      estimated_rows = greatest(estimated_rows - $8, 0)
                    WHERE {THE_PIECE} AND state = 'claimed' AND split_chunk IS NULL AND next_chunk = $5
                      AND $6 > $5
                    RETURNING (SELECT hi FROM {s}.work_queue WHERE {THE_PIECE}) AS old_hi)
-                 INSERT INTO {s}.work_queue (name, source_table, range_id, piece, estimated_rows, lo, hi)
+                 INSERT INTO {s}.work_queue (name, source_table, range_id, piece, estimated_rows, lo, hi, split)
                  SELECT $1, $2, $3,
                    (SELECT max(piece) + 1 FROM {s}.work_queue WHERE name = $1 AND source_table = $2 AND range_id = $3),
-                   $8, $7, old_hi FROM cut"
+                   $8, $7, old_hi, true FROM cut"
             );
             let (range, n, next, at, rows) =
                 (piece.range as i32, piece.piece as i32, next_chunk as i32, at as i32, estimated_rows as i64);
@@ -516,6 +516,35 @@ impl WorkQueue for PgLedger {
     ) -> Result<bool> {
         let (range, n) = (piece.range as i32, piece.piece as i32);
         let (read, written, rejected) = (done.rows_read as i64, done.rows_written as i64, done.rows_rejected as i64);
+        // The common case in one statement: a range never split (one piece: `split` is set on
+        // every piece of a range that was), marked done and recorded.
+        let alone = self.queue_run("completing a range", async |client, s| {
+            let sql = format!(
+                "WITH mark AS (
+                   UPDATE {s}.work_queue SET state = 'done', lease_until = NULL, rows_done = $6, rows_read = $7,
+                     rows_rejected = $8, digests = $9, progress_at = clock_timestamp()
+                   WHERE {THE_PIECE} AND owner = $5 AND state = 'claimed'
+                     AND NOT split
+                   RETURNING 1),
+                 record AS (
+                   INSERT INTO {s}.ranges_done
+                     (name, source_table, range_id, rows_read, rows_written, rows_rejected, digests)
+                   SELECT $1, $2, $3, $7, $6, $8, $9 FROM mark
+                   ON CONFLICT (name, source_table, range_id) DO UPDATE SET rows_read = EXCLUDED.rows_read,
+                     rows_written = EXCLUDED.rows_written, rows_rejected = EXCLUDED.rows_rejected,
+                     digests = EXCLUDED.digests
+                   RETURNING 1)
+                 SELECT count(*) FROM record"
+            );
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] =
+                [&run, &piece.table, &range, &n, &worker, &written, &read, &rejected, &done.digests];
+            Ok(client.query_one(&sql, &params).await?.get::<_, i64>(0) == 1)
+        })?;
+        if alone {
+            return Ok(true);
+        }
+        // Not held any more, or a range of several pieces: in one transaction, the piece marked
+        // done and, once every piece is, the range recorded as `merge` adds them up.
         let mut merged: Option<Result<RangeDone>> = None;
         let held = self.queue_run("completing a range", async |client, s| {
             client.batch_execute("BEGIN").await?;

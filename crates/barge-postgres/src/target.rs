@@ -56,12 +56,7 @@ impl PgTarget {
             Error::SourceNotFound(db) => Error::TargetNotFound(db),
             other => other,
         })?;
-        Ok(Arc::new(PgTarget {
-            url,
-            admin: Mutex::new(client),
-            writers: Arc::default(),
-            postgis: Mutex::new(None),
-        }))
+        Ok(Arc::new(PgTarget { url, admin: Mutex::new(client), writers: Arc::default(), postgis: Mutex::new(None) }))
     }
 
     fn qualified(&self, table: &str) -> String {
