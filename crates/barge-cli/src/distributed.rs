@@ -1089,7 +1089,7 @@ impl barge_exec::DigestShare for DigestsByWorkers {
         tracing::info!("table `{table}`: {} verification digest task(s) queued for the workers", payloads.len());
         let mut said = Instant::now();
         loop {
-            let items = queue.digest_items(&self.run, table)?;
+            let items = queue.digest_items(&self.run, table, false)?;
             if said.elapsed() >= Duration::from_secs(5) {
                 let done = items.iter().filter(|i| i.state == "done").count();
                 let held = items.iter().filter(|i| i.state == "claimed").count();
@@ -1107,7 +1107,9 @@ impl barge_exec::DigestShare for DigestsByWorkers {
                 ));
             }
             if items.len() == payloads.len() && items.iter().all(|i| i.state == "done") {
-                return items
+                // Done: the results, read once.
+                return queue
+                    .digest_items(&self.run, table, true)?
                     .iter()
                     .map(|i| {
                         serde_json::from_str(i.result.as_deref().unwrap_or(""))

@@ -366,6 +366,7 @@ pub trait WorkQueue: Send + Sync {
         max_attempts: u32,
     ) -> Result<()>;
 
-    /// The digest tasks of `run`'s table `table`, by item.
-    fn digest_items(&self, run: &str, table: &str) -> Result<Vec<DigestItem>>;
+    /// The digest tasks of `run`'s table `table`, by item; their results only with `results`
+    /// (they are large: a coordinator waiting on the tasks asks without them).
+    fn digest_items(&self, run: &str, table: &str, results: bool) -> Result<Vec<DigestItem>>;
 }

@@ -747,10 +747,11 @@ impl WorkQueue for PgLedger {
         })
     }
 
-    fn digest_items(&self, run: &str, table: &str) -> Result<Vec<DigestItem>> {
+    fn digest_items(&self, run: &str, table: &str, results: bool) -> Result<Vec<DigestItem>> {
         self.queue_run("reading digest tasks", async |client, s| {
+            let result = if results { "result" } else { "NULL::text" };
             let sql = format!(
-                "SELECT item, state, owner, attempt, result, error FROM {s}.digest_tasks
+                "SELECT item, state, owner, attempt, {result}, error FROM {s}.digest_tasks
                  WHERE name = $1 AND source_table = $2 ORDER BY item"
             );
             Ok(client
