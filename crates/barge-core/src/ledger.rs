@@ -295,10 +295,11 @@ pub trait WorkQueue: Send + Sync {
     fn advance(&self, run: &str, worker: &str, piece: PieceOf<'_>, chunks: &str, chunk: usize) -> Result<Advance>;
 
     /// Whether a worker of `run` has anything to do now: a piece to claim (pending, or its lease
-    /// ran out), a digest task to claim, or a piece whose holder published chunks to split.
+    /// ran out), a digest task to claim, or a piece with at least two chunks its holder has not
+    /// started, to split.
     fn has_work(&self, run: &str) -> Result<bool>;
 
-    /// Claimed pieces of `run` whose holders published chunks and that were not split yet.
+    /// Claimed pieces of `run` not split yet whose holders have at least two chunks to start.
     fn splittable(&self, run: &str) -> Result<Vec<Splittable>>;
 
     /// Splits a claimed piece at chunk `at` (`key` its first key, opaque) while its holder is still

@@ -439,7 +439,8 @@ impl WorkQueue for PgLedger {
             let sql = format!(
                 "SELECT EXISTS (SELECT 1 FROM {s}.work_queue WHERE name = $1 AND state = 'pending')
                    OR EXISTS (SELECT 1 FROM {s}.work_queue WHERE name = $1 AND state = 'claimed'
-                     AND (lease_until < clock_timestamp() OR (chunks IS NOT NULL AND split_chunk IS NULL)))
+                     AND (lease_until < clock_timestamp() OR (chunks IS NOT NULL AND split_chunk IS NULL
+                       AND json_array_length(chunks::json) - coalesce(next_chunk, 0) >= 2)))
                    OR EXISTS (SELECT 1 FROM {s}.digest_tasks WHERE name = $1
                      AND (state = 'pending' OR (state = 'claimed' AND lease_until < clock_timestamp())))"
             );
@@ -454,6 +455,7 @@ impl WorkQueue for PgLedger {
                  FROM {s}.work_queue
                  WHERE name = $1 AND state = 'claimed' AND chunks IS NOT NULL AND split_chunk IS NULL
                    AND lease_until >= clock_timestamp()
+                   AND json_array_length(chunks::json) - coalesce(next_chunk, 0) >= 2
                  ORDER BY estimated_rows DESC"
             );
             Ok(client
