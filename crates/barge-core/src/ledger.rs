@@ -218,7 +218,6 @@ pub struct Splittable {
     pub chunks: String,
     /// The chunk the holder is copying; later ones are not started.
     pub next_chunk: usize,
-    pub hi: String,
     pub estimated_rows: u64,
     pub owner: Option<String>,
 }

@@ -39,7 +39,7 @@ mod sync;
 mod verify;
 
 pub use barge_plan::SchemaReport;
-pub use copy::run::{copy, copy_piece, copy_range};
+pub use copy::run::{copy, copy_piece, merge_pieces};
 pub use ledger::Ledger;
 pub use options::{ExecOptions, Fence};
 pub use progress::{NoProgress, Phase, Progress};

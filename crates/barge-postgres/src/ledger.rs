@@ -327,6 +327,11 @@ impl LedgerStore for PgLedger {
     }
 }
 
+/// A claimed piece an idle worker may split: not split yet, with its chunks published and two or
+/// more of them not started (chunks holds the boundaries: one fewer than the chunks).
+const SPLITTABLE: &str = "chunks IS NOT NULL AND split_chunk IS NULL
+  AND json_array_length(chunks::json) - coalesce(next_chunk, 0) >= 2";
+
 /// The piece a statement names: `name = $1 AND source_table = $2 AND range_id = $3 AND piece = $4`.
 const THE_PIECE: &str = "name = $1 AND source_table = $2 AND range_id = $3 AND piece = $4";
 
@@ -439,8 +444,7 @@ impl WorkQueue for PgLedger {
             let sql = format!(
                 "SELECT EXISTS (SELECT 1 FROM {s}.work_queue WHERE name = $1 AND state = 'pending')
                    OR EXISTS (SELECT 1 FROM {s}.work_queue WHERE name = $1 AND state = 'claimed'
-                     AND (lease_until < clock_timestamp() OR (chunks IS NOT NULL AND split_chunk IS NULL
-                       AND json_array_length(chunks::json) - coalesce(next_chunk, 0) >= 2)))
+                     AND (lease_until < clock_timestamp() OR ({SPLITTABLE})))
                    OR EXISTS (SELECT 1 FROM {s}.digest_tasks WHERE name = $1
                      AND (state = 'pending' OR (state = 'claimed' AND lease_until < clock_timestamp())))"
             );
@@ -451,11 +455,9 @@ impl WorkQueue for PgLedger {
     fn splittable(&self, run: &str) -> Result<Vec<Splittable>> {
         self.queue_run("reading splittable pieces", async |client, s| {
             let sql = format!(
-                "SELECT source_table, range_id, piece, chunks, next_chunk, hi, estimated_rows, owner
+                "SELECT source_table, range_id, piece, chunks, next_chunk, estimated_rows, owner
                  FROM {s}.work_queue
-                 WHERE name = $1 AND state = 'claimed' AND chunks IS NOT NULL AND split_chunk IS NULL
-                   AND lease_until >= clock_timestamp()
-                   AND json_array_length(chunks::json) - coalesce(next_chunk, 0) >= 2
+                 WHERE name = $1 AND state = 'claimed' AND lease_until >= clock_timestamp() AND {SPLITTABLE}
                  ORDER BY estimated_rows DESC"
             );
             Ok(client
@@ -468,9 +470,8 @@ impl WorkQueue for PgLedger {
                     piece: r.get::<_, i32>(2) as usize,
                     chunks: r.get(3),
                     next_chunk: r.get::<_, Option<i32>>(4).unwrap_or(0) as usize,
-                    hi: r.get(5),
-                    estimated_rows: r.get::<_, i64>(6) as u64,
-                    owner: r.get(7),
+                    estimated_rows: r.get::<_, i64>(5) as u64,
+                    owner: r.get(6),
                 })
                 .collect())
         })

@@ -608,6 +608,9 @@ fn workers_digests_find_a_row_the_target_changed() {
     assert_eq!(table["diff"]["changed_total"], 1, "{report}");
     assert_eq!(table["diff"]["changed"], serde_json::json!([[7777]]), "{report}");
     assert_eq!(table["diff"]["missing_total"].as_u64().unwrap() + table["diff"]["extra_total"].as_u64().unwrap(), 0);
+    // What the target holds, by its own queries: every row, and exactly one (7777) changed.
+    assert_eq!(target.sql("SELECT count(*) FROM t")[0][0].as_deref(), Some("40000"));
+    assert_eq!(target.sql("SELECT id, v FROM t WHERE v <> id"), [[Some("7777".to_string()), Some("7778".to_string())]]);
     assert_eq!(wait_exit(&mut worker, "the worker", &dir), Some(0));
     let digested: Vec<Value> = ranges_of(&dir, "g1").into_iter().filter(|r| r.get("digest").is_some()).collect();
     assert_eq!(digested.len(), 5, "{digested:?}");

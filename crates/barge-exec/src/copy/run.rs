@@ -40,29 +40,13 @@ impl CopyRun<'_> {
     }
 }
 
-/// Copies range `range` of `table` (planned with its ranges as the run's ledger holds them) for a
-/// distributed run's worker: cleared first when `clear` (an earlier holder may have committed
-/// some of it), read, transformed, hashed and written through the stages, with the worker's
-/// fence (`options.fence`) checked before each commit. No DDL, finishing, verification or
-/// ledger: the worker records the range it returns.
-pub fn copy_range(
-    source: &dyn Source,
-    target: &dyn Target,
-    table: &barge_plan::TablePlan,
-    range: usize,
-    clear: bool,
-    options: &ExecOptions,
-    progress: &dyn Progress,
-) -> Result<barge_core::ledger::RangeDone> {
-    let Some(wanted) = table.ranges.iter().find(|r| r.id == range) else {
-        return Err(barge_core::Error::Config(format!("table `{}` has no range {range}", table.source.name)));
-    };
-    copy_piece(source, target, table, wanted, clear.then_some(wanted), options, progress)
-}
-
-/// [`copy_range`] of a piece of a planned range: `piece` (its id the planned range's) holds keys
-/// within that range; its digests follow the planned range's buckets, so the pieces of a range
-/// add up to the range's. `clear`: the keys cleared first.
+/// Copies a piece of a planned range for a distributed run's worker: `piece` (its id the planned
+/// range's, `table` planned with its ranges as the run's ledger holds them) holds keys within that
+/// range. Cleared first over `clear` (an earlier holder may have committed some of it), read,
+/// transformed, hashed and written through the stages, with the worker's fence
+/// (`options.fence`) checked before each commit. No DDL, finishing, verification or ledger: the
+/// worker records what it returns. Its digests follow the planned range's buckets, so the pieces
+/// of a range add up to the range's ([`merge_pieces`]).
 pub fn copy_piece(
     source: &dyn Source,
     target: &dyn Target,
@@ -122,6 +106,27 @@ pub fn copy_piece(
         rows_written: written,
         rows_rejected: rejected,
         digests: serde_json::to_string(&digests[range]).map_err(|e| barge_core::Error::engine("digests", e))?,
+    })
+}
+
+/// The pieces (or chunks) of one range added up: counts, and digests bucket by bucket.
+pub fn merge_pieces(parts: &[barge_core::ledger::RangeDone]) -> Result<barge_core::ledger::RangeDone> {
+    let digests = |part: &barge_core::ledger::RangeDone| {
+        serde_json::from_str::<Vec<barge_verify::Digest>>(&part.digests)
+            .map(|d| vec![d])
+            .map_err(|e| barge_core::Error::engine("reading a piece's digests", e))
+    };
+    let each = parts.iter().map(digests).collect::<Result<Vec<_>>>()?;
+    if each.windows(2).any(|w| w[0][0].len() != w[1][0].len()) {
+        return Err(barge_core::Error::engine("adding up a range's pieces", "their digests have different buckets"));
+    }
+    let total = crate::verify::shared::summed(each).pop().unwrap_or_default();
+    Ok(barge_core::ledger::RangeDone {
+        range: parts.first().map_or(0, |p| p.range),
+        rows_read: parts.iter().map(|p| p.rows_read).sum(),
+        rows_written: parts.iter().map(|p| p.rows_written).sum(),
+        rows_rejected: parts.iter().map(|p| p.rows_rejected).sum(),
+        digests: serde_json::to_string(&total).map_err(|e| barge_core::Error::engine("digests", e))?,
     })
 }
 

@@ -133,6 +133,22 @@ mod tests {
     }
 
     #[test]
+    fn pieces_of_a_range_add_up_and_must_share_its_buckets() {
+        let piece = |rows: u64, digests: &[Digest]| barge_core::ledger::RangeDone {
+            range: 4,
+            rows_read: rows,
+            rows_written: rows,
+            rows_rejected: 0,
+            digests: serde_json::to_string(digests).unwrap(),
+        };
+        let whole = crate::merge_pieces(&[piece(3, &[d(2, 5), d(1, 1)]), piece(2, &[d(0, 0), d(2, 9)])]).unwrap();
+        assert_eq!((whole.range, whole.rows_read, whole.rows_written), (4, 5, 5));
+        let digests: Vec<Digest> = serde_json::from_str(&whole.digests).unwrap();
+        assert_eq!(digests, [d(2, 5), d(3, 10)]);
+        assert!(crate::merge_pieces(&[piece(1, &[d(1, 1)]), piece(1, &[d(1, 1), d(0, 0)])]).is_err());
+    }
+
+    #[test]
     fn a_key_range_task_gives_its_own_range() {
         let parts = vec![vec![vec![d(1, 1)]], vec![vec![d(2, 2), d(3, 3)]]];
         assert_eq!(by_range(parts).unwrap(), vec![vec![d(1, 1)], vec![d(2, 2), d(3, 3)]]);
