@@ -159,10 +159,22 @@ fn set_spec(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<(), Error
     store.set_document(run, SPEC, &body)
 }
 
-/// The coordinator finished the run: workers waiting on it exit.
-pub fn finished(store: &dyn LedgerStore, run: &str, spec: &Spec) -> Result<(), Error> {
-    queue_of(store)?.drop_queue(run)?;
-    set_spec(store, run, &Spec { state: "finished".into(), ..spec.clone() })
+/// The coordinator finished the run: workers waiting on it exit (1 when it failed).
+/// `report`: how the coordinator's finish went. A table that failed (its finish, its verification's
+/// digest tasks) fails the run, and its workers exit 1 as for a range that failed; a mismatch does
+/// not (the workers did their part: the coordinator exits 3).
+pub fn finished(
+    store: &dyn LedgerStore,
+    run: &str,
+    spec: &Spec,
+    report: &Result<barge_exec::CopyReport, Error>,
+) -> Result<(), Error> {
+    let ok = report.as_ref().is_ok_and(|r| r.tables.iter().all(|t| t.error.is_none()));
+    if ok {
+        // (A failed run's queue stays, for `barge status`, as when a range fails.)
+        queue_of(store)?.drop_queue(run)?;
+    }
+    set_spec(store, run, &Spec { state: if ok { "finished" } else { "failed" }.into(), ..spec.clone() })
 }
 
 /// `range N`, or `range N piece P` for a remainder split off it.

@@ -898,11 +898,14 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<ExitCode> {
         options.fence = Some(sessions.clone());
     }
     let target = prepared.preflight.target.clone();
-    let mut report = stalls::watching(target.as_ref(), &sessions, args.stall_after, progress.as_ref(), |progress| {
+    let report = stalls::watching(target.as_ref(), &sessions, args.stall_after, progress.as_ref(), |progress| {
         execute(&prepared.preflight, &options, progress)
-    })?;
+    });
     if let Some((ledger, spec)) = &shared {
-        distributed::finished(ledger.store.as_ref(), &name, spec)?;
+        distributed::finished(ledger.store.as_ref(), &name, spec, &report)?;
+    }
+    let mut report = report?;
+    if shared.is_some() {
         // Every range came from a worker, each read at its own instant.
         report.snapshot = Some(barge_core::SnapshotInfo {
             consistent: false,
@@ -1271,12 +1274,15 @@ fn copy_between_with(
     };
     let sessions = stalls::sessions();
     let options = ExecOptions { fence: options.fence.clone().or(Some(sessions.clone())), ..options };
-    let mut report =
+    let report =
         stalls::watching(preflight.target.as_ref(), &sessions, args.stall_after, progress.as_ref(), |progress| {
             execute(&preflight, &options, progress)
-        })?;
+        });
     if let Some((ledger, spec)) = &shared {
-        distributed::finished(ledger.store.as_ref(), &ledger.name, spec)?;
+        distributed::finished(ledger.store.as_ref(), &ledger.name, spec, &report)?;
+    }
+    let mut report = report?;
+    if shared.is_some() {
         report.snapshot = Some(barge_core::SnapshotInfo {
             consistent: false,
             detail: "a distributed copy: each range read by its worker at its own instant".into(),

@@ -684,3 +684,74 @@ fn an_idle_worker_splits_the_unstarted_chunks_off_a_long_range() {
     let ledger = state_db.sql("SELECT range_id, rows_written FROM barge_state.ranges_done WHERE name = 'copy'");
     assert_eq!(ledger, [[Some("0".to_string()), Some("60000".to_string())]]);
 }
+
+/// A role of the target that may load a table but not read it, for the workers only.
+struct Loader {
+    name: String,
+    db: String,
+}
+
+impl Loader {
+    fn new(db: &PgDb, table: &str) -> Loader {
+        let name = format!("barge_loader_{}", std::process::id());
+        db.sql(&format!("CREATE ROLE {name} LOGIN; GRANT INSERT ON {table} TO {name};"));
+        Loader { name, db: db.name.clone() }
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| {
+            crate::support::pg_run(&self.db, &format!("DROP OWNED BY {}", self.name));
+            crate::support::pg_run("postgres", &format!("DROP ROLE IF EXISTS {}", self.name));
+        });
+    }
+}
+
+/// A digest task that fails for good fails the run: the workers load the target through a role
+/// that may insert but not read, so every task they take is refused; after three attempts the
+/// coordinator exits 1 naming the task and the server's refusal, and the workers stop. The rows
+/// were loaded (the copy itself was not the failure).
+#[test]
+fn a_digest_task_that_fails_three_times_fails_the_run() {
+    let source = PgDb::new("dfail_src");
+    source.sql("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t SELECT g, g FROM generate_series(1, 9000) g;");
+    let target = PgDb::new("dfail_dst");
+    target.sql("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)");
+    let loader = Loader::new(&target, "t");
+    let state_db = PgDb::new("dfail_state");
+    let state = state_db.url();
+    let dir = Dir::new();
+    let pipeline = dir.path("dfail.toml");
+    std::fs::write(
+        &pipeline,
+        "source = \"${DFAIL_SOURCE}\"\ntarget = \"${DFAIL_TARGET}\"\n[defaults]\npartitions = 3\nif_exists = \"append\"\n",
+    )
+    .unwrap();
+    let as_loader = target.url().replacen("postgres@", &format!("{}@", loader.name), 1);
+    assert!(as_loader.contains(&loader.name), "{as_loader}");
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["worker", "--state", &state, "--run", "dfail", "--name", "r1", "--json", "--lease", "3"])
+        .env("DFAIL_SOURCE", source.url())
+        .env("DFAIL_TARGET", &as_loader)
+        .stdout(std::fs::File::create(dir.path("r1.jsonl")).unwrap())
+        .stderr(std::fs::File::create(dir.path("r1.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["run", &pipeline.display().to_string(), "--state", &state, "--distributed"])
+        .env("DFAIL_SOURCE", source.url())
+        .env("DFAIL_TARGET", target.url())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{log}\n{}", std::fs::read_to_string(dir.path("r1.log")).unwrap());
+    assert!(log.contains("verifying `t`: digest task") && log.contains("failed 3 time(s)"), "{log}");
+    assert!(log.contains("permission denied"), "{log}");
+    assert_eq!(wait_exit(&mut worker, "the worker", &dir), Some(1));
+    let tasks: Vec<Value> = ranges_of(&dir, "r1").into_iter().filter(|r| r.get("digest").is_some()).collect();
+    assert!(tasks.len() >= 3 && tasks.iter().all(|t| t["outcome"] == "failed"), "{tasks:?}");
+    // The copy was whole: the target's rows, by its own query, are the source's.
+    let check = "SELECT count(*), sum(id), sum(v) FROM t";
+    assert_eq!(target.sql(check), source.sql(check));
+}
